@@ -750,7 +750,8 @@ def _forge(header, payload=b"{}", signature=b"\x00" * 64):
 @pytest.mark.parametrize(
     "token, code",
     [
-        (_forge(b'{"alg":"none"}', signature=b""), "bad_jws"),
+        (_forge(b'{"alg":"none"}', signature=b""), "unsupported_alg"),
+        (_forge(b'{"alg":"ES256"}', signature=b""), "bad_signature"),
         (_forge(b'{"alg":"none"}', signature=b"x"), "unsupported_alg"),
         (_forge(b'{"alg":"HS256"}'), "unsupported_alg"),
         (_forge(b'{"alg":"RS256"}'), "unsupported_alg"),
@@ -832,3 +833,519 @@ def test_public_api():
     for name in dpop.__all__:
         assert hasattr(dpop, name), name
     assert re.fullmatch(r"\d+\.\d+\.\d+", dpop.__version__)
+
+
+# ===========================================================================
+# DPoP proofs: RFC 9449 examples
+# ===========================================================================
+
+RFC9449 = load_vector("rfc9449_examples.json")
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_rfc9449_example_proofs_pass_verify_proof(index):
+    example = RFC9449["proofs"][index]
+    extra = {}
+    if "access_token" in example:
+        extra = {"access_token": example["access_token"], "jkt": RFC9449["jkt"]}
+    result = dpop.verify_proof(example["proof"], method=example["htm"], url=example["htu"], now=example["iat"], **extra)
+    assert result.jkt == RFC9449["jkt"]
+    assert result.claims["jti"] == example["jti"]
+    assert result.header["typ"] == "dpop+jwt"
+    # and one second too late for a 60 s window, it is refused
+    with raises_code("proof_iat"):
+        dpop.verify_proof(example["proof"], method=example["htm"], url=example["htu"], now=example["iat"] + 61, **extra)
+
+
+def test_rfc9449_ath_example():
+    example = RFC9449["proofs"][2]
+    assert dpop.access_token_hash(example["access_token"]) == example["ath"] == "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
+
+
+def test_rfc9449_nonce_examples_are_valid_nonces():
+    for value in RFC9449["nonces"].values():
+        assert dpop.challenge_headers(error="use_dpop_nonce", nonce=value)["DPoP-Nonce"] == value
+
+
+# ===========================================================================
+# canonical_htu
+# ===========================================================================
+
+
+@pytest.mark.parametrize(
+    "url, htu",
+    [
+        ("HTTPS://Example.COM:443/a/b?x=1#f", "https://example.com/a/b"),
+        ("http://h:80", "http://h/"),
+        ("http://h", "http://h/"),
+        ("https://[::1]:8443/p", "https://[::1]:8443/p"),
+        ("https://[2001:DB8::1]/", "https://[2001:db8::1]/"),
+        ("https://[::1]:443/p", "https://[::1]/p"),
+        ("http://h:443/", "http://h:443/"),
+        ("https://h:80/", "https://h:80/"),
+        ("https://h:/x", "https://h/x"),
+        ("https://h:08443/x", "https://h:8443/x"),
+        ("https://h/a%2Fb/%7euser/%40/..%2F", "https://h/a%2Fb/%7euser/%40/..%2F"),
+        ("https://h/Case/Path", "https://h/Case/Path"),
+        ("https://h/a/../b/./c", "https://h/a/../b/./c"),
+        ("https://h?q", "https://h/"),
+        ("https://h#frag", "https://h/"),
+        ("https://h/p;param", "https://h/p;param"),
+        ("https://127.0.0.1:8080/token", "https://127.0.0.1:8080/token"),
+    ],
+)
+def test_canonical_htu(url, htu):
+    assert dpop.canonical_htu(url) == htu
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/relative", "example.com/x", "ftp://h/x", "https://", "https:///x", "https://user:pw@h/", "https://h:0/", "https://h:65536/", "https://h:x/",
+     "https://h/a b", "https://h/\u00e9", "https://exa mple.com/", "https://[::1/", "https://[::1]x/", "mailto:a@b", "", "https://h\n/"],
+)
+def test_canonical_htu_refuses(url):
+    with raises_code("bad_url"):
+        dpop.canonical_htu(url)
+
+
+def test_canonical_htu_type_error():
+    with pytest.raises(TypeError):
+        dpop.canonical_htu(b"https://h/")
+
+
+# ===========================================================================
+# make_proof
+# ===========================================================================
+
+PROOF_KEY = dpop.generate_key()
+NOW = 1_700_000_000
+
+
+def decode_proof(proof):
+    h64, p64, _ = proof.split(".")
+    return json.loads(dpop.b64url_decode(h64)), json.loads(dpop.b64url_decode(p64))
+
+
+def test_make_proof_contents():
+    proof = dpop.make_proof(PROOF_KEY, "post", "HTTPS://AS.example:443/token?x#y", now=NOW + 0.9, jti="abc")
+    header, claims = decode_proof(proof)
+    assert header == {"typ": "dpop+jwt", "alg": "ES256", "jwk": PROOF_KEY.public_jwk()}
+    assert claims == {"jti": "abc", "htm": "POST", "htu": "https://as.example/token", "iat": NOW}
+    with_token = dpop.make_proof(PROOF_KEY, "GET", "https://rs.example/r", access_token="tok.en", nonce="n-1", now=NOW, claims={"ext": 1})
+    _, claims = decode_proof(with_token)
+    assert claims["ath"] == dpop.access_token_hash("tok.en")
+    assert claims["nonce"] == "n-1" and claims["ext"] == 1
+    assert set(claims) == {"jti", "htm", "htu", "iat", "ath", "nonce", "ext"}
+    assert len(dpop.b64url_decode(claims["jti"])) >= 12  # >= 96 bits
+
+
+def test_make_proof_never_copies_private_jwk_members():
+    key = dpop.load_key(dict(KEY_JWK, kid="k", use="sig"))
+    header, _ = decode_proof(dpop.make_proof(key, "GET", "https://h/"))
+    assert header["jwk"] == key.public_jwk()
+    assert "d" not in header["jwk"] and "kid" not in header["jwk"]
+
+
+def test_make_proof_uses_the_clock():
+    import time
+
+    before = int(time.time())
+    _, claims = decode_proof(dpop.make_proof(PROOF_KEY, "GET", "https://h/"))
+    assert before <= claims["iat"] <= int(time.time())
+
+
+@pytest.mark.parametrize(
+    "kwargs, code",
+    [
+        ({"method": "GE T"}, "bad_argument"),
+        ({"method": ""}, "bad_argument"),
+        ({"url": "ftp://h/"}, "bad_url"),
+        ({"access_token": "a b"}, "bad_access_token"),
+        ({"access_token": "tok=en"}, "bad_access_token"),
+        ({"nonce": 'has"quote'}, "bad_argument"),
+        ({"nonce": "has space"}, "bad_argument"),
+        ({"nonce": ""}, "bad_argument"),
+        ({"jti": ""}, "bad_argument"),
+        ({"claims": {"htm": "GET"}}, "bad_argument"),
+    ],
+)
+def test_make_proof_refusals(kwargs, code):
+    args = {"method": "GET", "url": "https://h/"}
+    args.update(kwargs)
+    with raises_code(code):
+        dpop.make_proof(PROOF_KEY, args.pop("method"), args.pop("url"), **args)
+
+
+def test_make_proof_type_errors():
+    for bad in [
+        lambda: dpop.make_proof("key", "GET", "https://h/"),
+        lambda: dpop.make_proof(PROOF_KEY, b"GET", "https://h/"),
+        lambda: dpop.make_proof(PROOF_KEY, "GET", "https://h/", now="1"),
+        lambda: dpop.make_proof(PROOF_KEY, "GET", "https://h/", now=True),
+        lambda: dpop.make_proof(PROOF_KEY, "GET", "https://h/", jti=1),
+        lambda: dpop.make_proof(PROOF_KEY, "GET", "https://h/", nonce=1),
+        lambda: dpop.make_proof(PROOF_KEY, "GET", "https://h/", claims=[1]),
+        lambda: dpop.access_token_hash(b"x"),
+    ]:
+        with pytest.raises(TypeError):
+            bad()
+    with raises_code("no_private_key"):
+        dpop.make_proof(PROOF_KEY.public_key(), "GET", "https://h/")
+
+
+def test_100000_proofs_have_distinct_jti():
+    seen = set()
+    for _ in range(100_000):
+        proof = dpop.make_proof(PROOF_KEY, "GET", "https://h/", now=NOW)
+        seen.add(json.loads(dpop.b64url_decode(proof.split(".")[1]))["jti"])
+    assert len(seen) == 100_000
+
+
+METHODS = st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+URLS = st.builds(
+    lambda scheme, host, port, path: "%s://%s%s/%s" % (scheme, host, port, path),
+    st.sampled_from(["http", "https"]),
+    st.sampled_from(["a.example", "b.example", "127.0.0.1", "[::1]"]),
+    st.sampled_from(["", ":8080", ":9443"]),
+    st.text(alphabet="abcXYZ09-._~%/", max_size=12),
+)
+
+
+@settings(max_examples=60)
+@given(METHODS, URLS, METHODS, URLS)
+def test_proofs_verify_for_their_request_only(method, url, other_method, other_url):
+    proof = dpop.make_proof(PROOF_KEY, method, url, now=NOW)
+    assert dpop.verify_proof(proof, method=method, url=url, now=NOW).jkt == PROOF_KEY.thumbprint()
+    if other_method != method:
+        with raises_code("proof_htm"):
+            dpop.verify_proof(proof, method=other_method, url=url, now=NOW)
+    if dpop.canonical_htu(other_url) != dpop.canonical_htu(url):
+        with raises_code("proof_htu"):
+            dpop.verify_proof(proof, method=method, url=other_url, now=NOW)
+
+
+# ===========================================================================
+# verify_proof: one negative test per RFC 9449 §4.3 check
+# ===========================================================================
+
+URL = "https://rs.example/api/things"
+TOKEN = "at-0123456789.abc~_+/="
+
+
+def forge_proof(key=PROOF_KEY, header=None, claims=None, drop=(), drop_header=(), raw_header=None, signature=None):
+    """A proof with chosen header/claims, signed with ES256 by ``key`` unless told otherwise."""
+    h = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public_jwk()}
+    h.update(header or {})
+    for name in drop_header:
+        h.pop(name, None)
+    c = {"jti": secrets.token_urlsafe(12), "htm": "GET", "htu": URL, "iat": NOW, "ath": dpop.access_token_hash(TOKEN)}
+    c.update(claims or {})
+    for name in drop:
+        c.pop(name, None)
+    h64 = raw_header or dpop.b64url_encode(json.dumps(h).encode())
+    p64 = dpop.b64url_encode(json.dumps(c).encode())
+    sig = signature if signature is not None else key.sign((h64 + "." + p64).encode())
+    return h64 + "." + p64 + "." + dpop.b64url_encode(sig)
+
+
+def check(proof, **overrides):
+    args = dict(method="GET", url=URL, access_token=TOKEN, jkt=PROOF_KEY.thumbprint(), now=NOW)
+    args.update(overrides)
+    return dpop.verify_proof(proof, **args)
+
+
+def test_forged_baseline_passes():
+    assert check(forge_proof()).claims["htm"] == "GET"
+
+
+def _tamper(proof, part, index=-3):
+    pieces = proof.split(".")
+    raw = bytearray(dpop.b64url_decode(pieces[part]))
+    raw[index] ^= 0x01
+    pieces[part] = dpop.b64url_encode(bytes(raw))
+    return ".".join(pieces)
+
+
+NEGATIVE_CASES = {
+    "no proof": (lambda: None, {}, "proof_missing"),
+    "empty list": (lambda: [], {}, "proof_missing"),
+    "two proofs": (lambda: [forge_proof(), forge_proof()], {}, "proof_multiple"),
+    "two joined by comma": (lambda: forge_proof() + ", " + forge_proof(), {}, "proof_multiple"),
+    "oversized": (lambda: forge_proof(claims={"pad": "x" * 9000}), {}, "proof_too_large"),
+    "not a JWT": (lambda: "abc", {}, "proof_malformed"),
+    "four segments": (lambda: forge_proof() + ".x", {}, "proof_malformed"),
+    "bad base64 payload": (lambda: forge_proof().replace(".", ".*", 1), {}, "proof_malformed"),
+    "payload not JSON": (lambda: (lambda p: p[0] + "." + dpop.b64url_encode(b"nope") + "." + p[2])(forge_proof().split(".")), {}, "proof_malformed"),
+    "crit": (lambda: forge_proof(header={"crit": ["exp"]}), {}, "proof_malformed"),
+    "typ jwt": (lambda: forge_proof(header={"typ": "JWT"}), {}, "proof_typ"),
+    "typ missing": (lambda: forge_proof(drop_header=["typ"]), {}, "proof_typ"),
+    "alg none": (lambda: forge_proof(header={"alg": "none"}, signature=b""), {}, "proof_alg"),
+    "alg HS256": (lambda: forge_proof(header={"alg": "HS256"}), {}, "proof_alg"),
+    "alg RS256": (lambda: forge_proof(header={"alg": "RS256"}), {}, "proof_alg"),
+    "alg not allowed by caller": (lambda: forge_proof(), {"algorithms": ("PS256",)}, "proof_alg"),
+    "jwk missing": (lambda: forge_proof(drop_header=["jwk"]), {}, "proof_jwk"),
+    "jwk private d": (lambda: forge_proof(header={"jwk": PROOF_KEY.private_jwk()}), {}, "proof_jwk"),
+    "jwk wrong curve": (lambda: forge_proof(header={"jwk": dict(PROOF_KEY.public_jwk(), crv="P-384")}), {}, "proof_jwk"),
+    "jwk off curve": (lambda: forge_proof(header={"jwk": dict(PROOF_KEY.public_jwk(), y=PROOF_KEY.public_jwk()["x"])}), {}, "proof_jwk"),
+    "jwk short coordinate": (lambda: forge_proof(header={"jwk": dict(PROOF_KEY.public_jwk(), x="AAAA")}), {}, "proof_jwk"),
+    "jwk RSA": (lambda: forge_proof(header={"jwk": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}}), {}, "proof_jwk"),
+    "jwk of another key": (lambda: forge_proof(header={"jwk": dpop.generate_key().public_jwk()}), {}, "proof_signature"),
+    "tampered header": (lambda: _tamper(forge_proof(header={"kid": "abcdef"}), 0), {}, "proof_signature"),
+    "tampered payload": (lambda: _tamper(forge_proof(claims={"ext": "abcdef"}), 1), {}, "proof_signature"),
+    "tampered signature": (lambda: _tamper(forge_proof(), 2), {}, "proof_signature"),
+    "DER signature": (lambda: forge_proof(signature=b"\x30\x44" + b"\x01" * 68), {}, "proof_signature"),
+    "missing jti": (lambda: forge_proof(drop=["jti"]), {}, "proof_claims"),
+    "missing htm": (lambda: forge_proof(drop=["htm"]), {}, "proof_claims"),
+    "missing htu": (lambda: forge_proof(drop=["htu"]), {}, "proof_claims"),
+    "missing iat": (lambda: forge_proof(drop=["iat"]), {}, "proof_claims"),
+    "iat as string": (lambda: forge_proof(claims={"iat": str(NOW)}), {}, "proof_claims"),
+    "iat as bool": (lambda: forge_proof(claims={"iat": True}), {}, "proof_claims"),
+    "jti as number": (lambda: forge_proof(claims={"jti": 5}), {}, "proof_claims"),
+    "htu as list": (lambda: forge_proof(claims={"htu": [URL]}), {}, "proof_claims"),
+    "nonce as number": (lambda: forge_proof(claims={"nonce": 5}), {}, "proof_claims"),
+    "wrong method": (lambda: forge_proof(claims={"htm": "POST"}), {}, "proof_htm"),
+    "lower-case method": (lambda: forge_proof(claims={"htm": "get"}), {}, "proof_htm"),
+    "wrong scheme": (lambda: forge_proof(claims={"htu": URL.replace("https", "http")}), {}, "proof_htu"),
+    "wrong host": (lambda: forge_proof(claims={"htu": URL.replace("rs.example", "rs2.example")}), {}, "proof_htu"),
+    "wrong port": (lambda: forge_proof(claims={"htu": URL.replace("rs.example", "rs.example:8443")}), {}, "proof_htu"),
+    "wrong path": (lambda: forge_proof(claims={"htu": URL + "/x"}), {}, "proof_htu"),
+    "path case": (lambda: forge_proof(claims={"htu": URL.upper().replace("HTTPS://RS.EXAMPLE", "https://rs.example")}), {}, "proof_htu"),
+    "htu not a URL": (lambda: forge_proof(claims={"htu": "rs.example/api"}), {}, "proof_htu"),
+    "nonce missing": (lambda: forge_proof(), {"nonce": "n-1"}, "proof_nonce"),
+    "nonce wrong": (lambda: forge_proof(claims={"nonce": "n-0"}), {"nonce": "n-1"}, "proof_nonce"),
+    "nonce refused by checker": (lambda: forge_proof(claims={"nonce": "n-0"}), {"nonce": lambda n: False}, "proof_nonce"),
+    "iat too old": (lambda: forge_proof(claims={"iat": NOW - 61}), {}, "proof_iat"),
+    "iat too far ahead": (lambda: forge_proof(claims={"iat": NOW + 6}), {}, "proof_iat"),
+    "ath missing": (lambda: forge_proof(drop=["ath"]), {}, "proof_ath"),
+    "ath wrong": (lambda: forge_proof(claims={"ath": dpop.access_token_hash("other")}), {}, "proof_ath"),
+    "key not bound to token": (lambda: forge_proof(), {"jkt": dpop.generate_key().thumbprint()}, "proof_binding"),
+    "key not the expected one": (lambda: forge_proof(), {"access_token": None, "jkt": "x" * 43}, "proof_binding"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEGATIVE_CASES))
+def test_verify_proof_negative(name):
+    make, overrides, code = NEGATIVE_CASES[name]
+    with raises_code(code) as info:
+        check(make(), **overrides)
+    assert info.value.oauth_error == ("use_dpop_nonce" if code == "proof_nonce" else "invalid_dpop_proof")
+
+
+def test_verify_proof_negative_case_count():
+    assert len(NEGATIVE_CASES) >= 20
+
+
+def test_verify_proof_accepts_window_edges_and_nonce_forms():
+    check(forge_proof(claims={"iat": NOW - 60}))
+    check(forge_proof(claims={"iat": NOW + 5}))
+    check(forge_proof(claims={"iat": NOW + 0.5}))
+    check(forge_proof(claims={"nonce": "n-1"}), nonce="n-1")
+    check(forge_proof(claims={"nonce": "n-1"}), nonce=lambda n: n == "n-1")
+    check(forge_proof(header={"typ": "application/dpop+jwt"}))
+    check([forge_proof()])
+    # token-endpoint style: no access token, no ath needed
+    dpop.verify_proof(forge_proof(drop=["ath"]), method="GET", url=URL, now=NOW)
+
+
+def test_replayed_jti_is_refused():
+    cache = dpop.ReplayCache()
+    proof = forge_proof()
+    check(proof, replay=cache)
+    with raises_code("proof_replay"):
+        check(proof, replay=cache)
+    # the same jti under another key or URL is a different slot
+    other = forge_proof(key=dpop.generate_key(), claims={"jti": decode_proof(proof)[1]["jti"]})
+    dpop.verify_proof(other, method="GET", url=URL, now=NOW, replay=cache)
+
+
+def test_failed_checks_do_not_consume_the_jti():
+    cache = dpop.ReplayCache()
+    proof = forge_proof()
+    with raises_code("proof_htm"):
+        check(proof, method="POST", replay=cache)
+    check(proof, replay=cache)
+
+
+def test_verify_proof_misuse():
+    with pytest.raises(TypeError):
+        dpop.verify_proof(forge_proof(), method="GET", url=URL, access_token=TOKEN, now=NOW)
+    with pytest.raises(ValueError):
+        check(forge_proof(), algorithms=("ES256", "none"))
+    with pytest.raises(ValueError):
+        check(forge_proof(), algorithms=("HS256",))
+    with pytest.raises(TypeError):
+        check(forge_proof(), method=b"GET")
+    with pytest.raises(TypeError):
+        check([1])
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=200).map(lambda b: dpop.b64url_encode(b) + "." + dpop.b64url_encode(b[::-1]) + ".AAAA")))
+def test_verify_proof_raises_only_dpoperror(text):
+    with pytest.raises(DPoPError):
+        check(text)
+
+
+# ===========================================================================
+# Replay cache, nonces, challenges, per-key tables
+# ===========================================================================
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_replay_cache_expiry_and_bound():
+    clock = FakeClock()
+    cache = dpop.ReplayCache(3, clock=clock)
+    assert cache.add("a", 10) and not cache.add("a", 10)
+    assert cache.add("b", 10) and cache.add("c", 20)
+    with raises_code("replay_cache_full"):
+        cache.add("d", 10)
+    assert not cache.add("a", 10)  # still remembered when full
+    clock.now += 11
+    assert cache.add("d", 10)  # a and b expired and were dropped
+    assert cache.add("a", 10)
+    assert len(cache) == 3
+    with pytest.raises(TypeError):
+        dpop.ReplayCache(0)
+
+
+def test_replay_cache_is_thread_safe():
+    import threading
+
+    cache = dpop.ReplayCache()
+    results = []
+    barrier = threading.Barrier(16)
+
+    def worker():
+        barrier.wait()
+        for i in range(200):
+            results.append((i, cache.add("key-%d" % i, 60)))
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, ok in results if ok]
+    assert sorted(winners) == list(range(200))
+
+
+def test_nonce_issuer():
+    issuer = dpop.NonceIssuer(b"k" * 32, step=60)
+    nonce = issuer.issue(now=6000)
+    assert issuer.issue(now=6059) == nonce
+    assert issuer.check(nonce, now=6000) and issuer.check(nonce, now=6119)
+    assert not issuer.check(nonce, now=6120)
+    assert not issuer.check(nonce, now=5999)
+    assert not dpop.NonceIssuer(b"j" * 32).check(nonce, now=6000)
+    assert not issuer.check("x" + nonce[1:], now=6000)
+    assert not issuer.check(5, now=6000)
+    assert not issuer.check("\u00e9", now=6000)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{24}", nonce)
+    assert "k" * 32 not in repr(issuer)
+    # with verify_proof
+    proof = forge_proof(claims={"nonce": issuer.issue(now=NOW)})
+    check(proof, nonce=lambda n: issuer.check(n, now=NOW))
+    with pytest.raises(ValueError):
+        dpop.NonceIssuer(b"short")
+    with pytest.raises(TypeError):
+        dpop.NonceIssuer("a string secret of enough length")
+    with pytest.raises(TypeError):
+        dpop.NonceIssuer(b"k" * 32, step=0)
+
+
+def test_challenge_headers():
+    headers = dpop.challenge_headers(error="use_dpop_nonce", error_description='needs "nonce"', nonce="eyJ7S_zG.eyJH0-Z.HX4w-7v")
+    assert headers == {
+        "WWW-Authenticate": 'DPoP error="use_dpop_nonce", error_description="needs \\"nonce\\"", algs="ES256"',
+        "DPoP-Nonce": "eyJ7S_zG.eyJH0-Z.HX4w-7v",
+    }
+    assert dpop.challenge_headers() == {"WWW-Authenticate": 'DPoP algs="ES256"'}
+    assert dpop.challenge_headers(algs=("ES256", "PS256"))["WWW-Authenticate"] == 'DPoP algs="ES256 PS256"'
+
+
+def test_key_tables_are_cached_and_bounded(monkeypatch):
+    monkeypatch.setattr(dpop, "_KEY_TABLE_SLOTS", 2)
+    monkeypatch.setattr(dpop, "_key_tables", {})
+    keys = [dpop.generate_key() for _ in range(3)]
+    for key in keys:
+        for _ in range(3):
+            proof = dpop.make_proof(key, "GET", URL, now=NOW)
+            dpop.verify_proof(proof, method="GET", url=URL, now=NOW)
+    built = [point for point, table in dpop._key_tables.items() if table is not None]
+    assert built == [keys[1].public_point, keys[2].public_point]
+    assert len(dpop._key_tables) <= 4 * 2
+
+
+# ===========================================================================
+# Interop with independent implementations (Node.js: npm dpop, jose)
+# ===========================================================================
+
+import shutil
+import subprocess
+import sys
+import time
+
+INTEROP = HERE / "interop"
+
+
+@pytest.fixture(scope="session")
+def node():
+    """The node binary, with interop/node_modules installed from the lockfile."""
+    exe = shutil.which("node")
+    npm = shutil.which("npm")
+    if exe is None or npm is None:
+        pytest.skip("Node.js/npm not found: interop tests need node >= 20 (they run in CI)")
+    if not (INTEROP / "node_modules" / ".package-lock.json").is_file():
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=INTEROP, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            pytest.fail("npm ci in interop/ failed:\n" + done.stdout + done.stderr)
+    return exe
+
+
+def node_run(node, *args, stdin=None):
+    done = subprocess.run([node, str(INTEROP / "proofs.mjs"), *args], input=stdin, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def test_npm_dpop_proofs_pass_verify_proof(node):
+    url = "https://rs.example:8443/api/x"
+    spec = {"count": 20, "htm": "POST", "htu": url, "accessToken": TOKEN, "nonce": "srv-nonce-1"}
+    made = node_run(node, "make", json.dumps(spec))[0]
+    cache = dpop.ReplayCache()
+    now = time.time()
+    for proof in made["proofs"]:
+        result = dpop.verify_proof(proof, method="POST", url=url, access_token=TOKEN, jkt=made["jkt"], nonce="srv-nonce-1", now=now, replay=cache)
+        assert result.jkt == made["jkt"]
+        with raises_code("proof_replay"):
+            dpop.verify_proof(proof, method="POST", url=url, access_token=TOKEN, jkt=made["jkt"], nonce="srv-nonce-1", now=now, replay=cache)
+    for part in (0, 1, 2):
+        with raises_code("proof_signature"):
+            dpop.verify_proof(_tamper(made["proofs"][0], part), method="POST", url=url, access_token=TOKEN, jkt=made["jkt"], nonce="srv-nonce-1", now=now)
+    with raises_code("proof_ath"):
+        dpop.verify_proof(made["proofs"][0], method="POST", url=url, access_token=TOKEN + "x", jkt=made["jkt"], now=now)
+    with raises_code("proof_htu"):
+        dpop.verify_proof(made["proofs"][0], method="POST", url=url + "/y", access_token=TOKEN, jkt=made["jkt"], now=now)
+
+
+def test_make_proof_passes_jose_verification(node):
+    key = dpop.generate_key()
+    url = "https://rs.example/api/x"
+    lines = []
+    for i in range(20):
+        proof = dpop.make_proof(key, "GET", url, access_token=TOKEN, nonce="n-%d" % i)
+        lines.append({"jwt": proof, "htm": "GET", "htu": url, "ath": dpop.access_token_hash(TOKEN), "nonce": "n-%d" % i, "jkt": key.thumbprint()})
+    good = lines[0]["jwt"]
+    lines.append(dict(lines[0], jwt=_tamper(good, 2)))
+    lines.append(dict(lines[0], jwt=_tamper(good, 1)))
+    lines.append(dict(lines[0], jkt=dpop.generate_key().thumbprint()))
+    results = node_run(node, "verify", stdin="\n".join(json.dumps(line) for line in lines))
+    assert [r["ok"] for r in results] == [True] * 20 + [False] * 3
+    assert all(r["jkt"] == key.thumbprint() for r in results[:20])

@@ -1326,9 +1326,11 @@ def test_npm_dpop_proofs_pass_verify_proof(node):
         assert result.jkt == made["jkt"]
         with raises_code("proof_replay"):
             dpop.verify_proof(proof, method="POST", url=url, access_token=TOKEN, jkt=made["jkt"], nonce="srv-nonce-1", now=now, replay=cache)
-    for part in (0, 1, 2):
+    payload = dpop.b64url_decode(made["proofs"][0].split(".")[1])
+    inside_jti = payload.index(b'"jti":"') + 8 - len(payload)
+    for part, index in ((1, inside_jti), (2, -3), (2, 5)):
         with raises_code("proof_signature"):
-            dpop.verify_proof(_tamper(made["proofs"][0], part), method="POST", url=url, access_token=TOKEN, jkt=made["jkt"], nonce="srv-nonce-1", now=now)
+            dpop.verify_proof(_tamper(made["proofs"][0], part, index), method="POST", url=url, access_token=TOKEN, jkt=made["jkt"], nonce="srv-nonce-1", now=now)
     with raises_code("proof_ath"):
         dpop.verify_proof(made["proofs"][0], method="POST", url=url, access_token=TOKEN + "x", jkt=made["jkt"], now=now)
     with raises_code("proof_htu"):

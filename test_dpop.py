@@ -1332,7 +1332,7 @@ def test_npm_dpop_proofs_pass_verify_proof(node):
         with raises_code("proof_signature"):
             dpop.verify_proof(_tamper(made["proofs"][0], part, index), method="POST", url=url, access_token=TOKEN, jkt=made["jkt"], nonce="srv-nonce-1", now=now)
     with raises_code("proof_ath"):
-        dpop.verify_proof(made["proofs"][0], method="POST", url=url, access_token=TOKEN + "x", jkt=made["jkt"], now=now)
+        dpop.verify_proof(made["proofs"][0], method="POST", url=url, access_token="other-token", jkt=made["jkt"], now=now)
     with raises_code("proof_htu"):
         dpop.verify_proof(made["proofs"][0], method="POST", url=url + "/y", access_token=TOKEN, jkt=made["jkt"], now=now)
 

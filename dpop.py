@@ -151,6 +151,23 @@ ERROR_CODES: Mapping[str, str] = {
     "proof_binding": "the proof key is not the key the access token is bound to (cnf.jkt)",
     "proof_replay": "this proof (jti) was already used",
     "replay_cache_full": "the replay cache is full of unexpired entries; the proof was refused",
+    # -- HTTP client
+    "insecure_url": "plain http to a host that is not loopback",
+    "network": "the connection failed or broke",
+    "timeout": "a socket operation timed out",
+    "tls": "TLS failed (certificate, hostname, handshake)",
+    "bad_response": "the server's HTTP response is malformed",
+    "response_too_large": "a response body is larger than the allowed size",
+    "too_many_redirects": "more redirects than the client follows",
+    "discovery": "authorization server metadata could not be fetched or is invalid",
+    "oauth_error": "the token endpoint answered with an OAuth error",
+    "bad_token_response": "the token endpoint's success response is malformed",
+    "token_type": "the token endpoint issued a token that is not DPoP-bound",
+    "closed": "the client was used after close()",
+    # -- command line
+    "usage": "a command-line option is missing or invalid",
+    "io_error": "a file could not be read or written",
+    "http_status": "the API answered with an HTTP error status",
 }
 
 
@@ -1326,7 +1343,7 @@ def jws_verify(token: str, key: Union[ECKey, Mapping[str, Any]]) -> Tuple[Dict[s
 _TCHAR = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")  # RFC 9110 §5.6.2 token
 _NQCHAR = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 9449 §8.1 / RFC 6749 A
 _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 9449 §7.1 / RFC 9110 §11.2
-_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^?#]*)(?:\?[^#]*)?(?:#.*)?", re.S)
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^?#]*)(\?[^#]*)?(?:#.*)?", re.S)
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
 _HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+")
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
@@ -1780,3 +1797,1458 @@ def verify_proof(
         if not replay.add(slot, ttl):
             raise _refuse("proof_replay", "this jti was already used")
     return VerifiedProof(header, claims, key, jkt_value)
+
+
+# =============================================================================
+# Everything above is pure: no network, and the clock and randomness only
+# where a default (now=None, jti=None, a fresh key or hedge) asks for them.
+# Everything below does I/O.
+# =============================================================================
+
+# =============================================================================
+# 10. HTTP client: client_credentials with DPoP (RFC 6749 §4.4, RFC 9449 §5-§9)
+# =============================================================================
+#
+# Why http.client and not urllib.request: the opener's defaults are wrong
+# here. Its redirect handler copies Authorization and DPoP to wherever a
+# Location header points, it reads proxies from the environment, it has
+# file:/ftp:/data: handlers, and it turns 4xx into exceptions. http.client
+# sends exactly the headers we give it, so we know what goes on the wire
+# (and the session log shows it byte for byte, secrets masked).
+#
+# Why the HTTP modules are imported inside functions: ssl and http.client
+# cost 15-30 ms to import; a program that only signs proofs should not pay
+# that, and neither should the first signature of a fresh process.
+#
+# Decisions, each visible to users:
+#  * A token response without expires_in is used until an API answers
+#    401 invalid_token; then one new token is fetched and the request retried.
+#  * A token is replaced once it is within refresh_margin seconds of expiry,
+#    the margin capped at half the token's lifetime (a 10 s token is reused
+#    for 5 s, not never).
+#  * Plain http is refused except to loopback hosts (localhost, 127/8, ::1).
+#  * Environment proxies (HTTPS_PROXY, ...) are not used.
+#  * A pooled keep-alive connection that the server closed while idle is
+#    retried once on a new connection, with a fresh proof.
+#  * Token endpoint and discovery bodies are capped at 1 MiB, API bodies at
+#    256 MiB (after gzip decoding); larger ones raise response_too_large.
+
+_MAX_TOKEN_BODY = 1 << 20
+_MAX_API_BODY = 256 << 20
+_MAX_LOGGED_BODY = 64 << 10
+_REDIRECTS = (301, 302, 303, 307, 308)
+_USER_AGENT = "dpop.py/" + __version__
+_AUTH_METHODS = ("client_secret_post", "client_secret_basic", "none")
+_RESERVED_TOKEN_PARAMS = frozenset({"grant_type", "client_id", "client_secret"})
+_MASKED = "****"
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _Target:
+    """Where one request goes: parsed, normalized and checked once."""
+
+    __slots__ = ("scheme", "host", "port", "origin", "target", "host_header")
+
+    def __init__(self, url: str) -> None:
+        scheme, host, port, path = _split_url(url)
+        if scheme == "http" and not _is_loopback(host):
+            raise DPoPError("insecure_url", "plain http is only allowed to loopback hosts; use https for %s" % host)
+        match = _URL.fullmatch(url)
+        query = match.group(4) if match is not None and match.group(4) else ""
+        self.scheme = scheme
+        self.host = host
+        self.port = int(port or _DEFAULT_PORTS[scheme])
+        self.host_header = host + (":" + port if port else "")
+        self.origin = scheme + "://" + self.host_header
+        self.target = path + query
+
+
+class Headers:
+    """HTTP headers: case-insensitive, several values per name, arrival order."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Sequence[Tuple[str, str]] = ()) -> None:
+        self._items = list(items)
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """The first value of ``name``, or ``default``."""
+        lname = name.lower()
+        for key, value in self._items:
+            if key.lower() == lname:
+                return value
+        return default
+
+    def get_all(self, name: str) -> List[str]:
+        """Every value of ``name``, in order."""
+        lname = name.lower()
+        return [value for key, value in self._items if key.lower() == lname]
+
+    def items(self) -> List[Tuple[str, str]]:
+        return list(self._items)
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([key for key, _ in self._items])
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return "Headers(%r)" % [(k, _mask_header(k, v)) for k, v in self._items]
+
+
+class Response:
+    """An HTTP response: ``status``, ``reason``, ``headers``, ``body`` (bytes), ``url``."""
+
+    __slots__ = ("status", "reason", "headers", "body", "url", "version")
+
+    def __init__(self, status: int, reason: str, headers: Headers, body: bytes, url: str, version: str = "HTTP/1.1") -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.url = url
+        self.version = version
+
+    @property
+    def ok(self) -> bool:
+        """True for 2xx and 3xx."""
+        return 200 <= self.status < 400
+
+    @property
+    def text(self) -> str:
+        """The body decoded with the Content-Type charset (UTF-8 by default)."""
+        charset = "utf-8"
+        match = re.search(r";\s*charset=\"?([A-Za-z0-9._-]+)", self.headers.get("Content-Type", "") or "")
+        if match:
+            charset = match.group(1)
+        try:
+            return self.body.decode(charset, "replace")
+        except LookupError:
+            return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON; DPoPError(bad_json) if it is not."""
+        try:
+            return json.loads(self.body.decode("utf-8"), parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            raise DPoPError("bad_json", "response body is not JSON") from None
+
+    def __repr__(self) -> str:
+        return "<dpop.Response %d %s, %d bytes>" % (self.status, self.reason, len(self.body))
+
+
+# -- WWW-Authenticate (RFC 9110 §11.6.1) --------------------------------------
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]:
+    """Challenges from WWW-Authenticate values: [(scheme lower-cased, params)].
+
+    Handles several challenges per field and several fields, parameters in
+    any order, quoted strings with escapes and commas inside. Parameter
+    names are lower-cased; the first occurrence of a name wins.
+    """
+    challenges: List[Tuple[str, Dict[str, str]]] = []
+    for text in values:
+        pos, end = 0, len(text)
+
+        def token() -> str:
+            nonlocal pos
+            start = pos
+            while pos < end and text[pos] in _TOKEN_CHARS:
+                pos += 1
+            return text[start:pos]
+
+        def spaces() -> None:
+            nonlocal pos
+            while pos < end and text[pos] in " \t":
+                pos += 1
+
+        while pos < end:
+            while pos < end and text[pos] in " \t,":
+                pos += 1
+            scheme = token()
+            if not scheme:
+                break  # malformed: keep what was parsed
+            params: Dict[str, str] = {}
+            challenges.append((scheme.lower(), params))
+            while True:
+                spaces()
+                save = pos
+                name = token()
+                spaces()
+                if not name or pos >= end or text[pos] != "=":
+                    pos = save  # a token68, or the next challenge's scheme
+                    if name and not params and (pos + len(name) >= end or text[pos + len(name)] in " \t,="):
+                        # token68 (e.g. "Negotiate abc=="): skip it
+                        while pos < end and text[pos] != ",":
+                            pos += 1
+                    break
+                pos += 1
+                spaces()
+                if pos < end and text[pos] == '"':
+                    pos += 1
+                    chars = []
+                    while pos < end and text[pos] != '"':
+                        if text[pos] == "\\" and pos + 1 < end:
+                            pos += 1
+                        chars.append(text[pos])
+                        pos += 1
+                    pos += 1
+                    value = "".join(chars)
+                else:
+                    value = token()
+                params.setdefault(name.lower(), value)
+                spaces()
+                if pos < end and text[pos] == ",":
+                    pos += 1
+                    continue
+                break
+            if pos < end and text[pos] not in " \t,":
+                while pos < end and text[pos] != ",":  # skip junk up to the next item
+                    pos += 1
+    return challenges
+
+
+def _challenge_errors(headers: Headers) -> List[str]:
+    """The ``error`` of every challenge, DPoP challenges first."""
+    challenges = _parse_challenges(headers.get_all("WWW-Authenticate"))
+    ordered = [c for c in challenges if c[0] == "dpop"] + [c for c in challenges if c[0] != "dpop"]
+    return [params["error"] for _, params in ordered if "error" in params]
+
+
+# -- Session log ----------------------------------------------------------------
+
+
+def _mask_header(name: str, value: str) -> str:
+    lname = name.lower()
+    if lname in ("authorization", "proxy-authorization"):
+        scheme, _, rest = value.partition(" ")
+        return scheme + " " + _MASKED if rest else _MASKED
+    if lname == "dpop":
+        return _MASKED
+    return value
+
+
+_FORM_SECRETS = re.compile(r"(^|&)(client_secret|client_assertion|refresh_token|password|code_verifier|assertion)=[^&]*")
+_JSON_SECRETS = re.compile(r'("(?:access_token|refresh_token|id_token)"\s*:\s*")((?:[^"\\]|\\.)*)(")')
+
+
+def _mask_form(text: str) -> str:
+    return _FORM_SECRETS.sub(lambda m: m.group(1) + m.group(2) + "=" + _MASKED, text)
+
+
+def _mask_token_json(text: str) -> str:
+    return _JSON_SECRETS.sub(lambda m: m.group(1) + _MASKED + m.group(3), text)
+
+
+class _SessionLog:
+    """Every request and response, in order, secrets replaced by ****.
+
+    Two layers: the fields that carry secrets are masked by structure
+    (Authorization and DPoP headers, client_secret in forms, tokens in token
+    responses), and every secret the client knows (client secret, tokens it
+    was issued) is also scrubbed wherever else it appears.
+    """
+
+    def __init__(self, sink: Any) -> None:
+        self._own = False
+        if isinstance(sink, (str, os.PathLike)):
+            fd = os.open(os.fspath(sink), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            sink = os.fdopen(fd, "a", encoding="utf-8")
+            self._own = True
+        if not callable(getattr(sink, "write", None)):
+            raise _type_error("session_log", "a path or a text file object", sink)
+        self._sink = sink
+        self._secrets: List[str] = []
+        self._pattern: Optional["re.Pattern[str]"] = None
+        self._lock = threading.Lock()
+
+    def add_secret(self, secret: str) -> None:
+        import urllib.parse
+
+        for form in (secret, urllib.parse.quote_plus(secret), urllib.parse.quote(secret, safe="")):
+            if form and form not in self._secrets:
+                self._secrets.append(form)
+        # Longest first; a secret only matches as a whole word, so a client
+        # secret of "secret" does not turn "client_secret" into "client_****".
+        alternatives = "|".join(re.escape(s) for s in sorted(self._secrets, key=len, reverse=True))
+        self._pattern = re.compile(r"(?<![A-Za-z0-9_~.+/-])(?:%s)(?![A-Za-z0-9_~.+/-])" % alternatives)
+
+    def _scrub(self, text: str) -> str:
+        return text if self._pattern is None else self._pattern.sub(_MASKED, text)
+
+    def _body(self, body: Optional[bytes], mask: Optional[Callable[[str], str]]) -> str:
+        if not body:
+            return ""
+        try:
+            text = body[:_MAX_LOGGED_BODY].decode("utf-8")
+        except UnicodeDecodeError:
+            return "<%d bytes of binary data>\n" % len(body)
+        if mask is not None:
+            text = mask(text)
+        more = len(body) - _MAX_LOGGED_BODY
+        return text + ("\n<%d more bytes not logged>" % more if more > 0 else "") + "\n"
+
+    def _write(self, kind: str, lines: List[str], body: str) -> None:
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (int(now * 1000) % 1000)
+        text = "---- %s %s ----\n%s\n\n%s" % (kind, stamp, "\n".join(lines), body)
+        with self._lock:
+            self._sink.write(self._scrub(text))
+            self._sink.flush()
+
+    def request(self, method: str, target: _Target, headers: Sequence[Tuple[str, str]], body: Optional[bytes], mask: Optional[Callable[[str], str]]) -> None:
+        lines = ["%s %s HTTP/1.1" % (method, target.target)]
+        lines += ["%s: %s" % (name, _mask_header(name, value)) for name, value in headers]
+        self._write("Sending", lines, self._body(body, mask))
+
+    def response(self, response: Response, mask: Optional[Callable[[str], str]]) -> None:
+        lines = ["%s %d %s" % (response.version, response.status, response.reason)]
+        lines += ["%s: %s" % (name, _mask_header(name, value)) for name, value in response.headers.items()]
+        self._write("Received", lines, self._body(response.body, mask))
+
+    def close(self) -> None:
+        if self._own:
+            self._sink.close()
+
+
+# -- Connections ------------------------------------------------------------------
+
+
+class _Pool:
+    """Idle keep-alive connections per (scheme, host, port)."""
+
+    def __init__(self, timeout: float, context: Any) -> None:
+        self._timeout = timeout
+        self._context = context
+        self._idle: Dict[Tuple[str, str, int], List[Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, target: _Target) -> Tuple[Any, bool]:
+        import http.client
+
+        key = (target.scheme, target.host, target.port)
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle:
+                return idle.pop(), True
+        host = target.host.strip("[]")
+        if target.scheme == "https":
+            return http.client.HTTPSConnection(host, target.port, timeout=self._timeout, context=self._context), False
+        return http.client.HTTPConnection(host, target.port, timeout=self._timeout), False
+
+    def put(self, target: _Target, conn: Any) -> None:
+        with self._lock:
+            self._idle.setdefault((target.scheme, target.host, target.port), []).append(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
+
+
+def _read_body(resp: Any, limit: int) -> bytes:
+    chunks = []
+    total = 0
+    while True:
+        chunk = resp.read(min(65536, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise DPoPError("response_too_large", "response body is larger than %d bytes" % limit)
+
+
+def _decode_body(body: bytes, encoding: Optional[str], limit: int) -> bytes:
+    import zlib
+
+    encoding = (encoding or "identity").strip().lower()
+    if encoding in ("identity", ""):
+        return body
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        return body  # unknown coding: hand the bytes over as they came
+    try:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS)
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise DPoPError("bad_response", "response body is not valid %s" % encoding) from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise DPoPError("response_too_large", "decoded response body is larger than %d bytes" % limit)
+    return out
+
+
+class _Token:
+    __slots__ = ("value", "refresh_at")
+
+    def __init__(self, value: str, refresh_at: Optional[float]) -> None:
+        self.value = value
+        self.refresh_at = refresh_at  # time.monotonic() seconds; None: until refused
+
+    def __repr__(self) -> str:
+        return "<dpop token ****>"
+
+
+class Client:
+    """An HTTP client that calls a DPoP-protected API with client_credentials.
+
+    The first request fetches an access token from the token endpoint (a
+    POST with a DPoP proof, RFC 9449 §5); every request then carries
+    ``Authorization: DPoP <token>`` and a fresh proof bound to it (§7). The
+    token is reused until ``refresh_margin`` seconds before it expires.
+    ``DPoP-Nonce`` challenges are answered once (§8, §9), a 401
+    ``invalid_token`` gets one new token and one retry, and ``session_log``
+    (a path or a text file) records every exchange with secrets masked.
+
+    Thread-safe: threads may share one Client; they share its token (fetched
+    once however many threads need it) and its keep-alive connections.
+    """
+
+    def __init__(
+        self,
+        key: Union[ECKey, str, BytesLike, Mapping[str, Any]],
+        *,
+        token_endpoint: Optional[str] = None,
+        issuer: Optional[str] = None,
+        client_id: str,
+        client_secret: Optional[str] = None,
+        scope: Optional[str] = None,
+        auth_method: str = "client_secret_post",
+        token_params: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None,
+        timeout: float = 30,
+        ssl_context: Any = None,
+        cafile: Optional[str] = None,
+        session_log: Any = None,
+        follow_redirects: bool = False,
+        refresh_margin: float = 60,
+        max_redirects: int = 10,
+    ) -> None:
+        if not isinstance(key, ECKey):
+            key = load_key(key)
+        key._private()  # fails early for a public key
+        if token_endpoint is None and issuer is None:
+            raise TypeError("Client() needs token_endpoint= or issuer=")
+        if not isinstance(client_id, str) or not client_id:
+            raise TypeError("client_id must be a non-empty str")
+        if client_secret is not None and not isinstance(client_secret, str):
+            raise _type_error("client_secret", "str", client_secret)
+        if auth_method not in _AUTH_METHODS:
+            raise ValueError("auth_method must be one of %s" % ", ".join(_AUTH_METHODS))
+        if auth_method != "none" and not client_secret:
+            raise TypeError("auth_method %s needs client_secret=" % auth_method)
+        if scope is not None and not isinstance(scope, str):
+            raise _type_error("scope", "str", scope)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise TypeError("timeout must be a positive number of seconds")
+        if isinstance(refresh_margin, bool) or not isinstance(refresh_margin, (int, float)) or refresh_margin < 0:
+            raise TypeError("refresh_margin must be a non-negative number of seconds")
+        params = list(token_params.items()) if isinstance(token_params, Mapping) else list(token_params or [])
+        for name, value in params:
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise TypeError("token_params must map str to str")
+            if name in _RESERVED_TOKEN_PARAMS:
+                raise DPoPError("bad_argument", "token_params may not set %s" % name)
+        for url in (token_endpoint, issuer):
+            if url is not None:
+                _Target(url)  # bad or insecure URLs fail here, before any I/O
+        if ssl_context is None:
+            import ssl
+
+            ssl_context = ssl.create_default_context(cafile=cafile)
+        self._key = key
+        self._token_endpoint = token_endpoint
+        self._issuer = issuer
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._scope = scope
+        self._auth_method = auth_method
+        self._token_params = params
+        self._follow = bool(follow_redirects)
+        self._max_redirects = max_redirects
+        self._refresh_margin = refresh_margin
+        self._pool = _Pool(timeout, ssl_context)
+        self._log = _SessionLog(session_log) if session_log is not None else None
+        if self._log is not None and client_secret:
+            self._log.add_secret(client_secret)
+        self._token: Optional[_Token] = None
+        self._token_lock = threading.Lock()
+        self._nonces: Dict[str, str] = {}
+        self._closed = False
+        self.token_requests = 0  # how many times the token endpoint was called
+
+    # -- public API --------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None,
+        data: Union[str, BytesLike, None] = None,
+        json: Any = None,
+    ) -> Response:
+        """Send one request with DPoP; return the final Response (any status)."""
+        if self._closed:
+            raise DPoPError("closed", "this Client was closed")
+        if not isinstance(method, str) or _TCHAR.fullmatch(method) is None:
+            raise DPoPError("bad_argument", "method is not an HTTP method token")
+        method = method.upper()
+        extra = self._user_headers(headers)
+        body: Optional[bytes] = None
+        if data is not None and json is not None:
+            raise TypeError("give data= or json=, not both")
+        if json is not None:
+            body = _json_compact(json)
+            if not any(name.lower() == "content-type" for name, _ in extra):
+                extra.append(("Content-Type", "application/json"))
+        elif isinstance(data, str):
+            body = data.encode("utf-8")
+        elif data is not None:
+            body = _as_bytes("data", data)
+        first = _Target(url)
+        for _ in range(self._max_redirects + 1):
+            target = _Target(url)
+            # Credentials only ever go to the origin the caller named.
+            response = self._send(method, url, target, extra, body, credentials=target.origin == first.origin)
+            location = response.headers.get("Location")
+            if not self._follow or response.status not in _REDIRECTS or not location:
+                return response
+            import urllib.parse
+
+            url = urllib.parse.urljoin(url, location.strip())
+            if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+                if method != "HEAD":
+                    method = "GET"
+                body = None
+                extra = [(n, v) for n, v in extra if n.lower() not in ("content-type", "content-length")]
+        raise DPoPError("too_many_redirects", "more than %d redirects" % self._max_redirects)
+
+    def get(self, url: str, **kwargs: Any) -> Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> Response:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> Response:
+        return self.request("PUT", url, **kwargs)
+
+    def patch(self, url: str, **kwargs: Any) -> Response:
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> Response:
+        return self.request("DELETE", url, **kwargs)
+
+    def access_token(self) -> str:
+        """The current access token, fetching or refreshing it if needed."""
+        if self._closed:
+            raise DPoPError("closed", "this Client was closed")
+        return self._current_token().value
+
+    def close(self) -> None:
+        """Close pooled connections and the session log (if the client opened it)."""
+        self._closed = True
+        self._pool.close()
+        if self._log is not None:
+            self._log.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self._token_endpoint or self._issuer
+        return "<dpop.Client client_id=%r at %s jkt=%s>" % (self._client_id, where, self._key.thumbprint())
+
+    # -- internals ---------------------------------------------------------------
+
+    @staticmethod
+    def _user_headers(headers: Union[Mapping[str, str], Sequence[Tuple[str, str]], None]) -> List[Tuple[str, str]]:
+        items = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
+        for name, value in items:
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise TypeError("headers must map str to str")
+            if _HEADER_NAME.fullmatch(name) is None:
+                raise DPoPError("bad_argument", "bad header name")
+            if re.search(r"[\r\n\x00]", value):
+                raise DPoPError("bad_argument", "header values may not contain CR, LF or NUL")
+            if name.lower() in ("authorization", "dpop", "host", "content-length"):
+                raise DPoPError("bad_argument", "the %s header is set by the client" % name)
+        return items
+
+    def _current_token(self) -> _Token:
+        token = self._token
+        if token is not None and (token.refresh_at is None or time.monotonic() < token.refresh_at):
+            return token
+        with self._token_lock:  # single flight: one fetch however many threads wait
+            token = self._token
+            if token is None or (token.refresh_at is not None and time.monotonic() >= token.refresh_at):
+                token = self._fetch_token()
+                self._token = token
+            return token
+
+    def _drop_token(self, token: _Token) -> None:
+        with self._token_lock:
+            if self._token is token:
+                self._token = None
+
+    def _remember_nonce(self, origin: str, response: Response) -> None:
+        nonce = response.headers.get("DPoP-Nonce")
+        if nonce is not None and len(nonce) <= _MAX_NONCE and _NQCHAR.fullmatch(nonce):
+            self._nonces[origin] = nonce
+
+    def _send(self, method: str, url: str, target: _Target, extra: List[Tuple[str, str]], body: Optional[bytes], *, credentials: bool) -> Response:
+        """One API request with up to one nonce retry and one new-token retry."""
+        base = [("Host", target.host_header), ("User-Agent", _USER_AGENT), ("Accept-Encoding", "gzip")]
+        if not any(name.lower() == "accept" for name, _ in extra):
+            base.append(("Accept", "*/*"))
+        if not credentials:
+            return self._exchange(method, url, target, lambda: base + extra, body, _MAX_API_BODY)
+        token = self._current_token()
+        nonce_retried = token_retried = False
+        while True:
+            sent_nonce = self._nonces.get(target.origin)
+
+            def headers() -> List[Tuple[str, str]]:
+                proof = make_proof(self._key, method, url, access_token=token.value, nonce=sent_nonce)
+                return base + [("Authorization", "DPoP " + token.value), ("DPoP", proof)] + extra
+
+            response = self._exchange(method, url, target, headers, body, _MAX_API_BODY)
+            if response.status != 401:
+                return response
+            errors = _challenge_errors(response.headers)
+            fresh = self._nonces.get(target.origin)
+            if "use_dpop_nonce" in errors and not nonce_retried and fresh is not None and fresh != sent_nonce:
+                nonce_retried = True
+                continue
+            if "invalid_token" in errors and not token_retried:
+                token_retried = True
+                self._drop_token(token)
+                token = self._current_token()
+                continue
+            return response
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        target: _Target,
+        make_headers: Callable[[], List[Tuple[str, str]]],
+        body: Optional[bytes],
+        limit: int,
+        mask: Optional[Tuple[Callable[[str], str], Callable[[str], str]]] = None,
+    ) -> Response:
+        """One HTTP exchange on a pooled connection; maps failures to DPoPError."""
+        import http.client
+        import socket
+        import ssl
+
+        for attempt in (0, 1):
+            conn, reused = self._pool.get(target)
+            headers = make_headers()
+            if body is not None:
+                headers = headers + [("Content-Length", str(len(body)))]
+            sent = False
+            try:
+                if self._log is not None:
+                    self._log.request(method, target, headers, body, mask[0] if mask else None)
+                conn.putrequest(method, target.target, skip_host=True, skip_accept_encoding=True)
+                for name, value in headers:
+                    conn.putheader(name, value)
+                conn.endheaders(body)
+                sent = True
+                resp = conn.getresponse()
+                raw = _read_body(resp, limit)
+                response = Response(
+                    resp.status,
+                    resp.reason,
+                    Headers(resp.getheaders()),
+                    _decode_body(raw, resp.getheader("Content-Encoding"), limit),
+                    url,
+                    "HTTP/1.0" if resp.version == 10 else "HTTP/1.1",
+                )
+            except DPoPError:
+                conn.close()
+                raise
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
+                conn.close()
+                if reused and attempt == 0:
+                    continue  # the server closed an idle keep-alive connection
+                raise DPoPError("network", "%s %s: connection %s" % (method, target.origin, "reset" if sent else "failed") + _reason(exc)) from None
+            except socket.timeout:
+                conn.close()
+                raise DPoPError("timeout", "%s %s%s: timed out" % (method, target.origin, target.target.split("?")[0])) from None
+            except ssl.SSLError as exc:
+                conn.close()
+                detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or "handshake failed"
+                raise DPoPError("tls", "%s: %s" % (target.origin, detail)) from None
+            except http.client.HTTPException as exc:
+                conn.close()
+                raise DPoPError("bad_response", "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)) from None
+            except OSError as exc:
+                conn.close()
+                raise DPoPError("network", "%s: cannot connect%s" % (target.origin, _reason(exc))) from None
+            except ValueError as exc:  # http.client refuses bad methods/headers
+                conn.close()
+                raise DPoPError("bad_argument", "request refused by http.client: %s" % type(exc).__name__) from None
+            if resp.will_close:
+                conn.close()
+            else:
+                self._pool.put(target, conn)
+            if self._log is not None:
+                self._log.response(response, mask[1] if mask else None)
+            self._remember_nonce(target.origin, response)
+            return response
+        raise RuntimeError("dpop: internal error: retry loop ended")  # pragma: no cover
+
+    # -- token endpoint ------------------------------------------------------------
+
+    def _endpoint(self) -> str:
+        if self._token_endpoint is None:
+            self._token_endpoint = self._discover()
+        return self._token_endpoint
+
+    def _discover(self) -> str:
+        """RFC 8414 metadata, then OpenID discovery, for ``issuer``."""
+        issuer = str(self._issuer)
+        target = _Target(issuer)
+        path = target.target.split("?")[0].rstrip("/")
+        candidates = [
+            target.origin + "/.well-known/oauth-authorization-server" + path,  # RFC 8414 §3
+            issuer.rstrip("/") + "/.well-known/openid-configuration",  # OpenID Discovery §4
+        ]
+        problems = []
+        for url in candidates:
+            where = _Target(url)
+            base = [("Host", where.host_header), ("User-Agent", _USER_AGENT), ("Accept", "application/json"), ("Accept-Encoding", "gzip")]
+            response = self._exchange("GET", url, where, lambda: base, None, _MAX_TOKEN_BODY)
+            if response.status != 200:
+                problems.append("%s answered %d" % (url, response.status))
+                continue
+            try:
+                metadata = _json_object(response.body, "metadata")
+            except DPoPError:
+                problems.append("%s is not a JSON object" % url)
+                continue
+            if str(metadata.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
+                raise DPoPError("discovery", "metadata issuer does not match %s" % issuer)
+            endpoint = metadata.get("token_endpoint")
+            if not isinstance(endpoint, str):
+                raise DPoPError("discovery", "metadata has no token_endpoint")
+            _Target(endpoint)
+            algs = metadata.get("dpop_signing_alg_values_supported")
+            if algs is not None and (not isinstance(algs, list) or "ES256" not in algs):
+                raise DPoPError("unsupported_alg", "the authorization server does not accept ES256 DPoP proofs (dpop_signing_alg_values_supported)")
+            return endpoint
+        raise DPoPError("discovery", "no authorization server metadata found: " + "; ".join(problems))
+
+    def _fetch_token(self) -> _Token:
+        """POST client_credentials with a proof; one retry for a new nonce."""
+        import urllib.parse
+
+        endpoint = self._endpoint()
+        target = _Target(endpoint)
+        form = [("grant_type", "client_credentials")]
+        base = [
+            ("Host", target.host_header),
+            ("User-Agent", _USER_AGENT),
+            ("Accept", "application/json"),
+            ("Accept-Encoding", "gzip"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ]
+        if self._auth_method == "client_secret_basic":
+            userpass = urllib.parse.quote_plus(self._client_id) + ":" + urllib.parse.quote_plus(str(self._client_secret))
+            basic = base64.b64encode(userpass.encode("utf-8")).decode("ascii")
+            base.append(("Authorization", "Basic " + basic))
+            if self._log is not None:
+                self._log.add_secret(basic)
+        else:
+            form.append(("client_id", self._client_id))
+            if self._auth_method == "client_secret_post":
+                form.append(("client_secret", str(self._client_secret)))
+        if self._scope is not None:
+            form.append(("scope", self._scope))
+        form += self._token_params
+        body = urllib.parse.urlencode(form).encode("ascii")
+        retried = False
+        while True:
+            sent_nonce = self._nonces.get(target.origin)
+
+            def headers() -> List[Tuple[str, str]]:
+                return base + [("DPoP", make_proof(self._key, "POST", endpoint, nonce=sent_nonce))]
+
+            self.token_requests += 1
+            response = self._exchange("POST", endpoint, target, headers, body, _MAX_TOKEN_BODY, (_mask_form, _mask_token_json))
+            if 200 <= response.status < 300:
+                return self._parse_token(response)
+            error, description = _oauth_error(response)
+            fresh = self._nonces.get(target.origin)
+            # RFC 9449 §8: use_dpop_nonce (some servers say invalid_dpop_proof
+            # or invalid_request) with a new DPoP-Nonce: retry once, never
+            # for a nonce we just sent.
+            if not retried and response.status in (400, 401) and fresh is not None and fresh != sent_nonce:
+                retried = True
+                continue
+            if error is None:
+                raise DPoPError("oauth_error", "token endpoint answered HTTP %d without an OAuth error" % response.status, status=response.status)
+            text = "token endpoint: " + error + (": " + description if description else "")
+            raise DPoPError("oauth_error", text, oauth_error=error, status=response.status)
+
+    def _parse_token(self, response: Response) -> _Token:
+        try:
+            data = _json_object(response.body, "token response")
+        except DPoPError:
+            raise DPoPError("bad_token_response", "token response is not a JSON object") from None
+        value = data.get("access_token")
+        if not isinstance(value, str) or _TOKEN68.fullmatch(value) is None:
+            raise DPoPError("bad_token_response", "token response has no usable access_token")
+        if self._log is not None:
+            self._log.add_secret(value)
+            refresh = data.get("refresh_token")
+            if isinstance(refresh, str):
+                self._log.add_secret(refresh)
+        token_type = data.get("token_type")
+        if not isinstance(token_type, str) or token_type.lower() != "dpop":
+            # RFC 9449 §5: a Bearer token here means no key binding; refuse it
+            # rather than silently downgrading.
+            raise DPoPError("token_type", "token_type is %s, not DPoP: the server did not bind the token to the key" % _short_repr(token_type))
+        lifetime = data.get("expires_in")
+        if isinstance(lifetime, str) and lifetime.isdigit():
+            lifetime = int(lifetime)
+        if lifetime is None:
+            return _Token(value, None)
+        if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or lifetime <= 0:
+            raise DPoPError("bad_token_response", "expires_in is not a positive number")
+        margin = min(self._refresh_margin, lifetime / 2)
+        return _Token(value, time.monotonic() + lifetime - margin)
+
+
+def _oauth_error(response: Response) -> Tuple[Optional[str], Optional[str]]:
+    """(error, error_description) of an RFC 6749 §5.2 error body, printable only."""
+    try:
+        data = _json_object(response.body, "error response")
+    except DPoPError:
+        return None, None
+    error, description = data.get("error"), data.get("error_description")
+    clean = re.compile(r"[^\x20-\x7e]")
+    error = clean.sub("?", error)[:100] if isinstance(error, str) else None
+    description = clean.sub("?", description)[:300] if isinstance(description, str) else None
+    return error, description
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " (%s)" % text if text else ""
+
+
+# =============================================================================
+# 11. Demo servers: a local authorization server and API (python dpop.py demo)
+# =============================================================================
+#
+# Loopback only. The authorization server issues JWT access tokens bound to
+# the proof key (cnf.jkt, RFC 9449 §6.1), signed with its own ES256 key; the
+# API checks the token and then the proof with verify_proof(). The same
+# server answers both, and tests start two to have two origins.
+
+DEMO_CLIENT_ID = "m2m.dpop"
+DEMO_CLIENT_SECRET = "secret"  # a demo credential, printed by the demo itself
+DEMO_SCOPE = "api"
+
+
+class DemoServer:
+    """A local authorization server + DPoP-protected API on 127.0.0.1.
+
+    ``require_nonce`` makes both the token endpoint (400 use_dpop_nonce) and
+    the API (401 use_dpop_nonce) demand server nonces. ``authority`` is
+    another DemoServer whose tokens this one's API accepts (default: its own).
+    ``override(handler)`` is called first for every request and may answer
+    it itself (return True): tests use it to script misbehaving servers.
+    """
+
+    def __init__(
+        self,
+        *,
+        require_nonce: bool = False,
+        token_lifetime: int = 3600,
+        port: int = 0,
+        authority: Optional["DemoServer"] = None,
+        override: Optional[Callable[[Any], bool]] = None,
+    ) -> None:
+        import http.server
+
+        self.require_nonce = require_nonce
+        self.token_lifetime = token_lifetime
+        self.authority = authority or self
+        self.override = override
+        self.signing_key = generate_key()
+        self.nonces = NonceIssuer(os.urandom(32))
+        self.replay = ReplayCache()
+        self.clients = {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET}
+        self.tokens_issued = 0
+        self.api_calls = 0
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler())
+        self._httpd.daemon_threads = True
+        self._httpd.demo = self  # type: ignore[attr-defined]
+        self.base_url = "http://127.0.0.1:%d" % self._httpd.server_address[1]
+        self.issuer = self.base_url
+        self.token_endpoint = self.base_url + "/connect/token"
+        self.api_url = self.base_url + "/api/dpop/test"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="dpop-demo", daemon=True)
+        self._thread.start()
+
+    def metadata(self) -> Dict[str, Any]:
+        return {
+            "issuer": self.issuer,
+            "token_endpoint": self.token_endpoint,
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+            "dpop_signing_alg_values_supported": ["ES256"],
+        }
+
+    def issue_token(self, client_id: str, scope: str, jkt: str) -> Dict[str, Any]:
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "client_id": client_id,
+            "sub": client_id,
+            "scope": scope,
+            "iat": now,
+            "exp": now + self.token_lifetime,
+            "jti": secrets.token_urlsafe(12),
+            "cnf": {"jkt": jkt},
+        }
+        self.tokens_issued += 1
+        token = jws_sign(self.signing_key, claims, {"typ": "at+jwt", "kid": self.signing_key.thumbprint()})
+        return {"access_token": token, "token_type": "DPoP", "expires_in": self.token_lifetime, "scope": scope}
+
+    def check_token(self, token: str) -> Dict[str, Any]:
+        """Claims of a valid, unexpired access token from ``authority``."""
+        _, payload = jws_verify(token, self.authority.signing_key)
+        claims = _json_object(payload, "access token")
+        if not isinstance(claims.get("exp"), int) or claims["exp"] <= time.time():
+            raise DPoPError("bad_signature", "access token expired")
+        return claims
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> "DemoServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _demo_handler() -> Any:
+    """The request handler class (built on demand: http.server loads lazily)."""
+    import http.server
+    import urllib.parse
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "dpop-demo/" + __version__
+        wbufsize = -1  # one write per response: no Nagle/delayed-ACK stalls
+        disable_nagle_algorithm = True
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        @property
+        def demo(self) -> DemoServer:
+            return self.server.demo  # type: ignore[attr-defined,no-any-return]
+
+        def body(self) -> bytes:
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(min(length, 1 << 16))
+
+        def reply(self, status: int, payload: Any, headers: Optional[Mapping[str, str]] = None) -> None:
+            data = payload if isinstance(payload, bytes) else _json_compact(payload)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        def dispatch(self) -> None:
+            if self.demo.override is not None and self.demo.override(self):
+                return
+            path = self.path.split("?")[0]
+            if path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration") and self.command == "GET":
+                self.reply(200, self.demo.metadata())
+            elif path == "/connect/token" and self.command == "POST":
+                self.token()
+            elif path.startswith("/api/"):
+                self.api()
+            else:
+                self.reply(404, {"error": "not_found"})
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = dispatch
+
+        def token(self) -> None:
+            demo = self.demo
+            form = dict(urllib.parse.parse_qsl(self.body().decode("ascii", "replace")))
+            client_id, secret = form.get("client_id"), form.get("client_secret")
+            basic = self.headers.get("Authorization", "")
+            if basic[:6].lower() == "basic ":
+                try:
+                    pair = base64.b64decode(basic[6:]).decode("utf-8")
+                except (binascii.Error, UnicodeDecodeError):
+                    pair = ":"
+                client_id, _, secret = (urllib.parse.unquote_plus(part) for part in pair.partition(":"))
+            expected = demo.clients.get(client_id or "")
+            if expected is None or secret is None or not hmac.compare_digest(expected.encode(), secret.encode()):
+                self.reply(401, {"error": "invalid_client"}, {"WWW-Authenticate": 'Basic realm="demo"'})
+                return
+            if form.get("grant_type") != "client_credentials":
+                self.reply(400, {"error": "unsupported_grant_type"})
+                return
+            nonce_headers = {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else {}
+            try:
+                proof = verify_proof(
+                    self.headers.get_all("DPoP") or [],
+                    method="POST",
+                    url=demo.token_endpoint,
+                    nonce=demo.nonces.check if demo.require_nonce else None,
+                    replay=demo.replay,
+                )
+            except DPoPError as exc:
+                description = "Authorization server requires nonce in DPoP proof" if exc.code == "proof_nonce" else exc.message
+                self.reply(400, {"error": exc.oauth_error, "error_description": description}, nonce_headers)
+                return
+            scope = form.get("scope", DEMO_SCOPE)
+            self.reply(200, demo.issue_token(str(client_id), scope, proof.jkt), nonce_headers)
+
+        def api(self) -> None:
+            demo = self.demo
+            scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() != "dpop" or not token:
+                self.reply(401, {"error": "invalid_request"}, challenge_headers())
+                return
+            try:
+                claims = demo.check_token(token.strip())
+            except DPoPError:
+                self.reply(401, {"error": "invalid_token"}, challenge_headers(error="invalid_token", error_description="token is invalid or expired"))
+                return
+            try:
+                verify_proof(
+                    self.headers.get_all("DPoP") or [],
+                    method=self.command,
+                    url=demo.base_url + self.path,
+                    access_token=token.strip(),
+                    jkt=str(claims.get("cnf", {}).get("jkt")),
+                    nonce=demo.nonces.check if demo.require_nonce else None,
+                    replay=demo.replay,
+                )
+            except DPoPError as exc:
+                nonce = demo.nonces.issue() if demo.require_nonce else None
+                description = "Resource server requires nonce in DPoP proof" if exc.code == "proof_nonce" else exc.message
+                self.reply(401, {"error": exc.oauth_error}, challenge_headers(error=exc.oauth_error, error_description=description, nonce=nonce))
+                return
+            demo.api_calls += 1
+            self.body()
+            listing = [{"type": name, "value": value if isinstance(value, str) else _json_compact(value).decode()} for name, value in claims.items()]
+            self.reply(200, listing, {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else None)
+
+    return Handler
+
+
+# =============================================================================
+# 12. Command line
+# =============================================================================
+
+_EXIT_OK, _EXIT_ERROR, _EXIT_USAGE, _EXIT_NETWORK, _EXIT_HTTP_4XX, _EXIT_HTTP_5XX = 0, 1, 2, 3, 4, 5
+_NETWORK_CODES = frozenset({"network", "timeout", "tls", "bad_response"})
+
+_CLI_DESCRIPTION = """\
+Call an API protected by OAuth 2.0 DPoP (RFC 9449) with the client_credentials
+grant. The first request fetches an access token (a POST to the token endpoint
+with a DPoP proof); the API request then carries Authorization: DPoP <token>
+and a fresh DPoP proof bound to that token.
+"""
+
+_CLI_EPILOG = """\
+example: DPOP_CLIENT_SECRET=secret python dpop.py --key k.pem \\
+    --token-endpoint https://demo.example/connect/token --client-id m2m.dpop \\
+    --scope api GET https://demo.example/api/dpop/test
+
+  POST /connect/token   DPoP: <proof htm=POST htu=token endpoint>
+    client_secret=secret&client_id=m2m.dpop&scope=api&grant_type=client_credentials
+    -> 200 {"access_token":"...","expires_in":3600,"token_type":"DPoP","scope":"api"}
+  GET /api/dpop/test    Authorization: DPoP <token>   DPoP: <proof htm=GET htu=api url ath=...>
+    -> 200 [{"type":"iss",...},{"type":"cnf","value":"{\\"jkt\\":\\"...\\"}"},...]
+
+other commands:
+  python dpop.py demo [--require-nonce] [--serve]   the flow above against local servers
+  python dpop.py keygen [-o FILE]                    new P-256 key, PKCS#8 PEM (file mode 0600)
+  python dpop.py jwk --key FILE                      public JWK and RFC 7638 thumbprint
+  python dpop.py proof --key FILE [--access-token-file F] [--nonce N] METHOD URL
+  python dpop.py selftest                            known-answer tests
+
+The client secret comes from DPOP_CLIENT_SECRET or --client-secret-file
+(--client-secret works but is visible to other users in the process list).
+Every option can also be set with an environment variable: --token-endpoint
+is DPOP_TOKEN_ENDPOINT, -H is DPOP_HEADER (one per line), --param is
+DPOP_PARAM (k=v&k2=v2), flags take 1/0.
+
+exit status: 0 HTTP 2xx/3xx; 1 DPoP/OAuth/key error; 2 usage; 3 network,
+timeout or TLS failure; 4 HTTP 4xx; 5 HTTP 5xx.
+"""
+
+
+def _env(name: str, default: Optional[str] = None) -> Optional[str]:
+    value = os.environ.get("DPOP_" + name)
+    return value if value not in (None, "") else default
+
+
+def _env_flag(name: str) -> bool:
+    return (_env(name, "") or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _read_input(path: str, what: str, limit: int = 64 << 20) -> bytes:
+    import sys
+
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read(limit + 1)[:limit]
+        with open(path, "rb") as f:
+            return f.read(limit)
+    except OSError as exc:
+        raise DPoPError("io_error", "cannot read %s %s: %s" % (what, path, exc.strerror)) from None
+
+
+def _cli_key(path: Optional[str]) -> ECKey:
+    if not path:
+        raise DPoPError("usage", "--key FILE (or DPOP_KEY) is required")
+    return load_key(_read_input(path, "key file", _MAX_KEY_INPUT))
+
+
+def _parser(prog: str) -> Any:
+    import argparse
+
+    return argparse.ArgumentParser(prog=prog, description=_CLI_DESCRIPTION, epilog=_CLI_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _request_parser() -> Any:
+    parser = _parser("dpop")
+    parser.add_argument("method", metavar="METHOD", help="HTTP method, e.g. GET")
+    parser.add_argument("url", metavar="URL", help="the API URL")
+    parser.add_argument("--key", default=_env("KEY"), metavar="FILE", help="private key: PEM, DER or JWK file; - for stdin")
+    parser.add_argument("--token-endpoint", default=_env("TOKEN_ENDPOINT"), metavar="URL")
+    parser.add_argument("--issuer", default=_env("ISSUER"), metavar="URL", help="find the token endpoint by RFC 8414 / OpenID discovery")
+    parser.add_argument("--client-id", default=_env("CLIENT_ID"), metavar="ID")
+    parser.add_argument("--client-secret-file", default=_env("CLIENT_SECRET_FILE"), metavar="FILE")
+    parser.add_argument("--client-secret", default=None, metavar="VALUE", help="visible to other users: prefer DPOP_CLIENT_SECRET")
+    parser.add_argument("--scope", default=_env("SCOPE"))
+    parser.add_argument("--auth-method", default=_env("AUTH_METHOD", "post"), choices=["post", "basic", "none"])
+    parser.add_argument("--param", action="append", default=None, metavar="K=V", help="extra token request parameter (repeatable)")
+    parser.add_argument("-H", "--header", action="append", default=None, metavar="'NAME: VALUE'", help="request header (repeatable)")
+    parser.add_argument("-d", "--data", default=_env("DATA"), metavar="DATA", help="request body; @FILE reads a file, @- stdin")
+    parser.add_argument("--json", action="store_true", default=_env_flag("JSON"), help="send the body as application/json")
+    parser.add_argument("-i", "--include", action="store_true", default=_env_flag("INCLUDE"), help="print the status line and headers")
+    parser.add_argument("-o", "--output", default=_env("OUTPUT"), metavar="FILE", help="write the body to FILE")
+    parser.add_argument("-v", "--verbose", action="store_true", default=_env_flag("VERBOSE"), help="trace every exchange to stderr (secrets masked)")
+    parser.add_argument("--session-log", default=_env("SESSION_LOG"), metavar="FILE", help="append every exchange to FILE (secrets masked)")
+    parser.add_argument("--timeout", type=float, default=float(_env("TIMEOUT", "30") or 30), metavar="SECONDS")
+    parser.add_argument("--cacert", default=_env("CACERT"), metavar="FILE", help="trust these CA certificates")
+    parser.add_argument("-L", "--location", action="store_true", default=_env_flag("LOCATION"), help="follow redirects (credentials stay with the first origin)")
+    parser.add_argument("--version", action="version", version="dpop.py " + __version__)
+    return parser
+
+
+class _Tee:
+    def __init__(self, *sinks: Any) -> None:
+        self.sinks = sinks
+
+    def write(self, text: str) -> None:
+        for sink in self.sinks:
+            sink.write(text)
+
+    def flush(self) -> None:
+        for sink in self.sinks:
+            sink.flush()
+
+
+def _cli_request(argv: List[str]) -> int:
+    import sys
+    import urllib.parse
+
+    args = _request_parser().parse_args(argv)
+    if args.client_secret is not None:
+        print("dpop: warning: --client-secret is visible to other users in the process list; use DPOP_CLIENT_SECRET or --client-secret-file", file=sys.stderr)
+    secret = args.client_secret
+    if args.client_secret_file:
+        secret = _read_input(args.client_secret_file, "client secret file", 64 << 10).decode("utf-8", "replace").strip("\r\n")
+    elif secret is None:
+        secret = _env("CLIENT_SECRET")
+    if not args.client_id:
+        raise DPoPError("usage", "--client-id (or DPOP_CLIENT_ID) is required")
+    if not args.token_endpoint and not args.issuer:
+        raise DPoPError("usage", "--token-endpoint or --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER) is required")
+    auth_method = {"post": "client_secret_post", "basic": "client_secret_basic", "none": "none"}[args.auth_method]
+    if auth_method != "none" and not secret:
+        raise DPoPError("usage", "a client secret is required: set DPOP_CLIENT_SECRET or use --client-secret-file")
+    params = [] if args.param is None else [tuple(p.split("=", 1)) for p in args.param]
+    if args.param is None and _env("PARAM"):
+        params = urllib.parse.parse_qsl(str(_env("PARAM")))
+    if any(len(pair) != 2 for pair in params):
+        raise DPoPError("usage", "--param takes NAME=VALUE")
+    header_lines = args.header if args.header is not None else [h for h in (_env("HEADER") or "").splitlines() if h.strip()]
+    headers = []
+    for line in header_lines:
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise DPoPError("usage", "-H takes 'Name: value'")
+        headers.append((name.strip(), value.strip()))
+    body: Optional[bytes] = None
+    if args.data is not None:
+        body = _read_input(args.data[1:], "data file") if args.data.startswith("@") else args.data.encode("utf-8")
+    if args.json:
+        names = {name.lower() for name, _ in headers}
+        if body is not None and "content-type" not in names:
+            headers.append(("Content-Type", "application/json"))
+        if "accept" not in names:
+            headers.append(("Accept", "application/json"))
+    sinks = []
+    log_file = None
+    if args.verbose:
+        sinks.append(sys.stderr)
+    if args.session_log:
+        try:
+            fd = os.open(args.session_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise DPoPError("io_error", "cannot open session log %s: %s" % (args.session_log, exc.strerror)) from None
+        log_file = os.fdopen(fd, "a", encoding="utf-8")
+        sinks.append(log_file)
+    key = _cli_key(args.key)
+    try:
+        with Client(
+            key,
+            token_endpoint=args.token_endpoint,
+            issuer=None if args.token_endpoint else args.issuer,
+            client_id=args.client_id,
+            client_secret=secret or None,
+            scope=args.scope,
+            auth_method=auth_method,
+            token_params=params,
+            timeout=args.timeout,
+            cafile=args.cacert,
+            session_log=_Tee(*sinks) if sinks else None,
+            follow_redirects=args.location,
+        ) as client:
+            response = client.request(args.method, args.url, headers=headers, data=body)
+    finally:
+        if log_file is not None:
+            log_file.close()
+    out = sys.stdout.buffer
+    if args.include:
+        head = ["%s %d %s" % (response.version, response.status, response.reason)]
+        head += ["%s: %s" % item for item in response.headers.items()]
+        out.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1", "replace"))
+    if args.output:
+        try:
+            with open(args.output, "wb") as f:
+                f.write(response.body)
+        except OSError as exc:
+            raise DPoPError("io_error", "cannot write %s: %s" % (args.output, exc.strerror)) from None
+    else:
+        out.write(response.body)
+    out.flush()
+    if response.status >= 400:
+        print("dpop: http_status: %s answered %d %s" % (_Target(response.url).origin, response.status, response.reason), file=sys.stderr)
+        return _EXIT_HTTP_5XX if response.status >= 500 else _EXIT_HTTP_4XX
+    return _EXIT_OK
+
+
+def _cli_keygen(argv: List[str]) -> int:
+    import sys
+
+    parser = _parser("dpop keygen")
+    parser.add_argument("-o", "--output", default=_env("OUTPUT"), metavar="FILE", help="write the key here (mode 0600; never overwrites)")
+    args = parser.parse_args(argv)
+    key = generate_key()
+    pem = key.to_pem()
+    if args.output:
+        try:
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise DPoPError("io_error", "cannot create %s: %s" % (args.output, exc.strerror)) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(pem)
+        print("dpop: wrote %s (jkt %s)" % (args.output, key.thumbprint()), file=sys.stderr)
+    else:
+        sys.stdout.write(pem)
+    return _EXIT_OK
+
+
+def _cli_jwk(argv: List[str]) -> int:
+    parser = _parser("dpop jwk")
+    parser.add_argument("--key", default=_env("KEY"), metavar="FILE", help="PEM, DER or JWK file; - for stdin")
+    args = parser.parse_args(argv)
+    key = _cli_key(args.key)
+    print(json.dumps({"jwk": key.public_jwk(), "jkt": key.thumbprint()}, indent=2))
+    return _EXIT_OK
+
+
+def _cli_proof(argv: List[str]) -> int:
+    parser = _parser("dpop proof")
+    parser.add_argument("method", metavar="METHOD")
+    parser.add_argument("url", metavar="URL")
+    parser.add_argument("--key", default=_env("KEY"), metavar="FILE", help="PEM, DER or JWK file; - for stdin")
+    parser.add_argument("--access-token-file", default=_env("ACCESS_TOKEN_FILE"), metavar="FILE", help="adds ath for this token")
+    parser.add_argument("--nonce", default=_env("NONCE"), help="a DPoP-Nonce the server sent")
+    args = parser.parse_args(argv)
+    key = _cli_key(args.key)
+    token = None
+    if args.access_token_file:
+        token = _read_input(args.access_token_file, "access token file", 64 << 10).decode("ascii", "replace").strip()
+    print(make_proof(key, args.method, args.url, access_token=token, nonce=args.nonce))
+    return _EXIT_OK
+
+
+def _cli_demo(argv: List[str]) -> int:
+    import sys
+
+    parser = _parser("dpop demo")
+    parser.add_argument("--require-nonce", action="store_true", default=_env_flag("REQUIRE_NONCE"), help="servers demand DPoP nonces")
+    parser.add_argument("--serve", action="store_true", help="only run the servers, until Ctrl-C")
+    parser.add_argument("--port", type=int, default=int(_env("PORT", "0") or 0), help="listen on this port (default: any free one)")
+    parser.add_argument("--key", default=_env("KEY"), metavar="FILE", help="use this key instead of a new one")
+    args = parser.parse_args(argv)
+    err = sys.stderr
+    with DemoServer(require_nonce=args.require_nonce, port=args.port) as server:
+        if args.serve:
+            print("dpop demo: serving %s (loopback only); Ctrl-C stops" % server.base_url, file=err)
+            print("  token endpoint %s  client_id %s  secret %s  scope %s" % (server.token_endpoint, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_SCOPE), file=err)
+            print("  try: DPOP_CLIENT_SECRET=%s python dpop.py --key KEY.pem --token-endpoint %s --client-id %s --scope %s GET %s"
+                  % (DEMO_CLIENT_SECRET, server.token_endpoint, DEMO_CLIENT_ID, DEMO_SCOPE, server.api_url), file=err)
+            err.flush()
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                return _EXIT_OK
+        key = _cli_key(args.key) if args.key else generate_key()
+        print("dpop demo: local authorization server and API at %s%s" % (server.base_url, " (nonces required)" if args.require_nonce else ""), file=err)
+        print("dpop demo: key jkt %s; session log follows, secrets shown as ****\n" % key.thumbprint(), file=err)
+        with Client(key, token_endpoint=server.token_endpoint, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET, scope=DEMO_SCOPE, session_log=err) as client:
+            first = client.get(server.api_url)
+            second = client.get(server.api_url)
+        print("dpop demo: %d API calls (%d, %d) with %d token request(s); the token is bound to jkt %s"
+              % (server.api_calls, first.status, second.status, client.token_requests, key.thumbprint()), file=err)
+        sys.stdout.write(json.dumps(second.json(), indent=2) + "\n")
+        return _EXIT_OK if first.status == second.status == 200 else _EXIT_ERROR
+
+
+# RFC 6979 §A.2.5 (P-256, SHA-256, message "sample") and RFC 9449 §4.1's proof:
+# known answers for `python dpop.py selftest`.
+_KAT_D = 0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721
+_KAT_SAMPLE_RS = (
+    "EFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716"
+    "F7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8"
+)
+_KAT_PROOF = (
+    "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0VjNoUklD"
+    "UkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10NnY5VERWclUwQ2R2"
+    "R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiItQndDM0VTYzZhY2MybFRjIiwiaHRtIjoiUE9TVCIsImh0dSI6Imh0dHBz"
+    "Oi8vc2VydmVyLmV4YW1wbGUuY29tL3Rva2VuIiwiaWF0IjoxNTYyMjYyNjE2fQ.2-GxA6T8lP4vfrg8v-FdWP0A0zdrj8igiML"
+    "vqRMUvwnQg4PtFLbdLXiOSsX0x7NVY-FNyJK70nfbV37xRZT3Lg"
+)
+
+
+def self_test() -> List[str]:
+    """Run the known-answer tests; return the names of the failures (none: [])."""
+    failures = []
+    key = _key_from_parts(_KAT_D, None)
+    if key.sign(b"sample", hedge=False).hex().upper() != _KAT_SAMPLE_RS:
+        failures.append("RFC 6979 A.2.5 signature")
+    try:
+        proof = verify_proof(_KAT_PROOF, method="POST", url="https://server.example.com/token", now=1562262616)
+        if proof.jkt != "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I":
+            failures.append("RFC 9449 thumbprint")
+    except DPoPError:
+        failures.append("RFC 9449 section 4.1 proof")
+    if access_token_hash("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU") != "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo":
+        failures.append("RFC 9449 ath")
+    fresh = generate_key()
+    signature = fresh.sign(b"round trip")
+    if not fresh.verify(b"round trip", signature) or fresh.verify(b"round trip!", signature):
+        failures.append("sign/verify round trip")
+    if load_key(fresh.to_pem()) != fresh or load_key(fresh.private_jwk()) != fresh:
+        failures.append("PEM/JWK round trip")
+    return failures
+
+
+def _cli_selftest(argv: List[str]) -> int:
+    _parser("dpop selftest").parse_args(argv)
+    failures = self_test()
+    if failures:
+        print("dpop selftest: FAILED: " + ", ".join(failures))
+        return _EXIT_ERROR
+    print("dpop selftest: ok (RFC 6979, RFC 9449 proof/thumbprint/ath, round trips)")
+    return _EXIT_OK
+
+
+_SUBCOMMANDS: Dict[str, Callable[[List[str]], int]] = {
+    "keygen": _cli_keygen,
+    "jwk": _cli_jwk,
+    "proof": _cli_proof,
+    "demo": _cli_demo,
+    "selftest": _cli_selftest,
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line; returns the exit status (see ``python dpop.py --help``)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args and args[0] in _SUBCOMMANDS:
+            return _SUBCOMMANDS[args[0]](args[1:])
+        return _cli_request(args)
+    except SystemExit as exc:  # argparse: --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else _EXIT_USAGE
+    except DPoPError as exc:
+        print("dpop: %s" % exc, file=sys.stderr)
+        if exc.code == "usage":
+            return _EXIT_USAGE
+        return _EXIT_NETWORK if exc.code in _NETWORK_CODES else _EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

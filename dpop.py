@@ -1991,7 +1991,9 @@ def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]
                 pos += 1
             scheme = token()
             if not scheme:
-                break  # malformed: keep what was parsed
+                while pos < end and text[pos] != ",":  # junk: skip to the next item
+                    pos += 1
+                continue
             params: Dict[str, str] = {}
             challenges.append((scheme.lower(), params))
             while True:
@@ -2000,11 +2002,7 @@ def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]
                 name = token()
                 spaces()
                 if not name or pos >= end or text[pos] != "=":
-                    pos = save  # a token68, or the next challenge's scheme
-                    if name and not params and (pos + len(name) >= end or text[pos + len(name)] in " \t,="):
-                        # token68 (e.g. "Negotiate abc=="): skip it
-                        while pos < end and text[pos] != ",":
-                            pos += 1
+                    pos = save  # the next challenge's scheme (or junk)
                     break
                 pos += 1
                 spaces()
@@ -2020,15 +2018,16 @@ def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]
                     value = "".join(chars)
                 else:
                     value = token()
+                    if not value:  # "abc==": a token68, not a parameter
+                        while pos < end and text[pos] != ",":
+                            pos += 1
+                        break
                 params.setdefault(name.lower(), value)
                 spaces()
                 if pos < end and text[pos] == ",":
                     pos += 1
                     continue
                 break
-            if pos < end and text[pos] not in " \t,":
-                while pos < end and text[pos] != ",":  # skip junk up to the next item
-                    pos += 1
     return challenges
 
 
@@ -2785,24 +2784,34 @@ def _demo_handler() -> Any:
             return self.server.demo  # type: ignore[attr-defined,no-any-return]
 
         def body(self) -> bytes:
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(min(length, 1 << 16))
+            """This request's body (read once, at most 64 KiB)."""
+            if self._body is None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self._body = self.rfile.read(min(length, 1 << 16))
+            return self._body
 
         def reply(self, status: int, payload: Any, headers: Optional[Mapping[str, str]] = None) -> None:
             data = payload if isinstance(payload, bytes) else _json_compact(payload)
+            headers = dict(headers or {})
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Cache-Control", "no-store")
-            for name, value in (headers or {}).items():
+            for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
 
         def dispatch(self) -> None:
-            if self.demo.override is not None and self.demo.override(self):
-                return
+            self._body: Optional[bytes] = None
+            try:
+                if self.demo.override is None or not self.demo.override(self):
+                    self.route()
+            finally:
+                self.body()  # keep a keep-alive connection in step
+
+        def route(self) -> None:
             path = self.path.split("?")[0]
             if path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration") and self.command == "GET":
                 self.reply(200, self.demo.metadata())
@@ -3085,7 +3094,8 @@ def _cli_request(argv: List[str]) -> int:
         out.write(response.body)
     out.flush()
     if response.status >= 400:
-        print("dpop: http_status: %s answered %d %s" % (_Target(response.url).origin, response.status, response.reason), file=sys.stderr)
+        status = DPoPError("http_status", "%s answered %d %s" % (_Target(response.url).origin, response.status, response.reason))
+        print("dpop: %s" % status, file=sys.stderr)
         return _EXIT_HTTP_5XX if response.status >= 500 else _EXIT_HTTP_4XX
     return _EXIT_OK
 
@@ -3146,12 +3156,15 @@ def _cli_demo(argv: List[str]) -> int:
     parser.add_argument("--key", default=_env("KEY"), metavar="FILE", help="use this key instead of a new one")
     args = parser.parse_args(argv)
     err = sys.stderr
-    with DemoServer(require_nonce=args.require_nonce, port=args.port) as server:
+    # Two servers, so the authorization server and the API are two origins
+    # with nonces of their own, as in a real deployment.
+    with DemoServer(require_nonce=args.require_nonce, port=args.port) as auth, DemoServer(require_nonce=args.require_nonce, authority=auth) as api:
         if args.serve:
-            print("dpop demo: serving %s (loopback only); Ctrl-C stops" % server.base_url, file=err)
-            print("  token endpoint %s  client_id %s  secret %s  scope %s" % (server.token_endpoint, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_SCOPE), file=err)
+            print("dpop demo: serving on loopback until Ctrl-C", file=err)
+            print("  token endpoint %s  client_id %s  secret %s  scope %s" % (auth.token_endpoint, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_SCOPE), file=err)
+            print("  API            %s" % api.api_url, file=err)
             print("  try: DPOP_CLIENT_SECRET=%s python dpop.py --key KEY.pem --token-endpoint %s --client-id %s --scope %s GET %s"
-                  % (DEMO_CLIENT_SECRET, server.token_endpoint, DEMO_CLIENT_ID, DEMO_SCOPE, server.api_url), file=err)
+                  % (DEMO_CLIENT_SECRET, auth.token_endpoint, DEMO_CLIENT_ID, DEMO_SCOPE, api.api_url), file=err)
             err.flush()
             try:
                 while True:
@@ -3159,13 +3172,14 @@ def _cli_demo(argv: List[str]) -> int:
             except KeyboardInterrupt:
                 return _EXIT_OK
         key = _cli_key(args.key) if args.key else generate_key()
-        print("dpop demo: local authorization server and API at %s%s" % (server.base_url, " (nonces required)" if args.require_nonce else ""), file=err)
+        print("dpop demo: authorization server %s and API %s on loopback%s"
+              % (auth.base_url, api.base_url, ", both requiring nonces" if args.require_nonce else ""), file=err)
         print("dpop demo: key jkt %s; session log follows, secrets shown as ****\n" % key.thumbprint(), file=err)
-        with Client(key, token_endpoint=server.token_endpoint, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET, scope=DEMO_SCOPE, session_log=err) as client:
-            first = client.get(server.api_url)
-            second = client.get(server.api_url)
-        print("dpop demo: %d API calls (%d, %d) with %d token request(s); the token is bound to jkt %s"
-              % (server.api_calls, first.status, second.status, client.token_requests, key.thumbprint()), file=err)
+        with Client(key, token_endpoint=auth.token_endpoint, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET, scope=DEMO_SCOPE, session_log=err) as client:
+            first = client.get(api.api_url)
+            second = client.get(api.api_url)
+        print("\ndpop demo: %d API calls (%d, %d) with %d token request(s); the token is bound to jkt %s"
+              % (api.api_calls, first.status, second.status, client.token_requests, key.thumbprint()), file=err)
         sys.stdout.write(json.dumps(second.json(), indent=2) + "\n")
         return _EXIT_OK if first.status == second.status == 200 else _EXIT_ERROR
 

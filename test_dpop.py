@@ -1351,3 +1351,801 @@ def test_make_proof_passes_jose_verification(node):
     results = node_run(node, "verify", stdin="\n".join(json.dumps(line) for line in lines))
     assert [r["ok"] for r in results] == [True] * 20 + [False] * 3
     assert all(r["jkt"] == key.thumbprint() for r in results[:20])
+
+
+# ===========================================================================
+# HTTP client against real servers on 127.0.0.1
+# ===========================================================================
+
+import gzip
+import threading
+import urllib.parse
+
+
+@pytest.fixture
+def server():
+    with dpop.DemoServer() as s:
+        yield s
+
+
+@pytest.fixture
+def client_key():
+    return dpop.generate_key()
+
+
+def make_client(server, key, **kwargs):
+    args = dict(token_endpoint=server.token_endpoint, client_id=dpop.DEMO_CLIENT_ID, client_secret=dpop.DEMO_CLIENT_SECRET, scope="api", timeout=5)
+    args.update(kwargs)
+    return dpop.Client(key, **args)
+
+
+class Script:
+    """Record requests and script answers: an ``override`` for DemoServer."""
+
+    def __init__(self):
+        self.requests = []
+        self.rules = []  # (predicate(handler), action(handler) -> bool)
+        self.lock = threading.Lock()
+
+    def __call__(self, handler):
+        with self.lock:
+            self.requests.append((handler.command, handler.path, dict((k.lower(), v) for k, v in handler.headers.items()), handler.headers.get_all("DPoP") or []))
+        for predicate, action in list(self.rules):
+            if predicate(handler) and action(handler):
+                return True  # answered; otherwise the next rule (or the server) goes on
+        return False
+
+    def on(self, predicate, action):
+        self.rules.append((predicate, action))
+
+    def count(self, path):
+        return sum(1 for r in self.requests if r[1].split("?")[0] == path)
+
+
+def is_token(handler):
+    return handler.path == "/connect/token"
+
+
+def is_api(handler):
+    return handler.path.startswith("/api/")
+
+
+@pytest.fixture
+def scripted():
+    script = Script()
+    with dpop.DemoServer(override=script) as s:
+        s.script = script
+        yield s
+
+
+def test_client_basic_flow_post_and_basic(server, client_key):
+    for method in ("client_secret_post", "client_secret_basic"):
+        with make_client(server, client_key, auth_method=method) as client:
+            for _ in range(3):
+                response = client.get(server.api_url)
+                assert response.status == 200
+            claims = {item["type"]: item["value"] for item in response.json()}
+            assert json.loads(claims["cnf"]) == {"jkt": client_key.thumbprint()}
+            assert client.token_requests == 1
+    assert server.tokens_issued == 2 and server.api_calls == 6
+
+
+def test_client_post_body_json_and_methods(scripted, client_key):
+    seen = []
+
+    def echo(handler):
+        body = handler.body()
+        seen.append((handler.command, handler.headers.get("Content-Type"), body))
+        return False
+
+    scripted.script.on(is_api, echo)
+    with make_client(scripted, client_key) as client:
+        assert client.post(scripted.api_url, json={"a": 1}).status == 200
+        assert client.put(scripted.api_url, data="text").status == 200
+        assert client.patch(scripted.api_url, data=b"\x00\x01", headers={"Content-Type": "application/octet-stream"}).status == 200
+        assert client.delete(scripted.api_url).status == 200
+        assert client.request("HEAD", scripted.api_url).status == 200
+    assert seen[0] == ("POST", "application/json", b'{"a":1}')
+    assert seen[1][2] == b"text" and seen[2][1:] == ("application/octet-stream", b"\x00\x01")
+    assert [s[0] for s in seen] == ["POST", "PUT", "PATCH", "DELETE", "HEAD"]
+
+
+def test_client_discovery(server, client_key):
+    with dpop.Client(client_key, issuer=server.issuer, client_id=dpop.DEMO_CLIENT_ID, client_secret=dpop.DEMO_CLIENT_SECRET) as client:
+        assert client.get(server.api_url).status == 200
+
+
+def test_client_discovery_refusals(scripted, client_key):
+    state = {"metadata": None}
+    scripted.script.on(lambda h: ".well-known" in h.path, lambda h: (h.reply(200, state["metadata"]), True)[1])
+    base = scripted.metadata()
+    for metadata, code in [
+        (dict(base, dpop_signing_alg_values_supported=["RS256", "PS256"]), "unsupported_alg"),
+        (dict(base, issuer="http://127.0.0.1:1"), "discovery"),
+        ({k: v for k, v in base.items() if k != "token_endpoint"}, "discovery"),
+        (dict(base, token_endpoint="http://as.example/token"), "insecure_url"),
+    ]:
+        state["metadata"] = metadata
+        with dpop.Client(client_key, issuer=scripted.issuer, client_id=dpop.DEMO_CLIENT_ID, client_secret=dpop.DEMO_CLIENT_SECRET) as client:
+            with raises_code(code):
+                client.access_token()
+    scripted.script.rules.clear()
+    scripted.script.on(lambda h: ".well-known" in h.path, lambda h: (h.reply(404, {"error": "nope"}), True)[1])
+    with dpop.Client(client_key, issuer=scripted.issuer + "/tenant", client_id="x", client_secret="y") as client:
+        with raises_code("discovery"):
+            client.access_token()
+    paths = [r[1] for r in scripted.script.requests[-2:]]
+    assert paths == ["/.well-known/oauth-authorization-server/tenant", "/tenant/.well-known/openid-configuration"]
+
+
+def token_reply(payload, status=200, headers=None):
+    def action(handler):
+        handler.body()
+        handler.reply(status, payload, headers)
+        return True
+
+    return action
+
+
+@pytest.mark.parametrize("token_type", ["DPoP", "dpop", "DPOP"])
+def test_token_type_is_case_insensitive(scripted, client_key, token_type):
+    scripted.script.on(is_token, token_reply({"access_token": "abc.def", "token_type": token_type, "expires_in": 60}))
+    with make_client(scripted, client_key) as client:
+        assert client.access_token() == "abc.def"
+
+
+@pytest.mark.parametrize("token_type", ["Bearer", "bearer", None, 5, "N_A"])
+def test_non_dpop_token_is_refused(scripted, client_key, token_type):
+    scripted.script.on(is_token, token_reply({"access_token": "abc.def", "token_type": token_type, "expires_in": 60}))
+    with make_client(scripted, client_key) as client:
+        with raises_code("token_type") as info:
+            client.get(scripted.api_url)
+        assert "abc.def" not in str(info.value)
+    assert scripted.script.count("/api/dpop/test") == 0  # nothing was sent with it
+
+
+@pytest.mark.parametrize(
+    "payload, code",
+    [
+        (b"not json", "bad_token_response"),
+        ({"token_type": "DPoP"}, "bad_token_response"),
+        ({"access_token": "has space", "token_type": "DPoP"}, "bad_token_response"),
+        ({"access_token": "ok", "token_type": "DPoP", "expires_in": -5}, "bad_token_response"),
+        ({"access_token": "ok", "token_type": "DPoP", "expires_in": "soon"}, "bad_token_response"),
+    ],
+)
+def test_malformed_token_responses(scripted, client_key, payload, code):
+    scripted.script.on(is_token, token_reply(payload))
+    with make_client(scripted, client_key) as client:
+        with raises_code(code):
+            client.access_token()
+
+
+def test_oauth_error_responses_surface_error_and_description(scripted, client_key):
+    scripted.script.on(is_token, token_reply({"error": "invalid_scope", "error_description": "scope 'x' is not allowed"}, status=400))
+    with make_client(scripted, client_key) as client:
+        with raises_code("oauth_error") as info:
+            client.access_token()
+    assert info.value.oauth_error == "invalid_scope" and info.value.status == 400
+    assert "scope 'x' is not allowed" in str(info.value)
+    scripted.script.rules.clear()
+    scripted.script.on(is_token, token_reply(b"<html>oops</html>", status=500))
+    with make_client(scripted, client_key) as client:
+        with raises_code("oauth_error") as info:
+            client.access_token()
+    assert info.value.oauth_error is None and info.value.status == 500
+
+
+def test_wrong_client_secret(server, client_key):
+    with make_client(server, client_key, client_secret="wrong-secret-value") as client:
+        with raises_code("oauth_error") as info:
+            client.access_token()
+        assert info.value.oauth_error == "invalid_client"
+        assert "wrong-secret-value" not in str(info.value) + repr(client)
+
+
+def test_token_params_are_sent(scripted, client_key):
+    forms = []
+    scripted.script.on(is_token, lambda h: forms.append(urllib.parse.parse_qs(h.body().decode())) or h.reply(200, {"access_token": "t", "token_type": "DPoP"}) or True)
+    with make_client(scripted, client_key, token_params=[("resource", "https://a"), ("resource", "https://b"), ("audience", "x")]) as client:
+        client.access_token()
+    assert forms[0]["resource"] == ["https://a", "https://b"] and forms[0]["audience"] == ["x"]
+    assert forms[0]["grant_type"] == ["client_credentials"] and forms[0]["scope"] == ["api"]
+    with raises_code("bad_argument"):
+        make_client(scripted, client_key, token_params={"grant_type": "password"})
+
+
+def test_missing_expires_in_reuses_token_until_invalid_token(scripted, client_key):
+    issued = []
+
+    def token(handler):
+        handler.body()
+        proof = dpop.verify_proof(handler.headers.get_all("DPoP"), method="POST", url=scripted.token_endpoint)
+        reply = scripted.issue_token(dpop.DEMO_CLIENT_ID, "api", proof.jkt)
+        del reply["expires_in"]
+        issued.append(reply["access_token"])
+        handler.reply(200, reply)
+        return True
+
+    scripted.script.on(is_token, token)
+    with make_client(scripted, client_key) as client:
+        for _ in range(3):
+            assert client.get(scripted.api_url).status == 200
+        assert len(issued) == 1
+        # the API now refuses that token: one new token, one retry
+        revoked = set(issued)
+        scripted.script.on(lambda h: is_api(h) and h.headers.get("Authorization", "")[5:] in revoked,
+                           lambda h: (h.reply(401, {"error": "invalid_token"}, dpop.challenge_headers(error="invalid_token")), True)[1])
+        scripted.script.rules.reverse()
+        assert client.get(scripted.api_url).status == 200
+        assert len(issued) == 2
+
+
+def test_invalid_token_second_failure_is_returned(scripted, client_key):
+    scripted.script.on(is_api, lambda h: (h.reply(401, {"error": "invalid_token"}, {"WWW-Authenticate": 'Bearer realm="x", DPoP error="invalid_token", algs="ES256"'}), True)[1])
+    with make_client(scripted, client_key) as client:
+        response = client.get(scripted.api_url)
+        assert response.status == 401
+        assert client.token_requests == 2
+    assert scripted.script.count("/api/dpop/test") == 2
+
+
+def test_refresh_before_expiry_with_margin_capped_at_half_lifetime(client_key):
+    with dpop.DemoServer(token_lifetime=2) as server:
+        with make_client(server, client_key, refresh_margin=60) as client:
+            first = client.access_token()
+            assert client.access_token() == first  # reused within the first second
+            time.sleep(1.1)
+            second = client.access_token()
+            assert second != first
+            assert client.get(server.api_url).status == 200
+            assert client.token_requests == 2
+
+
+def test_concurrent_threads_single_flight_and_unique_jti(scripted, client_key):
+    jtis = []
+    lock = threading.Lock()
+
+    def slow_token(handler):
+        time.sleep(0.3)  # keep the fetch in flight while the others arrive
+        return False
+
+    def record(handler):
+        for proof in handler.headers.get_all("DPoP") or []:
+            with lock:
+                jtis.append(decode_proof(proof)[1]["jti"])
+        return False
+
+    scripted.script.on(lambda h: True, record)
+    scripted.script.on(is_token, slow_token)
+    with make_client(scripted, client_key) as client:
+        barrier = threading.Barrier(8)
+        statuses = []
+
+        def worker():
+            barrier.wait()
+            for _ in range(3):
+                statuses.append(client.get(scripted.api_url).status)
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert statuses == [200] * 24
+        assert client.token_requests == 1
+    assert scripted.tokens_issued == 1
+    assert len(jtis) == 25 and len(set(jtis)) == 25
+
+
+def test_nonce_required_at_token_endpoint_and_api(client_key):
+    script = Script()
+    with dpop.DemoServer(require_nonce=True, override=script) as server:
+        with make_client(server, client_key) as client:
+            assert client.get(server.api_url).status == 200
+            assert client.get(server.api_url).status == 200
+        # token: 400 then retry; the API shares the origin (and the nonce the
+        # token endpoint's 200 carried), so its requests succeed at once
+        assert script.count("/connect/token") == 2
+        assert script.count("/api/dpop/test") == 2
+        first_token, second_token = [r for r in script.requests if r[1] == "/connect/token"]
+        assert "nonce" not in decode_proof(first_token[3][0])[1]
+        assert "nonce" in decode_proof(second_token[3][0])[1]
+
+
+def test_nonces_are_kept_per_origin(client_key):
+    """AS and API on different origins with different nonces."""
+    with dpop.DemoServer(require_nonce=True) as auth, dpop.DemoServer(require_nonce=True, authority=auth) as api:
+        script = Script()
+        api.override = script
+        with make_client(auth, client_key) as client:
+            for _ in range(3):
+                assert client.get(api.api_url).status == 200
+            proofs = [decode_proof(r[3][0])[1] for r in script.requests]
+            assert "nonce" not in proofs[0]
+            assert all(p["nonce"] == proofs[1]["nonce"] for p in proofs[1:])
+            assert api.nonces.check(proofs[1]["nonce"]) and not auth.nonces.check(proofs[1]["nonce"])
+            assert len(script.requests) == 4
+
+
+def test_nonce_from_a_success_response_is_used_next_time(scripted, client_key):
+    scripted.script.on(is_api, lambda h: (h.reply(200, [], {"DPoP-Nonce": "next-1"}), True)[1])
+    with make_client(scripted, client_key) as client:
+        client.get(scripted.api_url)
+        client.get(scripted.api_url)
+    proofs = [decode_proof(r[3][0])[1] for r in scripted.script.requests if r[1] == "/api/dpop/test"]
+    assert "nonce" not in proofs[0] and proofs[1]["nonce"] == "next-1"
+
+
+@pytest.mark.parametrize("where", ["token", "api"])
+def test_no_nonce_retry_loop(scripted, client_key, where):
+    """A server that keeps asking for a nonce gets one retry, then the answer."""
+
+    def always_nonce(handler):
+        handler.body()
+        proofs = handler.headers.get_all("DPoP") or []
+        sent = decode_proof(proofs[0])[1].get("nonce") if proofs else None
+        fresh = "n-%d" % (scripted.script.count(handler.path.split("?")[0]))
+        if where == "token":
+            handler.reply(400, {"error": "use_dpop_nonce"}, {"DPoP-Nonce": fresh})
+        else:
+            handler.reply(401, {"error": "use_dpop_nonce"}, dpop.challenge_headers(error="use_dpop_nonce", nonce=fresh))
+        return True
+
+    scripted.script.on(is_token if where == "token" else is_api, always_nonce)
+    with make_client(scripted, client_key) as client:
+        if where == "token":
+            with raises_code("oauth_error") as info:
+                client.access_token()
+            assert info.value.oauth_error == "use_dpop_nonce"
+            assert scripted.script.count("/connect/token") == 2
+        else:
+            assert client.get(scripted.api_url).status == 401
+            assert scripted.script.count("/api/dpop/test") == 2
+
+
+def test_no_retry_when_server_repeats_the_nonce_just_sent(scripted, client_key):
+    scripted.script.on(is_api, lambda h: (h.reply(401, {}, dpop.challenge_headers(error="use_dpop_nonce", nonce="same")), True)[1])
+    with make_client(scripted, client_key) as client:
+        assert client.get(scripted.api_url).status == 401  # no nonce sent yet: one retry with "same"
+        assert scripted.script.count("/api/dpop/test") == 2
+        assert client.get(scripted.api_url).status == 401  # "same" was just sent: no retry
+        assert scripted.script.count("/api/dpop/test") == 3
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (['DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"'],
+         [("dpop", {"error": "use_dpop_nonce", "error_description": "Resource server requires nonce in DPoP proof"})]),
+        (['Bearer realm="x", DPoP algs="ES256 PS256", error="invalid_token"'],
+         [("bearer", {"realm": "x"}), ("dpop", {"algs": "ES256 PS256", "error": "invalid_token"})]),
+        (['DPoP algs="ES256" , error = "use_dpop_nonce"'], [("dpop", {"algs": "ES256", "error": "use_dpop_nonce"})]),
+        (['DPoP error_description="a, \\"quoted\\", b", error=invalid_token'], [("dpop", {"error_description": 'a, "quoted", b', "error": "invalid_token"})]),
+        (["Basic realm=x", "DPoP ERROR=use_dpop_nonce"], [("basic", {"realm": "x"}), ("dpop", {"error": "use_dpop_nonce"})]),
+        (["Negotiate abc==, DPoP error=x"], [("negotiate", {}), ("dpop", {"error": "x"})]),
+        (["DPoP"], [("dpop", {})]),
+        (["DPoP error=a, error=b"], [("dpop", {"error": "a"})]),
+        ([", , DPoP error=a,"], [("dpop", {"error": "a"})]),
+        (['DPoP error="unterminated'], [("dpop", {"error": "unterminated"})]),
+        (["\u00e9"], []),
+    ],
+)
+def test_www_authenticate_parsing(values, expected):
+    assert dpop._parse_challenges(values) == expected
+
+
+@settings(max_examples=300)
+@given(st.lists(st.text(max_size=60), max_size=3))
+def test_www_authenticate_parser_never_fails(values):
+    assert isinstance(dpop._parse_challenges(values), list)
+
+
+def redirect_to(location, status=302):
+    return lambda h: (h.body(), h.reply(status, b"", {"Location": location}), True)[2]
+
+
+def test_redirects_not_followed_by_default(scripted, client_key):
+    scripted.script.on(lambda h: h.path == "/api/old", redirect_to("/api/dpop/test"))
+    with make_client(scripted, client_key) as client:
+        response = client.get(scripted.base_url + "/api/old")
+    assert response.status == 302 and response.headers["Location"] == "/api/dpop/test"
+    assert scripted.script.count("/api/dpop/test") == 0
+
+
+def test_same_origin_redirect_gets_a_fresh_proof(scripted, client_key):
+    scripted.script.on(lambda h: h.path == "/api/old", redirect_to("/api/dpop/test?x=1", 307))
+    with make_client(scripted, client_key, follow_redirects=True) as client:
+        response = client.get(scripted.base_url + "/api/old")
+    assert response.status == 200 and response.url.endswith("/api/dpop/test?x=1")
+    hops = [r for r in scripted.script.requests if r[1].startswith("/api/")]
+    first, second = (decode_proof(r[3][0])[1] for r in hops)
+    assert first["htu"].endswith("/api/old") and second["htu"].endswith("/api/dpop/test")
+    assert first["jti"] != second["jti"]
+
+
+def test_cross_origin_redirect_never_gets_credentials(client_key):
+    other_script = Script()
+    with dpop.DemoServer() as server, dpop.DemoServer(override=other_script) as other:
+        other_script.on(lambda h: True, lambda h: (h.reply(200, {"ok": True}), True)[1])
+        script = Script()
+        server.override = script
+        script.on(lambda h: h.path == "/api/old", redirect_to(other.base_url + "/landing", 303))
+        with make_client(server, client_key, follow_redirects=True) as client:
+            response = client.post(server.base_url + "/api/old", json={"x": 1})
+        assert response.status == 200 and response.json() == {"ok": True}
+        method, path, headers, proofs = other_script.requests[0]
+        assert (method, path) == ("GET", "/landing")
+        assert "authorization" not in headers and proofs == []
+
+
+def test_redirect_loops_and_insecure_targets(scripted, client_key):
+    scripted.script.on(lambda h: h.path == "/api/loop", redirect_to("/api/loop"))
+    scripted.script.on(lambda h: h.path == "/api/away", redirect_to("http://example.com/x"))
+    with make_client(scripted, client_key, follow_redirects=True, max_redirects=3) as client:
+        with raises_code("too_many_redirects"):
+            client.get(scripted.base_url + "/api/loop")
+        with raises_code("insecure_url"):
+            client.get(scripted.base_url + "/api/away")
+
+
+@pytest.mark.parametrize("url", ["http://example.com/api", "http://10.0.0.1/x", "http://[2001:db8::1]/x", "http://localhost.evil.com/x"])
+def test_plain_http_refused_except_loopback(client_key, url):
+    with raises_code("insecure_url"):
+        dpop.Client(client_key, token_endpoint=url, client_id="c", client_secret="s")
+    with dpop.Client(client_key, token_endpoint="http://127.0.0.1:9/token", client_id="c", client_secret="s") as client:
+        with raises_code("insecure_url"):
+            client.get(url)
+
+
+def test_loopback_forms_are_allowed(client_key):
+    for url in ("http://localhost:9/t", "http://127.0.0.2:9/t", "http://[::1]:9/t", "http://api.localhost:9/t"):
+        dpop.Client(client_key, token_endpoint=url, client_id="c", client_secret="s").close()
+
+
+def test_keep_alive_reuses_connections(scripted, client_key):
+    ports = []
+    scripted.script.on(lambda h: True, lambda h: ports.append(h.client_address[1]) or False)
+    with make_client(scripted, client_key) as client:
+        for _ in range(5):
+            assert client.get(scripted.api_url).status == 200
+    assert len(ports) == 6 and len(set(ports)) == 1
+
+
+def test_stale_keep_alive_connection_is_retried_with_a_fresh_proof(scripted, client_key):
+    with make_client(scripted, client_key) as client:
+        assert client.get(scripted.api_url).status == 200
+        # the server drops idle connections: next request goes on a new one
+        for conns in client._pool._idle.values():
+            for conn in conns:
+                conn.sock.shutdown(2)
+        assert client.get(scripted.api_url).status == 200
+
+
+def test_timeouts(scripted, client_key):
+    scripted.script.on(is_api, lambda h: time.sleep(1.5) or False)
+    with make_client(scripted, client_key, timeout=0.5) as client:
+        client.access_token()
+        with raises_code("timeout"):
+            client.get(scripted.api_url)
+
+
+def test_connection_refused_is_a_network_error(client_key):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with dpop.Client(client_key, token_endpoint="http://127.0.0.1:%d/token" % port, client_id="c", client_secret="s", timeout=2) as client:
+        with raises_code("network"):
+            client.access_token()
+
+
+def test_token_endpoint_body_is_capped(scripted, client_key):
+    scripted.script.on(is_token, token_reply(b"x" * (dpop._MAX_TOKEN_BODY + 1)))
+    with make_client(scripted, client_key) as client:
+        with raises_code("response_too_large"):
+            client.access_token()
+
+
+def test_gzip_bomb_is_capped(scripted, client_key):
+    bomb = gzip.compress(b"0" * (dpop._MAX_TOKEN_BODY + 10))
+    scripted.script.on(is_token, token_reply(bomb, headers={"Content-Encoding": "gzip"}))
+    with make_client(scripted, client_key) as client:
+        with raises_code("response_too_large"):
+            client.access_token()
+
+
+def test_gzip_responses_are_decoded(scripted, client_key):
+    body = json.dumps([{"type": "x", "value": "y" * 1000}]).encode()
+    scripted.script.on(is_api, lambda h: (h.reply(200, gzip.compress(body), {"Content-Encoding": "gzip"}), True)[1])
+    with make_client(scripted, client_key) as client:
+        response = client.get(scripted.api_url)
+    assert response.body == body and response.json()[0]["type"] == "x"
+    assert scripted.script.requests[-1][2]["accept-encoding"] == "gzip"
+
+
+def test_malformed_gzip_and_http(scripted, client_key):
+    scripted.script.on(lambda h: h.path == "/api/badgzip", lambda h: (h.reply(200, b"not gzip", {"Content-Encoding": "gzip"}), True)[1])
+
+    def garbage(handler):
+        handler.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+        handler.wfile.flush()
+        handler.close_connection = True
+        return True
+
+    scripted.script.on(lambda h: h.path == "/api/garbage", garbage)
+    with make_client(scripted, client_key) as client:
+        with raises_code("bad_response"):
+            client.get(scripted.base_url + "/api/badgzip")
+        with raises_code("bad_response"):
+            client.get(scripted.base_url + "/api/garbage")
+
+
+def test_response_object(scripted, client_key):
+    scripted.script.on(is_api, lambda h: (h.reply(404, "caf\u00e9".encode("latin-1"), {"Content-Type": "text/plain; charset=latin-1", "X-A": "1", "x-a": "2"}), True)[1])
+    with make_client(scripted, client_key) as client:
+        response = client.get(scripted.api_url)
+    assert response.status == 404 and not response.ok and response.reason == "Not Found"
+    assert response.text == "caf\u00e9"
+    assert response.headers.get_all("x-A") == ["1", "2"] and response.headers["X-A"] == "1" and "x-a" in response.headers
+    assert "Content-Length" in list(response.headers) and len(response.headers) >= 4
+    with pytest.raises(KeyError):
+        response.headers["missing"]
+    with raises_code("bad_json"):
+        response.json()
+    assert "404" in repr(response)
+
+
+def test_user_headers_are_checked(server, client_key):
+    with make_client(server, client_key) as client:
+        for headers in ({"Authorization": "x"}, {"DPoP": "x"}, {"Host": "x"}, {"X-A": "a\r\nInjected: 1"}, {"Bad Name": "x"}):
+            with raises_code("bad_argument"):
+                client.get(server.api_url, headers=headers)
+        with pytest.raises(TypeError):
+            client.get(server.api_url, data="a", json={})
+        with raises_code("bad_argument"):
+            client.request("GE T", server.api_url)
+        assert client.get(server.api_url, headers=[("Accept", "application/json"), ("X-Trace", "1")]).status == 200
+
+
+def test_client_argument_checks(client_key):
+    good = dict(token_endpoint="https://as.example/token", client_id="c", client_secret="s")
+    for change in ({"token_endpoint": None}, {"client_id": ""}, {"client_secret": None}, {"timeout": 0}, {"refresh_margin": -1}, {"client_secret": 5}, {"scope": 5}, {"token_params": {"a": 1}}):
+        with pytest.raises(TypeError):
+            dpop.Client(client_key, **dict(good, **change))
+    with pytest.raises(ValueError):
+        dpop.Client(client_key, **dict(good, auth_method="private_key_jwt"))
+    with raises_code("no_private_key"):
+        dpop.Client(client_key.public_key(), **good)
+    with raises_code("bad_url"):
+        dpop.Client(client_key, **dict(good, token_endpoint="as.example/token"))
+    client = dpop.Client(client_key.to_pem(), **good)
+    client.close()
+    with raises_code("closed"):
+        client.get("https://as.example/x")
+    with raises_code("closed"):
+        client.access_token()
+
+
+def test_client_secret_never_in_repr_or_errors(scripted, client_key):
+    secret = "s3cr3t-value-" + secrets.token_hex(8)
+    scripted.clients[dpop.DEMO_CLIENT_ID] = secret
+    scripted.script.on(is_api, lambda h: (h.reply(500, {"echo": h.headers.get("Authorization")}), True)[1])
+    with make_client(scripted, client_key, client_secret=secret) as client:
+        token = client.access_token()
+        text = repr(client) + repr(client._token)
+        response = client.get(scripted.api_url)
+        assert token in response.text  # the server echoed it; the client never shows it itself
+    for value in (secret, token):
+        assert value not in text
+
+
+def test_session_log_masks_secrets_and_records_both_exchanges(scripted, client_key, tmp_path):
+    secret = "log-secret-" + secrets.token_hex(6)
+    scripted.clients[dpop.DEMO_CLIENT_ID] = secret
+    proofs = []
+    scripted.script.on(lambda h: True, lambda h: proofs.extend(h.headers.get_all("DPoP") or []) or False)
+    scripted.script.on(lambda h: h.path == "/api/echo", lambda h: (h.reply(200, {"token": h.headers.get("Authorization")[5:]}), True)[1])
+    log = tmp_path / "session.log"
+    for auth_method in ("client_secret_post", "client_secret_basic"):
+        with make_client(scripted, client_key, client_secret=secret, session_log=str(log), auth_method=auth_method) as client:
+            assert client.get(scripted.api_url).status == 200
+            client.get(scripted.base_url + "/api/echo")
+            token = client.access_token()
+    text = log.read_text()
+    assert oct(log.stat().st_mode & 0o777) == "0o600"
+    assert text.count("---- Sending ") == 6 and text.count("---- Received ") == 6
+    assert "POST /connect/token HTTP/1.1" in text and "GET /api/dpop/test HTTP/1.1" in text
+    assert "client_secret=****" in text and "Authorization: Basic ****" in text
+    assert "Authorization: DPoP ****" in text and "DPoP: ****" in text
+    assert '"access_token":"****"' in text and '"token_type":"DPoP"' in text
+    assert re.search(r"---- Sending \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ----", text)
+    basic = base64.b64encode(("%s:%s" % (dpop.DEMO_CLIENT_ID, secret)).encode()).decode()
+    for value in [secret, token, basic, urllib.parse.quote_plus(secret)] + proofs:
+        assert value not in text
+    assert '{"token":"****"}' in text  # scrubbed even where the API echoed it
+
+
+def test_session_log_to_file_object_and_type_check(server, client_key):
+    import io
+
+    sink = io.StringIO()
+    with make_client(server, client_key, session_log=sink) as client:
+        client.get(server.api_url)
+    assert sink.getvalue().count("---- Received") == 2
+    with pytest.raises(TypeError):
+        make_client(server, client_key, session_log=42)
+
+
+# ===========================================================================
+# Command line (subprocess)
+# ===========================================================================
+
+
+def run_cli(*args, env=None, input=None, cwd=None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DPOP_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, str(HERE / "dpop.py"), *args], capture_output=True, env=full_env, input=input, timeout=60, cwd=cwd)
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    path = tmp_path / "key.pem"
+    path.write_text(dpop.generate_key().to_pem())
+    return path
+
+
+def cli_flow_args(server, key_file, *extra):
+    return ["--key", str(key_file), "--token-endpoint", server.token_endpoint, "--client-id", dpop.DEMO_CLIENT_ID, "--scope", "api", *extra]
+
+
+def test_cli_full_flow_with_session_log(server, key_file, tmp_path):
+    log = tmp_path / "cli.log"
+    done = run_cli(*cli_flow_args(server, key_file, "--session-log", str(log), "GET", server.api_url), env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET})
+    assert done.returncode == 0, done.stderr
+    claims = {item["type"]: item["value"] for item in json.loads(done.stdout)}
+    assert json.loads(claims["cnf"])["jkt"] == dpop.load_key_file(key_file).thumbprint()
+    text = log.read_text()
+    assert text.count("---- Sending") == 2 and "client_secret=****" in text and "Authorization: DPoP ****" in text
+    assert '"access_token":"****"' in text
+    assert b"Traceback" not in done.stderr
+
+
+def test_cli_secret_sources(server, key_file, tmp_path):
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(dpop.DEMO_CLIENT_SECRET + "\n")
+    done = run_cli(*cli_flow_args(server, key_file, "--client-secret-file", str(secret_file), "--auth-method", "basic", "GET", server.api_url))
+    assert done.returncode == 0, done.stderr
+    done = run_cli(*cli_flow_args(server, key_file, "--client-secret", dpop.DEMO_CLIENT_SECRET, "GET", server.api_url))
+    assert done.returncode == 0 and b"warning: --client-secret is visible" in done.stderr
+    done = run_cli(*cli_flow_args(server, key_file, "GET", server.api_url))
+    assert done.returncode == 2 and b"dpop: usage: a client secret is required" in done.stderr
+
+
+def test_cli_environment_variables(server, key_file, tmp_path):
+    env = {
+        "DPOP_KEY": str(key_file),
+        "DPOP_TOKEN_ENDPOINT": server.token_endpoint,
+        "DPOP_CLIENT_ID": dpop.DEMO_CLIENT_ID,
+        "DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET,
+        "DPOP_SCOPE": "api",
+        "DPOP_INCLUDE": "1",
+        "DPOP_VERBOSE": "1",
+        "DPOP_HEADER": "X-One: 1\nX-Two: 2",
+        "DPOP_PARAM": "resource=https://rs.example",
+    }
+    done = run_cli("GET", server.api_url, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"---- Sending" in done.stderr and b"X-One: 1" in done.stderr and b"resource=https%3A%2F%2Frs.example" in done.stderr
+    assert dpop.DEMO_CLIENT_SECRET.encode() + b"&" not in done.stderr
+
+
+def test_cli_data_json_output_and_location(scripted, key_file, tmp_path):
+    seen = []
+    scripted.script.on(lambda h: h.path == "/api/echo", lambda h: (seen.append((h.headers.get("Content-Type"), h.headers.get("Accept"), h.body())), h.reply(200, {"ok": 1}), True)[2])
+    scripted.script.on(lambda h: h.path == "/api/moved", redirect_to("/api/echo", 307))
+    data = tmp_path / "body.json"
+    data.write_text('{"a": 1}')
+    out = tmp_path / "out.json"
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    done = run_cli(*cli_flow_args(scripted, key_file, "-d", "@" + str(data), "--json", "-o", str(out), "-L", "POST", scripted.base_url + "/api/moved"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text()) == {"ok": 1} and done.stdout == b""
+    assert seen == [("application/json", "application/json", b'{"a": 1}')]
+    done = run_cli(*cli_flow_args(scripted, key_file, "-d", "@-", "POST", scripted.base_url + "/api/echo"), env=env, input=b"from stdin")
+    assert done.returncode == 0 and seen[-1][2] == b"from stdin"
+
+
+def test_cli_exit_codes(scripted, key_file, tmp_path):
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    scripted.script.on(lambda h: h.path == "/api/boom", lambda h: (h.reply(503, {"error": "down"}), True)[1])
+    done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/missing"), env=env)
+    assert done.returncode == 0  # the demo API answers every /api/ path
+    scripted.script.on(lambda h: h.path == "/api/missing", lambda h: (h.reply(404, {"error": "nope"}), True)[1])
+    done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/missing"), env=env)
+    assert done.returncode == 4 and json.loads(done.stdout) == {"error": "nope"}
+    assert b"dpop: http_status: " in done.stderr and b"404" in done.stderr
+    done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/boom"), env=env)
+    assert done.returncode == 5
+    done = run_cli(*cli_flow_args(scripted, key_file, "GET", "http://127.0.0.1:1/api"), env=env)
+    assert done.returncode == 3 and done.stderr.startswith(b"dpop: network: ")
+    bad_key = tmp_path / "bad.pem"
+    bad_key.write_text("not a key")
+    done = run_cli(*cli_flow_args(scripted, bad_key, "GET", scripted.api_url), env=env)
+    assert done.returncode == 1 and done.stderr == b"dpop: bad_key: key data is not PEM, DER or a JWK\n"
+    done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.api_url), env={"DPOP_CLIENT_SECRET": "wrong"})
+    assert done.returncode == 1 and done.stderr.startswith(b"dpop: oauth_error: token endpoint: invalid_client")
+    done = run_cli("GET")
+    assert done.returncode == 2
+    done = run_cli("GET", scripted.api_url, env={"DPOP_CLIENT_ID": "x", "DPOP_CLIENT_SECRET": "y", "DPOP_TOKEN_ENDPOINT": scripted.token_endpoint})
+    assert done.returncode == 2 and b"--key" in done.stderr
+    done = run_cli("--key", str(key_file), "--client-id", "x", "GET", scripted.api_url, env=env)
+    assert done.returncode == 2 and b"--token-endpoint" in done.stderr
+    done = run_cli("--key", str(tmp_path / "missing.pem"), "--client-id", "x", "--token-endpoint", scripted.token_endpoint, "GET", scripted.api_url, env=env)
+    assert done.returncode == 1 and done.stderr.startswith(b"dpop: io_error: ")
+    for stderr in (done.stderr,):
+        assert b"Traceback" not in stderr
+
+
+def test_cli_help_version_and_issuer(server, key_file):
+    done = run_cli("--help")
+    assert done.returncode == 0
+    assert b"POST /connect/token" in done.stdout and b"Authorization: DPoP <token>" in done.stdout
+    assert b"client_secret=secret&client_id=m2m.dpop&scope=api&grant_type=client_credentials" in done.stdout
+    assert run_cli("--version").stdout.strip() == b"dpop.py " + dpop.__version__.encode()
+    done = run_cli("--key", str(key_file), "--issuer", server.issuer, "--client-id", dpop.DEMO_CLIENT_ID, "GET", server.api_url, env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET})
+    assert done.returncode == 0, done.stderr
+
+
+def test_cli_module_invocation(server, key_file):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DPOP_")}
+    env["PYTHONPATH"] = str(HERE)
+    done = subprocess.run([sys.executable, "-m", "dpop", "selftest"], capture_output=True, env=env, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith(b"dpop selftest: ok")
+
+
+def test_cli_keygen_jwk_proof(tmp_path, server):
+    key_path = tmp_path / "new.pem"
+    done = run_cli("keygen", "-o", str(key_path))
+    assert done.returncode == 0 and oct(key_path.stat().st_mode & 0o777) == "0o600"
+    key = dpop.load_key_file(key_path)
+    assert key.has_private and b"jkt " + key.thumbprint().encode() in done.stderr
+    done = run_cli("keygen", "-o", str(key_path))
+    assert done.returncode == 1 and b"dpop: io_error:" in done.stderr  # never overwrites
+    assert dpop.load_key(run_cli("keygen").stdout).has_private
+    out = json.loads(run_cli("jwk", "--key", str(key_path)).stdout)
+    assert out == {"jwk": key.public_jwk(), "jkt": key.thumbprint()}
+    out = json.loads(run_cli("jwk", "--key", "-", input=key_path.read_bytes()).stdout)
+    assert out["jkt"] == key.thumbprint()
+    token_file = tmp_path / "token"
+    token_file.write_text("tok.en\n")
+    done = run_cli("proof", "--key", str(key_path), "--access-token-file", str(token_file), "--nonce", "n1", "POST", server.api_url)
+    assert done.returncode == 0
+    proof = done.stdout.decode().strip()
+    result = dpop.verify_proof(proof, method="POST", url=server.api_url, access_token="tok.en", jkt=key.thumbprint(), nonce="n1")
+    assert result.claims["htm"] == "POST"
+    assert run_cli("jwk").returncode == 2
+
+
+def test_cli_selftest_and_demo():
+    done = run_cli("selftest")
+    assert done.returncode == 0 and b"ok" in done.stdout
+    done = run_cli("demo")
+    assert done.returncode == 0, done.stderr
+    listing = json.loads(done.stdout)
+    assert {"type": "scope", "value": "api"} in listing
+    assert done.stderr.count(b"---- Sending") == 3 and b"1 token request" in done.stderr
+    assert b"client_secret=****" in done.stderr
+    done = run_cli("demo", "--require-nonce")
+    assert done.returncode == 0 and done.stderr.count(b"---- Sending") == 5 and b"use_dpop_nonce" in done.stderr
+
+
+def test_main_in_process(server, key_file, capsys, monkeypatch):
+    monkeypatch.setenv("DPOP_CLIENT_SECRET", dpop.DEMO_CLIENT_SECRET)
+    assert dpop.main(cli_flow_args(server, key_file, "-i", "GET", server.api_url)) == 0
+    assert dpop.main(["selftest"]) == 0
+    assert dpop.main(["--bogus"]) == 2
+    assert dpop.main(["jwk", "--key", str(key_file)]) == 0

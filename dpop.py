@@ -56,6 +56,8 @@ and SP 800-186 (P-256), RFC 5915/5958/5280 (key files), RFC 6749 (OAuth 2.0).
 Requires Python 3.9 or newer.
 """
 
+from __future__ import annotations
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -88,26 +90,22 @@ __all__ = [
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
 import os
 import re
-import secrets
 import threading
 import time
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    Iterator,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from collections.abc import Mapping
+
+# typing costs ~3 ms to import and is only needed by type checkers: every
+# annotation here is a string (PEP 563), and the aliases below exist only for
+# them. (A fresh process that signs once should not pay for it.)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 # =============================================================================
 # 0. Errors
@@ -216,7 +214,8 @@ def _type_error(name: str, expected: str, value: object) -> TypeError:
     return TypeError("%s must be %s, not %s" % (name, expected, type(value).__name__))
 
 
-BytesLike = Union[bytes, bytearray, memoryview]
+if TYPE_CHECKING:
+    BytesLike = Union[bytes, bytearray, memoryview]
 
 
 def _as_bytes(name: str, value: object) -> bytes:
@@ -256,6 +255,15 @@ def b64url_decode(text: str) -> bytes:
     return raw
 
 
+def _random_below(limit: int) -> int:
+    """Uniform in [1, limit) from os.urandom, by rejection (secrets.randbelow
+    would import the random module, ~2 ms, for the same thing)."""
+    while True:
+        value = int.from_bytes(os.urandom(32), "big")
+        if 1 <= value < limit:
+            return value
+
+
 def _int_to_bytes32(value: int) -> bytes:
     return value.to_bytes(32, "big")
 
@@ -283,9 +291,7 @@ def _json_object(raw: bytes, what: str) -> Dict[str, Any]:
     """Parse ``raw`` as UTF-8 JSON that must be an object with unique names."""
     try:
         text = raw.decode("utf-8")
-        obj = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
-        )
+        obj = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise DPoPError("bad_json", "%s is not valid JSON" % what) from None
     if not isinstance(obj, dict):
@@ -327,8 +333,10 @@ Gy = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 # infinity). The secret-scalar path below proves they cannot occur; the
 # public (variable-time) path checks for them explicitly.
 
-Jacobian = Tuple[int, int, int]
-Affine = Tuple[int, int]
+if TYPE_CHECKING:
+    Jacobian = Tuple[int, int, int]
+if TYPE_CHECKING:
+    Affine = Tuple[int, int]
 _INFINITY: Jacobian = (0, 1, 0)
 
 
@@ -337,13 +345,18 @@ def _on_curve(x: int, y: int) -> bool:
 
 
 def _double(X1: int, Y1: int, Z1: int) -> Jacobian:
-    """2*P1. EFD dbl-2001-b (a = -3): 3M + 5S. Infinity maps to infinity."""
+    """2*P1. EFD dbl-2001-b (a = -3), Z3 as 2*Y1*Z1. Infinity maps to infinity.
+
+    The paper's Z3 = (Y1+Z1)^2 - gamma - delta trades a multiplication for a
+    squaring, which only pays where squaring is cheaper; in CPython it is
+    not, and the direct form is 7% faster.
+    """
     delta = Z1 * Z1 % p  # delta := Z1^2
     gamma = Y1 * Y1 % p  # gamma := Y1^2
     beta = X1 * gamma % p  # beta := X1 * gamma
     alpha = 3 * (X1 - delta) * (X1 + delta) % p  # alpha := 3 (X1-delta)(X1+delta)
     X3 = (alpha * alpha - 8 * beta) % p  # X3 := alpha^2 - 8 beta
-    Z3 = ((Y1 + Z1) * (Y1 + Z1) - gamma - delta) % p  # Z3 := (Y1+Z1)^2 - gamma - delta
+    Z3 = 2 * Y1 * Z1 % p  # Z3 := 2 Y1 Z1
     Y3 = (alpha * (4 * beta - X3) - 8 * gamma * gamma) % p  # Y3 := alpha (4 beta - X3) - 8 gamma^2
     return X3, Y3, Z3
 
@@ -428,52 +441,73 @@ def _inverse_blinded(value: int, modulus: int, blind: int) -> int:
 
 # -- Fixed-window tables --------------------------------------------------------
 #
-# A table for point P and window width w has m = ceil(257 / w) rows; row i
-# holds the affine points j * 2^(w*i) * P for j = 0 .. 2^(w-1), where slot 0
-# holds a dummy (P itself) that is computed with and then discarded. A scalar
-# k < 2^256 is recoded into signed digits d_i in [-2^(w-1), 2^(w-1) - 1] with
-# k = sum d_i 2^(w*i): add OFFSET_w = sum 2^(w-1) 2^(w*i) to k, cut the result
-# into w-bit windows c_i, and take d_i = c_i - 2^(w-1). No carries, so the
-# digits come out in one pass with the same operations for every k. Negative
-# digits use the table entry with y negated, so k*P costs m additions and no
-# doublings.
+# Scalars are recoded into odd signed digits (Joye-Tunstall "regular"
+# recoding): an odd c < 2^257 is c = sum d_i 2^(w*i) for i < m = ceil(257/w)
+# with every d_i odd and |d_i| < 2^w. Each step is d = (c mod 2^(w+1)) - 2^w,
+# c' = (c - d) / 2^w = floor(c / 2^w) | 1 (odd again), and the last digit is
+# what remains. No digit is ever zero, so there is no skipped addition and no
+# point at infinity to special-case. An even k is replaced by k + n (odd, and
+# the same point), chosen arithmetically, not by a branch.
 #
-# Why these widths: a table of width w costs m * 2^(w-1) points to store and
-# build and m additions to use. For k*G we stage two tables: w = 4 (65 rows,
-# 520 points, ~5 ms to build) serves the first _LARGE_TABLE_AFTER
+# A table for P has one row per digit position: row i holds d * 2^(w*i) * P
+# for the 2^w odd d in (-2^w, 2^w), x and y in two tuples indexed by
+# (d + 2^w - 1) / 2, which for all but the last digit is (c mod 2^(w+1)) >> 1.
+# Negative multiples share their x with the positive ones. k*P then costs m
+# mixed additions and no doublings.
+#
+# Why these widths: a table of width w holds m * 2^(w-1) distinct points and
+# costs m additions to use, and only widths with w * (m - 1) <= 255 keep
+# every row but the last below n (w = 4 and w = 8 do not: there a row can
+# meet an exceptional case). For k*G two tables are staged: w = 3 (86 rows,
+# 344 points, ~3 ms to build, ~0.3 ms per k*G) serves the first _LARGE_TABLE_AFTER
 # multiplications, so a short-lived process (the CLI signs one or two proofs)
 # starts fast; after that w = 12 (22 rows, 45k points, ~8 MB, built once in
 # a few hundred ms) makes every later signature ~2.5x cheaper. Rejected:
-# the 8-bit table the style notes measured (33 additions: too slow to meet
-# the signing target), a comb (needs doublings), and building tables at
-# import time (costs every importer, including ones that never sign).
+# the 8-bit table of the style notes (33 additions: too slow for the signing
+# target), w = 13 (16 MB for 7 us less per signature), a comb (needs
+# doublings), and building tables at import time (every importer would pay,
+# including ones that never sign).
 
-Rows = Tuple[Tuple[Affine, ...], ...]
-Table = Tuple[int, int, Rows]  # (w, OFFSET_w, rows)
+if TYPE_CHECKING:
+    Row = Tuple[Tuple[int, ...], Tuple[int, ...]]  # (xs, ys), indexed by (d + 2^w - 1) / 2
+    Table = Tuple[int, Tuple[Row, ...]]  # (w, rows)
 
 
 def _build_table(x: int, y: int, w: int) -> Table:
-    """The width-w table for public affine point (x, y). Variable-time."""
-    half = 1 << (w - 1)
-    count = -(-257 // w)  # rows: w * count >= 257 bits holds k + OFFSET_w
-    offset = sum(half << (w * i) for i in range(count))
-    rows = []
-    bx, by = x, y
-    for _ in range(count):
-        multiples: List[Jacobian] = [(bx, by, 1)]
+    """The width-w table for public affine point (x, y). Variable-time.
+
+    Three inversions in all: the row bases B_i = 2^(w*i) P come from
+    doublings, then every B_i and 2 B_i is made affine in one batch, then
+    every odd multiple of every row in another.
+    """
+    half = 1 << (w - 1)  # odd multiples per sign: 1, 3, ..., 2^w - 1
+    count = -(-257 // w)
+    chain: List[Jacobian] = [(x, y, 1)]
+    for _ in range(count - 1):
+        B = chain[-1]
+        for _ in range(w):
+            B = _double(*B)
+        chain.append(B)
+    bases = _batch_to_affine_vartime(chain)
+    twice = _batch_to_affine_vartime([_double(bx, by, 1) for bx, by in bases])
+    multiples: List[Jacobian] = []
+    for (bx, by), (tx, ty) in zip(bases, twice):
         acc: Jacobian = (bx, by, 1)
+        multiples.append(acc)
         for _ in range(half - 1):
-            acc = _add_mixed_vartime(acc, bx, by)
+            acc = _add_mixed_vartime(acc, tx, ty)
             multiples.append(acc)
-        # 2^w * base is twice the last entry (2^(w-1) * base).
-        next_base = _double(*acc)
-        affine = _batch_to_affine_vartime(multiples + [next_base])
-        rows.append(tuple([affine[0]] + affine[:half]))
-        bx, by = affine[half]
-    return w, offset, tuple(rows)
+    affine = _batch_to_affine_vartime(multiples)
+    rows = []
+    for i in range(count):
+        xs = [ax for ax, _ in affine[i * half : (i + 1) * half]]
+        ys = [ay for _, ay in affine[i * half : (i + 1) * half]]
+        # index 0 .. half-1: -(2^w - 1) .. -1; index half .. 2^w - 1: 1 .. 2^w - 1
+        rows.append((tuple(xs[::-1] + xs), tuple([p - v for v in ys[::-1]] + ys)))
+    return w, tuple(rows)
 
 
-_SMALL_WIDTH = 4
+_SMALL_WIDTH = 3
 _LARGE_WIDTH = 12
 _LARGE_TABLE_AFTER = 32  # k*G multiplications served by the small table first
 _g_tables: Dict[int, Table] = {}
@@ -499,38 +533,41 @@ def _g_table() -> Table:
 def _mul_fixed(k: int, table: Table) -> Jacobian:
     """k * P for a secret k in [0, n) and P's fixed-window table.
 
-    Fixed sequence: one _add_mixed per row whatever k is; the three possible
-    outcomes (keep, start, add) are all computed and one is picked by index.
+    Fixed sequence: the same shifts, masks and one _add_mixed per row for
+    every k; the table index is the only thing that depends on k's bits.
 
-    Why no exceptional case can reach _add_mixed's result unfiltered: after
-    rows 0..i-1 the accumulator is s*P with |s| <= 2^(w-1) (2^(w*i) - 1) /
-    (2^w - 1) < 2^(w*i), and row i adds T = d * 2^(w*i) * P. If d = 0 the sum
-    is discarded; if every earlier digit was 0 (s = 0, accumulator at
-    infinity) T itself is taken. Otherwise 0 < |s| < |T| as integers, and
-    |s| + |T| < 2^(w*(i+1)) < n for every row but the last, so s = +-T mod n is
-    impossible. In the last row s + T = k, which is not 0 mod n for k in
-    [1, n); s = T mod n there would need k = 2T -+ n with |k - T| within the
-    bound on s, and the test suite enumerates every possible top digit of
-    every width used to show no k in [1, n) does that.
+    Why _add_mixed never meets an exceptional case: after rows 0..i-1 the
+    accumulator is s*P with 0 < |s| <= (2^w - 1)(2^(w*i) - 1)/(2^w - 1) <
+    2^(w*i), and row i adds T = d 2^(w*i) P with |d| >= 1, so |T| > |s| and
+    s != +-T as integers. For every row but the last |s| + |T| < 2^(w*(i+1))
+    <= 2^(w*(m-1)) <= 2^255 < n (true for the widths used, 3, 5 and 12;
+    not for 4 or 8), so s = +-T mod n is impossible too. In the last row
+    s + T = k + n or k, never 0 mod n for k in [1, n), but s = T mod n does
+    happen for a few k (c = 2T - n), so that row also computes the doubling.
+    The test suite lists those k and checks them against a reference.
     """
-    w, offset, rows = table
-    half = 1 << (w - 1)
-    mask = (1 << w) - 1
-    c = k + offset
-    X1, Y1, Z1 = _INFINITY
-    empty = True
-    for row in rows:
-        d = (c & mask) - half
-        c >>= w
-        neg = d < 0
-        x2, y2 = row[-d if neg else d]
-        y2 = (y2, p - y2)[neg]
-        X3, Y3, Z3 = _add_mixed(X1, Y1, Z1, x2, y2)
-        nonzero = d != 0
-        choice = nonzero + (nonzero and not empty)  # 0 keep, 1 start, 2 add
-        X1, Y1, Z1 = ((X1, Y1, Z1), (x2, y2, 1), (X3, Y3, Z3))[choice]
-        empty = empty and not nonzero
-    return X1, Y1, Z1
+    w, rows = table
+    mask = (1 << (w + 1)) - 1
+    c = k + n * (1 - (k & 1))  # odd; (k + n) * P == k * P
+    xs, ys = rows[0]
+    i = (c & mask) >> 1
+    X1, Y1, Z1 = xs[i], ys[i], 1
+    last = len(rows) - 1
+    for row in range(1, last):
+        c = (c >> w) | 1
+        xs, ys = rows[row]
+        i = (c & mask) >> 1
+        X1, Y1, Z1 = _add_mixed(X1, Y1, Z1, xs[i], ys[i])
+    c = (c >> w) | 1  # the last digit is c itself, in [1, 2^w)
+    xs, ys = rows[last]
+    i = (c >> 1) + (1 << (w - 1))
+    # The last row is the one place P1 == P2 can happen (for a handful of k
+    # per width, e.g. k = 30 * 2^252 - n for w = 12), so both the sum and the
+    # doubling are computed and the right one is picked: Z3 = Z1 * H is 0
+    # exactly when H is, i.e. when the accumulator equals the table point.
+    added = _add_mixed(X1, Y1, Z1, xs[i], ys[i])
+    doubled = _double(X1, Y1, Z1)
+    return (added, doubled)[added[2] == 0]
 
 
 def _mul_base(k: int) -> Jacobian:
@@ -538,19 +575,26 @@ def _mul_base(k: int) -> Jacobian:
     return _mul_fixed(k, _g_table())
 
 
-def _wnaf(k: int, w: int) -> List[int]:
-    """Width-w NAF of k >= 0, least significant digit first. Variable-time."""
+def _wnaf(k: int, w: int) -> List[Tuple[int, int]]:
+    """Non-zero digits of the width-w NAF of k >= 0 as (position, digit), lowest first.
+
+    Each digit is odd with |digit| < 2^(w-1), and any two are at least w
+    positions apart. Variable-time.
+    """
     digits = []
+    position = 0
     while k:
         if k & 1:
             d = k & ((1 << w) - 1)
             if d >= 1 << (w - 1):
                 d -= 1 << w
-            k -= d
+            digits.append((position, d))
+            k = (k - d) >> w  # the low w bits are now zero
+            position += w
         else:
-            d = 0
-        digits.append(d)
-        k >>= 1
+            zeros = (k & -k).bit_length() - 1
+            k >>= zeros
+            position += zeros
     return digits
 
 
@@ -564,41 +608,47 @@ def _mul_add_vartime(u1: int, u2: int, qx: int, qy: int, qtable: Optional[Table]
     if qtable is not None:
         acc = _walk_vartime(_INFINITY, u2, qtable)
     else:
-        # Odd multiples Q, 3Q, ..., 15Q in affine form for mixed additions.
+        # Odd multiples Q, 3Q, ..., 15Q, affine for mixed additions, and
+        # their negatives: index d + 15 for digit d.
         q2 = _to_affine_vartime(_double(qx, qy, 1))
         if q2 is None:  # impossible on a prime-order curve; kept for clarity
             raise RuntimeError("dpop: internal error: 2Q is infinity")
         odd: List[Jacobian] = [(qx, qy, 1)]
         for _ in range(7):
             odd.append(_add_mixed_vartime(odd[-1], *q2))
-        odd_affine = _batch_to_affine_vartime(odd)
-        acc = _INFINITY
-        for d in reversed(_wnaf(u2, 5)):
-            if acc[2] != 0:
-                acc = _double(*acc)
-            if d > 0:
-                acc = _add_mixed_vartime(acc, *odd_affine[d >> 1])
-            elif d < 0:
-                x2, y2 = odd_affine[(-d) >> 1]
-                acc = _add_mixed_vartime(acc, x2, p - y2)
+        positive = _batch_to_affine_vartime(odd)
+        table: List[Affine] = [(0, 0)] * 31
+        for i, (x, y) in enumerate(positive):
+            table[15 + 2 * i + 1] = (x, y)
+            table[15 - 2 * i - 1] = (x, p - y)
+        X, Y, Z = _INFINITY
+        previous = 0
+        for position, d in reversed(_wnaf(u2, 5)):
+            if Z != 0:
+                for _ in range(previous - position):
+                    X, Y, Z = _double(X, Y, Z)
+            X, Y, Z = _add_mixed_vartime((X, Y, Z), *table[d + 15])
+            previous = position
+        for _ in range(previous):
+            X, Y, Z = _double(X, Y, Z)
+        acc = (X, Y, Z)
     return _walk_vartime(acc, u1, _g_table())
 
 
 def _walk_vartime(acc: Jacobian, u: int, table: Table) -> Jacobian:
-    """acc + u*P using P's fixed-window table, skipping zero digits. Variable-time."""
-    w, offset, rows = table
-    half = 1 << (w - 1)
-    mask = (1 << w) - 1
-    c = u + offset
-    for row in rows:
-        d = (c & mask) - half
-        c >>= w
-        if d > 0:
-            acc = _add_mixed_vartime(acc, *row[d])
-        elif d < 0:
-            x2, y2 = row[-d]
-            acc = _add_mixed_vartime(acc, x2, p - y2)
-    return acc
+    """acc + u*P for 0 <= u < n using P's fixed-window table. Variable-time."""
+    w, rows = table
+    mask = (1 << (w + 1)) - 1
+    c = u if u & 1 else u + n
+    last = len(rows) - 1
+    for row in range(last):
+        xs, ys = rows[row]
+        i = (c & mask) >> 1
+        acc = _add_mixed_vartime(acc, xs[i], ys[i])
+        c = (c >> w) | 1
+    xs, ys = rows[last]
+    i = (c >> 1) + (1 << (w - 1))
+    return _add_mixed_vartime(acc, xs[i], ys[i])
 
 
 # =============================================================================
@@ -935,11 +985,12 @@ def _encode_pkcs8(d: int, x: int, y: int) -> bytes:
     )
 
 
-_PEM_BLOCK = re.compile(
-    r"-----BEGIN ([A-Z0-9 ]+)-----[ \t]*\r?\n(.*?)-----END ([A-Z0-9 ]+)-----", re.S
-)
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----[ \t]*\r?\n(.*?)-----END ([A-Z0-9 ]+)-----", re.S)
 _PEM_REFUSED = {
-    "ENCRYPTED PRIVATE KEY": ("encrypted_key", "the PKCS#8 key is encrypted; decrypt it first (openssl pkcs8 -in FILE -out PLAIN)"),
+    "ENCRYPTED PRIVATE KEY": (
+        "encrypted_key",
+        "the PKCS#8 key is encrypted; decrypt it first (openssl pkcs8 -in FILE -out PLAIN)",
+    ),
     "RSA PRIVATE KEY": ("unsupported_key", "an RSA key; only P-256 EC keys are supported"),
     "RSA PUBLIC KEY": ("unsupported_key", "an RSA key; only P-256 EC keys are supported"),
     "DSA PRIVATE KEY": ("unsupported_key", "a DSA key; only P-256 EC keys are supported"),
@@ -964,7 +1015,9 @@ def _pem_to_der(text: str) -> bytes:
             raise DPoPError("unsupported_key", "PEM block '%s' is not a key this module reads" % label)
         if ":" in body:  # RFC 1421 headers: only legacy encryption uses them
             if "ENCRYPTED" in body.split("\n\n")[0].upper():
-                raise DPoPError("encrypted_key", "the PEM key is encrypted; decrypt it first (openssl ec -in FILE -out PLAIN)")
+                raise DPoPError(
+                    "encrypted_key", "the PEM key is encrypted; decrypt it first (openssl ec -in FILE -out PLAIN)"
+                )
             raise DPoPError("bad_key", "PEM headers are not supported")
         found.append((label, body))
     if not found:
@@ -997,12 +1050,16 @@ class ECKey:
     """
 
     __slots__ = ("_d", "_x", "_y", "_jkt")
+    _d: Optional[int]  # the private scalar, 1 <= d < n; None for a public key
+    _x: int  # the public point d*G, affine, on the curve
+    _y: int
+    _jkt: Optional[str]  # RFC 7638 thumbprint, computed on first use
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         raise TypeError("use dpop.generate_key(), dpop.load_key() or dpop.load_key_file()")
 
     @classmethod
-    def _new(cls, d: Optional[int], x: int, y: int) -> "ECKey":
+    def _new(cls, d: Optional[int], x: int, y: int) -> ECKey:
         """Internal constructor for already-validated values."""
         key = object.__new__(cls)
         object.__setattr__(key, "_d", d)
@@ -1024,7 +1081,7 @@ class ECKey:
         """The affine public point (x, y)."""
         return self._x, self._y
 
-    def public_key(self) -> "ECKey":
+    def public_key(self) -> ECKey:
         """This key without its private half."""
         return ECKey._new(None, self._x, self._y)
 
@@ -1098,14 +1155,14 @@ class ECKey:
 
 def _public_from_private(d: int) -> Affine:
     X, Y, Z = _mul_base(d)
-    zi = _inverse_blinded(Z, p, secrets.randbelow(p - 1) + 1)
+    zi = _inverse_blinded(Z, p, _random_below(p))
     zi2 = zi * zi % p
     return X * zi2 % p, Y * zi2 * zi % p
 
 
 def generate_key() -> ECKey:
     """A new random P-256 key pair (d from the ``secrets`` module)."""
-    d = secrets.randbelow(n - 1) + 1
+    d = _random_below(n)
     x, y = _public_from_private(d)
     return ECKey._new(d, x, y)
 
@@ -1202,7 +1259,7 @@ def load_key(data: Union[str, BytesLike, Mapping[str, Any]]) -> ECKey:
     raise DPoPError("bad_key", "key data is not PEM, DER or a JWK")
 
 
-def load_key_file(path: Union[str, "os.PathLike[str]"]) -> ECKey:
+def load_key_file(path: Union[str, os.PathLike[str]]) -> ECKey:
     """load_key() on the contents of a file."""
     try:
         with open(path, "rb") as f:
@@ -1259,7 +1316,9 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
 _MAX_JWS = 64 * 1024
 
 
-def jws_sign(key: ECKey, payload: Union[Mapping[str, Any], BytesLike], header: Optional[Mapping[str, Any]] = None) -> str:
+def jws_sign(
+    key: ECKey, payload: Union[Mapping[str, Any], BytesLike], header: Optional[Mapping[str, Any]] = None
+) -> str:
     """Compact ES256 JWS of ``payload`` (a JSON object, or raw bytes)."""
     if not isinstance(key, ECKey):
         raise _type_error("key", "an ECKey", key)
@@ -1452,7 +1511,7 @@ def make_proof(
         raise DPoPError("bad_argument", "method is not an HTTP method token")
     payload: Dict[str, Any] = {}
     if jti is None:
-        payload["jti"] = secrets.token_urlsafe(16)
+        payload["jti"] = b64url_encode(os.urandom(16))
     elif not isinstance(jti, str):
         raise _type_error("jti", "str", jti)
     elif not 0 < len(jti) <= 256:
@@ -1491,7 +1550,7 @@ _SYMMETRIC_OR_NONE = re.compile(r"none|HS\d+|dir|A\d+.*", re.I)
 # (~40 MB at most). Guarded by one lock; tables are immutable once built.
 _KEY_TABLE_WIDTH = 5
 _KEY_TABLE_SLOTS = 256
-_key_tables: "Dict[Affine, Optional[Table]]" = {}
+_key_tables: Dict[Affine, Optional[Table]] = {}
 _key_tables_lock = threading.Lock()
 
 
@@ -1579,7 +1638,9 @@ class ReplayCache:
                 if len(self._expiry) >= self._max:
                     self._expiry = {k: t for k, t in self._expiry.items() if t > now}
                 if len(self._expiry) >= self._max:
-                    raise DPoPError("replay_cache_full", "replay cache is full", oauth_error="invalid_dpop_proof", status=400)
+                    raise DPoPError(
+                        "replay_cache_full", "replay cache is full", oauth_error="invalid_dpop_proof", status=400
+                    )
             self._expiry.pop(key, None)
             self._expiry[key] = now + ttl
             return True
@@ -1616,7 +1677,7 @@ class NonceIssuer:
         """The current nonce."""
         return self._nonce(int(_check_time("now", now) // self._step))
 
-    def check(self, nonce: str, now: Optional[float] = None) -> bool:
+    def check(self, nonce: object, now: Optional[float] = None) -> bool:
         """True if ``nonce`` is the current or the previous step's nonce."""
         if not isinstance(nonce, str):
             return False
@@ -1696,8 +1757,8 @@ def verify_proof(
         raise _type_error("method", "str", method)
     if access_token is not None and jkt is None:
         raise TypeError("verify_proof() needs jkt= (the token's cnf.jkt) when access_token= is given")
-    for alg in algorithms:
-        if not isinstance(alg, str) or _SYMMETRIC_OR_NONE.fullmatch(alg):
+    for allowed in algorithms:
+        if not isinstance(allowed, str) or _SYMMETRIC_OR_NONE.fullmatch(allowed):
             raise ValueError("algorithms may only name asymmetric JWS algorithms")
     request_htu = canonical_htu(url)
     current = _check_time("now", now)
@@ -1707,9 +1768,10 @@ def verify_proof(
     if not isinstance(proof, str):
         if len(proof) != 1:
             raise _refuse("proof_multiple", "more than one DPoP header")
-        proof = proof[0]
-        if not isinstance(proof, str):
-            raise _type_error("proof", "str", proof)
+        only: object = proof[0]
+        if not isinstance(only, str):
+            raise _type_error("proof", "str", only)
+        proof = only
     if not proof:
         raise _refuse("proof_missing", "empty DPoP header")
     if len(proof) > _MAX_PROOF:
@@ -1922,7 +1984,9 @@ class Response:
 
     __slots__ = ("status", "reason", "headers", "body", "url", "version")
 
-    def __init__(self, status: int, reason: str, headers: Headers, body: bytes, url: str, version: str = "HTTP/1.1") -> None:
+    def __init__(
+        self, status: int, reason: str, headers: Headers, body: bytes, url: str, version: str = "HTTP/1.1"
+    ) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -1961,51 +2025,48 @@ class Response:
 # -- WWW-Authenticate (RFC 9110 §11.6.1) --------------------------------------
 
 _TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_SPACES = frozenset(" \t")
+_SEPARATORS = frozenset(" \t,")
+
+
+def _span(text: str, pos: int, chars: frozenset[str]) -> int:
+    """The end of the run of ``chars`` that starts at ``pos``."""
+    while pos < len(text) and text[pos] in chars:
+        pos += 1
+    return pos
 
 
 def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]:
     """Challenges from WWW-Authenticate values: [(scheme lower-cased, params)].
 
     Handles several challenges per field and several fields, parameters in
-    any order, quoted strings with escapes and commas inside. Parameter
-    names are lower-cased; the first occurrence of a name wins.
+    any order, quoted strings with escapes and commas inside, and token68
+    credentials (skipped). Parameter names are lower-cased; the first
+    occurrence of a name wins; junk is skipped up to the next comma.
     """
     challenges: List[Tuple[str, Dict[str, str]]] = []
     for text in values:
-        pos, end = 0, len(text)
-
-        def token() -> str:
-            nonlocal pos
-            start = pos
-            while pos < end and text[pos] in _TOKEN_CHARS:
-                pos += 1
-            return text[start:pos]
-
-        def spaces() -> None:
-            nonlocal pos
-            while pos < end and text[pos] in " \t":
-                pos += 1
-
+        end = len(text)
+        pos = 0
         while pos < end:
-            while pos < end and text[pos] in " \t,":
-                pos += 1
-            scheme = token()
-            if not scheme:
-                while pos < end and text[pos] != ",":  # junk: skip to the next item
+            pos = _span(text, pos, _SEPARATORS)
+            start, pos = pos, _span(text, pos, _TOKEN_CHARS)
+            if pos == start:  # junk: skip to the next item
+                while pos < end and text[pos] != ",":
                     pos += 1
                 continue
             params: Dict[str, str] = {}
-            challenges.append((scheme.lower(), params))
+            challenges.append((text[start:pos].lower(), params))
             while True:
-                spaces()
                 save = pos
-                name = token()
-                spaces()
+                pos = _span(text, pos, _SPACES)
+                start, pos = pos, _span(text, pos, _TOKEN_CHARS)
+                name = text[start:pos]
+                pos = _span(text, pos, _SPACES)
                 if not name or pos >= end or text[pos] != "=":
                     pos = save  # the next challenge's scheme (or junk)
                     break
-                pos += 1
-                spaces()
+                pos = _span(text, pos + 1, _SPACES)
                 if pos < end and text[pos] == '"':
                     pos += 1
                     chars = []
@@ -2017,13 +2078,14 @@ def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]
                     pos += 1
                     value = "".join(chars)
                 else:
-                    value = token()
+                    start, pos = pos, _span(text, pos, _TOKEN_CHARS)
+                    value = text[start:pos]
                     if not value:  # "abc==": a token68, not a parameter
                         while pos < end and text[pos] != ",":
                             pos += 1
                         break
                 params.setdefault(name.lower(), value)
-                spaces()
+                pos = _span(text, pos, _SPACES)
                 if pos < end and text[pos] == ",":
                     pos += 1
                     continue
@@ -2051,7 +2113,9 @@ def _mask_header(name: str, value: str) -> str:
     return value
 
 
-_FORM_SECRETS = re.compile(r"(^|&)(client_secret|client_assertion|refresh_token|password|code_verifier|assertion)=[^&]*")
+_FORM_SECRETS = re.compile(
+    r"(^|&)(client_secret|client_assertion|refresh_token|password|code_verifier|assertion)=[^&]*"
+)
 _JSON_SECRETS = re.compile(r'("(?:access_token|refresh_token|id_token)"\s*:\s*")((?:[^"\\]|\\.)*)(")')
 
 
@@ -2082,7 +2146,7 @@ class _SessionLog:
             raise _type_error("session_log", "a path or a text file object", sink)
         self._sink = sink
         self._secrets: List[str] = []
-        self._pattern: Optional["re.Pattern[str]"] = None
+        self._pattern: Optional[re.Pattern[str]] = None
         self._lock = threading.Lock()
 
     def add_secret(self, secret: str) -> None:
@@ -2119,7 +2183,14 @@ class _SessionLog:
             self._sink.write(self._scrub(text))
             self._sink.flush()
 
-    def request(self, method: str, target: _Target, headers: Sequence[Tuple[str, str]], body: Optional[bytes], mask: Optional[Callable[[str], str]]) -> None:
+    def request(
+        self,
+        method: str,
+        target: _Target,
+        headers: Sequence[Tuple[str, str]],
+        body: Optional[bytes],
+        mask: Optional[Callable[[str], str]],
+    ) -> None:
         lines = ["%s %s HTTP/1.1" % (method, target.target)]
         lines += ["%s: %s" % (name, _mask_header(name, value)) for name, value in headers]
         self._write("Sending", lines, self._body(body, mask))
@@ -2138,13 +2209,31 @@ class _SessionLog:
 
 
 class _Pool:
-    """Idle keep-alive connections per (scheme, host, port)."""
+    """Idle keep-alive connections per (scheme, host, port).
 
-    def __init__(self, timeout: float, context: Any) -> None:
+    The TLS context is made on the first https connection: loading the CA
+    store costs ~30 ms, which a run against loopback http never needs.
+    """
+
+    def __init__(self, timeout: float, context: Any, cafile: Optional[str]) -> None:
         self._timeout = timeout
         self._context = context
+        self._cafile = cafile
         self._idle: Dict[Tuple[str, str, int], List[Any]] = {}
         self._lock = threading.Lock()
+
+    def _tls(self) -> Any:
+        with self._lock:
+            if self._context is None:
+                import ssl
+
+                try:
+                    self._context = ssl.create_default_context(cafile=self._cafile)
+                except (OSError, ssl.SSLError) as exc:
+                    raise DPoPError(
+                        "tls", "cannot load CA certificates %s%s" % (self._cafile or "", _reason(exc))
+                    ) from None
+            return self._context
 
     def get(self, target: _Target) -> Tuple[Any, bool]:
         import http.client
@@ -2156,7 +2245,7 @@ class _Pool:
                 return idle.pop(), True
         host = target.host.strip("[]")
         if target.scheme == "https":
-            return http.client.HTTPSConnection(host, target.port, timeout=self._timeout, context=self._context), False
+            return http.client.HTTPSConnection(host, target.port, timeout=self._timeout, context=self._tls()), False
         return http.client.HTTPConnection(host, target.port, timeout=self._timeout), False
 
     def put(self, target: _Target, conn: Any) -> None:
@@ -2172,7 +2261,7 @@ class _Pool:
 
 
 def _read_body(resp: Any, limit: int) -> bytes:
-    chunks = []
+    chunks: List[bytes] = []
     total = 0
     while True:
         chunk = resp.read(min(65536, limit + 1 - total))
@@ -2275,10 +2364,6 @@ class Client:
         for url in (token_endpoint, issuer):
             if url is not None:
                 _Target(url)  # bad or insecure URLs fail here, before any I/O
-        if ssl_context is None:
-            import ssl
-
-            ssl_context = ssl.create_default_context(cafile=cafile)
         self._key = key
         self._token_endpoint = token_endpoint
         self._issuer = issuer
@@ -2290,7 +2375,7 @@ class Client:
         self._follow = bool(follow_redirects)
         self._max_redirects = max_redirects
         self._refresh_margin = refresh_margin
-        self._pool = _Pool(timeout, ssl_context)
+        self._pool = _Pool(timeout, ssl_context, cafile)
         self._log = _SessionLog(session_log) if session_log is not None else None
         if self._log is not None and client_secret:
             self._log.add_secret(client_secret)
@@ -2375,7 +2460,7 @@ class Client:
         if self._log is not None:
             self._log.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -2422,22 +2507,27 @@ class Client:
         if nonce is not None and len(nonce) <= _MAX_NONCE and _NQCHAR.fullmatch(nonce):
             self._nonces[origin] = nonce
 
-    def _send(self, method: str, url: str, target: _Target, extra: List[Tuple[str, str]], body: Optional[bytes], *, credentials: bool) -> Response:
+    def _send(
+        self,
+        method: str,
+        url: str,
+        target: _Target,
+        extra: List[Tuple[str, str]],
+        body: Optional[bytes],
+        *,
+        credentials: bool,
+    ) -> Response:
         """One API request with up to one nonce retry and one new-token retry."""
         base = [("Host", target.host_header), ("User-Agent", _USER_AGENT), ("Accept-Encoding", "gzip")]
         if not any(name.lower() == "accept" for name, _ in extra):
             base.append(("Accept", "*/*"))
         if not credentials:
-            return self._exchange(method, url, target, lambda: base + extra, body, _MAX_API_BODY)
+            return self._exchange(method, url, target, functools.partial(list, base + extra), body, _MAX_API_BODY)
         token = self._current_token()
         nonce_retried = token_retried = False
         while True:
             sent_nonce = self._nonces.get(target.origin)
-
-            def headers() -> List[Tuple[str, str]]:
-                proof = make_proof(self._key, method, url, access_token=token.value, nonce=sent_nonce)
-                return base + [("Authorization", "DPoP " + token.value), ("DPoP", proof)] + extra
-
+            headers = functools.partial(self._signed_headers, base, extra, method, url, token.value, sent_nonce)
             response = self._exchange(method, url, target, headers, body, _MAX_API_BODY)
             if response.status != 401:
                 return response
@@ -2452,6 +2542,20 @@ class Client:
                 token = self._current_token()
                 continue
             return response
+
+    def _signed_headers(
+        self,
+        base: List[Tuple[str, str]],
+        extra: List[Tuple[str, str]],
+        method: str,
+        url: str,
+        token: Optional[str],
+        nonce: Optional[str],
+    ) -> List[Tuple[str, str]]:
+        """Headers with a new proof (a fresh jti for every attempt, RFC 9449 §7.3)."""
+        proof = make_proof(self._key, method, url, access_token=token, nonce=nonce)
+        auth = [("Authorization", "DPoP " + token)] if token is not None else []
+        return base + auth + [("DPoP", proof)] + extra
 
     def _exchange(
         self,
@@ -2495,21 +2599,33 @@ class Client:
             except DPoPError:
                 conn.close()
                 raise
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
+            except (
+                http.client.RemoteDisconnected,
+                BrokenPipeError,
+                ConnectionResetError,
+                ConnectionAbortedError,
+            ) as exc:
                 conn.close()
                 if reused and attempt == 0:
                     continue  # the server closed an idle keep-alive connection
-                raise DPoPError("network", "%s %s: connection %s" % (method, target.origin, "reset" if sent else "failed") + _reason(exc)) from None
+                raise DPoPError(
+                    "network",
+                    "%s %s: connection %s" % (method, target.origin, "reset" if sent else "failed") + _reason(exc),
+                ) from None
             except socket.timeout:
                 conn.close()
-                raise DPoPError("timeout", "%s %s%s: timed out" % (method, target.origin, target.target.split("?")[0])) from None
+                raise DPoPError(
+                    "timeout", "%s %s%s: timed out" % (method, target.origin, target.target.split("?")[0])
+                ) from None
             except ssl.SSLError as exc:
                 conn.close()
                 detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or "handshake failed"
                 raise DPoPError("tls", "%s: %s" % (target.origin, detail)) from None
             except http.client.HTTPException as exc:
                 conn.close()
-                raise DPoPError("bad_response", "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)) from None
+                raise DPoPError(
+                    "bad_response", "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
+                ) from None
             except OSError as exc:
                 conn.close()
                 raise DPoPError("network", "%s: cannot connect%s" % (target.origin, _reason(exc))) from None
@@ -2545,8 +2661,13 @@ class Client:
         problems = []
         for url in candidates:
             where = _Target(url)
-            base = [("Host", where.host_header), ("User-Agent", _USER_AGENT), ("Accept", "application/json"), ("Accept-Encoding", "gzip")]
-            response = self._exchange("GET", url, where, lambda: base, None, _MAX_TOKEN_BODY)
+            base = [
+                ("Host", where.host_header),
+                ("User-Agent", _USER_AGENT),
+                ("Accept", "application/json"),
+                ("Accept-Encoding", "gzip"),
+            ]
+            response = self._exchange("GET", url, where, functools.partial(list, base), None, _MAX_TOKEN_BODY)
             if response.status != 200:
                 problems.append("%s answered %d" % (url, response.status))
                 continue
@@ -2563,7 +2684,10 @@ class Client:
             _Target(endpoint)
             algs = metadata.get("dpop_signing_alg_values_supported")
             if algs is not None and (not isinstance(algs, list) or "ES256" not in algs):
-                raise DPoPError("unsupported_alg", "the authorization server does not accept ES256 DPoP proofs (dpop_signing_alg_values_supported)")
+                raise DPoPError(
+                    "unsupported_alg",
+                    "the authorization server does not accept ES256 DPoP proofs (dpop_signing_alg_values_supported)",
+                )
             return endpoint
         raise DPoPError("discovery", "no authorization server metadata found: " + "; ".join(problems))
 
@@ -2582,7 +2706,9 @@ class Client:
             ("Content-Type", "application/x-www-form-urlencoded"),
         ]
         if self._auth_method == "client_secret_basic":
-            userpass = urllib.parse.quote_plus(self._client_id) + ":" + urllib.parse.quote_plus(str(self._client_secret))
+            userpass = (
+                urllib.parse.quote_plus(self._client_id) + ":" + urllib.parse.quote_plus(str(self._client_secret))
+            )
             basic = base64.b64encode(userpass.encode("utf-8")).decode("ascii")
             base.append(("Authorization", "Basic " + basic))
             if self._log is not None:
@@ -2598,12 +2724,11 @@ class Client:
         retried = False
         while True:
             sent_nonce = self._nonces.get(target.origin)
-
-            def headers() -> List[Tuple[str, str]]:
-                return base + [("DPoP", make_proof(self._key, "POST", endpoint, nonce=sent_nonce))]
-
+            headers = functools.partial(self._signed_headers, base, [], "POST", endpoint, None, sent_nonce)
             self.token_requests += 1
-            response = self._exchange("POST", endpoint, target, headers, body, _MAX_TOKEN_BODY, (_mask_form, _mask_token_json))
+            response = self._exchange(
+                "POST", endpoint, target, headers, body, _MAX_TOKEN_BODY, (_mask_form, _mask_token_json)
+            )
             if 200 <= response.status < 300:
                 return self._parse_token(response)
             error, description = _oauth_error(response)
@@ -2615,7 +2740,11 @@ class Client:
                 retried = True
                 continue
             if error is None:
-                raise DPoPError("oauth_error", "token endpoint answered HTTP %d without an OAuth error" % response.status, status=response.status)
+                raise DPoPError(
+                    "oauth_error",
+                    "token endpoint answered HTTP %d without an OAuth error" % response.status,
+                    status=response.status,
+                )
             text = "token endpoint: " + error + (": " + description if description else "")
             raise DPoPError("oauth_error", text, oauth_error=error, status=response.status)
 
@@ -2636,7 +2765,10 @@ class Client:
         if not isinstance(token_type, str) or token_type.lower() != "dpop":
             # RFC 9449 §5: a Bearer token here means no key binding; refuse it
             # rather than silently downgrading.
-            raise DPoPError("token_type", "token_type is %s, not DPoP: the server did not bind the token to the key" % _short_repr(token_type))
+            raise DPoPError(
+                "token_type",
+                "token_type is %s, not DPoP: the server did not bind the token to the key" % _short_repr(token_type),
+            )
         lifetime = data.get("expires_in")
         if isinstance(lifetime, str) and lifetime.isdigit():
             lifetime = int(lifetime)
@@ -2688,6 +2820,7 @@ class DemoServer:
     another DemoServer whose tokens this one's API accepts (default: its own).
     ``override(handler)`` is called first for every request and may answer
     it itself (return True): tests use it to script misbehaving servers.
+    ``ssl_context`` (server side) makes it serve https.
     """
 
     def __init__(
@@ -2696,8 +2829,9 @@ class DemoServer:
         require_nonce: bool = False,
         token_lifetime: int = 3600,
         port: int = 0,
-        authority: Optional["DemoServer"] = None,
+        authority: Optional[DemoServer] = None,
         override: Optional[Callable[[Any], bool]] = None,
+        ssl_context: Any = None,
     ) -> None:
         import http.server
 
@@ -2714,7 +2848,10 @@ class DemoServer:
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler())
         self._httpd.daemon_threads = True
         self._httpd.demo = self  # type: ignore[attr-defined]
-        self.base_url = "http://127.0.0.1:%d" % self._httpd.server_address[1]
+        if ssl_context is not None:  # a server-side context: serve https
+            self._httpd.socket = ssl_context.wrap_socket(self._httpd.socket, server_side=True)
+        scheme = "https" if ssl_context is not None else "http"
+        self.base_url = "%s://127.0.0.1:%d" % (scheme, self._httpd.server_address[1])
         self.issuer = self.base_url
         self.token_endpoint = self.base_url + "/connect/token"
         self.api_url = self.base_url + "/api/dpop/test"
@@ -2739,7 +2876,7 @@ class DemoServer:
             "scope": scope,
             "iat": now,
             "exp": now + self.token_lifetime,
-            "jti": secrets.token_urlsafe(12),
+            "jti": b64url_encode(os.urandom(12)),
             "cnf": {"jkt": jkt},
         }
         self.tokens_issued += 1
@@ -2758,7 +2895,7 @@ class DemoServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> "DemoServer":
+    def __enter__(self) -> DemoServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -2775,6 +2912,7 @@ def _demo_handler() -> Any:
         server_version = "dpop-demo/" + __version__
         wbufsize = -1  # one write per response: no Nagle/delayed-ACK stalls
         disable_nagle_algorithm = True
+        _body: Optional[bytes] = None
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
@@ -2804,7 +2942,7 @@ def _demo_handler() -> Any:
                 self.wfile.write(data)
 
         def dispatch(self) -> None:
-            self._body: Optional[bytes] = None
+            self._body = None
             try:
                 if self.demo.override is None or not self.demo.override(self):
                     self.route()
@@ -2813,7 +2951,10 @@ def _demo_handler() -> Any:
 
         def route(self) -> None:
             path = self.path.split("?")[0]
-            if path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration") and self.command == "GET":
+            if (
+                path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
+                and self.command == "GET"
+            ):
                 self.reply(200, self.demo.metadata())
             elif path == "/connect/token" and self.command == "POST":
                 self.token()
@@ -2852,7 +2993,9 @@ def _demo_handler() -> Any:
                     replay=demo.replay,
                 )
             except DPoPError as exc:
-                description = "Authorization server requires nonce in DPoP proof" if exc.code == "proof_nonce" else exc.message
+                description = (
+                    "Authorization server requires nonce in DPoP proof" if exc.code == "proof_nonce" else exc.message
+                )
                 self.reply(400, {"error": exc.oauth_error, "error_description": description}, nonce_headers)
                 return
             scope = form.get("scope", DEMO_SCOPE)
@@ -2867,7 +3010,11 @@ def _demo_handler() -> Any:
             try:
                 claims = demo.check_token(token.strip())
             except DPoPError:
-                self.reply(401, {"error": "invalid_token"}, challenge_headers(error="invalid_token", error_description="token is invalid or expired"))
+                self.reply(
+                    401,
+                    {"error": "invalid_token"},
+                    challenge_headers(error="invalid_token", error_description="token is invalid or expired"),
+                )
                 return
             try:
                 verify_proof(
@@ -2881,12 +3028,21 @@ def _demo_handler() -> Any:
                 )
             except DPoPError as exc:
                 nonce = demo.nonces.issue() if demo.require_nonce else None
-                description = "Resource server requires nonce in DPoP proof" if exc.code == "proof_nonce" else exc.message
-                self.reply(401, {"error": exc.oauth_error}, challenge_headers(error=exc.oauth_error, error_description=description, nonce=nonce))
+                description = (
+                    "Resource server requires nonce in DPoP proof" if exc.code == "proof_nonce" else exc.message
+                )
+                self.reply(
+                    401,
+                    {"error": exc.oauth_error},
+                    challenge_headers(error=exc.oauth_error, error_description=description, nonce=nonce),
+                )
                 return
             demo.api_calls += 1
             self.body()
-            listing = [{"type": name, "value": value if isinstance(value, str) else _json_compact(value).decode()} for name, value in claims.items()]
+            listing = [
+                {"type": name, "value": value if isinstance(value, str) else _json_compact(value).decode()}
+                for name, value in claims.items()
+            ]
             self.reply(200, listing, {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else None)
 
     return Handler
@@ -2965,32 +3121,70 @@ def _cli_key(path: Optional[str]) -> ECKey:
 def _parser(prog: str) -> Any:
     import argparse
 
-    return argparse.ArgumentParser(prog=prog, description=_CLI_DESCRIPTION, epilog=_CLI_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=_CLI_DESCRIPTION,
+        epilog=_CLI_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _request_parser() -> Any:
     parser = _parser("dpop")
     parser.add_argument("method", metavar="METHOD", help="HTTP method, e.g. GET")
     parser.add_argument("url", metavar="URL", help="the API URL")
-    parser.add_argument("--key", default=_env("KEY"), metavar="FILE", help="private key: PEM, DER or JWK file; - for stdin")
+    parser.add_argument(
+        "--key", default=_env("KEY"), metavar="FILE", help="private key: PEM, DER or JWK file; - for stdin"
+    )
     parser.add_argument("--token-endpoint", default=_env("TOKEN_ENDPOINT"), metavar="URL")
-    parser.add_argument("--issuer", default=_env("ISSUER"), metavar="URL", help="find the token endpoint by RFC 8414 / OpenID discovery")
+    parser.add_argument(
+        "--issuer", default=_env("ISSUER"), metavar="URL", help="find the token endpoint by RFC 8414 / OpenID discovery"
+    )
     parser.add_argument("--client-id", default=_env("CLIENT_ID"), metavar="ID")
     parser.add_argument("--client-secret-file", default=_env("CLIENT_SECRET_FILE"), metavar="FILE")
-    parser.add_argument("--client-secret", default=None, metavar="VALUE", help="visible to other users: prefer DPOP_CLIENT_SECRET")
+    parser.add_argument(
+        "--client-secret", default=None, metavar="VALUE", help="visible to other users: prefer DPOP_CLIENT_SECRET"
+    )
     parser.add_argument("--scope", default=_env("SCOPE"))
     parser.add_argument("--auth-method", default=_env("AUTH_METHOD", "post"), choices=["post", "basic", "none"])
-    parser.add_argument("--param", action="append", default=None, metavar="K=V", help="extra token request parameter (repeatable)")
-    parser.add_argument("-H", "--header", action="append", default=None, metavar="'NAME: VALUE'", help="request header (repeatable)")
-    parser.add_argument("-d", "--data", default=_env("DATA"), metavar="DATA", help="request body; @FILE reads a file, @- stdin")
-    parser.add_argument("--json", action="store_true", default=_env_flag("JSON"), help="send the body as application/json")
-    parser.add_argument("-i", "--include", action="store_true", default=_env_flag("INCLUDE"), help="print the status line and headers")
+    parser.add_argument(
+        "--param", action="append", default=None, metavar="K=V", help="extra token request parameter (repeatable)"
+    )
+    parser.add_argument(
+        "-H", "--header", action="append", default=None, metavar="'NAME: VALUE'", help="request header (repeatable)"
+    )
+    parser.add_argument(
+        "-d", "--data", default=_env("DATA"), metavar="DATA", help="request body; @FILE reads a file, @- stdin"
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=_env_flag("JSON"), help="send the body as application/json"
+    )
+    parser.add_argument(
+        "-i", "--include", action="store_true", default=_env_flag("INCLUDE"), help="print the status line and headers"
+    )
     parser.add_argument("-o", "--output", default=_env("OUTPUT"), metavar="FILE", help="write the body to FILE")
-    parser.add_argument("-v", "--verbose", action="store_true", default=_env_flag("VERBOSE"), help="trace every exchange to stderr (secrets masked)")
-    parser.add_argument("--session-log", default=_env("SESSION_LOG"), metavar="FILE", help="append every exchange to FILE (secrets masked)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=_env_flag("VERBOSE"),
+        help="trace every exchange to stderr (secrets masked)",
+    )
+    parser.add_argument(
+        "--session-log",
+        default=_env("SESSION_LOG"),
+        metavar="FILE",
+        help="append every exchange to FILE (secrets masked)",
+    )
     parser.add_argument("--timeout", type=float, default=float(_env("TIMEOUT", "30") or 30), metavar="SECONDS")
     parser.add_argument("--cacert", default=_env("CACERT"), metavar="FILE", help="trust these CA certificates")
-    parser.add_argument("-L", "--location", action="store_true", default=_env_flag("LOCATION"), help="follow redirects (credentials stay with the first origin)")
+    parser.add_argument(
+        "-L",
+        "--location",
+        action="store_true",
+        default=_env_flag("LOCATION"),
+        help="follow redirects (credentials stay with the first origin)",
+    )
     parser.add_argument("--version", action="version", version="dpop.py " + __version__)
     return parser
 
@@ -3014,10 +3208,17 @@ def _cli_request(argv: List[str]) -> int:
 
     args = _request_parser().parse_args(argv)
     if args.client_secret is not None:
-        print("dpop: warning: --client-secret is visible to other users in the process list; use DPOP_CLIENT_SECRET or --client-secret-file", file=sys.stderr)
+        print(
+            "dpop: warning: --client-secret is visible to other users in the process list; use DPOP_CLIENT_SECRET or --client-secret-file",
+            file=sys.stderr,
+        )
     secret = args.client_secret
     if args.client_secret_file:
-        secret = _read_input(args.client_secret_file, "client secret file", 64 << 10).decode("utf-8", "replace").strip("\r\n")
+        secret = (
+            _read_input(args.client_secret_file, "client secret file", 64 << 10)
+            .decode("utf-8", "replace")
+            .strip("\r\n")
+        )
     elif secret is None:
         secret = _env("CLIENT_SECRET")
     if not args.client_id:
@@ -3032,7 +3233,9 @@ def _cli_request(argv: List[str]) -> int:
         params = urllib.parse.parse_qsl(str(_env("PARAM")))
     if any(len(pair) != 2 for pair in params):
         raise DPoPError("usage", "--param takes NAME=VALUE")
-    header_lines = args.header if args.header is not None else [h for h in (_env("HEADER") or "").splitlines() if h.strip()]
+    header_lines = (
+        args.header if args.header is not None else [h for h in (_env("HEADER") or "").splitlines() if h.strip()]
+    )
     headers = []
     for line in header_lines:
         name, sep, value = line.partition(":")
@@ -3094,7 +3297,9 @@ def _cli_request(argv: List[str]) -> int:
         out.write(response.body)
     out.flush()
     if response.status >= 400:
-        status = DPoPError("http_status", "%s answered %d %s" % (_Target(response.url).origin, response.status, response.reason))
+        status = DPoPError(
+            "http_status", "%s answered %d %s" % (_Target(response.url).origin, response.status, response.reason)
+        )
         print("dpop: %s" % status, file=sys.stderr)
         return _EXIT_HTTP_5XX if response.status >= 500 else _EXIT_HTTP_4XX
     return _EXIT_OK
@@ -3104,7 +3309,13 @@ def _cli_keygen(argv: List[str]) -> int:
     import sys
 
     parser = _parser("dpop keygen")
-    parser.add_argument("-o", "--output", default=_env("OUTPUT"), metavar="FILE", help="write the key here (mode 0600; never overwrites)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=_env("OUTPUT"),
+        metavar="FILE",
+        help="write the key here (mode 0600; never overwrites)",
+    )
     args = parser.parse_args(argv)
     key = generate_key()
     pem = key.to_pem()
@@ -3135,7 +3346,9 @@ def _cli_proof(argv: List[str]) -> int:
     parser.add_argument("method", metavar="METHOD")
     parser.add_argument("url", metavar="URL")
     parser.add_argument("--key", default=_env("KEY"), metavar="FILE", help="PEM, DER or JWK file; - for stdin")
-    parser.add_argument("--access-token-file", default=_env("ACCESS_TOKEN_FILE"), metavar="FILE", help="adds ath for this token")
+    parser.add_argument(
+        "--access-token-file", default=_env("ACCESS_TOKEN_FILE"), metavar="FILE", help="adds ath for this token"
+    )
     parser.add_argument("--nonce", default=_env("NONCE"), help="a DPoP-Nonce the server sent")
     args = parser.parse_args(argv)
     key = _cli_key(args.key)
@@ -3150,36 +3363,73 @@ def _cli_demo(argv: List[str]) -> int:
     import sys
 
     parser = _parser("dpop demo")
-    parser.add_argument("--require-nonce", action="store_true", default=_env_flag("REQUIRE_NONCE"), help="servers demand DPoP nonces")
+    parser.add_argument(
+        "--require-nonce", action="store_true", default=_env_flag("REQUIRE_NONCE"), help="servers demand DPoP nonces"
+    )
     parser.add_argument("--serve", action="store_true", help="only run the servers, until Ctrl-C")
-    parser.add_argument("--port", type=int, default=int(_env("PORT", "0") or 0), help="listen on this port (default: any free one)")
+    parser.add_argument(
+        "--port", type=int, default=int(_env("PORT", "0") or 0), help="listen on this port (default: any free one)"
+    )
     parser.add_argument("--key", default=_env("KEY"), metavar="FILE", help="use this key instead of a new one")
     args = parser.parse_args(argv)
     err = sys.stderr
     # Two servers, so the authorization server and the API are two origins
     # with nonces of their own, as in a real deployment.
-    with DemoServer(require_nonce=args.require_nonce, port=args.port) as auth, DemoServer(require_nonce=args.require_nonce, authority=auth) as api:
+    with (
+        DemoServer(require_nonce=args.require_nonce, port=args.port) as auth,
+        DemoServer(require_nonce=args.require_nonce, authority=auth) as api,
+    ):
         if args.serve:
             print("dpop demo: serving on loopback until Ctrl-C", file=err)
-            print("  token endpoint %s  client_id %s  secret %s  scope %s" % (auth.token_endpoint, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_SCOPE), file=err)
+            print(
+                "  token endpoint %s  client_id %s  secret %s  scope %s"
+                % (auth.token_endpoint, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_SCOPE),
+                file=err,
+            )
             print("  API            %s" % api.api_url, file=err)
-            print("  try: DPOP_CLIENT_SECRET=%s python dpop.py --key KEY.pem --token-endpoint %s --client-id %s --scope %s GET %s"
-                  % (DEMO_CLIENT_SECRET, auth.token_endpoint, DEMO_CLIENT_ID, DEMO_SCOPE, api.api_url), file=err)
+            print(
+                "  try: DPOP_CLIENT_SECRET=%s python dpop.py --key KEY.pem --token-endpoint %s --client-id %s --scope %s GET %s"
+                % (DEMO_CLIENT_SECRET, auth.token_endpoint, DEMO_CLIENT_ID, DEMO_SCOPE, api.api_url),
+                file=err,
+            )
             err.flush()
+            # and one JSON line on stdout, for scripts (bench/ uses it)
+            info = {
+                "token_endpoint": auth.token_endpoint,
+                "api": api.api_url,
+                "client_id": DEMO_CLIENT_ID,
+                "client_secret": DEMO_CLIENT_SECRET,
+                "scope": DEMO_SCOPE,
+            }
+            sys.stdout.write(json.dumps(info) + "\n")
+            sys.stdout.flush()
             try:
                 while True:
                     time.sleep(3600)
             except KeyboardInterrupt:
                 return _EXIT_OK
         key = _cli_key(args.key) if args.key else generate_key()
-        print("dpop demo: authorization server %s and API %s on loopback%s"
-              % (auth.base_url, api.base_url, ", both requiring nonces" if args.require_nonce else ""), file=err)
+        print(
+            "dpop demo: authorization server %s and API %s on loopback%s"
+            % (auth.base_url, api.base_url, ", both requiring nonces" if args.require_nonce else ""),
+            file=err,
+        )
         print("dpop demo: key jkt %s; session log follows, secrets shown as ****\n" % key.thumbprint(), file=err)
-        with Client(key, token_endpoint=auth.token_endpoint, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET, scope=DEMO_SCOPE, session_log=err) as client:
+        with Client(
+            key,
+            token_endpoint=auth.token_endpoint,
+            client_id=DEMO_CLIENT_ID,
+            client_secret=DEMO_CLIENT_SECRET,
+            scope=DEMO_SCOPE,
+            session_log=err,
+        ) as client:
             first = client.get(api.api_url)
             second = client.get(api.api_url)
-        print("\ndpop demo: %d API calls (%d, %d) with %d token request(s); the token is bound to jkt %s"
-              % (api.api_calls, first.status, second.status, client.token_requests, key.thumbprint()), file=err)
+        print(
+            "\ndpop demo: %d API calls (%d, %d) with %d token request(s); the token is bound to jkt %s"
+            % (api.api_calls, first.status, second.status, client.token_requests, key.thumbprint()),
+            file=err,
+        )
         sys.stdout.write(json.dumps(second.json(), indent=2) + "\n")
         return _EXIT_OK if first.status == second.status == 200 else _EXIT_ERROR
 
@@ -3212,7 +3462,10 @@ def self_test() -> List[str]:
             failures.append("RFC 9449 thumbprint")
     except DPoPError:
         failures.append("RFC 9449 section 4.1 proof")
-    if access_token_hash("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU") != "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo":
+    if (
+        access_token_hash("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU")
+        != "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
+    ):
         failures.append("RFC 9449 ath")
     fresh = generate_key()
     signature = fresh.sign(b"round trip")

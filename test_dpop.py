@@ -98,7 +98,11 @@ def affine(jacobian):
     return dpop._to_affine_vartime(jacobian)
 
 
-EDGE_SCALARS = [1, 2, 3, N - 1, N - 2, N - 3, (N - 1) // 2, (N + 1) // 2] + [2**i for i in range(0, 256, 17)] + [2**255, 2**256 - 2**224]
+EDGE_SCALARS = (
+    [1, 2, 3, N - 1, N - 2, N - 3, (N - 1) // 2, (N + 1) // 2]
+    + [2**i for i in range(0, 256, 17)]
+    + [2**255, 2**256 - 2**224]
+)
 
 
 # ===========================================================================
@@ -115,16 +119,16 @@ def test_curve_parameters():
 @pytest.mark.parametrize("k", [k % N for k in EDGE_SCALARS if k % N])
 def test_base_multiplication_matches_reference_on_edge_scalars(k):
     expected = ref_mul(k, G)
-    for width in (4, 12):
+    for width in (3, 12):
         table = dpop._g_tables.get(width) or dpop._build_table(*G, width)
         dpop._g_tables[width] = table
         assert affine(dpop._mul_fixed(k, table)) == expected
         assert affine(dpop._walk_vartime(dpop._INFINITY, k, table)) == expected
 
 
-def test_base_multiplication_of_zero_is_infinity():
-    table = dpop._g_tables.get(4) or dpop._build_table(*G, 4)
-    assert dpop._mul_fixed(0, table)[2] == 0
+def test_walk_of_zero_is_infinity():
+    table = dpop._g_tables.get(3) or dpop._build_table(*G, 3)
+    assert dpop._walk_vartime(dpop._INFINITY, 0, table)[2] == 0
 
 
 @settings(max_examples=60)
@@ -135,7 +139,11 @@ def test_base_multiplication_matches_reference(k):
 
 
 @settings(max_examples=40)
-@given(st.integers(min_value=0, max_value=N - 1), st.integers(min_value=0, max_value=N - 1), st.integers(min_value=1, max_value=N - 1))
+@given(
+    st.integers(min_value=0, max_value=N - 1),
+    st.integers(min_value=0, max_value=N - 1),
+    st.integers(min_value=1, max_value=N - 1),
+)
 def test_mul_add_matches_reference(u1, u2, q):
     Q = ref_mul(q, G)
     expected = ref_add(ref_mul(u1, G), ref_mul(u2, Q))
@@ -162,34 +170,58 @@ def test_mul_add_exceptional_cases(case):
     assert affine(dpop._mul_add_vartime(u1, u2, *Q, dpop._build_table(*Q, 4))) == expected
 
 
-@pytest.mark.parametrize("width", [4, 5, 6, 12])
-def test_fixed_window_cannot_hit_exceptional_cases(width):
-    """The bound _mul_fixed's docstring relies on, checked for each width used."""
-    _, offset, rows = dpop._build_table(*G, width) if width < 8 else dpop._g_tables.setdefault(12, dpop._build_table(*G, 12))
-    m = len(rows)
-    half = 1 << (width - 1)
-    assert width * m >= 257
-    # k + OFFSET fits in m windows for every k < n
-    assert (N - 1 + offset) >> (width * m) == 0
-    for i in range(m):
-        s_max = half * ((1 << (width * i)) - 1) // ((1 << width) - 1)
-        assert s_max < 1 << (width * i)
-        if i < m - 1:
-            assert s_max + half * (1 << (width * i)) < N
-    # Last row: digits that occur for k in [1, n), and s = T mod n impossible.
+def _last_digit(c, width, rows):
+    for _ in range(rows - 1):
+        c = (c >> width) | 1
+    return c
+
+
+def last_row_doublings(width):
+    """Scalars k in [1, n) whose last-row addition in _mul_fixed is a doubling."""
+    m = -(-257 // width)
     shift = width * (m - 1)
-    lo = ((1 + offset) >> shift) - half
-    hi = ((N - 1 + offset) >> shift) - half
-    s_max = half * ((1 << shift) - 1) // ((1 << width) - 1)
-    for d in range(lo, hi + 1):
-        if d == 0:
-            continue
-        T = d << shift
-        for j in (-1, 1):
-            # s = T - j*n and s + T = k: the one way to double in the last row
-            k = 2 * T - j * N
-            reachable = 1 <= k < N and abs(k - T) <= s_max and ((k + offset) >> shift) - half == d
-            assert not reachable, (width, d, j)
+    found = []
+    for d in range(1, 1 << width, 2):
+        for j in range(-8, 9):
+            c = 2 * (d << shift) + j * N  # s = c - T = T (mod n)
+            if j and 0 < c < 2 * N and c % 2 == 1 and _last_digit(c, width, m) == d:
+                found.append(c if c < N else c - N)
+    return found
+
+
+@pytest.mark.parametrize("width", [3, 5, 12])
+def test_fixed_window_exceptional_cases(width):
+    """The bounds _mul_fixed's docstring relies on, and the k that need its last-row doubling."""
+    m = -(-257 // width)
+    assert width * m >= 257
+    # every row but the last: |s| + |T| < 2^(w*(m-1)) <= 2^255 < n
+    assert width * (m - 1) <= 255 and 1 << 255 < N
+    # the last digit is odd and in [1, 2^w) for every odd c < 2n
+    for c in (1, 3, N, N + 2, 2 * N - 1, 2 * N - 3):
+        last = _last_digit(c, width, m)
+        assert last % 2 == 1 and last < 1 << width
+    table = dpop._g_tables.get(width) or dpop._build_table(*G, width)
+    dpop._g_tables[width] = table
+    doublings = last_row_doublings(width)
+    assert doublings  # they exist, so the doubling branch is exercised
+    for k in doublings:
+        assert affine(dpop._mul_fixed(k, table)) == ref_mul(k, G)
+        assert affine(dpop._walk_vartime(dpop._INFINITY, k, table)) == ref_mul(k, G)
+
+
+def test_width_4_would_not_be_safe():
+    """Why w = 4 is not used: row 63 of 65 can double (2^256 > n)."""
+    s = (15 << 252) - N  # odd, |s| < 2^252, s = T (mod n) for T = 15 * 2^252
+    assert s % 2 == 1 and abs(s) < 1 << 252 and (s - (15 << 252)) % N == 0
+
+
+def test_tables_give_every_digit():
+    w, rows = dpop._build_table(*G, 5)
+    assert len(rows) == 52 and all(len(xs) == len(ys) == 32 for xs, ys in rows)
+    for index in range(32):
+        digit = 2 * index + 1 - 32
+        expected = ref_mul(digit % N, ref_mul(1 << (5 * 3), G))
+        assert (rows[3][0][index], rows[3][1][index]) == expected
 
 
 def test_batch_affine_matches_single():
@@ -204,10 +236,12 @@ def test_inverse_blinded():
 
 
 def test_wnaf_reconstructs():
-    for k in EDGE_SCALARS:
+    for k in EDGE_SCALARS + [0, 0b101010111, 2**256 - 1]:
         digits = dpop._wnaf(k, 5)
-        assert sum(d << i for i, d in enumerate(digits)) == k
-        assert all(d == 0 or (d % 2 == 1 and -16 < d < 16) for d in digits)
+        assert sum(d << i for i, d in digits) == k
+        assert all(d % 2 == 1 and -16 < d < 16 for _, d in digits)
+        positions = [i for i, _ in digits]
+        assert all(b - a >= 5 for a, b in zip(positions, positions[1:]))
 
 
 def test_tables_are_not_built_at_import():
@@ -271,7 +305,12 @@ def test_rfc9449_example_proofs_verify_with_embedded_jwk():
         assert header["jwk"] == v["jwk"]
         header, payload = dpop.jws_verify(proof["proof"], header["jwk"])
         claims = json.loads(payload)
-        assert (claims["htm"], claims["htu"], claims["iat"], claims["jti"]) == (proof["htm"], proof["htu"], proof["iat"], proof["jti"])
+        assert (claims["htm"], claims["htu"], claims["iat"], claims["jti"]) == (
+            proof["htm"],
+            proof["htu"],
+            proof["iat"],
+            proof["jti"],
+        )
 
 
 # ===========================================================================
@@ -460,7 +499,27 @@ def test_b64url_round_trip(data):
     assert dpop.b64url_decode(text) == data
 
 
-@pytest.mark.parametrize("text", ["QQ==", "QQ=", "Q Q", "Q*Q", "Q+Q", "Q/Q", "QR", "QUJ", "QUK", "Q", "QUJDR", "QQ\n", "\nQQ", "QUJD\n", "é", "QQ\x00"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "QQ==",
+        "QQ=",
+        "Q Q",
+        "Q*Q",
+        "Q+Q",
+        "Q/Q",
+        "QR",
+        "QUJ",
+        "QUK",
+        "Q",
+        "QUJDR",
+        "QQ\n",
+        "\nQQ",
+        "QUJD\n",
+        "é",
+        "QQ\x00",
+    ],
+)
 def test_b64url_rejects_non_canonical(text):
     with raises_code("bad_base64url"):
         dpop.b64url_decode(text)
@@ -683,7 +742,16 @@ def test_load_key_type_errors_and_garbage():
         dpop.load_key(42)
     with pytest.raises(TypeError):
         dpop.load_key(None)
-    for junk in ["", "hello", "{", "[1]", "-----BEGIN PUBLIC KEY-----\n@@@\n-----END PUBLIC KEY-----\n", b"\xff\xfe", b"\x30\x00", "x" * 70000]:
+    for junk in [
+        "",
+        "hello",
+        "{",
+        "[1]",
+        "-----BEGIN PUBLIC KEY-----\n@@@\n-----END PUBLIC KEY-----\n",
+        b"\xff\xfe",
+        b"\x30\x00",
+        "x" * 70000,
+    ]:
         with pytest.raises(DPoPError):
             dpop.load_key(junk)
     with raises_code("bad_key"):
@@ -697,7 +765,9 @@ def test_pem_with_two_keys_is_refused():
 
 
 @settings(max_examples=300)
-@given(st.one_of(st.binary(max_size=300), st.text(max_size=300), st.builds(lambda b: b"\x30" + b, st.binary(max_size=200))))
+@given(
+    st.one_of(st.binary(max_size=300), st.text(max_size=300), st.builds(lambda b: b"\x30" + b, st.binary(max_size=200)))
+)
 def test_load_key_raises_only_dpoperror(data):
     try:
         dpop.load_key(data)
@@ -718,7 +788,12 @@ def test_load_key_on_mutated_der_raises_only_dpoperror(noise):
 
 
 @settings(max_examples=100)
-@given(st.dictionaries(st.sampled_from(["kty", "crv", "x", "y", "d", "use", "key_ops", "alg"]), st.one_of(st.text(max_size=50), st.integers(), st.none(), st.lists(st.text(max_size=5)))))
+@given(
+    st.dictionaries(
+        st.sampled_from(["kty", "crv", "x", "y", "d", "use", "key_ops", "alg"]),
+        st.one_of(st.text(max_size=50), st.integers(), st.none(), st.lists(st.text(max_size=5))),
+    )
+)
 def test_load_jwk_raises_only_dpoperror(jwk):
     try:
         dpop.load_key(jwk)
@@ -793,7 +868,15 @@ def test_jws_sign_refuses_other_algs_and_types():
 
 
 @settings(max_examples=300)
-@given(st.one_of(st.text(max_size=200), st.builds(lambda parts: ".".join(parts), st.lists(st.text(alphabet="ABCDEFabcdef0123456789-_=.", max_size=40), max_size=4))))
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.builds(
+            lambda parts: ".".join(parts),
+            st.lists(st.text(alphabet="ABCDEFabcdef0123456789-_=.", max_size=40), max_size=4),
+        ),
+    )
+)
 def test_jws_verify_raises_only_dpoperror(token):
     with pytest.raises(DPoPError):
         dpop.jws_verify(token, SIGN_KEY)
@@ -859,7 +942,11 @@ def test_rfc9449_example_proofs_pass_verify_proof(index):
 
 def test_rfc9449_ath_example():
     example = RFC9449["proofs"][2]
-    assert dpop.access_token_hash(example["access_token"]) == example["ath"] == "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
+    assert (
+        dpop.access_token_hash(example["access_token"])
+        == example["ath"]
+        == "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
+    )
 
 
 def test_rfc9449_nonce_examples_are_valid_nonces():
@@ -900,8 +987,25 @@ def test_canonical_htu(url, htu):
 
 @pytest.mark.parametrize(
     "url",
-    ["/relative", "example.com/x", "ftp://h/x", "https://", "https:///x", "https://user:pw@h/", "https://h:0/", "https://h:65536/", "https://h:x/",
-     "https://h/a b", "https://h/\u00e9", "https://exa mple.com/", "https://[::1/", "https://[::1]x/", "mailto:a@b", "", "https://h\n/"],
+    [
+        "/relative",
+        "example.com/x",
+        "ftp://h/x",
+        "https://",
+        "https:///x",
+        "https://user:pw@h/",
+        "https://h:0/",
+        "https://h:65536/",
+        "https://h:x/",
+        "https://h/a b",
+        "https://h/\u00e9",
+        "https://exa mple.com/",
+        "https://[::1/",
+        "https://[::1]x/",
+        "mailto:a@b",
+        "",
+        "https://h\n/",
+    ],
 )
 def test_canonical_htu_refuses(url):
     with raises_code("bad_url"):
@@ -931,7 +1035,9 @@ def test_make_proof_contents():
     header, claims = decode_proof(proof)
     assert header == {"typ": "dpop+jwt", "alg": "ES256", "jwk": PROOF_KEY.public_jwk()}
     assert claims == {"jti": "abc", "htm": "POST", "htu": "https://as.example/token", "iat": NOW}
-    with_token = dpop.make_proof(PROOF_KEY, "GET", "https://rs.example/r", access_token="tok.en", nonce="n-1", now=NOW, claims={"ext": 1})
+    with_token = dpop.make_proof(
+        PROOF_KEY, "GET", "https://rs.example/r", access_token="tok.en", nonce="n-1", now=NOW, claims={"ext": 1}
+    )
     _, claims = decode_proof(with_token)
     assert claims["ath"] == dpop.access_token_hash("tok.en")
     assert claims["nonce"] == "n-1" and claims["ext"] == 1
@@ -1075,7 +1181,11 @@ NEGATIVE_CASES = {
     "not a JWT": (lambda: "abc", {}, "proof_malformed"),
     "four segments": (lambda: forge_proof() + ".x", {}, "proof_malformed"),
     "bad base64 payload": (lambda: forge_proof().replace(".", ".*", 1), {}, "proof_malformed"),
-    "payload not JSON": (lambda: (lambda p: p[0] + "." + dpop.b64url_encode(b"nope") + "." + p[2])(forge_proof().split(".")), {}, "proof_malformed"),
+    "payload not JSON": (
+        lambda: (lambda p: p[0] + "." + dpop.b64url_encode(b"nope") + "." + p[2])(forge_proof().split(".")),
+        {},
+        "proof_malformed",
+    ),
     "crit": (lambda: forge_proof(header={"crit": ["exp"]}), {}, "proof_malformed"),
     "typ jwt": (lambda: forge_proof(header={"typ": "JWT"}), {}, "proof_typ"),
     "typ missing": (lambda: forge_proof(drop_header=["typ"]), {}, "proof_typ"),
@@ -1085,11 +1195,27 @@ NEGATIVE_CASES = {
     "alg not allowed by caller": (lambda: forge_proof(), {"algorithms": ("PS256",)}, "proof_alg"),
     "jwk missing": (lambda: forge_proof(drop_header=["jwk"]), {}, "proof_jwk"),
     "jwk private d": (lambda: forge_proof(header={"jwk": PROOF_KEY.private_jwk()}), {}, "proof_jwk"),
-    "jwk wrong curve": (lambda: forge_proof(header={"jwk": dict(PROOF_KEY.public_jwk(), crv="P-384")}), {}, "proof_jwk"),
-    "jwk off curve": (lambda: forge_proof(header={"jwk": dict(PROOF_KEY.public_jwk(), y=PROOF_KEY.public_jwk()["x"])}), {}, "proof_jwk"),
-    "jwk short coordinate": (lambda: forge_proof(header={"jwk": dict(PROOF_KEY.public_jwk(), x="AAAA")}), {}, "proof_jwk"),
+    "jwk wrong curve": (
+        lambda: forge_proof(header={"jwk": dict(PROOF_KEY.public_jwk(), crv="P-384")}),
+        {},
+        "proof_jwk",
+    ),
+    "jwk off curve": (
+        lambda: forge_proof(header={"jwk": dict(PROOF_KEY.public_jwk(), y=PROOF_KEY.public_jwk()["x"])}),
+        {},
+        "proof_jwk",
+    ),
+    "jwk short coordinate": (
+        lambda: forge_proof(header={"jwk": dict(PROOF_KEY.public_jwk(), x="AAAA")}),
+        {},
+        "proof_jwk",
+    ),
     "jwk RSA": (lambda: forge_proof(header={"jwk": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}}), {}, "proof_jwk"),
-    "jwk of another key": (lambda: forge_proof(header={"jwk": dpop.generate_key().public_jwk()}), {}, "proof_signature"),
+    "jwk of another key": (
+        lambda: forge_proof(header={"jwk": dpop.generate_key().public_jwk()}),
+        {},
+        "proof_signature",
+    ),
     "tampered header": (lambda: _tamper(forge_proof(header={"kid": "abcdef"}), 0), {}, "proof_signature"),
     "tampered payload": (lambda: _tamper(forge_proof(claims={"ext": "abcdef"}), 1), {}, "proof_signature"),
     "tampered signature": (lambda: _tamper(forge_proof(), 2), {}, "proof_signature"),
@@ -1109,11 +1235,19 @@ NEGATIVE_CASES = {
     "wrong host": (lambda: forge_proof(claims={"htu": URL.replace("rs.example", "rs2.example")}), {}, "proof_htu"),
     "wrong port": (lambda: forge_proof(claims={"htu": URL.replace("rs.example", "rs.example:8443")}), {}, "proof_htu"),
     "wrong path": (lambda: forge_proof(claims={"htu": URL + "/x"}), {}, "proof_htu"),
-    "path case": (lambda: forge_proof(claims={"htu": URL.upper().replace("HTTPS://RS.EXAMPLE", "https://rs.example")}), {}, "proof_htu"),
+    "path case": (
+        lambda: forge_proof(claims={"htu": URL.upper().replace("HTTPS://RS.EXAMPLE", "https://rs.example")}),
+        {},
+        "proof_htu",
+    ),
     "htu not a URL": (lambda: forge_proof(claims={"htu": "rs.example/api"}), {}, "proof_htu"),
     "nonce missing": (lambda: forge_proof(), {"nonce": "n-1"}, "proof_nonce"),
     "nonce wrong": (lambda: forge_proof(claims={"nonce": "n-0"}), {"nonce": "n-1"}, "proof_nonce"),
-    "nonce refused by checker": (lambda: forge_proof(claims={"nonce": "n-0"}), {"nonce": lambda n: False}, "proof_nonce"),
+    "nonce refused by checker": (
+        lambda: forge_proof(claims={"nonce": "n-0"}),
+        {"nonce": lambda n: False},
+        "proof_nonce",
+    ),
     "iat too old": (lambda: forge_proof(claims={"iat": NOW - 61}), {}, "proof_iat"),
     "iat too far ahead": (lambda: forge_proof(claims={"iat": NOW + 6}), {}, "proof_iat"),
     "ath missing": (lambda: forge_proof(drop=["ath"]), {}, "proof_ath"),
@@ -1180,7 +1314,12 @@ def test_verify_proof_misuse():
 
 
 @settings(max_examples=300)
-@given(st.one_of(st.text(max_size=300), st.binary(max_size=200).map(lambda b: dpop.b64url_encode(b) + "." + dpop.b64url_encode(b[::-1]) + ".AAAA")))
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.binary(max_size=200).map(lambda b: dpop.b64url_encode(b) + "." + dpop.b64url_encode(b[::-1]) + ".AAAA"),
+    )
+)
 def test_verify_proof_raises_only_dpoperror(text):
     with pytest.raises(DPoPError):
         check(text)
@@ -1261,7 +1400,9 @@ def test_nonce_issuer():
 
 
 def test_challenge_headers():
-    headers = dpop.challenge_headers(error="use_dpop_nonce", error_description='needs "nonce"', nonce="eyJ7S_zG.eyJH0-Z.HX4w-7v")
+    headers = dpop.challenge_headers(
+        error="use_dpop_nonce", error_description='needs "nonce"', nonce="eyJ7S_zG.eyJH0-Z.HX4w-7v"
+    )
     assert headers == {
         "WWW-Authenticate": 'DPoP error="use_dpop_nonce", error_description="needs \\"nonce\\"", algs="ES256"',
         "DPoP-Nonce": "eyJ7S_zG.eyJH0-Z.HX4w-7v",
@@ -1301,16 +1442,22 @@ def node():
     exe = shutil.which("node")
     npm = shutil.which("npm")
     if exe is None or npm is None:
+        if os.environ.get("DPOP_REQUIRE_INTEROP"):
+            pytest.fail("DPOP_REQUIRE_INTEROP is set but node/npm are not on the PATH")
         pytest.skip("Node.js/npm not found: interop tests need node >= 20 (they run in CI)")
     if not (INTEROP / "node_modules" / ".package-lock.json").is_file():
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=INTEROP, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=INTEROP, capture_output=True, text=True, timeout=600
+        )
         if done.returncode != 0:
             pytest.fail("npm ci in interop/ failed:\n" + done.stdout + done.stderr)
     return exe
 
 
 def node_run(node, *args, stdin=None):
-    done = subprocess.run([node, str(INTEROP / "proofs.mjs"), *args], input=stdin, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [node, str(INTEROP / "proofs.mjs"), *args], input=stdin, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
@@ -1322,19 +1469,49 @@ def test_npm_dpop_proofs_pass_verify_proof(node):
     cache = dpop.ReplayCache()
     now = time.time()
     for proof in made["proofs"]:
-        result = dpop.verify_proof(proof, method="POST", url=url, access_token=TOKEN, jkt=made["jkt"], nonce="srv-nonce-1", now=now, replay=cache)
+        result = dpop.verify_proof(
+            proof,
+            method="POST",
+            url=url,
+            access_token=TOKEN,
+            jkt=made["jkt"],
+            nonce="srv-nonce-1",
+            now=now,
+            replay=cache,
+        )
         assert result.jkt == made["jkt"]
         with raises_code("proof_replay"):
-            dpop.verify_proof(proof, method="POST", url=url, access_token=TOKEN, jkt=made["jkt"], nonce="srv-nonce-1", now=now, replay=cache)
+            dpop.verify_proof(
+                proof,
+                method="POST",
+                url=url,
+                access_token=TOKEN,
+                jkt=made["jkt"],
+                nonce="srv-nonce-1",
+                now=now,
+                replay=cache,
+            )
     payload = dpop.b64url_decode(made["proofs"][0].split(".")[1])
     inside_jti = payload.index(b'"jti":"') + 8 - len(payload)
     for part, index in ((1, inside_jti), (2, -3), (2, 5)):
         with raises_code("proof_signature"):
-            dpop.verify_proof(_tamper(made["proofs"][0], part, index), method="POST", url=url, access_token=TOKEN, jkt=made["jkt"], nonce="srv-nonce-1", now=now)
+            dpop.verify_proof(
+                _tamper(made["proofs"][0], part, index),
+                method="POST",
+                url=url,
+                access_token=TOKEN,
+                jkt=made["jkt"],
+                nonce="srv-nonce-1",
+                now=now,
+            )
     with raises_code("proof_ath"):
-        dpop.verify_proof(made["proofs"][0], method="POST", url=url, access_token="other-token", jkt=made["jkt"], now=now)
+        dpop.verify_proof(
+            made["proofs"][0], method="POST", url=url, access_token="other-token", jkt=made["jkt"], now=now
+        )
     with raises_code("proof_htu"):
-        dpop.verify_proof(made["proofs"][0], method="POST", url=url + "/y", access_token=TOKEN, jkt=made["jkt"], now=now)
+        dpop.verify_proof(
+            made["proofs"][0], method="POST", url=url + "/y", access_token=TOKEN, jkt=made["jkt"], now=now
+        )
 
 
 def test_make_proof_passes_jose_verification(node):
@@ -1343,7 +1520,16 @@ def test_make_proof_passes_jose_verification(node):
     lines = []
     for i in range(20):
         proof = dpop.make_proof(key, "GET", url, access_token=TOKEN, nonce="n-%d" % i)
-        lines.append({"jwt": proof, "htm": "GET", "htu": url, "ath": dpop.access_token_hash(TOKEN), "nonce": "n-%d" % i, "jkt": key.thumbprint()})
+        lines.append(
+            {
+                "jwt": proof,
+                "htm": "GET",
+                "htu": url,
+                "ath": dpop.access_token_hash(TOKEN),
+                "nonce": "n-%d" % i,
+                "jkt": key.thumbprint(),
+            }
+        )
     good = lines[0]["jwt"]
     lines.append(dict(lines[0], jwt=_tamper(good, 2)))
     lines.append(dict(lines[0], jwt=_tamper(good, 1)))
@@ -1374,7 +1560,13 @@ def client_key():
 
 
 def make_client(server, key, **kwargs):
-    args = dict(token_endpoint=server.token_endpoint, client_id=dpop.DEMO_CLIENT_ID, client_secret=dpop.DEMO_CLIENT_SECRET, scope="api", timeout=5)
+    args = dict(
+        token_endpoint=server.token_endpoint,
+        client_id=dpop.DEMO_CLIENT_ID,
+        client_secret=dpop.DEMO_CLIENT_SECRET,
+        scope="api",
+        timeout=5,
+    )
     args.update(kwargs)
     return dpop.Client(key, **args)
 
@@ -1389,7 +1581,14 @@ class Script:
 
     def __call__(self, handler):
         with self.lock:
-            self.requests.append((handler.command, handler.path, dict((k.lower(), v) for k, v in handler.headers.items()), handler.headers.get_all("DPoP") or []))
+            self.requests.append(
+                (
+                    handler.command,
+                    handler.path,
+                    dict((k.lower(), v) for k, v in handler.headers.items()),
+                    handler.headers.get_all("DPoP") or [],
+                )
+            )
         for predicate, action in list(self.rules):
             if predicate(handler) and action(handler):
                 return True  # answered; otherwise the next rule (or the server) goes on
@@ -1442,7 +1641,12 @@ def test_client_post_body_json_and_methods(scripted, client_key):
     with make_client(scripted, client_key) as client:
         assert client.post(scripted.api_url, json={"a": 1}).status == 200
         assert client.put(scripted.api_url, data="text").status == 200
-        assert client.patch(scripted.api_url, data=b"\x00\x01", headers={"Content-Type": "application/octet-stream"}).status == 200
+        assert (
+            client.patch(
+                scripted.api_url, data=b"\x00\x01", headers={"Content-Type": "application/octet-stream"}
+            ).status
+            == 200
+        )
         assert client.delete(scripted.api_url).status == 200
         assert client.request("HEAD", scripted.api_url).status == 200
     assert seen[0] == ("POST", "application/json", b'{"a":1}')
@@ -1451,7 +1655,9 @@ def test_client_post_body_json_and_methods(scripted, client_key):
 
 
 def test_client_discovery(server, client_key):
-    with dpop.Client(client_key, issuer=server.issuer, client_id=dpop.DEMO_CLIENT_ID, client_secret=dpop.DEMO_CLIENT_SECRET) as client:
+    with dpop.Client(
+        client_key, issuer=server.issuer, client_id=dpop.DEMO_CLIENT_ID, client_secret=dpop.DEMO_CLIENT_SECRET
+    ) as client:
         assert client.get(server.api_url).status == 200
 
 
@@ -1466,7 +1672,9 @@ def test_client_discovery_refusals(scripted, client_key):
         (dict(base, token_endpoint="http://as.example/token"), "insecure_url"),
     ]:
         state["metadata"] = metadata
-        with dpop.Client(client_key, issuer=scripted.issuer, client_id=dpop.DEMO_CLIENT_ID, client_secret=dpop.DEMO_CLIENT_SECRET) as client:
+        with dpop.Client(
+            client_key, issuer=scripted.issuer, client_id=dpop.DEMO_CLIENT_ID, client_secret=dpop.DEMO_CLIENT_SECRET
+        ) as client:
             with raises_code(code):
                 client.access_token()
     scripted.script.rules.clear()
@@ -1522,7 +1730,9 @@ def test_malformed_token_responses(scripted, client_key, payload, code):
 
 
 def test_oauth_error_responses_surface_error_and_description(scripted, client_key):
-    scripted.script.on(is_token, token_reply({"error": "invalid_scope", "error_description": "scope 'x' is not allowed"}, status=400))
+    scripted.script.on(
+        is_token, token_reply({"error": "invalid_scope", "error_description": "scope 'x' is not allowed"}, status=400)
+    )
     with make_client(scripted, client_key) as client:
         with raises_code("oauth_error") as info:
             client.access_token()
@@ -1546,8 +1756,17 @@ def test_wrong_client_secret(server, client_key):
 
 def test_token_params_are_sent(scripted, client_key):
     forms = []
-    scripted.script.on(is_token, lambda h: forms.append(urllib.parse.parse_qs(h.body().decode())) or h.reply(200, {"access_token": "t", "token_type": "DPoP"}) or True)
-    with make_client(scripted, client_key, token_params=[("resource", "https://a"), ("resource", "https://b"), ("audience", "x")]) as client:
+    scripted.script.on(
+        is_token,
+        lambda h: (
+            forms.append(urllib.parse.parse_qs(h.body().decode()))
+            or h.reply(200, {"access_token": "t", "token_type": "DPoP"})
+            or True
+        ),
+    )
+    with make_client(
+        scripted, client_key, token_params=[("resource", "https://a"), ("resource", "https://b"), ("audience", "x")]
+    ) as client:
         client.access_token()
     assert forms[0]["resource"] == ["https://a", "https://b"] and forms[0]["audience"] == ["x"]
     assert forms[0]["grant_type"] == ["client_credentials"] and forms[0]["scope"] == ["api"]
@@ -1574,15 +1793,29 @@ def test_missing_expires_in_reuses_token_until_invalid_token(scripted, client_ke
         assert len(issued) == 1
         # the API now refuses that token: one new token, one retry
         revoked = set(issued)
-        scripted.script.on(lambda h: is_api(h) and h.headers.get("Authorization", "")[5:] in revoked,
-                           lambda h: (h.reply(401, {"error": "invalid_token"}, dpop.challenge_headers(error="invalid_token")), True)[1])
+        scripted.script.on(
+            lambda h: is_api(h) and h.headers.get("Authorization", "")[5:] in revoked,
+            lambda h: (h.reply(401, {"error": "invalid_token"}, dpop.challenge_headers(error="invalid_token")), True)[
+                1
+            ],
+        )
         scripted.script.rules.reverse()
         assert client.get(scripted.api_url).status == 200
         assert len(issued) == 2
 
 
 def test_invalid_token_second_failure_is_returned(scripted, client_key):
-    scripted.script.on(is_api, lambda h: (h.reply(401, {"error": "invalid_token"}, {"WWW-Authenticate": 'Bearer realm="x", DPoP error="invalid_token", algs="ES256"'}), True)[1])
+    scripted.script.on(
+        is_api,
+        lambda h: (
+            h.reply(
+                401,
+                {"error": "invalid_token"},
+                {"WWW-Authenticate": 'Bearer realm="x", DPoP error="invalid_token", algs="ES256"'},
+            ),
+            True,
+        )[1],
+    )
     with make_client(scripted, client_key) as client:
         response = client.get(scripted.api_url)
         assert response.status == 401
@@ -1683,8 +1916,6 @@ def test_no_nonce_retry_loop(scripted, client_key, where):
 
     def always_nonce(handler):
         handler.body()
-        proofs = handler.headers.get_all("DPoP") or []
-        sent = decode_proof(proofs[0])[1].get("nonce") if proofs else None
         fresh = "n-%d" % (scripted.script.count(handler.path.split("?")[0]))
         if where == "token":
             handler.reply(400, {"error": "use_dpop_nonce"}, {"DPoP-Nonce": fresh})
@@ -1705,7 +1936,9 @@ def test_no_nonce_retry_loop(scripted, client_key, where):
 
 
 def test_no_retry_when_server_repeats_the_nonce_just_sent(scripted, client_key):
-    scripted.script.on(is_api, lambda h: (h.reply(401, {}, dpop.challenge_headers(error="use_dpop_nonce", nonce="same")), True)[1])
+    scripted.script.on(
+        is_api, lambda h: (h.reply(401, {}, dpop.challenge_headers(error="use_dpop_nonce", nonce="same")), True)[1]
+    )
     with make_client(scripted, client_key) as client:
         assert client.get(scripted.api_url).status == 401  # no nonce sent yet: one retry with "same"
         assert scripted.script.count("/api/dpop/test") == 2
@@ -1716,13 +1949,28 @@ def test_no_retry_when_server_repeats_the_nonce_just_sent(scripted, client_key):
 @pytest.mark.parametrize(
     "values, expected",
     [
-        (['DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"'],
-         [("dpop", {"error": "use_dpop_nonce", "error_description": "Resource server requires nonce in DPoP proof"})]),
-        (['Bearer realm="x", DPoP algs="ES256 PS256", error="invalid_token"'],
-         [("bearer", {"realm": "x"}), ("dpop", {"algs": "ES256 PS256", "error": "invalid_token"})]),
+        (
+            ['DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"'],
+            [
+                (
+                    "dpop",
+                    {"error": "use_dpop_nonce", "error_description": "Resource server requires nonce in DPoP proof"},
+                )
+            ],
+        ),
+        (
+            ['Bearer realm="x", DPoP algs="ES256 PS256", error="invalid_token"'],
+            [("bearer", {"realm": "x"}), ("dpop", {"algs": "ES256 PS256", "error": "invalid_token"})],
+        ),
         (['DPoP algs="ES256" , error = "use_dpop_nonce"'], [("dpop", {"algs": "ES256", "error": "use_dpop_nonce"})]),
-        (['DPoP error_description="a, \\"quoted\\", b", error=invalid_token'], [("dpop", {"error_description": 'a, "quoted", b', "error": "invalid_token"})]),
-        (["Basic realm=x", "DPoP ERROR=use_dpop_nonce"], [("basic", {"realm": "x"}), ("dpop", {"error": "use_dpop_nonce"})]),
+        (
+            ['DPoP error_description="a, \\"quoted\\", b", error=invalid_token'],
+            [("dpop", {"error_description": 'a, "quoted", b', "error": "invalid_token"})],
+        ),
+        (
+            ["Basic realm=x", "DPoP ERROR=use_dpop_nonce"],
+            [("basic", {"realm": "x"}), ("dpop", {"error": "use_dpop_nonce"})],
+        ),
         (["Negotiate abc==, DPoP error=x"], [("negotiate", {}), ("dpop", {"error": "x"})]),
         (["DPoP"], [("dpop", {})]),
         (["DPoP error=a, error=b"], [("dpop", {"error": "a"})]),
@@ -1789,7 +2037,9 @@ def test_redirect_loops_and_insecure_targets(scripted, client_key):
             client.get(scripted.base_url + "/api/away")
 
 
-@pytest.mark.parametrize("url", ["http://example.com/api", "http://10.0.0.1/x", "http://[2001:db8::1]/x", "http://localhost.evil.com/x"])
+@pytest.mark.parametrize(
+    "url", ["http://example.com/api", "http://10.0.0.1/x", "http://[2001:db8::1]/x", "http://localhost.evil.com/x"]
+)
 def test_plain_http_refused_except_loopback(client_key, url):
     with raises_code("insecure_url"):
         dpop.Client(client_key, token_endpoint=url, client_id="c", client_secret="s")
@@ -1837,7 +2087,9 @@ def test_connection_refused_is_a_network_error(client_key):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    with dpop.Client(client_key, token_endpoint="http://127.0.0.1:%d/token" % port, client_id="c", client_secret="s", timeout=2) as client:
+    with dpop.Client(
+        client_key, token_endpoint="http://127.0.0.1:%d/token" % port, client_id="c", client_secret="s", timeout=2
+    ) as client:
         with raises_code("network"):
             client.access_token()
 
@@ -1867,7 +2119,9 @@ def test_gzip_responses_are_decoded(scripted, client_key):
 
 
 def test_malformed_gzip_and_http(scripted, client_key):
-    scripted.script.on(lambda h: h.path == "/api/badgzip", lambda h: (h.reply(200, b"not gzip", {"Content-Encoding": "gzip"}), True)[1])
+    scripted.script.on(
+        lambda h: h.path == "/api/badgzip", lambda h: (h.reply(200, b"not gzip", {"Content-Encoding": "gzip"}), True)[1]
+    )
 
     def garbage(handler):
         handler.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
@@ -1884,12 +2138,24 @@ def test_malformed_gzip_and_http(scripted, client_key):
 
 
 def test_response_object(scripted, client_key):
-    scripted.script.on(is_api, lambda h: (h.reply(404, "caf\u00e9".encode("latin-1"), {"Content-Type": "text/plain; charset=latin-1", "X-A": "1", "x-a": "2"}), True)[1])
+    scripted.script.on(
+        is_api,
+        lambda h: (
+            h.reply(
+                404,
+                "caf\u00e9".encode("latin-1"),
+                {"Content-Type": "text/plain; charset=latin-1", "X-A": "1", "x-a": "2"},
+            ),
+            True,
+        )[1],
+    )
     with make_client(scripted, client_key) as client:
         response = client.get(scripted.api_url)
     assert response.status == 404 and not response.ok and response.reason == "Not Found"
     assert response.text == "caf\u00e9"
-    assert response.headers.get_all("x-A") == ["1", "2"] and response.headers["X-A"] == "1" and "x-a" in response.headers
+    assert (
+        response.headers.get_all("x-A") == ["1", "2"] and response.headers["X-A"] == "1" and "x-a" in response.headers
+    )
     assert "Content-Length" in list(response.headers) and len(response.headers) >= 4
     with pytest.raises(KeyError):
         response.headers["missing"]
@@ -1900,7 +2166,13 @@ def test_response_object(scripted, client_key):
 
 def test_user_headers_are_checked(server, client_key):
     with make_client(server, client_key) as client:
-        for headers in ({"Authorization": "x"}, {"DPoP": "x"}, {"Host": "x"}, {"X-A": "a\r\nInjected: 1"}, {"Bad Name": "x"}):
+        for headers in (
+            {"Authorization": "x"},
+            {"DPoP": "x"},
+            {"Host": "x"},
+            {"X-A": "a\r\nInjected: 1"},
+            {"Bad Name": "x"},
+        ):
             with raises_code("bad_argument"):
                 client.get(server.api_url, headers=headers)
         with pytest.raises(TypeError):
@@ -1912,7 +2184,16 @@ def test_user_headers_are_checked(server, client_key):
 
 def test_client_argument_checks(client_key):
     good = dict(token_endpoint="https://as.example/token", client_id="c", client_secret="s")
-    for change in ({"token_endpoint": None}, {"client_id": ""}, {"client_secret": None}, {"timeout": 0}, {"refresh_margin": -1}, {"client_secret": 5}, {"scope": 5}, {"token_params": {"a": 1}}):
+    for change in (
+        {"token_endpoint": None},
+        {"client_id": ""},
+        {"client_secret": None},
+        {"timeout": 0},
+        {"refresh_margin": -1},
+        {"client_secret": 5},
+        {"scope": 5},
+        {"token_params": {"a": 1}},
+    ):
         with pytest.raises(TypeError):
             dpop.Client(client_key, **dict(good, **change))
     with pytest.raises(ValueError):
@@ -1947,10 +2228,15 @@ def test_session_log_masks_secrets_and_records_both_exchanges(scripted, client_k
     scripted.clients[dpop.DEMO_CLIENT_ID] = secret
     proofs = []
     scripted.script.on(lambda h: True, lambda h: proofs.extend(h.headers.get_all("DPoP") or []) or False)
-    scripted.script.on(lambda h: h.path == "/api/echo", lambda h: (h.reply(200, {"token": h.headers.get("Authorization")[5:]}), True)[1])
+    scripted.script.on(
+        lambda h: h.path == "/api/echo",
+        lambda h: (h.reply(200, {"token": h.headers.get("Authorization")[5:]}), True)[1],
+    )
     log = tmp_path / "session.log"
     for auth_method in ("client_secret_post", "client_secret_basic"):
-        with make_client(scripted, client_key, client_secret=secret, session_log=str(log), auth_method=auth_method) as client:
+        with make_client(
+            scripted, client_key, client_secret=secret, session_log=str(log), auth_method=auth_method
+        ) as client:
             assert client.get(scripted.api_url).status == 200
             client.get(scripted.base_url + "/api/echo")
             token = client.access_token()
@@ -1987,7 +2273,14 @@ def test_session_log_to_file_object_and_type_check(server, client_key):
 def run_cli(*args, env=None, input=None, cwd=None):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DPOP_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, str(HERE / "dpop.py"), *args], capture_output=True, env=full_env, input=input, timeout=60, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, str(HERE / "dpop.py"), *args],
+        capture_output=True,
+        env=full_env,
+        input=input,
+        timeout=60,
+        cwd=cwd,
+    )
 
 
 @pytest.fixture
@@ -1998,12 +2291,25 @@ def key_file(tmp_path):
 
 
 def cli_flow_args(server, key_file, *extra):
-    return ["--key", str(key_file), "--token-endpoint", server.token_endpoint, "--client-id", dpop.DEMO_CLIENT_ID, "--scope", "api", *extra]
+    return [
+        "--key",
+        str(key_file),
+        "--token-endpoint",
+        server.token_endpoint,
+        "--client-id",
+        dpop.DEMO_CLIENT_ID,
+        "--scope",
+        "api",
+        *extra,
+    ]
 
 
 def test_cli_full_flow_with_session_log(server, key_file, tmp_path):
     log = tmp_path / "cli.log"
-    done = run_cli(*cli_flow_args(server, key_file, "--session-log", str(log), "GET", server.api_url), env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET})
+    done = run_cli(
+        *cli_flow_args(server, key_file, "--session-log", str(log), "GET", server.api_url),
+        env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET},
+    )
     assert done.returncode == 0, done.stderr
     claims = {item["type"]: item["value"] for item in json.loads(done.stdout)}
     assert json.loads(claims["cnf"])["jkt"] == dpop.load_key_file(key_file).thumbprint()
@@ -2016,7 +2322,11 @@ def test_cli_full_flow_with_session_log(server, key_file, tmp_path):
 def test_cli_secret_sources(server, key_file, tmp_path):
     secret_file = tmp_path / "secret"
     secret_file.write_text(dpop.DEMO_CLIENT_SECRET + "\n")
-    done = run_cli(*cli_flow_args(server, key_file, "--client-secret-file", str(secret_file), "--auth-method", "basic", "GET", server.api_url))
+    done = run_cli(
+        *cli_flow_args(
+            server, key_file, "--client-secret-file", str(secret_file), "--auth-method", "basic", "GET", server.api_url
+        )
+    )
     assert done.returncode == 0, done.stderr
     done = run_cli(*cli_flow_args(server, key_file, "--client-secret", dpop.DEMO_CLIENT_SECRET, "GET", server.api_url))
     assert done.returncode == 0 and b"warning: --client-secret is visible" in done.stderr
@@ -2039,23 +2349,52 @@ def test_cli_environment_variables(server, key_file, tmp_path):
     done = run_cli("GET", server.api_url, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert b"---- Sending" in done.stderr and b"X-One: 1" in done.stderr and b"resource=https%3A%2F%2Frs.example" in done.stderr
+    assert (
+        b"---- Sending" in done.stderr
+        and b"X-One: 1" in done.stderr
+        and b"resource=https%3A%2F%2Frs.example" in done.stderr
+    )
     assert dpop.DEMO_CLIENT_SECRET.encode() + b"&" not in done.stderr
 
 
 def test_cli_data_json_output_and_location(scripted, key_file, tmp_path):
     seen = []
-    scripted.script.on(lambda h: h.path == "/api/echo", lambda h: (seen.append((h.headers.get("Content-Type"), h.headers.get("Accept"), h.body())), h.reply(200, {"ok": 1}), True)[2])
+    scripted.script.on(
+        lambda h: h.path == "/api/echo",
+        lambda h: (
+            seen.append((h.headers.get("Content-Type"), h.headers.get("Accept"), h.body())),
+            h.reply(200, {"ok": 1}),
+            True,
+        )[2],
+    )
     scripted.script.on(lambda h: h.path == "/api/moved", redirect_to("/api/echo", 307))
     data = tmp_path / "body.json"
     data.write_text('{"a": 1}')
     out = tmp_path / "out.json"
     env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
-    done = run_cli(*cli_flow_args(scripted, key_file, "-d", "@" + str(data), "--json", "-o", str(out), "-L", "POST", scripted.base_url + "/api/moved"), env=env)
+    done = run_cli(
+        *cli_flow_args(
+            scripted,
+            key_file,
+            "-d",
+            "@" + str(data),
+            "--json",
+            "-o",
+            str(out),
+            "-L",
+            "POST",
+            scripted.base_url + "/api/moved",
+        ),
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text()) == {"ok": 1} and done.stdout == b""
     assert seen == [("application/json", "application/json", b'{"a": 1}')]
-    done = run_cli(*cli_flow_args(scripted, key_file, "-d", "@-", "POST", scripted.base_url + "/api/echo"), env=env, input=b"from stdin")
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "-d", "@-", "POST", scripted.base_url + "/api/echo"),
+        env=env,
+        input=b"from stdin",
+    )
     assert done.returncode == 0 and seen[-1][2] == b"from stdin"
 
 
@@ -2080,11 +2419,25 @@ def test_cli_exit_codes(scripted, key_file, tmp_path):
     assert done.returncode == 1 and done.stderr.startswith(b"dpop: oauth_error: token endpoint: invalid_client")
     done = run_cli("GET")
     assert done.returncode == 2
-    done = run_cli("GET", scripted.api_url, env={"DPOP_CLIENT_ID": "x", "DPOP_CLIENT_SECRET": "y", "DPOP_TOKEN_ENDPOINT": scripted.token_endpoint})
+    done = run_cli(
+        "GET",
+        scripted.api_url,
+        env={"DPOP_CLIENT_ID": "x", "DPOP_CLIENT_SECRET": "y", "DPOP_TOKEN_ENDPOINT": scripted.token_endpoint},
+    )
     assert done.returncode == 2 and b"--key" in done.stderr
     done = run_cli("--key", str(key_file), "--client-id", "x", "GET", scripted.api_url, env=env)
     assert done.returncode == 2 and b"--token-endpoint" in done.stderr
-    done = run_cli("--key", str(tmp_path / "missing.pem"), "--client-id", "x", "--token-endpoint", scripted.token_endpoint, "GET", scripted.api_url, env=env)
+    done = run_cli(
+        "--key",
+        str(tmp_path / "missing.pem"),
+        "--client-id",
+        "x",
+        "--token-endpoint",
+        scripted.token_endpoint,
+        "GET",
+        scripted.api_url,
+        env=env,
+    )
     assert done.returncode == 1 and done.stderr.startswith(b"dpop: io_error: ")
     for stderr in (done.stderr,):
         assert b"Traceback" not in stderr
@@ -2096,7 +2449,17 @@ def test_cli_help_version_and_issuer(server, key_file):
     assert b"POST /connect/token" in done.stdout and b"Authorization: DPoP <token>" in done.stdout
     assert b"client_secret=secret&client_id=m2m.dpop&scope=api&grant_type=client_credentials" in done.stdout
     assert run_cli("--version").stdout.strip() == b"dpop.py " + dpop.__version__.encode()
-    done = run_cli("--key", str(key_file), "--issuer", server.issuer, "--client-id", dpop.DEMO_CLIENT_ID, "GET", server.api_url, env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET})
+    done = run_cli(
+        "--key",
+        str(key_file),
+        "--issuer",
+        server.issuer,
+        "--client-id",
+        dpop.DEMO_CLIENT_ID,
+        "GET",
+        server.api_url,
+        env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET},
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -2122,10 +2485,14 @@ def test_cli_keygen_jwk_proof(tmp_path, server):
     assert out["jkt"] == key.thumbprint()
     token_file = tmp_path / "token"
     token_file.write_text("tok.en\n")
-    done = run_cli("proof", "--key", str(key_path), "--access-token-file", str(token_file), "--nonce", "n1", "POST", server.api_url)
+    done = run_cli(
+        "proof", "--key", str(key_path), "--access-token-file", str(token_file), "--nonce", "n1", "POST", server.api_url
+    )
     assert done.returncode == 0
     proof = done.stdout.decode().strip()
-    result = dpop.verify_proof(proof, method="POST", url=server.api_url, access_token="tok.en", jkt=key.thumbprint(), nonce="n1")
+    result = dpop.verify_proof(
+        proof, method="POST", url=server.api_url, access_token="tok.en", jkt=key.thumbprint(), nonce="n1"
+    )
     assert result.claims["htm"] == "POST"
     assert run_cli("jwk").returncode == 2
 
@@ -2149,3 +2516,309 @@ def test_main_in_process(server, key_file, capsys, monkeypatch):
     assert dpop.main(["selftest"]) == 0
     assert dpop.main(["--bogus"]) == 2
     assert dpop.main(["jwk", "--key", str(key_file)]) == 0
+
+
+# ===========================================================================
+# Interop: an independent authorization server (node-oidc-provider) and an
+# API validating with oauth4webapi, in interop/server.mjs
+# ===========================================================================
+
+
+@pytest.fixture(scope="module")
+def oidc_factory(node):
+    started = []
+
+    def start(*args):
+        proc = subprocess.Popen(
+            [node, str(INTEROP / "server.mjs"), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        started.append(proc)
+        line = proc.stdout.readline()
+        if not line:
+            pytest.fail("interop/server.mjs did not start")
+        info = json.loads(line)
+        info["by_method"] = {c["token_endpoint_auth_method"]: c for c in info["clients"]}
+        return info
+
+    yield start
+    for proc in started:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def oidc(oidc_factory):
+    return oidc_factory()
+
+
+@pytest.fixture(scope="module")
+def oidc_nonce(oidc_factory):
+    return oidc_factory("--nonce")
+
+
+def oidc_client(info, key, method="client_secret_post", **kwargs):
+    c = info["by_method"][method]
+    return dpop.Client(
+        key,
+        token_endpoint=info["token_endpoint"],
+        client_id=c["client_id"],
+        client_secret=c["client_secret"],
+        auth_method=method,
+        scope="api",
+        timeout=10,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("method", ["client_secret_post", "client_secret_basic"])
+def test_oidc_provider_basic_flow(oidc, method):
+    key = dpop.generate_key()
+    with oidc_client(oidc, key, method) as client:
+        for _ in range(3):
+            response = client.get(oidc["api"])
+            assert response.status == 200, response.text
+        body = response.json()
+        assert body["jkt"] == key.thumbprint() and body["client_id"] == oidc["by_method"][method]["client_id"]
+        assert client.token_requests == 1
+
+
+def test_oidc_provider_discovery(oidc):
+    key = dpop.generate_key()
+    c = oidc["by_method"]["client_secret_post"]
+    with dpop.Client(
+        key, issuer=oidc["issuer"], client_id=c["client_id"], client_secret=c["client_secret"], scope="api"
+    ) as client:
+        assert client.get(oidc["api"]).status == 200
+
+
+def test_oidc_provider_cli(oidc, key_file, tmp_path):
+    c = oidc["by_method"]["client_secret_basic"]
+    log = tmp_path / "interop.log"
+    done = run_cli(
+        "--key",
+        str(key_file),
+        "--issuer",
+        oidc["issuer"],
+        "--client-id",
+        c["client_id"],
+        "--auth-method",
+        "basic",
+        "--scope",
+        "api",
+        "--session-log",
+        str(log),
+        "POST",
+        oidc["api"] + "?x=1",
+        "--json",
+        "-d",
+        '{"a":1}',
+        env={"DPOP_CLIENT_SECRET": c["client_secret"]},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["method"] == "POST"
+    text = log.read_text()
+    assert c["client_secret"] not in text and "Authorization: Basic ****" in text
+
+
+def test_oidc_provider_nonce_at_token_endpoint_and_api(oidc_nonce):
+    key = dpop.generate_key()
+    sink = __import__("io").StringIO()
+    with oidc_client(oidc_nonce, key, session_log=sink) as client:
+        assert client.get(oidc_nonce["api"]).status == 200
+        assert client.get(oidc_nonce["api"]).status == 200
+        assert client.token_requests == 2  # use_dpop_nonce, then success
+    log = sink.getvalue()
+    assert log.count('"error":"use_dpop_nonce"') == 2  # once at the token endpoint, once at the API
+    assert log.count("---- Sending") == 5
+
+
+def test_oidc_provider_short_lived_tokens_refresh(oidc_factory):
+    info = oidc_factory("--ttl", "4")
+    key = dpop.generate_key()
+    tokens = set()
+    with oidc_client(info, key, refresh_margin=1) as client:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert client.get(info["api"]).status == 200
+            tokens.add(client.access_token())
+            time.sleep(0.5)
+        assert len(tokens) >= 3 and client.token_requests == len(tokens)
+
+
+def _raw_api_call(info, token, proof, method="GET", scheme="DPoP"):
+    import http.client
+
+    target = dpop._Target(info["api"])
+    conn = http.client.HTTPConnection(target.host, target.port, timeout=10)
+    headers = {"Authorization": "%s %s" % (scheme, token)}
+    if proof is not None:
+        headers["DPoP"] = proof
+    conn.request(method, target.target, headers=headers)
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, response.getheader("WWW-Authenticate") or "", body
+
+
+def test_oidc_api_really_checks_our_proofs(oidc):
+    """Deliberately broken proofs are refused: the server is not a rubber stamp."""
+    key = dpop.generate_key()
+    with oidc_client(oidc, key) as client:
+        token = client.access_token()
+    api = oidc["api"]
+    good = dpop.make_proof(key, "GET", api, access_token=token)
+    assert _raw_api_call(oidc, token, good)[0] == 200
+    assert _raw_api_call(oidc, token, good)[0] == 401  # replayed jti
+    cases = {
+        "wrong htu": dpop.make_proof(key, "GET", api + "/other", access_token=token),
+        "wrong htm": dpop.make_proof(key, "POST", api, access_token=token),
+        "missing ath": dpop.make_proof(key, "GET", api),
+        "other key": dpop.make_proof(dpop.generate_key(), "GET", api, access_token=token),
+        "old iat": dpop.make_proof(key, "GET", api, access_token=token, now=time.time() - 3600),
+        "tampered": _tamper(dpop.make_proof(key, "GET", api, access_token=token), 2),
+        "no proof": None,
+    }
+    for name, proof in cases.items():
+        status, challenge, _ = _raw_api_call(oidc, token, proof)
+        assert status == 401, name
+        assert challenge.startswith("DPoP "), name
+    # a DPoP-bound token sent as Bearer is refused too
+    assert _raw_api_call(oidc, token, None, scheme="Bearer")[0] == 401
+
+
+def test_oidc_token_endpoint_really_checks_our_proofs(oidc):
+    import http.client
+
+    c = oidc["by_method"]["client_secret_post"]
+    key = dpop.generate_key()
+    target = dpop._Target(oidc["token_endpoint"])
+    body = urllib.parse.urlencode(
+        {
+            "grant_type": "client_credentials",
+            "client_id": c["client_id"],
+            "client_secret": c["client_secret"],
+            "scope": "api",
+        }
+    )
+    for name, proof in {
+        "wrong htu": dpop.make_proof(key, "POST", oidc["token_endpoint"] + "x"),
+        "wrong htm": dpop.make_proof(key, "GET", oidc["token_endpoint"]),
+        "tampered": _tamper(dpop.make_proof(key, "POST", oidc["token_endpoint"]), 2),
+    }.items():
+        conn = http.client.HTTPConnection(target.host, target.port, timeout=10)
+        conn.request(
+            "POST",
+            target.target,
+            body=body,
+            headers={"DPoP": proof, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        conn.close()
+        assert response.status == 400 and answer["error"] == "invalid_dpop_proof", (name, answer)
+
+
+# ===========================================================================
+# TLS (a self-signed certificate for 127.0.0.1 in vectors/tls/)
+# ===========================================================================
+
+TLS = VECTORS / "tls"
+
+
+@pytest.fixture
+def tls_server():
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(TLS / "server.pem", TLS / "server.key")
+    with dpop.DemoServer(ssl_context=context) as server:
+        yield server
+
+
+def test_https_with_cafile(tls_server, client_key):
+    with make_client(tls_server, client_key, cafile=str(TLS / "server.pem")) as client:
+        assert tls_server.base_url.startswith("https://")
+        assert client.get(tls_server.api_url).status == 200
+        assert client.get(tls_server.api_url).status == 200
+
+
+def test_https_with_an_ssl_context(tls_server, client_key):
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(TLS / "server.pem"))
+    with make_client(tls_server, client_key, ssl_context=context) as client:
+        assert client.get(tls_server.api_url).status == 200
+
+
+def test_https_untrusted_certificate(tls_server, client_key):
+    with make_client(tls_server, client_key) as client:
+        with raises_code("tls") as info:
+            client.access_token()
+    assert "certificate" in str(info.value).lower()
+
+
+def test_https_bad_cafile(tls_server, client_key, tmp_path):
+    with make_client(tls_server, client_key, cafile=str(tmp_path / "missing.pem")) as client:
+        with raises_code("tls"):
+            client.access_token()
+
+
+def test_cli_cacert(tls_server, key_file):
+    done = run_cli(
+        *cli_flow_args(tls_server, key_file, "--cacert", str(TLS / "server.pem"), "GET", tls_server.api_url),
+        env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET},
+    )
+    assert done.returncode == 0, done.stderr
+    done = run_cli(
+        *cli_flow_args(tls_server, key_file, "GET", tls_server.api_url),
+        env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET},
+    )
+    assert done.returncode == 3 and done.stderr.startswith(b"dpop: tls: ")
+
+
+# ===========================================================================
+# README: the server-side example runs as written
+# ===========================================================================
+
+
+def test_readme_server_example():
+    import http.server
+    import http.client
+
+    text = (HERE / "README.md").read_text()
+    section = text.split("### Checking proofs on a server", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    key = dpop.generate_key()
+    namespace = {"KNOWN_JKT": key.thumbprint()}
+    exec(compile(code, "README.md", "exec"), namespace)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), namespace["Handler"])
+    namespace["BASE"] = "http://127.0.0.1:%d" % httpd.server_address[1]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = namespace["BASE"] + "/things?x=1"
+
+        def call(proof, token="tok.en"):
+            conn = http.client.HTTPConnection("127.0.0.1", httpd.server_address[1], timeout=5)
+            headers = {"Authorization": "DPoP " + token}
+            if proof:
+                headers["DPoP"] = proof
+            conn.request("GET", "/things?x=1", headers=headers)
+            response = conn.getresponse()
+            body = json.loads(response.read())
+            conn.close()
+            return response.status, body, response.getheader("DPoP-Nonce"), response.getheader("WWW-Authenticate")
+
+        status, body, nonce, challenge = call(dpop.make_proof(key, "GET", url, access_token="tok.en"))
+        assert status == 401 and body == {"error": "use_dpop_nonce"} and nonce and 'error="use_dpop_nonce"' in challenge
+        proof = dpop.make_proof(key, "GET", url, access_token="tok.en", nonce=nonce)
+        assert call(proof)[:2] == (200, {"hello": "m2m.dpop"})
+        assert call(proof)[1] == {"error": "invalid_dpop_proof"}  # replayed
+        other = dpop.make_proof(dpop.generate_key(), "GET", url, access_token="tok.en", nonce=nonce)
+        assert call(other)[1] == {"error": "invalid_dpop_proof"}  # not the bound key
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+"""Benchmarks: dpop.py against python-ecdsa, cryptography and requests-oauth2client.
+
+    python3 bench/bench.py            # first run creates bench/.venv with bench/requirements.txt
+    python3 bench/bench.py --quick    # fewer rounds (a smoke test, not for quoting)
+
+Every comparison times both sides in this one process and run, interleaved
+round by round, and reports medians and the ratio ours / theirs. Targets are
+the ones the issues set; the script prints whether each was met and exits 0
+either way (measurements, not tests).
+"""
+
+import argparse
+import base64
+import gc
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+VENV = HERE / ".venv"
+
+
+def ensure_venv():
+    """Re-run this script inside bench/.venv (created on first use)."""
+    if Path(sys.prefix).resolve() == VENV.resolve():
+        return
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        print("bench: creating %s (one time)" % VENV, file=sys.stderr)
+        venv.create(VENV, with_pip=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(HERE / "requirements.txt")], check=True)
+    os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
+
+
+ensure_venv()
+sys.path.insert(0, str(REPO))
+
+import ecdsa  # noqa: E402
+import requests  # noqa: E402
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature  # noqa: E402
+from requests_oauth2client import DPoPKey, OAuth2Client, OAuth2ClientCredentialsAuth  # noqa: E402
+
+import dpop  # noqa: E402
+
+ROWS = []
+
+
+def b64u(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def compare(name, ours, theirs, rounds, inner, target=None, unit="us"):
+    """Median per-call time of each callable over interleaved rounds."""
+    samples = {"ours": [], "theirs": []}
+    gc.collect()
+    gc.disable()  # as timeit does: collections land on whichever side happens to allocate
+    try:
+        _rounds(samples, ours, theirs, rounds, inner)
+    finally:
+        gc.enable()
+    a, b = statistics.median(samples["ours"]), statistics.median(samples["theirs"])
+    ROWS.append((name, a, b, target, unit))
+    return a, b
+
+
+def _rounds(samples, ours, theirs, rounds, inner):
+    for _ in range(rounds):
+        for label, fn in (("ours", ours), ("theirs", theirs)):
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples[label].append((time.perf_counter() - start) / inner)
+
+
+def report(title, competitor):
+    print("\n### %s\n" % title)
+    print("| measurement | dpop.py | %s | ratio (ours/theirs) | target | met |" % competitor)
+    print("|---|---:|---:|---:|---:|:-:|")
+    for name, a, b, target, unit in ROWS:
+        scale = 1e6 if unit == "us" else (1e3 if unit == "ms" else 1)
+        ratio = a / b
+        if unit == "req/s":
+            cells = "%.0f req/s | %.0f req/s" % (a, b)
+            met = "" if target is None else ("yes" if ratio >= target else "NO")
+            goal = "" if target is None else ">= %.2fx" % target
+        else:
+            cells = "%.1f %s | %.1f %s" % (a * scale, unit, b * scale, unit)
+            met = "" if target is None else ("yes" if ratio <= target else "NO")
+            goal = "" if target is None else "<= %.2fx" % target
+        print("| %s | %s | %.3fx | %s | %s |" % (name, cells, ratio, goal, met))
+    ROWS.clear()
+
+
+# ---------------------------------------------------------------------------
+
+
+def bench_es256(rounds, inner):
+    message = b"x" * 200
+    ours = dpop.generate_key()
+    for _ in range(dpop._LARGE_TABLE_AFTER + 8):  # past the staged table build
+        ours.sign(message)
+    sk = ecdsa.SigningKey.generate(curve=ecdsa.NIST256p, hashfunc=hashlib.sha256)
+    vk = sk.get_verifying_key()
+    our_sig = ours.sign(message)
+    their_sig = sk.sign_deterministic(message, hashfunc=hashlib.sha256)
+    crypto_key = ec.generate_private_key(ec.SECP256R1())
+    crypto_sig = crypto_key.sign(message, ec.ECDSA(hashes.SHA256()))
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": ours.public_jwk()}
+    claims = {"jti": "a" * 22, "htm": "GET", "htu": "https://api.example/r", "iat": 1700000000}
+
+    def jws_with(sign):
+        signing_input = (
+            b64u(json.dumps(header, separators=(",", ":")).encode())
+            + "."
+            + b64u(json.dumps(claims, separators=(",", ":")).encode())
+        )
+        return signing_input + "." + b64u(sign(signing_input.encode()))
+
+    def ecdsa_sign(data):
+        return sk.sign_deterministic(data, hashfunc=hashlib.sha256)
+
+    def crypto_sign(data):
+        r, s = decode_dss_signature(crypto_key.sign(data, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    compare(
+        "sign (RFC 6979 hedged vs sign_deterministic)",
+        lambda: ours.sign(message),
+        lambda: ecdsa_sign(message),
+        rounds,
+        inner,
+        0.33,
+    )
+    compare(
+        "verify",
+        lambda: ours.verify(message, our_sig),
+        lambda: vk.verify(their_sig, message, hashfunc=hashlib.sha256),
+        rounds,
+        max(1, inner // 4),
+        0.70,
+    )
+    compare(
+        "keygen (d and d*G)", dpop.generate_key, lambda: ecdsa.SigningKey.generate(curve=ecdsa.NIST256p), rounds, inner
+    )
+    compare(
+        "full JWS (DPoP-sized header and claims)",
+        lambda: dpop.jws_sign(ours, claims, header),
+        lambda: jws_with(ecdsa_sign),
+        rounds,
+        inner,
+    )
+    report("ES256 core against python-ecdsa %s (pure Python)" % ecdsa.__version__, "python-ecdsa")
+
+    compare("sign", lambda: ours.sign(message), lambda: crypto_sign(message), rounds, inner)
+    compare(
+        "verify",
+        lambda: ours.verify(message, our_sig),
+        lambda: crypto_key.public_key().verify(crypto_sig, message, ec.ECDSA(hashes.SHA256())),
+        rounds,
+        inner,
+    )
+    compare("keygen", dpop.generate_key, lambda: ec.generate_private_key(ec.SECP256R1()), rounds, inner)
+    compare("full JWS", lambda: dpop.jws_sign(ours, claims, header), lambda: jws_with(crypto_sign), rounds, inner)
+    report("ES256 core against cryptography (OpenSSL), for scale", "cryptography")
+
+
+def bench_fresh_process(rounds):
+    """A new interpreter that imports the library and makes one signature."""
+    import compileall
+
+    compileall.compile_file(str(REPO / "dpop.py"), quiet=1)  # as pip install would
+    key_pem = dpop.generate_key().to_pem()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["BENCH_KEY"] = key_pem
+    ours = (
+        "import sys; sys.path.insert(0, %r); import os, dpop; dpop.load_key(os.environ['BENCH_KEY']).sign(b'x')"
+        % str(REPO)
+    )
+    theirs = "import os, hashlib, ecdsa; ecdsa.SigningKey.from_pem(os.environ['BENCH_KEY']).sign_deterministic(b'x', hashfunc=hashlib.sha256)"
+
+    def run(code):
+        return lambda: subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+    compare("fresh process: import, load PEM key, first signature", run(ours), run(theirs), rounds, 1, 1.0, unit="ms")
+    report("Start-up (tables built lazily)", "python-ecdsa")
+
+
+def bench_proofs(rounds, inner):
+    ours = dpop.generate_key()
+    for _ in range(dpop._LARGE_TABLE_AFTER + 8):
+        ours.sign(b"warm")
+    theirs = DPoPKey.generate(alg="ES256")
+    url = "https://api.example.com/resource/42"
+    token = "eyJhbGciOiJFUzI1NiJ9." + "a" * 300 + ".sig"
+
+    def roc_proof():
+        ath = b64u(hashlib.sha256(token.encode()).digest())
+        return str(theirs.proof(htm="GET", htu=url, ath=ath))
+
+    compare(
+        "make_proof (with ath)",
+        lambda: dpop.make_proof(ours, "GET", url, access_token=token),
+        roc_proof,
+        rounds,
+        inner,
+        0.80,
+    )
+    report(
+        "DPoP proofs against requests-oauth2client %s (jwskate + OpenSSL)" % _version("requests_oauth2client"),
+        "requests-oauth2client",
+    )
+
+    proof = dpop.make_proof(ours, "GET", url, access_token=token)
+    now = time.time()
+    jkt = ours.thumbprint()
+    dpop.verify_proof(proof, method="GET", url=url, access_token=token, jkt=jkt, now=now)
+    sk = ecdsa.SigningKey.generate(curve=ecdsa.NIST256p, hashfunc=hashlib.sha256)
+    vk = sk.get_verifying_key()
+    data = proof.rsplit(".", 1)[0].encode()
+    sig = sk.sign_deterministic(data, hashfunc=hashlib.sha256)
+    compare(
+        "verify_proof, repeated key (all RFC 9449 checks) vs bare ECDSA verify",
+        lambda: dpop.verify_proof(proof, method="GET", url=url, access_token=token, jkt=jkt, now=now),
+        lambda: vk.verify(sig, data, hashfunc=hashlib.sha256),
+        rounds,
+        max(1, inner // 4),
+        0.25,
+    )
+    report("Proof verification against python-ecdsa", "python-ecdsa")
+
+
+def _version(module):
+    from importlib.metadata import version
+
+    return version(module.replace("_", "-"))
+
+
+def bench_client(rounds, requests_per_round):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    server = subprocess.Popen(
+        [sys.executable, str(REPO / "dpop.py"), "demo", "--serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        info = json.loads(server.stdout.readline())
+        env.update(
+            {
+                "DPOP_CLIENT_ID": info["client_id"],
+                "DPOP_CLIENT_SECRET": info["client_secret"],
+                "DPOP_SCOPE": info["scope"],
+            }
+        )
+        key_path = HERE / ".venv" / "bench-key.pem"
+        key_path.write_text(dpop.generate_key().to_pem())
+        ours_cmd = [
+            sys.executable,
+            str(REPO / "dpop.py"),
+            "--key",
+            str(key_path),
+            "--token-endpoint",
+            info["token_endpoint"],
+            "GET",
+            info["api"],
+        ]
+        theirs_cmd = [sys.executable, str(HERE / "roc_job.py"), info["token_endpoint"], info["api"]]
+
+        def run(cmd):
+            return lambda: subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+
+        compare("CLI job: start, token, one GET (wall time)", run(ours_cmd), run(theirs_cmd), rounds, 1, 0.5, unit="ms")
+        report(
+            "Command line against a requests-oauth2client script (local demo servers in another process)",
+            "requests-oauth2client",
+        )
+
+        ours_client = dpop.Client(
+            dpop.generate_key(),
+            token_endpoint=info["token_endpoint"],
+            client_id=info["client_id"],
+            client_secret=info["client_secret"],
+            scope=info["scope"],
+        )
+        roc = OAuth2Client(
+            token_endpoint=info["token_endpoint"],
+            client_id=info["client_id"],
+            client_secret=info["client_secret"],
+            dpop_bound_access_tokens=True,
+            testing=True,
+        )
+        session = requests.Session()
+        session.auth = OAuth2ClientCredentialsAuth(roc, scope=info["scope"], dpop=True)
+        for _ in range(dpop._LARGE_TABLE_AFTER + 8):  # token fetched, tables built, connections open
+            assert ours_client.get(info["api"]).status == 200
+            assert session.get(info["api"]).ok
+
+        rates = {"ours": [], "theirs": []}
+        for _ in range(rounds):
+            for label, call in (
+                ("ours", lambda: ours_client.get(info["api"])),
+                ("theirs", lambda: session.get(info["api"])),
+            ):
+                start = time.perf_counter()
+                for _ in range(requests_per_round):
+                    call()
+                rates[label].append(requests_per_round / (time.perf_counter() - start))
+        a, b = statistics.median(rates["ours"]), statistics.median(rates["theirs"])
+        ROWS.append(("sustained GETs, cached token, keep-alive", a, b, 1.0, "req/s"))
+        report("Client throughput against requests-oauth2client's requests.Session", "requests-oauth2client")
+        ours_client.close()
+        session.close()
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--only", choices=["es256", "startup", "proofs", "client"], action="append", help="run only these sections"
+    )
+    args = parser.parse_args()
+    rounds, inner = (5, 20) if args.quick else (21, 50)
+    only = set(args.only or ["es256", "startup", "proofs", "client"])
+    print(
+        "## dpop.py %s benchmarks (CPython %s on %s, %d rounds)"
+        % (dpop.__version__, sys.version.split()[0], os.uname().machine, rounds)
+    )
+    if "es256" in only:
+        bench_es256(rounds, inner)
+    if "startup" in only:
+        bench_fresh_process(rounds)
+    if "proofs" in only:
+        bench_proofs(rounds, inner)
+    if "client" in only:
+        bench_client(max(5, rounds // 2), 50 if args.quick else 200)
+
+
+if __name__ == "__main__":
+    main()

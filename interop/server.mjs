@@ -1,0 +1,132 @@
+// An independent OAuth 2.0 authorization server (node-oidc-provider) and a
+// DPoP-protected API (oauth4webapi's resource-server validation plus replay
+// and nonce checks written here), for dpop.py's interoperability tests.
+// Loopback only; test credentials only.
+//
+//   node server.mjs [--nonce] [--ttl SECONDS]
+// prints one JSON line {issuer, token_endpoint, api, clients} when ready and
+// runs until stdin closes.
+import { createServer } from 'node:http'
+import { randomBytes, createHash } from 'node:crypto'
+import Provider from 'oidc-provider'
+import * as jose from 'jose'
+import * as oauth from 'oauth4webapi'
+
+const args = process.argv.slice(2)
+const requireNonce = args.includes('--nonce')
+const ttlIndex = args.indexOf('--ttl')
+const ttl = ttlIndex >= 0 ? Number(args[ttlIndex + 1]) : 300
+
+function listen(server) {
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)))
+}
+
+// -- the API: a plain node:http server -----------------------------------------
+const apiServer = createServer()
+const apiPort = await listen(apiServer)
+const apiBase = `http://127.0.0.1:${apiPort}`
+const resource = `${apiBase}/`
+
+// -- the authorization server ----------------------------------------------------
+const asServer = createServer()
+const asPort = await listen(asServer)
+const issuer = `http://127.0.0.1:${asPort}`
+const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true })
+const signingJwk = { ...(await jose.exportJWK(privateKey)), alg: 'ES256', use: 'sig', kid: 'as-1' }
+const clients = [
+  { client_id: 'dpop-post', client_secret: 'post-secret-' + randomBytes(8).toString('hex'), token_endpoint_auth_method: 'client_secret_post' },
+  { client_id: 'dpop-basic', client_secret: 'basic-secret-' + randomBytes(8).toString('hex'), token_endpoint_auth_method: 'client_secret_basic' },
+].map((c) => ({ ...c, grant_types: ['client_credentials'], response_types: [], redirect_uris: [], scope: 'api', dpop_bound_access_tokens: true, id_token_signed_response_alg: 'ES256' }))
+
+const provider = new Provider(issuer, {
+  clients,
+  jwks: { keys: [signingJwk] },
+  scopes: ['api'],
+  features: {
+    clientCredentials: { enabled: true },
+    devInteractions: { enabled: false },
+    dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => requireNonce },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => resource,
+      useGrantedResource: () => true,
+      getResourceServerInfo: () => ({
+        scope: 'api',
+        audience: resource,
+        accessTokenTTL: ttl,
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'ES256' } },
+      }),
+    },
+  },
+  ttl: { ClientCredentials: ttl },
+})
+provider.proxy = false
+asServer.on('request', provider.callback())
+
+// -- API request handling --------------------------------------------------------
+const metadata = { issuer, jwks_uri: `${issuer}/jwks` }
+const seenJti = new Map() // replay detection: jkt + jti -> expiry (ms)
+const nonceKey = randomBytes(32)
+const nonceFor = (step) => createHash('sha256').update(nonceKey).update(String(step)).digest('base64url').slice(0, 22)
+const currentNonce = () => nonceFor(Math.floor(Date.now() / 60000))
+const nonceOk = (n) => n === currentNonce() || n === nonceFor(Math.floor(Date.now() / 60000) - 1)
+let apiCalls = 0
+
+function reply(res, status, body, headers = {}) {
+  const data = Buffer.from(JSON.stringify(body))
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': data.length, 'cache-control': 'no-store', ...headers })
+  res.end(data)
+}
+
+function challenge(error, description) {
+  return `DPoP error="${error}", error_description="${description}", algs="ES256"`
+}
+
+apiServer.on('request', async (req, res) => {
+  const chunks = []
+  for await (const chunk of req) chunks.push(chunk)
+  if (req.url === '/stats') return reply(res, 200, { apiCalls })
+  const headers = new Headers()
+  for (const [name, value] of Object.entries(req.headers)) {
+    headers.set(name, Array.isArray(value) ? value.join(', ') : value)
+  }
+  const request = new Request(apiBase + req.url, { method: req.method, headers, body: ['GET', 'HEAD'].includes(req.method) ? undefined : Buffer.concat(chunks) })
+  let claims
+  try {
+    claims = await oauth.validateJwtAccessToken(metadata, request, resource, {
+      requireDPoP: true,
+      signingAlgorithms: ['ES256'],
+      [oauth.allowInsecureRequests]: true,
+    })
+  } catch (err) {
+    const error = err.code === 'OAUTH_JWT_TIMESTAMP_CHECK_FAILED' && err.claim === 'exp' ? 'invalid_token' : (err.cause?.claim === 'exp' ? 'invalid_token' : 'invalid_dpop_proof')
+    const invalidToken = /exp|jwt access token|signature/i.test(err.message) && !/dpop/i.test(err.message)
+    return reply(res, 401, { error: invalidToken ? 'invalid_token' : error, error_description: err.message }, { 'www-authenticate': challenge(invalidToken ? 'invalid_token' : error, err.message.replace(/"/g, "'")) })
+  }
+  const proof = jose.decodeJwt(req.headers.dpop)
+  if (requireNonce && !(typeof proof.nonce === 'string' && nonceOk(proof.nonce))) {
+    return reply(res, 401, { error: 'use_dpop_nonce' }, { 'www-authenticate': challenge('use_dpop_nonce', 'Resource server requires nonce in DPoP proof'), 'dpop-nonce': currentNonce() })
+  }
+  const now = Date.now()
+  for (const [key, expiry] of seenJti) if (expiry < now) seenJti.delete(key)
+  const slot = claims.cnf.jkt + ' ' + proof.jti
+  if (seenJti.has(slot)) {
+    return reply(res, 401, { error: 'invalid_dpop_proof' }, { 'www-authenticate': challenge('invalid_dpop_proof', 'DPoP proof replayed') })
+  }
+  seenJti.set(slot, now + 600000)
+  apiCalls += 1
+  const extra = requireNonce ? { 'dpop-nonce': currentNonce() } : {}
+  reply(res, 200, { ok: true, method: req.method, path: req.url, client_id: claims.client_id, jkt: claims.cnf.jkt, scope: claims.scope, aud: claims.aud }, extra)
+})
+
+process.stdout.write(JSON.stringify({
+  issuer,
+  token_endpoint: `${issuer}/token`,
+  api: `${apiBase}/api/resource`,
+  stats: `${apiBase}/stats`,
+  clients: clients.map(({ client_id, client_secret, token_endpoint_auth_method }) => ({ client_id, client_secret, token_endpoint_auth_method })),
+}) + '\n')
+
+process.stdin.resume()
+process.stdin.on('end', () => process.exit(0))

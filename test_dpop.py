@@ -2785,8 +2785,8 @@ def test_cli_cacert(tls_server, key_file):
 
 
 def test_readme_server_example():
-    import http.server
     import http.client
+    import http.server
 
     text = (HERE / "README.md").read_text()
     section = text.split("### Checking proofs on a server", 1)[1]

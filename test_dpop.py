@@ -2635,6 +2635,20 @@ def test_oidc_provider_nonce_at_token_endpoint_and_api(oidc_nonce):
     assert log.count("---- Sending") == 5
 
 
+@pytest.mark.parametrize("mode, token_posts, api_calls", [("--nonce-as", 2, 2), ("--nonce-api", 1, 3)])
+def test_oidc_provider_nonce_at_one_side(oidc_factory, mode, token_posts, api_calls):
+    info = oidc_factory(mode)
+    key = dpop.generate_key()
+    sink = __import__("io").StringIO()
+    with oidc_client(info, key, session_log=sink) as client:
+        assert client.get(info["api"]).status == 200
+        assert client.get(info["api"]).status == 200
+        assert client.token_requests == token_posts
+    log = sink.getvalue()
+    assert log.count("POST /token") == token_posts and log.count("GET /api/resource") == api_calls
+    assert log.count('"error":"use_dpop_nonce"') == 1
+
+
 def test_oidc_provider_short_lived_tokens_refresh(oidc_factory):
     info = oidc_factory("--ttl", "4")
     key = dpop.generate_key()
@@ -2822,3 +2836,11 @@ def test_readme_server_example():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_console_script_installed():
+    script = Path(sys.executable).parent / "dpop"
+    if not script.exists():
+        pytest.skip("dpop is not pip-installed in this environment")
+    done = subprocess.run([str(script), "--version"], capture_output=True, timeout=60)
+    assert done.stdout.strip() == b"dpop.py " + dpop.__version__.encode()

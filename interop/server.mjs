@@ -3,7 +3,8 @@
 // and nonce checks written here), for dpop.py's interoperability tests.
 // Loopback only; test credentials only.
 //
-//   node server.mjs [--nonce] [--ttl SECONDS]
+//   node server.mjs [--nonce | --nonce-as | --nonce-api] [--ttl SECONDS]
+// (--nonce: both the token endpoint and the API demand DPoP nonces)
 // prints one JSON line {issuer, token_endpoint, api, clients} when ready and
 // runs until stdin closes.
 import { createServer } from 'node:http'
@@ -13,7 +14,8 @@ import * as jose from 'jose'
 import * as oauth from 'oauth4webapi'
 
 const args = process.argv.slice(2)
-const requireNonce = args.includes('--nonce')
+const requireNonceAS = args.includes('--nonce') || args.includes('--nonce-as')
+const requireNonceAPI = args.includes('--nonce') || args.includes('--nonce-api')
 const ttlIndex = args.indexOf('--ttl')
 const ttl = ttlIndex >= 0 ? Number(args[ttlIndex + 1]) : 300
 
@@ -45,7 +47,7 @@ const provider = new Provider(issuer, {
   features: {
     clientCredentials: { enabled: true },
     devInteractions: { enabled: false },
-    dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => requireNonce },
+    dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => requireNonceAS },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => resource,
@@ -105,7 +107,7 @@ apiServer.on('request', async (req, res) => {
     return reply(res, 401, { error: invalidToken ? 'invalid_token' : error, error_description: err.message }, { 'www-authenticate': challenge(invalidToken ? 'invalid_token' : error, err.message.replace(/"/g, "'")) })
   }
   const proof = jose.decodeJwt(req.headers.dpop)
-  if (requireNonce && !(typeof proof.nonce === 'string' && nonceOk(proof.nonce))) {
+  if (requireNonceAPI && !(typeof proof.nonce === 'string' && nonceOk(proof.nonce))) {
     return reply(res, 401, { error: 'use_dpop_nonce' }, { 'www-authenticate': challenge('use_dpop_nonce', 'Resource server requires nonce in DPoP proof'), 'dpop-nonce': currentNonce() })
   }
   const now = Date.now()
@@ -116,7 +118,7 @@ apiServer.on('request', async (req, res) => {
   }
   seenJti.set(slot, now + 600000)
   apiCalls += 1
-  const extra = requireNonce ? { 'dpop-nonce': currentNonce() } : {}
+  const extra = requireNonceAPI ? { 'dpop-nonce': currentNonce() } : {}
   reply(res, 200, { ok: true, method: req.method, path: req.url, client_id: claims.client_id, jkt: claims.cnf.jkt, scope: claims.scope, aud: claims.aud }, extra)
 })
 

@@ -2844,3 +2844,409 @@ def test_console_script_installed():
         pytest.skip("dpop is not pip-installed in this environment")
     done = subprocess.run([str(script), "--version"], capture_output=True, timeout=60)
     assert done.stdout.strip() == b"dpop.py " + dpop.__version__.encode()
+
+
+# ===========================================================================
+# Remaining edges: DER/PEM structure, internals, demo server, CLI corners
+# ===========================================================================
+
+
+def _seq(*parts):
+    return dpop._der_tlv(0x30, b"".join(parts))
+
+
+ALG_P256 = _seq(dpop._der_tlv(6, dpop._OID_EC_PUBLIC_KEY), dpop._der_tlv(6, dpop._OID_P256))
+D_BYTES = dpop.b64url_decode(KEY_JWK["d"])
+POINT = b"\x04" + dpop.b64url_decode(KEY_JWK["x"]) + dpop.b64url_decode(KEY_JWK["y"])
+
+
+@pytest.mark.parametrize(
+    "der, code",
+    [
+        (_seq(ALG_P256, dpop._der_tlv(4, POINT)), "bad_key"),  # SPKI with OCTET STRING
+        (
+            _seq(
+                _seq(
+                    dpop._der_tlv(6, dpop._OID_EC_PUBLIC_KEY), dpop._der_tlv(6, dpop._OID_P256), dpop._der_tlv(5, b"")
+                ),
+                dpop._der_tlv(3, b"\x00" + POINT),
+            ),
+            "bad_key",
+        ),
+        (
+            _seq(
+                dpop._der_tlv(2, b"\x02"),
+                dpop._der_tlv(4, D_BYTES),
+                dpop._der_tlv(0xA0, dpop._der_tlv(6, dpop._OID_P256)),
+            ),
+            "bad_key",
+        ),  # version 2
+        (
+            _seq(
+                dpop._der_tlv(2, b"\x01"),
+                dpop._der_tlv(4, D_BYTES[1:]),
+                dpop._der_tlv(0xA0, dpop._der_tlv(6, dpop._OID_P256)),
+            ),
+            "bad_key",
+        ),  # 31 bytes
+        (_seq(dpop._der_tlv(2, b"\x01"), dpop._der_tlv(4, D_BYTES)), "bad_key"),  # SEC1 naming no curve
+        (
+            _seq(
+                dpop._der_tlv(2, b"\x01"),
+                dpop._der_tlv(4, b"\x00" * 32),
+                dpop._der_tlv(0xA0, dpop._der_tlv(6, dpop._OID_P256)),
+            ),
+            "bad_key",
+        ),
+        (
+            _seq(
+                dpop._der_tlv(2, b"\x01"),
+                dpop._der_tlv(4, D_BYTES),
+                dpop._der_tlv(0xA0, dpop._der_tlv(6, dpop._OID_P256) + b"\x00"),
+            ),
+            "bad_key",
+        ),
+        (
+            _seq(dpop._der_tlv(2, b"\x01"), dpop._der_tlv(4, D_BYTES), dpop._der_tlv(0xA1, dpop._der_tlv(4, POINT))),
+            "bad_key",
+        ),
+        (_seq(dpop._der_tlv(2, b"\x01"), dpop._der_tlv(4, D_BYTES), dpop._der_tlv(0xA2, b"")), "bad_key"),
+        (_seq(dpop._der_tlv(2, b"\x01"), dpop._der_tlv(2, b"\x03")), "unsupported_key"),  # RSA-like
+        (_seq(dpop._der_tlv(2, b"\x80"), dpop._der_tlv(4, D_BYTES)), "bad_key"),  # negative version
+        (_seq(dpop._der_tlv(4, b"")), "bad_key"),
+        (_seq(ALG_P256, dpop._der_tlv(3, b"\x01" + POINT)), "bad_key"),  # unused bits
+        (_seq(ALG_P256, dpop._der_tlv(3, b"\x00\x02" + b"\xff" * 32)), "bad_key"),  # compressed x >= p
+        (_seq(ALG_P256, dpop._der_tlv(3, b"\x00\x00")), "bad_key"),  # infinity
+        (
+            _seq(_seq(dpop._der_tlv(6, dpop._OID_EC_PUBLIC_KEY), _seq()), dpop._der_tlv(3, b"\x00" + POINT)),
+            "unsupported_curve",
+        ),
+        (_seq(_seq(dpop._der_tlv(2, b"\x01")), dpop._der_tlv(3, b"\x00" + POINT)), "bad_key"),
+        (b"\x30\x82\x00\x05" + b"\x00" * 5, "bad_key"),  # non-minimal 2-byte length
+        (b"\x30\x83\x00\x00\x05", "bad_key"),  # 3 length bytes
+        (b"\x3f\x01\x00", "bad_key"),  # multi-byte tag
+    ],
+)
+def test_der_structure_refusals(der, code):
+    with raises_code(code):
+        dpop.load_key(der)
+
+
+def test_pkcs8_v2_public_key_field():
+    sec1 = _seq(dpop._der_tlv(2, b"\x01"), dpop._der_tlv(4, D_BYTES))
+    base = dpop._der_tlv(2, b"\x01") + ALG_P256 + dpop._der_tlv(4, sec1)
+    good = _seq(base, dpop._der_tlv(0xA0, b""), dpop._der_tlv(0x81, b"\x00" + POINT))
+    assert dpop.load_key(good) == dpop.load_key(KEY_JWK)
+    other = dpop.generate_key().public_point
+    wrong_point = b"\x04" + other[0].to_bytes(32, "big") + other[1].to_bytes(32, "big")
+    sec1_with_point = _seq(
+        dpop._der_tlv(2, b"\x01"), dpop._der_tlv(4, D_BYTES), dpop._der_tlv(0xA1, dpop._der_tlv(3, b"\x00" + POINT))
+    )
+    mismatch = _seq(
+        dpop._der_tlv(2, b"\x01") + ALG_P256 + dpop._der_tlv(4, sec1_with_point),
+        dpop._der_tlv(0x81, b"\x00" + wrong_point),
+    )
+    with raises_code("bad_key"):
+        dpop.load_key(mismatch)
+    with raises_code("bad_key"):
+        dpop.load_key(_seq(base, dpop._der_tlv(0x82, b"")))
+
+
+def test_compressed_points_of_both_parities():
+    for _ in range(8):
+        key = dpop.generate_key()
+        x, y = key.public_point
+        spki = _seq(ALG_P256, dpop._der_tlv(3, b"\x00" + bytes([2 + (y & 1)]) + x.to_bytes(32, "big")))
+        assert dpop.load_key(spki) == key.public_key()
+
+
+def test_der_long_lengths_round_trip():
+    value = b"\x01" * 300
+    tlv = dpop._der_tlv(4, value)
+    assert tlv[:4] == b"\x04\x82\x01\x2c" and dpop._der_read(tlv, 0) == (4, value, len(tlv))
+
+
+@pytest.mark.parametrize(
+    "text, code",
+    [
+        ("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "bad_key"),
+        ("-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n", "unsupported_key"),
+        ("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "unsupported_key"),
+        ("-----BEGIN EC PRIVATE KEY-----\nComment: x\n\nAAAA\n-----END EC PRIVATE KEY-----\n", "bad_key"),
+        ("-----BEGIN PUBLIC KEY-----\nnot closed", "bad_key"),
+        ("-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n", "bad_key"),
+    ],
+)
+def test_pem_refusals(text, code):
+    with raises_code(code):
+        dpop.load_key(text)
+
+
+def test_key_equality_and_size_limits():
+    key = dpop.load_key(KEY_JWK)
+    assert key.__eq__("x") is NotImplemented and key != "x"
+    assert key != dpop.generate_key() and key.public_key() != dpop.generate_key().public_key()
+    with raises_code("bad_key"):
+        dpop.load_key(b"-" * 70000)
+    assert dpop.load_key(dict(KEY_JWK, key_ops=["sign"])) == key
+    with pytest.raises(TypeError):
+        dpop.jws_sign(key, {}, header=[("typ", "x")])
+
+
+def test_json_constants_and_random_below(monkeypatch):
+    with raises_code("bad_json"):
+        dpop._json_object(b'{"a": NaN}', "x")
+    draws = iter([b"\x00" * 32, b"\xff" * 32, (5).to_bytes(32, "big")])
+    monkeypatch.setattr(dpop.os, "urandom", lambda size: next(draws))
+    assert dpop._random_below(dpop.n) == 5  # 0 and >= n are rejected
+
+
+def test_rfc6979_stream_continues_past_the_first_candidate():
+    stream = dpop._rfc6979_nonces(
+        0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721, hashlib.sha256(b"sample").digest(), b""
+    )
+    first, second = next(stream), next(stream)
+    assert (
+        first == 0xA6E3C57DD01ABE90086538398355DD4C3B17AA873382B0F24D6129493D8AAD60
+        and second != first
+        and 1 <= second < N
+    )
+
+
+def test_sign_retries_when_r_or_s_is_zero(monkeypatch):
+    """RFC 6979 §3.4: a k giving r = 0 or s = 0 is skipped for the next one."""
+    digest = hashlib.sha256(b"m").digest()
+    e = int.from_bytes(digest, "big")
+    k1, k2 = 7, 11
+    r1 = ref_mul(k1, G)[0] % N
+    d = (-e * pow(r1, -1, N)) % N  # makes s = 0 for k1
+    monkeypatch.setattr(dpop, "_rfc6979_nonces", lambda *args: iter([k1, k2]))
+    r, s = dpop._sign_digest(d, digest, b"", b"\x01" * 64)
+    assert r == ref_mul(k2, G)[0] % N and s != 0
+    real_mul = dpop._mul_base
+    calls = []
+
+    def x_zero_once(k):
+        calls.append(k)
+        return (0, 1, 1) if len(calls) == 1 else real_mul(k)
+
+    monkeypatch.setattr(dpop, "_mul_base", x_zero_once)
+    r, s = dpop._sign_digest(5, digest, b"", b"\x01" * 64)
+    assert calls == [k1, k2] and r == ref_mul(k2, G)[0] % N
+
+
+def test_misc_reprs_and_small_paths(monkeypatch):
+    proof = dpop.verify_proof(
+        RFC9449["proofs"][0]["proof"], method="POST", url=RFC9449["proofs"][0]["htu"], now=RFC9449["proofs"][0]["iat"]
+    )
+    assert "POST" in repr(proof) and RFC9449["jkt"] in repr(proof)
+    headers = dpop.Headers([("Authorization", "DPoP secret-token"), ("DPoP", "proof"), ("X", "1")])
+    assert "secret-token" not in repr(headers) and "proof'" not in repr(headers) and "****" in repr(headers)
+    odd = dpop.Response(
+        200, "OK", dpop.Headers([("Content-Type", "text/plain; charset=no-such-charset")]), b"ok", "https://h/"
+    )
+    assert odd.text == "ok" and odd.ok
+    assert dpop._decode_body(b"raw", "br", 10) == b"raw"
+    monkeypatch.setattr(dpop, "_KEY_TABLE_SLOTS", 1)
+    monkeypatch.setattr(dpop, "_key_tables", {})
+    for _ in range(6):
+        dpop._key_table(dpop.generate_key().public_point)
+    assert len(dpop._key_tables) <= 4
+
+
+def test_replay_cache_purges_expired_entries_from_the_front():
+    clock = FakeClock()
+    cache = dpop.ReplayCache(2, clock=clock)
+    assert cache.add("old", 5) and cache.add("new", 50)
+    clock.now += 10
+    assert cache.add("third", 5)  # "old" expired and was dropped; "new" stays
+    assert not cache.add("new", 50) and len(cache) == 2
+
+
+def test_session_log_binary_body_and_refresh_token(scripted, client_key):
+    import io
+
+    scripted.script.on(
+        is_token,
+        token_reply(
+            {
+                "access_token": "tok.en",
+                "token_type": "DPoP",
+                "expires_in": "3600",
+                "refresh_token": "refresh-secret-value",
+            }
+        ),
+    )
+    scripted.script.on(
+        is_api, lambda h: (h.reply(200, b"\xff\xfe\x00binary", {"Content-Type": "application/octet-stream"}), True)[1]
+    )
+    sink = io.StringIO()
+    with make_client(scripted, client_key, session_log=sink) as client:
+        response = client.get(scripted.api_url, json=[1], headers={"Content-Type": "application/x-custom"})
+        assert response.body == b"\xff\xfe\x00binary"
+    text = sink.getvalue()
+    assert "<9 bytes of binary data>" in text and "refresh-secret-value" not in text
+    assert "Content-Type: application/x-custom" in text
+
+
+def test_auth_method_none_and_header_types(scripted, client_key):
+    forms = []
+    scripted.script.on(
+        is_token, lambda h: forms.append(h.body()) or h.reply(200, {"access_token": "t", "token_type": "DPoP"}) or True
+    )
+    with make_client(scripted, client_key, auth_method="none", client_secret=None) as client:
+        client.access_token()
+        with pytest.raises(TypeError):
+            client.get(scripted.api_url, headers={"X": 1})
+    assert b"client_secret" not in forms[0] and b"client_id=m2m.dpop" in forms[0]
+
+
+def test_head_redirect_keeps_method(scripted, client_key):
+    scripted.script.on(lambda h: h.path == "/api/old", redirect_to("/api/dpop/test", 303))
+    with make_client(scripted, client_key, follow_redirects=True) as client:
+        assert client.request("HEAD", scripted.base_url + "/api/old").status == 200
+    assert [r[0] for r in scripted.script.requests if r[1].startswith("/api/")] == ["HEAD", "HEAD"]
+
+
+def test_drop_token_keeps_a_newer_token(server, client_key):
+    with make_client(server, client_key) as client:
+        first = client._current_token()
+        client._drop_token(first)
+        second = client._current_token()
+        client._drop_token(first)  # a stale drop does not remove the new token
+        assert client._token is second
+
+
+def test_server_that_hangs_up_is_a_network_error(scripted, client_key):
+    def hang_up(handler):
+        handler.close_connection = True
+        handler.connection.shutdown(2)
+        return True
+
+    scripted.script.on(is_api, hang_up)
+    with make_client(scripted, client_key) as client:
+        client.access_token()
+        client._pool.close()  # a fresh connection: no stale-connection retry
+        with raises_code("network"):
+            client.get(scripted.api_url)
+
+
+def test_discovery_skips_non_json_metadata(scripted, client_key):
+    scripted.script.on(lambda h: "oauth-authorization-server" in h.path, lambda h: (h.reply(200, b"<html>"), True)[1])
+    with dpop.Client(
+        client_key, issuer=scripted.issuer, client_id=dpop.DEMO_CLIENT_ID, client_secret=dpop.DEMO_CLIENT_SECRET
+    ) as client:
+        assert client.get(scripted.api_url).status == 200  # found it at openid-configuration
+
+
+def test_demo_server_refusals(server, client_key):
+    import http.client
+
+    def call(method, path, headers=None, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", int(server.base_url.rsplit(":", 1)[1]), timeout=5)
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = json.loads(response.read() or b"null")
+        conn.close()
+        return response.status, data
+
+    assert call("GET", "/nowhere") == (404, {"error": "not_found"})
+    assert call("POST", "/connect/token", {"Authorization": "Basic !!!"}, b"grant_type=client_credentials")[0] == 401
+    form = b"grant_type=password&client_id=m2m.dpop&client_secret=secret"
+    assert call("POST", "/connect/token", {"Content-Type": "application/x-www-form-urlencoded"}, form) == (
+        400,
+        {"error": "unsupported_grant_type"},
+    )
+    assert call("GET", "/api/dpop/test", {"Authorization": "Bearer x"})[1] == {"error": "invalid_request"}
+    server.token_lifetime = 1
+    with make_client(server, client_key) as client:
+        token = client.access_token()
+    time.sleep(1.1)  # now expired
+    proof = dpop.make_proof(client_key, "GET", server.api_url, access_token=token)
+    assert call("GET", "/api/dpop/test", {"Authorization": "DPoP " + token, "DPoP": proof}) == (
+        401,
+        {"error": "invalid_token"},
+    )
+
+
+def test_cli_corners(server, key_file, tmp_path):
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    done = run_cli("--key", str(key_file), "--token-endpoint", server.token_endpoint, "GET", server.api_url, env=env)
+    assert done.returncode == 2 and b"--client-id" in done.stderr
+    for extra in (["--param", "novalue"], ["-H", "no colon"]):
+        done = run_cli(*cli_flow_args(server, key_file, *extra, "GET", server.api_url), env=env)
+        assert done.returncode == 2, extra
+    done = run_cli(
+        *cli_flow_args(server, key_file, "--json", "-H", "Accept: text/plain", "GET", server.api_url), env=env
+    )
+    assert done.returncode == 0
+    done = run_cli(
+        *cli_flow_args(server, key_file, "--session-log", str(tmp_path / "no" / "dir.log"), "GET", server.api_url),
+        env=env,
+    )
+    assert done.returncode == 1 and done.stderr.startswith(b"dpop: io_error: cannot open session log")
+    done = run_cli(*cli_flow_args(server, key_file, "-o", str(tmp_path / "no" / "out"), "GET", server.api_url), env=env)
+    assert done.returncode == 1 and done.stderr.startswith(b"dpop: io_error: cannot write")
+    done = run_cli("proof", "--key", str(key_file), "GET", server.api_url)
+    assert done.returncode == 0 and "ath" not in decode_proof(done.stdout.decode().strip())[1]
+    done = run_cli("GET", server.api_url, env={"DPOP_TIMEOUT": "soon"})
+    assert done.returncode == 2 and b"Traceback" not in done.stderr
+
+
+def test_demo_serve_prints_its_urls():
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DPOP_")}
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "dpop.py"), "demo", "--serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        info = json.loads(proc.stdout.readline())
+        key = dpop.generate_key()
+        with dpop.Client(
+            key,
+            token_endpoint=info["token_endpoint"],
+            client_id=info["client_id"],
+            client_secret=info["client_secret"],
+            scope=info["scope"],
+        ) as client:
+            assert client.get(info["api"]).status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    assert b"serving on loopback" in proc.stderr.read()
+
+
+def test_selftest_reports_failures(monkeypatch, capsys):
+    monkeypatch.setattr(dpop, "_KAT_SAMPLE_RS", "00")
+    monkeypatch.setattr(dpop, "_KAT_PROOF", RFC9449["proofs"][1]["proof"])
+    monkeypatch.setattr(dpop, "access_token_hash", lambda token: "x")
+    monkeypatch.setattr(dpop.ECKey, "verify", lambda self, data, sig: True)
+    monkeypatch.setattr(dpop, "load_key", lambda data: None)
+    assert dpop.main(["selftest"]) == 1
+    out = capsys.readouterr().out
+    for name in ("RFC 6979", "RFC 9449 section 4.1 proof", "ath", "round trip", "PEM/JWK"):
+        assert name in out
+
+
+def test_selftest_thumbprint_check(monkeypatch):
+    original = dpop.verify_proof
+
+    def other_jkt(*args, **kwargs):
+        result = original(*args, **kwargs)
+        result.jkt = "x"
+        return result
+
+    monkeypatch.setattr(dpop, "verify_proof", other_jkt)
+    assert dpop.self_test() == ["RFC 9449 thumbprint"]
+
+
+def test_main_keyboard_interrupt(monkeypatch):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(dpop._SUBCOMMANDS, "selftest", interrupted)
+    assert dpop.main(["selftest"]) == 130

@@ -1546,8 +1546,8 @@ _SYMMETRIC_OR_NONE = re.compile(r"none|HS\d+|dir|A\d+.*", re.I)
 
 # Per-key tables make repeated verification ~3x cheaper. A key earns one on
 # its second proof (a token endpoint that sees each key once pays nothing);
-# width 5 costs ~4 ms and ~150 KB per key, and the LRU keeps 256 of them
-# (~40 MB at most). Guarded by one lock; tables are immutable once built.
+# width 5 costs ~6 ms and ~180 KB per key, and the LRU keeps 256 of them
+# (~45 MB at most). Guarded by one lock; tables are immutable once built.
 _KEY_TABLE_WIDTH = 5
 _KEY_TABLE_SLOTS = 256
 _key_tables: Dict[Affine, Optional[Table]] = {}

@@ -449,27 +449,28 @@ def _inverse_blinded(value: int, modulus: int, blind: int) -> int:
 # point at infinity to special-case. An even k is replaced by k + n (odd, and
 # the same point), chosen arithmetically, not by a branch.
 #
-# A table for P has one row per digit position: row i holds d * 2^(w*i) * P
-# for the 2^w odd d in (-2^w, 2^w), x and y in two tuples indexed by
-# (d + 2^w - 1) / 2, which for all but the last digit is (c mod 2^(w+1)) >> 1.
-# Negative multiples share their x with the positive ones. k*P then costs m
-# mixed additions and no doublings.
+# A table for P has one row per digit position: row i holds j * 2^(w*i) * P
+# for the 2^(w-1) odd j in [1, 2^w), x and y in two tuples indexed by
+# (j - 1) / 2. A negative digit uses the same entry with y negated. k*P then
+# costs m mixed additions and no doublings.
 #
-# Why these widths: a table of width w holds m * 2^(w-1) distinct points and
-# costs m additions to use, and only widths with w * (m - 1) <= 255 keep
-# every row but the last below n (w = 4 and w = 8 do not: there a row can
-# meet an exceptional case). For k*G two tables are staged: w = 3 (86 rows,
-# 344 points, ~3 ms to build, ~0.3 ms per k*G) serves the first _LARGE_TABLE_AFTER
-# multiplications, so a short-lived process (the CLI signs one or two proofs)
-# starts fast; after that w = 12 (22 rows, 45k points, ~8 MB, built once in
-# a few hundred ms) makes every later signature ~2.5x cheaper. Rejected:
-# the 8-bit table of the style notes (33 additions: too slow for the signing
-# target), w = 13 (16 MB for 7 us less per signature), a comb (needs
-# doublings), and building tables at import time (every importer would pay,
-# including ones that never sign).
+# Why these widths: a table of width w holds m * 2^(w-1) points and costs m
+# additions to use, and only widths with w * (m - 1) <= 255 keep every row
+# but the last below n (w = 4 and w = 8 do not: there a row can meet an
+# exceptional case). For k*G two tables are staged: w = 3 (86 rows, 344
+# points, ~3 ms to build, ~0.3 ms per k*G) serves the first
+# _LARGE_TABLE_AFTER multiplications, so a short-lived process (the CLI
+# signs one or two proofs) starts fast; after that w = 13 (20 rows, 82k
+# points, ~11 MB, built once in about half a second by whichever call needs
+# it) makes every later signature ~2.5x cheaper. Measured against w = 12
+# (22 rows, 9.6 MB with both signs stored) it saves 8 us per signature (7%),
+# which the signing target needed. Rejected: the 8-bit table of the style
+# notes (33 additions: too slow), storing both signs (no faster here, 60%
+# more memory), a comb (needs doublings), and building at import time (every
+# importer would pay, including ones that never sign).
 
 if TYPE_CHECKING:
-    Row = Tuple[Tuple[int, ...], Tuple[int, ...]]  # (xs, ys), indexed by (d + 2^w - 1) / 2
+    Row = Tuple[Tuple[int, ...], Tuple[int, ...]]  # (xs, ys) of j * base, j odd, index (j - 1) / 2
     Table = Tuple[int, Tuple[Row, ...]]  # (w, rows)
 
 
@@ -480,7 +481,7 @@ def _build_table(x: int, y: int, w: int) -> Table:
     doublings, then every B_i and 2 B_i is made affine in one batch, then
     every odd multiple of every row in another.
     """
-    half = 1 << (w - 1)  # odd multiples per sign: 1, 3, ..., 2^w - 1
+    half = 1 << (w - 1)  # odd multiples 1, 3, ..., 2^w - 1
     count = -(-257 // w)
     chain: List[Jacobian] = [(x, y, 1)]
     for _ in range(count - 1):
@@ -500,15 +501,13 @@ def _build_table(x: int, y: int, w: int) -> Table:
     affine = _batch_to_affine_vartime(multiples)
     rows = []
     for i in range(count):
-        xs = [ax for ax, _ in affine[i * half : (i + 1) * half]]
-        ys = [ay for _, ay in affine[i * half : (i + 1) * half]]
-        # index 0 .. half-1: -(2^w - 1) .. -1; index half .. 2^w - 1: 1 .. 2^w - 1
-        rows.append((tuple(xs[::-1] + xs), tuple([p - v for v in ys[::-1]] + ys)))
+        entries = affine[i * half : (i + 1) * half]
+        rows.append((tuple(ax for ax, _ in entries), tuple(ay for _, ay in entries)))
     return w, tuple(rows)
 
 
 _SMALL_WIDTH = 3
-_LARGE_WIDTH = 12
+_LARGE_WIDTH = 13
 _LARGE_TABLE_AFTER = 32  # k*G multiplications served by the small table first
 _g_tables: Dict[int, Table] = {}
 _g_uses = 0
@@ -533,39 +532,50 @@ def _g_table() -> Table:
 def _mul_fixed(k: int, table: Table) -> Jacobian:
     """k * P for a secret k in [0, n) and P's fixed-window table.
 
-    Fixed sequence: the same shifts, masks and one _add_mixed per row for
-    every k; the table index is the only thing that depends on k's bits.
+    Fixed sequence: the same shifts, masks, selections and one _add_mixed per
+    row for every k; the table index is the only thing that depends on k's
+    bits. A window t = (c mod 2^(w+1)) >> 1 stands for the digit 2t + 1 - 2^w:
+    its entry is t - 2^(w-1) when that is >= 0, else 2^(w-1) - 1 - t with y
+    negated; both cases are t XOR (2^(w-1) - neg), computed without a branch.
 
     Why _add_mixed never meets an exceptional case: after rows 0..i-1 the
     accumulator is s*P with 0 < |s| <= (2^w - 1)(2^(w*i) - 1)/(2^w - 1) <
     2^(w*i), and row i adds T = d 2^(w*i) P with |d| >= 1, so |T| > |s| and
     s != +-T as integers. For every row but the last |s| + |T| < 2^(w*(i+1))
-    <= 2^(w*(m-1)) <= 2^255 < n (true for the widths used, 3, 5 and 12;
+    <= 2^(w*(m-1)) <= 2^255 < n (true for the widths used, 3, 5 and 13;
     not for 4 or 8), so s = +-T mod n is impossible too. In the last row
     s + T = k + n or k, never 0 mod n for k in [1, n), but s = T mod n does
     happen for a few k (c = 2T - n), so that row also computes the doubling.
     The test suite lists those k and checks them against a reference.
     """
     w, rows = table
+    half = 1 << (w - 1)
+    top = w - 1
     mask = (1 << (w + 1)) - 1
     c = k + n * (1 - (k & 1))  # odd; (k + n) * P == k * P
     xs, ys = rows[0]
-    i = (c & mask) >> 1
-    X1, Y1, Z1 = xs[i], ys[i], 1
+    t = (c & mask) >> 1
+    neg = (t >> top) ^ 1  # 1 for a negative digit
+    j = t ^ (half - neg)
+    y = ys[j]
+    X1, Y1, Z1 = xs[j], (y, p - y)[neg], 1
     last = len(rows) - 1
     for row in range(1, last):
         c = (c >> w) | 1
         xs, ys = rows[row]
-        i = (c & mask) >> 1
-        X1, Y1, Z1 = _add_mixed(X1, Y1, Z1, xs[i], ys[i])
-    c = (c >> w) | 1  # the last digit is c itself, in [1, 2^w)
+        t = (c & mask) >> 1
+        neg = (t >> top) ^ 1
+        j = t ^ (half - neg)
+        y = ys[j]
+        X1, Y1, Z1 = _add_mixed(X1, Y1, Z1, xs[j], (y, p - y)[neg])
+    c = (c >> w) | 1  # the last digit is c itself, odd, in [1, 2^w)
     xs, ys = rows[last]
-    i = (c >> 1) + (1 << (w - 1))
+    j = c >> 1
     # The last row is the one place P1 == P2 can happen (for a handful of k
     # per width, e.g. k = 30 * 2^252 - n for w = 12), so both the sum and the
     # doubling are computed and the right one is picked: Z3 = Z1 * H is 0
     # exactly when H is, i.e. when the accumulator equals the table point.
-    added = _add_mixed(X1, Y1, Z1, xs[i], ys[i])
+    added = _add_mixed(X1, Y1, Z1, xs[j], ys[j])
     doubled = _double(X1, Y1, Z1)
     return (added, doubled)[added[2] == 0]
 
@@ -639,16 +649,19 @@ def _walk_vartime(acc: Jacobian, u: int, table: Table) -> Jacobian:
     """acc + u*P for 0 <= u < n using P's fixed-window table. Variable-time."""
     w, rows = table
     mask = (1 << (w + 1)) - 1
+    full = 1 << w
     c = u if u & 1 else u + n
     last = len(rows) - 1
     for row in range(last):
         xs, ys = rows[row]
-        i = (c & mask) >> 1
-        acc = _add_mixed_vartime(acc, xs[i], ys[i])
+        d = (c & mask) - full  # odd digit in (-2^w, 2^w)
+        if d > 0:
+            acc = _add_mixed_vartime(acc, xs[d >> 1], ys[d >> 1])
+        else:
+            acc = _add_mixed_vartime(acc, xs[-d >> 1], p - ys[-d >> 1])
         c = (c >> w) | 1
     xs, ys = rows[last]
-    i = (c >> 1) + (1 << (w - 1))
-    return _add_mixed_vartime(acc, xs[i], ys[i])
+    return _add_mixed_vartime(acc, xs[c >> 1], ys[c >> 1])
 
 
 # =============================================================================
@@ -1049,11 +1062,12 @@ class ECKey:
     Make one with generate_key(), load_key() or load_key_file().
     """
 
-    __slots__ = ("_d", "_x", "_y", "_jkt")
+    __slots__ = ("_d", "_x", "_y", "_jkt", "_header")
     _d: Optional[int]  # the private scalar, 1 <= d < n; None for a public key
     _x: int  # the public point d*G, affine, on the curve
     _y: int
     _jkt: Optional[str]  # RFC 7638 thumbprint, computed on first use
+    _header: Optional[str]  # base64url DPoP proof header, computed on first use
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         raise TypeError("use dpop.generate_key(), dpop.load_key() or dpop.load_key_file()")
@@ -1066,6 +1080,7 @@ class ECKey:
         object.__setattr__(key, "_x", x)
         object.__setattr__(key, "_y", y)
         object.__setattr__(key, "_jkt", None)
+        object.__setattr__(key, "_header", None)
         return key
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -1105,6 +1120,14 @@ class ECKey:
         if self._jkt is None:
             object.__setattr__(self, "_jkt", jwk_thumbprint(self.public_jwk()))
         return str(self._jkt)
+
+    def _proof_header(self) -> str:
+        """The encoded DPoP header: typ dpop+jwt, alg ES256 and the public JWK
+        (rebuilt from the point, so never a loaded JWK's d, kid or alg)."""
+        if self._header is None:
+            header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.public_jwk()}
+            object.__setattr__(self, "_header", b64url_encode(_json_compact(header)))
+        return str(self._header)
 
     def to_pem(self, private: bool = True) -> str:
         """PKCS#8 PEM (private=True) or SubjectPublicKeyInfo PEM."""
@@ -1532,8 +1555,8 @@ def make_proof(
         if clash:
             raise DPoPError("bad_argument", "claims may not replace %s" % ", ".join(sorted(clash)))
         payload.update(claims)
-    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public_jwk()}
-    return jws_sign(key, payload, header)
+    signing_input = key._proof_header() + "." + b64url_encode(_json_compact(payload))
+    return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
 
 
 # =============================================================================
@@ -1546,8 +1569,8 @@ _SYMMETRIC_OR_NONE = re.compile(r"none|HS\d+|dir|A\d+.*", re.I)
 
 # Per-key tables make repeated verification ~3x cheaper. A key earns one on
 # its second proof (a token endpoint that sees each key once pays nothing);
-# width 5 costs ~6 ms and ~180 KB per key, and the LRU keeps 256 of them
-# (~45 MB at most). Guarded by one lock; tables are immutable once built.
+# width 5 costs ~6 ms and ~100 KB per key, and the LRU keeps 256 of them
+# (~25 MB at most). Guarded by one lock; tables are immutable once built.
 _KEY_TABLE_WIDTH = 5
 _KEY_TABLE_SLOTS = 256
 _key_tables: Dict[Affine, Optional[Table]] = {}

@@ -119,7 +119,7 @@ def test_curve_parameters():
 @pytest.mark.parametrize("k", [k % N for k in EDGE_SCALARS if k % N])
 def test_base_multiplication_matches_reference_on_edge_scalars(k):
     expected = ref_mul(k, G)
-    for width in (3, 12):
+    for width in (3, 13):
         table = dpop._g_tables.get(width) or dpop._build_table(*G, width)
         dpop._g_tables[width] = table
         assert affine(dpop._mul_fixed(k, table)) == expected
@@ -189,7 +189,7 @@ def last_row_doublings(width):
     return found
 
 
-@pytest.mark.parametrize("width", [3, 5, 12])
+@pytest.mark.parametrize("width", [3, 5, 12, 13])
 def test_fixed_window_exceptional_cases(width):
     """The bounds _mul_fixed's docstring relies on, and the k that need its last-row doubling."""
     m = -(-257 // width)
@@ -217,11 +217,20 @@ def test_width_4_would_not_be_safe():
 
 def test_tables_give_every_digit():
     w, rows = dpop._build_table(*G, 5)
-    assert len(rows) == 52 and all(len(xs) == len(ys) == 32 for xs, ys in rows)
-    for index in range(32):
-        digit = 2 * index + 1 - 32
-        expected = ref_mul(digit % N, ref_mul(1 << (5 * 3), G))
+    assert len(rows) == 52 and all(len(xs) == len(ys) == 16 for xs, ys in rows)
+    for index in range(16):
+        expected = ref_mul(2 * index + 1, ref_mul(1 << (5 * 3), G))
         assert (rows[3][0][index], rows[3][1][index]) == expected
+
+
+def test_branch_free_digit_index():
+    """t -> (entry, sign) as _mul_fixed computes it, for every window of every width used."""
+    for w in (3, 5, 13):
+        half = 1 << (w - 1)
+        for t in range(1 << w):
+            digit = 2 * t + 1 - (1 << w)
+            neg = (t >> (w - 1)) ^ 1
+            assert neg == (digit < 0) and t ^ (half - neg) == (abs(digit) - 1) >> 1
 
 
 def test_batch_affine_matches_single():

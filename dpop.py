@@ -2867,6 +2867,8 @@ class DemoServer:
         self.api_calls = 0
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler())
         self._httpd.daemon_threads = True
+        # http.server has no typed slot for application state; the handler
+        # reads this back as self.server.demo (the only two type: ignores).
         self._httpd.demo = self  # type: ignore[attr-defined]
         if ssl_context is not None:  # a server-side context: serve https
             self._httpd.socket = ssl_context.wrap_socket(self._httpd.socket, server_side=True)
@@ -2939,7 +2941,7 @@ def _demo_handler() -> Any:
 
         @property
         def demo(self) -> DemoServer:
-            return self.server.demo  # type: ignore[attr-defined,no-any-return]
+            return self.server.demo  # type: ignore[attr-defined,no-any-return]  # set in DemoServer
 
         def body(self) -> bytes:
             """This request's body (read once, at most 64 KiB)."""

@@ -7,6 +7,7 @@ when the folder is absent.
 
 import base64
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -1477,42 +1478,18 @@ def test_npm_dpop_proofs_pass_verify_proof(node):
     made = node_run(node, "make", json.dumps(spec))[0]
     cache = dpop.ReplayCache()
     now = time.time()
+    check_npm = functools.partial(
+        dpop.verify_proof, method="POST", url=url, access_token=TOKEN, jkt=made["jkt"], nonce="srv-nonce-1", now=now
+    )
     for proof in made["proofs"]:
-        result = dpop.verify_proof(
-            proof,
-            method="POST",
-            url=url,
-            access_token=TOKEN,
-            jkt=made["jkt"],
-            nonce="srv-nonce-1",
-            now=now,
-            replay=cache,
-        )
-        assert result.jkt == made["jkt"]
+        assert check_npm(proof, replay=cache).jkt == made["jkt"]
         with raises_code("proof_replay"):
-            dpop.verify_proof(
-                proof,
-                method="POST",
-                url=url,
-                access_token=TOKEN,
-                jkt=made["jkt"],
-                nonce="srv-nonce-1",
-                now=now,
-                replay=cache,
-            )
+            check_npm(proof, replay=cache)
     payload = dpop.b64url_decode(made["proofs"][0].split(".")[1])
     inside_jti = payload.index(b'"jti":"') + 8 - len(payload)
     for part, index in ((1, inside_jti), (2, -3), (2, 5)):
         with raises_code("proof_signature"):
-            dpop.verify_proof(
-                _tamper(made["proofs"][0], part, index),
-                method="POST",
-                url=url,
-                access_token=TOKEN,
-                jkt=made["jkt"],
-                nonce="srv-nonce-1",
-                now=now,
-            )
+            check_npm(_tamper(made["proofs"][0], part, index))
     with raises_code("proof_ath"):
         dpop.verify_proof(
             made["proofs"][0], method="POST", url=url, access_token="other-token", jkt=made["jkt"], now=now

@@ -273,6 +273,11 @@ def _json_compact(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
+def _short_repr(value: object) -> str:
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
 def _reject_duplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for name, value in pairs:
@@ -296,7 +301,19 @@ def _json_object(raw: bytes, what: str) -> Dict[str, Any]:
         raise DPoPError("bad_json", "%s is not valid JSON" % what) from None
     if not isinstance(obj, dict):
         raise DPoPError("bad_json", "%s is not a JSON object" % what)
+    # Only a \u escape can make a lone surrogate (strict UTF-8 cannot), and
+    # one would crash every later .encode(): refuse it here, once for all.
+    if "\\u" in text:
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise DPoPError("bad_json", "%s holds a lone surrogate escape" % what) from None
     return obj
+
+
+def _equal(a: str, b: str) -> bool:
+    """Constant-time str comparison that never raises (surrogates included)."""
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
 
 
 # =============================================================================
@@ -832,6 +849,8 @@ def _oid_text(value: bytes) -> str:
     acc = 0
     for byte in value:
         acc = (acc << 7) | (byte & 0x7F)
+        if acc >> 64:  # no real OID has such an arc; str() of a huge one fails
+            return "?"
         if not byte & 0x80:
             parts.append(acc)
             acc = 0
@@ -998,7 +1017,7 @@ def _encode_pkcs8(d: int, x: int, y: int) -> bytes:
     )
 
 
-_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----[ \t]*\r?\n(.*?)-----END ([A-Z0-9 ]+)-----", re.S)
+_PEM_LABEL = re.compile(r"[A-Z0-9 ]{1,64}")
 _PEM_REFUSED = {
     "ENCRYPTED PRIVATE KEY": (
         "encrypted_key",
@@ -1012,13 +1031,32 @@ _PEM_REFUSED = {
 }
 
 
+def _pem_blocks(text: str) -> Iterator[Tuple[str, str]]:
+    """(label, body) of every BEGIN/END block. One pass over the lines: a
+    regex with a lazy body backtracks quadratically on repeated BEGIN lines."""
+    label: Optional[str] = None
+    body: List[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("-----BEGIN ") and line.endswith("-----"):
+            if label is not None or not _PEM_LABEL.fullmatch(line[11:-5]):
+                raise DPoPError("bad_key", "PEM BEGIN line inside a block, or a bad label")
+            label, body = line[11:-5], []
+        elif line.startswith("-----END ") and line.endswith("-----") and label is not None:
+            if line[9:-5] != label:
+                raise DPoPError("bad_key", "PEM BEGIN and END labels differ")
+            yield label, "\n".join(body)
+            label = None
+        elif label is not None:
+            body.append(line)
+    if label is not None:
+        raise DPoPError("bad_key", "PEM block has no END line")
+
+
 def _pem_to_der(text: str) -> bytes:
     """The DER of the one key block in a PEM text (EC PARAMETERS blocks skipped)."""
     found = []
-    for match in _PEM_BLOCK.finditer(text):
-        label, body, end_label = match.group(1), match.group(2), match.group(3)
-        if label != end_label:
-            raise DPoPError("bad_key", "PEM BEGIN and END labels differ")
+    for label, body in _pem_blocks(text):
         if label == "EC PARAMETERS":
             continue
         if label in _PEM_REFUSED:
@@ -1233,7 +1271,7 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
     if not isinstance(kty, str):
         raise DPoPError("bad_key", "JWK has no 'kty'")
     if kty != "EC":
-        raise DPoPError("unsupported_key", "JWK kty '%s' is not EC" % kty[:16])
+        raise DPoPError("unsupported_key", "JWK kty %s is not EC" % _short_repr(kty))
     crv = jwk.get("crv")
     if crv != "P-256":
         raise DPoPError("unsupported_curve", "JWK curve is not P-256")
@@ -1276,7 +1314,7 @@ def load_key(data: Union[str, BytesLike, Mapping[str, Any]]) -> ECKey:
         raise DPoPError("bad_key", "key data is larger than 64 KiB")
     stripped = text.strip()
     if stripped.startswith("{"):
-        return _key_from_jwk(_json_object(stripped.encode("utf-8"), "JWK"))
+        return _key_from_jwk(_json_object(stripped.encode("utf-8", "surrogatepass"), "JWK"))
     if "-----BEGIN " in stripped:
         return _key_from_parts(*_parse_der(_pem_to_der(stripped + "\n")))
     raise DPoPError("bad_key", "key data is not PEM, DER or a JWK")
@@ -1312,7 +1350,7 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
         raise DPoPError("bad_key", "JWK has no 'kty'")
     members = _THUMBPRINT_MEMBERS.get(kty)
     if members is None:
-        raise DPoPError("unsupported_key", "no thumbprint for JWK kty '%s'" % kty[:16])
+        raise DPoPError("unsupported_key", "no thumbprint for JWK kty %s" % _short_repr(kty))
     required = {}
     for name in members:
         value = jwk.get(name)
@@ -1324,7 +1362,10 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
         _jwk_coordinate(required, "x")
         _jwk_coordinate(required, "y")
     canonical = json.dumps(required, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-    return b64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest())
+    try:
+        return b64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest())
+    except UnicodeEncodeError:
+        raise DPoPError("bad_key", "JWK member holds a lone surrogate") from None
 
 
 # =============================================================================
@@ -1390,11 +1431,6 @@ def _jws_parts(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
     if "crit" in header:
         raise DPoPError("bad_jws", "JWS 'crit' extensions are not supported")
     return h64, p64, s64, header
-
-
-def _short_repr(value: object) -> str:
-    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
-    return text if len(text) <= 24 else text[:21] + "..."
 
 
 def jws_verify(token: str, key: Union[ECKey, Mapping[str, Any]]) -> Tuple[Dict[str, Any], bytes]:
@@ -1859,7 +1895,7 @@ def verify_proof(
         given = claims.get("nonce")
         if given is None:
             raise _refuse("proof_nonce", "the server requires a nonce")
-        accepted = nonce(given) if callable(nonce) else hmac.compare_digest(given.encode(), nonce.encode())
+        accepted = nonce(given) if callable(nonce) else _equal(given, nonce)
         if not accepted:
             raise _refuse("proof_nonce", "the nonce is not the current one")
     # 11. creation time within the window
@@ -1869,11 +1905,11 @@ def verify_proof(
     jkt_value = key.thumbprint()
     if access_token is not None:
         ath = claims.get("ath")
-        if ath is None or not hmac.compare_digest(ath.encode(), access_token_hash(access_token).encode()):
+        if ath is None or not _equal(ath, access_token_hash(access_token)):
             raise _refuse("proof_ath", "ath is missing or does not match the access token")
-        if not isinstance(jkt, str) or not hmac.compare_digest(jkt.encode(), jkt_value.encode()):
+        if not isinstance(jkt, str) or not _equal(jkt, jkt_value):
             raise _refuse("proof_binding", "proof key does not match the token's cnf.jkt")
-    elif jkt is not None and not hmac.compare_digest(jkt.encode(), jkt_value.encode()):
+    elif jkt is not None and (not isinstance(jkt, str) or not _equal(jkt, jkt_value)):
         raise _refuse("proof_binding", "proof key does not match the expected jkt")
     # replay: scoped by key and htu, remembered until iat + max_age
     if replay is not None:
@@ -1932,7 +1968,8 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
 def _is_loopback(host: str) -> bool:
     import ipaddress
 
-    if host == "localhost" or host.endswith(".localhost"):
+    # Not *.localhost: RFC 6761 reserves it, but resolvers may still ask DNS.
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -2031,7 +2068,7 @@ class Response:
             charset = match.group(1)
         try:
             return self.body.decode(charset, "replace")
-        except LookupError:
+        except (LookupError, UnicodeError):  # unknown, not text (rot13), or strict (idna)
             return self.body.decode("utf-8", "replace")
 
     def json(self) -> Any:
@@ -2150,6 +2187,52 @@ def _mask_token_json(text: str) -> str:
     return _JSON_SECRETS.sub(lambda m: m.group(1) + _MASKED + m.group(3), text)
 
 
+class _Scrubber:
+    """Replaces every occurrence of the secrets it was given (and their
+    URL-encoded forms) by ****, whatever surrounds them: a word-boundary
+    rule let "token <T>." and "/t/<T>/x" through. The price is that a short
+    secret also masks innocent text (a secret "api" masks "/api/"); that is
+    the safe side, and real secrets are long."""
+
+    def __init__(self) -> None:
+        self._secrets: List[str] = []
+        self._pattern: Optional[re.Pattern[str]] = None
+
+    def add(self, secret: str) -> None:
+        import urllib.parse
+
+        for form in (secret, urllib.parse.quote_plus(secret), urllib.parse.quote(secret, safe="")):
+            if form and form not in self._secrets:
+                self._secrets.append(form)
+        alternatives = "|".join(re.escape(s) for s in sorted(self._secrets, key=len, reverse=True))
+        self._pattern = re.compile(alternatives)  # longest first
+
+    def __call__(self, text: str) -> str:
+        return text if self._pattern is None else self._pattern.sub(_MASKED, text)
+
+
+def _open_private(path: Union[str, os.PathLike[str]]) -> Any:
+    """``path`` opened for appending text, readable by its owner only: created
+    0600, an existing file tightened to 0600, a symlink refused (O_NOFOLLOW)."""
+    import errno
+    import stat
+
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as exc:
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise DPoPError("io_error", "cannot open session log %s: %s" % (name, why)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode) and mode & 0o077 and hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)
+    except OSError as exc:
+        os.close(fd)
+        raise DPoPError("io_error", "cannot make %s private: %s" % (name, exc.strerror)) from None
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
 class _SessionLog:
     """Every request and response, in order, secrets replaced by ****.
 
@@ -2159,32 +2242,16 @@ class _SessionLog:
     was issued) is also scrubbed wherever else it appears.
     """
 
-    def __init__(self, sink: Any) -> None:
+    def __init__(self, sink: Any, scrub: _Scrubber) -> None:
         self._own = False
         if isinstance(sink, (str, os.PathLike)):
-            fd = os.open(os.fspath(sink), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            sink = os.fdopen(fd, "a", encoding="utf-8")
+            sink = _open_private(sink)
             self._own = True
         if not callable(getattr(sink, "write", None)):
             raise _type_error("session_log", "a path or a text file object", sink)
         self._sink = sink
-        self._secrets: List[str] = []
-        self._pattern: Optional[re.Pattern[str]] = None
+        self._scrub = scrub
         self._lock = threading.Lock()
-
-    def add_secret(self, secret: str) -> None:
-        import urllib.parse
-
-        for form in (secret, urllib.parse.quote_plus(secret), urllib.parse.quote(secret, safe="")):
-            if form and form not in self._secrets:
-                self._secrets.append(form)
-        # Longest first; a secret only matches as a whole word, so a client
-        # secret of "secret" does not turn "client_secret" into "client_****".
-        alternatives = "|".join(re.escape(s) for s in sorted(self._secrets, key=len, reverse=True))
-        self._pattern = re.compile(r"(?<![A-Za-z0-9_~.+/-])(?:%s)(?![A-Za-z0-9_~.+/-])" % alternatives)
-
-    def _scrub(self, text: str) -> str:
-        return text if self._pattern is None else self._pattern.sub(_MASKED, text)
 
     def _body(self, body: Optional[bytes], mask: Optional[Callable[[str], str]]) -> str:
         if not body:
@@ -2399,9 +2466,10 @@ class Client:
         self._max_redirects = max_redirects
         self._refresh_margin = refresh_margin
         self._pool = _Pool(timeout, ssl_context, cafile)
-        self._log = _SessionLog(session_log) if session_log is not None else None
-        if self._log is not None and client_secret:
-            self._log.add_secret(client_secret)
+        self._scrub = _Scrubber()  # every secret this client knows, for logs and errors
+        if client_secret:
+            self._scrub.add(client_secret)
+        self._log = _SessionLog(session_log, self._scrub) if session_log is not None else None
         self._token: Optional[_Token] = None
         self._token_lock = threading.Lock()
         self._nonces: Dict[str, str] = {}
@@ -2453,6 +2521,13 @@ class Client:
                     method = "GET"
                 body = None
                 extra = [(n, v) for n, v in extra if n.lower() not in ("content-type", "content-length")]
+            if _Target(url).origin != target.origin:
+                # As curl since CVE-2022-27776: the user's headers (Cookie,
+                # API keys) stay with their origin, and so does a body that
+                # a 307/308 would re-send: that redirect is returned instead.
+                if body is not None:
+                    return response
+                extra = [(n, v) for n, v in extra if n.lower() in ("accept", "user-agent")]
         raise DPoPError("too_many_redirects", "more than %d redirects" % self._max_redirects)
 
     def get(self, url: str, **kwargs: Any) -> Response:
@@ -2541,9 +2616,10 @@ class Client:
         credentials: bool,
     ) -> Response:
         """One API request with up to one nonce retry and one new-token retry."""
-        base = [("Host", target.host_header), ("User-Agent", _USER_AGENT), ("Accept-Encoding", "gzip")]
-        if not any(name.lower() == "accept" for name, _ in extra):
-            base.append(("Accept", "*/*"))
+        given = {name.lower() for name, _ in extra}
+        base = [("Host", target.host_header), ("Accept-Encoding", "gzip")]
+        base += [] if "user-agent" in given else [("User-Agent", _USER_AGENT)]
+        base += [] if "accept" in given else [("Accept", "*/*")]
         if not credentials:
             return self._exchange(method, url, target, functools.partial(list, base + extra), body, _MAX_API_BODY)
         token = self._current_token()
@@ -2731,8 +2807,7 @@ class Client:
             )
             basic = base64.b64encode(userpass.encode("utf-8")).decode("ascii")
             base.append(("Authorization", "Basic " + basic))
-            if self._log is not None:
-                self._log.add_secret(basic)
+            self._scrub.add(basic)
         else:
             form.append(("client_id", self._client_id))
             if self._auth_method == "client_secret_post":
@@ -2766,7 +2841,7 @@ class Client:
                     status=response.status,
                 )
             text = "token endpoint: " + error + (": " + description if description else "")
-            raise DPoPError("oauth_error", text, oauth_error=error, status=response.status)
+            raise DPoPError("oauth_error", self._scrub(text), oauth_error=error, status=response.status)
 
     def _parse_token(self, response: Response) -> _Token:
         try:
@@ -2776,11 +2851,10 @@ class Client:
         value = data.get("access_token")
         if not isinstance(value, str) or _TOKEN68.fullmatch(value) is None:
             raise DPoPError("bad_token_response", "token response has no usable access_token")
-        if self._log is not None:
-            self._log.add_secret(value)
-            refresh = data.get("refresh_token")
-            if isinstance(refresh, str):
-                self._log.add_secret(refresh)
+        self._scrub.add(value)
+        refresh = data.get("refresh_token")
+        if isinstance(refresh, str) and refresh:
+            self._scrub.add(refresh)
         token_type = data.get("token_type")
         if not isinstance(token_type, str) or token_type.lower() != "dpop":
             # RFC 9449 §5: a Bearer token here means no key binding; refuse it
@@ -2790,12 +2864,12 @@ class Client:
                 "token_type is %s, not DPoP: the server did not bind the token to the key" % _short_repr(token_type),
             )
         lifetime = data.get("expires_in")
-        if isinstance(lifetime, str) and lifetime.isdigit():
+        if isinstance(lifetime, str) and re.fullmatch(r"[0-9]{1,10}", lifetime):  # str.isdigit() takes "²"
             lifetime = int(lifetime)
         if lifetime is None:
             return _Token(value, None)
-        if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or lifetime <= 0:
-            raise DPoPError("bad_token_response", "expires_in is not a positive number")
+        if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or not 0 < lifetime < 2**31:
+            raise DPoPError("bad_token_response", "expires_in is not a number of seconds from 1 to 2^31 - 1")
         margin = min(self._refresh_margin, lifetime / 2)
         return _Token(value, time.monotonic() + lifetime - margin)
 
@@ -2828,7 +2902,7 @@ def _reason(exc: BaseException) -> str:
 # server answers both, and tests start two to have two origins.
 
 DEMO_CLIENT_ID = "m2m.dpop"
-DEMO_CLIENT_SECRET = "secret"  # a demo credential, printed by the demo itself
+DEMO_CLIENT_SECRET = "demo-secret"  # a demo credential, printed by the demo itself
 DEMO_SCOPE = "api"
 
 
@@ -3085,12 +3159,12 @@ and a fresh DPoP proof bound to that token.
 """
 
 _CLI_EPILOG = """\
-example: DPOP_CLIENT_SECRET=secret python dpop.py --key k.pem \\
+example: DPOP_CLIENT_SECRET=demo-secret python dpop.py --key k.pem \\
     --token-endpoint https://demo.example/connect/token --client-id m2m.dpop \\
     --scope api GET https://demo.example/api/dpop/test
 
   POST /connect/token   DPoP: <proof htm=POST htu=token endpoint>
-    client_secret=secret&client_id=m2m.dpop&scope=api&grant_type=client_credentials
+    client_secret=demo-secret&client_id=m2m.dpop&scope=api&grant_type=client_credentials
     -> 200 {"access_token":"...","expires_in":3600,"token_type":"DPoP","scope":"api"}
   GET /api/dpop/test    Authorization: DPoP <token>   DPoP: <proof htm=GET htu=api url ath=...>
     -> 200 [{"type":"iss",...},{"type":"cnf","value":"{\\"jkt\\":\\"...\\"}"},...]
@@ -3278,11 +3352,7 @@ def _cli_request(argv: List[str]) -> int:
     if args.verbose:
         sinks.append(sys.stderr)
     if args.session_log:
-        try:
-            fd = os.open(args.session_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        except OSError as exc:
-            raise DPoPError("io_error", "cannot open session log %s: %s" % (args.session_log, exc.strerror)) from None
-        log_file = os.fdopen(fd, "a", encoding="utf-8")
+        log_file = _open_private(args.session_log)
         sinks.append(log_file)
     key = _cli_key(args.key)
     try:

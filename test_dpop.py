@@ -2035,7 +2035,7 @@ def test_plain_http_refused_except_loopback(client_key, url):
 
 
 def test_loopback_forms_are_allowed(client_key):
-    for url in ("http://localhost:9/t", "http://127.0.0.2:9/t", "http://[::1]:9/t", "http://api.localhost:9/t"):
+    for url in ("http://localhost:9/t", "http://LocalHost:9/t", "http://127.0.0.2:9/t", "http://[::1]:9/t"):
         dpop.Client(client_key, token_endpoint=url, client_id="c", client_secret="s").close()
 
 
@@ -2433,7 +2433,7 @@ def test_cli_help_version_and_issuer(server, key_file):
     done = run_cli("--help")
     assert done.returncode == 0
     assert b"POST /connect/token" in done.stdout and b"Authorization: DPoP <token>" in done.stdout
-    assert b"client_secret=secret&client_id=m2m.dpop&scope=api&grant_type=client_credentials" in done.stdout
+    assert b"client_secret=demo-secret&client_id=m2m.dpop&scope=api&grant_type=client_credentials" in done.stdout
     assert run_cli("--version").stdout.strip() == b"dpop.py " + dpop.__version__.encode()
     done = run_cli(
         "--key",
@@ -3138,7 +3138,7 @@ def test_demo_server_refusals(server, client_key):
 
     assert call("GET", "/nowhere") == (404, {"error": "not_found"})
     assert call("POST", "/connect/token", {"Authorization": "Basic !!!"}, b"grant_type=client_credentials")[0] == 401
-    form = b"grant_type=password&client_id=m2m.dpop&client_secret=secret"
+    form = b"grant_type=password&client_id=m2m.dpop&client_secret=demo-secret"
     assert call("POST", "/connect/token", {"Content-Type": "application/x-www-form-urlencoded"}, form) == (
         400,
         {"error": "unsupported_grant_type"},
@@ -3236,3 +3236,306 @@ def test_main_keyboard_interrupt(monkeypatch):
 
     monkeypatch.setitem(dpop._SUBCOMMANDS, "selftest", interrupted)
     assert dpop.main(["selftest"]) == 130
+
+
+# ===========================================================================
+# Hardening (issue 13): each test pins one finding of the security review
+# ===========================================================================
+
+
+def _proof_with(key, header_extra=None, **claims):
+    """A validly signed proof whose claims (and header) hold whatever is asked."""
+    header = {"typ": "dpop+jwt", "jwk": key.public_jwk()}
+    header.update(header_extra or {})
+    payload = {"jti": "j-1", "htm": "GET", "htu": URL, "iat": NOW, "ath": dpop.access_token_hash(TOKEN), "nonce": "n"}
+    payload.update(claims)
+    return dpop.jws_sign(key, payload, header)
+
+
+@pytest.mark.parametrize(
+    "claims, header",
+    [
+        ({"jti": "\ud800"}, None),
+        ({"nonce": "\udfff"}, None),
+        ({"ath": "a\ud800"}, None),
+        ({"htm": "\ud800"}, None),
+        ({"htu": "https://rs.example/\ud800"}, None),
+        ({"extra": ["ok", {"\ud800": 1}]}, None),
+        ({}, {"kid": "\ud800"}),
+    ],
+)
+def test_verify_proof_refuses_lone_surrogates_with_a_dpop_error(claims, header):
+    key = dpop.generate_key()
+    proof = _proof_with(key, header, **claims)
+    with raises_code("proof_malformed"):
+        dpop.verify_proof(
+            proof,
+            method="GET",
+            url=URL,
+            access_token=TOKEN,
+            jkt=key.thumbprint(),
+            nonce="n",
+            now=NOW,
+            replay=dpop.ReplayCache(),
+        )
+
+
+def test_verify_proof_paired_surrogates_are_fine():
+    key = dpop.generate_key()
+    proof = _proof_with(key, extra="\U0001f600", jti="\U0001f600-1")
+    checked = dpop.verify_proof(
+        proof,
+        method="GET",
+        url=URL,
+        access_token=TOKEN,
+        jkt=key.thumbprint(),
+        nonce="n",
+        now=NOW,
+        replay=dpop.ReplayCache(),
+    )
+    assert checked.claims["jti"] == "\U0001f600-1"
+
+
+def test_verify_proof_outside_strings_given_by_the_server_never_crash():
+    """jkt and the expected nonce come from a token or a store: a surrogate there is a refusal."""
+    key = dpop.generate_key()
+    proof = _proof_with(key)
+    with raises_code("proof_binding"):
+        dpop.verify_proof(proof, method="GET", url=URL, access_token=TOKEN, jkt="\ud800", nonce="n", now=NOW)
+    with raises_code("proof_binding"):
+        dpop.verify_proof(proof, method="GET", url=URL, jkt="\ud800€", now=NOW)
+    with raises_code("proof_nonce"):
+        dpop.verify_proof(proof, method="GET", url=URL, access_token=TOKEN, jkt=key.thumbprint(), nonce="\ud800")
+    with raises_code("bad_access_token"):
+        dpop.verify_proof(proof, method="GET", url=URL, access_token="\ud800", jkt=key.thumbprint(), now=NOW)
+
+
+def test_demo_server_answers_a_surrogate_proof_with_400(server):
+    import http.client
+
+    key = dpop.generate_key()
+    proof = _proof_with(key, jti="\ud800", htm="POST", htu=server.token_endpoint, iat=int(time.time()))
+    conn = http.client.HTTPConnection("127.0.0.1", int(server.base_url.rsplit(":", 1)[1]), timeout=5)
+    body = "grant_type=client_credentials&client_id=%s&client_secret=%s" % (
+        dpop.DEMO_CLIENT_ID,
+        dpop.DEMO_CLIENT_SECRET,
+    )
+    conn.request("POST", "/connect/token", body, {"DPoP": proof, "Content-Type": "application/x-www-form-urlencoded"})
+    resp = conn.getresponse()
+    assert resp.status == 400 and json.loads(resp.read())["error"] == "invalid_dpop_proof"
+    conn.close()
+
+
+def _der(tag, value):
+    return dpop._der_tlv(tag, value)
+
+
+HUGE_ARC = bytes([0x2A]) + b"\xff" * 3000 + b"\x01"  # 1.2.<a 21,000-bit arc>
+
+
+def _huge_oid_keys():
+    point = b"\x00" + bytes.fromhex("04") + bytes(64)
+    ec_oid, p256 = dpop._OID_EC_PUBLIC_KEY, dpop._OID_P256
+    spki = _der(0x30, _der(0x30, _der(6, HUGE_ARC) + _der(6, p256)) + _der(3, point))
+    spki_curve = _der(0x30, _der(0x30, _der(6, ec_oid) + _der(6, HUGE_ARC)) + _der(3, point))
+    sec1_inner = _der(2, b"\x01") + _der(4, b"\x01" * 32)
+    pkcs8 = _der(
+        0x30, _der(2, b"\x00") + _der(0x30, _der(6, HUGE_ARC) + _der(6, p256)) + _der(4, _der(0x30, sec1_inner))
+    )
+    sec1 = _der(0x30, sec1_inner + _der(0xA0, _der(6, HUGE_ARC)))
+    return {"spki": spki, "spki_curve": spki_curve, "pkcs8": pkcs8, "sec1": sec1}
+
+
+@pytest.mark.parametrize("form", ["spki", "spki_curve", "pkcs8", "sec1"])
+def test_huge_oid_arcs_are_a_key_error(form):
+    der = _huge_oid_keys()[form]
+    for data in (der, dpop._pem("PUBLIC KEY" if form.startswith("spki") else "PRIVATE KEY", der)):
+        with pytest.raises(DPoPError) as info:
+            dpop.load_key(data)
+        assert info.value.code in ("unsupported_key", "unsupported_curve", "bad_key")
+        assert len(str(info.value)) < 200
+
+
+def test_cli_jwk_with_a_huge_oid_is_one_line(tmp_path):
+    path = tmp_path / "k.der"
+    path.write_bytes(_huge_oid_keys()["spki"])
+    done = run_cli("jwk", "--key", str(path))
+    assert done.returncode == 1 and done.stderr.startswith(b"dpop: unsupported_key: ")
+    assert done.stderr.count(b"\n") == 1 and b"Traceback" not in done.stderr
+
+
+def test_jwk_text_and_members_with_lone_surrogates():
+    jwk = dict(KEY_JWK)
+    for text in (json.dumps(dict(jwk, kid="\ud800")), json.dumps(dict(jwk, kid="\ud800"), ensure_ascii=False)):
+        with pytest.raises(DPoPError) as info:
+            dpop.load_key(text)
+        assert info.value.code in ("bad_json", "bad_key")
+    with raises_code("unsupported_key"):
+        dpop.load_key(dict(jwk, kty="\ud800"))
+    for bad in (
+        {"kty": "OKP", "crv": "Ed25519", "x": "\ud800"},
+        {"kty": "RSA", "n": "\ud800", "e": "AQAB"},
+        {"kty": "EC", "crv": "P-384", "x": "\udc00", "y": "AA"},
+        {"kty": "EC", "crv": "P-256", "x": "\udc00", "y": "AA"},
+    ):
+        with raises_code("bad_key"):
+            dpop.jwk_thumbprint(bad)
+
+
+def test_pem_scanning_is_linear():
+    """A quadratic scan would take hours on these 4 MiB: the suite would hang."""
+    begins = "-----BEGIN A-----\n" * (4 << 16)
+    with raises_code("bad_key"):
+        dpop._pem_to_der(begins)
+    with raises_code("bad_key"):
+        dpop._pem_to_der("-----BEGIN PRIVATE KEY-----\n" + "A" * (4 << 20))
+    with raises_code("bad_key"):
+        dpop.load_key(begins[: 60 << 10])
+    # the usual forms still read
+    key = dpop.generate_key()
+    for text in (
+        key.to_pem(),
+        "junk\n" + key.to_pem().replace("\n", "\r\n") + "trailer",
+        "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n" + key.to_pem(),
+    ):
+        assert dpop.load_key(text) == key
+    with raises_code("bad_key"):
+        dpop.load_key(key.to_pem().replace("-----END PRIVATE KEY-----", "-----END PUBLIC KEY-----"))
+    with raises_code("bad_key"):
+        dpop.load_key(key.to_pem() + key.to_pem())
+
+
+def test_session_log_and_errors_mask_secrets_whatever_surrounds_them(scripted, client_key, tmp_path):
+    secret = "s3cret-" + secrets.token_hex(6)
+    scripted.clients[dpop.DEMO_CLIENT_ID] = secret
+    scripted.script.on(
+        lambda h: h.path == "/api/leak",
+        lambda h: (
+            h.reply(
+                200,
+                {
+                    "error_description": "token %s." % h.headers["Authorization"][5:],
+                    "see": "/t/%s/x" % h.headers["Authorization"][5:],
+                    "glued": "x" + h.headers["Authorization"][5:] + "y",
+                },
+            ),
+            True,
+        )[1],
+    )
+    log = tmp_path / "session.log"
+    with make_client(scripted, client_key, client_secret=secret, session_log=str(log)) as client:
+        assert client.get(scripted.base_url + "/api/leak").status == 200
+        token = client.access_token()
+    # a token endpoint that echoes the form back in its error_description
+    scripted.script.on(
+        is_token,
+        lambda h: (
+            h.reply(
+                400,
+                {"error": "invalid_request", "error_description": "got " + h.body().decode() + ". Also %s." % secret},
+            ),
+            True,
+        )[1],
+    )
+    with make_client(scripted, client_key, client_secret=secret, session_log=str(log)) as client:
+        with raises_code("oauth_error") as info:
+            client.get(scripted.api_url)
+    text = log.read_text()
+    assert token not in text and secret not in text
+    assert "token ****." in text and "/t/****/x" in text and "x****y" in text
+    assert secret not in str(info.value) and "****" in str(info.value)
+    assert info.value.message.startswith("token endpoint: invalid_request: got ")
+
+
+def test_session_log_file_is_private_and_never_a_symlink(server, client_key, tmp_path):
+    log = tmp_path / "open.log"
+    log.write_text("")
+    log.chmod(0o644)
+    with make_client(server, client_key, session_log=str(log)) as client:
+        client.get(server.api_url)
+    assert log.stat().st_mode & 0o777 == 0o600 and "---- Sending" in log.read_text()
+    target = tmp_path / "target"
+    target.write_text("precious\n")
+    link = tmp_path / "link.log"
+    link.symlink_to(target)
+    with raises_code("io_error"):
+        make_client(server, client_key, session_log=str(link))
+    with raises_code("io_error"):
+        make_client(server, client_key, session_log=link)
+    assert target.read_text() == "precious\n"
+
+
+def test_cross_origin_redirect_drops_user_headers_and_keeps_bodies_home(client_key):
+    other_script = Script()
+    with dpop.DemoServer() as server, dpop.DemoServer(override=other_script) as other:
+        other_script.on(lambda h: True, lambda h: (h.reply(200, {"ok": True}), True)[1])
+        script = Script()
+        server.override = script
+        script.on(lambda h: h.path == "/api/303", redirect_to(other.base_url + "/landing", 303))
+        script.on(lambda h: h.path == "/api/307", redirect_to(other.base_url + "/landing", 307))
+        script.on(lambda h: h.path == "/api/307get", redirect_to(other.base_url + "/landing", 307))
+        user = {
+            "Cookie": "sid=1",
+            "X-Api-Key": "k",
+            "Accept": "application/json",
+            "User-Agent": "me/1",
+            "Content-Type": "application/json",
+        }
+        with make_client(server, client_key, follow_redirects=True) as client:
+            response = client.post(server.base_url + "/api/303", data=b"{}", headers=user)
+            assert response.status == 200
+            _, _, headers, proofs = other_script.requests[-1]
+            assert "cookie" not in headers and "x-api-key" not in headers and "content-type" not in headers
+            assert headers["accept"] == "application/json" and headers["user-agent"] == "me/1"
+            assert "authorization" not in headers and proofs == []
+            seen = len(other_script.requests)
+            response = client.post(server.base_url + "/api/307", data=b"{}", headers=user)
+            assert response.status == 307 and len(other_script.requests) == seen  # the body stays home
+            response = client.get(server.base_url + "/api/307get", headers=user)
+            assert response.status == 200
+            _, _, headers, _ = other_script.requests[-1]
+            assert "cookie" not in headers and "x-api-key" not in headers and headers["user-agent"] == "me/1"
+        # same origin: the user's headers go along
+        script.on(lambda h: h.path == "/api/here", redirect_to("/api/dpop/test", 302))
+        with make_client(server, client_key, follow_redirects=True) as client:
+            assert client.get(server.base_url + "/api/here", headers={"X-Api-Key": "k"}).status == 200
+        assert script.requests[-1][2]["x-api-key"] == "k"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://attacker.localhost/token", "http://localhost.localhost/x", "http://LOCALHOST.evil/x"]
+)
+def test_localhost_subdomains_are_not_loopback(client_key, url):
+    with raises_code("insecure_url"):
+        dpop.Client(client_key, token_endpoint=url, client_id="c", client_secret="s")
+
+
+@pytest.mark.parametrize("lifetime", ["²", "1" * 5000, "1e3", " 3600", "-1", "0", -5, 0, True, 1e400, 10**30, "", "٣"])
+def test_bad_expires_in_is_a_bad_token_response(scripted, client_key, lifetime):
+    body = b'{"access_token":"at","token_type":"DPoP","expires_in":%s}' % (
+        json.dumps(lifetime, ensure_ascii=False).encode() if lifetime != 1e400 else b"1e400"
+    )
+    scripted.script.on(is_token, lambda h: (h.reply(200, body), True)[1])
+    with make_client(scripted, client_key) as client:
+        with raises_code("bad_token_response"):
+            client.access_token()
+
+
+@pytest.mark.parametrize("lifetime", ["3600", 3600, 3600.5, "0000000060"])
+def test_good_expires_in_forms(scripted, client_key, lifetime):
+    scripted.script.on(
+        is_token,
+        lambda h: (h.reply(200, {"access_token": "at", "token_type": "DPoP", "expires_in": lifetime}), True)[1],
+    )
+    with make_client(scripted, client_key) as client:
+        assert client.access_token() == "at"
+
+
+@pytest.mark.parametrize("charset", ["idna", "rot13", "base64", "utf-32", "no-such-charset", "punycode"])
+def test_response_text_never_raises_on_a_server_charset(charset):
+    body = "caf\u00e9 \u2603".encode()
+    headers = dpop.Headers([("Content-Type", "text/plain; charset=%s" % charset)])
+    text = dpop.Response(200, "OK", headers, body, "https://x.example/").text
+    assert isinstance(text, str)
+    if charset in ("idna", "rot13", "base64", "no-such-charset"):
+        assert text == body.decode("utf-8")

@@ -50,6 +50,14 @@ Security notes (read these before trusting it)
   * Verification is variable-time (its inputs are public) and accepts high-S
     signatures, which are valid ES256.
 
+One rule for errors
+  * TypeError: an argument of the wrong Python type.
+  * ValueError: a bad value that only the calling program chooses (timeouts,
+    sizes, names of settings, claims that would replace standard ones).
+  * DPoPError, with a stable ``code``: anything that came from outside, even
+    when the program passes it on: keys, URLs, tokens, nonces, proofs, header
+    values, server answers, files, the environment.
+
 Specs: RFC 9449 (DPoP), RFC 7515/7517/7518 (JWS/JWK/JWA), RFC 7638
 (thumbprints), RFC 6979 (nonces), FIPS 186-5 and SEC 1 v2 (ECDSA), SEC 2 v2
 and SP 800-186 (P-256), RFC 5915/5958/5280 (key files), RFC 6749 (OAuth 2.0).
@@ -130,7 +138,7 @@ ERROR_CODES: Mapping[str, str] = {
     # -- making proofs
     "bad_url": "not an absolute http(s) URL this module can use as htu",
     "bad_access_token": "an access token with characters outside token68",
-    "bad_argument": "a value that cannot go into a proof or request (method, nonce, jti, claim)",
+    "bad_argument": "a method, nonce or header that cannot go into a proof or request",
     # -- checking proofs (RFC 9449 §4.3); each names the check that failed
     "proof_missing": "no DPoP proof was presented",
     "proof_multiple": "more than one DPoP proof was presented",
@@ -163,9 +171,10 @@ ERROR_CODES: Mapping[str, str] = {
     "token_type": "the token endpoint issued a token that is not DPoP-bound",
     "closed": "the client was used after close()",
     # -- command line
-    "usage": "a command-line option is missing or invalid",
+    "usage": "a command-line option, argument or DPOP_* variable is missing or invalid",
     "io_error": "a file could not be read or written",
     "http_status": "the API answered with an HTTP error status",
+    "internal_error": "the CLI's last resort: an unexpected exception (a bug; DPOP_DEBUG=1 shows it)",
 }
 
 
@@ -212,6 +221,15 @@ def _rebuild_error(code: str, message: str, oauth_error: Optional[str], status: 
 
 def _type_error(name: str, expected: str, value: object) -> TypeError:
     return TypeError("%s must be %s, not %s" % (name, expected, type(value).__name__))
+
+
+def _setting(name: str, value: Any, low: float, high: float, integer: bool = False) -> Any:
+    """A number the calling program chose: TypeError for a non-number, ValueError outside [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise _type_error(name, "an int" if integer else "a number", value)
+    if not low <= value <= high:  # NaN fails this too
+        raise ValueError("%s must be from %s to %s, not %r" % (name, low, high, value))
+    return value
 
 
 if TYPE_CHECKING:
@@ -1288,14 +1306,17 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
     return _key_from_parts(d, (x, y))
 
 
-def load_key(data: Union[str, BytesLike, Mapping[str, Any]]) -> ECKey:
-    """Load a P-256 key from PEM (text or bytes), DER, or a JWK (dict or JSON text).
+def load_key(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]]) -> ECKey:
+    """Load a P-256 key from PEM (text or bytes), DER, a JWK (dict or JSON
+    text), or the file an ``os.PathLike`` (``pathlib.Path``) names.
 
     PEM/DER may be SEC1 ``EC PRIVATE KEY``, PKCS#8 ``PRIVATE KEY`` or SPKI
     ``PUBLIC KEY`` (public only). A JWK with ``d`` is a private key.
     """
     if isinstance(data, Mapping):
         return _key_from_jwk(data)
+    if isinstance(data, os.PathLike):
+        return load_key_file(data)
     if isinstance(data, (bytes, bytearray, memoryview)):
         raw = bytes(data)
         if len(raw) > _MAX_KEY_INPUT:
@@ -1309,7 +1330,7 @@ def load_key(data: Union[str, BytesLike, Mapping[str, Any]]) -> ECKey:
     elif isinstance(data, str):
         text = data
     else:
-        raise _type_error("data", "str, bytes or a JWK mapping", data)
+        raise _type_error("data", "str, bytes, a JWK mapping or a path", data)
     if len(text) > _MAX_KEY_INPUT:
         raise DPoPError("bad_key", "key data is larger than 64 KiB")
     stripped = text.strip()
@@ -1317,6 +1338,8 @@ def load_key(data: Union[str, BytesLike, Mapping[str, Any]]) -> ECKey:
         return _key_from_jwk(_json_object(stripped.encode("utf-8", "surrogatepass"), "JWK"))
     if "-----BEGIN " in stripped:
         return _key_from_parts(*_parse_der(_pem_to_der(stripped + "\n")))
+    if len(text) < 4096 and os.path.isfile(text):
+        raise DPoPError("bad_key", "key data looks like a file name: pass pathlib.Path(...) or the file's contents")
     raise DPoPError("bad_key", "key data is not PEM, DER or a JWK")
 
 
@@ -1574,7 +1597,7 @@ def make_proof(
     elif not isinstance(jti, str):
         raise _type_error("jti", "str", jti)
     elif not 0 < len(jti) <= 256:
-        raise DPoPError("bad_argument", "jti must have 1 to 256 characters")
+        raise ValueError("jti must have 1 to 256 characters")
     else:
         payload["jti"] = jti
     payload["htm"] = method.upper()
@@ -1589,7 +1612,7 @@ def make_proof(
             raise _type_error("claims", "a mapping", claims)
         clash = _STANDARD_CLAIMS.intersection(claims)
         if clash:
-            raise DPoPError("bad_argument", "claims may not replace %s" % ", ".join(sorted(clash)))
+            raise ValueError("claims may not replace %s" % ", ".join(sorted(clash)))
         payload.update(claims)
     signing_input = key._proof_header() + "." + b64url_encode(_json_compact(payload))
     return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
@@ -1670,9 +1693,7 @@ class ReplayCache:
     """
 
     def __init__(self, max_entries: int = 100_000, *, clock: Callable[[], float] = time.monotonic) -> None:
-        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
-            raise TypeError("max_entries must be a positive int")
-        self._max = max_entries
+        self._max = _setting("max_entries", max_entries, 1, 1 << 40, integer=True)
         self._clock = clock
         self._expiry: Dict[str, float] = {}
         self._lock = threading.Lock()
@@ -1723,10 +1744,8 @@ class NonceIssuer:
         secret = _as_bytes("secret", secret)
         if len(secret) < 16:
             raise ValueError("secret must be at least 16 bytes")
-        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-            raise TypeError("step must be a positive int")
         self._secret = secret
-        self._step = step
+        self._step = _setting("step", step, 1, 1 << 31, integer=True)
 
     def _nonce(self, counter: int) -> str:
         mac = hmac.digest(self._secret, b"dpop-nonce\x00" + counter.to_bytes(8, "big"), "sha256")
@@ -2409,7 +2428,7 @@ class Client:
 
     def __init__(
         self,
-        key: Union[ECKey, str, BytesLike, Mapping[str, Any]],
+        key: Union[ECKey, str, BytesLike, Mapping[str, Any], os.PathLike[str]],
         *,
         token_endpoint: Optional[str] = None,
         issuer: Optional[str] = None,
@@ -2431,8 +2450,10 @@ class Client:
         key._private()  # fails early for a public key
         if token_endpoint is None and issuer is None:
             raise TypeError("Client() needs token_endpoint= or issuer=")
-        if not isinstance(client_id, str) or not client_id:
-            raise TypeError("client_id must be a non-empty str")
+        if not isinstance(client_id, str):
+            raise _type_error("client_id", "str", client_id)
+        if not client_id:
+            raise ValueError("client_id must not be empty")
         if client_secret is not None and not isinstance(client_secret, str):
             raise _type_error("client_secret", "str", client_secret)
         if auth_method not in _AUTH_METHODS:
@@ -2441,16 +2462,15 @@ class Client:
             raise TypeError("auth_method %s needs client_secret=" % auth_method)
         if scope is not None and not isinstance(scope, str):
             raise _type_error("scope", "str", scope)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise TypeError("timeout must be a positive number of seconds")
-        if isinstance(refresh_margin, bool) or not isinstance(refresh_margin, (int, float)) or refresh_margin < 0:
-            raise TypeError("refresh_margin must be a non-negative number of seconds")
+        _setting("timeout", timeout, 0.001, 86400)
+        _setting("refresh_margin", refresh_margin, 0, 86400)
+        _setting("max_redirects", max_redirects, 0, 100, integer=True)
         params = list(token_params.items()) if isinstance(token_params, Mapping) else list(token_params or [])
         for name, value in params:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise TypeError("token_params must map str to str")
             if name in _RESERVED_TOKEN_PARAMS:
-                raise DPoPError("bad_argument", "token_params may not set %s" % name)
+                raise ValueError("token_params may not set %s" % name)
         for url in (token_endpoint, issuer):
             if url is not None:
                 _Target(url)  # bad or insecure URLs fail here, before any I/O
@@ -2578,8 +2598,8 @@ class Client:
                 raise TypeError("headers must map str to str")
             if _HEADER_NAME.fullmatch(name) is None:
                 raise DPoPError("bad_argument", "bad header name")
-            if re.search(r"[\r\n\x00]", value):
-                raise DPoPError("bad_argument", "header values may not contain CR, LF or NUL")
+            if re.search(r"[^\t\x20-\x7e]", value):  # http.client would raise, or split the header
+                raise DPoPError("bad_argument", "header values must be printable ASCII (encode others, RFC 8187)")
             if name.lower() in ("authorization", "dpop", "host", "content-length"):
                 raise DPoPError("bad_argument", "the %s header is set by the client" % name)
         return items
@@ -2951,7 +2971,10 @@ class DemoServer:
         self.issuer = self.base_url
         self.token_endpoint = self.base_url + "/connect/token"
         self.api_url = self.base_url + "/api/dpop/test"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="dpop-demo", daemon=True)
+        # shutdown() waits for the loop's next poll: 0.5 s by default, paid by
+        # every demo run and every test that starts a server.
+        serve = functools.partial(self._httpd.serve_forever, poll_interval=0.02)
+        self._thread = threading.Thread(target=serve, name="dpop-demo", daemon=True)
         self._thread.start()
 
     def metadata(self) -> Dict[str, Any]:
@@ -3148,52 +3171,280 @@ def _demo_handler() -> Any:
 # 12. Command line
 # =============================================================================
 
-_EXIT_OK, _EXIT_ERROR, _EXIT_USAGE, _EXIT_NETWORK, _EXIT_HTTP_4XX, _EXIT_HTTP_5XX = 0, 1, 2, 3, 4, 5
-_NETWORK_CODES = frozenset({"network", "timeout", "tls", "bad_response"})
+# =============================================================================
+# 12. Command line
+# =============================================================================
+#
+# Every option is declared once, in its command's table (_Opt): flags, DPOP_*
+# twin, kind and help. The kind names a checker in _CHECKS, and a value from
+# argv and one from the environment go through the same checker before any
+# key is read, any warning printed or any connection made. A bad value is
+# one line, "dpop: usage: <option or variable>: <what is wrong>", exit 2. A
+# new option inherits all of this by naming a kind; the test suite walks
+# every option of every command with bad values of its kind.
+#
+# Decisions: abbreviated options are refused (a later option could change
+# what a script's abbreviation means); an empty DPOP_* variable is unset;
+# boolean variables take 1/0, true/false, yes/no, on/off; an option on the
+# command line beats its variable; input files must be readable and a
+# --cacert must load, output folders must exist, or it is a usage error.
+# What a file holds is checked when it is read: a bad key is bad_key (1).
 
-_CLI_DESCRIPTION = """\
-Call an API protected by OAuth 2.0 DPoP (RFC 9449) with the client_credentials
-grant. The first request fetches an access token (a POST to the token endpoint
-with a DPoP proof); the API request then carries Authorization: DPoP <token>
-and a fresh DPoP proof bound to that token.
-"""
-
-_CLI_EPILOG = """\
-example: DPOP_CLIENT_SECRET=demo-secret python dpop.py --key k.pem \\
-    --token-endpoint https://demo.example/connect/token --client-id m2m.dpop \\
-    --scope api GET https://demo.example/api/dpop/test
-
-  POST /connect/token   DPoP: <proof htm=POST htu=token endpoint>
-    client_secret=demo-secret&client_id=m2m.dpop&scope=api&grant_type=client_credentials
-    -> 200 {"access_token":"...","expires_in":3600,"token_type":"DPoP","scope":"api"}
-  GET /api/dpop/test    Authorization: DPoP <token>   DPoP: <proof htm=GET htu=api url ath=...>
-    -> 200 [{"type":"iss",...},{"type":"cnf","value":"{\\"jkt\\":\\"...\\"}"},...]
-
-other commands:
-  python dpop.py demo [--require-nonce] [--serve]   the flow above against local servers
-  python dpop.py keygen [-o FILE]                    new P-256 key, PKCS#8 PEM (file mode 0600)
-  python dpop.py jwk --key FILE                      public JWK and RFC 7638 thumbprint
-  python dpop.py proof --key FILE [--access-token-file F] [--nonce N] METHOD URL
-  python dpop.py selftest                            known-answer tests
-
-The client secret comes from DPOP_CLIENT_SECRET or --client-secret-file
-(--client-secret works but is visible to other users in the process list).
-Every option can also be set with an environment variable: --token-endpoint
-is DPOP_TOKEN_ENDPOINT, -H is DPOP_HEADER (one per line), --param is
-DPOP_PARAM (k=v&k2=v2), flags take 1/0.
-
-exit status: 0 HTTP 2xx/3xx; 1 DPoP/OAuth/key error; 2 usage; 3 network,
-timeout or TLS failure; 4 HTTP 4xx; 5 HTTP 5xx.
-"""
+_EXIT_STATUS: Sequence[Tuple[int, str]] = (
+    (0, "success (for a request: HTTP 2xx or 3xx)"),
+    (1, "a DPoP, OAuth, key or file error, or internal_error"),
+    (2, "usage: a bad option, argument or DPOP_* variable, or an input file that cannot be read"),
+    (3, "network, timeout or TLS failure (network, timeout, tls, bad_response)"),
+    (4, "the API answered HTTP 4xx"),
+    (5, "the API answered HTTP 5xx"),
+)
+_EXIT_BY_CODE = {"usage": 2, "network": 3, "timeout": 3, "tls": 3, "bad_response": 3}
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 and C1 but tab and newline
+_MAX_SECONDS = 86400.0
 
 
-def _env(name: str, default: Optional[str] = None) -> Optional[str]:
-    value = os.environ.get("DPOP_" + name)
-    return value if value not in (None, "") else default
+def _printable(text: str) -> str:
+    """``text`` with C0/C1 controls (terminal escapes) replaced by '?'."""
+    return _CONTROLS.sub("?", text)
 
 
-def _env_flag(name: str) -> bool:
-    return (_env(name, "") or "").strip().lower() in ("1", "true", "yes", "on")
+class _Opt:
+    """One option (or positional argument) of a command."""
+
+    __slots__ = ("flags", "kind", "help", "env", "metavar", "repeat", "choices", "dest")
+
+    def __init__(
+        self,
+        flags: str,
+        kind: str,
+        help: str,
+        *,
+        env: Optional[str] = "",
+        metavar: Optional[str] = None,
+        repeat: bool = False,
+        choices: Sequence[str] = (),
+    ) -> None:
+        self.flags = tuple(flags.split())  # "-o --output", or "URL" for a positional
+        self.kind = kind
+        self.help = help
+        name = self.flags[-1].lstrip("-")
+        positional = not self.flags[0].startswith("-")
+        # env "" derives DPOP_<NAME>; None means no twin (positionals, --serve)
+        self.env = None if env is None or positional else "DPOP_" + (env or name.upper().replace("-", "_"))
+        self.metavar = metavar
+        self.repeat = repeat
+        self.choices = tuple(choices)
+        self.dest = name.lower().replace("-", "_")
+
+    @property
+    def positional(self) -> bool:
+        return not self.flags[0].startswith("-")
+
+
+def _check_text(value: str) -> str:
+    if not value:
+        raise ValueError("is empty")
+    if _CONTROLS.search(value) or "\n" in value or "\t" in value:
+        raise ValueError("holds control characters")
+    if len(value) > 8192:
+        raise ValueError("is longer than 8192 characters")
+    return value
+
+
+def _check_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("is not a number of seconds") from None
+    if not 0 < number <= _MAX_SECONDS:  # NaN fails this too
+        raise ValueError("must be more than 0 and at most %d seconds" % _MAX_SECONDS)
+    return number
+
+
+def _check_port(value: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,5}", value) or int(value) > 65535:
+        raise ValueError("must be a port number from 0 to 65535")
+    return int(value)
+
+
+def _check_flag(value: str) -> bool:
+    word = value.strip().lower()
+    if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError("must be 1/0, true/false, yes/no or on/off")
+    return word in ("1", "true", "yes", "on")
+
+
+def _check_url(value: str) -> str:
+    _Target(_check_text(value))  # bad_url, insecure_url
+    return value
+
+
+def _check_infile(value: str) -> str:
+    if _check_text(value) != "-" and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+        raise ValueError("cannot read file %s" % value)
+    return value
+
+
+def _check_cafile(value: str) -> str:
+    import ssl
+
+    if _check_infile(value) == "-":
+        raise ValueError("must name a file")
+    try:
+        ssl.create_default_context(cafile=value)
+    except (OSError, ssl.SSLError):
+        raise ValueError("%s is not a PEM bundle of CA certificates" % value) from None
+    return value
+
+
+def _check_outfile(value: str) -> str:
+    if os.path.isdir(_check_text(value)) or not os.path.isdir(os.path.dirname(os.path.abspath(value))):
+        raise ValueError("cannot write %s (a folder, or in a folder that does not exist)" % value)
+    return value
+
+
+def _check_newfile(value: str) -> str:
+    if os.path.lexists(_check_outfile(value)):
+        raise ValueError("%s exists (keygen never overwrites a file)" % value)
+    return value
+
+
+def _check_header(value: str) -> Tuple[str, str]:
+    name, sep, rest = value.partition(":")
+    if not sep or not name.strip():
+        raise ValueError("takes 'Name: value'")
+    header = (name.strip(), rest.strip())
+    Client._user_headers([header])  # bad_argument: the library's own rule
+    return header
+
+
+def _check_param(value: str) -> Tuple[str, str]:
+    name, sep, rest = value.partition("=")
+    if not sep or not name:
+        raise ValueError("takes NAME=VALUE")
+    if name in _RESERVED_TOKEN_PARAMS:
+        raise ValueError("may not set %s (the client sets it)" % name)
+    return name, rest
+
+
+def _check_data(value: str) -> str:
+    if value.startswith("@"):
+        _check_infile(value[1:])
+    return value  # anything else is the body; an empty -d is an empty body, as in curl
+
+
+def _check_method(value: str) -> str:
+    if _TCHAR.fullmatch(value) is None:
+        raise ValueError("is not an HTTP method (a token such as GET)")
+    return value
+
+
+def _check_secret(value: str) -> str:
+    if not value or _CONTROLS.search(value):
+        raise ValueError("is empty or holds control characters")  # never echo the value
+    return value
+
+
+_CHECKS: Dict[str, Callable[[str], Any]] = {
+    "text": _check_text,
+    "seconds": _check_seconds,
+    "port": _check_port,
+    "flag": _check_flag,
+    "url": _check_url,
+    "infile": _check_infile,
+    "cafile": _check_cafile,
+    "outfile": _check_outfile,
+    "newfile": _check_newfile,
+    "header": _check_header,
+    "param": _check_param,
+    "data": _check_data,
+    "method": _check_method,
+    "nonce": _check_nonce,
+    "secret": _check_secret,
+    "choice": _check_text,  # and then one of opt.choices
+}
+
+
+def _env_items(kind: str, value: str) -> List[str]:
+    """The items of a repeatable option's variable: -H lines, --param k=v&k2=v2."""
+    import urllib.parse
+
+    if kind == "param":
+        try:
+            pairs = urllib.parse.parse_qsl(value, keep_blank_values=True, strict_parsing=True)
+        except ValueError:
+            raise ValueError("takes NAME=VALUE&NAME2=VALUE2") from None
+        return ["%s=%s" % pair for pair in pairs]
+    return [line for line in value.splitlines() if line.strip()]
+
+
+def _checked(opt: _Opt, raw: Union[str, List[str]], where: str) -> Any:
+    try:
+        if isinstance(raw, list):
+            return [_CHECKS[opt.kind](item) for item in raw]
+        value = _CHECKS[opt.kind](raw)
+        if opt.choices and value not in opt.choices:
+            raise ValueError("must be one of %s" % ", ".join(opt.choices))
+        return value
+    except (ValueError, DPoPError) as exc:
+        why = exc.message if isinstance(exc, DPoPError) else str(exc)
+        raise DPoPError("usage", "%s: %s" % (where, why)) from None
+
+
+def _usage_message(message: str) -> str:
+    """argparse's message, without echoing values (one may be a secret)."""
+    if message.startswith("unrecognized arguments: "):
+        first = message.split(" ")[2]
+        return "unknown option %s" % first if first.startswith("-") else "unexpected argument"
+    return message
+
+
+def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
+    """The checked values of ``command``'s options, from argv, else DPOP_*.
+
+    Also "_argv": the names of the options given on the command line.
+    """
+    import argparse
+
+    _, description, example, table = _COMMANDS[command]
+    prog = "dpop" if command == "request" else "dpop " + command
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> Any:  # argparse's own complaints, in our one-line form
+            raise DPoPError("usage", "%s (see %s --help)" % (_usage_message(message), prog))
+
+    exits = "\n".join("  %d  %s" % row for row in _EXIT_STATUS)
+    parser = Parser(
+        prog=prog,
+        description=description,
+        epilog="%s\nexit status:\n%s\n" % (example, exits),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    for opt in table:
+        text = opt.help + (" [%s]" % opt.env if opt.env else "")
+        if opt.positional:
+            parser.add_argument(opt.dest, metavar=opt.flags[0], help=text)
+        elif opt.kind == "flag":
+            parser.add_argument(*opt.flags, dest=opt.dest, action="store_const", const="1", help=text)
+        else:
+            action = "append" if opt.repeat else "store"
+            parser.add_argument(*opt.flags, dest=opt.dest, action=action, metavar=opt.metavar, help=text)
+    if command == "request":
+        parser.add_argument("--version", action="version", version="dpop.py " + __version__)
+    namespace = vars(parser.parse_args(argv))
+    values: Dict[str, Any] = {"_argv": {name for name, value in namespace.items() if value is not None}}
+    for opt in table:
+        raw, where = namespace.get(opt.dest), opt.flags[-1]
+        if raw is None and opt.env and os.environ.get(opt.env):
+            raw, where = os.environ[opt.env], opt.env
+            if opt.repeat:
+                try:
+                    raw = _env_items(opt.kind, raw)
+                except ValueError as exc:
+                    raise DPoPError("usage", "%s: %s" % (where, exc)) from None
+        values[opt.dest] = None if raw is None else _checked(opt, raw, where)
+    return values
 
 
 def _read_input(path: str, what: str, limit: int = 64 << 20) -> bytes:
@@ -3214,264 +3465,228 @@ def _cli_key(path: Optional[str]) -> ECKey:
     return load_key(_read_input(path, "key file", _MAX_KEY_INPUT))
 
 
-def _parser(prog: str) -> Any:
-    import argparse
-
-    return argparse.ArgumentParser(
-        prog=prog,
-        description=_CLI_DESCRIPTION,
-        epilog=_CLI_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
-def _request_parser() -> Any:
-    parser = _parser("dpop")
-    parser.add_argument("method", metavar="METHOD", help="HTTP method, e.g. GET")
-    parser.add_argument("url", metavar="URL", help="the API URL")
-    parser.add_argument(
-        "--key", default=_env("KEY"), metavar="FILE", help="private key: PEM, DER or JWK file; - for stdin"
-    )
-    parser.add_argument("--token-endpoint", default=_env("TOKEN_ENDPOINT"), metavar="URL")
-    parser.add_argument(
-        "--issuer", default=_env("ISSUER"), metavar="URL", help="find the token endpoint by RFC 8414 / OpenID discovery"
-    )
-    parser.add_argument("--client-id", default=_env("CLIENT_ID"), metavar="ID")
-    parser.add_argument("--client-secret-file", default=_env("CLIENT_SECRET_FILE"), metavar="FILE")
-    parser.add_argument(
-        "--client-secret", default=None, metavar="VALUE", help="visible to other users: prefer DPOP_CLIENT_SECRET"
-    )
-    parser.add_argument("--scope", default=_env("SCOPE"))
-    parser.add_argument("--auth-method", default=_env("AUTH_METHOD", "post"), choices=["post", "basic", "none"])
-    parser.add_argument(
-        "--param", action="append", default=None, metavar="K=V", help="extra token request parameter (repeatable)"
-    )
-    parser.add_argument(
-        "-H", "--header", action="append", default=None, metavar="'NAME: VALUE'", help="request header (repeatable)"
-    )
-    parser.add_argument(
-        "-d", "--data", default=_env("DATA"), metavar="DATA", help="request body; @FILE reads a file, @- stdin"
-    )
-    parser.add_argument(
-        "--json", action="store_true", default=_env_flag("JSON"), help="send the body as application/json"
-    )
-    parser.add_argument(
-        "-i", "--include", action="store_true", default=_env_flag("INCLUDE"), help="print the status line and headers"
-    )
-    parser.add_argument("-o", "--output", default=_env("OUTPUT"), metavar="FILE", help="write the body to FILE")
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=_env_flag("VERBOSE"),
-        help="trace every exchange to stderr (secrets masked)",
-    )
-    parser.add_argument(
-        "--session-log",
-        default=_env("SESSION_LOG"),
-        metavar="FILE",
-        help="append every exchange to FILE (secrets masked)",
-    )
-    parser.add_argument("--timeout", type=float, default=_env("TIMEOUT", "30"), metavar="SECONDS")
-    parser.add_argument("--cacert", default=_env("CACERT"), metavar="FILE", help="trust these CA certificates")
-    parser.add_argument(
-        "-L",
-        "--location",
-        action="store_true",
-        default=_env_flag("LOCATION"),
-        help="follow redirects (credentials stay with the first origin)",
-    )
-    parser.add_argument("--version", action="version", version="dpop.py " + __version__)
-    return parser
-
-
 class _Tee:
-    def __init__(self, *sinks: Any) -> None:
-        self.sinks = sinks
+    """The session log's sink for -v and --session-log; the terminal gets no escapes."""
+
+    def __init__(self, terminal: Any, *files: Any) -> None:
+        self.terminal = terminal
+        self.files = files
 
     def write(self, text: str) -> None:
-        for sink in self.sinks:
+        if self.terminal is not None:
+            self.terminal.write(_printable(text))
+        for sink in self.files:
             sink.write(text)
 
     def flush(self) -> None:
-        for sink in self.sinks:
-            sink.flush()
+        for sink in (self.terminal, *self.files):
+            if sink is not None:
+                sink.flush()
 
 
-def _cli_request(argv: List[str]) -> int:
+_REQUEST_OPTIONS = (
+    _Opt("METHOD", "method", "HTTP method, e.g. GET"),
+    _Opt("URL", "url", "the API URL (https, or http to a loopback host)"),
+    _Opt("--key", "infile", "private key: PEM, DER or JWK file; - for stdin", metavar="FILE"),
+    _Opt("--token-endpoint", "url", "where to get tokens", metavar="URL"),
+    _Opt("--issuer", "url", "find the token endpoint by RFC 8414 / OpenID discovery", metavar="URL"),
+    _Opt("--client-id", "text", "the OAuth client_id", metavar="ID"),
+    _Opt("--client-secret-file", "infile", "read the client secret from FILE", metavar="FILE"),
+    _Opt("--client-secret", "secret", "visible to other users in argv: prefer the variable", metavar="VALUE"),
+    _Opt("--scope", "text", "the scope to ask for", metavar="SCOPE"),
+    _Opt("--auth-method", "choice", "client authentication (default post)", choices=("post", "basic", "none")),
+    _Opt(
+        "--param",
+        "param",
+        "extra token request parameter (repeatable; variable: k=v&k2=v2)",
+        metavar="K=V",
+        repeat=True,
+    ),
+    _Opt(
+        "-H --header",
+        "header",
+        "request header (repeatable; variable: one per line)",
+        metavar="'NAME: VALUE'",
+        repeat=True,
+    ),
+    _Opt("-d --data", "data", "request body; @FILE reads a file, @- stdin", metavar="DATA"),
+    _Opt("--json", "flag", "send the body as application/json"),
+    _Opt("-i --include", "flag", "print the status line and headers"),
+    _Opt("-o --output", "outfile", "write the body to FILE", metavar="FILE"),
+    _Opt("-v --verbose", "flag", "trace every exchange to stderr (secrets masked)"),
+    _Opt("--session-log", "outfile", "append every exchange to FILE (secrets masked; mode 0600)", metavar="FILE"),
+    _Opt("--timeout", "seconds", "per socket operation (default 30)", metavar="SECONDS"),
+    _Opt("--cacert", "cafile", "trust these CA certificates (PEM)", metavar="FILE"),
+    _Opt("-L --location", "flag", "follow redirects (credentials stay with the first origin)"),
+)
+
+_REQUEST_DESCRIPTION = """\
+Call an API protected by OAuth 2.0 DPoP (RFC 9449) with the client_credentials
+grant. The first request fetches an access token (a POST to the token endpoint
+with a DPoP proof); the API request then carries Authorization: DPoP <token>
+and a fresh DPoP proof bound to that token.
+"""
+
+_REQUEST_EXAMPLE = """\
+example: DPOP_CLIENT_SECRET=demo-secret python dpop.py --key k.pem \\
+    --token-endpoint https://demo.example/connect/token --client-id m2m.dpop \\
+    --scope api GET https://demo.example/api/dpop/test
+
+  POST /connect/token   DPoP: <proof htm=POST htu=token endpoint>
+    client_secret=demo-secret&client_id=m2m.dpop&scope=api&grant_type=client_credentials
+    -> 200 {"access_token":"...","expires_in":3600,"token_type":"DPoP","scope":"api"}
+  GET /api/dpop/test    Authorization: DPoP <token>   DPoP: <proof htm=GET htu=api url ath=...>
+    -> 200 [{"type":"iss",...},{"type":"cnf","value":"{\\"jkt\\":\\"...\\"}"},...]
+
+other commands (each has --help):
+  python dpop.py demo [--require-nonce] [--serve]   the flow above against local servers
+  python dpop.py keygen [-o FILE]                    new P-256 key, PKCS#8 PEM (file mode 0600)
+  python dpop.py jwk --key FILE                      public JWK and RFC 7638 thumbprint
+  python dpop.py proof --key FILE [--access-token-file F] [--nonce N] METHOD URL
+  python dpop.py selftest                            known-answer tests
+
+The client secret comes from DPOP_CLIENT_SECRET or --client-secret-file
+(--client-secret works but is visible to other users in the process list).
+Every option but --serve has a DPOP_* variable (shown in brackets); an empty
+variable counts as unset, and flags take 1/0, true/false, yes/no or on/off.
+"""
+
+
+def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
     import sys
-    import urllib.parse
 
-    args = _request_parser().parse_args(argv)
-    if args.client_secret is not None:
-        print(
-            "dpop: warning: --client-secret is visible to other users in the process list; use DPOP_CLIENT_SECRET or --client-secret-file",
-            file=sys.stderr,
-        )
-    secret = args.client_secret
-    if args.client_secret_file:
-        secret = (
-            _read_input(args.client_secret_file, "client secret file", 64 << 10)
-            .decode("utf-8", "replace")
-            .strip("\r\n")
-        )
-    elif secret is None:
-        secret = _env("CLIENT_SECRET")
-    if not args.client_id:
+    args = _parse("request", argv)
+    secret = args["client_secret"]
+    if args["client_secret_file"]:
+        raw = _read_input(args["client_secret_file"], "client secret file", 64 << 10)
+        secret = raw.decode("utf-8", "replace").strip("\r\n")
+    if not args["client_id"]:
         raise DPoPError("usage", "--client-id (or DPOP_CLIENT_ID) is required")
-    if not args.token_endpoint and not args.issuer:
+    if not args["token_endpoint"] and not args["issuer"]:
         raise DPoPError("usage", "--token-endpoint or --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER) is required")
-    auth_method = {"post": "client_secret_post", "basic": "client_secret_basic", "none": "none"}[args.auth_method]
+    auth_method = {"post": "client_secret_post", "basic": "client_secret_basic", "none": "none"}[
+        args["auth_method"] or "post"
+    ]
     if auth_method != "none" and not secret:
         raise DPoPError("usage", "a client secret is required: set DPOP_CLIENT_SECRET or use --client-secret-file")
-    params = [] if args.param is None else [tuple(p.split("=", 1)) for p in args.param]
-    if args.param is None and _env("PARAM"):
-        params = urllib.parse.parse_qsl(str(_env("PARAM")))
-    if any(len(pair) != 2 for pair in params):
-        raise DPoPError("usage", "--param takes NAME=VALUE")
-    header_lines = (
-        args.header if args.header is not None else [h for h in (_env("HEADER") or "").splitlines() if h.strip()]
-    )
-    headers = []
-    for line in header_lines:
-        name, sep, value = line.partition(":")
-        if not sep or not name.strip():
-            raise DPoPError("usage", "-H takes 'Name: value'")
-        headers.append((name.strip(), value.strip()))
+    if not args["key"]:
+        raise DPoPError("usage", "--key FILE (or DPOP_KEY) is required")
+    headers = list(args["header"] or [])
     body: Optional[bytes] = None
-    if args.data is not None:
-        body = _read_input(args.data[1:], "data file") if args.data.startswith("@") else args.data.encode("utf-8")
-    if args.json:
+    data = args["data"]
+    if data is not None:
+        body = _read_input(data[1:], "data file") if data.startswith("@") else data.encode("utf-8")
+    if args["json"]:
         names = {name.lower() for name, _ in headers}
         if body is not None and "content-type" not in names:
             headers.append(("Content-Type", "application/json"))
         if "accept" not in names:
             headers.append(("Accept", "application/json"))
-    sinks = []
-    log_file = None
-    if args.verbose:
-        sinks.append(sys.stderr)
-    if args.session_log:
-        log_file = _open_private(args.session_log)
-        sinks.append(log_file)
-    key = _cli_key(args.key)
+    key = _cli_key(args["key"])
+    if "client_secret" in args["_argv"]:  # every value is checked: now the warning
+        print(
+            "dpop: warning: --client-secret is visible to other users in the process list;"
+            " use DPOP_CLIENT_SECRET or --client-secret-file",
+            file=sys.stderr,
+        )
+    if secret:
+        scrub.add(secret)  # usage messages never hold it; server text might
+    log_file = _open_private(args["session_log"]) if args["session_log"] else None
+    terminal = sys.stderr if args["verbose"] else None
     try:
         with Client(
             key,
-            token_endpoint=args.token_endpoint,
-            issuer=None if args.token_endpoint else args.issuer,
-            client_id=args.client_id,
+            token_endpoint=args["token_endpoint"],
+            issuer=None if args["token_endpoint"] else args["issuer"],
+            client_id=args["client_id"],
             client_secret=secret or None,
-            scope=args.scope,
+            scope=args["scope"],
             auth_method=auth_method,
-            token_params=params,
-            timeout=args.timeout,
-            cafile=args.cacert,
-            session_log=_Tee(*sinks) if sinks else None,
-            follow_redirects=args.location,
+            token_params=args["param"],
+            timeout=args["timeout"] or 30,
+            cafile=args["cacert"],
+            session_log=_Tee(terminal, *[log_file] * (log_file is not None)) if terminal or log_file else None,
+            follow_redirects=bool(args["location"]),
         ) as client:
-            response = client.request(args.method, args.url, headers=headers, data=body)
+            response = client.request(args["method"], args["url"], headers=headers, data=body)
     finally:
         if log_file is not None:
             log_file.close()
     out = sys.stdout.buffer
-    if args.include:
+    if args["include"]:
         head = ["%s %d %s" % (response.version, response.status, response.reason)]
         head += ["%s: %s" % item for item in response.headers.items()]
-        out.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1", "replace"))
-    if args.output:
+        out.write(("\r\n".join(map(_printable, head)) + "\r\n\r\n").encode("latin-1", "replace"))
+    if args["output"]:
         try:
-            with open(args.output, "wb") as f:
+            with open(args["output"], "wb") as f:
                 f.write(response.body)
         except OSError as exc:
-            raise DPoPError("io_error", "cannot write %s: %s" % (args.output, exc.strerror)) from None
+            raise DPoPError("io_error", "cannot write %s: %s" % (args["output"], exc.strerror)) from None
     else:
         out.write(response.body)
     out.flush()
     if response.status >= 400:
-        status = DPoPError(
-            "http_status", "%s answered %d %s" % (_Target(response.url).origin, response.status, response.reason)
+        raise DPoPError(
+            "http_status",
+            "%s answered %d %s" % (_Target(response.url).origin, response.status, response.reason),
+            status=response.status,
         )
-        print("dpop: %s" % status, file=sys.stderr)
-        return _EXIT_HTTP_5XX if response.status >= 500 else _EXIT_HTTP_4XX
-    return _EXIT_OK
+    return 0
 
 
-def _cli_keygen(argv: List[str]) -> int:
+def _cli_keygen(argv: List[str], scrub: _Scrubber) -> int:
     import sys
 
-    parser = _parser("dpop keygen")
-    parser.add_argument(
-        "-o",
-        "--output",
-        default=_env("OUTPUT"),
-        metavar="FILE",
-        help="write the key here (mode 0600; never overwrites)",
-    )
-    args = parser.parse_args(argv)
+    args = _parse("keygen", argv)
     key = generate_key()
     pem = key.to_pem()
-    if args.output:
+    if args["output"]:
         try:
-            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(args["output"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
-            raise DPoPError("io_error", "cannot create %s: %s" % (args.output, exc.strerror)) from None
+            raise DPoPError("io_error", "cannot create %s: %s" % (args["output"], exc.strerror)) from None
         with os.fdopen(fd, "w") as f:
             f.write(pem)
-        print("dpop: wrote %s (jkt %s)" % (args.output, key.thumbprint()), file=sys.stderr)
+        print("dpop: wrote %s (jkt %s)" % (args["output"], key.thumbprint()), file=sys.stderr)
     else:
         sys.stdout.write(pem)
-    return _EXIT_OK
+    return 0
 
 
-def _cli_jwk(argv: List[str]) -> int:
-    parser = _parser("dpop jwk")
-    parser.add_argument("--key", default=_env("KEY"), metavar="FILE", help="PEM, DER or JWK file; - for stdin")
-    args = parser.parse_args(argv)
-    key = _cli_key(args.key)
+def _cli_jwk(argv: List[str], scrub: _Scrubber) -> int:
+    args = _parse("jwk", argv)
+    key = _cli_key(args["key"])
     print(json.dumps({"jwk": key.public_jwk(), "jkt": key.thumbprint()}, indent=2))
-    return _EXIT_OK
+    return 0
 
 
-def _cli_proof(argv: List[str]) -> int:
-    parser = _parser("dpop proof")
-    parser.add_argument("method", metavar="METHOD")
-    parser.add_argument("url", metavar="URL")
-    parser.add_argument("--key", default=_env("KEY"), metavar="FILE", help="PEM, DER or JWK file; - for stdin")
-    parser.add_argument(
-        "--access-token-file", default=_env("ACCESS_TOKEN_FILE"), metavar="FILE", help="adds ath for this token"
-    )
-    parser.add_argument("--nonce", default=_env("NONCE"), help="a DPoP-Nonce the server sent")
-    args = parser.parse_args(argv)
-    key = _cli_key(args.key)
+def _cli_proof(argv: List[str], scrub: _Scrubber) -> int:
+    args = _parse("proof", argv)
+    key = _cli_key(args["key"])
     token = None
-    if args.access_token_file:
-        token = _read_input(args.access_token_file, "access token file", 64 << 10).decode("ascii", "replace").strip()
-    print(make_proof(key, args.method, args.url, access_token=token, nonce=args.nonce))
-    return _EXIT_OK
+    if args["access_token_file"]:
+        raw = _read_input(args["access_token_file"], "access token file", 64 << 10)
+        token = raw.decode("ascii", "replace").strip()
+        scrub.add(token)
+    print(make_proof(key, args["method"], args["url"], access_token=token, nonce=args["nonce"]))
+    return 0
 
 
-def _cli_demo(argv: List[str]) -> int:
+def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
     import sys
 
-    parser = _parser("dpop demo")
-    parser.add_argument(
-        "--require-nonce", action="store_true", default=_env_flag("REQUIRE_NONCE"), help="servers demand DPoP nonces"
-    )
-    parser.add_argument("--serve", action="store_true", help="only run the servers, until Ctrl-C")
-    parser.add_argument(
-        "--port", type=int, default=_env("PORT", "0"), help="listen on this port (default: any free one)"
-    )
-    parser.add_argument("--key", default=_env("KEY"), metavar="FILE", help="use this key instead of a new one")
-    args = parser.parse_args(argv)
+    args = _parse("demo", argv)
+    key = _cli_key(args["key"]) if args["key"] else None
     err = sys.stderr
     # Two servers, so the authorization server and the API are two origins
     # with nonces of their own, as in a real deployment.
+    nonces = bool(args["require_nonce"])
     with (
-        DemoServer(require_nonce=args.require_nonce, port=args.port) as auth,
-        DemoServer(require_nonce=args.require_nonce, authority=auth) as api,
+        DemoServer(require_nonce=nonces, port=args["port"] or 0) as auth,
+        DemoServer(require_nonce=nonces, authority=auth) as api,
     ):
-        if args.serve:
+        if args["serve"]:
             print("dpop demo: serving on loopback until Ctrl-C", file=err)
             print(
                 "  token endpoint %s  client_id %s  secret %s  scope %s"
@@ -3499,11 +3714,11 @@ def _cli_demo(argv: List[str]) -> int:
                 while True:
                     time.sleep(3600)
             except KeyboardInterrupt:
-                return _EXIT_OK
-        key = _cli_key(args.key) if args.key else generate_key()
+                return 0
+        key = key or generate_key()
         print(
             "dpop demo: authorization server %s and API %s on loopback%s"
-            % (auth.base_url, api.base_url, ", both requiring nonces" if args.require_nonce else ""),
+            % (auth.base_url, api.base_url, ", both requiring nonces" if nonces else ""),
             file=err,
         )
         print("dpop demo: key jkt %s; session log follows, secrets shown as ****\n" % key.thumbprint(), file=err)
@@ -3523,7 +3738,7 @@ def _cli_demo(argv: List[str]) -> int:
             file=err,
         )
         sys.stdout.write(json.dumps(second.json(), indent=2) + "\n")
-        return _EXIT_OK if first.status == second.status == 200 else _EXIT_ERROR
+        return 0 if first.status == second.status == 200 else 1
 
 
 # RFC 6979 §A.2.5 (P-256, SHA-256, message "sample") and RFC 9449 §4.1's proof:
@@ -3568,22 +3783,57 @@ def self_test() -> List[str]:
     return failures
 
 
-def _cli_selftest(argv: List[str]) -> int:
-    _parser("dpop selftest").parse_args(argv)
+def _cli_selftest(argv: List[str], scrub: _Scrubber) -> int:
+    _parse("selftest", argv)
     failures = self_test()
     if failures:
         print("dpop selftest: FAILED: " + ", ".join(failures))
-        return _EXIT_ERROR
+        return 1
     print("dpop selftest: ok (RFC 6979, RFC 9449 proof/thumbprint/ath, round trips)")
-    return _EXIT_OK
+    return 0
 
 
-_SUBCOMMANDS: Dict[str, Callable[[List[str]], int]] = {
-    "keygen": _cli_keygen,
-    "jwk": _cli_jwk,
-    "proof": _cli_proof,
-    "demo": _cli_demo,
-    "selftest": _cli_selftest,
+_KEY_OPTION = _Opt("--key", "infile", "PEM, DER or JWK file; - for stdin", metavar="FILE")
+
+# name: (function, description, example, options)
+_COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequence[_Opt]]] = {
+    "request": (_cli_request, _REQUEST_DESCRIPTION, _REQUEST_EXAMPLE, _REQUEST_OPTIONS),
+    "keygen": (
+        _cli_keygen,
+        "Make a new P-256 key and print it (or write it) as PKCS#8 PEM.",
+        "example: python dpop.py keygen -o client.pem   (mode 0600; never overwrites)",
+        (_Opt("-o --output", "newfile", "write the key here (mode 0600; never overwrites)", metavar="FILE"),),
+    ),
+    "jwk": (
+        _cli_jwk,
+        "Print a key's public JWK and its RFC 7638 thumbprint (jkt) as JSON.",
+        "example: python dpop.py jwk --key client.pem",
+        (_KEY_OPTION,),
+    ),
+    "proof": (
+        _cli_proof,
+        "Print one DPoP proof for METHOD URL, e.g. to use with curl.",
+        'example: curl -H "DPoP: $(python dpop.py proof --key k.pem GET https://api.example/x)" ...',
+        (
+            _Opt("METHOD", "method", "HTTP method, e.g. GET"),
+            _Opt("URL", "url", "the request URL (htu)"),
+            _KEY_OPTION,
+            _Opt("--access-token-file", "infile", "adds ath for the token in FILE", metavar="FILE"),
+            _Opt("--nonce", "nonce", "a DPoP-Nonce the server sent", metavar="NONCE"),
+        ),
+    ),
+    "demo": (
+        _cli_demo,
+        "Run the whole flow against a local authorization server and API, printing the session log.",
+        "example: python dpop.py demo --require-nonce    (or --serve to keep the servers up)",
+        (
+            _Opt("--require-nonce", "flag", "servers demand DPoP nonces"),
+            _Opt("--serve", "flag", "only run the servers, until Ctrl-C", env=None),
+            _Opt("--port", "port", "the authorization server's port (default: any free one)", metavar="PORT"),
+            _Opt("--key", "infile", "use this key instead of a new one", metavar="FILE"),
+        ),
+    ),
+    "selftest": (_cli_selftest, "Run the known-answer tests.", "example: python dpop.py selftest", ()),
 }
 
 
@@ -3592,19 +3842,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
+    command = args.pop(0) if args and args[0] in _COMMANDS and args[0] != "request" else "request"
+    scrub = _Scrubber()
     try:
-        if args and args[0] in _SUBCOMMANDS:
-            return _SUBCOMMANDS[args[0]](args[1:])
-        return _cli_request(args)
-    except SystemExit as exc:  # argparse: --help, --version, usage errors
-        return exc.code if isinstance(exc.code, int) else _EXIT_USAGE
-    except DPoPError as exc:
-        print("dpop: %s" % exc, file=sys.stderr)
-        if exc.code == "usage":
-            return _EXIT_USAGE
-        return _EXIT_NETWORK if exc.code in _NETWORK_CODES else _EXIT_ERROR
+        status = _COMMANDS[command][0](args, scrub)
+        sys.stdout.flush()  # a full disk is reported here, not at exit
+        return status
+    except SystemExit as exc:  # argparse: --help, --version
+        return exc.code if isinstance(exc.code, int) else 2
     except KeyboardInterrupt:
         return 130
+    except DPoPError as exc:
+        error = exc
+    except OSError as exc:  # writing stdout: a full disk, a closed pipe
+        error = DPoPError("io_error", "cannot write the output: %s" % (exc.strerror or exc))
+        sys.stdout = open(os.devnull, "w")  # the broken stream must not be flushed again at exit
+    except Exception as exc:  # a safety net for bugs, not a substitute for checking input
+        if os.environ.get("DPOP_DEBUG") == "1":
+            raise
+        why = "%s: %s (DPOP_DEBUG=1 shows the traceback)" % (type(exc).__name__, exc)
+        error = DPoPError("internal_error", why)
+    try:
+        sys.stderr.write("dpop: %s\n" % _printable(scrub(str(error))))
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    if error.code == "http_status" and error.status is not None:
+        return 5 if error.status >= 500 else 4
+    return _EXIT_BY_CODE.get(error.code, 1)
 
 
 if __name__ == "__main__":

@@ -1085,14 +1085,15 @@ def test_make_proof_uses_the_clock():
         ({"nonce": 'has"quote'}, "bad_argument"),
         ({"nonce": "has space"}, "bad_argument"),
         ({"nonce": ""}, "bad_argument"),
-        ({"jti": ""}, "bad_argument"),
-        ({"claims": {"htm": "GET"}}, "bad_argument"),
+        ({"jti": ""}, ValueError),
+        ({"jti": "j" * 257}, ValueError),
+        ({"claims": {"htm": "GET"}}, ValueError),
     ],
 )
 def test_make_proof_refusals(kwargs, code):
     args = {"method": "GET", "url": "https://h/"}
     args.update(kwargs)
-    with raises_code(code):
+    with pytest.raises(ValueError) if code is ValueError else raises_code(code):
         dpop.make_proof(PROOF_KEY, args.pop("method"), args.pop("url"), **args)
 
 
@@ -1364,8 +1365,10 @@ def test_replay_cache_expiry_and_bound():
     assert cache.add("d", 10)  # a and b expired and were dropped
     assert cache.add("a", 10)
     assert len(cache) == 3
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError):
         dpop.ReplayCache(0)
+    with pytest.raises(TypeError):
+        dpop.ReplayCache(1.5)
 
 
 def test_replay_cache_is_thread_safe():
@@ -1409,8 +1412,10 @@ def test_nonce_issuer():
         dpop.NonceIssuer(b"short")
     with pytest.raises(TypeError):
         dpop.NonceIssuer("a string secret of enough length")
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError):
         dpop.NonceIssuer(b"k" * 32, step=0)
+    with pytest.raises(TypeError):
+        dpop.NonceIssuer(b"k" * 32, step="60")
 
 
 def test_challenge_headers():
@@ -1760,7 +1765,7 @@ def test_token_params_are_sent(scripted, client_key):
         client.access_token()
     assert forms[0]["resource"] == ["https://a", "https://b"] and forms[0]["audience"] == ["x"]
     assert forms[0]["grant_type"] == ["client_credentials"] and forms[0]["scope"] == ["api"]
-    with raises_code("bad_argument"):
+    with pytest.raises(ValueError):
         make_client(scripted, client_key, token_params={"grant_type": "password"})
 
 
@@ -2176,15 +2181,31 @@ def test_client_argument_checks(client_key):
     good = dict(token_endpoint="https://as.example/token", client_id="c", client_secret="s")
     for change in (
         {"token_endpoint": None},
-        {"client_id": ""},
         {"client_secret": None},
-        {"timeout": 0},
-        {"refresh_margin": -1},
+        {"client_id": 5},
+        {"timeout": "30"},
+        {"timeout": True},
+        {"refresh_margin": None},
+        {"max_redirects": 1.5},
         {"client_secret": 5},
         {"scope": 5},
         {"token_params": {"a": 1}},
     ):
         with pytest.raises(TypeError):
+            dpop.Client(client_key, **dict(good, **change))
+    # the one rule: a wrong type is TypeError, a bad value from the program ValueError
+    for change in (
+        {"client_id": ""},
+        {"timeout": 0},
+        {"timeout": -1},
+        {"timeout": float("nan")},
+        {"timeout": float("inf")},
+        {"timeout": 1e400},
+        {"refresh_margin": -1},
+        {"max_redirects": -1},
+        {"token_params": {"client_secret": "x"}},
+    ):
+        with pytest.raises(ValueError):
             dpop.Client(client_key, **dict(good, **change))
     with pytest.raises(ValueError):
         dpop.Client(client_key, **dict(good, auth_method="private_key_jwt"))
@@ -2428,7 +2449,7 @@ def test_cli_exit_codes(scripted, key_file, tmp_path):
         scripted.api_url,
         env=env,
     )
-    assert done.returncode == 1 and done.stderr.startswith(b"dpop: io_error: ")
+    assert done.returncode == 2 and done.stderr.startswith(b"dpop: usage: --key: cannot read file ")
     for stderr in (done.stderr,):
         assert b"Traceback" not in stderr
 
@@ -2467,7 +2488,7 @@ def test_cli_keygen_jwk_proof(tmp_path, server):
     key = dpop.load_key_file(key_path)
     assert key.has_private and b"jkt " + key.thumbprint().encode() in done.stderr
     done = run_cli("keygen", "-o", str(key_path))
-    assert done.returncode == 1 and b"dpop: io_error:" in done.stderr  # never overwrites
+    assert done.returncode == 2 and b"dpop: usage: --output: " in done.stderr  # never overwrites
     assert dpop.load_key(run_cli("keygen").stdout).has_private
     out = json.loads(run_cli("jwk", "--key", str(key_path)).stdout)
     assert out == {"jwk": key.public_jwk(), "jkt": key.thumbprint()}
@@ -3174,9 +3195,9 @@ def test_cli_corners(server, key_file, tmp_path):
         *cli_flow_args(server, key_file, "--session-log", str(tmp_path / "no" / "dir.log"), "GET", server.api_url),
         env=env,
     )
-    assert done.returncode == 1 and done.stderr.startswith(b"dpop: io_error: cannot open session log")
+    assert done.returncode == 2 and done.stderr.startswith(b"dpop: usage: --session-log: cannot write")
     done = run_cli(*cli_flow_args(server, key_file, "-o", str(tmp_path / "no" / "out"), "GET", server.api_url), env=env)
-    assert done.returncode == 1 and done.stderr.startswith(b"dpop: io_error: cannot write")
+    assert done.returncode == 2 and done.stderr.startswith(b"dpop: usage: --output: cannot write")
     done = run_cli("proof", "--key", str(key_file), "GET", server.api_url)
     assert done.returncode == 0 and "ath" not in decode_proof(done.stdout.decode().strip())[1]
     done = run_cli("GET", server.api_url, env={"DPOP_TIMEOUT": "soon"})
@@ -3234,11 +3255,15 @@ def test_selftest_thumbprint_check(monkeypatch):
     assert dpop.self_test() == ["RFC 9449 thumbprint"]
 
 
+def _replace_command(monkeypatch, name, function):
+    monkeypatch.setitem(dpop._COMMANDS, name, (function,) + dpop._COMMANDS[name][1:])
+
+
 def test_main_keyboard_interrupt(monkeypatch):
-    def interrupted(argv):
+    def interrupted(argv, scrub):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(dpop._SUBCOMMANDS, "selftest", interrupted)
+    _replace_command(monkeypatch, "selftest", interrupted)
     assert dpop.main(["selftest"]) == 130
 
 
@@ -3543,3 +3568,265 @@ def test_response_text_never_raises_on_a_server_charset(charset):
     assert isinstance(text, str)
     if charset in ("idna", "rot13", "base64", "no-such-charset"):
         assert text == body.decode("utf-8")
+
+
+# -- the command line: every option, every variable, every bad value ----------------
+
+BAD_VALUES = {  # per kind of option: values that must be a usage error
+    "text": ["", "a\x01b", "tab\there", "x" * 9000],
+    "url": ["", "ftp://x/", "http://example.com/x", "not a url", "https://", "http://attacker.localhost/"],
+    "seconds": ["", "0", "-1", "nan", "inf", "-inf", "1e400", "abc", "1e9", "0x10"],
+    "port": ["", "-1", "70000", "abc", "1.5", "9" * 30, "nan"],
+    "flag": ["2", "maybe", "-1"],
+    "infile": ["", "/nonexistent/x", "{tmp}"],
+    "cafile": ["", "/nonexistent/x", "{notpem}", "-"],
+    "outfile": ["", "/nonexistent/dir/x", "{tmp}"],
+    "newfile": ["", "/nonexistent/dir/x", "{tmp}", "{notpem}"],
+    "header": ["", "NoColon", "X-Name: \u20ac", "Authorization: x", "DPoP: x", "Bad Name: v", "X: a\x01b", ": v"],
+    "param": ["", "novalue", "grant_type=x", "client_secret=x", "=v"],
+    "data": ["@/nonexistent", "@", "@{tmp}"],
+    "method": ["", "G ET", "\u20ac", "GET\n"],
+    "nonce": ["", "a b", '"q"', "\u20ac"],
+    "secret": ["", "a\x01b"],
+    "choice": ["", "bad", "POST"],
+}
+
+
+@pytest.fixture(scope="module")
+def silent_port():
+    """A loopback listener that counts connections: a usage error must make none."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    counter = {"connections": 0}
+
+    def accept():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            counter["connections"] += 1
+            conn.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield sock.getsockname()[1], counter
+    sock.close()
+
+
+def _cases():
+    for command, (_, _, _, table) in dpop._COMMANDS.items():
+        for opt in table:
+            for value in BAD_VALUES[opt.kind]:  # a new kind must bring its bad values
+                yield command, opt, value, "argv"
+                if opt.env and value:  # an empty variable is unset, not bad
+                    yield command, opt, value, "env"
+
+
+def test_every_kind_of_option_has_bad_values():
+    kinds = {opt.kind for _, _, _, table in dpop._COMMANDS.values() for opt in table}
+    assert kinds <= set(BAD_VALUES) and set(dpop._CHECKS) == set(BAD_VALUES)
+
+
+@pytest.mark.parametrize("command, opt, value, where", list(_cases()), ids=lambda v: getattr(v, "dest", repr(v)[:20]))
+def test_cli_walk_every_option_with_bad_values(command, opt, value, where, silent_port, tmp_path, monkeypatch, capsys):
+    port, counter = silent_port
+    key = tmp_path / "k.pem"
+    key.write_text(PROOF_KEY.to_pem())
+    notpem = tmp_path / "not.pem"
+    notpem.write_text("not a certificate\n")
+    value = value.format(tmp=tmp_path, notpem=notpem)
+    base = "http://127.0.0.1:%d" % port
+    good = {  # a valid command line, option by option
+        "request": {
+            "key": str(key),
+            "token_endpoint": base + "/token",
+            "client_id": "c",
+            "method": "GET",
+            "url": base + "/api",
+        },
+        "proof": {"key": str(key), "method": "GET", "url": base + "/api"},
+        "jwk": {"key": str(key)},
+        "keygen": {},
+        "demo": {"port": "1"},
+        "selftest": {},
+    }[command]
+    for name in list(os.environ):
+        if name.startswith("DPOP_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DPOP_CLIENT_SECRET", "walk-secret")
+    table = dpop._COMMANDS[command][3]
+    argv, tail = ([] if command == "request" else [command]), []
+    for other in table:
+        given = good.get(other.dest)
+        if other is opt:
+            given = value if where == "argv" else None
+            if where == "env":
+                monkeypatch.setenv(opt.env, value)
+        if given is None or (other.kind == "flag" and given != value):
+            continue
+        if other.positional:
+            tail.append(given)
+        elif other.kind == "flag":
+            argv.append("%s=%s" % (other.flags[-1], given))  # a flag given a value is refused too
+        else:
+            argv += [other.flags[-1], given]
+    before = counter["connections"]
+    status = dpop.main(argv + ["--"] + tail if tail and tail[0].startswith("-") else argv + tail)
+    out, err = capsys.readouterr()
+    assert status == 2, (argv, tail, err)
+    assert err.count("\n") == 1 and err.startswith("dpop: usage: "), err
+    assert "Traceback" not in err and "internal_error" not in err and "walk-secret" not in err
+    assert counter["connections"] == before
+    if where == "env":
+        assert opt.env in err
+
+
+def test_main_last_resort_is_one_masked_line(monkeypatch, capsys):
+    def buggy(argv, scrub):
+        scrub.add("hunter2-secret")
+        raise RuntimeError("boom with hunter2-secret\x1b]0;owned\x07 inside")
+
+    _replace_command(monkeypatch, "selftest", buggy)
+    assert dpop.main(["selftest"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "dpop: internal_error: RuntimeError: boom with ****?]0;owned? inside (DPOP_DEBUG=1 shows the traceback)\n"
+    )
+    monkeypatch.setenv("DPOP_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        dpop.main(["selftest"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sco", "api", "GET", "https://x.example/"], "dpop: usage: unknown option --sco (see dpop --help)\n"),
+        (["--scoep", "api", "GET", "https://x.example/"], "dpop: usage: unknown option --scoep (see dpop --help)\n"),
+        (
+            ["--client-secrt", "hunter2", "GET", "https://x.example/"],
+            "dpop: usage: unknown option --client-secrt (see dpop --help)\n",
+        ),
+        (["jwk", "--ke", "k.pem"], "dpop: usage: unknown option --ke (see dpop jwk --help)\n"),
+        (["--timeout"], "dpop: usage: argument --timeout: expected one argument (see dpop --help)\n"),
+    ],
+)
+def test_argparse_messages_take_the_usage_form(argv, message, monkeypatch, capsys):
+    for name in list(os.environ):
+        if name.startswith("DPOP_"):
+            monkeypatch.delenv(name)
+    assert dpop.main(argv) == 2
+    assert capsys.readouterr().err == message
+
+
+def test_boolean_variables_take_the_usual_words(server, key_file, monkeypatch):
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    for word, included in (
+        ("1", True),
+        ("TRUE", True),
+        ("Yes", True),
+        ("on", True),
+        ("0", False),
+        ("off", False),
+        ("No", False),
+        ("false", False),
+    ):
+        done = run_cli(*cli_flow_args(server, key_file, "GET", server.api_url), env=dict(env, DPOP_INCLUDE=word))
+        assert done.returncode == 0 and done.stdout.startswith(b"HTTP/1.1 200") == included, word
+
+
+def test_each_command_has_its_own_help():
+    seen = set()
+    for command in dpop._COMMANDS:
+        done = run_cli(*([] if command == "request" else [command]), "--help")
+        assert done.returncode == 0 and done.stderr == b""
+        text = done.stdout.decode()
+        description = dpop._COMMANDS[command][1].split("\n")[0]
+        assert description in text and "example:" in text and text not in seen
+        seen.add(text)
+        for opt in dpop._COMMANDS[command][3]:
+            assert opt.flags[-1] in text and (opt.env is None or opt.env in text)
+
+
+def test_exit_status_table_is_the_same_in_help_readme_and_code():
+    readme = (HERE / "README.md").read_text()
+    help_text = run_cli("--help").stdout.decode()
+    for status, meaning in dpop._EXIT_STATUS:
+        assert "| %d | %s |" % (status, meaning) in readme
+        assert "  %d  %s" % (status, meaning) in help_text
+
+
+def test_stdout_on_a_full_disk_is_one_line():
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    for args in (["keygen"], ["jwk", "--key", str(KEYS / "pkcs8.pem")], ["selftest"]):
+        with open("/dev/full", "wb") as full:
+            done = subprocess.run(
+                [sys.executable, str(HERE / "dpop.py"), *args], stdout=full, stderr=subprocess.PIPE, timeout=60
+            )
+        assert done.returncode == 1, args
+        assert done.stderr == b"dpop: io_error: cannot write the output: No space left on device\n", done.stderr
+
+
+def test_server_text_reaches_the_terminal_without_escapes(scripted, key_file):
+    def evil(handler):
+        handler.send_response(403, "Forbidden\x1b]0;owned\x07\x9b31m")
+        handler.send_header("Content-Length", "0")
+        handler.send_header("X-Evil", "a\x1b[2Jb")
+        handler.end_headers()
+        return True
+
+    scripted.script.on(lambda h: h.path == "/api/evil", evil)
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    done = run_cli(*cli_flow_args(scripted, key_file, "-i", "-v", "GET", scripted.base_url + "/api/evil"), env=env)
+    assert done.returncode == 4
+    assert b"\x1b" not in done.stderr and b"\x07" not in done.stderr and b"\xc2\x9b" not in done.stderr
+    assert b"\x1b" not in done.stdout and b"X-Evil: a?[2Jb" in done.stdout
+    assert done.stderr.splitlines()[-1].startswith(b"dpop: http_status: ")
+
+
+def test_cacert_is_checked_before_any_request(tmp_path, key_file, silent_port):
+    port, counter = silent_port
+    bad = tmp_path / "bundle.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    for url in ("http://127.0.0.1:%d/api" % port, "https://127.0.0.1:%d/api" % port):
+        done = run_cli(
+            "--key",
+            str(key_file),
+            "--client-id",
+            "c",
+            "--token-endpoint",
+            url,
+            "--cacert",
+            str(bad),
+            "GET",
+            url,
+            env={"DPOP_CLIENT_SECRET": "s"},
+        )
+        assert (
+            done.returncode == 2
+            and done.stderr == ("dpop: usage: --cacert: %s is not a PEM bundle of CA certificates\n" % bad).encode()
+        )
+    assert counter["connections"] == 0
+
+
+def test_library_key_arguments_name_files_right(tmp_path):
+    key = dpop.generate_key()
+    path = tmp_path / "k.pem"
+    path.write_text(key.to_pem())
+    assert dpop.load_key(path) == key
+    with dpop.Client(path, token_endpoint="https://as.example/t", client_id="c", client_secret="s") as client:
+        assert repr(client).endswith("jkt=%s>" % key.thumbprint())
+    for call in (
+        lambda: dpop.load_key(str(path)),
+        lambda: dpop.Client(str(path), token_endpoint="https://as.example/t", client_id="c", client_secret="s"),
+    ):
+        with raises_code("bad_key") as info:
+            call()
+        assert "looks like a file name: pass pathlib.Path(...) or the file's contents" in str(info.value)
+    with raises_code("bad_key") as info:
+        dpop.load_key("no-such-file.pem")
+    assert "file name" not in str(info.value)

@@ -2059,9 +2059,13 @@ class Headers:
 
 
 class Response:
-    """An HTTP response: ``status``, ``reason``, ``headers``, ``body`` (bytes), ``url``."""
+    """An HTTP response: ``status``, ``reason``, ``headers``, ``body`` (bytes), ``url``.
 
-    __slots__ = ("status", "reason", "headers", "body", "url", "version")
+    From ``request(..., stream=True)`` the body is not read yet (``body`` is
+    b""): take it with ``iter_bytes()``, or ``close()`` the response.
+    """
+
+    __slots__ = ("status", "reason", "headers", "body", "url", "version", "_chunks")
 
     def __init__(
         self, status: int, reason: str, headers: Headers, body: bytes, url: str, version: str = "HTTP/1.1"
@@ -2072,6 +2076,26 @@ class Response:
         self.body = body
         self.url = url
         self.version = version
+        self._chunks: Optional[Iterator[bytes]] = None
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """The body in chunks: as they arrive for a streamed response (once), else ``body``."""
+        if self._chunks is None:
+            return iter([self.body] if self.body else [])
+        chunks, self._chunks = self._chunks, None
+        return chunks
+
+    def close(self) -> None:
+        """Stop reading a streamed body (its connection is closed, not reused)."""
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None:
+            chunks.close()  # type: ignore[attr-defined]  # a generator
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def ok(self) -> bool:
@@ -2304,10 +2328,11 @@ class _SessionLog:
         lines += ["%s: %s" % (name, _mask_header(name, value)) for name, value in headers]
         self._write("Sending", lines, self._body(body, mask))
 
-    def response(self, response: Response, mask: Optional[Callable[[str], str]]) -> None:
+    def response(self, response: Response, mask: Optional[Callable[[str], str]], streamed: bool = False) -> None:
         lines = ["%s %d %s" % (response.version, response.status, response.reason)]
         lines += ["%s: %s" % (name, _mask_header(name, value)) for name, value in response.headers.items()]
-        self._write("Received", lines, self._body(response.body, mask))
+        body = "<body streamed to the caller, not logged>\n" if streamed else self._body(response.body, mask)
+        self._write("Received", lines, body)
 
     def close(self) -> None:
         if self._own:
@@ -2375,6 +2400,7 @@ def _read_body(resp: Any, limit: int) -> bytes:
     while True:
         chunk = resp.read(min(65536, limit + 1 - total))
         if not chunk:
+            _check_complete(resp)
             return b"".join(chunks)
         chunks.append(chunk)
         total += len(chunk)
@@ -2382,22 +2408,73 @@ def _read_body(resp: Any, limit: int) -> bytes:
             raise DPoPError("response_too_large", "response body is larger than %d bytes" % limit)
 
 
+def _check_complete(resp: Any) -> None:
+    """http.client's read(amt) ends quietly when the connection closes short
+    of Content-Length (it only counts down ``length``): a truncated body
+    must not pass for a whole one."""
+    import http.client
+
+    if resp.length:
+        raise http.client.IncompleteRead(b"", resp.length)
+
+
+def _inflater(encoding: Optional[str]) -> Any:
+    """A decompressor for a gzip or deflate Content-Encoding; None for
+    identity and for unknown codings (their bytes are handed over as they came)."""
+    import zlib
+
+    coding = (encoding or "").strip().lower()
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        return None
+    return zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in coding else zlib.MAX_WBITS)
+
+
 def _decode_body(body: bytes, encoding: Optional[str], limit: int) -> bytes:
     import zlib
 
-    encoding = (encoding or "identity").strip().lower()
-    if encoding in ("identity", ""):
+    inflater = _inflater(encoding)
+    if inflater is None:
         return body
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        return body  # unknown coding: hand the bytes over as they came
     try:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS)
-        out = inflater.decompress(body, limit + 1)
+        out: bytes = inflater.decompress(body, limit + 1)
     except zlib.error:
         raise DPoPError("bad_response", "response body is not valid %s" % encoding) from None
     if len(out) > limit or inflater.unconsumed_tail:
         raise DPoPError("response_too_large", "decoded response body is larger than %d bytes" % limit)
     return out
+
+
+def _stream_body(resp: Any, encoding: Optional[str], release: Callable[[bool], None]) -> Iterator[bytes]:
+    """The body in decoded chunks of at most 64 KiB as they arrive, so memory
+    stays flat whatever its size; then ``release(True)`` if it was read to
+    the end (the connection can be reused), ``release(False)`` if not."""
+    import http.client
+    import socket
+    import zlib
+
+    inflater = _inflater(encoding)
+    complete = False
+    try:
+        while True:
+            raw = resp.read(65536)
+            if not raw:
+                _check_complete(resp)
+                break
+            data = raw if inflater is None else inflater.decompress(raw, 65536)
+            while data:
+                yield data
+                data = inflater.decompress(inflater.unconsumed_tail, 65536) if inflater is not None else b""
+        if inflater is not None and inflater.flush():
+            yield inflater.flush()
+        complete = True
+    except zlib.error:
+        raise DPoPError("bad_response", "response body is not valid %s" % encoding) from None
+    except socket.timeout:
+        raise DPoPError("timeout", "reading the response body timed out") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise DPoPError("network", "the connection broke while reading the response body" + _reason(exc)) from None
+    finally:
+        release(complete)
 
 
 class _Token:
@@ -2506,8 +2583,14 @@ class Client:
         headers: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None,
         data: Union[str, BytesLike, None] = None,
         json: Any = None,
+        stream: bool = False,
     ) -> Response:
-        """Send one request with DPoP; return the final Response (any status)."""
+        """Send one request with DPoP; return the final Response (any status).
+
+        In-memory bodies are capped at 256 MiB (``response_too_large``);
+        ``stream=True`` returns before the body is read: no cap, flat memory
+        (``Response.iter_bytes()``).
+        """
         if self._closed:
             raise DPoPError("closed", "this Client was closed")
         if not isinstance(method, str) or _TCHAR.fullmatch(method) is None:
@@ -2529,7 +2612,9 @@ class Client:
         for _ in range(self._max_redirects + 1):
             target = _Target(url)
             # Credentials only ever go to the origin the caller named.
-            response = self._send(method, url, target, extra, body, credentials=target.origin == first.origin)
+            response = self._send(
+                method, url, target, extra, body, credentials=target.origin == first.origin, stream=stream
+            )
             location = response.headers.get("Location")
             if not self._follow or response.status not in _REDIRECTS or not location:
                 return response
@@ -2634,6 +2719,7 @@ class Client:
         body: Optional[bytes],
         *,
         credentials: bool,
+        stream: bool,
     ) -> Response:
         """One API request with up to one nonce retry and one new-token retry."""
         given = {name.lower() for name, _ in extra}
@@ -2641,13 +2727,14 @@ class Client:
         base += [] if "user-agent" in given else [("User-Agent", _USER_AGENT)]
         base += [] if "accept" in given else [("Accept", "*/*")]
         if not credentials:
-            return self._exchange(method, url, target, functools.partial(list, base + extra), body, _MAX_API_BODY)
+            plain: Callable[[], List[Tuple[str, str]]] = functools.partial(list, base + extra)
+            return self._exchange(method, url, target, plain, body, _MAX_API_BODY, stream=stream)
         token = self._current_token()
         nonce_retried = token_retried = False
         while True:
             sent_nonce = self._nonces.get(target.origin)
             headers = functools.partial(self._signed_headers, base, extra, method, url, token.value, sent_nonce)
-            response = self._exchange(method, url, target, headers, body, _MAX_API_BODY)
+            response = self._exchange(method, url, target, headers, body, _MAX_API_BODY, stream=stream)
             if response.status != 401:
                 return response
             errors = _challenge_errors(response.headers)
@@ -2685,8 +2772,13 @@ class Client:
         body: Optional[bytes],
         limit: int,
         mask: Optional[Tuple[Callable[[str], str], Callable[[str], str]]] = None,
+        stream: bool = False,
     ) -> Response:
-        """One HTTP exchange on a pooled connection; maps failures to DPoPError."""
+        """One HTTP exchange on a pooled connection; maps failures to DPoPError.
+
+        With ``stream``, a final response (not a 401, nor a redirect to be
+        followed: those are retried or followed) keeps its body unread.
+        """
         import http.client
         import socket
         import ssl
@@ -2706,12 +2798,15 @@ class Client:
                 conn.endheaders(body)
                 sent = True
                 resp = conn.getresponse()
-                raw = _read_body(resp, limit)
+                streaming = stream and not (
+                    resp.status == 401 or (self._follow and resp.status in _REDIRECTS and resp.getheader("Location"))
+                )
+                encoding = resp.getheader("Content-Encoding")
                 response = Response(
                     resp.status,
                     resp.reason,
                     Headers(resp.getheaders()),
-                    _decode_body(raw, resp.getheader("Content-Encoding"), limit),
+                    b"" if streaming else _decode_body(_read_body(resp, limit), encoding, limit),
                     url,
                     "HTTP/1.0" if resp.version == 10 else "HTTP/1.1",
                 )
@@ -2740,6 +2835,11 @@ class Client:
                 conn.close()
                 detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or "handshake failed"
                 raise DPoPError("tls", "%s: %s" % (target.origin, detail)) from None
+            except http.client.IncompleteRead:
+                conn.close()
+                raise DPoPError(
+                    "network", "%s: the connection closed before the whole body arrived" % target.origin
+                ) from None
             except http.client.HTTPException as exc:
                 conn.close()
                 raise DPoPError(
@@ -2748,15 +2848,23 @@ class Client:
             except OSError as exc:
                 conn.close()
                 raise DPoPError("network", "%s: cannot connect%s" % (target.origin, _reason(exc))) from None
-            if resp.will_close:
+            if streaming:
+                response._chunks = _stream_body(resp, encoding, functools.partial(self._release, target, conn, resp))
+            elif resp.will_close:
                 conn.close()
             else:
                 self._pool.put(target, conn)
             if self._log is not None:
-                self._log.response(response, mask[1] if mask else None)
+                self._log.response(response, mask[1] if mask else None, streaming)
             self._remember_nonce(target.origin, response)
             return response
         raise RuntimeError("dpop: internal error: retry loop ended")  # pragma: no cover
+
+    def _release(self, target: _Target, conn: Any, resp: Any, complete: bool) -> None:
+        if complete and not resp.will_close:
+            self._pool.put(target, conn)
+        else:
+            conn.close()
 
     # -- token endpoint ------------------------------------------------------------
 
@@ -3166,10 +3274,6 @@ def _demo_handler() -> Any:
 
     return Handler
 
-
-# =============================================================================
-# 12. Command line
-# =============================================================================
 
 # =============================================================================
 # 12. Command line
@@ -3608,24 +3712,11 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             session_log=_Tee(terminal, *[log_file] * (log_file is not None)) if terminal or log_file else None,
             follow_redirects=bool(args["location"]),
         ) as client:
-            response = client.request(args["method"], args["url"], headers=headers, data=body)
+            with client.request(args["method"], args["url"], headers=headers, data=body, stream=True) as response:
+                _cli_output(response, args["include"], args["output"])
     finally:
         if log_file is not None:
             log_file.close()
-    out = sys.stdout.buffer
-    if args["include"]:
-        head = ["%s %d %s" % (response.version, response.status, response.reason)]
-        head += ["%s: %s" % item for item in response.headers.items()]
-        out.write(("\r\n".join(map(_printable, head)) + "\r\n\r\n").encode("latin-1", "replace"))
-    if args["output"]:
-        try:
-            with open(args["output"], "wb") as f:
-                f.write(response.body)
-        except OSError as exc:
-            raise DPoPError("io_error", "cannot write %s: %s" % (args["output"], exc.strerror)) from None
-    else:
-        out.write(response.body)
-    out.flush()
     if response.status >= 400:
         raise DPoPError(
             "http_status",
@@ -3633,6 +3724,29 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             status=response.status,
         )
     return 0
+
+
+def _cli_output(response: Response, include: bool, output: Optional[str]) -> None:
+    """-i's head on stdout, then the body, chunk by chunk, to -o FILE or stdout."""
+    import sys
+
+    out = sys.stdout.buffer
+    if include:
+        head = ["%s %d %s" % (response.version, response.status, response.reason)]
+        head += ["%s: %s" % item for item in response.headers.items()]
+        out.write(("\r\n".join(map(_printable, head)) + "\r\n\r\n").encode("latin-1", "replace"))
+    if not output:
+        for chunk in response.iter_bytes():
+            out.write(chunk)
+        out.flush()
+        return
+    out.flush()
+    try:
+        with open(output, "wb") as sink:
+            for chunk in response.iter_bytes():
+                sink.write(chunk)
+    except OSError as exc:
+        raise DPoPError("io_error", "cannot write %s: %s" % (output, exc.strerror)) from None
 
 
 def _cli_keygen(argv: List[str], scrub: _Scrubber) -> int:

@@ -1522,7 +1522,7 @@ def _split_url(url: str) -> Tuple[str, str, str, str]:
     if not _HOST.fullmatch(host):
         raise DPoPError("bad_url", "bad host")
     if port:
-        if not port.isdigit() or not 0 < int(port) < 65536:
+        if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:  # int() of 5,000 digits raises
             raise DPoPError("bad_url", "bad port")
         port = str(int(port))
         if port == _DEFAULT_PORTS[scheme]:
@@ -3151,8 +3151,9 @@ def _demo_handler() -> Any:
         def body(self) -> bytes:
             """This request's body (read once, at most 64 KiB)."""
             if self._body is None:
-                length = int(self.headers.get("Content-Length") or 0)
-                self._body = self.rfile.read(min(length, 1 << 16))
+                length = self.headers.get("Content-Length") or "0"
+                size = int(length) if re.fullmatch(r"[0-9]{1,10}", length) else 0
+                self._body = self.rfile.read(min(size, 1 << 16))
             return self._body
 
         def reply(self, status: int, payload: Any, headers: Optional[Mapping[str, str]] = None) -> None:

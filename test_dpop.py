@@ -3905,3 +3905,33 @@ def test_cli_streams_bodies_to_the_output(scripted, key_file, tmp_path):
     done = run_cli(*cli_flow_args(scripted, key_file, "-i", "GET", scripted.base_url + "/api/big"), env=env)
     head, _, body = done.stdout.partition(b"\r\n\r\n")
     assert done.returncode == 0 and head.startswith(b"HTTP/1.1 200") and body == expected
+
+
+def test_huge_ports_are_refused_not_crashed_on():
+    url = "https://h.example:" + "9" * 5000 + "/x"
+    with raises_code("bad_url"):
+        dpop.canonical_htu(url)
+    key = dpop.generate_key()
+    with raises_code("proof_htu"):
+        dpop.verify_proof(_proof_with(key, htu=url), method="GET", url=URL, now=NOW)
+
+
+def test_demo_server_survives_a_bad_content_length(server):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])), timeout=5) as sock:
+        sock.sendall(b"POST /connect/token HTTP/1.1\r\nHost: x\r\nContent-Length: \xc2\xb2" + b"9" * 5000 + b"\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 4")
+
+
+def test_an_empty_data_option_is_an_empty_body(scripted, key_file):
+    seen = []
+    scripted.script.on(
+        lambda h: h.path == "/api/echo",
+        lambda h: (seen.append((h.command, h.headers.get("Content-Length"), h.body())), h.reply(200, {}))[-1] or True,
+    )
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    done = run_cli(*cli_flow_args(scripted, key_file, "-d", "", "POST", scripted.base_url + "/api/echo"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert seen == [("POST", "0", b"")]

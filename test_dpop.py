@@ -2008,19 +2008,24 @@ def test_same_origin_redirect_gets_a_fresh_proof(scripted, client_key):
     assert first["jti"] != second["jti"]
 
 
-def test_cross_origin_redirect_never_gets_credentials(client_key):
-    other_script = Script()
-    with dpop.DemoServer() as server, dpop.DemoServer(override=other_script) as other:
+@pytest.fixture
+def two_origins():
+    """(server, its script, another origin, that origin's script); the other answers 200 {"ok": true}."""
+    script, other_script = Script(), Script()
+    with dpop.DemoServer(override=script) as server, dpop.DemoServer(override=other_script) as other:
         other_script.on(lambda h: True, lambda h: (h.reply(200, {"ok": True}), True)[1])
-        script = Script()
-        server.override = script
-        script.on(lambda h: h.path == "/api/old", redirect_to(other.base_url + "/landing", 303))
-        with make_client(server, client_key, follow_redirects=True) as client:
-            response = client.post(server.base_url + "/api/old", json={"x": 1})
-        assert response.status == 200 and response.json() == {"ok": True}
-        method, path, headers, proofs = other_script.requests[0]
-        assert (method, path) == ("GET", "/landing")
-        assert "authorization" not in headers and proofs == []
+        yield server, script, other, other_script
+
+
+def test_cross_origin_redirect_never_gets_credentials(client_key, two_origins):
+    server, script, other, other_script = two_origins
+    script.on(lambda h: h.path == "/api/old", redirect_to(other.base_url + "/landing", 303))
+    with make_client(server, client_key, follow_redirects=True) as client:
+        response = client.post(server.base_url + "/api/old", json={"x": 1})
+    assert response.status == 200 and response.json() == {"ok": True}
+    method, path, headers, proofs = other_script.requests[0]
+    assert (method, path) == ("GET", "/landing")
+    assert "authorization" not in headers and proofs == []
 
 
 def test_redirect_loops_and_insecure_targets(scripted, client_key):
@@ -3282,6 +3287,13 @@ def _proof_with(key, header_extra=None, **claims):
     return dpop.jws_sign(key, payload, header)
 
 
+def _verify_all_checks(key, proof):
+    return dpop.verify_proof(
+        proof, method="GET", url=URL, access_token=TOKEN, jkt=key.thumbprint(), nonce="n", now=NOW,
+        replay=dpop.ReplayCache(),
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "claims, header",
     [
@@ -3296,33 +3308,13 @@ def _proof_with(key, header_extra=None, **claims):
 )
 def test_verify_proof_refuses_lone_surrogates_with_a_dpop_error(claims, header):
     key = dpop.generate_key()
-    proof = _proof_with(key, header, **claims)
     with raises_code("proof_malformed"):
-        dpop.verify_proof(
-            proof,
-            method="GET",
-            url=URL,
-            access_token=TOKEN,
-            jkt=key.thumbprint(),
-            nonce="n",
-            now=NOW,
-            replay=dpop.ReplayCache(),
-        )
+        _verify_all_checks(key, _proof_with(key, header, **claims))
 
 
 def test_verify_proof_paired_surrogates_are_fine():
     key = dpop.generate_key()
-    proof = _proof_with(key, extra="\U0001f600", jti="\U0001f600-1")
-    checked = dpop.verify_proof(
-        proof,
-        method="GET",
-        url=URL,
-        access_token=TOKEN,
-        jkt=key.thumbprint(),
-        nonce="n",
-        now=NOW,
-        replay=dpop.ReplayCache(),
-    )
+    checked = _verify_all_checks(key, _proof_with(key, extra="\U0001f600", jti="\U0001f600-1"))
     assert checked.claims["jti"] == "\U0001f600-1"
 
 
@@ -3495,41 +3487,37 @@ def test_session_log_file_is_private_and_never_a_symlink(server, client_key, tmp
     assert target.read_text() == "precious\n"
 
 
-def test_cross_origin_redirect_drops_user_headers_and_keeps_bodies_home(client_key):
-    other_script = Script()
-    with dpop.DemoServer() as server, dpop.DemoServer(override=other_script) as other:
-        other_script.on(lambda h: True, lambda h: (h.reply(200, {"ok": True}), True)[1])
-        script = Script()
-        server.override = script
-        script.on(lambda h: h.path == "/api/303", redirect_to(other.base_url + "/landing", 303))
-        script.on(lambda h: h.path == "/api/307", redirect_to(other.base_url + "/landing", 307))
-        script.on(lambda h: h.path == "/api/307get", redirect_to(other.base_url + "/landing", 307))
-        user = {
-            "Cookie": "sid=1",
-            "X-Api-Key": "k",
-            "Accept": "application/json",
-            "User-Agent": "me/1",
-            "Content-Type": "application/json",
-        }
-        with make_client(server, client_key, follow_redirects=True) as client:
-            response = client.post(server.base_url + "/api/303", data=b"{}", headers=user)
-            assert response.status == 200
-            _, _, headers, proofs = other_script.requests[-1]
-            assert "cookie" not in headers and "x-api-key" not in headers and "content-type" not in headers
-            assert headers["accept"] == "application/json" and headers["user-agent"] == "me/1"
-            assert "authorization" not in headers and proofs == []
-            seen = len(other_script.requests)
-            response = client.post(server.base_url + "/api/307", data=b"{}", headers=user)
-            assert response.status == 307 and len(other_script.requests) == seen  # the body stays home
-            response = client.get(server.base_url + "/api/307get", headers=user)
-            assert response.status == 200
-            _, _, headers, _ = other_script.requests[-1]
-            assert "cookie" not in headers and "x-api-key" not in headers and headers["user-agent"] == "me/1"
-        # same origin: the user's headers go along
-        script.on(lambda h: h.path == "/api/here", redirect_to("/api/dpop/test", 302))
-        with make_client(server, client_key, follow_redirects=True) as client:
-            assert client.get(server.base_url + "/api/here", headers={"X-Api-Key": "k"}).status == 200
-        assert script.requests[-1][2]["x-api-key"] == "k"
+def test_cross_origin_redirect_drops_user_headers_and_keeps_bodies_home(client_key, two_origins):
+    server, script, other, other_script = two_origins
+    script.on(lambda h: h.path == "/api/303", redirect_to(other.base_url + "/landing", 303))
+    script.on(lambda h: h.path == "/api/307", redirect_to(other.base_url + "/landing", 307))
+    script.on(lambda h: h.path == "/api/307get", redirect_to(other.base_url + "/landing", 307))
+    user = {
+        "Cookie": "sid=1",
+        "X-Api-Key": "k",
+        "Accept": "application/json",
+        "User-Agent": "me/1",
+        "Content-Type": "application/json",
+    }
+    with make_client(server, client_key, follow_redirects=True) as client:
+        response = client.post(server.base_url + "/api/303", data=b"{}", headers=user)
+        assert response.status == 200
+        _, _, headers, proofs = other_script.requests[-1]
+        assert "cookie" not in headers and "x-api-key" not in headers and "content-type" not in headers
+        assert headers["accept"] == "application/json" and headers["user-agent"] == "me/1"
+        assert "authorization" not in headers and proofs == []
+        seen = len(other_script.requests)
+        response = client.post(server.base_url + "/api/307", data=b"{}", headers=user)
+        assert response.status == 307 and len(other_script.requests) == seen  # the body stays home
+        response = client.get(server.base_url + "/api/307get", headers=user)
+        assert response.status == 200
+        _, _, headers, _ = other_script.requests[-1]
+        assert "cookie" not in headers and "x-api-key" not in headers and headers["user-agent"] == "me/1"
+    # same origin: the user's headers go along
+    script.on(lambda h: h.path == "/api/here", redirect_to("/api/dpop/test", 302))
+    with make_client(server, client_key, follow_redirects=True) as client:
+        assert client.get(server.base_url + "/api/here", headers={"X-Api-Key": "k"}).status == 200
+    assert script.requests[-1][2]["x-api-key"] == "k"
 
 
 @pytest.mark.parametrize(

@@ -2238,17 +2238,20 @@ class _Scrubber:
     the safe side, and real secrets are long."""
 
     def __init__(self) -> None:
-        self._secrets: List[str] = []
+        self._lasting: List[str] = []  # the client's own secrets
+        self._recent: List[str] = []  # issued tokens: only the last 8, as a client may refresh forever
         self._pattern: Optional[re.Pattern[str]] = None
 
-    def add(self, secret: str) -> None:
+    def add(self, secret: str, lasting: bool = True) -> None:
         import urllib.parse
 
+        kept = self._lasting if lasting else self._recent
         for form in (secret, urllib.parse.quote_plus(secret), urllib.parse.quote(secret, safe="")):
-            if form and form not in self._secrets:
-                self._secrets.append(form)
-        alternatives = "|".join(re.escape(s) for s in sorted(self._secrets, key=len, reverse=True))
-        self._pattern = re.compile(alternatives)  # longest first
+            if form and form not in kept:
+                kept.append(form)
+        del self._recent[:-24]  # 8 secrets, 3 forms each
+        secrets = sorted(set(self._lasting + self._recent), key=len, reverse=True)  # longest first
+        self._pattern = re.compile("|".join(map(re.escape, secrets)))
 
     def __call__(self, text: str) -> str:
         return text if self._pattern is None else self._pattern.sub(_MASKED, text)
@@ -2979,10 +2982,10 @@ class Client:
         value = data.get("access_token")
         if not isinstance(value, str) or _TOKEN68.fullmatch(value) is None:
             raise DPoPError("bad_token_response", "token response has no usable access_token")
-        self._scrub.add(value)
+        self._scrub.add(value, lasting=False)
         refresh = data.get("refresh_token")
         if isinstance(refresh, str) and refresh:
-            self._scrub.add(refresh)
+            self._scrub.add(refresh, lasting=False)
         token_type = data.get("token_type")
         if not isinstance(token_type, str) or token_type.lower() != "dpop":
             # RFC 9449 §5: a Bearer token here means no key binding; refuse it

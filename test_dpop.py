@@ -3923,3 +3923,12 @@ def test_an_empty_data_option_is_an_empty_body(scripted, key_file):
     done = run_cli(*cli_flow_args(scripted, key_file, "-d", "", "POST", scripted.base_url + "/api/echo"), env=env)
     assert done.returncode == 0, done.stderr
     assert seen == [("POST", "0", b"")]
+
+
+def test_scrubber_stays_bounded_for_a_client_that_refreshes_forever():
+    scrub = dpop._Scrubber()
+    scrub.add("client-secret-1")
+    for i in range(1000):
+        scrub.add("token-%04d-xyz" % i, lasting=False)
+    assert scrub._pattern.pattern.count("|") < 40
+    assert scrub("client-secret-1 token-0999-xyz token-0992-xyz") == "**** **** ****"

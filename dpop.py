@@ -3307,7 +3307,9 @@ _EXIT_STATUS: Sequence[Tuple[int, str]] = (
     (5, "the API answered HTTP 5xx"),
 )
 _EXIT_BY_CODE = {"usage": 2, "network": 3, "timeout": 3, "tls": 3, "bad_response": 3}
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 and C1 but tab and newline
+# C0 and C1 controls but tab and newline, and lone surrogates (argv and the
+# environment carry bytes that are not UTF-8 that way)
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _MAX_SECONDS = 86400.0
 
 
@@ -3353,7 +3355,7 @@ def _check_text(value: str) -> str:
     if not value:
         raise ValueError("is empty")
     if _CONTROLS.search(value) or "\n" in value or "\t" in value:
-        raise ValueError("holds control characters")
+        raise ValueError("holds control characters or bytes that are not UTF-8")
     if len(value) > 8192:
         raise ValueError("is longer than 8192 characters")
     return value
@@ -3449,7 +3451,7 @@ def _check_method(value: str) -> str:
 
 def _check_secret(value: str) -> str:
     if not value or _CONTROLS.search(value):
-        raise ValueError("is empty or holds control characters")  # never echo the value
+        raise ValueError("is empty, or holds control characters or bytes that are not UTF-8")  # never echo it
     return value
 
 
@@ -3683,7 +3685,8 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
     body: Optional[bytes] = None
     data = args["data"]
     if data is not None:
-        body = _read_input(data[1:], "data file") if data.startswith("@") else data.encode("utf-8")
+        # as curl: the argument's own bytes, even when they are not UTF-8
+        body = _read_input(data[1:], "data file") if data.startswith("@") else data.encode("utf-8", "surrogateescape")
     if args["json"]:
         names = {name.lower() for name, _ in headers}
         if body is not None and "content-type" not in names:

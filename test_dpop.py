@@ -3562,12 +3562,12 @@ def test_response_text_never_raises_on_a_server_charset(charset):
 # -- the command line: every option, every variable, every bad value ----------------
 
 BAD_VALUES = {  # per kind of option: values that must be a usage error
-    "text": ["", "a\x01b", "tab\there", "x" * 9000],
+    "text": ["", "a\x01b", "tab\there", "x" * 9000, "bad-utf8-\udcff"],
     "url": ["", "ftp://x/", "http://example.com/x", "not a url", "https://", "http://attacker.localhost/"],
     "seconds": ["", "0", "-1", "nan", "inf", "-inf", "1e400", "abc", "1e9", "0x10"],
     "port": ["", "-1", "70000", "abc", "1.5", "9" * 30, "nan"],
     "flag": ["2", "maybe", "-1"],
-    "infile": ["", "/nonexistent/x", "{tmp}"],
+    "infile": ["", "/nonexistent/x", "{tmp}", "/nonexistent/\udcff"],
     "cafile": ["", "/nonexistent/x", "{notpem}", "-"],
     "outfile": ["", "/nonexistent/dir/x", "{tmp}"],
     "newfile": ["", "/nonexistent/dir/x", "{tmp}", "{notpem}"],
@@ -3576,7 +3576,7 @@ BAD_VALUES = {  # per kind of option: values that must be a usage error
     "data": ["@/nonexistent", "@", "@{tmp}"],
     "method": ["", "G ET", "\u20ac", "GET\n"],
     "nonce": ["", "a b", '"q"', "\u20ac"],
-    "secret": ["", "a\x01b"],
+    "secret": ["", "a\x01b", "bad-utf8-\udcff"],
     "choice": ["", "bad", "POST"],
 }
 
@@ -3922,7 +3922,10 @@ def test_an_empty_data_option_is_an_empty_body(scripted, key_file):
     env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
     done = run_cli(*cli_flow_args(scripted, key_file, "-d", "", "POST", scripted.base_url + "/api/echo"), env=env)
     assert done.returncode == 0, done.stderr
-    assert seen == [("POST", "0", b"")]
+    raw = os.fsdecode(b"caf\xe9 \xff")  # argv bytes that are not UTF-8 go out as they came, as with curl
+    done = run_cli(*cli_flow_args(scripted, key_file, "-d", raw, "POST", scripted.base_url + "/api/echo"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert seen == [("POST", "0", b""), ("POST", "6", b"caf\xe9 \xff")]
 
 
 def test_scrubber_stays_bounded_for_a_client_that_refreshes_forever():

@@ -88,6 +88,9 @@ __all__ = [
     "make_proof",
     "canonical_htu",
     "access_token_hash",
+    # client authentication (RFC 7523)
+    "client_assertion",
+    "ASSERTION_TYPE",
     # DPoP proofs (server side)
     "verify_proof",
     "VerifiedProof",
@@ -1940,13 +1943,71 @@ def verify_proof(
 
 
 # =============================================================================
+# 10. Client authentication with a JWT: private_key_jwt and client_secret_jwt
+#     (RFC 7523 §2.2 and §3, RFC 7521 §4.2, OpenID Connect Core §9)
+# =============================================================================
+#
+# A token request may prove who the client is with a short-lived JWT signed
+# by the client's registered key (private_key_jwt) or MACed with its client
+# secret (client_secret_jwt) instead of sending the secret. Servers remember
+# the jti and refuse it a second time, so every token request, retries
+# included, needs a new assertion.
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 §2.2
+_HMAC_ALGS = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}  # RFC 7518 §3.2
+_ASSERTION_ALGS = {"private_key_jwt": ("ES256",), "client_secret_jwt": tuple(_HMAC_ALGS)}
+
+
+def _hmac_signature(alg: str, secret: bytes, signing_input: bytes) -> str:
+    """The base64url HMAC of a JWS signing input (RFC 7518 §3.2)."""
+    return b64url_encode(hmac.digest(secret, signing_input, _HMAC_ALGS[alg]))
+
+
+def client_assertion(
+    key: Union[ECKey, str],
+    client_id: str,
+    audience: str,
+    *,
+    alg: Optional[str] = None,
+    kid: Optional[str] = None,
+    now: Optional[float] = None,
+) -> str:
+    """A client authentication JWT (RFC 7523 §3) for the token endpoint ``audience``.
+
+    ``key`` is the client's ECKey (private_key_jwt: ES256) or its client
+    secret (client_secret_jwt: HS256, or HS384/HS512 with ``alg``). Claims:
+    iss = sub = client_id, aud, a new 128-bit jti, iat, exp = iat + 60.
+    Header: alg, typ JWT, and kid when given.
+    """
+    for name, value in (("client_id", client_id), ("audience", audience)):
+        if not isinstance(value, str):
+            raise _type_error(name, "str", value)
+    issued = int(_check_time("now", now))
+    claims: Dict[str, Any] = {"iss": client_id, "sub": client_id, "aud": audience}
+    claims.update(jti=b64url_encode(os.urandom(16)), iat=issued, exp=issued + 60)
+    header: Dict[str, Any] = {"alg": alg or ("ES256" if isinstance(key, ECKey) else "HS256"), "typ": "JWT"}
+    if kid is not None:
+        header["kid"] = kid
+    if isinstance(key, ECKey):
+        if header["alg"] != "ES256":
+            raise ValueError("a P-256 key signs ES256, not %s" % header["alg"])
+        return jws_sign(key, claims, header)
+    if not isinstance(key, str):
+        raise _type_error("key", "an ECKey or the client secret (str)", key)
+    if header["alg"] not in _HMAC_ALGS:
+        raise ValueError("client_secret_jwt takes HS256, HS384 or HS512, not %s" % header["alg"])
+    signing_input = b64url_encode(_json_compact(header)) + "." + b64url_encode(_json_compact(claims))
+    return signing_input + "." + _hmac_signature(header["alg"], key.encode("utf-8"), signing_input.encode("ascii"))
+
+
+# =============================================================================
 # Everything above is pure: no network, and the clock and randomness only
 # where a default (now=None, jti=None, a fresh key or hedge) asks for them.
 # Everything below does I/O.
 # =============================================================================
 
 # =============================================================================
-# 10. HTTP client: client_credentials with DPoP (RFC 6749 §4.4, RFC 9449 §5-§9)
+# 11. HTTP client: client_credentials with DPoP (RFC 6749 §4.4, RFC 9449 §5-§9)
 # =============================================================================
 #
 # Why http.client and not urllib.request: the opener's defaults are wrong
@@ -1978,8 +2039,10 @@ _MAX_API_BODY = 256 << 20
 _MAX_LOGGED_BODY = 64 << 10
 _REDIRECTS = (301, 302, 303, 307, 308)
 _USER_AGENT = "dpop.py/" + __version__
-_AUTH_METHODS = ("client_secret_post", "client_secret_basic", "none")
-_RESERVED_TOKEN_PARAMS = frozenset({"grant_type", "client_id", "client_secret"})
+_AUTH_METHODS = ("client_secret_post", "client_secret_basic", "client_secret_jwt", "private_key_jwt", "none")
+_RESERVED_TOKEN_PARAMS = frozenset(
+    {"grant_type", "client_id", "client_secret", "client_assertion", "client_assertion_type"}
+)
 _MASKED = "****"
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
 
@@ -2524,6 +2587,10 @@ class Client:
         follow_redirects: bool = False,
         refresh_margin: float = 60,
         max_redirects: int = 10,
+        assertion_key: Union[ECKey, str, BytesLike, Mapping[str, Any], os.PathLike[str], None] = None,
+        assertion_kid: Optional[str] = None,
+        assertion_alg: Optional[str] = None,
+        assertion_audience: Optional[str] = None,
     ) -> None:
         if not isinstance(key, ECKey):
             key = load_key(key)
@@ -2538,8 +2605,15 @@ class Client:
             raise _type_error("client_secret", "str", client_secret)
         if auth_method not in _AUTH_METHODS:
             raise ValueError("auth_method must be one of %s" % ", ".join(_AUTH_METHODS))
-        if auth_method != "none" and not client_secret:
+        if auth_method.startswith("client_secret") and not client_secret:
             raise TypeError("auth_method %s needs client_secret=" % auth_method)
+        self._assertion_key, kid = self._assertion_signer(auth_method, assertion_key, assertion_alg)
+        for name, value in (("assertion_kid", assertion_kid), ("assertion_audience", assertion_audience)):
+            if value is not None and not isinstance(value, str):
+                raise _type_error(name, "str", value)
+        self._assertion_kid = assertion_kid or kid
+        self._assertion_alg = assertion_alg
+        self._assertion_audience = assertion_audience
         if scope is not None and not isinstance(scope, str):
             raise _type_error("scope", "str", scope)
         _setting("timeout", timeout, 0.001, 86400)
@@ -2871,6 +2945,51 @@ class Client:
 
     # -- token endpoint ------------------------------------------------------------
 
+    @staticmethod
+    def _assertion_signer(method: str, data: Any, alg: Optional[str]) -> Tuple[Optional[ECKey], Optional[str]]:
+        """The private_key_jwt key and the kid its JWK form names; checks ``alg``."""
+        if alg is not None and alg not in _ASSERTION_ALGS.get(method, ()):
+            raise ValueError("assertion_alg %r does not go with auth_method %s" % (alg, method))
+        if method != "private_key_jwt":
+            return None, None
+        if data is None:
+            raise TypeError("auth_method private_key_jwt needs assertion_key=")
+        try:
+            key = data if isinstance(data, ECKey) else load_key(data)
+            key._private()
+        except DPoPError as exc:
+            raise DPoPError(exc.code, "assertion key: " + exc.message) from None
+        if isinstance(data, os.PathLike):
+            with open(data, "rb") as f:
+                data = f.read(_MAX_KEY_INPUT)
+        if isinstance(data, (str, bytes, bytearray, memoryview)):
+            text = data if isinstance(data, str) else bytes(data).decode("utf-8", "replace")
+            data = json.loads(text) if text.strip().startswith("{") else None  # it loaded: valid JSON
+        kid = data.get("kid") if isinstance(data, Mapping) else None
+        return key, kid if isinstance(kid, str) else None
+
+    def _token_form(self, endpoint: str) -> bytes:
+        """The token request's body, with a new client assertion every time."""
+        import urllib.parse
+
+        form = [("grant_type", "client_credentials")]
+        if self._auth_method != "client_secret_basic":
+            form.append(("client_id", self._client_id))
+        if self._auth_method == "client_secret_post":
+            form.append(("client_secret", str(self._client_secret)))
+        elif self._auth_method.endswith("_jwt"):
+            signer = self._assertion_key or str(self._client_secret)
+            audience = self._assertion_audience or endpoint
+            assertion = client_assertion(
+                signer, self._client_id, audience, alg=self._assertion_alg, kid=self._assertion_kid
+            )
+            self._scrub.add(assertion, lasting=False)
+            form += [("client_assertion_type", ASSERTION_TYPE), ("client_assertion", assertion)]
+        if self._scope is not None:
+            form.append(("scope", self._scope))
+        form += self._token_params
+        return urllib.parse.urlencode(form).encode("ascii")
+
     def _endpoint(self) -> str:
         if self._token_endpoint is None:
             self._token_endpoint = self._discover()
@@ -2924,7 +3043,6 @@ class Client:
 
         endpoint = self._endpoint()
         target = _Target(endpoint)
-        form = [("grant_type", "client_credentials")]
         base = [
             ("Host", target.host_header),
             ("User-Agent", _USER_AGENT),
@@ -2939,16 +3057,9 @@ class Client:
             basic = base64.b64encode(userpass.encode("utf-8")).decode("ascii")
             base.append(("Authorization", "Basic " + basic))
             self._scrub.add(basic)
-        else:
-            form.append(("client_id", self._client_id))
-            if self._auth_method == "client_secret_post":
-                form.append(("client_secret", str(self._client_secret)))
-        if self._scope is not None:
-            form.append(("scope", self._scope))
-        form += self._token_params
-        body = urllib.parse.urlencode(form).encode("ascii")
         retried = False
         while True:
+            body = self._token_form(endpoint)
             sent_nonce = self._nonces.get(target.origin)
             headers = functools.partial(self._signed_headers, base, [], "POST", endpoint, None, sent_nonce)
             self.token_requests += 1
@@ -3024,7 +3135,7 @@ def _reason(exc: BaseException) -> str:
 
 
 # =============================================================================
-# 11. Demo servers: a local authorization server and API (python dpop.py demo)
+# 12. Demo servers: a local authorization server and API (python dpop.py demo)
 # =============================================================================
 #
 # Loopback only. The authorization server issues JWT access tokens bound to
@@ -3067,7 +3178,9 @@ class DemoServer:
         self.signing_key = generate_key()
         self.nonces = NonceIssuer(os.urandom(32))
         self.replay = ReplayCache()
-        self.clients = {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET}
+        self.clients = {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET}  # client_secret_* methods
+        self.client_keys: Dict[str, ECKey] = {}  # private_key_jwt: client_id -> public key
+        self.assertions = ReplayCache()
         self.tokens_issued = 0
         self.api_calls = 0
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler())
@@ -3093,7 +3206,7 @@ class DemoServer:
             "issuer": self.issuer,
             "token_endpoint": self.token_endpoint,
             "grant_types_supported": ["client_credentials"],
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+            "token_endpoint_auth_methods_supported": list(_AUTH_METHODS[:4]),
             "dpop_signing_alg_values_supported": ["ES256"],
         }
 
@@ -3112,6 +3225,31 @@ class DemoServer:
         self.tokens_issued += 1
         token = jws_sign(self.signing_key, claims, {"typ": "at+jwt", "kid": self.signing_key.thumbprint()})
         return {"access_token": token, "token_type": "DPoP", "expires_in": self.token_lifetime, "scope": scope}
+
+    def check_assertion(self, client_id: str, assertion: str) -> bool:
+        """A client_secret_jwt or private_key_jwt assertion from ``client_id`` (RFC 7523 §3)."""
+        try:
+            h64, p64, s64, header = _jws_split(assertion, _MAX_JWS)
+            if header.get("alg") in _HMAC_ALGS and client_id in self.clients:
+                secret = self.clients[client_id].encode()
+                if not hmac.compare_digest(_hmac_signature(header["alg"], secret, (h64 + "." + p64).encode()), s64):
+                    return False
+            elif client_id in self.client_keys:
+                jws_verify(assertion, self.client_keys[client_id])
+            else:
+                return False
+            claims = _json_object(b64url_decode(p64), "assertion")
+        except DPoPError:
+            return False
+        now, exp, jti = time.time(), claims.get("exp"), claims.get("jti")
+        return (
+            claims.get("iss") == claims.get("sub") == client_id
+            and claims.get("aud") in (self.token_endpoint, self.issuer, [self.token_endpoint], [self.issuer])
+            and isinstance(exp, int)
+            and now < exp <= now + 300
+            and isinstance(jti, str)
+            and self.assertions.add(client_id + " " + jti, 600)
+        )
 
     def check_token(self, token: str) -> Dict[str, Any]:
         """Claims of a valid, unexpired access token from ``authority``."""
@@ -3208,7 +3346,16 @@ def _demo_handler() -> Any:
                     pair = ":"
                 client_id, _, secret = (urllib.parse.unquote_plus(part) for part in pair.partition(":"))
             expected = demo.clients.get(client_id or "")
-            if expected is None or secret is None or not hmac.compare_digest(expected.encode(), secret.encode()):
+            assertion = form.get("client_assertion")
+            if assertion is not None and form.get("client_assertion_type") == ASSERTION_TYPE:
+                authenticated = demo.check_assertion(client_id or "", assertion)
+            else:
+                authenticated = (
+                    expected is not None
+                    and secret is not None
+                    and hmac.compare_digest(expected.encode(), secret.encode())
+                )
+            if not authenticated:
                 self.reply(401, {"error": "invalid_client"}, {"WWW-Authenticate": 'Basic realm="demo"'})
                 return
             if form.get("grant_type") != "client_credentials":
@@ -3280,7 +3427,7 @@ def _demo_handler() -> Any:
 
 
 # =============================================================================
-# 12. Command line
+# 13. Command line
 # =============================================================================
 #
 # Every option is declared once, in its command's table (_Opt): flags, DPOP_*
@@ -3604,7 +3751,16 @@ _REQUEST_OPTIONS = (
     _Opt("--client-secret-file", "infile", "read the client secret from FILE", metavar="FILE"),
     _Opt("--client-secret", "secret", "visible to other users in argv: prefer the variable", metavar="VALUE"),
     _Opt("--scope", "text", "the scope to ask for", metavar="SCOPE"),
-    _Opt("--auth-method", "choice", "client authentication (default post)", choices=("post", "basic", "none")),
+    _Opt(
+        "--auth-method",
+        "choice",
+        "client authentication (default post)",
+        choices=("post", "basic", "none") + _AUTH_METHODS[:4],
+    ),
+    _Opt("--assertion-key", "infile", "private_key_jwt: the client's key (PEM, DER or JWK)", metavar="FILE"),
+    _Opt("--assertion-kid", "text", "kid for the assertion header (default: the JWK's kid)", metavar="KID"),
+    _Opt("--assertion-alg", "choice", "ES256 (a P-256 key) or HS256/384/512", choices=("ES256", *_HMAC_ALGS)),
+    _Opt("--assertion-audience", "text", "the assertion's aud (default: the token endpoint)", metavar="AUD"),
     _Opt(
         "--param",
         "param",
@@ -3674,11 +3830,19 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
         raise DPoPError("usage", "--client-id (or DPOP_CLIENT_ID) is required")
     if not args["token_endpoint"] and not args["issuer"]:
         raise DPoPError("usage", "--token-endpoint or --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER) is required")
-    auth_method = {"post": "client_secret_post", "basic": "client_secret_basic", "none": "none"}[
-        args["auth_method"] or "post"
-    ]
-    if auth_method != "none" and not secret:
+    method = args["auth_method"] or "post"
+    auth_method = {"post": "client_secret_post", "basic": "client_secret_basic"}.get(method, method)
+    if auth_method.startswith("client_secret") and not secret:
         raise DPoPError("usage", "a client secret is required: set DPOP_CLIENT_SECRET or use --client-secret-file")
+    if (auth_method == "private_key_jwt") != bool(args["assertion_key"]):
+        raise DPoPError("usage", "--assertion-key FILE (or DPOP_ASSERTION_KEY) goes with --auth-method private_key_jwt")
+    if args["assertion_alg"] and args["assertion_alg"] not in _ASSERTION_ALGS.get(auth_method, ()):
+        raise DPoPError(
+            "usage", "--assertion-alg %s does not go with --auth-method %s" % (args["assertion_alg"], method)
+        )
+    assertion_key = None
+    if args["assertion_key"]:
+        assertion_key = _read_input(args["assertion_key"], "assertion key file", _MAX_KEY_INPUT)
     if not args["key"]:
         raise DPoPError("usage", "--key FILE (or DPOP_KEY) is required")
     headers = list(args["header"] or [])
@@ -3713,6 +3877,10 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             client_secret=secret or None,
             scope=args["scope"],
             auth_method=auth_method,
+            assertion_key=assertion_key,
+            assertion_kid=args["assertion_kid"],
+            assertion_alg=args["assertion_alg"],
+            assertion_audience=args["assertion_audience"],
             token_params=args["param"],
             timeout=args["timeout"] or 30,
             cafile=args["cacert"],

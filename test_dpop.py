@@ -2214,7 +2214,18 @@ def test_client_argument_checks(client_key):
         with pytest.raises(ValueError):
             dpop.Client(client_key, **dict(good, **change))
     with pytest.raises(ValueError):
-        dpop.Client(client_key, **dict(good, auth_method="private_key_jwt"))
+        dpop.Client(client_key, **dict(good, auth_method="client_secret_magic"))
+    with pytest.raises(TypeError):
+        dpop.Client(client_key, **dict(good, auth_method="private_key_jwt"))  # no assertion_key
+    with pytest.raises(ValueError):
+        dpop.Client(
+            client_key, **dict(good, auth_method="private_key_jwt", assertion_key=client_key, assertion_alg="HS256")
+        )
+    with pytest.raises(ValueError):
+        dpop.Client(client_key, **dict(good, auth_method="client_secret_jwt", assertion_alg="ES256"))
+    with raises_code("no_private_key") as info:
+        dpop.Client(client_key, **dict(good, auth_method="private_key_jwt", assertion_key=client_key.public_jwk()))
+    assert str(info.value).startswith("no_private_key: assertion key: ")
     with raises_code("no_private_key"):
         dpop.Client(client_key.public_key(), **good)
     with raises_code("bad_url"):
@@ -3935,3 +3946,209 @@ def test_scrubber_stays_bounded_for_a_client_that_refreshes_forever():
         scrub.add("token-%04d-xyz" % i, lasting=False)
     assert scrub._pattern.pattern.count("|") < 40
     assert scrub("client-secret-1 token-0999-xyz token-0992-xyz") == "**** **** ****"
+
+
+# ===========================================================================
+# Client authentication with a JWT (issue 8): client_secret_jwt, private_key_jwt
+# ===========================================================================
+
+
+def test_wycheproof_jws_hs256_signatures_are_reproduced():
+    """Every valid compact HS256 JWS: our HMAC over its signing input gives its signature."""
+    data = wycheproof("json_web_signature_test.json")
+    reproduced = 0
+    for group in data["testGroups"]:
+        key = group.get("private") or {}
+        if key.get("kty") != "oct" or key.get("alg") != "HS256":
+            continue
+        secret = dpop.b64url_decode(key["k"])
+        for test in group["tests"]:
+            jws = test["jws"]
+            if test["result"] != "valid" or not isinstance(jws, str) or jws.count(".") != 2:
+                continue
+            h64, p64, s64 = jws.split(".")
+            try:  # the "base64" group's valid cases test lenient decoders, not the MAC
+                [dpop.b64url_decode(part) for part in (h64, p64, s64)]
+            except DPoPError:
+                continue
+            assert dpop._hmac_signature("HS256", secret, (h64 + "." + p64).encode()) == s64, test["tcId"]
+            reproduced += 1
+    assert reproduced >= 3
+
+
+def test_client_assertion_private_key_jwt_claims_and_header():
+    key = dpop.generate_key()
+    jwt = dpop.client_assertion(key, "svc-app", "https://as.example/oauth2/v1/token", kid="k1", now=NOW)
+    header, payload = dpop.jws_verify(jwt, key.public_key())
+    claims = json.loads(payload)
+    assert header == {"alg": "ES256", "typ": "JWT", "kid": "k1"}
+    assert set(claims) == {"iss", "sub", "aud", "jti", "iat", "exp"}
+    assert claims["iss"] == claims["sub"] == "svc-app" and claims["aud"] == "https://as.example/oauth2/v1/token"
+    assert claims["iat"] == NOW and claims["exp"] == NOW + 60 and len(dpop.b64url_decode(claims["jti"])) >= 12
+    other = dpop.client_assertion(key, "svc-app", "https://as.example/oauth2/v1/token", now=NOW)
+    assert json.loads(dpop.jws_verify(other, key)[1])["jti"] != claims["jti"]
+    assert "kid" not in dpop.jws_verify(other, key)[0]
+
+
+@pytest.mark.parametrize("alg, digest", [("HS256", "sha256"), ("HS384", "sha384"), ("HS512", "sha512")])
+def test_client_assertion_client_secret_jwt(alg, digest):
+    import hmac as hmac_module
+
+    secret = "shared-secret-" + "x" * 40
+    jwt = dpop.client_assertion(secret, "kc-client", "https://kc.example/token", alg=alg, now=NOW)
+    h64, p64, s64 = jwt.split(".")
+    expected = hmac_module.new(secret.encode(), (h64 + "." + p64).encode(), digest).digest()
+    assert dpop.b64url_decode(s64) == expected
+    assert json.loads(dpop.b64url_decode(h64)) == {"alg": alg, "typ": "JWT"}
+    assert json.loads(dpop.b64url_decode(p64))["aud"] == "https://kc.example/token"
+
+
+def test_client_assertion_misuse():
+    key = dpop.generate_key()
+    with pytest.raises(ValueError):
+        dpop.client_assertion(key, "c", "https://a/t", alg="HS256")
+    with pytest.raises(ValueError):
+        dpop.client_assertion("secret", "c", "https://a/t", alg="ES256")
+    with pytest.raises(ValueError):
+        dpop.client_assertion("secret", "c", "https://a/t", alg="none")
+    with pytest.raises(TypeError):
+        dpop.client_assertion(b"secret", "c", "https://a/t")
+    with pytest.raises(TypeError):
+        dpop.client_assertion(key, 5, "https://a/t")
+    with raises_code("no_private_key"):
+        dpop.client_assertion(key.public_key(), "c", "https://a/t")
+
+
+def _token_forms(scripted):
+    forms = []
+    scripted.script.rules.insert(
+        0, (is_token, lambda h: forms.append(dict(urllib.parse.parse_qsl(h.body().decode()))) or False)
+    )
+    return forms
+
+
+def _assertion_claims(form):
+    return json.loads(dpop.b64url_decode(form["client_assertion"].split(".")[1]))
+
+
+def test_private_key_jwt_gets_a_new_assertion_for_every_token_request(client_key):
+    assertion_key = dpop.generate_key()
+    script = Script()
+    with dpop.DemoServer(require_nonce=True, override=script) as server:
+        server.scripted = True
+        server.script = script
+        server.client_keys["svc"] = assertion_key.public_key()
+        forms = _token_forms(server)
+        sink = io.StringIO()
+        jwk = dict(assertion_key.private_jwk(), kid="svc-key-1")
+        with make_client(
+            server, client_key, client_id="svc", client_secret=None, auth_method="private_key_jwt",
+            assertion_key=jwk, session_log=sink,
+        ) as client:  # fmt: skip
+            assert client.get(server.api_url).status == 200
+            # an invalid_token from the API costs a new token: with a new assertion again
+            script.rules.insert(1, (lambda h: h.path == "/api/once" and not script.count("/api/once") > 1,
+                                    lambda h: (h.reply(401, {}, dpop.challenge_headers(error="invalid_token")), True)[1]))  # fmt: skip
+            assert client.get(server.base_url + "/api/once").status == 200
+    assert len(forms) == 3  # the nonce retry, then the new token
+    claims = [_assertion_claims(f) for f in forms]
+    assert len({c["jti"] for c in claims}) == 3
+    for form, c in zip(forms, claims):
+        assert form["client_assertion_type"] == dpop.ASSERTION_TYPE and form["client_id"] == "svc"
+        assert "client_secret" not in form
+        assert c["iss"] == c["sub"] == "svc" and c["aud"] == server.token_endpoint and c["exp"] - c["iat"] == 60
+        assert json.loads(dpop.b64url_decode(form["client_assertion"].split(".")[0])) == {
+            "alg": "ES256",
+            "typ": "JWT",
+            "kid": "svc-key-1",
+        }
+    log = sink.getvalue()
+    assert "client_assertion=****" in log and all(f["client_assertion"] not in log for f in forms)
+    assert "svc-key-1" not in repr(client) and forms[0]["client_assertion"] not in repr(client)
+
+
+@pytest.mark.parametrize("alg", [None, "HS384", "HS512"])
+def test_client_secret_jwt_against_the_demo_server(server, client_key, alg):
+    forms = []
+    server.override = lambda h: is_token(h) and forms.append(dict(urllib.parse.parse_qsl(h.body().decode()))) and False
+    with make_client(server, client_key, auth_method="client_secret_jwt", assertion_alg=alg) as client:
+        assert client.get(server.api_url).status == 200
+    header = json.loads(dpop.b64url_decode(forms[0]["client_assertion"].split(".")[0]))
+    assert header == {"alg": alg or "HS256", "typ": "JWT"} and "client_secret" not in forms[0]
+
+
+def test_assertions_the_server_must_refuse(server, client_key):
+    import http.client
+
+    assertion_key = dpop.generate_key()
+    server.client_keys["svc"] = assertion_key.public_key()
+    base = dict(client_id="svc", client_secret=None, auth_method="private_key_jwt")
+    for extra in (
+        {"assertion_key": assertion_key, "assertion_audience": "https://elsewhere.example/token"},
+        {"assertion_key": dpop.generate_key()},  # not the registered key
+    ):
+        with make_client(server, client_key, **base, **extra) as client:
+            with raises_code("oauth_error") as info:
+                client.access_token()
+            assert info.value.oauth_error == "invalid_client"
+    # the same assertion twice: the server remembers its jti
+    assertion = dpop.client_assertion(assertion_key, "svc", server.token_endpoint)
+    answers = []
+    for _ in range(2):
+        proof = dpop.make_proof(client_key, "POST", server.token_endpoint)
+        form = urllib.parse.urlencode(
+            {"grant_type": "client_credentials", "client_id": "svc", "client_assertion_type": dpop.ASSERTION_TYPE,
+             "client_assertion": assertion}
+        )  # fmt: skip
+        conn = http.client.HTTPConnection("127.0.0.1", int(server.base_url.rsplit(":", 1)[1]), timeout=5)
+        conn.request(
+            "POST", "/connect/token", form, {"DPoP": proof, "Content-Type": "application/x-www-form-urlencoded"}
+        )
+        answers.append(conn.getresponse().status)
+        conn.close()
+    assert answers == [200, 401]
+
+
+def test_cli_private_key_jwt_and_bad_assertion_keys(server, key_file, tmp_path):
+    assertion_key = dpop.generate_key()
+    server.client_keys["svc"] = assertion_key.public_key()
+    akey = tmp_path / "assertion.jwk"
+    akey.write_text(json.dumps(dict(assertion_key.private_jwk(), kid="k-7")))
+    args = ["--key", str(key_file), "--token-endpoint", server.token_endpoint, "--client-id", "svc"]
+    done = run_cli(*args, "--auth-method", "private_key_jwt", "--assertion-key", str(akey), "GET", server.api_url)
+    assert done.returncode == 0, done.stderr
+    env = {"DPOP_AUTH_METHOD": "private_key_jwt", "DPOP_ASSERTION_KEY": str(akey), "DPOP_ASSERTION_ALG": "ES256"}
+    done = run_cli(*args, "GET", server.api_url, env=env)
+    assert done.returncode == 0, done.stderr
+    public = tmp_path / "public.pem"
+    public.write_text(assertion_key.to_pem(private=False))
+    for bad, code in (
+        (public, b"no_private_key"),
+        (KEYS / "pkcs8_encrypted.pem", b"encrypted_key"),
+        (KEYS / "rsa.pem", b"unsupported_key"),
+    ):
+        done = run_cli(*args, "--auth-method", "private_key_jwt", "--assertion-key", str(bad), "GET", server.api_url)
+        assert done.returncode == 1 and done.stderr.startswith(b"dpop: " + code + b": assertion key: "), done.stderr
+        assert done.stderr.count(b"\n") == 1
+    done = run_cli(*args, "--auth-method", "private_key_jwt", "GET", server.api_url)
+    assert done.returncode == 2 and b"--assertion-key" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--assertion-alg", "ES256"],
+        ["--auth-method", "client_secret_jwt", "--assertion-alg", "ES256"],
+        ["--auth-method", "private_key_jwt", "--assertion-key", "{key}", "--assertion-alg", "HS256"],
+        ["--auth-method", "basic", "--assertion-key", "{key}"],
+    ],
+)
+def test_cli_assertion_options_that_do_not_go_together(extra, key_file, silent_port, monkeypatch, capsys):
+    port, counter = silent_port
+    monkeypatch.setenv("DPOP_CLIENT_SECRET", "s")
+    url = "http://127.0.0.1:%d/t" % port
+    argv = ["--key", str(key_file), "--token-endpoint", url, "--client-id", "c"]
+    argv += [part.format(key=key_file) for part in extra] + ["GET", url]
+    assert dpop.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dpop: usage: ") and err.count("\n") == 1 and counter["connections"] == 0

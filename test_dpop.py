@@ -2569,6 +2569,7 @@ def oidc_factory(node):
             pytest.fail("interop/server.mjs did not start")
         info = json.loads(line)
         info["by_method"] = {c["token_endpoint_auth_method"]: c for c in info["clients"]}
+        info["by_id"] = {c["client_id"]: c for c in info["clients"]}
         return info
 
     yield start
@@ -4152,3 +4153,83 @@ def test_cli_assertion_options_that_do_not_go_together(extra, key_file, silent_p
     assert dpop.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("dpop: usage: ") and err.count("\n") == 1 and counter["connections"] == 0
+
+
+def oidc_jwt_client(info, client_id, key, **kwargs):
+    c = info["by_id"][client_id]
+    method = c["token_endpoint_auth_method"]
+    extra = {"assertion_key": c["private_jwk"]} if method == "private_key_jwt" else {}
+    extra.update(kwargs)
+    return dpop.Client(
+        key, token_endpoint=info["token_endpoint"], client_id=client_id, client_secret=c.get("client_secret"),
+        auth_method=method, scope="api", timeout=10, **extra,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("client_id", ["dpop-pkjwt-ec", "dpop-pkjwt-kid", "dpop-secret-jwt"])
+def test_oidc_provider_jwt_client_authentication(oidc, client_id):
+    key = dpop.generate_key()
+    with oidc_jwt_client(oidc, client_id, key) as client:
+        response = client.get(oidc["api"])
+        assert response.status == 200, response.text
+        assert response.json()["client_id"] == client_id and response.json()["jkt"] == key.thumbprint()
+
+
+def test_oidc_provider_nonce_retry_carries_a_new_assertion(oidc_nonce):
+    key = dpop.generate_key()
+    sink = io.StringIO()
+    with oidc_jwt_client(oidc_nonce, "dpop-pkjwt-kid", key, session_log=sink) as client:
+        assert client.get(oidc_nonce["api"]).status == 200
+        assert client.token_requests == 2
+    log = sink.getvalue()
+    assert log.count("client_assertion=****") == 2 and log.count('"error":"use_dpop_nonce"') == 2
+
+
+def test_oidc_provider_refuses_bad_assertions(oidc):
+    import http.client
+
+    c = oidc["by_id"]["dpop-pkjwt-ec"]
+    key = dpop.generate_key()
+    refusals = (
+        {"assertion_audience": "https://elsewhere.example/token"},
+        {"assertion_key": dpop.generate_key()},  # not registered
+        {"assertion_key": c["private_jwk"], "assertion_kid": "no-such-kid"},
+    )
+    for extra in refusals:
+        with oidc_jwt_client(oidc, "dpop-pkjwt-ec", key, **extra) as client:
+            with raises_code("oauth_error") as info:
+                client.access_token()
+            assert info.value.oauth_error == "invalid_client"
+    # a reused assertion (same jti) and an expired one
+    signer = dpop.load_key(c["private_jwk"])
+    endpoint = oidc["token_endpoint"]
+    reused = dpop.client_assertion(signer, "dpop-pkjwt-ec", endpoint)
+    expired = dpop.client_assertion(signer, "dpop-pkjwt-ec", endpoint, now=time.time() - 3600)
+    statuses = []
+    for assertion in (reused, reused, expired):
+        form = urllib.parse.urlencode(
+            {"grant_type": "client_credentials", "client_id": "dpop-pkjwt-ec", "scope": "api",
+             "client_assertion_type": dpop.ASSERTION_TYPE, "client_assertion": assertion}
+        )  # fmt: skip
+        target = urllib.parse.urlsplit(endpoint)
+        conn = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+        headers = {"DPoP": dpop.make_proof(key, "POST", endpoint), "Content-Type": "application/x-www-form-urlencoded"}
+        conn.request("POST", target.path, form, headers)
+        response = conn.getresponse()
+        statuses.append((response.status, json.loads(response.read()).get("error")))
+        conn.close()
+    assert statuses[0][0] == 200
+    assert statuses[1][1] == statuses[2][1] == "invalid_client"  # the reused jti, the expired one
+
+
+def test_oidc_provider_cli_private_key_jwt(oidc_nonce, key_file, tmp_path):
+    c = oidc_nonce["by_id"]["dpop-pkjwt-kid"]
+    jwk_file = tmp_path / "client.jwk"
+    jwk_file.write_text(json.dumps(c["private_jwk"]))
+    done = run_cli(
+        "--key", str(key_file), "--issuer", oidc_nonce["issuer"], "--client-id", c["client_id"],
+        "--auth-method", "private_key_jwt", "--assertion-key", str(jwk_file), "--scope", "api",
+        "GET", oidc_nonce["api"],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["client_id"] == c["client_id"]

@@ -35,13 +35,26 @@ const asPort = await listen(asServer)
 const issuer = `http://127.0.0.1:${asPort}`
 const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true })
 const signingJwk = { ...(await jose.exportJWK(privateKey)), alg: 'ES256', use: 'sig', kid: 'as-1' }
+// Clients that authenticate with a JWT hold keys made here; their private
+// JWKs go to the test in the ready line (test credentials, loopback only).
+async function clientKey(alg, kid) {
+  const { privateKey, publicKey } = await jose.generateKeyPair(alg, { extractable: true })
+  const extra = kid ? { kid } : {}
+  return { private_jwk: { ...(await jose.exportJWK(privateKey)), ...extra }, public_jwk: { ...(await jose.exportJWK(publicKey)), ...extra } }
+}
+const ecKey = await clientKey('ES256')
+const kidKeys = [await clientKey('ES256', 'client-key-2'), await clientKey('ES256', 'client-key-1')]
 const clients = [
   { client_id: 'dpop-post', client_secret: 'post-secret-' + randomBytes(8).toString('hex'), token_endpoint_auth_method: 'client_secret_post' },
   { client_id: 'dpop-basic', client_secret: 'basic-secret-' + randomBytes(8).toString('hex'), token_endpoint_auth_method: 'client_secret_basic' },
+  { client_id: 'dpop-secret-jwt', client_secret: 'jwt-secret-' + randomBytes(32).toString('hex'), token_endpoint_auth_method: 'client_secret_jwt' },
+  { client_id: 'dpop-pkjwt-ec', token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [ecKey.public_jwk] }, private_jwk: ecKey.private_jwk },
+  // two registered keys: the kid in the assertion header says which one signed
+  { client_id: 'dpop-pkjwt-kid', token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: kidKeys.map((k) => k.public_jwk) }, private_jwk: kidKeys[1].private_jwk },
 ].map((c) => ({ ...c, grant_types: ['client_credentials'], response_types: [], redirect_uris: [], scope: 'api', dpop_bound_access_tokens: true, id_token_signed_response_alg: 'ES256' }))
 
 const provider = new Provider(issuer, {
-  clients,
+  clients: clients.map(({ private_jwk, ...registered }) => registered),
   jwks: { keys: [signingJwk] },
   scopes: ['api'],
   features: {
@@ -127,7 +140,7 @@ process.stdout.write(JSON.stringify({
   token_endpoint: `${issuer}/token`,
   api: `${apiBase}/api/resource`,
   stats: `${apiBase}/stats`,
-  clients: clients.map(({ client_id, client_secret, token_endpoint_auth_method }) => ({ client_id, client_secret, token_endpoint_auth_method })),
+  clients: clients.map(({ client_id, client_secret, token_endpoint_auth_method, private_jwk }) => ({ client_id, client_secret, token_endpoint_auth_method, private_jwk })),
 }) + '\n')
 
 process.stdin.resume()

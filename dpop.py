@@ -1352,7 +1352,7 @@ def load_key_file(path: Union[str, os.PathLike[str]]) -> ECKey:
         with open(path, "rb") as f:
             data = f.read(_MAX_KEY_INPUT + 1)
     except OSError as exc:
-        raise DPoPError("bad_key", "cannot read key file %s: %s" % (os.fspath(path), exc.strerror)) from None
+        raise DPoPError("io_error", "cannot read key file %s: %s" % (os.fspath(path), exc.strerror)) from None
     return load_key(data)
 
 
@@ -1639,15 +1639,19 @@ _key_tables: Dict[Affine, Optional[Table]] = {}
 _key_tables_lock = threading.Lock()
 
 
-def _key_table(point: Affine) -> Optional[Table]:
-    """Q's cached table, building it when Q is seen for the second time."""
+def _key_table(point: Affine, verified: bool = False) -> Optional[Table]:
+    """Q's cached table, if it has one. Called again with verified=True after
+    a signature by Q verified: a key earns a table on its second verified
+    proof, so junk proofs (bad signatures) can neither fill the cache nor
+    make a table be built."""
     with _key_tables_lock:
-        if point in _key_tables:
-            table = _key_tables.pop(point)
+        present = point in _key_tables
+        table = _key_tables.pop(point, None)
+        if present:
             _key_tables[point] = table  # most recently used goes last
-            if table is not None:
-                return table
-        else:
+        if table is not None or not verified:
+            return table
+        if not present:
             _key_tables[point] = None  # seen once
             while len(_key_tables) > 4 * _KEY_TABLE_SLOTS:
                 del _key_tables[next(iter(_key_tables))]
@@ -1889,8 +1893,11 @@ def verify_proof(
     # 6. signature by that key
     digest = hashlib.sha256((h64 + "." + p64).encode("ascii")).digest()
     point = key.public_point
-    if not _verify_digest(point[0], point[1], digest, signature, _key_table(point)):
+    table = _key_table(point)
+    if not _verify_digest(point[0], point[1], digest, signature, table):
         raise _refuse("proof_signature", "signature does not verify with the header jwk")
+    if table is None:
+        _key_table(point, verified=True)
     # 3. required claims, with their types
     for name in ("jti", "htm", "htu"):
         value = claims.get(name)
@@ -2128,7 +2135,7 @@ class Response:
     b""): take it with ``iter_bytes()``, or ``close()`` the response.
     """
 
-    __slots__ = ("status", "reason", "headers", "body", "url", "version", "_chunks")
+    __slots__ = ("status", "reason", "headers", "body", "url", "version", "_stream", "_chunks")
 
     def __init__(
         self, status: int, reason: str, headers: Headers, body: bytes, url: str, version: str = "HTTP/1.1"
@@ -2139,20 +2146,21 @@ class Response:
         self.body = body
         self.url = url
         self.version = version
+        self._stream: Optional[_BodyStream] = None
         self._chunks: Optional[Iterator[bytes]] = None
 
     def iter_bytes(self) -> Iterator[bytes]:
         """The body in chunks: as they arrive for a streamed response (once), else ``body``."""
-        if self._chunks is None:
+        if self._stream is None:
             return iter([self.body] if self.body else [])
-        chunks, self._chunks = self._chunks, None
-        return chunks
+        if self._chunks is None:
+            self._chunks = iter(self._stream)
+        return self._chunks
 
     def close(self) -> None:
-        """Stop reading a streamed body (its connection is closed, not reused)."""
-        chunks, self._chunks = self._chunks, None
-        if chunks is not None:
-            chunks.close()  # type: ignore[attr-defined]  # a generator
+        """Stop reading a streamed body (its connection is closed unless it was read to the end)."""
+        if self._stream is not None:
+            self._stream.close()
 
     def __enter__(self) -> Response:
         return self
@@ -2168,14 +2176,22 @@ class Response:
     @property
     def text(self) -> str:
         """The body decoded with the Content-Type charset (UTF-8 by default)."""
+        import codecs
+
         charset = "utf-8"
         match = re.search(r";\s*charset=\"?([A-Za-z0-9._-]+)", self.headers.get("Content-Type", "") or "")
-        if match:
-            charset = match.group(1)
         try:
-            return self.body.decode(charset, "replace")
-        except (LookupError, UnicodeError):  # unknown, not text (rot13), or strict (idna)
-            return self.body.decode("utf-8", "replace")
+            name = codecs.lookup(match.group(1)).name if match else "utf-8"
+        except LookupError:
+            name = "utf-8"
+        # Only plain character maps and UTFs: a server may name a codec that is
+        # not text (rot13), strict (idna) or quadratic (punycode).
+        if re.fullmatch(
+            r"utf-(8|16|32)(-[lb]e)?|ascii|latin-1|iso8859-\d+|cp\d+|koi8-\w|mac-\w+|shift_jis|euc_\w+|gb\w+|big5\w*",
+            name,
+        ):
+            charset = name
+        return self.body.decode(charset, "replace")
 
     def json(self) -> Any:
         """The body parsed as JSON; DPoPError(bad_json) if it is not."""
@@ -2274,7 +2290,7 @@ def _mask_header(name: str, value: str) -> str:
     if lname in ("authorization", "proxy-authorization"):
         scheme, _, rest = value.partition(" ")
         return scheme + " " + _MASKED if rest else _MASKED
-    if lname == "dpop":
+    if lname in ("dpop", "cookie", "set-cookie", "x-api-key", "api-key"):
         return _MASKED
     return value
 
@@ -2304,20 +2320,26 @@ class _Scrubber:
         self._lasting: List[str] = []  # the client's own secrets
         self._recent: List[str] = []  # issued tokens: only the last 8, as a client may refresh forever
         self._pattern: Optional[re.Pattern[str]] = None
+        self.others: List[_Scrubber] = []  # applied too (the CLI adds its client's)
 
     def add(self, secret: str, lasting: bool = True) -> None:
         import urllib.parse
 
         kept = self._lasting if lasting else self._recent
-        for form in (secret, urllib.parse.quote_plus(secret), urllib.parse.quote(secret, safe="")):
+        escaped = json.dumps(secret)[1:-1]  # as a JSON string spells it, "/" also as "\/"
+        forms = (secret, urllib.parse.quote_plus(secret), urllib.parse.quote(secret, safe=""), escaped)
+        for form in forms + (escaped.replace("/", "\\/"),):
             if form and form not in kept:
                 kept.append(form)
-        del self._recent[:-24]  # 8 secrets, 3 forms each
+        del self._recent[:-40]  # 8 secrets, 5 forms each
         secrets = sorted(set(self._lasting + self._recent), key=len, reverse=True)  # longest first
         self._pattern = re.compile("|".join(map(re.escape, secrets)))
 
     def __call__(self, text: str) -> str:
-        return text if self._pattern is None else self._pattern.sub(_MASKED, text)
+        text = text if self._pattern is None else self._pattern.sub(_MASKED, text)
+        for other in self.others:
+            text = other(text)
+        return text
 
 
 def _open_private(path: Union[str, os.PathLike[str]]) -> Any:
@@ -2365,12 +2387,12 @@ class _SessionLog:
     def _body(self, body: Optional[bytes], mask: Optional[Callable[[str], str]]) -> str:
         if not body:
             return ""
-        try:
-            text = body[:_MAX_LOGGED_BODY].decode("utf-8")
+        try:  # a masked body (token endpoint: at most 1 MiB) is masked whole, then cut
+            text = (body if mask is not None else body[:_MAX_LOGGED_BODY]).decode("utf-8")
         except UnicodeDecodeError:
             return "<%d bytes of binary data>\n" % len(body)
         if mask is not None:
-            text = mask(text)
+            text = mask(text)[:_MAX_LOGGED_BODY]
         more = len(body) - _MAX_LOGGED_BODY
         return text + ("\n<%d more bytes not logged>" % more if more > 0 else "") + "\n"
 
@@ -2379,8 +2401,11 @@ class _SessionLog:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (int(now * 1000) % 1000)
         text = "---- %s %s ----\n%s\n\n%s" % (kind, stamp, "\n".join(lines), body)
         with self._lock:
-            self._sink.write(self._scrub(text))
-            self._sink.flush()
+            try:
+                self._sink.write(self._scrub(text))
+                self._sink.flush()
+            except OSError as exc:  # not a network failure: the log's own (a full disk)
+                raise DPoPError("io_error", "cannot write the session log: %s" % exc.strerror) from None
 
     def request(
         self,
@@ -2507,40 +2532,63 @@ def _decode_body(body: bytes, encoding: Optional[str], limit: int) -> bytes:
         raise DPoPError("bad_response", "response body is not valid %s" % encoding) from None
     if len(out) > limit or inflater.unconsumed_tail:
         raise DPoPError("response_too_large", "decoded response body is larger than %d bytes" % limit)
+    _check_inflated(inflater, encoding)
     return out
 
 
-def _stream_body(resp: Any, encoding: Optional[str], release: Callable[[bool], None]) -> Iterator[bytes]:
-    """The body in decoded chunks of at most 64 KiB as they arrive, so memory
-    stays flat whatever its size; then ``release(True)`` if it was read to
-    the end (the connection can be reused), ``release(False)`` if not."""
-    import http.client
-    import socket
-    import zlib
+def _check_inflated(inflater: Any, encoding: Optional[str]) -> None:
+    """A compressed body must end where its stream ends: not short, nothing after."""
+    if not inflater.eof or inflater.unused_data:
+        raise DPoPError("bad_response", "%s response body is cut short or followed by junk" % encoding)
 
-    inflater = _inflater(encoding)
-    complete = False
-    try:
-        while True:
-            raw = resp.read(65536)
-            if not raw:
-                _check_complete(resp)
-                break
-            data = raw if inflater is None else inflater.decompress(raw, 65536)
-            while data:
-                yield data
-                data = inflater.decompress(inflater.unconsumed_tail, 65536) if inflater is not None else b""
-        if inflater is not None and inflater.flush():
-            yield inflater.flush()
-        complete = True
-    except zlib.error:
-        raise DPoPError("bad_response", "response body is not valid %s" % encoding) from None
-    except socket.timeout:
-        raise DPoPError("timeout", "reading the response body timed out") from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise DPoPError("network", "the connection broke while reading the response body" + _reason(exc)) from None
-    finally:
-        release(complete)
+
+class _BodyStream:
+    """A response body read as it arrives, in decoded chunks of at most 64 KiB,
+    so memory stays flat whatever its size. Its connection is released once:
+    back to the pool when the body was read to its end, closed otherwise
+    (closing early, an error, or never reading)."""
+
+    def __init__(self, resp: Any, encoding: Optional[str], release: Callable[[bool], None]) -> None:
+        self._resp = resp
+        self._encoding = encoding
+        self._release: Optional[Callable[[bool], None]] = release
+
+    def close(self, complete: bool = False) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release(complete)
+
+    def __iter__(self) -> Iterator[bytes]:
+        import http.client
+        import socket
+        import zlib
+
+        inflater = _inflater(self._encoding)
+        complete = False
+        try:
+            while True:
+                raw = self._resp.read(65536)
+                if not raw:
+                    _check_complete(self._resp)
+                    break
+                data = raw if inflater is None else inflater.decompress(raw, 65536)
+                while data:
+                    yield data
+                    data = inflater.decompress(inflater.unconsumed_tail, 65536) if inflater is not None else b""
+            if inflater is not None:
+                tail = inflater.flush()
+                if tail:
+                    yield tail
+                _check_inflated(inflater, self._encoding)
+            complete = True
+        except zlib.error:
+            raise DPoPError("bad_response", "response body is not valid %s" % self._encoding) from None
+        except socket.timeout:
+            raise DPoPError("timeout", "reading the response body timed out") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise DPoPError("network", "the connection broke while reading the response body" + _reason(exc)) from None
+        finally:
+            self.close(complete)
 
 
 class _Token:
@@ -2640,6 +2688,8 @@ class Client:
         self._max_redirects = max_redirects
         self._refresh_margin = refresh_margin
         self._pool = _Pool(timeout, ssl_context, cafile)
+        if cafile is not None:
+            self._pool._tls()  # a missing or broken bundle fails here, not at the first https request
         self._scrub = _Scrubber()  # every secret this client knows, for logs and errors
         if client_secret:
             self._scrub.add(client_secret)
@@ -2882,7 +2932,7 @@ class Client:
                 response = Response(
                     resp.status,
                     resp.reason,
-                    Headers(resp.getheaders()),
+                    Headers([(k, re.sub(r"\r?\n[ \t]*", " ", v)) for k, v in resp.getheaders()]),
                     b"" if streaming else _decode_body(_read_body(resp, limit), encoding, limit),
                     url,
                     "HTTP/1.0" if resp.version == 10 else "HTTP/1.1",
@@ -2926,7 +2976,7 @@ class Client:
                 conn.close()
                 raise DPoPError("network", "%s: cannot connect%s" % (target.origin, _reason(exc))) from None
             if streaming:
-                response._chunks = _stream_body(resp, encoding, functools.partial(self._release, target, conn, resp))
+                response._stream = _BodyStream(resp, encoding, functools.partial(self._release, target, conn, resp))
             elif resp.will_close:
                 conn.close()
             else:
@@ -2967,6 +3017,19 @@ class Client:
             data = json.loads(text) if text.strip().startswith("{") else None  # it loaded: valid JSON
         kid = data.get("kid") if isinstance(data, Mapping) else None
         return key, kid if isinstance(kid, str) else None
+
+    def _mask_token_response(self, text: str) -> str:
+        """Token response text for the log: the tokens it holds are learnt
+        first (from the parsed JSON, however it spells them), then masked."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        for name in ("access_token", "refresh_token", "id_token"):
+            value = data.get(name) if isinstance(data, dict) else None
+            if isinstance(value, str) and value:
+                self._scrub.add(value, lasting=False)
+        return _mask_token_json(text)
 
     def _token_form(self, endpoint: str) -> bytes:
         """The token request's body, with a new client assertion every time."""
@@ -3064,11 +3127,11 @@ class Client:
             headers = functools.partial(self._signed_headers, base, [], "POST", endpoint, None, sent_nonce)
             self.token_requests += 1
             response = self._exchange(
-                "POST", endpoint, target, headers, body, _MAX_TOKEN_BODY, (_mask_form, _mask_token_json)
+                "POST", endpoint, target, headers, body, _MAX_TOKEN_BODY, (_mask_form, self._mask_token_response)
             )
             if 200 <= response.status < 300:
                 return self._parse_token(response)
-            error, description = _oauth_error(response)
+            error, description = _oauth_error(response, self._scrub)
             fresh = self._nonces.get(target.origin)
             # RFC 9449 §8: use_dpop_nonce (some servers say invalid_dpop_proof
             # or invalid_request) with a new DPoP-Nonce: retry once, never
@@ -3116,16 +3179,18 @@ class Client:
         return _Token(value, time.monotonic() + lifetime - margin)
 
 
-def _oauth_error(response: Response) -> Tuple[Optional[str], Optional[str]]:
-    """(error, error_description) of an RFC 6749 §5.2 error body, printable only."""
+def _oauth_error(response: Response, scrub: Callable[[str], str]) -> Tuple[Optional[str], Optional[str]]:
+    """(error, error_description) of an RFC 6749 §5.2 error body: secrets
+    masked first (before cleaning or cutting could hide them), then printable
+    ASCII only, and cut."""
     try:
         data = _json_object(response.body, "error response")
     except DPoPError:
         return None, None
     error, description = data.get("error"), data.get("error_description")
     clean = re.compile(r"[^\x20-\x7e]")
-    error = clean.sub("?", error)[:100] if isinstance(error, str) else None
-    description = clean.sub("?", description)[:300] if isinstance(description, str) else None
+    error = clean.sub("?", scrub(error))[:100] if isinstance(error, str) else None
+    description = clean.sub("?", scrub(description))[:300] if isinstance(description, str) else None
     return error, description
 
 
@@ -3513,8 +3578,8 @@ def _check_seconds(value: str) -> float:
         number = float(value)
     except ValueError:
         raise ValueError("is not a number of seconds") from None
-    if not 0 < number <= _MAX_SECONDS:  # NaN fails this too
-        raise ValueError("must be more than 0 and at most %d seconds" % _MAX_SECONDS)
+    if not 0.001 <= number <= _MAX_SECONDS:  # NaN fails this too
+        raise ValueError("must be from 0.001 to %d seconds" % _MAX_SECONDS)
     return number
 
 
@@ -3538,7 +3603,8 @@ def _check_url(value: str) -> str:
 
 def _check_infile(value: str) -> str:
     if _check_text(value) != "-" and not (os.path.isfile(value) and os.access(value, os.R_OK)):
-        raise ValueError("cannot read file %s" % value)
+        why = "not a file" if os.path.exists(value) else "no such file"
+        raise ValueError("cannot read %s (%s)" % (value, "no permission" if os.path.isfile(value) else why))
     return value
 
 
@@ -3555,13 +3621,15 @@ def _check_cafile(value: str) -> str:
 
 
 def _check_outfile(value: str) -> str:
-    if os.path.isdir(_check_text(value)) or not os.path.isdir(os.path.dirname(os.path.abspath(value))):
+    if _check_text(value) == "-":
+        return value  # stdout, as in curl
+    if os.path.isdir(value) or not os.path.isdir(os.path.dirname(os.path.abspath(value))):
         raise ValueError("cannot write %s (a folder, or in a folder that does not exist)" % value)
     return value
 
 
 def _check_newfile(value: str) -> str:
-    if os.path.lexists(_check_outfile(value)):
+    if os.path.lexists(_check_outfile(value)) or value == "-":
         raise ValueError("%s exists (keygen never overwrites a file)" % value)
     return value
 
@@ -3651,8 +3719,10 @@ def _checked(opt: _Opt, raw: Union[str, List[str]], where: str) -> Any:
 def _usage_message(message: str) -> str:
     """argparse's message, without echoing values (one may be a secret)."""
     if message.startswith("unrecognized arguments: "):
-        first = message.split(" ")[2]
+        first = message.split(" ")[2].split("=")[0]
         return "unknown option %s" % first if first.startswith("-") else "unexpected argument"
+    if "explicit argument" in message:  # a flag given a value: "argument --json: ignored explicit argument 'x'"
+        return message.split(":")[0] + ": takes no value"
     return message
 
 
@@ -3662,6 +3732,7 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
     Also "_argv": the names of the options given on the command line.
     """
     import argparse
+    import sys
 
     _, description, example, table = _COMMANDS[command]
     prog = "dpop" if command == "request" else "dpop " + command
@@ -3669,6 +3740,10 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
     class Parser(argparse.ArgumentParser):
         def error(self, message: str) -> Any:  # argparse's own complaints, in our one-line form
             raise DPoPError("usage", "%s (see %s --help)" % (_usage_message(message), prog))
+
+        def _print_message(self, message: str, file: Any = None) -> None:  # argparse drops OSError
+            if message:
+                (file or sys.stderr).write(message)
 
     exits = "\n".join("  %d  %s" % row for row in _EXIT_STATUS)
     parser = Parser(
@@ -3679,7 +3754,9 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
         allow_abbrev=False,
     )
     for opt in table:
-        text = opt.help + (" [%s]" % opt.env if opt.env else "")
+        text = (
+            opt.help + (": " + ", ".join(opt.choices) if opt.choices else "") + (" [%s]" % opt.env if opt.env else "")
+        )
         if opt.positional:
             parser.add_argument(opt.dest, metavar=opt.flags[0], help=text)
         elif opt.kind == "flag":
@@ -3704,16 +3781,25 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
     return values
 
 
-def _read_input(path: str, what: str, limit: int = 64 << 20) -> bytes:
+_MAX_INPUT = 64 << 20  # -d @FILE and -d @-
+
+
+def _read_input(path: str, what: str, limit: Optional[int] = None) -> bytes:
+    """A file's (or stdin's) bytes; more than ``limit`` is a usage error, never a silent cut."""
     import sys
 
+    limit = _MAX_INPUT if limit is None else limit
     try:
         if path == "-":
-            return sys.stdin.buffer.read(limit + 1)[:limit]
-        with open(path, "rb") as f:
-            return f.read(limit)
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
     except OSError as exc:
         raise DPoPError("io_error", "cannot read %s %s: %s" % (what, path, exc.strerror)) from None
+    if len(data) > limit:
+        raise DPoPError("usage", "%s %s is larger than %d bytes" % (what, path, limit))
+    return data
 
 
 def _cli_key(path: Optional[str]) -> ECKey:
@@ -3813,8 +3899,9 @@ other commands (each has --help):
 
 The client secret comes from DPOP_CLIENT_SECRET or --client-secret-file
 (--client-secret works but is visible to other users in the process list).
-Every option but --serve has a DPOP_* variable (shown in brackets); an empty
-variable counts as unset, and flags take 1/0, true/false, yes/no or on/off.
+Options have a DPOP_* variable (shown in brackets in each command's --help);
+an empty variable counts as unset, and flags take 1/0, true/false, yes/no or
+on/off.
 """
 
 
@@ -3822,14 +3909,13 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
     import sys
 
     args = _parse("request", argv)
+    _check_together(args)
     secret = args["client_secret"]
     if args["client_secret_file"]:
         raw = _read_input(args["client_secret_file"], "client secret file", 64 << 10)
         secret = raw.decode("utf-8", "replace").strip("\r\n")
-    if not args["client_id"]:
-        raise DPoPError("usage", "--client-id (or DPOP_CLIENT_ID) is required")
-    if not args["token_endpoint"] and not args["issuer"]:
-        raise DPoPError("usage", "--token-endpoint or --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER) is required")
+        if not secret:
+            raise DPoPError("usage", "--client-secret-file %s is empty" % args["client_secret_file"])
     method = args["auth_method"] or "post"
     auth_method = {"post": "client_secret_post", "basic": "client_secret_basic"}.get(method, method)
     if auth_method.startswith("client_secret") and not secret:
@@ -3840,11 +3926,10 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
         raise DPoPError(
             "usage", "--assertion-alg %s does not go with --auth-method %s" % (args["assertion_alg"], method)
         )
+    log_file = _open_private(args["session_log"]) if args["session_log"] else None
     assertion_key = None
     if args["assertion_key"]:
         assertion_key = _read_input(args["assertion_key"], "assertion key file", _MAX_KEY_INPUT)
-    if not args["key"]:
-        raise DPoPError("usage", "--key FILE (or DPOP_KEY) is required")
     headers = list(args["header"] or [])
     body: Optional[bytes] = None
     data = args["data"]
@@ -3866,7 +3951,6 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
         )
     if secret:
         scrub.add(secret)  # usage messages never hold it; server text might
-    log_file = _open_private(args["session_log"]) if args["session_log"] else None
     terminal = sys.stderr if args["verbose"] else None
     try:
         with Client(
@@ -3887,11 +3971,15 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             session_log=_Tee(terminal, *[log_file] * (log_file is not None)) if terminal or log_file else None,
             follow_redirects=bool(args["location"]),
         ) as client:
+            scrub.others.append(client._scrub)  # the tokens it gets are masked in our errors too
             with client.request(args["method"], args["url"], headers=headers, data=body, stream=True) as response:
                 _cli_output(response, args["include"], args["output"])
     finally:
         if log_file is not None:
-            log_file.close()
+            try:
+                log_file.close()
+            except OSError:  # already reported by the write that failed
+                pass
     if response.status >= 400:
         raise DPoPError(
             "http_status",
@@ -3899,6 +3987,28 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             status=response.status,
         )
     return 0
+
+
+def _check_together(args: Dict[str, Any]) -> None:
+    """What the request options must be together (each alone was checked by _parse)."""
+    for name, flag in (("client_id", "--client-id ID"), ("key", "--key FILE")):
+        if not args[name]:
+            raise DPoPError("usage", "%s (or DPOP_%s) is required" % (flag, name.upper()))
+    if bool(args["token_endpoint"]) == bool(args["issuer"]):
+        raise DPoPError("usage", "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)")
+    data = args["data"] or ""
+    inputs = {flag: args[flag[2:].replace("-", "_")] for flag in ("--key", "--client-secret-file", "--assertion-key")}
+    inputs["-d"] = data[1:] if data.startswith("@") else None
+    readers = [flag for flag, path in inputs.items() if path == "-"]
+    if len(readers) > 1:
+        raise DPoPError("usage", "only one of %s can read stdin (-)" % " and ".join(readers))
+    for out_flag in ("--output", "--session-log"):
+        out = args[out_flag[2:].replace("-", "_")]
+        for flag, path in inputs.items():
+            if out and path and out != "-" != path and os.path.exists(out) and os.path.samefile(out, path):
+                raise DPoPError("usage", "%s %s would overwrite the %s file" % (out_flag, out, flag))
+    if args["scope"] and any(name == "scope" for name, _ in args["param"] or ()):
+        raise DPoPError("usage", "give the scope once: --scope, or --param scope=...")
 
 
 def _cli_output(response: Response, include: bool, output: Optional[str]) -> None:
@@ -3910,7 +4020,7 @@ def _cli_output(response: Response, include: bool, output: Optional[str]) -> Non
         head = ["%s %d %s" % (response.version, response.status, response.reason)]
         head += ["%s: %s" % item for item in response.headers.items()]
         out.write(("\r\n".join(map(_printable, head)) + "\r\n\r\n").encode("latin-1", "replace"))
-    if not output:
+    if not output or output == "-":
         for chunk in response.iter_bytes():
             out.write(chunk)
         out.flush()
@@ -4091,7 +4201,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
         _cli_keygen,
         "Make a new P-256 key and print it (or write it) as PKCS#8 PEM.",
         "example: python dpop.py keygen -o client.pem   (mode 0600; never overwrites)",
-        (_Opt("-o --output", "newfile", "write the key here (mode 0600; never overwrites)", metavar="FILE"),),
+        (_Opt("-o --output", "newfile", "write the key here (mode 0600; never overwrites)", metavar="FILE", env=None),),
     ),
     "jwk": (
         _cli_jwk,
@@ -4134,11 +4244,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = args.pop(0) if args and args[0] in _COMMANDS and args[0] != "request" else "request"
     scrub = _Scrubber()
     try:
-        status = _COMMANDS[command][0](args, scrub)
+        try:
+            status = _COMMANDS[command][0](args, scrub)
+        except SystemExit as exc:  # argparse: --help, --version
+            status = exc.code if isinstance(exc.code, int) else 2
         sys.stdout.flush()  # a full disk is reported here, not at exit
         return status
-    except SystemExit as exc:  # argparse: --help, --version
-        return exc.code if isinstance(exc.code, int) else 2
     except KeyboardInterrupt:
         return 130
     except DPoPError as exc:

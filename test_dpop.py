@@ -768,7 +768,7 @@ def test_load_key_type_errors_and_garbage():
     ]:
         with pytest.raises(DPoPError):
             dpop.load_key(junk)
-    with raises_code("bad_key"):
+    with raises_code("io_error"):
         dpop.load_key_file(KEYS / "does-not-exist.pem")
 
 
@@ -2466,7 +2466,7 @@ def test_cli_exit_codes(scripted, key_file, tmp_path):
         scripted.api_url,
         env=env,
     )
-    assert done.returncode == 2 and done.stderr.startswith(b"dpop: usage: --key: cannot read file ")
+    assert done.returncode == 2 and done.stderr.startswith(b"dpop: usage: --key: cannot read ")
     for stderr in (done.stderr,):
         assert b"Traceback" not in stderr
 
@@ -2804,9 +2804,8 @@ def test_https_untrusted_certificate(tls_server, client_key):
 
 
 def test_https_bad_cafile(tls_server, client_key, tmp_path):
-    with make_client(tls_server, client_key, cafile=str(tmp_path / "missing.pem")) as client:
-        with raises_code("tls"):
-            client.access_token()
+    with raises_code("tls"):  # checked when the client is made, before any request
+        make_client(tls_server, client_key, cafile=str(tmp_path / "missing.pem"))
 
 
 def test_cli_cacert(tls_server, key_file):
@@ -3945,7 +3944,7 @@ def test_scrubber_stays_bounded_for_a_client_that_refreshes_forever():
     scrub.add("client-secret-1")
     for i in range(1000):
         scrub.add("token-%04d-xyz" % i, lasting=False)
-    assert scrub._pattern.pattern.count("|") < 40
+    assert scrub._pattern.pattern.count("|") < 60  # 8 tokens and the secret, 5 spellings each
     assert scrub("client-secret-1 token-0999-xyz token-0992-xyz") == "**** **** ****"
 
 
@@ -4233,3 +4232,244 @@ def test_oidc_provider_cli_private_key_jwt(oidc_nonce, key_file, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["client_id"] == c["client_id"]
+
+
+# -- the security review of the hardening change ------------------------------------
+
+
+def test_junk_proofs_never_earn_a_key_table():
+    dpop._key_tables.clear()
+    key = dpop.generate_key()
+    good = _proof_with(key)
+    junk = good.rsplit(".", 1)[0] + ".AA"
+    for _ in range(3):
+        with raises_code("proof_signature"):
+            _verify_all_checks(key, junk)
+    assert key.public_point not in dpop._key_tables
+    _verify_all_checks(key, good)
+    assert dpop._key_tables[key.public_point] is None  # seen once, verified
+    _verify_all_checks(key, _proof_with(key, jti="j-2"))
+    assert dpop._key_tables[key.public_point] is not None  # the second verified proof earns the table
+
+
+def test_token_response_tokens_are_masked_however_the_json_spells_them(scripted, client_key):
+    token = "SECRETTOKEN" + secrets.token_hex(8)
+    body = b'{"\\u0061ccess_token":"%s","token_type":"DPoP","expires_in":3600,"pad":"%s"}' % (
+        token.encode(),
+        b"x" * 70000,
+    )
+    scripted.script.on(is_token, lambda h: (h.reply(200, body), True)[1])
+    sink = io.StringIO()
+    with make_client(scripted, client_key, session_log=sink) as client:
+        client.access_token()
+    assert token not in sink.getvalue()
+
+
+def test_echoed_secrets_are_masked_before_cleaning_or_cutting(scripted, client_key):
+    secret = "p\u00e4ssw\u00f6rd/very-long-secret-value-" + "x" * 290
+    scripted.clients[dpop.DEMO_CLIENT_ID] = secret
+    answer = {"error": "invalid_client", "error_description": "bad secret " + secret}
+    scripted.script.on(is_token, lambda h: (h.reply(400, answer), True)[1])
+    sink = io.StringIO()
+    with make_client(scripted, client_key, client_secret=secret, session_log=sink) as client:
+        with raises_code("oauth_error") as info:
+            client.access_token()
+    assert "ssw" not in str(info.value) and "xxxxxxxx" not in str(info.value)
+    log = sink.getvalue()
+    assert "ssw" not in log and json.dumps(secret)[1:-1] not in log
+
+
+def test_truncated_compressed_bodies_are_errors(scripted, client_key):
+    import zlib
+
+    whole = gzip.compress(b"y" * 200000)
+    deflated = zlib.compress(b"z" * 5000)
+    for path, data, coding in (
+        ("/api/gz", whole[: len(whole) // 2], "gzip"),
+        ("/api/df", deflated[:-4], "deflate"),
+        ("/api/junk", whole + b"junk", "gzip"),
+    ):
+        scripted.script.on(
+            lambda h, p=path: h.path == p,
+            lambda h, d=data, c=coding: (h.reply(200, d, {"Content-Encoding": c, "Content-Type": "text/plain"}), True)[
+                1
+            ],
+        )
+    with make_client(scripted, client_key) as client:
+        for path in ("/api/gz", "/api/df", "/api/junk"):
+            with raises_code("bad_response"):
+                client.get(scripted.base_url + path)
+            with raises_code("bad_response"):
+                b"".join(client.get(scripted.base_url + path, stream=True).iter_bytes())
+
+
+def test_cli_refuses_a_body_larger_than_it_reads(tmp_path, key_file, silent_port, monkeypatch, capsys):
+    port, counter = silent_port
+    monkeypatch.setattr(dpop, "_MAX_INPUT", 1000)
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"a" * 1001)
+    url = "http://127.0.0.1:%d/t" % port
+    monkeypatch.setenv("DPOP_CLIENT_SECRET", "s")
+    assert (
+        dpop.main(
+            ["--key", str(key_file), "--token-endpoint", url, "--client-id", "c", "-d", "@" + str(big), "POST", url]
+        )
+        == 2
+    )
+    assert capsys.readouterr().err.startswith("dpop: usage: ") and counter["connections"] == 0
+
+
+def test_response_text_decodes_only_text_charsets_it_knows():
+    body = b"a" * 50000 + b"-" + b"99" * 50000
+    text = dpop.Response(
+        200, "OK", dpop.Headers([("Content-Type", "text/plain; charset=punycode")]), body, "https://x/"
+    ).text
+    assert text == body.decode()
+    for charset, expected in (
+        ("latin-1", "caf\u00e9"),
+        ("ISO-8859-1", "caf\u00e9"),
+        ("utf-16", None),
+        ("cp1252", "caf\u00e9"),
+    ):
+        raw = "caf\u00e9".encode(charset if expected else "utf-16")
+        headers = dpop.Headers([("Content-Type", "text/plain; charset=%s" % charset)])
+        assert dpop.Response(200, "OK", headers, raw, "https://x/").text == "caf\u00e9"
+
+
+@pytest.mark.parametrize(
+    "argv, leak",
+    [
+        (["--client-secre=hunter2hunter2", "GET", "https://x.example/"], "hunter2"),
+        (["--json=hunter2", "GET", "https://x.example/"], "hunter2"),
+        (["-vhunter2", "GET", "https://x.example/"], "unter2"),
+        (["--param", "a=\udcff", "GET", "https://x.example/"], "\\udcff"),
+    ],
+)
+def test_usage_errors_never_echo_values(argv, leak, monkeypatch, capsys):
+    for name in list(os.environ):
+        if name.startswith("DPOP_"):
+            monkeypatch.delenv(name)
+    assert dpop.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dpop: usage: ") and leak not in err and err.count("\n") == 1
+
+
+def test_folded_headers_cannot_fake_output_lines(scripted, key_file):
+    def folded(handler):
+        handler.wfile.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: one\r\n \x1b[31mHTTP/1.1 200 Fake: injected\r\n\r\nok"
+        )
+        return True
+
+    scripted.script.on(lambda h: h.path == "/api/fold", folded)
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "-i", "-v", "GET", scripted.base_url + "/api/fold"),
+        env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET},
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"\nHTTP/1.1 200 Fake" not in done.stdout and b"\n ?[31mHTTP" not in done.stdout
+    assert b"\n ?[31mHTTP" not in done.stderr and b"\n \x1b" not in done.stderr
+
+
+def test_closing_an_unread_streamed_response_releases_its_connection(scripted, client_key, recwarn):
+    import gc
+
+    with make_client(scripted, client_key) as client:
+        response = client.get(scripted.api_url, stream=True)
+        response.close()
+        gc.collect()
+    assert not [w for w in recwarn if issubclass(w.category, ResourceWarning)]
+
+
+def test_cookies_and_api_keys_are_masked_in_the_session_log(server, client_key):
+    sink = io.StringIO()
+    with make_client(server, client_key, session_log=sink) as client:
+        client.get(server.api_url, headers={"Cookie": "sid=s3ss10n", "X-Api-Key": "k3y-value"})
+    assert "s3ss10n" not in sink.getvalue() and "k3y-value" not in sink.getvalue()
+
+
+def test_cli_error_line_masks_the_access_token(scripted, key_file):
+    def leak(handler):
+        token = handler.headers["Authorization"][5:]
+        handler.send_response(403, "Forbidden token " + token)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+        return True
+
+    scripted.script.on(lambda h: h.path == "/api/leak", leak)
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/leak"),
+        env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET},
+    )
+    assert done.returncode == 4 and done.stderr.endswith(b"Forbidden token ****\n"), done.stderr
+
+
+# -- a newcomer's trial of the README ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--timeout", "0.0001"], "--timeout: must be from 0.001"),
+        (["--issuer", "{url}"], "give one of --token-endpoint and --issuer"),
+        (["--key", "-", "-d", "@-"], "only one of --key and -d can read stdin"),
+        (["-o", "{key}"], "--output {key} would overwrite the --key file"),
+        (["--session-log", "{key}"], "--session-log {key} would overwrite the --key file"),
+        (["--scope", "api", "--param", "scope=x"], "give the scope once"),
+        (["--client-secret-file", "{empty}"], "--client-secret-file {empty} is empty"),
+    ],
+)
+def test_cli_options_that_cannot_go_together(extra, fragment, key_file, tmp_path, silent_port, monkeypatch, capsys):
+    port, counter = silent_port
+    url = "http://127.0.0.1:%d/t" % port
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    fill = {"url": url, "key": str(key_file), "empty": str(empty)}
+    monkeypatch.setenv("DPOP_CLIENT_SECRET", "s")
+    argv = ["--key", str(key_file), "--token-endpoint", url, "--client-id", "c"]
+    argv = [a for a in argv if not (extra[0] == "--key" and a in ("--key", str(key_file)))]
+    assert dpop.main(argv + [part.format(**fill) for part in extra] + ["GET", url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dpop: usage: ") and fragment.format(**fill) in err and err.count("\n") == 1
+    assert counter["connections"] == 0 and key_file.read_text().startswith("-----BEGIN")
+
+
+def test_cli_output_dash_is_stdout_and_keygen_ignores_dpop_output(server, key_file, tmp_path):
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    done = run_cli(*cli_flow_args(server, key_file, "-o", "-", "GET", server.api_url), env=env)
+    assert done.returncode == 0 and json.loads(done.stdout) and not (Path.cwd() / "-").exists()
+    target = tmp_path / "resp.json"
+    done = run_cli("keygen", env={"DPOP_OUTPUT": str(target)})
+    assert done.returncode == 0 and b"PRIVATE KEY" in done.stdout and not target.exists()
+
+
+def test_cli_writes_that_fail_are_io_errors():
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    for args in (["--help"], ["keygen", "--help"], ["--version"]):
+        with open("/dev/full", "wb") as full:
+            done = subprocess.run(
+                [sys.executable, str(HERE / "dpop.py"), *args], stdout=full, stderr=subprocess.PIPE, timeout=60
+            )
+        assert done.returncode == 1 and done.stderr.startswith(b"dpop: io_error: "), (args, done.stderr)
+
+
+def test_cli_session_log_on_a_full_disk_is_not_a_network_error(server, key_file):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    done = run_cli(*cli_flow_args(server, key_file, "--session-log", "/dev/full", "GET", server.api_url), env=env)
+    assert (
+        done.returncode == 1
+        and done.stderr == b"dpop: io_error: cannot write the session log: No space left on device\n"
+    )
+
+
+def test_client_checks_its_cafile_at_once(client_key, tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a bundle\n")
+    for cafile in (str(bad), str(tmp_path / "missing.pem")):
+        with raises_code("tls"):
+            dpop.Client(
+                client_key, token_endpoint="https://as.example/t", client_id="c", client_secret="s", cafile=cafile
+            )

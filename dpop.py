@@ -88,6 +88,9 @@ __all__ = [
     "make_proof",
     "canonical_htu",
     "access_token_hash",
+    # RSA (RS256, PS256)
+    "RSAKey",
+    "load_rsa_key",
     # client authentication (RFC 7523)
     "client_assertion",
     "ASSERTION_TYPE",
@@ -1570,7 +1573,7 @@ def _check_time(name: str, value: Optional[float]) -> float:
 
 
 def make_proof(
-    key: ECKey,
+    key: Union[ECKey, RSAKey],
     method: str,
     url: str,
     *,
@@ -1579,17 +1582,18 @@ def make_proof(
     now: Optional[float] = None,
     jti: Optional[str] = None,
     claims: Optional[Mapping[str, Any]] = None,
+    alg: Optional[str] = None,
 ) -> str:
     """A DPoP proof JWT for one HTTP request (RFC 9449 §4.2).
 
-    Header: typ dpop+jwt, alg ES256, and the public JWK rebuilt from the key
+    Header: typ dpop+jwt, alg ES256 (an RSAKey: RS256, or PS256 with ``alg``), and the public JWK rebuilt from the key
     (never a loaded JWK, which may hold ``d``). Claims: jti (128 random bits
     unless given), htm (the method, upper-cased), htu (canonical_htu(url)),
     iat (integer seconds; ``now`` or the clock), ath with ``access_token``,
     nonce with ``nonce``, and ``claims`` when asked for.
     """
-    if not isinstance(key, ECKey):
-        raise _type_error("key", "an ECKey", key)
+    if not isinstance(key, (ECKey, RSAKey)):
+        raise _type_error("key", "an ECKey or RSAKey", key)
     if not isinstance(method, str):
         raise _type_error("method", "str", method)
     if _TCHAR.fullmatch(method) is None:
@@ -1617,8 +1621,13 @@ def make_proof(
         if clash:
             raise ValueError("claims may not replace %s" % ", ".join(sorted(clash)))
         payload.update(claims)
-    signing_input = key._proof_header() + "." + b64url_encode(_json_compact(payload))
-    return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
+    sign: Callable[[bytes], bytes]
+    if isinstance(key, ECKey) and alg in (None, "ES256"):
+        header, sign = key._proof_header(), key.sign
+    else:
+        header, sign = _proof_signer(key, alg)
+    signing_input = header + "." + b64url_encode(_json_compact(payload))
+    return signing_input + "." + b64url_encode(sign(signing_input.encode("ascii")))
 
 
 # =============================================================================
@@ -1672,7 +1681,7 @@ class VerifiedProof:
 
     __slots__ = ("header", "claims", "key", "jkt")
 
-    def __init__(self, header: Dict[str, Any], claims: Dict[str, Any], key: ECKey, jkt: str) -> None:
+    def __init__(self, header: Dict[str, Any], claims: Dict[str, Any], key: Union[ECKey, RSAKey], jkt: str) -> None:
         self.header = header
         self.claims = claims
         self.key = key
@@ -1876,9 +1885,9 @@ def verify_proof(
     typ = header.get("typ")
     if not isinstance(typ, str) or typ.lower() not in ("dpop+jwt", "application/dpop+jwt"):
         raise _refuse("proof_typ", "typ is not dpop+jwt")
-    # 5. an accepted asymmetric algorithm (this module verifies ES256 only)
+    # 5. an accepted asymmetric algorithm: ES256, or RS256/PS256 when listed
     alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in algorithms or alg != "ES256":
+    if not isinstance(alg, str) or alg not in algorithms or alg not in ("ES256",) + _RSA_ALGS:
         raise _refuse("proof_alg", "alg %s is not accepted" % _short_repr(alg))
     # 7. jwk: a public P-256 key and nothing private
     jwk = header.get("jwk")
@@ -1887,17 +1896,20 @@ def verify_proof(
     if _PRIVATE_JWK_MEMBERS.intersection(jwk):
         raise _refuse("proof_jwk", "jwk contains private key members")
     try:
-        key = _key_from_jwk(jwk)
+        key = _key_from_jwk(jwk) if alg == "ES256" else load_rsa_key(jwk)
     except DPoPError as exc:
         raise _refuse("proof_jwk", exc.message) from None
     # 6. signature by that key
-    digest = hashlib.sha256((h64 + "." + p64).encode("ascii")).digest()
-    point = key.public_point
-    table = _key_table(point)
-    if not _verify_digest(point[0], point[1], digest, signature, table):
-        raise _refuse("proof_signature", "signature does not verify with the header jwk")
-    if table is None:
-        _key_table(point, verified=True)
+    signed = (h64 + "." + p64).encode("ascii")
+    if isinstance(key, RSAKey):
+        if not key.verify(signed, signature, alg):
+            raise _refuse("proof_signature", "signature does not verify with the header jwk")
+    else:
+        point, table = key.public_point, _key_table(key.public_point)
+        if not _verify_digest(point[0], point[1], hashlib.sha256(signed).digest(), signature, table):
+            raise _refuse("proof_signature", "signature does not verify with the header jwk")
+        if table is None:
+            _key_table(point, verified=True)
     # 3. required claims, with their types
     for name in ("jti", "htm", "htu"):
         value = claims.get(name)
@@ -1950,7 +1962,268 @@ def verify_proof(
 
 
 # =============================================================================
-# 10. Client authentication with a JWT: private_key_jwt and client_secret_jwt
+# 10. RSA keys, RS256 and PS256 (RFC 8017 §8.1, §8.2, §9.1, §9.2, B.2.1;
+#     RFC 7518 §3.3, §3.5, §6.3; RFC 3447 A.1 and RFC 5958 key files)
+# =============================================================================
+#
+# For servers that register RSA client keys (private_key_jwt). Not on the
+# ES256 path: nothing above calls this section.
+#
+# Keys: 2048 to 8192 bits, two primes only, every CRT member present and
+# consistent (a key that fails a check is refused, never repaired).
+# Signing uses CRT with RSA blinding: the message is multiplied by r^e for a
+# fresh random r, so the secret exponentiation never sees a value an attacker
+# chose, and the result is checked with the public key before it leaves
+# (a fault in the CRT would otherwise reveal a factor of n). CPython's pow()
+# is not constant-time; blinding hides which value it works on, not how long
+# the exponents take. Generating RSA keys is left out: finding 1024-bit
+# primes in pure Python takes seconds; make keys with openssl or your server.
+
+_OID_RSA = bytes.fromhex("2a864886f70d010101")  # 1.2.840.113549.1.1.1 rsaEncryption
+_SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")  # RFC 8017 §9.2 note 1
+_RSA_ALGS = ("RS256", "PS256")
+_RSA_PRIVATE = ("d", "p", "q", "dp", "dq", "qi")  # JWK members, RFC 7518 §6.3.2
+
+
+def _der_uint(tag_value: Tuple[int, bytes]) -> int:
+    tag, value = tag_value
+    if tag != _INTEGER or not value or value[0] & 0x80 or (len(value) > 1 and value[0] == 0 and value[1] < 0x80):
+        raise _bad_der("bad INTEGER")
+    return int.from_bytes(value, "big")
+
+
+class RSAKey:
+    """An RSA key pair, or a public key alone; signs and verifies RS256 and PS256.
+
+    Immutable; repr shows no secret. Make one with load_rsa_key().
+    """
+
+    __slots__ = ("n", "e", "_private", "size")
+    n: int  # modulus, 2048 to 8192 bits
+    e: int  # public exponent, odd, 3 <= e < 2^32
+    _private: Optional[Tuple[int, int, int, int, int, int]]  # d, p, q, dp, dq, qi; checked consistent
+    size: int  # bits of n
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("use dpop.load_rsa_key()")
+
+    @classmethod
+    def _new(cls, n: int, e: int, private: Optional[Tuple[int, ...]]) -> RSAKey:
+        if not 2048 <= n.bit_length() <= 8192:
+            raise DPoPError("unsupported_key", "RSA keys must have 2048 to 8192 bits, not %d" % n.bit_length())
+        if not (3 <= e < 1 << 32 and e & 1 and n & 1):
+            raise DPoPError("bad_key", "RSA public exponent or modulus out of range")
+        if private is not None:
+            d, p, q, dp, dq, qi = private
+            if not (
+                p * q == n
+                and 1 < d < n
+                and dp == d % (p - 1)
+                and dq == d % (q - 1)
+                and e * dp % (p - 1) == 1
+                and e * dq % (q - 1) == 1
+                and qi * q % p == 1
+            ):
+                raise DPoPError("bad_key", "RSA private key members are inconsistent")
+        key = object.__new__(cls)
+        for name, value in (("n", n), ("e", e), ("_private", private), ("size", n.bit_length())):
+            object.__setattr__(key, name, value)
+        return key
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("RSAKey is immutable")
+
+    @property
+    def has_private(self) -> bool:
+        return self._private is not None
+
+    def public_key(self) -> RSAKey:
+        return RSAKey._new(self.n, self.e, None)
+
+    def public_jwk(self) -> Dict[str, str]:
+        """{kty, n, e}: minimal big-endian base64url (RFC 7518 §6.3.1)."""
+        return {"kty": "RSA", "n": _b64_uint(self.n), "e": _b64_uint(self.e)}
+
+    def private_jwk(self) -> Dict[str, str]:
+        """The public JWK plus d, p, q, dp, dq, qi. Handle the result as a secret."""
+        jwk = self.public_jwk()
+        jwk.update(zip(_RSA_PRIVATE, map(_b64_uint, self._secret())))
+        return jwk
+
+    def thumbprint(self) -> str:
+        return jwk_thumbprint(self.public_jwk())
+
+    def _secret(self) -> Tuple[int, int, int, int, int, int]:
+        if self._private is None:
+            raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
+        return self._private
+
+    def _encode(self, alg: str, data: bytes, salt: Optional[bytes]) -> Optional[bytes]:
+        """EMSA-PKCS1-v1_5 (RS256, RFC 8017 §9.2) or EMSA-PSS with MGF1-SHA-256
+        and a 32-byte salt (PS256, §9.1.1) of ``data``, as an integer's bytes."""
+        digest = hashlib.sha256(data).digest()
+        if alg == "RS256":
+            info = _SHA256_DIGEST_INFO + digest
+            return b"\x00\x01" + b"\xff" * ((self.size + 7) // 8 - len(info) - 3) + b"\x00" + info
+        if alg != "PS256":
+            raise ValueError("RSA keys sign RS256 or PS256, not %r" % alg)
+        if salt is None:
+            return None
+        em_len = (self.size - 1 + 7) // 8  # emBits = modBits - 1
+        h = hashlib.sha256(b"\x00" * 8 + digest + salt).digest()
+        db = b"\x00" * (em_len - 66) + b"\x01" + salt
+        masked = bytearray(x ^ y for x, y in zip(db, _mgf1(h, len(db))))
+        masked[0] &= 0xFF >> (8 * em_len - (self.size - 1))
+        return bytes(masked) + h + b"\xbc"
+
+    def sign(self, data: BytesLike, alg: str = "RS256") -> bytes:
+        """RS256 or PS256 signature of ``data`` (as many bytes as n)."""
+        raw = _as_bytes("data", data)
+        encoded = self._encode(alg, raw, os.urandom(32))
+        d, p, q, dp, dq, qi = self._secret()
+        m, n = int.from_bytes(encoded or b"", "big"), self.n
+        # -- blinding: the CRT below works on m * r^e, never on m --
+        r = int.from_bytes(os.urandom(self.size // 8 + 16), "big") % n
+        blinded = m * pow(r, self.e, n) % n
+        s1 = pow(blinded % p, dp, p)
+        s2 = pow(blinded % q, dq, q)
+        s = (s2 + qi * (s1 - s2) % p * q) * _inverse_blinded(r, n, _random_below(n)) % n
+        if pow(s, self.e, n) != m:  # a CRT fault (or r sharing a factor with n: never in practice)
+            raise RuntimeError("dpop: RSA signature self-check failed")
+        return s.to_bytes((self.size + 7) // 8, "big")
+
+    def verify(self, data: BytesLike, signature: BytesLike, alg: str = "RS256") -> bool:
+        """True if ``signature`` is a valid RS256 or PS256 signature of ``data``. Never raises on bad bytes."""
+        raw, sig = _as_bytes("data", data), _as_bytes("signature", signature)
+        k = (self.size + 7) // 8
+        s = int.from_bytes(sig, "big")
+        if len(sig) != k or s >= self.n:
+            return False
+        m = pow(s, self.e, self.n)
+        if alg == "RS256":
+            return hmac.compare_digest(m.to_bytes(k, "big"), self._encode(alg, raw, None) or b"")
+        if alg != "PS256" or m >> (self.size - 1):
+            return False
+        em_len = (self.size - 1 + 7) // 8  # RFC 8017 §9.1.2, hLen = sLen = 32
+        em = m.to_bytes(em_len, "big")
+        masked, h = em[: em_len - 33], em[em_len - 33 : -1]
+        if em[-1] != 0xBC:
+            return False
+        db = bytearray(x ^ y for x, y in zip(masked, _mgf1(h, len(masked))))
+        db[0] &= 0xFF >> (8 * em_len - (self.size - 1))
+        if db[: len(db) - 33].strip(b"\x00") != b"" or db[len(db) - 33] != 1:
+            return False
+        return hmac.compare_digest(self._encode("PS256", raw, bytes(db[-32:])) or b"", em)
+
+    def __repr__(self) -> str:
+        kind = "private" if self._private is not None else "public"
+        return "<dpop.RSAKey %d-bit %s jkt=%s>" % (self.size, kind, self.thumbprint())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RSAKey):
+            return NotImplemented
+        mine, theirs = self._private, other._private
+        same_private = (
+            mine == theirs
+            if mine is None or theirs is None
+            else hmac.compare_digest(_b64_uint(mine[0]), _b64_uint(theirs[0]))
+        )
+        return (self.n, self.e) == (other.n, other.e) and same_private
+
+    def __hash__(self) -> int:
+        return hash((self.n, self.e))
+
+    def __reduce__(self) -> Any:
+        raise TypeError("RSAKey is not picklable; keep the key file instead")
+
+
+def _proof_signer(key: Union[ECKey, RSAKey], alg: Optional[str]) -> Tuple[str, Callable[[bytes], bytes]]:
+    """make_proof's header and signing function for an RSA key (RS256 unless ``alg`` is PS256)."""
+    if isinstance(key, ECKey) or (alg or "RS256") not in _RSA_ALGS:
+        raise ValueError("a %s key does not make %s proofs" % (type(key).__name__, alg))
+    header = {"typ": "dpop+jwt", "alg": alg or "RS256", "jwk": key.public_jwk()}
+    return b64url_encode(_json_compact(header)), functools.partial(key.sign, alg=alg or "RS256")
+
+
+def _b64_uint(value: int) -> str:
+    return b64url_encode(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+
+
+def _mgf1(seed: bytes, length: int) -> bytes:
+    """MGF1 with SHA-256 (RFC 8017 B.2.1)."""
+    out = b"".join(hashlib.sha256(seed + i.to_bytes(4, "big")).digest() for i in range((length + 31) // 32))
+    return out[:length]
+
+
+def _rsa_from_der(der: bytes) -> RSAKey:
+    """PKCS#1 RSAPrivateKey or RSAPublicKey, PKCS#8, or SubjectPublicKeyInfo."""
+    items = _der_sequence(der, "RSA key")
+    if items and items[0][0] == _SEQUENCE:  # SPKI
+        algorithm = _der_sequence(_der_tlv(_SEQUENCE, items[0][1]), "AlgorithmIdentifier")
+        if len(items) != 2 or not algorithm or algorithm[0] != (_OID, _OID_RSA) or items[1][0] != _BIT_STRING:
+            raise DPoPError("unsupported_key", "not an RSA public key")
+        return _rsa_from_der(_bit_string_octets(items[1][1]))
+    if len(items) == 2:  # RSAPublicKey
+        return RSAKey._new(_der_uint(items[0]), _der_uint(items[1]), None)
+    if len(items) >= 3 and items[1][0] == _SEQUENCE:  # PKCS#8
+        algorithm = _der_sequence(_der_tlv(_SEQUENCE, items[1][1]), "AlgorithmIdentifier")
+        if not algorithm or algorithm[0] != (_OID, _OID_RSA) or items[2][0] != _OCTET_STRING:
+            raise DPoPError("unsupported_key", "not an RSA private key")
+        return _rsa_from_der(items[2][1])
+    if len(items) == 9 and _der_small_int(items[0][1]) == 0:  # RSAPrivateKey, two primes
+        n, e, *private = (_der_uint(item) for item in items[1:])
+        return RSAKey._new(n, e, tuple(private))
+    raise DPoPError("unsupported_key", "not a two-prime RSA key (multi-prime keys are not supported)")
+
+
+def load_rsa_key(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]]) -> RSAKey:
+    """Load an RSA key from PEM or DER (PKCS#1, PKCS#8, SPKI), a JWK (mapping or
+    JSON text) or the file a ``pathlib.Path`` names."""
+    if isinstance(data, os.PathLike):
+        with open(data, "rb") as f:  # OSError: the caller named the file
+            data = f.read(_MAX_KEY_INPUT + 1)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
+        if raw[:1] == b"\x30":
+            return _rsa_from_der(raw[: _MAX_KEY_INPUT + 1] if len(raw) <= _MAX_KEY_INPUT else b"")
+        data = raw.decode("utf-8", "surrogateescape")
+    if isinstance(data, str):
+        if len(data) > _MAX_KEY_INPUT:
+            raise DPoPError("bad_key", "key data is larger than 64 KiB")
+        if data.strip().startswith("{"):
+            data = _json_object(data.strip().encode("utf-8", "surrogatepass"), "JWK")
+        else:
+            for label, _ in _pem_blocks(data):
+                if label not in ("RSA PRIVATE KEY", "RSA PUBLIC KEY", "PRIVATE KEY", "PUBLIC KEY"):
+                    _pem_to_der(data)  # its error for encrypted and foreign blocks
+            blocks = [body for label, body in _pem_blocks(data)]
+            if len(blocks) != 1:
+                raise DPoPError("bad_key", "expected exactly one PEM key block")
+            try:
+                der = base64.b64decode("".join(blocks[0].split()), validate=True)
+            except (binascii.Error, ValueError):
+                raise DPoPError("bad_key", "PEM body is not base64") from None
+            return _rsa_from_der(der)
+    if not isinstance(data, Mapping):
+        raise _type_error("data", "str, bytes, a JWK mapping or a path", data)
+    if data.get("kty") != "RSA":
+        raise DPoPError("unsupported_key", "JWK kty %s is not RSA" % _short_repr(data.get("kty")))
+    if "oth" in data:
+        raise DPoPError("bad_key", "multi-prime RSA keys are not supported")
+    numbers = []
+    for name in ("n", "e") + (_RSA_PRIVATE if "d" in data else ()):
+        value = data.get(name)
+        if not isinstance(value, str):
+            raise DPoPError("bad_key", "RSA JWK member '%s' is missing or not a string" % name)
+        raw_int = b64url_decode(value)
+        if not raw_int or (raw_int[0] == 0 and len(raw_int) > 1 and name in ("n", "e")):
+            raise DPoPError("bad_key", "RSA JWK member '%s' is empty or not minimal" % name)
+        numbers.append(int.from_bytes(raw_int, "big"))
+    return RSAKey._new(numbers[0], numbers[1], tuple(numbers[2:]) if len(numbers) > 2 else None)
+
+
+# =============================================================================
+# 11. Client authentication with a JWT: private_key_jwt and client_secret_jwt
 #     (RFC 7523 §2.2 and §3, RFC 7521 §4.2, OpenID Connect Core §9)
 # =============================================================================
 #
@@ -1962,7 +2235,7 @@ def verify_proof(
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 §2.2
 _HMAC_ALGS = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}  # RFC 7518 §3.2
-_ASSERTION_ALGS = {"private_key_jwt": ("ES256",), "client_secret_jwt": tuple(_HMAC_ALGS)}
+_ASSERTION_ALGS = {"private_key_jwt": ("ES256",) + _RSA_ALGS, "client_secret_jwt": tuple(_HMAC_ALGS)}
 
 
 def _hmac_signature(alg: str, secret: bytes, signing_input: bytes) -> str:
@@ -1971,7 +2244,7 @@ def _hmac_signature(alg: str, secret: bytes, signing_input: bytes) -> str:
 
 
 def client_assertion(
-    key: Union[ECKey, str],
+    key: Union[ECKey, RSAKey, str],
     client_id: str,
     audience: str,
     *,
@@ -1981,8 +2254,9 @@ def client_assertion(
 ) -> str:
     """A client authentication JWT (RFC 7523 §3) for the token endpoint ``audience``.
 
-    ``key`` is the client's ECKey (private_key_jwt: ES256) or its client
-    secret (client_secret_jwt: HS256, or HS384/HS512 with ``alg``). Claims:
+    ``key`` is the client's ECKey (private_key_jwt: ES256), its RSAKey (RS256,
+    or PS256 with ``alg``) or its client secret (client_secret_jwt: HS256, or
+    HS384/HS512 with ``alg``). Claims:
     iss = sub = client_id, aud, a new 128-bit jti, iat, exp = iat + 60.
     Header: alg, typ JWT, and kid when given.
     """
@@ -1992,19 +2266,24 @@ def client_assertion(
     issued = int(_check_time("now", now))
     claims: Dict[str, Any] = {"iss": client_id, "sub": client_id, "aud": audience}
     claims.update(jti=b64url_encode(os.urandom(16)), iat=issued, exp=issued + 60)
-    header: Dict[str, Any] = {"alg": alg or ("ES256" if isinstance(key, ECKey) else "HS256"), "typ": "JWT"}
+    if not isinstance(key, (ECKey, RSAKey, str)):
+        raise _type_error("key", "an ECKey, an RSAKey or the client secret (str)", key)
+    allowed = tuple(_HMAC_ALGS) if isinstance(key, str) else _RSA_ALGS if isinstance(key, RSAKey) else ("ES256",)
+    alg = alg or allowed[0]
+    if alg not in allowed:
+        raise ValueError("a %s signs %s, not %s" % (type(key).__name__, " or ".join(allowed), alg))
+    header: Dict[str, Any] = {"alg": alg, "typ": "JWT"}
     if kid is not None:
         header["kid"] = kid
-    if isinstance(key, ECKey):
-        if header["alg"] != "ES256":
-            raise ValueError("a P-256 key signs ES256, not %s" % header["alg"])
-        return jws_sign(key, claims, header)
-    if not isinstance(key, str):
-        raise _type_error("key", "an ECKey or the client secret (str)", key)
-    if header["alg"] not in _HMAC_ALGS:
-        raise ValueError("client_secret_jwt takes HS256, HS384 or HS512, not %s" % header["alg"])
     signing_input = b64url_encode(_json_compact(header)) + "." + b64url_encode(_json_compact(claims))
-    return signing_input + "." + _hmac_signature(header["alg"], key.encode("utf-8"), signing_input.encode("ascii"))
+    if isinstance(key, str):
+        return signing_input + "." + _hmac_signature(alg, key.encode("utf-8"), signing_input.encode("ascii"))
+    signature = (
+        key.sign(signing_input.encode("ascii"))
+        if isinstance(key, ECKey)
+        else key.sign(signing_input.encode("ascii"), alg)
+    )
+    return signing_input + "." + b64url_encode(signature)
 
 
 # =============================================================================
@@ -2014,7 +2293,7 @@ def client_assertion(
 # =============================================================================
 
 # =============================================================================
-# 11. HTTP client: client_credentials with DPoP (RFC 6749 §4.4, RFC 9449 §5-§9)
+# 12. HTTP client: client_credentials with DPoP (RFC 6749 §4.4, RFC 9449 §5-§9)
 # =============================================================================
 #
 # Why http.client and not urllib.request: the opener's defaults are wrong
@@ -2996,19 +3275,30 @@ class Client:
     # -- token endpoint ------------------------------------------------------------
 
     @staticmethod
-    def _assertion_signer(method: str, data: Any, alg: Optional[str]) -> Tuple[Optional[ECKey], Optional[str]]:
-        """The private_key_jwt key and the kid its JWK form names; checks ``alg``."""
+    def _assertion_signer(
+        method: str, data: Any, alg: Optional[str]
+    ) -> Tuple[Union[ECKey, RSAKey, None], Optional[str]]:
+        """The private_key_jwt key (P-256 or RSA) and the kid its JWK form names; checks ``alg``."""
         if alg is not None and alg not in _ASSERTION_ALGS.get(method, ()):
             raise ValueError("assertion_alg %r does not go with auth_method %s" % (alg, method))
         if method != "private_key_jwt":
             return None, None
         if data is None:
             raise TypeError("auth_method private_key_jwt needs assertion_key=")
+        key: Union[ECKey, RSAKey]
         try:
-            key = data if isinstance(data, ECKey) else load_key(data)
-            key._private()
+            key = data if isinstance(data, (ECKey, RSAKey)) else load_key(data)
         except DPoPError as exc:
-            raise DPoPError(exc.code, "assertion key: " + exc.message) from None
+            if exc.code != "unsupported_key":
+                raise DPoPError(exc.code, "assertion key: " + exc.message) from None
+            try:
+                key = load_rsa_key(data)  # not P-256: RSA, or the RSA loader's own refusal
+            except DPoPError as rsa_exc:
+                raise DPoPError(rsa_exc.code, "assertion key: " + rsa_exc.message) from None
+        if not key.has_private:
+            raise DPoPError("no_private_key", "assertion key: it is a public key; signing needs the private key")
+        if alg is not None and (alg in _RSA_ALGS) != isinstance(key, RSAKey):
+            raise ValueError("assertion_alg %s does not go with a %s" % (alg, type(key).__name__))
         if isinstance(data, os.PathLike):
             with open(data, "rb") as f:
                 data = f.read(_MAX_KEY_INPUT)
@@ -3200,7 +3490,7 @@ def _reason(exc: BaseException) -> str:
 
 
 # =============================================================================
-# 12. Demo servers: a local authorization server and API (python dpop.py demo)
+# 13. Demo servers: a local authorization server and API (python dpop.py demo)
 # =============================================================================
 #
 # Loopback only. The authorization server issues JWT access tokens bound to
@@ -3244,7 +3534,7 @@ class DemoServer:
         self.nonces = NonceIssuer(os.urandom(32))
         self.replay = ReplayCache()
         self.clients = {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET}  # client_secret_* methods
-        self.client_keys: Dict[str, ECKey] = {}  # private_key_jwt: client_id -> public key
+        self.client_keys: Dict[str, Union[ECKey, RSAKey]] = {}  # private_key_jwt: client_id -> public key
         self.assertions = ReplayCache()
         self.tokens_issued = 0
         self.api_calls = 0
@@ -3295,12 +3585,16 @@ class DemoServer:
         """A client_secret_jwt or private_key_jwt assertion from ``client_id`` (RFC 7523 §3)."""
         try:
             h64, p64, s64, header = _jws_split(assertion, _MAX_JWS)
-            if header.get("alg") in _HMAC_ALGS and client_id in self.clients:
+            alg, signed, key = header.get("alg"), (h64 + "." + p64).encode(), self.client_keys.get(client_id)
+            if alg in _HMAC_ALGS and client_id in self.clients:
                 secret = self.clients[client_id].encode()
-                if not hmac.compare_digest(_hmac_signature(header["alg"], secret, (h64 + "." + p64).encode()), s64):
+                if not hmac.compare_digest(_hmac_signature(str(alg), secret, signed), s64):
                     return False
-            elif client_id in self.client_keys:
-                jws_verify(assertion, self.client_keys[client_id])
+            elif isinstance(key, RSAKey):
+                if alg not in _RSA_ALGS or not key.verify(signed, b64url_decode(s64), str(alg)):
+                    return False
+            elif isinstance(key, ECKey):
+                jws_verify(assertion, key)
             else:
                 return False
             claims = _json_object(b64url_decode(p64), "assertion")
@@ -3492,7 +3786,7 @@ def _demo_handler() -> Any:
 
 
 # =============================================================================
-# 13. Command line
+# 14. Command line
 # =============================================================================
 #
 # Every option is declared once, in its command's table (_Opt): flags, DPOP_*
@@ -3845,7 +4139,12 @@ _REQUEST_OPTIONS = (
     ),
     _Opt("--assertion-key", "infile", "private_key_jwt: the client's key (PEM, DER or JWK)", metavar="FILE"),
     _Opt("--assertion-kid", "text", "kid for the assertion header (default: the JWK's kid)", metavar="KID"),
-    _Opt("--assertion-alg", "choice", "ES256 (a P-256 key) or HS256/384/512", choices=("ES256", *_HMAC_ALGS)),
+    _Opt(
+        "--assertion-alg",
+        "choice",
+        "ES256 (P-256), RS256/PS256 (RSA) or HS256/384/512",
+        choices=_ASSERTION_ALGS["private_key_jwt"] + _ASSERTION_ALGS["client_secret_jwt"],
+    ),
     _Opt("--assertion-audience", "text", "the assertion's aud (default: the token endpoint)", metavar="AUD"),
     _Opt(
         "--param",

@@ -4165,10 +4165,20 @@ def oidc_jwt_client(info, client_id, key, **kwargs):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("client_id", ["dpop-pkjwt-ec", "dpop-pkjwt-kid", "dpop-secret-jwt"])
-def test_oidc_provider_jwt_client_authentication(oidc, client_id):
+@pytest.mark.parametrize(
+    "client_id, extra",
+    [
+        ("dpop-pkjwt-ec", {}),
+        ("dpop-pkjwt-kid", {}),
+        ("dpop-secret-jwt", {}),
+        ("dpop-secret-jwt", {"assertion_alg": "HS512"}),
+        ("dpop-pkjwt-rsa", {}),
+        ("dpop-pkjwt-ps256", {"assertion_alg": "PS256"}),
+    ],
+)
+def test_oidc_provider_jwt_client_authentication(oidc, client_id, extra):
     key = dpop.generate_key()
-    with oidc_jwt_client(oidc, client_id, key) as client:
+    with oidc_jwt_client(oidc, client_id, key, **extra) as client:
         response = client.get(oidc["api"])
         assert response.status == 200, response.text
         assert response.json()["client_id"] == client_id and response.json()["jkt"] == key.thumbprint()
@@ -4199,6 +4209,11 @@ def test_oidc_provider_refuses_bad_assertions(oidc):
             with raises_code("oauth_error") as info:
                 client.access_token()
             assert info.value.oauth_error == "invalid_client"
+    # a registration that takes PS256 only refuses an RS256 assertion from its own key
+    with oidc_jwt_client(oidc, "dpop-pkjwt-ps256", key) as client:
+        with raises_code("oauth_error") as info:
+            client.access_token()
+        assert info.value.oauth_error == "invalid_client"
     # a reused assertion (same jti) and an expired one
     signer = dpop.load_key(c["private_jwk"])
     endpoint = oidc["token_endpoint"]
@@ -4473,3 +4488,211 @@ def test_client_checks_its_cafile_at_once(client_key, tmp_path):
             dpop.Client(
                 client_key, token_endpoint="https://as.example/t", client_id="c", client_secret="s", cafile=cafile
             )
+
+
+# ===========================================================================
+# RSA (issue 8): keys, RS256 and PS256
+# ===========================================================================
+
+RSA_FILES = [
+    ("rsa_signature_2048_sha256_test.json", "RS256"),
+    ("rsa_signature_3072_sha256_test.json", "RS256"),
+    ("rsa_pss_2048_sha256_mgf1_32_test.json", "PS256"),
+    ("rsa_pss_3072_sha256_mgf1_32_test.json", "PS256"),
+]
+
+
+@pytest.mark.parametrize("name, alg", RSA_FILES)
+def test_wycheproof_rsa_signatures(name, alg):
+    data = wycheproof(name)
+    wrong, judged = [], 0
+    for group in data["testGroups"]:
+        key = dpop.load_rsa_key(group["publicKeyPem"])
+        assert key == dpop.load_rsa_key(bytes.fromhex(group["publicKeyDer"]))
+        assert key == dpop.load_rsa_key(group.get("keyJwk") or group["publicKeyJwk"])
+        assert key.n == int(group["publicKey"]["modulus"], 16) and key.size == group["keySize"]
+        for test in group["tests"]:
+            ok = key.verify(bytes.fromhex(test["msg"]), bytes.fromhex(test["sig"]), alg)
+            # "acceptable" (a DigestInfo without its NULL) is refused here: strict is allowed
+            if ok != (test["result"] == "valid"):
+                wrong.append((test["tcId"], test["flags"], test["result"]))
+            judged += 1
+    assert not wrong and judged == data["numberOfTests"]
+
+
+def test_wycheproof_jws_rsa_groups():
+    """RFC 7520's RS256 and PS256 examples (private key and JWS) from the Wycheproof JWS file:
+    the RS256 signature is reproduced byte for byte, and both verify."""
+    data = wycheproof("json_web_signature_test.json")
+    seen = 0
+    for group in data["testGroups"]:
+        private = group.get("private") or {}
+        if private.get("kty") != "RSA" or group.get("comment") not in ("rfc7520", "rs256", "ps256"):
+            continue
+        key = dpop.load_rsa_key(private)
+        for test in group["tests"]:
+            jws = test["jws"]
+            if not isinstance(jws, str) or jws.count(".") != 2:
+                continue
+            h64, p64, s64 = jws.split(".")
+            alg = json.loads(dpop.b64url_decode(h64))["alg"] if test["result"] == "valid" else private.get("alg")
+            if alg not in ("RS256", "PS256"):
+                continue
+            try:
+                accepted = key.verify((h64 + "." + p64).encode(), dpop.b64url_decode(s64), alg)
+            except DPoPError:
+                accepted = False
+            assert accepted == (test["result"] == "valid"), test["tcId"]
+            if accepted and alg == "RS256":
+                assert dpop.b64url_encode(key.sign((h64 + "." + p64).encode(), "RS256")) == s64
+            seen += 1
+    assert seen >= 10
+
+
+def test_rsa_keys_from_openssl_in_every_format_and_cross_signatures():
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+    for i in range(200):
+        if i % 50 == 0:
+            theirs = rsa.generate_private_key(public_exponent=65537, key_size=(2048, 3072)[i // 50 % 2])
+            forms = [
+                theirs.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+                for fmt in (serialization.PrivateFormat.TraditionalOpenSSL, serialization.PrivateFormat.PKCS8)
+            ]
+            forms += [
+                theirs.private_bytes(
+                    serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            ]
+            public_forms = [
+                theirs.public_key().public_bytes(encoding, fmt)
+                for encoding in (serialization.Encoding.PEM, serialization.Encoding.DER)
+                for fmt in (serialization.PublicFormat.SubjectPublicKeyInfo, serialization.PublicFormat.PKCS1)
+            ]
+            ours = dpop.load_rsa_key(forms[0])
+            assert all(dpop.load_rsa_key(f) == ours for f in forms)
+            assert all(dpop.load_rsa_key(f) == ours.public_key() for f in public_forms)
+            assert dpop.load_rsa_key(ours.private_jwk()) == ours and ours.has_private
+            assert ours.n == theirs.public_key().public_numbers().n
+        message = secrets.token_bytes(i % 97)
+        theirs.public_key().verify(ours.sign(message, "RS256"), message, padding.PKCS1v15(), hashes.SHA256())
+        theirs.public_key().verify(ours.sign(message, "PS256"), message, pss, hashes.SHA256())
+        assert ours.verify(message, theirs.sign(message, padding.PKCS1v15(), hashes.SHA256()), "RS256")
+        assert ours.verify(message, theirs.sign(message, pss, hashes.SHA256()), "PS256")
+        assert not ours.verify(message + b"!", ours.sign(message, "PS256"), "PS256")
+
+
+def test_rsa_thumbprint_matches_rfc7638():
+    vector = load_vector("rfc7638_thumbprint.json")
+    key = dpop.load_rsa_key(vector["jwk"])
+    assert key.thumbprint() == vector["thumbprint"]
+
+
+def test_rsa_key_refusals():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    pem = small.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with raises_code("unsupported_key"):
+        dpop.load_rsa_key(pem)
+    with raises_code("unsupported_key"):
+        dpop.load_rsa_key((KEYS / "rsa.pem").read_bytes())  # 1024 bits
+    good = dpop.load_rsa_key(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    jwk = good.private_jwk()
+    for change in ({"dp": jwk["dq"]}, {"qi": jwk["dp"]}, {"d": jwk["dp"]}, {"p": jwk["q"]}, {"oth": [{}]}, {"e": "AA"}):
+        with raises_code("bad_key"):
+            dpop.load_rsa_key(dict(jwk, **change))
+    missing = {k: v for k, v in jwk.items() if k != "qi"}
+    with raises_code("bad_key"):
+        dpop.load_rsa_key(missing)
+    with raises_code("encrypted_key"):
+        dpop.load_rsa_key((KEYS / "pkcs8_encrypted.pem").read_text())
+    with raises_code("unsupported_key"):
+        dpop.load_rsa_key((KEYS / "pkcs8.pem").read_text())  # an EC key
+    with raises_code("no_private_key"):
+        good.public_key().sign(b"x", "RS256")
+    with pytest.raises(ValueError):
+        good.sign(b"x", "ES256")
+    assert jwk["d"] not in repr(good) and jwk["p"] not in repr(good) and "private" in repr(good)
+    with pytest.raises(TypeError):
+        pickle.dumps(good)
+
+
+def test_rfc7515_a2_rs256_signature_is_reproduced():
+    vector = load_vector("rfc7515_a2_rs256.json")
+    key = dpop.load_rsa_key(vector["jwk"])
+    signing_input = vector["signing_input"].encode()
+    assert signing_input == (vector["protected_b64"] + "." + vector["payload_b64"]).encode()
+    assert dpop.b64url_encode(key.sign(signing_input, "RS256")) == vector["signature_b64"]
+    assert key.public_key().verify(signing_input, dpop.b64url_decode(vector["signature_b64"]), "RS256")
+    assert not key.verify(signing_input + b".", dpop.b64url_decode(vector["signature_b64"]), "RS256")
+
+
+def _rsa_key(bits=2048):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    theirs = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    pem = theirs.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return dpop.load_rsa_key(pem)
+
+
+RSA_KEY = None
+
+
+def rsa_key():
+    global RSA_KEY
+    RSA_KEY = RSA_KEY or _rsa_key()
+    return RSA_KEY
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS256"])
+def test_rsa_proofs_are_made_and_verified_only_when_listed(alg):
+    key = rsa_key()
+    proof = dpop.make_proof(key, "GET", URL, access_token=TOKEN, now=NOW, alg=alg if alg == "PS256" else None)
+    header, claims = decode_proof(proof)
+    assert header == {"typ": "dpop+jwt", "alg": alg, "jwk": key.public_jwk()}
+    checked = dpop.verify_proof(
+        proof, method="GET", url=URL, access_token=TOKEN, jkt=key.thumbprint(), now=NOW, algorithms=("ES256", alg)
+    )
+    assert checked.jkt == key.thumbprint() and checked.claims["ath"] == dpop.access_token_hash(TOKEN)
+    with raises_code("proof_alg"):  # the default stays ES256 only
+        dpop.verify_proof(proof, method="GET", url=URL, access_token=TOKEN, jkt=key.thumbprint(), now=NOW)
+    with raises_code("proof_signature"):
+        dpop.verify_proof(_tamper(proof, 1), method="GET", url=URL, now=NOW, algorithms=(alg,))
+    with pytest.raises(ValueError):
+        dpop.make_proof(key, "GET", URL, alg="ES256")
+    with pytest.raises(ValueError):
+        dpop.make_proof(dpop.generate_key(), "GET", URL, alg=alg)
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS256"])
+def test_private_key_jwt_with_an_rsa_key(server, client_key, alg):
+    key = rsa_key()
+    server.client_keys["rsa-svc"] = key.public_key()
+    forms = []
+    server.override = lambda h: is_token(h) and forms.append(dict(urllib.parse.parse_qsl(h.body().decode()))) and False
+    with make_client(
+        server, client_key, client_id="rsa-svc", client_secret=None, auth_method="private_key_jwt",
+        assertion_key=key.private_jwk(), assertion_alg=None if alg == "RS256" else alg,
+    ) as client:  # fmt: skip
+        assert client.get(server.api_url).status == 200
+    assertion = forms[0]["client_assertion"]
+    header = json.loads(dpop.b64url_decode(assertion.split(".")[0]))
+    assert header == {"alg": alg, "typ": "JWT"}
+    h64, p64, s64 = assertion.split(".")
+    assert key.verify((h64 + "." + p64).encode(), dpop.b64url_decode(s64), alg)
+    with pytest.raises(ValueError):
+        make_client(server, client_key, client_id="rsa-svc", client_secret=None, auth_method="private_key_jwt",
+                    assertion_key=key, assertion_alg="ES256")  # fmt: skip

@@ -38,12 +38,14 @@ const signingJwk = { ...(await jose.exportJWK(privateKey)), alg: 'ES256', use: '
 // Clients that authenticate with a JWT hold keys made here; their private
 // JWKs go to the test in the ready line (test credentials, loopback only).
 async function clientKey(alg, kid) {
-  const { privateKey, publicKey } = await jose.generateKeyPair(alg, { extractable: true })
+  const { privateKey, publicKey } = await jose.generateKeyPair(alg, { extractable: true, modulusLength: 2048 })
   const extra = kid ? { kid } : {}
   return { private_jwk: { ...(await jose.exportJWK(privateKey)), ...extra }, public_jwk: { ...(await jose.exportJWK(publicKey)), ...extra } }
 }
 const ecKey = await clientKey('ES256')
 const kidKeys = [await clientKey('ES256', 'client-key-2'), await clientKey('ES256', 'client-key-1')]
+const rsaKey = await clientKey('RS256')
+const psKey = await clientKey('PS256', 'client-rsa-pss')
 const clients = [
   { client_id: 'dpop-post', client_secret: 'post-secret-' + randomBytes(8).toString('hex'), token_endpoint_auth_method: 'client_secret_post' },
   { client_id: 'dpop-basic', client_secret: 'basic-secret-' + randomBytes(8).toString('hex'), token_endpoint_auth_method: 'client_secret_basic' },
@@ -51,11 +53,16 @@ const clients = [
   { client_id: 'dpop-pkjwt-ec', token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [ecKey.public_jwk] }, private_jwk: ecKey.private_jwk },
   // two registered keys: the kid in the assertion header says which one signed
   { client_id: 'dpop-pkjwt-kid', token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: kidKeys.map((k) => k.public_jwk) }, private_jwk: kidKeys[1].private_jwk },
+  { client_id: 'dpop-pkjwt-rsa', token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [rsaKey.public_jwk] }, private_jwk: rsaKey.private_jwk },
+  // this registration accepts PS256 assertions only
+  { client_id: 'dpop-pkjwt-ps256', token_endpoint_auth_method: 'private_key_jwt', token_endpoint_auth_signing_alg: 'PS256', jwks: { keys: [psKey.public_jwk] }, private_jwk: psKey.private_jwk },
 ].map((c) => ({ ...c, grant_types: ['client_credentials'], response_types: [], redirect_uris: [], scope: 'api', dpop_bound_access_tokens: true, id_token_signed_response_alg: 'ES256' }))
 
 const provider = new Provider(issuer, {
   clients: clients.map(({ private_jwk, ...registered }) => registered),
   jwks: { keys: [signingJwk] },
+  // oidc-provider enables HS256 only of the HMACs by default
+  enabledJWA: { clientAuthSigningAlgValues: ['HS256', 'HS384', 'HS512', 'RS256', 'PS256', 'ES256'] },
   scopes: ['api'],
   features: {
     clientCredentials: { enabled: true },

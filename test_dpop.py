@@ -4236,14 +4236,26 @@ def test_oidc_provider_refuses_bad_assertions(oidc):
     assert statuses[1][1] == statuses[2][1] == "invalid_client"  # the reused jti, the expired one
 
 
-def test_oidc_provider_cli_private_key_jwt(oidc_nonce, key_file, tmp_path):
-    c = oidc_nonce["by_id"]["dpop-pkjwt-kid"]
-    jwk_file = tmp_path / "client.jwk"
-    jwk_file.write_text(json.dumps(c["private_jwk"]))
+@pytest.mark.parametrize(
+    "client_id, extra",
+    [
+        ("dpop-pkjwt-kid", []),
+        ("dpop-pkjwt-rsa", []),
+        ("dpop-pkjwt-ps256", ["--assertion-alg", "PS256"]),
+        ("dpop-secret-jwt", []),
+    ],
+)
+def test_oidc_provider_cli_jwt_client_authentication(oidc_nonce, key_file, tmp_path, client_id, extra):
+    c = oidc_nonce["by_id"][client_id]
+    method = c["token_endpoint_auth_method"]
+    if method == "private_key_jwt":
+        jwk_file = tmp_path / "client.jwk"
+        jwk_file.write_text(json.dumps(c["private_jwk"]))
+        extra = ["--assertion-key", str(jwk_file), *extra]
     done = run_cli(
         "--key", str(key_file), "--issuer", oidc_nonce["issuer"], "--client-id", c["client_id"],
-        "--auth-method", "private_key_jwt", "--assertion-key", str(jwk_file), "--scope", "api",
-        "GET", oidc_nonce["api"],
+        "--auth-method", method, "--scope", "api", *extra, "GET", oidc_nonce["api"],
+        env={"DPOP_CLIENT_SECRET": c.get("client_secret") or ""},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["client_id"] == c["client_id"]

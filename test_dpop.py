@@ -4122,10 +4122,13 @@ def test_cli_private_key_jwt_and_bad_assertion_keys(server, key_file, tmp_path):
     assert done.returncode == 0, done.stderr
     public = tmp_path / "public.pem"
     public.write_text(assertion_key.to_pem(private=False))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN PRIVATE KEY-----\nnot base64 at all!\n-----END PRIVATE KEY-----\n")
     for bad, code in (
         (public, b"no_private_key"),
         (KEYS / "pkcs8_encrypted.pem", b"encrypted_key"),
-        (KEYS / "rsa.pem", b"unsupported_key"),
+        (KEYS / "rsa.pem", b"unsupported_key"),  # RSA, but 1024 bits
+        (garbage, b"bad_key"),
     ):
         done = run_cli(*args, "--auth-method", "private_key_jwt", "--assertion-key", str(bad), "GET", server.api_url)
         assert done.returncode == 1 and done.stderr.startswith(b"dpop: " + code + b": assertion key: "), done.stderr

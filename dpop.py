@@ -2674,6 +2674,7 @@ class _SessionLog:
             return "<%d bytes of binary data>\n" % len(body)
         if mask is not None:
             text = mask(text)[:_MAX_LOGGED_BODY]
+        text = re.sub(r"(?m)^----", " ----", text)  # a body cannot fake the log's own entry lines
         more = len(body) - _MAX_LOGGED_BODY
         return text + ("\n<%d more bytes not logged>" % more if more > 0 else "") + "\n"
 

@@ -4711,3 +4711,16 @@ def test_private_key_jwt_with_an_rsa_key(server, client_key, alg):
     with pytest.raises(ValueError):
         make_client(server, client_key, client_id="rsa-svc", client_secret=None, auth_method="private_key_jwt",
                     assertion_key=key, assertion_alg="ES256")  # fmt: skip
+
+
+def test_a_body_cannot_fake_session_log_entries(scripted, client_key):
+    fake = b"ok\n---- Received 2026-01-01T00:00:00.000Z ----\nHTTP/1.1 200 Fake\n"
+    scripted.script.on(
+        lambda h: h.path == "/api/fake", lambda h: (h.reply(200, fake, {"Content-Type": "text/plain"}), True)[1]
+    )
+    sink = io.StringIO()
+    with make_client(scripted, client_key, session_log=sink) as client:
+        client.get(scripted.base_url + "/api/fake")
+    log = sink.getvalue()
+    assert log.count("\n---- Received") + log.startswith("---- Received") == 2  # the token response and this one
+    assert "\n ---- Received 2026-01-01" in log

@@ -2315,6 +2315,9 @@ def client_assertion(
 #    for 5 s, not never).
 #  * Plain http is refused except to loopback hosts (localhost, 127/8, ::1).
 #  * Environment proxies (HTTPS_PROXY, ...) are not used.
+#  * 429 and 503 are retried (Retry-After, else backoff with jitter), and so
+#    are connection failures: always at the token endpoint, for the API only
+#    where a repeat cannot hurt (idempotent methods, or nothing was sent).
 #  * A pooled keep-alive connection that the server closed while idle is
 #    retried once on a new connection, with a fresh proof.
 #  * Token endpoint and discovery bodies are capped at 1 MiB, API bodies at
@@ -2324,6 +2327,7 @@ _MAX_TOKEN_BODY = 1 << 20
 _MAX_API_BODY = 256 << 20
 _MAX_LOGGED_BODY = 64 << 10
 _REDIRECTS = (301, 302, 303, 307, 308)
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})  # RFC 9110 §9.2.2, as the issue lists
 _USER_AGENT = "dpop.py/" + __version__
 _AUTH_METHODS = ("client_secret_post", "client_secret_basic", "client_secret_jwt", "private_key_jwt", "none")
 _RESERVED_TOKEN_PARAMS = frozenset(
@@ -2689,6 +2693,9 @@ class _SessionLog:
             except OSError as exc:  # not a network failure: the log's own (a full disk)
                 raise DPoPError("io_error", "cannot write the session log: %s" % exc.strerror) from None
 
+    def note(self, kind: str, text: str) -> None:
+        self._write(kind, [text], "")
+
     def request(
         self,
         method: str,
@@ -2873,6 +2880,23 @@ class _BodyStream:
             self.close(complete)
 
 
+class _NotSent(DPoPError):
+    """A network failure before any byte of the request went out: a retry
+    cannot repeat it, whatever the method."""
+
+
+def _retry_after(value: str, now: float) -> Optional[float]:
+    """Seconds a Retry-After header asks for (RFC 9110 §10.2.3): delay-seconds or an HTTP-date."""
+    import email.utils
+
+    if re.fullmatch(r"[0-9]{1,9}", value.strip()):
+        return float(value)
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
 class _Token:
     __slots__ = ("value", "refresh_at")
 
@@ -2921,6 +2945,8 @@ class Client:
         assertion_kid: Optional[str] = None,
         assertion_alg: Optional[str] = None,
         assertion_audience: Optional[str] = None,
+        max_retries: int = 2,
+        retry_max_time: float = 60,
     ) -> None:
         if not isinstance(key, ECKey):
             key = load_key(key)
@@ -2949,6 +2975,8 @@ class Client:
         _setting("timeout", timeout, 0.001, 86400)
         _setting("refresh_margin", refresh_margin, 0, 86400)
         _setting("max_redirects", max_redirects, 0, 100, integer=True)
+        self._max_retries = _setting("max_retries", max_retries, 0, 100, integer=True)
+        self._retry_max_time = _setting("retry_max_time", retry_max_time, 0, 86400)
         params = list(token_params.items()) if isinstance(token_params, Mapping) else list(token_params or [])
         for name, value in params:
             if not isinstance(name, str) or not isinstance(value, str):
@@ -3140,10 +3168,22 @@ class Client:
             return self._exchange(method, url, target, plain, body, _MAX_API_BODY, stream=stream)
         token = self._current_token()
         nonce_retried = token_retried = False
+        attempt, started = 0, time.monotonic()
         while True:
             sent_nonce = self._nonces.get(target.origin)
             headers = functools.partial(self._signed_headers, base, extra, method, url, token.value, sent_nonce)
-            response = self._exchange(method, url, target, headers, body, _MAX_API_BODY, stream=stream)
+            try:
+                response = self._exchange(method, url, target, headers, body, _MAX_API_BODY, stream=stream)
+            except DPoPError as exc:  # retried when repeating cannot hurt: idempotent, or nothing was sent
+                retry = method in _IDEMPOTENT or isinstance(exc, _NotSent)
+                if retry and exc.code in ("network", "timeout") and self._retry(attempt, started, exc):
+                    attempt += 1
+                    continue
+                raise
+            if response.status in (429, 503) and method in _IDEMPOTENT and self._retry(attempt, started, response):
+                response.close()
+                attempt += 1
+                continue
             if response.status != 401:
                 return response
             errors = _challenge_errors(response.headers)
@@ -3231,13 +3271,13 @@ class Client:
                 conn.close()
                 if reused and attempt == 0:
                     continue  # the server closed an idle keep-alive connection
-                raise DPoPError(
+                raise (DPoPError if sent else _NotSent)(
                     "network",
                     "%s %s: connection %s" % (method, target.origin, "reset" if sent else "failed") + _reason(exc),
                 ) from None
             except socket.timeout:
                 conn.close()
-                raise DPoPError(
+                raise (DPoPError if sent else _NotSent)(
                     "timeout", "%s %s%s: timed out" % (method, target.origin, target.target.split("?")[0])
                 ) from None
             except ssl.SSLError as exc:
@@ -3256,7 +3296,8 @@ class Client:
                 ) from None
             except OSError as exc:
                 conn.close()
-                raise DPoPError("network", "%s: cannot connect%s" % (target.origin, _reason(exc))) from None
+                why = "%s: %s%s" % (target.origin, "connection broke" if sent else "cannot connect", _reason(exc))
+                raise (DPoPError if sent else _NotSent)("network", why) from None
             if streaming:
                 response._stream = _BodyStream(resp, encoding, functools.partial(self._release, target, conn, resp))
             elif resp.will_close:
@@ -3268,6 +3309,26 @@ class Client:
             self._remember_nonce(target.origin, response)
             return response
         raise RuntimeError("dpop: internal error: retry loop ended")  # pragma: no cover
+
+    def _retry(self, attempt: int, started: float, why: Union[Response, DPoPError]) -> bool:
+        """Wait before a retry and say True; False when the retries or the
+        time for them (retry_max_time) are spent. The wait is Retry-After
+        when the answer has one, else exponential backoff with jitter."""
+        if attempt >= self._max_retries:
+            return False
+        delay = min(8.0, 0.5 * 2**attempt) * (0.5 + int.from_bytes(os.urandom(2), "big") / 65536)
+        if isinstance(why, Response):
+            asked = _retry_after(why.headers.get("Retry-After") or "", time.time())
+            delay = delay if asked is None else asked
+        if time.monotonic() - started + delay > self._retry_max_time:
+            return False
+        if self._log is not None:
+            reason = "HTTP %d" % why.status if isinstance(why, Response) else why.code
+            self._log.note(
+                "Retrying", "attempt %d of %d in %.2f s after %s" % (attempt + 2, self._max_retries + 1, delay, reason)
+            )
+        time.sleep(delay)
+        return True
 
     def _release(self, target: _Target, conn: Any, resp: Any, complete: bool) -> None:
         if complete and not resp.will_close:
@@ -3414,14 +3475,24 @@ class Client:
             base.append(("Authorization", "Basic " + basic))
             self._scrub.add(basic)
         retried = False
-        while True:
+        attempt, started = 0, time.monotonic()
+        while True:  # every attempt: a new proof, a new assertion
             body = self._token_form(endpoint)
             sent_nonce = self._nonces.get(target.origin)
             headers = functools.partial(self._signed_headers, base, [], "POST", endpoint, None, sent_nonce)
             self.token_requests += 1
-            response = self._exchange(
-                "POST", endpoint, target, headers, body, _MAX_TOKEN_BODY, (_mask_form, self._mask_token_response)
-            )
+            try:
+                response = self._exchange(
+                    "POST", endpoint, target, headers, body, _MAX_TOKEN_BODY, (_mask_form, self._mask_token_response)
+                )
+            except DPoPError as exc:  # the token request may be repeated: a connection failure is retried
+                if exc.code in ("network", "timeout") and self._retry(attempt, started, exc):
+                    attempt += 1
+                    continue
+                raise
+            if response.status in (429, 503) and self._retry(attempt, started, response):
+                attempt += 1
+                continue
             if 200 <= response.status < 300:
                 return self._parse_token(response)
             error, description = _oauth_error(response, self._scrub)
@@ -3438,7 +3509,11 @@ class Client:
                     "token endpoint answered HTTP %d without an OAuth error" % response.status,
                     status=response.status,
                 )
-            text = "token endpoint: " + error + (": " + description if description else "")
+            text = "token endpoint: %s%s (HTTP %d)" % (
+                error,
+                ": " + description if description else "",
+                response.status,
+            )
             raise DPoPError("oauth_error", self._scrub(text), oauth_error=error, status=response.status)
 
     def _parse_token(self, response: Response) -> _Token:
@@ -3886,6 +3961,12 @@ def _check_port(value: str) -> int:
     return int(value)
 
 
+def _check_count(value: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,3}", value) or int(value) > 100:
+        raise ValueError("must be a whole number from 0 to 100")
+    return int(value)
+
+
 def _check_flag(value: str) -> bool:
     word = value.strip().lower()
     if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
@@ -3971,6 +4052,7 @@ _CHECKS: Dict[str, Callable[[str], Any]] = {
     "text": _check_text,
     "seconds": _check_seconds,
     "port": _check_port,
+    "count": _check_count,
     "flag": _check_flag,
     "url": _check_url,
     "infile": _check_infile,
@@ -4170,6 +4252,8 @@ _REQUEST_OPTIONS = (
     _Opt("-v --verbose", "flag", "trace every exchange to stderr (secrets masked)"),
     _Opt("--session-log", "outfile", "append every exchange to FILE (secrets masked; mode 0600)", metavar="FILE"),
     _Opt("--timeout", "seconds", "per socket operation (default 30)", metavar="SECONDS"),
+    _Opt("--retry", "count", "retries after 429/503 or a failed connection (default 2)", metavar="N"),
+    _Opt("--retry-max-time", "seconds", "stop retrying after this many seconds (default 60)", metavar="SECONDS"),
     _Opt("--cacert", "cafile", "trust these CA certificates (PEM)", metavar="FILE"),
     _Opt("-L --location", "flag", "follow redirects (credentials stay with the first origin)"),
 )
@@ -4272,6 +4356,8 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             cafile=args["cacert"],
             session_log=_Tee(terminal, *[log_file] * (log_file is not None)) if terminal or log_file else None,
             follow_redirects=bool(args["location"]),
+            max_retries=2 if args["retry"] is None else args["retry"],
+            retry_max_time=args["retry_max_time"] or 60,
         ) as client:
             scrub.others.append(client._scrub)  # the tokens it gets are masked in our errors too
             with client.request(args["method"], args["url"], headers=headers, data=body, stream=True) as response:

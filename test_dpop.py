@@ -1562,6 +1562,7 @@ def make_client(server, key, **kwargs):
         client_secret=dpop.DEMO_CLIENT_SECRET,
         scope="api",
         timeout=5,
+        max_retries=0,  # the retry tests ask for retries
     )
     args.update(kwargs)
     return dpop.Client(key, **args)
@@ -3577,6 +3578,7 @@ BAD_VALUES = {  # per kind of option: values that must be a usage error
     "url": ["", "ftp://x/", "http://example.com/x", "not a url", "https://", "http://attacker.localhost/"],
     "seconds": ["", "0", "-1", "nan", "inf", "-inf", "1e400", "abc", "1e9", "0x10"],
     "port": ["", "-1", "70000", "abc", "1.5", "9" * 30, "nan"],
+    "count": ["", "-1", "101", "1.5", "abc", "9" * 30, "\u0663"],
     "flag": ["2", "maybe", "-1"],
     "infile": ["", "/nonexistent/x", "{tmp}", "/nonexistent/\udcff"],
     "cafile": ["", "/nonexistent/x", "{notpem}", "-"],
@@ -4724,3 +4726,93 @@ def test_a_body_cannot_fake_session_log_entries(scripted, client_key):
     log = sink.getvalue()
     assert log.count("\n---- Received") + log.startswith("---- Received") == 2  # the token response and this one
     assert "\n ---- Received 2026-01-01" in log
+
+
+# ===========================================================================
+# Retries (issue 9): 429/503 with Retry-After, backoff, connection failures
+# ===========================================================================
+
+
+def _answers(script, predicate, *answers):
+    """Answer matching requests with ``answers`` in turn (status, headers), then let the server answer."""
+    queue = list(answers)
+    seen = []
+
+    def act(handler):
+        seen.append((time.monotonic(), handler.command, handler.headers.get_all("DPoP") or [], handler.body()))
+        if not queue:
+            return False
+        status, headers = queue.pop(0)
+        handler.reply(status, {"error": "temporarily_unavailable"}, headers)
+        return True
+
+    script.on(predicate, act)
+    return seen
+
+
+def test_token_endpoint_retries_503_and_429_as_told(scripted, client_key):
+    import email.utils
+
+    later = email.utils.formatdate(time.time() + 3, usegmt=True)  # whole seconds: at least 2 s from now
+    seen = _answers(scripted.script, is_token, (503, {"Retry-After": "1"}), (429, {"Retry-After": later}))
+    sink = io.StringIO()
+    with make_client(scripted, client_key, max_retries=2, session_log=sink, auth_method="client_secret_jwt") as client:
+        assert client.get(scripted.api_url).status == 200
+    assert len(seen) == 3 and seen[1][0] - seen[0][0] >= 0.9 and seen[2][0] - seen[1][0] >= 1.0
+    jtis = {decode_proof(s[2][0])[1]["jti"] for s in seen}
+    assertions = {dict(urllib.parse.parse_qsl(s[3].decode()))["client_assertion"] for s in seen}
+    assert len(jtis) == 3 and len(assertions) == 3
+    log = sink.getvalue()
+    assert "attempt 2 of 3 in 1.00 s after HTTP 503" in log and "attempt 3 of 3 in " in log and "after HTTP 429" in log
+
+
+def test_retries_give_up_with_a_clear_error(scripted, client_key):
+    seen = _answers(scripted.script, is_token, *[(503, {"Retry-After": "0"})] * 3)
+    with make_client(scripted, client_key, max_retries=2) as client:
+        with raises_code("oauth_error") as info:
+            client.access_token()
+    assert len(seen) == 3 and info.value.status == 503 and "HTTP 503" in str(info.value)
+    seen = _answers(scripted.script, is_token, (503, {"Retry-After": "30"}))
+    with make_client(scripted, client_key, max_retries=2, retry_max_time=5) as client:
+        started = time.monotonic()
+        with raises_code("oauth_error"):
+            client.access_token()  # a Retry-After beyond retry_max_time is not waited for
+    assert time.monotonic() - started < 5
+
+
+def test_api_retries_only_what_can_be_repeated(scripted, client_key):
+    gets = _answers(scripted.script, lambda h: h.path == "/api/get", (503, {"Retry-After": "0"}))
+    posts = _answers(scripted.script, lambda h: h.path == "/api/post", (503, {"Retry-After": "0"}))
+    with make_client(scripted, client_key, max_retries=2) as client:
+        assert client.get(scripted.base_url + "/api/get").status == 200
+        assert client.post(scripted.base_url + "/api/post", data=b"x").status == 503  # sent: never repeated
+    assert len(gets) == 2 and len(posts) == 1
+    assert decode_proof(gets[0][2][0])[1]["jti"] != decode_proof(gets[1][2][0])[1]["jti"]
+
+
+def test_connection_failures_are_retried_with_backoff(client_key):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    sink = io.StringIO()
+    client = dpop.Client(
+        client_key, token_endpoint="http://127.0.0.1:%d/t" % port, client_id="c", client_secret="s",
+        max_retries=2, session_log=sink,
+    )  # fmt: skip
+    with client, raises_code("network"):
+        client.access_token()
+    assert sink.getvalue().count("---- Retrying") == 2 and "after network" in sink.getvalue()
+    for bad in ({"max_retries": -1}, {"retry_max_time": -1}):
+        with pytest.raises(ValueError):
+            dpop.Client(client_key, token_endpoint="https://as.example/t", client_id="c", client_secret="s", **bad)
+
+
+def test_cli_retry_options(scripted, key_file):
+    seen = _answers(scripted.script, is_token, (503, {"Retry-After": "0"}), (503, {"Retry-After": "0"}))
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    done = run_cli(*cli_flow_args(scripted, key_file, "--retry", "1", "GET", scripted.api_url), env=env)
+    assert done.returncode == 1 and b"HTTP 503" in done.stderr and len(seen) == 2
+    done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.api_url), env=dict(env, DPOP_RETRY="3"))
+    assert done.returncode == 0 and len(seen) == 3

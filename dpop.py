@@ -2885,16 +2885,23 @@ class _NotSent(DPoPError):
     cannot repeat it, whatever the method."""
 
 
-def _retry_after(value: str, now: float) -> Optional[float]:
-    """Seconds a Retry-After header asks for (RFC 9110 §10.2.3): delay-seconds or an HTTP-date."""
+def _http_date(value: Optional[str]) -> Optional[float]:
+    """The POSIX time of an HTTP-date (RFC 9110 §5.6.7), None if it is not one."""
     import email.utils
 
+    parsed = email.utils.parsedate_tz(value or "")
+    try:
+        return None if parsed is None else float(email.utils.mktime_tz(parsed))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _retry_after(value: str, now: float) -> Optional[float]:
+    """Seconds a Retry-After header asks for (RFC 9110 §10.2.3): delay-seconds or an HTTP-date."""
     if re.fullmatch(r"[0-9]{1,9}", value.strip()):
         return float(value)
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
+    when = _http_date(value)
+    return None if when is None else max(0.0, when - now)
 
 
 class _Token:
@@ -2947,6 +2954,7 @@ class Client:
         assertion_audience: Optional[str] = None,
         max_retries: int = 2,
         retry_max_time: float = 60,
+        clock_skew: float = 0,
     ) -> None:
         if not isinstance(key, ECKey):
             key = load_key(key)
@@ -2977,6 +2985,8 @@ class Client:
         _setting("max_redirects", max_redirects, 0, 100, integer=True)
         self._max_retries = _setting("max_retries", max_retries, 0, 100, integer=True)
         self._retry_max_time = _setting("retry_max_time", retry_max_time, 0, 86400)
+        self._clock_skew = _setting("clock_skew", clock_skew, -86400, 86400)
+        self._skews: Dict[str, float] = {}  # origin -> seconds its clock is ahead of ours, learnt from Date
         params = list(token_params.items()) if isinstance(token_params, Mapping) else list(token_params or [])
         for name, value in params:
             if not isinstance(name, str) or not isinstance(value, str):
@@ -3167,11 +3177,12 @@ class Client:
             plain: Callable[[], List[Tuple[str, str]]] = functools.partial(list, base + extra)
             return self._exchange(method, url, target, plain, body, _MAX_API_BODY, stream=stream)
         token = self._current_token()
-        nonce_retried = token_retried = False
+        nonce_retried = token_retried = skew_retried = False
         attempt, started = 0, time.monotonic()
         while True:
             sent_nonce = self._nonces.get(target.origin)
-            headers = functools.partial(self._signed_headers, base, extra, method, url, token.value, sent_nonce)
+            skew = self._skews.get(target.origin, self._clock_skew)
+            headers = functools.partial(self._signed_headers, base, extra, method, url, token.value, sent_nonce, skew)
             try:
                 response = self._exchange(method, url, target, headers, body, _MAX_API_BODY, stream=stream)
             except DPoPError as exc:  # retried when repeating cannot hurt: idempotent, or nothing was sent
@@ -3196,6 +3207,9 @@ class Client:
                 self._drop_token(token)
                 token = self._current_token()
                 continue
+            if "invalid_dpop_proof" in errors and not skew_retried and self._learn_skew(target.origin, response):
+                skew_retried = True
+                continue
             return response
 
     def _signed_headers(
@@ -3206,9 +3220,10 @@ class Client:
         url: str,
         token: Optional[str],
         nonce: Optional[str],
+        skew: float,
     ) -> List[Tuple[str, str]]:
         """Headers with a new proof (a fresh jti for every attempt, RFC 9449 §7.3)."""
-        proof = make_proof(self._key, method, url, access_token=token, nonce=nonce)
+        proof = make_proof(self._key, method, url, access_token=token, nonce=nonce, now=time.time() + skew)
         auth = [("Authorization", "DPoP " + token)] if token is not None else []
         return base + auth + [("DPoP", proof)] + extra
 
@@ -3328,6 +3343,22 @@ class Client:
                 "Retrying", "attempt %d of %d in %.2f s after %s" % (attempt + 2, self._max_retries + 1, delay, reason)
             )
         time.sleep(delay)
+        return True
+
+    def _learn_skew(self, origin: str, response: Response) -> bool:
+        """After a refused proof: True if the answer's Date shows the server's
+        clock more than 5 s from ours (as corrected so far); the offset is then
+        kept for that origin and the proof's iat follows it. Servers without
+        nonces judge iat alone (Keycloak: -25 s to +15 s)."""
+        server_time = _http_date(response.headers.get("Date"))
+        if server_time is None:
+            return False
+        offset = server_time - time.time()
+        if abs(offset - self._skews.get(origin, self._clock_skew)) <= 5:
+            return False
+        self._skews[origin] = offset
+        if self._log is not None:
+            self._log.note("Clock", "%s is %+.0f s from this clock: proofs for it follow its clock" % (origin, offset))
         return True
 
     def _release(self, target: _Target, conn: Any, resp: Any, complete: bool) -> None:
@@ -3474,12 +3505,13 @@ class Client:
             basic = base64.b64encode(userpass.encode("utf-8")).decode("ascii")
             base.append(("Authorization", "Basic " + basic))
             self._scrub.add(basic)
-        retried = False
+        retried = skew_retried = False
         attempt, started = 0, time.monotonic()
         while True:  # every attempt: a new proof, a new assertion
             body = self._token_form(endpoint)
             sent_nonce = self._nonces.get(target.origin)
-            headers = functools.partial(self._signed_headers, base, [], "POST", endpoint, None, sent_nonce)
+            skew = self._skews.get(target.origin, self._clock_skew)
+            headers = functools.partial(self._signed_headers, base, [], "POST", endpoint, None, sent_nonce, skew)
             self.token_requests += 1
             try:
                 response = self._exchange(
@@ -3503,6 +3535,11 @@ class Client:
             if not retried and response.status in (400, 401) and fresh is not None and fresh != sent_nonce:
                 retried = True
                 continue
+            # Keycloak says invalid_request for a proof it refuses
+            if error in ("invalid_dpop_proof", "invalid_request") and not skew_retried:
+                skew_retried = self._learn_skew(target.origin, response)
+                if skew_retried:
+                    continue
             if error is None:
                 raise DPoPError(
                     "oauth_error",
@@ -3614,6 +3651,7 @@ class DemoServer:
         self.clients = {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET}  # client_secret_* methods
         self.client_keys: Dict[str, Union[ECKey, RSAKey]] = {}  # private_key_jwt: client_id -> public key
         self.assertions = ReplayCache()
+        self.clock_skew = 0.0  # seconds this server's clock is ahead (tests of a client's skew handling)
         self.tokens_issued = 0
         self.api_calls = 0
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler())
@@ -3722,6 +3760,9 @@ def _demo_handler() -> Any:
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
 
+        def date_time_string(self, timestamp: Optional[float] = None) -> str:  # Date follows the skewed clock
+            return super().date_time_string(time.time() + self.demo.clock_skew if timestamp is None else timestamp)
+
         @property
         def demo(self) -> DemoServer:
             return self.server.demo  # type: ignore[attr-defined,no-any-return]  # set in DemoServer
@@ -3805,6 +3846,7 @@ def _demo_handler() -> Any:
                     method="POST",
                     url=demo.token_endpoint,
                     nonce=demo.nonces.check if demo.require_nonce else None,
+                    now=time.time() + demo.clock_skew,
                     replay=demo.replay,
                 )
             except DPoPError as exc:
@@ -3839,6 +3881,7 @@ def _demo_handler() -> Any:
                     access_token=token.strip(),
                     jkt=str(claims.get("cnf", {}).get("jkt")),
                     nonce=demo.nonces.check if demo.require_nonce else None,
+                    now=time.time() + demo.clock_skew,
                     replay=demo.replay,
                 )
             except DPoPError as exc:

@@ -4816,3 +4816,57 @@ def test_cli_retry_options(scripted, key_file):
     assert done.returncode == 1 and b"HTTP 503" in done.stderr and len(seen) == 2
     done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.api_url), env=dict(env, DPOP_RETRY="3"))
     assert done.returncode == 0 and len(seen) == 3
+
+
+# ===========================================================================
+# Clock skew (issue 9): a server whose clock is off, learnt from Date
+# ===========================================================================
+
+
+def _refuse_without_date(server):
+    """Refuse every token request as a proof with a bad iat, and send no Date header."""
+
+    def refuse(handler):
+        body = json.dumps({"error": "invalid_dpop_proof"}).encode()
+        handler.body()
+        head = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        handler.wfile.write(head + body)
+        return True
+
+    server.script.on(is_token, refuse)
+
+
+@pytest.mark.parametrize("offset", [600, -600])
+def test_client_learns_a_servers_clock_from_date(scripted, client_key, offset):
+    scripted.clock_skew = offset
+    sink = io.StringIO()
+    with make_client(scripted, client_key, session_log=sink) as client:
+        assert client.get(scripted.api_url).status == 200
+        assert client.get(scripted.api_url).status == 200
+    posts, gets = scripted.script.count("/connect/token"), scripted.script.count("/api/dpop/test")
+    assert (posts, gets) == (2, 2)  # one refused token request; the API then gets skewed proofs at once
+    assert re.search(r"is %s60\d s from this clock" % ("[+]" if offset > 0 else "-"), sink.getvalue())
+
+
+def test_clock_skew_by_hand_and_without_date(scripted, client_key):
+    scripted.clock_skew = 600
+    with make_client(scripted, client_key, clock_skew=600) as client:
+        assert client.get(scripted.api_url).status == 200
+    assert scripted.script.count("/connect/token") == 1  # set by hand: nothing refused, nothing learnt
+    _refuse_without_date(scripted)
+    with make_client(scripted, client_key) as client:
+        with raises_code("oauth_error") as info:
+            client.access_token()  # nothing to learn from: a clean refusal
+    assert info.value.oauth_error == "invalid_dpop_proof" and scripted.script.count("/connect/token") == 2
+    with pytest.raises(ValueError):
+        make_client(scripted, client_key, clock_skew=float("nan"))
+
+
+def test_client_learns_an_apis_clock_separately(client_key):
+    with dpop.DemoServer() as auth, dpop.DemoServer(authority=auth, override=Script()) as api:
+        api.clock_skew = -600
+        with make_client(auth, client_key) as client:
+            assert client.get(api.api_url).status == 200
+            assert client.get(api.api_url).status == 200
+            assert set(client._skews) == {api.base_url}
+        assert api.override.count("/api/dpop/test") == 3  # one refusal, then both calls

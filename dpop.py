@@ -100,6 +100,11 @@ __all__ = [
     "ReplayCache",
     "NonceIssuer",
     "challenge_headers",
+    # HTTP client
+    "Client",
+    "Response",
+    "Headers",
+    "FileTokenCache",
 ]
 
 import base64
@@ -2880,6 +2885,116 @@ class _BodyStream:
             self.close(complete)
 
 
+class FileTokenCache:
+    """Access tokens kept across processes in one JSON file (``Client(token_cache=...)``).
+
+    The file is mode 0600 in a 0700 folder, replaced atomically (a temporary
+    file and os.replace), and read and written under an advisory lock
+    (fcntl; none on Windows) so that processes started together fetch one
+    token. A file that is not a regular file owned by this user, is readable
+    by others, or does not parse is ignored with one warning, never trusted.
+    Any object with the same ``get(key)``, ``set(key, entry, ttl)`` and
+    ``delete(key)`` can stand in (a shared store); ``lock()`` is optional.
+    """
+
+    def __init__(
+        self, path: Union[str, os.PathLike[str], None] = None, *, warn: Optional[Callable[[str], None]] = None
+    ):
+        if path is None:
+            home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+            path = os.path.join(home, "dpop", "tokens.json")
+        self.path = os.fspath(path)
+        self._warn = warn
+        self._warned = False
+
+    def _say(self, why: str) -> None:
+        if not self._warned:
+            import warnings
+
+            self._warned = True
+            message = "token cache %s ignored: %s" % (self.path, why)
+            (self._warn or (lambda text: warnings.warn(text, RuntimeWarning, stacklevel=4)))(message)
+
+    def _read(self) -> Dict[str, Any]:
+        import stat
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            self._say(exc.strerror or "cannot open it")
+            return {}
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(fd)
+            if (
+                not stat.S_ISREG(info.st_mode)
+                or info.st_mode & 0o077
+                or info.st_uid != getattr(os, "geteuid", lambda: info.st_uid)()
+            ):
+                self._say("not a private file of this user (mode 0600)")
+                return {}
+            try:
+                return _json_object(f.read(1 << 20), "token cache")
+            except DPoPError:
+                self._say("not a JSON object")
+                return {}
+
+    def _write(self, entries: Dict[str, Any]) -> None:
+        import tempfile
+
+        folder = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=folder, prefix=".tokens-")  # created 0600
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(entries, f)
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            raise DPoPError("io_error", "cannot write token cache %s: %s" % (self.path, exc.strerror)) from None
+
+    def get(self, key: str) -> Optional[Dict[str, Any]]:
+        entry = self._read().get(key)
+        return entry if isinstance(entry, dict) and entry.get("until", 0) > time.time() else None
+
+    def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
+        entries = {k: v for k, v in self._read().items() if isinstance(v, dict) and v.get("until", 0) > time.time()}
+        entries[key] = dict(entry, until=time.time() + ttl)
+        self._write(entries)
+
+    def delete(self, key: str) -> None:
+        entries = self._read()
+        if entries.pop(key, None) is not None:
+            self._write(entries)
+
+    def lock(self) -> Any:
+        """An exclusive advisory lock on PATH.lock, as a context manager."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def held() -> Iterator[None]:
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
+                fd = os.open(self.path + ".lock", os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            except OSError as exc:
+                raise DPoPError("io_error", "cannot lock token cache %s: %s" % (self.path, exc.strerror)) from None
+            try:
+                try:
+                    import fcntl
+
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except ImportError:  # pragma: no cover  (Windows: no advisory lock)
+                    pass
+                yield
+            finally:
+                os.close(fd)  # closing releases the lock
+
+        return held()
+
+    def __repr__(self) -> str:
+        return "<dpop.FileTokenCache %s>" % self.path
+
+
 class _NotSent(DPoPError):
     """A network failure before any byte of the request went out: a retry
     cannot repeat it, whatever the method."""
@@ -2905,11 +3020,12 @@ def _retry_after(value: str, now: float) -> Optional[float]:
 
 
 class _Token:
-    __slots__ = ("value", "refresh_at")
+    __slots__ = ("value", "refresh_at", "lifetime")
 
-    def __init__(self, value: str, refresh_at: Optional[float]) -> None:
+    def __init__(self, value: str, refresh_at: Optional[float], lifetime: Optional[float] = None) -> None:
         self.value = value
         self.refresh_at = refresh_at  # time.monotonic() seconds; None: until refused
+        self.lifetime = lifetime  # seconds it had left when issued (or read from a cache)
 
     def __repr__(self) -> str:
         return "<dpop token ****>"
@@ -2955,6 +3071,7 @@ class Client:
         max_retries: int = 2,
         retry_max_time: float = 60,
         clock_skew: float = 0,
+        token_cache: Any = None,
     ) -> None:
         if not isinstance(key, ECKey):
             key = load_key(key)
@@ -2987,6 +3104,7 @@ class Client:
         self._retry_max_time = _setting("retry_max_time", retry_max_time, 0, 86400)
         self._clock_skew = _setting("clock_skew", clock_skew, -86400, 86400)
         self._skews: Dict[str, float] = {}  # origin -> seconds its clock is ahead of ours, learnt from Date
+        self._cache = token_cache
         params = list(token_params.items()) if isinstance(token_params, Mapping) else list(token_params or [])
         for name, value in params:
             if not isinstance(name, str) or not isinstance(value, str):
@@ -2996,6 +3114,9 @@ class Client:
         for url in (token_endpoint, issuer):
             if url is not None:
                 _Target(url)  # bad or insecure URLs fail here, before any I/O
+        # a cached token is only ever reused by the same client with the same key it is bound to
+        facts = [token_endpoint or issuer, client_id, auth_method, scope, params, key.thumbprint()]
+        self._cache_key = hashlib.sha256(_json_compact(facts)).hexdigest()
         self._key = key
         self._token_endpoint = token_endpoint
         self._issuer = issuer
@@ -3143,14 +3264,34 @@ class Client:
         with self._token_lock:  # single flight: one fetch however many threads wait
             token = self._token
             if token is None or (token.refresh_at is not None and time.monotonic() >= token.refresh_at):
-                token = self._fetch_token()
+                token = self._fetch_token() if self._cache is None else self._cached_token()
                 self._token = token
+            return token
+
+    def _cached_token(self) -> _Token:
+        """A token from the shared cache, or a new one put there; under the
+        cache's lock (when it has one), so that processes fetch one token."""
+        import contextlib
+
+        lock = getattr(self._cache, "lock", None)
+        with lock() if lock is not None else contextlib.nullcontext():
+            entry = self._cache.get(self._cache_key)
+            left = entry.get("until", 0) - time.time() if isinstance(entry, dict) else 0
+            if left > 0 and isinstance(entry.get("access_token"), str):
+                self._nonces.update(entry.get("nonces") or {})
+                return _Token(entry["access_token"], time.monotonic() + left, left)
+            token = self._fetch_token()
+            if token.lifetime is not None:  # without expires_in: not cached
+                ttl = token.lifetime - min(self._refresh_margin, token.lifetime / 2)
+                self._cache.set(self._cache_key, {"access_token": token.value, "nonces": dict(self._nonces)}, ttl)
             return token
 
     def _drop_token(self, token: _Token) -> None:
         with self._token_lock:
             if self._token is token:
                 self._token = None
+                if self._cache is not None:
+                    self._cache.delete(self._cache_key)
 
     def _remember_nonce(self, origin: str, response: Response) -> None:
         nonce = response.headers.get("DPoP-Nonce")
@@ -3581,7 +3722,7 @@ class Client:
         if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or not 0 < lifetime < 2**31:
             raise DPoPError("bad_token_response", "expires_in is not a number of seconds from 1 to 2^31 - 1")
         margin = min(self._refresh_margin, lifetime / 2)
-        return _Token(value, time.monotonic() + lifetime - margin)
+        return _Token(value, time.monotonic() + lifetime - margin, lifetime)
 
 
 def _oauth_error(response: Response, scrub: Callable[[str], str]) -> Tuple[Optional[str], Optional[str]]:
@@ -4055,6 +4196,16 @@ def _check_newfile(value: str) -> str:
     return value
 
 
+def _check_cache(value: str) -> Optional[str]:
+    """--token-cache [FILE]: "" (no FILE) or a flag word on means the default file, off means none."""
+    word = value.strip().lower()
+    if word in ("", "1", "true", "yes", "on", "0", "false", "no", "off"):
+        return "" if _check_flag(word or "1") else None
+    if os.path.isdir(_check_text(value)):  # its folder is made (0700) when missing
+        raise ValueError("%s is a folder" % value)
+    return value
+
+
 def _check_header(value: str) -> Tuple[str, str]:
     name, sep, rest = value.partition(":")
     if not sep or not name.strip():
@@ -4103,6 +4254,7 @@ _CHECKS: Dict[str, Callable[[str], Any]] = {
     "outfile": _check_outfile,
     "newfile": _check_newfile,
     "header": _check_header,
+    "cache": _check_cache,
     "param": _check_param,
     "data": _check_data,
     "method": _check_method,
@@ -4183,6 +4335,8 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
             parser.add_argument(opt.dest, metavar=opt.flags[0], help=text)
         elif opt.kind == "flag":
             parser.add_argument(*opt.flags, dest=opt.dest, action="store_const", const="1", help=text)
+        elif opt.kind == "cache":  # its FILE is optional
+            parser.add_argument(*opt.flags, dest=opt.dest, nargs="?", const="", metavar=opt.metavar, help=text)
         else:
             action = "append" if opt.repeat else "store"
             parser.add_argument(*opt.flags, dest=opt.dest, action=action, metavar=opt.metavar, help=text)
@@ -4296,6 +4450,12 @@ _REQUEST_OPTIONS = (
     _Opt("--session-log", "outfile", "append every exchange to FILE (secrets masked; mode 0600)", metavar="FILE"),
     _Opt("--timeout", "seconds", "per socket operation (default 30)", metavar="SECONDS"),
     _Opt("--retry", "count", "retries after 429/503 or a failed connection (default 2)", metavar="N"),
+    _Opt(
+        "--token-cache",
+        "cache",
+        "keep the token for later runs in FILE (default ~/.cache/dpop/tokens.json; the variable: a path or 1)",
+        metavar="FILE",
+    ),
     _Opt("--retry-max-time", "seconds", "stop retrying after this many seconds (default 60)", metavar="SECONDS"),
     _Opt("--cacert", "cafile", "trust these CA certificates (PEM)", metavar="FILE"),
     _Opt("-L --location", "flag", "follow redirects (credentials stay with the first origin)"),
@@ -4356,6 +4516,10 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             "usage", "--assertion-alg %s does not go with --auth-method %s" % (args["assertion_alg"], method)
         )
     log_file = _open_private(args["session_log"]) if args["session_log"] else None
+
+    def say(text: str) -> None:
+        print("dpop: warning: " + _printable(text), file=sys.stderr)
+
     assertion_key = None
     if args["assertion_key"]:
         assertion_key = _read_input(args["assertion_key"], "assertion key file", _MAX_KEY_INPUT)
@@ -4400,6 +4564,7 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             session_log=_Tee(terminal, *[log_file] * (log_file is not None)) if terminal or log_file else None,
             follow_redirects=bool(args["location"]),
             max_retries=2 if args["retry"] is None else args["retry"],
+            token_cache=None if args["token_cache"] is None else FileTokenCache(args["token_cache"] or None, warn=say),
             retry_max_time=args["retry_max_time"] or 60,
         ) as client:
             scrub.others.append(client._scrub)  # the tokens it gets are masked in our errors too

@@ -3579,6 +3579,7 @@ BAD_VALUES = {  # per kind of option: values that must be a usage error
     "seconds": ["", "0", "-1", "nan", "inf", "-inf", "1e400", "abc", "1e9", "0x10"],
     "port": ["", "-1", "70000", "abc", "1.5", "9" * 30, "nan"],
     "count": ["", "-1", "101", "1.5", "abc", "9" * 30, "\u0663"],
+    "cache": ["{tmp}", "a\x01b", "bad-utf8-\udcff"],
     "flag": ["2", "maybe", "-1"],
     "infile": ["", "/nonexistent/x", "{tmp}", "/nonexistent/\udcff"],
     "cafile": ["", "/nonexistent/x", "{notpem}", "-"],
@@ -4870,3 +4871,74 @@ def test_client_learns_an_apis_clock_separately(client_key):
             assert client.get(api.api_url).status == 200
             assert set(client._skews) == {api.base_url}
         assert api.override.count("/api/dpop/test") == 3  # one refusal, then both calls
+
+
+# ===========================================================================
+# Token cache across runs (issue 9)
+# ===========================================================================
+
+
+def test_cli_token_cache_one_token_for_many_runs(server, key_file, tmp_path):
+    cache = tmp_path / "cache" / "tokens.json"
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    for _ in range(20):
+        done = run_cli(*cli_flow_args(server, key_file, "--token-cache", str(cache), "GET", server.api_url), env=env)
+        assert done.returncode == 0, done.stderr
+    assert server.tokens_issued == 1 and server.api_calls == 20
+    assert cache.stat().st_mode & 0o777 == 0o600 and cache.parent.stat().st_mode & 0o777 == 0o700
+    other = tmp_path / "other.pem"
+    other.write_text(dpop.generate_key().to_pem())
+    done = run_cli(*cli_flow_args(server, other, "--token-cache", str(cache), "GET", server.api_url), env=env)
+    assert done.returncode == 0 and server.tokens_issued == 2  # another key: never the first key's token
+    done = run_cli(*cli_flow_args(server, key_file, "GET", server.api_url), env=dict(env, DPOP_TOKEN_CACHE=str(cache)))
+    assert done.returncode == 0 and server.tokens_issued == 2
+
+
+def test_cli_token_cache_concurrent_runs_fetch_one_token(server, key_file, tmp_path):
+    cache = tmp_path / "tokens.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DPOP_")}
+    env["DPOP_CLIENT_SECRET"] = dpop.DEMO_CLIENT_SECRET
+    argv = [
+        sys.executable,
+        str(HERE / "dpop.py"),
+        *cli_flow_args(server, key_file, "--token-cache", str(cache), "GET", server.api_url),
+    ]
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(8)]
+    results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
+    assert all(code == 0 for code, _ in results), results
+    assert server.tokens_issued == 1
+
+
+@pytest.mark.parametrize("content, mode", [(b'{"a": ', 0o600), (b"\xff\xfe\x00binary", 0o600), (b"{}", 0o644)])
+def test_bad_cache_files_are_ignored_with_one_warning(server, key_file, tmp_path, content, mode):
+    cache = tmp_path / "tokens.json"
+    cache.write_bytes(content)
+    cache.chmod(mode)
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    done = run_cli(*cli_flow_args(server, key_file, "--token-cache", str(cache), "GET", server.api_url), env=env)
+    assert done.returncode == 0
+    warnings = [line for line in done.stderr.splitlines() if line.startswith(b"dpop: warning: token cache")]
+    assert len(warnings) == 1 and server.tokens_issued == 1
+
+
+def test_token_cache_drops_a_revoked_token(server, client_key, tmp_path):
+    cache = dpop.FileTokenCache(tmp_path / "tokens.json")
+    with make_client(server, client_key, token_cache=cache) as client:
+        assert client.get(server.api_url).status == 200
+    revoked = server.signing_key
+    server.signing_key = dpop.generate_key()  # every token issued so far is now invalid
+    with make_client(server, client_key, token_cache=cache) as client:
+        assert client.get(server.api_url).status == 200  # invalid_token: the cached entry goes, a new token comes
+    assert server.tokens_issued == 2 and revoked != server.signing_key
+    with make_client(server, client_key, token_cache=cache) as client:
+        assert client.get(server.api_url).status == 200
+    assert server.tokens_issued == 2
+    assert "tokens.json" in repr(cache)
+
+
+def test_token_cache_without_expires_in_is_not_written(scripted, client_key, tmp_path):
+    scripted.script.on(is_token, lambda h: (h.reply(200, {"access_token": "at", "token_type": "DPoP"}), True)[1])
+    path = tmp_path / "tokens.json"
+    with make_client(scripted, client_key, token_cache=dpop.FileTokenCache(path)) as client:
+        assert client.access_token() == "at"
+    assert not path.exists()

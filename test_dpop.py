@@ -4374,7 +4374,7 @@ def test_response_text_decodes_only_text_charsets_it_knows():
     [
         (["--client-secre=hunter2hunter2", "GET", "https://x.example/"], "hunter2"),
         (["--json=hunter2", "GET", "https://x.example/"], "hunter2"),
-        (["-vhunter2", "GET", "https://x.example/"], "unter2"),
+        (["--verbose=hunter2", "GET", "https://x.example/"], "hunter2"),
         (["--param", "a=\udcff", "GET", "https://x.example/"], "\\udcff"),
     ],
 )

@@ -1565,7 +1565,7 @@ def _check_nonce(nonce: str) -> str:
     if not isinstance(nonce, str):
         raise _type_error("nonce", "str", nonce)
     if len(nonce) > _MAX_NONCE or _NQCHAR.fullmatch(nonce) is None:
-        raise DPoPError("bad_argument", "nonce has characters outside NQCHAR or is too long")
+        raise DPoPError("bad_argument", "a nonce is 1-1024 printable ASCII, no space, quote or backslash (NQCHAR)")
     return nonce
 
 

@@ -416,18 +416,75 @@ def bench_rsa(rounds, inner):
     report("private_key_jwt token requests against requests-oauth2client's PrivateKeyJwt", "requests-oauth2client")
 
 
+def bench_token_cache(rounds):
+    """CLI runs with a warm --token-cache against cold ones, and against curl with a pre-made proof."""
+    import shutil
+    import tempfile
+
+    curl = shutil.which("curl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DPOP_"))}
+    server = subprocess.Popen(
+        [sys.executable, str(REPO / "dpop.py"), "demo", "--serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        info = json.loads(server.stdout.readline())
+        env["DPOP_CLIENT_SECRET"] = info["client_secret"]
+        with tempfile.TemporaryDirectory() as tmp:
+            key = dpop.generate_key()
+            key_path, token_path, cache = Path(tmp) / "k.pem", Path(tmp) / "token", Path(tmp) / "tokens.json"
+            key_path.write_text(key.to_pem())
+            flow = [
+                sys.executable,
+                str(REPO / "dpop.py"),
+                "--key",
+                str(key_path),
+                "--token-endpoint",
+                info["token_endpoint"],
+            ]
+            flow += ["--client-id", info["client_id"], "--scope", info["scope"]]
+            cached = flow + ["--token-cache=%s" % cache, "GET", info["api"]]
+            cold = flow + ["GET", info["api"]]
+            with dpop.Client(key, token_endpoint=info["token_endpoint"], client_id=info["client_id"],
+                             client_secret=info["client_secret"], scope=info["scope"]) as client:  # fmt: skip
+                token = client.access_token()
+            token_path.write_text(token)
+            proof_cmd = [sys.executable, str(REPO / "dpop.py"), "proof", "--key", str(key_path)]
+            proof_cmd += ["--access-token-file", str(token_path), "GET", info["api"]]
+
+            def run(cmd):
+                return lambda: subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+
+            def curl_pair():
+                proof = subprocess.run(proof_cmd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+                headers = ["-H", "Authorization: DPoP " + token, "-H", "DPoP: " + proof]
+                subprocess.run([curl, "-sf", "-o", "/dev/null", *headers, info["api"]], check=True)
+
+            run(cached)()  # warm the cache
+            compare("CLI run, warm --token-cache (no token request)", run(cached), run(cold), rounds, 1, unit="ms")
+            report("A CLI run with a warm token cache against one without", "dpop.py without a cache")
+            if curl is not None:
+                compare("CLI run, warm --token-cache", run(cached), curl_pair, rounds, 1, 1.5, unit="ms")
+                report("A cached CLI run against `dpop.py proof` + curl (two processes)", "proof + curl")
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--only",
-        choices=["es256", "startup", "proofs", "client", "rsa"],
+        choices=["es256", "startup", "proofs", "client", "rsa", "cache"],
         action="append",
         help="run only these sections",
     )
     args = parser.parse_args()
     rounds, inner = (5, 20) if args.quick else (21, 50)
-    only = set(args.only or ["es256", "startup", "proofs", "client", "rsa"])
+    only = set(args.only or ["es256", "startup", "proofs", "client", "rsa", "cache"])
     print(
         "## dpop.py %s benchmarks (CPython %s on %s, %d rounds)"
         % (dpop.__version__, sys.version.split()[0], os.uname().machine, rounds)
@@ -442,6 +499,8 @@ def main():
         bench_client(max(5, rounds // 2), 50 if args.quick else 200)
     if "rsa" in only:
         bench_rsa(rounds, inner)
+    if "cache" in only:
+        bench_token_cache(max(5, rounds // 2))
 
 
 if __name__ == "__main__":

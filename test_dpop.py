@@ -4846,7 +4846,8 @@ def test_client_learns_a_servers_clock_from_date(scripted, client_key, offset):
         assert client.get(scripted.api_url).status == 200
     posts, gets = scripted.script.count("/connect/token"), scripted.script.count("/api/dpop/test")
     assert (posts, gets) == (2, 2)  # one refused token request; the API then gets skewed proofs at once
-    assert re.search(r"is %s60\d s from this clock" % ("[+]" if offset > 0 else "-"), sink.getvalue())
+    # Date has whole seconds: the offset learnt is within a second of the truth
+    assert re.search(r"is %s(599|600|601) s from this clock" % ("[+]" if offset > 0 else "-"), sink.getvalue())
 
 
 def test_clock_skew_by_hand_and_without_date(scripted, client_key):

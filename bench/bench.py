@@ -250,16 +250,21 @@ def _version(module):
     return version(module.replace("_", "-"))
 
 
-def bench_client(rounds, requests_per_round):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+def start_demo(env):
+    """`dpop.py demo --serve` in another process, and the JSON line it prints when ready."""
     server = subprocess.Popen(
         [sys.executable, str(REPO / "dpop.py"), "demo", "--serve"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=env,
     )
+    return server, json.loads(server.stdout.readline())
+
+
+def bench_client(rounds, requests_per_round):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    server, info = start_demo(env)
     try:
-        info = json.loads(server.stdout.readline())
         env.update(
             {
                 "DPOP_CLIENT_ID": info["client_id"],
@@ -423,14 +428,8 @@ def bench_token_cache(rounds):
 
     curl = shutil.which("curl")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DPOP_"))}
-    server = subprocess.Popen(
-        [sys.executable, str(REPO / "dpop.py"), "demo", "--serve"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    server, info = start_demo(env)
     try:
-        info = json.loads(server.stdout.readline())
         env["DPOP_CLIENT_SECRET"] = info["client_secret"]
         with tempfile.TemporaryDirectory() as tmp:
             key = dpop.generate_key()

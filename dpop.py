@@ -2955,10 +2955,10 @@ class FileTokenCache:
 
     def get(self, key: str) -> Optional[Dict[str, Any]]:
         entry = self._read().get(key)
-        return entry if isinstance(entry, dict) and entry.get("until", 0) > time.time() else None
+        return entry if _live(entry) else None
 
     def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
-        entries = {k: v for k, v in self._read().items() if isinstance(v, dict) and v.get("until", 0) > time.time()}
+        entries = {k: v for k, v in self._read().items() if _live(v)}
         entries[key] = dict(entry, until=time.time() + ttl)
         self._write(entries)
 
@@ -2993,6 +2993,21 @@ class FileTokenCache:
 
     def __repr__(self) -> str:
         return "<dpop.FileTokenCache %s>" % self.path
+
+
+def _live(entry: Any) -> bool:
+    """A token cache entry that is well formed and not expired (a file's content is never trusted)."""
+    until = entry.get("until") if isinstance(entry, dict) else None
+    token, nonces = (entry.get("access_token"), entry.get("nonces")) if isinstance(entry, dict) else (None, None)
+    return (
+        isinstance(until, (int, float))
+        and not isinstance(until, bool)
+        and until > time.time()
+        and isinstance(token, str)
+        and _TOKEN68.fullmatch(token) is not None
+        and isinstance(nonces, dict)
+        and all(isinstance(v, str) and len(v) <= _MAX_NONCE and _NQCHAR.fullmatch(v) for v in nonces.values())
+    )
 
 
 class _NotSent(DPoPError):
@@ -3276,14 +3291,15 @@ class Client:
         lock = getattr(self._cache, "lock", None)
         with lock() if lock is not None else contextlib.nullcontext():
             entry = self._cache.get(self._cache_key)
-            left = entry.get("until", 0) - time.time() if isinstance(entry, dict) else 0
-            if left > 0 and isinstance(entry.get("access_token"), str):
-                self._nonces.update(entry.get("nonces") or {})
+            if _live(entry):  # any store's answer is checked like the file's
+                left = entry["until"] - time.time()
+                self._nonces.update(entry["nonces"])
                 return _Token(entry["access_token"], time.monotonic() + left, left)
             token = self._fetch_token()
             if token.lifetime is not None:  # without expires_in: not cached
                 ttl = token.lifetime - min(self._refresh_margin, token.lifetime / 2)
-                self._cache.set(self._cache_key, {"access_token": token.value, "nonces": dict(self._nonces)}, ttl)
+                entry = {"access_token": token.value, "nonces": dict(self._nonces), "until": time.time() + ttl}
+                self._cache.set(self._cache_key, entry, ttl)
             return token
 
     def _drop_token(self, token: _Token) -> None:

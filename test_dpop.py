@@ -4943,3 +4943,51 @@ def test_token_cache_without_expires_in_is_not_written(scripted, client_key, tmp
     with make_client(scripted, client_key, token_cache=dpop.FileTokenCache(path)) as client:
         assert client.access_token() == "at"
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"access_token": "at", "nonces": {}, "until": "later"},
+        {"access_token": "at", "nonces": {"x": 5}, "until": 9e12},
+        {"access_token": "a t\r\nX: 1", "nonces": {}, "until": 9e12},
+        {"access_token": "at", "nonces": {"x": "a b"}, "until": 9e12},
+        {"access_token": "at", "until": 9e12},
+        ["not", "a", "dict"],
+    ],
+)
+def test_malformed_cache_entries_are_never_used(server, client_key, entry):
+    class Store:  # a shared store that hands back whatever it holds
+        def __init__(self):
+            self.entries = {}
+
+        def get(self, key):
+            return entry if not self.entries else self.entries[key]
+
+        def set(self, key, value, ttl):
+            self.entries[key] = value
+
+        def delete(self, key):
+            self.entries.pop(key, None)
+
+    store = Store()
+    with make_client(server, client_key, token_cache=store) as client:
+        assert client.get(server.api_url).status == 200
+    assert server.tokens_issued == 1 and len(store.entries) == 1
+    with make_client(server, client_key, token_cache=store) as client:  # the stored entry is used
+        assert client.get(server.api_url).status == 200
+    assert server.tokens_issued == 1
+
+
+def test_a_tampered_cache_file_is_not_used(server, client_key, tmp_path):
+    path = tmp_path / "tokens.json"
+    cache = dpop.FileTokenCache(path)
+    with make_client(server, client_key, token_cache=cache) as client:
+        client.access_token()
+    data = json.loads(path.read_text())
+    for entry in data.values():
+        entry["until"] = "forever"
+    path.write_text(json.dumps(data))
+    with make_client(server, client_key, token_cache=cache) as client:
+        assert client.get(server.api_url).status == 200
+    assert server.tokens_issued == 2

@@ -181,6 +181,7 @@ ERROR_CODES: Mapping[str, str] = {
     "bad_token_response": "the token endpoint's success response is malformed",
     "token_type": "the token endpoint issued a token that is not DPoP-bound",
     "closed": "the client was used after close()",
+    "proxy": "the proxy could not be used: its URL, reaching it, its 407, or a refused CONNECT",
     # -- command line
     "usage": "a command-line option, argument or DPOP_* variable is missing or invalid",
     "io_error": "a file could not be read or written",
@@ -2319,7 +2320,11 @@ def client_assertion(
 #    the margin capped at half the token's lifetime (a 10 s token is reused
 #    for 5 s, not never).
 #  * Plain http is refused except to loopback hosts (localhost, 127/8, ::1).
-#  * Environment proxies (HTTPS_PROXY, ...) are not used.
+#  * Proxies: curl's variables and rules (_Proxy, _bypass). Every origin,
+#    loopback http too, goes through a CONNECT tunnel: the proxy never sees
+#    a request line, Authorization, DPoP or a client credential. Only
+#    http:// proxies (TLS to the proxy would be TLS inside TLS, which
+#    http.client cannot do); proxy failures are not retried.
 #  * 429 and 503 are retried (Retry-After, else backoff with jitter), and so
 #    are connection failures: always at the token endpoint, for the API only
 #    where a repeat cannot hurt (idempotent methods, or nothing was sent).
@@ -2727,18 +2732,100 @@ class _SessionLog:
 # -- Connections ------------------------------------------------------------------
 
 
+_PROXY_URL = re.compile(
+    r"(?:([A-Za-z][A-Za-z0-9+.-]*)://)?(?:([!-.0-?A-~]*)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::([0-9]{1,5}))?/?"
+)
+
+
+class _Proxy:
+    """An http:// proxy; userinfo (percent-decoded) becomes Proxy-Authorization:
+    Basic. With no port, 1080 as in curl. ``shown`` has the password masked."""
+
+    __slots__ = ("host", "port", "auth", "shown", "secrets")
+
+    def __init__(self, url: str) -> None:
+        import urllib.parse
+
+        match = _PROXY_URL.fullmatch(url.strip())
+        if match is not None and (match.group(1) or "http").lower() != "http":
+            raise ValueError("only http:// proxies are supported")
+        if match is None or not 0 < int(match.group(4) or 1080) < 65536:
+            raise ValueError("not a proxy URL")  # never the URL itself: it may hold a password
+        self.port = int(match.group(4) or 1080)
+        host = match.group(3)
+        self.host = host.strip("[]")
+        self.shown = "http://%s:%d" % (host, self.port)
+        self.auth: Optional[str] = None
+        self.secrets: Tuple[str, ...] = ()
+        if match.group(2) is not None:
+            user, _, password = match.group(2).partition(":")
+            pair = urllib.parse.unquote(user) + ":" + urllib.parse.unquote(password)
+            self.auth = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+            self.shown = "http://%s:%s@%s:%d" % (user, _MASKED, host, self.port)
+            self.secrets = tuple(s for s in (password, urllib.parse.unquote(password), self.auth[6:]) if s)
+
+
+def _bypass(host: str, port: int, no_proxy: str) -> bool:
+    """True when the NO_PROXY list (commas or spaces) names ``host``: "*", the
+    host or a parent domain (a leading dot changes nothing), an IP address or
+    CIDR block (addresses are never suffix-matched), each with an optional
+    :PORT."""
+    import ipaddress
+
+    host = host.strip("[]").lower()
+    try:
+        address: Any = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in no_proxy.lower().replace(",", " ").split():
+        if entry == "*":
+            return True
+        name, want = entry, ""
+        if entry.count(":") == 1 or (entry.startswith("[") and "]:" in entry):
+            name, _, want = entry.rpartition(":")
+        name = name.strip("[]").lstrip(".")
+        if not name or (want and want != str(port)):
+            continue
+        if address is None:
+            hit = host == name or host.endswith("." + name)
+        else:
+            try:
+                hit = address in ipaddress.ip_network(name, strict=False)
+            except ValueError:
+                hit = False
+        if hit:
+            return True
+    return False
+
+
+def _tls_error(origin: str, exc: BaseException) -> DPoPError:
+    detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or "handshake failed"
+    return DPoPError("tls", "%s: %s" % (origin, detail))
+
+
 class _Pool:
-    """Idle keep-alive connections per (scheme, host, port).
+    """Idle keep-alive connections per (scheme, host, port, proxy).
 
     The TLS context is made on the first https connection: loading the CA
     store costs ~30 ms, which a run against loopback http never needs.
+    ``proxies`` maps a scheme to its proxy (or None); ``no_proxy`` is a
+    NO_PROXY list.
     """
 
-    def __init__(self, timeout: float, context: Any, cafile: Optional[str]) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        context: Any,
+        cafile: Optional[str],
+        proxies: Mapping[str, Optional[_Proxy]],
+        no_proxy: str,
+    ) -> None:
         self._timeout = timeout
         self._context = context
         self._cafile = cafile
-        self._idle: Dict[Tuple[str, str, int], List[Any]] = {}
+        self._proxies = proxies
+        self._no_proxy = no_proxy
+        self._idle: Dict[Tuple[str, str, int, Optional[_Proxy]], List[Any]] = {}
         self._lock = threading.Lock()
 
     def _tls(self) -> Any:
@@ -2754,22 +2841,52 @@ class _Pool:
                     ) from None
             return self._context
 
-    def get(self, target: _Target) -> Tuple[Any, bool]:
+    def _key(self, target: _Target) -> Tuple[str, str, int, Optional[_Proxy]]:
+        proxy = self._proxies.get(target.scheme)
+        if proxy is not None and _bypass(target.host, target.port, self._no_proxy):
+            proxy = None
+        return target.scheme, target.host, target.port, proxy
+
+    def get(self, target: _Target, log: Optional[_SessionLog]) -> Tuple[Any, bool]:
+        """An idle connection (True) or a new one (False); through a proxy,
+        the new one is connected here: its tunnel and TLS to the origin."""
         import http.client
 
-        key = (target.scheme, target.host, target.port)
+        key = self._key(target)
         with self._lock:
             idle = self._idle.get(key)
             if idle:
                 return idle.pop(), True
-        host = target.host.strip("[]")
+        host, proxy = target.host.strip("[]"), key[3]
+        where = (host, target.port) if proxy is None else (proxy.host, proxy.port)
+        conn: Any
         if target.scheme == "https":
-            return http.client.HTTPSConnection(host, target.port, timeout=self._timeout, context=self._tls()), False
-        return http.client.HTTPConnection(host, target.port, timeout=self._timeout), False
+            conn = http.client.HTTPSConnection(*where, timeout=self._timeout, context=self._tls())
+        else:
+            conn = http.client.HTTPConnection(*where, timeout=self._timeout)
+        if proxy is None:
+            return conn, False
+        conn.set_tunnel(host, target.port, {"Proxy-Authorization": proxy.auth} if proxy.auth else None)
+        if log is not None:
+            auth = "\nProxy-Authorization: Basic " + _MASKED if proxy.auth else ""
+            log.note("Proxy", "CONNECT %s:%d via %s%s" % (host, target.port, proxy.shown, auth))
+        try:
+            conn.connect()
+        except OSError as exc:
+            import ssl
+
+            conn.close()
+            refused = re.match(r"Tunnel connection failed: (.{0,200})", str(exc))
+            if refused is None and isinstance(exc, ssl.SSLError):
+                raise _tls_error(target.origin, exc) from None
+            why = "refused CONNECT %s:%d: %s" % (host, target.port, refused.group(1)) if refused else "failed"
+            why += "" if refused else _reason(exc)
+            raise DPoPError("proxy", "proxy %s %s" % (proxy.shown, _printable(why))) from None
+        return conn, False
 
     def put(self, target: _Target, conn: Any) -> None:
         with self._lock:
-            self._idle.setdefault((target.scheme, target.host, target.port), []).append(conn)
+            self._idle.setdefault(self._key(target), []).append(conn)
 
     def close(self) -> None:
         with self._lock:
@@ -3087,6 +3204,9 @@ class Client:
         retry_max_time: float = 60,
         clock_skew: float = 0,
         token_cache: Any = None,
+        proxy: Optional[str] = None,
+        no_proxy: Optional[str] = None,
+        trust_env: bool = True,
     ) -> None:
         if not isinstance(key, ECKey):
             key = load_key(key)
@@ -3143,10 +3263,26 @@ class Client:
         self._follow = bool(follow_redirects)
         self._max_redirects = max_redirects
         self._refresh_margin = refresh_margin
-        self._pool = _Pool(timeout, ssl_context, cafile)
+        self._scrub = _Scrubber()  # every secret this client knows, for logs and errors
+        for name, value in (("proxy", proxy), ("no_proxy", no_proxy)):
+            if value is not None and not isinstance(value, str):
+                raise _type_error(name, "str", value)
+        env = os.environ if trust_env else {}
+        proxies: Dict[str, Optional[_Proxy]] = {}
+        http_names = ("http_proxy",) + (() if "REQUEST_METHOD" in env else ("HTTP_PROXY",))  # httpoxy: CGI
+        for scheme, names in (("https", ("https_proxy", "HTTPS_PROXY")), ("http", http_names)):
+            found = next((name for name in names + ("all_proxy", "ALL_PROXY") if env.get(name)), None)
+            url, where = (proxy, "proxy=") if proxy is not None else (env[found], found) if found else ("", "")
+            try:
+                proxies[scheme] = _Proxy(url) if url else None
+            except ValueError as exc:
+                raise DPoPError("proxy", "%s: %s" % (where, exc)) from None
+        for secret in [secret for chosen in proxies.values() if chosen for secret in chosen.secrets]:
+            self._scrub.add(secret)
+        no_proxy = (env.get("no_proxy") or env.get("NO_PROXY") or "") if no_proxy is None else no_proxy
+        self._pool = _Pool(timeout, ssl_context, cafile, proxies, no_proxy)
         if cafile is not None:
             self._pool._tls()  # a missing or broken bundle fails here, not at the first https request
-        self._scrub = _Scrubber()  # every secret this client knows, for logs and errors
         if client_secret:
             self._scrub.add(client_secret)
         self._log = _SessionLog(session_log, self._scrub) if session_log is not None else None
@@ -3405,7 +3541,7 @@ class Client:
         import ssl
 
         for attempt in (0, 1):
-            conn, reused = self._pool.get(target)
+            conn, reused = self._pool.get(target, self._log)
             headers = make_headers()
             if body is not None:
                 headers = headers + [("Content-Length", str(len(body)))]
@@ -3454,8 +3590,7 @@ class Client:
                 ) from None
             except ssl.SSLError as exc:
                 conn.close()
-                detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or "handshake failed"
-                raise DPoPError("tls", "%s: %s" % (target.origin, detail)) from None
+                raise _tls_error(target.origin, exc) from None
             except http.client.IncompleteRead:
                 conn.close()
                 raise DPoPError(
@@ -3612,13 +3747,8 @@ class Client:
         problems = []
         for url in candidates:
             where = _Target(url)
-            base = [
-                ("Host", where.host_header),
-                ("User-Agent", _USER_AGENT),
-                ("Accept", "application/json"),
-                ("Accept-Encoding", "gzip"),
-            ]
-            response = self._exchange("GET", url, where, functools.partial(list, base), None, _MAX_TOKEN_BODY)
+            base = functools.partial(_json_headers, where)
+            response = self._exchange("GET", url, where, base, None, _MAX_TOKEN_BODY)
             if response.status != 200:
                 problems.append("%s answered %d" % (url, response.status))
                 continue
@@ -3648,13 +3778,7 @@ class Client:
 
         endpoint = self._endpoint()
         target = _Target(endpoint)
-        base = [
-            ("Host", target.host_header),
-            ("User-Agent", _USER_AGENT),
-            ("Accept", "application/json"),
-            ("Accept-Encoding", "gzip"),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ]
+        base = _json_headers(target, ("Content-Type", "application/x-www-form-urlencoded"))
         if self._auth_method == "client_secret_basic":
             userpass = (
                 urllib.parse.quote_plus(self._client_id) + ":" + urllib.parse.quote_plus(str(self._client_secret))
@@ -3698,16 +3822,13 @@ class Client:
                 if skew_retried:
                     continue
             if error is None:
-                raise DPoPError(
-                    "oauth_error",
-                    "token endpoint answered HTTP %d without an OAuth error" % response.status,
-                    status=response.status,
+                text = "token endpoint answered HTTP %d without an OAuth error" % response.status
+            else:
+                text = "token endpoint: %s%s (HTTP %d)" % (
+                    error,
+                    ": " * bool(description) + (description or ""),
+                    response.status,
                 )
-            text = "token endpoint: %s%s (HTTP %d)" % (
-                error,
-                ": " + description if description else "",
-                response.status,
-            )
             raise DPoPError("oauth_error", self._scrub(text), oauth_error=error, status=response.status)
 
     def _parse_token(self, response: Response) -> _Token:
@@ -3739,6 +3860,12 @@ class Client:
             raise DPoPError("bad_token_response", "expires_in is not a number of seconds from 1 to 2^31 - 1")
         margin = min(self._refresh_margin, lifetime / 2)
         return _Token(value, time.monotonic() + lifetime - margin, lifetime)
+
+
+def _json_headers(target: _Target, *more: Tuple[str, str]) -> List[Tuple[str, str]]:
+    """The token endpoint's and discovery's request headers."""
+    base = [("Host", target.host_header), ("User-Agent", _USER_AGENT), ("Accept", "application/json")]
+    return base + [("Accept-Encoding", "gzip"), *more]
 
 
 def _oauth_error(response: Response, scrub: Callable[[str], str]) -> Tuple[Optional[str], Optional[str]]:
@@ -4086,11 +4213,11 @@ _EXIT_STATUS: Sequence[Tuple[int, str]] = (
     (0, "success (for a request: HTTP 2xx or 3xx)"),
     (1, "a DPoP, OAuth, key or file error, or internal_error"),
     (2, "usage: a bad option, argument or DPOP_* variable, or an input file that cannot be read"),
-    (3, "network, timeout or TLS failure (network, timeout, tls, bad_response)"),
+    (3, "network, proxy, timeout or TLS failure (network, proxy, timeout, tls, bad_response)"),
     (4, "the API answered HTTP 4xx"),
     (5, "the API answered HTTP 5xx"),
 )
-_EXIT_BY_CODE = {"usage": 2, "network": 3, "timeout": 3, "tls": 3, "bad_response": 3}
+_EXIT_BY_CODE = {"usage": 2, "network": 3, "timeout": 3, "tls": 3, "bad_response": 3, "proxy": 3}
 # C0 and C1 controls but tab and newline, and lone surrogates (argv and the
 # environment carry bytes that are not UTF-8 that way)
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -4252,6 +4379,16 @@ def _check_method(value: str) -> str:
     return value
 
 
+def _check_proxy(value: str) -> str:
+    if value:
+        _Proxy(_check_secret(value))  # never echoed: it may hold a password
+    return value
+
+
+def _check_noproxy(value: str) -> str:
+    return _check_text(value) if value else value
+
+
 def _check_secret(value: str) -> str:
     if not value or _CONTROLS.search(value):
         raise ValueError("is empty, or holds control characters or bytes that are not UTF-8")  # never echo it
@@ -4276,6 +4413,8 @@ _CHECKS: Dict[str, Callable[[str], Any]] = {
     "method": _check_method,
     "nonce": _check_nonce,
     "secret": _check_secret,
+    "proxy": _check_proxy,
+    "noproxy": _check_noproxy,
     "choice": _check_text,  # and then one of opt.choices
 }
 
@@ -4429,20 +4568,10 @@ _REQUEST_OPTIONS = (
     _Opt("--client-secret-file", "infile", "read the client secret from FILE", metavar="FILE"),
     _Opt("--client-secret", "secret", "visible to other users in argv: prefer the variable", metavar="VALUE"),
     _Opt("--scope", "text", "the scope to ask for", metavar="SCOPE"),
-    _Opt(
-        "--auth-method",
-        "choice",
-        "client authentication (default post)",
-        choices=("post", "basic", "none") + _AUTH_METHODS[:4],
-    ),
+    _Opt("--auth-method", "choice", "client authentication (default post)", choices=("post", "basic", *_AUTH_METHODS)),
     _Opt("--assertion-key", "infile", "private_key_jwt: the client's key (PEM, DER or JWK)", metavar="FILE"),
     _Opt("--assertion-kid", "text", "kid for the assertion header (default: the JWK's kid)", metavar="KID"),
-    _Opt(
-        "--assertion-alg",
-        "choice",
-        "ES256 (P-256), RS256/PS256 (RSA) or HS256/384/512",
-        choices=_ASSERTION_ALGS["private_key_jwt"] + _ASSERTION_ALGS["client_secret_jwt"],
-    ),
+    _Opt("--assertion-alg", "choice", "the assertion's alg", choices=sum(_ASSERTION_ALGS.values(), ())),
     _Opt("--assertion-audience", "text", "the assertion's aud (default: the token endpoint)", metavar="AUD"),
     _Opt(
         "--param",
@@ -4451,13 +4580,7 @@ _REQUEST_OPTIONS = (
         metavar="K=V",
         repeat=True,
     ),
-    _Opt(
-        "-H --header",
-        "header",
-        "request header (repeatable; variable: one per line)",
-        metavar="'NAME: VALUE'",
-        repeat=True,
-    ),
+    _Opt("-H --header", "header", "request header (repeatable; variable: one per line)", metavar="'N: V'", repeat=True),
     _Opt("-d --data", "data", "request body; @FILE reads a file, @- stdin", metavar="DATA"),
     _Opt("--json", "flag", "send the body as application/json"),
     _Opt("-i --include", "flag", "print the status line and headers"),
@@ -4466,14 +4589,11 @@ _REQUEST_OPTIONS = (
     _Opt("--session-log", "outfile", "append every exchange to FILE (secrets masked; mode 0600)", metavar="FILE"),
     _Opt("--timeout", "seconds", "per socket operation (default 30)", metavar="SECONDS"),
     _Opt("--retry", "count", "retries after 429/503 or a failed connection (default 2)", metavar="N"),
-    _Opt(
-        "--token-cache",
-        "cache",
-        "keep the token for later runs in FILE (default ~/.cache/dpop/tokens.json; the variable: a path or 1)",
-        metavar="FILE",
-    ),
+    _Opt("--token-cache", "cache", "keep the token for later runs (default ~/.cache/dpop/tokens.json)", metavar="FILE"),
     _Opt("--retry-max-time", "seconds", "stop retrying after this many seconds (default 60)", metavar="SECONDS"),
     _Opt("--cacert", "cafile", "trust these CA certificates (PEM)", metavar="FILE"),
+    _Opt("-x --proxy", "proxy", 'http://[user:password@]host[:port]; "" for none (default: *_PROXY)', metavar="URL"),
+    _Opt("--noproxy", "noproxy", "hosts, domains or CIDR blocks to reach directly (replaces NO_PROXY)", metavar="LIST"),
     _Opt("-L --location", "flag", "follow redirects (credentials stay with the first origin)"),
 )
 
@@ -4582,6 +4702,8 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             max_retries=2 if args["retry"] is None else args["retry"],
             token_cache=None if args["token_cache"] is None else FileTokenCache(args["token_cache"] or None, warn=say),
             retry_max_time=args["retry_max_time"] or 60,
+            proxy=args["proxy"],
+            no_proxy=args["noproxy"],
         ) as client:
             scrub.others.append(client._scrub)  # the tokens it gets are masked in our errors too
             with client.request(args["method"], args["url"], headers=headers, data=body, stream=True) as response:
@@ -4698,28 +4820,13 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
         DemoServer(require_nonce=nonces, authority=auth) as api,
     ):
         if args["serve"]:
-            print("dpop demo: serving on loopback until Ctrl-C", file=err)
-            print(
-                "  token endpoint %s  client_id %s  secret %s  scope %s"
-                % (auth.token_endpoint, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_SCOPE),
-                file=err,
-            )
-            print("  API            %s" % api.api_url, file=err)
-            print(
-                "  try: DPOP_CLIENT_SECRET=%s python dpop.py --key KEY.pem --token-endpoint %s --client-id %s --scope %s GET %s"
-                % (DEMO_CLIENT_SECRET, auth.token_endpoint, DEMO_CLIENT_ID, DEMO_SCOPE, api.api_url),
-                file=err,
-            )
+            values = (auth.token_endpoint, DEMO_CLIENT_ID, DEMO_SCOPE, api.api_url)
+            err.write("dpop demo: serving on loopback until Ctrl-C; try:\n  DPOP_CLIENT_SECRET=%s" % DEMO_CLIENT_SECRET)
+            err.write(" python dpop.py --key KEY.pem --token-endpoint %s --client-id %s --scope %s GET %s\n" % values)
             err.flush()
             # and one JSON line on stdout, for scripts (bench/ uses it)
-            info = {
-                "token_endpoint": auth.token_endpoint,
-                "api": api.api_url,
-                "client_id": DEMO_CLIENT_ID,
-                "client_secret": DEMO_CLIENT_SECRET,
-                "scope": DEMO_SCOPE,
-            }
-            sys.stdout.write(json.dumps(info) + "\n")
+            names = ("token_endpoint", "client_id", "scope", "api")
+            sys.stdout.write(json.dumps(dict(zip(names, values), client_secret=DEMO_CLIENT_SECRET)) + "\n")
             sys.stdout.flush()
             try:
                 while True:

@@ -33,6 +33,17 @@ settings.register_profile("default", deadline=None, suppress_health_check=[Healt
 settings.load_profile("default")
 
 
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+PROXY_VARIABLES += ("no_proxy", "NO_PROXY", "REQUEST_METHOD")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_variables(monkeypatch):
+    """The machine's proxy settings stay out of every test (the proxy tests set their own)."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 def load_vector(name):
     return json.loads((VECTORS / name).read_text())
 
@@ -2823,6 +2834,297 @@ def test_cli_cacert(tls_server, key_file):
 
 
 # ===========================================================================
+# Proxies: a real tinyproxy on loopback, CONNECT tunnels to the TLS demo
+# ===========================================================================
+
+PROXY_USER, PROXY_PASSWORD = "alice", "s3cr-t.x_9"  # tinyproxy's BasicAuth takes no % or @
+PROXY_PASSWORD_IN_URL = "s3cr%2Dt.x_9"  # percent-encoded in the URL, as the issue asks
+
+
+class Tinyproxy:
+    """One tinyproxy process on a free loopback port, its log in a temp dir."""
+
+    def __init__(self, folder, auth):
+        import shutil
+        import socket
+        import time
+
+        exe = shutil.which("tinyproxy") or ("/usr/bin/tinyproxy" if os.path.exists("/usr/bin/tinyproxy") else None)
+        if exe is None:
+            if os.environ.get("DPOP_REQUIRE_SERVICES"):
+                pytest.fail("DPOP_REQUIRE_SERVICES is set but tinyproxy is not installed")
+            pytest.skip("tinyproxy not installed (.ci/run installs it: apt-get install tinyproxy)")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.log = Path(folder) / "tinyproxy.log"
+        conf = Path(folder) / "tinyproxy.conf"
+        lines = ["Port %d" % self.port, "Listen 127.0.0.1", "Timeout 30", 'LogFile "%s"' % self.log]
+        lines += ["LogLevel Info", "MaxClients 50", "Allow 127.0.0.1"]
+        lines += ["BasicAuth %s %s" % (PROXY_USER, PROXY_PASSWORD)] if auth else []
+        conf.write_text("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen([exe, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.proc.kill()
+                    pytest.fail("tinyproxy did not start: %s" % self.proc.stderr.read().decode(errors="replace"))
+                time.sleep(0.02)
+        self.url = "http://127.0.0.1:%d" % self.port
+        credentials = "%s:%s@" % (PROXY_USER, PROXY_PASSWORD_IN_URL) if auth else ""
+        self.auth_url = "http://%s127.0.0.1:%d" % (credentials, self.port)
+
+    def text(self):
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def connects(self):
+        return re.findall(r"Request \(file descriptor \d+\): CONNECT (\S+)", self.text())
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def open_proxy(tmp_path_factory):
+    proxy = Tinyproxy(tmp_path_factory.mktemp("proxy-open"), auth=False)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture(scope="module")
+def auth_proxy(tmp_path_factory):
+    proxy = Tinyproxy(tmp_path_factory.mktemp("proxy-auth"), auth=True)
+    yield proxy
+    proxy.close()
+
+
+def port_of(server):
+    return int(server.base_url.rsplit(":", 1)[1])
+
+
+def tls_client(server, key, **kwargs):
+    return make_client(server, key, cafile=str(TLS / "server.pem"), **kwargs)
+
+
+def assert_proxy_saw_no_secret(proxy, *secrets_):
+    text = proxy.text()
+    assert "CONNECT" in text
+    for needle in ("Authorization: DPoP", "DPoP:", dpop.DEMO_CLIENT_SECRET, "client_secret") + secrets_:
+        assert needle not in text
+
+
+def test_client_tunnels_through_https_proxy_from_the_environment(open_proxy, tls_server, client_key, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", open_proxy.url)
+    before = len(open_proxy.connects())
+    with tls_client(tls_server, client_key) as client:
+        response = client.get(tls_server.api_url)
+        assert response.status == 200
+        token = client.access_token()
+        assert client.get(tls_server.api_url).status == 200
+    origin = "127.0.0.1:%d" % port_of(tls_server)
+    # token request and API calls share one keep-alive tunnel to the one origin
+    assert open_proxy.connects()[before:] == [origin]
+    assert_proxy_saw_no_secret(open_proxy, token)
+
+
+def test_proxy_argument_and_lowercase_variable(open_proxy, tls_server, client_key, monkeypatch):
+    monkeypatch.setenv("https_proxy", open_proxy.url)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:1")  # lowercase wins, as in curl
+    before = len(open_proxy.connects())
+    with tls_client(tls_server, client_key) as client:
+        assert client.get(tls_server.api_url).status == 200
+    assert len(open_proxy.connects()) == before + 1
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:1")
+    with tls_client(tls_server, client_key, proxy=open_proxy.url) as client:  # the argument wins
+        assert client.get(tls_server.api_url).status == 200
+    assert len(open_proxy.connects()) == before + 2
+    with tls_client(tls_server, client_key, proxy="") as client:  # "" is no proxy at all
+        assert client.get(tls_server.api_url).status == 200
+    with tls_client(tls_server, client_key, trust_env=False) as client:  # the environment is ignored
+        assert client.get(tls_server.api_url).status == 200
+    assert len(open_proxy.connects()) == before + 2
+
+
+def test_all_proxy_and_plain_http_go_through_a_tunnel_too(open_proxy, server, client_key, monkeypatch):
+    monkeypatch.setenv("ALL_PROXY", open_proxy.url)
+    before = len(open_proxy.connects())
+    with make_client(server, client_key) as client:
+        assert client.get(server.api_url).status == 200
+        token = client.access_token()
+    # plain http (loopback only) is tunnelled as well: the proxy never sees Authorization or DPoP
+    assert open_proxy.connects()[before:] == ["127.0.0.1:%d" % port_of(server)]
+    assert_proxy_saw_no_secret(open_proxy, token)
+
+
+def test_http_proxy_variable_is_ignored_in_cgi(open_proxy, server, client_key, monkeypatch):
+    # httpoxy (CVE-2016-5385): a CGI request's "Proxy:" header arrives as HTTP_PROXY
+    monkeypatch.setenv("HTTP_PROXY", open_proxy.url)
+    monkeypatch.setenv("REQUEST_METHOD", "GET")
+    before = len(open_proxy.connects())
+    with make_client(server, client_key) as client:
+        assert client.get(server.api_url).status == 200
+    assert len(open_proxy.connects()) == before
+    monkeypatch.delenv("REQUEST_METHOD")
+    with make_client(server, client_key) as client:
+        assert client.get(server.api_url).status == 200
+    assert len(open_proxy.connects()) == before + 1
+
+
+@pytest.mark.parametrize("no_proxy", ["127.0.0.1", "*", "example.com, 127.0.0.0/8", "localhost,127.0.0.1:{port}"])
+def test_no_proxy_bypasses_the_proxy(open_proxy, tls_server, client_key, monkeypatch, no_proxy):
+    monkeypatch.setenv("HTTPS_PROXY", open_proxy.url)
+    monkeypatch.setenv("NO_PROXY", no_proxy.format(port=port_of(tls_server)))
+    before = len(open_proxy.connects())
+    with tls_client(tls_server, client_key) as client:
+        assert client.get(tls_server.api_url).status == 200
+    assert len(open_proxy.connects()) == before
+    with tls_client(tls_server, client_key, no_proxy="") as client:  # the argument replaces NO_PROXY
+        assert client.get(tls_server.api_url).status == 200
+    assert len(open_proxy.connects()) == before + 1
+
+
+def test_proxy_with_basic_auth_and_a_masked_session_log(auth_proxy, tls_server, client_key, tmp_path):
+    log = tmp_path / "session.log"
+    with tls_client(tls_server, client_key, proxy=auth_proxy.auth_url, session_log=str(log)) as client:
+        assert client.get(tls_server.api_url).status == 200
+        assert PROXY_PASSWORD not in repr(client) and PROXY_PASSWORD_IN_URL not in repr(client)
+    text = log.read_text()
+    basic = base64.b64encode(("%s:%s" % (PROXY_USER, PROXY_PASSWORD)).encode()).decode()
+    assert "CONNECT 127.0.0.1:%d" % port_of(tls_server) in text
+    assert "Proxy-Authorization: Basic ****" in text
+    assert "http://alice:****@127.0.0.1:%d" % auth_proxy.port in text
+    for secret in (PROXY_PASSWORD, PROXY_PASSWORD_IN_URL, basic):
+        assert secret not in text
+    assert_proxy_saw_no_secret(auth_proxy, PROXY_PASSWORD, basic)
+
+
+def test_wrong_proxy_credentials_are_a_proxy_error(auth_proxy, tls_server, client_key):
+    # no credentials: 407; wrong ones: tinyproxy 1.11 answers 401 to CONNECT, also a proxy error
+    for url, status in (
+        (auth_proxy.url, "407"),
+        (auth_proxy.url.replace("http://", "http://alice:wrong-pass@"), "401"),
+    ):
+        with tls_client(tls_server, client_key, proxy=url, max_retries=2) as client:
+            with raises_code("proxy") as info:
+                client.get(tls_server.api_url)
+            assert "CONNECT 127.0.0.1:%d: %s " % (port_of(tls_server), status) in info.value.message
+            assert "wrong-pass" not in info.value.message
+            assert client.token_requests == 1  # asked once: a 407 is not retried
+
+
+def test_unreachable_proxy_and_refused_connect(open_proxy, tls_server, client_key, silent_port):
+    with tls_client(tls_server, client_key, proxy="http://u:hunter22@127.0.0.1:1") as client:
+        with raises_code("proxy") as info:
+            client.get(tls_server.api_url)
+        assert "127.0.0.1:1" in info.value.message and "hunter22" not in info.value.message
+    # the proxy cannot reach the origin (nothing listens there): CONNECT is refused
+    with make_client(tls_server, client_key, proxy=open_proxy.url, token_endpoint="https://127.0.0.1:1/t") as client:
+        with raises_code("proxy") as info:
+            client.get(tls_server.api_url)
+        assert "CONNECT" in info.value.message and "127.0.0.1:1" in info.value.message
+
+
+def test_tls_through_the_tunnel_checks_the_origin_certificate(open_proxy, tls_server, client_key):
+    with make_client(tls_server, client_key, proxy=open_proxy.url) as client:  # no cafile: untrusted
+        with raises_code("tls"):
+            client.get(tls_server.api_url)
+
+
+@pytest.mark.parametrize(
+    "url, host, port, auth",
+    [
+        ("127.0.0.1:3128", "127.0.0.1", 3128, None),
+        ("http://proxy.example", "proxy.example", 1080, None),  # curl's default proxy port
+        ("HTTP://[::1]:8080/", "::1", 8080, None),
+        ("http://al%40ce:p%3Ass@proxy.example:8080", "proxy.example", 8080, "al@ce:p:ss"),
+        ("http://alice@proxy.example:8080", "proxy.example", 8080, "alice:"),
+    ],
+)
+def test_proxy_urls(url, host, port, auth):
+    proxy = dpop._Proxy(url)
+    assert (proxy.host, proxy.port) == (host, port)
+    expected = None if auth is None else "Basic " + base64.b64encode(auth.encode()).decode()
+    assert proxy.auth == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["socks5://127.0.0.1:1080", "https://proxy.example", "http://", "http://a b:1", "http://h:99999", "ftp://h:1"],
+)
+def test_unusable_proxy_urls_are_proxy_errors(url, client_key, server, monkeypatch):
+    with raises_code("proxy") as info:
+        make_client(server, client_key, proxy=url.replace("h:", "u:pw-secret@h:"))
+    assert "pw-secret" not in info.value.message and "proxy=" in info.value.message
+    monkeypatch.setenv("HTTPS_PROXY", url)
+    with raises_code("proxy") as info:
+        make_client(server, client_key)
+    assert "HTTPS_PROXY" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "host, port, no_proxy, bypass",
+    [
+        ("api.example.com", 443, "*", True),
+        ("api.example.com", 443, "example.com", True),
+        ("api.example.com", 443, ".example.com", True),
+        ("example.com", 443, ".example.com", True),
+        ("badexample.com", 443, "example.com", False),
+        ("API.Example.COM", 443, " other.org , EXAMPLE.com ", True),
+        ("api.example.com", 443, "example.com:8443", False),
+        ("api.example.com", 8443, "example.com:8443", True),
+        ("127.0.0.1", 443, "127.0.0.1", True),
+        ("127.0.0.1", 443, "0.0.1", False),  # no suffix matching of addresses
+        ("127.0.0.2", 443, "127.0.0.0/8", True),
+        ("10.1.2.3", 443, "127.0.0.0/8", False),
+        ("[::1]", 443, "::1", True),
+        ("[::1]", 8443, "[::1]:8443", True),
+        ("[::1]", 443, "[::1]:8443", False),
+        ("localhost", 443, "", False),
+        ("localhost", 443, "localhost", True),
+        ("localhost", 443, "*.example.com", False),
+    ],
+)
+def test_no_proxy_matching(host, port, no_proxy, bypass):
+    assert dpop._bypass(host, port, no_proxy) is bypass
+
+
+def test_cli_through_proxies(open_proxy, auth_proxy, tls_server, key_file, tmp_path):
+    common = cli_flow_args(tls_server, key_file, "--cacert", str(TLS / "server.pem"))
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    before = len(open_proxy.connects())
+    done = run_cli(*common, "GET", tls_server.api_url, env={**env, "HTTPS_PROXY": open_proxy.url})
+    assert done.returncode == 0, done.stderr
+    assert len(open_proxy.connects()) == before + 1
+    done = run_cli(
+        *common, "--noproxy", "127.0.0.1", "GET", tls_server.api_url, env={**env, "HTTPS_PROXY": open_proxy.url}
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(open_proxy.connects()) == before + 1
+    log = tmp_path / "cli.log"
+    done = run_cli(
+        *common,
+        "-v",
+        "--session-log",
+        str(log),
+        "GET",
+        tls_server.api_url,
+        env={**env, "DPOP_PROXY": auth_proxy.auth_url},
+    )
+    assert done.returncode == 0, done.stderr
+    for text in (log.read_text(), done.stderr.decode()):
+        assert "Proxy-Authorization: Basic ****" in text and PROXY_PASSWORD not in text
+    done = run_cli(*common, "--proxy", auth_proxy.url, "GET", tls_server.api_url, env=env)
+    assert done.returncode == 3 and done.stderr.startswith(b"dpop: proxy: ") and b"407" in done.stderr
+    done = run_cli(*common, "--proxy", "socks5://u:pw-secret@127.0.0.1:1", "GET", tls_server.api_url, env=env)
+    assert done.returncode == 2 and b"pw-secret" not in done.stderr, done.stderr
+
+
+# ===========================================================================
 # README: the server-side example runs as written
 # ===========================================================================
 
@@ -3592,6 +3894,8 @@ BAD_VALUES = {  # per kind of option: values that must be a usage error
     "nonce": ["", "a b", '"q"', "\u20ac"],
     "secret": ["", "a\x01b", "bad-utf8-\udcff"],
     "choice": ["", "bad", "POST"],
+    "proxy": ["socks5://h:1", "https://h", "http://", "http://h:70000", "a\x01b", "bad-utf8-\udcff"],
+    "noproxy": ["a\x01b", "bad-utf8-\udcff", "x" * 9000],
 }
 
 

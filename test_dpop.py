@@ -5295,3 +5295,32 @@ def test_a_tampered_cache_file_is_not_used(server, client_key, tmp_path):
     with make_client(server, client_key, token_cache=cache) as client:
         assert client.get(server.api_url).status == 200
     assert server.tokens_issued == 2
+
+
+@pytest.mark.parametrize("offset", ["600", "-600"])
+def test_interop_server_with_a_shifted_clock(oidc_factory, client_key, offset):
+    """oidc-provider and the API run 10 minutes off. oidc-provider answers a
+    stale iat with use_dpop_nonce and a nonce (nonces stay the first answer);
+    the API, which has no nonces, is learnt from its Date: one extra request."""
+    import urllib.request
+
+    shifted = oidc_factory("--skew", offset)
+    api_origin = shifted["api"].rsplit("/", 2)[0]
+    sink = io.StringIO()
+    with oidc_client(shifted, client_key, session_log=sink) as client:
+        for _ in range(3):
+            assert client.get(shifted["api"]).status == 200
+        assert client.token_requests == 2  # the nonce retry
+        assert list(client._skews) == [api_origin] and abs(abs(client._skews[api_origin]) - 600) < 2
+    assert "iat is not recent enough, use a DPoP nonce" in sink.getvalue()
+    assert len(re.findall(r"from this clock", sink.getvalue())) == 1
+    with urllib.request.urlopen(shifted["stats"]) as answer:
+        assert json.load(answer)["apiCalls"] == 3  # 4 API requests: the first, refused, is not counted
+    # without a Date header the API's refusal has nothing to learn from: it is returned as it came
+    dateless = oidc_factory("--skew", offset, "--no-date")
+    with oidc_client(dateless, client_key) as client:
+        response = client.get(dateless["api"])
+        assert response.status == 401 and 'error="invalid_dpop_proof"' in response.headers["WWW-Authenticate"]
+        assert client._skews == {}
+    with oidc_client(dateless, client_key, clock_skew=int(offset)) as client:  # set by hand: no refusal at all
+        assert client.get(dateless["api"]).status == 200 and client.token_requests == 1

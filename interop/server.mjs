@@ -4,7 +4,10 @@
 // Loopback only; test credentials only.
 //
 //   node server.mjs [--nonce | --nonce-as | --nonce-api] [--ttl SECONDS]
-// (--nonce: both the token endpoint and the API demand DPoP nonces)
+//                   [--skew SECONDS [--no-date]]
+// (--nonce: both the token endpoint and the API demand DPoP nonces; --skew:
+// both servers' clocks run SECONDS ahead, or behind if negative, and their
+// Date headers say so; --no-date: no Date header at all)
 // prints one JSON line {issuer, token_endpoint, api, clients} when ready and
 // runs until stdin closes.
 import { createServer } from 'node:http'
@@ -18,6 +21,24 @@ const requireNonceAS = args.includes('--nonce') || args.includes('--nonce-as')
 const requireNonceAPI = args.includes('--nonce') || args.includes('--nonce-api')
 const ttlIndex = args.indexOf('--ttl')
 const ttl = ttlIndex >= 0 ? Number(args[ttlIndex + 1]) : 300
+const skewIndex = args.indexOf('--skew')
+const skewMs = skewIndex >= 0 ? Number(args[skewIndex + 1]) * 1000 : 0
+const sendDate = !args.includes('--no-date')
+
+// A shifted clock for every library here: Date.now() and new Date() (jose
+// reads the latter, oidc-provider and oauth4webapi the former). Node's own
+// Date header does not follow it, so each response gets ours.
+if (skewMs) {
+  const RealDate = Date
+  globalThis.Date = class extends RealDate {
+    constructor(...a) { super(...(a.length ? a : [RealDate.now() + skewMs])) }
+    static now() { return RealDate.now() + skewMs }
+  }
+}
+function stamp(res) {
+  if (sendDate) res.setHeader('date', new Date().toUTCString())
+  else res.sendDate = false
+}
 
 function listen(server) {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)))
@@ -84,7 +105,8 @@ const provider = new Provider(issuer, {
   ttl: { ClientCredentials: ttl },
 })
 provider.proxy = false
-asServer.on('request', provider.callback())
+const providerCallback = provider.callback()
+asServer.on('request', (req, res) => { stamp(res); providerCallback(req, res) })
 
 // -- API request handling --------------------------------------------------------
 const metadata = { issuer, jwks_uri: `${issuer}/jwks` }
@@ -106,6 +128,7 @@ function challenge(error, description) {
 }
 
 apiServer.on('request', async (req, res) => {
+  stamp(res)
   const chunks = []
   for await (const chunk of req) chunks.push(chunk)
   if (req.url === '/stats') return reply(res, 200, { apiCalls })

@@ -3105,6 +3105,9 @@ def test_cli_through_proxies(open_proxy, auth_proxy, tls_server, key_file, tmp_p
     )
     assert done.returncode == 0, done.stderr
     assert len(open_proxy.connects()) == before + 1
+    done = run_cli(*common, "--proxy", open_proxy.url, "GET", tls_server.api_url, env=env)
+    assert done.returncode == 0, done.stderr
+    assert len(open_proxy.connects()) == before + 2
     log = tmp_path / "cli.log"
     done = run_cli(
         *common,

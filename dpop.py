@@ -68,44 +68,21 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# fmt: off
 __all__ = [
-    # errors
-    "DPoPError",
-    "ERROR_CODES",
-    # encodings
-    "b64url_encode",
-    "b64url_decode",
-    # keys
-    "ECKey",
-    "generate_key",
-    "load_key",
-    "load_key_file",
-    "jwk_thumbprint",
-    # JWS
-    "jws_sign",
-    "jws_verify",
-    # DPoP proofs (client side)
-    "make_proof",
-    "canonical_htu",
-    "access_token_hash",
-    # RSA (RS256, PS256)
-    "RSAKey",
-    "load_rsa_key",
-    # client authentication (RFC 7523)
-    "client_assertion",
-    "ASSERTION_TYPE",
-    # DPoP proofs (server side)
-    "verify_proof",
-    "VerifiedProof",
-    "ReplayCache",
-    "NonceIssuer",
-    "challenge_headers",
-    # HTTP client
-    "Client",
-    "Response",
-    "Headers",
-    "FileTokenCache",
+    "DPoPError", "ERROR_CODES",  # errors
+    "b64url_encode", "b64url_decode",  # encodings
+    "ECKey", "generate_key", "load_key", "load_key_file", "jwk_thumbprint",  # keys
+    "jws_sign", "jws_verify",  # JWS
+    "make_proof", "canonical_htu", "access_token_hash",  # DPoP proofs (client side)
+    "RSAKey", "load_rsa_key",  # RSA (RS256, PS256)
+    "client_assertion", "ASSERTION_TYPE",  # client authentication (RFC 7523)
+    "verify_proof", "VerifiedProof", "ReplayCache", "NonceIssuer", "challenge_headers",  # DPoP proofs (server side)
+    "Client", "Response", "Headers", "FileTokenCache",  # HTTP client
+    "RedisReplayCache", "RedisTokenCache",  # shared stores
+    "DemoServer",  # demo servers
 ]
+# fmt: on
 
 import base64
 import binascii
@@ -124,7 +101,7 @@ from collections.abc import Mapping
 # them. (A fresh process that signs once should not pay for it.)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+    from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 # =============================================================================
 # 0. Errors
@@ -168,6 +145,7 @@ ERROR_CODES: Mapping[str, str] = {
     "proof_binding": "the proof key is not the key the access token is bound to (cnf.jkt)",
     "proof_replay": "this proof (jti) was already used",
     "replay_cache_full": "the replay cache is full of unexpired entries; the proof was refused",
+    "replay_store": "the shared replay store failed; the proof was refused",
     # -- HTTP client
     "insecure_url": "plain http to a host that is not loopback",
     "network": "the connection failed or broke",
@@ -1706,12 +1684,7 @@ class ReplayCache:
     peak proofs per second times the window (max_age + leeway).
 
     verify_proof() accepts any object with this one method, so several
-    server instances can share a store; with Redis::
-
-        class RedisReplay:
-            def __init__(self, redis): self.redis = redis
-            def add(self, key, ttl):
-                return bool(self.redis.set("dpop:jti:" + key, b"1", nx=True, ex=ttl))
+    server instances can share a store (RedisReplayCache).
     """
 
     def __init__(self, max_entries: int = 100_000, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -2284,11 +2257,8 @@ def client_assertion(
     signing_input = b64url_encode(_json_compact(header)) + "." + b64url_encode(_json_compact(claims))
     if isinstance(key, str):
         return signing_input + "." + _hmac_signature(alg, key.encode("utf-8"), signing_input.encode("ascii"))
-    signature = (
-        key.sign(signing_input.encode("ascii"))
-        if isinstance(key, ECKey)
-        else key.sign(signing_input.encode("ascii"), alg)
-    )
+    signing = signing_input.encode("ascii")
+    signature = key.sign(signing) if isinstance(key, ECKey) else key.sign(signing, alg)
     return signing_input + "." + b64url_encode(signature)
 
 
@@ -2333,6 +2303,13 @@ def client_assertion(
 #  * Token endpoint and discovery bodies are capped at 1 MiB, API bodies at
 #    256 MiB (after gzip decoding); larger ones raise response_too_large.
 
+if TYPE_CHECKING:
+    _Pairs = List[Tuple[str, str]]  # header or form fields, in order
+    _Text = Optional[str]
+    _Body = Optional[bytes]
+    _Mask = Optional[Callable[[str], str]]  # masks a logged body's secrets
+    _Masks = Optional[Tuple[Callable[[str], str], Callable[[str], str]]]  # the request's, the response's
+
 _MAX_TOKEN_BODY = 1 << 20
 _MAX_API_BODY = 256 << 20
 _MAX_LOGGED_BODY = 64 << 10
@@ -2340,9 +2317,7 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})  # RFC 9110 §9.2.2, as the issue lists
 _USER_AGENT = "dpop.py/" + __version__
 _AUTH_METHODS = ("client_secret_post", "client_secret_basic", "client_secret_jwt", "private_key_jwt", "none")
-_RESERVED_TOKEN_PARAMS = frozenset(
-    {"grant_type", "client_id", "client_secret", "client_assertion", "client_assertion_type"}
-)
+_RESERVED_TOKEN_PARAMS = frozenset("grant_type client_id client_secret client_assertion client_assertion_type".split())
 _MASKED = "****"
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
 
@@ -2370,9 +2345,7 @@ class _Target:
             raise DPoPError("insecure_url", "plain http is only allowed to loopback hosts; use https for %s" % host)
         match = _URL.fullmatch(url)
         query = match.group(4) if match is not None and match.group(4) else ""
-        self.scheme = scheme
-        self.host = host
-        self.port = int(port or _DEFAULT_PORTS[scheme])
+        self.scheme, self.host, self.port = scheme, host, int(port or _DEFAULT_PORTS[scheme])
         self.host_header = host + (":" + port if port else "")
         self.origin = scheme + "://" + self.host_header
         self.target = path + query
@@ -2433,12 +2406,8 @@ class Response:
     def __init__(
         self, status: int, reason: str, headers: Headers, body: bytes, url: str, version: str = "HTTP/1.1"
     ) -> None:
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.body = body
-        self.url = url
-        self.version = version
+        self.status, self.reason, self.headers = status, reason, headers
+        self.body, self.url, self.version = body, url, version
         self._stream: Optional[_BodyStream] = None
         self._chunks: Optional[Iterator[bytes]] = None
 
@@ -2499,72 +2468,33 @@ class Response:
 
 # -- WWW-Authenticate (RFC 9110 §11.6.1) --------------------------------------
 
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-_SPACES = frozenset(" \t")
-_SEPARATORS = frozenset(" \t,")
-
-
-def _span(text: str, pos: int, chars: frozenset[str]) -> int:
-    """The end of the run of ``chars`` that starts at ``pos``."""
-    while pos < len(text) and text[pos] in chars:
-        pos += 1
-    return pos
+_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+# One item of a WWW-Authenticate field: an auth-param (token = token or
+# quoted-string, an unterminated quote running to the end), a scheme with
+# its token68 if it has one (skipped), or junk up to the next comma.
+_CHALLENGE_ITEM = re.compile(
+    r"[ \t,]*(?:(?P<name>%s)[ \t]*=[ \t]*(?:\"(?P<quoted>(?:[^\"\\]|\\.)*)\"?|(?P<value>%s))"
+    r"|(?P<scheme>%s)(?![ \t]*=)(?:[ \t]+[A-Za-z0-9._~+/-]+=*(?=[ \t]*(?:,|$)))?|[^,]+)" % (_TCHARS, _TCHARS, _TCHARS)
+)
 
 
 def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]:
-    """Challenges from WWW-Authenticate values: [(scheme lower-cased, params)].
-
-    Handles several challenges per field and several fields, parameters in
-    any order, quoted strings with escapes and commas inside, and token68
-    credentials (skipped). Parameter names are lower-cased; the first
-    occurrence of a name wins; junk is skipped up to the next comma.
-    """
+    """Challenges from WWW-Authenticate values (RFC 9110 §11.6.1): [(scheme
+    lower-cased, params)]. Several challenges per field and several fields,
+    parameters in any order, quoted strings with escapes and commas inside,
+    token68 credentials (skipped). Parameter names are lower-cased; the first
+    occurrence of a name wins; junk is skipped up to the next comma."""
     challenges: List[Tuple[str, Dict[str, str]]] = []
     for text in values:
-        end = len(text)
-        pos = 0
-        while pos < end:
-            pos = _span(text, pos, _SEPARATORS)
-            start, pos = pos, _span(text, pos, _TOKEN_CHARS)
-            if pos == start:  # junk: skip to the next item
-                while pos < end and text[pos] != ",":
-                    pos += 1
-                continue
-            params: Dict[str, str] = {}
-            challenges.append((text[start:pos].lower(), params))
-            while True:
-                save = pos
-                pos = _span(text, pos, _SPACES)
-                start, pos = pos, _span(text, pos, _TOKEN_CHARS)
-                name = text[start:pos]
-                pos = _span(text, pos, _SPACES)
-                if not name or pos >= end or text[pos] != "=":
-                    pos = save  # the next challenge's scheme (or junk)
-                    break
-                pos = _span(text, pos + 1, _SPACES)
-                if pos < end and text[pos] == '"':
-                    pos += 1
-                    chars = []
-                    while pos < end and text[pos] != '"':
-                        if text[pos] == "\\" and pos + 1 < end:
-                            pos += 1
-                        chars.append(text[pos])
-                        pos += 1
-                    pos += 1
-                    value = "".join(chars)
-                else:
-                    start, pos = pos, _span(text, pos, _TOKEN_CHARS)
-                    value = text[start:pos]
-                    if not value:  # "abc==": a token68, not a parameter
-                        while pos < end and text[pos] != ",":
-                            pos += 1
-                        break
-                params.setdefault(name.lower(), value)
-                pos = _span(text, pos, _SPACES)
-                if pos < end and text[pos] == ",":
-                    pos += 1
-                    continue
-                break
+        params: Optional[Dict[str, str]] = None  # the current challenge's
+        for item in _CHALLENGE_ITEM.finditer(text):
+            if item.group("scheme"):
+                params = {}
+                challenges.append((item.group("scheme").lower(), params))
+            elif item.group("name") and params is not None:
+                quoted = item.group("quoted")
+                value = item.group("value") if quoted is None else re.sub(r"\\(.)", r"\1", quoted)
+                params.setdefault(item.group("name").lower(), value)
     return challenges
 
 
@@ -2706,14 +2636,7 @@ class _SessionLog:
     def note(self, kind: str, text: str) -> None:
         self._write(kind, [text], "")
 
-    def request(
-        self,
-        method: str,
-        target: _Target,
-        headers: Sequence[Tuple[str, str]],
-        body: Optional[bytes],
-        mask: Optional[Callable[[str], str]],
-    ) -> None:
+    def request(self, method: str, target: _Target, headers: _Pairs, body: Optional[bytes], mask: _Mask) -> None:
         lines = ["%s %s HTTP/1.1" % (method, target.target)]
         lines += ["%s: %s" % (name, _mask_header(name, value)) for name, value in headers]
         self._write("Sending", lines, self._body(body, mask))
@@ -2813,18 +2736,10 @@ class _Pool:
     """
 
     def __init__(
-        self,
-        timeout: float,
-        context: Any,
-        cafile: Optional[str],
-        proxies: Mapping[str, Optional[_Proxy]],
-        no_proxy: str,
+        self, timeout: float, context: Any, cafile: _Text, proxies: Mapping[str, Optional[_Proxy]], no_proxy: str
     ) -> None:
-        self._timeout = timeout
-        self._context = context
-        self._cafile = cafile
-        self._proxies = proxies
-        self._no_proxy = no_proxy
+        self._timeout, self._context, self._cafile = timeout, context, cafile
+        self._proxies, self._no_proxy = proxies, no_proxy
         self._idle: Dict[Tuple[str, str, int, Optional[_Proxy]], List[Any]] = {}
         self._lock = threading.Lock()
 
@@ -2836,9 +2751,8 @@ class _Pool:
                 try:
                     self._context = ssl.create_default_context(cafile=self._cafile)
                 except (OSError, ssl.SSLError) as exc:
-                    raise DPoPError(
-                        "tls", "cannot load CA certificates %s%s" % (self._cafile or "", _reason(exc))
-                    ) from None
+                    why = "cannot load CA certificates %s%s" % (self._cafile or "", _reason(exc))
+                    raise DPoPError("tls", why) from None
             return self._context
 
     def _key(self, target: _Target) -> Tuple[str, str, int, Optional[_Proxy]]:
@@ -2847,7 +2761,7 @@ class _Pool:
             proxy = None
         return target.scheme, target.host, target.port, proxy
 
-    def get(self, target: _Target, log: Optional[_SessionLog]) -> Tuple[Any, bool]:
+    def get(self, target: _Target, note: Callable[[str, Optional[str]], None]) -> Tuple[Any, bool]:
         """An idle connection (True) or a new one (False); through a proxy,
         the new one is connected here: its tunnel and TLS to the origin."""
         import http.client
@@ -2867,9 +2781,8 @@ class _Pool:
         if proxy is None:
             return conn, False
         conn.set_tunnel(host, target.port, {"Proxy-Authorization": proxy.auth} if proxy.auth else None)
-        if log is not None:
-            auth = "\nProxy-Authorization: Basic " + _MASKED if proxy.auth else ""
-            log.note("Proxy", "CONNECT %s:%d via %s%s" % (host, target.port, proxy.shown, auth))
+        auth = "\nProxy-Authorization: Basic " + _MASKED if proxy.auth else ""
+        note("CONNECT %s:%d via %s%s" % (host, target.port, proxy.shown, auth), "Proxy")
         try:
             conn.connect()
         except OSError as exc:
@@ -2896,20 +2809,6 @@ class _Pool:
                 conn.close()
 
 
-def _read_body(resp: Any, limit: int) -> bytes:
-    chunks: List[bytes] = []
-    total = 0
-    while True:
-        chunk = resp.read(min(65536, limit + 1 - total))
-        if not chunk:
-            _check_complete(resp)
-            return b"".join(chunks)
-        chunks.append(chunk)
-        total += len(chunk)
-        if total > limit:
-            raise DPoPError("response_too_large", "response body is larger than %d bytes" % limit)
-
-
 def _check_complete(resp: Any) -> None:
     """http.client's read(amt) ends quietly when the connection closes short
     of Content-Length (it only counts down ``length``): a truncated body
@@ -2931,22 +2830,6 @@ def _inflater(encoding: Optional[str]) -> Any:
     return zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in coding else zlib.MAX_WBITS)
 
 
-def _decode_body(body: bytes, encoding: Optional[str], limit: int) -> bytes:
-    import zlib
-
-    inflater = _inflater(encoding)
-    if inflater is None:
-        return body
-    try:
-        out: bytes = inflater.decompress(body, limit + 1)
-    except zlib.error:
-        raise DPoPError("bad_response", "response body is not valid %s" % encoding) from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise DPoPError("response_too_large", "decoded response body is larger than %d bytes" % limit)
-    _check_inflated(inflater, encoding)
-    return out
-
-
 def _check_inflated(inflater: Any, encoding: Optional[str]) -> None:
     """A compressed body must end where its stream ends: not short, nothing after."""
     if not inflater.eof or inflater.unused_data:
@@ -2960,8 +2843,7 @@ class _BodyStream:
     (closing early, an error, or never reading)."""
 
     def __init__(self, resp: Any, encoding: Optional[str], release: Callable[[bool], None]) -> None:
-        self._resp = resp
-        self._encoding = encoding
+        self._resp, self._encoding = resp, encoding
         self._release: Optional[Callable[[bool], None]] = release
 
     def close(self, complete: bool = False) -> None:
@@ -3000,6 +2882,17 @@ class _BodyStream:
             raise DPoPError("network", "the connection broke while reading the response body" + _reason(exc)) from None
         finally:
             self.close(complete)
+
+    def read(self, limit: int) -> bytes:
+        """The whole (decoded) body, in memory; more than ``limit`` bytes is response_too_large."""
+        chunks, total = [], 0
+        for chunk in self:
+            total += len(chunk)
+            if total > limit:
+                self.close()
+                raise DPoPError("response_too_large", "response body is larger than %d bytes" % limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 class FileTokenCache:
@@ -3156,8 +3049,7 @@ class _Token:
 
     def __init__(self, value: str, refresh_at: Optional[float], lifetime: Optional[float] = None) -> None:
         self.value = value
-        self.refresh_at = refresh_at  # time.monotonic() seconds; None: until refused
-        self.lifetime = lifetime  # seconds it had left when issued (or read from a cache)
+        self.refresh_at, self.lifetime = refresh_at, lifetime  # time.monotonic(), None: until refused; seconds left
 
     def __repr__(self) -> str:
         return "<dpop token ****>"
@@ -3213,25 +3105,21 @@ class Client:
         key._private()  # fails early for a public key
         if token_endpoint is None and issuer is None:
             raise TypeError("Client() needs token_endpoint= or issuer=")
-        if not isinstance(client_id, str):
-            raise _type_error("client_id", "str", client_id)
+        texts = dict(client_id=client_id, client_secret=client_secret, scope=scope, assertion_kid=assertion_kid)
+        texts.update(assertion_audience=assertion_audience, proxy=proxy, no_proxy=no_proxy)
+        for name, value in texts.items():
+            if (value is not None or name == "client_id") and not isinstance(value, str):
+                raise _type_error(name, "str", value)
         if not client_id:
             raise ValueError("client_id must not be empty")
-        if client_secret is not None and not isinstance(client_secret, str):
-            raise _type_error("client_secret", "str", client_secret)
         if auth_method not in _AUTH_METHODS:
             raise ValueError("auth_method must be one of %s" % ", ".join(_AUTH_METHODS))
         if auth_method.startswith("client_secret") and not client_secret:
             raise TypeError("auth_method %s needs client_secret=" % auth_method)
         self._assertion_key, kid = self._assertion_signer(auth_method, assertion_key, assertion_alg)
-        for name, value in (("assertion_kid", assertion_kid), ("assertion_audience", assertion_audience)):
-            if value is not None and not isinstance(value, str):
-                raise _type_error(name, "str", value)
         self._assertion_kid = assertion_kid or kid
         self._assertion_alg = assertion_alg
         self._assertion_audience = assertion_audience
-        if scope is not None and not isinstance(scope, str):
-            raise _type_error("scope", "str", scope)
         _setting("timeout", timeout, 0.001, 86400)
         _setting("refresh_margin", refresh_margin, 0, 86400)
         _setting("max_redirects", max_redirects, 0, 100, integer=True)
@@ -3264,9 +3152,6 @@ class Client:
         self._max_redirects = max_redirects
         self._refresh_margin = refresh_margin
         self._scrub = _Scrubber()  # every secret this client knows, for logs and errors
-        for name, value in (("proxy", proxy), ("no_proxy", no_proxy)):
-            if value is not None and not isinstance(value, str):
-                raise _type_error(name, "str", value)
         env = os.environ if trust_env else {}
         proxies: Dict[str, Optional[_Proxy]] = {}
         http_names = ("http_proxy",) + (() if "REQUEST_METHOD" in env else ("HTTP_PROXY",))  # httpoxy: CGI
@@ -3331,9 +3216,8 @@ class Client:
         for _ in range(self._max_redirects + 1):
             target = _Target(url)
             # Credentials only ever go to the origin the caller named.
-            response = self._send(
-                method, url, target, extra, body, credentials=target.origin == first.origin, stream=stream
-            )
+            home = target.origin == first.origin
+            response = self._send(method, url, target, extra, body, credentials=home, stream=stream)
             location = response.headers.get("Location")
             if not self._follow or response.status not in _REDIRECTS or not location:
                 return response
@@ -3438,30 +3322,103 @@ class Client:
                 self._cache.set(self._cache_key, entry, ttl)
             return token
 
-    def _drop_token(self, token: _Token) -> None:
+    def _drop_token(self, value: str) -> None:
         with self._token_lock:
-            if self._token is token:
+            if self._token is not None and self._token.value == value:
                 self._token = None
                 if self._cache is not None:
                     self._cache.delete(self._cache_key)
 
-    def _remember_nonce(self, origin: str, response: Response) -> None:
-        nonce = response.headers.get("DPoP-Nonce")
+    def _remember_nonce(self, origin: str, headers: Headers) -> None:
+        nonce = headers.get("DPoP-Nonce")
         if nonce is not None and len(nonce) <= _MAX_NONCE and _NQCHAR.fullmatch(nonce):
             self._nonces[origin] = nonce
 
-    def _send(
+    def _note(self, text: str, kind: Optional[str] = None) -> None:
+        """A DEBUG record on the "dpop" logger; with ``kind``, a session log entry too."""
+        if kind is not None and self._log is not None:
+            self._log.note(kind, text)
+        _debug(self._scrub(text))
+
+    def _again(
         self,
-        method: str,
-        url: str,
-        target: _Target,
-        extra: List[Tuple[str, str]],
-        body: Optional[bytes],
-        *,
-        credentials: bool,
-        stream: bool,
+        origin: str,
+        status: int,
+        headers: Headers,
+        token: _Text,
+        sent: _Text,
+        tried: Set[str],
+        error: _Text = None,
+    ) -> bool:
+        """Whether a refusal of a request with a proof (``sent``: the nonce it
+        carried; ``token`` None: the token request, whose OAuth ``error`` comes
+        from its body) earns one more try, each reason once: a new nonce (RFC
+        9449 §8, §9; never for the nonce just sent), invalid_token (the token is
+        dropped), a server clock learnt from Date (invalid_dpop_proof, or
+        Keycloak's invalid_request at the token endpoint)."""
+        errors = (_challenge_errors(headers) if status == 401 else []) + ([error] if error else [])
+        fresh = self._nonces.get(origin)
+        # RFC 9449 §8: some token endpoints say invalid_dpop_proof or invalid_request with their nonce
+        asked = "use_dpop_nonce" in errors or (token is None and status in (400, 401))
+        skewed = "invalid_dpop_proof" in errors or (token is None and "invalid_request" in errors)
+        if asked and "nonce" not in tried and fresh is not None and fresh != sent:
+            tried.add("nonce")
+        elif "invalid_token" in errors and token is not None and "token" not in tried:
+            tried.add("token")
+            self._drop_token(token)
+        elif skewed and "skew" not in tried and self._learn_skew(origin, headers):
+            tried.add("skew")
+        else:
+            return False
+        self._note("%s answered %d %s: sending again with a new proof" % (origin, status, ", ".join(errors)))
+        return True
+
+    def _dpop_headers(self, method: str, url: str) -> Dict[str, str]:
+        """Authorization and a new proof for a request another HTTP library sends."""
+        origin = _Target(url).origin
+        token = self._current_token().value
+        skew = self._skews.get(origin, self._clock_skew)
+        nonce, now = self._nonces.get(origin), time.time() + skew
+        proof = make_proof(self._key, method, url, access_token=token, nonce=nonce, now=now)
+        return {"Authorization": "DPoP " + token, "DPoP": proof}
+
+    def _hop(self, headers: Any, method: str, url: str, origin: str) -> None:
+        """Sign one request (or redirect hop) of another library, ``headers``
+        being its mutable mapping: Authorization and a new proof at ``origin``,
+        neither anywhere else."""
+        try:
+            here = _Target(url).origin
+        except DPoPError:
+            here = None
+        if here == origin:
+            headers.update(self._dpop_headers(method, url))
+        else:
+            for name in ("Authorization", "DPoP"):
+                headers.pop(name, None)
+
+    def _answered(self, origin: str, response: Any, items: Any, tried: Set[str]) -> bool:
+        """After another library's ``response`` (``items``: its header pairs):
+        remember the nonce; True to send its request again."""
+        headers, sent = Headers(list(items)), response.request.headers
+        self._remember_nonce(origin, headers)
+        proof, token = sent.get("DPoP"), (sent.get("Authorization") or "")[5:]
+        if proof is None:
+            return False
+        nonce = _json_object(b64url_decode(proof.split(".")[1]), "proof").get("nonce")  # our own proof
+        return self._again(origin, response.status_code, headers, token, nonce, tried)
+
+    def requests_auth(self) -> Any:
+        """``auth=`` for requests and requests.Session (see the README)."""
+        return _RequestsAuth(self)
+
+    def httpx_auth(self) -> Any:
+        """An httpx.Auth for httpx.Client and httpx.AsyncClient (imports httpx)."""
+        return _httpx_auth(self)
+
+    def _send(
+        self, method: str, url: str, target: _Target, extra: _Pairs, body: _Body, *, credentials: bool, stream: bool
     ) -> Response:
-        """One API request with up to one nonce retry and one new-token retry."""
+        """One API request: with DPoP at the first request's origin, plain elsewhere."""
         given = {name.lower() for name, _ in extra}
         base = [("Host", target.host_header), ("Accept-Encoding", "gzip")]
         base += [] if "user-agent" in given else [("User-Agent", _USER_AGENT)]
@@ -3470,67 +3427,57 @@ class Client:
             plain: Callable[[], List[Tuple[str, str]]] = functools.partial(list, base + extra)
             return self._exchange(method, url, target, plain, body, _MAX_API_BODY, stream=stream)
         token = self._current_token()
-        nonce_retried = token_retried = skew_retried = False
+        return self._attempts(method, url, target, base, extra, body, _MAX_API_BODY, token=token, stream=stream)
+
+    def _attempts(
+        self, method: str, url: str, target: _Target, base: _Pairs, extra: _Pairs,
+        body: Union[_Body, Callable[[], bytes]], limit: int, *, token: Optional[_Token] = None, mask: _Masks = None,
+        stream: bool = False,
+    ) -> Response:  # fmt: skip
+        """A request with a proof, attempted until it is answered for good; every
+        attempt has a new proof (a fresh jti, RFC 9449 §7.3) and a new body (a
+        new client assertion). Attempts follow 429/503 and failed connections
+        where a repeat cannot hurt (_retry), and the refusals _again answers.
+        ``token`` None is the token request, which may always be repeated."""
+        tried: Set[str] = set()
+        repeatable = token is None or method in _IDEMPOTENT
         attempt, started = 0, time.monotonic()
         while True:
-            sent_nonce = self._nonces.get(target.origin)
+            sent = self._nonces.get(target.origin)
             skew = self._skews.get(target.origin, self._clock_skew)
-            headers = functools.partial(self._signed_headers, base, extra, method, url, token.value, sent_nonce, skew)
+            value = None if token is None else token.value
+            headers = functools.partial(self._signed_headers, base, extra, method, url, value, sent, skew)
+            self.token_requests += token is None
             try:
-                response = self._exchange(method, url, target, headers, body, _MAX_API_BODY, stream=stream)
-            except DPoPError as exc:  # retried when repeating cannot hurt: idempotent, or nothing was sent
-                retry = method in _IDEMPOTENT or isinstance(exc, _NotSent)
+                data = body() if callable(body) else body
+                response = self._exchange(method, url, target, headers, data, limit, mask, stream)
+            except DPoPError as exc:  # repeated where it cannot hurt, or when nothing was sent
+                retry = repeatable or isinstance(exc, _NotSent)
                 if retry and exc.code in ("network", "timeout") and self._retry(attempt, started, exc):
                     attempt += 1
                     continue
                 raise
-            if response.status in (429, 503) and method in _IDEMPOTENT and self._retry(attempt, started, response):
+            if response.status in (429, 503) and repeatable and self._retry(attempt, started, response):
                 response.close()
                 attempt += 1
                 continue
-            if response.status != 401:
+            error = _oauth_error(response, self._scrub)[0] if token is None and response.status >= 400 else None
+            if not self._again(target.origin, response.status, response.headers, value, sent, tried, error):
                 return response
-            errors = _challenge_errors(response.headers)
-            fresh = self._nonces.get(target.origin)
-            if "use_dpop_nonce" in errors and not nonce_retried and fresh is not None and fresh != sent_nonce:
-                nonce_retried = True
-                continue
-            if "invalid_token" in errors and not token_retried:
-                token_retried = True
-                self._drop_token(token)
-                token = self._current_token()
-                continue
-            if "invalid_dpop_proof" in errors and not skew_retried and self._learn_skew(target.origin, response):
-                skew_retried = True
-                continue
-            return response
+            token = None if token is None else self._current_token()  # a new one after invalid_token
 
     def _signed_headers(
-        self,
-        base: List[Tuple[str, str]],
-        extra: List[Tuple[str, str]],
-        method: str,
-        url: str,
-        token: Optional[str],
-        nonce: Optional[str],
-        skew: float,
-    ) -> List[Tuple[str, str]]:
+        self, base: _Pairs, extra: _Pairs, method: str, url: str, token: _Text, nonce: _Text, skew: float
+    ) -> _Pairs:
         """Headers with a new proof (a fresh jti for every attempt, RFC 9449 §7.3)."""
         proof = make_proof(self._key, method, url, access_token=token, nonce=nonce, now=time.time() + skew)
         auth = [("Authorization", "DPoP " + token)] if token is not None else []
         return base + auth + [("DPoP", proof)] + extra
 
     def _exchange(
-        self,
-        method: str,
-        url: str,
-        target: _Target,
-        make_headers: Callable[[], List[Tuple[str, str]]],
-        body: Optional[bytes],
-        limit: int,
-        mask: Optional[Tuple[Callable[[str], str], Callable[[str], str]]] = None,
-        stream: bool = False,
-    ) -> Response:
+        self, method: str, url: str, target: _Target, make_headers: Callable[[], _Pairs], body: _Body, limit: int,
+        mask: _Masks = None, stream: bool = False,
+    ) -> Response:  # fmt: skip
         """One HTTP exchange on a pooled connection; maps failures to DPoPError.
 
         With ``stream``, a final response (not a 401, nor a redirect to be
@@ -3541,7 +3488,7 @@ class Client:
         import ssl
 
         for attempt in (0, 1):
-            conn, reused = self._pool.get(target, self._log)
+            conn, reused = self._pool.get(target, self._note)
             headers = make_headers()
             if body is not None:
                 headers = headers + [("Content-Length", str(len(body)))]
@@ -3555,18 +3502,13 @@ class Client:
                 conn.endheaders(body)
                 sent = True
                 resp = conn.getresponse()
-                streaming = stream and not (
-                    resp.status == 401 or (self._follow and resp.status in _REDIRECTS and resp.getheader("Location"))
-                )
-                encoding = resp.getheader("Content-Encoding")
-                response = Response(
-                    resp.status,
-                    resp.reason,
-                    Headers([(k, re.sub(r"\r?\n[ \t]*", " ", v)) for k, v in resp.getheaders()]),
-                    b"" if streaming else _decode_body(_read_body(resp, limit), encoding, limit),
-                    url,
-                    "HTTP/1.0" if resp.version == 10 else "HTTP/1.1",
-                )
+                followed = self._follow and resp.status in _REDIRECTS and resp.getheader("Location")
+                streaming = stream and not (resp.status == 401 or followed)
+                release = functools.partial(self._release, target, conn, resp)
+                body_stream = _BodyStream(resp, resp.getheader("Content-Encoding"), release)
+                got = Headers([(k, re.sub(r"\r?\n[ \t]*", " ", v)) for k, v in resp.getheaders()])
+                data = b"" if streaming else body_stream.read(limit)
+                response = Response(resp.status, resp.reason, got, data, url, "HTTP/%d.%d" % divmod(resp.version, 10))
             except DPoPError:
                 conn.close()
                 raise
@@ -3579,41 +3521,34 @@ class Client:
                 conn.close()
                 if reused and attempt == 0:
                     continue  # the server closed an idle keep-alive connection
-                raise (DPoPError if sent else _NotSent)(
-                    "network",
-                    "%s %s: connection %s" % (method, target.origin, "reset" if sent else "failed") + _reason(exc),
-                ) from None
+                why = "%s %s: connection %s" % (method, target.origin, "reset" if sent else "failed")
+                raise (DPoPError if sent else _NotSent)("network", why + _reason(exc)) from None
             except socket.timeout:
                 conn.close()
-                raise (DPoPError if sent else _NotSent)(
-                    "timeout", "%s %s%s: timed out" % (method, target.origin, target.target.split("?")[0])
-                ) from None
+                why = "%s %s%s: timed out" % (method, target.origin, target.target.split("?")[0])
+                raise (DPoPError if sent else _NotSent)("timeout", why) from None
             except ssl.SSLError as exc:
                 conn.close()
                 raise _tls_error(target.origin, exc) from None
             except http.client.IncompleteRead:
                 conn.close()
-                raise DPoPError(
-                    "network", "%s: the connection closed before the whole body arrived" % target.origin
-                ) from None
+                why = "%s: the connection closed before the whole body arrived" % target.origin
+                raise DPoPError("network", why) from None
             except http.client.HTTPException as exc:
                 conn.close()
-                raise DPoPError(
-                    "bad_response", "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
-                ) from None
+                why = "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
+                raise DPoPError("bad_response", why) from None
             except OSError as exc:
                 conn.close()
                 why = "%s: %s%s" % (target.origin, "connection broke" if sent else "cannot connect", _reason(exc))
                 raise (DPoPError if sent else _NotSent)("network", why) from None
             if streaming:
-                response._stream = _BodyStream(resp, encoding, functools.partial(self._release, target, conn, resp))
-            elif resp.will_close:
-                conn.close()
-            else:
-                self._pool.put(target, conn)
+                response._stream = body_stream
             if self._log is not None:
                 self._log.response(response, mask[1] if mask else None, streaming)
-            self._remember_nonce(target.origin, response)
+            self._remember_nonce(target.origin, response.headers)
+            path = target.target.split("?")[0]
+            self._note("%s %s%s: %d %s" % (method, target.origin, path, response.status, response.reason))
             return response
         raise RuntimeError("dpop: internal error: retry loop ended")  # pragma: no cover
 
@@ -3629,28 +3564,25 @@ class Client:
             delay = delay if asked is None else asked
         if time.monotonic() - started + delay > self._retry_max_time:
             return False
-        if self._log is not None:
-            reason = "HTTP %d" % why.status if isinstance(why, Response) else why.code
-            self._log.note(
-                "Retrying", "attempt %d of %d in %.2f s after %s" % (attempt + 2, self._max_retries + 1, delay, reason)
-            )
+        reason = "HTTP %d" % why.status if isinstance(why, Response) else why.code
+        attempts = (attempt + 2, self._max_retries + 1, delay, reason)
+        self._note("attempt %d of %d in %.2f s after %s" % attempts, "Retrying")
         time.sleep(delay)
         return True
 
-    def _learn_skew(self, origin: str, response: Response) -> bool:
+    def _learn_skew(self, origin: str, headers: Headers) -> bool:
         """After a refused proof: True if the answer's Date shows the server's
         clock more than 5 s from ours (as corrected so far); the offset is then
         kept for that origin and the proof's iat follows it. Servers without
         nonces judge iat alone (Keycloak: -25 s to +15 s)."""
-        server_time = _http_date(response.headers.get("Date"))
+        server_time = _http_date(headers.get("Date"))
         if server_time is None:
             return False
         offset = server_time - time.time()
         if abs(offset - self._skews.get(origin, self._clock_skew)) <= 5:
             return False
         self._skews[origin] = offset
-        if self._log is not None:
-            self._log.note("Clock", "%s is %+.0f s from this clock: proofs for it follow its clock" % (origin, offset))
+        self._note("%s is %+.0f s from this clock: proofs for it follow its clock" % (origin, offset), "Clock")
         return True
 
     def _release(self, target: _Target, conn: Any, resp: Any, complete: bool) -> None:
@@ -3720,9 +3652,8 @@ class Client:
         elif self._auth_method.endswith("_jwt"):
             signer = self._assertion_key or str(self._client_secret)
             audience = self._assertion_audience or endpoint
-            assertion = client_assertion(
-                signer, self._client_id, audience, alg=self._assertion_alg, kid=self._assertion_kid
-            )
+            alg, kid = self._assertion_alg, self._assertion_kid
+            assertion = client_assertion(signer, self._client_id, audience, alg=alg, kid=kid)
             self._scrub.add(assertion, lasting=False)
             form += [("client_assertion_type", ASSERTION_TYPE), ("client_assertion", assertion)]
         if self._scope is not None:
@@ -3765,10 +3696,8 @@ class Client:
             _Target(endpoint)
             algs = metadata.get("dpop_signing_alg_values_supported")
             if algs is not None and (not isinstance(algs, list) or "ES256" not in algs):
-                raise DPoPError(
-                    "unsupported_alg",
-                    "the authorization server does not accept ES256 DPoP proofs (dpop_signing_alg_values_supported)",
-                )
+                why = "the authorization server does not accept ES256 DPoP proofs (dpop_signing_alg_values_supported)"
+                raise DPoPError("unsupported_alg", why)
             return endpoint
         raise DPoPError("discovery", "no authorization server metadata found: " + "; ".join(problems))
 
@@ -3780,56 +3709,23 @@ class Client:
         target = _Target(endpoint)
         base = _json_headers(target, ("Content-Type", "application/x-www-form-urlencoded"))
         if self._auth_method == "client_secret_basic":
-            userpass = (
-                urllib.parse.quote_plus(self._client_id) + ":" + urllib.parse.quote_plus(str(self._client_secret))
-            )
+            userpass = ":".join(map(urllib.parse.quote_plus, (self._client_id, str(self._client_secret))))
             basic = base64.b64encode(userpass.encode("utf-8")).decode("ascii")
             base.append(("Authorization", "Basic " + basic))
             self._scrub.add(basic)
-        retried = skew_retried = False
-        attempt, started = 0, time.monotonic()
-        while True:  # every attempt: a new proof, a new assertion
-            body = self._token_form(endpoint)
-            sent_nonce = self._nonces.get(target.origin)
-            skew = self._skews.get(target.origin, self._clock_skew)
-            headers = functools.partial(self._signed_headers, base, [], "POST", endpoint, None, sent_nonce, skew)
-            self.token_requests += 1
-            try:
-                response = self._exchange(
-                    "POST", endpoint, target, headers, body, _MAX_TOKEN_BODY, (_mask_form, self._mask_token_response)
-                )
-            except DPoPError as exc:  # the token request may be repeated: a connection failure is retried
-                if exc.code in ("network", "timeout") and self._retry(attempt, started, exc):
-                    attempt += 1
-                    continue
-                raise
-            if response.status in (429, 503) and self._retry(attempt, started, response):
-                attempt += 1
-                continue
-            if 200 <= response.status < 300:
-                return self._parse_token(response)
-            error, description = _oauth_error(response, self._scrub)
-            fresh = self._nonces.get(target.origin)
-            # RFC 9449 §8: use_dpop_nonce (some servers say invalid_dpop_proof
-            # or invalid_request) with a new DPoP-Nonce: retry once, never
-            # for a nonce we just sent.
-            if not retried and response.status in (400, 401) and fresh is not None and fresh != sent_nonce:
-                retried = True
-                continue
-            # Keycloak says invalid_request for a proof it refuses
-            if error in ("invalid_dpop_proof", "invalid_request") and not skew_retried:
-                skew_retried = self._learn_skew(target.origin, response)
-                if skew_retried:
-                    continue
-            if error is None:
-                text = "token endpoint answered HTTP %d without an OAuth error" % response.status
-            else:
-                text = "token endpoint: %s%s (HTTP %d)" % (
-                    error,
-                    ": " * bool(description) + (description or ""),
-                    response.status,
-                )
-            raise DPoPError("oauth_error", self._scrub(text), oauth_error=error, status=response.status)
+        form = functools.partial(self._token_form, endpoint)  # a new client assertion every time
+        mask = (_mask_form, self._mask_token_response)
+        response = self._attempts("POST", endpoint, target, base, [], form, _MAX_TOKEN_BODY, mask=mask)
+        if 200 <= response.status < 300:
+            token = self._parse_token(response)
+            self._note("token from %s: expires in %s s" % (endpoint, token.lifetime and "%d" % token.lifetime))
+            return token
+        error, description = _oauth_error(response, self._scrub)
+        why = error + ": " * bool(description) + (description or "") if error else ""
+        text = "token endpoint: %s (HTTP %d)" % (why, response.status)
+        if error is None:
+            text = "token endpoint answered HTTP %d without an OAuth error" % response.status
+        raise DPoPError("oauth_error", self._scrub(text), oauth_error=error, status=response.status)
 
     def _parse_token(self, response: Response) -> _Token:
         try:
@@ -3847,10 +3743,8 @@ class Client:
         if not isinstance(token_type, str) or token_type.lower() != "dpop":
             # RFC 9449 §5: a Bearer token here means no key binding; refuse it
             # rather than silently downgrading.
-            raise DPoPError(
-                "token_type",
-                "token_type is %s, not DPoP: the server did not bind the token to the key" % _short_repr(token_type),
-            )
+            why = "token_type is %s, not DPoP: the server did not bind the token to the key" % _short_repr(token_type)
+            raise DPoPError("token_type", why)
         lifetime = data.get("expires_in")
         if isinstance(lifetime, str) and re.fullmatch(r"[0-9]{1,10}", lifetime):  # str.isdigit() takes "²"
             lifetime = int(lifetime)
@@ -3869,18 +3763,41 @@ def _json_headers(target: _Target, *more: Tuple[str, str]) -> List[Tuple[str, st
 
 
 def _oauth_error(response: Response, scrub: Callable[[str], str]) -> Tuple[Optional[str], Optional[str]]:
-    """(error, error_description) of an RFC 6749 §5.2 error body: secrets
-    masked first (before cleaning or cutting could hide them), then printable
-    ASCII only, and cut."""
-    try:
-        data = _json_object(response.body, "error response")
-    except DPoPError:
-        return None, None
-    error, description = data.get("error"), data.get("error_description")
+    """(error, error_description) of a refusal: from a WWW-Authenticate
+    challenge (DPoP first; RFC 9449 §7.1, RFC 6750 §3), else from an RFC 6749
+    §5.2 JSON body. Secrets are masked first (before cleaning or cutting could
+    hide them), then only printable ASCII is kept, and cut."""
+    challenges = _parse_challenges(response.headers.get_all("WWW-Authenticate"))
+    found = sorted((scheme != "dpop", i) for i, (scheme, params) in enumerate(challenges) if "error" in params)
+    error: Any
+    description: Any
+    if found:
+        params = challenges[found[0][1]][1]
+        error, description = params["error"], params.get("error_description")
+    else:
+        try:
+            data = _json_object(response.body, "error response")
+        except DPoPError:
+            return None, None
+        error, description = data.get("error"), data.get("error_description")
     clean = re.compile(r"[^\x20-\x7e]")
     error = clean.sub("?", scrub(error))[:100] if isinstance(error, str) else None
     description = clean.sub("?", scrub(description))[:300] if isinstance(description, str) else None
     return error, description
+
+
+def _debug(text: str) -> None:
+    """A DEBUG record on logging.getLogger("dpop") (a NullHandler unless the
+    program adds one). Free until the program imports logging: without it no
+    handler or level can have been set, so nothing could be shown."""
+    import sys
+
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logger = logging.getLogger("dpop")
+        if not logger.handlers:
+            logger.addHandler(logging.NullHandler())
+        logger.debug(text)
 
 
 def _reason(exc: BaseException) -> str:
@@ -3889,7 +3806,174 @@ def _reason(exc: BaseException) -> str:
 
 
 # =============================================================================
-# 13. Demo servers: a local authorization server and API (python dpop.py demo)
+# 13. requests and httpx: a Client's DPoP as their auth (RFC 9449 §7, §8, §9)
+# =============================================================================
+#
+# The program keeps its HTTP library; the Client brings the token, the proofs
+# and the nonces. Neither library is imported here until its auth is made.
+# Both follow redirects their own way, so each hop is signed for its own URL
+# at the first request's origin and stripped of Authorization and DPoP
+# anywhere else (requests itself strips only Authorization, httpx likewise).
+
+
+class _RequestsAuth:
+    """requests' ``auth=``: signs the prepared request; a response hook sends
+    it again after a nonce challenge, invalid_token or a learnt clock, and
+    signs (or strips) the request requests copies for a redirect."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def __call__(self, request: Any) -> Any:
+        self._client._hop(request.headers, request.method, request.url, _Target(request.url).origin)
+        request.register_hook("response", self._answer)
+        return request
+
+    def _answer(self, response: Any, **kwargs: Any) -> Any:
+        first = response.request  # what requests copies for a redirect
+        origin, tried = _Target(first.url).origin, set()  # type: Tuple[str, Set[str]]
+        while self._client._answered(origin, response, response.headers.items(), tried):
+            again = response.request.copy()
+            self._client._hop(again.headers, again.method, again.url, origin)
+            _ = response.content  # read, so that the connection is reused
+            response.close()
+            retried = response.connection.send(again, **kwargs)
+            retried.history.append(response)
+            retried.request = again
+            response = retried
+        if response.is_redirect and "DPoP" in first.headers:
+            import urllib.parse
+
+            from requests.utils import requote_uri  # loaded: requests is calling us
+
+            url = urllib.parse.urljoin(response.url, requote_uri(response.headers["Location"]))
+            method, status = first.method, response.status_code
+            if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
+                method = "GET"  # requests' own rule (rebuild_method)
+            self._client._hop(first.headers, method, url, origin)
+        return response
+
+
+def _httpx_auth(client: Client) -> Any:
+    import httpx
+
+    class DPoPAuth(httpx.Auth):
+        """Signs the request, and sends it again after a nonce challenge,
+        invalid_token or a learnt clock. httpx follows redirects inside one
+        auth flow, so with follow_redirects=True also pass
+        ``event_hooks={"request": [auth.hook]}`` (``auth.async_hook`` for an
+        AsyncClient): each hop is then signed, or stripped. In an
+        AsyncClient, a token fetch blocks the event loop (one request)."""
+
+        def auth_flow(self, request: Any) -> Any:
+            marks = request.extensions.get("dpop")
+            if marks is None:  # the first hop; httpx hands its extensions to every redirect
+                marks = {"origin": _Target(str(request.url)).origin}
+                request.extensions = dict(request.extensions, dpop=marks)
+            tried: Set[str] = set()
+            while True:
+                client._hop(request.headers, request.method, str(request.url), marks["origin"])
+                marks["signed"] = request
+                response = yield request
+                here = _Target(str(response.request.url)).origin  # after the hops httpx followed
+                if here != marks["origin"] or not client._answered(
+                    here, response, response.headers.multi_items(), tried
+                ):
+                    return
+
+        def hook(self, request: Any) -> None:
+            marks = request.extensions.get("dpop")
+            if marks is not None and marks.get("signed") is not request:
+                client._hop(request.headers, request.method, str(request.url), marks["origin"])
+
+        async def async_hook(self, request: Any) -> None:
+            self.hook(request)
+
+    return DPoPAuth()
+
+
+# =============================================================================
+# 14. Shared stores on Redis: the replay cache and the token cache
+# =============================================================================
+#
+# Servers that verify proofs in several processes must share what they have
+# seen; clients on several machines may share tokens. Both classes take any
+# object with redis-py's set(name, value, nx=, ex=), get and delete (they
+# import nothing), and keep every key under ``prefix``.
+
+
+class RedisReplayCache:
+    """verify_proof(replay=...) shared through Redis: SET NX EX keeps each jti
+    for the acceptance window. A store that fails refuses the proof
+    (``replay_store``, status 503): nothing is accepted twice."""
+
+    def __init__(self, redis: Any, prefix: str = "dpop:") -> None:
+        self._redis, self._prefix = redis, prefix
+
+    def add(self, key: str, ttl: int) -> bool:
+        try:
+            return bool(self._redis.set(self._prefix + "jti:" + key, b"1", nx=True, ex=max(1, int(ttl))))
+        except Exception as exc:  # any client's errors: fail closed
+            why = "the replay store failed (%s): proof refused" % type(exc).__name__
+            raise DPoPError("replay_store", why, status=503) from None
+
+
+class RedisTokenCache:
+    """Client(token_cache=...) shared through Redis: one JSON entry per key,
+    expiring with its token; lock() is a SET NX lease, so that clients
+    started together fetch one token. A store that fails is a miss, with a
+    warning: the client then fetches its own token."""
+
+    def __init__(self, redis: Any, prefix: str = "dpop:") -> None:
+        self._redis, self._prefix, self._failed = redis, prefix, False
+
+    def _call(self, what: str, *args: Any, **kwargs: Any) -> Any:
+        import warnings
+
+        try:
+            return getattr(self._redis, what)(*args, **kwargs)
+        except Exception as exc:  # any client's errors: a miss
+            self._failed = True
+            why = "token cache %s*: %s failed (%s)" % (self._prefix, what, type(exc).__name__)
+            warnings.warn(why, RuntimeWarning, stacklevel=4)
+            return None
+
+    def get(self, key: str) -> Any:
+        raw = self._call("get", self._prefix + "token:" + key)
+        try:
+            return None if raw is None else json.loads(raw)
+        except ValueError:
+            return None
+
+    def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
+        entry = dict(entry, until=time.time() + ttl)
+        self._call("set", self._prefix + "token:" + key, json.dumps(entry), ex=max(1, int(ttl)))
+
+    def delete(self, key: str) -> None:
+        self._call("delete", self._prefix + "token:" + key)
+
+    def lock(self) -> Any:
+        import contextlib
+
+        @contextlib.contextmanager
+        def held() -> Iterator[None]:
+            name, mine = self._prefix + "lock", os.urandom(8).hex()
+            deadline = time.monotonic() + 30
+            while not self._call("set", name, mine, nx=True, ex=30) and time.monotonic() < deadline:
+                if self._failed:
+                    break
+                time.sleep(0.02)
+            try:
+                yield
+            finally:
+                if self._call("get", name) in (mine, mine.encode()):
+                    self._call("delete", name)
+
+        return held()
+
+
+# =============================================================================
+# 15. Demo servers: a local authorization server and API (python dpop.py demo)
 # =============================================================================
 #
 # Loopback only. The authorization server issues JWT access tokens bound to
@@ -3956,27 +4040,15 @@ class DemoServer:
         self._thread = threading.Thread(target=serve, name="dpop-demo", daemon=True)
         self._thread.start()
 
-    def metadata(self) -> Dict[str, Any]:
-        return {
-            "issuer": self.issuer,
-            "token_endpoint": self.token_endpoint,
-            "grant_types_supported": ["client_credentials"],
-            "token_endpoint_auth_methods_supported": list(_AUTH_METHODS[:4]),
-            "dpop_signing_alg_values_supported": ["ES256"],
-        }
+    def metadata(self) -> Dict[str, Any]:  # RFC 8414 §2
+        metadata: Dict[str, Any] = dict(issuer=self.issuer, token_endpoint=self.token_endpoint)
+        metadata.update(grant_types_supported=["client_credentials"], dpop_signing_alg_values_supported=["ES256"])
+        return dict(metadata, token_endpoint_auth_methods_supported=list(_AUTH_METHODS[:4]))
 
     def issue_token(self, client_id: str, scope: str, jkt: str) -> Dict[str, Any]:
         now = int(time.time())
-        claims = {
-            "iss": self.issuer,
-            "client_id": client_id,
-            "sub": client_id,
-            "scope": scope,
-            "iat": now,
-            "exp": now + self.token_lifetime,
-            "jti": b64url_encode(os.urandom(12)),
-            "cnf": {"jkt": jkt},
-        }
+        claims = dict(iss=self.issuer, client_id=client_id, sub=client_id, scope=scope, iat=now, cnf={"jkt": jkt})
+        claims.update(exp=now + self.token_lifetime, jti=b64url_encode(os.urandom(12)))
         self.tokens_issued += 1
         token = jws_sign(self.signing_key, claims, {"typ": "at+jwt", "kid": self.signing_key.thumbprint()})
         return {"access_token": token, "token_type": "DPoP", "expires_in": self.token_lifetime, "scope": scope}
@@ -4082,10 +4154,7 @@ def _demo_handler() -> Any:
 
         def route(self) -> None:
             path = self.path.split("?")[0]
-            if (
-                path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
-                and self.command == "GET"
-            ):
+            if path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
                 self.reply(200, self.demo.metadata())
             elif path == "/connect/token" and self.command == "POST":
                 self.token()
@@ -4112,11 +4181,8 @@ def _demo_handler() -> Any:
             if assertion is not None and form.get("client_assertion_type") == ASSERTION_TYPE:
                 authenticated = demo.check_assertion(client_id or "", assertion)
             else:
-                authenticated = (
-                    expected is not None
-                    and secret is not None
-                    and hmac.compare_digest(expected.encode(), secret.encode())
-                )
+                given = (str(expected).encode(), str(secret).encode())
+                authenticated = None not in (expected, secret) and hmac.compare_digest(*given)
             if not authenticated:
                 self.reply(401, {"error": "invalid_client"}, {"WWW-Authenticate": 'Basic realm="demo"'})
                 return
@@ -4125,22 +4191,23 @@ def _demo_handler() -> Any:
                 return
             nonce_headers = {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else {}
             try:
-                proof = verify_proof(
-                    self.headers.get_all("DPoP") or [],
-                    method="POST",
-                    url=demo.token_endpoint,
-                    nonce=demo.nonces.check if demo.require_nonce else None,
-                    now=time.time() + demo.clock_skew,
-                    replay=demo.replay,
-                )
+                proof = self.proof(demo.token_endpoint)
             except DPoPError as exc:
-                description = (
-                    "Authorization server requires nonce in DPoP proof" if exc.code == "proof_nonce" else exc.message
-                )
-                self.reply(400, {"error": exc.oauth_error, "error_description": description}, nonce_headers)
+                error = {"error": exc.oauth_error, "error_description": self.why(exc, "Authorization")}
+                self.reply(400, error, nonce_headers)
                 return
             scope = form.get("scope", DEMO_SCOPE)
             self.reply(200, demo.issue_token(str(client_id), scope, proof.jkt), nonce_headers)
+
+        def proof(self, url: str, **more: Any) -> VerifiedProof:
+            demo, now = self.demo, time.time() + self.demo.clock_skew
+            nonce = demo.nonces.check if demo.require_nonce else None
+            proofs = self.headers.get_all("DPoP") or []
+            return verify_proof(proofs, method=self.command, url=url, nonce=nonce, now=now, replay=demo.replay, **more)
+
+        @staticmethod
+        def why(exc: DPoPError, server: str) -> str:
+            return "%s server requires nonce in DPoP proof" % server if exc.code == "proof_nonce" else exc.message
 
         def api(self) -> None:
             demo = self.demo
@@ -4151,47 +4218,30 @@ def _demo_handler() -> Any:
             try:
                 claims = demo.check_token(token.strip())
             except DPoPError:
-                self.reply(
-                    401,
-                    {"error": "invalid_token"},
-                    challenge_headers(error="invalid_token", error_description="token is invalid or expired"),
-                )
+                why = "token is invalid or expired"
+                headers = challenge_headers(error="invalid_token", error_description=why)
+                self.reply(401, {"error": "invalid_token"}, headers)
                 return
             try:
-                verify_proof(
-                    self.headers.get_all("DPoP") or [],
-                    method=self.command,
-                    url=demo.base_url + self.path,
-                    access_token=token.strip(),
-                    jkt=str(claims.get("cnf", {}).get("jkt")),
-                    nonce=demo.nonces.check if demo.require_nonce else None,
-                    now=time.time() + demo.clock_skew,
-                    replay=demo.replay,
-                )
+                jkt = str(claims.get("cnf", {}).get("jkt"))
+                self.proof(demo.base_url + self.path, access_token=token.strip(), jkt=jkt)
             except DPoPError as exc:
                 nonce = demo.nonces.issue() if demo.require_nonce else None
-                description = (
-                    "Resource server requires nonce in DPoP proof" if exc.code == "proof_nonce" else exc.message
-                )
-                self.reply(
-                    401,
-                    {"error": exc.oauth_error},
-                    challenge_headers(error=exc.oauth_error, error_description=description, nonce=nonce),
-                )
+                why = self.why(exc, "Resource")
+                headers = challenge_headers(error=exc.oauth_error, error_description=why, nonce=nonce)
+                self.reply(401, {"error": exc.oauth_error}, headers)
                 return
             demo.api_calls += 1
             self.body()
-            listing = [
-                {"type": name, "value": value if isinstance(value, str) else _json_compact(value).decode()}
-                for name, value in claims.items()
-            ]
+            texts = [(k, v if isinstance(v, str) else _json_compact(v).decode()) for k, v in claims.items()]
+            listing = [{"type": name, "value": text} for name, text in texts]
             self.reply(200, listing, {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else None)
 
     return Handler
 
 
 # =============================================================================
-# 14. Command line
+# 16. Command line
 # =============================================================================
 #
 # Every option is declared once, in its command's table (_Opt): flags, DPOP_*
@@ -4235,26 +4285,15 @@ class _Opt:
     __slots__ = ("flags", "kind", "help", "env", "metavar", "repeat", "choices", "dest")
 
     def __init__(
-        self,
-        flags: str,
-        kind: str,
-        help: str,
-        *,
-        env: Optional[str] = "",
-        metavar: Optional[str] = None,
-        repeat: bool = False,
+        self, flags: str, kind: str, help: str, *, env: _Text = "", metavar: _Text = None, repeat: bool = False,
         choices: Sequence[str] = (),
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.flags = tuple(flags.split())  # "-o --output", or "URL" for a positional
-        self.kind = kind
-        self.help = help
+        self.kind, self.help, self.metavar, self.repeat, self.choices = kind, help, metavar, repeat, tuple(choices)
         name = self.flags[-1].lstrip("-")
         positional = not self.flags[0].startswith("-")
         # env "" derives DPOP_<NAME>; None means no twin (positionals, --serve)
         self.env = None if env is None or positional else "DPOP_" + (env or name.upper().replace("-", "_"))
-        self.metavar = metavar
-        self.repeat = repeat
-        self.choices = tuple(choices)
         self.dest = name.lower().replace("-", "_")
 
     @property
@@ -4395,28 +4434,15 @@ def _check_secret(value: str) -> str:
     return value
 
 
-_CHECKS: Dict[str, Callable[[str], Any]] = {
-    "text": _check_text,
-    "seconds": _check_seconds,
-    "port": _check_port,
-    "count": _check_count,
-    "flag": _check_flag,
-    "url": _check_url,
-    "infile": _check_infile,
-    "cafile": _check_cafile,
-    "outfile": _check_outfile,
-    "newfile": _check_newfile,
-    "header": _check_header,
-    "cache": _check_cache,
-    "param": _check_param,
-    "data": _check_data,
-    "method": _check_method,
-    "nonce": _check_nonce,
-    "secret": _check_secret,
-    "proxy": _check_proxy,
-    "noproxy": _check_noproxy,
-    "choice": _check_text,  # and then one of opt.choices
+# fmt: off
+_CHECKS: Dict[str, Callable[[str], Any]] = {  # an option's kind -> its check ("choice": then one of opt.choices)
+    "text": _check_text, "seconds": _check_seconds, "port": _check_port, "count": _check_count,
+    "flag": _check_flag, "url": _check_url, "infile": _check_infile, "cafile": _check_cafile,
+    "outfile": _check_outfile, "newfile": _check_newfile, "header": _check_header, "cache": _check_cache,
+    "param": _check_param, "data": _check_data, "method": _check_method, "nonce": _check_nonce,
+    "secret": _check_secret, "proxy": _check_proxy, "noproxy": _check_noproxy, "choice": _check_text,
 }
+# fmt: on
 
 
 def _env_items(kind: str, value: str) -> List[str]:
@@ -4475,17 +4501,10 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
                 (file or sys.stderr).write(message)
 
     exits = "\n".join("  %d  %s" % row for row in _EXIT_STATUS)
-    parser = Parser(
-        prog=prog,
-        description=description,
-        epilog="%s\nexit status:\n%s\n" % (example, exits),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
-    )
+    epilog, layout = "%s\nexit status:\n%s\n" % (example, exits), argparse.RawDescriptionHelpFormatter
+    parser = Parser(prog=prog, description=description, epilog=epilog, formatter_class=layout, allow_abbrev=False)
     for opt in table:
-        text = (
-            opt.help + (": " + ", ".join(opt.choices) if opt.choices else "") + (" [%s]" % opt.env if opt.env else "")
-        )
+        text = opt.help + (": " + ", ".join(opt.choices) if opt.choices else "") + (" [%s]" % opt.env) * bool(opt.env)
         if opt.positional:
             parser.add_argument(opt.dest, metavar=opt.flags[0], help=text)
         elif opt.kind == "flag":
@@ -4647,10 +4666,9 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
         raise DPoPError("usage", "a client secret is required: set DPOP_CLIENT_SECRET or use --client-secret-file")
     if (auth_method == "private_key_jwt") != bool(args["assertion_key"]):
         raise DPoPError("usage", "--assertion-key FILE (or DPOP_ASSERTION_KEY) goes with --auth-method private_key_jwt")
-    if args["assertion_alg"] and args["assertion_alg"] not in _ASSERTION_ALGS.get(auth_method, ()):
-        raise DPoPError(
-            "usage", "--assertion-alg %s does not go with --auth-method %s" % (args["assertion_alg"], method)
-        )
+    alg = args["assertion_alg"]
+    if alg and alg not in _ASSERTION_ALGS.get(auth_method, ()):
+        raise DPoPError("usage", "--assertion-alg %s does not go with --auth-method %s" % (alg, method))
     log_file = _open_private(args["session_log"]) if args["session_log"] else None
 
     def say(text: str) -> None:
@@ -4673,53 +4691,37 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             headers.append(("Accept", "application/json"))
     key = _cli_key(args["key"])
     if "client_secret" in args["_argv"]:  # every value is checked: now the warning
-        print(
-            "dpop: warning: --client-secret is visible to other users in the process list;"
-            " use DPOP_CLIENT_SECRET or --client-secret-file",
-            file=sys.stderr,
-        )
+        say("--client-secret is visible to other users in the process list; use DPOP_CLIENT_SECRET or a file")
     if secret:
         scrub.add(secret)  # usage messages never hold it; server text might
     terminal = sys.stderr if args["verbose"] else None
+    same = ("token_endpoint", "client_id", "scope", "assertion_kid", "assertion_alg", "assertion_audience", "proxy")
+    settings = {name: args[name] for name in same}
+    settings.update(issuer=None if args["token_endpoint"] else args["issuer"], no_proxy=args["noproxy"])
+    settings.update(token_params=args["param"], cafile=args["cacert"], follow_redirects=bool(args["location"]))
+    settings.update(timeout=args["timeout"] or 30, retry_max_time=args["retry_max_time"] or 60)
+    settings.update(max_retries=2 if args["retry"] is None else args["retry"], auth_method=auth_method)
+    if args["token_cache"] is not None:
+        settings["token_cache"] = FileTokenCache(args["token_cache"] or None, warn=say)
+    if terminal or log_file:
+        settings["session_log"] = _Tee(terminal, *[log_file] * (log_file is not None))
     try:
-        with Client(
-            key,
-            token_endpoint=args["token_endpoint"],
-            issuer=None if args["token_endpoint"] else args["issuer"],
-            client_id=args["client_id"],
-            client_secret=secret or None,
-            scope=args["scope"],
-            auth_method=auth_method,
-            assertion_key=assertion_key,
-            assertion_kid=args["assertion_kid"],
-            assertion_alg=args["assertion_alg"],
-            assertion_audience=args["assertion_audience"],
-            token_params=args["param"],
-            timeout=args["timeout"] or 30,
-            cafile=args["cacert"],
-            session_log=_Tee(terminal, *[log_file] * (log_file is not None)) if terminal or log_file else None,
-            follow_redirects=bool(args["location"]),
-            max_retries=2 if args["retry"] is None else args["retry"],
-            token_cache=None if args["token_cache"] is None else FileTokenCache(args["token_cache"] or None, warn=say),
-            retry_max_time=args["retry_max_time"] or 60,
-            proxy=args["proxy"],
-            no_proxy=args["noproxy"],
-        ) as client:
+        with Client(key, client_secret=secret or None, assertion_key=assertion_key, **settings) as client:
             scrub.others.append(client._scrub)  # the tokens it gets are masked in our errors too
             with client.request(args["method"], args["url"], headers=headers, data=body, stream=True) as response:
-                _cli_output(response, args["include"], args["output"])
+                response.body = _cli_output(response, args["include"], args["output"])
     finally:
         if log_file is not None:
             try:
                 log_file.close()
             except OSError:  # already reported by the write that failed
                 pass
-    if response.status >= 400:
-        raise DPoPError(
-            "http_status",
-            "%s answered %d %s" % (_Target(response.url).origin, response.status, response.reason),
-            status=response.status,
-        )
+    if response.status >= 400:  # the URL without its query, and the server's reason
+        where = _Target(response.url)
+        error, description = _oauth_error(response, scrub)
+        why = "".join(": " + part for part in (error, description) if part)
+        text = "%d %s from %s%s%s" % (response.status, response.reason, where.origin, where.target.split("?")[0], why)
+        raise DPoPError("http_status", text, status=response.status)
     return 0
 
 
@@ -4745,9 +4747,18 @@ def _check_together(args: Dict[str, Any]) -> None:
         raise DPoPError("usage", "give the scope once: --scope, or --param scope=...")
 
 
-def _cli_output(response: Response, include: bool, output: Optional[str]) -> None:
-    """-i's head on stdout, then the body, chunk by chunk, to -o FILE or stdout."""
+def _cli_output(response: Response, include: bool, output: Optional[str]) -> bytes:
+    """-i's head on stdout, then the body, chunk by chunk, to -o FILE or stdout;
+    returns the body's first chunk for an error status (for its OAuth error)."""
     import sys
+
+    first = b""
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal first
+        for chunk in response.iter_bytes():
+            first = first or (chunk[:65536] if response.status >= 400 else b"")
+            yield chunk
 
     out = sys.stdout.buffer
     if include:
@@ -4755,17 +4766,18 @@ def _cli_output(response: Response, include: bool, output: Optional[str]) -> Non
         head += ["%s: %s" % item for item in response.headers.items()]
         out.write(("\r\n".join(map(_printable, head)) + "\r\n\r\n").encode("latin-1", "replace"))
     if not output or output == "-":
-        for chunk in response.iter_bytes():
+        for chunk in chunks():
             out.write(chunk)
         out.flush()
-        return
+        return first
     out.flush()
     try:
         with open(output, "wb") as sink:
-            for chunk in response.iter_bytes():
+            for chunk in chunks():
                 sink.write(chunk)
     except OSError as exc:
         raise DPoPError("io_error", "cannot write %s: %s" % (output, exc.strerror)) from None
+    return first
 
 
 def _cli_keygen(argv: List[str], scrub: _Scrubber) -> int:
@@ -4834,27 +4846,14 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
             except KeyboardInterrupt:
                 return 0
         key = key or generate_key()
-        print(
-            "dpop demo: authorization server %s and API %s on loopback%s"
-            % (auth.base_url, api.base_url, ", both requiring nonces" if nonces else ""),
-            file=err,
-        )
-        print("dpop demo: key jkt %s; session log follows, secrets shown as ****\n" % key.thumbprint(), file=err)
-        with Client(
-            key,
-            token_endpoint=auth.token_endpoint,
-            client_id=DEMO_CLIENT_ID,
-            client_secret=DEMO_CLIENT_SECRET,
-            scope=DEMO_SCOPE,
-            session_log=err,
-        ) as client:
-            first = client.get(api.api_url)
-            second = client.get(api.api_url)
-        print(
-            "\ndpop demo: %d API calls (%d, %d) with %d token request(s); the token is bound to jkt %s"
-            % (api.api_calls, first.status, second.status, client.token_requests, key.thumbprint()),
-            file=err,
-        )
+        where = (auth.base_url, api.base_url, ", both requiring nonces" if nonces else "", key.thumbprint())
+        err.write("dpop demo: authorization server %s and API %s on loopback%s\n" % where[:3])
+        err.write("dpop demo: key jkt %s; session log follows, secrets shown as ****\n\n" % where[3])
+        settings: Dict[str, Any] = dict(client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET, scope=DEMO_SCOPE)
+        with Client(key, token_endpoint=auth.token_endpoint, session_log=err, **settings) as client:
+            first, second = client.get(api.api_url), client.get(api.api_url)
+        done = (api.api_calls, first.status, second.status, client.token_requests, where[3])
+        err.write("\ndpop demo: %d API calls (%d, %d) with %d token request(s); the token is bound to jkt %s\n" % done)
         sys.stdout.write(json.dumps(second.json(), indent=2) + "\n")
         return 0 if first.status == second.status == 200 else 1
 

@@ -3380,7 +3380,7 @@ def test_misc_reprs_and_small_paths(monkeypatch):
         200, "OK", dpop.Headers([("Content-Type", "text/plain; charset=no-such-charset")]), b"ok", "https://h/"
     )
     assert odd.text == "ok" and odd.ok
-    assert dpop._decode_body(b"raw", "br", 10) == b"raw"
+    assert dpop._inflater("br") is None  # unknown codings pass through as they came
     monkeypatch.setattr(dpop, "_KEY_TABLE_SLOTS", 1)
     monkeypatch.setattr(dpop, "_key_tables", {})
     for _ in range(6):
@@ -4741,7 +4741,7 @@ def test_cli_error_line_masks_the_access_token(scripted, key_file):
         *cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/leak"),
         env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET},
     )
-    assert done.returncode == 4 and done.stderr.endswith(b"Forbidden token ****\n"), done.stderr
+    assert done.returncode == 4 and b"403 Forbidden token **** from " in done.stderr, done.stderr
 
 
 # -- a newcomer's trial of the README ------------------------------------------------
@@ -5327,3 +5327,348 @@ def test_interop_server_with_a_shifted_clock(oidc_factory, client_key, offset):
         assert client._skews == {}
     with oidc_client(dateless, client_key, clock_skew=int(offset)) as client:  # set by hand: no refusal at all
         assert client.get(dateless["api"]).status == 200 and client.token_requests == 1
+
+
+# ===========================================================================
+# requests and httpx: a Client's DPoP as their auth (issue 10)
+# ===========================================================================
+
+import httpx  # test extras, like cryptography
+import requests
+
+
+def test_requests_auth_get_and_json_post_with_one_token(scripted, client_key):
+    with make_client(scripted, client_key) as client, requests.Session() as session:
+        session.auth = client.requests_auth()
+        for _ in range(3):
+            assert session.get(scripted.api_url, timeout=5).status_code == 200
+        response = requests.post(scripted.api_url + "?q=1", json={"a": 1}, auth=client.requests_auth(), timeout=5)
+        assert response.status_code == 200
+        assert client.token_requests == 1
+    api = [r for r in scripted.script.requests if r[1].startswith("/api/")]
+    claims = [decode_proof(r[3][0])[1] for r in api]
+    assert [c["htm"] for c in claims] == ["GET", "GET", "GET", "POST"]
+    assert claims[3]["htu"] == scripted.api_url  # the prepared URL, query removed
+    assert len({c["jti"] for c in claims}) == 4 and all("ath" in c for c in claims)
+
+
+def test_requests_auth_answers_nonces_and_invalid_token_once(client_key):
+    with dpop.DemoServer(require_nonce=True) as auth, dpop.DemoServer(require_nonce=True, authority=auth) as api:
+        with make_client(auth, client_key) as client:
+            session = requests.Session()
+            session.auth = client.requests_auth()
+            first = session.get(api.api_url, timeout=5)
+            assert first.status_code == 200 and len(first.history) == 1  # the nonce challenge, answered
+            assert session.get(api.api_url, timeout=5).status_code == 200 and api.api_calls == 2
+            auth.signing_key = dpop.generate_key()  # every token issued so far is now invalid
+            response = session.get(api.api_url, timeout=5)
+            assert response.status_code == 200 and client.token_requests == 3  # 1 nonce retry + 1 new token
+            api.authority = api  # tokens from nowhere it trusts: refused again, and returned
+            response = session.get(api.api_url, timeout=5)
+            assert response.status_code == 401 and "invalid_token" in response.headers["WWW-Authenticate"]
+
+
+def test_requests_redirects_are_signed_at_home_and_stripped_away(client_key, two_origins):
+    server, script, other, other_script = two_origins
+    script.on(lambda h: h.path == "/api/old", redirect_to("/api/dpop/test?x=1", 307))
+    script.on(lambda h: h.path == "/api/away", redirect_to(other.base_url + "/landing", 302))
+    with make_client(server, client_key) as client:
+        auth = client.requests_auth()
+        response = requests.get(server.base_url + "/api/old", auth=auth, timeout=5)
+        assert response.status_code == 200 and len(response.history) == 1  # the demo API checked the new proof
+        hops = [decode_proof(r[3][0])[1] for r in script.requests if r[1].startswith("/api/")]
+        assert hops[0]["htu"].endswith("/api/old") and hops[1]["htu"] == server.api_url
+        response = requests.post(server.base_url + "/api/away", json={"x": 1}, auth=auth, timeout=5)
+        assert response.status_code == 200 and response.json() == {"ok": True}
+    method, path, headers, proofs = other_script.requests[0]
+    assert (method, path) == ("GET", "/landing")
+    assert "authorization" not in headers and proofs == []
+
+
+def test_httpx_auth_sync_flow(client_key, two_origins):
+    server, script, other, other_script = two_origins
+    script.on(lambda h: h.path == "/api/old", redirect_to("/api/dpop/test", 307))
+    script.on(lambda h: h.path == "/api/away", redirect_to(other.base_url + "/landing", 302))
+    with make_client(server, client_key) as client:
+        auth = client.httpx_auth()
+        assert isinstance(auth, httpx.Auth)
+        with httpx.Client(auth=auth, timeout=5) as http:
+            assert http.get(server.api_url).status_code == 200
+            assert http.post(server.api_url, json={"a": 1}).status_code == 200
+            moved = http.get(server.base_url + "/api/old")  # httpx does not follow by default
+            assert moved.status_code == 307
+            assert http.send(moved.next_request).status_code == 200  # the next hop, signed for its own URL
+            moved = http.get(server.base_url + "/api/away")
+            assert http.send(moved.next_request).json() == {"ok": True}
+        with httpx.Client(auth=auth, timeout=5, follow_redirects=True, event_hooks={"request": [auth.hook]}) as http:
+            assert http.get(server.base_url + "/api/old").status_code == 200
+            assert http.post(server.base_url + "/api/away", json={"x": 1}).json() == {"ok": True}
+        assert client.token_requests == 1
+    assert len(other_script.requests) == 2
+    for _, _, headers, proofs in other_script.requests:
+        assert "authorization" not in headers and proofs == []
+
+
+def test_httpx_auth_answers_nonces_and_invalid_token(client_key):
+    with dpop.DemoServer(require_nonce=True) as auth, dpop.DemoServer(require_nonce=True, authority=auth) as api:
+        with make_client(auth, client_key) as client, httpx.Client(auth=client.httpx_auth(), timeout=5) as http:
+            first = http.get(api.api_url)
+            assert first.status_code == 200 and api.api_calls == 1
+            auth.signing_key = dpop.generate_key()
+            assert http.get(api.api_url).status_code == 200 and client.token_requests == 3
+
+
+def test_httpx_async_client_twenty_at_once_one_token(client_key):
+    import asyncio
+
+    seen = Script()
+    with dpop.DemoServer(override=seen) as server, make_client(server, client_key) as client:
+
+        async def run():
+            async with httpx.AsyncClient(auth=client.httpx_auth(), timeout=10) as http:
+                return await asyncio.gather(*(http.get(server.api_url) for _ in range(20)))
+
+        responses = asyncio.run(run())
+        assert [r.status_code for r in responses] == [200] * 20
+        assert client.token_requests == 1 and server.tokens_issued == 1
+    jtis = {decode_proof(r[3][0])[1]["jti"] for r in seen.requests if r[1].startswith("/api/")}
+    assert len(jtis) == 20
+
+
+@pytest.mark.parametrize("library", ["requests", "httpx"])
+def test_adapters_against_the_interop_server(oidc_nonce, library):
+    key = dpop.generate_key()
+    with oidc_client(oidc_nonce, key) as client:
+        if library == "requests":
+            with requests.Session() as session:
+                session.auth = client.requests_auth()
+                responses = [session.get(oidc_nonce["api"], timeout=10) for _ in range(3)]
+                responses.append(session.post(oidc_nonce["api"], json={"a": 1}, timeout=10))
+        else:
+            with httpx.Client(auth=client.httpx_auth(), timeout=10) as http:
+                responses = [http.get(oidc_nonce["api"]) for _ in range(3)] + [
+                    http.post(oidc_nonce["api"], json={"a": 1})
+                ]
+        assert [r.status_code for r in responses] == [200] * 4, responses[-1].text
+        assert responses[-1].json()["method"] == "POST" and responses[-1].json()["jkt"] == key.thumbprint()
+        assert client.token_requests == 2  # the token endpoint's nonce challenge, then one token
+
+
+def test_importing_dpop_never_imports_requests_or_httpx():
+    code = "import sys, dpop; print(sorted(m for m in ('requests', 'httpx', 'logging', 'ssl') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=HERE, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == b"[]", done.stderr
+
+
+# ===========================================================================
+# logging: DEBUG records of a whole flow, never a secret (issue 10)
+# ===========================================================================
+
+
+def test_logging_reports_a_flow_at_debug_without_secrets(client_key, caplog):
+    import logging
+
+    with dpop.DemoServer(require_nonce=True) as auth, dpop.DemoServer(require_nonce=True, authority=auth) as api:
+        with caplog.at_level(logging.DEBUG, logger="dpop"):
+            with make_client(auth, client_key) as client:
+                assert client.get(api.api_url).status == 200
+                token = client.access_token()
+                auth.signing_key = dpop.generate_key()
+                assert client.get(api.api_url).status == 200
+    assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("dpop").handlers)
+    text = "\n".join(record.getMessage() for record in caplog.records if record.name == "dpop")
+    assert all(record.levelno == logging.DEBUG for record in caplog.records if record.name == "dpop")
+    assert "POST %s: 400" % auth.token_endpoint in text  # the token endpoint's nonce challenge
+    assert "GET %s: 200 OK" % api.api_url in text
+    assert "use_dpop_nonce: sending again" in text and "invalid_token: sending again" in text
+    assert re.search(r"token from %s: expires in 3600 s" % re.escape(auth.token_endpoint), text)
+    for secret in (token, dpop.DEMO_CLIENT_SECRET):
+        assert secret not in text
+    assert "eyJ" not in text  # no token and no proof at all
+
+
+# ===========================================================================
+# Shared stores on a real redis-server (issue 10)
+# ===========================================================================
+
+
+def start_redis(folder):
+    """A redis-server on a free loopback port, no persistence: (port, process)."""
+    import shutil
+    import socket
+    import time
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        if os.environ.get("DPOP_REQUIRE_SERVICES"):
+            pytest.fail("DPOP_REQUIRE_SERVICES is set but redis-server is not installed")
+        pytest.skip("redis-server not installed (.ci/run installs it: apt-get install redis-server)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("redis-server did not start")
+            time.sleep(0.02)
+    return port, proc
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    port, proc = start_redis(tmp_path_factory.mktemp("redis"))
+    yield port, proc
+    proc.terminate()
+    proc.wait(10)
+
+
+def redis_client(port):
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # no retries: redis-py 6+ retries a refused connection with backoff for seconds
+    return redis.Redis(
+        host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
+
+
+VERIFIER = """
+import json, sys
+import redis
+import dpop
+port, prefix, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+store = dpop.RedisReplayCache(redis.Redis(host="127.0.0.1", port=port), prefix=prefix)
+accepted = []
+for proof in json.load(open(path)):
+    try:
+        accepted.append(dpop.verify_proof(proof, method="GET", url="https://api.example/x", replay=store).claims["jti"])
+    except dpop.DPoPError as exc:
+        if exc.code != "proof_replay":
+            raise
+print(json.dumps(accepted))
+"""
+
+
+def test_two_verifier_processes_share_one_redis(redis_server, tmp_path):
+    port, _ = redis_server
+    key = dpop.generate_key()
+    proofs = [dpop.make_proof(key, "GET", "https://api.example/x") for _ in range(40)]
+    path = tmp_path / "proofs.json"
+    path.write_text(json.dumps(proofs))
+    prefix = "t%s:" % secrets.token_hex(4)
+    env = dict(os.environ, PYTHONPATH=str(HERE))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", VERIFIER, str(port), prefix, str(path)], stdout=subprocess.PIPE, env=env
+        )
+        for _ in range(2)
+    ]
+    results = [json.loads(proc.communicate(timeout=60)[0]) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    assert sorted(results[0] + results[1]) == sorted(decode_proof(p)[1]["jti"] for p in proofs)  # each exactly once
+    # a third verifier, later, accepts none of them
+    third = subprocess.run([sys.executable, "-c", VERIFIER, str(port), prefix, str(path)], capture_output=True, env=env)
+    assert json.loads(third.stdout) == []
+    # every key lives for the acceptance window (max_age 60 s + 1), not forever
+    store = redis_client(port)
+    names = store.keys(prefix + "jti:*")
+    assert len(names) == 40 and all(0 < store.ttl(name) <= 61 for name in names)
+
+
+def test_redis_going_away_fails_closed(tmp_path):
+    port, proc = start_redis(tmp_path)
+    try:
+        store = dpop.RedisReplayCache(redis_client(port))
+        key = dpop.generate_key()
+        proof = dpop.make_proof(key, "GET", "https://api.example/x")
+        dpop.verify_proof(proof, method="GET", url="https://api.example/x", replay=store)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    fresh = dpop.make_proof(key, "GET", "https://api.example/x")
+    for candidate in (proof, fresh):  # neither a replay nor a new proof is accepted without the store
+        with raises_code("replay_store") as info:
+            dpop.verify_proof(candidate, method="GET", url="https://api.example/x", replay=store)
+        assert info.value.status == 503 and "ConnectionError" in info.value.message
+
+
+def test_redis_token_cache_shares_one_token(redis_server, client_key):
+    port, _ = redis_server
+    prefix = "c%s:" % secrets.token_hex(4)
+    with dpop.DemoServer() as server:
+        for _ in range(3):
+            with make_client(
+                server, client_key, token_cache=dpop.RedisTokenCache(redis_client(port), prefix)
+            ) as client:
+                assert client.get(server.api_url).status == 200
+        assert server.tokens_issued == 1
+        store = redis_client(port)
+        (name,) = store.keys(prefix + "token:*")
+        assert 0 < store.ttl(name) <= 3600 and store.keys(prefix + "lock") == []
+        other = dpop.generate_key()  # another key: another entry, never this token
+        with make_client(server, other, token_cache=dpop.RedisTokenCache(store, prefix)) as client:
+            assert client.get(server.api_url).status == 200
+        assert server.tokens_issued == 2
+        store.set(name, b"\xff not json")  # a broken entry is a miss, never trusted
+        with make_client(server, client_key, token_cache=dpop.RedisTokenCache(store, prefix)) as client:
+            assert client.get(server.api_url).status == 200
+        assert server.tokens_issued == 3
+        down = dpop.RedisTokenCache(redis_client(1), prefix)  # nothing listens: a warning, then a token of its own
+        with pytest.warns(RuntimeWarning, match="token cache"):
+            with make_client(server, client_key, token_cache=down) as client:
+                assert client.get(server.api_url).status == 200
+        assert server.tokens_issued == 4
+
+
+def test_all_and_the_readme_agree():
+    readme = (HERE / "README.md").read_text()
+    documented = set(re.findall(r"\bdpop\.([A-Za-z_]\w*)\b(?!\.py)", readme)) - {"pem", "log", "py"}
+    assert documented <= set(dpop.__all__), documented - set(dpop.__all__)
+    for name in dpop.__all__:
+        assert hasattr(dpop, name)
+        assert re.search(r"`[^`]*\b%s\b[^`]*`" % re.escape(name), readme), "%s is public but not in the README" % name
+    for public in ("Client", "Response", "Headers", "DemoServer", "RedisReplayCache", "RedisTokenCache"):
+        assert public in dpop.__all__
+
+
+def test_cli_refusal_names_the_url_and_the_servers_reason(scripted, key_file):
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET, "DPOP_RETRY": "0"}
+    url = scripted.base_url + "/api/things"
+
+    def wrong_htu(handler):  # the demo API refuses a proof for another URL, as a real one does
+        handler.body()
+        headers = dpop.challenge_headers(error="invalid_dpop_proof", error_description="DPoP proof htu mismatch")
+        handler.reply(401, {"error": "invalid_dpop_proof"}, headers)
+        return True
+
+    scripted.script.on(lambda h: h.path.startswith("/api/things"), wrong_htu)
+    scripted.script.on(
+        lambda h: h.path == "/api/json",
+        lambda h: (h.reply(403, {"error": "insufficient_scope", "error_description": "needs \x1b[31mwrite"}), True)[1],
+    )
+    scripted.script.on(
+        lambda h: h.path == "/api/plain", lambda h: (h.reply(503, b"busy", {"Content-Type": "text/plain"}), True)[1]
+    )
+    done = run_cli(*cli_flow_args(scripted, key_file, "GET", url + "?secret=1"), env=env)
+    line = done.stderr.decode().splitlines()[-1]
+    assert done.returncode == 4
+    assert line == "dpop: http_status: 401 Unauthorized from %s: invalid_dpop_proof: DPoP proof htu mismatch" % url
+    done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/json"), env=env)
+    line = done.stderr.decode().splitlines()[-1]
+    assert (
+        line
+        == "dpop: http_status: 403 Forbidden from %s/api/json: insufficient_scope: needs ?[31mwrite" % scripted.base_url
+    )
+    done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/plain"), env=env)
+    line = done.stderr.decode().splitlines()[-1]
+    assert (
+        done.returncode == 5
+        and line == "dpop: http_status: 503 Service Unavailable from %s/api/plain" % scripted.base_url
+    )

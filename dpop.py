@@ -183,13 +183,8 @@ class DPoPError(Exception):
     status: Optional[int]
 
     def __init__(
-        self,
-        code: str,
-        message: str,
-        *,
-        oauth_error: Optional[str] = None,
-        status: Optional[int] = None,
-    ) -> None:
+        self, code: str, message: str, *, oauth_error: Optional[str] = None, status: Optional[int] = None,
+    ) -> None:  # fmt: skip
         if code not in ERROR_CODES:
             raise RuntimeError("dpop: internal error: unknown error code %r" % code)
         super().__init__(code, message)
@@ -749,12 +744,8 @@ def _sign_digest(d: int, digest: bytes, extra: bytes, blind: bytes) -> Tuple[int
 
 
 def _verify_digest(
-    qx: int,
-    qy: int,
-    digest: bytes,
-    signature: bytes,
-    qtable: Optional[Table] = None,
-) -> bool:
+    qx: int, qy: int, digest: bytes, signature: bytes, qtable: Optional[Table] = None,
+) -> bool:  # fmt: skip
     """SEC 1 v2 §4.1.4 verification of r || s. Variable-time; never raises."""
     if len(signature) != 64:
         return False
@@ -1557,17 +1548,10 @@ def _check_time(name: str, value: Optional[float]) -> float:
 
 
 def make_proof(
-    key: Union[ECKey, RSAKey],
-    method: str,
-    url: str,
-    *,
-    access_token: Optional[str] = None,
-    nonce: Optional[str] = None,
-    now: Optional[float] = None,
-    jti: Optional[str] = None,
-    claims: Optional[Mapping[str, Any]] = None,
-    alg: Optional[str] = None,
-) -> str:
+    key: Union[ECKey, RSAKey], method: str, url: str, *, access_token: Optional[str] = None,
+    nonce: Optional[str] = None, now: Optional[float] = None, jti: Optional[str] = None,
+    claims: Optional[Mapping[str, Any]] = None, alg: Optional[str] = None,
+) -> str:  # fmt: skip
     """A DPoP proof JWT for one HTTP request (RFC 9449 §4.2).
 
     Header: typ dpop+jwt, alg ES256 (an RSAKey: RS256, or PS256 with ``alg``), and the public JWK rebuilt from the key
@@ -1767,12 +1751,9 @@ def _quote(value: str) -> str:
 
 
 def challenge_headers(
-    *,
-    error: Optional[str] = None,
-    error_description: Optional[str] = None,
-    nonce: Optional[str] = None,
+    *, error: Optional[str] = None, error_description: Optional[str] = None, nonce: Optional[str] = None,
     algs: Sequence[str] = ("ES256",),
-) -> Dict[str, str]:
+) -> Dict[str, str]:  # fmt: skip
     """Response headers for a resource server's 401 (RFC 9449 §7.1, §9).
 
     ``WWW-Authenticate: DPoP error="use_dpop_nonce", error_description="...",
@@ -1798,19 +1779,10 @@ def _refuse(code: str, message: str) -> DPoPError:
 
 
 def verify_proof(
-    proof: Union[str, Sequence[str], None],
-    *,
-    method: str,
-    url: str,
-    access_token: Optional[str] = None,
-    jkt: Optional[str] = None,
-    nonce: Union[str, Callable[[str], bool], None] = None,
-    now: Optional[float] = None,
-    max_age: int = 60,
-    leeway: int = 5,
-    algorithms: Sequence[str] = ("ES256",),
-    replay: Optional[Any] = None,
-) -> VerifiedProof:
+    proof: Union[str, Sequence[str], None], *, method: str, url: str, access_token: Optional[str] = None,
+    jkt: Optional[str] = None, nonce: Union[str, Callable[[str], bool], None] = None, now: Optional[float] = None,
+    max_age: int = 60, leeway: int = 5, algorithms: Sequence[str] = ("ES256",), replay: Optional[Any] = None,
+) -> VerifiedProof:  # fmt: skip
     """Check a DPoP proof as RFC 9449 §4.3 requires; return what it proved.
 
     ``proof`` is the DPoP header value, or the list of all DPoP header values
@@ -2223,14 +2195,9 @@ def _hmac_signature(alg: str, secret: bytes, signing_input: bytes) -> str:
 
 
 def client_assertion(
-    key: Union[ECKey, RSAKey, str],
-    client_id: str,
-    audience: str,
-    *,
-    alg: Optional[str] = None,
-    kid: Optional[str] = None,
-    now: Optional[float] = None,
-) -> str:
+    key: Union[ECKey, RSAKey, str], client_id: str, audience: str, *, alg: Optional[str] = None,
+    kid: Optional[str] = None, now: Optional[float] = None,
+) -> str:  # fmt: skip
     """A client authentication JWT (RFC 7523 §3) for the token endpoint ``audience``.
 
     ``key`` is the client's ECKey (private_key_jwt: ES256), its RSAKey (RS256,
@@ -2401,13 +2368,14 @@ class Response:
     b""): take it with ``iter_bytes()``, or ``close()`` the response.
     """
 
-    __slots__ = ("status", "reason", "headers", "body", "url", "version", "_stream", "_chunks")
+    __slots__ = ("status", "reason", "headers", "body", "url", "version", "redirects", "_stream", "_chunks")
 
     def __init__(
         self, status: int, reason: str, headers: Headers, body: bytes, url: str, version: str = "HTTP/1.1"
     ) -> None:
         self.status, self.reason, self.headers = status, reason, headers
         self.body, self.url, self.version = body, url, version
+        self.redirects = 0  # how many redirects request() followed to get here
         self._stream: Optional[_BodyStream] = None
         self._chunks: Optional[Iterator[bytes]] = None
 
@@ -2471,10 +2439,12 @@ class Response:
 _TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 # One item of a WWW-Authenticate field: an auth-param (token = token or
 # quoted-string, an unterminated quote running to the end), a scheme with
-# its token68 if it has one (skipped), or junk up to the next comma.
+# its token68 if it has one (skipped), junk up to the next comma, or the end
+# (so that no match fails: a failed match restarts one character on, which
+# made a run of commas quadratic).
 _CHALLENGE_ITEM = re.compile(
     r"[ \t,]*(?:(?P<name>%s)[ \t]*=[ \t]*(?:\"(?P<quoted>(?:[^\"\\]|\\.)*)\"?|(?P<value>%s))"
-    r"|(?P<scheme>%s)(?![ \t]*=)(?:[ \t]+[A-Za-z0-9._~+/-]+=*(?=[ \t]*(?:,|$)))?|[^,]+)" % (_TCHARS, _TCHARS, _TCHARS)
+    r"|(?P<scheme>%s)(?![ \t]*=)(?:[ \t]+[A-Za-z0-9._~+/-]+=*(?=[ \t]*(?:,|$)))?|[^,]+|$)" % (_TCHARS, _TCHARS, _TCHARS)
 )
 
 
@@ -2518,9 +2488,8 @@ def _mask_header(name: str, value: str) -> str:
     return value
 
 
-_FORM_SECRETS = re.compile(
-    r"(^|&)(client_secret|client_assertion|refresh_token|password|code_verifier|assertion)=[^&]*"
-)
+_FORM_SECRET_NAMES = "client_secret|client_assertion|refresh_token|password|code_verifier|assertion"
+_FORM_SECRETS = re.compile(r"(^|&)(%s)=[^&]*" % _FORM_SECRET_NAMES)
 _JSON_SECRETS = re.compile(r'("(?:access_token|refresh_token|id_token)"\s*:\s*")((?:[^"\\]|\\.)*)(")')
 
 
@@ -2709,13 +2678,14 @@ def _bypass(host: str, port: int, no_proxy: str) -> bool:
         name = name.strip("[]").lstrip(".")
         if not name or (want and want != str(port)):
             continue
-        if address is None:
-            hit = host == name or host.endswith("." + name)
+        try:  # an address or block matches addresses only; a name, names only
+            network: Any = ipaddress.ip_network(name, strict=False)
+        except ValueError:
+            network = None
+        if network is not None:
+            hit = address is not None and address in network
         else:
-            try:
-                hit = address in ipaddress.ip_network(name, strict=False)
-            except ValueError:
-                hit = False
+            hit = address is None and (host == name or host.endswith("." + name))
         if hit:
             return True
     return False
@@ -2735,11 +2705,9 @@ class _Pool:
     NO_PROXY list.
     """
 
-    def __init__(
-        self, timeout: float, context: Any, cafile: _Text, proxies: Mapping[str, Optional[_Proxy]], no_proxy: str
-    ) -> None:
+    def __init__(self, timeout: float, context: Any, cafile: _Text, proxy: Optional[_Proxy], no_proxy: str) -> None:
         self._timeout, self._context, self._cafile = timeout, context, cafile
-        self._proxies, self._no_proxy = proxies, no_proxy
+        self._proxy, self._no_proxy = proxy, no_proxy
         self._idle: Dict[Tuple[str, str, int, Optional[_Proxy]], List[Any]] = {}
         self._lock = threading.Lock()
 
@@ -2756,7 +2724,8 @@ class _Pool:
             return self._context
 
     def _key(self, target: _Target) -> Tuple[str, str, int, Optional[_Proxy]]:
-        proxy = self._proxies.get(target.scheme)
+        # plain http (loopback only) never goes to a proxy: it would see the credentials
+        proxy = self._proxy if target.scheme == "https" else None
         if proxy is not None and _bypass(target.host, target.port, self._no_proxy):
             proxy = None
         return target.scheme, target.host, target.port, proxy
@@ -2785,7 +2754,7 @@ class _Pool:
         note("CONNECT %s:%d via %s%s" % (host, target.port, proxy.shown, auth), "Proxy")
         try:
             conn.connect()
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:  # HTTPException: a proxy that does not speak HTTP
             import ssl
 
             conn.close()
@@ -3071,35 +3040,18 @@ class Client:
     """
 
     def __init__(
-        self,
-        key: Union[ECKey, str, BytesLike, Mapping[str, Any], os.PathLike[str]],
-        *,
-        token_endpoint: Optional[str] = None,
-        issuer: Optional[str] = None,
-        client_id: str,
-        client_secret: Optional[str] = None,
-        scope: Optional[str] = None,
-        auth_method: str = "client_secret_post",
-        token_params: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None,
-        timeout: float = 30,
-        ssl_context: Any = None,
-        cafile: Optional[str] = None,
-        session_log: Any = None,
-        follow_redirects: bool = False,
-        refresh_margin: float = 60,
-        max_redirects: int = 10,
+        self, key: Union[ECKey, str, BytesLike, Mapping[str, Any], os.PathLike[str]], *,
+        token_endpoint: Optional[str] = None, issuer: Optional[str] = None, client_id: str,
+        client_secret: Optional[str] = None, scope: Optional[str] = None, auth_method: str = "client_secret_post",
+        token_params: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None, timeout: float = 30,
+        ssl_context: Any = None, cafile: Optional[str] = None, session_log: Any = None,
+        follow_redirects: bool = False, refresh_margin: float = 60, max_redirects: int = 10,
         assertion_key: Union[ECKey, str, BytesLike, Mapping[str, Any], os.PathLike[str], None] = None,
-        assertion_kid: Optional[str] = None,
-        assertion_alg: Optional[str] = None,
-        assertion_audience: Optional[str] = None,
-        max_retries: int = 2,
-        retry_max_time: float = 60,
-        clock_skew: float = 0,
-        token_cache: Any = None,
-        proxy: Optional[str] = None,
-        no_proxy: Optional[str] = None,
+        assertion_kid: Optional[str] = None, assertion_alg: Optional[str] = None,
+        assertion_audience: Optional[str] = None, max_retries: int = 2, retry_max_time: float = 60,
+        clock_skew: float = 0, token_cache: Any = None, proxy: Optional[str] = None, no_proxy: Optional[str] = None,
         trust_env: bool = True,
-    ) -> None:
+    ) -> None:  # fmt: skip
         if not isinstance(key, ECKey):
             key = load_key(key)
         key._private()  # fails early for a public key
@@ -3112,6 +3064,7 @@ class Client:
                 raise _type_error(name, "str", value)
         if not client_id:
             raise ValueError("client_id must not be empty")
+        auth_method = {"post": "client_secret_post", "basic": "client_secret_basic"}.get(auth_method, auth_method)
         if auth_method not in _AUTH_METHODS:
             raise ValueError("auth_method must be one of %s" % ", ".join(_AUTH_METHODS))
         if auth_method.startswith("client_secret") and not client_secret:
@@ -3153,19 +3106,16 @@ class Client:
         self._refresh_margin = refresh_margin
         self._scrub = _Scrubber()  # every secret this client knows, for logs and errors
         env = os.environ if trust_env else {}
-        proxies: Dict[str, Optional[_Proxy]] = {}
-        http_names = ("http_proxy",) + (() if "REQUEST_METHOD" in env else ("HTTP_PROXY",))  # httpoxy: CGI
-        for scheme, names in (("https", ("https_proxy", "HTTPS_PROXY")), ("http", http_names)):
-            found = next((name for name in names + ("all_proxy", "ALL_PROXY") if env.get(name)), None)
-            url, where = (proxy, "proxy=") if proxy is not None else (env[found], found) if found else ("", "")
-            try:
-                proxies[scheme] = _Proxy(url) if url else None
-            except ValueError as exc:
-                raise DPoPError("proxy", "%s: %s" % (where, exc)) from None
-        for secret in [secret for chosen in proxies.values() if chosen for secret in chosen.secrets]:
+        found = next((name for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY") if env.get(name)), None)
+        url, where = (proxy, "proxy=") if proxy is not None else (env[found], found) if found else ("", "")
+        try:
+            chosen = _Proxy(url) if url else None
+        except ValueError as exc:
+            raise DPoPError("proxy", "%s: %s" % (where, exc)) from None
+        for secret in chosen.secrets if chosen else ():
             self._scrub.add(secret)
         no_proxy = (env.get("no_proxy") or env.get("NO_PROXY") or "") if no_proxy is None else no_proxy
-        self._pool = _Pool(timeout, ssl_context, cafile, proxies, no_proxy)
+        self._pool = _Pool(timeout, ssl_context, cafile, chosen, no_proxy)
         if cafile is not None:
             self._pool._tls()  # a missing or broken bundle fails here, not at the first https request
         if client_secret:
@@ -3180,15 +3130,9 @@ class Client:
     # -- public API --------------------------------------------------------------
 
     def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None,
-        data: Union[str, BytesLike, None] = None,
-        json: Any = None,
-        stream: bool = False,
-    ) -> Response:
+        self, method: str, url: str, *, headers: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None,
+        data: Union[str, BytesLike, None] = None, json: Any = None, stream: bool = False,
+    ) -> Response:  # fmt: skip
         """Send one request with DPoP; return the final Response (any status).
 
         In-memory bodies are capped at 256 MiB (``response_too_large``);
@@ -3213,11 +3157,12 @@ class Client:
         elif data is not None:
             body = _as_bytes("data", data)
         first = _Target(url)
-        for _ in range(self._max_redirects + 1):
+        for hops in range(self._max_redirects + 1):
             target = _Target(url)
             # Credentials only ever go to the origin the caller named.
             home = target.origin == first.origin
             response = self._send(method, url, target, extra, body, credentials=home, stream=stream)
+            response.redirects = hops
             location = response.headers.get("Location")
             if not self._follow or response.status not in _REDIRECTS or not location:
                 return response
@@ -3338,18 +3283,12 @@ class Client:
         """A DEBUG record on the "dpop" logger; with ``kind``, a session log entry too."""
         if kind is not None and self._log is not None:
             self._log.note(kind, text)
-        _debug(self._scrub(text))
+        _debug(_printable(self._scrub(text)))
 
     def _again(
-        self,
-        origin: str,
-        status: int,
-        headers: Headers,
-        token: _Text,
-        sent: _Text,
-        tried: Set[str],
+        self, origin: str, status: int, headers: Headers, token: _Text, sent: _Text, tried: Set[str],
         error: _Text = None,
-    ) -> bool:
+    ) -> bool:  # fmt: skip
         """Whether a refusal of a request with a proof (``sent``: the nonce it
         carried; ``token`` None: the token request, whose OAuth ``error`` comes
         from its body) earns one more try, each reason once: a new nonce (RFC
@@ -3373,28 +3312,25 @@ class Client:
         self._note("%s answered %d %s: sending again with a new proof" % (origin, status, ", ".join(errors)))
         return True
 
-    def _dpop_headers(self, method: str, url: str) -> Dict[str, str]:
-        """Authorization and a new proof for a request another HTTP library sends."""
-        origin = _Target(url).origin
-        token = self._current_token().value
-        skew = self._skews.get(origin, self._clock_skew)
-        nonce, now = self._nonces.get(origin), time.time() + skew
-        proof = make_proof(self._key, method, url, access_token=token, nonce=nonce, now=now)
-        return {"Authorization": "DPoP " + token, "DPoP": proof}
-
-    def _hop(self, headers: Any, method: str, url: str, origin: str) -> None:
-        """Sign one request (or redirect hop) of another library, ``headers``
-        being its mutable mapping: Authorization and a new proof at ``origin``,
-        neither anywhere else."""
+    def _hop(self, headers: Any, method: str, url: str, origin: Optional[str] = None) -> str:
+        """Sign one request (or redirect hop) another library sends, ``headers``
+        being its mutable mapping: Authorization and a new proof at ``origin``
+        (None: the URL's own), neither anywhere else. Returns the URL's origin."""
         try:
             here = _Target(url).origin
         except DPoPError:
-            here = None
-        if here == origin:
-            headers.update(self._dpop_headers(method, url))
+            if origin is None:
+                raise
+            here = ""
+        if here == (origin or here):
+            token = self._current_token().value
+            nonce, now = self._nonces.get(here), time.time() + self._skews.get(here, self._clock_skew)
+            proof = make_proof(self._key, method, url, access_token=token, nonce=nonce, now=now)
+            headers.update({"Authorization": "DPoP " + token, "DPoP": proof})
         else:
             for name in ("Authorization", "DPoP"):
                 headers.pop(name, None)
+        return here
 
     def _answered(self, origin: str, response: Any, items: Any, tried: Set[str]) -> bool:
         """After another library's ``response`` (``items``: its header pairs):
@@ -3402,7 +3338,7 @@ class Client:
         headers, sent = Headers(list(items)), response.request.headers
         self._remember_nonce(origin, headers)
         proof, token = sent.get("DPoP"), (sent.get("Authorization") or "")[5:]
-        if proof is None:
+        if proof is None or response.status_code != 401:  # only a 401 earns another try
             return False
         nonce = _json_object(b64url_decode(proof.split(".")[1]), "proof").get("nonce")  # our own proof
         return self._again(origin, response.status_code, headers, token, nonce, tried)
@@ -3718,7 +3654,8 @@ class Client:
         response = self._attempts("POST", endpoint, target, base, [], form, _MAX_TOKEN_BODY, mask=mask)
         if 200 <= response.status < 300:
             token = self._parse_token(response)
-            self._note("token from %s: expires in %s s" % (endpoint, token.lifetime and "%d" % token.lifetime))
+            where = target.origin + target.target.split("?")[0]
+            self._note("token from %s: expires in %s s" % (where, token.lifetime and "%d" % token.lifetime))
             return token
         error, description = _oauth_error(response, self._scrub)
         why = error + ": " * bool(description) + (description or "") if error else ""
@@ -3825,7 +3762,7 @@ class _RequestsAuth:
         self._client = client
 
     def __call__(self, request: Any) -> Any:
-        self._client._hop(request.headers, request.method, request.url, _Target(request.url).origin)
+        self._client._hop(request.headers, request.method, request.url)
         request.register_hook("response", self._answer)
         return request
 
@@ -3868,13 +3805,18 @@ def _httpx_auth(client: Client) -> Any:
         def auth_flow(self, request: Any) -> Any:
             marks = request.extensions.get("dpop")
             if marks is None:  # the first hop; httpx hands its extensions to every redirect
-                marks = {"origin": _Target(str(request.url)).origin}
+                marks = {}
                 request.extensions = dict(request.extensions, dpop=marks)
             tried: Set[str] = set()
             while True:
-                client._hop(request.headers, request.method, str(request.url), marks["origin"])
+                here = client._hop(request.headers, request.method, str(request.url), marks.get("origin"))
+                marks.setdefault("origin", here)
                 marks["signed"] = request
                 response = yield request
+                if not marks.get("hooked") and any(
+                    hop.is_redirect for hop in response.history
+                ):  # sent with the first proof
+                    raise DPoPError("bad_argument", "httpx followed a redirect without auth.hook in its event_hooks")
                 here = _Target(str(response.request.url)).origin  # after the hops httpx followed
                 if here != marks["origin"] or not client._answered(
                     here, response, response.headers.multi_items(), tried
@@ -3883,6 +3825,8 @@ def _httpx_auth(client: Client) -> Any:
 
         def hook(self, request: Any) -> None:
             marks = request.extensions.get("dpop")
+            if marks is not None:
+                marks["hooked"] = True
             if marks is not None and marks.get("signed") is not request:
                 client._hop(request.headers, request.method, str(request.url), marks["origin"])
 
@@ -3912,10 +3856,17 @@ class RedisReplayCache:
 
     def add(self, key: str, ttl: int) -> bool:
         try:
-            return bool(self._redis.set(self._prefix + "jti:" + key, b"1", nx=True, ex=max(1, int(ttl))))
+            answer = self._redis.set(self._prefix + "jti:" + key, b"1", nx=True, ex=max(1, int(ttl)))
         except Exception as exc:  # any client's errors: fail closed
-            why = "the replay store failed (%s): proof refused" % type(exc).__name__
-            raise DPoPError("replay_store", why, status=503) from None
+            answer = exc
+        if answer is None or answer is False:
+            return False  # already there: a replay
+        if answer is True or answer in ("OK", b"OK"):
+            return True
+        # an error, or a client that does not answer now (asyncio, a pipeline): never taken as "new"
+        getattr(answer, "close", lambda: None)()
+        why = "the replay store failed (%s): proof refused" % type(answer).__name__
+        raise DPoPError("replay_store", why, status=503)
 
 
 class RedisTokenCache:
@@ -3942,7 +3893,7 @@ class RedisTokenCache:
         raw = self._call("get", self._prefix + "token:" + key)
         try:
             return None if raw is None else json.loads(raw)
-        except ValueError:
+        except (ValueError, TypeError, RecursionError):  # not JSON (or an async client): a miss
             return None
 
     def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
@@ -3998,15 +3949,10 @@ class DemoServer:
     """
 
     def __init__(
-        self,
-        *,
-        require_nonce: bool = False,
-        token_lifetime: int = 3600,
-        port: int = 0,
-        authority: Optional[DemoServer] = None,
-        override: Optional[Callable[[Any], bool]] = None,
+        self, *, require_nonce: bool = False, token_lifetime: int = 3600, port: int = 0,
+        authority: Optional[DemoServer] = None, override: Optional[Callable[[Any], bool]] = None,
         ssl_context: Any = None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         import http.server
 
         self.require_nonce = require_nonce
@@ -4057,24 +4003,20 @@ class DemoServer:
         """A client_secret_jwt or private_key_jwt assertion from ``client_id`` (RFC 7523 §3)."""
         try:
             h64, p64, s64, header = _jws_split(assertion, _MAX_JWS)
-            alg, signed, key = header.get("alg"), (h64 + "." + p64).encode(), self.client_keys.get(client_id)
+            alg, signed, key = str(header.get("alg")), (h64 + "." + p64).encode(), self.client_keys.get(client_id)
             if alg in _HMAC_ALGS and client_id in self.clients:
-                secret = self.clients[client_id].encode()
-                if not hmac.compare_digest(_hmac_signature(str(alg), secret, signed), s64):
-                    return False
+                good = hmac.compare_digest(_hmac_signature(alg, self.clients[client_id].encode(), signed), s64)
             elif isinstance(key, RSAKey):
-                if alg not in _RSA_ALGS or not key.verify(signed, b64url_decode(s64), str(alg)):
-                    return False
-            elif isinstance(key, ECKey):
-                jws_verify(assertion, key)
+                good = alg in _RSA_ALGS and key.verify(signed, b64url_decode(s64), alg)
             else:
-                return False
+                good = isinstance(key, ECKey) and jws_verify(assertion, key) is not None  # or DPoPError
             claims = _json_object(b64url_decode(p64), "assertion")
         except DPoPError:
             return False
         now, exp, jti = time.time(), claims.get("exp"), claims.get("jti")
         return (
-            claims.get("iss") == claims.get("sub") == client_id
+            good
+            and claims.get("iss") == claims.get("sub") == client_id
             and claims.get("aud") in (self.token_endpoint, self.issuer, [self.token_endpoint], [self.issuer])
             and isinstance(exp, int)
             and now < exp <= now + 300
@@ -4282,7 +4224,7 @@ def _printable(text: str) -> str:
 class _Opt:
     """One option (or positional argument) of a command."""
 
-    __slots__ = ("flags", "kind", "help", "env", "metavar", "repeat", "choices", "dest")
+    __slots__ = ("flags", "kind", "help", "env", "metavar", "repeat", "choices", "dest", "positional")
 
     def __init__(
         self, flags: str, kind: str, help: str, *, env: _Text = "", metavar: _Text = None, repeat: bool = False,
@@ -4290,15 +4232,11 @@ class _Opt:
     ) -> None:  # fmt: skip
         self.flags = tuple(flags.split())  # "-o --output", or "URL" for a positional
         self.kind, self.help, self.metavar, self.repeat, self.choices = kind, help, metavar, repeat, tuple(choices)
-        name = self.flags[-1].lstrip("-")
-        positional = not self.flags[0].startswith("-")
+        name = self.flags[-1].lstrip("-").strip("[]")  # "[METHOD]": an optional positional
+        self.positional = not self.flags[0].startswith("-")
         # env "" derives DPOP_<NAME>; None means no twin (positionals, --serve)
-        self.env = None if env is None or positional else "DPOP_" + (env or name.upper().replace("-", "_"))
+        self.env = None if env is None or self.positional else "DPOP_" + (env or name.upper().replace("-", "_"))
         self.dest = name.lower().replace("-", "_")
-
-    @property
-    def positional(self) -> bool:
-        return not self.flags[0].startswith("-")
 
 
 def _check_text(value: str) -> str:
@@ -4434,6 +4372,28 @@ def _check_secret(value: str) -> str:
     return value
 
 
+_WRITE_OUT = re.compile(r"%\{([a-z_]+)\}|%%|\\[nrt\\]")
+_WRITE_OUT_NAMES = "http_code response_code time_total url_effective num_redirects size_download".split()
+_WRITE_OUT_NAMES += ["content_type", "method"]
+
+
+def _check_writeout(value: str) -> str:
+    unknown = [name for name in re.findall(r"%\{([^}]*)\}", value) if name not in _WRITE_OUT_NAMES]
+    if unknown or _CONTROLS.search(value):
+        raise ValueError("knows %s" % ", ".join("%%{%s}" % name for name in _WRITE_OUT_NAMES))
+    return value
+
+
+def _write_out(fmt: str, values: Mapping[str, str]) -> None:
+    """-w: curl's %{variables} and \\n \\r \\t \\\\ escapes, on stdout."""
+    import sys
+
+    escapes = {"\\n": "\n", "\\r": "\r", "\\t": "\t", "\\\\": "\\", "%%": "%"}
+    text = _WRITE_OUT.sub(lambda m: values[m.group(1)] if m.group(1) else escapes[m.group(0)], fmt)
+    sys.stdout.buffer.write(_printable(text).encode("utf-8", "replace"))
+    sys.stdout.flush()
+
+
 # fmt: off
 _CHECKS: Dict[str, Callable[[str], Any]] = {  # an option's kind -> its check ("choice": then one of opt.choices)
     "text": _check_text, "seconds": _check_seconds, "port": _check_port, "count": _check_count,
@@ -4441,6 +4401,7 @@ _CHECKS: Dict[str, Callable[[str], Any]] = {  # an option's kind -> its check ("
     "outfile": _check_outfile, "newfile": _check_newfile, "header": _check_header, "cache": _check_cache,
     "param": _check_param, "data": _check_data, "method": _check_method, "nonce": _check_nonce,
     "secret": _check_secret, "proxy": _check_proxy, "noproxy": _check_noproxy, "choice": _check_text,
+    "writeout": _check_writeout,
 }
 # fmt: on
 
@@ -4476,8 +4437,10 @@ def _usage_message(message: str) -> str:
     if message.startswith("unrecognized arguments: "):
         first = message.split(" ")[2].split("=")[0]
         return "unknown option %s" % first if first.startswith("-") else "unexpected argument"
-    if "explicit argument" in message:  # a flag given a value: "argument --json: ignored explicit argument 'x'"
+    if "explicit argument" in message:  # a flag given a value: "argument -i: ignored explicit argument 'x'"
         return message.split(":")[0] + ": takes no value"
+    if message.startswith("argument --json"):  # today's --json takes the body, as curl's does
+        return message + " (--json DATA sends DATA as JSON, like curl 7.82+; -d DATA --json is gone)"
     return message
 
 
@@ -4506,7 +4469,7 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
     for opt in table:
         text = opt.help + (": " + ", ".join(opt.choices) if opt.choices else "") + (" [%s]" % opt.env) * bool(opt.env)
         if opt.positional:
-            parser.add_argument(opt.dest, metavar=opt.flags[0], help=text)
+            parser.add_argument(opt.dest, metavar=opt.flags[0], help=text, nargs="?" if "[" in opt.flags[0] else None)
         elif opt.kind == "flag":
             parser.add_argument(*opt.flags, dest=opt.dest, action="store_const", const="1", help=text)
         elif opt.kind == "cache":  # its FILE is optional
@@ -4562,8 +4525,7 @@ class _Tee:
     """The session log's sink for -v and --session-log; the terminal gets no escapes."""
 
     def __init__(self, terminal: Any, *files: Any) -> None:
-        self.terminal = terminal
-        self.files = files
+        self.terminal, self.files = terminal, files
 
     def write(self, text: str) -> None:
         if self.terminal is not None:
@@ -4572,14 +4534,14 @@ class _Tee:
             sink.write(text)
 
     def flush(self) -> None:
-        for sink in (self.terminal, *self.files):
-            if sink is not None:
-                sink.flush()
+        for sink in filter(None, (self.terminal, *self.files)):
+            sink.flush()
 
 
 _REQUEST_OPTIONS = (
-    _Opt("METHOD", "method", "HTTP method, e.g. GET"),
+    _Opt("[METHOD]", "method", "HTTP method (or -X; default GET, or POST with a body)"),
     _Opt("URL", "url", "the API URL (https, or http to a loopback host)"),
+    _Opt("-X --request", "method", "HTTP method, as in curl", metavar="METHOD"),
     _Opt("--key", "infile", "private key: PEM, DER or JWK file; - for stdin", metavar="FILE"),
     _Opt("--token-endpoint", "url", "where to get tokens", metavar="URL"),
     _Opt("--issuer", "url", "find the token endpoint by RFC 8414 / OpenID discovery", metavar="URL"),
@@ -4599,20 +4561,28 @@ _REQUEST_OPTIONS = (
         metavar="K=V",
         repeat=True,
     ),
-    _Opt("-H --header", "header", "request header (repeatable; variable: one per line)", metavar="'N: V'", repeat=True),
-    _Opt("-d --data", "data", "request body; @FILE reads a file, @- stdin", metavar="DATA"),
-    _Opt("--json", "flag", "send the body as application/json"),
-    _Opt("-i --include", "flag", "print the status line and headers"),
-    _Opt("-o --output", "outfile", "write the body to FILE", metavar="FILE"),
     _Opt("-v --verbose", "flag", "trace every exchange to stderr (secrets masked)"),
     _Opt("--session-log", "outfile", "append every exchange to FILE (secrets masked; mode 0600)", metavar="FILE"),
     _Opt("--timeout", "seconds", "per socket operation (default 30)", metavar="SECONDS"),
     _Opt("--retry", "count", "retries after 429/503 or a failed connection (default 2)", metavar="N"),
-    _Opt("--token-cache", "cache", "keep the token for later runs (default ~/.cache/dpop/tokens.json)", metavar="FILE"),
     _Opt("--retry-max-time", "seconds", "stop retrying after this many seconds (default 60)", metavar="SECONDS"),
+    _Opt("--token-cache", "cache", "keep the token for later runs (default ~/.cache/dpop/tokens.json)", metavar="FILE"),
     _Opt("--cacert", "cafile", "trust these CA certificates (PEM)", metavar="FILE"),
     _Opt("-x --proxy", "proxy", 'http://[user:password@]host[:port]; "" for none (default: *_PROXY)', metavar="URL"),
     _Opt("--noproxy", "noproxy", "hosts, domains or CIDR blocks to reach directly (replaces NO_PROXY)", metavar="LIST"),
+    _Opt("-H --header", "header", "request header (repeatable; variable: one per line)", metavar="'N: V'", repeat=True),
+    _Opt("-d --data", "data", "request body; @FILE reads a file, @- stdin (CR and LF dropped)", metavar="DATA"),
+    _Opt("--data-binary", "data", "request body; @FILE and @- byte for byte", metavar="DATA"),
+    _Opt("--json", "data", "JSON body (as --data-binary) with JSON Content-Type and Accept", metavar="DATA", env=None),
+    _Opt("-i --include", "flag", "print the status line and headers"),
+    _Opt("-I --head", "flag", "HEAD request; print the status line and headers"),
+    _Opt("-f --fail", "flag", "no body on stdout for HTTP 4xx/5xx (the exit status says which)"),
+    _Opt("-s --silent", "flag", "print no error or warning (exit status only)"),
+    _Opt("-S --show-error", "flag", "with -s: print errors all the same"),
+    _Opt(
+        "-w --write-out", "writeout", "after the transfer print FMT: %%{http_code}, %%{time_total}, ...", metavar="FMT"
+    ),
+    _Opt("-o --output", "outfile", "write the body to FILE", metavar="FILE"),
     _Opt("-L --location", "flag", "follow redirects (credentials stay with the first origin)"),
 )
 
@@ -4626,20 +4596,13 @@ and a fresh DPoP proof bound to that token.
 _REQUEST_EXAMPLE = """\
 example: DPOP_CLIENT_SECRET=demo-secret python dpop.py --key k.pem \\
     --token-endpoint https://demo.example/connect/token --client-id m2m.dpop \\
-    --scope api GET https://demo.example/api/dpop/test
+    --scope api https://demo.example/api/dpop/test
 
   POST /connect/token   DPoP: <proof htm=POST htu=token endpoint>
     client_secret=demo-secret&client_id=m2m.dpop&scope=api&grant_type=client_credentials
-    -> 200 {"access_token":"...","expires_in":3600,"token_type":"DPoP","scope":"api"}
   GET /api/dpop/test    Authorization: DPoP <token>   DPoP: <proof htm=GET htu=api url ath=...>
-    -> 200 [{"type":"iss",...},{"type":"cnf","value":"{\\"jkt\\":\\"...\\"}"},...]
 
-other commands (each has --help):
-  python dpop.py demo [--require-nonce] [--serve]   the flow above against local servers
-  python dpop.py keygen [-o FILE]                    new P-256 key, PKCS#8 PEM (file mode 0600)
-  python dpop.py jwk --key FILE                      public JWK and RFC 7638 thumbprint
-  python dpop.py proof --key FILE [--access-token-file F] [--nonce N] METHOD URL
-  python dpop.py selftest                            known-answer tests
+other commands (each has --help): %s
 
 The client secret comes from DPOP_CLIENT_SECRET or --client-secret-file
 (--client-secret works but is visible to other users in the process list).
@@ -4649,11 +4612,11 @@ on/off.
 """
 
 
-def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
+def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int]) -> int:
+    """Build the Client from the options, run ``act`` with it, and close it
+    (and the session log) whatever happens."""
     import sys
 
-    args = _parse("request", argv)
-    _check_together(args)
     secret = args["client_secret"]
     if args["client_secret_file"]:
         raw = _read_input(args["client_secret_file"], "client secret file", 64 << 10)
@@ -4669,60 +4632,91 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
     alg = args["assertion_alg"]
     if alg and alg not in _ASSERTION_ALGS.get(auth_method, ()):
         raise DPoPError("usage", "--assertion-alg %s does not go with --auth-method %s" % (alg, method))
-    log_file = _open_private(args["session_log"]) if args["session_log"] else None
 
     def say(text: str) -> None:
-        print("dpop: warning: " + _printable(text), file=sys.stderr)
+        if not args.get("silent"):
+            print("dpop: warning: " + _printable(text), file=sys.stderr)
 
     assertion_key = None
     if args["assertion_key"]:
         assertion_key = _read_input(args["assertion_key"], "assertion key file", _MAX_KEY_INPUT)
-    headers = list(args["header"] or [])
-    body: Optional[bytes] = None
-    data = args["data"]
-    if data is not None:
-        # as curl: the argument's own bytes, even when they are not UTF-8
-        body = _read_input(data[1:], "data file") if data.startswith("@") else data.encode("utf-8", "surrogateescape")
-    if args["json"]:
-        names = {name.lower() for name, _ in headers}
-        if body is not None and "content-type" not in names:
-            headers.append(("Content-Type", "application/json"))
-        if "accept" not in names:
-            headers.append(("Accept", "application/json"))
     key = _cli_key(args["key"])
     if "client_secret" in args["_argv"]:  # every value is checked: now the warning
         say("--client-secret is visible to other users in the process list; use DPOP_CLIENT_SECRET or a file")
     if secret:
         scrub.add(secret)  # usage messages never hold it; server text might
-    terminal = sys.stderr if args["verbose"] else None
     same = ("token_endpoint", "client_id", "scope", "assertion_kid", "assertion_alg", "assertion_audience", "proxy")
     settings = {name: args[name] for name in same}
     settings.update(issuer=None if args["token_endpoint"] else args["issuer"], no_proxy=args["noproxy"])
-    settings.update(token_params=args["param"], cafile=args["cacert"], follow_redirects=bool(args["location"]))
+    settings.update(token_params=args["param"], cafile=args["cacert"], follow_redirects=bool(args.get("location")))
     settings.update(timeout=args["timeout"] or 30, retry_max_time=args["retry_max_time"] or 60)
     settings.update(max_retries=2 if args["retry"] is None else args["retry"], auth_method=auth_method)
     if args["token_cache"] is not None:
         settings["token_cache"] = FileTokenCache(args["token_cache"] or None, warn=say)
+    log_file = _open_private(args["session_log"]) if args["session_log"] else None
+    terminal = sys.stderr if args["verbose"] else None
     if terminal or log_file:
         settings["session_log"] = _Tee(terminal, *[log_file] * (log_file is not None))
+
     try:
         with Client(key, client_secret=secret or None, assertion_key=assertion_key, **settings) as client:
             scrub.others.append(client._scrub)  # the tokens it gets are masked in our errors too
-            with client.request(args["method"], args["url"], headers=headers, data=body, stream=True) as response:
-                response.body = _cli_output(response, args["include"], args["output"])
+            return act(client)
     finally:
         if log_file is not None:
             try:
                 log_file.close()
             except OSError:  # already reported by the write that failed
                 pass
-    if response.status >= 400:  # the URL without its query, and the server's reason
-        where = _Target(response.url)
-        error, description = _oauth_error(response, scrub)
-        why = "".join(": " + part for part in (error, description) if part)
-        text = "%d %s from %s%s%s" % (response.status, response.reason, where.origin, where.target.split("?")[0], why)
-        raise DPoPError("http_status", text, status=response.status)
-    return 0
+
+
+def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
+    args = _parse("request", argv)
+    _check_together(args)
+    body: Optional[bytes] = None
+    for flag in ("data", "data_binary", "json"):
+        data = args[flag]
+        if data is not None and body is not None:
+            raise DPoPError("usage", "give one body: -d, --data-binary or --json (--json DATA replaces -d DATA --json)")
+        if data is not None:  # as curl: the argument's own bytes, even when they are not UTF-8
+            body = _read_input(data[1:], "data file") if data[:1] == "@" else data.encode("utf-8", "surrogateescape")
+            body = body.replace(b"\r", b"").replace(b"\n", b"") if flag == "data" and data[:1] == "@" else body
+    if os.environ.get("DPOP_JSON"):
+        raise DPoPError("usage", "DPOP_JSON is gone: --json DATA now takes the body, as curl 7.82+ does")
+    if args["method"] and args["request"]:
+        raise DPoPError("usage", "give the method once: -X METHOD URL, or METHOD URL")
+    method = args["request"] or args["method"] or ("HEAD" if args["head"] else "POST" if body is not None else "GET")
+    headers = list(args["header"] or [])
+    names = {name.lower() for name, _ in headers}
+    if args["json"] is not None:
+        headers += [(n, "application/json") for n in ("Content-Type", "Accept") if n.lower() not in names]
+    started = time.monotonic()
+
+    def send(client: Client) -> int:
+        with client.request(method, args["url"], headers=headers, data=body, stream=True) as response:
+            include = args["include"] or args["head"]
+            response.body, size = _cli_output(response, include, args["output"], bool(args["fail"]))
+        if args["write_out"]:
+            values = {"http_code": "%03d" % response.status, "response_code": "%03d" % response.status}
+            values.update(time_total="%.6f" % (time.monotonic() - started), url_effective=response.url)
+            values.update(num_redirects=str(response.redirects), size_download=str(size), method=method)
+            values["content_type"] = response.headers.get("Content-Type") or ""
+            _write_out(args["write_out"], values)
+        if response.status >= 400:  # the URL without its query, and the server's reason
+            where = _Target(response.url)
+            error, description = _oauth_error(response, scrub)
+            why = "".join(": " + part for part in (error, description) if part)
+            url = where.origin + where.target.split("?")[0]
+            text = "%d %s from %s%s" % (response.status, response.reason, url, why)
+            raise DPoPError("http_status", text, status=response.status)
+        return 0
+
+    try:
+        return _cli_run(args, scrub, send)
+    except DPoPError as exc:
+        if args["silent"] and not args["show_error"]:  # curl's -s: the exit status says it all
+            raise SystemExit(_exit_status(exc)) from None
+        raise
 
 
 def _check_together(args: Dict[str, Any]) -> None:
@@ -4732,14 +4726,15 @@ def _check_together(args: Dict[str, Any]) -> None:
             raise DPoPError("usage", "%s (or DPOP_%s) is required" % (flag, name.upper()))
     if bool(args["token_endpoint"]) == bool(args["issuer"]):
         raise DPoPError("usage", "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)")
-    data = args["data"] or ""
     inputs = {flag: args[flag[2:].replace("-", "_")] for flag in ("--key", "--client-secret-file", "--assertion-key")}
-    inputs["-d"] = data[1:] if data.startswith("@") else None
+    for flag, name in (("-d", "data"), ("--data-binary", "data_binary"), ("--json", "json")):
+        data = args.get(name) or ""
+        inputs[flag] = data[1:] if data.startswith("@") else None
     readers = [flag for flag, path in inputs.items() if path == "-"]
     if len(readers) > 1:
         raise DPoPError("usage", "only one of %s can read stdin (-)" % " and ".join(readers))
     for out_flag in ("--output", "--session-log"):
-        out = args[out_flag[2:].replace("-", "_")]
+        out = args.get(out_flag[2:].replace("-", "_"))
         for flag, path in inputs.items():
             if out and path and out != "-" != path and os.path.exists(out) and os.path.samefile(out, path):
                 raise DPoPError("usage", "%s %s would overwrite the %s file" % (out_flag, out, flag))
@@ -4747,18 +4742,20 @@ def _check_together(args: Dict[str, Any]) -> None:
         raise DPoPError("usage", "give the scope once: --scope, or --param scope=...")
 
 
-def _cli_output(response: Response, include: bool, output: Optional[str]) -> bytes:
-    """-i's head on stdout, then the body, chunk by chunk, to -o FILE or stdout;
-    returns the body's first chunk for an error status (for its OAuth error)."""
+def _cli_output(response: Response, include: bool, output: Optional[str], fail: bool) -> Tuple[bytes, int]:
+    """-i's head on stdout, then the body, chunk by chunk, to -o FILE or stdout
+    (with -f, not for an error status); returns the body's first chunk for an
+    error status (for its OAuth error) and the body's size."""
     import sys
 
-    first = b""
+    first, size = b"", 0
 
     def chunks() -> Iterator[bytes]:
-        nonlocal first
+        nonlocal first, size
         for chunk in response.iter_bytes():
-            first = first or (chunk[:65536] if response.status >= 400 else b"")
-            yield chunk
+            first, size = first or (chunk[:65536] if response.status >= 400 else b""), size + len(chunk)
+            if not (fail and response.status >= 400):
+                yield chunk
 
     out = sys.stdout.buffer
     if include:
@@ -4769,7 +4766,7 @@ def _cli_output(response: Response, include: bool, output: Optional[str]) -> byt
         for chunk in chunks():
             out.write(chunk)
         out.flush()
-        return first
+        return first, size
     out.flush()
     try:
         with open(output, "wb") as sink:
@@ -4777,7 +4774,7 @@ def _cli_output(response: Response, include: bool, output: Optional[str]) -> byt
                 sink.write(chunk)
     except OSError as exc:
         raise DPoPError("io_error", "cannot write %s: %s" % (output, exc.strerror)) from None
-    return first
+    return first, size
 
 
 def _cli_keygen(argv: List[str], scrub: _Scrubber) -> int:
@@ -4886,10 +4883,8 @@ def self_test() -> List[str]:
             failures.append("RFC 9449 thumbprint")
     except DPoPError:
         failures.append("RFC 9449 section 4.1 proof")
-    if (
-        access_token_hash("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU")
-        != "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
-    ):
+    ath = access_token_hash("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU")  # RFC 9449 §7.1
+    if ath != "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo":
         failures.append("RFC 9449 ath")
     fresh = generate_key()
     signature = fresh.sign(b"round trip")
@@ -4903,18 +4898,22 @@ def self_test() -> List[str]:
 def _cli_selftest(argv: List[str], scrub: _Scrubber) -> int:
     _parse("selftest", argv)
     failures = self_test()
-    if failures:
-        print("dpop selftest: FAILED: " + ", ".join(failures))
-        return 1
-    print("dpop selftest: ok (RFC 6979, RFC 9449 proof/thumbprint/ath, round trips)")
-    return 0
+    print(
+        "dpop selftest: " + ("FAILED: " + ", ".join(failures) if failures else "ok (RFC 6979, RFC 9449, round trips)")
+    )
+    return 1 if failures else 0
 
 
 _KEY_OPTION = _Opt("--key", "infile", "PEM, DER or JWK file; - for stdin", metavar="FILE")
 
 # name: (function, description, example, options)
 _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequence[_Opt]]] = {
-    "request": (_cli_request, _REQUEST_DESCRIPTION, _REQUEST_EXAMPLE, _REQUEST_OPTIONS),
+    "request": (
+        _cli_request,
+        _REQUEST_DESCRIPTION,
+        _REQUEST_EXAMPLE % "demo keygen jwk proof selftest",
+        _REQUEST_OPTIONS,
+    ),
     "keygen": (
         _cli_keygen,
         "Make a new P-256 key and print it (or write it) as PKCS#8 PEM.",
@@ -4985,6 +4984,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
+    return _exit_status(error)
+
+
+def _exit_status(error: DPoPError) -> int:
     if error.code == "http_status" and error.status is not None:
         return 5 if error.status >= 500 else 4
     return _EXIT_BY_CODE.get(error.code, 1)

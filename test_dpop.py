@@ -2416,9 +2416,8 @@ def test_cli_data_json_output_and_location(scripted, key_file, tmp_path):
         *cli_flow_args(
             scripted,
             key_file,
-            "-d",
-            "@" + str(data),
             "--json",
+            "@" + str(data),
             "-o",
             str(out),
             "-L",
@@ -2654,7 +2653,6 @@ def test_oidc_provider_cli(oidc, key_file, tmp_path):
         "POST",
         oidc["api"] + "?x=1",
         "--json",
-        "-d",
         '{"a":1}',
         env={"DPOP_CLIENT_SECRET": c["client_secret"]},
     )
@@ -2950,29 +2948,41 @@ def test_proxy_argument_and_lowercase_variable(open_proxy, tls_server, client_ke
     assert len(open_proxy.connects()) == before + 2
 
 
-def test_all_proxy_and_plain_http_go_through_a_tunnel_too(open_proxy, server, client_key, monkeypatch):
-    monkeypatch.setenv("ALL_PROXY", open_proxy.url)
+def test_all_proxy_serves_https_and_plain_http_never_goes_to_a_proxy(
+    open_proxy, tls_server, server, client_key, monkeypatch
+):
+    for name in ("ALL_PROXY", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, open_proxy.url)
     before = len(open_proxy.connects())
-    with make_client(server, client_key) as client:
-        assert client.get(server.api_url).status == 200
-        token = client.access_token()
-    # plain http (loopback only) is tunnelled as well: the proxy never sees Authorization or DPoP
-    assert open_proxy.connects()[before:] == ["127.0.0.1:%d" % port_of(server)]
-    assert_proxy_saw_no_secret(open_proxy, token)
-
-
-def test_http_proxy_variable_is_ignored_in_cgi(open_proxy, server, client_key, monkeypatch):
-    # httpoxy (CVE-2016-5385): a CGI request's "Proxy:" header arrives as HTTP_PROXY
-    monkeypatch.setenv("HTTP_PROXY", open_proxy.url)
-    monkeypatch.setenv("REQUEST_METHOD", "GET")
-    before = len(open_proxy.connects())
-    with make_client(server, client_key) as client:
-        assert client.get(server.api_url).status == 200
-    assert len(open_proxy.connects()) == before
-    monkeypatch.delenv("REQUEST_METHOD")
-    with make_client(server, client_key) as client:
+    with tls_client(tls_server, client_key) as client:
+        assert client.get(tls_server.api_url).status == 200
+    assert len(open_proxy.connects()) == before + 1
+    # plain http goes only to loopback, and a proxy would read its credentials (and resolve 127.0.0.1 itself)
+    with make_client(server, client_key, proxy=open_proxy.url) as client:
         assert client.get(server.api_url).status == 200
     assert len(open_proxy.connects()) == before + 1
+
+
+def test_a_proxy_that_does_not_speak_http_is_a_proxy_error(tls_server, client_key):
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def answer():
+        for banner in (b"SSH-2.0-OpenSSH_9.6\r\n", b"HTTP/1.1 200 " + b"x" * 70000 + b"\r\n"):
+            conn, _ = listener.accept()
+            conn.recv(4096)
+            conn.sendall(banner)
+            conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    for _ in range(2):
+        with tls_client(tls_server, client_key, proxy="http://127.0.0.1:%d" % listener.getsockname()[1]) as client:
+            with raises_code("proxy"):
+                client.get(tls_server.api_url)
+    listener.close()
 
 
 @pytest.mark.parametrize("no_proxy", ["127.0.0.1", "*", "example.com, 127.0.0.0/8", "localhost,127.0.0.1:{port}"])
@@ -3087,6 +3097,8 @@ def test_unusable_proxy_urls_are_proxy_errors(url, client_key, server, monkeypat
         ("localhost", 443, "", False),
         ("localhost", 443, "localhost", True),
         ("localhost", 443, "*.example.com", False),
+        ("evil.10.0.0.1", 443, "10.0.0.1", False),  # an address entry never matches a name
+        ("10.0.0.1", 443, "0.1", False),
     ],
 )
 def test_no_proxy_matching(host, port, no_proxy, bypass):
@@ -3511,7 +3523,7 @@ def test_cli_corners(server, key_file, tmp_path):
         done = run_cli(*cli_flow_args(server, key_file, *extra, "GET", server.api_url), env=env)
         assert done.returncode == 2, extra
     done = run_cli(
-        *cli_flow_args(server, key_file, "--json", "-H", "Accept: text/plain", "GET", server.api_url), env=env
+        *cli_flow_args(server, key_file, "--json", "{}", "-H", "Accept: text/plain", "GET", server.api_url), env=env
     )
     assert done.returncode == 0
     done = run_cli(
@@ -3899,6 +3911,7 @@ BAD_VALUES = {  # per kind of option: values that must be a usage error
     "choice": ["", "bad", "POST"],
     "proxy": ["socks5://h:1", "https://h", "http://", "http://h:70000", "a\x01b", "bad-utf8-\udcff"],
     "noproxy": ["a\x01b", "bad-utf8-\udcff", "x" * 9000],
+    "writeout": ["%{{nope}}", "%{{http_code}} %{{size_upload}}", "a\x01b", "%{{}}"],
 }
 
 
@@ -3957,6 +3970,7 @@ def test_cli_walk_every_option_with_bad_values(command, opt, value, where, silen
             "method": "GET",
             "url": base + "/api",
         },
+        "token": {"key": str(key), "token_endpoint": base + "/token", "client_id": "c"},
         "proof": {"key": str(key), "method": "GET", "url": base + "/api"},
         "jwk": {"key": str(key)},
         "keygen": {},
@@ -5627,6 +5641,30 @@ def test_redis_token_cache_shares_one_token(redis_server, client_key):
         assert server.tokens_issued == 4
 
 
+def test_challenge_parsing_stays_linear():
+    # a run of commas made every failed match restart one character on: 64 KiB took minutes
+    assert dpop._parse_challenges(["," * 65536, 'DPoP error="x"' + "," * 65536]) == [("dpop", {"error": "x"})]
+
+
+def test_redis_replay_cache_never_takes_a_deferred_answer_as_new(redis_server):
+    import redis.asyncio
+
+    port, _ = redis_server
+    proof = dpop.make_proof(dpop.generate_key(), "GET", "https://api.example/x")
+    for deferred in (redis.asyncio.Redis(host="127.0.0.1", port=port), redis_client(port).pipeline()):
+        with raises_code("replay_store"):  # a coroutine or a pipeline is truthy: it must not read as "stored"
+            dpop.verify_proof(proof, method="GET", url="https://api.example/x", replay=dpop.RedisReplayCache(deferred))
+
+
+def test_httpx_following_redirects_without_the_hook_is_refused(client_key, two_origins):
+    server, script, other, other_script = two_origins
+    script.on(lambda h: h.path == "/api/old", redirect_to("/api/dpop/test", 307))
+    with make_client(server, client_key) as client:
+        with httpx.Client(auth=client.httpx_auth(), timeout=5, follow_redirects=True) as http:
+            with raises_code("bad_argument"):
+                http.get(server.base_url + "/api/old")
+
+
 def test_all_and_the_readme_agree():
     readme = (HERE / "README.md").read_text()
     documented = set(re.findall(r"\bdpop\.([A-Za-z_]\w*)\b(?!\.py)", readme)) - {"pem", "log", "py"}
@@ -5636,6 +5674,8 @@ def test_all_and_the_readme_agree():
         assert re.search(r"`[^`]*\b%s\b[^`]*`" % re.escape(name), readme), "%s is public but not in the README" % name
     for public in ("Client", "Response", "Headers", "DemoServer", "RedisReplayCache", "RedisTokenCache"):
         assert public in dpop.__all__
+    errors = readme[readme.index("## Errors") :]
+    assert [code for code in dpop.ERROR_CODES if "`%s`" % code not in errors] == []
 
 
 def test_cli_refusal_names_the_url_and_the_servers_reason(scripted, key_file):
@@ -5672,3 +5712,147 @@ def test_cli_refusal_names_the_url_and_the_servers_reason(scripted, key_file):
         done.returncode == 5
         and line == "dpop: http_status: 503 Service Unavailable from %s/api/plain" % scripted.base_url
     )
+
+
+# ===========================================================================
+# The CLI a curl user expects (issue 14): -X, data rules, --json, -w, -s/-S, -f, -I
+# ===========================================================================
+
+
+@pytest.fixture
+def echo_server(scripted):
+    """The demo API (it checks each proof), recording method, headers and body of /api/ requests."""
+    seen = []
+
+    def record(handler):
+        seen.append((handler.command, dict((k.lower(), v) for k, v in handler.headers.items()), handler.body()))
+        return False
+
+    scripted.script.on(is_api, record)
+    scripted.seen = seen
+    return scripted
+
+
+def cli(server, key_file, *args, input=None, env=None):
+    return run_cli(
+        *cli_flow_args(server, key_file, *args),
+        env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET, **(env or {})},
+        input=input,
+    )
+
+
+def test_cli_method_rules_as_in_curl(echo_server, key_file):
+    url = echo_server.api_url
+    for args, method in (
+        ([url], "GET"),
+        (["-X", "PUT", url], "PUT"),
+        (["--request", "delete", url], "DELETE"),
+        (["-d", "x=1", url], "POST"),
+        (["--json", "{}", url], "POST"),
+        (["-X", "PATCH", "-d", "x", url], "PATCH"),
+        (["GET", url], "GET"),  # today's METHOD URL keeps working
+        (["-I", url], "HEAD"),
+    ):
+        done = cli(echo_server, key_file, *args)
+        assert done.returncode == 0, (args, done.stderr)
+        assert echo_server.seen[-1][0] == method, args
+    done = cli(echo_server, key_file, "-X", "PUT", "GET", url)
+    assert done.returncode == 2 and b"give the method once" in done.stderr
+    done = cli(echo_server, key_file, url, env={"DPOP_REQUEST": "PATCH"})  # the variable of -X
+    assert done.returncode == 0 and echo_server.seen[-1][0] == "PATCH"
+
+
+def test_cli_data_files_as_curl_reads_them(echo_server, key_file, tmp_path):
+    url = echo_server.api_url
+    data = tmp_path / "body.txt"
+    data.write_bytes(b"a=1\r\nb=2\n\x00end")
+    for args, stdin, body in (
+        (["-d", "@" + str(data)], None, b"a=1b=2\x00end"),  # -d: CR and LF dropped
+        (["--data-binary", "@" + str(data)], None, b"a=1\r\nb=2\n\x00end"),  # byte for byte
+        (["-d", "@-"], b"x\ny\r\n", b"xy"),
+        (["--data-binary", "@-"], b"x\ny\r\n", b"x\ny\r\n"),
+        (["--json", "@-"], b'{"a":\n1}', b'{"a":\n1}'),
+        (["-d", "plain\ntext"], None, b"plain\ntext"),  # an argument is sent as given
+    ):
+        done = cli(echo_server, key_file, *args, url, input=stdin)
+        assert done.returncode == 0, (args, done.stderr)
+        method, headers, got = echo_server.seen[-1]
+        assert (method, got) == ("POST", body), args
+    assert echo_server.seen[-2][1]["content-type"] == echo_server.seen[-2][1]["accept"] == "application/json"
+    done = cli(echo_server, key_file, "-d", "a", "--data-binary", "b", url)
+    assert done.returncode == 2 and b"give one body" in done.stderr
+
+
+def test_cli_old_json_flag_is_refused_with_the_new_spelling(echo_server, key_file):
+    url = echo_server.api_url
+    for args in (["-d", "{}", url, "--json"], ["-d", "{}", "--json", "POST", url]):
+        done = cli(echo_server, key_file, *args)
+        assert done.returncode == 2 and b"--json DATA" in done.stderr, (args, done.stderr)
+    done = cli(echo_server, key_file, url, env={"DPOP_JSON": "1"})
+    assert done.returncode == 2 and b"DPOP_JSON is gone" in done.stderr
+
+
+def test_cli_write_out_with_the_values_the_server_saw(echo_server, key_file, tmp_path):
+    echo_server.script.on(lambda h: h.path == "/api/moved", redirect_to("/api/dpop/test?x=1", 307))
+    out = tmp_path / "body"
+    fmt = "%{http_code} %{num_redirects} %{size_download} %{method} %{url_effective} %{time_total}\\t%%\\n"
+    done = cli(echo_server, key_file, "-L", "-o", str(out), "-w", fmt, echo_server.base_url + "/api/moved")
+    assert done.returncode == 0, done.stderr
+    code, redirects, size, method, url, rest = done.stdout.decode().split(" ")
+    assert (code, redirects, int(size), method) == ("200", "1", len(out.read_bytes()), "GET")
+    assert url == echo_server.api_url + "?x=1" and re.fullmatch(r"[0-9]+\.[0-9]{6}\t%\n", rest)
+    done = cli(echo_server, key_file, "-w", "%{response_code}\\n", echo_server.base_url + "/api/gone")
+    echo_server.script.on(lambda h: h.path == "/api/gone", lambda h: (h.reply(404, {"error": "nope"}), True)[1])
+    done = cli(echo_server, key_file, "-w", "%{response_code}\\n", echo_server.base_url + "/api/gone")
+    assert done.returncode == 4 and done.stdout.endswith(b"404\n")
+    done = cli(echo_server, key_file, "-w", "%{size_upload}", echo_server.api_url)
+    assert done.returncode == 2 and b"--write-out" in done.stderr
+
+
+def test_cli_silent_show_error_and_fail(echo_server, key_file):
+    echo_server.script.on(lambda h: h.path == "/api/gone", lambda h: (h.reply(404, {"error": "nope"}), True)[1])
+    url = echo_server.base_url + "/api/gone"
+    done = cli(echo_server, key_file, "-s", url)
+    assert (done.returncode, done.stderr) == (4, b"") and json.loads(done.stdout) == {"error": "nope"}
+    done = cli(echo_server, key_file, "-sS", url)
+    assert done.returncode == 4 and done.stderr.startswith(b"dpop: http_status: 404 Not Found from ")
+    done = cli(echo_server, key_file, "-f", url)
+    assert done.returncode == 4 and done.stdout == b"" and b"404" in done.stderr
+    done = cli(echo_server, key_file, "-sf", url)
+    assert (done.returncode, done.stdout, done.stderr) == (4, b"", b"")
+    done = cli(echo_server, key_file, "-s", "-f", echo_server.api_url, env={"DPOP_SILENT": "1"})
+    assert done.returncode == 0 and done.stdout.startswith(b"[")
+    done = cli(echo_server, key_file, "-s", "--client-secret", "x", echo_server.api_url)
+    assert b"warning" not in done.stderr  # -s: no warnings either
+
+
+def test_cli_head_and_include(echo_server, key_file):
+    done = cli(echo_server, key_file, "-I", echo_server.api_url)
+    assert done.returncode == 0 and echo_server.seen[-1][0] == "HEAD"
+    head = done.stdout.decode("latin-1")
+    assert head.startswith("HTTP/1.1 200 OK\r\n") and head.endswith("\r\n\r\n") and "Content-Length:" in head
+    done = cli(echo_server, key_file, "-i", echo_server.api_url)
+    status, _, body = done.stdout.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200 OK") and json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "command, words",
+    [
+        ("keygen", "Make a new P-256 key"),
+        ("jwk", "public JWK"),
+        ("proof", "Print one DPoP proof"),
+        ("demo", "local authorization server"),
+        ("selftest", "known-answer"),
+    ],
+)
+def test_each_subcommand_has_its_own_help(command, words):
+    done = run_cli(command, "--help")
+    assert done.returncode == 0 and words.encode() in done.stdout and b"example:" in done.stdout
+    assert b"Call an API protected" not in done.stdout  # not the main command's description
+
+
+def test_library_takes_the_short_auth_method_names(server, client_key):
+    for short in ("post", "basic"):
+        with make_client(server, client_key, auth_method=short) as client:
+            assert client.get(server.api_url).status == 200

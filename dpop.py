@@ -2257,9 +2257,9 @@ def client_assertion(
 #    the margin capped at half the token's lifetime (a 10 s token is reused
 #    for 5 s, not never).
 #  * Plain http is refused except to loopback hosts (localhost, 127/8, ::1).
-#  * Proxies: curl's variables and rules (_Proxy, _bypass). Every origin,
-#    loopback http too, goes through a CONNECT tunnel: the proxy never sees
-#    a request line, Authorization, DPoP or a client credential. Only
+#  * Proxies: curl's variables and rules (_Proxy, _bypass), https origins
+#    only (loopback http never) and through a CONNECT tunnel: the proxy never
+#    sees a request line, Authorization, DPoP or a client credential. Only
 #    http:// proxies (TLS to the proxy would be TLS inside TLS, which
 #    http.client cannot do); proxy failures are not retried.
 #  * 429 and 503 are retried (Retry-After, else backoff with jitter), and so

@@ -1607,9 +1607,11 @@ _PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _SYMMETRIC_OR_NONE = re.compile(r"none|HS\d+|dir|A\d+.*", re.I)
 
 # Per-key tables make repeated verification ~3x cheaper. A key earns one on
-# its second proof (a token endpoint that sees each key once pays nothing);
-# width 5 costs ~6 ms and ~100 KB per key, and the LRU keeps 256 of them
-# (~25 MB at most). Guarded by one lock; tables are immutable once built.
+# its second proof while still among the last 256 keys seen once (a token
+# endpoint that sees each key once pays nothing; more clients in turn than
+# tables never build one, which would be evicted before its reuse). Width 5
+# costs ~6 ms and ~100 KB per key; the LRU keeps 256 (~25 MB). One lock guards
+# both; tables are immutable once built.
 _KEY_TABLE_WIDTH = 5
 _KEY_TABLE_SLOTS = 256
 _key_tables: Dict[Affine, Optional[Table]] = {}
@@ -1629,9 +1631,10 @@ def _key_table(point: Affine, verified: bool = False) -> Optional[Table]:
         if table is not None or not verified:
             return table
         if not present:
-            _key_tables[point] = None  # seen once
-            while len(_key_tables) > 4 * _KEY_TABLE_SLOTS:
-                del _key_tables[next(iter(_key_tables))]
+            _key_tables[point] = None  # seen once; the oldest of these go past _KEY_TABLE_SLOTS
+            seen = [q for q, t in _key_tables.items() if t is None]
+            for q in seen[: max(0, len(seen) - _KEY_TABLE_SLOTS)]:
+                del _key_tables[q]
             return None
     table = _build_table(point[0], point[1], _KEY_TABLE_WIDTH)
     with _key_tables_lock:
@@ -2990,8 +2993,7 @@ def _live(entry: Any) -> bool:
 
 
 class _NotSent(DPoPError):
-    """A network failure before any byte of the request went out: a retry
-    cannot repeat it, whatever the method."""
+    """A network failure before any byte went out: a retry repeats nothing, whatever the method."""
 
 
 def _http_date(value: Optional[str]) -> Optional[float]:
@@ -4362,10 +4364,6 @@ def _check_proxy(value: str) -> str:
     return value
 
 
-def _check_noproxy(value: str) -> str:
-    return _check_text(value) if value else value
-
-
 def _check_secret(value: str) -> str:
     if not value or _CONTROLS.search(value):
         raise ValueError("is empty, or holds control characters or bytes that are not UTF-8")  # never echo it
@@ -4400,8 +4398,8 @@ _CHECKS: Dict[str, Callable[[str], Any]] = {  # an option's kind -> its check ("
     "flag": _check_flag, "url": _check_url, "infile": _check_infile, "cafile": _check_cafile,
     "outfile": _check_outfile, "newfile": _check_newfile, "header": _check_header, "cache": _check_cache,
     "param": _check_param, "data": _check_data, "method": _check_method, "nonce": _check_nonce,
-    "secret": _check_secret, "proxy": _check_proxy, "noproxy": _check_noproxy, "choice": _check_text,
-    "writeout": _check_writeout,
+    "secret": _check_secret, "proxy": _check_proxy, "choice": _check_text, "writeout": _check_writeout,
+    "noproxy": lambda value: value and _check_text(value),  # "" is allowed: no host bypasses the proxy
 }
 # fmt: on
 

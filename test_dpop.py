@@ -1454,6 +1454,28 @@ def test_key_tables_are_cached_and_bounded(monkeypatch):
     assert len(dpop._key_tables) <= 4 * 2
 
 
+def test_keys_in_rotation_beyond_the_cache_never_thrash_it(monkeypatch):
+    # issue 15: 1,024 keys remembered as seen but 256 tables meant 300 clients in turn built a table per proof
+    monkeypatch.setattr(dpop, "_KEY_TABLE_SLOTS", 2)
+    monkeypatch.setattr(dpop, "_key_tables", {})
+    builds, real = [], dpop._build_table
+
+    def counted(x, y, width):
+        builds.extend([(x, y)] * (width == dpop._KEY_TABLE_WIDTH))
+        return real(x, y, width)
+
+    monkeypatch.setattr(dpop, "_build_table", counted)
+    keys = [dpop.generate_key() for _ in range(3)]
+    for round_ in range(4):
+        for key in keys:  # three keys in turn through two slots: a table would be evicted before its next use
+            dpop.verify_proof(dpop.make_proof(key, "GET", URL, now=NOW), method="GET", url=URL, now=NOW)
+    assert builds == []
+    for round_ in range(4):
+        for key in keys[:2]:  # two keys in turn fit: each earns its table once, then uses it
+            dpop.verify_proof(dpop.make_proof(key, "GET", URL, now=NOW), method="GET", url=URL, now=NOW)
+    assert sorted(builds) == sorted(key.public_point for key in keys[:2])
+
+
 # ===========================================================================
 # Interop with independent implementations (Node.js: npm dpop, jose)
 # ===========================================================================

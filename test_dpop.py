@@ -1466,11 +1466,11 @@ def test_keys_in_rotation_beyond_the_cache_never_thrash_it(monkeypatch):
 
     monkeypatch.setattr(dpop, "_build_table", counted)
     keys = [dpop.generate_key() for _ in range(3)]
-    for round_ in range(4):
+    for _ in range(4):
         for key in keys:  # three keys in turn through two slots: a table would be evicted before its next use
             dpop.verify_proof(dpop.make_proof(key, "GET", URL, now=NOW), method="GET", url=URL, now=NOW)
     assert builds == []
-    for round_ in range(4):
+    for _ in range(4):
         for key in keys[:2]:  # two keys in turn fit: each earns its table once, then uses it
             dpop.verify_proof(dpop.make_proof(key, "GET", URL, now=NOW), method="GET", url=URL, now=NOW)
     assert sorted(builds) == sorted(key.public_point for key in keys[:2])

@@ -5669,13 +5669,22 @@ def test_challenge_parsing_stays_linear():
 
 
 def test_redis_replay_cache_never_takes_a_deferred_answer_as_new(redis_server):
+    import asyncio
+
     import redis.asyncio
 
     port, _ = redis_server
     proof = dpop.make_proof(dpop.generate_key(), "GET", "https://api.example/x")
-    for deferred in (redis.asyncio.Redis(host="127.0.0.1", port=port), redis_client(port).pipeline()):
+
+    def refused(deferred):
         with raises_code("replay_store"):  # a coroutine or a pipeline is truthy: it must not read as "stored"
             dpop.verify_proof(proof, method="GET", url="https://api.example/x", replay=dpop.RedisReplayCache(deferred))
+
+    async def in_a_loop():  # Python 3.9's asyncio client wants a running loop
+        refused(redis.asyncio.Redis(host="127.0.0.1", port=port))
+
+    asyncio.run(in_a_loop())
+    refused(redis_client(port).pipeline())
 
 
 def test_httpx_following_redirects_without_the_hook_is_refused(client_key, two_origins):

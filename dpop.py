@@ -4387,8 +4387,8 @@ def _write_out(fmt: str, values: Mapping[str, str]) -> None:
     import sys
 
     escapes = {"\\n": "\n", "\\r": "\r", "\\t": "\t", "\\\\": "\\", "%%": "%"}
-    text = _WRITE_OUT.sub(lambda m: values[m.group(1)] if m.group(1) else escapes[m.group(0)], fmt)
-    sys.stdout.buffer.write(_printable(text).encode("utf-8", "replace"))
+    text = _WRITE_OUT.sub(lambda m: _printable(values[m.group(1)]) if m.group(1) else escapes[m.group(0)], fmt)
+    sys.stdout.buffer.write(text.encode("utf-8", "replace"))  # the server's values cleaned, the escapes kept
     sys.stdout.flush()
 
 

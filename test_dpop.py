@@ -5836,6 +5836,8 @@ def test_cli_write_out_with_the_values_the_server_saw(echo_server, key_file, tmp
     echo_server.script.on(lambda h: h.path == "/api/gone", lambda h: (h.reply(404, {"error": "nope"}), True)[1])
     done = cli(echo_server, key_file, "-w", "%{response_code}\\n", echo_server.base_url + "/api/gone")
     assert done.returncode == 4 and done.stdout.endswith(b"404\n")
+    done = cli(echo_server, key_file, "-o", str(out), "-w", "%{http_code}\\r\\n", echo_server.api_url)
+    assert done.stdout == b"200\r\n"
     done = cli(echo_server, key_file, "-w", "%{size_upload}", echo_server.api_url)
     assert done.returncode == 2 and b"--write-out" in done.stderr
 

@@ -779,20 +779,15 @@ _MAX_KEY_INPUT = 64 * 1024
 
 _OID_EC_PUBLIC_KEY = bytes.fromhex("2a8648ce3d0201")  # 1.2.840.10045.2.1
 _OID_P256 = bytes.fromhex("2a8648ce3d030107")  # 1.2.840.10045.3.1.7
+# fmt: off
 _KNOWN_OIDS = {
-    "1.2.840.113549.1.1.1": "an RSA key",
-    "1.2.840.10040.4.1": "a DSA key",
-    "1.3.101.112": "an Ed25519 key",
-    "1.3.101.113": "an Ed448 key",
-    "1.3.101.110": "an X25519 key",
-    "1.3.132.0.34": "curve P-384",
-    "1.3.132.0.35": "curve P-521",
-    "1.3.132.0.10": "curve secp256k1",
-    "1.2.840.10045.3.1.1": "curve P-192",
-    "1.3.132.0.33": "curve P-224",
-    "1.3.36.3.3.2.8.1.1.7": "curve brainpoolP256r1",
+    "1.2.840.113549.1.1.1": "an RSA key", "1.2.840.10040.4.1": "a DSA key", "1.3.101.112": "an Ed25519 key",
+    "1.3.101.113": "an Ed448 key", "1.3.101.110": "an X25519 key", "1.3.132.0.34": "curve P-384",
+    "1.3.132.0.35": "curve P-521", "1.3.132.0.10": "curve secp256k1", "1.2.840.10045.3.1.1": "curve P-192",
+    "1.3.132.0.33": "curve P-224", "1.3.36.3.3.2.8.1.1.7": "curve brainpoolP256r1",
     "1.2.840.113549.1.5.13": "PBES2 encryption",
 }
+# fmt: on
 
 _SEQUENCE, _INTEGER, _BIT_STRING, _OCTET_STRING, _OID = 0x30, 0x02, 0x03, 0x04, 0x06
 
@@ -827,8 +822,7 @@ def _der_sequence(data: bytes, what: str) -> List[Tuple[int, bytes]]:
     tag, body, end = _der_read(data, 0)
     if tag != _SEQUENCE or end != len(data):
         raise _bad_der("%s is not a single SEQUENCE" % what)
-    items = []
-    pos = 0
+    items, pos = [], 0
     while pos < len(body):
         tag, value, pos = _der_read(body, pos)
         items.append((tag, value))
@@ -881,8 +875,7 @@ def _check_curve(param: Tuple[int, bytes]) -> None:
 def _point_from_octets(data: bytes) -> Affine:
     """SEC 1 §2.3.4: 04||X||Y or 02/03||X; refuses infinity and off-curve points."""
     if len(data) == 65 and data[0] == 4:
-        x = int.from_bytes(data[1:33], "big")
-        y = int.from_bytes(data[33:], "big")
+        x, y = int.from_bytes(data[1:33], "big"), int.from_bytes(data[33:], "big")
     elif len(data) == 33 and data[0] in (2, 3):
         x = int.from_bytes(data[1:], "big")
         if x >= p:
@@ -920,9 +913,7 @@ def _parse_sec1(der: bytes, outer_curve_checked: bool) -> Tuple[int, Optional[Af
     if items[1][0] != _OCTET_STRING or len(items[1][1]) != 32:
         raise _bad_der("ECPrivateKey privateKey must be 32 bytes")
     d = int.from_bytes(items[1][1], "big")
-    public = None
-    seen_params = False
-    last = 0
+    public, seen_params, last = None, False, 0
     for tag, value in items[2:]:
         if tag == 0xA0 and last < 1:  # [0] ECParameters
             _check_curve(_der_read_exact(value))
@@ -1004,16 +995,9 @@ def _encode_spki(x: int, y: int) -> bytes:
 def _encode_pkcs8(d: int, x: int, y: int) -> bytes:
     algorithm = _der_tlv(_SEQUENCE, _der_tlv(_OID, _OID_EC_PUBLIC_KEY) + _der_tlv(_OID, _OID_P256))
     point = b"\x00\x04" + _int_to_bytes32(x) + _int_to_bytes32(y)
-    ec_private_key = _der_tlv(
-        _SEQUENCE,
-        _der_tlv(_INTEGER, b"\x01")
-        + _der_tlv(_OCTET_STRING, _int_to_bytes32(d))
-        + _der_tlv(0xA1, _der_tlv(_BIT_STRING, point)),
-    )
-    return _der_tlv(
-        _SEQUENCE,
-        _der_tlv(_INTEGER, b"\x00") + algorithm + _der_tlv(_OCTET_STRING, ec_private_key),
-    )
+    private = _der_tlv(_INTEGER, b"\x01") + _der_tlv(_OCTET_STRING, _int_to_bytes32(d))
+    ec_private_key = _der_tlv(_SEQUENCE, private + _der_tlv(0xA1, _der_tlv(_BIT_STRING, point)))
+    return _der_tlv(_SEQUENCE, _der_tlv(_INTEGER, b"\x00") + algorithm + _der_tlv(_OCTET_STRING, ec_private_key))
 
 
 _PEM_LABEL = re.compile(r"[A-Z0-9 ]{1,64}")
@@ -1065,9 +1049,8 @@ def _pem_to_der(text: str) -> bytes:
             raise DPoPError("unsupported_key", "PEM block '%s' is not a key this module reads" % label)
         if ":" in body:  # RFC 1421 headers: only legacy encryption uses them
             if "ENCRYPTED" in body.split("\n\n")[0].upper():
-                raise DPoPError(
-                    "encrypted_key", "the PEM key is encrypted; decrypt it first (openssl ec -in FILE -out PLAIN)"
-                )
+                why = "the PEM key is encrypted; decrypt it first (openssl ec -in FILE -out PLAIN)"
+                raise DPoPError("encrypted_key", why)
             raise DPoPError("bad_key", "PEM headers are not supported")
         found.append((label, body))
     if not found:
@@ -1076,10 +1059,9 @@ def _pem_to_der(text: str) -> bytes:
         raise DPoPError("bad_key", "more than one key in the PEM text")
     label, body = found[0]
     try:
-        der = base64.b64decode("".join(body.split()), validate=True)
+        return base64.b64decode("".join(body.split()), validate=True)
     except (binascii.Error, ValueError):
         raise DPoPError("bad_key", "PEM body is not base64") from None
-    return der
 
 
 def _pem(label: str, der: bytes) -> str:
@@ -2411,7 +2393,6 @@ class Response:
         """The body decoded with the Content-Type charset (UTF-8 by default)."""
         import codecs
 
-        charset = "utf-8"
         match = re.search(r";\s*charset=\"?([A-Za-z0-9._-]+)", self.headers.get("Content-Type", "") or "")
         try:
             name = codecs.lookup(match.group(1)).name if match else "utf-8"
@@ -2419,12 +2400,8 @@ class Response:
             name = "utf-8"
         # Only plain character maps and UTFs: a server may name a codec that is
         # not text (rot13), strict (idna) or quadratic (punycode).
-        if re.fullmatch(
-            r"utf-(8|16|32)(-[lb]e)?|ascii|latin-1|iso8859-\d+|cp\d+|koi8-\w|mac-\w+|shift_jis|euc_\w+|gb\w+|big5\w*",
-            name,
-        ):
-            charset = name
-        return self.body.decode(charset, "replace")
+        ok = r"utf-(8|16|32)(-[lb]e)?|ascii|latin-1|iso8859-\d+|cp\d+|koi8-\w|mac-\w+|shift_jis|euc_\w+|gb\w+|big5\w*"
+        return self.body.decode(name if re.fullmatch(ok, name) else "utf-8", "replace")
 
     def json(self) -> Any:
         """The body parsed as JSON; DPoPError(bad_json) if it is not."""
@@ -2571,15 +2548,11 @@ class _SessionLog:
     """
 
     def __init__(self, sink: Any, scrub: _Scrubber) -> None:
-        self._own = False
-        if isinstance(sink, (str, os.PathLike)):
-            sink = _open_private(sink)
-            self._own = True
+        self._own = isinstance(sink, (str, os.PathLike))
+        sink = _open_private(sink) if self._own else sink
         if not callable(getattr(sink, "write", None)):
             raise _type_error("session_log", "a path or a text file object", sink)
-        self._sink = sink
-        self._scrub = scrub
-        self._lock = threading.Lock()
+        self._sink, self._scrub, self._lock = sink, scrub, threading.Lock()
 
     def _body(self, body: Optional[bytes], mask: Optional[Callable[[str], str]]) -> str:
         if not body:
@@ -2703,27 +2676,38 @@ class _Pool:
     """Idle keep-alive connections per (scheme, host, port, proxy).
 
     The TLS context is made on the first https connection: loading the CA
-    store costs ~30 ms, which a run against loopback http never needs.
-    ``proxies`` maps a scheme to its proxy (or None); ``no_proxy`` is a
-    NO_PROXY list.
+    store costs ~30 ms, which a run against loopback http never needs. A new
+    connection (its proxy tunnel and TLS handshake too) has ``connect``
+    seconds; then each read or write has ``timeout``. ``cert``: the client
+    certificate file, or (certificate, key) files.
     """
 
-    def __init__(self, timeout: float, context: Any, cafile: _Text, proxy: Optional[_Proxy], no_proxy: str) -> None:
-        self._timeout, self._context, self._cafile = timeout, context, cafile
-        self._proxy, self._no_proxy = proxy, no_proxy
+    def __init__(
+        self, connect: float, timeout: float, context: Any, cafile: _Text, proxy: Optional[_Proxy], no_proxy: str,
+        cert: Union[str, Tuple[str, str], None],
+    ) -> None:  # fmt: skip
+        self._connect, self.timeout, self._context, self._cafile = connect, timeout, context, cafile
+        self._proxy, self._no_proxy, self._cert = proxy, no_proxy, cert
         self._idle: Dict[Tuple[str, str, int, Optional[_Proxy]], List[Any]] = {}
         self._lock = threading.Lock()
 
     def _tls(self) -> Any:
+        import ssl
+
         with self._lock:
             if self._context is None:
-                import ssl
-
                 try:
                     self._context = ssl.create_default_context(cafile=self._cafile)
                 except (OSError, ssl.SSLError) as exc:
                     why = "cannot load CA certificates %s%s" % (self._cafile or "", _reason(exc))
                     raise DPoPError("tls", why) from None
+            if self._cert is not None:  # RFC 8705 §2: shown to every server that asks for one
+                cert, key = (self._cert, None) if isinstance(self._cert, str) else self._cert
+                try:  # an encrypted key gets "" rather than a prompt on the terminal
+                    self._context.load_cert_chain(cert, key, password="")
+                except (OSError, ssl.SSLError) as exc:
+                    raise DPoPError("tls", "cannot load client certificate %s%s" % (cert, _reason(exc))) from None
+                self._cert = None
             return self._context
 
     def _key(self, target: _Target) -> Tuple[str, str, int, Optional[_Proxy]]:
@@ -2747,9 +2731,9 @@ class _Pool:
         where = (host, target.port) if proxy is None else (proxy.host, proxy.port)
         conn: Any
         if target.scheme == "https":
-            conn = http.client.HTTPSConnection(*where, timeout=self._timeout, context=self._tls())
+            conn = http.client.HTTPSConnection(*where, timeout=self._connect, context=self._tls())
         else:
-            conn = http.client.HTTPConnection(*where, timeout=self._timeout)
+            conn = http.client.HTTPConnection(*where, timeout=self._connect)
         if proxy is None:
             return conn, False
         conn.set_tunnel(host, target.port, {"Proxy-Authorization": proxy.auth} if proxy.auth else None)
@@ -2909,11 +2893,8 @@ class FileTokenCache:
             return {}
         with os.fdopen(fd, "rb") as f:
             info = os.fstat(fd)
-            if (
-                not stat.S_ISREG(info.st_mode)
-                or info.st_mode & 0o077
-                or info.st_uid != getattr(os, "geteuid", lambda: info.st_uid)()
-            ):
+            uid = getattr(os, "geteuid", lambda: info.st_uid)()
+            if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077 or info.st_uid != uid:
                 self._say("not a private file of this user (mode 0600)")
                 return {}
             try:
@@ -2979,17 +2960,15 @@ class FileTokenCache:
 
 def _live(entry: Any) -> bool:
     """A token cache entry that is well formed and not expired (a file's content is never trusted)."""
-    until = entry.get("until") if isinstance(entry, dict) else None
-    token, nonces = (entry.get("access_token"), entry.get("nonces")) if isinstance(entry, dict) else (None, None)
-    return (
-        isinstance(until, (int, float))
-        and not isinstance(until, bool)
-        and until > time.time()
-        and isinstance(token, str)
-        and _TOKEN68.fullmatch(token) is not None
-        and isinstance(nonces, dict)
-        and all(isinstance(v, str) and len(v) <= _MAX_NONCE and _NQCHAR.fullmatch(v) for v in nonces.values())
-    )
+    got: Dict[str, Any] = entry if isinstance(entry, dict) else {}
+    until, token, nonces = got.get("until", 0), got.get("access_token"), got.get("nonces")
+    fresh = type(until) in (int, float) and until > time.time()
+    tidy = isinstance(nonces, dict) and all(map(_good_nonce, nonces.values()))
+    return fresh and tidy and isinstance(token, str) and _TOKEN68.fullmatch(token) is not None
+
+
+def _good_nonce(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= _MAX_NONCE and _NQCHAR.fullmatch(value) is not None
 
 
 class _NotSent(DPoPError):
@@ -3052,7 +3031,8 @@ class Client:
         assertion_kid: Optional[str] = None, assertion_alg: Optional[str] = None,
         assertion_audience: Optional[str] = None, max_retries: int = 2, retry_max_time: float = 60,
         clock_skew: float = 0, token_cache: Any = None, proxy: Optional[str] = None, no_proxy: Optional[str] = None,
-        trust_env: bool = True,
+        trust_env: bool = True, connect_timeout: Optional[float] = None,
+        client_cert: Union[str, Tuple[str, str], None] = None,
     ) -> None:  # fmt: skip
         if not isinstance(key, ECKey):
             key = load_key(key)
@@ -3072,12 +3052,11 @@ class Client:
         if auth_method.startswith("client_secret") and not client_secret:
             raise TypeError("auth_method %s needs client_secret=" % auth_method)
         self._assertion_key, kid = self._assertion_signer(auth_method, assertion_key, assertion_alg)
-        self._assertion_kid = assertion_kid or kid
-        self._assertion_alg = assertion_alg
+        self._assertion_kid, self._assertion_alg = assertion_kid or kid, assertion_alg
         self._assertion_audience = assertion_audience
         _setting("timeout", timeout, 0.001, 86400)
-        _setting("refresh_margin", refresh_margin, 0, 86400)
-        _setting("max_redirects", max_redirects, 0, 100, integer=True)
+        self._refresh_margin = _setting("refresh_margin", refresh_margin, 0, 86400)
+        self._max_redirects = _setting("max_redirects", max_redirects, 0, 100, integer=True)
         self._max_retries = _setting("max_retries", max_retries, 0, 100, integer=True)
         self._retry_max_time = _setting("retry_max_time", retry_max_time, 0, 86400)
         self._clock_skew = _setting("clock_skew", clock_skew, -86400, 86400)
@@ -3095,17 +3074,9 @@ class Client:
         # a cached token is only ever reused by the same client with the same key it is bound to
         facts = [token_endpoint or issuer, client_id, auth_method, scope, params, key.thumbprint()]
         self._cache_key = hashlib.sha256(_json_compact(facts)).hexdigest()
-        self._key = key
-        self._token_endpoint = token_endpoint
-        self._issuer = issuer
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._scope = scope
-        self._auth_method = auth_method
-        self._token_params = params
-        self._follow = bool(follow_redirects)
-        self._max_redirects = max_redirects
-        self._refresh_margin = refresh_margin
+        self._key, self._token_endpoint, self._issuer, self._client_id = key, token_endpoint, issuer, client_id
+        self._client_secret, self._scope, self._auth_method = client_secret, scope, auth_method
+        self._token_params, self._follow = params, bool(follow_redirects)
         self._scrub = _Scrubber()  # every secret this client knows, for logs and errors
         env = os.environ if trust_env else {}
         found = next((name for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY") if env.get(name)), None)
@@ -3117,9 +3088,12 @@ class Client:
         for secret in chosen.secrets if chosen else ():
             self._scrub.add(secret)
         no_proxy = (env.get("no_proxy") or env.get("NO_PROXY") or "") if no_proxy is None else no_proxy
-        self._pool = _Pool(timeout, ssl_context, cafile, chosen, no_proxy)
-        if cafile is not None:
-            self._pool._tls()  # a missing or broken bundle fails here, not at the first https request
+        connect = _setting("connect_timeout", timeout if connect_timeout is None else connect_timeout, 0.001, 86400)
+        if client_cert is not None and (ssl_context is not None or not isinstance(client_cert, (str, tuple))):
+            raise TypeError("client_cert= takes a file or (certificate, key) files, without ssl_context=")
+        self._pool = _Pool(connect, timeout, ssl_context, cafile, chosen, no_proxy, client_cert)
+        if cafile is not None or client_cert is not None:
+            self._pool._tls()  # a missing or broken file fails here, not at the first https request
         if client_secret:
             self._scrub.add(client_secret)
         self._log = _SessionLog(session_log, self._scrub) if session_log is not None else None
@@ -3185,20 +3159,9 @@ class Client:
                 extra = [(n, v) for n, v in extra if n.lower() in ("accept", "user-agent")]
         raise DPoPError("too_many_redirects", "more than %d redirects" % self._max_redirects)
 
-    def get(self, url: str, **kwargs: Any) -> Response:
-        return self.request("GET", url, **kwargs)
-
-    def post(self, url: str, **kwargs: Any) -> Response:
-        return self.request("POST", url, **kwargs)
-
-    def put(self, url: str, **kwargs: Any) -> Response:
-        return self.request("PUT", url, **kwargs)
-
-    def patch(self, url: str, **kwargs: Any) -> Response:
-        return self.request("PATCH", url, **kwargs)
-
-    def delete(self, url: str, **kwargs: Any) -> Response:
-        return self.request("DELETE", url, **kwargs)
+    get, post = functools.partialmethod(request, "GET"), functools.partialmethod(request, "POST")
+    put, patch = functools.partialmethod(request, "PUT"), functools.partialmethod(request, "PATCH")
+    delete = functools.partialmethod(request, "DELETE")
 
     def access_token(self) -> str:
         """The current access token, fetching or refreshing it if needed."""
@@ -3278,7 +3241,7 @@ class Client:
 
     def _remember_nonce(self, origin: str, headers: Headers) -> None:
         nonce = headers.get("DPoP-Nonce")
-        if nonce is not None and len(nonce) <= _MAX_NONCE and _NQCHAR.fullmatch(nonce):
+        if nonce is not None and _good_nonce(nonce):
             self._nonces[origin] = nonce
 
     def _note(self, text: str, kind: Optional[str] = None) -> None:
@@ -3432,6 +3395,10 @@ class Client:
                 headers = headers + [("Content-Length", str(len(body)))]
             sent = False
             try:
+                if not reused:  # connected within the connect timeout; then each read within the other
+                    if conn.sock is None:
+                        conn.connect()
+                    conn.sock.settimeout(self._pool.timeout)
                 if self._log is not None:
                     self._log.request(method, target, headers, body, mask[0] if mask else None)
                 conn.putrequest(method, target.target, skip_host=True, skip_accept_encoding=True)
@@ -3450,12 +3417,7 @@ class Client:
             except DPoPError:
                 conn.close()
                 raise
-            except (
-                http.client.RemoteDisconnected,
-                BrokenPipeError,
-                ConnectionResetError,
-                ConnectionAbortedError,
-            ) as exc:
+            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:  # RemoteDisconnected too
                 conn.close()
                 if reused and attempt == 0:
                     continue  # the server closed an idle keep-alive connection
@@ -3957,9 +3919,7 @@ class DemoServer:
     ) -> None:  # fmt: skip
         import http.server
 
-        self.require_nonce = require_nonce
-        self.token_lifetime = token_lifetime
-        self.authority = authority or self
+        self.require_nonce, self.token_lifetime, self.authority = require_nonce, token_lifetime, authority or self
         self.override = override
         self.signing_key = generate_key()
         self.nonces = NonceIssuer(os.urandom(32))
@@ -3968,8 +3928,7 @@ class DemoServer:
         self.client_keys: Dict[str, Union[ECKey, RSAKey]] = {}  # private_key_jwt: client_id -> public key
         self.assertions = ReplayCache()
         self.clock_skew = 0.0  # seconds this server's clock is ahead (tests of a client's skew handling)
-        self.tokens_issued = 0
-        self.api_calls = 0
+        self.tokens_issued = self.api_calls = 0
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler())
         self._httpd.daemon_threads = True
         # http.server has no typed slot for application state; the handler
@@ -4536,10 +4495,7 @@ class _Tee:
             sink.flush()
 
 
-_REQUEST_OPTIONS = (
-    _Opt("[METHOD]", "method", "HTTP method (or -X; default GET, or POST with a body)"),
-    _Opt("URL", "url", "the API URL (https, or http to a loopback host)"),
-    _Opt("-X --request", "method", "HTTP method, as in curl", metavar="METHOD"),
+_CLIENT_OPTIONS = (  # the request and token commands'
     _Opt("--key", "infile", "private key: PEM, DER or JWK file; - for stdin", metavar="FILE"),
     _Opt("--token-endpoint", "url", "where to get tokens", metavar="URL"),
     _Opt("--issuer", "url", "find the token endpoint by RFC 8414 / OpenID discovery", metavar="URL"),
@@ -4552,22 +4508,26 @@ _REQUEST_OPTIONS = (
     _Opt("--assertion-kid", "text", "kid for the assertion header (default: the JWK's kid)", metavar="KID"),
     _Opt("--assertion-alg", "choice", "the assertion's alg", choices=sum(_ASSERTION_ALGS.values(), ())),
     _Opt("--assertion-audience", "text", "the assertion's aud (default: the token endpoint)", metavar="AUD"),
-    _Opt(
-        "--param",
-        "param",
-        "extra token request parameter (repeatable; variable: k=v&k2=v2)",
-        metavar="K=V",
-        repeat=True,
-    ),
+    _Opt("--param", "param", "extra token request field (repeatable; variable: k=v&k2=v2)", metavar="K=V", repeat=True),
     _Opt("-v --verbose", "flag", "trace every exchange to stderr (secrets masked)"),
     _Opt("--session-log", "outfile", "append every exchange to FILE (secrets masked; mode 0600)", metavar="FILE"),
     _Opt("--timeout", "seconds", "per socket operation (default 30)", metavar="SECONDS"),
+    _Opt("--max-time", "seconds", "the whole operation, token included (POSIX)", metavar="SECONDS"),
+    _Opt("--connect-timeout", "seconds", "each connection's set-up, TLS too (default: --timeout)", metavar="SECONDS"),
     _Opt("--retry", "count", "retries after 429/503 or a failed connection (default 2)", metavar="N"),
     _Opt("--retry-max-time", "seconds", "stop retrying after this many seconds (default 60)", metavar="SECONDS"),
     _Opt("--token-cache", "cache", "keep the token for later runs (default ~/.cache/dpop/tokens.json)", metavar="FILE"),
     _Opt("--cacert", "cafile", "trust these CA certificates (PEM)", metavar="FILE"),
+    _Opt("-E --cert", "infile", "TLS client certificate (PEM, with its key unless --cert-key)", metavar="FILE"),
+    _Opt("--cert-key", "infile", "the client certificate's private key (PEM)", metavar="FILE"),
     _Opt("-x --proxy", "proxy", 'http://[user:password@]host[:port]; "" for none (default: *_PROXY)', metavar="URL"),
     _Opt("--noproxy", "noproxy", "hosts, domains or CIDR blocks to reach directly (replaces NO_PROXY)", metavar="LIST"),
+)
+_REQUEST_OPTIONS = (
+    _Opt("[METHOD]", "method", "HTTP method (or -X; default GET, or POST with a body)"),
+    _Opt("URL", "url", "the API URL (https, or http to a loopback host)"),
+    _Opt("-X --request", "method", "HTTP method, as in curl", metavar="METHOD"),
+    *_CLIENT_OPTIONS,
     _Opt("-H --header", "header", "request header (repeatable; variable: one per line)", metavar="'N: V'", repeat=True),
     _Opt("-d --data", "data", "request body; @FILE reads a file, @- stdin (CR and LF dropped)", metavar="DATA"),
     _Opt("--data-binary", "data", "request body; @FILE and @- byte for byte", metavar="DATA"),
@@ -4577,9 +4537,7 @@ _REQUEST_OPTIONS = (
     _Opt("-f --fail", "flag", "no body on stdout for HTTP 4xx/5xx (the exit status says which)"),
     _Opt("-s --silent", "flag", "print no error or warning (exit status only)"),
     _Opt("-S --show-error", "flag", "with -s: print errors all the same"),
-    _Opt(
-        "-w --write-out", "writeout", "after the transfer print FMT: %%{http_code}, %%{time_total}, ...", metavar="FMT"
-    ),
+    _Opt("-w --write-out", "writeout", "after the transfer print FMT: %%{http_code}, %%{time_total}...", metavar="FMT"),
     _Opt("-o --output", "outfile", "write the body to FILE", metavar="FILE"),
     _Opt("-L --location", "flag", "follow redirects (credentials stay with the first origin)"),
 )
@@ -4611,8 +4569,9 @@ on/off.
 
 
 def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int]) -> int:
-    """Build the Client from the options, run ``act`` with it, and close it
-    (and the session log) whatever happens."""
+    """Build the Client from the options, run ``act`` with it (within
+    --max-time), and close it (and the session log) whatever happens."""
+    import signal
     import sys
 
     secret = args["client_secret"]
@@ -4649,6 +4608,10 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
     settings.update(token_params=args["param"], cafile=args["cacert"], follow_redirects=bool(args.get("location")))
     settings.update(timeout=args["timeout"] or 30, retry_max_time=args["retry_max_time"] or 60)
     settings.update(max_retries=2 if args["retry"] is None else args["retry"], auth_method=auth_method)
+    if args["cert_key"] and not args["cert"]:
+        raise DPoPError("usage", "--cert-key FILE goes with --cert FILE")
+    cert = (args["cert"], args["cert_key"]) if args["cert_key"] else args["cert"]
+    settings.update(connect_timeout=args["connect_timeout"], client_cert=cert)
     if args["token_cache"] is not None:
         settings["token_cache"] = FileTokenCache(args["token_cache"] or None, warn=say)
     log_file = _open_private(args["session_log"]) if args["session_log"] else None
@@ -4656,16 +4619,32 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
     if terminal or log_file:
         settings["session_log"] = _Tee(terminal, *[log_file] * (log_file is not None))
 
+    def out_of_time(*_: Any) -> None:
+        raise _OutOfTime()
+
+    timer = getattr(signal, "setitimer", None) if args["max_time"] else None  # POSIX; elsewhere --timeout only
+    if timer is not None:
+        previous = signal.signal(signal.SIGALRM, out_of_time)  # main() in the main thread only, as signals are
+        timer(signal.ITIMER_REAL, args["max_time"])
     try:
         with Client(key, client_secret=secret or None, assertion_key=assertion_key, **settings) as client:
             scrub.others.append(client._scrub)  # the tokens it gets are masked in our errors too
             return act(client)
+    except _OutOfTime:
+        raise DPoPError("timeout", "the operation took longer than --max-time %g s" % args["max_time"]) from None
     finally:
+        if timer is not None:
+            timer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
         if log_file is not None:
             try:
                 log_file.close()
             except OSError:  # already reported by the write that failed
                 pass
+
+
+class _OutOfTime(BaseException):
+    """--max-time ran out: a BaseException, so that no retry or error handler takes it."""
 
 
 def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
@@ -4715,6 +4694,24 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
         if args["silent"] and not args["show_error"]:  # curl's -s: the exit status says it all
             raise SystemExit(_exit_status(exc)) from None
         raise
+
+
+def _cli_token(argv: List[str], scrub: _Scrubber) -> int:
+    import sys
+
+    args = _parse("token", argv)
+    _check_together(args)
+
+    def show(client: Client) -> int:
+        token = client._current_token()
+        answer: Dict[str, Any] = {"access_token": token.value, "token_type": "DPoP"}
+        if token.refresh_at is not None:  # the seconds left, as expires_in counts them
+            margin = min(client._refresh_margin, (token.lifetime or 0) / 2)
+            answer["expires_in"] = max(0, int(token.refresh_at - time.monotonic() + margin))
+        sys.stdout.write(token.value + "\n" if args["raw"] else json.dumps(answer, indent=2) + "\n")
+        return 0
+
+    return _cli_run(args, scrub, show)
 
 
 def _check_together(args: Dict[str, Any]) -> None:
@@ -4896,22 +4893,16 @@ def self_test() -> List[str]:
 def _cli_selftest(argv: List[str], scrub: _Scrubber) -> int:
     _parse("selftest", argv)
     failures = self_test()
-    print(
-        "dpop selftest: " + ("FAILED: " + ", ".join(failures) if failures else "ok (RFC 6979, RFC 9449, round trips)")
-    )
+    print("dpop selftest: " + ("FAILED: " + ", ".join(failures) if failures else "ok (RFC 6979, RFC 9449, round trip)"))
     return 1 if failures else 0
 
 
+_SUBCOMMANDS = "demo keygen jwk proof token selftest"
 _KEY_OPTION = _Opt("--key", "infile", "PEM, DER or JWK file; - for stdin", metavar="FILE")
 
 # name: (function, description, example, options)
 _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequence[_Opt]]] = {
-    "request": (
-        _cli_request,
-        _REQUEST_DESCRIPTION,
-        _REQUEST_EXAMPLE % "demo keygen jwk proof selftest",
-        _REQUEST_OPTIONS,
-    ),
+    "request": (_cli_request, _REQUEST_DESCRIPTION, _REQUEST_EXAMPLE % _SUBCOMMANDS, _REQUEST_OPTIONS),
     "keygen": (
         _cli_keygen,
         "Make a new P-256 key and print it (or write it) as PKCS#8 PEM.",
@@ -4946,6 +4937,12 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
             _Opt("--port", "port", "the authorization server's port (default: any free one)", metavar="PORT"),
             _Opt("--key", "infile", "use this key instead of a new one", metavar="FILE"),
         ),
+    ),
+    "token": (
+        _cli_token,
+        "Fetch a DPoP-bound access token; print the token response as JSON (expires_in: the seconds left).",
+        "example: TOKEN=$(python dpop.py token --raw --key k.pem --token-endpoint URL --client-id ID)",
+        (*_CLIENT_OPTIONS, _Opt("--raw", "flag", "print only the access token")),
     ),
     "selftest": (_cli_selftest, "Run the known-answer tests.", "example: python dpop.py selftest", ()),
 }

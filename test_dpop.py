@@ -2854,6 +2854,87 @@ def test_cli_cacert(tls_server, key_file):
 
 
 # ===========================================================================
+# Client certificates (issue 14; RFC 8705 tls_client_auth): a TLS server that
+# requires one and records the one it got
+# ===========================================================================
+
+
+@pytest.fixture
+def mtls_server():
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(TLS / "server.pem", TLS / "server.key")
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(TLS / "client.pem")
+    presented = []
+
+    def record(handler):
+        presented.append((handler.path.split("?")[0], handler.connection.getpeercert(binary_form=True)))
+        return False
+
+    with dpop.DemoServer(ssl_context=context, override=record) as server:
+        server.presented = presented
+        yield server
+
+
+def client_cert_der():
+    import ssl
+
+    return ssl.PEM_cert_to_DER_cert((TLS / "client.pem").read_text())
+
+
+def test_client_certificate_goes_to_the_token_endpoint_and_the_api(mtls_server, client_key):
+    for cert in (str(TLS / "client-with-key.pem"), (str(TLS / "client.pem"), str(TLS / "client.key"))):
+        del mtls_server.presented[:]
+        with tls_client(mtls_server, client_key, client_cert=cert) as client:
+            assert client.get(mtls_server.api_url).status == 200
+        assert [path for path, _ in mtls_server.presented] == ["/connect/token", "/api/dpop/test"]
+        assert {der for _, der in mtls_server.presented} == {client_cert_der()}
+
+
+def test_client_certificate_missing_bad_or_beside_a_context(mtls_server, client_key, tmp_path):
+    import ssl
+
+    with tls_client(mtls_server, client_key) as client:  # the server's handshake refuses it
+        with pytest.raises(DPoPError) as info:
+            client.access_token()
+    assert info.value.code in ("tls", "network") and mtls_server.presented == []
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    for cert in (str(bad), str(tmp_path / "missing.pem"), (str(TLS / "client.pem"), str(TLS / "server.key"))):
+        with raises_code("tls") as info:  # when the client is made, before any request
+            tls_client(mtls_server, client_key, client_cert=cert)
+        assert "client certificate" in info.value.message
+    with pytest.raises(TypeError):
+        make_client(
+            mtls_server,
+            client_key,
+            client_cert=str(TLS / "client-with-key.pem"),
+            ssl_context=ssl.create_default_context(),
+        )
+
+
+def test_cli_cert_and_cert_key(mtls_server, key_file):
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET, "DPOP_CACERT": str(TLS / "server.pem")}
+    for args, more in (
+        (["-E", str(TLS / "client-with-key.pem")], {}),
+        (["--cert", str(TLS / "client.pem"), "--cert-key", str(TLS / "client.key")], {}),
+        ([], {"DPOP_CERT": str(TLS / "client.pem"), "DPOP_CERT_KEY": str(TLS / "client.key")}),
+    ):
+        del mtls_server.presented[:]
+        done = run_cli(*cli_flow_args(mtls_server, key_file, *args, mtls_server.api_url), env=dict(env, **more))
+        assert done.returncode == 0, (args, done.stderr)
+        assert {der for _, der in mtls_server.presented} == {client_cert_der()} and len(mtls_server.presented) == 2
+    done = run_cli(
+        *cli_flow_args(mtls_server, key_file, "--cert-key", str(TLS / "client.key"), mtls_server.api_url), env=env
+    )
+    assert done.returncode == 2 and b"--cert-key FILE goes with --cert FILE" in done.stderr
+    done = run_cli(*cli_flow_args(mtls_server, key_file, mtls_server.api_url), env=env)
+    assert done.returncode == 3 and done.stderr.startswith((b"dpop: tls: ", b"dpop: network: "))
+
+
+# ===========================================================================
 # Proxies: a real tinyproxy on loopback, CONNECT tunnels to the TLS demo
 # ===========================================================================
 
@@ -5869,6 +5950,128 @@ def test_cli_head_and_include(echo_server, key_file):
     assert status.startswith(b"HTTP/1.1 200 OK") and json.loads(body)
 
 
+def jwt_claims(token):
+    return json.loads(dpop.b64url_decode(token.split(".")[1]))
+
+
+def test_cli_token_prints_a_bound_token(server, key_file, tmp_path):
+    jkt = dpop.load_key_file(str(key_file)).thumbprint()
+    done = run_cli("token", *cli_flow_args(server, key_file), env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET})
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert set(answer) == {"access_token", "token_type", "expires_in"} and answer["token_type"] == "DPoP"
+    assert 3590 <= answer["expires_in"] <= 3600 and isinstance(answer["expires_in"], int)
+    assert jwt_claims(answer["access_token"])["cnf"] == {"jkt": jkt}
+    cache = tmp_path / "tokens.json"
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET, "DPOP_TOKEN_CACHE": str(cache)}
+    raw = [run_cli("token", "--raw", *cli_flow_args(server, key_file), env=env) for _ in range(2)]
+    assert [done.returncode for done in raw] == [0, 0] and raw[0].stdout == raw[1].stdout
+    assert raw[0].stdout.count(b"\n") == 1 and raw[0].stdout.endswith(b"\n")
+    assert jwt_claims(raw[0].stdout.decode().strip())["cnf"] == {"jkt": jkt}
+    assert server.tokens_issued == 2  # the second --raw run took the cached token
+    done = run_cli("token", *cli_flow_args(server, key_file), env=env)  # the cached one, with the seconds left
+    assert json.loads(done.stdout)["access_token"] == raw[0].stdout.decode().strip()
+    assert 3500 <= json.loads(done.stdout)["expires_in"] <= 3600 and server.tokens_issued == 2
+    done = run_cli("token", "--key", str(key_file), "--client-id", "x", env=env)
+    assert done.returncode == 2 and b"--token-endpoint" in done.stderr
+
+
+def test_token_recipe_from_the_readme(server, key_file, tmp_path):
+    import http.client
+
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET, "DPOP_KEY": str(key_file), "DPOP_CLIENT_ID": "m2m.dpop"}
+    env.update(DPOP_TOKEN_ENDPOINT=server.token_endpoint, DPOP_TOKEN_CACHE=str(tmp_path / "cache.json"))
+    token_file = tmp_path / "token.txt"
+    token_file.write_bytes(run_cli("token", "--raw", env=env).stdout)
+    for _ in range(2):  # the same token, a new proof each time
+        proof = run_cli("proof", "--access-token-file", str(token_file), "GET", server.api_url, env=env)
+        assert proof.returncode == 0, proof.stderr
+        conn = http.client.HTTPConnection("127.0.0.1", port_of(server), timeout=10)
+        headers = {"Authorization": "DPoP " + token_file.read_text().strip(), "DPoP": proof.stdout.decode().strip()}
+        conn.request("GET", "/api/dpop/test", headers=headers)
+        assert conn.getresponse().status == 200
+        conn.close()
+    assert server.api_calls == 2 and server.tokens_issued == 1
+
+
+def test_cli_token_refused_names_the_reason(server, key_file):
+    done = run_cli("token", *cli_flow_args(server, key_file), env={"DPOP_CLIENT_SECRET": "wrong"})
+    assert done.returncode == 1 and done.stdout == b""
+    assert done.stderr.startswith(b"dpop: oauth_error: token endpoint: invalid_client")
+
+
+@pytest.fixture
+def mute_port():
+    """A loopback listener that accepts connections and never says a word."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(sock.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield sock.getsockname()[1]
+    sock.close()
+    for conn in held:
+        conn.close()
+
+
+def test_connect_timeout_covers_the_handshake_and_then_reads_get_the_timeout(mute_port, scripted, client_key):
+    endpoint = "https://127.0.0.1:%d/token" % mute_port  # TCP connects; the TLS handshake never ends
+    started = time.monotonic()
+    with dpop.Client(
+        client_key,
+        token_endpoint=endpoint,
+        client_id="c",
+        client_secret="s",
+        connect_timeout=0.3,
+        timeout=30,
+        max_retries=0,
+    ) as client:
+        with raises_code("timeout"):
+            client.access_token()
+    assert time.monotonic() - started < 20  # the connect timeout, not the 30 s one
+    scripted.script.on(is_api, lambda handler: time.sleep(0.8) or False)  # a slow answer on a connection made in time
+    with make_client(scripted, client_key, connect_timeout=0.3, timeout=10) as client:
+        assert client.get(scripted.api_url).status == 200
+    with pytest.raises(ValueError):
+        make_client(scripted, client_key, connect_timeout=0)
+    done = run_cli(
+        "--key",
+        "-",
+        "--token-endpoint",
+        endpoint,
+        "--client-id",
+        "c",
+        "--connect-timeout",
+        "0.3",
+        "--retry",
+        "0",
+        "https://127.0.0.1:%d/api" % mute_port,
+        env={"DPOP_CLIENT_SECRET": "s"},
+        input=client_key.to_pem().encode(),
+    )
+    assert done.returncode == 3 and done.stderr.startswith(b"dpop: timeout: ") and b"timed out" in done.stderr
+
+
+def test_cli_max_time_bounds_the_whole_operation(scripted, key_file):
+    scripted.script.on(lambda handler: handler.path == "/api/slow", lambda handler: time.sleep(5) or False)
+    started = time.monotonic()
+    done = cli(scripted, key_file, "--max-time", "1", scripted.base_url + "/api/slow")
+    assert done.returncode == 3 and done.stderr == b"dpop: timeout: the operation took longer than --max-time 1 s\n"
+    assert time.monotonic() - started < 4.5  # not the 5 s the API takes
+    done = cli(scripted, key_file, scripted.api_url, env={"DPOP_MAX_TIME": "30"})
+    assert done.returncode == 0, done.stderr  # ends well inside its time: the timer is gone by exit
+
+
 @pytest.mark.parametrize(
     "command, words",
     [
@@ -5877,6 +6080,7 @@ def test_cli_head_and_include(echo_server, key_file):
         ("proof", "Print one DPoP proof"),
         ("demo", "local authorization server"),
         ("selftest", "known-answer"),
+        ("token", "DPoP-bound access token"),
     ],
 )
 def test_each_subcommand_has_its_own_help(command, words):

@@ -5940,6 +5940,34 @@ def test_cli_silent_show_error_and_fail(echo_server, key_file):
     assert b"warning" not in done.stderr  # -s: no warnings either
 
 
+def test_cli_curl_flags_through_their_variables(echo_server, key_file, tmp_path):
+    gone = echo_server.base_url + "/api/gone"
+    echo_server.script.on(lambda h: h.path == "/api/gone", lambda h: (h.reply(404, {"error": "nope"}), True)[1])
+    data = tmp_path / "data"
+    data.write_bytes(b"a\r\nb")
+    url = echo_server.api_url
+    done = cli(echo_server, key_file, url, env={"DPOP_DATA": "@" + str(data)})
+    assert done.returncode == 0 and echo_server.seen[-1][0::2] == ("POST", b"ab")
+    done = cli(echo_server, key_file, url, env={"DPOP_DATA_BINARY": "@" + str(data)})
+    assert done.returncode == 0 and echo_server.seen[-1][0::2] == ("POST", b"a\r\nb")
+    done = cli(echo_server, key_file, url, env={"DPOP_HEAD": "1"})
+    assert done.returncode == 0 and echo_server.seen[-1][0] == "HEAD" and done.stdout.startswith(b"HTTP/1.1 200")
+    done = cli(echo_server, key_file, url, env={"DPOP_WRITE_OUT": "[%{http_code}]", "DPOP_OUTPUT": str(tmp_path / "o")})
+    assert done.returncode == 0 and done.stdout == b"[200]"
+    done = cli(echo_server, key_file, gone, env={"DPOP_FAIL": "yes"})
+    assert done.returncode == 4 and done.stdout == b""
+    done = cli(echo_server, key_file, gone, env={"DPOP_SILENT": "1", "DPOP_SHOW_ERROR": "1"})
+    assert done.returncode == 4 and done.stderr.startswith(b"dpop: http_status: 404 Not Found from ")
+    done = cli(echo_server, key_file, url, env={"DPOP_CONNECT_TIMEOUT": "5"})
+    assert done.returncode == 0
+    done = run_cli(
+        "token",
+        *cli_flow_args(echo_server, key_file),
+        env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET, "DPOP_RAW": "on"},
+    )
+    assert done.returncode == 0 and done.stdout.count(b"\n") == 1 and not done.stdout.startswith(b"{")
+
+
 def test_cli_head_and_include(echo_server, key_file):
     done = cli(echo_server, key_file, "-I", echo_server.api_url)
     assert done.returncode == 0 and echo_server.seen[-1][0] == "HEAD"

@@ -477,76 +477,100 @@ def _inverse_blinded(value: int, modulus: int, blind: int) -> int:
 # Why these widths: a table of width w holds m * 2^(w-1) points and costs m
 # additions to use, and only widths with w * (m - 1) <= 255 keep every row
 # but the last below n (w = 4 and w = 8 do not: there a row can meet an
-# exceptional case). For k*G two tables are staged: w = 3 (86 rows, 344
-# points, ~3 ms to build, ~0.3 ms per k*G) serves the first
-# _LARGE_TABLE_AFTER multiplications, so a short-lived process (the CLI
-# signs one or two proofs) starts fast; after that w = 13 (20 rows, 82k
-# points, ~11 MB, built once in about half a second by whichever call needs
-# it) makes every later signature ~2.5x cheaper. Measured against w = 12
-# (22 rows, 9.6 MB with both signs stored) it saves 8 us per signature (7%),
-# which the signing target needed. Rejected: the 8-bit table of the style
-# notes (33 additions: too slow), storing both signs (no faster here, 60%
-# more memory), a comb (needs doublings), and building at import time (every
-# importer would pay, including ones that never sign).
+# exceptional case).
+#
+# Tables for G grow in stages, rent or buy: a process starts on w = 3 (344
+# points, ~4 ms to build, k*G ~460 us) and moves to a wider table once its
+# k*G have cost about what the next table costs to build, so building never
+# more than doubles the time k*G has taken. Measured on CPython 3.11, x86-64
+# (build / k*G / live size): w = 7: 23 ms / 196 us / 0.3 MB; w = 10: 125 ms /
+# 141 us / 1.7 MB; w = 13: 750 ms / 114 us / 10.6 MB. The next table is built
+# in slices of _SLICE points (~20 ms), one per k*G, while the current one
+# serves, and replaces it when complete: no call pays for a whole table (w =
+# 13 in one call was a one-second pause). Rejected: building at import (every
+# importer would pay), a background thread (exit would wait for it or kill
+# it), w = 14 (21 MB for 5 us per signature), the 8-bit table of the style
+# notes (33 additions), storing both signs (no faster, 60% more memory) and a
+# comb (needs doublings).
 
 if TYPE_CHECKING:
     Row = Tuple[Tuple[int, ...], Tuple[int, ...]]  # (xs, ys) of j * base, j odd, index (j - 1) / 2
     Table = Tuple[int, Tuple[Row, ...]]  # (w, rows)
 
+_SLICE = 2048  # points per slice of a table built in stages
+
+
+def _table_rows(x: int, y: int, w: int) -> Iterator[Optional[Row]]:
+    """The rows of the width-w table for public affine point (x, y) in order,
+    a None after each slice of _SLICE points within a row (where a caller may
+    pause). Row i is B_i = 2^(w*i) P plus 2 B_i again and again, made affine
+    a slice at a time with one inversion. Variable-time."""
+    half = 1 << (w - 1)  # odd multiples 1, 3, ..., 2^w - 1
+    for _ in range(-(-257 // w)):
+        twice = _double(x, y, 1)
+        tx, ty = _batch_to_affine_vartime([twice])[0]
+        acc: Jacobian = (x, y, 1)
+        points: List[Affine] = []
+        for start in range(0, half, _SLICE):
+            chunk = [acc]  # the slice's points, then the next slice's first
+            for _ in range(min(_SLICE, half - start)):
+                acc = _add_mixed_vartime(acc, tx, ty)
+                chunk.append(acc)
+            points += _batch_to_affine_vartime(chunk[:-1])
+            yield None if len(points) < half else (tuple(q[0] for q in points), tuple(q[1] for q in points))
+        for _ in range(w - 1):
+            twice = _double(*twice)
+        x, y = _batch_to_affine_vartime([twice])[0]  # the next row's base, 2^w B_i
+
 
 def _build_table(x: int, y: int, w: int) -> Table:
-    """The width-w table for public affine point (x, y). Variable-time.
-
-    Three inversions in all: the row bases B_i = 2^(w*i) P come from
-    doublings, then every B_i and 2 B_i is made affine in one batch, then
-    every odd multiple of every row in another.
-    """
-    half = 1 << (w - 1)  # odd multiples 1, 3, ..., 2^w - 1
-    count = -(-257 // w)
-    chain: List[Jacobian] = [(x, y, 1)]
-    for _ in range(count - 1):
-        B = chain[-1]
-        for _ in range(w):
-            B = _double(*B)
-        chain.append(B)
-    bases = _batch_to_affine_vartime(chain)
-    twice = _batch_to_affine_vartime([_double(bx, by, 1) for bx, by in bases])
-    multiples: List[Jacobian] = []
-    for (bx, by), (tx, ty) in zip(bases, twice):
-        acc: Jacobian = (bx, by, 1)
-        multiples.append(acc)
-        for _ in range(half - 1):
-            acc = _add_mixed_vartime(acc, tx, ty)
-            multiples.append(acc)
-    affine = _batch_to_affine_vartime(multiples)
-    rows = []
-    for i in range(count):
-        entries = affine[i * half : (i + 1) * half]
-        rows.append((tuple(ax for ax, _ in entries), tuple(ay for _, ay in entries)))
-    return w, tuple(rows)
+    """The whole width-w table for public affine point (x, y) in one call. Variable-time."""
+    return w, tuple(row for row in _table_rows(x, y, w) if row is not None)
 
 
-_SMALL_WIDTH = 3
-_LARGE_WIDTH = 13
-_LARGE_TABLE_AFTER = 32  # k*G multiplications served by the small table first
-_g_tables: Dict[int, Table] = {}
+# (width, k*G multiplications before its build starts): each start is the
+# previous one plus the next table's build time over the current k*G time.
+_G_STAGES = ((3, 0), (7, 48), (10, 700), (13, 6000))
+_g_current: Optional[Table] = None  # replaced whole (one reference, so readers need no lock)
 _g_uses = 0
+_g_stage = 0  # the index in _G_STAGES of the current table
+_g_next: List[Row] = []  # the next stage's rows built so far
+_g_rows: Optional[Iterator[Optional[Row]]] = None  # and their generator
 _g_lock = threading.Lock()
 
 
 def _g_table() -> Table:
-    """The current fixed-base table for G, built on first use (never at import)."""
+    """The current table for G, built on first use (never at import); once the
+    next stage is due, each call also builds one slice of its table."""
     global _g_uses
     _g_uses += 1
-    w = _LARGE_WIDTH if _g_uses > _LARGE_TABLE_AFTER else _SMALL_WIDTH
-    table = _g_tables.get(w)
-    if table is None:
-        with _g_lock:
-            table = _g_tables.get(w)
-            if table is None:
-                table = _build_table(Gx, Gy, w)
-                _g_tables[w] = table
+    table = _g_current
+    due = _g_stage + 1 < len(_G_STAGES) and _g_uses > _G_STAGES[_g_stage + 1][1]
+    # a thread that finds another building a slice goes on with the current table
+    if (table is None or due) and _g_lock.acquire(blocking=table is None):
+        try:
+            table = _g_slice()
+        finally:
+            _g_lock.release()
+    if table is None:  # a blocking acquire always builds it
+        raise RuntimeError("dpop: internal error: no table for G")  # pragma: no cover
     return table
+
+
+def _g_slice() -> Table:
+    """Under _g_lock: the first table, or one slice of the next one."""
+    global _g_current, _g_stage, _g_rows
+    if _g_current is None:
+        _g_current = _build_table(Gx, Gy, _G_STAGES[0][0])
+    elif _g_stage + 1 < len(_G_STAGES):  # else another thread finished the last stage meanwhile
+        wider = _G_STAGES[_g_stage + 1][0]
+        _g_rows = _g_rows or _table_rows(Gx, Gy, wider)
+        row = next(_g_rows)
+        _g_next.extend([row] if row is not None else [])
+        if len(_g_next) == -(-257 // wider):
+            _g_current, _g_stage, _g_rows = (wider, tuple(_g_next)), _g_stage + 1, None
+            del _g_next[:]
+    return _g_current
 
 
 def _mul_fixed(k: int, table: Table) -> Jacobian:
@@ -764,6 +788,46 @@ def _verify_digest(
     if (X - r * ZZ) % p == 0:
         return True
     return r + n < p and (X - (r + n) * ZZ) % p == 0
+
+
+# Per-key tables make repeated verification (ECKey.verify, and so proofs and
+# JWS) ~3x cheaper. A key earns one on its second verified signature while
+# still among the last 256 keys seen once (a token endpoint that sees each
+# key once pays nothing; more clients in turn than tables never build one,
+# which would be evicted before its reuse). Width 5 costs ~10 ms and ~100 KB
+# per key; the LRU keeps 256 (~25 MB). One lock guards both; tables are
+# immutable once built.
+_KEY_TABLE_WIDTH = 5
+_KEY_TABLE_SLOTS = 256
+_key_tables: Dict[Affine, Optional[Table]] = {}
+_key_tables_lock = threading.Lock()
+
+
+def _key_table(point: Affine, verified: bool = False) -> Optional[Table]:
+    """Q's cached table, if it has one. Called again with verified=True after
+    a signature by Q verified: a key earns a table on its second verified
+    proof, so junk proofs (bad signatures) can neither fill the cache nor
+    make a table be built."""
+    with _key_tables_lock:
+        present = point in _key_tables
+        table = _key_tables.pop(point, None)
+        if present:
+            _key_tables[point] = table  # most recently used goes last
+        if table is not None or not verified:
+            return table
+        if not present:
+            _key_tables[point] = None  # seen once; the oldest of these go past _KEY_TABLE_SLOTS
+            seen = [q for q, t in _key_tables.items() if t is None]
+            for q in seen[: max(0, len(seen) - _KEY_TABLE_SLOTS)]:
+                del _key_tables[q]
+            return None
+    table = _build_table(point[0], point[1], _KEY_TABLE_WIDTH)
+    with _key_tables_lock:
+        _key_tables[point] = table
+        built = [q for q, t in _key_tables.items() if t is not None]
+        for q in built[: max(0, len(built) - _KEY_TABLE_SLOTS)]:
+            del _key_tables[q]
+    return table
 
 
 # =============================================================================
@@ -1095,11 +1159,8 @@ class ECKey:
     def _new(cls, d: Optional[int], x: int, y: int) -> ECKey:
         """Internal constructor for already-validated values."""
         key = object.__new__(cls)
-        object.__setattr__(key, "_d", d)
-        object.__setattr__(key, "_x", x)
-        object.__setattr__(key, "_y", y)
-        object.__setattr__(key, "_jkt", None)
-        object.__setattr__(key, "_header", None)
+        for name, value in zip(cls.__slots__, (d, x, y, None, None)):
+            object.__setattr__(key, name, value)
         return key
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -1121,12 +1182,8 @@ class ECKey:
 
     def public_jwk(self) -> Dict[str, str]:
         """{kty, crv, x, y}, coordinates as 32-byte base64url. Nothing else."""
-        return {
-            "kty": "EC",
-            "crv": "P-256",
-            "x": b64url_encode(_int_to_bytes32(self._x)),
-            "y": b64url_encode(_int_to_bytes32(self._y)),
-        }
+        x, y = (b64url_encode(_int_to_bytes32(c)) for c in (self._x, self._y))
+        return {"kty": "EC", "crv": "P-256", "x": x, "y": y}
 
     def private_jwk(self) -> Dict[str, str]:
         """The public JWK plus ``d``. Handle the result as a secret."""
@@ -1166,9 +1223,14 @@ class ECKey:
         return _int_to_bytes32(r) + _int_to_bytes32(s)
 
     def verify(self, data: BytesLike, signature: BytesLike) -> bool:
-        """True if ``signature`` (64 bytes r || s) is valid for ``data``. Never raises on bad bytes."""
-        digest = hashlib.sha256(_as_bytes("data", data)).digest()
-        return _verify_digest(self._x, self._y, digest, _as_bytes("signature", signature))
+        """True if ``signature`` (64 bytes r || s) is valid for ``data``. Never
+        raises on bad bytes. A key that verifies again earns a table (_key_table)."""
+        digest, point = hashlib.sha256(_as_bytes("data", data)).digest(), (self._x, self._y)
+        table = _key_table(point)
+        good = _verify_digest(self._x, self._y, digest, _as_bytes("signature", signature), table)
+        if good and table is None:
+            _key_table(point, verified=True)
+        return good
 
     def _private(self) -> int:
         if self._d is None:
@@ -1257,8 +1319,7 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
     if crv != "P-256":
         raise DPoPError("unsupported_curve", "JWK curve is not P-256")
     _check_jwk_use(jwk)
-    x = _jwk_coordinate(jwk, "x")
-    y = _jwk_coordinate(jwk, "y")
+    x, y = _jwk_coordinate(jwk, "x"), _jwk_coordinate(jwk, "y")
     if not _on_curve(x, y):
         raise DPoPError("bad_key", "JWK point is not on P-256")
     if "d" not in jwk:
@@ -1316,11 +1377,8 @@ def load_key_file(path: Union[str, os.PathLike[str]]) -> ECKey:
     return load_key(data)
 
 
-_THUMBPRINT_MEMBERS = {
-    "EC": ("crv", "kty", "x", "y"),  # RFC 7638 §3.2
-    "RSA": ("e", "kty", "n"),  # RFC 7638 §3.2
-    "OKP": ("crv", "kty", "x"),  # RFC 8037 §2
-}
+# RFC 7638 §3.2 (EC, RSA), RFC 8037 §2 (OKP)
+_THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
 
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
@@ -1372,10 +1430,7 @@ def jws_sign(
     """Compact ES256 JWS of ``payload`` (a JSON object, or raw bytes)."""
     if not isinstance(key, ECKey):
         raise _type_error("key", "an ECKey", key)
-    if isinstance(payload, Mapping):
-        payload_bytes = _json_compact(dict(payload))
-    else:
-        payload_bytes = _as_bytes("payload", payload)
+    payload_bytes = _json_compact(dict(payload)) if isinstance(payload, Mapping) else _as_bytes("payload", payload)
     fields: Dict[str, Any] = {"alg": "ES256"}
     if header is not None:
         if not isinstance(header, Mapping):
@@ -1557,9 +1612,7 @@ def make_proof(
         raise ValueError("jti must have 1 to 256 characters")
     else:
         payload["jti"] = jti
-    payload["htm"] = method.upper()
-    payload["htu"] = canonical_htu(url)
-    payload["iat"] = int(_check_time("now", now))
+    payload.update(htm=method.upper(), htu=canonical_htu(url), iat=int(_check_time("now", now)))
     if access_token is not None:
         payload["ath"] = access_token_hash(access_token)
     if nonce is not None:
@@ -1588,44 +1641,6 @@ _MAX_PROOF = 8 * 1024
 _PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _SYMMETRIC_OR_NONE = re.compile(r"none|HS\d+|dir|A\d+.*", re.I)
 
-# Per-key tables make repeated verification ~3x cheaper. A key earns one on
-# its second proof while still among the last 256 keys seen once (a token
-# endpoint that sees each key once pays nothing; more clients in turn than
-# tables never build one, which would be evicted before its reuse). Width 5
-# costs ~6 ms and ~100 KB per key; the LRU keeps 256 (~25 MB). One lock guards
-# both; tables are immutable once built.
-_KEY_TABLE_WIDTH = 5
-_KEY_TABLE_SLOTS = 256
-_key_tables: Dict[Affine, Optional[Table]] = {}
-_key_tables_lock = threading.Lock()
-
-
-def _key_table(point: Affine, verified: bool = False) -> Optional[Table]:
-    """Q's cached table, if it has one. Called again with verified=True after
-    a signature by Q verified: a key earns a table on its second verified
-    proof, so junk proofs (bad signatures) can neither fill the cache nor
-    make a table be built."""
-    with _key_tables_lock:
-        present = point in _key_tables
-        table = _key_tables.pop(point, None)
-        if present:
-            _key_tables[point] = table  # most recently used goes last
-        if table is not None or not verified:
-            return table
-        if not present:
-            _key_tables[point] = None  # seen once; the oldest of these go past _KEY_TABLE_SLOTS
-            seen = [q for q, t in _key_tables.items() if t is None]
-            for q in seen[: max(0, len(seen) - _KEY_TABLE_SLOTS)]:
-                del _key_tables[q]
-            return None
-    table = _build_table(point[0], point[1], _KEY_TABLE_WIDTH)
-    with _key_tables_lock:
-        _key_tables[point] = table
-        built = [q for q, t in _key_tables.items() if t is not None]
-        for q in built[: max(0, len(built) - _KEY_TABLE_SLOTS)]:
-            del _key_tables[q]
-    return table
-
 
 class VerifiedProof:
     """What verify_proof() checked: the proof's ``header``, ``claims``, its
@@ -1635,10 +1650,7 @@ class VerifiedProof:
     __slots__ = ("header", "claims", "key", "jkt")
 
     def __init__(self, header: Dict[str, Any], claims: Dict[str, Any], key: Union[ECKey, RSAKey], jkt: str) -> None:
-        self.header = header
-        self.claims = claims
-        self.key = key
-        self.jkt = jkt
+        self.header, self.claims, self.key, self.jkt = header, claims, key, jkt
 
     def __repr__(self) -> str:
         return "<dpop.VerifiedProof htm=%s htu=%s jkt=%s>" % (self.claims.get("htm"), self.claims.get("htu"), self.jkt)
@@ -1682,9 +1694,8 @@ class ReplayCache:
                 if len(self._expiry) >= self._max:
                     self._expiry = {k: t for k, t in self._expiry.items() if t > now}
                 if len(self._expiry) >= self._max:
-                    raise DPoPError(
-                        "replay_cache_full", "replay cache is full", oauth_error="invalid_dpop_proof", status=400
-                    )
+                    why = "replay cache is full"
+                    raise DPoPError("replay_cache_full", why, oauth_error="invalid_dpop_proof", status=400)
             self._expiry.pop(key, None)
             self._expiry[key] = now + ttl
             return True
@@ -1837,15 +1848,8 @@ def verify_proof(
         raise _refuse("proof_jwk", exc.message) from None
     # 6. signature by that key
     signed = (h64 + "." + p64).encode("ascii")
-    if isinstance(key, RSAKey):
-        if not key.verify(signed, signature, alg):
-            raise _refuse("proof_signature", "signature does not verify with the header jwk")
-    else:
-        point, table = key.public_point, _key_table(key.public_point)
-        if not _verify_digest(point[0], point[1], hashlib.sha256(signed).digest(), signature, table):
-            raise _refuse("proof_signature", "signature does not verify with the header jwk")
-        if table is None:
-            _key_table(point, verified=True)
+    if not (key.verify(signed, signature, alg) if isinstance(key, RSAKey) else key.verify(signed, signature)):
+        raise _refuse("proof_signature", "signature does not verify with the header jwk")
     # 3. required claims, with their types
     for name in ("jti", "htm", "htu"):
         value = claims.get(name)

@@ -132,18 +132,22 @@ def test_curve_parameters():
     assert P == 2**256 - 2**224 + 2**192 + 2**96 - 1
 
 
+@functools.cache
+def g_table(width):
+    return dpop._build_table(*G, width)
+
+
 @pytest.mark.parametrize("k", [k % N for k in EDGE_SCALARS if k % N])
 def test_base_multiplication_matches_reference_on_edge_scalars(k):
     expected = ref_mul(k, G)
-    for width in (3, 13):
-        table = dpop._g_tables.get(width) or dpop._build_table(*G, width)
-        dpop._g_tables[width] = table
+    for width, _ in dpop._G_STAGES:
+        table = g_table(width)
         assert affine(dpop._mul_fixed(k, table)) == expected
         assert affine(dpop._walk_vartime(dpop._INFINITY, k, table)) == expected
 
 
 def test_walk_of_zero_is_infinity():
-    table = dpop._g_tables.get(3) or dpop._build_table(*G, 3)
+    table = g_table(3)
     assert dpop._walk_vartime(dpop._INFINITY, 0, table)[2] == 0
 
 
@@ -205,7 +209,7 @@ def last_row_doublings(width):
     return found
 
 
-@pytest.mark.parametrize("width", [3, 5, 12, 13])
+@pytest.mark.parametrize("width", [3, 5, 7, 10, 12, 13])
 def test_fixed_window_exceptional_cases(width):
     """The bounds _mul_fixed's docstring relies on, and the k that need its last-row doubling."""
     m = -(-257 // width)
@@ -216,8 +220,7 @@ def test_fixed_window_exceptional_cases(width):
     for c in (1, 3, N, N + 2, 2 * N - 1, 2 * N - 3):
         last = _last_digit(c, width, m)
         assert last % 2 == 1 and last < 1 << width
-    table = dpop._g_tables.get(width) or dpop._build_table(*G, width)
-    dpop._g_tables[width] = table
+    table = g_table(width)
     doublings = last_row_doublings(width)
     assert doublings  # they exist, so the doubling branch is exercised
     for k in doublings:
@@ -241,7 +244,7 @@ def test_tables_give_every_digit():
 
 def test_branch_free_digit_index():
     """t -> (entry, sign) as _mul_fixed computes it, for every window of every width used."""
-    for w in (3, 5, 13):
+    for w in (3, 5, 7, 10, 13):
         half = 1 << (w - 1)
         for t in range(1 << w):
             digit = 2 * t + 1 - (1 << w)
@@ -269,11 +272,58 @@ def test_wnaf_reconstructs():
         assert all(b - a >= 5 for a, b in zip(positions, positions[1:]))
 
 
+def fresh_g_tables(monkeypatch, stages, slice_):
+    """The k*G table machinery as a new process has it, with other stages."""
+    monkeypatch.setattr(dpop, "_G_STAGES", stages)
+    monkeypatch.setattr(dpop, "_SLICE", slice_)
+    for name, value in (("_g_current", None), ("_g_uses", 0), ("_g_stage", 0), ("_g_next", []), ("_g_rows", None)):
+        monkeypatch.setattr(dpop, name, value)
+
+
+def test_g_tables_grow_in_stages_one_slice_per_call(monkeypatch):
+    fresh_g_tables(monkeypatch, ((3, 0), (5, 2), (7, 6)), 8)  # w=5 rows: 2 slices of 8 points; w=7 rows: 8
+    additions, real = [], dpop._add_mixed_vartime
+    monkeypatch.setattr(dpop, "_add_mixed_vartime", lambda *a: additions.append(1) or real(*a))
+    widths, work = [], []
+    for i in range(1, 420):
+        k = (i * 0x9E3779B97F4A7C15F39CC0605CEDC8341082276BF3A27251F86C6A11D0C18E95) % N
+        del additions[:]
+        assert affine(dpop._mul_base(k)) == ref_mul(k, G)
+        widths.append(dpop._g_current[0])
+        work.append(len(additions))
+    assert widths[0] == 3 and widths[-1] == 7 and widths == sorted(widths)
+    # w=5 (52 rows of 2 slices) is built by calls 3-106, w=7 (37 rows of 8) by calls 107-402
+    assert widths.index(5) == 106 - 1 and widths.index(7) == 402 - 1
+    assert max(work[1:]) <= 8  # one slice, never a table: the first call builds w=3 (86 * 3 additions) alone
+    assert dpop._g_current == dpop._build_table(*G, 7) and dpop._g_next == [] and dpop._g_rows is None
+
+
+def test_g_tables_shared_by_threads_while_they_grow(monkeypatch):
+    fresh_g_tables(monkeypatch, ((3, 0), (5, 1), (6, 30)), 16)
+    scalars = [(i * 7919 + 1) * 0x1F2E3D4C5B6A79881726354453627180 % N for i in range(80)]
+    expected = {k: ref_mul(k, G) for k in scalars}
+    failures = []
+
+    def work():
+        for k in scalars:
+            if affine(dpop._mul_base(k)) != expected[k]:
+                failures.append(k)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # a thread that finds another building goes on without a slice (and a count may be lost): no exact stage
+    assert failures == [] and 0 < dpop._g_uses <= 320
+    assert dpop._g_current == dpop._build_table(*G, dpop._g_current[0])
+
+
 def test_tables_are_not_built_at_import():
     import subprocess
     import sys
 
-    code = "import dpop; assert dpop._g_tables == {} and dpop._g_uses == 0; print('ok')"
+    code = "import dpop; assert dpop._g_current is None and dpop._g_uses == 0; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
 

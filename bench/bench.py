@@ -504,18 +504,122 @@ def bench_token_cache(rounds):
         server.wait()
 
 
+# One fresh process: import, key, N proofs with ath; prints [seconds, slowest call, peak RSS in MB].
+# Timed from before the import (interpreter start-up is the same for both sides and left out).
+N_PROOFS = r"""
+import sys, time
+t0 = time.perf_counter()
+which, n, repo = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+import base64, hashlib, json
+url, token = "https://api.example.com/resource/42", "eyJhbGciOiJFUzI1NiJ9." + "a" * 300 + ".sig"
+if which == "dpop":
+    sys.path.insert(0, repo)
+    import dpop
+    key = dpop.generate_key()
+    def one():
+        return dpop.make_proof(key, "GET", url, access_token=token)
+else:
+    from requests_oauth2client import DPoPKey
+    key = DPoPKey.generate(alg="ES256")
+    def one():
+        ath = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+        return str(key.proof(htm="GET", htu=url, ath=ath))
+slowest, clock = 0.0, time.perf_counter
+for _ in range(n):
+    start = clock()
+    one()
+    slowest = max(slowest, clock() - start)
+total = clock() - t0
+peak = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+print(json.dumps([total, slowest, peak[0] / 1024 if peak else 0.0]))
+"""
+
+
+def bench_scale(rounds, counts, baseline):
+    """N proofs in a fresh process, dpop.py (and an older dpop.py) against requests-oauth2client."""
+    import compileall
+    import tempfile
+
+    sides = [("dpop", str(REPO))]
+    folder = tempfile.mkdtemp(prefix="dpop-baseline-")
+    if baseline:
+        old = subprocess.run(["git", "show", baseline + ":dpop.py"], cwd=REPO, capture_output=True, check=True)
+        Path(folder, "dpop.py").write_bytes(old.stdout)
+        sides.append(("dpop", folder))
+    for _, path in sides:
+        compileall.compile_file(str(Path(path, "dpop.py")), quiet=1)  # as pip install would
+    sides.append(("peer", ""))
+
+    def run(which, n, path):
+        out = subprocess.run([sys.executable, "-c", N_PROOFS, which, str(n), path], capture_output=True, check=True)
+        return json.loads(out.stdout)
+
+    print("\n### Cost of N proofs in a fresh process (import, key, N x make_proof with ath; medians of %d)\n" % rounds)
+    names = ["dpop.py"] + (["dpop.py %s" % baseline] if baseline else []) + ["requests-oauth2client"]
+    head = " | ".join("%s s | slowest call | peak RSS" % name for name in names)
+    print("| N | %s | ratio | target |" % head)
+    print("|---:|%s---:|---|" % ("---:|---:|---:|" * len(names)))
+    for n in counts:
+        samples = [[] for _ in sides]
+        for _ in range(rounds):
+            for i, (which, path) in enumerate(sides):
+                samples[i].append(run(which, n, path))
+        cells, medians = [], []
+        for got in samples:
+            total, slowest, peak = (statistics.median(values) for values in zip(*got))
+            medians.append(total)
+            cells.append("%.3f | %.1f ms | %.1f MB" % (total, slowest * 1e3, peak))
+        ratio = medians[0] / medians[-1]
+        print("| %d | %s | %.2fx | <= 0.70x, slowest <= 50 ms, peak <= 30 MB |" % (n, " | ".join(cells), ratio))
+
+
+def bench_clients(rounds, counts):
+    """verify_proof with C clients calling in turn, against python-ecdsa's from_string + verify."""
+    url = "https://api.example/things"
+    print("\n### verify_proof by number of clients calling in turn (medians of %d rounds)\n" % rounds)
+    print("| clients | dpop.py verify_proof | python-ecdsa from_string + verify | ratio | target |")
+    print("|---:|---:|---:|---:|---|")
+    keys = [dpop.generate_key() for _ in range(max(counts))]
+    proofs = [dpop.make_proof(key, "GET", url) for key in keys]
+    peers = []
+    for key, proof in zip(keys, proofs):
+        data, _, sig = proof.rpartition(".")
+        raw = base64.urlsafe_b64decode(sig + "==")
+        jwk = key.public_jwk()
+        xy = base64.urlsafe_b64decode(jwk["x"] + "=") + base64.urlsafe_b64decode(jwk["y"] + "=")
+        peers.append((xy, raw, data.encode()))
+    for count in counts:
+        dpop._key_tables.clear()  # each row starts as a new server would
+        calls = min(3000, max(600, 2 * count))
+        ours = iter(proofs[:count] * (calls // count + 2)).__next__
+        theirs = iter(peers[:count] * (calls // count + 2)).__next__
+
+        def verify_next(ours=ours):
+            dpop.verify_proof(ours(), method="GET", url=url, max_age=10**9)
+
+        def peer_next(theirs=theirs):
+            xy, raw, data = theirs()
+            vk = ecdsa.VerifyingKey.from_string(xy, curve=ecdsa.NIST256p)
+            vk.verify(raw, data, hashfunc=hashlib.sha256, sigdecode=ecdsa.util.sigdecode_string)
+
+        a, b = compare("%d" % count, verify_next, peer_next, rounds, max(1, calls // rounds))
+        ROWS.clear()
+        print("| %d | %.0f us | %.0f us | %.2fx | <= 0.60x |" % (count, a * 1e6, b * 1e6, a / b))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--only",
-        choices=["es256", "startup", "proofs", "client", "rsa", "cache"],
+        choices=["es256", "startup", "proofs", "client", "rsa", "cache", "scale", "clients"],
         action="append",
         help="run only these sections",
     )
+    parser.add_argument("--baseline", metavar="REV", help="scale: also time dpop.py as of this git revision")
     args = parser.parse_args()
     rounds, inner = (5, 20) if args.quick else (21, 50)
-    only = set(args.only or ["es256", "startup", "proofs", "client", "rsa", "cache"])
+    only = set(args.only or ["es256", "startup", "proofs", "client", "rsa", "cache", "scale", "clients"])
     print(
         "## dpop.py %s benchmarks (CPython %s on %s, %d rounds)"
         % (dpop.__version__, sys.version.split()[0], os.uname().machine, rounds)
@@ -532,6 +636,11 @@ def main():
         bench_rsa(rounds, inner)
     if "cache" in only:
         bench_token_cache(max(5, rounds // 2))
+    if "scale" in only:
+        counts = (1, 100, 1000) if args.quick else (1, 100, 1000, 5000, 20000)
+        bench_scale(1 if args.quick else 3, counts, args.baseline)
+    if "clients" in only:
+        bench_clients(3 if args.quick else 5, (1, 8, 100) if args.quick else (1, 8, 100, 300, 1000, 10000))
 
 
 if __name__ == "__main__":

@@ -480,18 +480,19 @@ def _inverse_blinded(value: int, modulus: int, blind: int) -> int:
 # exceptional case).
 #
 # Tables for G grow in stages, rent or buy: a process starts on w = 3 (344
-# points, ~4 ms to build, k*G ~460 us) and moves to a wider table once its
-# k*G have cost about what the next table costs to build, so building never
-# more than doubles the time k*G has taken. Measured on CPython 3.11, x86-64
-# (build / k*G / live size): w = 7: 23 ms / 196 us / 0.3 MB; w = 10: 125 ms /
-# 141 us / 1.7 MB; w = 13: 750 ms / 114 us / 10.6 MB. The next table is built
-# in slices of _SLICE points (~20 ms), one per k*G, while the current one
-# serves, and replaces it when complete: no call pays for a whole table (w =
-# 13 in one call was a one-second pause). Rejected: building at import (every
-# importer would pay), a background thread (exit would wait for it or kill
-# it), w = 14 (21 MB for 5 us per signature), the 8-bit table of the style
-# notes (33 additions), storing both signs (no faster, 60% more memory) and a
-# comb (needs doublings).
+# points) and moves to a wider table once its k*G have cost about what the
+# next table costs to build, so building never more than doubles the time
+# k*G has taken. Measured on CPython 3.11, x86-64 (build / k*G / live size):
+# w = 3: 4 ms / 460 us / 0.06 MB; w = 7: 23 ms / 196 us / 0.33 MB; w = 10:
+# 125 ms / 141 us / 1.8 MB; w = 13: 750 ms / 114 us / 11.4 MB (12.0 MB while
+# its last slice is built, 13.2 MB beside the w = 10 table it replaces). The
+# next table is built in slices of _SLICE points (~20 ms), one per k*G, while
+# the current one serves, and replaces it when complete: no call pays for a
+# whole table (w = 13 in one call was a one-second pause). Rejected: building
+# at import (every importer would pay), a background thread (exit would wait
+# for it or kill it), w = 14 (23 MB for 5 us per signature), the 8-bit table
+# of the style notes (33 additions), storing both signs (no faster, 60% more
+# memory) and a comb (needs doublings).
 
 if TYPE_CHECKING:
     Row = Tuple[Tuple[int, ...], Tuple[int, ...]]  # (xs, ys) of j * base, j odd, index (j - 1) / 2
@@ -794,39 +795,39 @@ def _verify_digest(
 # JWS) ~3x cheaper. A key earns one on its second verified signature while
 # still among the last 256 keys seen once (a token endpoint that sees each
 # key once pays nothing; more clients in turn than tables never build one,
-# which would be evicted before its reuse). Width 5 costs ~10 ms and ~100 KB
-# per key; the LRU keeps 256 (~25 MB). One lock guards both; tables are
-# immutable once built.
+# which would be evicted before its reuse). Width 5 costs ~10 ms and 0.12 MB
+# per key; the LRU keeps 256 (~31 MB at most). One lock guards both; tables
+# are immutable once built.
 _KEY_TABLE_WIDTH = 5
 _KEY_TABLE_SLOTS = 256
-_key_tables: Dict[Affine, Optional[Table]] = {}
+_key_seen: Dict[Affine, None] = {}  # keys verified once, oldest first
+_key_tables: Dict[Affine, Table] = {}  # least recently used first
 _key_tables_lock = threading.Lock()
 
 
 def _key_table(point: Affine, verified: bool = False) -> Optional[Table]:
     """Q's cached table, if it has one. Called again with verified=True after
     a signature by Q verified: a key earns a table on its second verified
-    proof, so junk proofs (bad signatures) can neither fill the cache nor
-    make a table be built."""
+    signature, so junk (bad signatures) can neither fill the cache nor make a
+    table be built. No call scans either dict."""
     with _key_tables_lock:
-        present = point in _key_tables
         table = _key_tables.pop(point, None)
-        if present:
+        if table is not None:
             _key_tables[point] = table  # most recently used goes last
-        if table is not None or not verified:
             return table
-        if not present:
-            _key_tables[point] = None  # seen once; the oldest of these go past _KEY_TABLE_SLOTS
-            seen = [q for q, t in _key_tables.items() if t is None]
-            for q in seen[: max(0, len(seen) - _KEY_TABLE_SLOTS)]:
-                del _key_tables[q]
+        if not verified:
             return None
+        if point not in _key_seen:
+            _key_seen[point] = None
+            if len(_key_seen) > _KEY_TABLE_SLOTS:
+                del _key_seen[next(iter(_key_seen))]
+            return None
+        del _key_seen[point]
     table = _build_table(point[0], point[1], _KEY_TABLE_WIDTH)
     with _key_tables_lock:
         _key_tables[point] = table
-        built = [q for q, t in _key_tables.items() if t is not None]
-        for q in built[: max(0, len(built) - _KEY_TABLE_SLOTS)]:
-            del _key_tables[q]
+        if len(_key_tables) > _KEY_TABLE_SLOTS:
+            del _key_tables[next(iter(_key_tables))]
     return table
 
 

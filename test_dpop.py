@@ -1494,20 +1494,24 @@ def test_challenge_headers():
 def test_key_tables_are_cached_and_bounded(monkeypatch):
     monkeypatch.setattr(dpop, "_KEY_TABLE_SLOTS", 2)
     monkeypatch.setattr(dpop, "_key_tables", {})
+    monkeypatch.setattr(dpop, "_key_seen", {})
     keys = [dpop.generate_key() for _ in range(3)]
     for key in keys:
         for _ in range(3):
             proof = dpop.make_proof(key, "GET", URL, now=NOW)
             dpop.verify_proof(proof, method="GET", url=URL, now=NOW)
-    built = [point for point, table in dpop._key_tables.items() if table is not None]
-    assert built == [keys[1].public_point, keys[2].public_point]
-    assert len(dpop._key_tables) <= 4 * 2
+    assert list(dpop._key_tables) == [keys[1].public_point, keys[2].public_point]
+    assert dpop._key_seen == {}
+    for key in [dpop.generate_key() for _ in range(5)]:  # seen once each: the oldest are forgotten
+        assert key.verify(b"m", key.sign(b"m"))
+    assert len(dpop._key_seen) == 2 and len(dpop._key_tables) == 2
 
 
 def test_keys_in_rotation_beyond_the_cache_never_thrash_it(monkeypatch):
     # issue 15: 1,024 keys remembered as seen but 256 tables meant 300 clients in turn built a table per proof
     monkeypatch.setattr(dpop, "_KEY_TABLE_SLOTS", 2)
     monkeypatch.setattr(dpop, "_key_tables", {})
+    monkeypatch.setattr(dpop, "_key_seen", {})
     builds, real = [], dpop._build_table
 
     def counted(x, y, width):
@@ -3548,9 +3552,12 @@ def test_misc_reprs_and_small_paths(monkeypatch):
     assert dpop._inflater("br") is None  # unknown codings pass through as they came
     monkeypatch.setattr(dpop, "_KEY_TABLE_SLOTS", 1)
     monkeypatch.setattr(dpop, "_key_tables", {})
+    monkeypatch.setattr(dpop, "_key_seen", {})
     for _ in range(6):
-        dpop._key_table(dpop.generate_key().public_point)
-    assert len(dpop._key_tables) <= 4
+        point = dpop.generate_key().public_point
+        dpop._key_table(point, verified=True)
+        dpop._key_table(point, verified=True)
+    assert len(dpop._key_tables) == 1 and dpop._key_seen == {}
 
 
 def test_replay_cache_purges_expired_entries_from_the_front():
@@ -4746,17 +4753,18 @@ def test_oidc_provider_cli_jwt_client_authentication(oidc_nonce, key_file, tmp_p
 
 def test_junk_proofs_never_earn_a_key_table():
     dpop._key_tables.clear()
+    dpop._key_seen.clear()
     key = dpop.generate_key()
     good = _proof_with(key)
     junk = good.rsplit(".", 1)[0] + ".AA"
     for _ in range(3):
         with raises_code("proof_signature"):
             _verify_all_checks(key, junk)
-    assert key.public_point not in dpop._key_tables
+    assert key.public_point not in dpop._key_tables and key.public_point not in dpop._key_seen
     _verify_all_checks(key, good)
-    assert dpop._key_tables[key.public_point] is None  # seen once, verified
+    assert key.public_point in dpop._key_seen and key.public_point not in dpop._key_tables  # seen once, verified
     _verify_all_checks(key, _proof_with(key, jti="j-2"))
-    assert dpop._key_tables[key.public_point] is not None  # the second verified proof earns the table
+    assert key.public_point in dpop._key_tables  # the second verified proof earns the table
 
 
 def test_token_response_tokens_are_masked_however_the_json_spells_them(scripted, client_key):

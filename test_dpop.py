@@ -1500,11 +1500,18 @@ def test_key_tables_are_cached_and_bounded(monkeypatch):
         for _ in range(3):
             proof = dpop.make_proof(key, "GET", URL, now=NOW)
             dpop.verify_proof(proof, method="GET", url=URL, now=NOW)
-    assert list(dpop._key_tables) == [keys[1].public_point, keys[2].public_point]
-    assert dpop._key_seen == {}
-    for key in [dpop.generate_key() for _ in range(5)]:  # seen once each: the oldest are forgotten
+    # both tables in use: the third key waits, remembered as seen, and nothing is evicted
+    assert list(dpop._key_tables) == [keys[0].public_point, keys[1].public_point]
+    assert list(dpop._key_seen) == [keys[2].public_point]
+    monkeypatch.setattr(dpop, "_KEY_SEEN_SLOTS", 2)
+    for key in [dpop.generate_key() for _ in range(4)]:  # new keys seen once each: the oldest are forgotten
         assert key.verify(b"m", key.sign(b"m"))
     assert len(dpop._key_seen) == 2 and len(dpop._key_tables) == 2
+    keys[1].verify(b"m", keys[1].sign(b"m"))  # in use again
+    for key in [dpop.generate_key() for _ in range(4)]:  # 2 * 2 new keys since keys[0] was used: it went cold
+        assert key.verify(b"m", key.sign(b"m"))
+        assert key.verify(b"m", key.sign(b"m"))  # and so, one by one, each new table that came after it
+    assert len(dpop._key_tables) == 2 and keys[1].public_point not in dpop._key_tables
 
 
 def test_keys_in_rotation_beyond_the_cache_never_thrash_it(monkeypatch):
@@ -1520,14 +1527,19 @@ def test_keys_in_rotation_beyond_the_cache_never_thrash_it(monkeypatch):
 
     monkeypatch.setattr(dpop, "_build_table", counted)
     keys = [dpop.generate_key() for _ in range(3)]
-    for _ in range(4):
-        for key in keys:  # three keys in turn through two slots: a table would be evicted before its next use
+    for _ in range(6):
+        for key in keys:  # three keys in turn through two slots: two keep their tables, the third waits
             dpop.verify_proof(dpop.make_proof(key, "GET", URL, now=NOW), method="GET", url=URL, now=NOW)
-    assert builds == []
-    for _ in range(4):
-        for key in keys[:2]:  # two keys in turn fit: each earns its table once, then uses it
-            dpop.verify_proof(dpop.make_proof(key, "GET", URL, now=NOW), method="GET", url=URL, now=NOW)
-    assert sorted(builds) == sorted(key.public_point for key in keys[:2])
+    assert builds == [key.public_point for key in keys[:2]]  # one build each, never one per proof
+    monkeypatch.setattr(dpop, "_key_tables", {})
+    monkeypatch.setattr(dpop, "_key_seen", {})
+    monkeypatch.setattr(dpop, "_KEY_SEEN_SLOTS", 4)
+    del builds[:]
+    many = [dpop.generate_key() for _ in range(12)]
+    for _ in range(3):
+        for key in many:  # more keys in turn than are remembered as seen: none ever earns a table
+            assert key.verify(b"m", key.sign(b"m"))
+    assert builds == [] and len(dpop._key_seen) == 4
 
 
 # ===========================================================================
@@ -3557,7 +3569,7 @@ def test_misc_reprs_and_small_paths(monkeypatch):
         point = dpop.generate_key().public_point
         dpop._key_table(point, verified=True)
         dpop._key_table(point, verified=True)
-    assert len(dpop._key_tables) == 1 and dpop._key_seen == {}
+    assert len(dpop._key_tables) == 1 and len(dpop._key_seen) == 5
 
 
 def test_replay_cache_purges_expired_entries_from_the_front():

@@ -412,16 +412,6 @@ def _add_mixed_vartime(P1: Jacobian, x2: int, y2: int) -> Jacobian:
     return P3
 
 
-def _to_affine_vartime(P: Jacobian) -> Optional[Affine]:
-    """Affine form of a public point; None for infinity."""
-    X, Y, Z = P
-    if Z == 0:
-        return None
-    zi = pow(Z, -1, p)  # public value: variable-time inversion is fine
-    zi2 = zi * zi % p
-    return X * zi2 % p, Y * zi2 * zi % p
-
-
 def _batch_to_affine_vartime(points: Sequence[Jacobian]) -> List[Affine]:
     """Affine forms of many public points with one inversion (Montgomery's trick).
 
@@ -476,20 +466,18 @@ def _inverse_blinded(value: int, modulus: int, blind: int) -> int:
 # but the last below n (w = 4 and w = 8 do not: there a row can meet an
 # exceptional case).
 #
-# Tables for G grow in stages, rent or buy: a process starts on w = 3 (344
-# points) and moves to a wider table once its k*G have cost about what the
-# next table costs to build, so building never more than doubles the time
-# k*G has taken. Measured on CPython 3.11, x86-64 (build / k*G / live size):
-# w = 3: 4 ms / 460 us / 0.06 MB; w = 7: 23 ms / 196 us / 0.33 MB; w = 10:
-# 125 ms / 141 us / 1.8 MB; w = 13: 750 ms / 114 us / 11.4 MB (12.0 MB while
-# its last slice is built, 13.2 MB beside the w = 10 table it replaces). The
-# next table is built in slices of _SLICE points (~20 ms), one per k*G, while
-# the current one serves, and replaces it when complete: no call pays for a
-# whole table (w = 13 in one call was a one-second pause). Rejected: building
-# at import (every importer would pay), a background thread (exit would wait
-# for it or kill it), w = 14 (23 MB for 5 us per signature), the 8-bit table
-# of the style notes (33 additions), storing both signs (no faster, 60% more
-# memory) and a comb (needs doublings).
+# Tables for G grow in stages, rent or buy: a process starts on w = 3 and
+# moves to a wider table once its k*G have cost about what the next table
+# costs to build, so building never more than doubles k*G's time. Measured
+# on CPython 3.11, x86-64 (build / k*G / live size): w = 3: 4 ms / 460 us /
+# 0.06 MB; 7: 23 ms / 196 us / 0.33 MB; 10: 125 ms / 141 us / 1.8 MB; 13:
+# 750 ms / 114 us / 11.4 MB (13.2 MB beside the table it replaces). The next
+# table is built in slices of _SLICE points (~20 ms), one per k*G, while the
+# current one serves: no call pays for a whole table (w = 13 in one call was
+# a one-second pause). Rejected: building at import (every importer pays), a
+# background thread (exit would wait for it or kill it), w = 14 (23 MB for
+# 5 us), the style notes' 8-bit table (33 additions), storing both signs (no
+# faster, 60% more memory), a comb (doublings), inlining the addition (3%).
 
 if TYPE_CHECKING:
     Row = Tuple[Tuple[int, ...], Tuple[int, ...]]  # (xs, ys) of j * base, j odd, index (j - 1) / 2
@@ -499,10 +487,8 @@ _SLICE = 2048  # points per slice of a table built in stages
 
 
 def _table_rows(x: int, y: int, w: int) -> Iterator[Optional[Row]]:
-    """The rows of the width-w table for public affine point (x, y) in order,
-    a None after each slice of _SLICE points within a row (where a caller may
-    pause). Row i is B_i = 2^(w*i) P plus 2 B_i again and again, made affine
-    a slice at a time with one inversion. Variable-time."""
+    """Rows of the width-w table for affine P = (x, y), in order, a None after each slice of _SLICE
+    points in a row (a caller may pause there); row i is 2^(w*i) P plus its double, again and again. Variable-time."""
     half = 1 << (w - 1)  # odd multiples 1, 3, ..., 2^w - 1
     for _ in range(-(-257 // w)):
         twice = _double(x, y, 1)
@@ -526,9 +512,7 @@ def _build_table(x: int, y: int, w: int) -> Table:
     return w, tuple(row for row in _table_rows(x, y, w) if row is not None)
 
 
-# (width, k*G multiplications before its build starts): each start is the
-# previous one plus the next table's build time over the current k*G time.
-_G_STAGES = ((3, 0), (7, 48), (10, 700), (13, 6000))
+_G_STAGES = ((3, 0), (7, 48), (10, 700), (13, 6000))  # (w, k*G before its build starts): build time / k*G time
 _g_current: Optional[Table] = None  # replaced whole (one reference, so readers need no lock)
 _g_uses = 0
 _g_stage = 0  # the index in _G_STAGES of the current table
@@ -538,20 +522,19 @@ _g_lock = threading.Lock()
 
 
 def _g_table() -> Table:
-    """The current table for G, built on first use (never at import); once the
-    next stage is due, each call also builds one slice of its table."""
+    """The current table for G (first built on use, never at import); each call past a stage's start builds a slice."""
     global _g_uses
     _g_uses += 1
     table = _g_current
     due = _g_stage + 1 < len(_G_STAGES) and _g_uses > _G_STAGES[_g_stage + 1][1]
-    # a thread that finds another building a slice goes on with the current table
-    if (table is None or due) and _g_lock.acquire(blocking=table is None):
+    if table is None:
+        with _g_lock:
+            return _g_slice()
+    if due and _g_lock.acquire(blocking=False):  # a thread that finds another building goes on without
         try:
-            table = _g_slice()
+            return _g_slice()
         finally:
             _g_lock.release()
-    if table is None:  # a blocking acquire always builds it
-        raise RuntimeError("dpop: internal error: no table for G")  # pragma: no cover
     return table
 
 
@@ -563,7 +546,12 @@ def _g_slice() -> Table:
     elif _g_stage + 1 < len(_G_STAGES):  # else another thread finished the last stage meanwhile
         wider = _G_STAGES[_g_stage + 1][0]
         _g_rows = _g_rows or _table_rows(Gx, Gy, wider)
-        row = next(_g_rows)
+        try:
+            row = next(_g_rows)
+        except BaseException:  # a signal or KeyboardInterrupt mid-slice: the stage starts again later
+            _g_rows = None
+            del _g_next[:]
+            raise
         _g_next.extend([row] if row is not None else [])
         if len(_g_next) == -(-257 // wider):
             _g_current, _g_stage, _g_rows = (wider, tuple(_g_next)), _g_stage + 1, None
@@ -662,9 +650,7 @@ def _mul_add_vartime(u1: int, u2: int, qx: int, qy: int, qtable: Optional[Table]
     else:
         # Odd multiples Q, 3Q, ..., 15Q, affine for mixed additions, and
         # their negatives: index d + 15 for digit d.
-        q2 = _to_affine_vartime(_double(qx, qy, 1))
-        if q2 is None:  # impossible on a prime-order curve; kept for clarity
-            raise RuntimeError("dpop: internal error: 2Q is infinity")  # pragma: no cover
+        q2 = _batch_to_affine_vartime([_double(qx, qy, 1)])[0]  # 2Q: never infinity, as n is an odd prime
         odd: List[Jacobian] = [(qx, qy, 1)]
         for _ in range(7):
             odd.append(_add_mixed_vartime(odd[-1], *q2))
@@ -789,16 +775,13 @@ def _verify_digest(
 
 
 # Per-key tables make repeated verification (ECKey.verify, and so proofs and
-# JWS) ~3x cheaper: 0.47 ms against 1.55 ms. Width 5 costs ~10 ms to build
-# and 0.12 MB per key; at most _KEY_TABLE_SLOTS are kept (~31 MB). A key
-# earns one on its second verified signature while still among the last
-# _KEY_SEEN_SLOTS keys seen once, and only for a free slot or one whose
-# table has gone cold: unused while twice that many new keys came. So a
-# table is only evicted when its key has not come back in the time any
-# table's key must come back to earn one, and more clients than tables
-# keep a stable set of tables instead of building one per proof (the old
-# LRU did: 300 clients in turn paid a build on every proof). Junk (bad
-# signatures) never counts. One lock guards both; tables are immutable.
+# JWS) ~3x cheaper: 0.47 ms against 1.55 ms; width 5 costs ~10 ms and 0.12
+# MB per key, at most _KEY_TABLE_SLOTS kept (~31 MB). A key earns one on its
+# second verified signature while among the last _KEY_SEEN_SLOTS keys seen
+# once, and only into a free slot or a cold one (unused while twice that
+# many new keys came): a table goes only when its key has stayed away longer
+# than any key may to earn one, so more clients than tables keep a stable
+# set instead of a build per proof. Bad signatures never count. One lock.
 _KEY_TABLE_WIDTH = 5
 _KEY_TABLE_SLOTS = 256
 _KEY_SEEN_SLOTS = 4096  # ~0.7 MB
@@ -2694,7 +2677,7 @@ class _Pool:
 
     def __init__(
         self, connect: float, timeout: float, context: Any, cafile: _Text, proxy: Optional[_Proxy], no_proxy: str,
-        cert: Union[str, Tuple[str, str], None],
+        cert: Optional[Tuple[Any, Any]],
     ) -> None:  # fmt: skip
         self._connect, self.timeout, self._context, self._cafile = connect, timeout, context, cafile
         self._proxy, self._no_proxy, self._cert = proxy, no_proxy, cert
@@ -2712,7 +2695,7 @@ class _Pool:
                     why = "cannot load CA certificates %s%s" % (self._cafile or "", _reason(exc))
                     raise DPoPError("tls", why) from None
             if self._cert is not None:  # RFC 8705 §2: shown to every server that asks for one
-                cert, key = (self._cert, None) if isinstance(self._cert, str) else self._cert
+                cert, key = self._cert
                 try:  # an encrypted key gets "" rather than a prompt on the terminal
                     self._context.load_cert_chain(cert, key, password="")
                 except (OSError, ssl.SSLError) as exc:
@@ -3040,7 +3023,7 @@ class Client:
         assertion_audience: Optional[str] = None, max_retries: int = 2, retry_max_time: float = 60,
         clock_skew: float = 0, token_cache: Any = None, proxy: Optional[str] = None, no_proxy: Optional[str] = None,
         trust_env: bool = True, connect_timeout: Optional[float] = None,
-        client_cert: Union[str, Tuple[str, str], None] = None,
+        client_cert: Union[str, os.PathLike[str], Tuple[str, str], None] = None,
     ) -> None:  # fmt: skip
         if not isinstance(key, ECKey):
             key = load_key(key)
@@ -3097,9 +3080,10 @@ class Client:
             self._scrub.add(secret)
         no_proxy = (env.get("no_proxy") or env.get("NO_PROXY") or "") if no_proxy is None else no_proxy
         connect = _setting("connect_timeout", timeout if connect_timeout is None else connect_timeout, 0.001, 86400)
-        if client_cert is not None and (ssl_context is not None or not isinstance(client_cert, (str, tuple))):
+        pair = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
+        if client_cert is not None and (ssl_context is not None or len(pair) != 2 or pair[0] is None):
             raise TypeError("client_cert= takes a file or (certificate, key) files, without ssl_context=")
-        self._pool = _Pool(connect, timeout, ssl_context, cafile, chosen, no_proxy, client_cert)
+        self._pool = _Pool(connect, timeout, ssl_context, cafile, chosen, no_proxy, pair if client_cert else None)
         if cafile is not None or client_cert is not None:
             self._pool._tls()  # a missing or broken file fails here, not at the first https request
         if client_secret:
@@ -3167,9 +3151,20 @@ class Client:
                 extra = [(n, v) for n, v in extra if n.lower() in ("accept", "user-agent")]
         raise DPoPError("too_many_redirects", "more than %d redirects" % self._max_redirects)
 
-    get, post = functools.partialmethod(request, "GET"), functools.partialmethod(request, "POST")
-    put, patch = functools.partialmethod(request, "PUT"), functools.partialmethod(request, "PATCH")
-    delete = functools.partialmethod(request, "DELETE")
+    def get(self, url: str, **kwargs: Any) -> Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> Response:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> Response:
+        return self.request("PUT", url, **kwargs)
+
+    def patch(self, url: str, **kwargs: Any) -> Response:
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> Response:
+        return self.request("DELETE", url, **kwargs)
 
     def access_token(self) -> str:
         """The current access token, fetching or refreshing it if needed."""
@@ -4628,8 +4623,10 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         raise _OutOfTime()
 
     timer = getattr(signal, "setitimer", None) if args["max_time"] else None  # POSIX; elsewhere --timeout only
-    if timer is not None:
-        previous = signal.signal(signal.SIGALRM, out_of_time)  # main() in the main thread only, as signals are
+    if timer is not None:  # signals go to the main thread; a caller's own timer is never replaced
+        if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0]:
+            raise DPoPError("usage", "--max-time needs the main thread, with no other timer running")
+        previous = signal.signal(signal.SIGALRM, out_of_time)
         timer(signal.ITIMER_REAL, args["max_time"])
     try:
         with Client(key, client_secret=secret or None, assertion_key=assertion_key, **settings) as client:
@@ -4640,7 +4637,7 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
     finally:
         if timer is not None:
             timer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
         if log_file is not None:
             try:
                 log_file.close()
@@ -4726,7 +4723,10 @@ def _check_together(args: Dict[str, Any]) -> None:
             raise DPoPError("usage", "%s (or DPOP_%s) is required" % (flag, name.upper()))
     if bool(args["token_endpoint"]) == bool(args["issuer"]):
         raise DPoPError("usage", "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)")
-    inputs = {flag: args[flag[2:].replace("-", "_")] for flag in ("--key", "--client-secret-file", "--assertion-key")}
+    names = ("--key", "--client-secret-file", "--assertion-key", "--cert", "--cert-key")
+    inputs = {flag: args[flag[2:].replace("-", "_")] for flag in names}
+    if "-" in (args["cert"], args["cert_key"]):
+        raise DPoPError("usage", "--cert and --cert-key take files, not stdin (-)")
     for flag, name in (("-d", "data"), ("--data-binary", "data_binary"), ("--json", "json")):
         data = args.get(name) or ""
         inputs[flag] = data[1:] if data.startswith("@") else None

@@ -111,7 +111,12 @@ def ref_mul(k, point):
 
 
 def affine(jacobian):
-    return dpop._to_affine_vartime(jacobian)
+    """The affine point (None for infinity), computed here, independently of dpop."""
+    X, Y, Z = jacobian
+    if Z % P == 0:
+        return None
+    zi = pow(Z, P - 2, P)
+    return X * zi * zi % P, Y * zi * zi * zi % P
 
 
 EDGE_SCALARS = (
@@ -317,6 +322,28 @@ def test_g_tables_shared_by_threads_while_they_grow(monkeypatch):
     # a thread that finds another building goes on without a slice (and a count may be lost): no exact stage
     assert failures == [] and 0 < dpop._g_uses <= 320
     assert dpop._g_current == dpop._build_table(*G, dpop._g_current[0])
+
+
+def test_g_tables_survive_an_interrupted_slice(monkeypatch):
+    # the review: a signal (--max-time) inside a slice left a spent generator behind, and StopIteration after
+    fresh_g_tables(monkeypatch, ((3, 0), (5, 2)), 8)
+    real, calls = dpop._add_mixed_vartime, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 20:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(dpop, "_add_mixed_vartime", interrupted)
+    done, k = 0, 12345
+    for _ in range(300):
+        try:
+            assert affine(dpop._mul_base(k)) == ref_mul(k, G)
+            done += 1
+        except KeyboardInterrupt:
+            assert dpop._g_rows is None and dpop._g_next == [] and not dpop._g_lock.locked()
+    assert done == 299 and dpop._g_current == dpop._build_table(*G, 5)
 
 
 def test_tables_are_not_built_at_import():
@@ -6185,6 +6212,62 @@ def test_each_subcommand_has_its_own_help(command, words):
     done = run_cli(command, "--help")
     assert done.returncode == 0 and words.encode() in done.stdout and b"example:" in done.stdout
     assert b"Call an API protected" not in done.stdout  # not the main command's description
+
+
+def test_client_verbs_go_through_request(server, client_key):
+    seen = []
+
+    class Logged(dpop.Client):
+        def request(self, method, url, **kwargs):
+            seen.append(method)
+            return super().request(method, url, **kwargs)
+
+    with Logged(client_key, token_endpoint=server.token_endpoint, client_id=dpop.DEMO_CLIENT_ID,
+                client_secret=dpop.DEMO_CLIENT_SECRET, max_retries=0) as client:  # fmt: skip
+        for verb in ("get", "post", "put", "patch", "delete"):
+            assert getattr(client, verb)(server.api_url).status == 200
+    assert seen == ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def test_client_cert_arguments_are_checked(client_key, server):
+    for bad in (("one.pem",), ("a.pem", "b.pem", "c.pem"), 42):
+        with pytest.raises(TypeError):
+            make_client(server, client_key, client_cert=bad)
+    with make_client(server, client_key, client_cert=TLS / "client-with-key.pem") as client:  # a Path will do
+        assert client.get(server.api_url).status == 200
+
+
+def test_cli_cert_files_are_inputs(echo_server, key_file, tmp_path):
+    cert_key = tmp_path / "c.key"
+    cert_key.write_bytes((TLS / "client.key").read_bytes())
+    args = ("--cert", str(TLS / "client.pem"), "--cert-key", str(cert_key), "-o", str(cert_key), echo_server.api_url)
+    done = cli(echo_server, key_file, *args)
+    assert done.returncode == 2 and b"would overwrite the --cert-key file" in done.stderr
+    assert cert_key.read_bytes() == (TLS / "client.key").read_bytes()
+    done = cli(echo_server, key_file, "--cert", "-", echo_server.api_url, input=b"x")
+    assert done.returncode == 2 and b"not stdin" in done.stderr
+
+
+def test_max_time_needs_the_main_thread_and_keeps_the_callers_timer(server, key_file, monkeypatch, capsys):
+    import signal
+
+    monkeypatch.setenv("DPOP_CLIENT_SECRET", dpop.DEMO_CLIENT_SECRET)
+    argv = ["token", *cli_flow_args(server, key_file), "--max-time", "5"]
+    signal.setitimer(signal.ITIMER_REAL, 60)
+    try:
+        assert dpop.main(argv) == 2
+        assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 60  # the caller's timer still runs
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    assert "--max-time needs the main thread" in capsys.readouterr().err
+    statuses = []
+    worker = threading.Thread(target=lambda: statuses.append(dpop.main(argv)))
+    worker.start()
+    worker.join()
+    assert statuses == [2] and "--max-time needs the main thread" in capsys.readouterr().err
+    before = signal.getsignal(signal.SIGALRM)
+    assert dpop.main(argv) == 0 and signal.getsignal(signal.SIGALRM) is before
+    assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
 
 
 def test_library_takes_the_short_auth_method_names(server, client_key):

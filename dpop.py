@@ -529,7 +529,7 @@ def _g_table() -> Table:
     due = _g_stage + 1 < len(_G_STAGES) and _g_uses > _G_STAGES[_g_stage + 1][1]
     if table is None:
         with _g_lock:
-            return _g_slice()
+            return _g_current or _g_slice()  # another thread may have built it meanwhile
     if due and _g_lock.acquire(blocking=False):  # a thread that finds another building goes on without
         try:
             return _g_slice()

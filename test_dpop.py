@@ -324,6 +324,27 @@ def test_g_tables_shared_by_threads_while_they_grow(monkeypatch):
     assert dpop._g_current == dpop._build_table(*G, dpop._g_current[0])
 
 
+def test_g_table_first_built_once_by_threads_that_wait_for_it(monkeypatch):
+    fresh_g_tables(monkeypatch, ((3, 0), (5, 1000)), 8)
+    builds, real = [], dpop._build_table
+    monkeypatch.setattr(dpop, "_build_table", lambda *args: builds.append(args) or real(*args))
+    start = threading.Barrier(4)
+    results = []
+
+    def first():
+        start.wait()
+        results.append(affine(dpop._mul_base(7)))
+
+    threads = [threading.Thread(target=first) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # one build; the threads that waited for it take it, and no slice of the next stage starts before its time
+    assert results == [ref_mul(7, G)] * 4 and builds == [(dpop.Gx, dpop.Gy, 3)]
+    assert dpop._g_next == [] and dpop._g_rows is None
+
+
 def test_g_tables_survive_an_interrupted_slice(monkeypatch):
     # the review: a signal (--max-time) inside a slice left a spent generator behind, and StopIteration after
     fresh_g_tables(monkeypatch, ((3, 0), (5, 2)), 8)

@@ -4839,7 +4839,7 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
             sys.stdout.flush()
             try:
                 while True:
-                    time.sleep(0.5)  # short: Linux may hand SIGINT to a server thread, not to this sleep
+                    time.sleep(3600)
             except KeyboardInterrupt:
                 return 0
         key = key or generate_key()

@@ -3768,6 +3768,8 @@ def test_demo_serve_prints_its_urls():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        # a shell's background job ignores SIGINT, and a child would inherit that (Python then keeps it ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         info = json.loads(proc.stdout.readline())

@@ -89,6 +89,7 @@ import binascii
 import functools
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
@@ -335,47 +336,55 @@ Gy = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 # 3. Point arithmetic
 # =============================================================================
 #
-# Representation. A point is Jacobian (X, Y, Z) with 0 <= X, Y, Z < p standing
-# for the affine point (X/Z^2, Y/Z^3); any (X, Y, 0) is the point at infinity.
-# Affine points are (x, y) with 0 <= x, y < p and never infinity. Only
-# _point_from_octets and _ec_public_from_jwk create points from outside data,
-# and both reject out-of-range coordinates and points off the curve; every
-# function below trusts its inputs to be valid points.
+# Representation. Three forms of a point, every coordinate in [0, p):
+#   affine (x, y), never infinity: table entries and public keys;
+#   Jacobian (X, Y, Z) for (X/Z^2, Y/Z^3): where doublings run (u*Q for a new Q);
+#   XYZZ (X, Y, ZZ, ZZZ) for (X/ZZ, Y/ZZZ), ZZ^3 = ZZZ^2: where only
+#   additions run (every walk over a fixed-window table, so k*G).
+# Infinity is any point with Z = 0 or ZZ = 0. Only _point_from_octets and
+# _ec_public_from_jwk create points from outside data, and both reject
+# out-of-range coordinates and points off the curve; every function below
+# trusts its inputs to be valid points.
 #
-# Why Jacobian coordinates with the classic incomplete formulas, not the
-# complete Renes-Costello-Batina ones: in CPython the cost is the number of
-# big-integer multiplications and reductions, and RCB mixed addition needs
-# 13 of them (2 by b) against 11 here; measured, RCB made k*G ~25% slower.
-# The price is exceptional inputs (adding a point to itself, its negative or
-# infinity). The secret-scalar path below proves they cannot occur; the
-# public (variable-time) path checks for them explicitly.
+# Why these formulas: in CPython the cost is the number of big-integer
+# reductions (a 512-bit % p takes ~260 ns, a 256-bit product ~150 ns, any
+# other operation ~40 ns) and of calls. XYZZ mixed addition needs 10
+# products and 9 reductions, Jacobian's 11 and 9 (one of 768 bits): 9%
+# faster; but the XYZZ doubling is 11% slower, so runs of doublings stay
+# Jacobian. The complete Renes-Costello-Batina formulas need 13 and made
+# k*G ~25% slower. The price of these incomplete ones is exceptional inputs
+# (a point plus itself, its negative or infinity): the secret-scalar path
+# proves they cannot occur but in one listed case, and the public
+# (variable-time) path checks for them.
 
 if TYPE_CHECKING:
     Jacobian = Tuple[int, int, int]
-if TYPE_CHECKING:
+    Xyzz = Tuple[int, int, int, int]
     Affine = Tuple[int, int]
-_INFINITY: Jacobian = (0, 1, 0)
+_INFINITY: Xyzz = (1, 1, 0, 0)
 
 
 def _on_curve(x: int, y: int) -> bool:
     return 0 <= x < p and 0 <= y < p and (y * y - (x * x * x - 3 * x + b)) % p == 0
 
 
-def _double(X1: int, Y1: int, Z1: int) -> Jacobian:
-    """2*P1. EFD dbl-2001-b (a = -3), Z3 as 2*Y1*Z1. Infinity maps to infinity.
+def _double(X1: int, Y1: int, Z1: int, times: int = 1) -> Jacobian:
+    """2^times * P1, Jacobian. EFD dbl-2001-b (a = -3), Z3 as 2*Y1*Z1. Infinity stays infinity.
 
     The paper's Z3 = (Y1+Z1)^2 - gamma - delta trades a multiplication for a
     squaring, which only pays where squaring is cheaper; in CPython it is
-    not, and the direct form is 7% faster.
+    not, and the direct form is 7% faster. A run is one call (a call per
+    doubling costs 8% more).
     """
-    delta = Z1 * Z1 % p  # delta := Z1^2
-    gamma = Y1 * Y1 % p  # gamma := Y1^2
-    beta = X1 * gamma % p  # beta := X1 * gamma
-    alpha = 3 * (X1 - delta) * (X1 + delta) % p  # alpha := 3 (X1-delta)(X1+delta)
-    X3 = (alpha * alpha - 8 * beta) % p  # X3 := alpha^2 - 8 beta
-    Z3 = 2 * Y1 * Z1 % p  # Z3 := 2 Y1 Z1
-    Y3 = (alpha * (4 * beta - X3) - 8 * gamma * gamma) % p  # Y3 := alpha (4 beta - X3) - 8 gamma^2
-    return X3, Y3, Z3
+    for _ in range(times):
+        delta = Z1 * Z1 % p  # delta := Z1^2
+        gamma = Y1 * Y1 % p  # gamma := Y1^2
+        beta = X1 * gamma % p  # beta := X1 * gamma
+        alpha = 3 * (X1 - delta) * (X1 + delta) % p  # alpha := 3 (X1-delta)(X1+delta)
+        Z1 = 2 * Y1 * Z1 % p  # Z3 := 2 Y1 Z1
+        X1 = (alpha * alpha - 8 * beta) % p  # X3 := alpha^2 - 8 beta
+        Y1 = (alpha * (4 * beta - X1) - 8 * gamma * gamma) % p  # Y3 := alpha (4 beta - X3) - 8 gamma^2
+    return X1, Y1, Z1
 
 
 def _add_mixed(X1: int, Y1: int, Z1: int, x2: int, y2: int) -> Jacobian:
@@ -396,40 +405,79 @@ def _add_mixed(X1: int, Y1: int, Z1: int, x2: int, y2: int) -> Jacobian:
     return X3, Y3, Z3
 
 
-def _add_mixed_vartime(P1: Jacobian, x2: int, y2: int) -> Jacobian:
+def _add_xyzz(X1: int, Y1: int, ZZ1: int, ZZZ1: int, x2: int, y2: int) -> Xyzz:
+    """P1 + P2 for XYZZ P1 and affine P2. EFD madd-2008-s: 8M + 2S.
+
+    Incomplete like _add_mixed: wrong if P1 is infinity or P1 == P2; P1 == -P2 gives ZZ3 = 0, the right answer.
+    """
+    P = (x2 * ZZ1 - X1) % p  # P := U2 - X1, U2 = x2 ZZ1
+    R = (y2 * ZZZ1 - Y1) % p  # R := S2 - Y1, S2 = y2 ZZZ1
+    PP = P * P % p  # PP := P^2
+    PPP = P * PP % p  # PPP := P PP
+    Q = X1 * PP % p  # Q := X1 PP
+    X3 = (R * R - PPP - 2 * Q) % p  # X3 := R^2 - PPP - 2Q
+    Y3 = (R * (Q - X3) - Y1 * PPP) % p  # Y3 := R (Q - X3) - Y1 PPP
+    return X3, Y3, ZZ1 * PP % p, ZZZ1 * PPP % p  # ZZ3 := ZZ1 PP, ZZZ3 := ZZZ1 PPP
+
+
+def _xyzz(P1: Jacobian) -> Xyzz:
+    X1, Y1, Z1 = P1
+    ZZ = Z1 * Z1 % p
+    return X1, Y1, ZZ, ZZ * Z1 % p
+
+
+def _add_xyzz_vartime(P1: Xyzz, x2: int, y2: int) -> Xyzz:
     """Complete P1 + P2 (affine P2) by branching on the exceptional cases.
 
     Variable-time: for public points only.
     """
-    X1, Y1, Z1 = P1
-    if Z1 == 0:
-        return (x2, y2, 1)
-    P3 = _add_mixed(X1, Y1, Z1, x2, y2)
-    # Z3 = Z1 * H is zero exactly when H == 0, i.e. P1 = +-P2. The formula is
-    # right for -P2 (infinity); for +P2 it must be a doubling instead.
-    if P3[2] == 0 and (y2 * Z1 * Z1 * Z1 - Y1) % p == 0:
-        return _double(x2, y2, 1)
+    X1, Y1, ZZ1, ZZZ1 = P1
+    if ZZ1 == 0:
+        return x2, y2, 1, 1
+    P3 = _add_xyzz(X1, Y1, ZZ1, ZZZ1, x2, y2)
+    # ZZ3 = ZZ1 * P^2 is zero exactly when P == 0, i.e. P1 = +-P2. The formula
+    # is right for -P2 (infinity); for +P2 it must be a doubling instead.
+    if P3[2] == 0 and (y2 * ZZZ1 - Y1) % p == 0:
+        return _xyzz(_double(x2, y2, 1))
     return P3
 
 
-def _batch_to_affine_vartime(points: Sequence[Jacobian]) -> List[Affine]:
-    """Affine forms of many public points with one inversion (Montgomery's trick).
-
-    None of the points may be infinity.
-    """
+def _inverses_vartime(values: Sequence[int]) -> List[int]:
+    """1/v mod p for many public non-zero v with one inversion (Montgomery's trick)."""
     prefix = []
     acc = 1
-    for _, _, Z in points:
+    for v in values:
         prefix.append(acc)
-        acc = acc * Z % p
+        acc = acc * v % p
     inv = pow(acc, -1, p)
-    out: List[Affine] = [(0, 0)] * len(points)
-    for i in range(len(points) - 1, -1, -1):
-        X, Y, Z = points[i]
-        zi = inv * prefix[i] % p  # 1/Z_i
-        inv = inv * Z % p
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inv * prefix[i] % p  # 1/v_i
+        inv = inv * values[i] % p
+    return out
+
+
+def _batch_to_affine_vartime(points: Sequence[Jacobian]) -> List[Affine]:
+    """Affine forms of many public Jacobian points, none of them infinity, with one inversion."""
+    out = []
+    for (X, Y, _), zi in zip(points, _inverses_vartime([Z for _, _, Z in points])):
         zi2 = zi * zi % p
-        out[i] = (X * zi2 % p, Y * zi2 * zi % p)
+        out.append((X * zi2 % p, Y * zi2 * zi % p))
+    return out
+
+
+def _add_affine_vartime(pairs: Sequence[Tuple[int, int, int, int]]) -> List[Affine]:
+    """(x1, y1) + (x2, y2) for each (x1, y1, x2, y2) of public affine points with x1 != x2, with one inversion.
+
+    lambda := (y2 - y1) / (x2 - x1), x3 := lambda^2 - x1 - x2, y3 := lambda (x1 - x3) - y1: with the
+    inversion shared, 6 products and reductions a point against a mixed addition's 11 and an affine
+    conversion's 6.
+    """
+    out = []
+    for (x1, y1, x2, y2), inv in zip(pairs, _inverses_vartime([x2 - x1 for x1, _, x2, _ in pairs])):
+        lam = (y2 - y1) * inv % p
+        x3 = (lam * lam - x1 - x2) % p
+        out.append((x3, (lam * (x1 - x3) - y1) % p))
     return out
 
 
@@ -466,13 +514,18 @@ def _inverse_blinded(value: int, modulus: int, blind: int) -> int:
 # but the last below n (w = 4 and w = 8 do not: there a row can meet an
 # exceptional case).
 #
+# How a table is built: one chain of doublings gives every row's base
+# B_i = 2^(w*i) P, then the odd multiples grow in layers, j B_i + 2^t B_i
+# for the odd j < 2^t giving the odd j in (2^t, 2^(t+1)), as affine additions
+# that share one inversion per step of _SLICE points. None is exceptional:
+# j B_i = +-2^t B_i would need j = +-2^t mod n. This is 2.5x faster than
+# adding 2 B_i to each entry in turn and converting every point.
+#
 # Tables for G grow in stages, rent or buy: a process starts on w = 3 and
 # moves to a wider table once its k*G have cost about what the next table
 # costs to build, so building never more than doubles k*G's time. Measured
-# on CPython 3.11, x86-64 (build / k*G / live size): w = 3: 4 ms / 460 us /
-# 0.06 MB; 7: 23 ms / 196 us / 0.33 MB; 10: 125 ms / 141 us / 1.8 MB; 13:
-# 750 ms / 114 us / 11.4 MB (13.2 MB beside the table it replaces). The next
-# table is built in slices of _SLICE points (~20 ms), one per k*G, while the
+# on CPython 3.11, x86-64 (build / k*G / live size): STAGE_NUMBERS. The next
+# table is built in steps of _SLICE points (~SLICE_MS ms), one per k*G, while the
 # current one serves: no call pays for a whole table (w = 13 in one call was
 # a one-second pause). Rejected: building at import (every importer pays), a
 # background thread (exit would wait for it or kill it), w = 14 (23 MB for
@@ -483,134 +536,130 @@ if TYPE_CHECKING:
     Row = Tuple[Tuple[int, ...], Tuple[int, ...]]  # (xs, ys) of j * base, j odd, index (j - 1) / 2
     Table = Tuple[int, Tuple[Row, ...]]  # (w, rows)
 
-_SLICE = 2048  # points per slice of a table built in stages
+_SLICE = 4096  # points per step of a table built in stages
 
 
-def _table_rows(x: int, y: int, w: int) -> Iterator[Optional[Row]]:
-    """Rows of the width-w table for affine P = (x, y), in order, a None after each slice of _SLICE
-    points in a row (a caller may pause there); row i is 2^(w*i) P plus its double, again and again. Variable-time."""
-    half = 1 << (w - 1)  # odd multiples 1, 3, ..., 2^w - 1
-    for _ in range(-(-257 // w)):
-        twice = _double(x, y, 1)
-        tx, ty = _batch_to_affine_vartime([twice])[0]
-        acc: Jacobian = (x, y, 1)
-        points: List[Affine] = []
-        for start in range(0, half, _SLICE):
-            chunk = [acc]  # the slice's points, then the next slice's first
-            for _ in range(min(_SLICE, half - start)):
-                acc = _add_mixed_vartime(acc, tx, ty)
-                chunk.append(acc)
-            points += _batch_to_affine_vartime(chunk[:-1])
-            yield None if len(points) < half else (tuple(q[0] for q in points), tuple(q[1] for q in points))
-        for _ in range(w - 1):
-            twice = _double(*twice)
-        x, y = _batch_to_affine_vartime([twice])[0]  # the next row's base, 2^w B_i
+def _table_steps(x: int, y: int, w: int) -> Iterator[Optional[Table]]:
+    """The width-w table for public affine P = (x, y) in steps of _SLICE points: None after each, then the
+    table (a caller may pause between steps). Variable-time."""
+    m = -(-257 // w)
+    chain: List[Jacobian] = [(x, y, 1)]
+    for _ in range(w * m - 1):
+        chain.append(_double(*chain[-1]))
+    powers = _batch_to_affine_vartime(chain)  # 2^e P for e < w m
+    rows = [([bx], [by]) for bx, by in powers[::w]]  # row i: the x and y of j B_i so far, j = 1, 3, 5, ...
+    for t in range(1, w):
+        layer = ((xs, ys, q, powers[w * i + t]) for i, (xs, ys) in enumerate(rows) for q in range(1 << (t - 1)))
+        while step := list(itertools.islice(layer, _SLICE)):
+            sums = _add_affine_vartime([(xs[q], ys[q], *twos) for xs, ys, q, twos in step])
+            for (xs, ys, _, _), (x3, y3) in zip(step, sums):  # j + 2^t follows j's last layer
+                xs.append(x3)
+                ys.append(y3)
+            yield None
+    yield w, tuple((tuple(xs), tuple(ys)) for xs, ys in rows)
 
 
 def _build_table(x: int, y: int, w: int) -> Table:
     """The whole width-w table for public affine point (x, y) in one call. Variable-time."""
-    return w, tuple(row for row in _table_rows(x, y, w) if row is not None)
+    return [table for table in _table_steps(x, y, w) if table][0]
 
 
 _G_STAGES = ((3, 0), (7, 48), (10, 700), (13, 6000))  # (w, k*G before its build starts): build time / k*G time
 _g_current: Optional[Table] = None  # replaced whole (one reference, so readers need no lock)
 _g_uses = 0
 _g_stage = 0  # the index in _G_STAGES of the current table
-_g_next: List[Row] = []  # the next stage's rows built so far
-_g_rows: Optional[Iterator[Optional[Row]]] = None  # and their generator
+_g_steps: Optional[Iterator[Optional[Table]]] = None  # the next stage's build, under way
 _g_lock = threading.Lock()
 
 
 def _g_table() -> Table:
-    """The current table for G (first built on use, never at import); each call past a stage's start builds a slice."""
+    """The current table for G (first built on use, never at import); each call past a stage's start builds a step."""
     global _g_uses
     _g_uses += 1
     table = _g_current
     due = _g_stage + 1 < len(_G_STAGES) and _g_uses > _G_STAGES[_g_stage + 1][1]
     if table is None:
         with _g_lock:
-            return _g_current or _g_slice()  # another thread may have built it meanwhile
+            return _g_current or _g_step()  # another thread may have built it meanwhile
     if due and _g_lock.acquire(blocking=False):  # a thread that finds another building goes on without
         try:
-            return _g_slice()
+            return _g_step()
         finally:
             _g_lock.release()
     return table
 
 
-def _g_slice() -> Table:
-    """Under _g_lock: the first table, or one slice of the next one."""
-    global _g_current, _g_stage, _g_rows
+def _g_step() -> Table:
+    """Under _g_lock: the first table, or one step of the next one."""
+    global _g_current, _g_stage, _g_steps
     if _g_current is None:
         _g_current = _build_table(Gx, Gy, _G_STAGES[0][0])
     elif _g_stage + 1 < len(_G_STAGES):  # else another thread finished the last stage meanwhile
-        wider = _G_STAGES[_g_stage + 1][0]
-        _g_rows = _g_rows or _table_rows(Gx, Gy, wider)
+        _g_steps = _g_steps or _table_steps(Gx, Gy, _G_STAGES[_g_stage + 1][0])
         try:
-            row = next(_g_rows)
-        except BaseException:  # a signal or KeyboardInterrupt mid-slice: the stage starts again later
-            _g_rows = None
-            del _g_next[:]
+            built = next(_g_steps)
+        except BaseException:  # a signal or KeyboardInterrupt mid-step: the stage starts again later
+            _g_steps = None
             raise
-        _g_next.extend([row] if row is not None else [])
-        if len(_g_next) == -(-257 // wider):
-            _g_current, _g_stage, _g_rows = (wider, tuple(_g_next)), _g_stage + 1, None
-            del _g_next[:]
+        if built:
+            _g_current, _g_stage, _g_steps = built, _g_stage + 1, None
     return _g_current
 
 
-def _mul_fixed(k: int, table: Table) -> Jacobian:
-    """k * P for a secret k in [0, n) and P's fixed-window table.
+def _mul_fixed(k: int, table: Table) -> Xyzz:
+    """k * P for a secret k in [1, n) and P's fixed-window table.
 
-    Fixed sequence: the same shifts, masks, selections and one _add_mixed per
+    Fixed sequence: the same shifts, masks, selections and one _add_xyzz per
     row for every k; the table index is the only thing that depends on k's
-    bits. A window t = (c mod 2^(w+1)) >> 1 stands for the digit 2t + 1 - 2^w:
-    its entry is t - 2^(w-1) when that is >= 0, else 2^(w-1) - 1 - t with y
+    bits. Row i's window t is bits w*i+1 .. w*i+w of the odd c (bits 1..w of
+    c_i = floor(c / 2^(w*i)) | 1) and stands for the digit 2t + 1 - 2^w: its
+    entry is t - 2^(w-1) when that is >= 0, else 2^(w-1) - 1 - t with y
     negated; both cases are t XOR (2^(w-1) - neg), computed without a branch.
 
-    Why _add_mixed never meets an exceptional case: after rows 0..i-1 the
+    Why _add_xyzz never meets an exceptional case: after rows 0..i-1 the
     accumulator is s*P with 0 < |s| <= (2^w - 1)(2^(w*i) - 1)/(2^w - 1) <
     2^(w*i), and row i adds T = d 2^(w*i) P with |d| >= 1, so |T| > |s| and
     s != +-T as integers. For every row but the last |s| + |T| < 2^(w*(i+1))
-    <= 2^(w*(m-1)) <= 2^255 < n (true for the widths used, 3, 5 and 13;
-    not for 4 or 8), so s = +-T mod n is impossible too. In the last row
-    s + T = k + n or k, never 0 mod n for k in [1, n), but s = T mod n does
-    happen for a few k (c = 2T - n), so that row also computes the doubling.
-    The test suite lists those k and checks them against a reference.
+    <= 2^(w*(m-1)) <= 2^255 < n (true for the widths used, 3, 5, 7, 10 and
+    13; not for 4 or 8), so s = +-T mod n is impossible too. In the last row
+    s + T = k + n or k, never 0 mod n, but s = T mod n does happen: for the
+    2^(w-1) values k = 2T - n or 2T - 2n (e.g. k = 30 * 2^252 - n for w =
+    12), and only for them. There the sum comes out with ZZ3 = 0 and the
+    table point is doubled instead. That branch is the one place the sequence
+    depends on k, and shows only that k is one of those listed values (for a
+    nonce, a chance of 2^-243); computing both every time cost 2.5% of a
+    signature. The test suite lists those k and checks them against a
+    reference.
     """
     w, rows = table
     half = 1 << (w - 1)
     top = w - 1
-    mask = (1 << (w + 1)) - 1
-    c = k + n * (1 - (k & 1))  # odd; (k + n) * P == k * P
+    bits = (1 << w) - 1
+    c = (k + n * (1 - (k & 1))) >> 1  # the odd one of k and k + n ((k + n) * P == k * P), less its bit 0
     xs, ys = rows[0]
-    t = (c & mask) >> 1
+    t = c & bits
     neg = (t >> top) ^ 1  # 1 for a negative digit
     j = t ^ (half - neg)
     y = ys[j]
-    X1, Y1, Z1 = xs[j], (y, p - y)[neg], 1
+    X1, Y1, ZZ1, ZZZ1 = xs[j], (y, p - y)[neg], 1, 1
     last = len(rows) - 1
     for row in range(1, last):
-        c = (c >> w) | 1
+        c >>= w
         xs, ys = rows[row]
-        t = (c & mask) >> 1
+        t = c & bits
         neg = (t >> top) ^ 1
         j = t ^ (half - neg)
         y = ys[j]
-        X1, Y1, Z1 = _add_mixed(X1, Y1, Z1, xs[j], (y, p - y)[neg])
-    c = (c >> w) | 1  # the last digit is c itself, odd, in [1, 2^w)
+        X1, Y1, ZZ1, ZZZ1 = _add_xyzz(X1, Y1, ZZ1, ZZZ1, xs[j], (y, p - y)[neg])
     xs, ys = rows[last]
-    j = c >> 1
-    # The last row is the one place P1 == P2 can happen (for a handful of k
-    # per width, e.g. k = 30 * 2^252 - n for w = 12), so both the sum and the
-    # doubling are computed and the right one is picked: Z3 = Z1 * H is 0
-    # exactly when H is, i.e. when the accumulator equals the table point.
-    added = _add_mixed(X1, Y1, Z1, xs[j], ys[j])
-    doubled = _double(X1, Y1, Z1)
-    return (added, doubled)[added[2] == 0]
+    j = c >> w  # the last digit 2j + 1 is what remains of c_i: odd, in [1, 2^w)
+    P3 = _add_xyzz(X1, Y1, ZZ1, ZZZ1, xs[j], ys[j])
+    if P3[2] == 0:  # the accumulator is the table point (see above)
+        return _xyzz(_double(xs[j], ys[j], 1))
+    return P3
 
 
-def _mul_base(k: int) -> Jacobian:
+def _mul_base(k: int) -> Xyzz:
     """k * G for a secret k."""
     return _mul_fixed(k, _g_table())
 
@@ -638,42 +687,43 @@ def _wnaf(k: int, w: int) -> List[Tuple[int, int]]:
     return digits
 
 
-def _mul_add_vartime(u1: int, u2: int, qx: int, qy: int, qtable: Optional[Table] = None) -> Jacobian:
+def _mul_add_vartime(u1: int, u2: int, qx: int, qy: int, qtable: Optional[Table] = None) -> Xyzz:
     """u1*G + u2*Q for public scalars and a public point Q. Variable-time.
 
     With ``qtable`` (Q's fixed-window table, from the per-key cache) both
     halves are table walks with no doublings. Without it u2*Q is a width-5
     NAF (256 doublings, ~43 additions) and u1*G is added row by row after.
+    The NAF starts from its top digit's point; then no addition is
+    exceptional: before each, the accumulator is v*Q with 32 <= v < n (v is
+    2^5 or more times what the digits before made, at least 1), and the
+    digit d has |d| <= 15, so v + d and v - d are in [17, n).
     """
     if qtable is not None:
         acc = _walk_vartime(_INFINITY, u2, qtable)
+    elif u2 == 0:
+        acc = _INFINITY
     else:
         # Odd multiples Q, 3Q, ..., 15Q, affine for mixed additions, and
         # their negatives: index d + 15 for digit d.
         q2 = _batch_to_affine_vartime([_double(qx, qy, 1)])[0]  # 2Q: never infinity, as n is an odd prime
         odd: List[Jacobian] = [(qx, qy, 1)]
         for _ in range(7):
-            odd.append(_add_mixed_vartime(odd[-1], *q2))
-        positive = _batch_to_affine_vartime(odd)
+            odd.append(_add_mixed(*odd[-1], *q2))  # jQ = +-2Q would need j = +-2 mod n
         table: List[Affine] = [(0, 0)] * 31
-        for i, (x, y) in enumerate(positive):
+        for i, (x, y) in enumerate(_batch_to_affine_vartime(odd)):
             table[15 + 2 * i + 1] = (x, y)
             table[15 - 2 * i - 1] = (x, p - y)
-        X, Y, Z = _INFINITY
-        previous = 0
-        for position, d in reversed(_wnaf(u2, 5)):
-            if Z != 0:
-                for _ in range(previous - position):
-                    X, Y, Z = _double(X, Y, Z)
-            X, Y, Z = _add_mixed_vartime((X, Y, Z), *table[d + 15])
-            previous = position
-        for _ in range(previous):
-            X, Y, Z = _double(X, Y, Z)
-        acc = (X, Y, Z)
+        digits = _wnaf(u2, 5)
+        position, d = digits.pop()  # the top digit, positive
+        X, Y, Z = *table[d + 15], 1
+        for lower, d in reversed(digits):
+            X, Y, Z = _add_mixed(*_double(X, Y, Z, position - lower), *table[d + 15])
+            position = lower
+        acc = _xyzz(_double(X, Y, Z, position))
     return _walk_vartime(acc, u1, _g_table())
 
 
-def _walk_vartime(acc: Jacobian, u: int, table: Table) -> Jacobian:
+def _walk_vartime(acc: Xyzz, u: int, table: Table) -> Xyzz:
     """acc + u*P for 0 <= u < n using P's fixed-window table. Variable-time."""
     w, rows = table
     mask = (1 << (w + 1)) - 1
@@ -684,12 +734,12 @@ def _walk_vartime(acc: Jacobian, u: int, table: Table) -> Jacobian:
         xs, ys = rows[row]
         d = (c & mask) - full  # odd digit in (-2^w, 2^w)
         if d > 0:
-            acc = _add_mixed_vartime(acc, xs[d >> 1], ys[d >> 1])
+            acc = _add_xyzz_vartime(acc, xs[d >> 1], ys[d >> 1])
         else:
-            acc = _add_mixed_vartime(acc, xs[-d >> 1], p - ys[-d >> 1])
+            acc = _add_xyzz_vartime(acc, xs[-d >> 1], p - ys[-d >> 1])
         c = (c >> w) | 1
     xs, ys = rows[last]
-    return _add_mixed_vartime(acc, xs[c >> 1], ys[c >> 1])
+    return _add_xyzz_vartime(acc, xs[c >> 1], ys[c >> 1])
 
 
 # =============================================================================
@@ -739,9 +789,8 @@ def _sign_digest(d: int, digest: bytes, extra: bytes, blind: bytes) -> Tuple[int
     blind_z = int.from_bytes(blind[:32], "big") % (p - 1) + 1
     blind_k = int.from_bytes(blind[32:], "big") % (n - 1) + 1
     for k in _rfc6979_nonces(d, digest, extra):
-        X, _, Z = _mul_base(k)
-        zi = _inverse_blinded(Z, p, blind_z)
-        r = X * zi * zi % p % n
+        X, _, ZZ, _ = _mul_base(k)
+        r = X * _inverse_blinded(ZZ, p, blind_z) % p % n
         if r == 0:
             continue  # RFC 6979 §3.4: try the next k
         s = _inverse_blinded(k, n, blind_k) * (e + r * d) % n
@@ -763,12 +812,11 @@ def _verify_digest(
         return False
     e = int.from_bytes(digest, "big")
     w = pow(s, -1, n)  # s is public
-    X, _, Z = _mul_add_vartime(e * w % n, r * w % n, qx, qy, qtable)
-    if Z == 0:
+    X, _, ZZ, _ = _mul_add_vartime(e * w % n, r * w % n, qx, qy, qtable)
+    if ZZ == 0:
         return False
-    # x(R) mod n == r without inverting Z: x = X/Z^2 and x < p, so x mod n == r
+    # x(R) mod n == r without an inversion: x = X/ZZ and x < p, so x mod n == r
     # means x == r or x == r + n (possible only when r + n < p).
-    ZZ = Z * Z % p
     if (X - r * ZZ) % p == 0:
         return True
     return r + n < p and (X - (r + n) * ZZ) % p == 0
@@ -1247,10 +1295,10 @@ class ECKey:
 
 
 def _public_from_private(d: int) -> Affine:
-    X, Y, Z = _mul_base(d)
-    zi = _inverse_blinded(Z, p, _random_below(p))
-    zi2 = zi * zi % p
-    return X * zi2 % p, Y * zi2 * zi % p
+    X, Y, ZZ, ZZZ = _mul_base(d)
+    zi = _inverse_blinded(ZZZ, p, _random_below(p))  # 1/Z^3
+    iz = ZZ * zi % p  # 1/Z
+    return X * iz * iz % p, Y * zi % p
 
 
 def generate_key() -> ECKey:

@@ -110,13 +110,17 @@ def ref_mul(k, point):
     return result
 
 
-def affine(jacobian):
-    """The affine point (None for infinity), computed here, independently of dpop."""
-    X, Y, Z = jacobian
-    if Z % P == 0:
+def affine(point):
+    """The affine point (None for infinity) of a Jacobian (X, Y, Z) or XYZZ (X, Y, ZZ, ZZZ) point, computed here,
+    independently of dpop."""
+    if len(point) == 3:
+        X, Y, Z = point
+        point = X, Y, Z * Z, Z * Z * Z
+    X, Y, ZZ, ZZZ = point
+    if ZZ % P == 0:
         return None
-    zi = pow(Z, P - 2, P)
-    return X * zi * zi % P, Y * zi * zi * zi % P
+    assert pow(ZZ, 3, P) == pow(ZZZ, 2, P)
+    return X * pow(ZZ, P - 2, P) % P, Y * pow(ZZZ, P - 2, P) % P
 
 
 EDGE_SCALARS = (
@@ -258,8 +262,16 @@ def test_branch_free_digit_index():
 
 
 def test_batch_affine_matches_single():
-    points = [dpop._double(*G, 1), dpop._add_mixed_vartime((G[0], G[1], 1), *ref_mul(3, G))]
-    assert dpop._batch_to_affine_vartime(points) == [affine(pt) for pt in points]
+    points = [dpop._double(*G, 1), dpop._add_mixed(*G, 1, *ref_mul(3, G)), dpop._double(*G, 1, 7)]
+    assert (
+        dpop._batch_to_affine_vartime(points) == [affine(pt) for pt in points] == [ref_mul(k, G) for k in (2, 4, 128)]
+    )
+
+
+def test_affine_additions_share_one_inversion():
+    pairs = [(*ref_mul(a, G), *ref_mul(b, G)) for a, b in ((1, 2), (5, 8), (N - 3, 7), (2, N - 1))]
+    assert dpop._add_affine_vartime(pairs) == [ref_mul(k, G) for k in (3, 13, 4, 1)]
+    assert dpop._inverses_vartime([1, 2, P - 1]) == [1, pow(2, -1, P), P - 1]
 
 
 def test_inverse_blinded():
@@ -281,14 +293,14 @@ def fresh_g_tables(monkeypatch, stages, slice_):
     """The k*G table machinery as a new process has it, with other stages."""
     monkeypatch.setattr(dpop, "_G_STAGES", stages)
     monkeypatch.setattr(dpop, "_SLICE", slice_)
-    for name, value in (("_g_current", None), ("_g_uses", 0), ("_g_stage", 0), ("_g_next", []), ("_g_rows", None)):
+    for name, value in (("_g_current", None), ("_g_uses", 0), ("_g_stage", 0), ("_g_steps", None)):
         monkeypatch.setattr(dpop, name, value)
 
 
 def test_g_tables_grow_in_stages_one_slice_per_call(monkeypatch):
-    fresh_g_tables(monkeypatch, ((3, 0), (5, 2), (7, 6)), 8)  # w=5 rows: 2 slices of 8 points; w=7 rows: 8
-    additions, real = [], dpop._add_mixed_vartime
-    monkeypatch.setattr(dpop, "_add_mixed_vartime", lambda *a: additions.append(1) or real(*a))
+    fresh_g_tables(monkeypatch, ((3, 0), (5, 2), (7, 6)), 8)
+    additions, real = [], dpop._add_affine_vartime
+    monkeypatch.setattr(dpop, "_add_affine_vartime", lambda pairs: additions.extend(pairs) or real(pairs))
     widths, work = [], []
     for i in range(1, 420):
         k = (i * 0x9E3779B97F4A7C15F39CC0605CEDC8341082276BF3A27251F86C6A11D0C18E95) % N
@@ -297,10 +309,12 @@ def test_g_tables_grow_in_stages_one_slice_per_call(monkeypatch):
         widths.append(dpop._g_current[0])
         work.append(len(additions))
     assert widths[0] == 3 and widths[-1] == 7 and widths == sorted(widths)
-    # w=5 (52 rows of 2 slices) is built by calls 3-106, w=7 (37 rows of 8) by calls 107-402
-    assert widths.index(5) == 106 - 1 and widths.index(7) == 402 - 1
-    assert max(work[1:]) <= 8  # one slice, never a table: the first call builds w=3 (86 * 3 additions) alone
-    assert dpop._g_current == dpop._build_table(*G, 7) and dpop._g_next == [] and dpop._g_rows is None
+    # w=5: 52 rows of 1 + 2 + 4 + 8 additions in steps of 8 (7 + 13 + 26 + 52), and the table: calls 3-101;
+    # w=7: 37 rows of 63 additions, 5 + 10 + 19 + 37 + 74 + 148 steps and the table: calls 102-395
+    assert widths.index(5) == 101 - 1 and widths.index(7) == 395 - 1
+    assert max(work[1:]) <= 8  # one step, never a table: the first call builds w=3 (86 * 3 additions) alone
+    assert work[0] == 86 * 3 and sum(work) == 86 * 3 + 52 * 15 + 37 * 63
+    assert dpop._g_current == dpop._build_table(*G, 7) and dpop._g_steps is None
 
 
 def test_g_tables_shared_by_threads_while_they_grow(monkeypatch):
@@ -342,28 +356,28 @@ def test_g_table_first_built_once_by_threads_that_wait_for_it(monkeypatch):
         thread.join()
     # one build; the threads that waited for it take it, and no slice of the next stage starts before its time
     assert results == [ref_mul(7, G)] * 4 and builds == [(dpop.Gx, dpop.Gy, 3)]
-    assert dpop._g_next == [] and dpop._g_rows is None
+    assert dpop._g_steps is None
 
 
 def test_g_tables_survive_an_interrupted_slice(monkeypatch):
     # the review: a signal (--max-time) inside a slice left a spent generator behind, and StopIteration after
     fresh_g_tables(monkeypatch, ((3, 0), (5, 2)), 8)
-    real, calls = dpop._add_mixed_vartime, []
+    real, calls = dpop._add_affine_vartime, []
 
-    def interrupted(*args):
+    def interrupted(pairs):
         calls.append(1)
         if len(calls) == 20:
             raise KeyboardInterrupt
-        return real(*args)
+        return real(pairs)
 
-    monkeypatch.setattr(dpop, "_add_mixed_vartime", interrupted)
+    monkeypatch.setattr(dpop, "_add_affine_vartime", interrupted)
     done, k = 0, 12345
     for _ in range(300):
         try:
             assert affine(dpop._mul_base(k)) == ref_mul(k, G)
             done += 1
         except KeyboardInterrupt:
-            assert dpop._g_rows is None and dpop._g_next == [] and not dpop._g_lock.locked()
+            assert dpop._g_steps is None and not dpop._g_lock.locked()
     assert done == 299 and dpop._g_current == dpop._build_table(*G, 5)
 
 
@@ -3591,7 +3605,7 @@ def test_sign_retries_when_r_or_s_is_zero(monkeypatch):
 
     def x_zero_once(k):
         calls.append(k)
-        return (0, 1, 1) if len(calls) == 1 else real_mul(k)
+        return (0, 1, 1, 1) if len(calls) == 1 else real_mul(k)
 
     monkeypatch.setattr(dpop, "_mul_base", x_zero_once)
     r, s = dpop._sign_digest(5, digest, b"", b"\x01" * 64)

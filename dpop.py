@@ -361,7 +361,7 @@ if TYPE_CHECKING:
     Jacobian = Tuple[int, int, int]
     Xyzz = Tuple[int, int, int, int]
     Affine = Tuple[int, int]
-_INFINITY: Xyzz = (1, 1, 0, 0)
+_INFINITY: Jacobian = (1, 1, 0)
 
 
 def _on_curve(x: int, y: int) -> bool:
@@ -426,19 +426,19 @@ def _xyzz(P1: Jacobian) -> Xyzz:
     return X1, Y1, ZZ, ZZ * Z1 % p
 
 
-def _add_xyzz_vartime(P1: Xyzz, x2: int, y2: int) -> Xyzz:
+def _add_mixed_vartime(P1: Jacobian, x2: int, y2: int) -> Jacobian:
     """Complete P1 + P2 (affine P2) by branching on the exceptional cases.
 
     Variable-time: for public points only.
     """
-    X1, Y1, ZZ1, ZZZ1 = P1
-    if ZZ1 == 0:
-        return x2, y2, 1, 1
-    P3 = _add_xyzz(X1, Y1, ZZ1, ZZZ1, x2, y2)
-    # ZZ3 = ZZ1 * P^2 is zero exactly when P == 0, i.e. P1 = +-P2. The formula
-    # is right for -P2 (infinity); for +P2 it must be a doubling instead.
-    if P3[2] == 0 and (y2 * ZZZ1 - Y1) % p == 0:
-        return _xyzz(_double(x2, y2, 1))
+    X1, Y1, Z1 = P1
+    if Z1 == 0:
+        return x2, y2, 1
+    P3 = _add_mixed(X1, Y1, Z1, x2, y2)
+    # Z3 = Z1 * H is zero exactly when H == 0, i.e. P1 = +-P2. The formula is
+    # right for -P2 (infinity); for +P2 it must be a doubling instead.
+    if P3[2] == 0 and (y2 * Z1 * Z1 * Z1 - Y1) % p == 0:
+        return _double(x2, y2, 1)
     return P3
 
 
@@ -521,22 +521,24 @@ def _inverse_blinded(value: int, modulus: int, blind: int) -> int:
 # j B_i = +-2^t B_i would need j = +-2^t mod n. This is 2.5x faster than
 # adding 2 B_i to each entry in turn and converting every point.
 #
-# Tables for G grow in stages, rent or buy: a process starts on w = 3 and
-# moves to a wider table once its k*G have cost about what the next table
-# costs to build, so building never more than doubles k*G's time. Measured
-# on CPython 3.11, x86-64 (build / k*G / live size): STAGE_NUMBERS. The next
-# table is built in steps of _SLICE points (~SLICE_MS ms), one per k*G, while the
-# current one serves: no call pays for a whole table (w = 13 in one call was
-# a one-second pause). Rejected: building at import (every importer pays), a
+# Tables for G grow in stages: a process starts on w = 3 and starts the next
+# table once, after u signatures, it would pay for itself within 3u more
+# (u * 3 * the k*G time it saves = its build time). Measured on CPython 3.11,
+# x86-64 (build / k*G / live size): w = 3: 3 ms / 460 us / 0.05 MB; 7: 10 ms
+# / 183 us / 0.36 MB; 10: 54 ms / 134 us / 2.1 MB; 13: 0.40 s / 107 us /
+# 11.4 MB (13.1 MB at the peak of its build, beside the table it replaces).
+# The next table is built in steps of _SLICE points (~12 ms), one per k*G,
+# while the current one serves: no call pays for a whole table (w = 13 in
+# one call was a one-second pause). Rejected: building at import (every importer pays), a
 # background thread (exit would wait for it or kill it), w = 14 (23 MB for
 # 5 us), the style notes' 8-bit table (33 additions), storing both signs (no
 # faster, 60% more memory), a comb (doublings), inlining the addition (3%).
 
 if TYPE_CHECKING:
-    Row = Tuple[Tuple[int, ...], Tuple[int, ...]]  # (xs, ys) of j * base, j odd, index (j - 1) / 2
+    Row = Tuple[List[int], List[int]]  # (xs, ys) of j * base, j odd, index (j - 1) / 2; never changed once built
     Table = Tuple[int, Tuple[Row, ...]]  # (w, rows)
 
-_SLICE = 4096  # points per step of a table built in stages
+_SLICE = 2048  # points per step of a table built in stages
 
 
 def _table_steps(x: int, y: int, w: int) -> Iterator[Optional[Table]]:
@@ -547,16 +549,17 @@ def _table_steps(x: int, y: int, w: int) -> Iterator[Optional[Table]]:
     for _ in range(w * m - 1):
         chain.append(_double(*chain[-1]))
     powers = _batch_to_affine_vartime(chain)  # 2^e P for e < w m
-    rows = [([bx], [by]) for bx, by in powers[::w]]  # row i: the x and y of j B_i so far, j = 1, 3, 5, ...
+    fill = [0] * ((1 << (w - 1)) - 1)
+    rows = tuple(([bx, *fill], [by, *fill]) for bx, by in powers[::w])  # row i: x and y of j B_i, j = 1, 3, ...
     for t in range(1, w):
-        layer = ((xs, ys, q, powers[w * i + t]) for i, (xs, ys) in enumerate(rows) for q in range(1 << (t - 1)))
+        top = 1 << (t - 1)  # j + 2^t is the entry top + (j - 1) / 2
+        layer = ((xs, ys, q, powers[w * i + t]) for i, (xs, ys) in enumerate(rows) for q in range(top))
         while step := list(itertools.islice(layer, _SLICE)):
             sums = _add_affine_vartime([(xs[q], ys[q], *twos) for xs, ys, q, twos in step])
-            for (xs, ys, _, _), (x3, y3) in zip(step, sums):  # j + 2^t follows j's last layer
-                xs.append(x3)
-                ys.append(y3)
+            for (xs, ys, q, _), (x3, y3) in zip(step, sums):
+                xs[top + q], ys[top + q] = x3, y3
             yield None
-    yield w, tuple((tuple(xs), tuple(ys)) for xs, ys in rows)
+    yield w, rows
 
 
 def _build_table(x: int, y: int, w: int) -> Table:
@@ -564,7 +567,7 @@ def _build_table(x: int, y: int, w: int) -> Table:
     return [table for table in _table_steps(x, y, w) if table][0]
 
 
-_G_STAGES = ((3, 0), (7, 48), (10, 700), (13, 6000))  # (w, k*G before its build starts): build time / k*G time
+_G_STAGES = ((3, 0), (7, 12), (10, 365), (13, 5000))  # (w, k*G before its build starts), by the rule above
 _g_current: Optional[Table] = None  # replaced whole (one reference, so readers need no lock)
 _g_uses = 0
 _g_stage = 0  # the index in _G_STAGES of the current table
@@ -687,43 +690,50 @@ def _wnaf(k: int, w: int) -> List[Tuple[int, int]]:
     return digits
 
 
-def _mul_add_vartime(u1: int, u2: int, qx: int, qy: int, qtable: Optional[Table] = None) -> Xyzz:
-    """u1*G + u2*Q for public scalars and a public point Q. Variable-time.
+def _odd_multiples(x: int, y: int) -> List[Affine]:
+    """P, 3P, ..., 15P and their negatives for public affine P: index d + 15 holds d*P for odd |d| < 16."""
+    twice = _batch_to_affine_vartime([_double(x, y, 1)])[0]  # 2P: never infinity, as n is an odd prime
+    odd: List[Jacobian] = [(x, y, 1)]
+    for _ in range(7):
+        odd.append(_add_mixed(*odd[-1], *twice))  # jP = +-2P would need j = +-2 mod n
+    table: List[Affine] = [(0, 0)] * 31
+    for i, (ox, oy) in enumerate(_batch_to_affine_vartime(odd)):
+        table[16 + 2 * i], table[14 - 2 * i] = (ox, oy), (ox, p - oy)
+    return table
 
-    With ``qtable`` (Q's fixed-window table, from the per-key cache) both
-    halves are table walks with no doublings. Without it u2*Q is a width-5
-    NAF (256 doublings, ~43 additions) and u1*G is added row by row after.
-    The NAF starts from its top digit's point; then no addition is
-    exceptional: before each, the accumulator is v*Q with 32 <= v < n (v is
-    2^5 or more times what the digits before made, at least 1), and the
-    digit d has |d| <= 15, so v + d and v - d are in [17, n).
+
+def _straus_vartime(terms: Sequence[Tuple[int, Affine]]) -> Jacobian:
+    """The sum of u*P over terms (u, P) of public scalars u >= 0 and points P: the width-5 NAFs of every u
+    walked together from the top, so one run of doublings serves them all (Straus). Variable-time."""
+    tables = [_odd_multiples(*point) for _, point in terms]
+    digits = sorted(((at, d, i) for i, (u, _) in enumerate(terms) for at, d in _wnaf(u, 5)), reverse=True)
+    acc = _INFINITY
+    position = digits[0][0] if digits else 0
+    for at, d, i in digits:
+        acc = _add_mixed_vartime(_double(*acc, position - at), *tables[i][d + 15])
+        position = at
+    return _double(*acc, position)
+
+
+def _mul_add_vartime(
+    u1: int, u2: int, q: Affine, qtable: Optional[Table] = None, q128: Optional[Affine] = None
+) -> Jacobian:
+    """u1*G + u2*Q for public scalars and a public point Q, from what the per-key cache holds. Variable-time.
+
+    With Q's fixed-window table both halves are table walks with no doublings. With q128 = 2^128 Q, u2*Q is
+    (u2 mod 2^128) Q + (u2 >> 128) q128 with 128 doublings; with neither, a width-5 NAF with 256. Then u1*G
+    is added row by row.
     """
     if qtable is not None:
         acc = _walk_vartime(_INFINITY, u2, qtable)
-    elif u2 == 0:
-        acc = _INFINITY
+    elif q128 is not None:
+        acc = _straus_vartime([(u2 & ((1 << 128) - 1), q), (u2 >> 128, q128)])
     else:
-        # Odd multiples Q, 3Q, ..., 15Q, affine for mixed additions, and
-        # their negatives: index d + 15 for digit d.
-        q2 = _batch_to_affine_vartime([_double(qx, qy, 1)])[0]  # 2Q: never infinity, as n is an odd prime
-        odd: List[Jacobian] = [(qx, qy, 1)]
-        for _ in range(7):
-            odd.append(_add_mixed(*odd[-1], *q2))  # jQ = +-2Q would need j = +-2 mod n
-        table: List[Affine] = [(0, 0)] * 31
-        for i, (x, y) in enumerate(_batch_to_affine_vartime(odd)):
-            table[15 + 2 * i + 1] = (x, y)
-            table[15 - 2 * i - 1] = (x, p - y)
-        digits = _wnaf(u2, 5)
-        position, d = digits.pop()  # the top digit, positive
-        X, Y, Z = *table[d + 15], 1
-        for lower, d in reversed(digits):
-            X, Y, Z = _add_mixed(*_double(X, Y, Z, position - lower), *table[d + 15])
-            position = lower
-        acc = _xyzz(_double(X, Y, Z, position))
+        acc = _straus_vartime([(u2, q)])
     return _walk_vartime(acc, u1, _g_table())
 
 
-def _walk_vartime(acc: Xyzz, u: int, table: Table) -> Xyzz:
+def _walk_vartime(acc: Jacobian, u: int, table: Table) -> Jacobian:
     """acc + u*P for 0 <= u < n using P's fixed-window table. Variable-time."""
     w, rows = table
     mask = (1 << (w + 1)) - 1
@@ -734,12 +744,12 @@ def _walk_vartime(acc: Xyzz, u: int, table: Table) -> Xyzz:
         xs, ys = rows[row]
         d = (c & mask) - full  # odd digit in (-2^w, 2^w)
         if d > 0:
-            acc = _add_xyzz_vartime(acc, xs[d >> 1], ys[d >> 1])
+            acc = _add_mixed_vartime(acc, xs[d >> 1], ys[d >> 1])
         else:
-            acc = _add_xyzz_vartime(acc, xs[-d >> 1], p - ys[-d >> 1])
+            acc = _add_mixed_vartime(acc, xs[-d >> 1], p - ys[-d >> 1])
         c = (c >> w) | 1
     xs, ys = rows[last]
-    return _add_xyzz_vartime(acc, xs[c >> 1], ys[c >> 1])
+    return _add_mixed_vartime(acc, xs[c >> 1], ys[c >> 1])
 
 
 # =============================================================================
@@ -801,7 +811,7 @@ def _sign_digest(d: int, digest: bytes, extra: bytes, blind: bytes) -> Tuple[int
 
 
 def _verify_digest(
-    qx: int, qy: int, digest: bytes, signature: bytes, qtable: Optional[Table] = None,
+    q: Affine, digest: bytes, signature: bytes, qtable: Optional[Table] = None, q128: Optional[Affine] = None
 ) -> bool:  # fmt: skip
     """SEC 1 v2 §4.1.4 verification of r || s. Variable-time; never raises."""
     if len(signature) != 64:
@@ -812,59 +822,73 @@ def _verify_digest(
         return False
     e = int.from_bytes(digest, "big")
     w = pow(s, -1, n)  # s is public
-    X, _, ZZ, _ = _mul_add_vartime(e * w % n, r * w % n, qx, qy, qtable)
-    if ZZ == 0:
+    X, _, Z = _mul_add_vartime(e * w % n, r * w % n, q, qtable, q128)
+    if Z == 0:
         return False
-    # x(R) mod n == r without an inversion: x = X/ZZ and x < p, so x mod n == r
+    # x(R) mod n == r without inverting Z: x = X/Z^2 and x < p, so x mod n == r
     # means x == r or x == r + n (possible only when r + n < p).
+    ZZ = Z * Z % p
     if (X - r * ZZ) % p == 0:
         return True
     return r + n < p and (X - (r + n) * ZZ) % p == 0
 
 
-# Per-key tables make repeated verification (ECKey.verify, and so proofs and
-# JWS) ~3x cheaper: 0.47 ms against 1.55 ms; width 5 costs ~10 ms and 0.12
-# MB per key, at most _KEY_TABLE_SLOTS kept (~31 MB). A key earns one on its
-# second verified signature while among the last _KEY_SEEN_SLOTS keys seen
-# once, and only into a free slot or a cold one (unused while twice that
-# many new keys came): a table goes only when its key has stayed away longer
-# than any key may to earn one, so more clients than tables keep a stable
-# set instead of a build per proof. Bad signatures never count. One lock.
+# Per-key state makes repeated verification (ECKey.verify, and so proofs and
+# JWS) cheaper. Measured (CPython 3.11, x86-64), u1*G + u2*Q costs 1.5 ms
+# for a key seen the first time (256 doublings). From its second verified
+# signature on, the cache keeps 2^128 Q (two numbers, ~0.4 KB with the
+# key), so u2*Q needs 128 doublings: 1.1 ms. Computing 2^128 Q at the second
+# signature costs the 128 doublings it saves there. A key that comes back
+# while a table slot is free or cold (unused while twice _KEY_SEEN_SLOTS
+# new keys came) earns a width-5 table instead: 5 ms and 0.1 MB to build,
+# then 0.42 ms. A table goes only when its key has stayed away longer than
+# any key may to earn one, so more clients than tables keep a stable set
+# instead of a build per proof. Bounded: _KEY_SEEN_SLOTS keys (~7 MB), least
+# recently verified first, and _KEY_TABLE_SLOTS tables (~26 MB). Bad
+# signatures never count. One lock.
 _KEY_TABLE_WIDTH = 5
 _KEY_TABLE_SLOTS = 256
-_KEY_SEEN_SLOTS = 4096  # ~0.7 MB
-_key_seen: Dict[Affine, None] = {}  # keys verified once, oldest first
+_KEY_SEEN_SLOTS = 16384
+_key_seen: Dict[Affine, Optional[Affine]] = {}  # keys without a table: None once verified, then 2^128 Q
 _key_tables: Dict[Affine, Tuple[Table, int]] = {}  # (table, _key_news at its last use), least recently used first
 _key_news = 0  # keys seen for the first time so far: the clock by which a table goes cold
-_key_tables_lock = threading.Lock()
+_key_lock = threading.Lock()
 
 
-def _key_table(point: Affine, verified: bool = False) -> Optional[Table]:
-    """Q's cached table, if it has one. Called again with verified=True after
-    a signature by Q verified, to count it; no call scans the caches."""
-    global _key_news
-    with _key_tables_lock:
+def _key_cached(point: Affine) -> Tuple[Optional[Table], Optional[Affine]]:
+    """What the cache has for Q: its table, or 2^128 Q (computed now for a key verified once before)."""
+    with _key_lock:
         entry = _key_tables.pop(point, None)
         if entry is not None:
             _key_tables[point] = (entry[0], _key_news)  # most recently used goes last
-            return entry[0]
-        if not verified:
-            return None
+            return entry[0], None
         if point not in _key_seen:
-            _key_seen[point], _key_news = None, _key_news + 1
+            return None, None
+        q128 = _key_seen[point]
+    return None, q128 or _batch_to_affine_vartime([_double(*point, 1, 128)])[0]
+
+
+def _key_verified(point: Affine, q128: Optional[Affine]) -> None:
+    """Count a verified signature by Q, which had no table (q128 as _key_cached gave it); no call scans."""
+    global _key_news
+    with _key_lock:
+        _key_seen.pop(point, None)  # to come back last
+        coldest = next(iter(_key_tables.values()), None)
+        full = (
+            coldest is not None
+            and len(_key_tables) >= _KEY_TABLE_SLOTS
+            and _key_news - coldest[1] < 2 * _KEY_SEEN_SLOTS
+        )
+        if q128 is None or full:  # first seen, or every table is in use: it asks again when it comes back
+            _key_seen[point], _key_news = q128, _key_news + (q128 is None)
             if len(_key_seen) > _KEY_SEEN_SLOTS:
                 del _key_seen[next(iter(_key_seen))]
-            return None
-        coldest = next(iter(_key_tables.values()), None)
-        if len(_key_tables) >= _KEY_TABLE_SLOTS and coldest and _key_news - coldest[1] < 2 * _KEY_SEEN_SLOTS:
-            return None  # every table is in use: this key stays seen, and asks again when it comes back
-        del _key_seen[point]
+            return
     table = _build_table(point[0], point[1], _KEY_TABLE_WIDTH)
-    with _key_tables_lock:
+    with _key_lock:
         _key_tables[point] = (table, _key_news)
         while len(_key_tables) > _KEY_TABLE_SLOTS:
             del _key_tables[next(iter(_key_tables))]
-    return table
 
 
 # =============================================================================
@@ -1261,12 +1285,12 @@ class ECKey:
 
     def verify(self, data: BytesLike, signature: BytesLike) -> bool:
         """True if ``signature`` (64 bytes r || s) is valid for ``data``. Never
-        raises on bad bytes. A key that verifies again earns a table (_key_table)."""
+        raises on bad bytes. A key that verifies again earns cached state (_key_cached)."""
         digest, point = hashlib.sha256(_as_bytes("data", data)).digest(), (self._x, self._y)
-        table = _key_table(point)
-        good = _verify_digest(self._x, self._y, digest, _as_bytes("signature", signature), table)
+        table, q128 = _key_cached(point)
+        good = _verify_digest(point, digest, _as_bytes("signature", signature), table, q128)
         if good and table is None:
-            _key_table(point, verified=True)
+            _key_verified(point, q128)
         return good
 
     def _private(self) -> int:

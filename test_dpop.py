@@ -176,17 +176,22 @@ def test_base_multiplication_matches_reference(k):
 def test_mul_add_matches_reference(u1, u2, q):
     Q = ref_mul(q, G)
     expected = ref_add(ref_mul(u1, G), ref_mul(u2, Q))
-    assert affine(dpop._mul_add_vartime(u1, u2, *Q)) == expected
+    assert affine(dpop._mul_add_vartime(u1, u2, Q)) == expected
     qtable = dpop._build_table(*Q, 5)
-    assert affine(dpop._mul_add_vartime(u1, u2, *Q, qtable)) == expected
+    assert affine(dpop._mul_add_vartime(u1, u2, Q, qtable)) == expected
+    assert affine(dpop._mul_add_vartime(u1, u2, Q, q128=ref_mul(1 << 128, Q))) == expected
 
 
-@pytest.mark.parametrize("case", ["P+P", "P-P", "u1G=u2Q", "u1G=-u2Q"])
+@pytest.mark.parametrize("case", ["P+P", "P-P", "u1G=u2Q", "u1G=-u2Q", "split doubles", "no high half", "u2=0"])
 def test_mul_add_exceptional_cases(case):
     q = 0x1234567
     Q = ref_mul(q, G)
-    u2 = 5
-    if case == "P+P":
+    u1, u2 = 9, 5
+    if case == "split doubles":  # the low half's NAF reaches 2^128 Q, and the high half's digit 1 adds q128 to it
+        u2 = (1 << 129) - 1
+    elif case in ("no high half", "u2=0"):
+        u2 = 0 if case == "u2=0" else (1 << 128) - 1
+    elif case == "P+P":
         u1, u2, Q = 7, 7, G
     elif case == "P-P":
         u1, u2, Q = 7, N - 7, G
@@ -195,8 +200,9 @@ def test_mul_add_exceptional_cases(case):
     else:
         u1 = (-u2 * q) % N
     expected = ref_add(ref_mul(u1, G), ref_mul(u2, Q))
-    assert affine(dpop._mul_add_vartime(u1, u2, *Q)) == expected
-    assert affine(dpop._mul_add_vartime(u1, u2, *Q, dpop._build_table(*Q, 4))) == expected
+    assert affine(dpop._mul_add_vartime(u1, u2, Q)) == expected
+    assert affine(dpop._mul_add_vartime(u1, u2, Q, dpop._build_table(*Q, 4))) == expected
+    assert affine(dpop._mul_add_vartime(u1, u2, Q, q128=ref_mul(1 << 128, Q))) == expected
 
 
 def _last_digit(c, width, rows):
@@ -1562,9 +1568,12 @@ def test_key_tables_are_cached_and_bounded(monkeypatch):
         for _ in range(3):
             proof = dpop.make_proof(key, "GET", URL, now=NOW)
             dpop.verify_proof(proof, method="GET", url=URL, now=NOW)
-    # both tables in use: the third key waits, remembered as seen, and nothing is evicted
+    # both tables in use: the third key waits, remembered with 2^128 Q, and nothing is evicted
     assert list(dpop._key_tables) == [keys[0].public_point, keys[1].public_point]
-    assert list(dpop._key_seen) == [keys[2].public_point]
+    assert dpop._key_seen == {keys[2].public_point: ref_mul(1 << 128, keys[2].public_point)}
+    message = b"m"
+    good, bad = keys[2].sign(message), keys[0].sign(message)
+    assert keys[2].verify(message, good) and not keys[2].verify(message, bad)  # with 2^128 Q
     monkeypatch.setattr(dpop, "_KEY_SEEN_SLOTS", 2)
     for key in [dpop.generate_key() for _ in range(4)]:  # new keys seen once each: the oldest are forgotten
         assert key.verify(b"m", key.sign(b"m"))
@@ -3629,8 +3638,8 @@ def test_misc_reprs_and_small_paths(monkeypatch):
     monkeypatch.setattr(dpop, "_key_seen", {})
     for _ in range(6):
         point = dpop.generate_key().public_point
-        dpop._key_table(point, verified=True)
-        dpop._key_table(point, verified=True)
+        dpop._key_verified(point, None)
+        dpop._key_verified(point, dpop._key_cached(point)[1])
     assert len(dpop._key_tables) == 1 and len(dpop._key_seen) == 5
 
 
@@ -4839,6 +4848,10 @@ def test_junk_proofs_never_earn_a_key_table():
     assert key.public_point not in dpop._key_tables and key.public_point not in dpop._key_seen
     _verify_all_checks(key, good)
     assert key.public_point in dpop._key_seen and key.public_point not in dpop._key_tables  # seen once, verified
+    for _ in range(2):  # junk at the second sight computes 2^128 Q for the check, and keeps nothing
+        with raises_code("proof_signature"):
+            _verify_all_checks(key, junk)
+    assert dpop._key_seen[key.public_point] is None and key.public_point not in dpop._key_tables
     _verify_all_checks(key, _proof_with(key, jti="j-2"))
     assert key.public_point in dpop._key_tables  # the second verified proof earns the table
 

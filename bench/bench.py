@@ -609,9 +609,9 @@ def bench_clients(rounds, counts):
         dpop._key_seen.clear()
         dpop._key_news = 0
         calls = min(3000, max(600, 2 * count))
-        # steady state: clients that keep calling in turn (a key that earns a table pays its build back
-        # after ~9 proofs); past _KEY_SEEN_SLOTS clients no key earns one, so no warm-up is needed
-        warm = 3 * count if count <= dpop._KEY_SEEN_SLOTS else 0
+        # steady state: clients that keep calling in turn, each past its second verified proof (which
+        # earns 2^128 Q, or a table); past _KEY_SEEN_SLOTS clients none does, so no warm-up is needed
+        warm = 2 * count if count <= dpop._KEY_SEEN_SLOTS else 0
         ours = iter(proofs[:count] * ((warm + calls) // count + 2)).__next__
         theirs = iter(peers[:count] * (calls // count + 2)).__next__
         for _ in range(warm):

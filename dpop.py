@@ -338,24 +338,18 @@ Gy = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 #
 # Representation. Three forms of a point, every coordinate in [0, p):
 #   affine (x, y), never infinity: table entries and public keys;
-#   Jacobian (X, Y, Z) for (X/Z^2, Y/Z^3): where doublings run (u*Q for a new Q);
-#   XYZZ (X, Y, ZZ, ZZZ) for (X/ZZ, Y/ZZZ), ZZ^3 = ZZZ^2: where only
-#   additions run (every walk over a fixed-window table, so k*G).
-# Infinity is any point with Z = 0 or ZZ = 0. Only _point_from_octets and
-# _ec_public_from_jwk create points from outside data, and both reject
-# out-of-range coordinates and points off the curve; every function below
-# trusts its inputs to be valid points.
+#   Jacobian (X, Y, Z) for (X/Z^2, Y/Z^3): in verification, where doublings run;
+#   XYZZ (X, Y, ZZ, ZZZ) for (X/ZZ, Y/ZZZ), ZZ^3 = ZZZ^2: in k*G, where only additions run.
+# Infinity is any point with Z = 0 or ZZ = 0. Only _point_from_octets and _ec_public_from_jwk create points from
+# outside data, and both reject out-of-range coordinates and points off the curve; every function below trusts its
+# inputs to be valid points.
 #
-# Why these formulas: in CPython the cost is the number of big-integer
-# reductions (a 512-bit % p takes ~260 ns, a 256-bit product ~150 ns, any
-# other operation ~40 ns) and of calls. XYZZ mixed addition needs 10
-# products and 9 reductions, Jacobian's 11 and 9 (one of 768 bits): 9%
-# faster; but the XYZZ doubling is 11% slower, so runs of doublings stay
-# Jacobian. The complete Renes-Costello-Batina formulas need 13 and made
-# k*G ~25% slower. The price of these incomplete ones is exceptional inputs
-# (a point plus itself, its negative or infinity): the secret-scalar path
-# proves they cannot occur but in one listed case, and the public
-# (variable-time) path checks for them.
+# Why these formulas: in CPython the cost is the number of big-integer reductions (a 512-bit % p takes ~260 ns, a
+# 256-bit product ~150 ns, any other operation ~40 ns) and of calls. XYZZ mixed addition needs 10 products and 9
+# reductions, Jacobian's 11 and 9 (one of 768 bits): 9% faster; but the XYZZ doubling is 11% slower, so runs of
+# doublings stay Jacobian (and so does verification, where a walk's 20-50 additions gain ~3%). The complete Renes-Costello-Batina formulas need 13 and made k*G ~25% slower. The price
+# of these incomplete ones is exceptional inputs (a point plus itself, its negative or infinity): the secret-scalar
+# path proves they cannot occur but in one listed case, and the public (variable-time) path checks for them.
 
 if TYPE_CHECKING:
     Jacobian = Tuple[int, int, int]
@@ -371,11 +365,8 @@ def _on_curve(x: int, y: int) -> bool:
 def _double(X1: int, Y1: int, Z1: int, times: int = 1) -> Jacobian:
     """2^times * P1, Jacobian. EFD dbl-2001-b (a = -3), Z3 as 2*Y1*Z1. Infinity stays infinity.
 
-    The paper's Z3 = (Y1+Z1)^2 - gamma - delta trades a multiplication for a
-    squaring, which only pays where squaring is cheaper; in CPython it is
-    not, and the direct form is 7% faster. A run is one call (a call per
-    doubling costs 8% more).
-    """
+    The paper's Z3 = (Y1+Z1)^2 - gamma - delta trades a product for a square, which is no cheaper in
+    CPython: the direct form is 7% faster. A run is one call (a call per doubling costs 8% more)."""
     for _ in range(times):
         delta = Z1 * Z1 % p  # delta := Z1^2
         gamma = Y1 * Y1 % p  # gamma := Y1^2
@@ -388,11 +379,8 @@ def _double(X1: int, Y1: int, Z1: int, times: int = 1) -> Jacobian:
 
 
 def _add_mixed(X1: int, Y1: int, Z1: int, x2: int, y2: int) -> Jacobian:
-    """P1 + P2 for Jacobian P1 and affine P2. EFD madd-2004-hmv: 8M + 3S.
-
-    Incomplete: the result is wrong if P1 is infinity or P1 == P2. For
-    P1 == -P2 it returns a Z = 0 point, which is the right answer.
-    """
+    """P1 + P2 for Jacobian P1 and affine P2. EFD madd-2004-hmv: 8M + 3S. Incomplete: wrong if P1 is
+    infinity or P1 == P2; for P1 == -P2 the Z = 0 it returns is right."""
     Z1Z1 = Z1 * Z1 % p  # Z1Z1 := Z1^2
     H = (x2 * Z1Z1 - X1) % p  # H := U2 - X1, U2 = x2 Z1^2
     r = (y2 * Z1 * Z1Z1 - Y1) % p  # r := S2 - Y1, S2 = y2 Z1^3
@@ -406,10 +394,7 @@ def _add_mixed(X1: int, Y1: int, Z1: int, x2: int, y2: int) -> Jacobian:
 
 
 def _add_xyzz(X1: int, Y1: int, ZZ1: int, ZZZ1: int, x2: int, y2: int) -> Xyzz:
-    """P1 + P2 for XYZZ P1 and affine P2. EFD madd-2008-s: 8M + 2S.
-
-    Incomplete like _add_mixed: wrong if P1 is infinity or P1 == P2; P1 == -P2 gives ZZ3 = 0, the right answer.
-    """
+    """P1 + P2 for XYZZ P1 and affine P2. EFD madd-2008-s: 8M + 2S. Incomplete like _add_mixed."""
     P = (x2 * ZZ1 - X1) % p  # P := U2 - X1, U2 = x2 ZZ1
     R = (y2 * ZZZ1 - Y1) % p  # R := S2 - Y1, S2 = y2 ZZZ1
     PP = P * P % p  # PP := P^2
@@ -427,10 +412,7 @@ def _xyzz(P1: Jacobian) -> Xyzz:
 
 
 def _add_mixed_vartime(P1: Jacobian, x2: int, y2: int) -> Jacobian:
-    """Complete P1 + P2 (affine P2) by branching on the exceptional cases.
-
-    Variable-time: for public points only.
-    """
+    """Complete P1 + P2 (affine P2) by branching on the exceptional cases. Variable-time: public points only."""
     X1, Y1, Z1 = P1
     if Z1 == 0:
         return x2, y2, 1
@@ -444,8 +426,7 @@ def _add_mixed_vartime(P1: Jacobian, x2: int, y2: int) -> Jacobian:
 
 def _inverses_vartime(values: Sequence[int]) -> List[int]:
     """1/v mod p for many public non-zero v with one inversion (Montgomery's trick)."""
-    prefix = []
-    acc = 1
+    prefix, acc = [], 1
     for v in values:
         prefix.append(acc)
         acc = acc * v % p
@@ -467,12 +448,9 @@ def _batch_to_affine_vartime(points: Sequence[Jacobian]) -> List[Affine]:
 
 
 def _add_affine_vartime(pairs: Sequence[Tuple[int, int, int, int]]) -> List[Affine]:
-    """(x1, y1) + (x2, y2) for each (x1, y1, x2, y2) of public affine points with x1 != x2, with one inversion.
-
-    lambda := (y2 - y1) / (x2 - x1), x3 := lambda^2 - x1 - x2, y3 := lambda (x1 - x3) - y1: with the
-    inversion shared, 6 products and reductions a point against a mixed addition's 11 and an affine
-    conversion's 6.
-    """
+    """(x1, y1) + (x2, y2) for each (x1, y1, x2, y2) of public affine points with x1 != x2, with one inversion:
+    lambda := (y2 - y1) / (x2 - x1), x3 := lambda^2 - x1 - x2, y3 := lambda (x1 - x3) - y1. With the inversion
+    shared that is 6 products a point, against a mixed addition's 11 plus an affine conversion's 6."""
     out = []
     for (x1, y1, x2, y2), inv in zip(pairs, _inverses_vartime([x2 - x1 for x1, _, x2, _ in pairs])):
         lam = (y2 - y1) * inv % p
@@ -484,55 +462,40 @@ def _add_affine_vartime(pairs: Sequence[Tuple[int, int, int, int]]) -> List[Affi
 def _inverse_blinded(value: int, modulus: int, blind: int) -> int:
     """1/value mod a prime, without handing ``value`` to a variable-time routine.
 
-    CPython's pow(x, -1, m) runs an extended Euclid whose running time depends
-    on x. We invert value*blind instead, a uniformly random number when blind
-    is uniform in [1, m-1] and independent of value, and multiply the blind
-    back. Fermat inversion (pow(x, m-2, m)) is the rejected alternative: its
-    exponent is public and fixed, but it costs 86 us here against 13 us, and a
-    signature needs two inversions.
+    CPython's pow(x, -1, m) runs an extended Euclid whose running time depends on x. We invert value*blind
+    instead, uniformly random when blind is uniform in [1, m-1] and independent of value, and multiply the
+    blind back. Rejected: Fermat inversion (pow(x, m-2, m)), fixed but 86 us against 13 us, twice a signature.
     """
     return blind * pow(value * blind % modulus, -1, modulus) % modulus
 
 
 # -- Fixed-window tables --------------------------------------------------------
 #
-# Scalars are recoded into odd signed digits (Joye-Tunstall "regular"
-# recoding): an odd c < 2^257 is c = sum d_i 2^(w*i) for i < m = ceil(257/w)
-# with every d_i odd and |d_i| < 2^w. Each step is d = (c mod 2^(w+1)) - 2^w,
-# c' = (c - d) / 2^w = floor(c / 2^w) | 1 (odd again), and the last digit is
-# what remains. No digit is ever zero, so there is no skipped addition and no
-# point at infinity to special-case. An even k is replaced by k + n (odd, and
+# Scalars are recoded into odd signed digits (Joye-Tunstall "regular" recoding): an odd c < 2^257 is
+# c = sum d_i 2^(w*i) for i < m = ceil(257/w) with every d_i odd and |d_i| < 2^w. Each step is d = (c mod 2^(w+1))
+# - 2^w, c' = (c - d) / 2^w = floor(c / 2^w) | 1 (odd again), and the last digit is what remains. No digit is ever zero, so
+# there is no skipped addition and no point at infinity to special-case. An even k is replaced by k + n (odd, and
 # the same point), chosen arithmetically, not by a branch.
 #
-# A table for P has one row per digit position: row i holds j * 2^(w*i) * P
-# for the 2^(w-1) odd j in [1, 2^w), x and y in two tuples indexed by
-# (j - 1) / 2. A negative digit uses the same entry with y negated. k*P then
-# costs m mixed additions and no doublings.
+# A table for P has one row per digit position: row i holds j * 2^(w*i) * P for the 2^(w-1) odd j in [1, 2^w), x
+# and y in two lists indexed by (j - 1) / 2. A negative digit uses the same entry with y negated. k*P then costs m
+# mixed additions and no doublings. Why these widths: a table of width w holds m * 2^(w-1) points and costs m
+# additions to use, and only widths with w * (m - 1) <= 255 keep every row but the last below n (w = 4 and w = 8
+# do not: there a row can meet an exceptional case).
 #
-# Why these widths: a table of width w holds m * 2^(w-1) points and costs m
-# additions to use, and only widths with w * (m - 1) <= 255 keep every row
-# but the last below n (w = 4 and w = 8 do not: there a row can meet an
-# exceptional case).
+# How a table is built: one chain of doublings gives every row's base B_i = 2^(w*i) P, then the odd multiples grow
+# in layers, j B_i + 2^t B_i for the odd j < 2^t giving the odd j in (2^t, 2^(t+1)), as affine additions that share
+# one inversion per step of _SLICE points. None is exceptional: j B_i = +-2^t B_i would need j = +-2^t mod n. This
+# is 2.5x faster than adding 2 B_i to each entry in turn and converting every point.
 #
-# How a table is built: one chain of doublings gives every row's base
-# B_i = 2^(w*i) P, then the odd multiples grow in layers, j B_i + 2^t B_i
-# for the odd j < 2^t giving the odd j in (2^t, 2^(t+1)), as affine additions
-# that share one inversion per step of _SLICE points. None is exceptional:
-# j B_i = +-2^t B_i would need j = +-2^t mod n. This is 2.5x faster than
-# adding 2 B_i to each entry in turn and converting every point.
-#
-# Tables for G grow in stages: a process starts on w = 3 and starts the next
-# table once, after u signatures, it would pay for itself within 3u more
-# (u * 3 * the k*G time it saves = its build time). Measured on CPython 3.11,
-# x86-64 (build / k*G / live size): w = 3: 3 ms / 460 us / 0.05 MB; 7: 10 ms
-# / 183 us / 0.36 MB; 10: 54 ms / 134 us / 2.1 MB; 13: 0.40 s / 107 us /
-# 11.4 MB (13.1 MB at the peak of its build, beside the table it replaces).
-# The next table is built in steps of _SLICE points (~12 ms), one per k*G,
-# while the current one serves: no call pays for a whole table (w = 13 in
-# one call was a one-second pause). Rejected: building at import (every importer pays), a
-# background thread (exit would wait for it or kill it), w = 14 (23 MB for
-# 5 us), the style notes' 8-bit table (33 additions), storing both signs (no
-# faster, 60% more memory), a comb (doublings), inlining the addition (3%).
+# Tables for G grow in stages: a process starts on w = 3 and starts the next table once, after u signatures, it
+# would pay for itself within 3u more (u * 3 * the k*G time it saves = its build time). Measured on CPython 3.11,
+# x86-64 (build / k*G / live size): w = 3: 3 ms / 460 us / 0.05 MB; 7: 10 ms / 183 us / 0.36 MB; 10: 54 ms /
+# 134 us / 2.1 MB; 13: 0.40 s / 107 us / 11.4 MB (13.1 MB at the peak of its build, beside the table it replaces). The next
+# table is built in steps of _SLICE points (~12 ms), one per k*G, while the current one serves: no call pays for a
+# whole table (w = 13 in one call was a one-second pause). Rejected: building at import (every importer pays), a
+# background thread (exit would wait for it or kill it), w = 14 (23 MB for 5 us), the style notes' 8-bit table (33
+# additions), storing both signs (no faster, 60% more memory), a comb (doublings), inlining the addition (3%).
 
 if TYPE_CHECKING:
     Row = Tuple[List[int], List[int]]  # (xs, ys) of j * base, j odd, index (j - 1) / 2; never changed once built
@@ -619,20 +582,15 @@ def _mul_fixed(k: int, table: Table) -> Xyzz:
     entry is t - 2^(w-1) when that is >= 0, else 2^(w-1) - 1 - t with y
     negated; both cases are t XOR (2^(w-1) - neg), computed without a branch.
 
-    Why _add_xyzz never meets an exceptional case: after rows 0..i-1 the
-    accumulator is s*P with 0 < |s| <= (2^w - 1)(2^(w*i) - 1)/(2^w - 1) <
-    2^(w*i), and row i adds T = d 2^(w*i) P with |d| >= 1, so |T| > |s| and
-    s != +-T as integers. For every row but the last |s| + |T| < 2^(w*(i+1))
-    <= 2^(w*(m-1)) <= 2^255 < n (true for the widths used, 3, 5, 7, 10 and
-    13; not for 4 or 8), so s = +-T mod n is impossible too. In the last row
-    s + T = k + n or k, never 0 mod n, but s = T mod n does happen: for the
-    2^(w-1) values k = 2T - n or 2T - 2n (e.g. k = 30 * 2^252 - n for w =
-    12), and only for them. There the sum comes out with ZZ3 = 0 and the
-    table point is doubled instead. That branch is the one place the sequence
-    depends on k, and shows only that k is one of those listed values (for a
-    nonce, a chance of 2^-243); computing both every time cost 2.5% of a
-    signature. The test suite lists those k and checks them against a
-    reference.
+    Why _add_xyzz never meets an exceptional case: after rows 0..i-1 the accumulator is s*P with 0 < |s| <=
+    (2^w - 1)(2^(w*i) - 1)/(2^w - 1) < 2^(w*i), and row i adds T = d 2^(w*i) P with |d| >= 1, so |T| > |s| and
+    s != +-T as integers. For every row but the last |s| + |T| < 2^(w*(i+1)) <= 2^(w*(m-1)) <= 2^255 < n (true
+    for the widths used, 3, 5, 7, 10 and 13; not for 4 or 8), so s = +-T mod n is impossible too. In the last
+    row s + T = k + n or k, never 0 mod n, but s = T mod n does happen, for the k = 2T mod n with T a last-row
+    entry (at most 2^(w-1) values, e.g. k = 30 * 2^252 - n for w = 12): there ZZ3 comes out 0 and the table
+    point is doubled instead. That branch is the one place the sequence depends on k, and shows only that k
+    is one of those listed values (for a nonce, a chance below 2^-243); computing both every time cost 2.5% of
+    a signature. The test suite lists those k and checks them against a reference.
     """
     w, rows = table
     half = 1 << (w - 1)
@@ -668,11 +626,8 @@ def _mul_base(k: int) -> Xyzz:
 
 
 def _wnaf(k: int, w: int) -> List[Tuple[int, int]]:
-    """Non-zero digits of the width-w NAF of k >= 0 as (position, digit), lowest first.
-
-    Each digit is odd with |digit| < 2^(w-1), and any two are at least w
-    positions apart. Variable-time.
-    """
+    """Non-zero digits of the width-w NAF of k >= 0 as (position, digit), lowest first: each odd with
+    |digit| < 2^(w-1), any two at least w positions apart. Variable-time."""
     digits = []
     position = 0
     while k:
@@ -743,10 +698,8 @@ def _walk_vartime(acc: Jacobian, u: int, table: Table) -> Jacobian:
     for row in range(last):
         xs, ys = rows[row]
         d = (c & mask) - full  # odd digit in (-2^w, 2^w)
-        if d > 0:
-            acc = _add_mixed_vartime(acc, xs[d >> 1], ys[d >> 1])
-        else:
-            acc = _add_mixed_vartime(acc, xs[-d >> 1], p - ys[-d >> 1])
+        j = abs(d) >> 1
+        acc = _add_mixed_vartime(acc, xs[j], ys[j] if d > 0 else p - ys[j])
         c = (c >> w) | 1
     xs, ys = rows[last]
     return _add_mixed_vartime(acc, xs[c >> 1], ys[c >> 1])
@@ -756,11 +709,10 @@ def _walk_vartime(acc: Jacobian, u: int, table: Table) -> Jacobian:
 # 4. ECDSA (FIPS 186-5 §6.4, SEC 1 v2 §4.1) with RFC 6979 nonces
 # =============================================================================
 #
-# ES256 signatures are the 64-byte r || s of RFC 7518 §3.4, never DER.
-# Why no low-S rule: JWS never had one, and WebCrypto/OpenSSL signers emit
-# high-S half of the time; Wycheproof marks high-S as valid.
-# Why no verify-after-sign self-check: it would cost seven signatures' worth
-# of time; the RFC 6979 known answers and round-trip tests cover the code.
+# ES256 signatures are the 64-byte r || s of RFC 7518 §3.4, never DER. Why no low-S rule: JWS never had one, and
+# WebCrypto/OpenSSL signers emit high-S half of the time; Wycheproof marks high-S as valid. Why no verify-after-sign
+# self-check: it would cost seven signatures' worth of time; the RFC 6979 known answers and round-trip tests cover
+# the code.
 
 
 def _rfc6979_nonces(d: int, digest: bytes, extra: bytes) -> Iterator[int]:
@@ -833,19 +785,14 @@ def _verify_digest(
     return r + n < p and (X - (r + n) * ZZ) % p == 0
 
 
-# Per-key state makes repeated verification (ECKey.verify, and so proofs and
-# JWS) cheaper. Measured (CPython 3.11, x86-64), u1*G + u2*Q costs 1.5 ms
-# for a key seen the first time (256 doublings). From its second verified
-# signature on, the cache keeps 2^128 Q (two numbers, ~0.4 KB with the
-# key), so u2*Q needs 128 doublings: 1.1 ms. Computing 2^128 Q at the second
-# signature costs the 128 doublings it saves there. A key that comes back
-# while a table slot is free or cold (unused while twice _KEY_SEEN_SLOTS
-# new keys came) earns a width-5 table instead: 5 ms and 0.1 MB to build,
-# then 0.42 ms. A table goes only when its key has stayed away longer than
-# any key may to earn one, so more clients than tables keep a stable set
-# instead of a build per proof. Bounded: _KEY_SEEN_SLOTS keys (~7 MB), least
-# recently verified first, and _KEY_TABLE_SLOTS tables (~26 MB). Bad
-# signatures never count. One lock.
+# Per-key state makes repeated verification (ECKey.verify, and so proofs and JWS) cheaper. Measured (CPython 3.11,
+# x86-64), u1*G + u2*Q costs 1.5 ms for a key seen the first time (256 doublings). From its second verified
+# signature on, the cache keeps 2^128 Q (two numbers, ~0.4 KB with the key), so u2*Q needs 128 doublings: 1.1 ms.
+# Computing 2^128 Q at the second signature costs the 128 doublings it saves there. A key that comes back while a
+# table slot is free or cold (unused while twice _KEY_SEEN_SLOTS new keys came) earns a width-5 table instead: 5 ms
+# and 0.1 MB to build, then 0.42 ms. A table goes only when its key has stayed away longer than any key may to earn
+# one, so more clients than tables keep a stable set instead of a build per proof. Bounded: _KEY_SEEN_SLOTS keys
+# (~7 MB), least recently verified first, and _KEY_TABLE_SLOTS tables (~26 MB). Bad signatures never count. One lock.
 _KEY_TABLE_WIDTH = 5
 _KEY_TABLE_SLOTS = 256
 _KEY_SEEN_SLOTS = 16384

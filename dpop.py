@@ -2325,11 +2325,7 @@ class Headers:
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """The first value of ``name``, or ``default``."""
-        lname = name.lower()
-        for key, value in self._items:
-            if key.lower() == lname:
-                return value
-        return default
+        return next(iter(self.get_all(name)), default)
 
     def get_all(self, name: str) -> List[str]:
         """Every value of ``name``, in order."""
@@ -2361,9 +2357,7 @@ class Headers:
 class Response:
     """An HTTP response: ``status``, ``reason``, ``headers``, ``body`` (bytes), ``url``.
 
-    From ``request(..., stream=True)`` the body is not read yet (``body`` is
-    b""): take it with ``iter_bytes()``, or ``close()`` the response.
-    """
+    From ``request(..., stream=True)``, ``body`` is b"" (not read yet): use ``iter_bytes()``, or ``close()`` it."""
 
     __slots__ = ("status", "reason", "headers", "body", "url", "version", "redirects", "_stream", "_chunks")
 
@@ -2429,11 +2423,9 @@ class Response:
 # -- WWW-Authenticate (RFC 9110 §11.6.1) --------------------------------------
 
 _TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-# One item of a WWW-Authenticate field: an auth-param (token = token or
-# quoted-string, an unterminated quote running to the end), a scheme with
-# its token68 if it has one (skipped), junk up to the next comma, or the end
-# (so that no match fails: a failed match restarts one character on, which
-# made a run of commas quadratic).
+# One item of a WWW-Authenticate field: an auth-param (token = token or quoted-string, an unterminated quote
+# running to the end), a scheme with its token68 if it has one (skipped), junk up to the next comma, or the end
+# (so that no match fails: a failed match restarts one character on, which made a run of commas quadratic).
 _CHALLENGE_ITEM = re.compile(
     r"[ \t,]*(?:(?P<name>%s)[ \t]*=[ \t]*(?:\"(?P<quoted>(?:[^\"\\]|\\.)*)\"?|(?P<value>%s))"
     r"|(?P<scheme>%s)(?![ \t]*=)(?:[ \t]+[A-Za-z0-9._~+/-]+=*(?=[ \t]*(?:,|$)))?|[^,]+|$)" % (_TCHARS, _TCHARS, _TCHARS)
@@ -2441,11 +2433,10 @@ _CHALLENGE_ITEM = re.compile(
 
 
 def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]:
-    """Challenges from WWW-Authenticate values (RFC 9110 §11.6.1): [(scheme
-    lower-cased, params)]. Several challenges per field and several fields,
-    parameters in any order, quoted strings with escapes and commas inside,
-    token68 credentials (skipped). Parameter names are lower-cased; the first
-    occurrence of a name wins; junk is skipped up to the next comma."""
+    """Challenges from WWW-Authenticate values (RFC 9110 §11.6.1): [(scheme lower-cased, params)]. Several challenges
+    per field and several fields, parameters in any order, quoted strings with escapes and commas inside, token68
+    credentials (skipped). Parameter names are lower-cased; the first occurrence of a name wins; junk is skipped up to
+    the next comma."""
     challenges: List[Tuple[str, Dict[str, str]]] = []
     for text in values:
         params: Optional[Dict[str, str]] = None  # the current challenge's
@@ -2494,11 +2485,9 @@ def _mask_token_json(text: str) -> str:
 
 
 class _Scrubber:
-    """Replaces every occurrence of the secrets it was given (and their
-    URL-encoded forms) by ****, whatever surrounds them: a word-boundary
-    rule let "token <T>." and "/t/<T>/x" through. The price is that a short
-    secret also masks innocent text (a secret "api" masks "/api/"); that is
-    the safe side, and real secrets are long."""
+    """Replaces every occurrence of the secrets it was given (and their URL-encoded forms) by ****, whatever surrounds
+    them: a word-boundary rule let "token <T>." and "/t/<T>/x" through. The price is that a short secret also masks
+    innocent text (a secret "api" masks "/api/"); that is the safe side, and real secrets are long."""
 
     def __init__(self) -> None:
         self._lasting: List[str] = []  # the client's own secrets
@@ -2516,8 +2505,7 @@ class _Scrubber:
             if form and form not in kept:
                 kept.append(form)
         del self._recent[:-40]  # 8 secrets, 5 forms each
-        # str.replace, longest first: a regex alternation of long tokens took
-        # ~90 ms to compile at every new token
+        # str.replace, longest first: a regex alternation of long tokens took ~90 ms to compile at every new token
         self._longest_first = sorted(set(self._lasting + self._recent), key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
@@ -2529,8 +2517,8 @@ class _Scrubber:
 
 
 def _open_private(path: Union[str, os.PathLike[str]]) -> Any:
-    """``path`` opened for appending text, readable by its owner only: created
-    0600, an existing file tightened to 0600, a symlink refused (O_NOFOLLOW)."""
+    """``path`` opened for appending text, readable by its owner only: created 0600, an existing file tightened to 0600,
+    a symlink refused (O_NOFOLLOW)."""
     import errno
     import stat
 
@@ -2551,13 +2539,9 @@ def _open_private(path: Union[str, os.PathLike[str]]) -> Any:
 
 
 class _SessionLog:
-    """Every request and response, in order, secrets replaced by ****.
-
-    Two layers: the fields that carry secrets are masked by structure
-    (Authorization and DPoP headers, client_secret in forms, tokens in token
-    responses), and every secret the client knows (client secret, tokens it
-    was issued) is also scrubbed wherever else it appears.
-    """
+    """Every request and response, in order, secrets replaced by ****, in two layers: the fields that carry secrets are
+    masked by structure (Authorization and DPoP headers, client_secret in forms, tokens in token responses), and every
+    secret the client knows (client secret, tokens it was issued) is also scrubbed wherever else it appears."""
 
     def __init__(self, sink: Any, scrub: _Scrubber) -> None:
         self._own = isinstance(sink, (str, os.PathLike))
@@ -2618,8 +2602,8 @@ _PROXY_URL = re.compile(
 
 
 class _Proxy:
-    """An http:// proxy; userinfo (percent-decoded) becomes Proxy-Authorization:
-    Basic. With no port, 1080 as in curl. ``shown`` has the password masked."""
+    """An http:// proxy; userinfo (percent-decoded) becomes Proxy-Authorization: Basic. With no port, 1080 as in curl.
+    ``shown`` has the password masked."""
 
     __slots__ = ("host", "port", "auth", "shown", "secrets")
 
@@ -2631,10 +2615,8 @@ class _Proxy:
             raise ValueError("only http:// proxies are supported")
         if match is None or not 0 < int(match.group(4) or 1080) < 65536:
             raise ValueError("not a proxy URL")  # never the URL itself: it may hold a password
-        self.port = int(match.group(4) or 1080)
-        host = match.group(3)
-        self.host = host.strip("[]")
-        self.shown = "http://%s:%d" % (host, self.port)
+        host, self.port = match.group(3), int(match.group(4) or 1080)
+        self.host, self.shown = host.strip("[]"), "http://%s:%d" % (host, self.port)
         self.auth: Optional[str] = None
         self.secrets: Tuple[str, ...] = ()
         if match.group(2) is not None:
@@ -2646,10 +2628,8 @@ class _Proxy:
 
 
 def _bypass(host: str, port: int, no_proxy: str) -> bool:
-    """True when the NO_PROXY list (commas or spaces) names ``host``: "*", the
-    host or a parent domain (a leading dot changes nothing), an IP address or
-    CIDR block (addresses are never suffix-matched), each with an optional
-    :PORT."""
+    """True when the NO_PROXY list (commas or spaces) names ``host``: "*", the host or a parent domain (a leading dot
+    changes nothing), an IP address or CIDR block (addresses are never suffix-matched), each with an optional :PORT."""
     import ipaddress
 
     host = host.strip("[]").lower()
@@ -2670,11 +2650,9 @@ def _bypass(host: str, port: int, no_proxy: str) -> bool:
             network: Any = ipaddress.ip_network(name, strict=False)
         except ValueError:
             network = None
-        if network is not None:
-            hit = address is not None and address in network
-        else:
-            hit = address is None and (host == name or host.endswith("." + name))
-        if hit:
+        if network is not None and address is not None and address in network:
+            return True
+        if network is None and address is None and (host == name or host.endswith("." + name)):
             return True
     return False
 
@@ -2685,14 +2663,10 @@ def _tls_error(origin: str, exc: BaseException) -> DPoPError:
 
 
 class _Pool:
-    """Idle keep-alive connections per (scheme, host, port, proxy).
-
-    The TLS context is made on the first https connection: loading the CA
-    store costs ~30 ms, which a run against loopback http never needs. A new
-    connection (its proxy tunnel and TLS handshake too) has ``connect``
-    seconds; then each read or write has ``timeout``. ``cert``: the client
-    certificate file, or (certificate, key) files.
-    """
+    """Idle keep-alive connections per (scheme, host, port, proxy). The TLS context is made on the first https
+    connection: loading the CA store costs ~30 ms, which a run against loopback http never needs. A new connection (its
+    proxy tunnel and TLS handshake too) has ``connect`` seconds; then each read or write has ``timeout``. ``cert``: the
+    client certificate file, or (certificate, key) files."""
 
     def __init__(
         self, connect: float, timeout: float, context: Any, cafile: _Text, proxy: Optional[_Proxy], no_proxy: str,
@@ -2730,8 +2704,7 @@ class _Pool:
         return target.scheme, target.host, target.port, proxy
 
     def get(self, target: _Target, note: Callable[[str, Optional[str]], None]) -> Tuple[Any, bool]:
-        """An idle connection (True) or a new one (False); through a proxy,
-        the new one is connected here: its tunnel and TLS to the origin."""
+        """An idle connection (True) or a new one (False), whose proxy tunnel and TLS to the origin are made here."""
         import http.client
 
         key = self._key(target)
@@ -2777,19 +2750,8 @@ class _Pool:
                 conn.close()
 
 
-def _check_complete(resp: Any) -> None:
-    """http.client's read(amt) ends quietly when the connection closes short
-    of Content-Length (it only counts down ``length``): a truncated body
-    must not pass for a whole one."""
-    import http.client
-
-    if resp.length:
-        raise http.client.IncompleteRead(b"", resp.length)
-
-
 def _inflater(encoding: Optional[str]) -> Any:
-    """A decompressor for a gzip or deflate Content-Encoding; None for
-    identity and for unknown codings (their bytes are handed over as they came)."""
+    """A gzip or deflate Content-Encoding's decompressor; None for identity and unknown codings (passed on as is)."""
     import zlib
 
     coding = (encoding or "").strip().lower()
@@ -2798,17 +2760,10 @@ def _inflater(encoding: Optional[str]) -> Any:
     return zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in coding else zlib.MAX_WBITS)
 
 
-def _check_inflated(inflater: Any, encoding: Optional[str]) -> None:
-    """A compressed body must end where its stream ends: not short, nothing after."""
-    if not inflater.eof or inflater.unused_data:
-        raise DPoPError("bad_response", "%s response body is cut short or followed by junk" % encoding)
-
-
 class _BodyStream:
-    """A response body read as it arrives, in decoded chunks of at most 64 KiB,
-    so memory stays flat whatever its size. Its connection is released once:
-    back to the pool when the body was read to its end, closed otherwise
-    (closing early, an error, or never reading)."""
+    """A response body read as it arrives, in decoded chunks of at most 64 KiB, so memory stays flat whatever its size.
+    Its connection is released once: back to the pool when the body was read to its end, closed otherwise (closing
+    early, an error, or never reading)."""
 
     def __init__(self, resp: Any, encoding: Optional[str], release: Callable[[bool], None]) -> None:
         self._resp, self._encoding = resp, encoding
@@ -2830,7 +2785,10 @@ class _BodyStream:
             while True:
                 raw = self._resp.read(65536)
                 if not raw:
-                    _check_complete(self._resp)
+                    # http.client's read(amt) ends quietly when the connection closes short of Content-Length
+                    # (it only counts down resp.length): a truncated body must not pass for a whole one.
+                    if self._resp.length:
+                        raise http.client.IncompleteRead(b"", self._resp.length)
                     break
                 data = raw if inflater is None else inflater.decompress(raw, 65536)
                 while data:
@@ -2840,7 +2798,9 @@ class _BodyStream:
                 tail = inflater.flush()
                 if tail:
                     yield tail
-                _check_inflated(inflater, self._encoding)
+                if not inflater.eof or inflater.unused_data:  # its stream must end with the body, not before or after
+                    why = "%s response body is cut short or followed by junk" % self._encoding
+                    raise DPoPError("bad_response", why)
             complete = True
         except zlib.error:
             raise DPoPError("bad_response", "response body is not valid %s" % self._encoding) from None
@@ -2866,14 +2826,11 @@ class _BodyStream:
 class FileTokenCache:
     """Access tokens kept across processes in one JSON file (``Client(token_cache=...)``).
 
-    The file is mode 0600 in a 0700 folder, replaced atomically (a temporary
-    file and os.replace), and read and written under an advisory lock
-    (fcntl; none on Windows) so that processes started together fetch one
-    token. A file that is not a regular file owned by this user, is readable
-    by others, or does not parse is ignored with one warning, never trusted.
-    Any object with the same ``get(key)``, ``set(key, entry, ttl)`` and
-    ``delete(key)`` can stand in (a shared store); ``lock()`` is optional.
-    """
+    The file is mode 0600 in a 0700 folder, replaced atomically (a temporary file and os.replace), and read and written
+    under an advisory lock (fcntl; none on Windows) so that processes started together fetch one token. A file that is
+    not a regular file owned by this user, is readable by others, or does not parse is ignored with one warning, never
+    trusted. Any object with the same ``get(key)``, ``set(key, entry, ttl)`` and ``delete(key)`` can stand in (a shared
+    store); ``lock()`` is optional."""
 
     def __init__(
         self, path: Union[str, os.PathLike[str], None] = None, *, warn: Optional[Callable[[str], None]] = None
@@ -3018,17 +2975,14 @@ class _Token:
 class Client:
     """An HTTP client that calls a DPoP-protected API with client_credentials.
 
-    The first request fetches an access token from the token endpoint (a
-    POST with a DPoP proof, RFC 9449 §5); every request then carries
-    ``Authorization: DPoP <token>`` and a fresh proof bound to it (§7). The
-    token is reused until ``refresh_margin`` seconds before it expires.
-    ``DPoP-Nonce`` challenges are answered once (§8, §9), a 401
-    ``invalid_token`` gets one new token and one retry, and ``session_log``
-    (a path or a text file) records every exchange with secrets masked.
+    The first request fetches an access token from the token endpoint (a POST with a DPoP proof, RFC 9449 §5); every
+    request then carries ``Authorization: DPoP <token>`` and a fresh proof bound to it (§7). The token is reused until
+    ``refresh_margin`` seconds before it expires. ``DPoP-Nonce`` challenges are answered once (§8, §9), a 401
+    ``invalid_token`` gets one new token and one retry, and ``session_log`` (a path or a text file) records every
+    exchange with secrets masked.
 
-    Thread-safe: threads may share one Client; they share its token (fetched
-    once however many threads need it) and its keep-alive connections.
-    """
+    Thread-safe: threads may share one Client; they share its token (fetched once however many threads need it) and its
+    keep-alive connections."""
 
     def __init__(
         self, key: Union[ECKey, str, BytesLike, Mapping[str, Any], os.PathLike[str]], *,
@@ -3109,9 +3063,8 @@ class Client:
             self._scrub.add(client_secret)
         self._log = _SessionLog(session_log, self._scrub) if session_log is not None else None
         self._token: Optional[_Token] = None
-        self._token_lock = threading.Lock()
         self._nonces: Dict[str, str] = {}
-        self._closed = False
+        self._token_lock, self._closed = threading.Lock(), False
         self.token_requests = 0  # how many times the token endpoint was called
 
     # -- public API --------------------------------------------------------------
@@ -3122,10 +3075,8 @@ class Client:
     ) -> Response:  # fmt: skip
         """Send one request with DPoP; return the final Response (any status).
 
-        In-memory bodies are capped at 256 MiB (``response_too_large``);
-        ``stream=True`` returns before the body is read: no cap, flat memory
-        (``Response.iter_bytes()``).
-        """
+        In-memory bodies are capped at 256 MiB (``response_too_large``); ``stream=True`` returns before the body is
+        read: no cap, flat memory (``Response.iter_bytes()``)."""
         if self._closed:
             raise DPoPError("closed", "this Client was closed")
         if not isinstance(method, str) or _TCHAR.fullmatch(method) is None:
@@ -3139,10 +3090,8 @@ class Client:
             body = _json_compact(json)
             if not any(name.lower() == "content-type" for name, _ in extra):
                 extra.append(("Content-Type", "application/json"))
-        elif isinstance(data, str):
-            body = data.encode("utf-8")
         elif data is not None:
-            body = _as_bytes("data", data)
+            body = data.encode("utf-8") if isinstance(data, str) else _as_bytes("data", data)
         first = _Target(url)
         for hops in range(self._max_redirects + 1):
             target = _Target(url)
@@ -3162,9 +3111,8 @@ class Client:
                 body = None
                 extra = [(n, v) for n, v in extra if n.lower() not in ("content-type", "content-length")]
             if _Target(url).origin != target.origin:
-                # As curl since CVE-2022-27776: the user's headers (Cookie,
-                # API keys) stay with their origin, and so does a body that
-                # a 307/308 would re-send: that redirect is returned instead.
+                # As curl since CVE-2022-27776: the user's headers (Cookie, API keys) stay with their origin,
+                # and so does a body that a 307/308 would re-send: that redirect is returned instead.
                 if body is not None:
                     return response
                 extra = [(n, v) for n, v in extra if n.lower() in ("accept", "user-agent")]
@@ -3236,8 +3184,7 @@ class Client:
             return token
 
     def _cached_token(self) -> _Token:
-        """A token from the shared cache, or a new one put there; under the
-        cache's lock (when it has one), so that processes fetch one token."""
+        """A token from the shared cache, or a new one put there; under its lock (if any): processes fetch one token."""
         import contextlib
 
         lock = getattr(self._cache, "lock", None)
@@ -3276,12 +3223,10 @@ class Client:
         self, origin: str, status: int, headers: Headers, token: _Text, sent: _Text, tried: Set[str],
         error: _Text = None,
     ) -> bool:  # fmt: skip
-        """Whether a refusal of a request with a proof (``sent``: the nonce it
-        carried; ``token`` None: the token request, whose OAuth ``error`` comes
-        from its body) earns one more try, each reason once: a new nonce (RFC
-        9449 §8, §9; never for the nonce just sent), invalid_token (the token is
-        dropped), a server clock learnt from Date (invalid_dpop_proof, or
-        Keycloak's invalid_request at the token endpoint)."""
+        """Whether a refusal of a request with a proof (``sent``: the nonce it carried; ``token`` None: the token
+        request, whose OAuth ``error`` comes from its body) earns one more try, each reason once: a new nonce (RFC 9449
+        §8, §9; never for the nonce just sent), invalid_token (the token is dropped), a server clock learnt from Date
+        (invalid_dpop_proof, or Keycloak's invalid_request at the token endpoint)."""
         errors = (_challenge_errors(headers) if status == 401 else []) + ([error] if error else [])
         fresh = self._nonces.get(origin)
         # RFC 9449 §8: some token endpoints say invalid_dpop_proof or invalid_request with their nonce
@@ -3300,9 +3245,8 @@ class Client:
         return True
 
     def _hop(self, headers: Any, method: str, url: str, origin: Optional[str] = None) -> str:
-        """Sign one request (or redirect hop) another library sends, ``headers``
-        being its mutable mapping: Authorization and a new proof at ``origin``
-        (None: the URL's own), neither anywhere else. Returns the URL's origin."""
+        """Sign a request (or redirect hop) another library sends, ``headers`` being its mutable mapping: Authorization
+        and a new proof at ``origin`` (None: the URL's own), neither elsewhere; returns the URL's origin."""
         try:
             here = _Target(url).origin
         except DPoPError:
@@ -3320,8 +3264,7 @@ class Client:
         return here
 
     def _answered(self, origin: str, response: Any, items: Any, tried: Set[str]) -> bool:
-        """After another library's ``response`` (``items``: its header pairs):
-        remember the nonce; True to send its request again."""
+        """After another library's ``response`` (``items``: its header pairs): remember the nonce; True to resend."""
         headers, sent = Headers(list(items)), response.request.headers
         self._remember_nonce(origin, headers)
         proof, token = sent.get("DPoP"), (sent.get("Authorization") or "")[5:]
@@ -3357,17 +3300,15 @@ class Client:
         body: Union[_Body, Callable[[], bytes]], limit: int, *, token: Optional[_Token] = None, mask: _Masks = None,
         stream: bool = False,
     ) -> Response:  # fmt: skip
-        """A request with a proof, attempted until it is answered for good; every
-        attempt has a new proof (a fresh jti, RFC 9449 §7.3) and a new body (a
-        new client assertion). Attempts follow 429/503 and failed connections
-        where a repeat cannot hurt (_retry), and the refusals _again answers.
-        ``token`` None is the token request, which may always be repeated."""
+        """A request with a proof, attempted until it is answered for good; every attempt has a new proof (a fresh jti,
+        RFC 9449 §7.3) and a new body (a new client assertion). Attempts follow 429/503 and failed connections where a
+        repeat cannot hurt (_retry), and the refusals _again answers. ``token`` None is the token request, which may
+        always be repeated."""
         tried: Set[str] = set()
         repeatable = token is None or method in _IDEMPOTENT
         attempt, started = 0, time.monotonic()
         while True:
-            sent = self._nonces.get(target.origin)
-            skew = self._skews.get(target.origin, self._clock_skew)
+            sent, skew = self._nonces.get(target.origin), self._skews.get(target.origin, self._clock_skew)
             value = None if token is None else token.value
             headers = functools.partial(self._signed_headers, base, extra, method, url, value, sent, skew)
             self.token_requests += token is None
@@ -3401,20 +3342,15 @@ class Client:
         self, method: str, url: str, target: _Target, make_headers: Callable[[], _Pairs], body: _Body, limit: int,
         mask: _Masks = None, stream: bool = False,
     ) -> Response:  # fmt: skip
-        """One HTTP exchange on a pooled connection; maps failures to DPoPError.
-
-        With ``stream``, a final response (not a 401, nor a redirect to be
-        followed: those are retried or followed) keeps its body unread.
-        """
+        """One HTTP exchange on a pooled connection; maps failures to DPoPError. With ``stream``, a final response (not
+        a 401, nor a redirect to be followed: those are retried or followed) keeps its body unread."""
         import http.client
         import socket
         import ssl
 
         for attempt in (0, 1):
             conn, reused = self._pool.get(target, self._note)
-            headers = make_headers()
-            if body is not None:
-                headers = headers + [("Content-Length", str(len(body)))]
+            headers = make_headers() + ([] if body is None else [("Content-Length", str(len(body)))])
             sent = False
             try:
                 if not reused:  # connected within the connect timeout; then each read within the other
@@ -3475,9 +3411,8 @@ class Client:
         raise RuntimeError("dpop: internal error: retry loop ended")  # pragma: no cover
 
     def _retry(self, attempt: int, started: float, why: Union[Response, DPoPError]) -> bool:
-        """Wait before a retry and say True; False when the retries or the
-        time for them (retry_max_time) are spent. The wait is Retry-After
-        when the answer has one, else exponential backoff with jitter."""
+        """Wait before a retry and say True; False when the retries or the time for them (retry_max_time) are spent. The
+        wait is Retry-After when the answer has one, else exponential backoff with jitter."""
         if attempt >= self._max_retries:
             return False
         delay = min(8.0, 0.5 * 2**attempt) * (0.5 + int.from_bytes(os.urandom(2), "big") / 65536)
@@ -3493,9 +3428,8 @@ class Client:
         return True
 
     def _learn_skew(self, origin: str, headers: Headers) -> bool:
-        """After a refused proof: True if the answer's Date shows the server's
-        clock more than 5 s from ours (as corrected so far); the offset is then
-        kept for that origin and the proof's iat follows it. Servers without
+        """After a refused proof: True if the answer's Date shows the server's clock more than 5 s from ours (as
+        corrected so far); the offset is then kept for that origin and the proof's iat follows it. Servers without
         nonces judge iat alone (Keycloak: -25 s to +15 s)."""
         server_time = _http_date(headers.get("Date"))
         if server_time is None:
@@ -3550,8 +3484,7 @@ class Client:
         return key, kid if isinstance(kid, str) else None
 
     def _mask_token_response(self, text: str) -> str:
-        """Token response text for the log: the tokens it holds are learnt
-        first (from the parsed JSON, however it spells them), then masked."""
+        """Token response text for the log: its tokens (from the parsed JSON, however spelt) are learnt, then masked."""
         try:
             data = json.loads(text)
         except ValueError:
@@ -3572,8 +3505,7 @@ class Client:
         if self._auth_method == "client_secret_post":
             form.append(("client_secret", str(self._client_secret)))
         elif self._auth_method.endswith("_jwt"):
-            signer = self._assertion_key or str(self._client_secret)
-            audience = self._assertion_audience or endpoint
+            signer, audience = self._assertion_key or str(self._client_secret), self._assertion_audience or endpoint
             alg, kid = self._assertion_alg, self._assertion_kid
             assertion = client_assertion(signer, self._client_id, audience, alg=alg, kid=kid)
             self._scrub.add(assertion, lasting=False)
@@ -3600,8 +3532,7 @@ class Client:
         problems = []
         for url in candidates:
             where = _Target(url)
-            base = functools.partial(_json_headers, where)
-            response = self._exchange("GET", url, where, base, None, _MAX_TOKEN_BODY)
+            response = self._exchange("GET", url, where, functools.partial(_json_headers, where), None, _MAX_TOKEN_BODY)
             if response.status != 200:
                 problems.append("%s answered %d" % (url, response.status))
                 continue
@@ -3664,8 +3595,7 @@ class Client:
             self._scrub.add(refresh, lasting=False)
         token_type = data.get("token_type")
         if not isinstance(token_type, str) or token_type.lower() != "dpop":
-            # RFC 9449 §5: a Bearer token here means no key binding; refuse it
-            # rather than silently downgrading.
+            # RFC 9449 §5: a Bearer token here means no key binding; refuse it rather than silently downgrading.
             why = "token_type is %s, not DPoP: the server did not bind the token to the key" % _short_repr(token_type)
             raise DPoPError("token_type", why)
         lifetime = data.get("expires_in")
@@ -3686,16 +3616,13 @@ def _json_headers(target: _Target, *more: Tuple[str, str]) -> List[Tuple[str, st
 
 
 def _oauth_error(response: Response, scrub: Callable[[str], str]) -> Tuple[Optional[str], Optional[str]]:
-    """(error, error_description) of a refusal: from a WWW-Authenticate
-    challenge (DPoP first; RFC 9449 §7.1, RFC 6750 §3), else from an RFC 6749
-    §5.2 JSON body. Secrets are masked first (before cleaning or cutting could
-    hide them), then only printable ASCII is kept, and cut."""
+    """(error, error_description) of a refusal: from a WWW-Authenticate challenge (DPoP first; RFC 9449 §7.1, RFC 6750
+    §3), else from an RFC 6749 §5.2 JSON body. Secrets are masked first (before cleaning or cutting could hide them),
+    then only printable ASCII is kept, and cut."""
     challenges = _parse_challenges(response.headers.get_all("WWW-Authenticate"))
     found = sorted((scheme != "dpop", i) for i, (scheme, params) in enumerate(challenges) if "error" in params)
-    error: Any
-    description: Any
     if found:
-        params = challenges[found[0][1]][1]
+        params: Dict[str, Any] = challenges[found[0][1]][1]
         error, description = params["error"], params.get("error_description")
     else:
         try:
@@ -3710,9 +3637,8 @@ def _oauth_error(response: Response, scrub: Callable[[str], str]) -> Tuple[Optio
 
 
 def _debug(text: str) -> None:
-    """A DEBUG record on logging.getLogger("dpop") (a NullHandler unless the
-    program adds one). Free until the program imports logging: without it no
-    handler or level can have been set, so nothing could be shown."""
+    """A DEBUG record on logging.getLogger("dpop") (a NullHandler unless the program adds one). Free until the program
+    imports logging: without it no handler or level can have been set, so nothing could be shown."""
     import sys
 
     logging = sys.modules.get("logging")
@@ -3740,9 +3666,8 @@ def _reason(exc: BaseException) -> str:
 
 
 class _RequestsAuth:
-    """requests' ``auth=``: signs the prepared request; a response hook sends
-    it again after a nonce challenge, invalid_token or a learnt clock, and
-    signs (or strips) the request requests copies for a redirect."""
+    """requests' ``auth=``: signs the prepared request; a response hook sends it again after a nonce challenge,
+    invalid_token or a learnt clock, and signs (or strips) the request requests copies for a redirect."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -3781,12 +3706,10 @@ def _httpx_auth(client: Client) -> Any:
     import httpx
 
     class DPoPAuth(httpx.Auth):
-        """Signs the request, and sends it again after a nonce challenge,
-        invalid_token or a learnt clock. httpx follows redirects inside one
-        auth flow, so with follow_redirects=True also pass
-        ``event_hooks={"request": [auth.hook]}`` (``auth.async_hook`` for an
-        AsyncClient): each hop is then signed, or stripped. In an
-        AsyncClient, a token fetch blocks the event loop (one request)."""
+        """Signs the request, and sends it again after a nonce challenge, invalid_token or a learnt clock. httpx follows
+        redirects inside one auth flow, so with follow_redirects=True also pass ``event_hooks={"request": [auth.hook]}``
+        (``auth.async_hook`` for an AsyncClient): each hop is then signed, or stripped. In an AsyncClient, a token fetch
+        blocks the event loop (one request)."""
 
         def auth_flow(self, request: Any) -> Any:
             marks = request.extensions.get("dpop")
@@ -3799,9 +3722,8 @@ def _httpx_auth(client: Client) -> Any:
                 marks.setdefault("origin", here)
                 marks["signed"] = request
                 response = yield request
-                if not marks.get("hooked") and any(
-                    hop.is_redirect for hop in response.history
-                ):  # sent with the first proof
+                # without the hook, the redirect hops httpx followed carried the first proof
+                if not marks.get("hooked") and any(hop.is_redirect for hop in response.history):
                     raise DPoPError("bad_argument", "httpx followed a redirect without auth.hook in its event_hooks")
                 here = _Target(str(response.request.url)).origin  # after the hops httpx followed
                 if here != marks["origin"] or not client._answered(
@@ -3833,9 +3755,8 @@ def _httpx_auth(client: Client) -> Any:
 
 
 class RedisReplayCache:
-    """verify_proof(replay=...) shared through Redis: SET NX EX keeps each jti
-    for the acceptance window. A store that fails refuses the proof
-    (``replay_store``, status 503): nothing is accepted twice."""
+    """verify_proof(replay=...) shared through Redis: SET NX EX keeps each jti for the acceptance window. A store that
+    fails refuses the proof (``replay_store``, status 503): nothing is accepted twice."""
 
     def __init__(self, redis: Any, prefix: str = "dpop:") -> None:
         self._redis, self._prefix = redis, prefix
@@ -3856,10 +3777,9 @@ class RedisReplayCache:
 
 
 class RedisTokenCache:
-    """Client(token_cache=...) shared through Redis: one JSON entry per key,
-    expiring with its token; lock() is a SET NX lease, so that clients
-    started together fetch one token. A store that fails is a miss, with a
-    warning: the client then fetches its own token."""
+    """Client(token_cache=...) shared through Redis: one JSON entry per key, expiring with its token; lock() is a SET NX
+    lease, so that clients started together fetch one token. A store that fails is a miss, with a warning: the client
+    then fetches its own token."""
 
     def __init__(self, redis: Any, prefix: str = "dpop:") -> None:
         self._redis, self._prefix, self._failed = redis, prefix, False
@@ -3896,9 +3816,7 @@ class RedisTokenCache:
         def held() -> Iterator[None]:
             name, mine = self._prefix + "lock", os.urandom(8).hex()
             deadline = time.monotonic() + 30
-            while not self._call("set", name, mine, nx=True, ex=30) and time.monotonic() < deadline:
-                if self._failed:
-                    break
+            while not (self._call("set", name, mine, nx=True, ex=30) or self._failed) and time.monotonic() < deadline:
                 time.sleep(0.02)
             try:
                 yield
@@ -3926,13 +3844,10 @@ DEMO_SCOPE = "api"
 class DemoServer:
     """A local authorization server + DPoP-protected API on 127.0.0.1.
 
-    ``require_nonce`` makes both the token endpoint (400 use_dpop_nonce) and
-    the API (401 use_dpop_nonce) demand server nonces. ``authority`` is
-    another DemoServer whose tokens this one's API accepts (default: its own).
-    ``override(handler)`` is called first for every request and may answer
-    it itself (return True): tests use it to script misbehaving servers.
-    ``ssl_context`` (server side) makes it serve https.
-    """
+    ``require_nonce`` makes both the token endpoint (400 use_dpop_nonce) and the API (401 use_dpop_nonce) demand server
+    nonces. ``authority`` is another DemoServer whose tokens this one's API accepts (default: its own).
+    ``override(handler)`` is called first for every request and may answer it itself (return True): tests use it to
+    script misbehaving servers. ``ssl_context`` (server side) makes it serve https."""
 
     def __init__(
         self, *, require_nonce: bool = False, token_lifetime: int = 3600, port: int = 0,
@@ -3960,8 +3875,7 @@ class DemoServer:
         self.base_url = "%s://127.0.0.1:%d" % (scheme, self._httpd.server_address[1])
         self.issuer, self.token_endpoint = self.base_url, self.base_url + "/connect/token"
         self.api_url = self.base_url + "/api/dpop/test"
-        # shutdown() waits for the loop's next poll: 0.5 s by default, paid by
-        # every demo run and every test that starts a server.
+        # shutdown() waits for the next poll, 0.5 s by default: paid by every demo run and every test starting a server
         serve = functools.partial(self._httpd.serve_forever, poll_interval=0.02)
         self._thread = threading.Thread(target=serve, name="dpop-demo", daemon=True)
         self._thread.start()
@@ -4118,8 +4032,7 @@ def _demo_handler() -> Any:
                 error = {"error": exc.oauth_error, "error_description": self.why(exc, "Authorization")}
                 self.reply(400, error, nonce_headers)
                 return
-            scope = form.get("scope", DEMO_SCOPE)
-            self.reply(200, demo.issue_token(str(client_id), scope, proof.jkt), nonce_headers)
+            self.reply(200, demo.issue_token(str(client_id), form.get("scope", DEMO_SCOPE), proof.jkt), nonce_headers)
 
         def proof(self, url: str, **more: Any) -> VerifiedProof:
             demo, now = self.demo, time.time() + self.demo.clock_skew
@@ -4140,8 +4053,7 @@ def _demo_handler() -> Any:
             try:
                 claims = demo.check_token(token.strip())
             except DPoPError:
-                why = "token is invalid or expired"
-                headers = challenge_headers(error="invalid_token", error_description=why)
+                headers = challenge_headers(error="invalid_token", error_description="token is invalid or expired")
                 self.reply(401, {"error": "invalid_token"}, headers)
                 return
             try:
@@ -4190,8 +4102,7 @@ _EXIT_STATUS: Sequence[Tuple[int, str]] = (
     (5, "the API answered HTTP 5xx"),
 )
 _EXIT_BY_CODE = {"usage": 2, "network": 3, "timeout": 3, "tls": 3, "bad_response": 3, "proxy": 3}
-# C0 and C1 controls but tab and newline, and lone surrogates (argv and the
-# environment carry bytes that are not UTF-8 that way)
+# C0 and C1 controls but tab and newline, and lone surrogates (argv and the environment carry non-UTF-8 bytes that way)
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _MAX_SECONDS = 86400.0
 
@@ -4421,10 +4332,7 @@ def _usage_message(message: str) -> str:
 
 
 def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
-    """The checked values of ``command``'s options, from argv, else DPOP_*.
-
-    Also "_argv": the names of the options given on the command line.
-    """
+    """The checked values of ``command``'s options (argv, else DPOP_*); "_argv": the option names given in argv."""
     import argparse
     import sys
 
@@ -4588,8 +4496,7 @@ on/off.
 
 
 def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int]) -> int:
-    """Build the Client from the options, run ``act`` with it (within
-    --max-time), and close it (and the session log) whatever happens."""
+    """Build the Client from the options, run ``act`` (within --max-time), and close it and the session log, always."""
     import signal
     import sys
 
@@ -4613,9 +4520,8 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         if not args.get("silent"):
             print("dpop: warning: " + _printable(text), file=sys.stderr)
 
-    assertion_key = None
-    if args["assertion_key"]:
-        assertion_key = _read_input(args["assertion_key"], "assertion key file", _MAX_KEY_INPUT)
+    path = args["assertion_key"]
+    assertion_key = _read_input(path, "assertion key file", _MAX_KEY_INPUT) if path else None
     key = _cli_key(args["key"])
     if "client_secret" in args["_argv"]:  # every value is checked: now the warning
         say("--client-secret is visible to other users in the process list; use DPOP_CLIENT_SECRET or a file")
@@ -4762,9 +4668,8 @@ def _check_together(args: Dict[str, Any]) -> None:
 
 
 def _cli_output(response: Response, include: bool, output: Optional[str], fail: bool) -> Tuple[bytes, int]:
-    """-i's head on stdout, then the body, chunk by chunk, to -o FILE or stdout
-    (with -f, not for an error status); returns the body's first chunk for an
-    error status (for its OAuth error) and the body's size."""
+    """-i's head on stdout, then the body, chunk by chunk, to -o FILE or stdout (with -f, not for an error status);
+    returns the body's first chunk for an error status (for its OAuth error) and the body's size."""
     import sys
 
     first, size = b"", 0
@@ -4840,8 +4745,7 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
     args = _parse("demo", argv)
     key = _cli_key(args["key"]) if args["key"] else None
     err = sys.stderr
-    # Two servers, so the authorization server and the API are two origins
-    # with nonces of their own, as in a real deployment.
+    # Two servers: the authorization server and the API are two origins with their own nonces, as in a real deployment.
     nonces = bool(args["require_nonce"])
     with (
         DemoServer(require_nonce=nonces, port=args["port"] or 0) as auth,

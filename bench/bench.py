@@ -159,22 +159,7 @@ def bench_es256(rounds, inner):
         max(1, inner // 4),
         0.60,
     )
-    # 300 clients calling in turn: more than the verifier's 256 key tables (issue 15's cache thrash)
-    clients = [dpop.generate_key() for _ in range(300)]
-    url = "https://api.example/things"
-    proofs = [(dpop.make_proof(key, "GET", url), key) for key in clients]
-    peers = [(vk_of(key), key.sign(message)) for key in clients]
-    ours_turn, theirs_turn = iter(proofs * 1000).__next__, iter(peers * 1000).__next__
-
-    def verify_next_proof():
-        proof, _ = ours_turn()
-        dpop.verify_proof(proof, method="GET", url=url, max_age=10**9)
-
-    def verify_next_peer():
-        key, sig = theirs_turn()
-        key.verify(sig, message, hashfunc=hashlib.sha256, sigdecode=ecdsa.util.sigdecode_string)
-
-    compare("verify_proof, 300 clients in turn, vs bare ECDSA verify", verify_next_proof, verify_next_peer, rounds, 30)
+    # verify_proof with many clients, and first sight, is timed in bench_clients (--only clients)
     compare(
         "keygen (d and d*G)", dpop.generate_key, lambda: ecdsa.SigningKey.generate(curve=ecdsa.NIST256p), rounds, inner
     )
@@ -198,13 +183,6 @@ def bench_es256(rounds, inner):
     compare("keygen", dpop.generate_key, lambda: ec.generate_private_key(ec.SECP256R1()), rounds, inner)
     compare("full JWS", lambda: dpop.jws_sign(ours, claims, header), lambda: jws_with(crypto_sign), rounds, inner)
     report("ES256 core against cryptography (OpenSSL), for scale", "cryptography")
-
-
-def vk_of(key):
-    """python-ecdsa's verifying key for one of our keys."""
-    jwk = key.public_jwk()
-    xy = base64.urlsafe_b64decode(jwk["x"] + "=") + base64.urlsafe_b64decode(jwk["y"] + "=")
-    return ecdsa.VerifyingKey.from_string(xy, curve=ecdsa.NIST256p)
 
 
 def bench_fresh_process(rounds):

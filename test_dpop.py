@@ -299,7 +299,7 @@ def fresh_g_tables(monkeypatch, stages, slice_):
     """The k*G table machinery as a new process has it, with other stages."""
     monkeypatch.setattr(dpop, "_G_STAGES", stages)
     monkeypatch.setattr(dpop, "_SLICE", slice_)
-    for name, value in (("_g_current", None), ("_g_uses", 0), ("_g_stage", 0), ("_g_steps", None)):
+    for name, value in (("_g_current", None), ("_g_uses", 0), ("_g_stage", 0), ("_g_steps", None), ("_g_busy", False)):
         monkeypatch.setattr(dpop, name, value)
 
 
@@ -383,8 +383,66 @@ def test_g_tables_survive_an_interrupted_slice(monkeypatch):
             assert affine(dpop._mul_base(k)) == ref_mul(k, G)
             done += 1
         except KeyboardInterrupt:
-            assert dpop._g_steps is None and not dpop._g_lock.locked()
+            assert dpop._g_steps is None and not dpop._g_busy
     assert done == 299 and dpop._g_current == dpop._build_table(*G, 5)
+
+
+def _lock_is_free(lock):
+    got = []
+
+    def take():
+        got.append(lock.acquire(blocking=False))
+        if got[0]:
+            lock.release()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    thread.join()
+    return got == [True]
+
+
+def test_g_tables_survive_an_interrupt_at_any_line(monkeypatch):
+    # the review: a signal between taking the lock and the try that released it left the lock held, and the table
+    # never grew again. Raise KeyboardInterrupt at each line of _g_table and of _g_step's try body in turn (where a
+    # signal handler can run), then sign on: the stages must still complete, with nothing left claimed.
+    import dis
+    import inspect
+    import sys
+
+    def body_lines(function, stop):
+        lines, first = inspect.getsourcelines(function)
+        end = next((i for i, text in enumerate(lines) if text.strip() == stop), len(lines))
+        starts = {line for _, line in dis.findlinestarts(function.__code__)}
+        return [(function.__code__, first + i) for i in range(1, end) if first + i in starts]
+
+    targets = body_lines(dpop._g_table, None) + body_lines(dpop._g_step, "except BaseException:")
+    assert len(targets) >= 14
+    codes = {code for code, _ in targets}
+    for target in targets:
+        fresh_g_tables(monkeypatch, ((3, 0), (5, 2)), 8)
+        fired = []
+
+        def local(frame, event, arg, target=target, fired=fired):
+            if event == "line" and (frame.f_code, frame.f_lineno) == target and not fired:
+                fired.append(dpop._g_uses)
+                raise KeyboardInterrupt
+            return local
+
+        previous = sys.gettrace()
+        sys.settrace(lambda frame, event, arg: local if frame.f_code in codes else None)
+        try:
+            for _ in range(150):
+                try:
+                    dpop._mul_base(12345)
+                except KeyboardInterrupt:
+                    break
+        finally:
+            sys.settrace(previous)
+        assert fired, target
+        for _ in range(300):
+            assert affine(dpop._mul_base(12345)) == ref_mul(12345, G)
+        assert dpop._g_current == dpop._build_table(*G, 5), target
+        assert not dpop._g_busy and dpop._g_steps is None and _lock_is_free(dpop._g_lock), target
 
 
 def test_tables_are_not_built_at_import():
@@ -1583,6 +1641,30 @@ def test_key_tables_are_cached_and_bounded(monkeypatch):
         assert key.verify(b"m", key.sign(b"m"))
         assert key.verify(b"m", key.sign(b"m"))  # and so, one by one, each new table that came after it
     assert len(dpop._key_tables) == 2 and keys[1].public_point not in dpop._key_tables
+
+
+def test_key_tables_built_at_once_by_threads_evict_no_table_in_use(monkeypatch):
+    # the review: two threads that found the one free slot both built a table, and the second evicted one in use
+    monkeypatch.setattr(dpop, "_KEY_TABLE_SLOTS", 2)
+    monkeypatch.setattr(dpop, "_key_tables", {})
+    monkeypatch.setattr(dpop, "_key_seen", {})
+    busy, a, b = (dpop.generate_key() for _ in range(3))
+    message = b"m"
+    signed = {key: key.sign(message) for key in (busy, a, b)}
+    for key in (busy, busy, a, b):
+        assert key.verify(message, signed[key])
+    assert list(dpop._key_tables) == [busy.public_point]
+    both, real = threading.Barrier(2), dpop._build_table
+    monkeypatch.setattr(dpop, "_build_table", lambda *args: both.wait(timeout=30) * 0 or real(*args))
+    results = []
+    threads = [threading.Thread(target=lambda k=k: results.append(k.verify(message, signed[k]))) for k in (a, b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [True, True] and len(dpop._key_tables) == 2 and busy.public_point in dpop._key_tables
+    late = b if a.public_point in dpop._key_tables else a  # it built too, found no slot, and keeps 2^128 Q
+    assert dpop._key_seen == {late.public_point: ref_mul(1 << 128, late.public_point)}
 
 
 def test_keys_in_rotation_beyond_the_cache_never_thrash_it(monkeypatch):

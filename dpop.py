@@ -36,7 +36,8 @@ Security notes (read these before trusting it)
     be wiped. What this file does promise for secret scalars (the private key
     d and the nonce k) is that the *sequence* of field operations does not
     depend on their bits: the fixed-base multiplication always does the same
-    additions, and the two modular inversions of secret-derived values are
+    additions (bar one listed case, of chance below 2^-243, where the last one
+    is a doubling: see _mul_fixed), and the two inversions of secret values are
     blinded with a fresh random factor before CPython's (variable-time)
     extended Euclid sees them. That removes the large, easily measured
     leaks; it does not make CPython a side-channel-free platform. If your

@@ -2332,7 +2332,8 @@ class Headers:
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """The first value of ``name``, or ``default``."""
-        return next(iter(self.get_all(name)), default)
+        lname = name.lower()
+        return next((value for key, value in self._items if key.lower() == lname), default)
 
     def get_all(self, name: str) -> List[str]:
         """Every value of ``name``, in order."""

@@ -3710,6 +3710,8 @@ def test_misc_reprs_and_small_paths(monkeypatch):
     assert "POST" in repr(proof) and RFC9449["jkt"] in repr(proof)
     headers = dpop.Headers([("Authorization", "DPoP secret-token"), ("DPoP", "proof"), ("X", "1")])
     assert "secret-token" not in repr(headers) and "proof'" not in repr(headers) and "****" in repr(headers)
+    twice = dpop.Headers([("A", "1"), ("a", "2"), (None, "never read")])  # get() stops at the first match
+    assert twice.get("a") == twice["A"] == "1" and "a" in twice and headers.get("b", "-") == "-"
     odd = dpop.Response(
         200, "OK", dpop.Headers([("Content-Type", "text/plain; charset=no-such-charset")]), b"ok", "https://h/"
     )

@@ -796,9 +796,9 @@ def _verify_digest(
 # signature on, the cache keeps 2^128 Q (two numbers, ~0.4 KB with the key), so u2*Q needs 128 doublings: 1.1 ms.
 # Computing 2^128 Q at the second signature costs the 128 doublings it saves there. A key that comes back while a
 # table slot is free or cold (unused while twice _KEY_SEEN_SLOTS new keys came) earns a width-5 table instead: 5 ms
-# and 0.1 MB to build, then 0.42 ms. A table goes only when its key has stayed away longer than any key may to earn
+# and 0.13 MB to build, then 0.42 ms. A table goes only when its key has stayed away longer than any key may to earn
 # one, so more clients than tables keep a stable set instead of a build per proof. Bounded: _KEY_SEEN_SLOTS keys
-# (~7 MB), least recently verified first, and _KEY_TABLE_SLOTS tables (~26 MB). Bad signatures never count. One lock.
+# (~7 MB), least recently verified first, and _KEY_TABLE_SLOTS tables (~34 MB). Bad signatures never count. One lock.
 _KEY_TABLE_WIDTH = 5
 _KEY_TABLE_SLOTS = 256
 _KEY_SEEN_SLOTS = 16384

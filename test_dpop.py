@@ -9,6 +9,7 @@ import base64
 import copy
 import functools
 import hashlib
+import hmac
 import json
 import os
 import pickle
@@ -3667,6 +3668,38 @@ def test_json_constants_and_random_below(monkeypatch):
     draws = iter([b"\x00" * 32, b"\xff" * 32, (5).to_bytes(32, "big")])
     monkeypatch.setattr(dpop.os, "urandom", lambda size: next(draws))
     assert dpop._random_below(dpop.n) == 5  # 0 and >= n are rejected
+
+
+def _reference_nonces(d, digest, extra, count):
+    """RFC 6979 §3.2 with §3.6 additional data, written from the RFC with the standard library's HMAC."""
+    mac = lambda key, data: hmac.new(key, data, hashlib.sha256).digest()  # noqa: E731
+    x, h = d.to_bytes(32, "big"), (int.from_bytes(digest, "big") % N).to_bytes(32, "big")
+    V, K = b"\x01" * 32, b"\x00" * 32
+    K = mac(K, V + b"\x00" + x + h + extra)
+    V = mac(K, V)
+    K = mac(K, V + b"\x01" + x + h + extra)
+    V = mac(K, V)
+    out = []
+    while len(out) < count:
+        V = mac(K, V)
+        if 1 <= int.from_bytes(V, "big") < N:
+            out.append(int.from_bytes(V, "big"))
+        K = mac(K, V + b"\x00")
+        V = mac(K, V)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, N - 1), st.binary(min_size=32, max_size=32), st.sampled_from([b"", None]), st.data())
+def test_hedged_nonces_match_a_reference(d, digest, extra, data):
+    extra = data.draw(st.binary(min_size=32, max_size=32)) if extra is None else extra
+    stream = dpop._rfc6979_nonces(d, digest, extra)
+    assert [next(stream) for _ in range(3)] == _reference_nonces(d, digest, extra, 3)
+
+
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=300))
+def test_hmac_sha256_matches_the_standard_library(key, data):
+    assert dpop._hmac_sha256(key, data) == hmac.digest(key, data, "sha256")
 
 
 def test_rfc6979_stream_continues_past_the_first_candidate():

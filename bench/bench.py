@@ -655,7 +655,7 @@ def main():
         bench_token_cache(max(5, rounds // 2))
     if "scale" in only:
         counts = (1, 100, 1000) if args.quick else (1, 100, 1000, 5000, 20000)
-        bench_scale(1 if args.quick else 3, counts, args.baseline)
+        bench_scale(1 if args.quick else 5, counts, args.baseline)
     if "clients" in only:
         bench_clients(3 if args.quick else 5, (1, 8, 100) if args.quick else (1, 8, 100, 300, 1000, 10000))
 

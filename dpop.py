@@ -2858,6 +2858,7 @@ class FileTokenCache:
             home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
             path = os.path.join(home, "dpop", "tokens.json")
         self.path, self._warn, self._warned = os.fspath(path), warn, False
+        self._off = False  # a path that is not a regular file (a FIFO, a device): the run goes on without the cache
 
     def _say(self, why: str) -> None:
         if not self._warned:
@@ -2870,8 +2871,10 @@ class FileTokenCache:
     def _read(self) -> Dict[str, Any]:
         import stat
 
-        try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        if self._off:
+            return {}
+        try:  # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below)
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         except FileNotFoundError:
             return {}
         except OSError as exc:
@@ -2880,7 +2883,11 @@ class FileTokenCache:
         with os.fdopen(fd, "rb") as f:
             info = os.fstat(fd)
             uid = getattr(os, "geteuid", lambda: info.st_uid)()
-            if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077 or info.st_uid != uid:
+            if not stat.S_ISREG(info.st_mode):
+                self._off = True
+                self._say("not a regular file")
+                return {}
+            if info.st_mode & 0o077 or info.st_uid != uid:
                 self._say("not a private file of this user (mode 0600)")
                 return {}
             try:
@@ -2892,6 +2899,8 @@ class FileTokenCache:
     def _write(self, entries: Dict[str, Any]) -> None:
         import tempfile
 
+        if self._off:
+            return
         folder = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -2922,11 +2931,25 @@ class FileTokenCache:
 
         @contextlib.contextmanager
         def held() -> Iterator[None]:
+            import errno
+            import stat
+
+            flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
             try:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
-                fd = os.open(self.path + ".lock", os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+                fd = os.open(self.path + ".lock", flags, 0o600)  # O_NONBLOCK: a FIFO there must not hang us
+                regular = stat.S_ISREG(os.fstat(fd).st_mode)
             except OSError as exc:
-                raise DPoPError("io_error", "cannot lock token cache %s: %s" % (self.path, exc.strerror)) from None
+                if exc.errno != errno.ENXIO:  # ENXIO: a FIFO that no one reads
+                    raise DPoPError("io_error", "cannot lock token cache %s: %s" % (self.path, exc.strerror)) from None
+                fd, regular = -1, False
+            if not regular:
+                if fd >= 0:
+                    os.close(fd)
+                self._off = True
+                self._say("%s.lock is not a regular file" % os.path.basename(self.path))
+                yield
+                return
             try:
                 try:
                     import fcntl
@@ -2948,7 +2971,8 @@ def _live(entry: Any) -> bool:
     """A token cache entry that is well formed and not expired (a file's content is never trusted)."""
     got: Dict[str, Any] = entry if isinstance(entry, dict) else {}
     until, token, nonces = got.get("until", 0), got.get("access_token"), got.get("nonces")
-    fresh = type(until) in (int, float) and until > time.time()
+    now = time.time()
+    fresh = type(until) in (int, float) and now < until < now + 2**31  # inf or 1e300: malformed, not "never"
     tidy = isinstance(nonces, dict) and all(map(_good_nonce, nonces.values()))
     return fresh and tidy and isinstance(token, str) and _TOKEN68.fullmatch(token) is not None
 
@@ -3082,6 +3106,7 @@ class Client:
             self._scrub.add(client_secret)
         self._log = _SessionLog(session_log, self._scrub) if session_log is not None else None
         self._token: Optional[_Token] = None
+        self._cached: Optional[Dict[str, Any]] = None  # the token cache entry in use
         self._nonces: Dict[str, str] = {}
         self._token_lock, self._closed = threading.Lock(), False
         self.token_requests = 0  # how many times the token endpoint was called
@@ -3160,6 +3185,11 @@ class Client:
 
     def close(self) -> None:
         """Close pooled connections and the session log (if the client opened it)."""
+        if self._cache is not None and not self._closed:
+            try:
+                self._keep_nonces()
+            except DPoPError as exc:  # the run's work is done: a cache that cannot keep nonces costs one 401
+                self._note("token cache: the nonces were not kept: %s" % exc.message)
         self._closed = True
         self._pool.close()
         if self._log is not None:
@@ -3211,14 +3241,32 @@ class Client:
             entry = self._cache.get(self._cache_key)
             if _live(entry):  # any store's answer is checked like the file's
                 left = entry["until"] - time.time()
+                self._scrub.add(entry["access_token"], lasting=False)  # a secret, wherever it comes from
                 self._nonces.update(entry["nonces"])
+                self._cached = entry
                 return _Token(entry["access_token"], time.monotonic() + left, left)
             token = self._fetch_token()
             if token.lifetime is not None:  # without expires_in: not cached
                 ttl = token.lifetime - min(self._refresh_margin, token.lifetime / 2)
                 entry = {"access_token": token.value, "nonces": dict(self._nonces), "until": time.time() + ttl}
                 self._cache.set(self._cache_key, entry, ttl)
+                self._cached = entry
             return token
+
+    def _keep_nonces(self) -> None:
+        """Before closing: the nonces of every origin this client talked to go into the cache entry of the token it
+        used (so that the next run's first request carries the API's nonce too), if that entry is still there."""
+        import contextlib
+
+        cached = self._cached
+        if cached is None or cached["nonces"] == self._nonces:
+            return
+        lock = getattr(self._cache, "lock", None)
+        with lock() if lock is not None else contextlib.nullcontext():
+            entry = self._cache.get(self._cache_key)
+            left = entry["until"] - time.time() if _live(entry) else 0
+            if left > 0 and entry["access_token"] == cached["access_token"]:
+                self._cache.set(self._cache_key, dict(entry, nonces=dict(self._nonces)), left)
 
     def _drop_token(self, value: str) -> None:
         with self._token_lock:

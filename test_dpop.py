@@ -15,6 +15,7 @@ import os
 import pickle
 import re
 import secrets
+import stat
 from pathlib import Path
 
 import pytest
@@ -5641,6 +5642,9 @@ def test_token_cache_without_expires_in_is_not_written(scripted, client_key, tmp
         {"access_token": "a t\r\nX: 1", "nonces": {}, "until": 9e12},
         {"access_token": "at", "nonces": {"x": "a b"}, "until": 9e12},
         {"access_token": "at", "until": 9e12},
+        {"access_token": "at", "nonces": {}, "until": float("inf")},  # issue 22 #9: never-expiring is malformed
+        {"access_token": "at", "nonces": {}, "until": float("nan")},
+        {"access_token": "at", "nonces": {}, "until": 1e300},
         ["not", "a", "dict"],
     ],
 )
@@ -6441,3 +6445,81 @@ def test_library_takes_the_short_auth_method_names(server, client_key):
     for short in ("post", "basic"):
         with make_client(server, client_key, auth_method=short) as client:
             assert client.get(server.api_url).status == 200
+
+
+# ===========================================================================
+# Hardening, second round (issue 22): each test pins one finding
+# ===========================================================================
+
+
+def _echo_authorization(handler):
+    """An API that echoes the token it was sent, in its body and in an error_description."""
+    token = (handler.headers.get("Authorization") or "")[5:]
+    challenge = 'DPoP error="invalid_request", error_description="bad token %s"' % token
+    handler.reply(403, {"error": "invalid_request", "error_description": "bad token " + token, "echo": token},
+                  {"WWW-Authenticate": challenge})  # fmt: skip
+    return True
+
+
+def test_a_token_from_the_cache_is_masked_like_a_fetched_one(scripted, client_key, tmp_path, key_file):
+    cache = tmp_path / "tokens.json"
+    with make_client(scripted, client_key, token_cache=dpop.FileTokenCache(cache)) as client:
+        token = client.access_token()
+    scripted.script.on(is_api, _echo_authorization)
+    log = io.StringIO()
+    with make_client(scripted, client_key, token_cache=dpop.FileTokenCache(cache), session_log=log) as client:
+        assert client.access_token() == token and client.token_requests == 0  # from the cache
+        response = client.get(scripted.api_url)
+        assert response.status == 403 and token.encode() in response.body  # the caller gets the body as it came
+    assert token not in log.getvalue() and "bad token ****" in log.getvalue()
+    key_file.write_text(client_key.to_pem())
+    done = cli(scripted, key_file, "--token-cache", str(cache), "-v", "--session-log", str(tmp_path / "s.log"),
+               "-o", str(tmp_path / "out"), scripted.api_url)  # fmt: skip
+    assert done.returncode == 4 and b"bad token ****" in done.stderr
+    assert token.encode() not in done.stderr
+    assert token not in (tmp_path / "s.log").read_text()
+    assert scripted.tokens_issued == 1
+
+
+def test_dpop_token_ignores_a_never_expiring_cache_entry(server, key_file, tmp_path):
+    cache = tmp_path / "tokens.json"
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    done = run_cli("token", *cli_flow_args(server, key_file, "--token-cache", str(cache)), env=env)
+    assert done.returncode == 0, done.stderr
+    entries = json.loads(cache.read_text())
+    for entry in entries.values():
+        entry["until"] = "1e999"
+    cache.write_text(json.dumps(entries).replace('"1e999"', "1e999"))
+    done = run_cli("token", *cli_flow_args(server, key_file, "--token-cache", str(cache)), env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["expires_in"] <= 3600 and server.tokens_issued == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+@pytest.mark.parametrize("where", ["cache", "lock"])
+def test_a_fifo_at_the_token_cache_path_is_ignored_with_a_warning(server, key_file, tmp_path, where):
+    cache = tmp_path / "tokens.json"
+    os.mkfifo(str(cache) + (".lock" if where == "lock" else ""), 0o600)
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    done = run_cli(*cli_flow_args(server, key_file, "--token-cache", str(cache), server.api_url), env=env)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith(b"dpop: warning: token cache")]
+    assert len(warnings) == 1 and b"not a regular file" in warnings[0]
+    assert server.tokens_issued == 1 and stat.S_ISFIFO(
+        os.stat(str(cache) + (".lock" if where == "lock" else "")).st_mode
+    )
+
+
+def test_the_cache_keeps_the_last_nonce_of_every_origin(key_file, tmp_path):
+    script = Script()
+    with (
+        dpop.DemoServer(require_nonce=True) as auth,
+        dpop.DemoServer(require_nonce=True, authority=auth, override=script) as api,
+    ):
+        cache = tmp_path / "tokens.json"
+        env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+        for _ in range(2):
+            done = run_cli(*cli_flow_args(auth, key_file, "--token-cache", str(cache), api.api_url), env=env)
+            assert done.returncode == 0, done.stderr
+    assert auth.tokens_issued == 1
+    assert script.count("/api/dpop/test") == 3  # the first run: a use_dpop_nonce 401, then 200; the second: 200

@@ -6523,3 +6523,130 @@ def test_the_cache_keeps_the_last_nonce_of_every_origin(key_file, tmp_path):
             assert done.returncode == 0, done.stderr
     assert auth.tokens_issued == 1
     assert script.count("/api/dpop/test") == 3  # the first run: a use_dpop_nonce 401, then 200; the second: 200
+
+
+# -- README: every python block runs as written (a new user's report: they did not) -----------
+#
+# Each block runs on its own, with exec() in a fresh namespace, in an empty working directory that holds the files the
+# README tells the reader to make (client.pem from ``dpop.py keygen``, ...), with DPOP_CLIENT_SECRET exported as the
+# README exports it, and with the README's example hosts pointed at a DemoServer (and a redis-server for the Redis
+# block). A block fails if it raises, warns, leaves an example host unmapped, or makes a request the demo API refuses.
+# A block that cannot run says so in the README, with ``<!-- not run: reason -->`` on the line above its fence.
+
+import traceback
+import warnings
+
+README = HERE / "README.md"
+NOT_RUN_ALLOWED = 1
+NOT_RUN = re.compile(r"<!--\s*not run:\s*(.+?)\s*-->")
+
+
+def _readme_blocks():
+    """[(line of the opening fence, code, reason it is not run or None)] for every ```python block."""
+    lines = README.read_text().splitlines(keepends=True)
+    blocks, start = [], None
+    for number, line in enumerate(lines, 1):
+        if start is None and line.rstrip() == "```python":
+            start = number
+        elif start is not None and line.rstrip() == "```":
+            above = NOT_RUN.fullmatch(lines[start - 2].strip()) if start > 1 else None
+            blocks.append((start, "".join(lines[start : number - 1]), above and above.group(1)))
+            start = None
+    assert start is None, "README.md:%d: a ```python block is never closed" % start
+    return blocks
+
+
+README_BLOCKS = _readme_blocks()
+
+
+def _readme_substitute(code, server, readme_redis_port):
+    """The README's example hosts -> the demo server (and the local redis-server)."""
+    api = server.base_url + "/api/"  # the demo API answers every path under /api/
+    for example, local in [
+        ("https://as.example/", server.base_url + "/"),
+        ("https://api.example/api/", api),
+        ("https://api.example/", api),
+        ("https://api.example", server.base_url + "/api"),  # BASE = "https://api.example" in the server block
+        ("https://example.okta.com/oauth2/v1/token", server.token_endpoint),
+        ("https://example.okta.com/", api),
+        ('host="redis.internal"', 'host="127.0.0.1", port=%s' % readme_redis_port),
+    ]:
+        code = code.replace(example, local)
+    unmapped = sorted(set(re.findall(r"https?://(?!127\.0\.0\.1[:/])[^\s\"')]+", code)))
+    unmapped += ["redis.internal"] if "redis.internal" in code else []
+    assert not unmapped, "example hosts this test does not map (use https://as.example and https://api.example): %s" % (
+        unmapped
+    )
+    return code
+
+
+@pytest.fixture(scope="module")
+def readme_redis_port(tmp_path_factory):
+    port, proc = start_redis(tmp_path_factory.mktemp("redis"))  # skips when redis-server is missing (fails in CI)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+def _readme_files(folder, server, code):
+    """The files the README tells the reader to make, and the Okta example's assertion key registered with the demo
+    authorization server under every client_id the block names (it only matters for private_key_jwt)."""
+    for name in ("client.pem", "dpop.pem"):
+        (folder / name).write_text(dpop.generate_key().to_pem())
+    assertion_key = dpop.generate_key()
+    (folder / "okta-client.jwk").write_text(json.dumps(dict(assertion_key.private_jwk(), kid="okta-kid-1")))
+    for client_id in re.findall(r'client_id="([^"]+)"', code):
+        server.client_keys[client_id] = assertion_key.public_key()
+
+
+def test_readme_python_blocks_are_found():
+    fences = [line for line in README.read_text().splitlines() if re.match(r"\s*```\s*py", line)]
+    assert len(fences) == len(README_BLOCKS) >= 5, "a python fence this test does not read: %s" % fences
+    not_run = [(line, why) for line, _, why in README_BLOCKS if why]
+    assert len(not_run) <= NOT_RUN_ALLOWED, "too many README blocks marked <!-- not run -->: %s" % not_run
+
+
+@pytest.mark.parametrize(
+    "line, code",
+    [
+        pytest.param(line, code, marks=[pytest.mark.skip(reason="README: not run: " + why)] if why else [])
+        for line, code, why in README_BLOCKS
+    ],
+    ids=["README.md:%d" % line for line, _, _ in README_BLOCKS],
+)
+def test_readme_block_runs(line, code, tmp_path, monkeypatch, request):
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DPOP_CLIENT_SECRET", dpop.DEMO_CLIENT_SECRET)  # the README's export
+    monkeypatch.chdir(tmp_path)
+    port = request.getfixturevalue("readme_redis_port") if "redis.Redis(" in code else None
+    api_requests = []
+
+    def count(handler):
+        if handler.path.startswith("/api/"):
+            api_requests.append(handler.command + " " + handler.path)
+        return False  # the demo answers as usual
+
+    with dpop.DemoServer(override=count) as server:
+        code = _readme_substitute(code, server, port)
+        _readme_files(tmp_path, server, code)
+        namespace, raised = {"__name__": "__main__"}, None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                exec(compile("\n" * line + code, str(README), "exec"), namespace)  # tracebacks name README lines
+                # a Client the block leaves open must be able to get a token with the settings it was given
+                for client in [v for v in namespace.values() if isinstance(v, dpop.Client) and not v._closed]:
+                    client.access_token()
+            except Exception:
+                raised = traceback.format_exc()
+            finally:
+                for value in namespace.values():
+                    if isinstance(value, dpop.Client):
+                        value.close()
+        if raised:  # the README lines that raised, not pytest's view of the whole file as one statement
+            pytest.fail("README.md:%d: the block raised\n%s" % (line, raised), pytrace=False)
+        warned = ["%s: %s" % (w.category.__name__, w.message) for w in caught]
+        assert not warned, "README.md:%d warned: %s" % (line, warned)
+        refused = len(api_requests) - server.api_calls
+        assert refused == 0, "README.md:%d: the demo API refused %d of %s" % (line, refused, api_requests)

@@ -183,6 +183,7 @@ class DPoPError(Exception):
     message: str
     oauth_error: Optional[str]
     status: Optional[int]
+    _unsent = False  # the HTTP client's mark: a network failure before any byte of the request was written
 
     def __init__(
         self, code: str, message: str, *, oauth_error: Optional[str] = None, status: Optional[int] = None,
@@ -2323,6 +2324,9 @@ class _Target:
 
     def __init__(self, url: str) -> None:
         scheme, host, port, path = _split_url(url)
+        name = host.rstrip(".")  # a reg-name as the resolver takes it (IDNA): labels of 1 to 63, 253 in all
+        if not host.startswith("[") and (len(name) > 253 or not all(0 < len(part) < 64 for part in name.split("."))):
+            raise DPoPError("bad_url", "bad host name: an empty label or one over 63 characters")
         if scheme == "http" and not _is_loopback(host):
             raise DPoPError("insecure_url", "plain http is only allowed to loopback hosts; use https for %s" % host)
         match = _URL.fullmatch(url)
@@ -2676,6 +2680,69 @@ def _bypass(host: str, port: int, no_proxy: str) -> bool:
     return False
 
 
+_MAX_TUNNEL_HEAD = 16 << 10
+
+
+def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
+    """A socket to ``authority`` ("host:port", IPv6 in brackets) through ``proxy``'s CONNECT (RFC 9110 §9.3.6),
+    before ``deadline`` (time.monotonic()) and with at most 16 KiB of answer head: a proxy that trickles header lines
+    cannot hold the connection past the connect timeout (http.client before 3.12 reads them without a limit)."""
+    import socket
+
+    lines = ["CONNECT %s HTTP/1.1" % authority, "Host: " + authority]
+    lines += ["Proxy-Authorization: " + proxy.auth] if proxy.auth else []
+    head = b""
+    try:
+        sock = socket.create_connection((proxy.host, proxy.port), timeout=max(0.001, deadline - time.monotonic()))
+    except OSError as exc:
+        raise DPoPError("proxy", "proxy %s failed%s" % (proxy.shown, _reason(exc))) from None
+    try:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+        while b"\r\n\r\n" not in head:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout()
+            if len(head) > _MAX_TUNNEL_HEAD:
+                raise DPoPError("proxy", "proxy %s answered CONNECT with over 16 KiB of header lines" % proxy.shown)
+            sock.settimeout(left)
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise DPoPError("proxy", "proxy %s closed the connection before answering CONNECT" % proxy.shown)
+            head += chunk
+    except socket.timeout:
+        sock.close()
+        raise DPoPError("proxy", "proxy %s: CONNECT timed out (--connect-timeout)" % proxy.shown) from None
+    except OSError as exc:
+        sock.close()
+        raise DPoPError("proxy", "proxy %s failed%s" % (proxy.shown, _reason(exc))) from None
+    except DPoPError:
+        sock.close()
+        raise
+    answer, _, after = head.partition(b"\r\n\r\n")
+    status = answer.split(b"\r\n", 1)[0].decode("latin-1")
+    if re.fullmatch(r"HTTP/1\.[01] 2[0-9][0-9]( .*)?", status) is None or after:  # after: the origin speaks last
+        sock.close()
+        shown = status[9:209] if re.match(r"HTTP/1\.[01] [0-9]{3}", status) else "not an HTTP answer"
+        raise DPoPError("proxy", "proxy %s refused CONNECT %s: %s" % (proxy.shown, authority, _printable(shown)))
+    return sock
+
+
+def _still_open(sock: Any) -> bool:
+    """Whether an idle connection's socket is still open: nothing to read, neither data nor the server's FIN."""
+    import select
+
+    if sock is None:
+        return False
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return not poller.poll(0)
+        return not select.select([sock], [], [], 0)[0]  # pragma: no cover  (Windows)
+    except (OSError, ValueError):
+        return False
+
+
 def _tls_error(origin: str, exc: BaseException) -> DPoPError:
     detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or "handshake failed"
     return DPoPError("tls", "%s: %s" % (origin, detail))
@@ -2727,34 +2794,39 @@ class _Pool:
         import http.client
 
         key = self._key(target)
-        with self._lock:
-            idle = self._idle.get(key)
-            if idle:
-                return idle.pop(), True
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                conn: Any = idle.pop() if idle else None
+            if conn is None:
+                break
+            if _still_open(conn.sock):
+                return conn, True
+            conn.close()  # the server closed it while it was idle: found before a byte is written
         host, proxy = target.host.strip("[]"), key[3]
-        where = (host, target.port) if proxy is None else (proxy.host, proxy.port)
-        conn: Any
         if target.scheme == "https":
-            conn = http.client.HTTPSConnection(*where, timeout=self._connect, context=self._tls())
+            conn = http.client.HTTPSConnection(host, target.port, timeout=self._connect, context=self._tls())
         else:
-            conn = http.client.HTTPConnection(*where, timeout=self._connect)
+            conn = http.client.HTTPConnection(host, target.port, timeout=self._connect)
         if proxy is None:
             return conn, False
-        conn.set_tunnel(host, target.port, {"Proxy-Authorization": proxy.auth} if proxy.auth else None)
-        auth = "\nProxy-Authorization: Basic " + _MASKED if proxy.auth else ""
-        note("CONNECT %s:%d via %s%s" % (host, target.port, proxy.shown, auth), "Proxy")
-        try:
-            conn.connect()
-        except (OSError, http.client.HTTPException) as exc:  # HTTPException: a proxy that does not speak HTTP
-            import ssl
+        import ssl
 
-            conn.close()
-            refused = re.match(r"Tunnel connection failed: (.{0,200})", str(exc))
-            if refused is None and isinstance(exc, ssl.SSLError):
+        authority = "%s:%d" % (target.host, target.port)  # target.host keeps an IPv6 literal's brackets
+        auth = "\nProxy-Authorization: Basic " + _MASKED if proxy.auth else ""
+        note("CONNECT %s via %s%s" % (authority, proxy.shown, auth), "Proxy")
+        deadline = time.monotonic() + self._connect  # the whole set-up: tunnel and TLS handshake
+        sock = _tunnel(proxy, authority, deadline)
+        try:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            conn.sock = self._tls().wrap_socket(sock, server_hostname=host)
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            if isinstance(exc, ssl.SSLError):
                 raise _tls_error(target.origin, exc) from None
-            why = "refused CONNECT %s:%d: %s" % (host, target.port, refused.group(1)) if refused else "failed"
-            why += "" if refused else _reason(exc)
-            raise DPoPError("proxy", "proxy %s %s" % (proxy.shown, _printable(why))) from None
+            raise DPoPError(
+                "proxy", "proxy %s: TLS through the tunnel failed%s" % (proxy.shown, _reason(exc))
+            ) from None
         return conn, False
 
     def put(self, target: _Target, conn: Any) -> None:
@@ -2981,8 +3053,11 @@ def _good_nonce(value: Any) -> bool:
     return isinstance(value, str) and len(value) <= _MAX_NONCE and _NQCHAR.fullmatch(value) is not None
 
 
-class _NotSent(DPoPError):
-    """A network failure before any byte went out: a retry repeats nothing, whatever the method."""
+def _network_error(code: str, why: str, written: bool) -> DPoPError:
+    """A failed exchange; unless ``written``, marked as one that a retry cannot repeat, whatever the method."""
+    error = DPoPError(code, why)
+    error._unsent = not written
+    return error
 
 
 def _http_date(value: Optional[str]) -> Optional[float]:
@@ -3136,9 +3211,8 @@ class Client:
                 extra.append(("Content-Type", "application/json"))
         elif data is not None:
             body = data.encode("utf-8") if isinstance(data, str) else _as_bytes("data", data)
-        first = _Target(url)
+        first = target = _Target(url)
         for hops in range(self._max_redirects + 1):
-            target = _Target(url)
             # Credentials only ever go to the origin the caller named.
             home = target.origin == first.origin
             response = self._send(method, url, target, extra, body, credentials=home, stream=stream)
@@ -3146,15 +3220,14 @@ class Client:
             location = response.headers.get("Location")
             if not self._follow or response.status not in _REDIRECTS or not location:
                 return response
-            import urllib.parse
-
-            url = urllib.parse.urljoin(url, location.strip())
+            url, here = _redirect(url, location), target
+            target = _Target(url)
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 if method != "HEAD":
                     method = "GET"
                 body = None
                 extra = [(n, v) for n, v in extra if n.lower() not in ("content-type", "content-length")]
-            if _Target(url).origin != target.origin:
+            if target.origin != here.origin:
                 # As curl since CVE-2022-27776: the user's headers (Cookie, API keys) stay with their origin,
                 # and so does a body that a 307/308 would re-send: that redirect is returned instead.
                 if body is not None:
@@ -3383,7 +3456,7 @@ class Client:
                 data = body() if callable(body) else body
                 response = self._exchange(method, url, target, headers, data, limit, mask, stream)
             except DPoPError as exc:  # repeated where it cannot hurt, or when nothing was sent
-                retry = repeatable or isinstance(exc, _NotSent)
+                retry = repeatable or exc._unsent
                 if retry and exc.code in ("network", "timeout") and self._retry(attempt, started, exc):
                     attempt += 1
                     continue
@@ -3418,7 +3491,7 @@ class Client:
         for attempt in (0, 1):
             conn, reused = self._pool.get(target, self._note)
             headers = make_headers() + ([] if body is None else [("Content-Length", str(len(body)))])
-            sent = False
+            written = False  # whether any byte of this request may have gone out
             try:
                 if not reused:  # connected within the connect timeout; then each read within the other
                     if conn.sock is None:
@@ -3429,13 +3502,16 @@ class Client:
                 conn.putrequest(method, target.target, skip_host=True, skip_accept_encoding=True)
                 for name, value in headers:
                     conn.putheader(name, value)
+                written = True  # putrequest and putheader only buffer; endheaders writes
                 conn.endheaders(body)
-                sent = True
                 resp = conn.getresponse()
                 followed = self._follow and resp.status in _REDIRECTS and resp.getheader("Location")
                 streaming = stream and not (resp.status == 401 or followed)
                 release = functools.partial(self._release, target, conn, resp)
-                body_stream = _BodyStream(resp, resp.getheader("Content-Encoding"), release)
+                # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 have no body, whatever Content-Encoding says
+                bodiless = method == "HEAD" or resp.status in (204, 304) or resp.status < 200
+                encoding = None if bodiless else resp.getheader("Content-Encoding")
+                body_stream = _BodyStream(resp, encoding, release)
                 got = Headers([(k, re.sub(r"\r?\n[ \t]*", " ", v)) for k, v in resp.getheaders()])
                 data = b"" if streaming else body_stream.read(limit)
                 response = Response(resp.status, resp.reason, got, data, url, "HTTP/%d.%d" % divmod(resp.version, 10))
@@ -3444,14 +3520,16 @@ class Client:
                 raise
             except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:  # RemoteDisconnected too
                 conn.close()
-                if reused and attempt == 0:
-                    continue  # the server closed an idle keep-alive connection
-                why = "%s %s: connection %s" % (method, target.origin, "reset" if sent else "failed")
-                raise (DPoPError if sent else _NotSent)("network", why + _reason(exc)) from None
+                # A keep-alive connection the server closed as we used it: once more on a new connection, if that
+                # cannot repeat a request that went out whole (a POST the server may have acted on).
+                if reused and attempt == 0 and (not written or method in _IDEMPOTENT):
+                    continue
+                why = "%s %s: connection %s" % (method, target.origin, "reset" if written else "failed")
+                raise _network_error("network", why + _reason(exc), written) from None
             except socket.timeout:
                 conn.close()
                 why = "%s %s%s: timed out" % (method, target.origin, target.target.split("?")[0])
-                raise (DPoPError if sent else _NotSent)("timeout", why) from None
+                raise _network_error("timeout", why, written) from None
             except ssl.SSLError as exc:
                 conn.close()
                 raise _tls_error(target.origin, exc) from None
@@ -3465,8 +3543,8 @@ class Client:
                 raise DPoPError("bad_response", why) from None
             except OSError as exc:
                 conn.close()
-                why = "%s: %s%s" % (target.origin, "connection broke" if sent else "cannot connect", _reason(exc))
-                raise (DPoPError if sent else _NotSent)("network", why) from None
+                why = "%s: %s%s" % (target.origin, "connection broke" if written else "cannot connect", _reason(exc))
+                raise _network_error("network", why, written) from None
             if streaming:
                 response._stream = body_stream
             if self._log is not None:
@@ -3674,6 +3752,21 @@ class Client:
             raise DPoPError("bad_token_response", "expires_in is not a number of seconds from 1 to 2^31 - 1")
         margin = min(self._refresh_margin, lifetime / 2)
         return _Token(value, time.monotonic() + lifetime - margin, lifetime)
+
+
+def _redirect(url: str, location: str) -> str:
+    """Where a redirect's Location (RFC 9110 §10.2.2) points from ``url``; a Location that is not a URL this client
+    can use is bad_response (never urljoin's ValueError, nor the resolver's UnicodeError later)."""
+    import urllib.parse
+
+    try:
+        joined = urllib.parse.urljoin(url, location.strip())
+        _Target(joined)
+    except (ValueError, DPoPError) as exc:
+        if isinstance(exc, DPoPError) and exc.code == "insecure_url":
+            raise
+        raise DPoPError("bad_response", "the redirect's Location is not a usable URL") from None
+    return joined
 
 
 def _json_headers(target: _Target, *more: Tuple[str, str]) -> List[Tuple[str, str]]:

@@ -6650,3 +6650,219 @@ def test_readme_block_runs(line, code, tmp_path, monkeypatch, request):
         assert not warned, "README.md:%d warned: %s" % (line, warned)
         refused = len(api_requests) - server.api_calls
         assert refused == 0, "README.md:%d: the demo API refused %d of %s" % (line, refused, api_requests)
+
+
+class RawServer:
+    """A loopback TCP server that answers each connection with ``handle(sock, state)``: raw bytes, any framing."""
+
+    def __init__(self, handle):
+        import socket
+
+        self.handle, self.state = handle, {"connections": 0, "requests": []}
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.state["connections"] += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        try:
+            self.handle(conn, self.state)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.listener.close()
+
+
+def read_request(conn):
+    """One HTTP/1.1 request (head and Content-Length body) from ``conn``; None at EOF."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", head)
+    while length and len(body) < int(length.group(1)):
+        body += conn.recv(65536)
+    return head, body
+
+
+def test_a_fully_sent_post_is_never_sent_again(server, client_key):
+    def handle(conn, state):
+        while True:
+            request = read_request(conn)
+            if request is None:
+                return
+            state["requests"].append(request[0].split(b" ")[0])
+            if request[0].startswith(b"POST"):
+                return  # read it all, then close without an answer
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    raw = RawServer(handle)
+    with make_client(server, client_key, max_retries=0) as client:
+        assert client.get(raw.url + "/a").status == 200  # a keep-alive connection to reuse
+        with raises_code("network") as info:
+            client.post(raw.url + "/a", data=b"pay once")
+    assert type(info.value) is DPoPError  # a public class, never a private one
+    assert raw.state["requests"] == [b"GET", b"POST"] and raw.state["connections"] == 1
+    with make_client(server, client_key, max_retries=0) as client:
+        assert client.get(raw.url + "/a").status == 200
+        raw.state["requests"].clear()
+        time.sleep(0.05)
+        with raises_code("network"):
+            client.post(raw.url + "/a", data=b"pay once")
+    assert raw.state["requests"] == [b"POST"]
+    raw.close()
+
+
+def test_an_idle_connection_the_server_closed_is_not_used(server, client_key):
+    def handle(conn, state):
+        request = read_request(conn)
+        state["requests"].append(request[0].split(b" ")[0])
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # then close: keep-alive was not promised
+
+    raw = RawServer(handle)
+    with make_client(server, client_key, max_retries=0) as client:
+        assert client.get(raw.url + "/a").status == 200
+        time.sleep(0.1)  # the server's FIN has arrived
+        assert client.post(raw.url + "/a", data=b"x").status == 200  # a new connection, not a failed POST
+    assert raw.state["requests"] == [b"GET", b"POST"] and raw.state["connections"] == 2
+    raw.close()
+
+
+def test_nothing_sent_is_a_public_error(client_key, silent_port):
+    with dpop.Client(client_key, token_endpoint="http://127.0.0.1:1/t", client_id="c", client_secret="s",
+                     max_retries=0) as client:  # fmt: skip
+        with raises_code("network") as info:
+            client.access_token()
+    assert type(info.value) is DPoPError
+
+
+@pytest.mark.parametrize("status, method", [(200, "HEAD"), (204, "GET"), (304, "GET"), (204, "HEAD")])
+def test_answers_without_a_body_are_never_decoded(scripted, client_key, status, method):
+    def answer(handler):
+        handler.send_response(status)
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Content-Length", "0" if status != 200 else "120")
+        handler.end_headers()
+        return True
+
+    scripted.script.on(is_api, answer)
+    with make_client(scripted, client_key) as client:
+        response = client.request(method, scripted.api_url)
+        assert (response.status, response.body) == (status, b"")
+        response = client.request(method, scripted.api_url, stream=True)
+        assert (response.status, list(response.iter_bytes())) == (status, [])
+
+
+def test_cli_head_against_a_server_that_compresses(scripted, key_file):
+    def answer(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Content-Length", "31")
+        handler.end_headers()
+        return True
+
+    scripted.script.on(is_api, answer)
+    done = cli(scripted, key_file, "-I", scripted.api_url)
+    assert done.returncode == 0, done.stderr
+    assert b"Content-Encoding: gzip" in done.stdout
+
+
+def _proxy(handle):
+    """A CONNECT proxy scripted by ``handle(conn, state, first_line)``."""
+
+    def serve(conn, state):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        state["requests"].append(head.split(b"\r\n")[0])
+        handle(conn, state)
+
+    return RawServer(serve)
+
+
+def test_connect_timeout_bounds_the_whole_proxy_tunnel(tls_server, client_key):
+    def trickle(conn, state):
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n")
+        for _ in range(400):
+            conn.sendall(b"X-Slow: 1\r\n")
+            time.sleep(0.02)
+
+    proxy = _proxy(trickle)
+    started = time.monotonic()
+    with tls_client(tls_server, client_key, proxy=proxy.url, connect_timeout=0.5, timeout=5) as client:
+        with raises_code("proxy") as info:
+            client.get(tls_server.api_url)
+    assert time.monotonic() - started < 3 and "timed out" in info.value.message
+    proxy.close()
+
+
+def test_a_proxy_flooding_header_lines_is_refused(tls_server, client_key):
+    def flood(conn, state):
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n")
+        for _ in range(10000):
+            conn.sendall(b"X-Flood: " + b"y" * 60 + b"\r\n")
+
+    proxy = _proxy(flood)
+    with tls_client(tls_server, client_key, proxy=proxy.url, connect_timeout=5) as client:
+        with raises_code("proxy") as info:
+            client.get(tls_server.api_url)
+    assert "header" in info.value.message
+    proxy.close()
+
+
+def test_an_ipv6_origin_is_sent_in_brackets_to_the_proxy(client_key, server):
+    def refuse(conn, state):
+        conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    proxy = _proxy(refuse)
+    with make_client(server, client_key, proxy=proxy.url, token_endpoint="https://[::1]:8443/token") as client:
+        with raises_code("proxy") as info:
+            client.access_token()
+    assert proxy.state["requests"] == [b"CONNECT [::1]:8443 HTTP/1.1"]
+    assert "CONNECT [::1]:8443: 403 Forbidden" in info.value.message
+    proxy.close()
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://[::1",
+        "http://[",
+        "https://a..b/x",
+        "https://" + "a" * 64 + ".example/",
+        "https://%s/" % ("a." * 127 + "bc"),
+    ],
+)
+def test_a_location_that_cannot_be_used_is_a_dpop_error(scripted, client_key, location):
+    scripted.script.on(is_api, lambda h: (h.reply(302, b"", {"Location": location}), True)[1])
+    with make_client(scripted, client_key, follow_redirects=True) as client:
+        with raises_code("bad_response") as info:
+            client.get(scripted.api_url)
+    assert "Location" in info.value.message
+
+
+@pytest.mark.parametrize("host", ["a..b", "a" * 64 + ".example", "a." * 127 + "b", ".a"])
+def test_a_host_the_resolver_cannot_take_is_a_bad_url(client_key, host):
+    for url in ("https://%s/token" % host,):
+        with raises_code("bad_url"):
+            dpop.Client(client_key, token_endpoint=url, client_id="c", client_secret="s")

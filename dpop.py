@@ -1784,6 +1784,11 @@ def challenge_headers(
     server answers 400 with a JSON body instead (§8) but sends the same
     DPoP-Nonce header.
     """
+    for name, value in (("error", error), ("error_description", error_description)):
+        if value is not None and re.fullmatch(r"[\x20-\x7e]*", value) is None:  # a header value is one line
+            raise ValueError("%s must be printable ASCII, on one line" % name)
+    if not all(isinstance(alg, str) and _TCHAR.fullmatch(alg) for alg in algs):
+        raise ValueError("algs must be JWS algorithm names")
     params = []
     if error is not None:
         params.append("error=" + _quote(error))
@@ -1794,6 +1799,32 @@ def challenge_headers(
     if nonce is not None:
         headers["DPoP-Nonce"] = _check_nonce(nonce)
     return headers
+
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")  # RFC 3986 §2.3
+
+
+def _normal_htu(url: str) -> str:
+    """canonical_htu(url) after RFC 3986 §6.2.2's syntax-based normalisation of the path, for comparing htu values
+    (RFC 9449 §4.3 step 9): percent-encoding hex in upper case, unreserved characters decoded (%7E is ~), dot segments
+    removed (§5.2.4). Every other escape stays as it is: %2F is not "/"."""
+    scheme, _, rest = canonical_htu(url).partition("://")
+    authority, _, path = rest.partition("/")
+    pieces = re.split(r"(%[0-9A-Fa-f]{2})", path)  # odd indexes: the escapes
+    for i in range(1, len(pieces), 2):
+        char = chr(int(pieces[i][1:], 16))
+        pieces[i] = char if char in _UNRESERVED else pieces[i].upper()
+    segments = "".join(pieces).split("/")
+    kept: List[str] = []
+    for i, segment in enumerate(segments):
+        if segment == "..":
+            if kept:
+                kept.pop()
+        elif segment != ".":
+            kept.append(segment)
+        if segment in (".", "..") and i == len(segments) - 1:
+            kept.append("")  # "/a/b/.." is "/a/": the path still ends in a slash
+    return "%s://%s/%s" % (scheme, authority, "/".join(kept))
 
 
 def _refuse(code: str, message: str) -> DPoPError:
@@ -1828,7 +1859,7 @@ def verify_proof(
     for allowed in algorithms:
         if not isinstance(allowed, str) or _SYMMETRIC_OR_NONE.fullmatch(allowed):
             raise ValueError("algorithms may only name asymmetric JWS algorithms")
-    request_htu = canonical_htu(url)
+    request_htu = _normal_htu(url)
     current = _check_time("now", now)
     # 1. exactly one DPoP header
     if proof is None or (not isinstance(proof, str) and len(proof) == 0):
@@ -1891,9 +1922,9 @@ def verify_proof(
     # 8. htm
     if claims["htm"] != method:
         raise _refuse("proof_htm", "htm does not match the request method")
-    # 9. htu, both sides normalized the same way
+    # 9. htu, both sides normalized the same way (RFC 3986 §6.2.2)
     try:
-        proof_htu = canonical_htu(claims["htu"])
+        proof_htu = _normal_htu(claims["htu"])
     except DPoPError:
         raise _refuse("proof_htu", "htu is not an absolute http(s) URL") from None
     if proof_htu != request_htu:
@@ -2523,7 +2554,8 @@ class _Scrubber:
 
         kept = self._lasting if lasting else self._recent
         escaped = json.dumps(secret)[1:-1]  # as a JSON string spells it, "/" also as "\/"
-        forms = (secret, urllib.parse.quote_plus(secret), urllib.parse.quote(secret, safe=""), escaped)
+        raw = secret.encode("utf-8", "surrogatepass")  # a server's text may hold a lone surrogate
+        forms = (secret, urllib.parse.quote_plus(raw), urllib.parse.quote(raw, safe=""), escaped)
         for form in forms + (escaped.replace("/", "\\/"),):
             if form and form not in kept:
                 kept.append(form)
@@ -3630,12 +3662,12 @@ class Client:
 
     def _mask_token_response(self, text: str) -> str:
         """Token response text for the log: its tokens (from the parsed JSON, however spelt) are learnt, then masked."""
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
+        try:  # the strict parser: a server's nesting depth or lone surrogates cannot raise here
+            data = _json_object(text.encode("utf-8", "surrogatepass"), "token response")
+        except DPoPError:
+            data = {}
         for name in ("access_token", "refresh_token", "id_token"):
-            value = data.get(name) if isinstance(data, dict) else None
+            value = data.get(name)
             if isinstance(value, str) and value:
                 self._scrub.add(value, lasting=False)
         return _mask_token_json(text)

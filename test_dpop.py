@@ -6866,3 +6866,91 @@ def test_a_host_the_resolver_cannot_take_is_a_bad_url(client_key, host):
     for url in ("https://%s/token" % host,):
         with raises_code("bad_url"):
             dpop.Client(client_key, token_endpoint=url, client_id="c", client_secret="s")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": ' + b"[" * 100000 + b"]" * 100000 + b"}",
+        b'{"access_token": "\\ud800abc", "token_type": "DPoP", "expires_in": 60}',
+        b'{"access_token": "abc", "refresh_token": "\\udfff", "token_type": "DPoP", "expires_in": 60}',
+    ],
+)
+def test_hostile_token_responses_are_dpop_errors_with_a_session_log(scripted, client_key, body):
+    scripted.script.on(is_token, token_reply(body))
+    with make_client(scripted, client_key, session_log=io.StringIO()) as client:
+        with raises_code("bad_token_response"):
+            client.access_token()
+
+
+def test_the_scrubber_takes_any_string():
+    scrub = dpop._Scrubber()
+    scrub.add("ab\ud800cd")
+    assert scrub("x ab\ud800cd y") == "x **** y"
+
+
+@pytest.mark.parametrize(
+    "sent, received",
+    [  # RFC 3986 §6.2.2: hex case, unreserved characters decoded, dot segments removed
+        ("https://api.example/a/%7Euser", "https://api.example/a/~user"),
+        ("https://api.example/a/~user", "https://api.example/a/%7euser"),
+        ("https://api.example/a%2fb", "https://api.example/a%2Fb"),
+        ("https://api.example/a/./b/../c", "https://api.example/a/c"),
+        ("https://api.example/a/b/..", "https://api.example/a/"),
+        ("https://api.example/%61%2D%5F%2E", "https://API.example:443/a-_."),
+        ("https://api.example/a/%2E%2E/b", "https://api.example/b"),
+    ],
+)
+def test_verify_proof_normalises_both_htus(sent, received):
+    key = dpop.generate_key()
+    proof = dpop.make_proof(key, "GET", sent, now=1000)
+    assert dpop.verify_proof(proof, method="GET", url=received, now=1000).jkt == key.thumbprint()
+    proof = dpop.make_proof(key, "GET", received, now=1000)
+    assert dpop.verify_proof(proof, method="GET", url=sent, now=1000).jkt == key.thumbprint()
+
+
+@pytest.mark.parametrize(
+    "sent, received",
+    [
+        ("https://api.example/a%2Fb", "https://api.example/a/b"),  # %2F is not /
+        ("https://api.example/a%20b", "https://api.example/a b".replace(" ", "%2520")),
+        ("https://api.example/a/b", "https://api.example/a/b/"),
+        ("https://api.example/%41", "https://api.example/a"),
+    ],
+)
+def test_verify_proof_keeps_different_htus_apart(sent, received):
+    proof = dpop.make_proof(dpop.generate_key(), "GET", sent, now=1000)
+    with raises_code("proof_htu"):
+        dpop.verify_proof(proof, method="GET", url=received, now=1000)
+
+
+def test_the_replay_cache_sees_one_jti_through_any_spelling():
+    key, replay = dpop.generate_key(), dpop.ReplayCache()
+    proof = dpop.make_proof(key, "GET", "https://api.example/%7Ex", now=1000)
+    dpop.verify_proof(proof, method="GET", url="https://api.example/~x", now=1000, replay=replay)
+    with raises_code("proof_replay"):
+        dpop.verify_proof(proof, method="GET", url="https://api.example/%7ex", now=1000, replay=replay)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"error": "invalid_token\r\nSet-Cookie: a=b"},
+        {"error_description": "bad\nX-Injected: 1"},
+        {"error_description": "tab\there"},
+        {"error": "caf\u00e9"},
+        {"algs": ["ES256\r\nX: 1"]},
+        {"algs": ["ES 256"]},
+    ],
+)
+def test_challenge_headers_refuse_control_characters(kwargs):
+    with pytest.raises(ValueError):
+        dpop.challenge_headers(**kwargs)
+
+
+def test_challenge_headers_values_are_single_printable_lines():
+    headers = dpop.challenge_headers(error="invalid_dpop_proof", error_description='say "hi" \\o/', nonce="n-1")
+    assert headers["WWW-Authenticate"] == (
+        'DPoP error="invalid_dpop_proof", error_description="say \\"hi\\" \\\\o/", algs="ES256"'
+    )
+    assert all(re.fullmatch(r"[\x20-\x7e]+", value) for value in headers.values())

@@ -1396,12 +1396,16 @@ def load_key(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]]) -
 
 def load_key_file(path: Union[str, os.PathLike[str]]) -> ECKey:
     """load_key() on the contents of a file."""
+    return load_key(_read_key_file(path))
+
+
+def _read_key_file(path: Union[str, os.PathLike[str]]) -> bytes:
+    """A key file's bytes (one more than the 64 KiB a key may have, so that a larger file is refused as such)."""
     try:
         with open(path, "rb") as f:
-            data = f.read(_MAX_KEY_INPUT + 1)
+            return f.read(_MAX_KEY_INPUT + 1)
     except OSError as exc:
         raise DPoPError("io_error", "cannot read key file %s: %s" % (os.fspath(path), exc.strerror)) from None
-    return load_key(data)
 
 
 # RFC 7638 §3.2 (EC, RSA), RFC 8037 §2 (OKP)
@@ -2153,21 +2157,26 @@ def _mgf1(seed: bytes, length: int) -> bytes:
     return out[:length]
 
 
-def _rsa_from_der(der: bytes) -> RSAKey:
-    """PKCS#1 RSAPrivateKey or RSAPublicKey, PKCS#8, or SubjectPublicKeyInfo."""
+def _rsa_from_der(der: bytes, wrapped: bool = True) -> RSAKey:
+    """PKCS#1 RSAPrivateKey or RSAPublicKey, PKCS#8, or SubjectPublicKeyInfo. A wrapper (SPKI, PKCS#8) holds PKCS#1,
+    never another wrapper: ``wrapped`` is False inside one, so the recursion is one level deep."""
     items = _der_sequence(der, "RSA key")
+    if not wrapped and items and items[0][0] == _SEQUENCE:
+        raise DPoPError("unsupported_key", "an RSA key wrapped twice")
     if items and items[0][0] == _SEQUENCE:  # SPKI
         algorithm = _der_sequence(_der_tlv(_SEQUENCE, items[0][1]), "AlgorithmIdentifier")
         if len(items) != 2 or not algorithm or algorithm[0] != (_OID, _OID_RSA) or items[1][0] != _BIT_STRING:
             raise DPoPError("unsupported_key", "not an RSA public key")
-        return _rsa_from_der(_bit_string_octets(items[1][1]))
+        return _rsa_from_der(_bit_string_octets(items[1][1]), wrapped=False)
     if len(items) == 2:  # RSAPublicKey
         return RSAKey._new(_der_uint(items[0]), _der_uint(items[1]), None)
     if len(items) >= 3 and items[1][0] == _SEQUENCE:  # PKCS#8
+        if not wrapped:
+            raise DPoPError("unsupported_key", "an RSA key wrapped twice")
         algorithm = _der_sequence(_der_tlv(_SEQUENCE, items[1][1]), "AlgorithmIdentifier")
         if not algorithm or algorithm[0] != (_OID, _OID_RSA) or items[2][0] != _OCTET_STRING:
             raise DPoPError("unsupported_key", "not an RSA private key")
-        return _rsa_from_der(items[2][1])
+        return _rsa_from_der(items[2][1], wrapped=False)
     if len(items) == 9 and _der_small_int(items[0][1]) == 0:  # RSAPrivateKey, two primes
         n, e, *private = (_der_uint(item) for item in items[1:])
         return RSAKey._new(n, e, tuple(private))
@@ -2178,8 +2187,7 @@ def load_rsa_key(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]
     """Load an RSA key from PEM or DER (PKCS#1, PKCS#8, SPKI), a JWK (mapping or
     JSON text) or the file a ``pathlib.Path`` names."""
     if isinstance(data, os.PathLike):
-        with open(data, "rb") as f:  # OSError: the caller named the file
-            data = f.read(_MAX_KEY_INPUT + 1)
+        data = _read_key_file(data)
     if isinstance(data, (bytes, bytearray, memoryview)):
         raw = bytes(data)
         if raw[:1] == b"\x30":
@@ -2593,6 +2601,14 @@ def _open_private(path: Union[str, os.PathLike[str]]) -> Any:
     return os.fdopen(fd, "a", encoding="utf-8")
 
 
+_LOG_ESCAPES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _log_escape(match: Any) -> str:
+    code = ord(match.group(0))
+    return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code
+
+
 class _SessionLog:
     """Every request and response, in order, secrets replaced by ****, in two layers: the fields that carry secrets are
     masked by structure (Authorization and DPoP headers, client_secret in forms, tokens in token responses), and every
@@ -2614,14 +2630,17 @@ class _SessionLog:
             return "<%d bytes of binary data>\n" % len(body)
         if mask is not None:
             text = mask(text)[:_MAX_LOGGED_BODY]
-        text = re.sub(r"(?m)^----", " ----", text)  # a body cannot fake the log's own entry lines
         more = len(body) - _MAX_LOGGED_BODY
         return text + ("\n<%d more bytes not logged>" % more if more > 0 else "") + "\n"
 
     def _write(self, kind: str, lines: List[str], body: str) -> None:
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (int(now * 1000) % 1000)
-        text = "---- %s %s ----\n%s\n\n%s" % (kind, stamp, "\n".join(lines), body)
+        # What a server sent cannot fake the log's own entry lines, nor reach a reader's terminal as escapes: every
+        # control character but \t and \n, and every other line break (\r, \v, \x85, \u2028...), is written as
+        # an escape, and a line that starts like an entry is indented.
+        content = _LOG_ESCAPES.sub(_log_escape, "\n".join(lines) + "\n\n" + body)
+        text = "---- %s %s ----\n%s" % (kind, stamp, re.sub(r"(?m)^----", " ----", content))
         with self._lock:
             try:
                 self._sink.write(self._scrub(text))
@@ -4715,8 +4734,10 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
     path = args["assertion_key"]
     assertion_key = _read_input(path, "assertion key file", _MAX_KEY_INPUT) if path else None
     key = _cli_key(args["key"])
-    if "client_secret" in args["_argv"]:  # every value is checked: now the warning
+    if "client_secret" in args["_argv"]:  # every value is checked: now the warnings
         say("--client-secret is visible to other users in the process list; use DPOP_CLIENT_SECRET or a file")
+    if "proxy" in args["_argv"] and args["proxy"] and _Proxy(args["proxy"]).secrets:
+        say("--proxy holds a password visible to other users in the process list; use HTTPS_PROXY or DPOP_PROXY")
     if secret:
         scrub.add(secret)  # usage messages never hold it; server text might
     same = ("token_endpoint", "client_id", "scope", "assertion_kid", "assertion_alg", "assertion_audience", "proxy")

@@ -6954,3 +6954,54 @@ def test_challenge_headers_values_are_single_printable_lines():
         'DPoP error="invalid_dpop_proof", error_description="say \\"hi\\" \\\\o/", algs="ES256"'
     )
     assert all(re.fullmatch(r"[\x20-\x7e]+", value) for value in headers.values())
+
+
+def _nested_rsa_spki(depth):
+    key = _der(0x30, _der(0x02, b"\x00\xc5" + b"\x01" * 63) + _der(0x02, b"\x01\x00\x01"))  # RSAPublicKey
+    algorithm = _der(0x30, _der(0x06, bytes.fromhex("2a864886f70d010101")) + _der(0x05, b""))
+    for _ in range(depth):
+        key = _der(0x30, algorithm + _der(0x03, b"\x00" + key))
+    return key
+
+
+def test_rsa_key_parsing_takes_one_wrapper_only(tmp_path, server, key_file):
+    with raises_code("unsupported_key") as info:
+        dpop.load_rsa_key(_nested_rsa_spki(1))
+    assert "bits" in info.value.message  # unwrapped once, the key itself was judged (too small)
+    for depth in (2, 2500):
+        with raises_code("unsupported_key") as info:
+            dpop.load_rsa_key(_nested_rsa_spki(depth))
+        assert "wrapped twice" in info.value.message
+    path = tmp_path / "nested.der"
+    path.write_bytes(_nested_rsa_spki(2500))
+    done = cli(server, key_file, "--auth-method", "private_key_jwt", "--assertion-key", str(path), server.api_url)
+    assert done.returncode == 1 and b"internal_error" not in done.stderr and b"assertion key" in done.stderr
+
+
+def test_load_rsa_key_of_a_missing_file_is_an_io_error(tmp_path):
+    with raises_code("io_error"):
+        dpop.load_rsa_key(tmp_path / "missing.pem")
+
+
+def test_a_body_cannot_forge_session_log_entries_or_write_escapes(scripted, client_key, tmp_path):
+    forged = "ok\r---- Received 2026-01-01T00:00:00.000Z ----\x1b[31m\x0b---- Sending x ----\u2028---- y\x85---- z"
+    scripted.script.on(is_api, lambda h: (h.reply(200, forged.encode(), {"X-Note": "a\x1bb"}), True)[1])
+    log = tmp_path / "session.log"
+    with make_client(scripted, client_key, session_log=str(log)) as client:
+        assert client.get(scripted.api_url).body == forged.encode()
+    text = log.read_text()
+    entries = [line for line in text.splitlines() if line.startswith("----")]
+    assert len(entries) == 4  # token request and answer, API request and answer
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]", text)
+    assert "ok\\x0d---- Received 2026-01-01T00:00:00.000Z ----\\x1b[31m\\x0b---- Sending" in text  # one line
+
+
+def test_cli_warns_of_a_proxy_password_on_the_command_line(server, key_file):
+    done = cli(server, key_file, "--proxy", "http://alice:s3cret-pw@127.0.0.1:1", "--noproxy", "*", server.api_url)
+    assert done.returncode == 0, done.stderr
+    assert b"dpop: warning: --proxy" in done.stderr and b"HTTPS_PROXY" in done.stderr
+    assert b"s3cret-pw" not in done.stderr
+    done = cli(server, key_file, "--proxy", "http://127.0.0.1:1", "--noproxy", "*", server.api_url)
+    assert done.returncode == 0 and b"warning" not in done.stderr
+    done = cli(server, key_file, "--noproxy", "*", server.api_url, env={"HTTPS_PROXY": "http://a:pw@127.0.0.1:1"})
+    assert done.returncode == 0 and b"warning" not in done.stderr

@@ -1697,12 +1697,18 @@ class ReplayCache:
 
     verify_proof() accepts any object with this one method, so several
     server instances can share a store (RedisReplayCache).
+
+    Every call costs O(log n), full or not: the entries sit in a dict (key ->
+    expiry) and in a heap by expiry, one heap item per key; each call first
+    pops the expired ones from the heap (each entry is popped once in its
+    life, so that work is paid for by the call that added it).
     """
 
     def __init__(self, max_entries: int = 100_000, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._max = _setting("max_entries", max_entries, 1, 1 << 40, integer=True)
         self._clock = clock
-        self._expiry: Dict[str, float] = {}
+        self._expiry: Dict[str, float] = {}  # the unexpired entries (and expired ones not popped yet)
+        self._by_expiry: List[Tuple[float, str]] = []  # a heap of (expiry, key), one item per key in _expiry
         self._lock = threading.Lock()
 
     def add(self, key: str, ttl: int) -> bool:
@@ -1710,25 +1716,20 @@ class ReplayCache:
 
         Raises DPoPError(replay_cache_full) when full of unexpired entries.
         """
+        import heapq
+
         now = self._clock()
         with self._lock:
-            expires = self._expiry.get(key)
-            if expires is not None and expires > now:
+            while self._by_expiry and self._by_expiry[0][0] <= now:
+                _, old = heapq.heappop(self._by_expiry)
+                del self._expiry[old]
+            if key in self._expiry:
                 return False
             if len(self._expiry) >= self._max:
-                # Entries were inserted in time order with similar ttls, so
-                # the oldest are first; drop expired ones from the front.
-                for old in list(self._expiry):
-                    if self._expiry[old] > now:
-                        break
-                    del self._expiry[old]
-                if len(self._expiry) >= self._max:
-                    self._expiry = {k: t for k, t in self._expiry.items() if t > now}
-                if len(self._expiry) >= self._max:
-                    why = "replay cache is full"
-                    raise DPoPError("replay_cache_full", why, oauth_error="invalid_dpop_proof", status=400)
-            self._expiry.pop(key, None)
+                why = "replay cache is full"
+                raise DPoPError("replay_cache_full", why, oauth_error="invalid_dpop_proof", status=400)
             self._expiry[key] = now + ttl
+            heapq.heappush(self._by_expiry, (now + ttl, key))
             return True
 
     def __len__(self) -> int:

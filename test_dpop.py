@@ -7005,3 +7005,18 @@ def test_cli_warns_of_a_proxy_password_on_the_command_line(server, key_file):
     assert done.returncode == 0 and b"warning" not in done.stderr
     done = cli(server, key_file, "--noproxy", "*", server.api_url, env={"HTTPS_PROXY": "http://a:pw@127.0.0.1:1"})
     assert done.returncode == 0 and b"warning" not in done.stderr
+
+
+def test_replay_cache_at_capacity_frees_expired_entries_whatever_their_order():
+    clock = FakeClock()
+    cache = dpop.ReplayCache(max_entries=3, clock=clock)
+    assert cache.add("long", 100) and cache.add("short", 10) and cache.add("mid", 50)
+    with raises_code("replay_cache_full"):
+        cache.add("new", 10)
+    clock.now += 10  # "short" expired, behind "long" in insertion order
+    assert cache.add("new", 10) and not cache.add("mid", 50) and not cache.add("new", 1)
+    with raises_code("replay_cache_full"):
+        cache.add("another", 10)
+    clock.now += 40  # "new" and "mid" expired
+    assert cache.add("mid", 50) and cache.add("short", 10) and not cache.add("long", 1)
+    assert len(cache) == 3

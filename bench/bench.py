@@ -567,6 +567,69 @@ def bench_scale(rounds, counts, baseline):
         print("| %d | %s | %.2fx | <= 0.70x, slowest <= 50 ms, peak <= 30 MB |" % (n, " | ".join(cells), ratio))
 
 
+def _module_at(revision):
+    """dpop.py as of a git revision, imported under another name beside this one."""
+    import importlib.util
+    import tempfile
+
+    old = subprocess.run(["git", "show", revision + ":dpop.py"], cwd=REPO, capture_output=True, check=True)
+    path = Path(tempfile.mkdtemp(prefix="dpop-baseline-"), "dpop_%s.py" % revision.replace("/", "_"))
+    path.write_bytes(old.stdout)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_replay(rounds, baseline, capacity=100_000):
+    """ReplayCache.add at capacity (issue 22 #7): this dpop.py against the one at ``baseline``, in this process."""
+    old = _module_at(baseline or "HEAD")
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self):
+            return self.now
+
+    def steady(module):
+        """At capacity, each call a millisecond later: one entry expires, one comes."""
+        clock = Clock()
+        cache = module.ReplayCache(capacity, clock=clock)
+        for i in range(capacity):
+            clock.now = i / 1000
+            cache.add("k%d" % i, 100)
+        state = {"i": capacity}
+
+        def one():
+            state["i"] += 1
+            clock.now = state["i"] / 1000
+            cache.add("k%d" % state["i"], 100)
+
+        return one
+
+    def flooded(module):
+        """Full of unexpired entries: every call is refused (replay_cache_full), the flood's case."""
+        clock = Clock()
+        cache = module.ReplayCache(capacity, clock=clock)
+        for i in range(capacity):
+            cache.add("k%d" % i, 60)
+        state = {"i": capacity}
+
+        def one():
+            state["i"] += 1
+            try:
+                cache.add("k%d" % state["i"], 60)
+            except module.DPoPError:
+                pass
+
+        return one
+
+    inner = 20
+    compare("add() at capacity, one expiring per call", steady(dpop), steady(old), rounds, inner)
+    compare("add() when full of unexpired entries (refused)", flooded(dpop), flooded(old), rounds, inner)
+    report("Replay cache at capacity (%d entries)" % capacity, "dpop.py %s" % (baseline or "HEAD"))
+
+
 def bench_clients(rounds, counts):
     """verify_proof with C clients calling in turn, against python-ecdsa's from_string + verify."""
     url = "https://api.example/things"
@@ -629,14 +692,14 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--only",
-        choices=["es256", "startup", "proofs", "client", "rsa", "cache", "scale", "clients"],
+        choices=["es256", "startup", "proofs", "client", "rsa", "cache", "scale", "clients", "replay"],
         action="append",
         help="run only these sections",
     )
-    parser.add_argument("--baseline", metavar="REV", help="scale: also time dpop.py as of this git revision")
+    parser.add_argument("--baseline", metavar="REV", help="scale, replay: also time dpop.py as of this git revision")
     args = parser.parse_args()
     rounds, inner = (5, 20) if args.quick else (21, 50)
-    only = set(args.only or ["es256", "startup", "proofs", "client", "rsa", "cache", "scale", "clients"])
+    only = set(args.only or ["es256", "startup", "proofs", "client", "rsa", "cache", "scale", "clients", "replay"])
     print(
         "## dpop.py %s benchmarks (CPython %s on %s, %d rounds)"
         % (dpop.__version__, sys.version.split()[0], os.uname().machine, rounds)
@@ -656,6 +719,8 @@ def main():
     if "scale" in only:
         counts = (1, 100, 1000) if args.quick else (1, 100, 1000, 5000, 20000)
         bench_scale(1 if args.quick else 5, counts, args.baseline)
+    if "replay" in only:
+        bench_replay(5 if args.quick else 11, args.baseline)
     if "clients" in only:
         bench_clients(3 if args.quick else 5, (1, 8, 100) if args.quick else (1, 8, 100, 300, 1000, 10000))
 

@@ -3894,6 +3894,8 @@ class _RequestsAuth:
         origin, tried = _Target(first.url).origin, set()  # type: Tuple[str, Set[str]]
         while self._client._answered(origin, response, response.headers.items(), tried):
             again = response.request.copy()
+            if not _rewound(again):  # a body that cannot be sent again whole: the caller gets the 401
+                break
             self._client._hop(again.headers, again.method, again.url, origin)
             _ = response.content  # read, so that the connection is reused
             response.close()
@@ -3902,16 +3904,48 @@ class _RequestsAuth:
             retried.request = again
             response = retried
         if response.is_redirect and "DPoP" in first.headers:
-            import urllib.parse
-
-            from requests.utils import requote_uri  # loaded: requests is calling us
-
-            url = urllib.parse.urljoin(response.url, requote_uri(response.headers["Location"]))
+            try:
+                url = _requests_redirect(response)
+            except ValueError:  # requests will fail on it too; meanwhile nothing is signed for it
+                url = ""
             method, status = first.method, response.status_code
             if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
                 method = "GET"  # requests' own rule (rebuild_method)
             self._client._hop(first.headers, method, url, origin)
         return response
+
+
+def _rewound(request: Any) -> bool:
+    """Whether a requests PreparedRequest's body can be sent again whole: none, bytes or str, or a file that requests
+    noted the start of (as its own redirects do, requests.utils.rewind_body), rewound to it here."""
+    body = request.body
+    if body is None or isinstance(body, (bytes, str)):
+        return True
+    start = getattr(request, "_body_position", None)
+    if not isinstance(start, int) or not callable(getattr(body, "seek", None)):
+        return False  # a generator, a pipe, or a file whose position requests could not read
+    try:
+        body.seek(start)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _requests_redirect(response: Any) -> str:
+    """The URL requests will follow a redirect to, built as requests builds it (Session.resolve_redirects: the
+    Location read as UTF-8, urlparse, which strips leading C0 controls and spaces, then urljoin or requote_uri):
+    DPoP is judged on the URL requests will use, not on a second opinion of ours."""
+    import urllib.parse
+
+    from requests.utils import requote_uri  # loaded: requests is calling us
+
+    location = response.headers["Location"].encode("latin-1").decode("utf-8", "replace")
+    if location.startswith("//"):
+        location = urllib.parse.urlparse(response.url).scheme + ":" + location
+    parsed = urllib.parse.urlparse(location)
+    if not parsed.netloc:
+        return str(urllib.parse.urljoin(response.url, requote_uri(parsed.geturl())))
+    return str(requote_uri(parsed.geturl()))
 
 
 def _httpx_auth(client: Client) -> Any:
@@ -3938,9 +3972,11 @@ def _httpx_auth(client: Client) -> Any:
                 if not marks.get("hooked") and any(hop.is_redirect for hop in response.history):
                     raise DPoPError("bad_argument", "httpx followed a redirect without auth.hook in its event_hooks")
                 here = _Target(str(response.request.url)).origin  # after the hops httpx followed
-                if here != marks["origin"] or not client._answered(
-                    here, response, response.headers.multi_items(), tried
-                ):
+                if here != marks["origin"]:
+                    return
+                if not client._answered(here, response, response.headers.multi_items(), tried):
+                    return
+                if not isinstance(response.request.stream, httpx.ByteStream):  # a generator's body went for good
                     return
 
         def hook(self, request: Any) -> None:

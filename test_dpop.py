@@ -7020,3 +7020,86 @@ def test_replay_cache_at_capacity_frees_expired_entries_whatever_their_order():
     clock.now += 40  # "new" and "mid" expired
     assert cache.add("mid", 50) and cache.add("short", 10) and not cache.add("long", 1)
     assert len(cache) == 3
+
+
+@pytest.mark.parametrize("prefix", ["\x01", "\x00 ", " \t", "\x1f"])
+def test_requests_redirects_decide_the_origin_on_the_url_requests_uses(client_key, two_origins, prefix):
+    server, script, other, other_script = two_origins
+    script.on(lambda h: h.path == "/api/away", redirect_to(prefix + other.base_url + "/landing", 302))
+    with make_client(server, client_key) as client:
+        response = requests.get(server.base_url + "/api/away", auth=client.requests_auth(), timeout=5)
+    assert response.status_code == 200 and response.json() == {"ok": True}  # requests went to the other origin
+    method, path, headers, proofs = other_script.requests[0]
+    assert (method, path) == ("GET", "/landing")
+    assert "authorization" not in headers and proofs == []
+
+
+def _nonce_api_recording_bodies():
+    bodies = []
+
+    def record(handler):
+        if handler.headers.get("Transfer-Encoding") == "chunked":
+            data = b""
+            while True:
+                size = int(handler.rfile.readline().split(b";")[0], 16)
+                data += handler.rfile.read(size)
+                handler.rfile.readline()
+                if size == 0:
+                    break
+            handler._body = data
+        bodies.append(handler.body())
+        return False
+
+    return bodies, record
+
+
+@pytest.mark.parametrize("kind", ["generator", "unseekable"])
+def test_requests_never_resends_a_consumed_body(client_key, kind, tmp_path):
+    bodies, record = _nonce_api_recording_bodies()
+    with dpop.DemoServer() as auth, dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api:
+        with make_client(auth, client_key) as client:
+            session = requests.Session()
+            session.auth = client.requests_auth()
+            if kind == "generator":
+                body = (part for part in [b"abc", b"def"])
+            else:
+                read, write = os.pipe()
+                os.write(write, b"abcdef")
+                os.close(write)
+                body = os.fdopen(read, "rb")
+            response = session.post(api.api_url, data=body, timeout=5)
+    assert response.status_code == 401 and "use_dpop_nonce" in response.headers["WWW-Authenticate"]
+    assert bodies == [b"abcdef"]  # sent once, whole; never again short
+
+
+@pytest.mark.parametrize("kind", ["bytes", "str", "file"])
+def test_requests_resends_a_replayable_body_whole(client_key, kind, tmp_path):
+    bodies, record = _nonce_api_recording_bodies()
+    path = tmp_path / "body"
+    path.write_bytes(b"xyzabcdef")
+    with dpop.DemoServer() as auth, dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api:
+        with make_client(auth, client_key) as client, open(path, "rb") as f:
+            f.seek(3)  # requests sends from here: the retry must too
+            body = {"bytes": b"abcdef", "str": "abcdef", "file": f}[kind]
+            response = requests.post(api.api_url, data=body, auth=client.requests_auth(), timeout=5)
+    assert response.status_code == 200 and len(response.history) == 1
+    assert bodies == [b"abcdef", b"abcdef"]
+
+
+def test_requests_redirect_to_an_unparsable_location_signs_nothing(client_key, two_origins):
+    server, script, _, _ = two_origins
+    script.on(lambda h: h.path == "/api/away", redirect_to("http://[::1", 302))
+    with make_client(server, client_key) as client:
+        request = requests.Request("GET", server.base_url + "/api/away", auth=client.requests_auth()).prepare()
+        with requests.Session() as session, pytest.raises(ValueError):  # requests' own urlparse refuses it
+            session.send(request, allow_redirects=False, timeout=5)
+    assert "DPoP" not in request.headers and "Authorization" not in request.headers
+
+
+def test_httpx_never_resends_a_consumed_body(client_key):
+    bodies, record = _nonce_api_recording_bodies()
+    with dpop.DemoServer() as auth, dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api:
+        with make_client(auth, client_key) as client, httpx.Client(auth=client.httpx_auth(), timeout=5) as http:
+            response = http.post(api.api_url, content=(part for part in [b"abc", b"def"]))
+    assert response.status_code == 401 and "use_dpop_nonce" in response.headers["WWW-Authenticate"]
+    assert bodies == [b"abcdef"]

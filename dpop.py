@@ -2951,6 +2951,8 @@ class _BodyStream:
             raise DPoPError("timeout", "reading the response body timed out") from None
         except (OSError, http.client.HTTPException) as exc:
             raise DPoPError("network", "the connection broke while reading the response body" + _reason(exc)) from None
+        except ValueError:  # http.client's read() of a negative chunk size
+            raise DPoPError("bad_response", "the response body's chunked framing is malformed") from None
         finally:
             self.close(complete)
 
@@ -3589,7 +3591,7 @@ class Client:
                 conn.close()
                 why = "%s: the connection closed before the whole body arrived" % target.origin
                 raise DPoPError("network", why) from None
-            except http.client.HTTPException as exc:
+            except (http.client.HTTPException, ValueError) as exc:  # ValueError: http.client on bad framing
                 conn.close()
                 why = "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
                 raise DPoPError("bad_response", why) from None
@@ -4908,13 +4910,28 @@ def _check_together(args: Dict[str, Any]) -> None:
     readers = [flag for flag, path in inputs.items() if path == "-"]
     if len(readers) > 1:
         raise DPoPError("usage", "only one of %s can read stdin (-)" % " and ".join(readers))
-    for out_flag in ("--output", "--session-log"):
-        out = args.get(out_flag[2:].replace("-", "_"))
-        for flag, path in inputs.items():
-            if out and path and out != "-" != path and os.path.exists(out) and os.path.samefile(out, path):
-                raise DPoPError("usage", "%s %s would overwrite the %s file" % (out_flag, out, flag))
+    # Every file the run reads or keeps is safe from the files it writes.
+    inputs["--cacert"] = args["cacert"]
+    if args["token_cache"] is not None:
+        inputs["--token-cache"] = args["token_cache"] or FileTokenCache().path
+    inputs["--session-log"] = args["session_log"]
+    for flag, path in inputs.items():
+        out = args.get("output")
+        if out and out != "-" and path and path != "-" and _same_file(out, path):
+            raise DPoPError("usage", "--output %s would overwrite the %s file" % (out, flag))
+    log = args["session_log"]
+    for flag, path in inputs.items():
+        if log and path and flag != "--session-log" and path != "-" and _same_file(log, path):
+            raise DPoPError("usage", "--session-log %s would overwrite the %s file" % (log, flag))
     if args["scope"] and any(name == "scope" for name, _ in args["param"] or ()):
         raise DPoPError("usage", "give the scope once: --scope, or --param scope=...")
+
+
+def _same_file(one: str, other: str) -> bool:
+    """Whether two paths name one file: the same path once links are resolved, or the same existing file."""
+    if os.path.realpath(one) == os.path.realpath(other):
+        return True
+    return os.path.exists(one) and os.path.exists(other) and os.path.samefile(one, other)
 
 
 def _cli_output(response: Response, include: bool, output: Optional[str], fail: bool) -> Tuple[bytes, int]:
@@ -4937,18 +4954,55 @@ def _cli_output(response: Response, include: bool, output: Optional[str], fail: 
         head += ["%s: %s" % item for item in response.headers.items()]
         out.write(("\r\n".join(map(_printable, head)) + "\r\n\r\n").encode("latin-1", "replace"))
     if not output or output == "-":
+        last = b"\n"
         for chunk in chunks():
             out.write(chunk)
+            last = chunk[-1:]
+        if last != b"\n" and response.status >= 400 and sys.stdout.isatty():
+            out.write(b"\n")  # the error that follows on the terminal starts its own line
         out.flush()
         return first, size
     out.flush()
+    if fail and response.status >= 400:
+        for _ in chunks():  # read for the OAuth error; FILE is never opened
+            pass
+        return first, size
     try:
-        with open(output, "wb") as sink:
-            for chunk in chunks():
-                sink.write(chunk)
+        _write_whole(output, chunks())
     except OSError as exc:
         raise DPoPError("io_error", "cannot write %s: %s" % (output, exc.strerror)) from None
     return first, size
+
+
+def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
+    """-o FILE: the body goes to a new file beside FILE, which replaces FILE only once the body arrived whole (an
+    existing FILE keeps its permissions), so a transfer that fails loses nothing. A FILE that is not a regular file
+    (/dev/null, a FIFO, a terminal) is written in place, and a symbolic link is followed, as curl does."""
+    import stat
+
+    target = os.path.realpath(path)
+    try:
+        mode: Optional[int] = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        with open(target, "wb") as sink:
+            for chunk in chunks:
+                sink.write(chunk)
+        return
+    partial = "%s.%s.part" % (target, os.urandom(4).hex())
+    # created like any new file (0666 less the umask), or with the permissions of the file it replaces
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else stat.S_IMODE(mode))
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            for chunk in chunks:
+                sink.write(chunk)
+        if mode is not None:
+            os.chmod(partial, stat.S_IMODE(mode))  # the umask may have narrowed them
+        os.replace(partial, target)
+    except BaseException:
+        os.unlink(partial)
+        raise
 
 
 def _cli_keygen(argv: List[str], scrub: _Scrubber) -> int:

@@ -7103,3 +7103,100 @@ def test_httpx_never_resends_a_consumed_body(client_key):
             response = http.post(api.api_url, content=(part for part in [b"abc", b"def"]))
     assert response.status_code == 401 and "use_dpop_nonce" in response.headers["WWW-Authenticate"]
     assert bodies == [b"abcdef"]
+
+
+@pytest.mark.parametrize("kept", ["--cacert", "--token-cache", "--session-log"])
+def test_cli_output_never_overwrites_a_file_the_run_reads_or_keeps(server, key_file, tmp_path, kept):
+    path = tmp_path / "kept"
+    shutil.copy(TLS / "server.pem", path)
+    before = path.read_bytes()
+    for out in (str(path), str(tmp_path / "." / "kept")):
+        done = cli(server, key_file, kept, str(path), "-o", out, server.api_url)
+        assert done.returncode == 2 and b"would overwrite" in done.stderr, done.stderr
+    assert path.read_bytes() == before and server.api_calls == 0
+
+
+def test_cli_output_never_overwrites_the_default_token_cache(server, key_file, tmp_path):
+    cache = tmp_path / "xdg" / "dpop" / "tokens.json"
+    cache.parent.mkdir(parents=True)
+    cache.write_text("{}")
+    done = cli(server, key_file, "--token-cache", "-o", str(cache), server.api_url,
+               env={"XDG_CACHE_HOME": str(tmp_path / "xdg")})  # fmt: skip
+    assert done.returncode == 2 and b"would overwrite the --token-cache file" in done.stderr, done.stderr
+
+
+def test_cli_fail_with_output_keeps_the_existing_file(scripted, key_file, tmp_path):
+    out = tmp_path / "result.json"
+    out.write_text("precious")
+    out.chmod(0o640)
+    scripted.script.on(lambda h: h.path == "/api/missing", lambda h: (h.reply(404, {"error": "nope"}), True)[1])
+    done = cli(scripted, key_file, "-f", "-o", str(out), scripted.base_url + "/api/missing")
+    assert done.returncode == 4 and out.read_text() == "precious"
+    done = cli(scripted, key_file, "-o", str(out), scripted.api_url)
+    assert done.returncode == 0 and json.loads(out.read_text()) and out.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir() if p.name != key_file.name] == ["result.json"]  # no temporary left
+
+
+def test_cli_a_body_cut_short_keeps_the_existing_file(scripted, key_file, tmp_path):
+    out = tmp_path / "result.bin"
+    out.write_text("precious")
+
+    def cut(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", "1000")
+        handler.end_headers()
+        handler.wfile.write(b"partial")
+        handler.wfile.flush()
+        handler.close_connection = True
+        return True
+
+    scripted.script.on(is_api, cut)
+    done = cli(scripted, key_file, "-o", str(out), scripted.api_url)
+    assert done.returncode == 3 and out.read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir() if p.name != key_file.name] == ["result.bin"]
+
+
+def test_cli_output_to_a_device_or_through_a_link_is_written_in_place(server, key_file, tmp_path):
+    done = cli(server, key_file, "-o", os.devnull, server.api_url)
+    assert done.returncode == 0 and os.path.exists(os.devnull) and not os.path.isfile(os.devnull)
+    target = tmp_path / "target.json"
+    target.write_text("old")
+    (tmp_path / "link.json").symlink_to(target)
+    done = cli(server, key_file, "-o", str(tmp_path / "link.json"), server.api_url)
+    assert done.returncode == 0 and (tmp_path / "link.json").is_symlink() and json.loads(target.read_text())
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="a terminal")
+def test_cli_error_after_a_body_without_a_final_newline_starts_its_own_line(scripted, key_file):
+    scripted.script.on(is_api, lambda h: (h.reply(403, b"denied"), True)[1])
+    main, child = os.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DPOP_")}
+    env["DPOP_CLIENT_SECRET"] = dpop.DEMO_CLIENT_SECRET
+    argv = [sys.executable, str(HERE / "dpop.py"), *cli_flow_args(scripted, key_file, scripted.api_url)]
+    proc = subprocess.Popen(argv, stdout=child, stderr=child, env=env)
+    os.close(child)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(main)
+    assert proc.wait(timeout=60) == 4
+    assert b"denied\r\ndpop: http_status: 403" in output, output
+
+
+def test_a_negative_chunk_size_is_a_bad_response(server, client_key):
+    def handle(conn, state):
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n")
+
+    raw = RawServer(handle)
+    with make_client(server, client_key) as client:
+        for stream in (False, True):
+            with raises_code("bad_response"):
+                b"".join(client.get(raw.url + "/x", stream=stream).iter_bytes())
+    raw.close()

@@ -1001,9 +1001,6 @@ def _parse_sec1(der: bytes, outer_curve_checked: bool) -> Tuple[int, Optional[Af
     items = _der_sequence(der, "ECPrivateKey")
     if len(items) < 2 or items[0][0] != _INTEGER or _der_small_int(items[0][1]) != 1:
         raise _bad_der("ECPrivateKey must start with version 1")
-    if items[1][0] != _OCTET_STRING or len(items[1][1]) != 32:
-        raise _bad_der("ECPrivateKey privateKey must be 32 bytes")
-    d = int.from_bytes(items[1][1], "big")
     public, seen_params, last = None, False, 0
     for tag, value in items[2:]:
         if tag == 0xA0 and last < 1:  # [0] ECParameters
@@ -1020,6 +1017,10 @@ def _parse_sec1(der: bytes, outer_curve_checked: bool) -> Tuple[int, Optional[Af
             raise _bad_der("unexpected field in ECPrivateKey")
     if not seen_params and not outer_curve_checked:
         raise DPoPError("bad_key", "SEC1 key names no curve")
+    # after the curve: a P-384 key is unsupported_curve, as in every other encoding, not a bad P-256 key
+    if items[1][0] != _OCTET_STRING or len(items[1][1]) != 32:
+        raise _bad_der("ECPrivateKey privateKey must be 32 bytes")
+    d = int.from_bytes(items[1][1], "big")
     if not 1 <= d < n:
         raise DPoPError("bad_key", "private scalar out of range")
     return d, public
@@ -1344,7 +1345,7 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
         raise DPoPError("unsupported_key", "JWK kty %s is not EC" % _short_repr(kty))
     crv = jwk.get("crv")
     if crv != "P-256":
-        raise DPoPError("unsupported_curve", "JWK curve is not P-256")
+        raise DPoPError("unsupported_curve", "JWK curve %s is not supported; use P-256" % _short_repr(crv))
     _check_jwk_use(jwk)
     x, y = _jwk_coordinate(jwk, "x"), _jwk_coordinate(jwk, "y")
     if not _on_curve(x, y):
@@ -4351,6 +4352,7 @@ _EXIT_STATUS: Sequence[Tuple[int, str]] = (
     (4, "the API answered HTTP 4xx"),
     (5, "the API answered HTTP 5xx"),
 )
+_METHODS = frozenset("GET HEAD POST PUT PATCH DELETE OPTIONS TRACE CONNECT QUERY".split())  # RFC 9110 §9 and more
 _EXIT_BY_CODE = {"usage": 2, "network": 3, "timeout": 3, "tls": 3, "bad_response": 3, "proxy": 3}
 # C0 and C1 controls but tab and newline, and lone surrogates (argv and the environment carry non-UTF-8 bytes that way)
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -4570,10 +4572,12 @@ def _checked(opt: _Opt, raw: Union[str, List[str]], where: str) -> Any:
 
 
 def _usage_message(message: str) -> str:
-    """argparse's message, without echoing values (one may be a secret)."""
+    """argparse's message, without echoing option values (one may be a secret)."""
     if message.startswith("unrecognized arguments: "):
         first = message.split(" ")[2].split("=")[0]
-        return "unknown option %s" % first if first.startswith("-") else "unexpected argument"
+        if first.startswith("-"):
+            return "unknown option %s" % first
+        return "unexpected argument %s" % _printable(first[:60])  # a positional word: never an option's value
     if "explicit argument" in message:  # a flag given a value: "argument -i: ignored explicit argument 'x'"
         return message.split(":")[0] + ": takes no value"
     if message.startswith("argument --json"):  # today's --json takes the body, as curl's does
@@ -4613,7 +4617,11 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
             parser.add_argument(*opt.flags, dest=opt.dest, action=action, metavar=opt.metavar, help=text)
     if command == "request":
         parser.add_argument("--version", action="version", version="dpop.py " + __version__)
-    namespace = vars(parser.parse_args(argv))
+    argv = list(argv)
+    for i in range(len(argv) - 1):  # --token-cache [FILE]: a URL or a method after it is never its FILE
+        if argv[i] == "--token-cache" and ("://" in argv[i + 1] or argv[i + 1].upper() in _METHODS):
+            argv[i] = "--token-cache="
+    namespace = vars(parser.parse_intermixed_args(argv))  # options after positionals too, as in curl
     values: Dict[str, Any] = {"_argv": {name for name, value in namespace.items() if value is not None}}
     for opt in table:
         raw, where = namespace.get(opt.dest), opt.flags[-1]
@@ -5180,15 +5188,37 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
 }
 
 
+def _command(args: List[str]) -> str:
+    """The command ``args`` start with (taken off them); "request" when they start with a method, URL or option.
+    ``help [COMMAND]`` becomes that command's --help; a word that is none of these is a usage error naming it."""
+    import difflib
+
+    word = args[0] if args else ""
+    if word == "help":
+        topic = args[1] if len(args) > 1 and args[1] in _COMMANDS else "request"
+        args[:] = ["--help"] if topic == "request" else [topic, "--help"]
+        word = args[0]
+    if word in _COMMANDS and word != "request":
+        del args[0]
+        return word
+    if re.fullmatch(r"[a-z][a-z0-9-]*", word) and word.upper() not in _METHODS:
+        names = [name for name in _COMMANDS if name != "request"] + ["help"]
+        close = difflib.get_close_matches(word, names, n=1)
+        hint = " (did you mean %s?)" % close[0] if close else ""
+        why = "unknown command '%s'%s; commands: %s; a request is: dpop [METHOD] URL"
+        raise DPoPError("usage", why % (word, hint, ", ".join(names)))
+    return "request"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command line; returns the exit status (see ``python dpop.py --help``)."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
-    command = args.pop(0) if args and args[0] in _COMMANDS and args[0] != "request" else "request"
     scrub = _Scrubber()
     try:
         try:
+            command = _command(args)
             status = _COMMANDS[command][0](args, scrub)
         except SystemExit as exc:  # argparse: --help, --version
             status = exc.code if isinstance(exc.code, int) else 2

@@ -7200,3 +7200,66 @@ def test_a_negative_chunk_size_is_a_bad_response(server, client_key):
             with raises_code("bad_response"):
                 b"".join(client.get(raw.url + "/x", stream=stream).iter_bytes())
     raw.close()
+
+
+@pytest.mark.parametrize("curve", ["P-384", "P-521", "secp256k1"])
+def test_a_key_on_another_curve_gets_one_answer_in_every_encoding(curve):
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(
+        {"P-384": ec.SECP384R1(), "P-521": ec.SECP521R1(), "secp256k1": ec.SECP256K1()}[curve]
+    )
+    forms = [
+        private.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.TraditionalOpenSSL, ser.NoEncryption()),
+        private.private_bytes(ser.Encoding.DER, ser.PrivateFormat.TraditionalOpenSSL, ser.NoEncryption()),
+        private.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()),
+        private.private_bytes(ser.Encoding.DER, ser.PrivateFormat.PKCS8, ser.NoEncryption()),
+        private.public_key().public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo),
+        private.public_key().public_bytes(ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo),
+        {"kty": "EC", "crv": curve, "x": "AAAA", "y": "AAAA"},
+    ]
+    for form in forms:
+        with raises_code("unsupported_curve") as info:
+            dpop.load_key(form)
+        assert curve in info.value.message and "P-256" in info.value.message, info.value.message
+
+
+@pytest.mark.parametrize("url_or_method", ["URL", "GET", "delete"])
+def test_cli_token_cache_never_takes_a_url_or_a_method_as_its_file(server, key_file, tmp_path, url_or_method):
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    tail = [server.api_url] if url_or_method == "URL" else [url_or_method, server.api_url]
+    done = run_cli(*cli_flow_args(server, key_file, "--token-cache", *tail), env=env, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "xdg" / "dpop" / "tokens.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["xdg", key_file.name])
+
+
+def test_cli_options_may_follow_the_method_and_url(server, key_file):
+    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    for argv in (
+        ["GET", *cli_flow_args(server, key_file), server.api_url],
+        [server.api_url, *cli_flow_args(server, key_file)],
+        ["GET", server.api_url, *cli_flow_args(server, key_file), "-i"],
+    ):
+        done = run_cli(*argv, env=env)
+        assert done.returncode == 0, (argv, done.stderr)
+    done = run_cli("GET", server.api_url, "extra-word", *cli_flow_args(server, key_file), env=env)
+    assert done.returncode == 2 and b"extra-word" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "word, hint", [("tokn", b"token"), ("kegen", b"keygen"), ("prof", b"proof"), ("frobnicate", b"")]
+)
+def test_cli_names_an_unknown_command(word, hint):
+    done = run_cli(word, "--key", "k.pem")
+    assert done.returncode == 2 and b"unknown command '%s'" % word.encode() in done.stderr
+    assert b"not an absolute URL" not in done.stderr and b"keygen" in done.stderr  # the commands are listed
+    assert hint in done.stderr
+
+
+def test_cli_help_command():
+    done = run_cli("help")
+    assert done.returncode == 0 and b"usage: dpop" in done.stdout and b"other commands" in done.stdout
+    done = run_cli("help", "token")
+    assert done.returncode == 0 and b"usage: dpop token" in done.stdout

@@ -7263,3 +7263,671 @@ def test_cli_help_command():
     assert done.returncode == 0 and b"usage: dpop" in done.stdout and b"other commands" in done.stdout
     done = run_cli("help", "token")
     assert done.returncode == 0 and b"usage: dpop token" in done.stdout
+
+
+# -- a hostile server (issue 22 #2) ------------------------------------------------------------
+#
+# dpop.Client and the command line against a hostile HTTP server.
+#
+# A raw loopback socket server answers every request with scripted bytes: malformed status lines and headers, broken
+# framing and content codings, odd JSON, WWW-Authenticate challenges, redirects, Retry-After and Date. Whatever it
+# sends, the library must give back a dpop.Response or raise a dpop.DPoPError (nothing else), the command line must
+# never fall into its last-resort "internal_error", and no call may outlive a bounded deadline.
+
+import contextlib
+import socket
+import zlib
+
+TIMEOUT = 2  # the client's per-operation timeout (seconds)
+DEADLINE = 15  # a call still running after this long is a hang
+KEY = dpop.generate_key()
+GOOD_TOKEN = b'{"access_token":"abc.def","token_type":"DPoP","expires_in":60}'
+PORT = b"%PORT%"  # in an answer: the hostile server's own port
+SECRET = "hostile-client-secret"  # long: the client masks every occurrence of its secret in what it prints
+
+HOSTILE = settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
+
+
+class Raw(bytes):
+    """Raw answer bytes, shown cut short in failure reports."""
+
+    def __repr__(self):
+        text = bytes.__repr__(self)
+        return text if len(text) <= 400 else "%s...<%d bytes>...%s" % (text[:300], len(self), text[-60:])
+
+    def _repr_pretty_(self, printer, cycle):  # hypothesis's printer
+        printer.text(repr(self))
+
+
+# -- the hostile server ------------------------------------------------------------------------------------------------
+
+
+class HostileServer:
+    """A loopback TCP server that answers in raw bytes: each connection has one request read, gets one scripted
+    answer and is closed. ``script`` maps a route ("token" for /token, "meta" for /.well-known/..., "api" for the
+    rest) to the answers for its successive requests, the last one repeating. An answer is bytes ("%PORT%" becomes
+    the server's port), None (close without a word) or a callable given the connection."""
+
+    def __init__(self, script):
+        self.script = {route: list(answers) for route, answers in script.items()}
+        self.seen = []  # (method, path) of every request, in order
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port = self._listener.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._done.set()
+        self._thread.join(5)
+        self._listener.close()
+
+    def _serve(self):
+        while not self._done.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _next(self, path):
+        route = "token" if path.startswith("/token") else "meta" if path.startswith("/.well-known") else "api"
+        with self._lock:
+            answers = self.script.get(route) or [None]
+            return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    def _answer(self, conn):
+        with conn, contextlib.suppress(OSError):
+            method, path = _read_request(conn)
+            with self._lock:
+                self.seen.append((method, path))
+            answer = self._next(path)
+            conn.settimeout(10)
+            if callable(answer):
+                answer(conn)
+            elif answer is not None:
+                conn.sendall(answer.replace(PORT, b"%d" % self.port))
+
+
+def _read_request(conn):
+    """(method, path) of the request on ``conn``, its head and Content-Length body read. A client that goes quiet
+    (a TLS ClientHello has no blank line) gets its answer after one second."""
+    data = b""
+    conn.settimeout(1)
+    with contextlib.suppress(OSError):
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:[ \t]*([0-9]{1,9})", head)
+        while length and len(body) < int(length.group(1)):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    words = data.split(b"\r\n", 1)[0].split(b" ")
+    return words[0].decode("latin-1"), (words[1] if len(words) > 1 else b"").decode("latin-1")
+
+
+# -- answers -----------------------------------------------------------------------------------------------------------
+
+
+def _answer(status=b"HTTP/1.1 200 OK", headers=(), body=b"", eol=b"\r\n"):
+    """Raw response bytes: no header is added (framing and coding are the caller's)."""
+    return eol.join([status, *headers, b""]) + eol + body
+
+
+def _json_answer(body, status=b"HTTP/1.1 200 OK", headers=()):
+    """A well framed JSON response."""
+    more = [b"Content-Type: application/json", b"Content-Length: %d" % len(body)]
+    return _answer(status, [*headers, *more], body)
+
+
+GOOD_TOKEN_ANSWER = _json_answer(GOOD_TOKEN)
+NO_HEADERS = st.just([])
+
+# fmt: off
+_STATUS_LINES = [
+    b"HTTP/1.1 200 OK", b"HTTP/1.1 200", b"HTTP/1.1 200 ", b"HTTP/1.0 200 OK", b"HTTP/0.9 200 OK", b"HTTP/2 200",
+    b"HTTP/2.0 200 OK", b"HTTP/1.2 200 OK", b"HTTP/1.1 99999999999999999999 Huge", b"HTTP/1.1 1000 Big",
+    b"HTTP/1.1 099 Small", b"HTTP/1.1 -200 Negative", b"HTTP/1.1 2OO Letters", b"HTTP/1.1  200 Two spaces",
+    b"http/1.1 200 ok", b"ICY 200 OK", b"garbage", b"", b"HTTP/1.1 200 \xe9\xff\x00\x1b[31m\x9b",
+    b"HTTP/1.1 200 " + b"r" * 70000, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK", b"HTTP/1.1 101 Switching",
+    b"HTTP/1.1 204 No Content", b"HTTP/1.1 304 Not Modified", b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 404 Nope",
+    b"HTTP/1.1 500 Oops", b"HTTP/1.1 999 Max", b"\x16\x03\x01\x00\x00", b"\xff\xfe\x00H\x00T",
+]
+status_lines = st.one_of(
+    st.sampled_from(_STATUS_LINES),
+    st.builds(lambda code: b"HTTP/1.1 %d X" % code, st.integers(100, 999)),
+    st.binary(max_size=40),
+)
+
+_CHARSETS = [b"utf-8", b"utf-16", b"utf-32-be", b"latin-1", b"idna", b"punycode", b"rot13", b"base64", b"utf-7",
+             b"cp1252", b"shift_jis", b"aliases", b"__init__", b"x" * 300, b"undefined", b"..", b"hz"]
+_HEADER_LINES = [
+    b"X-Big: " + b"a" * 70000, b"X-Folded: a\r\n  folded\r\n\tagain", b" X-Leading-Space: x", b"X-Latin: caf\xe9 \xff",
+    b"X-Nul: a\x00b", b"X-Esc: \x1b]0;title\x07", b"No-Colon-Line", b": no name", b"X-Empty:",
+    b"\r\n".join(b"X-Many-%d: v" % i for i in range(101)), b"Content-Length: abc", b"Content-Length: -1",
+    b"Content-Length: 99999999999999999999999", b"Content-Length: 1_0", b"Content-Length: 5, 5", b"Content-Length: 0",
+    b"Content-Length: 3\r\nContent-Length: 7", b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip, chunked",
+    b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity", b"Connection: close", b"Connection: keep-alive",
+    b"Keep-Alive: timeout=99999999999", b"Content-Encoding: gzip", b"Content-Encoding: deflate",
+    b"Content-Encoding: gzip, gzip", b"Content-Encoding: br", b"Content-Encoding: \xff",
+    b"Content-Type: application/json", *[b"Content-Type: text/plain; charset=" + name for name in _CHARSETS],
+    b'Content-Type: text/plain; charset="utf-16', b"Location: http://[::1", b"DPoP-Nonce: n\x00\xff",
+    b'WWW-Authenticate: DPoP error="use_dpop_nonce', b"Retry-After: 0", b"Date: Fri, 31 Dec 9999 23:59:59 GMT",
+]
+header_lines = st.one_of(
+    st.sampled_from(_HEADER_LINES),
+    st.builds(lambda name, value: name + b": " + value, st.binary(min_size=1, max_size=12), st.binary(max_size=30)),
+)
+
+_ACCESS_TOKENS = [b'"abc.def"', b'"\\ud800"', b'"abc\\udfff.def"', b'"\\ud83d\\ude00"', b'"\\u0000"', b'""',
+                  b'"a b"', b'"x\\"y"', b"123", b"null", b"[]", b"{}", b"true", b'"' + b"t" * 100000 + b'"',
+                  b'"\xff"', b'"\\u001b[31m"']
+_TOKEN_TYPES = [b'"DPoP"', b'"dpop"', b'"Bearer"', b"null", b"1", b'"\\ud800"', b"[]", b'"DPOP"', b'"\\u0000"']
+_EXPIRES = [b"60", b'"60"', b"1e999", b"-1e999", b"-1", b"0", b"1e-300", b"2147483648", b"1" + b"0" * 5000,
+            b"1" + b"0" * 400, b'"\xc2\xb2"', b"true", b"null", b'"1e3"', b"3.5", b"NaN", b"Infinity",
+            b'"0000000060"', b'"99999999999"', b"[60]"]
+_ERRORS = [b'"invalid_request"', b'"use_dpop_nonce"', b'"invalid_dpop_proof"', b'"invalid_client"', b'"\\ud800"',
+           b'"\\u001b]0;x\\u0007"', b'"' + b"e" * 100000 + b'"', b"42", b"null", b'"a\\u0000b"']
+_DEEP = [b"[" * 100000, b"[" * 100000 + b"]" * 100000, b'{"a":' * 100000 + b"1" + b"}" * 100000,
+         b'{"access_token":' + b"[" * 100000, b'{"error":' + b"{" * 100000]
+_MEMBER_VALUES = {
+    b"access_token": _ACCESS_TOKENS, b"token_type": _TOKEN_TYPES, b"expires_in": _EXPIRES, b"error": _ERRORS,
+    b"error_description": _ERRORS, b"refresh_token": _ACCESS_TOKENS, b"id_token": _ACCESS_TOKENS,
+    b"scope": [b'"api"', b"[]", b'"\\ud800"'], b"\\ud800": [b"1"],
+}
+
+
+@st.composite
+def json_members(draw, values=_MEMBER_VALUES):
+    names = draw(st.lists(st.sampled_from(sorted(values)), max_size=6))
+    return [b'"%s":%s' % (name, draw(st.sampled_from(values[name]))) for name in names]
+
+
+@st.composite
+def token_bodies(draw):
+    """Token (or error) response bodies: mostly near-valid objects, some deep, odd or not JSON at all."""
+    kind = draw(st.sampled_from(["object", "object", "object", "deep", "odd"]))
+    if kind == "deep":
+        return draw(st.sampled_from(_DEEP))
+    if kind == "odd":
+        odd = [b"", b"[1]", b'"text"', b"1e999", b"NaN", b"null", b"\xef\xbb\xbf{}", b"\xff{}", b"{", b"{}garbage",
+               b'{"a":1,"a":2}', b"1" + b"0" * 5000, b'{"access_token":"abc.def","token_type":"DPoP"}' * 2]
+        return draw(st.sampled_from(odd) | st.binary(max_size=50))
+    base = [b'"access_token":"abc.def"', b'"token_type":"DPoP"']
+    return b"{" + b",".join(draw(st.permutations(base + draw(json_members())))) + b"}"
+
+
+_LOCATIONS = [
+    b"http://[::1", b"http://[", b"//[", b"https://[x", b"http://]/", b"http://[x]/", b"http://[v1.x]/",
+    b"http://[::1]x/", b"http://a..b/",
+    b"http://" + b"a" * 64 + b".example/", b"http://" + b"a" * 1000 + b"/", b"//x", b"\x01http://evil/",
+    b"https://a..b/", b"https://" + b"a" * 64 + b".example/", b"https://./", b"https://" + b"a" * 1000 + b"/",
+    b"http://xn--/", b"http://xn--zz-/", b"http://127.0.0.1:%PORT%/api/again", b"http://localhost:%PORT%/api/other",
+    b"http://[::1]:%PORT%/api", b"https://127.0.0.1:%PORT%/api", b"/relative", b"relative", b"", b" ", b"?q=1",
+    b"#frag", b"http://127.0.0.1:0/", b"http://127.0.0.1:99999/", b"http://127.0.0.1:%PORT%x/",
+    b"http://127.0.0.1:" + b"9" * 5000 + b"/", b"http://user:pw@127.0.0.1:%PORT%/", b"ftp://127.0.0.1/",
+    b"javascript:alert(1)", b"http:", b"http:///", b"http://127.0.0.1:%PORT%/" + b"p" * 9000, b"http://caf\xe9/",
+    b"http://127.0.0.1:%PORT%/a\x00b", b"http://127.0.0.1:%PORT%\\@evil/", b"http://[fe80::1%25eth0]:%PORT%/",
+    b"http://127.0.0.1:%PORT%/api\r\n folded", b"\xef\xbc\x8f\xef\xbc\x8fevil", b"http://[::ffff:127.0.0.1]:%PORT%/",
+]
+_LOCATIONS = [Raw(location) for location in _LOCATIONS]
+_RETRY_AFTERS = [b"0", b"-1", b"999999999", b"99999999999999999999", b"1e9", b"", b"garbage", b" 0 ", b"0x10",
+                 b"\xd9\xa1", b"Fri, 31 Dec 9999 23:59:59 GMT", b"Mon, 01 Jan 0000 00:00:00 GMT",
+                 b"Wed, 01 Jan 99999999999 00:00:00 GMT", b"Thu, 01 Jan 1970 00:00:00 GMT",
+                 b"Wed, 01 Jan 2020 00:00:00 +99999999999999999999", b"Mon, 32 Foo 2020 25:61:61 GMT"]
+_DATES = [b"garbage", b"", b"0", b"Fri, 31 Dec 9999 23:59:59 GMT", b"Mon, 01 Jan 0000 00:00:00 GMT",
+          b"Sat, 01 Jan 0001 00:00:00 GMT", b"Wed, 01 Jan 99999999999 00:00:00 GMT", b"Thu, 01 Jan 1970 00:00:00 GMT",
+          b"Wed, 01 Jan 2020 00:00:00 +99999999999999999999", b"Tue, 15 Nov 1994 08:12:31 GMT" + b"x" * 1000,
+          b"Mon, 32 Foo 2020 25:61:61 GMT", b"Sun, 06 Nov 1994 08:49:37 GMT\r\nDate: Fri, 31 Dec 9999 23:59:59 GMT"]
+_NONCES = [b"n-1", b"n-2", b"", b" ", b'"quoted"', b"a\\b", b"x" * 1024, b"x" * 1025, b"\xff", b"a\x00b",
+           b"n\r\n folded", b"abc def", b"\x1b[31m"]
+_CHALLENGES = [
+    b'DPoP error="use_dpop_nonce"', b"DPoP error=use_dpop_nonce", b'DPoP error="invalid_token"',
+    b'DPoP error="invalid_dpop_proof"', b'DPoP error="use_dpop_nonce', b'DPoP error="\\', b"DPoP error",
+    b'Bearer error="invalid_token", DPoP error="use_dpop_nonce"', b"DPoP " + b"," * 70000,
+    b'DPoP realm="' + b"\\" * 30001, b'DPoP error="invalid_token\xff"', b'DPoP error="\x00"', b"dpop    ",
+    b"", b'DPoP algs="ES256", error="use_dpop_nonce", error="invalid_token"', b"DPoP " + b"a " * 30000,
+    b'DPoP error_description="\\ud800", error="invalid_token"', b'Basic realm="x", DPoP error=invalid_dpop_proof',
+]
+_CODINGS = ["identity", "identity", "gzip", "x-gzip", "gzip-cut", "gzip-junk", "gzip-twice", "gzip-garbage",
+            "gzip-empty", "deflate", "raw-deflate", "GZIP", "gzip-gzip", "br"]
+_FRAMINGS = ["length", "length", "short", "long", "close", "chunked", "chunked-ext", "chunked-trailers",
+             "chunked-bad-size", "chunked-negative", "chunked-huge", "chunked-cut", "chunked-no-crlf",
+             "chunked-long-line", "chunked-and-length", "length-twice"]
+# fmt: on
+
+
+def _encoded(coding, body):
+    """(Content-Encoding headers, coded body)."""
+    header = [b"Content-Encoding: " + coding.split("-")[0].encode()]
+    coded = {
+        "identity": ([], body),
+        "gzip-cut": (header, gzip.compress(body)[:-5]),
+        "gzip-junk": (header, gzip.compress(body) + b"junk"),
+        "gzip-twice": (header, gzip.compress(body) * 2),
+        "gzip-garbage": (header, b"not gzip at all"),
+        "gzip-empty": (header, b""),
+        "deflate": (header, zlib.compress(body)),
+        "raw-deflate": ([b"Content-Encoding: deflate"], zlib.compressobj(wbits=-15).compress(body) + b"\x03\x00"),
+        "gzip-gzip": ([b"Content-Encoding: gzip, gzip"], gzip.compress(gzip.compress(body))),
+        "br": (header, body),
+    }
+    return coded.get(coding, (header, gzip.compress(body)))
+
+
+def _framed(framing, body):
+    """(framing headers, framed body)."""
+    chunked = [b"Transfer-Encoding: chunked"]
+    size = b"%x" % len(body)
+    whole = (size + b"\r\n" + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
+    return {
+        "length": ([b"Content-Length: %d" % len(body)], body),
+        "short": ([b"Content-Length: %d" % (len(body) + 10)], body),
+        "long": ([b"Content-Length: %d" % max(0, len(body) - 1)], body),
+        "close": ([], body),
+        "chunked": (chunked, whole),
+        "chunked-ext": (chunked, size + b';name="v";x\r\n' + body + b"\r\n0;end\r\n\r\n"),
+        "chunked-trailers": (chunked, whole[:-2] + b"X-Trailer: t\r\nX-Big: " + b"t" * 70000 + b"\r\n\r\n"),
+        "chunked-bad-size": (chunked, b"zz\r\n" + body + b"\r\n0\r\n\r\n"),
+        "chunked-negative": (chunked, b"-5\r\n" + body + b"\r\n0\r\n\r\n"),
+        "chunked-huge": (chunked, b"f" * 40 + b"\r\n" + body),
+        "chunked-cut": (chunked, whole[: len(whole) // 2]),
+        "chunked-no-crlf": (chunked, size + b"\r\n" + body + b"0\r\n\r\n"),
+        "chunked-long-line": (chunked, b"1" + b"0" * 70000 + b"\r\n" + body),
+        "chunked-and-length": (chunked + [b"Content-Length: 3"], whole),
+        "length-twice": ([b"Content-Length: %d" % len(body), b"Content-Length: %d" % (len(body) + 1)], body),
+    }[framing]
+
+
+@st.composite
+def answers(draw, bodies, statuses=status_lines, headers=NO_HEADERS):
+    """A whole raw answer: a status line, headers, a content coding and a framing of a body, any line ending."""
+    coding, body = _encoded(draw(st.sampled_from(_CODINGS)), draw(bodies))
+    framing, body = _framed(draw(st.sampled_from(_FRAMINGS)), body)
+    lines = draw(st.permutations(draw(st.lists(header_lines, max_size=3)) + draw(headers) + coding + framing))
+    eol = draw(st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n"]))
+    return Raw(_answer(draw(statuses), lines, body, eol))
+
+
+api_bodies = st.one_of(token_bodies(), st.binary(max_size=200), st.sampled_from([b"", b"x" * 100000]))
+
+
+# -- running the client ------------------------------------------------------------------------------------------------
+
+
+def _outcome(call, deadline=DEADLINE):
+    """What ``call()`` returned or raised, run in a thread that must end within ``deadline`` seconds."""
+    box = []
+
+    def run():
+        try:
+            box.append(call())
+        except BaseException as exc:  # the test judges it
+            box.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(deadline)
+    assert not thread.is_alive(), "the call hung for more than %d s" % deadline
+    return box[0]
+
+
+def _check(outcome):
+    """A Response or a DPoPError; anything else is raised again (with its traceback) or reported."""
+    if isinstance(outcome, (dpop.Response, dpop.DPoPError)):
+        return outcome
+    if isinstance(outcome, BaseException):
+        raise outcome
+    raise AssertionError("neither a Response nor a DPoPError: %r" % (outcome,))
+
+
+def _client(server, **settings):
+    kwargs = dict(
+        token_endpoint=server.url + "/token",
+        client_id="c",
+        client_secret=SECRET,
+        timeout=TIMEOUT,
+        max_retries=1,
+        retry_max_time=0.3,
+        follow_redirects=True,
+        max_redirects=3,
+        trust_env=False,
+    )
+    kwargs.update(settings)
+    return dpop.Client(KEY, **kwargs)
+
+
+def _consume(response, stream):
+    """Read and decode a response the ways a caller would; DPoPError from json() is its documented refusal."""
+    with response:
+        if stream:
+            for _ in response.iter_bytes():
+                pass
+        response.text  # noqa: B018  (a property that decodes)
+        repr(response)
+        with contextlib.suppress(dpop.DPoPError):
+            response.json()
+    return response
+
+
+def _request(server, method="GET", stream=False, logged=False, **settings):
+    """One request through a new Client; the Response (consumed) or the exception."""
+
+    def call():
+        log = io.StringIO() if logged else None
+        data = "x" if method == "POST" else None
+        with _client(server, session_log=log, **settings) as client:
+            response = client.request(method, server.url + "/api", data=data, stream=stream)
+            return _consume(response, stream)
+
+    return _check(_outcome(call))
+
+
+def _token(server, logged=False, **settings):
+    def call():
+        with _client(server, session_log=io.StringIO() if logged else None, **settings) as client:
+            client.access_token()
+            return _consume(client.get(server.url + "/api"), False)
+
+    return _check(_outcome(call))
+
+
+# -- the library -------------------------------------------------------------------------------------------------------
+
+
+@HOSTILE
+@given(
+    answer=answers(api_bodies),
+    method=st.sampled_from(["GET", "HEAD", "POST"]),
+    stream=st.booleans(),
+    logged=st.booleans(),
+)
+def test_hostile_api_answers_give_a_response_or_a_dpop_error(answer, method, stream, logged):
+    with HostileServer({"token": [GOOD_TOKEN_ANSWER], "api": [answer]}) as server:
+        _request(server, method, stream, logged)
+
+
+@HOSTILE
+@given(
+    answer=answers(
+        token_bodies(),
+        statuses=st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.1 400 Bad", b"HTTP/1.1 401 No"]) | status_lines,
+        headers=st.lists(
+            st.sampled_from(
+                [
+                    b"DPoP-Nonce: n-1",
+                    b'WWW-Authenticate: DPoP error="use_dpop_nonce"',
+                    b"Date: Fri, 31 Dec 9999 23:59:59 GMT",
+                ]
+            ),
+            max_size=2,
+        ),
+    ),
+    logged=st.booleans(),
+)
+def test_hostile_token_answers_give_a_response_or_a_dpop_error(answer, logged):
+    with HostileServer({"token": [answer], "api": [_json_answer(b"{}")]}) as server:
+        _token(server, logged)
+
+
+@st.composite
+def challenge_answers(draw):
+    """A 401 (or 400 from the token endpoint) with challenges, nonces, OAuth error bodies and a Date."""
+    status = draw(st.sampled_from([b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 400 Bad Request", b"HTTP/1.1 200 OK"]))
+    headers = [b"WWW-Authenticate: " + value for value in draw(st.lists(st.sampled_from(_CHALLENGES), max_size=2))]
+    headers += [b"DPoP-Nonce: " + value for value in draw(st.lists(st.sampled_from(_NONCES), max_size=2))]
+    headers += [b"Date: " + value for value in draw(st.lists(st.sampled_from(_DATES), max_size=1))]
+    body = draw(st.sampled_from([b"", b'{"error":"use_dpop_nonce"}', b'{"error":"invalid_request"}']) | token_bodies())
+    return Raw(_json_answer(body, status, headers))
+
+
+@HOSTILE
+@given(
+    tokens=st.lists(challenge_answers(), min_size=1, max_size=3),
+    apis=st.lists(challenge_answers(), min_size=1, max_size=3),
+    logged=st.booleans(),
+)
+def test_hostile_challenges_give_a_response_or_a_dpop_error(tokens, apis, logged):
+    script = {"token": tokens + [GOOD_TOKEN_ANSWER], "api": apis}
+    with HostileServer(script) as server:
+        _request(server, "GET", logged=logged)
+
+
+@HOSTILE
+@given(
+    status=st.sampled_from([b"301", b"302", b"303", b"307", b"308"]),
+    location=st.sampled_from(_LOCATIONS) | st.binary(max_size=30),
+    then=st.sampled_from([_json_answer(b"{}"), b"HTTP/1.1 302 Again\r\nLocation: /api/x\r\n\r\n", None]),
+    method=st.sampled_from(["GET", "HEAD", "POST"]),
+    stream=st.booleans(),
+)
+def test_hostile_redirects_give_a_response_or_a_dpop_error(status, location, then, method, stream):
+    redirect = _answer(b"HTTP/1.1 " + status + b" Moved", [b"Location: " + location, b"Content-Length: 0"])
+    with HostileServer({"token": [GOOD_TOKEN_ANSWER], "api": [redirect, then]}) as server:
+        _request(server, method, stream)
+
+
+@settings(HOSTILE, max_examples=80)
+@given(
+    status=st.sampled_from([b"429 Slow down", b"503 Busy", b"401 Proof"]),
+    retry_after=st.sampled_from(_RETRY_AFTERS),
+    date=st.sampled_from(_DATES),
+    at_token=st.booleans(),
+)
+def test_hostile_retry_after_and_date_give_a_response_or_a_dpop_error(status, retry_after, date, at_token):
+    headers = [b"Retry-After: " + retry_after, b"Date: " + date]
+    headers += [b'WWW-Authenticate: DPoP error="invalid_dpop_proof"'] * status.startswith(b"401")
+    body = b'{"error":"invalid_request"}' if at_token else b"{}"
+    refusal = _json_answer(body, b"HTTP/1.1 " + (b"400 Bad" if at_token and status[:3] == b"401" else status), headers)
+    script = {"token": [refusal, GOOD_TOKEN_ANSWER]} if at_token else {"token": [GOOD_TOKEN_ANSWER]}
+    script["api"] = [refusal, _json_answer(b"{}")]
+    with HostileServer(script) as server:
+        _request(server, "GET", retry_max_time=0.5)
+
+
+# fmt: off
+_METADATA = {
+    b"issuer": [b'"http://127.0.0.1:%PORT%"', b'"http://127.0.0.1:%PORT%/"', b"null", b"1e999", b"[" * 990 + b"]" * 990,
+                b"{}", b'"\\ud800"'],
+    b"token_endpoint": [b'"http://127.0.0.1:%PORT%/token"', b'"http://[::1"', b'"http://evil.example/token"',
+                        b'"\\ud800"', b"[]", b"null", b'"https://127.0.0.1:%PORT%/token"', b'"//x"',
+                        b'"https://a..b/token"', b'"https://' + b"a" * 64 + b'.example/token"'],
+    b"dpop_signing_alg_values_supported": [b'["ES256"]', b'["RS256"]', b"null", b'"ES256"', b"[[[]]]", b"{}"],
+}
+# fmt: on
+
+
+@HOSTILE
+@given(
+    meta=answers(st.one_of(st.builds(lambda m: b"{" + b",".join(m) + b"}", json_members(_METADATA)), token_bodies())),
+    second=st.sampled_from([None, _json_answer(b'{"issuer":"http://127.0.0.1:%PORT%"}')]),
+)
+def test_hostile_discovery_gives_a_response_or_a_dpop_error(meta, second):
+    with HostileServer({"meta": [meta, second], "token": [GOOD_TOKEN_ANSWER], "api": [_json_answer(b"{}")]}) as server:
+        _token(server, issuer=server.url, token_endpoint=None)
+
+
+@settings(HOSTILE, max_examples=100)
+@given(
+    answer=answers(
+        st.sampled_from([b"", b"\x16\x03\x01\x00\x00", b"x" * 100]),
+        statuses=st.sampled_from([b"HTTP/1.1 200 Connection established", b"HTTP/1.0 200", b"HTTP/1.1 407 Auth"])
+        | status_lines,
+    )
+)
+def test_a_hostile_proxy_gives_a_dpop_error(answer):
+    with HostileServer({"api": [answer]}) as proxy:  # CONNECT's target is host:port, so the "api" route
+        endpoint = "https://127.0.0.1:%d/token" % proxy.port
+
+        def call():
+            with _client(proxy, token_endpoint=endpoint, proxy=proxy.url, no_proxy="") as client:
+                return client.access_token()
+
+        outcome = _outcome(call)
+    if not isinstance(outcome, dpop.DPoPError):  # no token can come through a proxy that speaks no TLS
+        _check(outcome)
+
+
+def test_a_silent_server_is_a_timeout_within_the_client_timeout():
+    with HostileServer({"token": [lambda conn: time.sleep(3 * TIMEOUT)]}) as server:
+        started = time.monotonic()
+        outcome = _token(server, timeout=0.5)
+    assert isinstance(outcome, dpop.DPoPError) and outcome.code == "timeout"
+    assert time.monotonic() - started < 0.5 + 1.5
+
+
+def test_a_body_that_stops_coming_is_a_timeout_within_the_client_timeout():
+    def stall(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+        time.sleep(3 * TIMEOUT)
+
+    with HostileServer({"token": [GOOD_TOKEN_ANSWER], "api": [stall]}) as server:
+        started = time.monotonic()
+        outcome = _request(server, "GET", timeout=0.5, stream=True)
+    assert isinstance(outcome, dpop.DPoPError) and outcome.code == "timeout"
+    assert time.monotonic() - started < 0.5 * 2 + 1.5
+
+
+@pytest.mark.parametrize("status, method", [(b"200 OK", "HEAD"), (b"204 No Content", "GET"), (b"304 Same", "GET")])
+def test_gzip_coding_on_an_answer_without_a_body_is_an_answer(status, method):
+    """HEAD, 204 and 304 have no body whatever Content-Encoding says (RFC 9110 §6.4.1): nothing to inflate."""
+    answer = _answer(b"HTTP/1.1 " + status, [b"Content-Encoding: gzip", b"Content-Length: 20"])
+    with HostileServer({"token": [GOOD_TOKEN_ANSWER], "api": [answer]}) as server:
+        outcome = _request(server, method)
+    assert isinstance(outcome, dpop.Response), outcome
+
+
+# -- the command line --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    """The key and client secret files the CLI reads, and where -o writes."""
+    folder = tmp_path_factory.mktemp("hostile")
+    (folder / "key.pem").write_text(KEY.to_pem())
+    (folder / "secret").write_text(SECRET)
+    return folder
+
+
+def _cli_args(cli_files, server, *flags):
+    files = ["--key", str(cli_files / "key.pem"), "--client-secret-file", str(cli_files / "secret")]
+    settings = ["--timeout", str(TIMEOUT), "--retry", "1", "--retry-max-time", "0.3", "--client-id", "c"]
+    return [*files, *settings, "--token-endpoint", server.url + "/token", *flags, server.url + "/api"]
+
+
+def _cli(argv):
+    """dpop.main(argv) in-process, without DPOP_* variables: (exit status, stdout bytes, stderr text)."""
+    out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True), io.StringIO()
+    saved = sys.stdout, sys.stderr, {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("DPOP_")}
+    sys.stdout, sys.stderr = out, err
+    try:
+        status = _outcome(lambda: dpop.main(argv))
+    finally:
+        sys.stdout, sys.stderr = saved[:2]
+        os.environ.update(saved[2])
+    if isinstance(status, BaseException):
+        raise status
+    return status, out.buffer.getvalue(), err.getvalue()
+
+
+def _cli_subprocess(argv):
+    """``python dpop.py argv`` in a child process, without DPOP_* variables but DPOP_CLIENT_SECRET."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DPOP_")}
+    env["DPOP_CLIENT_SECRET"] = SECRET
+    return subprocess.run([sys.executable, dpop.__file__, *argv], capture_output=True, env=env, timeout=DEADLINE)
+
+
+def _assert_no_internal_error(status, stderr):
+    assert "internal_error" not in stderr, stderr
+    assert isinstance(status, int) and 0 <= status < 128, (status, stderr)
+
+
+# fmt: off
+_CLI_FLAGS = [["-i"], ["-I"], ["-f"], ["-L"], ["-v"], ["-o", "{out}"], ["-X", "POST"], ["-d", "x"], ["--json", "{}"],
+              ["-w", "%{http_code} %{content_type} %{url_effective} %{size_download}\\n"]]
+# fmt: on
+
+
+@HOSTILE
+@given(
+    token=st.sampled_from([GOOD_TOKEN_ANSWER, GOOD_TOKEN_ANSWER, GOOD_TOKEN_ANSWER]) | answers(token_bodies()),
+    api=answers(api_bodies) | challenge_answers(),
+    flags=st.lists(st.sampled_from(_CLI_FLAGS), unique_by=lambda flag: flag[0], max_size=4),
+)
+def test_hostile_answers_never_make_the_cli_fail_internally(cli_files, token, api, flags):
+    out = str(cli_files / "out.bin")
+    argv = [word.replace("{out}", out) for flag in flags for word in flag]
+    with HostileServer({"token": [token], "api": [api]}) as server:
+        status, _, stderr = _cli(_cli_args(cli_files, server, *argv))
+    _assert_no_internal_error(status, stderr)
+
+
+def test_cli_max_time_cuts_a_server_that_drips_bytes(cli_files):
+    """--timeout bounds each read, so a byte every half second never trips it; --max-time bounds the whole run."""
+
+    def drip(conn):
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"z" * 100:
+            conn.sendall(bytes([byte]))
+            time.sleep(0.5)
+
+    with HostileServer({"token": [GOOD_TOKEN_ANSWER], "api": [drip]}) as server:
+        started = time.monotonic()
+        done = _cli_subprocess(_cli_args(cli_files, server, "--max-time", "2"))
+    assert done.returncode != 0 and b"max-time" in done.stderr, done.stderr
+    assert time.monotonic() - started < 2 + 5
+
+
+# -- known hostile answers, as minimal reproducers ---------------------------------------------------------------------
+
+
+# fmt: off
+REPRODUCERS = {  # id: (route, the token response body or the raw API answer, CLI flags)
+    "token response nested 100000 deep, session log": ("token", b"[" * 100000, ["-v"]),
+    "lone surrogate in access_token, session log": ("token", b'{"access_token":"\\ud800","token_type":"DPoP"}', ["-v"]),
+    "negative chunk size": ("api", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", []),
+    "Location with an unclosed IPv6 literal": ("api", b"HTTP/1.1 302 Found\r\nLocation: http://[::1\r\n\r\n", ["-L"]),
+    "Location with a bracketed non-address": ("api", b"HTTP/1.1 302 Found\r\nLocation: http://[x]/\r\n\r\n", ["-L"]),
+    "Location to an https host with an empty label": ("api", b"HTTP/1.1 302 Found\r\nLocation: https://a..b/\r\n\r\n", ["-L"]),
+}
+# fmt: on
+
+
+def _reproducer_script(route, answer):
+    answer = _json_answer(answer) if route == "token" else answer
+    return {"token": [answer if route == "token" else GOOD_TOKEN_ANSWER], "api": [answer]}
+
+
+@pytest.mark.parametrize("route, answer, flags", REPRODUCERS.values(), ids=list(REPRODUCERS))
+def test_known_hostile_answers_in_the_library(route, answer, flags):
+    with HostileServer(_reproducer_script(route, answer)) as server:
+        _request(server, "GET", logged="-v" in flags, follow_redirects="-L" in flags)
+
+
+@pytest.mark.parametrize("route, answer, flags", REPRODUCERS.values(), ids=list(REPRODUCERS))
+def test_known_hostile_answers_in_the_cli(cli_files, route, answer, flags):
+    with HostileServer(_reproducer_script(route, answer)) as server:
+        done = _cli_subprocess(_cli_args(cli_files, server, *flags))
+    _assert_no_internal_error(done.returncode, done.stderr.decode("utf-8", "replace"))

@@ -5,6 +5,7 @@ facts-only copy in vectors/wycheproof (or $DPOP_WYCHEPROOF_DIR); a missing set
 is a skip named in the summary, and a failure with DPOP_REQUIRE_VECTORS=1 (CI).
 """
 
+import ast
 import base64
 import copy
 import functools
@@ -7931,3 +7932,52 @@ def test_known_hostile_answers_in_the_cli(cli_files, route, answer, flags):
     with HostileServer(_reproducer_script(route, answer)) as server:
         done = _cli_subprocess(_cli_args(cli_files, server, *flags))
     _assert_no_internal_error(done.returncode, done.stderr.decode("utf-8", "replace"))
+
+
+# ===========================================================================
+# Layout (issue 23): Part I, the proof path, reads nothing defined only in Part II
+# ===========================================================================
+
+
+def _top_level_names(nodes):
+    names = set()
+    for node in nodes:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.If):
+            names |= _top_level_names(node.body)
+    return names
+
+
+def test_part_one_reads_nothing_defined_only_in_part_two():
+    source = (HERE / "dpop.py").read_text(encoding="utf-8")
+    marker = [i + 1 for i, line in enumerate(source.split("\n")) if line.startswith("# Part II")]
+    assert len(marker) == 1, "exactly one line starts with '# Part II'"
+    tree = ast.parse(source)
+    part_one = [node for node in tree.body if node.lineno < marker[0]]
+    part_two = [node for node in tree.body if node.lineno > marker[0]]
+    only_two = _top_level_names(part_two) - _top_level_names(part_one)
+    read = {(n.id, n.lineno) for node in part_one for n in ast.walk(node) if isinstance(n, ast.Name)}
+    # annotations are strings (PEP 563): the names in them are read too
+    annotations = []
+    for node in part_one:
+        for n in ast.walk(node):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                annotations += [a.annotation for a in n.args.args + n.args.kwonlyargs if a.annotation]
+                annotations += [n.returns] if n.returns else []
+            elif isinstance(n, ast.AnnAssign):
+                annotations.append(n.annotation)
+    for annotation in annotations:
+        plain = isinstance(annotation, ast.Constant) and isinstance(annotation.value, str)
+        text = annotation.value if plain else ast.unparse(annotation)
+        read |= {(n.id, annotation.lineno) for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Name)}
+    crossing = sorted((line, name) for name, line in read if name in only_two)
+    assert not crossing, "Part I reads Part II names: %s" % crossing
+    for name in ("make_proof", "verify_proof", "load_key", "generate_key", "jwk_thumbprint", "load_rsa_key"):
+        assert name not in only_two
+    assert "Client" in only_two and "main" in only_two

@@ -7,4 +7,6 @@ def pytest_terminal_summary(terminalreporter):
     module = sys.modules.get("test_dpop")
     missing = sorted(getattr(module, "MISSING_VECTORS", ()))
     if missing:
-        terminalreporter.write_line("vector sets NOT FOUND (their tests did not run): " + ", ".join(missing), red=True)
+        terminalreporter.write_line(
+            "vector sets NOT FOUND (their tests did not run): " + ", ".join(missing), red=True
+        )

@@ -78,7 +78,8 @@ __all__ = [
     "make_proof", "canonical_htu", "access_token_hash",  # DPoP proofs (client side)
     "RSAKey", "load_rsa_key",  # RSA (RS256, PS256)
     "client_assertion", "ASSERTION_TYPE",  # client authentication (RFC 7523)
-    "verify_proof", "VerifiedProof", "ReplayCache", "NonceIssuer", "challenge_headers",  # DPoP proofs (server side)
+    # DPoP proofs (server side)
+    "verify_proof", "VerifiedProof", "ReplayCache", "NonceIssuer", "challenge_headers",
     "Client", "Response", "Headers", "FileTokenCache",  # HTTP client
     "RedisReplayCache", "RedisTokenCache",  # shared stores
     "DemoServer",  # demo servers
@@ -166,7 +167,9 @@ ERROR_CODES: Mapping[str, str] = {
     "usage": "a command-line option, argument or DPOP_* variable is missing or invalid",
     "io_error": "a file could not be read or written",
     "http_status": "the API answered with an HTTP error status",
-    "internal_error": "the CLI's last resort: an unexpected exception (a bug; DPOP_DEBUG=1 shows it)",
+    "internal_error": (
+        "the CLI's last resort: an unexpected exception (a bug; DPOP_DEBUG=1 shows it)"
+    ),
 }
 
 
@@ -183,11 +186,17 @@ class DPoPError(Exception):
     message: str
     oauth_error: Optional[str]
     status: Optional[int]
-    _unsent = False  # the HTTP client's mark: a network failure before any byte of the request was written
+    # the HTTP client's mark: a network failure before any byte of the request was written
+    _unsent = False
 
     def __init__(
-        self, code: str, message: str, *, oauth_error: Optional[str] = None, status: Optional[int] = None,
-    ) -> None:  # fmt: skip
+        self,
+        code: str,
+        message: str,
+        *,
+        oauth_error: Optional[str] = None,
+        status: Optional[int] = None,
+    ) -> None:
         if code not in ERROR_CODES:
             raise RuntimeError("dpop: internal error: unknown error code %r" % code)
         super().__init__(code, message)
@@ -200,7 +209,9 @@ class DPoPError(Exception):
         return "%s: %s" % (self.code, self.message)
 
 
-def _rebuild_error(code: str, message: str, oauth_error: Optional[str], status: Optional[int]) -> DPoPError:
+def _rebuild_error(
+    code: str, message: str, oauth_error: Optional[str], status: Optional[int]
+) -> DPoPError:
     return DPoPError(code, message, oauth_error=oauth_error, status=status)
 
 
@@ -209,7 +220,8 @@ def _type_error(name: str, expected: str, value: object) -> TypeError:
 
 
 def _setting(name: str, value: Any, low: float, high: float, integer: bool = False) -> Any:
-    """A number the calling program chose: TypeError for a non-number, ValueError outside [low, high]."""
+    """A number the calling program chose: TypeError for a non-number, ValueError outside [low,
+    high]."""
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         raise _type_error(name, "an int" if integer else "a number", value)
     if not low <= value <= high:  # NaN fails this too
@@ -277,7 +289,11 @@ def _json_compact(obj: object) -> bytes:
 
 
 def _short_repr(value: object) -> str:
-    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+    text = (
+        json.dumps(value)
+        if isinstance(value, (str, int, float, bool, type(None)))
+        else type(value).__name__
+    )
     return text if len(text) <= 24 else text[:21] + "..."
 
 
@@ -299,7 +315,9 @@ def _json_object(raw: bytes, what: str) -> Dict[str, Any]:
     """Parse ``raw`` as UTF-8 JSON that must be an object with unique names."""
     try:
         text = raw.decode("utf-8")
-        obj = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        obj = json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        )
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise DPoPError("bad_json", "%s is not valid JSON" % what) from None
     if not isinstance(obj, dict):
@@ -316,7 +334,9 @@ def _json_object(raw: bytes, what: str) -> Dict[str, Any]:
 
 def _equal(a: str, b: str) -> bool:
     """Constant-time str comparison that never raises (surrogates included)."""
-    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+    )
 
 
 # =============================================================================
@@ -342,16 +362,18 @@ Gy = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 #   affine (x, y), never infinity: table entries and public keys;
 #   Jacobian (X, Y, Z) for (X/Z^2, Y/Z^3): in verification, where doublings run;
 #   XYZZ (X, Y, ZZ, ZZZ) for (X/ZZ, Y/ZZZ), ZZ^3 = ZZZ^2: in k*G, where only additions run.
-# Infinity is any point with Z = 0 or ZZ = 0. Only _point_from_octets and _ec_public_from_jwk create points from
-# outside data, and both reject out-of-range coordinates and points off the curve; every function below trusts its
-# inputs to be valid points.
+# Infinity is any point with Z = 0 or ZZ = 0. Only _point_from_octets and _ec_public_from_jwk create
+# points from outside data, and both reject out-of-range coordinates and points off the curve; every
+# function below trusts its inputs to be valid points.
 #
-# Why these formulas: in CPython the cost is the number of big-integer reductions (a 512-bit % p takes ~260 ns, a
-# 256-bit product ~150 ns, any other operation ~40 ns) and of calls. XYZZ mixed addition needs 10 products and 9
-# reductions, Jacobian's 11 and 9 (one of 768 bits): 9% faster; but the XYZZ doubling is 11% slower, so runs of
-# doublings stay Jacobian (and so does verification, where a walk's 20-50 additions gain ~3%). The complete Renes-Costello-Batina formulas need 13 and made k*G ~25% slower. The price
-# of these incomplete ones is exceptional inputs (a point plus itself, its negative or infinity): the secret-scalar
-# path proves they cannot occur but in one listed case, and the public (variable-time) path checks for them.
+# Why these formulas: in CPython the cost is the number of big-integer reductions (a 512-bit % p
+# takes ~260 ns, a 256-bit product ~150 ns, any other operation ~40 ns) and of calls. XYZZ mixed
+# addition needs 10 products and 9 reductions, Jacobian's 11 and 9 (one of 768 bits): 9% faster; but
+# the XYZZ doubling is 11% slower, so runs of doublings stay Jacobian (and so does verification,
+# where a walk's 20-50 additions gain ~3%). The complete Renes-Costello-Batina formulas need 13 and
+# made k*G ~25% slower. The price of these incomplete ones is exceptional inputs (a point plus
+# itself, its negative or infinity): the secret-scalar path proves they cannot occur but in one
+# listed case, and the public (variable-time) path checks for them.
 
 if TYPE_CHECKING:
     Jacobian = Tuple[int, int, int]
@@ -376,7 +398,8 @@ def _double(X1: int, Y1: int, Z1: int, times: int = 1) -> Jacobian:
         alpha = 3 * (X1 - delta) * (X1 + delta) % p  # alpha := 3 (X1-delta)(X1+delta)
         Z1 = 2 * Y1 * Z1 % p  # Z3 := 2 Y1 Z1
         X1 = (alpha * alpha - 8 * beta) % p  # X3 := alpha^2 - 8 beta
-        Y1 = (alpha * (4 * beta - X1) - 8 * gamma * gamma) % p  # Y3 := alpha (4 beta - X3) - 8 gamma^2
+        # Y3 := alpha (4 beta - X3) - 8 gamma^2
+        Y1 = (alpha * (4 * beta - X1) - 8 * gamma * gamma) % p
     return X1, Y1, Z1
 
 
@@ -414,7 +437,8 @@ def _xyzz(P1: Jacobian) -> Xyzz:
 
 
 def _add_mixed_vartime(P1: Jacobian, x2: int, y2: int) -> Jacobian:
-    """Complete P1 + P2 (affine P2) by branching on the exceptional cases. Variable-time: public points only."""
+    """Complete P1 + P2 (affine P2) by branching on the exceptional cases. Variable-time: public
+    points only."""
     X1, Y1, Z1 = P1
     if Z1 == 0:
         return x2, y2, 1
@@ -450,9 +474,10 @@ def _batch_to_affine_vartime(points: Sequence[Jacobian]) -> List[Affine]:
 
 
 def _add_affine_vartime(pairs: Sequence[Tuple[int, int, int, int]]) -> List[Affine]:
-    """(x1, y1) + (x2, y2) for each (x1, y1, x2, y2) of public affine points with x1 != x2, with one inversion:
-    lambda := (y2 - y1) / (x2 - x1), x3 := lambda^2 - x1 - x2, y3 := lambda (x1 - x3) - y1. With the inversion
-    shared that is 6 products a point, against a mixed addition's 11 plus an affine conversion's 6."""
+    """(x1, y1) + (x2, y2) for each (x1, y1, x2, y2) of public affine points with x1 != x2, with one
+    inversion: lambda := (y2 - y1) / (x2 - x1), x3 := lambda^2 - x1 - x2, y3 := lambda (x1 - x3) -
+    y1. With the inversion shared that is 6 products a point, against a mixed addition's 11 plus an
+    affine conversion's 6."""
     out = []
     for (x1, y1, x2, y2), inv in zip(pairs, _inverses_vartime([x2 - x1 for x1, _, x2, _ in pairs])):
         lam = (y2 - y1) * inv % p
@@ -464,62 +489,72 @@ def _add_affine_vartime(pairs: Sequence[Tuple[int, int, int, int]]) -> List[Affi
 def _inverse_blinded(value: int, modulus: int, blind: int) -> int:
     """1/value mod a prime, without handing ``value`` to a variable-time routine.
 
-    CPython's pow(x, -1, m) runs an extended Euclid whose running time depends on x. We invert value*blind
-    instead, uniformly random when blind is uniform in [1, m-1] and independent of value, and multiply the
-    blind back. Rejected: Fermat inversion (pow(x, m-2, m)), fixed but 86 us against 13 us, twice a signature.
+    CPython's pow(x, -1, m) runs an extended Euclid whose running time depends on x. We invert
+    value*blind instead, uniformly random when blind is uniform in [1, m-1] and independent of
+    value, and multiply the blind back. Rejected: Fermat inversion (pow(x, m-2, m)), fixed but 86 us
+    against 13 us, twice a signature.
     """
     return blind * pow(value * blind % modulus, -1, modulus) % modulus
 
 
 # -- Fixed-window tables --------------------------------------------------------
 #
-# Scalars are recoded into odd signed digits (Joye-Tunstall "regular" recoding): an odd c < 2^257 is
-# c = sum d_i 2^(w*i) for i < m = ceil(257/w) with every d_i odd and |d_i| < 2^w. Each step is d = (c mod 2^(w+1))
-# - 2^w, c' = (c - d) / 2^w = floor(c / 2^w) | 1 (odd again), and the last digit is what remains. No digit is ever zero, so
-# there is no skipped addition and no point at infinity to special-case. An even k is replaced by k + n (odd, and
-# the same point): both are computed and one is picked by index, not by a branch. (k + n * (1 - k % 2) was ~30 ns
-# faster for odd k, as CPython short-cuts a product or sum with 0: a bit of each nonce, by timing.)
+# Scalars are recoded into odd signed digits (Joye-Tunstall "regular" recoding): an odd c < 2^257
+# is c = sum d_i 2^(w*i) for i < m = ceil(257/w) with every d_i odd and |d_i| < 2^w. Each step is
+# d = (c mod 2^(w+1)) - 2^w, c' = (c - d) / 2^w = floor(c / 2^w) | 1 (odd again), and the last
+# digit is what remains. No digit is ever zero, so there is no skipped addition and no point at
+# infinity to special-case. An even k is replaced by k + n (odd, and the same point): both are
+# computed and one is picked by index, not by a branch. (k + n * (1 - k % 2) was ~30 ns faster for
+# odd k, as CPython short-cuts a product or sum with 0: a bit of each nonce, by timing.)
 #
-# A table for P has one row per digit position: row i holds j * 2^(w*i) * P for the 2^(w-1) odd j in [1, 2^w), x
-# and y in two lists indexed by (j - 1) / 2. A negative digit uses the same entry with y negated. k*P then costs m
-# mixed additions and no doublings. Why these widths: a table of width w holds m * 2^(w-1) points and costs m
-# additions to use, and only widths with w * (m - 1) <= 255 keep every row but the last below n (w = 4 and w = 8
-# do not: there a row can meet an exceptional case).
+# A table for P has one row per digit position: row i holds j * 2^(w*i) * P for the 2^(w-1) odd j in
+# [1, 2^w), x and y in two lists indexed by (j - 1) / 2. A negative digit uses the same entry with y
+# negated. k*P then costs m mixed additions and no doublings. Why these widths: a table of width w
+# holds m * 2^(w-1) points and costs m additions to use, and only widths with w * (m - 1) <= 255
+# keep every row but the last below n (w = 4 and w = 8 do not: there a row can meet an exceptional
+# case).
 #
-# How a table is built: one chain of doublings gives every row's base B_i = 2^(w*i) P, then the odd multiples grow
-# in layers, j B_i + 2^t B_i for the odd j < 2^t giving the odd j in (2^t, 2^(t+1)), as affine additions that share
-# one inversion per step of _SLICE points. None is exceptional: j B_i = +-2^t B_i would need j = +-2^t mod n. This
-# is 2.5x faster than adding 2 B_i to each entry in turn and converting every point.
+# How a table is built: one chain of doublings gives every row's base B_i = 2^(w*i) P, then the odd
+# multiples grow in layers, j B_i + 2^t B_i for the odd j < 2^t giving the odd j in (2^t, 2^(t+1)),
+# as affine additions that share one inversion per step of _SLICE points. None is exceptional: j B_i
+# = +-2^t B_i would need j = +-2^t mod n. This is 2.5x faster than adding 2 B_i to each entry in
+# turn and converting every point.
 #
-# Tables for G grow in stages: a process starts on w = 3 and starts the next table once, after u signatures, it
-# would pay for itself within 3u more (u * 3 * the k*G time it saves = its build time). Measured on CPython 3.11,
-# x86-64 (build / k*G / live size): w = 3: 3 ms / 460 us / 0.05 MB; 7: 10 ms / 183 us / 0.36 MB; 10: 54 ms /
-# 134 us / 2.1 MB; 13: 0.40 s / 107 us / 11.4 MB (13.1 MB at the peak of its build, beside the table it replaces). The next
-# table is built in steps of _SLICE points (~12 ms), one per k*G, while the current one serves: no call pays for a
-# whole table (w = 13 in one call was a one-second pause). Rejected: building at import (every importer pays), a
-# background thread (exit would wait for it or kill it), w = 14 (23 MB for 5 us), the style notes' 8-bit table (33
-# additions), storing both signs (no faster, 60% more memory), a comb (doublings), inlining the addition (3%).
+# Tables for G grow in stages: a process starts on w = 3 and starts the next table once, after u
+# signatures, it would pay for itself within 3u more (u * 3 * the k*G time it saves = its build
+# time). Measured on CPython 3.11, x86-64 (build / k*G / live size): w = 3: 3 ms / 460 us / 0.05 MB;
+# 7: 10 ms / 183 us / 0.36 MB; 10: 54 ms / 134 us / 2.1 MB; 13: 0.40 s / 107 us / 11.4 MB (13.1 MB
+# at the peak of its build, beside the table it replaces). The next table is built in steps of
+# _SLICE points (~12 ms), one per k*G, while the current one serves: no call pays for a whole table
+# (w = 13 in one call was a one-second pause). Rejected: building at import (every importer pays), a
+# background thread (exit would wait for it or kill it), w = 14 (23 MB for 5 us), the style notes'
+# 8-bit table (33 additions), storing both signs (no faster, 60% more memory), a comb (doublings),
+# inlining the addition (3%).
 
 if TYPE_CHECKING:
-    Row = Tuple[List[int], List[int]]  # (xs, ys) of j * base, j odd, index (j - 1) / 2; never changed once built
+    # (xs, ys) of j * base, j odd, index (j - 1) / 2; never changed once built
+    Row = Tuple[List[int], List[int]]
     Table = Tuple[int, Tuple[Row, ...]]  # (w, rows)
 
 _SLICE = 2048  # points per step of a table built in stages
 
 
 def _table_steps(x: int, y: int, w: int) -> Iterator[Optional[Table]]:
-    """The width-w table for public affine P = (x, y) in steps of _SLICE points: None after each, then the
-    table (a caller may pause between steps). Variable-time."""
+    """The width-w table for public affine P = (x, y) in steps of _SLICE points: None after each,
+    then the table (a caller may pause between steps). Variable-time."""
     m = -(-257 // w)
     chain: List[Jacobian] = [(x, y, 1)]
     for _ in range(w * m - 1):
         chain.append(_double(*chain[-1]))
     powers = _batch_to_affine_vartime(chain)  # 2^e P for e < w m
     fill = [0] * ((1 << (w - 1)) - 1)
-    rows = tuple(([bx, *fill], [by, *fill]) for bx, by in powers[::w])  # row i: x and y of j B_i, j = 1, 3, ...
+    # row i: x and y of j B_i, j = 1, 3, ...
+    rows = tuple(([bx, *fill], [by, *fill]) for bx, by in powers[::w])
     for t in range(1, w):
         top = 1 << (t - 1)  # j + 2^t is the entry top + (j - 1) / 2
-        layer = ((xs, ys, q, powers[w * i + t]) for i, (xs, ys) in enumerate(rows) for q in range(top))
+        layer = (
+            (xs, ys, q, powers[w * i + t]) for i, (xs, ys) in enumerate(rows) for q in range(top)
+        )
         while step := list(itertools.islice(layer, _SLICE)):
             sums = _add_affine_vartime([(xs[q], ys[q], *twos) for xs, ys, q, twos in step])
             for (xs, ys, q, _), (x3, y3) in zip(step, sums):
@@ -533,17 +568,20 @@ def _build_table(x: int, y: int, w: int) -> Table:
     return [table for table in _table_steps(x, y, w) if table][0]
 
 
-_G_STAGES = ((3, 0), (7, 12), (10, 365), (13, 5000))  # (w, k*G before its build starts), by the rule above
+# (w, k*G before its build starts), by the rule above
+_G_STAGES = ((3, 0), (7, 12), (10, 365), (13, 5000))
 _g_current: Optional[Table] = None  # replaced whole (one reference, so readers need no lock)
 _g_uses = 0
 _g_stage = 0  # the index in _G_STAGES of the current table
 _g_steps: Optional[Iterator[Optional[Table]]] = None  # the next stage's build, under way
 _g_busy = False  # a thread is building a step of it; set under _g_lock, cleared by that thread
-_g_lock = threading.RLock()  # reentrant: a signal handler that signs while its thread builds the first table
+# reentrant: a signal handler that signs while its thread builds the first table
+_g_lock = threading.RLock()
 
 
 def _g_table() -> Table:
-    """The current table for G (first built on use, never at import); each call past a stage's start builds a step."""
+    """The current table for G (first built on use, never at import); each call past a stage's start
+    builds a step."""
     global _g_uses
     _g_uses += 1
     table = _g_current
@@ -552,17 +590,20 @@ def _g_table() -> Table:
 
 
 def _g_step(due: bool) -> Table:
-    """The first table, or one step of the next one by the thread that claims it; others go on with the current one.
+    """The first table, or one step of the next one by the thread that claims it; others go on with
+    the current one.
 
-    No lock is held across a step, so no exception (a signal, KeyboardInterrupt, MemoryError) can leave one taken:
-    _g_busy is claimed inside the try whose finally clears it, and an interrupted step restarts its stage later."""
+    No lock is held across a step, so no exception (a signal, KeyboardInterrupt, MemoryError) can
+    leave one taken: _g_busy is claimed inside the try whose finally clears it, and an interrupted
+    step restarts its stage later."""
     global _g_current, _g_stage, _g_steps, _g_busy
     mine = False
     try:
         with _g_lock:
             if _g_current is None:
                 _g_current = _build_table(Gx, Gy, _G_STAGES[0][0])
-            elif due and not _g_busy and _g_stage + 1 < len(_G_STAGES):  # another thread may have built the last
+            # another thread may have built the last
+            elif due and not _g_busy and _g_stage + 1 < len(_G_STAGES):
                 mine = _g_busy = True
         if mine:
             _g_steps = _g_steps or _table_steps(Gx, Gy, _G_STAGES[_g_stage + 1][0])
@@ -589,15 +630,16 @@ def _mul_fixed(k: int, table: Table) -> Xyzz:
     entry is t - 2^(w-1) when that is >= 0, else 2^(w-1) - 1 - t with y
     negated; both cases are t XOR (2^(w-1) - neg), computed without a branch.
 
-    Why _add_xyzz never meets an exceptional case: after rows 0..i-1 the accumulator is s*P with 0 < |s| <=
-    (2^w - 1)(2^(w*i) - 1)/(2^w - 1) < 2^(w*i), and row i adds T = d 2^(w*i) P with |d| >= 1, so |T| > |s| and
-    s != +-T as integers. For every row but the last |s| + |T| < 2^(w*(i+1)) <= 2^(w*(m-1)) <= 2^255 < n (true
-    for the widths used, 3, 5, 7, 10 and 13; not for 4 or 8), so s = +-T mod n is impossible too. In the last
-    row s + T = k + n or k, never 0 mod n, but s = T mod n does happen, for the k = 2T mod n with T a last-row
-    entry (at most 2^(w-1) values, e.g. k = 30 * 2^252 - n for w = 12): there ZZ3 comes out 0 and the table
-    point is doubled instead. That branch is the one place the sequence depends on k, and shows only that k
-    is one of those listed values (for a nonce, a chance below 2^-243); computing both every time cost 2.5% of
-    a signature. The test suite lists those k and checks them against a reference.
+    Why _add_xyzz never meets an exceptional case: after rows 0..i-1 the accumulator is s*P with 0 <
+    |s| <= (2^w - 1)(2^(w*i) - 1)/(2^w - 1) < 2^(w*i), and row i adds T = d 2^(w*i) P with |d| >= 1,
+    so |T| > |s| and s != +-T as integers. For every row but the last |s| + |T| < 2^(w*(i+1)) <=
+    2^(w*(m-1)) <= 2^255 < n (true for the widths used, 3, 5, 7, 10 and 13; not for 4 or 8), so s =
+    +-T mod n is impossible too. In the last row s + T = k + n or k, never 0 mod n, but s = T mod n
+    does happen, for the k = 2T mod n with T a last-row entry (at most 2^(w-1) values, e.g. k = 30 *
+    2^252 - n for w = 12): there ZZ3 comes out 0 and the table point is doubled instead. That branch
+    is the one place the sequence depends on k, and shows only that k is one of those listed values
+    (for a nonce, a chance below 2^-243); computing both every time cost 2.5% of a signature. The
+    test suite lists those k and checks them against a reference.
     """
     w, rows = table
     half = 1 << (w - 1)
@@ -633,8 +675,8 @@ def _mul_base(k: int) -> Xyzz:
 
 
 def _wnaf(k: int, w: int) -> List[Tuple[int, int]]:
-    """Non-zero digits of the width-w NAF of k >= 0 as (position, digit), lowest first: each odd with
-    |digit| < 2^(w-1), any two at least w positions apart. Variable-time."""
+    """Non-zero digits of the width-w NAF of k >= 0 as (position, digit), lowest first: each odd
+    with |digit| < 2^(w-1), any two at least w positions apart. Variable-time."""
     digits = []
     position = 0
     while k:
@@ -653,8 +695,10 @@ def _wnaf(k: int, w: int) -> List[Tuple[int, int]]:
 
 
 def _odd_multiples(x: int, y: int) -> List[Affine]:
-    """P, 3P, ..., 15P and their negatives for public affine P: index d + 15 holds d*P for odd |d| < 16."""
-    twice = _batch_to_affine_vartime([_double(x, y, 1)])[0]  # 2P: never infinity, as n is an odd prime
+    """P, 3P, ..., 15P and their negatives for public affine P: index d + 15 holds d*P for odd |d| <
+    16."""
+    # 2P: never infinity, as n is an odd prime
+    twice = _batch_to_affine_vartime([_double(x, y, 1)])[0]
     odd: List[Jacobian] = [(x, y, 1)]
     for _ in range(7):
         odd.append(_add_mixed(*odd[-1], *twice))  # jP = +-2P would need j = +-2 mod n
@@ -665,10 +709,13 @@ def _odd_multiples(x: int, y: int) -> List[Affine]:
 
 
 def _straus_vartime(terms: Sequence[Tuple[int, Affine]]) -> Jacobian:
-    """The sum of u*P over terms (u, P) of public scalars u >= 0 and points P: the width-5 NAFs of every u
-    walked together from the top, so one run of doublings serves them all (Straus). Variable-time."""
+    """The sum of u*P over terms (u, P) of public scalars u >= 0 and points P: the width-5 NAFs of
+    every u walked together from the top, so one run of doublings serves them all (Straus).
+    Variable-time."""
     tables = [_odd_multiples(*point) for _, point in terms]
-    digits = sorted(((at, d, i) for i, (u, _) in enumerate(terms) for at, d in _wnaf(u, 5)), reverse=True)
+    digits = sorted(
+        ((at, d, i) for i, (u, _) in enumerate(terms) for at, d in _wnaf(u, 5)), reverse=True
+    )
     acc = _INFINITY
     position = digits[0][0] if digits else 0
     for at, d, i in digits:
@@ -680,11 +727,12 @@ def _straus_vartime(terms: Sequence[Tuple[int, Affine]]) -> Jacobian:
 def _mul_add_vartime(
     u1: int, u2: int, q: Affine, qtable: Optional[Table] = None, q128: Optional[Affine] = None
 ) -> Jacobian:
-    """u1*G + u2*Q for public scalars and a public point Q, from what the per-key cache holds. Variable-time.
+    """u1*G + u2*Q for public scalars and a public point Q, from what the per-key cache holds.
+    Variable-time.
 
-    With Q's fixed-window table both halves are table walks with no doublings. With q128 = 2^128 Q, u2*Q is
-    (u2 mod 2^128) Q + (u2 >> 128) q128 with 128 doublings; with neither, a width-5 NAF with 256. Then u1*G
-    is added row by row.
+    With Q's fixed-window table both halves are table walks with no doublings. With q128 = 2^128 Q,
+    u2*Q is (u2 mod 2^128) Q + (u2 >> 128) q128 with 128 doublings; with neither, a width-5 NAF with
+    256. Then u1*G is added row by row.
     """
     if qtable is not None:
         acc = _walk_vartime(_INFINITY, u2, qtable)
@@ -716,21 +764,25 @@ def _walk_vartime(acc: Jacobian, u: int, table: Table) -> Jacobian:
 # 4. ECDSA (FIPS 186-5 §6.4, SEC 1 v2 §4.1) with RFC 6979 nonces
 # =============================================================================
 #
-# ES256 signatures are the 64-byte r || s of RFC 7518 §3.4, never DER. Why no low-S rule: JWS never had one, and
-# WebCrypto/OpenSSL signers emit high-S half of the time; Wycheproof marks high-S as valid. Why no verify-after-sign
-# self-check: it would cost seven signatures' worth of time; the RFC 6979 known answers and round-trip tests cover
-# the code.
+# ES256 signatures are the 64-byte r || s of RFC 7518 §3.4, never DER. Why no low-S rule: JWS never
+# had one, and WebCrypto/OpenSSL signers emit high-S half of the time; Wycheproof marks high-S as
+# valid. Why no verify-after-sign self-check: it would cost seven signatures' worth of time; the RFC
+# 6979 known answers and round-trip tests cover the code.
 
 
-_IPAD = bytes(i ^ 0x36 for i in range(256))  # RFC 2104 ipad and opad: block XOR pad is block.translate(pad)
+# RFC 2104 ipad and opad: block XOR pad is block.translate(pad)
+_IPAD = bytes(i ^ 0x36 for i in range(256))
 _OPAD = bytes(i ^ 0x5C for i in range(256))
 
 
 def _hmac_sha256(key: bytes, data: bytes) -> bytes:
-    """HMAC-SHA-256 (RFC 2104) for a 32-byte key: hmac.digest's result in 60% of its time (through OpenSSL 3 it
-    looks the digest up by name on every call, and a signature makes five). Cross-checked by a test."""
+    """HMAC-SHA-256 (RFC 2104) for a 32-byte key: hmac.digest's result in 60% of its time (through
+    OpenSSL 3 it looks the digest up by name on every call, and a signature makes five).
+    Cross-checked by a test."""
     block = key + b"\x00" * 32  # the key zero-padded to SHA-256's 64-byte block
-    return hashlib.sha256(block.translate(_OPAD) + hashlib.sha256(block.translate(_IPAD) + data).digest()).digest()
+    return hashlib.sha256(
+        block.translate(_OPAD) + hashlib.sha256(block.translate(_IPAD) + data).digest()
+    ).digest()
 
 
 def _rfc6979_nonces(d: int, digest: bytes, extra: bytes) -> Iterator[int]:
@@ -781,8 +833,12 @@ def _sign_digest(d: int, digest: bytes, extra: bytes, blind: bytes) -> Tuple[int
 
 
 def _verify_digest(
-    q: Affine, digest: bytes, signature: bytes, qtable: Optional[Table] = None, q128: Optional[Affine] = None
-) -> bool:  # fmt: skip
+    q: Affine,
+    digest: bytes,
+    signature: bytes,
+    qtable: Optional[Table] = None,
+    q128: Optional[Affine] = None,
+) -> bool:
     """SEC 1 v2 §4.1.4 verification of r || s. Variable-time; never raises."""
     if len(signature) != 64:
         return False
@@ -803,19 +859,23 @@ def _verify_digest(
     return r + n < p and (X - (r + n) * ZZ) % p == 0
 
 
-# Per-key state makes repeated verification (ECKey.verify, and so proofs and JWS) cheaper. Measured (CPython 3.11,
-# x86-64), u1*G + u2*Q costs 1.5 ms for a key seen the first time (256 doublings). From its second verified
-# signature on, the cache keeps 2^128 Q (two numbers, ~0.4 KB with the key), so u2*Q needs 128 doublings: 1.1 ms.
-# Computing 2^128 Q at the second signature costs the 128 doublings it saves there. A key that comes back while a
-# table slot is free or cold (unused while twice _KEY_SEEN_SLOTS new keys came) earns a width-5 table instead: 5 ms
-# and 0.13 MB to build, then 0.42 ms. A table goes only when its key has stayed away longer than any key may to earn
-# one, so more clients than tables keep a stable set instead of a build per proof. Bounded: _KEY_SEEN_SLOTS keys
-# (~7 MB), least recently verified first, and _KEY_TABLE_SLOTS tables (~34 MB). Bad signatures never count. One lock.
+# Per-key state makes repeated verification (ECKey.verify, and so proofs and JWS) cheaper. Measured
+# (CPython 3.11, x86-64), u1*G + u2*Q costs 1.5 ms for a key seen the first time (256 doublings).
+# From its second verified signature on, the cache keeps 2^128 Q (two numbers, ~0.4 KB with the
+# key), so u2*Q needs 128 doublings: 1.1 ms. Computing 2^128 Q at the second signature costs the 128
+# doublings it saves there. A key that comes back while a table slot is free or cold (unused while
+# twice _KEY_SEEN_SLOTS new keys came) earns a width-5 table instead: 5 ms and 0.13 MB to build,
+# then 0.42 ms. A table goes only when its key has stayed away longer than any key may to earn one,
+# so more clients than tables keep a stable set instead of a build per proof. Bounded:
+# _KEY_SEEN_SLOTS keys (~7 MB), least recently verified first, and _KEY_TABLE_SLOTS tables (~34 MB).
+# Bad signatures never count. One lock.
 _KEY_TABLE_WIDTH = 5
 _KEY_TABLE_SLOTS = 256
 _KEY_SEEN_SLOTS = 16384
-_key_seen: Dict[Affine, Optional[Affine]] = {}  # keys without a table: None once verified, then 2^128 Q
-_key_tables: Dict[Affine, Tuple[Table, int]] = {}  # (table, _key_news at its last use), least recently used first
+# keys without a table: None once verified, then 2^128 Q
+_key_seen: Dict[Affine, Optional[Affine]] = {}
+# (table, _key_news at its last use), least recently used first
+_key_tables: Dict[Affine, Tuple[Table, int]] = {}
 _key_news = 0  # keys seen for the first time so far: the clock by which a table goes cold
 _key_lock = threading.Lock()
 
@@ -823,11 +883,16 @@ _key_lock = threading.Lock()
 def _key_tables_full() -> bool:
     """Under _key_lock: no free slot, and the least recently used table is not cold."""
     coldest = next(iter(_key_tables.values()), None)
-    return coldest is not None and len(_key_tables) >= _KEY_TABLE_SLOTS and _key_news - coldest[1] < 2 * _KEY_SEEN_SLOTS
+    return (
+        coldest is not None
+        and len(_key_tables) >= _KEY_TABLE_SLOTS
+        and _key_news - coldest[1] < 2 * _KEY_SEEN_SLOTS
+    )
 
 
 def _key_cached(point: Affine) -> Tuple[Optional[Table], Optional[Affine]]:
-    """What the cache has for Q: its table, or 2^128 Q (computed now for a key verified once before)."""
+    """What the cache has for Q: its table, or 2^128 Q (computed now for a key verified once
+    before)."""
     with _key_lock:
         entry = _key_tables.pop(point, None)
         if entry is not None:
@@ -840,18 +905,22 @@ def _key_cached(point: Affine) -> Tuple[Optional[Table], Optional[Affine]]:
 
 
 def _key_verified(point: Affine, q128: Optional[Affine]) -> None:
-    """Count a verified signature by Q, which had no table (q128 as _key_cached gave it); no call scans."""
+    """Count a verified signature by Q, which had no table (q128 as _key_cached gave it); no call
+    scans."""
     global _key_news
     with _key_lock:
         _key_seen.pop(point, None)  # to come back last
         due = q128 is not None and not _key_tables_full()
     table = _build_table(point[0], point[1], _KEY_TABLE_WIDTH) if due else None
-    with _key_lock:  # of threads that built at once, the first takes the slot and the others keep 2^128 Q
+    # of threads that built at once, the first takes the slot and the others keep 2^128 Q
+    with _key_lock:
         if table is not None and not _key_tables_full():
             _key_tables[point] = (table, _key_news)
             if len(_key_tables) > _KEY_TABLE_SLOTS:
-                del _key_tables[next(iter(_key_tables))]  # the coldest, and cold, or the slots would be full
-        elif point not in _key_tables:  # first seen, or every table in use: it asks again when it comes back
+                # the coldest, and cold, or the slots would be full
+                del _key_tables[next(iter(_key_tables))]
+        # first seen, or every table in use: it asks again when it comes back
+        elif point not in _key_tables:
             _key_seen[point], _key_news = q128, _key_news + (q128 is None)
             if len(_key_seen) > _KEY_SEEN_SLOTS:
                 del _key_seen[next(iter(_key_seen))]
@@ -872,10 +941,11 @@ _OID_EC_PUBLIC_KEY = bytes.fromhex("2a8648ce3d0201")  # 1.2.840.10045.2.1
 _OID_P256 = bytes.fromhex("2a8648ce3d030107")  # 1.2.840.10045.3.1.7
 # fmt: off
 _KNOWN_OIDS = {
-    "1.2.840.113549.1.1.1": "an RSA key", "1.2.840.10040.4.1": "a DSA key", "1.3.101.112": "an Ed25519 key",
-    "1.3.101.113": "an Ed448 key", "1.3.101.110": "an X25519 key", "1.3.132.0.34": "curve P-384",
-    "1.3.132.0.35": "curve P-521", "1.3.132.0.10": "curve secp256k1", "1.2.840.10045.3.1.1": "curve P-192",
-    "1.3.132.0.33": "curve P-224", "1.3.36.3.3.2.8.1.1.7": "curve brainpoolP256r1",
+    "1.2.840.113549.1.1.1": "an RSA key", "1.2.840.10040.4.1": "a DSA key",
+    "1.3.101.112": "an Ed25519 key", "1.3.101.113": "an Ed448 key", "1.3.101.110": "an X25519 key",
+    "1.3.132.0.34": "curve P-384", "1.3.132.0.35": "curve P-521", "1.3.132.0.10": "curve secp256k1",
+    "1.2.840.10045.3.1.1": "curve P-192", "1.3.132.0.33": "curve P-224",
+    "1.3.36.3.3.2.8.1.1.7": "curve brainpoolP256r1",
     "1.2.840.113549.1.5.13": "PBES2 encryption",
 }
 # fmt: on
@@ -976,7 +1046,9 @@ def _point_from_octets(data: bytes) -> Affine:
         if y & 1 != data[0] & 1:
             y = p - y
     else:
-        raise DPoPError("bad_key", "point encoding is not 65-byte uncompressed or 33-byte compressed")
+        raise DPoPError(
+            "bad_key", "point encoding is not 65-byte uncompressed or 33-byte compressed"
+        )
     if not _on_curve(x, y):
         raise DPoPError("bad_key", "point is not on P-256")
     return x, y
@@ -1017,7 +1089,8 @@ def _parse_sec1(der: bytes, outer_curve_checked: bool) -> Tuple[int, Optional[Af
             raise _bad_der("unexpected field in ECPrivateKey")
     if not seen_params and not outer_curve_checked:
         raise DPoPError("bad_key", "SEC1 key names no curve")
-    # after the curve: a P-384 key is unsupported_curve, as in every other encoding, not a bad P-256 key
+    # after the curve: a P-384 key is unsupported_curve, as in every other encoding, not a bad P-256
+    # key
     if items[1][0] != _OCTET_STRING or len(items[1][1]) != 32:
         raise _bad_der("ECPrivateKey privateKey must be 32 bytes")
     d = int.from_bytes(items[1][1], "big")
@@ -1063,7 +1136,9 @@ def _parse_der(der: bytes) -> Tuple[Optional[int], Optional[Affine]]:
     if len(items) >= 2 and items[0][0] == _INTEGER and items[1][0] == _OCTET_STRING:
         return _parse_sec1(der, outer_curve_checked=False)
     if len(items) >= 2 and items[0][0] == _INTEGER and items[1][0] == _INTEGER:
-        raise DPoPError("unsupported_key", "this looks like an RSA or DSA key; only P-256 EC keys are supported")
+        raise DPoPError(
+            "unsupported_key", "this looks like an RSA or DSA key; only P-256 EC keys are supported"
+        )
     raise _bad_der("not a SEC1, PKCS#8 or SubjectPublicKeyInfo key")
 
 
@@ -1089,7 +1164,9 @@ def _encode_pkcs8(d: int, x: int, y: int) -> bytes:
     point = b"\x00\x04" + _int_to_bytes32(x) + _int_to_bytes32(y)
     private = _der_tlv(_INTEGER, b"\x01") + _der_tlv(_OCTET_STRING, _int_to_bytes32(d))
     ec_private_key = _der_tlv(_SEQUENCE, private + _der_tlv(0xA1, _der_tlv(_BIT_STRING, point)))
-    return _der_tlv(_SEQUENCE, _der_tlv(_INTEGER, b"\x00") + algorithm + _der_tlv(_OCTET_STRING, ec_private_key))
+    return _der_tlv(
+        _SEQUENCE, _der_tlv(_INTEGER, b"\x00") + algorithm + _der_tlv(_OCTET_STRING, ec_private_key)
+    )
 
 
 _PEM_LABEL = re.compile(r"[A-Z0-9 ]{1,64}")
@@ -1101,7 +1178,10 @@ _PEM_REFUSED = {
     "RSA PRIVATE KEY": ("unsupported_key", "an RSA key; only P-256 EC keys are supported"),
     "RSA PUBLIC KEY": ("unsupported_key", "an RSA key; only P-256 EC keys are supported"),
     "DSA PRIVATE KEY": ("unsupported_key", "a DSA key; only P-256 EC keys are supported"),
-    "OPENSSH PRIVATE KEY": ("unsupported_key", "an OpenSSH key; convert it with ssh-keygen -p -m PKCS8"),
+    "OPENSSH PRIVATE KEY": (
+        "unsupported_key",
+        "an OpenSSH key; convert it with ssh-keygen -p -m PKCS8",
+    ),
     "CERTIFICATE": ("unsupported_key", "a certificate, not a key"),
 }
 
@@ -1136,9 +1216,13 @@ def _pem_to_der(text: str) -> bytes:
             continue
         if label in _PEM_REFUSED:
             code, why = _PEM_REFUSED[label]
-            raise DPoPError(code, "PEM block '%s' is %s" % (label, why) if code != "encrypted_key" else why)
+            raise DPoPError(
+                code, "PEM block '%s' is %s" % (label, why) if code != "encrypted_key" else why
+            )
         if label not in ("EC PRIVATE KEY", "PRIVATE KEY", "PUBLIC KEY"):
-            raise DPoPError("unsupported_key", "PEM block '%s' is not a key this module reads" % label)
+            raise DPoPError(
+                "unsupported_key", "PEM block '%s' is not a key this module reads" % label
+            )
         if ":" in body:  # RFC 1421 headers: only legacy encryption uses them
             if "ENCRYPTED" in body.split("\n\n")[0].upper():
                 why = "the PEM key is encrypted; decrypt it first (openssl ec -in FILE -out PLAIN)"
@@ -1345,7 +1429,9 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
         raise DPoPError("unsupported_key", "JWK kty %s is not EC" % _short_repr(kty))
     crv = jwk.get("crv")
     if crv != "P-256":
-        raise DPoPError("unsupported_curve", "JWK curve %s is not supported; use P-256" % _short_repr(crv))
+        raise DPoPError(
+            "unsupported_curve", "JWK curve %s is not supported; use P-256" % _short_repr(crv)
+        )
     _check_jwk_use(jwk)
     x, y = _jwk_coordinate(jwk, "x"), _jwk_coordinate(jwk, "y")
     if not _on_curve(x, y):
@@ -1391,7 +1477,10 @@ def load_key(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]]) -
     if "-----BEGIN " in stripped:
         return _key_from_parts(*_parse_der(_pem_to_der(stripped + "\n")))
     if len(text) < 4096 and os.path.isfile(text):
-        raise DPoPError("bad_key", "key data looks like a file name: pass pathlib.Path(...) or the file's contents")
+        raise DPoPError(
+            "bad_key",
+            "key data looks like a file name: pass pathlib.Path(...) or the file's contents",
+        )
     raise DPoPError("bad_key", "key data is not PEM, DER or a JWK")
 
 
@@ -1401,16 +1490,23 @@ def load_key_file(path: Union[str, os.PathLike[str]]) -> ECKey:
 
 
 def _read_key_file(path: Union[str, os.PathLike[str]]) -> bytes:
-    """A key file's bytes (one more than the 64 KiB a key may have, so that a larger file is refused as such)."""
+    """A key file's bytes (one more than the 64 KiB a key may have, so that a larger file is refused
+    as such)."""
     try:
         with open(path, "rb") as f:
             return f.read(_MAX_KEY_INPUT + 1)
     except OSError as exc:
-        raise DPoPError("io_error", "cannot read key file %s: %s" % (os.fspath(path), exc.strerror)) from None
+        raise DPoPError(
+            "io_error", "cannot read key file %s: %s" % (os.fspath(path), exc.strerror)
+        ) from None
 
 
 # RFC 7638 §3.2 (EC, RSA), RFC 8037 §2 (OKP)
-_THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
+_THUMBPRINT_MEMBERS = {
+    "EC": ("crv", "kty", "x", "y"),
+    "RSA": ("e", "kty", "n"),
+    "OKP": ("crv", "kty", "x"),
+}
 
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
@@ -1457,12 +1553,18 @@ _MAX_JWS = 64 * 1024
 
 
 def jws_sign(
-    key: ECKey, payload: Union[Mapping[str, Any], BytesLike], header: Optional[Mapping[str, Any]] = None
+    key: ECKey,
+    payload: Union[Mapping[str, Any], BytesLike],
+    header: Optional[Mapping[str, Any]] = None,
 ) -> str:
     """Compact ES256 JWS of ``payload`` (a JSON object, or raw bytes)."""
     if not isinstance(key, ECKey):
         raise _type_error("key", "an ECKey", key)
-    payload_bytes = _json_compact(dict(payload)) if isinstance(payload, Mapping) else _as_bytes("payload", payload)
+    payload_bytes = (
+        _json_compact(dict(payload))
+        if isinstance(payload, Mapping)
+        else _as_bytes("payload", payload)
+    )
     fields: Dict[str, Any] = {"alg": "ES256"}
     if header is not None:
         if not isinstance(header, Mapping):
@@ -1500,7 +1602,9 @@ def _jws_parts(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
     h64, p64, s64, header = _jws_split(token, limit)
     alg = header.get("alg")
     if alg != "ES256":
-        raise DPoPError("unsupported_alg", "JWS alg %s is not accepted; only ES256" % _short_repr(alg))
+        raise DPoPError(
+            "unsupported_alg", "JWS alg %s is not accepted; only ES256" % _short_repr(alg)
+        )
     if "crit" in header:
         raise DPoPError("bad_jws", "JWS 'crit' extensions are not supported")
     return h64, p64, s64, header
@@ -1551,7 +1655,10 @@ def _split_url(url: str) -> Tuple[str, str, str, str]:
     if not isinstance(url, str):
         raise _type_error("url", "str", url)
     if len(url) > 8192 or not url.isascii() or _URL_FORBIDDEN.search(url):
-        raise DPoPError("bad_url", "URL must be ASCII with no spaces or control characters (percent-encode them)")
+        raise DPoPError(
+            "bad_url",
+            "URL must be ASCII with no spaces or control characters (percent-encode them)",
+        )
     match = _URL.fullmatch(url)
     if match is None:
         raise DPoPError("bad_url", "not an absolute URL")
@@ -1572,7 +1679,8 @@ def _split_url(url: str) -> Tuple[str, str, str, str]:
     if not _HOST.fullmatch(host):
         raise DPoPError("bad_url", "bad host")
     if port:
-        if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:  # int() of 5,000 digits raises
+        # int() of 5,000 digits raises
+        if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
             raise DPoPError("bad_url", "bad port")
         port = str(int(port))
         if port == _DEFAULT_PORTS[scheme]:
@@ -1604,7 +1712,10 @@ def _check_nonce(nonce: str) -> str:
     if not isinstance(nonce, str):
         raise _type_error("nonce", "str", nonce)
     if len(nonce) > _MAX_NONCE or _NQCHAR.fullmatch(nonce) is None:
-        raise DPoPError("bad_argument", "a nonce is 1-1024 printable ASCII, no space, quote or backslash (NQCHAR)")
+        raise DPoPError(
+            "bad_argument",
+            "a nonce is 1-1024 printable ASCII, no space, quote or backslash (NQCHAR)",
+        )
     return nonce
 
 
@@ -1617,17 +1728,24 @@ def _check_time(name: str, value: Optional[float]) -> float:
 
 
 def make_proof(
-    key: Union[ECKey, RSAKey], method: str, url: str, *, access_token: Optional[str] = None,
-    nonce: Optional[str] = None, now: Optional[float] = None, jti: Optional[str] = None,
-    claims: Optional[Mapping[str, Any]] = None, alg: Optional[str] = None,
-) -> str:  # fmt: skip
+    key: Union[ECKey, RSAKey],
+    method: str,
+    url: str,
+    *,
+    access_token: Optional[str] = None,
+    nonce: Optional[str] = None,
+    now: Optional[float] = None,
+    jti: Optional[str] = None,
+    claims: Optional[Mapping[str, Any]] = None,
+    alg: Optional[str] = None,
+) -> str:
     """A DPoP proof JWT for one HTTP request (RFC 9449 §4.2).
 
-    Header: typ dpop+jwt, alg ES256 (an RSAKey: RS256, or PS256 with ``alg``), and the public JWK rebuilt from the key
-    (never a loaded JWK, which may hold ``d``). Claims: jti (128 random bits
-    unless given), htm (the method, upper-cased), htu (canonical_htu(url)),
-    iat (integer seconds; ``now`` or the clock), ath with ``access_token``,
-    nonce with ``nonce``, and ``claims`` when asked for.
+    Header: typ dpop+jwt, alg ES256 (an RSAKey: RS256, or PS256 with ``alg``), and the public JWK
+    rebuilt from the key (never a loaded JWK, which may hold ``d``). Claims: jti (128 random bits
+    unless given), htm (the method, upper-cased), htu (canonical_htu(url)), iat (integer seconds;
+    ``now`` or the clock), ath with ``access_token``, nonce with ``nonce``, and ``claims`` when
+    asked for.
     """
     if not isinstance(key, (ECKey, RSAKey)):
         raise _type_error("key", "an ECKey or RSAKey", key)
@@ -1681,11 +1799,17 @@ class VerifiedProof:
 
     __slots__ = ("header", "claims", "key", "jkt")
 
-    def __init__(self, header: Dict[str, Any], claims: Dict[str, Any], key: Union[ECKey, RSAKey], jkt: str) -> None:
+    def __init__(
+        self, header: Dict[str, Any], claims: Dict[str, Any], key: Union[ECKey, RSAKey], jkt: str
+    ) -> None:
         self.header, self.claims, self.key, self.jkt = header, claims, key, jkt
 
     def __repr__(self) -> str:
-        return "<dpop.VerifiedProof htm=%s htu=%s jkt=%s>" % (self.claims.get("htm"), self.claims.get("htu"), self.jkt)
+        return "<dpop.VerifiedProof htm=%s htu=%s jkt=%s>" % (
+            self.claims.get("htm"),
+            self.claims.get("htu"),
+            self.jkt,
+        )
 
 
 class ReplayCache:
@@ -1705,11 +1829,15 @@ class ReplayCache:
     life, so that work is paid for by the call that added it).
     """
 
-    def __init__(self, max_entries: int = 100_000, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_entries: int = 100_000, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._max = _setting("max_entries", max_entries, 1, 1 << 40, integer=True)
         self._clock = clock
-        self._expiry: Dict[str, float] = {}  # the unexpired entries (and expired ones not popped yet)
-        self._by_expiry: List[Tuple[float, str]] = []  # a heap of (expiry, key), one item per key in _expiry
+        # the unexpired entries (and expired ones not popped yet)
+        self._expiry: Dict[str, float] = {}
+        # a heap of (expiry, key), one item per key in _expiry
+        self._by_expiry: List[Tuple[float, str]] = []
         self._lock = threading.Lock()
 
     def add(self, key: str, ttl: int) -> bool:
@@ -1728,7 +1856,9 @@ class ReplayCache:
                 return False
             if len(self._expiry) >= self._max:
                 why = "replay cache is full"
-                raise DPoPError("replay_cache_full", why, oauth_error="invalid_dpop_proof", status=400)
+                raise DPoPError(
+                    "replay_cache_full", why, oauth_error="invalid_dpop_proof", status=400
+                )
             self._expiry[key] = now + ttl
             heapq.heappush(self._by_expiry, (now + ttl, key))
             return True
@@ -1769,7 +1899,9 @@ class NonceIssuer:
             return False
         counter = int(_check_time("now", now) // self._step)
         given = nonce.encode("ascii", "replace")
-        return any(hmac.compare_digest(given, self._nonce(c).encode()) for c in (counter, counter - 1))
+        return any(
+            hmac.compare_digest(given, self._nonce(c).encode()) for c in (counter, counter - 1)
+        )
 
     def __repr__(self) -> str:
         return "<dpop.NonceIssuer step=%d>" % self._step
@@ -1780,9 +1912,12 @@ def _quote(value: str) -> str:
 
 
 def challenge_headers(
-    *, error: Optional[str] = None, error_description: Optional[str] = None, nonce: Optional[str] = None,
+    *,
+    error: Optional[str] = None,
+    error_description: Optional[str] = None,
+    nonce: Optional[str] = None,
     algs: Sequence[str] = ("ES256",),
-) -> Dict[str, str]:  # fmt: skip
+) -> Dict[str, str]:
     """Response headers for a resource server's 401 (RFC 9449 §7.1, §9).
 
     ``WWW-Authenticate: DPoP error="use_dpop_nonce", error_description="...",
@@ -1791,7 +1926,8 @@ def challenge_headers(
     DPoP-Nonce header.
     """
     for name, value in (("error", error), ("error_description", error_description)):
-        if value is not None and re.fullmatch(r"[\x20-\x7e]*", value) is None:  # a header value is one line
+        # a header value is one line
+        if value is not None and re.fullmatch(r"[\x20-\x7e]*", value) is None:
             raise ValueError("%s must be printable ASCII, on one line" % name)
     if not all(isinstance(alg, str) and _TCHAR.fullmatch(alg) for alg in algs):
         raise ValueError("algs must be JWS algorithm names")
@@ -1807,13 +1943,15 @@ def challenge_headers(
     return headers
 
 
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")  # RFC 3986 §2.3
+# RFC 3986 §2.3
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
 def _normal_htu(url: str) -> str:
-    """canonical_htu(url) after RFC 3986 §6.2.2's syntax-based normalisation of the path, for comparing htu values
-    (RFC 9449 §4.3 step 9): percent-encoding hex in upper case, unreserved characters decoded (%7E is ~), dot segments
-    removed (§5.2.4). Every other escape stays as it is: %2F is not "/"."""
+    """canonical_htu(url) after RFC 3986 §6.2.2's syntax-based normalisation of the path, for
+    comparing htu values (RFC 9449 §4.3 step 9): percent-encoding hex in upper case, unreserved
+    characters decoded (%7E is ~), dot segments removed (§5.2.4). Every other escape stays as it is:
+    %2F is not "/"."""
     scheme, _, rest = canonical_htu(url).partition("://")
     authority, _, path = rest.partition("/")
     pieces = re.split(r"(%[0-9A-Fa-f]{2})", path)  # odd indexes: the escapes
@@ -1839,10 +1977,19 @@ def _refuse(code: str, message: str) -> DPoPError:
 
 
 def verify_proof(
-    proof: Union[str, Sequence[str], None], *, method: str, url: str, access_token: Optional[str] = None,
-    jkt: Optional[str] = None, nonce: Union[str, Callable[[str], bool], None] = None, now: Optional[float] = None,
-    max_age: int = 60, leeway: int = 5, algorithms: Sequence[str] = ("ES256",), replay: Optional[Any] = None,
-) -> VerifiedProof:  # fmt: skip
+    proof: Union[str, Sequence[str], None],
+    *,
+    method: str,
+    url: str,
+    access_token: Optional[str] = None,
+    jkt: Optional[str] = None,
+    nonce: Union[str, Callable[[str], bool], None] = None,
+    now: Optional[float] = None,
+    max_age: int = 60,
+    leeway: int = 5,
+    algorithms: Sequence[str] = ("ES256",),
+    replay: Optional[Any] = None,
+) -> VerifiedProof:
     """Check a DPoP proof as RFC 9449 §4.3 requires; return what it proved.
 
     ``proof`` is the DPoP header value, or the list of all DPoP header values
@@ -1861,7 +2008,9 @@ def verify_proof(
     if not isinstance(method, str):
         raise _type_error("method", "str", method)
     if access_token is not None and jkt is None:
-        raise TypeError("verify_proof() needs jkt= (the token's cnf.jkt) when access_token= is given")
+        raise TypeError(
+            "verify_proof() needs jkt= (the token's cnf.jkt) when access_token= is given"
+        )
     for allowed in algorithms:
         if not isinstance(allowed, str) or _SYMMETRIC_OR_NONE.fullmatch(allowed):
             raise ValueError("algorithms may only name asymmetric JWS algorithms")
@@ -1912,7 +2061,11 @@ def verify_proof(
         raise _refuse("proof_jwk", exc.message) from None
     # 6. signature by that key
     signed = (h64 + "." + p64).encode("ascii")
-    if not (key.verify(signed, signature, alg) if isinstance(key, RSAKey) else key.verify(signed, signature)):
+    if not (
+        key.verify(signed, signature, alg)
+        if isinstance(key, RSAKey)
+        else key.verify(signed, signature)
+    ):
         raise _refuse("proof_signature", "signature does not verify with the header jwk")
     # 3. required claims, with their types
     for name in ("jti", "htm", "htu"):
@@ -1958,7 +2111,9 @@ def verify_proof(
         raise _refuse("proof_binding", "proof key does not match the expected jkt")
     # replay: scoped by key and htu, remembered until iat + max_age
     if replay is not None:
-        slot = hashlib.sha256("\x00".join((jkt_value, proof_htu, claims["jti"])).encode()).hexdigest()
+        slot = hashlib.sha256(
+            "\x00".join((jkt_value, proof_htu, claims["jti"])).encode()
+        ).hexdigest()
         ttl = max(1, int(iat + max_age - current) + 1)
         if not replay.add(slot, ttl):
             raise _refuse("proof_replay", "this jti was already used")
@@ -1984,14 +2139,20 @@ def verify_proof(
 # primes in pure Python takes seconds; make keys with openssl or your server.
 
 _OID_RSA = bytes.fromhex("2a864886f70d010101")  # 1.2.840.113549.1.1.1 rsaEncryption
-_SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")  # RFC 8017 §9.2 note 1
+# RFC 8017 §9.2 note 1
+_SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
 _RSA_ALGS = ("RS256", "PS256")
 _RSA_PRIVATE = ("d", "p", "q", "dp", "dq", "qi")  # JWK members, RFC 7518 §6.3.2
 
 
 def _der_uint(tag_value: Tuple[int, bytes]) -> int:
     tag, value = tag_value
-    if tag != _INTEGER or not value or value[0] & 0x80 or (len(value) > 1 and value[0] == 0 and value[1] < 0x80):
+    if (
+        tag != _INTEGER
+        or not value
+        or value[0] & 0x80
+        or (len(value) > 1 and value[0] == 0 and value[1] < 0x80)
+    ):
         raise _bad_der("bad INTEGER")
     return int.from_bytes(value, "big")
 
@@ -2005,7 +2166,8 @@ class RSAKey:
     __slots__ = ("n", "e", "_private", "size")
     n: int  # modulus, 2048 to 8192 bits
     e: int  # public exponent, odd, 3 <= e < 2^32
-    _private: Optional[Tuple[int, int, int, int, int, int]]  # d, p, q, dp, dq, qi; checked consistent
+    # d, p, q, dp, dq, qi; checked consistent
+    _private: Optional[Tuple[int, int, int, int, int, int]]
     size: int  # bits of n
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -2014,7 +2176,9 @@ class RSAKey:
     @classmethod
     def _new(cls, n: int, e: int, private: Optional[Tuple[int, ...]]) -> RSAKey:
         if not 2048 <= n.bit_length() <= 8192:
-            raise DPoPError("unsupported_key", "RSA keys must have 2048 to 8192 bits, not %d" % n.bit_length())
+            raise DPoPError(
+                "unsupported_key", "RSA keys must have 2048 to 8192 bits, not %d" % n.bit_length()
+            )
         if not (3 <= e < 1 << 32 and e & 1 and n & 1):
             raise DPoPError("bad_key", "RSA public exponent or modulus out of range")
         if private is not None:
@@ -2097,7 +2261,8 @@ class RSAKey:
         return s.to_bytes((self.size + 7) // 8, "big")
 
     def verify(self, data: BytesLike, signature: BytesLike, alg: str = "RS256") -> bool:
-        """True if ``signature`` is a valid RS256 or PS256 signature of ``data``. Never raises on bad bytes."""
+        """True if ``signature`` is a valid RS256 or PS256 signature of ``data``. Never raises on
+        bad bytes."""
         raw, sig = _as_bytes("data", data), _as_bytes("signature", signature)
         k = (self.size + 7) // 8
         s = int.from_bytes(sig, "big")
@@ -2141,7 +2306,9 @@ class RSAKey:
         raise TypeError("RSAKey is not picklable; keep the key file instead")
 
 
-def _proof_signer(key: Union[ECKey, RSAKey], alg: Optional[str]) -> Tuple[str, Callable[[bytes], bytes]]:
+def _proof_signer(
+    key: Union[ECKey, RSAKey], alg: Optional[str]
+) -> Tuple[str, Callable[[bytes], bytes]]:
     """make_proof's header and signing function for an RSA key (RS256 unless ``alg`` is PS256)."""
     if isinstance(key, ECKey) or (alg or "RS256") not in _RSA_ALGS:
         raise ValueError("a %s key does not make %s proofs" % (type(key).__name__, alg))
@@ -2155,19 +2322,27 @@ def _b64_uint(value: int) -> str:
 
 def _mgf1(seed: bytes, length: int) -> bytes:
     """MGF1 with SHA-256 (RFC 8017 B.2.1)."""
-    out = b"".join(hashlib.sha256(seed + i.to_bytes(4, "big")).digest() for i in range((length + 31) // 32))
+    out = b"".join(
+        hashlib.sha256(seed + i.to_bytes(4, "big")).digest() for i in range((length + 31) // 32)
+    )
     return out[:length]
 
 
 def _rsa_from_der(der: bytes, wrapped: bool = True) -> RSAKey:
-    """PKCS#1 RSAPrivateKey or RSAPublicKey, PKCS#8, or SubjectPublicKeyInfo. A wrapper (SPKI, PKCS#8) holds PKCS#1,
-    never another wrapper: ``wrapped`` is False inside one, so the recursion is one level deep."""
+    """PKCS#1 RSAPrivateKey or RSAPublicKey, PKCS#8, or SubjectPublicKeyInfo. A wrapper (SPKI,
+    PKCS#8) holds PKCS#1, never another wrapper: ``wrapped`` is False inside one, so the recursion
+    is one level deep."""
     items = _der_sequence(der, "RSA key")
     if not wrapped and items and items[0][0] == _SEQUENCE:
         raise DPoPError("unsupported_key", "an RSA key wrapped twice")
     if items and items[0][0] == _SEQUENCE:  # SPKI
         algorithm = _der_sequence(_der_tlv(_SEQUENCE, items[0][1]), "AlgorithmIdentifier")
-        if len(items) != 2 or not algorithm or algorithm[0] != (_OID, _OID_RSA) or items[1][0] != _BIT_STRING:
+        if (
+            len(items) != 2
+            or not algorithm
+            or algorithm[0] != (_OID, _OID_RSA)
+            or items[1][0] != _BIT_STRING
+        ):
             raise DPoPError("unsupported_key", "not an RSA public key")
         return _rsa_from_der(_bit_string_octets(items[1][1]), wrapped=False)
     if len(items) == 2:  # RSAPublicKey
@@ -2182,7 +2357,9 @@ def _rsa_from_der(der: bytes, wrapped: bool = True) -> RSAKey:
     if len(items) == 9 and _der_small_int(items[0][1]) == 0:  # RSAPrivateKey, two primes
         n, e, *private = (_der_uint(item) for item in items[1:])
         return RSAKey._new(n, e, tuple(private))
-    raise DPoPError("unsupported_key", "not a two-prime RSA key (multi-prime keys are not supported)")
+    raise DPoPError(
+        "unsupported_key", "not a two-prime RSA key (multi-prime keys are not supported)"
+    )
 
 
 def load_rsa_key(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]]) -> RSAKey:
@@ -2250,7 +2427,10 @@ def load_rsa_key(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 §2.2
 _HMAC_ALGS = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}  # RFC 7518 §3.2
-_ASSERTION_ALGS = {"private_key_jwt": ("ES256",) + _RSA_ALGS, "client_secret_jwt": tuple(_HMAC_ALGS)}
+_ASSERTION_ALGS = {
+    "private_key_jwt": ("ES256",) + _RSA_ALGS,
+    "client_secret_jwt": tuple(_HMAC_ALGS),
+}
 
 
 def _hmac_signature(alg: str, secret: bytes, signing_input: bytes) -> str:
@@ -2259,9 +2439,14 @@ def _hmac_signature(alg: str, secret: bytes, signing_input: bytes) -> str:
 
 
 def client_assertion(
-    key: Union[ECKey, RSAKey, str], client_id: str, audience: str, *, alg: Optional[str] = None,
-    kid: Optional[str] = None, now: Optional[float] = None,
-) -> str:  # fmt: skip
+    key: Union[ECKey, RSAKey, str],
+    client_id: str,
+    audience: str,
+    *,
+    alg: Optional[str] = None,
+    kid: Optional[str] = None,
+    now: Optional[float] = None,
+) -> str:
     """A client authentication JWT (RFC 7523 §3) for the token endpoint ``audience``.
 
     ``key`` is the client's ECKey (private_key_jwt: ES256), its RSAKey (RS256,
@@ -2278,16 +2463,28 @@ def client_assertion(
     claims.update(jti=b64url_encode(os.urandom(16)), iat=issued, exp=issued + 60)
     if not isinstance(key, (ECKey, RSAKey, str)):
         raise _type_error("key", "an ECKey, an RSAKey or the client secret (str)", key)
-    allowed = tuple(_HMAC_ALGS) if isinstance(key, str) else _RSA_ALGS if isinstance(key, RSAKey) else ("ES256",)
+    allowed = (
+        tuple(_HMAC_ALGS)
+        if isinstance(key, str)
+        else _RSA_ALGS
+        if isinstance(key, RSAKey)
+        else ("ES256",)
+    )
     alg = alg or allowed[0]
     if alg not in allowed:
         raise ValueError("a %s signs %s, not %s" % (type(key).__name__, " or ".join(allowed), alg))
     header: Dict[str, Any] = {"alg": alg, "typ": "JWT"}
     if kid is not None:
         header["kid"] = kid
-    signing_input = b64url_encode(_json_compact(header)) + "." + b64url_encode(_json_compact(claims))
+    signing_input = (
+        b64url_encode(_json_compact(header)) + "." + b64url_encode(_json_compact(claims))
+    )
     if isinstance(key, str):
-        return signing_input + "." + _hmac_signature(alg, key.encode("utf-8"), signing_input.encode("ascii"))
+        return (
+            signing_input
+            + "."
+            + _hmac_signature(alg, key.encode("utf-8"), signing_input.encode("ascii"))
+        )
     signing = signing_input.encode("ascii")
     signature = key.sign(signing) if isinstance(key, ECKey) else key.sign(signing, alg)
     return signing_input + "." + b64url_encode(signature)
@@ -2339,16 +2536,26 @@ if TYPE_CHECKING:
     _Text = Optional[str]
     _Body = Optional[bytes]
     _Mask = Optional[Callable[[str], str]]  # masks a logged body's secrets
-    _Masks = Optional[Tuple[Callable[[str], str], Callable[[str], str]]]  # the request's, the response's
+    # the request's, the response's
+    _Masks = Optional[Tuple[Callable[[str], str], Callable[[str], str]]]
 
 _MAX_TOKEN_BODY = 1 << 20
 _MAX_API_BODY = 256 << 20
 _MAX_LOGGED_BODY = 64 << 10
 _REDIRECTS = (301, 302, 303, 307, 308)
-_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})  # RFC 9110 §9.2.2, as the issue lists
+# RFC 9110 §9.2.2, as the issue lists
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _USER_AGENT = "dpop.py/" + __version__
-_AUTH_METHODS = ("client_secret_post", "client_secret_basic", "client_secret_jwt", "private_key_jwt", "none")
-_RESERVED_TOKEN_PARAMS = frozenset("grant_type client_id client_secret client_assertion client_assertion_type".split())
+_AUTH_METHODS = (
+    "client_secret_post",
+    "client_secret_basic",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "none",
+)
+_RESERVED_TOKEN_PARAMS = frozenset(
+    "grant_type client_id client_secret client_assertion client_assertion_type".split()
+)
 _MASKED = "****"
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
 
@@ -2372,11 +2579,17 @@ class _Target:
 
     def __init__(self, url: str) -> None:
         scheme, host, port, path = _split_url(url)
-        name = host.rstrip(".")  # a reg-name as the resolver takes it (IDNA): labels of 1 to 63, 253 in all
-        if not host.startswith("[") and (len(name) > 253 or not all(0 < len(part) < 64 for part in name.split("."))):
+        # a reg-name as the resolver takes it (IDNA): labels of 1 to 63, 253 in all
+        name = host.rstrip(".")
+        if not host.startswith("[") and (
+            len(name) > 253 or not all(0 < len(part) < 64 for part in name.split("."))
+        ):
             raise DPoPError("bad_url", "bad host name: an empty label or one over 63 characters")
         if scheme == "http" and not _is_loopback(host):
-            raise DPoPError("insecure_url", "plain http is only allowed to loopback hosts; use https for %s" % host)
+            raise DPoPError(
+                "insecure_url",
+                "plain http is only allowed to loopback hosts; use https for %s" % host,
+            )
         match = _URL.fullmatch(url)
         query = match.group(4) if match is not None and match.group(4) else ""
         self.scheme, self.host, self.port = scheme, host, int(port or _DEFAULT_PORTS[scheme])
@@ -2428,12 +2641,29 @@ class Headers:
 class Response:
     """An HTTP response: ``status``, ``reason``, ``headers``, ``body`` (bytes), ``url``.
 
-    From ``request(..., stream=True)``, ``body`` is b"" (not read yet): use ``iter_bytes()``, or ``close()`` it."""
+    From ``request(..., stream=True)``, ``body`` is b"" (not read yet): use ``iter_bytes()``, or
+    ``close()`` it."""
 
-    __slots__ = ("status", "reason", "headers", "body", "url", "version", "redirects", "_stream", "_chunks")
+    __slots__ = (
+        "status",
+        "reason",
+        "headers",
+        "body",
+        "url",
+        "version",
+        "redirects",
+        "_stream",
+        "_chunks",
+    )
 
     def __init__(
-        self, status: int, reason: str, headers: Headers, body: bytes, url: str, version: str = "HTTP/1.1"
+        self,
+        status: int,
+        reason: str,
+        headers: Headers,
+        body: bytes,
+        url: str,
+        version: str = "HTTP/1.1",
     ) -> None:
         self.status, self.reason, self.headers = status, reason, headers
         self.body, self.url, self.version = body, url, version
@@ -2470,14 +2700,17 @@ class Response:
         """The body decoded with the Content-Type charset (UTF-8 by default)."""
         import codecs
 
-        match = re.search(r";\s*charset=\"?([A-Za-z0-9._-]+)", self.headers.get("Content-Type", "") or "")
+        match = re.search(
+            r";\s*charset=\"?([A-Za-z0-9._-]+)", self.headers.get("Content-Type", "") or ""
+        )
         try:
             name = codecs.lookup(match.group(1)).name if match else "utf-8"
         except LookupError:
             name = "utf-8"
         # Only plain character maps and UTFs: a server may name a codec that is
         # not text (rot13), strict (idna) or quadratic (punycode).
-        ok = r"utf-(8|16|32)(-[lb]e)?|ascii|latin-1|iso8859-\d+|cp\d+|koi8-\w|mac-\w+|shift_jis|euc_\w+|gb\w+|big5\w*"
+        ok = r"utf-(8|16|32)(-[lb]e)?|ascii|latin-1|iso8859-\d+|cp\d+|koi8-\w|mac-\w+"
+        ok += r"|shift_jis|euc_\w+|gb\w+|big5\w*"
         return self.body.decode(name if re.fullmatch(ok, name) else "utf-8", "replace")
 
     def json(self) -> Any:
@@ -2494,20 +2727,22 @@ class Response:
 # -- WWW-Authenticate (RFC 9110 §11.6.1) --------------------------------------
 
 _TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-# One item of a WWW-Authenticate field: an auth-param (token = token or quoted-string, an unterminated quote
-# running to the end), a scheme with its token68 if it has one (skipped), junk up to the next comma, or the end
-# (so that no match fails: a failed match restarts one character on, which made a run of commas quadratic).
+# One item of a WWW-Authenticate field: an auth-param (token = token or quoted-string, an
+# unterminated quote running to the end), a scheme with its token68 if it has one (skipped), junk up
+# to the next comma, or the end (so that no match fails: a failed match restarts one character on,
+# which made a run of commas quadratic).
 _CHALLENGE_ITEM = re.compile(
     r"[ \t,]*(?:(?P<name>%s)[ \t]*=[ \t]*(?:\"(?P<quoted>(?:[^\"\\]|\\.)*)\"?|(?P<value>%s))"
-    r"|(?P<scheme>%s)(?![ \t]*=)(?:[ \t]+[A-Za-z0-9._~+/-]+=*(?=[ \t]*(?:,|$)))?|[^,]+|$)" % (_TCHARS, _TCHARS, _TCHARS)
+    r"|(?P<scheme>%s)(?![ \t]*=)(?:[ \t]+[A-Za-z0-9._~+/-]+=*(?=[ \t]*(?:,|$)))?|[^,]+|$)"
+    % (_TCHARS, _TCHARS, _TCHARS)
 )
 
 
 def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]:
-    """Challenges from WWW-Authenticate values (RFC 9110 §11.6.1): [(scheme lower-cased, params)]. Several challenges
-    per field and several fields, parameters in any order, quoted strings with escapes and commas inside, token68
-    credentials (skipped). Parameter names are lower-cased; the first occurrence of a name wins; junk is skipped up to
-    the next comma."""
+    """Challenges from WWW-Authenticate values (RFC 9110 §11.6.1): [(scheme lower-cased, params)].
+    Several challenges per field and several fields, parameters in any order, quoted strings with
+    escapes and commas inside, token68 credentials (skipped). Parameter names are lower-cased; the
+    first occurrence of a name wins; junk is skipped up to the next comma."""
     challenges: List[Tuple[str, Dict[str, str]]] = []
     for text in values:
         params: Optional[Dict[str, str]] = None  # the current challenge's
@@ -2544,7 +2779,9 @@ def _mask_header(name: str, value: str) -> str:
 
 _FORM_SECRET_NAMES = "client_secret|client_assertion|refresh_token|password|code_verifier|assertion"
 _FORM_SECRETS = re.compile(r"(^|&)(%s)=[^&]*" % _FORM_SECRET_NAMES)
-_JSON_SECRETS = re.compile(r'("(?:access_token|refresh_token|id_token)"\s*:\s*")((?:[^"\\]|\\.)*)(")')
+_JSON_SECRETS = re.compile(
+    r'("(?:access_token|refresh_token|id_token)"\s*:\s*")((?:[^"\\]|\\.)*)(")'
+)
 
 
 def _mask_form(text: str) -> str:
@@ -2556,13 +2793,15 @@ def _mask_token_json(text: str) -> str:
 
 
 class _Scrubber:
-    """Replaces every occurrence of the secrets it was given (and their URL-encoded forms) by ****, whatever surrounds
-    them: a word-boundary rule let "token <T>." and "/t/<T>/x" through. The price is that a short secret also masks
-    innocent text (a secret "api" masks "/api/"); that is the safe side, and real secrets are long."""
+    """Replaces every occurrence of the secrets it was given (and their URL-encoded forms) by ****,
+    whatever surrounds them: a word-boundary rule let "token <T>." and "/t/<T>/x" through. The price
+    is that a short secret also masks innocent text (a secret "api" masks "/api/"); that is the safe
+    side, and real secrets are long."""
 
     def __init__(self) -> None:
         self._lasting: List[str] = []  # the client's own secrets
-        self._recent: List[str] = []  # issued tokens: only the last 8, as a client may refresh forever
+        # issued tokens: only the last 8, as a client may refresh forever
+        self._recent: List[str] = []
         self._longest_first: List[str] = []
         self.others: List[_Scrubber] = []  # applied too (the CLI adds its client's)
 
@@ -2577,7 +2816,8 @@ class _Scrubber:
             if form and form not in kept:
                 kept.append(form)
         del self._recent[:-40]  # 8 secrets, 5 forms each
-        # str.replace, longest first: a regex alternation of long tokens took ~90 ms to compile at every new token
+        # str.replace, longest first: a regex alternation of long tokens took ~90 ms to compile at
+        # every new token
         self._longest_first = sorted(set(self._lasting + self._recent), key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
@@ -2589,14 +2829,16 @@ class _Scrubber:
 
 
 def _open_private(path: Union[str, os.PathLike[str]]) -> Any:
-    """``path`` opened for appending text, readable by its owner only: created 0600, an existing file tightened to 0600,
-    a symlink refused (O_NOFOLLOW)."""
+    """``path`` opened for appending text, readable by its owner only: created 0600, an existing
+    file tightened to 0600, a symlink refused (O_NOFOLLOW)."""
     import errno
     import stat
 
     name = os.fspath(path)
     try:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        fd = os.open(
+            name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600
+        )
     except OSError as exc:
         why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
         raise DPoPError("io_error", "cannot open session log %s: %s" % (name, why)) from None
@@ -2619,9 +2861,10 @@ def _log_escape(match: Any) -> str:
 
 
 class _SessionLog:
-    """Every request and response, in order, secrets replaced by ****, in two layers: the fields that carry secrets are
-    masked by structure (Authorization and DPoP headers, client_secret in forms, tokens in token responses), and every
-    secret the client knows (client secret, tokens it was issued) is also scrubbed wherever else it appears."""
+    """Every request and response, in order, secrets replaced by ****, in two layers: the fields
+    that carry secrets are masked by structure (Authorization and DPoP headers, client_secret in
+    forms, tokens in token responses), and every secret the client knows (client secret, tokens it
+    was issued) is also scrubbed wherever else it appears."""
 
     def __init__(self, sink: Any, scrub: _Scrubber) -> None:
         self._own = isinstance(sink, (str, os.PathLike))
@@ -2644,10 +2887,12 @@ class _SessionLog:
 
     def _write(self, kind: str, lines: List[str], body: str) -> None:
         now = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (int(now * 1000) % 1000)
-        # What a server sent cannot fake the log's own entry lines, nor reach a reader's terminal as escapes: every
-        # control character but \t and \n, and every other line break (\r, \v, \x85, \u2028...), is written as
-        # an escape, and a line that starts like an entry is indented.
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (
+            int(now * 1000) % 1000
+        )
+        # What a server sent cannot fake the log's own entry lines, nor reach a reader's terminal as
+        # escapes: every control character but \t and \n, and every other line break (\r, \v, \x85,
+        # \u2028...), is written as an escape, and a line that starts like an entry is indented.
         content = _LOG_ESCAPES.sub(_log_escape, "\n".join(lines) + "\n\n" + body)
         text = "---- %s %s ----\n%s" % (kind, stamp, re.sub(r"(?m)^----", " ----", content))
         with self._lock:
@@ -2655,20 +2900,32 @@ class _SessionLog:
                 self._sink.write(self._scrub(text))
                 self._sink.flush()
             except OSError as exc:  # not a network failure: the log's own (a full disk)
-                raise DPoPError("io_error", "cannot write the session log: %s" % exc.strerror) from None
+                raise DPoPError(
+                    "io_error", "cannot write the session log: %s" % exc.strerror
+                ) from None
 
     def note(self, kind: str, text: str) -> None:
         self._write(kind, [text], "")
 
-    def request(self, method: str, target: _Target, headers: _Pairs, body: Optional[bytes], mask: _Mask) -> None:
+    def request(
+        self, method: str, target: _Target, headers: _Pairs, body: Optional[bytes], mask: _Mask
+    ) -> None:
         lines = ["%s %s HTTP/1.1" % (method, target.target)]
         lines += ["%s: %s" % (name, _mask_header(name, value)) for name, value in headers]
         self._write("Sending", lines, self._body(body, mask))
 
-    def response(self, response: Response, mask: Optional[Callable[[str], str]], streamed: bool = False) -> None:
+    def response(
+        self, response: Response, mask: Optional[Callable[[str], str]], streamed: bool = False
+    ) -> None:
         lines = ["%s %d %s" % (response.version, response.status, response.reason)]
-        lines += ["%s: %s" % (name, _mask_header(name, value)) for name, value in response.headers.items()]
-        body = "<body streamed to the caller, not logged>\n" if streamed else self._body(response.body, mask)
+        lines += [
+            "%s: %s" % (name, _mask_header(name, value)) for name, value in response.headers.items()
+        ]
+        body = (
+            "<body streamed to the caller, not logged>\n"
+            if streamed
+            else self._body(response.body, mask)
+        )
         self._write("Received", lines, body)
 
     def close(self) -> None:
@@ -2680,13 +2937,15 @@ class _SessionLog:
 
 
 _PROXY_URL = re.compile(
-    r"(?:([A-Za-z][A-Za-z0-9+.-]*)://)?(?:([!-.0-?A-~]*)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::([0-9]{1,5}))?/?"
+    r"(?:([A-Za-z][A-Za-z0-9+.-]*)://)?"  # scheme
+    r"(?:([!-.0-?A-~]*)@)?"  # userinfo
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::([0-9]{1,5}))?/?"  # host, port
 )
 
 
 class _Proxy:
-    """An http:// proxy; userinfo (percent-decoded) becomes Proxy-Authorization: Basic. With no port, 1080 as in curl.
-    ``shown`` has the password masked."""
+    """An http:// proxy; userinfo (percent-decoded) becomes Proxy-Authorization: Basic. With no
+    port, 1080 as in curl. ``shown`` has the password masked."""
 
     __slots__ = ("host", "port", "auth", "shown", "secrets")
 
@@ -2707,12 +2966,15 @@ class _Proxy:
             pair = urllib.parse.unquote(user) + ":" + urllib.parse.unquote(password)
             self.auth = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
             self.shown = "http://%s:%s@%s:%d" % (user, _MASKED, host, self.port)
-            self.secrets = tuple(s for s in (password, urllib.parse.unquote(password), self.auth[6:]) if s)
+            self.secrets = tuple(
+                s for s in (password, urllib.parse.unquote(password), self.auth[6:]) if s
+            )
 
 
 def _bypass(host: str, port: int, no_proxy: str) -> bool:
-    """True when the NO_PROXY list (commas or spaces) names ``host``: "*", the host or a parent domain (a leading dot
-    changes nothing), an IP address or CIDR block (addresses are never suffix-matched), each with an optional :PORT."""
+    """True when the NO_PROXY list (commas or spaces) names ``host``: "*", the host or a parent
+    domain (a leading dot changes nothing), an IP address or CIDR block (addresses are never
+    suffix-matched), each with an optional :PORT."""
     import ipaddress
 
     host = host.strip("[]").lower()
@@ -2744,16 +3006,19 @@ _MAX_TUNNEL_HEAD = 16 << 10
 
 
 def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
-    """A socket to ``authority`` ("host:port", IPv6 in brackets) through ``proxy``'s CONNECT (RFC 9110 §9.3.6),
-    before ``deadline`` (time.monotonic()) and with at most 16 KiB of answer head: a proxy that trickles header lines
-    cannot hold the connection past the connect timeout (http.client before 3.12 reads them without a limit)."""
+    """A socket to ``authority`` ("host:port", IPv6 in brackets) through ``proxy``'s CONNECT (RFC
+    9110 §9.3.6), before ``deadline`` (time.monotonic()) and with at most 16 KiB of answer head: a
+    proxy that trickles header lines cannot hold the connection past the connect timeout
+    (http.client before 3.12 reads them without a limit)."""
     import socket
 
     lines = ["CONNECT %s HTTP/1.1" % authority, "Host: " + authority]
     lines += ["Proxy-Authorization: " + proxy.auth] if proxy.auth else []
     head = b""
     try:
-        sock = socket.create_connection((proxy.host, proxy.port), timeout=max(0.001, deadline - time.monotonic()))
+        sock = socket.create_connection(
+            (proxy.host, proxy.port), timeout=max(0.001, deadline - time.monotonic())
+        )
     except OSError as exc:
         raise DPoPError("proxy", "proxy %s failed%s" % (proxy.shown, _reason(exc))) from None
     try:
@@ -2763,15 +3028,22 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
             if left <= 0:
                 raise socket.timeout()
             if len(head) > _MAX_TUNNEL_HEAD:
-                raise DPoPError("proxy", "proxy %s answered CONNECT with over 16 KiB of header lines" % proxy.shown)
+                raise DPoPError(
+                    "proxy",
+                    "proxy %s answered CONNECT with over 16 KiB of header lines" % proxy.shown,
+                )
             sock.settimeout(left)
             chunk = sock.recv(4096)
             if not chunk:
-                raise DPoPError("proxy", "proxy %s closed the connection before answering CONNECT" % proxy.shown)
+                raise DPoPError(
+                    "proxy", "proxy %s closed the connection before answering CONNECT" % proxy.shown
+                )
             head += chunk
     except socket.timeout:
         sock.close()
-        raise DPoPError("proxy", "proxy %s: CONNECT timed out (--connect-timeout)" % proxy.shown) from None
+        raise DPoPError(
+            "proxy", "proxy %s: CONNECT timed out (--connect-timeout)" % proxy.shown
+        ) from None
     except OSError as exc:
         sock.close()
         raise DPoPError("proxy", "proxy %s failed%s" % (proxy.shown, _reason(exc))) from None
@@ -2780,15 +3052,21 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
         raise
     answer, _, after = head.partition(b"\r\n\r\n")
     status = answer.split(b"\r\n", 1)[0].decode("latin-1")
-    if re.fullmatch(r"HTTP/1\.[01] 2[0-9][0-9]( .*)?", status) is None or after:  # after: the origin speaks last
+    # after: the origin speaks last
+    if re.fullmatch(r"HTTP/1\.[01] 2[0-9][0-9]( .*)?", status) is None or after:
         sock.close()
-        shown = status[9:209] if re.match(r"HTTP/1\.[01] [0-9]{3}", status) else "not an HTTP answer"
-        raise DPoPError("proxy", "proxy %s refused CONNECT %s: %s" % (proxy.shown, authority, _printable(shown)))
+        shown = (
+            status[9:209] if re.match(r"HTTP/1\.[01] [0-9]{3}", status) else "not an HTTP answer"
+        )
+        raise DPoPError(
+            "proxy", "proxy %s refused CONNECT %s: %s" % (proxy.shown, authority, _printable(shown))
+        )
     return sock
 
 
 def _still_open(sock: Any) -> bool:
-    """Whether an idle connection's socket is still open: nothing to read, neither data nor the server's FIN."""
+    """Whether an idle connection's socket is still open: nothing to read, neither data nor the
+    server's FIN."""
     import select
 
     if sock is None:
@@ -2804,20 +3082,29 @@ def _still_open(sock: Any) -> bool:
 
 
 def _tls_error(origin: str, exc: BaseException) -> DPoPError:
-    detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or "handshake failed"
+    detail = (
+        getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or "handshake failed"
+    )
     return DPoPError("tls", "%s: %s" % (origin, detail))
 
 
 class _Pool:
-    """Idle keep-alive connections per (scheme, host, port, proxy). The TLS context is made on the first https
-    connection: loading the CA store costs ~30 ms, which a run against loopback http never needs. A new connection (its
-    proxy tunnel and TLS handshake too) has ``connect`` seconds; then each read or write has ``timeout``. ``cert``: the
-    client certificate file, or (certificate, key) files."""
+    """Idle keep-alive connections per (scheme, host, port, proxy). The TLS context is made on the
+    first https connection: loading the CA store costs ~30 ms, which a run against loopback http
+    never needs. A new connection (its proxy tunnel and TLS handshake too) has ``connect`` seconds;
+    then each read or write has ``timeout``. ``cert``: the client certificate file, or (certificate,
+    key) files."""
 
     def __init__(
-        self, connect: float, timeout: float, context: Any, cafile: _Text, proxy: Optional[_Proxy], no_proxy: str,
+        self,
+        connect: float,
+        timeout: float,
+        context: Any,
+        cafile: _Text,
+        proxy: Optional[_Proxy],
+        no_proxy: str,
         cert: Optional[Tuple[Any, Any]],
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._connect, self.timeout, self._context, self._cafile = connect, timeout, context, cafile
         self._proxy, self._no_proxy, self._cert = proxy, no_proxy, cert
         self._idle: Dict[Tuple[str, str, int, Optional[_Proxy]], List[Any]] = {}
@@ -2838,7 +3125,9 @@ class _Pool:
                 try:  # an encrypted key gets "" rather than a prompt on the terminal
                     self._context.load_cert_chain(cert, key, password="")
                 except (OSError, ssl.SSLError) as exc:
-                    raise DPoPError("tls", "cannot load client certificate %s%s" % (cert, _reason(exc))) from None
+                    raise DPoPError(
+                        "tls", "cannot load client certificate %s%s" % (cert, _reason(exc))
+                    ) from None
                 self._cert = None
             return self._context
 
@@ -2850,7 +3139,8 @@ class _Pool:
         return target.scheme, target.host, target.port, proxy
 
     def get(self, target: _Target, note: Callable[[str, Optional[str]], None]) -> Tuple[Any, bool]:
-        """An idle connection (True) or a new one (False), whose proxy tunnel and TLS to the origin are made here."""
+        """An idle connection (True) or a new one (False), whose proxy tunnel and TLS to the origin
+        are made here."""
         import http.client
 
         key = self._key(target)
@@ -2865,14 +3155,17 @@ class _Pool:
             conn.close()  # the server closed it while it was idle: found before a byte is written
         host, proxy = target.host.strip("[]"), key[3]
         if target.scheme == "https":
-            conn = http.client.HTTPSConnection(host, target.port, timeout=self._connect, context=self._tls())
+            conn = http.client.HTTPSConnection(
+                host, target.port, timeout=self._connect, context=self._tls()
+            )
         else:
             conn = http.client.HTTPConnection(host, target.port, timeout=self._connect)
         if proxy is None:
             return conn, False
         import ssl
 
-        authority = "%s:%d" % (target.host, target.port)  # target.host keeps an IPv6 literal's brackets
+        # target.host keeps an IPv6 literal's brackets
+        authority = "%s:%d" % (target.host, target.port)
         auth = "\nProxy-Authorization: Basic " + _MASKED if proxy.auth else ""
         note("CONNECT %s via %s%s" % (authority, proxy.shown, auth), "Proxy")
         deadline = time.monotonic() + self._connect  # the whole set-up: tunnel and TLS handshake
@@ -2902,7 +3195,8 @@ class _Pool:
 
 
 def _inflater(encoding: Optional[str]) -> Any:
-    """A gzip or deflate Content-Encoding's decompressor; None for identity and unknown codings (passed on as is)."""
+    """A gzip or deflate Content-Encoding's decompressor; None for identity and unknown codings
+    (passed on as is)."""
     import zlib
 
     coding = (encoding or "").strip().lower()
@@ -2912,9 +3206,9 @@ def _inflater(encoding: Optional[str]) -> Any:
 
 
 class _BodyStream:
-    """A response body read as it arrives, in decoded chunks of at most 64 KiB, so memory stays flat whatever its size.
-    Its connection is released once: back to the pool when the body was read to its end, closed otherwise (closing
-    early, an error, or never reading)."""
+    """A response body read as it arrives, in decoded chunks of at most 64 KiB, so memory stays flat
+    whatever its size. Its connection is released once: back to the pool when the body was read to
+    its end, closed otherwise (closing early, an error, or never reading)."""
 
     def __init__(self, resp: Any, encoding: Optional[str], release: Callable[[bool], None]) -> None:
         self._resp, self._encoding = resp, encoding
@@ -2936,31 +3230,43 @@ class _BodyStream:
             while True:
                 raw = self._resp.read(65536)
                 if not raw:
-                    # http.client's read(amt) ends quietly when the connection closes short of Content-Length
-                    # (it only counts down resp.length): a truncated body must not pass for a whole one.
+                    # http.client's read(amt) ends quietly when the connection closes short of
+                    # Content-Length (it only counts down resp.length): a truncated body must not
+                    # pass for a whole one.
                     if self._resp.length:
                         raise http.client.IncompleteRead(b"", self._resp.length)
                     break
                 data = raw if inflater is None else inflater.decompress(raw, 65536)
                 while data:
                     yield data
-                    data = inflater.decompress(inflater.unconsumed_tail, 65536) if inflater is not None else b""
+                    data = (
+                        inflater.decompress(inflater.unconsumed_tail, 65536)
+                        if inflater is not None
+                        else b""
+                    )
             if inflater is not None:
                 tail = inflater.flush()
                 if tail:
                     yield tail
-                if not inflater.eof or inflater.unused_data:  # its stream must end with the body, not before or after
+                # its stream must end with the body, not before or after
+                if not inflater.eof or inflater.unused_data:
                     why = "%s response body is cut short or followed by junk" % self._encoding
                     raise DPoPError("bad_response", why)
             complete = True
         except zlib.error:
-            raise DPoPError("bad_response", "response body is not valid %s" % self._encoding) from None
+            raise DPoPError(
+                "bad_response", "response body is not valid %s" % self._encoding
+            ) from None
         except socket.timeout:
             raise DPoPError("timeout", "reading the response body timed out") from None
         except (OSError, http.client.HTTPException) as exc:
-            raise DPoPError("network", "the connection broke while reading the response body" + _reason(exc)) from None
+            raise DPoPError(
+                "network", "the connection broke while reading the response body" + _reason(exc)
+            ) from None
         except ValueError:  # http.client's read() of a negative chunk size
-            raise DPoPError("bad_response", "the response body's chunked framing is malformed") from None
+            raise DPoPError(
+                "bad_response", "the response body's chunked framing is malformed"
+            ) from None
         finally:
             self.close(complete)
 
@@ -2971,7 +3277,9 @@ class _BodyStream:
             total += len(chunk)
             if total > limit:
                 self.close()
-                raise DPoPError("response_too_large", "response body is larger than %d bytes" % limit)
+                raise DPoPError(
+                    "response_too_large", "response body is larger than %d bytes" % limit
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -2979,20 +3287,27 @@ class _BodyStream:
 class FileTokenCache:
     """Access tokens kept across processes in one JSON file (``Client(token_cache=...)``).
 
-    The file is mode 0600 in a 0700 folder, replaced atomically (a temporary file and os.replace), and read and written
-    under an advisory lock (fcntl; none on Windows) so that processes started together fetch one token. A file that is
-    not a regular file owned by this user, is readable by others, or does not parse is ignored with one warning, never
-    trusted. Any object with the same ``get(key)``, ``set(key, entry, ttl)`` and ``delete(key)`` can stand in (a shared
-    store); ``lock()`` is optional."""
+    The file is mode 0600 in a 0700 folder, replaced atomically (a temporary file and os.replace),
+    and read and written under an advisory lock (fcntl; none on Windows) so that processes started
+    together fetch one token. A file that is not a regular file owned by this user, is readable by
+    others, or does not parse is ignored with one warning, never trusted. Any object with the same
+    ``get(key)``, ``set(key, entry, ttl)`` and ``delete(key)`` can stand in (a shared store);
+    ``lock()`` is optional."""
 
     def __init__(
-        self, path: Union[str, os.PathLike[str], None] = None, *, warn: Optional[Callable[[str], None]] = None
+        self,
+        path: Union[str, os.PathLike[str], None] = None,
+        *,
+        warn: Optional[Callable[[str], None]] = None,
     ):
         if path is None:
-            home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+            home = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+                os.path.expanduser("~"), ".cache"
+            )
             path = os.path.join(home, "dpop", "tokens.json")
         self.path, self._warn, self._warned = os.fspath(path), warn, False
-        self._off = False  # a path that is not a regular file (a FIFO, a device): the run goes on without the cache
+        # a path that is not a regular file (a FIFO, a device): the run goes on without the cache
+        self._off = False
 
     def _say(self, why: str) -> None:
         if not self._warned:
@@ -3000,7 +3315,9 @@ class FileTokenCache:
 
             self._warned = True
             message = "token cache %s ignored: %s" % (self.path, why)
-            (self._warn or (lambda text: warnings.warn(text, RuntimeWarning, stacklevel=4)))(message)
+            (self._warn or (lambda text: warnings.warn(text, RuntimeWarning, stacklevel=4)))(
+                message
+            )
 
     def _read(self) -> Dict[str, Any]:
         import stat
@@ -3008,7 +3325,9 @@ class FileTokenCache:
         if self._off:
             return {}
         try:  # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below)
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+            fd = os.open(
+                self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+            )
         except FileNotFoundError:
             return {}
         except OSError as exc:
@@ -3043,7 +3362,9 @@ class FileTokenCache:
                 json.dump(entries, f)
             os.replace(temporary, self.path)
         except OSError as exc:
-            raise DPoPError("io_error", "cannot write token cache %s: %s" % (self.path, exc.strerror)) from None
+            raise DPoPError(
+                "io_error", "cannot write token cache %s: %s" % (self.path, exc.strerror)
+            ) from None
 
     def get(self, key: str) -> Optional[Dict[str, Any]]:
         entry = self._read().get(key)
@@ -3068,14 +3389,22 @@ class FileTokenCache:
             import errno
             import stat
 
-            flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+            flags = (
+                os.O_WRONLY
+                | os.O_CREAT
+                | getattr(os, "O_NOFOLLOW", 0)
+                | getattr(os, "O_NONBLOCK", 0)
+            )
             try:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
-                fd = os.open(self.path + ".lock", flags, 0o600)  # O_NONBLOCK: a FIFO there must not hang us
+                # O_NONBLOCK: a FIFO there must not hang us
+                fd = os.open(self.path + ".lock", flags, 0o600)
                 regular = stat.S_ISREG(os.fstat(fd).st_mode)
             except OSError as exc:
                 if exc.errno != errno.ENXIO:  # ENXIO: a FIFO that no one reads
-                    raise DPoPError("io_error", "cannot lock token cache %s: %s" % (self.path, exc.strerror)) from None
+                    raise DPoPError(
+                        "io_error", "cannot lock token cache %s: %s" % (self.path, exc.strerror)
+                    ) from None
                 fd, regular = -1, False
             if not regular:
                 if fd >= 0:
@@ -3102,21 +3431,26 @@ class FileTokenCache:
 
 
 def _live(entry: Any) -> bool:
-    """A token cache entry that is well formed and not expired (a file's content is never trusted)."""
+    """A token cache entry that is well formed and not expired (a file's content is never
+    trusted)."""
     got: Dict[str, Any] = entry if isinstance(entry, dict) else {}
     until, token, nonces = got.get("until", 0), got.get("access_token"), got.get("nonces")
     now = time.time()
-    fresh = type(until) in (int, float) and now < until < now + 2**31  # inf or 1e300: malformed, not "never"
+    # inf or 1e300: malformed, not "never"
+    fresh = type(until) in (int, float) and now < until < now + 2**31
     tidy = isinstance(nonces, dict) and all(map(_good_nonce, nonces.values()))
     return fresh and tidy and isinstance(token, str) and _TOKEN68.fullmatch(token) is not None
 
 
 def _good_nonce(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= _MAX_NONCE and _NQCHAR.fullmatch(value) is not None
+    return (
+        isinstance(value, str) and len(value) <= _MAX_NONCE and _NQCHAR.fullmatch(value) is not None
+    )
 
 
 def _network_error(code: str, why: str, written: bool) -> DPoPError:
-    """A failed exchange; unless ``written``, marked as one that a retry cannot repeat, whatever the method."""
+    """A failed exchange; unless ``written``, marked as one that a retry cannot repeat, whatever the
+    method."""
     error = DPoPError(code, why)
     error._unsent = not written
     return error
@@ -3144,7 +3478,9 @@ def _retry_after(value: str, now: float) -> Optional[float]:
 class _Token:
     __slots__ = ("value", "refresh_at", "lifetime")
 
-    def __init__(self, value: str, refresh_at: Optional[float], lifetime: Optional[float] = None) -> None:
+    def __init__(
+        self, value: str, refresh_at: Optional[float], lifetime: Optional[float] = None
+    ) -> None:
         # refresh_at: time.monotonic(), None: until refused; lifetime: seconds left when it came
         self.value, self.refresh_at, self.lifetime = value, refresh_at, lifetime
 
@@ -3155,42 +3491,69 @@ class _Token:
 class Client:
     """An HTTP client that calls a DPoP-protected API with client_credentials.
 
-    The first request fetches an access token from the token endpoint (a POST with a DPoP proof, RFC 9449 §5); every
-    request then carries ``Authorization: DPoP <token>`` and a fresh proof bound to it (§7). The token is reused until
-    ``refresh_margin`` seconds before it expires. ``DPoP-Nonce`` challenges are answered once (§8, §9), a 401
-    ``invalid_token`` gets one new token and one retry, and ``session_log`` (a path or a text file) records every
-    exchange with secrets masked.
+    The first request fetches an access token from the token endpoint (a POST with a DPoP proof, RFC
+    9449 §5); every request then carries ``Authorization: DPoP <token>`` and a fresh proof bound to
+    it (§7). The token is reused until ``refresh_margin`` seconds before it expires. ``DPoP-Nonce``
+    challenges are answered once (§8, §9), a 401 ``invalid_token`` gets one new token and one retry,
+    and ``session_log`` (a path or a text file) records every exchange with secrets masked.
 
-    Thread-safe: threads may share one Client; they share its token (fetched once however many threads need it) and its
-    keep-alive connections."""
+    Thread-safe: threads may share one Client; they share its token (fetched once however many
+    threads need it) and its keep-alive connections."""
 
     def __init__(
-        self, key: Union[ECKey, str, BytesLike, Mapping[str, Any], os.PathLike[str]], *,
-        token_endpoint: Optional[str] = None, issuer: Optional[str] = None, client_id: str,
-        client_secret: Optional[str] = None, scope: Optional[str] = None, auth_method: str = "client_secret_post",
-        token_params: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None, timeout: float = 30,
-        ssl_context: Any = None, cafile: Optional[str] = None, session_log: Any = None,
-        follow_redirects: bool = False, refresh_margin: float = 60, max_redirects: int = 10,
-        assertion_key: Union[ECKey, str, BytesLike, Mapping[str, Any], os.PathLike[str], None] = None,
-        assertion_kid: Optional[str] = None, assertion_alg: Optional[str] = None,
-        assertion_audience: Optional[str] = None, max_retries: int = 2, retry_max_time: float = 60,
-        clock_skew: float = 0, token_cache: Any = None, proxy: Optional[str] = None, no_proxy: Optional[str] = None,
-        trust_env: bool = True, connect_timeout: Optional[float] = None,
+        self,
+        key: Union[ECKey, str, BytesLike, Mapping[str, Any], os.PathLike[str]],
+        *,
+        token_endpoint: Optional[str] = None,
+        issuer: Optional[str] = None,
+        client_id: str,
+        client_secret: Optional[str] = None,
+        scope: Optional[str] = None,
+        auth_method: str = "client_secret_post",
+        token_params: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None,
+        timeout: float = 30,
+        ssl_context: Any = None,
+        cafile: Optional[str] = None,
+        session_log: Any = None,
+        follow_redirects: bool = False,
+        refresh_margin: float = 60,
+        max_redirects: int = 10,
+        assertion_key: Union[
+            ECKey, str, BytesLike, Mapping[str, Any], os.PathLike[str], None
+        ] = None,
+        assertion_kid: Optional[str] = None,
+        assertion_alg: Optional[str] = None,
+        assertion_audience: Optional[str] = None,
+        max_retries: int = 2,
+        retry_max_time: float = 60,
+        clock_skew: float = 0,
+        token_cache: Any = None,
+        proxy: Optional[str] = None,
+        no_proxy: Optional[str] = None,
+        trust_env: bool = True,
+        connect_timeout: Optional[float] = None,
         client_cert: Union[str, os.PathLike[str], Tuple[str, str], None] = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if not isinstance(key, ECKey):
             key = load_key(key)
         key._private()  # fails early for a public key
         if token_endpoint is None and issuer is None:
             raise TypeError("Client() needs token_endpoint= or issuer=")
-        texts = dict(client_id=client_id, client_secret=client_secret, scope=scope, assertion_kid=assertion_kid)
+        texts = dict(
+            client_id=client_id,
+            client_secret=client_secret,
+            scope=scope,
+            assertion_kid=assertion_kid,
+        )
         texts.update(assertion_audience=assertion_audience, proxy=proxy, no_proxy=no_proxy)
         for name, value in texts.items():
             if (value is not None or name == "client_id") and not isinstance(value, str):
                 raise _type_error(name, "str", value)
         if not client_id:
             raise ValueError("client_id must not be empty")
-        auth_method = {"post": "client_secret_post", "basic": "client_secret_basic"}.get(auth_method, auth_method)
+        auth_method = {"post": "client_secret_post", "basic": "client_secret_basic"}.get(
+            auth_method, auth_method
+        )
         if auth_method not in _AUTH_METHODS:
             raise ValueError("auth_method must be one of %s" % ", ".join(_AUTH_METHODS))
         if auth_method.startswith("client_secret") and not client_secret:
@@ -3204,9 +3567,14 @@ class Client:
         self._max_retries = _setting("max_retries", max_retries, 0, 100, integer=True)
         self._retry_max_time = _setting("retry_max_time", retry_max_time, 0, 86400)
         self._clock_skew = _setting("clock_skew", clock_skew, -86400, 86400)
-        self._skews: Dict[str, float] = {}  # origin -> seconds its clock is ahead of ours, learnt from Date
+        # origin -> seconds its clock is ahead of ours, learnt from Date
+        self._skews: Dict[str, float] = {}
         self._cache = token_cache
-        params = list(token_params.items()) if isinstance(token_params, Mapping) else list(token_params or [])
+        params = (
+            list(token_params.items())
+            if isinstance(token_params, Mapping)
+            else list(token_params or [])
+        )
         for name, value in params:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise TypeError("token_params must map str to str")
@@ -3218,25 +3586,49 @@ class Client:
         # a cached token is only ever reused by the same client with the same key it is bound to
         facts = [token_endpoint or issuer, client_id, auth_method, scope, params, key.thumbprint()]
         self._cache_key = hashlib.sha256(_json_compact(facts)).hexdigest()
-        self._key, self._token_endpoint, self._issuer, self._client_id = key, token_endpoint, issuer, client_id
+        self._key, self._token_endpoint, self._issuer, self._client_id = (
+            key,
+            token_endpoint,
+            issuer,
+            client_id,
+        )
         self._client_secret, self._scope, self._auth_method = client_secret, scope, auth_method
         self._token_params, self._follow = params, bool(follow_redirects)
         self._scrub = _Scrubber()  # every secret this client knows, for logs and errors
         env = os.environ if trust_env else {}
-        found = next((name for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY") if env.get(name)), None)
-        url, where = (proxy, "proxy=") if proxy is not None else (env[found], found) if found else ("", "")
+        found = next(
+            (
+                name
+                for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+                if env.get(name)
+            ),
+            None,
+        )
+        url, where = (
+            (proxy, "proxy=") if proxy is not None else (env[found], found) if found else ("", "")
+        )
         try:
             chosen = _Proxy(url) if url else None
         except ValueError as exc:
             raise DPoPError("proxy", "%s: %s" % (where, exc)) from None
         for secret in chosen.secrets if chosen else ():
             self._scrub.add(secret)
-        no_proxy = (env.get("no_proxy") or env.get("NO_PROXY") or "") if no_proxy is None else no_proxy
-        connect = _setting("connect_timeout", timeout if connect_timeout is None else connect_timeout, 0.001, 86400)
+        no_proxy = (
+            (env.get("no_proxy") or env.get("NO_PROXY") or "") if no_proxy is None else no_proxy
+        )
+        connect = _setting(
+            "connect_timeout", timeout if connect_timeout is None else connect_timeout, 0.001, 86400
+        )
         pair = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
-        if client_cert is not None and (ssl_context is not None or len(pair) != 2 or pair[0] is None):
-            raise TypeError("client_cert= takes a file or (certificate, key) files, without ssl_context=")
-        self._pool = _Pool(connect, timeout, ssl_context, cafile, chosen, no_proxy, pair if client_cert else None)
+        if client_cert is not None and (
+            ssl_context is not None or len(pair) != 2 or pair[0] is None
+        ):
+            raise TypeError(
+                "client_cert= takes a file or (certificate, key) files, without ssl_context="
+            )
+        self._pool = _Pool(
+            connect, timeout, ssl_context, cafile, chosen, no_proxy, pair if client_cert else None
+        )
         if cafile is not None or client_cert is not None:
             self._pool._tls()  # a missing or broken file fails here, not at the first https request
         if client_secret:
@@ -3251,13 +3643,19 @@ class Client:
     # -- public API --------------------------------------------------------------
 
     def request(
-        self, method: str, url: str, *, headers: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None,
-        data: Union[str, BytesLike, None] = None, json: Any = None, stream: bool = False,
-    ) -> Response:  # fmt: skip
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None,
+        data: Union[str, BytesLike, None] = None,
+        json: Any = None,
+        stream: bool = False,
+    ) -> Response:
         """Send one request with DPoP; return the final Response (any status).
 
-        In-memory bodies are capped at 256 MiB (``response_too_large``); ``stream=True`` returns before the body is
-        read: no cap, flat memory (``Response.iter_bytes()``)."""
+        In-memory bodies are capped at 256 MiB (``response_too_large``); ``stream=True`` returns
+        before the body is read: no cap, flat memory (``Response.iter_bytes()``)."""
         if self._closed:
             raise DPoPError("closed", "this Client was closed")
         if not isinstance(method, str) or _TCHAR.fullmatch(method) is None:
@@ -3288,10 +3686,13 @@ class Client:
                 if method != "HEAD":
                     method = "GET"
                 body = None
-                extra = [(n, v) for n, v in extra if n.lower() not in ("content-type", "content-length")]
+                extra = [
+                    (n, v) for n, v in extra if n.lower() not in ("content-type", "content-length")
+                ]
             if target.origin != here.origin:
-                # As curl since CVE-2022-27776: the user's headers (Cookie, API keys) stay with their origin,
-                # and so does a body that a 307/308 would re-send: that redirect is returned instead.
+                # As curl since CVE-2022-27776: the user's headers (Cookie, API keys) stay with
+                # their origin, and so does a body that a 307/308 would re-send: that redirect is
+                # returned instead.
                 if body is not None:
                     return response
                 extra = [(n, v) for n, v in extra if n.lower() in ("accept", "user-agent")]
@@ -3323,7 +3724,8 @@ class Client:
         if self._cache is not None and not self._closed:
             try:
                 self._keep_nonces()
-            except DPoPError as exc:  # the run's work is done: a cache that cannot keep nonces costs one 401
+            # the run's work is done: a cache that cannot keep nonces costs one 401
+            except DPoPError as exc:
                 self._note("token cache: the nonces were not kept: %s" % exc.message)
         self._closed = True
         self._pool.close()
@@ -3338,12 +3740,18 @@ class Client:
 
     def __repr__(self) -> str:
         where = self._token_endpoint or self._issuer
-        return "<dpop.Client client_id=%r at %s jkt=%s>" % (self._client_id, where, self._key.thumbprint())
+        return "<dpop.Client client_id=%r at %s jkt=%s>" % (
+            self._client_id,
+            where,
+            self._key.thumbprint(),
+        )
 
     # -- internals ---------------------------------------------------------------
 
     @staticmethod
-    def _user_headers(headers: Union[Mapping[str, str], Sequence[Tuple[str, str]], None]) -> List[Tuple[str, str]]:
+    def _user_headers(
+        headers: Union[Mapping[str, str], Sequence[Tuple[str, str]], None],
+    ) -> List[Tuple[str, str]]:
         items = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
         for name, value in items:
             if not isinstance(name, str) or not isinstance(value, str):
@@ -3351,7 +3759,10 @@ class Client:
             if _HEADER_NAME.fullmatch(name) is None:
                 raise DPoPError("bad_argument", "bad header name")
             if re.search(r"[^\t\x20-\x7e]", value):  # http.client would raise, or split the header
-                raise DPoPError("bad_argument", "header values must be printable ASCII (encode others, RFC 8187)")
+                raise DPoPError(
+                    "bad_argument",
+                    "header values must be printable ASCII (encode others, RFC 8187)",
+                )
             if name.lower() in ("authorization", "dpop", "host", "content-length"):
                 raise DPoPError("bad_argument", "the %s header is set by the client" % name)
         return items
@@ -3362,13 +3773,16 @@ class Client:
             return token
         with self._token_lock:  # single flight: one fetch however many threads wait
             token = self._token
-            if token is None or (token.refresh_at is not None and time.monotonic() >= token.refresh_at):
+            if token is None or (
+                token.refresh_at is not None and time.monotonic() >= token.refresh_at
+            ):
                 token = self._fetch_token() if self._cache is None else self._cached_token()
                 self._token = token
             return token
 
     def _cached_token(self) -> _Token:
-        """A token from the shared cache, or a new one put there; under its lock (if any): processes fetch one token."""
+        """A token from the shared cache, or a new one put there; under its lock (if any): processes
+        fetch one token."""
         import contextlib
 
         lock = getattr(self._cache, "lock", None)
@@ -3376,21 +3790,27 @@ class Client:
             entry = self._cache.get(self._cache_key)
             if _live(entry):  # any store's answer is checked like the file's
                 left = entry["until"] - time.time()
-                self._scrub.add(entry["access_token"], lasting=False)  # a secret, wherever it comes from
+                # a secret, wherever it comes from
+                self._scrub.add(entry["access_token"], lasting=False)
                 self._nonces.update(entry["nonces"])
                 self._cached = entry
                 return _Token(entry["access_token"], time.monotonic() + left, left)
             token = self._fetch_token()
             if token.lifetime is not None:  # without expires_in: not cached
                 ttl = token.lifetime - min(self._refresh_margin, token.lifetime / 2)
-                entry = {"access_token": token.value, "nonces": dict(self._nonces), "until": time.time() + ttl}
+                entry = {
+                    "access_token": token.value,
+                    "nonces": dict(self._nonces),
+                    "until": time.time() + ttl,
+                }
                 self._cache.set(self._cache_key, entry, ttl)
                 self._cached = entry
             return token
 
     def _keep_nonces(self) -> None:
-        """Before closing: the nonces of every origin this client talked to go into the cache entry of the token it
-        used (so that the next run's first request carries the API's nonce too), if that entry is still there."""
+        """Before closing: the nonces of every origin this client talked to go into the cache entry
+        of the token it used (so that the next run's first request carries the API's nonce too), if
+        that entry is still there."""
         import contextlib
 
         cached = self._cached
@@ -3422,16 +3842,24 @@ class Client:
         _debug(_printable(self._scrub(text)))
 
     def _again(
-        self, origin: str, status: int, headers: Headers, token: _Text, sent: _Text, tried: Set[str],
+        self,
+        origin: str,
+        status: int,
+        headers: Headers,
+        token: _Text,
+        sent: _Text,
+        tried: Set[str],
         error: _Text = None,
-    ) -> bool:  # fmt: skip
-        """Whether a refusal of a request with a proof (``sent``: the nonce it carried; ``token`` None: the token
-        request, whose OAuth ``error`` comes from its body) earns one more try, each reason once: a new nonce (RFC 9449
-        §8, §9; never for the nonce just sent), invalid_token (the token is dropped), a server clock learnt from Date
-        (invalid_dpop_proof, or Keycloak's invalid_request at the token endpoint)."""
+    ) -> bool:
+        """Whether a refusal of a request with a proof (``sent``: the nonce it carried; ``token``
+        None: the token request, whose OAuth ``error`` comes from its body) earns one more try, each
+        reason once: a new nonce (RFC 9449 §8, §9; never for the nonce just sent), invalid_token
+        (the token is dropped), a server clock learnt from Date (invalid_dpop_proof, or Keycloak's
+        invalid_request at the token endpoint)."""
         errors = (_challenge_errors(headers) if status == 401 else []) + ([error] if error else [])
         fresh = self._nonces.get(origin)
-        # RFC 9449 §8: some token endpoints say invalid_dpop_proof or invalid_request with their nonce
+        # RFC 9449 §8: some token endpoints say invalid_dpop_proof or invalid_request with their
+        # nonce
         asked = "use_dpop_nonce" in errors or (token is None and status in (400, 401))
         skewed = "invalid_dpop_proof" in errors or (token is None and "invalid_request" in errors)
         if asked and "nonce" not in tried and fresh is not None and fresh != sent:
@@ -3443,12 +3871,16 @@ class Client:
             tried.add("skew")
         else:
             return False
-        self._note("%s answered %d %s: sending again with a new proof" % (origin, status, ", ".join(errors)))
+        self._note(
+            "%s answered %d %s: sending again with a new proof"
+            % (origin, status, ", ".join(errors))
+        )
         return True
 
     def _hop(self, headers: Any, method: str, url: str, origin: Optional[str] = None) -> str:
-        """Sign a request (or redirect hop) another library sends, ``headers`` being its mutable mapping: Authorization
-        and a new proof at ``origin`` (None: the URL's own), neither elsewhere; returns the URL's origin."""
+        """Sign a request (or redirect hop) another library sends, ``headers`` being its mutable
+        mapping: Authorization and a new proof at ``origin`` (None: the URL's own), neither
+        elsewhere; returns the URL's origin."""
         try:
             here = _Target(url).origin
         except DPoPError:
@@ -3457,7 +3889,10 @@ class Client:
             here = ""
         if here == (origin or here):
             token = self._current_token().value
-            nonce, now = self._nonces.get(here), time.time() + self._skews.get(here, self._clock_skew)
+            nonce, now = (
+                self._nonces.get(here),
+                time.time() + self._skews.get(here, self._clock_skew),
+            )
             proof = make_proof(self._key, method, url, access_token=token, nonce=nonce, now=now)
             headers.update({"Authorization": "DPoP " + token, "DPoP": proof})
         else:
@@ -3466,13 +3901,15 @@ class Client:
         return here
 
     def _answered(self, origin: str, response: Any, items: Any, tried: Set[str]) -> bool:
-        """After another library's ``response`` (``items``: its header pairs): remember the nonce; True to resend."""
+        """After another library's ``response`` (``items``: its header pairs): remember the nonce;
+        True to resend."""
         headers, sent = Headers(list(items)), response.request.headers
         self._remember_nonce(origin, headers)
         proof, token = sent.get("DPoP"), (sent.get("Authorization") or "")[5:]
         if proof is None or response.status_code != 401:  # only a 401 earns another try
             return False
-        nonce = _json_object(b64url_decode(proof.split(".")[1]), "proof").get("nonce")  # our own proof
+        # our own proof
+        nonce = _json_object(b64url_decode(proof.split(".")[1]), "proof").get("nonce")
         return self._again(origin, response.status_code, headers, token, nonce, tried)
 
     def requests_auth(self) -> Any:
@@ -3484,7 +3921,15 @@ class Client:
         return _httpx_auth(self)
 
     def _send(
-        self, method: str, url: str, target: _Target, extra: _Pairs, body: _Body, *, credentials: bool, stream: bool
+        self,
+        method: str,
+        url: str,
+        target: _Target,
+        extra: _Pairs,
+        body: _Body,
+        *,
+        credentials: bool,
+        stream: bool,
     ) -> Response:
         """One API request: with DPoP at the first request's origin, plain elsewhere."""
         given = {name.lower() for name, _ in extra}
@@ -3495,67 +3940,118 @@ class Client:
             plain: Callable[[], List[Tuple[str, str]]] = functools.partial(list, base + extra)
             return self._exchange(method, url, target, plain, body, _MAX_API_BODY, stream=stream)
         token = self._current_token()
-        return self._attempts(method, url, target, base, extra, body, _MAX_API_BODY, token=token, stream=stream)
+        return self._attempts(
+            method, url, target, base, extra, body, _MAX_API_BODY, token=token, stream=stream
+        )
 
     def _attempts(
-        self, method: str, url: str, target: _Target, base: _Pairs, extra: _Pairs,
-        body: Union[_Body, Callable[[], bytes]], limit: int, *, token: Optional[_Token] = None, mask: _Masks = None,
+        self,
+        method: str,
+        url: str,
+        target: _Target,
+        base: _Pairs,
+        extra: _Pairs,
+        body: Union[_Body, Callable[[], bytes]],
+        limit: int,
+        *,
+        token: Optional[_Token] = None,
+        mask: _Masks = None,
         stream: bool = False,
-    ) -> Response:  # fmt: skip
-        """A request with a proof, attempted until it is answered for good; every attempt has a new proof (a fresh jti,
-        RFC 9449 §7.3) and a new body (a new client assertion). Attempts follow 429/503 and failed connections where a
-        repeat cannot hurt (_retry), and the refusals _again answers. ``token`` None is the token request, which may
-        always be repeated."""
+    ) -> Response:
+        """A request with a proof, attempted until it is answered for good; every attempt has a new
+        proof (a fresh jti, RFC 9449 §7.3) and a new body (a new client assertion). Attempts follow
+        429/503 and failed connections where a repeat cannot hurt (_retry), and the refusals _again
+        answers. ``token`` None is the token request, which may always be repeated."""
         tried: Set[str] = set()
         repeatable = token is None or method in _IDEMPOTENT
         attempt, started = 0, time.monotonic()
         while True:
-            sent, skew = self._nonces.get(target.origin), self._skews.get(target.origin, self._clock_skew)
+            sent, skew = (
+                self._nonces.get(target.origin),
+                self._skews.get(target.origin, self._clock_skew),
+            )
             value = None if token is None else token.value
-            headers = functools.partial(self._signed_headers, base, extra, method, url, value, sent, skew)
+            headers = functools.partial(
+                self._signed_headers, base, extra, method, url, value, sent, skew
+            )
             self.token_requests += token is None
             try:
                 data = body() if callable(body) else body
                 response = self._exchange(method, url, target, headers, data, limit, mask, stream)
             except DPoPError as exc:  # repeated where it cannot hurt, or when nothing was sent
                 retry = repeatable or exc._unsent
-                if retry and exc.code in ("network", "timeout") and self._retry(attempt, started, exc):
+                if (
+                    retry
+                    and exc.code in ("network", "timeout")
+                    and self._retry(attempt, started, exc)
+                ):
                     attempt += 1
                     continue
                 raise
-            if response.status in (429, 503) and repeatable and self._retry(attempt, started, response):
+            if (
+                response.status in (429, 503)
+                and repeatable
+                and self._retry(attempt, started, response)
+            ):
                 response.close()
                 attempt += 1
                 continue
-            error = _oauth_error(response, self._scrub)[0] if token is None and response.status >= 400 else None
-            if not self._again(target.origin, response.status, response.headers, value, sent, tried, error):
+            error = (
+                _oauth_error(response, self._scrub)[0]
+                if token is None and response.status >= 400
+                else None
+            )
+            if not self._again(
+                target.origin, response.status, response.headers, value, sent, tried, error
+            ):
                 return response
-            token = None if token is None else self._current_token()  # a new one after invalid_token
+            # a new one after invalid_token
+            token = None if token is None else self._current_token()
 
     def _signed_headers(
-        self, base: _Pairs, extra: _Pairs, method: str, url: str, token: _Text, nonce: _Text, skew: float
+        self,
+        base: _Pairs,
+        extra: _Pairs,
+        method: str,
+        url: str,
+        token: _Text,
+        nonce: _Text,
+        skew: float,
     ) -> _Pairs:
         """Headers with a new proof (a fresh jti for every attempt, RFC 9449 §7.3)."""
-        proof = make_proof(self._key, method, url, access_token=token, nonce=nonce, now=time.time() + skew)
+        proof = make_proof(
+            self._key, method, url, access_token=token, nonce=nonce, now=time.time() + skew
+        )
         auth = [("Authorization", "DPoP " + token)] if token is not None else []
         return base + auth + [("DPoP", proof)] + extra
 
     def _exchange(
-        self, method: str, url: str, target: _Target, make_headers: Callable[[], _Pairs], body: _Body, limit: int,
-        mask: _Masks = None, stream: bool = False,
-    ) -> Response:  # fmt: skip
-        """One HTTP exchange on a pooled connection; maps failures to DPoPError. With ``stream``, a final response (not
-        a 401, nor a redirect to be followed: those are retried or followed) keeps its body unread."""
+        self,
+        method: str,
+        url: str,
+        target: _Target,
+        make_headers: Callable[[], _Pairs],
+        body: _Body,
+        limit: int,
+        mask: _Masks = None,
+        stream: bool = False,
+    ) -> Response:
+        """One HTTP exchange on a pooled connection; maps failures to DPoPError. With ``stream``, a
+        final response (not a 401, nor a redirect to be followed: those are retried or followed)
+        keeps its body unread."""
         import http.client
         import socket
         import ssl
 
         for attempt in (0, 1):
             conn, reused = self._pool.get(target, self._note)
-            headers = make_headers() + ([] if body is None else [("Content-Length", str(len(body)))])
+            headers = make_headers() + (
+                [] if body is None else [("Content-Length", str(len(body)))]
+            )
             written = False  # whether any byte of this request may have gone out
             try:
-                if not reused:  # connected within the connect timeout; then each read within the other
+                # connected within the connect timeout; then each read within the other
+                if not reused:
                     if conn.sock is None:
                         conn.connect()
                     conn.sock.settimeout(self._pool.timeout)
@@ -3570,23 +4066,37 @@ class Client:
                 followed = self._follow and resp.status in _REDIRECTS and resp.getheader("Location")
                 streaming = stream and not (resp.status == 401 or followed)
                 release = functools.partial(self._release, target, conn, resp)
-                # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 have no body, whatever Content-Encoding says
+                # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 have no body, whatever Content-Encoding
+                # says
                 bodiless = method == "HEAD" or resp.status in (204, 304) or resp.status < 200
                 encoding = None if bodiless else resp.getheader("Content-Encoding")
                 body_stream = _BodyStream(resp, encoding, release)
                 got = Headers([(k, re.sub(r"\r?\n[ \t]*", " ", v)) for k, v in resp.getheaders()])
                 data = b"" if streaming else body_stream.read(limit)
-                response = Response(resp.status, resp.reason, got, data, url, "HTTP/%d.%d" % divmod(resp.version, 10))
+                response = Response(
+                    resp.status,
+                    resp.reason,
+                    got,
+                    data,
+                    url,
+                    "HTTP/%d.%d" % divmod(resp.version, 10),
+                )
             except DPoPError:
                 conn.close()
                 raise
-            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:  # RemoteDisconnected too
+            # RemoteDisconnected too
+            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
                 conn.close()
-                # A keep-alive connection the server closed as we used it: once more on a new connection, if that
-                # cannot repeat a request that went out whole (a POST the server may have acted on).
+                # A keep-alive connection the server closed as we used it: once more on a new
+                # connection, if that cannot repeat a request that went out whole (a POST the server
+                # may have acted on).
                 if reused and attempt == 0 and (not written or method in _IDEMPOTENT):
                     continue
-                why = "%s %s: connection %s" % (method, target.origin, "reset" if written else "failed")
+                why = "%s %s: connection %s" % (
+                    method,
+                    target.origin,
+                    "reset" if written else "failed",
+                )
                 raise _network_error("network", why + _reason(exc), written) from None
             except socket.timeout:
                 conn.close()
@@ -3599,13 +4109,18 @@ class Client:
                 conn.close()
                 why = "%s: the connection closed before the whole body arrived" % target.origin
                 raise DPoPError("network", why) from None
-            except (http.client.HTTPException, ValueError) as exc:  # ValueError: http.client on bad framing
+            # ValueError: http.client on bad framing
+            except (http.client.HTTPException, ValueError) as exc:
                 conn.close()
                 why = "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
                 raise DPoPError("bad_response", why) from None
             except OSError as exc:
                 conn.close()
-                why = "%s: %s%s" % (target.origin, "connection broke" if written else "cannot connect", _reason(exc))
+                why = "%s: %s%s" % (
+                    target.origin,
+                    "connection broke" if written else "cannot connect",
+                    _reason(exc),
+                )
                 raise _network_error("network", why, written) from None
             if streaming:
                 response._stream = body_stream
@@ -3613,13 +4128,16 @@ class Client:
                 self._log.response(response, mask[1] if mask else None, streaming)
             self._remember_nonce(target.origin, response.headers)
             path = target.target.split("?")[0]
-            self._note("%s %s%s: %d %s" % (method, target.origin, path, response.status, response.reason))
+            self._note(
+                "%s %s%s: %d %s" % (method, target.origin, path, response.status, response.reason)
+            )
             return response
         raise RuntimeError("dpop: internal error: retry loop ended")  # pragma: no cover
 
     def _retry(self, attempt: int, started: float, why: Union[Response, DPoPError]) -> bool:
-        """Wait before a retry and say True; False when the retries or the time for them (retry_max_time) are spent. The
-        wait is Retry-After when the answer has one, else exponential backoff with jitter."""
+        """Wait before a retry and say True; False when the retries or the time for them
+        (retry_max_time) are spent. The wait is Retry-After when the answer has one, else
+        exponential backoff with jitter."""
         if attempt >= self._max_retries:
             return False
         delay = min(8.0, 0.5 * 2**attempt) * (0.5 + int.from_bytes(os.urandom(2), "big") / 65536)
@@ -3635,9 +4153,9 @@ class Client:
         return True
 
     def _learn_skew(self, origin: str, headers: Headers) -> bool:
-        """After a refused proof: True if the answer's Date shows the server's clock more than 5 s from ours (as
-        corrected so far); the offset is then kept for that origin and the proof's iat follows it. Servers without
-        nonces judge iat alone (Keycloak: -25 s to +15 s)."""
+        """After a refused proof: True if the answer's Date shows the server's clock more than 5 s
+        from ours (as corrected so far); the offset is then kept for that origin and the proof's iat
+        follows it. Servers without nonces judge iat alone (Keycloak: -25 s to +15 s)."""
         server_time = _http_date(headers.get("Date"))
         if server_time is None:
             return False
@@ -3645,7 +4163,10 @@ class Client:
         if abs(offset - self._skews.get(origin, self._clock_skew)) <= 5:
             return False
         self._skews[origin] = offset
-        self._note("%s is %+.0f s from this clock: proofs for it follow its clock" % (origin, offset), "Clock")
+        self._note(
+            "%s is %+.0f s from this clock: proofs for it follow its clock" % (origin, offset),
+            "Clock",
+        )
         return True
 
     def _release(self, target: _Target, conn: Any, resp: Any, complete: bool) -> None:
@@ -3678,7 +4199,9 @@ class Client:
             except DPoPError as rsa_exc:
                 raise DPoPError(rsa_exc.code, "assertion key: " + rsa_exc.message) from None
         if not key.has_private:
-            raise DPoPError("no_private_key", "assertion key: it is a public key; signing needs the private key")
+            raise DPoPError(
+                "no_private_key", "assertion key: it is a public key; signing needs the private key"
+            )
         if alg is not None and (alg in _RSA_ALGS) != isinstance(key, RSAKey):
             raise ValueError("assertion_alg %s does not go with a %s" % (alg, type(key).__name__))
         if isinstance(data, os.PathLike):
@@ -3686,12 +4209,14 @@ class Client:
                 data = f.read(_MAX_KEY_INPUT)
         if isinstance(data, (str, bytes, bytearray, memoryview)):
             text = data if isinstance(data, str) else bytes(data).decode("utf-8", "replace")
-            data = json.loads(text) if text.strip().startswith("{") else None  # it loaded: valid JSON
+            # it loaded: valid JSON
+            data = json.loads(text) if text.strip().startswith("{") else None
         kid = data.get("kid") if isinstance(data, Mapping) else None
         return key, kid if isinstance(kid, str) else None
 
     def _mask_token_response(self, text: str) -> str:
-        """Token response text for the log: its tokens (from the parsed JSON, however spelt) are learnt, then masked."""
+        """Token response text for the log: its tokens (from the parsed JSON, however spelt) are
+        learnt, then masked."""
         try:  # the strict parser: a server's nesting depth or lone surrogates cannot raise here
             data = _json_object(text.encode("utf-8", "surrogatepass"), "token response")
         except DPoPError:
@@ -3712,7 +4237,10 @@ class Client:
         if self._auth_method == "client_secret_post":
             form.append(("client_secret", str(self._client_secret)))
         elif self._auth_method.endswith("_jwt"):
-            signer, audience = self._assertion_key or str(self._client_secret), self._assertion_audience or endpoint
+            signer, audience = (
+                self._assertion_key or str(self._client_secret),
+                self._assertion_audience or endpoint,
+            )
             alg, kid = self._assertion_alg, self._assertion_kid
             assertion = client_assertion(signer, self._client_id, audience, alg=alg, kid=kid)
             self._scrub.add(assertion, lasting=False)
@@ -3739,7 +4267,9 @@ class Client:
         problems = []
         for url in candidates:
             where = _Target(url)
-            response = self._exchange("GET", url, where, functools.partial(_json_headers, where), None, _MAX_TOKEN_BODY)
+            response = self._exchange(
+                "GET", url, where, functools.partial(_json_headers, where), None, _MAX_TOKEN_BODY
+            )
             if response.status != 200:
                 problems.append("%s answered %d" % (url, response.status))
                 continue
@@ -3756,10 +4286,13 @@ class Client:
             _Target(endpoint)
             algs = metadata.get("dpop_signing_alg_values_supported")
             if algs is not None and (not isinstance(algs, list) or "ES256" not in algs):
-                why = "the authorization server does not accept ES256 DPoP proofs (dpop_signing_alg_values_supported)"
+                why = "the authorization server does not accept ES256 DPoP proofs"
+                why += " (dpop_signing_alg_values_supported)"
                 raise DPoPError("unsupported_alg", why)
             return endpoint
-        raise DPoPError("discovery", "no authorization server metadata found: " + "; ".join(problems))
+        raise DPoPError(
+            "discovery", "no authorization server metadata found: " + "; ".join(problems)
+        )
 
     def _fetch_token(self) -> _Token:
         """POST client_credentials with a proof; one retry for a new nonce."""
@@ -3769,17 +4302,23 @@ class Client:
         target = _Target(endpoint)
         base = _json_headers(target, ("Content-Type", "application/x-www-form-urlencoded"))
         if self._auth_method == "client_secret_basic":
-            userpass = ":".join(map(urllib.parse.quote_plus, (self._client_id, str(self._client_secret))))
+            userpass = ":".join(
+                map(urllib.parse.quote_plus, (self._client_id, str(self._client_secret)))
+            )
             basic = base64.b64encode(userpass.encode("utf-8")).decode("ascii")
             base.append(("Authorization", "Basic " + basic))
             self._scrub.add(basic)
         form = functools.partial(self._token_form, endpoint)  # a new client assertion every time
         mask = (_mask_form, self._mask_token_response)
-        response = self._attempts("POST", endpoint, target, base, [], form, _MAX_TOKEN_BODY, mask=mask)
+        response = self._attempts(
+            "POST", endpoint, target, base, [], form, _MAX_TOKEN_BODY, mask=mask
+        )
         if 200 <= response.status < 300:
             token = self._parse_token(response)
             where = target.origin + target.target.split("?")[0]
-            self._note("token from %s: expires in %s s" % (where, token.lifetime and "%d" % token.lifetime))
+            self._note(
+                "token from %s: expires in %s s" % (where, token.lifetime and "%d" % token.lifetime)
+            )
             return token
         error, description = _oauth_error(response, self._scrub)
         why = error + ": " * bool(description) + (description or "") if error else ""
@@ -3802,23 +4341,35 @@ class Client:
             self._scrub.add(refresh, lasting=False)
         token_type = data.get("token_type")
         if not isinstance(token_type, str) or token_type.lower() != "dpop":
-            # RFC 9449 §5: a Bearer token here means no key binding; refuse it rather than silently downgrading.
-            why = "token_type is %s, not DPoP: the server did not bind the token to the key" % _short_repr(token_type)
+            # RFC 9449 §5: a Bearer token here means no key binding; refuse it rather than silently
+            # downgrading.
+            why = (
+                "token_type is %s, not DPoP: the server did not bind the token to the key"
+                % _short_repr(token_type)
+            )
             raise DPoPError("token_type", why)
         lifetime = data.get("expires_in")
-        if isinstance(lifetime, str) and re.fullmatch(r"[0-9]{1,10}", lifetime):  # str.isdigit() takes "²"
+        # str.isdigit() takes "²"
+        if isinstance(lifetime, str) and re.fullmatch(r"[0-9]{1,10}", lifetime):
             lifetime = int(lifetime)
         if lifetime is None:
             return _Token(value, None)
-        if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or not 0 < lifetime < 2**31:
-            raise DPoPError("bad_token_response", "expires_in is not a number of seconds from 1 to 2^31 - 1")
+        if (
+            isinstance(lifetime, bool)
+            or not isinstance(lifetime, (int, float))
+            or not 0 < lifetime < 2**31
+        ):
+            raise DPoPError(
+                "bad_token_response", "expires_in is not a number of seconds from 1 to 2^31 - 1"
+            )
         margin = min(self._refresh_margin, lifetime / 2)
         return _Token(value, time.monotonic() + lifetime - margin, lifetime)
 
 
 def _redirect(url: str, location: str) -> str:
-    """Where a redirect's Location (RFC 9110 §10.2.2) points from ``url``; a Location that is not a URL this client
-    can use is bad_response (never urljoin's ValueError, nor the resolver's UnicodeError later)."""
+    """Where a redirect's Location (RFC 9110 §10.2.2) points from ``url``; a Location that is not a
+    URL this client can use is bad_response (never urljoin's ValueError, nor the resolver's
+    UnicodeError later)."""
     import urllib.parse
 
     try:
@@ -3833,16 +4384,24 @@ def _redirect(url: str, location: str) -> str:
 
 def _json_headers(target: _Target, *more: Tuple[str, str]) -> List[Tuple[str, str]]:
     """The token endpoint's and discovery's request headers."""
-    base = [("Host", target.host_header), ("User-Agent", _USER_AGENT), ("Accept", "application/json")]
+    base = [
+        ("Host", target.host_header),
+        ("User-Agent", _USER_AGENT),
+        ("Accept", "application/json"),
+    ]
     return base + [("Accept-Encoding", "gzip"), *more]
 
 
-def _oauth_error(response: Response, scrub: Callable[[str], str]) -> Tuple[Optional[str], Optional[str]]:
-    """(error, error_description) of a refusal: from a WWW-Authenticate challenge (DPoP first; RFC 9449 §7.1, RFC 6750
-    §3), else from an RFC 6749 §5.2 JSON body. Secrets are masked first (before cleaning or cutting could hide them),
-    then only printable ASCII is kept, and cut."""
+def _oauth_error(
+    response: Response, scrub: Callable[[str], str]
+) -> Tuple[Optional[str], Optional[str]]:
+    """(error, error_description) of a refusal: from a WWW-Authenticate challenge (DPoP first; RFC
+    9449 §7.1, RFC 6750 §3), else from an RFC 6749 §5.2 JSON body. Secrets are masked first (before
+    cleaning or cutting could hide them), then only printable ASCII is kept, and cut."""
     challenges = _parse_challenges(response.headers.get_all("WWW-Authenticate"))
-    found = sorted((scheme != "dpop", i) for i, (scheme, params) in enumerate(challenges) if "error" in params)
+    found = sorted(
+        (scheme != "dpop", i) for i, (scheme, params) in enumerate(challenges) if "error" in params
+    )
     if found:
         params: Dict[str, Any] = challenges[found[0][1]][1]
         error, description = params["error"], params.get("error_description")
@@ -3859,8 +4418,9 @@ def _oauth_error(response: Response, scrub: Callable[[str], str]) -> Tuple[Optio
 
 
 def _debug(text: str) -> None:
-    """A DEBUG record on logging.getLogger("dpop") (a NullHandler unless the program adds one). Free until the program
-    imports logging: without it no handler or level can have been set, so nothing could be shown."""
+    """A DEBUG record on logging.getLogger("dpop") (a NullHandler unless the program adds one). Free
+    until the program imports logging: without it no handler or level can have been set, so nothing
+    could be shown."""
     import sys
 
     logging = sys.modules.get("logging")
@@ -3888,8 +4448,9 @@ def _reason(exc: BaseException) -> str:
 
 
 class _RequestsAuth:
-    """requests' ``auth=``: signs the prepared request; a response hook sends it again after a nonce challenge,
-    invalid_token or a learnt clock, and signs (or strips) the request requests copies for a redirect."""
+    """requests' ``auth=``: signs the prepared request; a response hook sends it again after a nonce
+    challenge, invalid_token or a learnt clock, and signs (or strips) the request requests copies
+    for a redirect."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -3904,7 +4465,8 @@ class _RequestsAuth:
         origin, tried = _Target(first.url).origin, set()  # type: Tuple[str, Set[str]]
         while self._client._answered(origin, response, response.headers.items(), tried):
             again = response.request.copy()
-            if not _rewound(again):  # a body that cannot be sent again whole: the caller gets the 401
+            # a body that cannot be sent again whole: the caller gets the 401
+            if not _rewound(again):
                 break
             self._client._hop(again.headers, again.method, again.url, origin)
             _ = response.content  # read, so that the connection is reused
@@ -3926,8 +4488,9 @@ class _RequestsAuth:
 
 
 def _rewound(request: Any) -> bool:
-    """Whether a requests PreparedRequest's body can be sent again whole: none, bytes or str, or a file that requests
-    noted the start of (as its own redirects do, requests.utils.rewind_body), rewound to it here."""
+    """Whether a requests PreparedRequest's body can be sent again whole: none, bytes or str, or a
+    file that requests noted the start of (as its own redirects do, requests.utils.rewind_body),
+    rewound to it here."""
     body = request.body
     if body is None or isinstance(body, (bytes, str)):
         return True
@@ -3942,9 +4505,10 @@ def _rewound(request: Any) -> bool:
 
 
 def _requests_redirect(response: Any) -> str:
-    """The URL requests will follow a redirect to, built as requests builds it (Session.resolve_redirects: the
-    Location read as UTF-8, urlparse, which strips leading C0 controls and spaces, then urljoin or requote_uri):
-    DPoP is judged on the URL requests will use, not on a second opinion of ours."""
+    """The URL requests will follow a redirect to, built as requests builds it
+    (Session.resolve_redirects: the Location read as UTF-8, urlparse, which strips leading C0
+    controls and spaces, then urljoin or requote_uri): DPoP is judged on the URL requests will use,
+    not on a second opinion of ours."""
     import urllib.parse
 
     from requests.utils import requote_uri  # loaded: requests is calling us
@@ -3962,10 +4526,11 @@ def _httpx_auth(client: Client) -> Any:
     import httpx
 
     class DPoPAuth(httpx.Auth):
-        """Signs the request, and sends it again after a nonce challenge, invalid_token or a learnt clock. httpx follows
-        redirects inside one auth flow, so with follow_redirects=True also pass ``event_hooks={"request": [auth.hook]}``
-        (``auth.async_hook`` for an AsyncClient): each hop is then signed, or stripped. In an AsyncClient, a token fetch
-        blocks the event loop (one request)."""
+        """Signs the request, and sends it again after a nonce challenge, invalid_token or a learnt
+        clock. httpx follows redirects inside one auth flow, so with follow_redirects=True also pass
+        ``event_hooks={"request": [auth.hook]}`` (``auth.async_hook`` for an AsyncClient): each hop
+        is then signed, or stripped. In an AsyncClient, a token fetch blocks the event loop (one
+        request)."""
 
         def auth_flow(self, request: Any) -> Any:
             marks = request.extensions.get("dpop")
@@ -3974,19 +4539,25 @@ def _httpx_auth(client: Client) -> Any:
                 request.extensions = dict(request.extensions, dpop=marks)
             tried: Set[str] = set()
             while True:
-                here = client._hop(request.headers, request.method, str(request.url), marks.get("origin"))
+                here = client._hop(
+                    request.headers, request.method, str(request.url), marks.get("origin")
+                )
                 marks.setdefault("origin", here)
                 marks["signed"] = request
                 response = yield request
                 # without the hook, the redirect hops httpx followed carried the first proof
                 if not marks.get("hooked") and any(hop.is_redirect for hop in response.history):
-                    raise DPoPError("bad_argument", "httpx followed a redirect without auth.hook in its event_hooks")
+                    raise DPoPError(
+                        "bad_argument",
+                        "httpx followed a redirect without auth.hook in its event_hooks",
+                    )
                 here = _Target(str(response.request.url)).origin  # after the hops httpx followed
                 if here != marks["origin"]:
                     return
                 if not client._answered(here, response, response.headers.multi_items(), tried):
                     return
-                if not isinstance(response.request.stream, httpx.ByteStream):  # a generator's body went for good
+                # a generator's body went for good
+                if not isinstance(response.request.stream, httpx.ByteStream):
                     return
 
         def hook(self, request: Any) -> None:
@@ -4013,15 +4584,18 @@ def _httpx_auth(client: Client) -> Any:
 
 
 class RedisReplayCache:
-    """verify_proof(replay=...) shared through Redis: SET NX EX keeps each jti for the acceptance window. A store that
-    fails refuses the proof (``replay_store``, status 503): nothing is accepted twice."""
+    """verify_proof(replay=...) shared through Redis: SET NX EX keeps each jti for the acceptance
+    window. A store that fails refuses the proof (``replay_store``, status 503): nothing is accepted
+    twice."""
 
     def __init__(self, redis: Any, prefix: str = "dpop:") -> None:
         self._redis, self._prefix = redis, prefix
 
     def add(self, key: str, ttl: int) -> bool:
         try:
-            answer = self._redis.set(self._prefix + "jti:" + key, b"1", nx=True, ex=max(1, int(ttl)))
+            answer = self._redis.set(
+                self._prefix + "jti:" + key, b"1", nx=True, ex=max(1, int(ttl))
+            )
         except Exception as exc:  # any client's errors: fail closed
             answer = exc
         if answer is None or answer is False:
@@ -4035,9 +4609,9 @@ class RedisReplayCache:
 
 
 class RedisTokenCache:
-    """Client(token_cache=...) shared through Redis: one JSON entry per key, expiring with its token; lock() is a SET NX
-    lease, so that clients started together fetch one token. A store that fails is a miss, with a warning: the client
-    then fetches its own token."""
+    """Client(token_cache=...) shared through Redis: one JSON entry per key, expiring with its
+    token; lock() is a SET NX lease, so that clients started together fetch one token. A store that
+    fails is a miss, with a warning: the client then fetches its own token."""
 
     def __init__(self, redis: Any, prefix: str = "dpop:") -> None:
         self._redis, self._prefix, self._failed = redis, prefix, False
@@ -4074,7 +4648,10 @@ class RedisTokenCache:
         def held() -> Iterator[None]:
             name, mine = self._prefix + "lock", os.urandom(8).hex()
             deadline = time.monotonic() + 30
-            while not (self._call("set", name, mine, nx=True, ex=30) or self._failed) and time.monotonic() < deadline:
+            while (
+                not (self._call("set", name, mine, nx=True, ex=30) or self._failed)
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.02)
             try:
                 yield
@@ -4102,25 +4679,41 @@ DEMO_SCOPE = "api"
 class DemoServer:
     """A local authorization server + DPoP-protected API on 127.0.0.1.
 
-    ``require_nonce`` makes both the token endpoint (400 use_dpop_nonce) and the API (401 use_dpop_nonce) demand server
-    nonces. ``authority`` is another DemoServer whose tokens this one's API accepts (default: its own).
-    ``override(handler)`` is called first for every request and may answer it itself (return True): tests use it to
-    script misbehaving servers. ``ssl_context`` (server side) makes it serve https."""
+    ``require_nonce`` makes both the token endpoint (400 use_dpop_nonce) and the API (401
+    use_dpop_nonce) demand server nonces. ``authority`` is another DemoServer whose tokens this
+    one's API accepts (default: its own). ``override(handler)`` is called first for every request
+    and may answer it itself (return True): tests use it to script misbehaving servers.
+    ``ssl_context`` (server side) makes it serve https."""
 
     def __init__(
-        self, *, require_nonce: bool = False, token_lifetime: int = 3600, port: int = 0,
-        authority: Optional[DemoServer] = None, override: Optional[Callable[[Any], bool]] = None,
+        self,
+        *,
+        require_nonce: bool = False,
+        token_lifetime: int = 3600,
+        port: int = 0,
+        authority: Optional[DemoServer] = None,
+        override: Optional[Callable[[Any], bool]] = None,
         ssl_context: Any = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         import http.server
 
-        self.require_nonce, self.token_lifetime, self.authority = require_nonce, token_lifetime, authority or self
+        self.require_nonce, self.token_lifetime, self.authority = (
+            require_nonce,
+            token_lifetime,
+            authority or self,
+        )
         self.override = override
-        self.signing_key, self.nonces, self.replay = generate_key(), NonceIssuer(os.urandom(32)), ReplayCache()
+        self.signing_key, self.nonces, self.replay = (
+            generate_key(),
+            NonceIssuer(os.urandom(32)),
+            ReplayCache(),
+        )
         self.clients = {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET}  # client_secret_* methods
-        self.client_keys: Dict[str, Union[ECKey, RSAKey]] = {}  # private_key_jwt: client_id -> public key
+        # private_key_jwt: client_id -> public key
+        self.client_keys: Dict[str, Union[ECKey, RSAKey]] = {}
         self.assertions = ReplayCache()
-        self.clock_skew = 0.0  # seconds this server's clock is ahead (tests of a client's skew handling)
+        # seconds this server's clock is ahead (tests of a client's skew handling)
+        self.clock_skew = 0.0
         self.tokens_issued = self.api_calls = 0
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler())
         self._httpd.daemon_threads = True
@@ -4133,35 +4726,60 @@ class DemoServer:
         self.base_url = "%s://127.0.0.1:%d" % (scheme, self._httpd.server_address[1])
         self.issuer, self.token_endpoint = self.base_url, self.base_url + "/connect/token"
         self.api_url = self.base_url + "/api/dpop/test"
-        # shutdown() waits for the next poll, 0.5 s by default: paid by every demo run and every test starting a server
+        # shutdown() waits for the next poll, 0.5 s by default: paid by every demo run and every
+        # test starting a server
         serve = functools.partial(self._httpd.serve_forever, poll_interval=0.02)
         self._thread = threading.Thread(target=serve, name="dpop-demo", daemon=True)
         self._thread.start()
 
     def metadata(self) -> Dict[str, Any]:  # RFC 8414 §2
         metadata: Dict[str, Any] = dict(issuer=self.issuer, token_endpoint=self.token_endpoint)
-        metadata.update(grant_types_supported=["client_credentials"], dpop_signing_alg_values_supported=["ES256"])
+        metadata.update(
+            grant_types_supported=["client_credentials"],
+            dpop_signing_alg_values_supported=["ES256"],
+        )
         return dict(metadata, token_endpoint_auth_methods_supported=list(_AUTH_METHODS[:4]))
 
     def issue_token(self, client_id: str, scope: str, jkt: str) -> Dict[str, Any]:
         now = int(time.time())
-        claims = dict(iss=self.issuer, client_id=client_id, sub=client_id, scope=scope, iat=now, cnf={"jkt": jkt})
+        claims = dict(
+            iss=self.issuer,
+            client_id=client_id,
+            sub=client_id,
+            scope=scope,
+            iat=now,
+            cnf={"jkt": jkt},
+        )
         claims.update(exp=now + self.token_lifetime, jti=b64url_encode(os.urandom(12)))
         self.tokens_issued += 1
-        token = jws_sign(self.signing_key, claims, {"typ": "at+jwt", "kid": self.signing_key.thumbprint()})
-        return {"access_token": token, "token_type": "DPoP", "expires_in": self.token_lifetime, "scope": scope}
+        token = jws_sign(
+            self.signing_key, claims, {"typ": "at+jwt", "kid": self.signing_key.thumbprint()}
+        )
+        return {
+            "access_token": token,
+            "token_type": "DPoP",
+            "expires_in": self.token_lifetime,
+            "scope": scope,
+        }
 
     def check_assertion(self, client_id: str, assertion: str) -> bool:
         """A client_secret_jwt or private_key_jwt assertion from ``client_id`` (RFC 7523 §3)."""
         try:
             h64, p64, s64, header = _jws_split(assertion, _MAX_JWS)
-            alg, signed, key = str(header.get("alg")), (h64 + "." + p64).encode(), self.client_keys.get(client_id)
+            alg, signed, key = (
+                str(header.get("alg")),
+                (h64 + "." + p64).encode(),
+                self.client_keys.get(client_id),
+            )
             if alg in _HMAC_ALGS and client_id in self.clients:
-                good = hmac.compare_digest(_hmac_signature(alg, self.clients[client_id].encode(), signed), s64)
+                good = hmac.compare_digest(
+                    _hmac_signature(alg, self.clients[client_id].encode(), signed), s64
+                )
             elif isinstance(key, RSAKey):
                 good = alg in _RSA_ALGS and key.verify(signed, b64url_decode(s64), alg)
             else:
-                good = isinstance(key, ECKey) and jws_verify(assertion, key) is not None  # or DPoPError
+                # or DPoPError
+                good = isinstance(key, ECKey) and jws_verify(assertion, key) is not None
             claims = _json_object(b64url_decode(p64), "assertion")
         except DPoPError:
             return False
@@ -4169,7 +4787,8 @@ class DemoServer:
         return (
             good
             and claims.get("iss") == claims.get("sub") == client_id
-            and claims.get("aud") in (self.token_endpoint, self.issuer, [self.token_endpoint], [self.issuer])
+            and claims.get("aud")
+            in (self.token_endpoint, self.issuer, [self.token_endpoint], [self.issuer])
             and isinstance(exp, int)
             and now < exp <= now + 300
             and isinstance(jti, str)
@@ -4210,8 +4829,11 @@ def _demo_handler() -> Any:
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
 
-        def date_time_string(self, timestamp: Optional[float] = None) -> str:  # Date follows the skewed clock
-            return super().date_time_string(time.time() + self.demo.clock_skew if timestamp is None else timestamp)
+        # Date follows the skewed clock
+        def date_time_string(self, timestamp: Optional[float] = None) -> str:
+            return super().date_time_string(
+                time.time() + self.demo.clock_skew if timestamp is None else timestamp
+            )
 
         @property
         def demo(self) -> DemoServer:
@@ -4225,7 +4847,9 @@ def _demo_handler() -> Any:
                 self._body = self.rfile.read(min(size, 1 << 16))
             return self._body
 
-        def reply(self, status: int, payload: Any, headers: Optional[Mapping[str, str]] = None) -> None:
+        def reply(
+            self, status: int, payload: Any, headers: Optional[Mapping[str, str]] = None
+        ) -> None:
             data = payload if isinstance(payload, bytes) else _json_compact(payload)
             headers = dict(headers or {})
             self.send_response(status)
@@ -4248,7 +4872,10 @@ def _demo_handler() -> Any:
 
         def route(self) -> None:
             path = self.path.split("?")[0]
-            if path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
+            if path in (
+                "/.well-known/oauth-authorization-server",
+                "/.well-known/openid-configuration",
+            ):
                 self.reply(200, self.demo.metadata())
             elif path == "/connect/token" and self.command == "POST":
                 self.token()
@@ -4269,7 +4896,9 @@ def _demo_handler() -> Any:
                     pair = base64.b64decode(basic[6:]).decode("utf-8")
                 except (binascii.Error, UnicodeDecodeError):
                     pair = ":"
-                client_id, _, secret = (urllib.parse.unquote_plus(part) for part in pair.partition(":"))
+                client_id, _, secret = (
+                    urllib.parse.unquote_plus(part) for part in pair.partition(":")
+                )
             expected = demo.clients.get(client_id or "")
             assertion = form.get("client_assertion")
             if assertion is not None and form.get("client_assertion_type") == ASSERTION_TYPE:
@@ -4278,7 +4907,9 @@ def _demo_handler() -> Any:
                 given = (str(expected).encode(), str(secret).encode())
                 authenticated = None not in (expected, secret) and hmac.compare_digest(*given)
             if not authenticated:
-                self.reply(401, {"error": "invalid_client"}, {"WWW-Authenticate": 'Basic realm="demo"'})
+                self.reply(
+                    401, {"error": "invalid_client"}, {"WWW-Authenticate": 'Basic realm="demo"'}
+                )
                 return
             if form.get("grant_type") != "client_credentials":
                 self.reply(400, {"error": "unsupported_grant_type"})
@@ -4287,20 +4918,39 @@ def _demo_handler() -> Any:
             try:
                 proof = self.proof(demo.token_endpoint)
             except DPoPError as exc:
-                error = {"error": exc.oauth_error, "error_description": self.why(exc, "Authorization")}
+                error = {
+                    "error": exc.oauth_error,
+                    "error_description": self.why(exc, "Authorization"),
+                }
                 self.reply(400, error, nonce_headers)
                 return
-            self.reply(200, demo.issue_token(str(client_id), form.get("scope", DEMO_SCOPE), proof.jkt), nonce_headers)
+            self.reply(
+                200,
+                demo.issue_token(str(client_id), form.get("scope", DEMO_SCOPE), proof.jkt),
+                nonce_headers,
+            )
 
         def proof(self, url: str, **more: Any) -> VerifiedProof:
             demo, now = self.demo, time.time() + self.demo.clock_skew
             nonce = demo.nonces.check if demo.require_nonce else None
             proofs = self.headers.get_all("DPoP") or []
-            return verify_proof(proofs, method=self.command, url=url, nonce=nonce, now=now, replay=demo.replay, **more)
+            return verify_proof(
+                proofs,
+                method=self.command,
+                url=url,
+                nonce=nonce,
+                now=now,
+                replay=demo.replay,
+                **more,
+            )
 
         @staticmethod
         def why(exc: DPoPError, server: str) -> str:
-            return "%s server requires nonce in DPoP proof" % server if exc.code == "proof_nonce" else exc.message
+            return (
+                "%s server requires nonce in DPoP proof" % server
+                if exc.code == "proof_nonce"
+                else exc.message
+            )
 
         def api(self) -> None:
             demo = self.demo
@@ -4311,7 +4961,9 @@ def _demo_handler() -> Any:
             try:
                 claims = demo.check_token(token.strip())
             except DPoPError:
-                headers = challenge_headers(error="invalid_token", error_description="token is invalid or expired")
+                headers = challenge_headers(
+                    error="invalid_token", error_description="token is invalid or expired"
+                )
                 self.reply(401, {"error": "invalid_token"}, headers)
                 return
             try:
@@ -4320,14 +4972,21 @@ def _demo_handler() -> Any:
             except DPoPError as exc:
                 nonce = demo.nonces.issue() if demo.require_nonce else None
                 why = self.why(exc, "Resource")
-                headers = challenge_headers(error=exc.oauth_error, error_description=why, nonce=nonce)
+                headers = challenge_headers(
+                    error=exc.oauth_error, error_description=why, nonce=nonce
+                )
                 self.reply(401, {"error": exc.oauth_error}, headers)
                 return
             demo.api_calls += 1
             self.body()
-            texts = [(k, v if isinstance(v, str) else _json_compact(v).decode()) for k, v in claims.items()]
+            texts = [
+                (k, v if isinstance(v, str) else _json_compact(v).decode())
+                for k, v in claims.items()
+            ]
             listing = [{"type": name, "value": text} for name, text in texts]
-            self.reply(200, listing, {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else None)
+            self.reply(
+                200, listing, {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else None
+            )
 
     return Handler
 
@@ -4359,9 +5018,11 @@ _EXIT_STATUS: Sequence[Tuple[int, str]] = (
     (4, "the API answered HTTP 4xx"),
     (5, "the API answered HTTP 5xx"),
 )
-_METHODS = frozenset("GET HEAD POST PUT PATCH DELETE OPTIONS TRACE CONNECT QUERY".split())  # RFC 9110 §9 and more
+# RFC 9110 §9 and more
+_METHODS = frozenset("GET HEAD POST PUT PATCH DELETE OPTIONS TRACE CONNECT QUERY".split())
 _EXIT_BY_CODE = {"usage": 2, "network": 3, "timeout": 3, "tls": 3, "bad_response": 3, "proxy": 3}
-# C0 and C1 controls but tab and newline, and lone surrogates (argv and the environment carry non-UTF-8 bytes that way)
+# C0 and C1 controls but tab and newline, and lone surrogates (argv and the environment carry
+# non-UTF-8 bytes that way)
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _MAX_SECONDS = 86400.0
 
@@ -4374,18 +5035,45 @@ def _printable(text: str) -> str:
 class _Opt:
     """One option (or positional argument) of a command."""
 
-    __slots__ = ("flags", "kind", "help", "env", "metavar", "repeat", "choices", "dest", "positional")
+    __slots__ = (
+        "flags",
+        "kind",
+        "help",
+        "env",
+        "metavar",
+        "repeat",
+        "choices",
+        "dest",
+        "positional",
+    )
 
     def __init__(
-        self, flags: str, kind: str, help: str, *, env: _Text = "", metavar: _Text = None, repeat: bool = False,
+        self,
+        flags: str,
+        kind: str,
+        help: str,
+        *,
+        env: _Text = "",
+        metavar: _Text = None,
+        repeat: bool = False,
         choices: Sequence[str] = (),
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.flags = tuple(flags.split())  # "-o --output", or "URL" for a positional
-        self.kind, self.help, self.metavar, self.repeat, self.choices = kind, help, metavar, repeat, tuple(choices)
+        self.kind, self.help, self.metavar, self.repeat, self.choices = (
+            kind,
+            help,
+            metavar,
+            repeat,
+            tuple(choices),
+        )
         name = self.flags[-1].lstrip("-").strip("[]")  # "[METHOD]": an optional positional
         self.positional = not self.flags[0].startswith("-")
         # env "" derives DPOP_<NAME>; None means no twin (positionals, --serve)
-        self.env = None if env is None or self.positional else "DPOP_" + (env or name.upper().replace("-", "_"))
+        self.env = (
+            None
+            if env is None or self.positional
+            else "DPOP_" + (env or name.upper().replace("-", "_"))
+        )
         self.dest = name.lower().replace("-", "_")
 
 
@@ -4436,7 +5124,9 @@ def _check_url(value: str) -> str:
 def _check_infile(value: str) -> str:
     if _check_text(value) != "-" and not (os.path.isfile(value) and os.access(value, os.R_OK)):
         why = "not a file" if os.path.exists(value) else "no such file"
-        raise ValueError("cannot read %s (%s)" % (value, "no permission" if os.path.isfile(value) else why))
+        raise ValueError(
+            "cannot read %s (%s)" % (value, "no permission" if os.path.isfile(value) else why)
+        )
     return value
 
 
@@ -4467,7 +5157,8 @@ def _check_newfile(value: str) -> str:
 
 
 def _check_cache(value: str) -> Optional[str]:
-    """--token-cache [FILE]: "" (no FILE) or a flag word on means the default file, off means none."""
+    """--token-cache [FILE]: "" (no FILE) or a flag word on means the default file, off means
+    none."""
     word = value.strip().lower()
     if word in ("", "1", "true", "yes", "on", "0", "false", "no", "off"):
         return "" if _check_flag(word or "1") else None
@@ -4514,12 +5205,15 @@ def _check_proxy(value: str) -> str:
 
 def _check_secret(value: str) -> str:
     if not value or _CONTROLS.search(value):
-        raise ValueError("is empty, or holds control characters or bytes that are not UTF-8")  # never echo it
+        # never echo it
+        raise ValueError("is empty, or holds control characters or bytes that are not UTF-8")
     return value
 
 
 _WRITE_OUT = re.compile(r"%\{([a-z_]+)\}|%%|\\[nrt\\]")
-_WRITE_OUT_NAMES = "http_code response_code time_total url_effective num_redirects size_download".split()
+_WRITE_OUT_NAMES = (
+    "http_code response_code time_total url_effective num_redirects size_download".split()
+)
 _WRITE_OUT_NAMES += ["content_type", "method"]
 
 
@@ -4535,19 +5229,26 @@ def _write_out(fmt: str, values: Mapping[str, str]) -> None:
     import sys
 
     escapes = {"\\n": "\n", "\\r": "\r", "\\t": "\t", "\\\\": "\\", "%%": "%"}
-    text = _WRITE_OUT.sub(lambda m: _printable(values[m.group(1)]) if m.group(1) else escapes[m.group(0)], fmt)
-    sys.stdout.buffer.write(text.encode("utf-8", "replace"))  # the server's values cleaned, the escapes kept
+    text = _WRITE_OUT.sub(
+        lambda m: _printable(values[m.group(1)]) if m.group(1) else escapes[m.group(0)], fmt
+    )
+    # the server's values cleaned, the escapes kept
+    sys.stdout.buffer.write(text.encode("utf-8", "replace"))
     sys.stdout.flush()
 
 
 # fmt: off
-_CHECKS: Dict[str, Callable[[str], Any]] = {  # an option's kind -> its check ("choice": then one of opt.choices)
+# an option's kind -> its check ("choice": then one of opt.choices)
+_CHECKS: Dict[str, Callable[[str], Any]] = {
     "text": _check_text, "seconds": _check_seconds, "port": _check_port, "count": _check_count,
     "flag": _check_flag, "url": _check_url, "infile": _check_infile, "cafile": _check_cafile,
-    "outfile": _check_outfile, "newfile": _check_newfile, "header": _check_header, "cache": _check_cache,
+    "outfile": _check_outfile, "newfile": _check_newfile, "header": _check_header,
+    "cache": _check_cache,
     "param": _check_param, "data": _check_data, "method": _check_method, "nonce": _check_nonce,
-    "secret": _check_secret, "proxy": _check_proxy, "choice": _check_text, "writeout": _check_writeout,
-    "noproxy": lambda value: value and _check_text(value),  # "" is allowed: no host bypasses the proxy
+    "secret": _check_secret, "proxy": _check_proxy, "choice": _check_text,
+    "writeout": _check_writeout,
+    # "" is allowed: no host bypasses the proxy
+    "noproxy": lambda value: value and _check_text(value),
 }
 # fmt: on
 
@@ -4584,16 +5285,21 @@ def _usage_message(message: str) -> str:
         first = message.split(" ")[2].split("=")[0]
         if first.startswith("-"):
             return "unknown option %s" % first
-        return "unexpected argument %s" % _printable(first[:60])  # a positional word: never an option's value
-    if "explicit argument" in message:  # a flag given a value: "argument -i: ignored explicit argument 'x'"
+        # a positional word: never an option's value
+        return "unexpected argument %s" % _printable(first[:60])
+    # a flag given a value: "argument -i: ignored explicit argument 'x'"
+    if "explicit argument" in message:
         return message.split(":")[0] + ": takes no value"
     if message.startswith("argument --json"):  # today's --json takes the body, as curl's does
-        return message + " (--json DATA sends DATA as JSON, like curl 7.82+; -d DATA --json is gone)"
+        return (
+            message + " (--json DATA sends DATA as JSON, like curl 7.82+; -d DATA --json is gone)"
+        )
     return message
 
 
 def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
-    """The checked values of ``command``'s options (argv, else DPOP_*); "_argv": the option names given in argv."""
+    """The checked values of ``command``'s options (argv, else DPOP_*); "_argv": the option names
+    given in argv."""
     import argparse
     import sys
 
@@ -4609,27 +5315,55 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
                 (file or sys.stderr).write(message)
 
     exits = "\n".join("  %d  %s" % row for row in _EXIT_STATUS)
-    epilog, layout = "%s\nexit status:\n%s\n" % (example, exits), argparse.RawDescriptionHelpFormatter
-    parser = Parser(prog=prog, description=description, epilog=epilog, formatter_class=layout, allow_abbrev=False)
+    epilog, layout = (
+        "%s\nexit status:\n%s\n" % (example, exits),
+        argparse.RawDescriptionHelpFormatter,
+    )
+    parser = Parser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=layout,
+        allow_abbrev=False,
+    )
     for opt in table:
-        text = opt.help + (": " + ", ".join(opt.choices) if opt.choices else "") + (" [%s]" % opt.env) * bool(opt.env)
+        text = (
+            opt.help
+            + (": " + ", ".join(opt.choices) if opt.choices else "")
+            + (" [%s]" % opt.env) * bool(opt.env)
+        )
         if opt.positional:
-            parser.add_argument(opt.dest, metavar=opt.flags[0], help=text, nargs="?" if "[" in opt.flags[0] else None)
+            parser.add_argument(
+                opt.dest,
+                metavar=opt.flags[0],
+                help=text,
+                nargs="?" if "[" in opt.flags[0] else None,
+            )
         elif opt.kind == "flag":
-            parser.add_argument(*opt.flags, dest=opt.dest, action="store_const", const="1", help=text)
+            parser.add_argument(
+                *opt.flags, dest=opt.dest, action="store_const", const="1", help=text
+            )
         elif opt.kind == "cache":  # its FILE is optional
-            parser.add_argument(*opt.flags, dest=opt.dest, nargs="?", const="", metavar=opt.metavar, help=text)
+            parser.add_argument(
+                *opt.flags, dest=opt.dest, nargs="?", const="", metavar=opt.metavar, help=text
+            )
         else:
             action = "append" if opt.repeat else "store"
-            parser.add_argument(*opt.flags, dest=opt.dest, action=action, metavar=opt.metavar, help=text)
+            parser.add_argument(
+                *opt.flags, dest=opt.dest, action=action, metavar=opt.metavar, help=text
+            )
     if command == "request":
         parser.add_argument("--version", action="version", version="dpop.py " + __version__)
     argv = list(argv)
-    for i in range(len(argv) - 1):  # --token-cache [FILE]: a URL or a method after it is never its FILE
+    # --token-cache [FILE]: a URL or a method after it is never its FILE
+    for i in range(len(argv) - 1):
         if argv[i] == "--token-cache" and ("://" in argv[i + 1] or argv[i + 1].upper() in _METHODS):
             argv[i] = "--token-cache="
-    namespace = vars(parser.parse_intermixed_args(argv))  # options after positionals too, as in curl
-    values: Dict[str, Any] = {"_argv": {name for name, value in namespace.items() if value is not None}}
+    # options after positionals too, as in curl
+    namespace = vars(parser.parse_intermixed_args(argv))
+    values: Dict[str, Any] = {
+        "_argv": {name for name, value in namespace.items() if value is not None}
+    }
     for opt in table:
         raw, where = namespace.get(opt.dest), opt.flags[-1]
         if raw is None and opt.env and os.environ.get(opt.env):
@@ -4690,46 +5424,143 @@ class _Tee:
 _CLIENT_OPTIONS = (  # the request and token commands'
     _Opt("--key", "infile", "private key: PEM, DER or JWK file; - for stdin", metavar="FILE"),
     _Opt("--token-endpoint", "url", "where to get tokens", metavar="URL"),
-    _Opt("--issuer", "url", "find the token endpoint by RFC 8414 / OpenID discovery", metavar="URL"),
+    _Opt(
+        "--issuer", "url", "find the token endpoint by RFC 8414 / OpenID discovery", metavar="URL"
+    ),
     _Opt("--client-id", "text", "the OAuth client_id", metavar="ID"),
     _Opt("--client-secret-file", "infile", "read the client secret from FILE", metavar="FILE"),
-    _Opt("--client-secret", "secret", "visible to other users in argv: prefer the variable", metavar="VALUE"),
+    _Opt(
+        "--client-secret",
+        "secret",
+        "visible to other users in argv: prefer the variable",
+        metavar="VALUE",
+    ),
     _Opt("--scope", "text", "the scope to ask for", metavar="SCOPE"),
-    _Opt("--auth-method", "choice", "client authentication (default post)", choices=("post", "basic", *_AUTH_METHODS)),
-    _Opt("--assertion-key", "infile", "private_key_jwt: the client's key (PEM, DER or JWK)", metavar="FILE"),
-    _Opt("--assertion-kid", "text", "kid for the assertion header (default: the JWK's kid)", metavar="KID"),
-    _Opt("--assertion-alg", "choice", "the assertion's alg", choices=sum(_ASSERTION_ALGS.values(), ())),
-    _Opt("--assertion-audience", "text", "the assertion's aud (default: the token endpoint)", metavar="AUD"),
-    _Opt("--param", "param", "extra token request field (repeatable; variable: k=v&k2=v2)", metavar="K=V", repeat=True),
+    _Opt(
+        "--auth-method",
+        "choice",
+        "client authentication (default post)",
+        choices=("post", "basic", *_AUTH_METHODS),
+    ),
+    _Opt(
+        "--assertion-key",
+        "infile",
+        "private_key_jwt: the client's key (PEM, DER or JWK)",
+        metavar="FILE",
+    ),
+    _Opt(
+        "--assertion-kid",
+        "text",
+        "kid for the assertion header (default: the JWK's kid)",
+        metavar="KID",
+    ),
+    _Opt(
+        "--assertion-alg",
+        "choice",
+        "the assertion's alg",
+        choices=sum(_ASSERTION_ALGS.values(), ()),
+    ),
+    _Opt(
+        "--assertion-audience",
+        "text",
+        "the assertion's aud (default: the token endpoint)",
+        metavar="AUD",
+    ),
+    _Opt(
+        "--param",
+        "param",
+        "extra token request field (repeatable; variable: k=v&k2=v2)",
+        metavar="K=V",
+        repeat=True,
+    ),
     _Opt("-v --verbose", "flag", "trace every exchange to stderr (secrets masked)"),
-    _Opt("--session-log", "outfile", "append every exchange to FILE (secrets masked; mode 0600)", metavar="FILE"),
+    _Opt(
+        "--session-log",
+        "outfile",
+        "append every exchange to FILE (secrets masked; mode 0600)",
+        metavar="FILE",
+    ),
     _Opt("--timeout", "seconds", "per socket operation (default 30)", metavar="SECONDS"),
     _Opt("--max-time", "seconds", "the whole operation, token included (POSIX)", metavar="SECONDS"),
-    _Opt("--connect-timeout", "seconds", "each connection's set-up, TLS too (default: --timeout)", metavar="SECONDS"),
-    _Opt("--retry", "count", "retries after 429/503 or a failed connection (default 2)", metavar="N"),
-    _Opt("--retry-max-time", "seconds", "stop retrying after this many seconds (default 60)", metavar="SECONDS"),
-    _Opt("--token-cache", "cache", "keep the token for later runs (default ~/.cache/dpop/tokens.json)", metavar="FILE"),
+    _Opt(
+        "--connect-timeout",
+        "seconds",
+        "each connection's set-up, TLS too (default: --timeout)",
+        metavar="SECONDS",
+    ),
+    _Opt(
+        "--retry", "count", "retries after 429/503 or a failed connection (default 2)", metavar="N"
+    ),
+    _Opt(
+        "--retry-max-time",
+        "seconds",
+        "stop retrying after this many seconds (default 60)",
+        metavar="SECONDS",
+    ),
+    _Opt(
+        "--token-cache",
+        "cache",
+        "keep the token for later runs (default ~/.cache/dpop/tokens.json)",
+        metavar="FILE",
+    ),
     _Opt("--cacert", "cafile", "trust these CA certificates (PEM)", metavar="FILE"),
-    _Opt("-E --cert", "infile", "TLS client certificate (PEM, with its key unless --cert-key)", metavar="FILE"),
+    _Opt(
+        "-E --cert",
+        "infile",
+        "TLS client certificate (PEM, with its key unless --cert-key)",
+        metavar="FILE",
+    ),
     _Opt("--cert-key", "infile", "the client certificate's private key (PEM)", metavar="FILE"),
-    _Opt("-x --proxy", "proxy", 'http://[user:password@]host[:port]; "" for none (default: *_PROXY)', metavar="URL"),
-    _Opt("--noproxy", "noproxy", "hosts, domains or CIDR blocks to reach directly (replaces NO_PROXY)", metavar="LIST"),
+    _Opt(
+        "-x --proxy",
+        "proxy",
+        'http://[user:password@]host[:port]; "" for none (default: *_PROXY)',
+        metavar="URL",
+    ),
+    _Opt(
+        "--noproxy",
+        "noproxy",
+        "hosts, domains or CIDR blocks to reach directly (replaces NO_PROXY)",
+        metavar="LIST",
+    ),
 )
 _REQUEST_OPTIONS = (
     _Opt("[METHOD]", "method", "HTTP method (or -X; default GET, or POST with a body)"),
     _Opt("URL", "url", "the API URL (https, or http to a loopback host)"),
     _Opt("-X --request", "method", "HTTP method, as in curl", metavar="METHOD"),
     *_CLIENT_OPTIONS,
-    _Opt("-H --header", "header", "request header (repeatable; variable: one per line)", metavar="'N: V'", repeat=True),
-    _Opt("-d --data", "data", "request body; @FILE reads a file, @- stdin (CR and LF dropped)", metavar="DATA"),
+    _Opt(
+        "-H --header",
+        "header",
+        "request header (repeatable; variable: one per line)",
+        metavar="'N: V'",
+        repeat=True,
+    ),
+    _Opt(
+        "-d --data",
+        "data",
+        "request body; @FILE reads a file, @- stdin (CR and LF dropped)",
+        metavar="DATA",
+    ),
     _Opt("--data-binary", "data", "request body; @FILE and @- byte for byte", metavar="DATA"),
-    _Opt("--json", "data", "JSON body (as --data-binary) with JSON Content-Type and Accept", metavar="DATA", env=None),
+    _Opt(
+        "--json",
+        "data",
+        "JSON body (as --data-binary) with JSON Content-Type and Accept",
+        metavar="DATA",
+        env=None,
+    ),
     _Opt("-i --include", "flag", "print the status line and headers"),
     _Opt("-I --head", "flag", "HEAD request; print the status line and headers"),
     _Opt("-f --fail", "flag", "no body on stdout for HTTP 4xx/5xx (the exit status says which)"),
     _Opt("-s --silent", "flag", "print no error or warning (exit status only)"),
     _Opt("-S --show-error", "flag", "with -s: print errors all the same"),
-    _Opt("-w --write-out", "writeout", "after the transfer print FMT: %%{http_code}, %%{time_total}...", metavar="FMT"),
+    _Opt(
+        "-w --write-out",
+        "writeout",
+        "after the transfer print FMT: %%{http_code}, %%{time_total}...",
+        metavar="FMT",
+    ),
     _Opt("-o --output", "outfile", "write the body to FILE", metavar="FILE"),
     _Opt("-L --location", "flag", "follow redirects (credentials stay with the first origin)"),
 )
@@ -4761,7 +5592,8 @@ on/off.
 
 
 def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int]) -> int:
-    """Build the Client from the options, run ``act`` (within --max-time), and close it and the session log, always."""
+    """Build the Client from the options, run ``act`` (within --max-time), and close it and the
+    session log, always."""
     import signal
     import sys
 
@@ -4770,16 +5602,26 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         raw = _read_input(args["client_secret_file"], "client secret file", 64 << 10)
         secret = raw.decode("utf-8", "replace").strip("\r\n")
         if not secret:
-            raise DPoPError("usage", "--client-secret-file %s is empty" % args["client_secret_file"])
+            raise DPoPError(
+                "usage", "--client-secret-file %s is empty" % args["client_secret_file"]
+            )
     method = args["auth_method"] or "post"
     auth_method = {"post": "client_secret_post", "basic": "client_secret_basic"}.get(method, method)
     if auth_method.startswith("client_secret") and not secret:
-        raise DPoPError("usage", "a client secret is required: set DPOP_CLIENT_SECRET or use --client-secret-file")
+        raise DPoPError(
+            "usage",
+            "a client secret is required: set DPOP_CLIENT_SECRET or use --client-secret-file",
+        )
     if (auth_method == "private_key_jwt") != bool(args["assertion_key"]):
-        raise DPoPError("usage", "--assertion-key FILE (or DPOP_ASSERTION_KEY) goes with --auth-method private_key_jwt")
+        raise DPoPError(
+            "usage",
+            "--assertion-key FILE (or DPOP_ASSERTION_KEY) goes with --auth-method private_key_jwt",
+        )
     alg = args["assertion_alg"]
     if alg and alg not in _ASSERTION_ALGS.get(auth_method, ()):
-        raise DPoPError("usage", "--assertion-alg %s does not go with --auth-method %s" % (alg, method))
+        raise DPoPError(
+            "usage", "--assertion-alg %s does not go with --auth-method %s" % (alg, method)
+        )
 
     def say(text: str) -> None:
         if not args.get("silent"):
@@ -4789,17 +5631,39 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
     assertion_key = _read_input(path, "assertion key file", _MAX_KEY_INPUT) if path else None
     key = _cli_key(args["key"])
     if "client_secret" in args["_argv"]:  # every value is checked: now the warnings
-        say("--client-secret is visible to other users in the process list; use DPOP_CLIENT_SECRET or a file")
+        say(
+            "--client-secret is visible to other users in the process list;"
+            " use DPOP_CLIENT_SECRET or a file"
+        )
     if "proxy" in args["_argv"] and args["proxy"] and _Proxy(args["proxy"]).secrets:
-        say("--proxy holds a password visible to other users in the process list; use HTTPS_PROXY or DPOP_PROXY")
+        say(
+            "--proxy holds a password visible to other users in the process list;"
+            " use HTTPS_PROXY or DPOP_PROXY"
+        )
     if secret:
         scrub.add(secret)  # usage messages never hold it; server text might
-    same = ("token_endpoint", "client_id", "scope", "assertion_kid", "assertion_alg", "assertion_audience", "proxy")
+    same = (
+        "token_endpoint",
+        "client_id",
+        "scope",
+        "assertion_kid",
+        "assertion_alg",
+        "assertion_audience",
+        "proxy",
+    )
     settings = {name: args[name] for name in same}
-    settings.update(issuer=None if args["token_endpoint"] else args["issuer"], no_proxy=args["noproxy"])
-    settings.update(token_params=args["param"], cafile=args["cacert"], follow_redirects=bool(args.get("location")))
+    settings.update(
+        issuer=None if args["token_endpoint"] else args["issuer"], no_proxy=args["noproxy"]
+    )
+    settings.update(
+        token_params=args["param"],
+        cafile=args["cacert"],
+        follow_redirects=bool(args.get("location")),
+    )
     settings.update(timeout=args["timeout"] or 30, retry_max_time=args["retry_max_time"] or 60)
-    settings.update(max_retries=2 if args["retry"] is None else args["retry"], auth_method=auth_method)
+    settings.update(
+        max_retries=2 if args["retry"] is None else args["retry"], auth_method=auth_method
+    )
     if args["cert_key"] and not args["cert"]:
         raise DPoPError("usage", "--cert-key FILE goes with --cert FILE")
     cert = (args["cert"], args["cert_key"]) if args["cert_key"] else args["cert"]
@@ -4814,18 +5678,28 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
     def out_of_time(*_: Any) -> None:
         raise _OutOfTime()
 
-    timer = getattr(signal, "setitimer", None) if args["max_time"] else None  # POSIX; elsewhere --timeout only
+    # POSIX; elsewhere --timeout only
+    timer = getattr(signal, "setitimer", None) if args["max_time"] else None
     if timer is not None:  # signals go to the main thread; a caller's own timer is never replaced
-        if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0]:
-            raise DPoPError("usage", "--max-time needs the main thread, with no other timer running")
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or signal.getitimer(signal.ITIMER_REAL)[0]
+        ):
+            raise DPoPError(
+                "usage", "--max-time needs the main thread, with no other timer running"
+            )
         previous = signal.signal(signal.SIGALRM, out_of_time)
         timer(signal.ITIMER_REAL, args["max_time"])
     try:
-        with Client(key, client_secret=secret or None, assertion_key=assertion_key, **settings) as client:
+        with Client(
+            key, client_secret=secret or None, assertion_key=assertion_key, **settings
+        ) as client:
             scrub.others.append(client._scrub)  # the tokens it gets are masked in our errors too
             return act(client)
     except _OutOfTime:
-        raise DPoPError("timeout", "the operation took longer than --max-time %g s" % args["max_time"]) from None
+        raise DPoPError(
+            "timeout", "the operation took longer than --max-time %g s" % args["max_time"]
+        ) from None
     finally:
         if timer is not None:
             timer(signal.ITIMER_REAL, 0)
@@ -4848,29 +5722,57 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
     for flag in ("data", "data_binary", "json"):
         data = args[flag]
         if data is not None and body is not None:
-            raise DPoPError("usage", "give one body: -d, --data-binary or --json (--json DATA replaces -d DATA --json)")
+            raise DPoPError(
+                "usage",
+                "give one body: -d, --data-binary or --json (--json DATA replaces -d DATA --json)",
+            )
         if data is not None:  # as curl: the argument's own bytes, even when they are not UTF-8
-            body = _read_input(data[1:], "data file") if data[:1] == "@" else data.encode("utf-8", "surrogateescape")
-            body = body.replace(b"\r", b"").replace(b"\n", b"") if flag == "data" and data[:1] == "@" else body
+            body = (
+                _read_input(data[1:], "data file")
+                if data[:1] == "@"
+                else data.encode("utf-8", "surrogateescape")
+            )
+            body = (
+                body.replace(b"\r", b"").replace(b"\n", b"")
+                if flag == "data" and data[:1] == "@"
+                else body
+            )
     if os.environ.get("DPOP_JSON"):
-        raise DPoPError("usage", "DPOP_JSON is gone: --json DATA now takes the body, as curl 7.82+ does")
+        raise DPoPError(
+            "usage", "DPOP_JSON is gone: --json DATA now takes the body, as curl 7.82+ does"
+        )
     if args["method"] and args["request"]:
         raise DPoPError("usage", "give the method once: -X METHOD URL, or METHOD URL")
-    method = args["request"] or args["method"] or ("HEAD" if args["head"] else "POST" if body is not None else "GET")
+    method = (
+        args["request"]
+        or args["method"]
+        or ("HEAD" if args["head"] else "POST" if body is not None else "GET")
+    )
     headers = list(args["header"] or [])
     names = {name.lower() for name, _ in headers}
     if args["json"] is not None:
-        headers += [(n, "application/json") for n in ("Content-Type", "Accept") if n.lower() not in names]
+        headers += [
+            (n, "application/json") for n in ("Content-Type", "Accept") if n.lower() not in names
+        ]
     started = time.monotonic()
 
     def send(client: Client) -> int:
-        with client.request(method, args["url"], headers=headers, data=body, stream=True) as response:
+        with client.request(
+            method, args["url"], headers=headers, data=body, stream=True
+        ) as response:
             include = args["include"] or args["head"]
             response.body, size = _cli_output(response, include, args["output"], bool(args["fail"]))
         if args["write_out"]:
-            values = {"http_code": "%03d" % response.status, "response_code": "%03d" % response.status}
-            values.update(time_total="%.6f" % (time.monotonic() - started), url_effective=response.url)
-            values.update(num_redirects=str(response.redirects), size_download=str(size), method=method)
+            values = {
+                "http_code": "%03d" % response.status,
+                "response_code": "%03d" % response.status,
+            }
+            values.update(
+                time_total="%.6f" % (time.monotonic() - started), url_effective=response.url
+            )
+            values.update(
+                num_redirects=str(response.redirects), size_download=str(size), method=method
+            )
             values["content_type"] = response.headers.get("Content-Type") or ""
             _write_out(args["write_out"], values)
         if response.status >= 400:  # the URL without its query, and the server's reason
@@ -4914,7 +5816,10 @@ def _check_together(args: Dict[str, Any]) -> None:
         if not args[name]:
             raise DPoPError("usage", "%s (or DPOP_%s) is required" % (flag, name.upper()))
     if bool(args["token_endpoint"]) == bool(args["issuer"]):
-        raise DPoPError("usage", "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)")
+        raise DPoPError(
+            "usage",
+            "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)",
+        )
     names = ("--key", "--client-secret-file", "--assertion-key", "--cert", "--cert-key")
     inputs = {flag: args[flag[2:].replace("-", "_")] for flag in names}
     if "-" in (args["cert"], args["cert_key"]):
@@ -4943,15 +5848,19 @@ def _check_together(args: Dict[str, Any]) -> None:
 
 
 def _same_file(one: str, other: str) -> bool:
-    """Whether two paths name one file: the same path once links are resolved, or the same existing file."""
+    """Whether two paths name one file: the same path once links are resolved, or the same existing
+    file."""
     if os.path.realpath(one) == os.path.realpath(other):
         return True
     return os.path.exists(one) and os.path.exists(other) and os.path.samefile(one, other)
 
 
-def _cli_output(response: Response, include: bool, output: Optional[str], fail: bool) -> Tuple[bytes, int]:
-    """-i's head on stdout, then the body, chunk by chunk, to -o FILE or stdout (with -f, not for an error status);
-    returns the body's first chunk for an error status (for its OAuth error) and the body's size."""
+def _cli_output(
+    response: Response, include: bool, output: Optional[str], fail: bool
+) -> Tuple[bytes, int]:
+    """-i's head on stdout, then the body, chunk by chunk, to -o FILE or stdout (with -f, not for an
+    error status); returns the body's first chunk for an error status (for its OAuth error) and the
+    body's size."""
     import sys
 
     first, size = b"", 0
@@ -4959,7 +5868,10 @@ def _cli_output(response: Response, include: bool, output: Optional[str], fail: 
     def chunks() -> Iterator[bytes]:
         nonlocal first, size
         for chunk in response.iter_bytes():
-            first, size = first or (chunk[:65536] if response.status >= 400 else b""), size + len(chunk)
+            first, size = (
+                first or (chunk[:65536] if response.status >= 400 else b""),
+                size + len(chunk),
+            )
             if not (fail and response.status >= 400):
                 yield chunk
 
@@ -4990,9 +5902,10 @@ def _cli_output(response: Response, include: bool, output: Optional[str], fail: 
 
 
 def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
-    """-o FILE: the body goes to a new file beside FILE, which replaces FILE only once the body arrived whole (an
-    existing FILE keeps its permissions), so a transfer that fails loses nothing. A FILE that is not a regular file
-    (/dev/null, a FIFO, a terminal) is written in place, and a symbolic link is followed, as curl does."""
+    """-o FILE: the body goes to a new file beside FILE, which replaces FILE only once the body
+    arrived whole (an existing FILE keeps its permissions), so a transfer that fails loses nothing.
+    A FILE that is not a regular file (/dev/null, a FIFO, a terminal) is written in place, and a
+    symbolic link is followed, as curl does."""
     import stat
 
     target = os.path.realpath(path)
@@ -5006,8 +5919,11 @@ def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
                 sink.write(chunk)
         return
     partial = "%s.%s.part" % (target, os.urandom(4).hex())
-    # created like any new file (0666 less the umask), or with the permissions of the file it replaces
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else stat.S_IMODE(mode))
+    # created like any new file (0666 less the umask), or with the permissions of the file it
+    # replaces
+    fd = os.open(
+        partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else stat.S_IMODE(mode)
+    )
     try:
         with os.fdopen(fd, "wb") as sink:
             for chunk in chunks:
@@ -5030,7 +5946,9 @@ def _cli_keygen(argv: List[str], scrub: _Scrubber) -> int:
         try:
             fd = os.open(args["output"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
-            raise DPoPError("io_error", "cannot create %s: %s" % (args["output"], exc.strerror)) from None
+            raise DPoPError(
+                "io_error", "cannot create %s: %s" % (args["output"], exc.strerror)
+            ) from None
         with os.fdopen(fd, "w") as f:
             f.write(pem)
         print("dpop: wrote %s (jkt %s)" % (args["output"], key.thumbprint()), file=sys.stderr)
@@ -5064,7 +5982,8 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
     args = _parse("demo", argv)
     key = _cli_key(args["key"]) if args["key"] else None
     err = sys.stderr
-    # Two servers: the authorization server and the API are two origins with their own nonces, as in a real deployment.
+    # Two servers: the authorization server and the API are two origins with their own nonces, as in
+    # a real deployment.
     nonces = bool(args["require_nonce"])
     with (
         DemoServer(require_nonce=nonces, port=args["port"] or 0) as auth,
@@ -5072,12 +5991,20 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
     ):
         if args["serve"]:
             values = (auth.token_endpoint, DEMO_CLIENT_ID, DEMO_SCOPE, api.api_url)
-            err.write("dpop demo: serving on loopback until Ctrl-C; try:\n  DPOP_CLIENT_SECRET=%s" % DEMO_CLIENT_SECRET)
-            err.write(" python dpop.py --key KEY.pem --token-endpoint %s --client-id %s --scope %s GET %s\n" % values)
+            err.write(
+                "dpop demo: serving on loopback until Ctrl-C; try:\n  DPOP_CLIENT_SECRET=%s"
+                % DEMO_CLIENT_SECRET
+            )
+            err.write(
+                " python dpop.py --key KEY.pem --token-endpoint %s --client-id %s --scope %s"
+                " GET %s\n" % values
+            )
             err.flush()
             # and one JSON line on stdout, for scripts (bench/ uses it)
             names = ("token_endpoint", "client_id", "scope", "api")
-            sys.stdout.write(json.dumps(dict(zip(names, values), client_secret=DEMO_CLIENT_SECRET)) + "\n")
+            sys.stdout.write(
+                json.dumps(dict(zip(names, values), client_secret=DEMO_CLIENT_SECRET)) + "\n"
+            )
             sys.stdout.flush()
             try:
                 while True:
@@ -5085,14 +6012,26 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
             except KeyboardInterrupt:
                 return 0
         key = key or generate_key()
-        where = (auth.base_url, api.base_url, ", both requiring nonces" if nonces else "", key.thumbprint())
+        where = (
+            auth.base_url,
+            api.base_url,
+            ", both requiring nonces" if nonces else "",
+            key.thumbprint(),
+        )
         err.write("dpop demo: authorization server %s and API %s on loopback%s\n" % where[:3])
-        err.write("dpop demo: key jkt %s; session log follows, secrets shown as ****\n\n" % where[3])
-        settings: Dict[str, Any] = dict(client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET, scope=DEMO_SCOPE)
+        err.write(
+            "dpop demo: key jkt %s; session log follows, secrets shown as ****\n\n" % where[3]
+        )
+        settings: Dict[str, Any] = dict(
+            client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET, scope=DEMO_SCOPE
+        )
         with Client(key, token_endpoint=auth.token_endpoint, session_log=err, **settings) as client:
             first, second = client.get(api.api_url), client.get(api.api_url)
         done = (api.api_calls, first.status, second.status, client.token_requests, where[3])
-        err.write("\ndpop demo: %d API calls (%d, %d) with %d token request(s); the token is bound to jkt %s\n" % done)
+        err.write(
+            "\ndpop demo: %d API calls (%d, %d) with %d token request(s);"
+            " the token is bound to jkt %s\n" % done
+        )
         sys.stdout.write(json.dumps(second.json(), indent=2) + "\n")
         return 0 if first.status == second.status == 200 else 1
 
@@ -5105,11 +6044,11 @@ _KAT_SAMPLE_RS = (
     "F7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8"
 )
 _KAT_PROOF = (
-    "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0VjNoUklD"
-    "UkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10NnY5VERWclUwQ2R2"
-    "R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiItQndDM0VTYzZhY2MybFRjIiwiaHRtIjoiUE9TVCIsImh0dSI6Imh0dHBz"
-    "Oi8vc2VydmVyLmV4YW1wbGUuY29tL3Rva2VuIiwiaWF0IjoxNTYyMjYyNjE2fQ.2-GxA6T8lP4vfrg8v-FdWP0A0zdrj8igiML"
-    "vqRMUvwnQg4PtFLbdLXiOSsX0x7NVY-FNyJK70nfbV37xRZT3Lg"
+    "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0Vj"
+    "NoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10NnY5"
+    "VERWclUwQ2R2R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiItQndDM0VTYzZhY2MybFRjIiwiaHRtIjoiUE9TV"
+    "CIsImh0dSI6Imh0dHBzOi8vc2VydmVyLmV4YW1wbGUuY29tL3Rva2VuIiwiaWF0IjoxNTYyMjYyNjE2fQ.2-GxA6T8"
+    "lP4vfrg8v-FdWP0A0zdrj8igiMLvqRMUvwnQg4PtFLbdLXiOSsX0x7NVY-FNyJK70nfbV37xRZT3Lg"
 )
 
 
@@ -5120,7 +6059,9 @@ def self_test() -> List[str]:
     if key.sign(b"sample", hedge=False).hex().upper() != _KAT_SAMPLE_RS:
         failures.append("RFC 6979 A.2.5 signature")
     try:
-        proof = verify_proof(_KAT_PROOF, method="POST", url="https://server.example.com/token", now=1562262616)
+        proof = verify_proof(
+            _KAT_PROOF, method="POST", url="https://server.example.com/token", now=1562262616
+        )
         if proof.jkt != "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I":
             failures.append("RFC 9449 thumbprint")
     except DPoPError:
@@ -5140,7 +6081,10 @@ def self_test() -> List[str]:
 def _cli_selftest(argv: List[str], scrub: _Scrubber) -> int:
     _parse("selftest", argv)
     failures = self_test()
-    print("dpop selftest: " + ("FAILED: " + ", ".join(failures) if failures else "ok (RFC 6979, RFC 9449, round trip)"))
+    print(
+        "dpop selftest: "
+        + ("FAILED: " + ", ".join(failures) if failures else "ok (RFC 6979, RFC 9449, round trip)")
+    )
     return 1 if failures else 0
 
 
@@ -5149,12 +6093,25 @@ _KEY_OPTION = _Opt("--key", "infile", "PEM, DER or JWK file; - for stdin", metav
 
 # name: (function, description, example, options)
 _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequence[_Opt]]] = {
-    "request": (_cli_request, _REQUEST_DESCRIPTION, _REQUEST_EXAMPLE % _SUBCOMMANDS, _REQUEST_OPTIONS),
+    "request": (
+        _cli_request,
+        _REQUEST_DESCRIPTION,
+        _REQUEST_EXAMPLE % _SUBCOMMANDS,
+        _REQUEST_OPTIONS,
+    ),
     "keygen": (
         _cli_keygen,
         "Make a new P-256 key and print it (or write it) as PKCS#8 PEM.",
         "example: python dpop.py keygen -o client.pem   (mode 0600; never overwrites)",
-        (_Opt("-o --output", "newfile", "write the key here (mode 0600; never overwrites)", metavar="FILE", env=None),),
+        (
+            _Opt(
+                "-o --output",
+                "newfile",
+                "write the key here (mode 0600; never overwrites)",
+                metavar="FILE",
+                env=None,
+            ),
+        ),
     ),
     "jwk": (
         _cli_jwk,
@@ -5165,7 +6122,8 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
     "proof": (
         _cli_proof,
         "Print one DPoP proof for METHOD URL, e.g. to use with curl.",
-        'example: curl -H "DPoP: $(python dpop.py proof --key k.pem GET https://api.example/x)" ...',
+        'example: curl -H "DPoP: $(python dpop.py proof --key k.pem GET https://api.example/x)"'
+        " ...",
         (
             _Opt("METHOD", "method", "HTTP method, e.g. GET"),
             _Opt("URL", "url", "the request URL (htu)"),
@@ -5176,28 +6134,42 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
     ),
     "demo": (
         _cli_demo,
-        "Run the whole flow against a local authorization server and API, printing the session log.",
+        "Run the whole flow against a local authorization server and API, printing the session"
+        " log.",
         "example: python dpop.py demo --require-nonce    (or --serve to keep the servers up)",
         (
             _Opt("--require-nonce", "flag", "servers demand DPoP nonces"),
             _Opt("--serve", "flag", "only run the servers, until Ctrl-C", env=None),
-            _Opt("--port", "port", "the authorization server's port (default: any free one)", metavar="PORT"),
+            _Opt(
+                "--port",
+                "port",
+                "the authorization server's port (default: any free one)",
+                metavar="PORT",
+            ),
             _Opt("--key", "infile", "use this key instead of a new one", metavar="FILE"),
         ),
     ),
     "token": (
         _cli_token,
-        "Fetch a DPoP-bound access token; print the token response as JSON (expires_in: the seconds left).",
-        "example: TOKEN=$(python dpop.py token --raw --key k.pem --token-endpoint URL --client-id ID)",
+        "Fetch a DPoP-bound access token; print the token response as JSON"
+        " (expires_in: the seconds left).",
+        "example: TOKEN=$(python dpop.py token --raw --key k.pem --token-endpoint URL"
+        " --client-id ID)",
         (*_CLIENT_OPTIONS, _Opt("--raw", "flag", "print only the access token")),
     ),
-    "selftest": (_cli_selftest, "Run the known-answer tests.", "example: python dpop.py selftest", ()),
+    "selftest": (
+        _cli_selftest,
+        "Run the known-answer tests.",
+        "example: python dpop.py selftest",
+        (),
+    ),
 }
 
 
 def _command(args: List[str]) -> str:
-    """The command ``args`` start with (taken off them); "request" when they start with a method, URL or option.
-    ``help [COMMAND]`` becomes that command's --help; a word that is none of these is a usage error naming it."""
+    """The command ``args`` start with (taken off them); "request" when they start with a method,
+    URL or option. ``help [COMMAND]`` becomes that command's --help; a word that is none of these is
+    a usage error naming it."""
     import difflib
 
     word = args[0] if args else ""

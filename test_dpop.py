@@ -36,7 +36,14 @@ settings.register_profile("default", deadline=None, suppress_health_check=[Healt
 settings.load_profile("default")
 
 
-PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+PROXY_VARIABLES = (
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+)
 PROXY_VARIABLES += ("no_proxy", "NO_PROXY", "REQUEST_METHOD")
 
 
@@ -185,12 +192,16 @@ def test_mul_add_matches_reference(u1, u2, q):
     assert affine(dpop._mul_add_vartime(u1, u2, Q, q128=ref_mul(1 << 128, Q))) == expected
 
 
-@pytest.mark.parametrize("case", ["P+P", "P-P", "u1G=u2Q", "u1G=-u2Q", "split doubles", "no high half", "u2=0"])
+@pytest.mark.parametrize(
+    "case", ["P+P", "P-P", "u1G=u2Q", "u1G=-u2Q", "split doubles", "no high half", "u2=0"]
+)
 def test_mul_add_exceptional_cases(case):
     q = 0x1234567
     Q = ref_mul(q, G)
     u1, u2 = 9, 5
-    if case == "split doubles":  # the low half's NAF reaches 2^128 Q, and the high half's digit 1 adds q128 to it
+    if (
+        case == "split doubles"
+    ):  # the low half's NAF reaches 2^128 Q, and the high half's digit 1 adds q128 to it
         u2 = (1 << 129) - 1
     elif case in ("no high half", "u2=0"):
         u2 = 0 if case == "u2=0" else (1 << 128) - 1
@@ -273,7 +284,9 @@ def test_branch_free_digit_index():
 def test_batch_affine_matches_single():
     points = [dpop._double(*G, 1), dpop._add_mixed(*G, 1, *ref_mul(3, G)), dpop._double(*G, 1, 7)]
     assert (
-        dpop._batch_to_affine_vartime(points) == [affine(pt) for pt in points] == [ref_mul(k, G) for k in (2, 4, 128)]
+        dpop._batch_to_affine_vartime(points)
+        == [affine(pt) for pt in points]
+        == [ref_mul(k, G) for k in (2, 4, 128)]
     )
 
 
@@ -302,14 +315,22 @@ def fresh_g_tables(monkeypatch, stages, slice_):
     """The k*G table machinery as a new process has it, with other stages."""
     monkeypatch.setattr(dpop, "_G_STAGES", stages)
     monkeypatch.setattr(dpop, "_SLICE", slice_)
-    for name, value in (("_g_current", None), ("_g_uses", 0), ("_g_stage", 0), ("_g_steps", None), ("_g_busy", False)):
+    for name, value in (
+        ("_g_current", None),
+        ("_g_uses", 0),
+        ("_g_stage", 0),
+        ("_g_steps", None),
+        ("_g_busy", False),
+    ):
         monkeypatch.setattr(dpop, name, value)
 
 
 def test_g_tables_grow_in_stages_one_slice_per_call(monkeypatch):
     fresh_g_tables(monkeypatch, ((3, 0), (5, 2), (7, 6)), 8)
     additions, real = [], dpop._add_affine_vartime
-    monkeypatch.setattr(dpop, "_add_affine_vartime", lambda pairs: additions.extend(pairs) or real(pairs))
+    monkeypatch.setattr(
+        dpop, "_add_affine_vartime", lambda pairs: additions.extend(pairs) or real(pairs)
+    )
     widths, work = [], []
     for i in range(1, 420):
         k = (i * 0x9E3779B97F4A7C15F39CC0605CEDC8341082276BF3A27251F86C6A11D0C18E95) % N
@@ -321,7 +342,9 @@ def test_g_tables_grow_in_stages_one_slice_per_call(monkeypatch):
     # w=5: 52 rows of 1 + 2 + 4 + 8 additions in steps of 8 (7 + 13 + 26 + 52), and the table: calls 3-101;
     # w=7: 37 rows of 63 additions, 5 + 10 + 19 + 37 + 74 + 148 steps and the table: calls 102-395
     assert widths.index(5) == 101 - 1 and widths.index(7) == 395 - 1
-    assert max(work[1:]) <= 8  # one step, never a table: the first call builds w=3 (86 * 3 additions) alone
+    assert (
+        max(work[1:]) <= 8
+    )  # one step, never a table: the first call builds w=3 (86 * 3 additions) alone
     assert work[0] == 86 * 3 and sum(work) == 86 * 3 + 52 * 15 + 37 * 63
     assert dpop._g_current == dpop._build_table(*G, 7) and dpop._g_steps is None
 
@@ -551,7 +574,10 @@ def test_wycheproof_ecdsa_key_forms_agree():
             jwk = {k: v for k, v in group["publicKeyJwk"].items() if k != "kid"}
             assert dpop.load_key(jwk) == from_pem
             assert dpop.jwk_thumbprint(group["publicKeyJwk"]) == from_pem.thumbprint()
-        assert dpop.load_key(bytes.fromhex(pk["uncompressed"]).hex() and _spki(pk["uncompressed"])) == from_der
+        assert (
+            dpop.load_key(bytes.fromhex(pk["uncompressed"]).hex() and _spki(pk["uncompressed"]))
+            == from_der
+        )
 
 
 def _spki(uncompressed_hex):
@@ -676,18 +702,27 @@ def test_sign_needs_private_key():
 def test_matches_cryptography():
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec as crypto
-    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+    from cryptography.hazmat.primitives.asymmetric.utils import (
+        decode_dss_signature,
+        encode_dss_signature,
+    )
 
     ours = dpop.generate_key()
     theirs = serialization.load_pem_private_key(ours.to_pem().encode(), password=None)
-    assert theirs.private_numbers().private_value == int.from_bytes(dpop.b64url_decode(ours.private_jwk()["d"]), "big")
+    assert theirs.private_numbers().private_value == int.from_bytes(
+        dpop.b64url_decode(ours.private_jwk()["d"]), "big"
+    )
     sig = ours.sign(b"interop")
     r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
-    theirs.public_key().verify(encode_dss_signature(r, s), b"interop", crypto.ECDSA(hashes.SHA256()))
+    theirs.public_key().verify(
+        encode_dss_signature(r, s), b"interop", crypto.ECDSA(hashes.SHA256())
+    )
     der_sig = theirs.sign(b"back", crypto.ECDSA(hashes.SHA256()))
     r, s = decode_dss_signature(der_sig)
     assert ours.verify(b"back", r.to_bytes(32, "big") + s.to_bytes(32, "big"))
-    pem = theirs.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = theirs.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     assert dpop.load_key(pem) == ours.public_key()
 
 
@@ -780,7 +815,14 @@ KEY_JWK = json.loads((KEYS / "key.jwk.json").read_text())
 
 @pytest.mark.parametrize(
     "name",
-    ["sec1.pem", "sec1_with_params.pem", "sec1.der", "pkcs8.pem", "pkcs8.der", "sec1_no_public.pem"],
+    [
+        "sec1.pem",
+        "sec1_with_params.pem",
+        "sec1.der",
+        "pkcs8.pem",
+        "pkcs8.der",
+        "sec1_no_public.pem",
+    ],
 )
 def test_private_key_files_load_to_the_same_key(name):
     key = dpop.load_key_file(KEYS / name)
@@ -970,7 +1012,11 @@ def test_pem_with_two_keys_is_refused():
 
 @settings(max_examples=300)
 @given(
-    st.one_of(st.binary(max_size=300), st.text(max_size=300), st.builds(lambda b: b"\x30" + b, st.binary(max_size=200)))
+    st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=300),
+        st.builds(lambda b: b"\x30" + b, st.binary(max_size=200)),
+    )
 )
 def test_load_key_raises_only_dpoperror(data):
     try:
@@ -1135,13 +1181,21 @@ def test_rfc9449_example_proofs_pass_verify_proof(index):
     extra = {}
     if "access_token" in example:
         extra = {"access_token": example["access_token"], "jkt": RFC9449["jkt"]}
-    result = dpop.verify_proof(example["proof"], method=example["htm"], url=example["htu"], now=example["iat"], **extra)
+    result = dpop.verify_proof(
+        example["proof"], method=example["htm"], url=example["htu"], now=example["iat"], **extra
+    )
     assert result.jkt == RFC9449["jkt"]
     assert result.claims["jti"] == example["jti"]
     assert result.header["typ"] == "dpop+jwt"
     # and one second too late for a 60 s window, it is refused
     with raises_code("proof_iat"):
-        dpop.verify_proof(example["proof"], method=example["htm"], url=example["htu"], now=example["iat"] + 61, **extra)
+        dpop.verify_proof(
+            example["proof"],
+            method=example["htm"],
+            url=example["htu"],
+            now=example["iat"] + 61,
+            **extra,
+        )
 
 
 def test_rfc9449_ath_example():
@@ -1235,12 +1289,20 @@ def decode_proof(proof):
 
 
 def test_make_proof_contents():
-    proof = dpop.make_proof(PROOF_KEY, "post", "HTTPS://AS.example:443/token?x#y", now=NOW + 0.9, jti="abc")
+    proof = dpop.make_proof(
+        PROOF_KEY, "post", "HTTPS://AS.example:443/token?x#y", now=NOW + 0.9, jti="abc"
+    )
     header, claims = decode_proof(proof)
     assert header == {"typ": "dpop+jwt", "alg": "ES256", "jwk": PROOF_KEY.public_jwk()}
     assert claims == {"jti": "abc", "htm": "POST", "htu": "https://as.example/token", "iat": NOW}
     with_token = dpop.make_proof(
-        PROOF_KEY, "GET", "https://rs.example/r", access_token="tok.en", nonce="n-1", now=NOW, claims={"ext": 1}
+        PROOF_KEY,
+        "GET",
+        "https://rs.example/r",
+        access_token="tok.en",
+        nonce="n-1",
+        now=NOW,
+        claims={"ext": 1},
     )
     _, claims = decode_proof(with_token)
     assert claims["ath"] == dpop.access_token_hash("tok.en")
@@ -1343,13 +1405,27 @@ URL = "https://rs.example/api/things"
 TOKEN = "at-0123456789.abc~_+/="
 
 
-def forge_proof(key=PROOF_KEY, header=None, claims=None, drop=(), drop_header=(), raw_header=None, signature=None):
+def forge_proof(
+    key=PROOF_KEY,
+    header=None,
+    claims=None,
+    drop=(),
+    drop_header=(),
+    raw_header=None,
+    signature=None,
+):
     """A proof with chosen header/claims, signed with ES256 by ``key`` unless told otherwise."""
     h = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public_jwk()}
     h.update(header or {})
     for name in drop_header:
         h.pop(name, None)
-    c = {"jti": secrets.token_urlsafe(12), "htm": "GET", "htu": URL, "iat": NOW, "ath": dpop.access_token_hash(TOKEN)}
+    c = {
+        "jti": secrets.token_urlsafe(12),
+        "htm": "GET",
+        "htu": URL,
+        "iat": NOW,
+        "ath": dpop.access_token_hash(TOKEN),
+    }
     c.update(claims or {})
     for name in drop:
         c.pop(name, None)
@@ -1387,7 +1463,9 @@ NEGATIVE_CASES = {
     "four segments": (lambda: forge_proof() + ".x", {}, "proof_malformed"),
     "bad base64 payload": (lambda: forge_proof().replace(".", ".*", 1), {}, "proof_malformed"),
     "payload not JSON": (
-        lambda: (lambda p: p[0] + "." + dpop.b64url_encode(b"nope") + "." + p[2])(forge_proof().split(".")),
+        lambda: (lambda p: p[0] + "." + dpop.b64url_encode(b"nope") + "." + p[2])(
+            forge_proof().split(".")
+        ),
         {},
         "proof_malformed",
     ),
@@ -1399,14 +1477,20 @@ NEGATIVE_CASES = {
     "alg RS256": (lambda: forge_proof(header={"alg": "RS256"}), {}, "proof_alg"),
     "alg not allowed by caller": (lambda: forge_proof(), {"algorithms": ("PS256",)}, "proof_alg"),
     "jwk missing": (lambda: forge_proof(drop_header=["jwk"]), {}, "proof_jwk"),
-    "jwk private d": (lambda: forge_proof(header={"jwk": PROOF_KEY.private_jwk()}), {}, "proof_jwk"),
+    "jwk private d": (
+        lambda: forge_proof(header={"jwk": PROOF_KEY.private_jwk()}),
+        {},
+        "proof_jwk",
+    ),
     "jwk wrong curve": (
         lambda: forge_proof(header={"jwk": dict(PROOF_KEY.public_jwk(), crv="P-384")}),
         {},
         "proof_jwk",
     ),
     "jwk off curve": (
-        lambda: forge_proof(header={"jwk": dict(PROOF_KEY.public_jwk(), y=PROOF_KEY.public_jwk()["x"])}),
+        lambda: forge_proof(
+            header={"jwk": dict(PROOF_KEY.public_jwk(), y=PROOF_KEY.public_jwk()["x"])}
+        ),
         {},
         "proof_jwk",
     ),
@@ -1415,16 +1499,32 @@ NEGATIVE_CASES = {
         {},
         "proof_jwk",
     ),
-    "jwk RSA": (lambda: forge_proof(header={"jwk": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}}), {}, "proof_jwk"),
+    "jwk RSA": (
+        lambda: forge_proof(header={"jwk": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}}),
+        {},
+        "proof_jwk",
+    ),
     "jwk of another key": (
         lambda: forge_proof(header={"jwk": dpop.generate_key().public_jwk()}),
         {},
         "proof_signature",
     ),
-    "tampered header": (lambda: _tamper(forge_proof(header={"kid": "abcdef"}), 0), {}, "proof_signature"),
-    "tampered payload": (lambda: _tamper(forge_proof(claims={"ext": "abcdef"}), 1), {}, "proof_signature"),
+    "tampered header": (
+        lambda: _tamper(forge_proof(header={"kid": "abcdef"}), 0),
+        {},
+        "proof_signature",
+    ),
+    "tampered payload": (
+        lambda: _tamper(forge_proof(claims={"ext": "abcdef"}), 1),
+        {},
+        "proof_signature",
+    ),
     "tampered signature": (lambda: _tamper(forge_proof(), 2), {}, "proof_signature"),
-    "DER signature": (lambda: forge_proof(signature=b"\x30\x44" + b"\x01" * 68), {}, "proof_signature"),
+    "DER signature": (
+        lambda: forge_proof(signature=b"\x30\x44" + b"\x01" * 68),
+        {},
+        "proof_signature",
+    ),
     "missing jti": (lambda: forge_proof(drop=["jti"]), {}, "proof_claims"),
     "missing htm": (lambda: forge_proof(drop=["htm"]), {}, "proof_claims"),
     "missing htu": (lambda: forge_proof(drop=["htu"]), {}, "proof_claims"),
@@ -1436,12 +1536,26 @@ NEGATIVE_CASES = {
     "nonce as number": (lambda: forge_proof(claims={"nonce": 5}), {}, "proof_claims"),
     "wrong method": (lambda: forge_proof(claims={"htm": "POST"}), {}, "proof_htm"),
     "lower-case method": (lambda: forge_proof(claims={"htm": "get"}), {}, "proof_htm"),
-    "wrong scheme": (lambda: forge_proof(claims={"htu": URL.replace("https", "http")}), {}, "proof_htu"),
-    "wrong host": (lambda: forge_proof(claims={"htu": URL.replace("rs.example", "rs2.example")}), {}, "proof_htu"),
-    "wrong port": (lambda: forge_proof(claims={"htu": URL.replace("rs.example", "rs.example:8443")}), {}, "proof_htu"),
+    "wrong scheme": (
+        lambda: forge_proof(claims={"htu": URL.replace("https", "http")}),
+        {},
+        "proof_htu",
+    ),
+    "wrong host": (
+        lambda: forge_proof(claims={"htu": URL.replace("rs.example", "rs2.example")}),
+        {},
+        "proof_htu",
+    ),
+    "wrong port": (
+        lambda: forge_proof(claims={"htu": URL.replace("rs.example", "rs.example:8443")}),
+        {},
+        "proof_htu",
+    ),
     "wrong path": (lambda: forge_proof(claims={"htu": URL + "/x"}), {}, "proof_htu"),
     "path case": (
-        lambda: forge_proof(claims={"htu": URL.upper().replace("HTTPS://RS.EXAMPLE", "https://rs.example")}),
+        lambda: forge_proof(
+            claims={"htu": URL.upper().replace("HTTPS://RS.EXAMPLE", "https://rs.example")}
+        ),
         {},
         "proof_htu",
     ),
@@ -1456,9 +1570,21 @@ NEGATIVE_CASES = {
     "iat too old": (lambda: forge_proof(claims={"iat": NOW - 61}), {}, "proof_iat"),
     "iat too far ahead": (lambda: forge_proof(claims={"iat": NOW + 6}), {}, "proof_iat"),
     "ath missing": (lambda: forge_proof(drop=["ath"]), {}, "proof_ath"),
-    "ath wrong": (lambda: forge_proof(claims={"ath": dpop.access_token_hash("other")}), {}, "proof_ath"),
-    "key not bound to token": (lambda: forge_proof(), {"jkt": dpop.generate_key().thumbprint()}, "proof_binding"),
-    "key not the expected one": (lambda: forge_proof(), {"access_token": None, "jkt": "x" * 43}, "proof_binding"),
+    "ath wrong": (
+        lambda: forge_proof(claims={"ath": dpop.access_token_hash("other")}),
+        {},
+        "proof_ath",
+    ),
+    "key not bound to token": (
+        lambda: forge_proof(),
+        {"jkt": dpop.generate_key().thumbprint()},
+        "proof_binding",
+    ),
+    "key not the expected one": (
+        lambda: forge_proof(),
+        {"access_token": None, "jkt": "x" * 43},
+        "proof_binding",
+    ),
 }
 
 
@@ -1467,7 +1593,9 @@ def test_verify_proof_negative(name):
     make, overrides, code = NEGATIVE_CASES[name]
     with raises_code(code) as info:
         check(make(), **overrides)
-    assert info.value.oauth_error == ("use_dpop_nonce" if code == "proof_nonce" else "invalid_dpop_proof")
+    assert info.value.oauth_error == (
+        "use_dpop_nonce" if code == "proof_nonce" else "invalid_dpop_proof"
+    )
 
 
 def test_verify_proof_negative_case_count():
@@ -1522,7 +1650,9 @@ def test_verify_proof_misuse():
 @given(
     st.one_of(
         st.text(max_size=300),
-        st.binary(max_size=200).map(lambda b: dpop.b64url_encode(b) + "." + dpop.b64url_encode(b[::-1]) + ".AAAA"),
+        st.binary(max_size=200).map(
+            lambda b: dpop.b64url_encode(b) + "." + dpop.b64url_encode(b[::-1]) + ".AAAA"
+        ),
     )
 )
 def test_verify_proof_raises_only_dpoperror(text):
@@ -1617,7 +1747,10 @@ def test_challenge_headers():
         "DPoP-Nonce": "eyJ7S_zG.eyJH0-Z.HX4w-7v",
     }
     assert dpop.challenge_headers() == {"WWW-Authenticate": 'DPoP algs="ES256"'}
-    assert dpop.challenge_headers(algs=("ES256", "PS256"))["WWW-Authenticate"] == 'DPoP algs="ES256 PS256"'
+    assert (
+        dpop.challenge_headers(algs=("ES256", "PS256"))["WWW-Authenticate"]
+        == 'DPoP algs="ES256 PS256"'
+    )
 
 
 def test_key_tables_are_cached_and_bounded(monkeypatch):
@@ -1636,13 +1769,19 @@ def test_key_tables_are_cached_and_bounded(monkeypatch):
     good, bad = keys[2].sign(message), keys[0].sign(message)
     assert keys[2].verify(message, good) and not keys[2].verify(message, bad)  # with 2^128 Q
     monkeypatch.setattr(dpop, "_KEY_SEEN_SLOTS", 2)
-    for key in [dpop.generate_key() for _ in range(4)]:  # new keys seen once each: the oldest are forgotten
+    for key in [
+        dpop.generate_key() for _ in range(4)
+    ]:  # new keys seen once each: the oldest are forgotten
         assert key.verify(b"m", key.sign(b"m"))
     assert len(dpop._key_seen) == 2 and len(dpop._key_tables) == 2
     keys[1].verify(b"m", keys[1].sign(b"m"))  # in use again
-    for key in [dpop.generate_key() for _ in range(4)]:  # 2 * 2 new keys since keys[0] was used: it went cold
+    for key in [
+        dpop.generate_key() for _ in range(4)
+    ]:  # 2 * 2 new keys since keys[0] was used: it went cold
         assert key.verify(b"m", key.sign(b"m"))
-        assert key.verify(b"m", key.sign(b"m"))  # and so, one by one, each new table that came after it
+        assert key.verify(
+            b"m", key.sign(b"m")
+        )  # and so, one by one, each new table that came after it
     assert len(dpop._key_tables) == 2 and keys[1].public_point not in dpop._key_tables
 
 
@@ -1658,15 +1797,26 @@ def test_key_tables_built_at_once_by_threads_evict_no_table_in_use(monkeypatch):
         assert key.verify(message, signed[key])
     assert list(dpop._key_tables) == [busy.public_point]
     both, real = threading.Barrier(2), dpop._build_table
-    monkeypatch.setattr(dpop, "_build_table", lambda *args: both.wait(timeout=30) * 0 or real(*args))
+    monkeypatch.setattr(
+        dpop, "_build_table", lambda *args: both.wait(timeout=30) * 0 or real(*args)
+    )
     results = []
-    threads = [threading.Thread(target=lambda k=k: results.append(k.verify(message, signed[k]))) for k in (a, b)]
+    threads = [
+        threading.Thread(target=lambda k=k: results.append(k.verify(message, signed[k])))
+        for k in (a, b)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert results == [True, True] and len(dpop._key_tables) == 2 and busy.public_point in dpop._key_tables
-    late = b if a.public_point in dpop._key_tables else a  # it built too, found no slot, and keeps 2^128 Q
+    assert (
+        results == [True, True]
+        and len(dpop._key_tables) == 2
+        and busy.public_point in dpop._key_tables
+    )
+    late = (
+        b if a.public_point in dpop._key_tables else a
+    )  # it built too, found no slot, and keeps 2^128 Q
     assert dpop._key_seen == {late.public_point: ref_mul(1 << 128, late.public_point)}
 
 
@@ -1684,8 +1834,12 @@ def test_keys_in_rotation_beyond_the_cache_never_thrash_it(monkeypatch):
     monkeypatch.setattr(dpop, "_build_table", counted)
     keys = [dpop.generate_key() for _ in range(3)]
     for _ in range(6):
-        for key in keys:  # three keys in turn through two slots: two keep their tables, the third waits
-            dpop.verify_proof(dpop.make_proof(key, "GET", URL, now=NOW), method="GET", url=URL, now=NOW)
+        for (
+            key
+        ) in keys:  # three keys in turn through two slots: two keep their tables, the third waits
+            dpop.verify_proof(
+                dpop.make_proof(key, "GET", URL, now=NOW), method="GET", url=URL, now=NOW
+            )
     assert builds == [key.public_point for key in keys[:2]]  # one build each, never one per proof
     monkeypatch.setattr(dpop, "_key_tables", {})
     monkeypatch.setattr(dpop, "_key_seen", {})
@@ -1721,7 +1875,11 @@ def node():
         pytest.skip("Node.js/npm not found: interop tests need node >= 20 (they run in CI)")
     if not (INTEROP / "node_modules" / ".package-lock.json").is_file():
         done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=INTEROP, capture_output=True, text=True, timeout=600
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=INTEROP,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         if done.returncode != 0:
             pytest.fail("npm ci in interop/ failed:\n" + done.stdout + done.stderr)
@@ -1730,7 +1888,11 @@ def node():
 
 def node_run(node, *args, stdin=None):
     done = subprocess.run(
-        [node, str(INTEROP / "proofs.mjs"), *args], input=stdin, capture_output=True, text=True, timeout=120
+        [node, str(INTEROP / "proofs.mjs"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
@@ -1743,7 +1905,13 @@ def test_npm_dpop_proofs_pass_verify_proof(node):
     cache = dpop.ReplayCache()
     now = time.time()
     check_npm = functools.partial(
-        dpop.verify_proof, method="POST", url=url, access_token=TOKEN, jkt=made["jkt"], nonce="srv-nonce-1", now=now
+        dpop.verify_proof,
+        method="POST",
+        url=url,
+        access_token=TOKEN,
+        jkt=made["jkt"],
+        nonce="srv-nonce-1",
+        now=now,
     )
     for proof in made["proofs"]:
         assert check_npm(proof, replay=cache).jkt == made["jkt"]
@@ -1756,11 +1924,21 @@ def test_npm_dpop_proofs_pass_verify_proof(node):
             check_npm(_tamper(made["proofs"][0], part, index))
     with raises_code("proof_ath"):
         dpop.verify_proof(
-            made["proofs"][0], method="POST", url=url, access_token="other-token", jkt=made["jkt"], now=now
+            made["proofs"][0],
+            method="POST",
+            url=url,
+            access_token="other-token",
+            jkt=made["jkt"],
+            now=now,
         )
     with raises_code("proof_htu"):
         dpop.verify_proof(
-            made["proofs"][0], method="POST", url=url + "/y", access_token=TOKEN, jkt=made["jkt"], now=now
+            made["proofs"][0],
+            method="POST",
+            url=url + "/y",
+            access_token=TOKEN,
+            jkt=made["jkt"],
+            now=now,
         )
 
 
@@ -1895,7 +2073,9 @@ def test_client_post_body_json_and_methods(scripted, client_key):
         assert client.put(scripted.api_url, data="text").status == 200
         assert (
             client.patch(
-                scripted.api_url, data=b"\x00\x01", headers={"Content-Type": "application/octet-stream"}
+                scripted.api_url,
+                data=b"\x00\x01",
+                headers={"Content-Type": "application/octet-stream"},
             ).status
             == 200
         )
@@ -1908,14 +2088,19 @@ def test_client_post_body_json_and_methods(scripted, client_key):
 
 def test_client_discovery(server, client_key):
     with dpop.Client(
-        client_key, issuer=server.issuer, client_id=dpop.DEMO_CLIENT_ID, client_secret=dpop.DEMO_CLIENT_SECRET
+        client_key,
+        issuer=server.issuer,
+        client_id=dpop.DEMO_CLIENT_ID,
+        client_secret=dpop.DEMO_CLIENT_SECRET,
     ) as client:
         assert client.get(server.api_url).status == 200
 
 
 def test_client_discovery_refusals(scripted, client_key):
     state = {"metadata": None}
-    scripted.script.on(lambda h: ".well-known" in h.path, lambda h: (h.reply(200, state["metadata"]), True)[1])
+    scripted.script.on(
+        lambda h: ".well-known" in h.path, lambda h: (h.reply(200, state["metadata"]), True)[1]
+    )
     base = scripted.metadata()
     for metadata, code in [
         (dict(base, dpop_signing_alg_values_supported=["RS256", "PS256"]), "unsupported_alg"),
@@ -1925,17 +2110,27 @@ def test_client_discovery_refusals(scripted, client_key):
     ]:
         state["metadata"] = metadata
         with dpop.Client(
-            client_key, issuer=scripted.issuer, client_id=dpop.DEMO_CLIENT_ID, client_secret=dpop.DEMO_CLIENT_SECRET
+            client_key,
+            issuer=scripted.issuer,
+            client_id=dpop.DEMO_CLIENT_ID,
+            client_secret=dpop.DEMO_CLIENT_SECRET,
         ) as client:
             with raises_code(code):
                 client.access_token()
     scripted.script.rules.clear()
-    scripted.script.on(lambda h: ".well-known" in h.path, lambda h: (h.reply(404, {"error": "nope"}), True)[1])
-    with dpop.Client(client_key, issuer=scripted.issuer + "/tenant", client_id="x", client_secret="y") as client:
+    scripted.script.on(
+        lambda h: ".well-known" in h.path, lambda h: (h.reply(404, {"error": "nope"}), True)[1]
+    )
+    with dpop.Client(
+        client_key, issuer=scripted.issuer + "/tenant", client_id="x", client_secret="y"
+    ) as client:
         with raises_code("discovery"):
             client.access_token()
     paths = [r[1] for r in scripted.script.requests[-2:]]
-    assert paths == ["/.well-known/oauth-authorization-server/tenant", "/tenant/.well-known/openid-configuration"]
+    assert paths == [
+        "/.well-known/oauth-authorization-server/tenant",
+        "/tenant/.well-known/openid-configuration",
+    ]
 
 
 def token_reply(payload, status=200, headers=None):
@@ -1949,14 +2144,20 @@ def token_reply(payload, status=200, headers=None):
 
 @pytest.mark.parametrize("token_type", ["DPoP", "dpop", "DPOP"])
 def test_token_type_is_case_insensitive(scripted, client_key, token_type):
-    scripted.script.on(is_token, token_reply({"access_token": "abc.def", "token_type": token_type, "expires_in": 60}))
+    scripted.script.on(
+        is_token,
+        token_reply({"access_token": "abc.def", "token_type": token_type, "expires_in": 60}),
+    )
     with make_client(scripted, client_key) as client:
         assert client.access_token() == "abc.def"
 
 
 @pytest.mark.parametrize("token_type", ["Bearer", "bearer", None, 5, "N_A"])
 def test_non_dpop_token_is_refused(scripted, client_key, token_type):
-    scripted.script.on(is_token, token_reply({"access_token": "abc.def", "token_type": token_type, "expires_in": 60}))
+    scripted.script.on(
+        is_token,
+        token_reply({"access_token": "abc.def", "token_type": token_type, "expires_in": 60}),
+    )
     with make_client(scripted, client_key) as client:
         with raises_code("token_type") as info:
             client.get(scripted.api_url)
@@ -1983,7 +2184,10 @@ def test_malformed_token_responses(scripted, client_key, payload, code):
 
 def test_oauth_error_responses_surface_error_and_description(scripted, client_key):
     scripted.script.on(
-        is_token, token_reply({"error": "invalid_scope", "error_description": "scope 'x' is not allowed"}, status=400)
+        is_token,
+        token_reply(
+            {"error": "invalid_scope", "error_description": "scope 'x' is not allowed"}, status=400
+        ),
     )
     with make_client(scripted, client_key) as client:
         with raises_code("oauth_error") as info:
@@ -2017,7 +2221,9 @@ def test_token_params_are_sent(scripted, client_key):
         ),
     )
     with make_client(
-        scripted, client_key, token_params=[("resource", "https://a"), ("resource", "https://b"), ("audience", "x")]
+        scripted,
+        client_key,
+        token_params=[("resource", "https://a"), ("resource", "https://b"), ("audience", "x")],
     ) as client:
         client.access_token()
     assert forms[0]["resource"] == ["https://a", "https://b"] and forms[0]["audience"] == ["x"]
@@ -2031,7 +2237,9 @@ def test_missing_expires_in_reuses_token_until_invalid_token(scripted, client_ke
 
     def token(handler):
         handler.body()
-        proof = dpop.verify_proof(handler.headers.get_all("DPoP"), method="POST", url=scripted.token_endpoint)
+        proof = dpop.verify_proof(
+            handler.headers.get_all("DPoP"), method="POST", url=scripted.token_endpoint
+        )
         reply = scripted.issue_token(dpop.DEMO_CLIENT_ID, "api", proof.jkt)
         del reply["expires_in"]
         issued.append(reply["access_token"])
@@ -2047,9 +2255,12 @@ def test_missing_expires_in_reuses_token_until_invalid_token(scripted, client_ke
         revoked = set(issued)
         scripted.script.on(
             lambda h: is_api(h) and h.headers.get("Authorization", "")[5:] in revoked,
-            lambda h: (h.reply(401, {"error": "invalid_token"}, dpop.challenge_headers(error="invalid_token")), True)[
-                1
-            ],
+            lambda h: (
+                h.reply(
+                    401, {"error": "invalid_token"}, dpop.challenge_headers(error="invalid_token")
+                ),
+                True,
+            )[1],
         )
         scripted.script.rules.reverse()
         assert client.get(scripted.api_url).status == 200
@@ -2140,7 +2351,10 @@ def test_nonce_required_at_token_endpoint_and_api(client_key):
 
 def test_nonces_are_kept_per_origin(client_key):
     """AS and API on different origins with different nonces."""
-    with dpop.DemoServer(require_nonce=True) as auth, dpop.DemoServer(require_nonce=True, authority=auth) as api:
+    with (
+        dpop.DemoServer(require_nonce=True) as auth,
+        dpop.DemoServer(require_nonce=True, authority=auth) as api,
+    ):
         script = Script()
         api.override = script
         with make_client(auth, client_key) as client:
@@ -2149,7 +2363,9 @@ def test_nonces_are_kept_per_origin(client_key):
             proofs = [decode_proof(r[3][0])[1] for r in script.requests]
             assert "nonce" not in proofs[0]
             assert all(p["nonce"] == proofs[1]["nonce"] for p in proofs[1:])
-            assert api.nonces.check(proofs[1]["nonce"]) and not auth.nonces.check(proofs[1]["nonce"])
+            assert api.nonces.check(proofs[1]["nonce"]) and not auth.nonces.check(
+                proofs[1]["nonce"]
+            )
             assert len(script.requests) == 4
 
 
@@ -2158,7 +2374,9 @@ def test_nonce_from_a_success_response_is_used_next_time(scripted, client_key):
     with make_client(scripted, client_key) as client:
         client.get(scripted.api_url)
         client.get(scripted.api_url)
-    proofs = [decode_proof(r[3][0])[1] for r in scripted.script.requests if r[1] == "/api/dpop/test"]
+    proofs = [
+        decode_proof(r[3][0])[1] for r in scripted.script.requests if r[1] == "/api/dpop/test"
+    ]
     assert "nonce" not in proofs[0] and proofs[1]["nonce"] == "next-1"
 
 
@@ -2172,7 +2390,11 @@ def test_no_nonce_retry_loop(scripted, client_key, where):
         if where == "token":
             handler.reply(400, {"error": "use_dpop_nonce"}, {"DPoP-Nonce": fresh})
         else:
-            handler.reply(401, {"error": "use_dpop_nonce"}, dpop.challenge_headers(error="use_dpop_nonce", nonce=fresh))
+            handler.reply(
+                401,
+                {"error": "use_dpop_nonce"},
+                dpop.challenge_headers(error="use_dpop_nonce", nonce=fresh),
+            )
         return True
 
     scripted.script.on(is_token if where == "token" else is_api, always_nonce)
@@ -2189,10 +2411,16 @@ def test_no_nonce_retry_loop(scripted, client_key, where):
 
 def test_no_retry_when_server_repeats_the_nonce_just_sent(scripted, client_key):
     scripted.script.on(
-        is_api, lambda h: (h.reply(401, {}, dpop.challenge_headers(error="use_dpop_nonce", nonce="same")), True)[1]
+        is_api,
+        lambda h: (
+            h.reply(401, {}, dpop.challenge_headers(error="use_dpop_nonce", nonce="same")),
+            True,
+        )[1],
     )
     with make_client(scripted, client_key) as client:
-        assert client.get(scripted.api_url).status == 401  # no nonce sent yet: one retry with "same"
+        assert (
+            client.get(scripted.api_url).status == 401
+        )  # no nonce sent yet: one retry with "same"
         assert scripted.script.count("/api/dpop/test") == 2
         assert client.get(scripted.api_url).status == 401  # "same" was just sent: no retry
         assert scripted.script.count("/api/dpop/test") == 3
@@ -2202,19 +2430,30 @@ def test_no_retry_when_server_repeats_the_nonce_just_sent(scripted, client_key):
     "values, expected",
     [
         (
-            ['DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"'],
+            [
+                'DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"'
+            ],
             [
                 (
                     "dpop",
-                    {"error": "use_dpop_nonce", "error_description": "Resource server requires nonce in DPoP proof"},
+                    {
+                        "error": "use_dpop_nonce",
+                        "error_description": "Resource server requires nonce in DPoP proof",
+                    },
                 )
             ],
         ),
         (
             ['Bearer realm="x", DPoP algs="ES256 PS256", error="invalid_token"'],
-            [("bearer", {"realm": "x"}), ("dpop", {"algs": "ES256 PS256", "error": "invalid_token"})],
+            [
+                ("bearer", {"realm": "x"}),
+                ("dpop", {"algs": "ES256 PS256", "error": "invalid_token"}),
+            ],
         ),
-        (['DPoP algs="ES256" , error = "use_dpop_nonce"'], [("dpop", {"algs": "ES256", "error": "use_dpop_nonce"})]),
+        (
+            ['DPoP algs="ES256" , error = "use_dpop_nonce"'],
+            [("dpop", {"algs": "ES256", "error": "use_dpop_nonce"})],
+        ),
         (
             ['DPoP error_description="a, \\"quoted\\", b", error=invalid_token'],
             [("dpop", {"error_description": 'a, "quoted", b', "error": "invalid_token"})],
@@ -2268,7 +2507,10 @@ def test_same_origin_redirect_gets_a_fresh_proof(scripted, client_key):
 def two_origins():
     """(server, its script, another origin, that origin's script); the other answers 200 {"ok": true}."""
     script, other_script = Script(), Script()
-    with dpop.DemoServer(override=script) as server, dpop.DemoServer(override=other_script) as other:
+    with (
+        dpop.DemoServer(override=script) as server,
+        dpop.DemoServer(override=other_script) as other,
+    ):
         other_script.on(lambda h: True, lambda h: (h.reply(200, {"ok": True}), True)[1])
         yield server, script, other, other_script
 
@@ -2295,18 +2537,31 @@ def test_redirect_loops_and_insecure_targets(scripted, client_key):
 
 
 @pytest.mark.parametrize(
-    "url", ["http://example.com/api", "http://10.0.0.1/x", "http://[2001:db8::1]/x", "http://localhost.evil.com/x"]
+    "url",
+    [
+        "http://example.com/api",
+        "http://10.0.0.1/x",
+        "http://[2001:db8::1]/x",
+        "http://localhost.evil.com/x",
+    ],
 )
 def test_plain_http_refused_except_loopback(client_key, url):
     with raises_code("insecure_url"):
         dpop.Client(client_key, token_endpoint=url, client_id="c", client_secret="s")
-    with dpop.Client(client_key, token_endpoint="http://127.0.0.1:9/token", client_id="c", client_secret="s") as client:
+    with dpop.Client(
+        client_key, token_endpoint="http://127.0.0.1:9/token", client_id="c", client_secret="s"
+    ) as client:
         with raises_code("insecure_url"):
             client.get(url)
 
 
 def test_loopback_forms_are_allowed(client_key):
-    for url in ("http://localhost:9/t", "http://LocalHost:9/t", "http://127.0.0.2:9/t", "http://[::1]:9/t"):
+    for url in (
+        "http://localhost:9/t",
+        "http://LocalHost:9/t",
+        "http://127.0.0.2:9/t",
+        "http://[::1]:9/t",
+    ):
         dpop.Client(client_key, token_endpoint=url, client_id="c", client_secret="s").close()
 
 
@@ -2345,7 +2600,11 @@ def test_connection_refused_is_a_network_error(client_key):
     port = sock.getsockname()[1]
     sock.close()
     with dpop.Client(
-        client_key, token_endpoint="http://127.0.0.1:%d/token" % port, client_id="c", client_secret="s", timeout=2
+        client_key,
+        token_endpoint="http://127.0.0.1:%d/token" % port,
+        client_id="c",
+        client_secret="s",
+        timeout=2,
     ) as client:
         with raises_code("network"):
             client.access_token()
@@ -2368,7 +2627,9 @@ def test_gzip_bomb_is_capped(scripted, client_key):
 
 def test_gzip_responses_are_decoded(scripted, client_key):
     body = json.dumps([{"type": "x", "value": "y" * 1000}]).encode()
-    scripted.script.on(is_api, lambda h: (h.reply(200, gzip.compress(body), {"Content-Encoding": "gzip"}), True)[1])
+    scripted.script.on(
+        is_api, lambda h: (h.reply(200, gzip.compress(body), {"Content-Encoding": "gzip"}), True)[1]
+    )
     with make_client(scripted, client_key) as client:
         response = client.get(scripted.api_url)
     assert response.body == body and response.json()[0]["type"] == "x"
@@ -2377,7 +2638,8 @@ def test_gzip_responses_are_decoded(scripted, client_key):
 
 def test_malformed_gzip_and_http(scripted, client_key):
     scripted.script.on(
-        lambda h: h.path == "/api/badgzip", lambda h: (h.reply(200, b"not gzip", {"Content-Encoding": "gzip"}), True)[1]
+        lambda h: h.path == "/api/badgzip",
+        lambda h: (h.reply(200, b"not gzip", {"Content-Encoding": "gzip"}), True)[1],
     )
 
     def garbage(handler):
@@ -2411,7 +2673,9 @@ def test_response_object(scripted, client_key):
     assert response.status == 404 and not response.ok and response.reason == "Not Found"
     assert response.text == "caf\u00e9"
     assert (
-        response.headers.get_all("x-A") == ["1", "2"] and response.headers["X-A"] == "1" and "x-a" in response.headers
+        response.headers.get_all("x-A") == ["1", "2"]
+        and response.headers["X-A"] == "1"
+        and "x-a" in response.headers
     )
     assert "Content-Length" in list(response.headers) and len(response.headers) >= 4
     with pytest.raises(KeyError):
@@ -2436,7 +2700,12 @@ def test_user_headers_are_checked(server, client_key):
             client.get(server.api_url, data="a", json={})
         with raises_code("bad_argument"):
             client.request("GE T", server.api_url)
-        assert client.get(server.api_url, headers=[("Accept", "application/json"), ("X-Trace", "1")]).status == 200
+        assert (
+            client.get(
+                server.api_url, headers=[("Accept", "application/json"), ("X-Trace", "1")]
+            ).status
+            == 200
+        )
 
 
 def test_client_argument_checks(client_key):
@@ -2475,12 +2744,20 @@ def test_client_argument_checks(client_key):
         dpop.Client(client_key, **dict(good, auth_method="private_key_jwt"))  # no assertion_key
     with pytest.raises(ValueError):
         dpop.Client(
-            client_key, **dict(good, auth_method="private_key_jwt", assertion_key=client_key, assertion_alg="HS256")
+            client_key,
+            **dict(
+                good, auth_method="private_key_jwt", assertion_key=client_key, assertion_alg="HS256"
+            ),
         )
     with pytest.raises(ValueError):
-        dpop.Client(client_key, **dict(good, auth_method="client_secret_jwt", assertion_alg="ES256"))
+        dpop.Client(
+            client_key, **dict(good, auth_method="client_secret_jwt", assertion_alg="ES256")
+        )
     with raises_code("no_private_key") as info:
-        dpop.Client(client_key, **dict(good, auth_method="private_key_jwt", assertion_key=client_key.public_jwk()))
+        dpop.Client(
+            client_key,
+            **dict(good, auth_method="private_key_jwt", assertion_key=client_key.public_jwk()),
+        )
     assert str(info.value).startswith("no_private_key: assertion key: ")
     with raises_code("no_private_key"):
         dpop.Client(client_key.public_key(), **good)
@@ -2497,7 +2774,9 @@ def test_client_argument_checks(client_key):
 def test_client_secret_never_in_repr_or_errors(scripted, client_key):
     secret = "s3cr3t-value-" + secrets.token_hex(8)
     scripted.clients[dpop.DEMO_CLIENT_ID] = secret
-    scripted.script.on(is_api, lambda h: (h.reply(500, {"echo": h.headers.get("Authorization")}), True)[1])
+    scripted.script.on(
+        is_api, lambda h: (h.reply(500, {"echo": h.headers.get("Authorization")}), True)[1]
+    )
     with make_client(scripted, client_key, client_secret=secret) as client:
         token = client.access_token()
         text = repr(client) + repr(client._token)
@@ -2511,7 +2790,9 @@ def test_session_log_masks_secrets_and_records_both_exchanges(scripted, client_k
     secret = "log-secret-" + secrets.token_hex(6)
     scripted.clients[dpop.DEMO_CLIENT_ID] = secret
     proofs = []
-    scripted.script.on(lambda h: True, lambda h: proofs.extend(h.headers.get_all("DPoP") or []) or False)
+    scripted.script.on(
+        lambda h: True, lambda h: proofs.extend(h.headers.get_all("DPoP") or []) or False
+    )
     scripted.script.on(
         lambda h: h.path == "/api/echo",
         lambda h: (h.reply(200, {"token": h.headers.get("Authorization")[5:]}), True)[1],
@@ -2519,7 +2800,11 @@ def test_session_log_masks_secrets_and_records_both_exchanges(scripted, client_k
     log = tmp_path / "session.log"
     for auth_method in ("client_secret_post", "client_secret_basic"):
         with make_client(
-            scripted, client_key, client_secret=secret, session_log=str(log), auth_method=auth_method
+            scripted,
+            client_key,
+            client_secret=secret,
+            session_log=str(log),
+            auth_method=auth_method,
         ) as client:
             assert client.get(scripted.api_url).status == 200
             client.get(scripted.base_url + "/api/echo")
@@ -2598,7 +2883,11 @@ def test_cli_full_flow_with_session_log(server, key_file, tmp_path):
     claims = {item["type"]: item["value"] for item in json.loads(done.stdout)}
     assert json.loads(claims["cnf"])["jkt"] == dpop.load_key_file(key_file).thumbprint()
     text = log.read_text()
-    assert text.count("---- Sending") == 2 and "client_secret=****" in text and "Authorization: DPoP ****" in text
+    assert (
+        text.count("---- Sending") == 2
+        and "client_secret=****" in text
+        and "Authorization: DPoP ****" in text
+    )
     assert '"access_token":"****"' in text
     assert b"Traceback" not in done.stderr
 
@@ -2608,11 +2897,22 @@ def test_cli_secret_sources(server, key_file, tmp_path):
     secret_file.write_text(dpop.DEMO_CLIENT_SECRET + "\n")
     done = run_cli(
         *cli_flow_args(
-            server, key_file, "--client-secret-file", str(secret_file), "--auth-method", "basic", "GET", server.api_url
+            server,
+            key_file,
+            "--client-secret-file",
+            str(secret_file),
+            "--auth-method",
+            "basic",
+            "GET",
+            server.api_url,
         )
     )
     assert done.returncode == 0, done.stderr
-    done = run_cli(*cli_flow_args(server, key_file, "--client-secret", dpop.DEMO_CLIENT_SECRET, "GET", server.api_url))
+    done = run_cli(
+        *cli_flow_args(
+            server, key_file, "--client-secret", dpop.DEMO_CLIENT_SECRET, "GET", server.api_url
+        )
+    )
     assert done.returncode == 0 and b"warning: --client-secret is visible" in done.stderr
     done = run_cli(*cli_flow_args(server, key_file, "GET", server.api_url))
     assert done.returncode == 2 and b"dpop: usage: a client secret is required" in done.stderr
@@ -2683,29 +2983,51 @@ def test_cli_data_json_output_and_location(scripted, key_file, tmp_path):
 
 def test_cli_exit_codes(scripted, key_file, tmp_path):
     env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
-    scripted.script.on(lambda h: h.path == "/api/boom", lambda h: (h.reply(503, {"error": "down"}), True)[1])
-    done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/missing"), env=env)
+    scripted.script.on(
+        lambda h: h.path == "/api/boom", lambda h: (h.reply(503, {"error": "down"}), True)[1]
+    )
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/missing"), env=env
+    )
     assert done.returncode == 0  # the demo API answers every /api/ path
-    scripted.script.on(lambda h: h.path == "/api/missing", lambda h: (h.reply(404, {"error": "nope"}), True)[1])
-    done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/missing"), env=env)
+    scripted.script.on(
+        lambda h: h.path == "/api/missing", lambda h: (h.reply(404, {"error": "nope"}), True)[1]
+    )
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/missing"), env=env
+    )
     assert done.returncode == 4 and json.loads(done.stdout) == {"error": "nope"}
     assert b"dpop: http_status: " in done.stderr and b"404" in done.stderr
-    done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/boom"), env=env)
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/boom"), env=env
+    )
     assert done.returncode == 5
     done = run_cli(*cli_flow_args(scripted, key_file, "GET", "http://127.0.0.1:1/api"), env=env)
     assert done.returncode == 3 and done.stderr.startswith(b"dpop: network: ")
     bad_key = tmp_path / "bad.pem"
     bad_key.write_text("not a key")
     done = run_cli(*cli_flow_args(scripted, bad_key, "GET", scripted.api_url), env=env)
-    assert done.returncode == 1 and done.stderr == b"dpop: bad_key: key data is not PEM, DER or a JWK\n"
-    done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.api_url), env={"DPOP_CLIENT_SECRET": "wrong"})
-    assert done.returncode == 1 and done.stderr.startswith(b"dpop: oauth_error: token endpoint: invalid_client")
+    assert (
+        done.returncode == 1
+        and done.stderr == b"dpop: bad_key: key data is not PEM, DER or a JWK\n"
+    )
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "GET", scripted.api_url),
+        env={"DPOP_CLIENT_SECRET": "wrong"},
+    )
+    assert done.returncode == 1 and done.stderr.startswith(
+        b"dpop: oauth_error: token endpoint: invalid_client"
+    )
     done = run_cli("GET")
     assert done.returncode == 2
     done = run_cli(
         "GET",
         scripted.api_url,
-        env={"DPOP_CLIENT_ID": "x", "DPOP_CLIENT_SECRET": "y", "DPOP_TOKEN_ENDPOINT": scripted.token_endpoint},
+        env={
+            "DPOP_CLIENT_ID": "x",
+            "DPOP_CLIENT_SECRET": "y",
+            "DPOP_TOKEN_ENDPOINT": scripted.token_endpoint,
+        },
     )
     assert done.returncode == 2 and b"--key" in done.stderr
     done = run_cli("--key", str(key_file), "--client-id", "x", "GET", scripted.api_url, env=env)
@@ -2730,7 +3052,10 @@ def test_cli_help_version_and_issuer(server, key_file):
     done = run_cli("--help")
     assert done.returncode == 0
     assert b"POST /connect/token" in done.stdout and b"Authorization: DPoP <token>" in done.stdout
-    assert b"client_secret=demo-secret&client_id=m2m.dpop&scope=api&grant_type=client_credentials" in done.stdout
+    assert (
+        b"client_secret=demo-secret&client_id=m2m.dpop&scope=api&grant_type=client_credentials"
+        in done.stdout
+    )
     assert run_cli("--version").stdout.strip() == b"dpop.py " + dpop.__version__.encode()
     done = run_cli(
         "--key",
@@ -2749,7 +3074,9 @@ def test_cli_help_version_and_issuer(server, key_file):
 def test_cli_module_invocation(server, key_file):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DPOP_")}
     env["PYTHONPATH"] = str(HERE)
-    done = subprocess.run([sys.executable, "-m", "dpop", "selftest"], capture_output=True, env=env, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "dpop", "selftest"], capture_output=True, env=env, timeout=60
+    )
     assert done.returncode == 0 and done.stdout.startswith(b"dpop selftest: ok")
 
 
@@ -2769,12 +3096,25 @@ def test_cli_keygen_jwk_proof(tmp_path, server):
     token_file = tmp_path / "token"
     token_file.write_text("tok.en\n")
     done = run_cli(
-        "proof", "--key", str(key_path), "--access-token-file", str(token_file), "--nonce", "n1", "POST", server.api_url
+        "proof",
+        "--key",
+        str(key_path),
+        "--access-token-file",
+        str(token_file),
+        "--nonce",
+        "n1",
+        "POST",
+        server.api_url,
     )
     assert done.returncode == 0
     proof = done.stdout.decode().strip()
     result = dpop.verify_proof(
-        proof, method="POST", url=server.api_url, access_token="tok.en", jkt=key.thumbprint(), nonce="n1"
+        proof,
+        method="POST",
+        url=server.api_url,
+        access_token="tok.en",
+        jkt=key.thumbprint(),
+        nonce="n1",
     )
     assert result.claims["htm"] == "POST"
     assert run_cli("jwk").returncode == 2
@@ -2790,7 +3130,11 @@ def test_cli_selftest_and_demo():
     assert done.stderr.count(b"---- Sending") == 3 and b"1 token request" in done.stderr
     assert b"client_secret=****" in done.stderr
     done = run_cli("demo", "--require-nonce")
-    assert done.returncode == 0 and done.stderr.count(b"---- Sending") == 5 and b"use_dpop_nonce" in done.stderr
+    assert (
+        done.returncode == 0
+        and done.stderr.count(b"---- Sending") == 5
+        and b"use_dpop_nonce" in done.stderr
+    )
 
 
 def test_main_in_process(server, key_file, capsys, monkeypatch):
@@ -2865,7 +3209,10 @@ def test_oidc_provider_basic_flow(oidc, method):
             response = client.get(oidc["api"])
             assert response.status == 200, response.text
         body = response.json()
-        assert body["jkt"] == key.thumbprint() and body["client_id"] == oidc["by_method"][method]["client_id"]
+        assert (
+            body["jkt"] == key.thumbprint()
+            and body["client_id"] == oidc["by_method"][method]["client_id"]
+        )
         assert client.token_requests == 1
 
 
@@ -2873,7 +3220,11 @@ def test_oidc_provider_discovery(oidc):
     key = dpop.generate_key()
     c = oidc["by_method"]["client_secret_post"]
     with dpop.Client(
-        key, issuer=oidc["issuer"], client_id=c["client_id"], client_secret=c["client_secret"], scope="api"
+        key,
+        issuer=oidc["issuer"],
+        client_id=c["client_id"],
+        client_secret=c["client_secret"],
+        scope="api",
     ) as client:
         assert client.get(oidc["api"]).status == 200
 
@@ -2918,7 +3269,9 @@ def test_oidc_provider_nonce_at_token_endpoint_and_api(oidc_nonce):
     assert log.count("---- Sending") == 5
 
 
-@pytest.mark.parametrize("mode, token_posts, api_calls", [("--nonce-as", 2, 2), ("--nonce-api", 1, 3)])
+@pytest.mark.parametrize(
+    "mode, token_posts, api_calls", [("--nonce-as", 2, 2), ("--nonce-api", 1, 3)]
+)
 def test_oidc_provider_nonce_at_one_side(oidc_factory, mode, token_posts, api_calls):
     info = oidc_factory(mode)
     key = dpop.generate_key()
@@ -3064,7 +3417,9 @@ def test_https_bad_cafile(tls_server, client_key, tmp_path):
 
 def test_cli_cacert(tls_server, key_file):
     done = run_cli(
-        *cli_flow_args(tls_server, key_file, "--cacert", str(TLS / "server.pem"), "GET", tls_server.api_url),
+        *cli_flow_args(
+            tls_server, key_file, "--cacert", str(TLS / "server.pem"), "GET", tls_server.api_url
+        ),
         env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET},
     )
     assert done.returncode == 0, done.stderr
@@ -3092,7 +3447,9 @@ def mtls_server():
     presented = []
 
     def record(handler):
-        presented.append((handler.path.split("?")[0], handler.connection.getpeercert(binary_form=True)))
+        presented.append(
+            (handler.path.split("?")[0], handler.connection.getpeercert(binary_form=True))
+        )
         return False
 
     with dpop.DemoServer(ssl_context=context, override=record) as server:
@@ -3107,7 +3464,10 @@ def client_cert_der():
 
 
 def test_client_certificate_goes_to_the_token_endpoint_and_the_api(mtls_server, client_key):
-    for cert in (str(TLS / "client-with-key.pem"), (str(TLS / "client.pem"), str(TLS / "client.key"))):
+    for cert in (
+        str(TLS / "client-with-key.pem"),
+        (str(TLS / "client.pem"), str(TLS / "client.key")),
+    ):
         del mtls_server.presented[:]
         with tls_client(mtls_server, client_key, client_cert=cert) as client:
             assert client.get(mtls_server.api_url).status == 200
@@ -3124,7 +3484,11 @@ def test_client_certificate_missing_bad_or_beside_a_context(mtls_server, client_
     assert info.value.code in ("tls", "network") and mtls_server.presented == []
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate\n")
-    for cert in (str(bad), str(tmp_path / "missing.pem"), (str(TLS / "client.pem"), str(TLS / "server.key"))):
+    for cert in (
+        str(bad),
+        str(tmp_path / "missing.pem"),
+        (str(TLS / "client.pem"), str(TLS / "server.key")),
+    ):
         with raises_code("tls") as info:  # when the client is made, before any request
             tls_client(mtls_server, client_key, client_cert=cert)
         assert "client certificate" in info.value.message
@@ -3145,11 +3509,18 @@ def test_cli_cert_and_cert_key(mtls_server, key_file):
         ([], {"DPOP_CERT": str(TLS / "client.pem"), "DPOP_CERT_KEY": str(TLS / "client.key")}),
     ):
         del mtls_server.presented[:]
-        done = run_cli(*cli_flow_args(mtls_server, key_file, *args, mtls_server.api_url), env=dict(env, **more))
+        done = run_cli(
+            *cli_flow_args(mtls_server, key_file, *args, mtls_server.api_url), env=dict(env, **more)
+        )
         assert done.returncode == 0, (args, done.stderr)
-        assert {der for _, der in mtls_server.presented} == {client_cert_der()} and len(mtls_server.presented) == 2
+        assert {der for _, der in mtls_server.presented} == {client_cert_der()} and len(
+            mtls_server.presented
+        ) == 2
     done = run_cli(
-        *cli_flow_args(mtls_server, key_file, "--cert-key", str(TLS / "client.key"), mtls_server.api_url), env=env
+        *cli_flow_args(
+            mtls_server, key_file, "--cert-key", str(TLS / "client.key"), mtls_server.api_url
+        ),
+        env=env,
     )
     assert done.returncode == 2 and b"--cert-key FILE goes with --cert FILE" in done.stderr
     done = run_cli(*cli_flow_args(mtls_server, key_file, mtls_server.api_url), env=env)
@@ -3172,7 +3543,9 @@ class Tinyproxy:
         import socket
         import time
 
-        exe = shutil.which("tinyproxy") or ("/usr/bin/tinyproxy" if os.path.exists("/usr/bin/tinyproxy") else None)
+        exe = shutil.which("tinyproxy") or (
+            "/usr/bin/tinyproxy" if os.path.exists("/usr/bin/tinyproxy") else None
+        )
         if exe is None:
             if os.environ.get("DPOP_REQUIRE_SERVICES"):
                 pytest.fail("DPOP_REQUIRE_SERVICES is set but tinyproxy is not installed")
@@ -3186,7 +3559,9 @@ class Tinyproxy:
         lines += ["LogLevel Info", "MaxClients 50", "Allow 127.0.0.1"]
         lines += ["BasicAuth %s %s" % (PROXY_USER, PROXY_PASSWORD)] if auth else []
         conf.write_text("\n".join(lines) + "\n")
-        self.proc = subprocess.Popen([exe, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [exe, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -3195,7 +3570,10 @@ class Tinyproxy:
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.proc.kill()
-                    pytest.fail("tinyproxy did not start: %s" % self.proc.stderr.read().decode(errors="replace"))
+                    pytest.fail(
+                        "tinyproxy did not start: %s"
+                        % self.proc.stderr.read().decode(errors="replace")
+                    )
                 time.sleep(0.02)
         self.url = "http://127.0.0.1:%d" % self.port
         credentials = "%s:%s@" % (PROXY_USER, PROXY_PASSWORD_IN_URL) if auth else ""
@@ -3237,11 +3615,18 @@ def tls_client(server, key, **kwargs):
 def assert_proxy_saw_no_secret(proxy, *secrets_):
     text = proxy.text()
     assert "CONNECT" in text
-    for needle in ("Authorization: DPoP", "DPoP:", dpop.DEMO_CLIENT_SECRET, "client_secret") + secrets_:
+    for needle in (
+        "Authorization: DPoP",
+        "DPoP:",
+        dpop.DEMO_CLIENT_SECRET,
+        "client_secret",
+    ) + secrets_:
         assert needle not in text
 
 
-def test_client_tunnels_through_https_proxy_from_the_environment(open_proxy, tls_server, client_key, monkeypatch):
+def test_client_tunnels_through_https_proxy_from_the_environment(
+    open_proxy, tls_server, client_key, monkeypatch
+):
     monkeypatch.setenv("HTTPS_PROXY", open_proxy.url)
     before = len(open_proxy.connects())
     with tls_client(tls_server, client_key) as client:
@@ -3268,7 +3653,9 @@ def test_proxy_argument_and_lowercase_variable(open_proxy, tls_server, client_ke
     assert len(open_proxy.connects()) == before + 2
     with tls_client(tls_server, client_key, proxy="") as client:  # "" is no proxy at all
         assert client.get(tls_server.api_url).status == 200
-    with tls_client(tls_server, client_key, trust_env=False) as client:  # the environment is ignored
+    with tls_client(
+        tls_server, client_key, trust_env=False
+    ) as client:  # the environment is ignored
         assert client.get(tls_server.api_url).status == 200
     assert len(open_proxy.connects()) == before + 2
 
@@ -3304,13 +3691,17 @@ def test_a_proxy_that_does_not_speak_http_is_a_proxy_error(tls_server, client_ke
 
     threading.Thread(target=answer, daemon=True).start()
     for _ in range(2):
-        with tls_client(tls_server, client_key, proxy="http://127.0.0.1:%d" % listener.getsockname()[1]) as client:
+        with tls_client(
+            tls_server, client_key, proxy="http://127.0.0.1:%d" % listener.getsockname()[1]
+        ) as client:
             with raises_code("proxy"):
                 client.get(tls_server.api_url)
     listener.close()
 
 
-@pytest.mark.parametrize("no_proxy", ["127.0.0.1", "*", "example.com, 127.0.0.0/8", "localhost,127.0.0.1:{port}"])
+@pytest.mark.parametrize(
+    "no_proxy", ["127.0.0.1", "*", "example.com, 127.0.0.0/8", "localhost,127.0.0.1:{port}"]
+)
 def test_no_proxy_bypasses_the_proxy(open_proxy, tls_server, client_key, monkeypatch, no_proxy):
     monkeypatch.setenv("HTTPS_PROXY", open_proxy.url)
     monkeypatch.setenv("NO_PROXY", no_proxy.format(port=port_of(tls_server)))
@@ -3318,14 +3709,20 @@ def test_no_proxy_bypasses_the_proxy(open_proxy, tls_server, client_key, monkeyp
     with tls_client(tls_server, client_key) as client:
         assert client.get(tls_server.api_url).status == 200
     assert len(open_proxy.connects()) == before
-    with tls_client(tls_server, client_key, no_proxy="") as client:  # the argument replaces NO_PROXY
+    with tls_client(
+        tls_server, client_key, no_proxy=""
+    ) as client:  # the argument replaces NO_PROXY
         assert client.get(tls_server.api_url).status == 200
     assert len(open_proxy.connects()) == before + 1
 
 
-def test_proxy_with_basic_auth_and_a_masked_session_log(auth_proxy, tls_server, client_key, tmp_path):
+def test_proxy_with_basic_auth_and_a_masked_session_log(
+    auth_proxy, tls_server, client_key, tmp_path
+):
     log = tmp_path / "session.log"
-    with tls_client(tls_server, client_key, proxy=auth_proxy.auth_url, session_log=str(log)) as client:
+    with tls_client(
+        tls_server, client_key, proxy=auth_proxy.auth_url, session_log=str(log)
+    ) as client:
         assert client.get(tls_server.api_url).status == 200
         assert PROXY_PASSWORD not in repr(client) and PROXY_PASSWORD_IN_URL not in repr(client)
     text = log.read_text()
@@ -3358,14 +3755,18 @@ def test_unreachable_proxy_and_refused_connect(open_proxy, tls_server, client_ke
             client.get(tls_server.api_url)
         assert "127.0.0.1:1" in info.value.message and "hunter22" not in info.value.message
     # the proxy cannot reach the origin (nothing listens there): CONNECT is refused
-    with make_client(tls_server, client_key, proxy=open_proxy.url, token_endpoint="https://127.0.0.1:1/t") as client:
+    with make_client(
+        tls_server, client_key, proxy=open_proxy.url, token_endpoint="https://127.0.0.1:1/t"
+    ) as client:
         with raises_code("proxy") as info:
             client.get(tls_server.api_url)
         assert "CONNECT" in info.value.message and "127.0.0.1:1" in info.value.message
 
 
 def test_tls_through_the_tunnel_checks_the_origin_certificate(open_proxy, tls_server, client_key):
-    with make_client(tls_server, client_key, proxy=open_proxy.url) as client:  # no cafile: untrusted
+    with make_client(
+        tls_server, client_key, proxy=open_proxy.url
+    ) as client:  # no cafile: untrusted
         with raises_code("tls"):
             client.get(tls_server.api_url)
 
@@ -3389,7 +3790,14 @@ def test_proxy_urls(url, host, port, auth):
 
 @pytest.mark.parametrize(
     "url",
-    ["socks5://127.0.0.1:1080", "https://proxy.example", "http://", "http://a b:1", "http://h:99999", "ftp://h:1"],
+    [
+        "socks5://127.0.0.1:1080",
+        "https://proxy.example",
+        "http://",
+        "http://a b:1",
+        "http://h:99999",
+        "ftp://h:1",
+    ],
 )
 def test_unusable_proxy_urls_are_proxy_errors(url, client_key, server, monkeypatch):
     with raises_code("proxy") as info:
@@ -3438,7 +3846,12 @@ def test_cli_through_proxies(open_proxy, auth_proxy, tls_server, key_file, tmp_p
     assert done.returncode == 0, done.stderr
     assert len(open_proxy.connects()) == before + 1
     done = run_cli(
-        *common, "--noproxy", "127.0.0.1", "GET", tls_server.api_url, env={**env, "HTTPS_PROXY": open_proxy.url}
+        *common,
+        "--noproxy",
+        "127.0.0.1",
+        "GET",
+        tls_server.api_url,
+        env={**env, "HTTPS_PROXY": open_proxy.url},
     )
     assert done.returncode == 0, done.stderr
     assert len(open_proxy.connects()) == before + 1
@@ -3459,8 +3872,12 @@ def test_cli_through_proxies(open_proxy, auth_proxy, tls_server, key_file, tmp_p
     for text in (log.read_text(), done.stderr.decode()):
         assert "Proxy-Authorization: Basic ****" in text and PROXY_PASSWORD not in text
     done = run_cli(*common, "--proxy", auth_proxy.url, "GET", tls_server.api_url, env=env)
-    assert done.returncode == 3 and done.stderr.startswith(b"dpop: proxy: ") and b"407" in done.stderr
-    done = run_cli(*common, "--proxy", "socks5://u:pw-secret@127.0.0.1:1", "GET", tls_server.api_url, env=env)
+    assert (
+        done.returncode == 3 and done.stderr.startswith(b"dpop: proxy: ") and b"407" in done.stderr
+    )
+    done = run_cli(
+        *common, "--proxy", "socks5://u:pw-secret@127.0.0.1:1", "GET", tls_server.api_url, env=env
+    )
     assert done.returncode == 2 and b"pw-secret" not in done.stderr, done.stderr
 
 
@@ -3495,10 +3912,22 @@ def test_readme_server_example():
             response = conn.getresponse()
             body = json.loads(response.read())
             conn.close()
-            return response.status, body, response.getheader("DPoP-Nonce"), response.getheader("WWW-Authenticate")
+            return (
+                response.status,
+                body,
+                response.getheader("DPoP-Nonce"),
+                response.getheader("WWW-Authenticate"),
+            )
 
-        status, body, nonce, challenge = call(dpop.make_proof(key, "GET", url, access_token="tok.en"))
-        assert status == 401 and body == {"error": "use_dpop_nonce"} and nonce and 'error="use_dpop_nonce"' in challenge
+        status, body, nonce, challenge = call(
+            dpop.make_proof(key, "GET", url, access_token="tok.en")
+        )
+        assert (
+            status == 401
+            and body == {"error": "use_dpop_nonce"}
+            and nonce
+            and 'error="use_dpop_nonce"' in challenge
+        )
         proof = dpop.make_proof(key, "GET", url, access_token="tok.en", nonce=nonce)
         assert call(proof)[:2] == (200, {"hello": "m2m.dpop"})
         assert call(proof)[1] == {"error": "invalid_dpop_proof"}  # replayed
@@ -3538,7 +3967,9 @@ POINT = b"\x04" + dpop.b64url_decode(KEY_JWK["x"]) + dpop.b64url_decode(KEY_JWK[
         (
             _seq(
                 _seq(
-                    dpop._der_tlv(6, dpop._OID_EC_PUBLIC_KEY), dpop._der_tlv(6, dpop._OID_P256), dpop._der_tlv(5, b"")
+                    dpop._der_tlv(6, dpop._OID_EC_PUBLIC_KEY),
+                    dpop._der_tlv(6, dpop._OID_P256),
+                    dpop._der_tlv(5, b""),
                 ),
                 dpop._der_tlv(3, b"\x00" + POINT),
             ),
@@ -3560,7 +3991,10 @@ POINT = b"\x04" + dpop.b64url_decode(KEY_JWK["x"]) + dpop.b64url_decode(KEY_JWK[
             ),
             "bad_key",
         ),  # 31 bytes
-        (_seq(dpop._der_tlv(2, b"\x01"), dpop._der_tlv(4, D_BYTES)), "bad_key"),  # SEC1 naming no curve
+        (
+            _seq(dpop._der_tlv(2, b"\x01"), dpop._der_tlv(4, D_BYTES)),
+            "bad_key",
+        ),  # SEC1 naming no curve
         (
             _seq(
                 dpop._der_tlv(2, b"\x01"),
@@ -3578,18 +4012,31 @@ POINT = b"\x04" + dpop.b64url_decode(KEY_JWK["x"]) + dpop.b64url_decode(KEY_JWK[
             "bad_key",
         ),
         (
-            _seq(dpop._der_tlv(2, b"\x01"), dpop._der_tlv(4, D_BYTES), dpop._der_tlv(0xA1, dpop._der_tlv(4, POINT))),
+            _seq(
+                dpop._der_tlv(2, b"\x01"),
+                dpop._der_tlv(4, D_BYTES),
+                dpop._der_tlv(0xA1, dpop._der_tlv(4, POINT)),
+            ),
             "bad_key",
         ),
-        (_seq(dpop._der_tlv(2, b"\x01"), dpop._der_tlv(4, D_BYTES), dpop._der_tlv(0xA2, b"")), "bad_key"),
+        (
+            _seq(dpop._der_tlv(2, b"\x01"), dpop._der_tlv(4, D_BYTES), dpop._der_tlv(0xA2, b"")),
+            "bad_key",
+        ),
         (_seq(dpop._der_tlv(2, b"\x01"), dpop._der_tlv(2, b"\x03")), "unsupported_key"),  # RSA-like
         (_seq(dpop._der_tlv(2, b"\x80"), dpop._der_tlv(4, D_BYTES)), "bad_key"),  # negative version
         (_seq(dpop._der_tlv(4, b"")), "bad_key"),
         (_seq(ALG_P256, dpop._der_tlv(3, b"\x01" + POINT)), "bad_key"),  # unused bits
-        (_seq(ALG_P256, dpop._der_tlv(3, b"\x00\x02" + b"\xff" * 32)), "bad_key"),  # compressed x >= p
+        (
+            _seq(ALG_P256, dpop._der_tlv(3, b"\x00\x02" + b"\xff" * 32)),
+            "bad_key",
+        ),  # compressed x >= p
         (_seq(ALG_P256, dpop._der_tlv(3, b"\x00\x00")), "bad_key"),  # infinity
         (
-            _seq(_seq(dpop._der_tlv(6, dpop._OID_EC_PUBLIC_KEY), _seq()), dpop._der_tlv(3, b"\x00" + POINT)),
+            _seq(
+                _seq(dpop._der_tlv(6, dpop._OID_EC_PUBLIC_KEY), _seq()),
+                dpop._der_tlv(3, b"\x00" + POINT),
+            ),
             "unsupported_curve",
         ),
         (_seq(_seq(dpop._der_tlv(2, b"\x01")), dpop._der_tlv(3, b"\x00" + POINT)), "bad_key"),
@@ -3611,7 +4058,9 @@ def test_pkcs8_v2_public_key_field():
     other = dpop.generate_key().public_point
     wrong_point = b"\x04" + other[0].to_bytes(32, "big") + other[1].to_bytes(32, "big")
     sec1_with_point = _seq(
-        dpop._der_tlv(2, b"\x01"), dpop._der_tlv(4, D_BYTES), dpop._der_tlv(0xA1, dpop._der_tlv(3, b"\x00" + POINT))
+        dpop._der_tlv(2, b"\x01"),
+        dpop._der_tlv(4, D_BYTES),
+        dpop._der_tlv(0xA1, dpop._der_tlv(3, b"\x00" + POINT)),
     )
     mismatch = _seq(
         dpop._der_tlv(2, b"\x01") + ALG_P256 + dpop._der_tlv(4, sec1_with_point),
@@ -3627,7 +4076,9 @@ def test_compressed_points_of_both_parities():
     for _ in range(8):
         key = dpop.generate_key()
         x, y = key.public_point
-        spki = _seq(ALG_P256, dpop._der_tlv(3, b"\x00" + bytes([2 + (y & 1)]) + x.to_bytes(32, "big")))
+        spki = _seq(
+            ALG_P256, dpop._der_tlv(3, b"\x00" + bytes([2 + (y & 1)]) + x.to_bytes(32, "big"))
+        )
         assert dpop.load_key(spki) == key.public_key()
 
 
@@ -3643,9 +4094,15 @@ def test_der_long_lengths_round_trip():
         ("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "bad_key"),
         ("-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n", "unsupported_key"),
         ("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "unsupported_key"),
-        ("-----BEGIN EC PRIVATE KEY-----\nComment: x\n\nAAAA\n-----END EC PRIVATE KEY-----\n", "bad_key"),
+        (
+            "-----BEGIN EC PRIVATE KEY-----\nComment: x\n\nAAAA\n-----END EC PRIVATE KEY-----\n",
+            "bad_key",
+        ),
         ("-----BEGIN PUBLIC KEY-----\nnot closed", "bad_key"),
-        ("-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n", "bad_key"),
+        (
+            "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n",
+            "bad_key",
+        ),
     ],
 )
 def test_pem_refusals(text, code):
@@ -3692,7 +4149,12 @@ def _reference_nonces(d, digest, extra, count):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, N - 1), st.binary(min_size=32, max_size=32), st.sampled_from([b"", None]), st.data())
+@given(
+    st.integers(1, N - 1),
+    st.binary(min_size=32, max_size=32),
+    st.sampled_from([b"", None]),
+    st.data(),
+)
 def test_hedged_nonces_match_a_reference(d, digest, extra, data):
     extra = data.draw(st.binary(min_size=32, max_size=32)) if extra is None else extra
     stream = dpop._rfc6979_nonces(d, digest, extra)
@@ -3706,7 +4168,9 @@ def test_hmac_sha256_matches_the_standard_library(key, data):
 
 def test_rfc6979_stream_continues_past_the_first_candidate():
     stream = dpop._rfc6979_nonces(
-        0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721, hashlib.sha256(b"sample").digest(), b""
+        0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721,
+        hashlib.sha256(b"sample").digest(),
+        b"",
     )
     first, second = next(stream), next(stream)
     assert (
@@ -3740,15 +4204,28 @@ def test_sign_retries_when_r_or_s_is_zero(monkeypatch):
 
 def test_misc_reprs_and_small_paths(monkeypatch):
     proof = dpop.verify_proof(
-        RFC9449["proofs"][0]["proof"], method="POST", url=RFC9449["proofs"][0]["htu"], now=RFC9449["proofs"][0]["iat"]
+        RFC9449["proofs"][0]["proof"],
+        method="POST",
+        url=RFC9449["proofs"][0]["htu"],
+        now=RFC9449["proofs"][0]["iat"],
     )
     assert "POST" in repr(proof) and RFC9449["jkt"] in repr(proof)
     headers = dpop.Headers([("Authorization", "DPoP secret-token"), ("DPoP", "proof"), ("X", "1")])
-    assert "secret-token" not in repr(headers) and "proof'" not in repr(headers) and "****" in repr(headers)
-    twice = dpop.Headers([("A", "1"), ("a", "2"), (None, "never read")])  # get() stops at the first match
+    assert (
+        "secret-token" not in repr(headers)
+        and "proof'" not in repr(headers)
+        and "****" in repr(headers)
+    )
+    twice = dpop.Headers(
+        [("A", "1"), ("a", "2"), (None, "never read")]
+    )  # get() stops at the first match
     assert twice.get("a") == twice["A"] == "1" and "a" in twice and headers.get("b", "-") == "-"
     odd = dpop.Response(
-        200, "OK", dpop.Headers([("Content-Type", "text/plain; charset=no-such-charset")]), b"ok", "https://h/"
+        200,
+        "OK",
+        dpop.Headers([("Content-Type", "text/plain; charset=no-such-charset")]),
+        b"ok",
+        "https://h/",
     )
     assert odd.text == "ok" and odd.ok
     assert dpop._inflater("br") is None  # unknown codings pass through as they came
@@ -3786,11 +4263,17 @@ def test_session_log_binary_body_and_refresh_token(scripted, client_key):
         ),
     )
     scripted.script.on(
-        is_api, lambda h: (h.reply(200, b"\xff\xfe\x00binary", {"Content-Type": "application/octet-stream"}), True)[1]
+        is_api,
+        lambda h: (
+            h.reply(200, b"\xff\xfe\x00binary", {"Content-Type": "application/octet-stream"}),
+            True,
+        )[1],
     )
     sink = io.StringIO()
     with make_client(scripted, client_key, session_log=sink) as client:
-        response = client.get(scripted.api_url, json=[1], headers={"Content-Type": "application/x-custom"})
+        response = client.get(
+            scripted.api_url, json=[1], headers={"Content-Type": "application/x-custom"}
+        )
         assert response.body == b"\xff\xfe\x00binary"
     text = sink.getvalue()
     assert "<9 bytes of binary data>" in text and "refresh-secret-value" not in text
@@ -3800,7 +4283,12 @@ def test_session_log_binary_body_and_refresh_token(scripted, client_key):
 def test_auth_method_none_and_header_types(scripted, client_key):
     forms = []
     scripted.script.on(
-        is_token, lambda h: forms.append(h.body()) or h.reply(200, {"access_token": "t", "token_type": "DPoP"}) or True
+        is_token,
+        lambda h: (
+            forms.append(h.body())
+            or h.reply(200, {"access_token": "t", "token_type": "DPoP"})
+            or True
+        ),
     )
     with make_client(scripted, client_key, auth_method="none", client_secret=None) as client:
         client.access_token()
@@ -3840,9 +4328,15 @@ def test_server_that_hangs_up_is_a_network_error(scripted, client_key):
 
 
 def test_discovery_skips_non_json_metadata(scripted, client_key):
-    scripted.script.on(lambda h: "oauth-authorization-server" in h.path, lambda h: (h.reply(200, b"<html>"), True)[1])
+    scripted.script.on(
+        lambda h: "oauth-authorization-server" in h.path,
+        lambda h: (h.reply(200, b"<html>"), True)[1],
+    )
     with dpop.Client(
-        client_key, issuer=scripted.issuer, client_id=dpop.DEMO_CLIENT_ID, client_secret=dpop.DEMO_CLIENT_SECRET
+        client_key,
+        issuer=scripted.issuer,
+        client_id=dpop.DEMO_CLIENT_ID,
+        client_secret=dpop.DEMO_CLIENT_SECRET,
     ) as client:
         assert client.get(scripted.api_url).status == 200  # found it at openid-configuration
 
@@ -3851,7 +4345,9 @@ def test_demo_server_refusals(server, client_key):
     import http.client
 
     def call(method, path, headers=None, body=None):
-        conn = http.client.HTTPConnection("127.0.0.1", int(server.base_url.rsplit(":", 1)[1]), timeout=5)
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", int(server.base_url.rsplit(":", 1)[1]), timeout=5
+        )
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
         data = json.loads(response.read() or b"null")
@@ -3859,13 +4355,25 @@ def test_demo_server_refusals(server, client_key):
         return response.status, data
 
     assert call("GET", "/nowhere") == (404, {"error": "not_found"})
-    assert call("POST", "/connect/token", {"Authorization": "Basic !!!"}, b"grant_type=client_credentials")[0] == 401
+    assert (
+        call(
+            "POST",
+            "/connect/token",
+            {"Authorization": "Basic !!!"},
+            b"grant_type=client_credentials",
+        )[0]
+        == 401
+    )
     form = b"grant_type=password&client_id=m2m.dpop&client_secret=demo-secret"
-    assert call("POST", "/connect/token", {"Content-Type": "application/x-www-form-urlencoded"}, form) == (
+    assert call(
+        "POST", "/connect/token", {"Content-Type": "application/x-www-form-urlencoded"}, form
+    ) == (
         400,
         {"error": "unsupported_grant_type"},
     )
-    assert call("GET", "/api/dpop/test", {"Authorization": "Bearer x"})[1] == {"error": "invalid_request"}
+    assert call("GET", "/api/dpop/test", {"Authorization": "Bearer x"})[1] == {
+        "error": "invalid_request"
+    }
     server.token_lifetime = 1
     with make_client(server, client_key) as client:
         token = client.access_token()
@@ -3879,21 +4387,44 @@ def test_demo_server_refusals(server, client_key):
 
 def test_cli_corners(server, key_file, tmp_path):
     env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
-    done = run_cli("--key", str(key_file), "--token-endpoint", server.token_endpoint, "GET", server.api_url, env=env)
+    done = run_cli(
+        "--key",
+        str(key_file),
+        "--token-endpoint",
+        server.token_endpoint,
+        "GET",
+        server.api_url,
+        env=env,
+    )
     assert done.returncode == 2 and b"--client-id" in done.stderr
     for extra in (["--param", "novalue"], ["-H", "no colon"]):
         done = run_cli(*cli_flow_args(server, key_file, *extra, "GET", server.api_url), env=env)
         assert done.returncode == 2, extra
     done = run_cli(
-        *cli_flow_args(server, key_file, "--json", "{}", "-H", "Accept: text/plain", "GET", server.api_url), env=env
+        *cli_flow_args(
+            server, key_file, "--json", "{}", "-H", "Accept: text/plain", "GET", server.api_url
+        ),
+        env=env,
     )
     assert done.returncode == 0
     done = run_cli(
-        *cli_flow_args(server, key_file, "--session-log", str(tmp_path / "no" / "dir.log"), "GET", server.api_url),
+        *cli_flow_args(
+            server,
+            key_file,
+            "--session-log",
+            str(tmp_path / "no" / "dir.log"),
+            "GET",
+            server.api_url,
+        ),
         env=env,
     )
-    assert done.returncode == 2 and done.stderr.startswith(b"dpop: usage: --session-log: cannot write")
-    done = run_cli(*cli_flow_args(server, key_file, "-o", str(tmp_path / "no" / "out"), "GET", server.api_url), env=env)
+    assert done.returncode == 2 and done.stderr.startswith(
+        b"dpop: usage: --session-log: cannot write"
+    )
+    done = run_cli(
+        *cli_flow_args(server, key_file, "-o", str(tmp_path / "no" / "out"), "GET", server.api_url),
+        env=env,
+    )
     assert done.returncode == 2 and done.stderr.startswith(b"dpop: usage: --output: cannot write")
     done = run_cli("proof", "--key", str(key_file), "GET", server.api_url)
     assert done.returncode == 0 and "ath" not in decode_proof(done.stdout.decode().strip())[1]
@@ -3975,7 +4506,14 @@ def _proof_with(key, header_extra=None, **claims):
     """A validly signed proof whose claims (and header) hold whatever is asked."""
     header = {"typ": "dpop+jwt", "jwk": key.public_jwk()}
     header.update(header_extra or {})
-    payload = {"jti": "j-1", "htm": "GET", "htu": URL, "iat": NOW, "ath": dpop.access_token_hash(TOKEN), "nonce": "n"}
+    payload = {
+        "jti": "j-1",
+        "htm": "GET",
+        "htu": URL,
+        "iat": NOW,
+        "ath": dpop.access_token_hash(TOKEN),
+        "nonce": "n",
+    }
     payload.update(claims)
     return dpop.jws_sign(key, payload, header)
 
@@ -4016,26 +4554,41 @@ def test_verify_proof_outside_strings_given_by_the_server_never_crash():
     key = dpop.generate_key()
     proof = _proof_with(key)
     with raises_code("proof_binding"):
-        dpop.verify_proof(proof, method="GET", url=URL, access_token=TOKEN, jkt="\ud800", nonce="n", now=NOW)
+        dpop.verify_proof(
+            proof, method="GET", url=URL, access_token=TOKEN, jkt="\ud800", nonce="n", now=NOW
+        )
     with raises_code("proof_binding"):
         dpop.verify_proof(proof, method="GET", url=URL, jkt="\ud800€", now=NOW)
     with raises_code("proof_nonce"):
-        dpop.verify_proof(proof, method="GET", url=URL, access_token=TOKEN, jkt=key.thumbprint(), nonce="\ud800")
+        dpop.verify_proof(
+            proof, method="GET", url=URL, access_token=TOKEN, jkt=key.thumbprint(), nonce="\ud800"
+        )
     with raises_code("bad_access_token"):
-        dpop.verify_proof(proof, method="GET", url=URL, access_token="\ud800", jkt=key.thumbprint(), now=NOW)
+        dpop.verify_proof(
+            proof, method="GET", url=URL, access_token="\ud800", jkt=key.thumbprint(), now=NOW
+        )
 
 
 def test_demo_server_answers_a_surrogate_proof_with_400(server):
     import http.client
 
     key = dpop.generate_key()
-    proof = _proof_with(key, jti="\ud800", htm="POST", htu=server.token_endpoint, iat=int(time.time()))
-    conn = http.client.HTTPConnection("127.0.0.1", int(server.base_url.rsplit(":", 1)[1]), timeout=5)
+    proof = _proof_with(
+        key, jti="\ud800", htm="POST", htu=server.token_endpoint, iat=int(time.time())
+    )
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", int(server.base_url.rsplit(":", 1)[1]), timeout=5
+    )
     body = "grant_type=client_credentials&client_id=%s&client_secret=%s" % (
         dpop.DEMO_CLIENT_ID,
         dpop.DEMO_CLIENT_SECRET,
     )
-    conn.request("POST", "/connect/token", body, {"DPoP": proof, "Content-Type": "application/x-www-form-urlencoded"})
+    conn.request(
+        "POST",
+        "/connect/token",
+        body,
+        {"DPoP": proof, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     resp = conn.getresponse()
     assert resp.status == 400 and json.loads(resp.read())["error"] == "invalid_dpop_proof"
     conn.close()
@@ -4055,7 +4608,10 @@ def _huge_oid_keys():
     spki_curve = _der(0x30, _der(0x30, _der(6, ec_oid) + _der(6, HUGE_ARC)) + _der(3, point))
     sec1_inner = _der(2, b"\x01") + _der(4, b"\x01" * 32)
     pkcs8 = _der(
-        0x30, _der(2, b"\x00") + _der(0x30, _der(6, HUGE_ARC) + _der(6, p256)) + _der(4, _der(0x30, sec1_inner))
+        0x30,
+        _der(2, b"\x00")
+        + _der(0x30, _der(6, HUGE_ARC) + _der(6, p256))
+        + _der(4, _der(0x30, sec1_inner)),
     )
     sec1 = _der(0x30, sec1_inner + _der(0xA0, _der(6, HUGE_ARC)))
     return {"spki": spki, "spki_curve": spki_curve, "pkcs8": pkcs8, "sec1": sec1}
@@ -4081,7 +4637,10 @@ def test_cli_jwk_with_a_huge_oid_is_one_line(tmp_path):
 
 def test_jwk_text_and_members_with_lone_surrogates():
     jwk = dict(KEY_JWK)
-    for text in (json.dumps(dict(jwk, kid="\ud800")), json.dumps(dict(jwk, kid="\ud800"), ensure_ascii=False)):
+    for text in (
+        json.dumps(dict(jwk, kid="\ud800")),
+        json.dumps(dict(jwk, kid="\ud800"), ensure_ascii=False),
+    ):
         with pytest.raises(DPoPError) as info:
             dpop.load_key(text)
         assert info.value.code in ("bad_json", "bad_key")
@@ -4111,7 +4670,8 @@ def test_pem_scanning_is_linear():
     for text in (
         key.to_pem(),
         "junk\n" + key.to_pem().replace("\n", "\r\n") + "trailer",
-        "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n" + key.to_pem(),
+        "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n"
+        + key.to_pem(),
     ):
         assert dpop.load_key(text) == key
     with raises_code("bad_key"):
@@ -4120,7 +4680,9 @@ def test_pem_scanning_is_linear():
         dpop.load_key(key.to_pem() + key.to_pem())
 
 
-def test_session_log_and_errors_mask_secrets_whatever_surrounds_them(scripted, client_key, tmp_path):
+def test_session_log_and_errors_mask_secrets_whatever_surrounds_them(
+    scripted, client_key, tmp_path
+):
     secret = "s3cret-" + secrets.token_hex(6)
     scripted.clients[dpop.DEMO_CLIENT_ID] = secret
     scripted.script.on(
@@ -4147,7 +4709,10 @@ def test_session_log_and_errors_mask_secrets_whatever_surrounds_them(scripted, c
         lambda h: (
             h.reply(
                 400,
-                {"error": "invalid_request", "error_description": "got " + h.body().decode() + ". Also %s." % secret},
+                {
+                    "error": "invalid_request",
+                    "error_description": "got " + h.body().decode() + ". Also %s." % secret,
+                },
             ),
             True,
         )[1],
@@ -4196,7 +4761,9 @@ def test_cross_origin_redirect_drops_user_headers_and_keeps_bodies_home(client_k
         response = client.post(server.base_url + "/api/303", data=b"{}", headers=user)
         assert response.status == 200
         _, _, headers, proofs = other_script.requests[-1]
-        assert "cookie" not in headers and "x-api-key" not in headers and "content-type" not in headers
+        assert (
+            "cookie" not in headers and "x-api-key" not in headers and "content-type" not in headers
+        )
         assert headers["accept"] == "application/json" and headers["user-agent"] == "me/1"
         assert "authorization" not in headers and proofs == []
         seen = len(other_script.requests)
@@ -4205,7 +4772,11 @@ def test_cross_origin_redirect_drops_user_headers_and_keeps_bodies_home(client_k
         response = client.get(server.base_url + "/api/307get", headers=user)
         assert response.status == 200
         _, _, headers, _ = other_script.requests[-1]
-        assert "cookie" not in headers and "x-api-key" not in headers and headers["user-agent"] == "me/1"
+        assert (
+            "cookie" not in headers
+            and "x-api-key" not in headers
+            and headers["user-agent"] == "me/1"
+        )
     # same origin: the user's headers go along
     script.on(lambda h: h.path == "/api/here", redirect_to("/api/dpop/test", 302))
     with make_client(server, client_key, follow_redirects=True) as client:
@@ -4214,14 +4785,17 @@ def test_cross_origin_redirect_drops_user_headers_and_keeps_bodies_home(client_k
 
 
 @pytest.mark.parametrize(
-    "url", ["http://attacker.localhost/token", "http://localhost.localhost/x", "http://LOCALHOST.evil/x"]
+    "url",
+    ["http://attacker.localhost/token", "http://localhost.localhost/x", "http://LOCALHOST.evil/x"],
 )
 def test_localhost_subdomains_are_not_loopback(client_key, url):
     with raises_code("insecure_url"):
         dpop.Client(client_key, token_endpoint=url, client_id="c", client_secret="s")
 
 
-@pytest.mark.parametrize("lifetime", ["²", "1" * 5000, "1e3", " 3600", "-1", "0", -5, 0, True, 1e400, 10**30, "", "٣"])
+@pytest.mark.parametrize(
+    "lifetime", ["²", "1" * 5000, "1e3", " 3600", "-1", "0", -5, 0, True, 1e400, 10**30, "", "٣"]
+)
 def test_bad_expires_in_is_a_bad_token_response(scripted, client_key, lifetime):
     body = b'{"access_token":"at","token_type":"DPoP","expires_in":%s}' % (
         json.dumps(lifetime, ensure_ascii=False).encode() if lifetime != 1e400 else b"1e400"
@@ -4236,13 +4810,18 @@ def test_bad_expires_in_is_a_bad_token_response(scripted, client_key, lifetime):
 def test_good_expires_in_forms(scripted, client_key, lifetime):
     scripted.script.on(
         is_token,
-        lambda h: (h.reply(200, {"access_token": "at", "token_type": "DPoP", "expires_in": lifetime}), True)[1],
+        lambda h: (
+            h.reply(200, {"access_token": "at", "token_type": "DPoP", "expires_in": lifetime}),
+            True,
+        )[1],
     )
     with make_client(scripted, client_key) as client:
         assert client.access_token() == "at"
 
 
-@pytest.mark.parametrize("charset", ["idna", "rot13", "base64", "utf-32", "no-such-charset", "punycode"])
+@pytest.mark.parametrize(
+    "charset", ["idna", "rot13", "base64", "utf-32", "no-such-charset", "punycode"]
+)
 def test_response_text_never_raises_on_a_server_charset(charset):
     body = "caf\u00e9 \u2603".encode()
     headers = dpop.Headers([("Content-Type", "text/plain; charset=%s" % charset)])
@@ -4256,7 +4835,14 @@ def test_response_text_never_raises_on_a_server_charset(charset):
 
 BAD_VALUES = {  # per kind of option: values that must be a usage error
     "text": ["", "a\x01b", "tab\there", "x" * 9000, "bad-utf8-\udcff"],
-    "url": ["", "ftp://x/", "http://example.com/x", "not a url", "https://", "http://attacker.localhost/"],
+    "url": [
+        "",
+        "ftp://x/",
+        "http://example.com/x",
+        "not a url",
+        "https://",
+        "http://attacker.localhost/",
+    ],
     "seconds": ["", "0", "-1", "nan", "inf", "-inf", "1e400", "abc", "1e9", "0x10"],
     "port": ["", "-1", "70000", "abc", "1.5", "9" * 30, "nan"],
     "count": ["", "-1", "101", "1.5", "abc", "9" * 30, "\u0663"],
@@ -4266,14 +4852,30 @@ BAD_VALUES = {  # per kind of option: values that must be a usage error
     "cafile": ["", "/nonexistent/x", "{notpem}", "-"],
     "outfile": ["", "/nonexistent/dir/x", "{tmp}"],
     "newfile": ["", "/nonexistent/dir/x", "{tmp}", "{notpem}"],
-    "header": ["", "NoColon", "X-Name: \u20ac", "Authorization: x", "DPoP: x", "Bad Name: v", "X: a\x01b", ": v"],
+    "header": [
+        "",
+        "NoColon",
+        "X-Name: \u20ac",
+        "Authorization: x",
+        "DPoP: x",
+        "Bad Name: v",
+        "X: a\x01b",
+        ": v",
+    ],
     "param": ["", "novalue", "grant_type=x", "client_secret=x", "=v"],
     "data": ["@/nonexistent", "@", "@{tmp}"],
     "method": ["", "G ET", "\u20ac", "GET\n"],
     "nonce": ["", "a b", '"q"', "\u20ac"],
     "secret": ["", "a\x01b", "bad-utf8-\udcff"],
     "choice": ["", "bad", "POST"],
-    "proxy": ["socks5://h:1", "https://h", "http://", "http://h:70000", "a\x01b", "bad-utf8-\udcff"],
+    "proxy": [
+        "socks5://h:1",
+        "https://h",
+        "http://",
+        "http://h:70000",
+        "a\x01b",
+        "bad-utf8-\udcff",
+    ],
     "noproxy": ["a\x01b", "bad-utf8-\udcff", "x" * 9000],
     "writeout": ["%{{nope}}", "%{{http_code}} %{{size_upload}}", "a\x01b", "%{{}}"],
 }
@@ -4317,8 +4919,12 @@ def test_every_kind_of_option_has_bad_values():
     assert kinds <= set(BAD_VALUES) and set(dpop._CHECKS) == set(BAD_VALUES)
 
 
-@pytest.mark.parametrize("command, opt, value, where", list(_cases()), ids=lambda v: getattr(v, "dest", repr(v)[:20]))
-def test_cli_walk_every_option_with_bad_values(command, opt, value, where, silent_port, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "command, opt, value, where", list(_cases()), ids=lambda v: getattr(v, "dest", repr(v)[:20])
+)
+def test_cli_walk_every_option_with_bad_values(
+    command, opt, value, where, silent_port, tmp_path, monkeypatch, capsys
+):
     port, counter = silent_port
     key = tmp_path / "k.pem"
     key.write_text(PROOF_KEY.to_pem())
@@ -4392,14 +4998,23 @@ def test_main_last_resort_is_one_masked_line(monkeypatch, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--sco", "api", "GET", "https://x.example/"], "dpop: usage: unknown option --sco (see dpop --help)\n"),
-        (["--scoep", "api", "GET", "https://x.example/"], "dpop: usage: unknown option --scoep (see dpop --help)\n"),
+        (
+            ["--sco", "api", "GET", "https://x.example/"],
+            "dpop: usage: unknown option --sco (see dpop --help)\n",
+        ),
+        (
+            ["--scoep", "api", "GET", "https://x.example/"],
+            "dpop: usage: unknown option --scoep (see dpop --help)\n",
+        ),
         (
             ["--client-secrt", "hunter2", "GET", "https://x.example/"],
             "dpop: usage: unknown option --client-secrt (see dpop --help)\n",
         ),
         (["jwk", "--ke", "k.pem"], "dpop: usage: unknown option --ke (see dpop jwk --help)\n"),
-        (["--timeout"], "dpop: usage: argument --timeout: expected one argument (see dpop --help)\n"),
+        (
+            ["--timeout"],
+            "dpop: usage: argument --timeout: expected one argument (see dpop --help)\n",
+        ),
     ],
 )
 def test_argparse_messages_take_the_usage_form(argv, message, monkeypatch, capsys):
@@ -4422,7 +5037,10 @@ def test_boolean_variables_take_the_usual_words(server, key_file, monkeypatch):
         ("No", False),
         ("false", False),
     ):
-        done = run_cli(*cli_flow_args(server, key_file, "GET", server.api_url), env=dict(env, DPOP_INCLUDE=word))
+        done = run_cli(
+            *cli_flow_args(server, key_file, "GET", server.api_url),
+            env=dict(env, DPOP_INCLUDE=word),
+        )
         assert done.returncode == 0 and done.stdout.startswith(b"HTTP/1.1 200") == included, word
 
 
@@ -4453,10 +5071,15 @@ def test_stdout_on_a_full_disk_is_one_line():
     for args in (["keygen"], ["jwk", "--key", str(KEYS / "pkcs8.pem")], ["selftest"]):
         with open("/dev/full", "wb") as full:
             done = subprocess.run(
-                [sys.executable, str(HERE / "dpop.py"), *args], stdout=full, stderr=subprocess.PIPE, timeout=60
+                [sys.executable, str(HERE / "dpop.py"), *args],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                timeout=60,
             )
         assert done.returncode == 1, args
-        assert done.stderr == b"dpop: io_error: cannot write the output: No space left on device\n", done.stderr
+        assert (
+            done.stderr == b"dpop: io_error: cannot write the output: No space left on device\n"
+        ), done.stderr
 
 
 def test_server_text_reaches_the_terminal_without_escapes(scripted, key_file):
@@ -4469,9 +5092,14 @@ def test_server_text_reaches_the_terminal_without_escapes(scripted, key_file):
 
     scripted.script.on(lambda h: h.path == "/api/evil", evil)
     env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
-    done = run_cli(*cli_flow_args(scripted, key_file, "-i", "-v", "GET", scripted.base_url + "/api/evil"), env=env)
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "-i", "-v", "GET", scripted.base_url + "/api/evil"),
+        env=env,
+    )
     assert done.returncode == 4
-    assert b"\x1b" not in done.stderr and b"\x07" not in done.stderr and b"\xc2\x9b" not in done.stderr
+    assert (
+        b"\x1b" not in done.stderr and b"\x07" not in done.stderr and b"\xc2\x9b" not in done.stderr
+    )
     assert b"\x1b" not in done.stdout and b"X-Evil: a?[2Jb" in done.stdout
     assert done.stderr.splitlines()[-1].startswith(b"dpop: http_status: ")
 
@@ -4496,7 +5124,8 @@ def test_cacert_is_checked_before_any_request(tmp_path, key_file, silent_port):
         )
         assert (
             done.returncode == 2
-            and done.stderr == ("dpop: usage: --cacert: %s is not a PEM bundle of CA certificates\n" % bad).encode()
+            and done.stderr
+            == ("dpop: usage: --cacert: %s is not a PEM bundle of CA certificates\n" % bad).encode()
         )
     assert counter["connections"] == 0
 
@@ -4506,15 +5135,21 @@ def test_library_key_arguments_name_files_right(tmp_path):
     path = tmp_path / "k.pem"
     path.write_text(key.to_pem())
     assert dpop.load_key(path) == key
-    with dpop.Client(path, token_endpoint="https://as.example/t", client_id="c", client_secret="s") as client:
+    with dpop.Client(
+        path, token_endpoint="https://as.example/t", client_id="c", client_secret="s"
+    ) as client:
         assert repr(client).endswith("jkt=%s>" % key.thumbprint())
     for call in (
         lambda: dpop.load_key(str(path)),
-        lambda: dpop.Client(str(path), token_endpoint="https://as.example/t", client_id="c", client_secret="s"),
+        lambda: dpop.Client(
+            str(path), token_endpoint="https://as.example/t", client_id="c", client_secret="s"
+        ),
     ):
         with raises_code("bad_key") as info:
             call()
-        assert "looks like a file name: pass pathlib.Path(...) or the file's contents" in str(info.value)
+        assert "looks like a file name: pass pathlib.Path(...) or the file's contents" in str(
+            info.value
+        )
     with raises_code("bad_key") as info:
         dpop.load_key("no-such-file.pem")
     assert "file name" not in str(info.value)
@@ -4546,11 +5181,15 @@ def _big_body(handler, size, gzipped=False, short=0):
 def test_streamed_responses_are_read_in_chunks_without_a_cap(scripted, client_key, monkeypatch):
     scripted.script.on(lambda h: h.path == "/api/big", lambda h: _big_body(h, 4 << 20))
     scripted.script.on(lambda h: h.path == "/api/gz", lambda h: _big_body(h, 4 << 20, gzipped=True))
-    scripted.script.on(lambda h: h.path == "/api/short", lambda h: _big_body(h, 1 << 20, short=1000))
+    scripted.script.on(
+        lambda h: h.path == "/api/short", lambda h: _big_body(h, 1 << 20, short=1000)
+    )
     monkeypatch.setattr(dpop, "_MAX_API_BODY", 1 << 20)
     sink = io.StringIO()
     ports = []
-    scripted.script.rules.insert(0, (lambda h: True, lambda h: ports.append((h.path, h.client_address[1])) or False))
+    scripted.script.rules.insert(
+        0, (lambda h: True, lambda h: ports.append((h.path, h.client_address[1])) or False)
+    )
     with make_client(scripted, client_key, session_log=sink) as client:
         with raises_code("response_too_large"):
             client.get(scripted.base_url + "/api/big")
@@ -4583,13 +5222,20 @@ def test_streamed_responses_are_read_in_chunks_without_a_cap(scripted, client_ke
 
 
 def test_cli_streams_bodies_to_the_output(scripted, key_file, tmp_path):
-    scripted.script.on(lambda h: h.path == "/api/big", lambda h: _big_body(h, 3 << 20, gzipped=True))
+    scripted.script.on(
+        lambda h: h.path == "/api/big", lambda h: _big_body(h, 3 << 20, gzipped=True)
+    )
     env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
     out = tmp_path / "body.bin"
-    done = run_cli(*cli_flow_args(scripted, key_file, "-o", str(out), "GET", scripted.base_url + "/api/big"), env=env)
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "-o", str(out), "GET", scripted.base_url + "/api/big"),
+        env=env,
+    )
     expected = (bytes(range(256)) * 4096) * 3
     assert done.returncode == 0 and done.stdout == b"" and out.read_bytes() == expected
-    done = run_cli(*cli_flow_args(scripted, key_file, "-i", "GET", scripted.base_url + "/api/big"), env=env)
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "-i", "GET", scripted.base_url + "/api/big"), env=env
+    )
     head, _, body = done.stdout.partition(b"\r\n\r\n")
     assert done.returncode == 0 and head.startswith(b"HTTP/1.1 200") and body == expected
 
@@ -4606,8 +5252,14 @@ def test_huge_ports_are_refused_not_crashed_on():
 def test_demo_server_survives_a_bad_content_length(server):
     import socket
 
-    with socket.create_connection(("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])), timeout=5) as sock:
-        sock.sendall(b"POST /connect/token HTTP/1.1\r\nHost: x\r\nContent-Length: \xc2\xb2" + b"9" * 5000 + b"\r\n\r\n")
+    with socket.create_connection(
+        ("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])), timeout=5
+    ) as sock:
+        sock.sendall(
+            b"POST /connect/token HTTP/1.1\r\nHost: x\r\nContent-Length: \xc2\xb2"
+            + b"9" * 5000
+            + b"\r\n\r\n"
+        )
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 4")
 
@@ -4616,13 +5268,26 @@ def test_an_empty_data_option_is_an_empty_body(scripted, key_file):
     seen = []
     scripted.script.on(
         lambda h: h.path == "/api/echo",
-        lambda h: (seen.append((h.command, h.headers.get("Content-Length"), h.body())), h.reply(200, {}))[-1] or True,
+        lambda h: (
+            (seen.append((h.command, h.headers.get("Content-Length"), h.body())), h.reply(200, {}))[
+                -1
+            ]
+            or True
+        ),
     )
     env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
-    done = run_cli(*cli_flow_args(scripted, key_file, "-d", "", "POST", scripted.base_url + "/api/echo"), env=env)
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "-d", "", "POST", scripted.base_url + "/api/echo"),
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
-    raw = os.fsdecode(b"caf\xe9 \xff")  # argv bytes that are not UTF-8 go out as they came, as with curl
-    done = run_cli(*cli_flow_args(scripted, key_file, "-d", raw, "POST", scripted.base_url + "/api/echo"), env=env)
+    raw = os.fsdecode(
+        b"caf\xe9 \xff"
+    )  # argv bytes that are not UTF-8 go out as they came, as with curl
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "-d", raw, "POST", scripted.base_url + "/api/echo"),
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert seen == [("POST", "0", b""), ("POST", "6", b"caf\xe9 \xff")]
 
@@ -4659,26 +5324,39 @@ def test_wycheproof_jws_hs256_signatures_are_reproduced():
                 [dpop.b64url_decode(part) for part in (h64, p64, s64)]
             except DPoPError:
                 continue
-            assert dpop._hmac_signature("HS256", secret, (h64 + "." + p64).encode()) == s64, test["tcId"]
+            assert dpop._hmac_signature("HS256", secret, (h64 + "." + p64).encode()) == s64, test[
+                "tcId"
+            ]
             reproduced += 1
     assert reproduced >= 3
 
 
 def test_client_assertion_private_key_jwt_claims_and_header():
     key = dpop.generate_key()
-    jwt = dpop.client_assertion(key, "svc-app", "https://as.example/oauth2/v1/token", kid="k1", now=NOW)
+    jwt = dpop.client_assertion(
+        key, "svc-app", "https://as.example/oauth2/v1/token", kid="k1", now=NOW
+    )
     header, payload = dpop.jws_verify(jwt, key.public_key())
     claims = json.loads(payload)
     assert header == {"alg": "ES256", "typ": "JWT", "kid": "k1"}
     assert set(claims) == {"iss", "sub", "aud", "jti", "iat", "exp"}
-    assert claims["iss"] == claims["sub"] == "svc-app" and claims["aud"] == "https://as.example/oauth2/v1/token"
-    assert claims["iat"] == NOW and claims["exp"] == NOW + 60 and len(dpop.b64url_decode(claims["jti"])) >= 12
+    assert (
+        claims["iss"] == claims["sub"] == "svc-app"
+        and claims["aud"] == "https://as.example/oauth2/v1/token"
+    )
+    assert (
+        claims["iat"] == NOW
+        and claims["exp"] == NOW + 60
+        and len(dpop.b64url_decode(claims["jti"])) >= 12
+    )
     other = dpop.client_assertion(key, "svc-app", "https://as.example/oauth2/v1/token", now=NOW)
     assert json.loads(dpop.jws_verify(other, key)[1])["jti"] != claims["jti"]
     assert "kid" not in dpop.jws_verify(other, key)[0]
 
 
-@pytest.mark.parametrize("alg, digest", [("HS256", "sha256"), ("HS384", "sha384"), ("HS512", "sha512")])
+@pytest.mark.parametrize(
+    "alg, digest", [("HS256", "sha256"), ("HS384", "sha384"), ("HS512", "sha512")]
+)
 def test_client_assertion_client_secret_jwt(alg, digest):
     import hmac as hmac_module
 
@@ -4710,7 +5388,11 @@ def test_client_assertion_misuse():
 def _token_forms(scripted):
     forms = []
     scripted.script.rules.insert(
-        0, (is_token, lambda h: forms.append(dict(urllib.parse.parse_qsl(h.body().decode()))) or False)
+        0,
+        (
+            is_token,
+            lambda h: forms.append(dict(urllib.parse.parse_qsl(h.body().decode()))) or False,
+        ),
     )
     return forms
 
@@ -4744,7 +5426,11 @@ def test_private_key_jwt_gets_a_new_assertion_for_every_token_request(client_key
     for form, c in zip(forms, claims):
         assert form["client_assertion_type"] == dpop.ASSERTION_TYPE and form["client_id"] == "svc"
         assert "client_secret" not in form
-        assert c["iss"] == c["sub"] == "svc" and c["aud"] == server.token_endpoint and c["exp"] - c["iat"] == 60
+        assert (
+            c["iss"] == c["sub"] == "svc"
+            and c["aud"] == server.token_endpoint
+            and c["exp"] - c["iat"] == 60
+        )
         assert json.loads(dpop.b64url_decode(form["client_assertion"].split(".")[0])) == {
             "alg": "ES256",
             "typ": "JWT",
@@ -4758,8 +5444,12 @@ def test_private_key_jwt_gets_a_new_assertion_for_every_token_request(client_key
 @pytest.mark.parametrize("alg", [None, "HS384", "HS512"])
 def test_client_secret_jwt_against_the_demo_server(server, client_key, alg):
     forms = []
-    server.override = lambda h: is_token(h) and forms.append(dict(urllib.parse.parse_qsl(h.body().decode()))) and False
-    with make_client(server, client_key, auth_method="client_secret_jwt", assertion_alg=alg) as client:
+    server.override = lambda h: (
+        is_token(h) and forms.append(dict(urllib.parse.parse_qsl(h.body().decode()))) and False
+    )
+    with make_client(
+        server, client_key, auth_method="client_secret_jwt", assertion_alg=alg
+    ) as client:
         assert client.get(server.api_url).status == 200
     header = json.loads(dpop.b64url_decode(forms[0]["client_assertion"].split(".")[0]))
     assert header == {"alg": alg or "HS256", "typ": "JWT"} and "client_secret" not in forms[0]
@@ -4788,9 +5478,14 @@ def test_assertions_the_server_must_refuse(server, client_key):
             {"grant_type": "client_credentials", "client_id": "svc", "client_assertion_type": dpop.ASSERTION_TYPE,
              "client_assertion": assertion}
         )  # fmt: skip
-        conn = http.client.HTTPConnection("127.0.0.1", int(server.base_url.rsplit(":", 1)[1]), timeout=5)
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", int(server.base_url.rsplit(":", 1)[1]), timeout=5
+        )
         conn.request(
-            "POST", "/connect/token", form, {"DPoP": proof, "Content-Type": "application/x-www-form-urlencoded"}
+            "POST",
+            "/connect/token",
+            form,
+            {"DPoP": proof, "Content-Type": "application/x-www-form-urlencoded"},
         )
         answers.append(conn.getresponse().status)
         conn.close()
@@ -4803,23 +5498,47 @@ def test_cli_private_key_jwt_and_bad_assertion_keys(server, key_file, tmp_path):
     akey = tmp_path / "assertion.jwk"
     akey.write_text(json.dumps(dict(assertion_key.private_jwk(), kid="k-7")))
     args = ["--key", str(key_file), "--token-endpoint", server.token_endpoint, "--client-id", "svc"]
-    done = run_cli(*args, "--auth-method", "private_key_jwt", "--assertion-key", str(akey), "GET", server.api_url)
+    done = run_cli(
+        *args,
+        "--auth-method",
+        "private_key_jwt",
+        "--assertion-key",
+        str(akey),
+        "GET",
+        server.api_url,
+    )
     assert done.returncode == 0, done.stderr
-    env = {"DPOP_AUTH_METHOD": "private_key_jwt", "DPOP_ASSERTION_KEY": str(akey), "DPOP_ASSERTION_ALG": "ES256"}
+    env = {
+        "DPOP_AUTH_METHOD": "private_key_jwt",
+        "DPOP_ASSERTION_KEY": str(akey),
+        "DPOP_ASSERTION_ALG": "ES256",
+    }
     done = run_cli(*args, "GET", server.api_url, env=env)
     assert done.returncode == 0, done.stderr
     public = tmp_path / "public.pem"
     public.write_text(assertion_key.to_pem(private=False))
     garbage = tmp_path / "garbage.pem"
-    garbage.write_text("-----BEGIN PRIVATE KEY-----\nnot base64 at all!\n-----END PRIVATE KEY-----\n")
+    garbage.write_text(
+        "-----BEGIN PRIVATE KEY-----\nnot base64 at all!\n-----END PRIVATE KEY-----\n"
+    )
     for bad, code in (
         (public, b"no_private_key"),
         (KEYS / "pkcs8_encrypted.pem", b"encrypted_key"),
         (KEYS / "rsa.pem", b"unsupported_key"),  # RSA, but 1024 bits
         (garbage, b"bad_key"),
     ):
-        done = run_cli(*args, "--auth-method", "private_key_jwt", "--assertion-key", str(bad), "GET", server.api_url)
-        assert done.returncode == 1 and done.stderr.startswith(b"dpop: " + code + b": assertion key: "), done.stderr
+        done = run_cli(
+            *args,
+            "--auth-method",
+            "private_key_jwt",
+            "--assertion-key",
+            str(bad),
+            "GET",
+            server.api_url,
+        )
+        assert done.returncode == 1 and done.stderr.startswith(
+            b"dpop: " + code + b": assertion key: "
+        ), done.stderr
         assert done.stderr.count(b"\n") == 1
     done = run_cli(*args, "--auth-method", "private_key_jwt", "GET", server.api_url)
     assert done.returncode == 2 and b"--assertion-key" in done.stderr
@@ -4830,11 +5549,20 @@ def test_cli_private_key_jwt_and_bad_assertion_keys(server, key_file, tmp_path):
     [
         ["--assertion-alg", "ES256"],
         ["--auth-method", "client_secret_jwt", "--assertion-alg", "ES256"],
-        ["--auth-method", "private_key_jwt", "--assertion-key", "{key}", "--assertion-alg", "HS256"],
+        [
+            "--auth-method",
+            "private_key_jwt",
+            "--assertion-key",
+            "{key}",
+            "--assertion-alg",
+            "HS256",
+        ],
         ["--auth-method", "basic", "--assertion-key", "{key}"],
     ],
 )
-def test_cli_assertion_options_that_do_not_go_together(extra, key_file, silent_port, monkeypatch, capsys):
+def test_cli_assertion_options_that_do_not_go_together(
+    extra, key_file, silent_port, monkeypatch, capsys
+):
     port, counter = silent_port
     monkeypatch.setenv("DPOP_CLIENT_SECRET", "s")
     url = "http://127.0.0.1:%d/t" % port
@@ -4872,7 +5600,9 @@ def test_oidc_provider_jwt_client_authentication(oidc, client_id, extra):
     with oidc_jwt_client(oidc, client_id, key, **extra) as client:
         response = client.get(oidc["api"])
         assert response.status == 200, response.text
-        assert response.json()["client_id"] == client_id and response.json()["jkt"] == key.thumbprint()
+        assert (
+            response.json()["client_id"] == client_id and response.json()["jkt"] == key.thumbprint()
+        )
 
 
 def test_oidc_provider_nonce_retry_carries_a_new_assertion(oidc_nonce):
@@ -4918,7 +5648,10 @@ def test_oidc_provider_refuses_bad_assertions(oidc):
         )  # fmt: skip
         target = urllib.parse.urlsplit(endpoint)
         conn = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
-        headers = {"DPoP": dpop.make_proof(key, "POST", endpoint), "Content-Type": "application/x-www-form-urlencoded"}
+        headers = {
+            "DPoP": dpop.make_proof(key, "POST", endpoint),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
         conn.request("POST", target.path, form, headers)
         response = conn.getresponse()
         statuses.append((response.status, json.loads(response.read()).get("error")))
@@ -4936,7 +5669,9 @@ def test_oidc_provider_refuses_bad_assertions(oidc):
         ("dpop-secret-jwt", []),
     ],
 )
-def test_oidc_provider_cli_jwt_client_authentication(oidc_nonce, key_file, tmp_path, client_id, extra):
+def test_oidc_provider_cli_jwt_client_authentication(
+    oidc_nonce, key_file, tmp_path, client_id, extra
+):
     c = oidc_nonce["by_id"][client_id]
     method = c["token_endpoint_auth_method"]
     if method == "private_key_jwt":
@@ -4966,7 +5701,9 @@ def test_junk_proofs_never_earn_a_key_table():
             _verify_all_checks(key, junk)
     assert key.public_point not in dpop._key_tables and key.public_point not in dpop._key_seen
     _verify_all_checks(key, good)
-    assert key.public_point in dpop._key_seen and key.public_point not in dpop._key_tables  # seen once, verified
+    assert (
+        key.public_point in dpop._key_seen and key.public_point not in dpop._key_tables
+    )  # seen once, verified
     for _ in range(2):  # junk at the second sight computes 2^128 Q for the check, and keeps nothing
         with raises_code("proof_signature"):
             _verify_all_checks(key, junk)
@@ -5014,9 +5751,10 @@ def test_truncated_compressed_bodies_are_errors(scripted, client_key):
     ):
         scripted.script.on(
             lambda h, p=path: h.path == p,
-            lambda h, d=data, c=coding: (h.reply(200, d, {"Content-Encoding": c, "Content-Type": "text/plain"}), True)[
-                1
-            ],
+            lambda h, d=data, c=coding: (
+                h.reply(200, d, {"Content-Encoding": c, "Content-Type": "text/plain"}),
+                True,
+            )[1],
         )
     with make_client(scripted, client_key) as client:
         for path in ("/api/gz", "/api/df", "/api/junk"):
@@ -5026,7 +5764,9 @@ def test_truncated_compressed_bodies_are_errors(scripted, client_key):
                 b"".join(client.get(scripted.base_url + path, stream=True).iter_bytes())
 
 
-def test_cli_refuses_a_body_larger_than_it_reads(tmp_path, key_file, silent_port, monkeypatch, capsys):
+def test_cli_refuses_a_body_larger_than_it_reads(
+    tmp_path, key_file, silent_port, monkeypatch, capsys
+):
     port, counter = silent_port
     monkeypatch.setattr(dpop, "_MAX_INPUT", 1000)
     big = tmp_path / "big.txt"
@@ -5035,7 +5775,18 @@ def test_cli_refuses_a_body_larger_than_it_reads(tmp_path, key_file, silent_port
     monkeypatch.setenv("DPOP_CLIENT_SECRET", "s")
     assert (
         dpop.main(
-            ["--key", str(key_file), "--token-endpoint", url, "--client-id", "c", "-d", "@" + str(big), "POST", url]
+            [
+                "--key",
+                str(key_file),
+                "--token-endpoint",
+                url,
+                "--client-id",
+                "c",
+                "-d",
+                "@" + str(big),
+                "POST",
+                url,
+            ]
         )
         == 2
     )
@@ -5045,7 +5796,11 @@ def test_cli_refuses_a_body_larger_than_it_reads(tmp_path, key_file, silent_port
 def test_response_text_decodes_only_text_charsets_it_knows():
     body = b"a" * 50000 + b"-" + b"99" * 50000
     text = dpop.Response(
-        200, "OK", dpop.Headers([("Content-Type", "text/plain; charset=punycode")]), body, "https://x/"
+        200,
+        "OK",
+        dpop.Headers([("Content-Type", "text/plain; charset=punycode")]),
+        body,
+        "https://x/",
     ).text
     assert text == body.decode()
     for charset, expected in (
@@ -5142,7 +5897,9 @@ def test_cli_error_line_masks_the_access_token(scripted, key_file):
         (["--client-secret-file", "{empty}"], "--client-secret-file {empty} is empty"),
     ],
 )
-def test_cli_options_that_cannot_go_together(extra, fragment, key_file, tmp_path, silent_port, monkeypatch, capsys):
+def test_cli_options_that_cannot_go_together(
+    extra, fragment, key_file, tmp_path, silent_port, monkeypatch, capsys
+):
     port, counter = silent_port
     url = "http://127.0.0.1:%d/t" % port
     empty = tmp_path / "empty.txt"
@@ -5153,7 +5910,9 @@ def test_cli_options_that_cannot_go_together(extra, fragment, key_file, tmp_path
     argv = [a for a in argv if not (extra[0] == "--key" and a in ("--key", str(key_file)))]
     assert dpop.main(argv + [part.format(**fill) for part in extra] + ["GET", url]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("dpop: usage: ") and fragment.format(**fill) in err and err.count("\n") == 1
+    assert (
+        err.startswith("dpop: usage: ") and fragment.format(**fill) in err and err.count("\n") == 1
+    )
     assert counter["connections"] == 0 and key_file.read_text().startswith("-----BEGIN")
 
 
@@ -5172,19 +5931,29 @@ def test_cli_writes_that_fail_are_io_errors():
     for args in (["--help"], ["keygen", "--help"], ["--version"]):
         with open("/dev/full", "wb") as full:
             done = subprocess.run(
-                [sys.executable, str(HERE / "dpop.py"), *args], stdout=full, stderr=subprocess.PIPE, timeout=60
+                [sys.executable, str(HERE / "dpop.py"), *args],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                timeout=60,
             )
-        assert done.returncode == 1 and done.stderr.startswith(b"dpop: io_error: "), (args, done.stderr)
+        assert done.returncode == 1 and done.stderr.startswith(b"dpop: io_error: "), (
+            args,
+            done.stderr,
+        )
 
 
 def test_cli_session_log_on_a_full_disk_is_not_a_network_error(server, key_file):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")
     env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
-    done = run_cli(*cli_flow_args(server, key_file, "--session-log", "/dev/full", "GET", server.api_url), env=env)
+    done = run_cli(
+        *cli_flow_args(server, key_file, "--session-log", "/dev/full", "GET", server.api_url),
+        env=env,
+    )
     assert (
         done.returncode == 1
-        and done.stderr == b"dpop: io_error: cannot write the session log: No space left on device\n"
+        and done.stderr
+        == b"dpop: io_error: cannot write the session log: No space left on device\n"
     )
 
 
@@ -5194,7 +5963,11 @@ def test_client_checks_its_cafile_at_once(client_key, tmp_path):
     for cafile in (str(bad), str(tmp_path / "missing.pem")):
         with raises_code("tls"):
             dpop.Client(
-                client_key, token_endpoint="https://as.example/t", client_id="c", client_secret="s", cafile=cafile
+                client_key,
+                token_endpoint="https://as.example/t",
+                client_id="c",
+                client_secret="s",
+                cafile=cafile,
             )
 
 
@@ -5243,7 +6016,11 @@ def test_wycheproof_jws_rsa_groups():
             if not isinstance(jws, str) or jws.count(".") != 2:
                 continue
             h64, p64, s64 = jws.split(".")
-            alg = json.loads(dpop.b64url_decode(h64))["alg"] if test["result"] == "valid" else private.get("alg")
+            alg = (
+                json.loads(dpop.b64url_decode(h64))["alg"]
+                if test["result"] == "valid"
+                else private.get("alg")
+            )
             if alg not in ("RS256", "PS256"):
                 continue
             try:
@@ -5264,20 +6041,30 @@ def test_rsa_keys_from_openssl_in_every_format_and_cross_signatures():
     pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
     for i in range(200):
         if i % 50 == 0:
-            theirs = rsa.generate_private_key(public_exponent=65537, key_size=(2048, 3072)[i // 50 % 2])
+            theirs = rsa.generate_private_key(
+                public_exponent=65537, key_size=(2048, 3072)[i // 50 % 2]
+            )
             forms = [
                 theirs.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
-                for fmt in (serialization.PrivateFormat.TraditionalOpenSSL, serialization.PrivateFormat.PKCS8)
+                for fmt in (
+                    serialization.PrivateFormat.TraditionalOpenSSL,
+                    serialization.PrivateFormat.PKCS8,
+                )
             ]
             forms += [
                 theirs.private_bytes(
-                    serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                    serialization.Encoding.DER,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
                 )
             ]
             public_forms = [
                 theirs.public_key().public_bytes(encoding, fmt)
                 for encoding in (serialization.Encoding.PEM, serialization.Encoding.DER)
-                for fmt in (serialization.PublicFormat.SubjectPublicKeyInfo, serialization.PublicFormat.PKCS1)
+                for fmt in (
+                    serialization.PublicFormat.SubjectPublicKeyInfo,
+                    serialization.PublicFormat.PKCS1,
+                )
             ]
             ours = dpop.load_rsa_key(forms[0])
             assert all(dpop.load_rsa_key(f) == ours for f in forms)
@@ -5285,9 +6072,13 @@ def test_rsa_keys_from_openssl_in_every_format_and_cross_signatures():
             assert dpop.load_rsa_key(ours.private_jwk()) == ours and ours.has_private
             assert ours.n == theirs.public_key().public_numbers().n
         message = secrets.token_bytes(i % 97)
-        theirs.public_key().verify(ours.sign(message, "RS256"), message, padding.PKCS1v15(), hashes.SHA256())
+        theirs.public_key().verify(
+            ours.sign(message, "RS256"), message, padding.PKCS1v15(), hashes.SHA256()
+        )
         theirs.public_key().verify(ours.sign(message, "PS256"), message, pss, hashes.SHA256())
-        assert ours.verify(message, theirs.sign(message, padding.PKCS1v15(), hashes.SHA256()), "RS256")
+        assert ours.verify(
+            message, theirs.sign(message, padding.PKCS1v15(), hashes.SHA256()), "RS256"
+        )
         assert ours.verify(message, theirs.sign(message, pss, hashes.SHA256()), "PS256")
         assert not ours.verify(message + b"!", ours.sign(message, "PS256"), "PS256")
 
@@ -5312,11 +6103,20 @@ def test_rsa_key_refusals():
         dpop.load_rsa_key((KEYS / "rsa.pem").read_bytes())  # 1024 bits
     good = dpop.load_rsa_key(
         rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
     )
     jwk = good.private_jwk()
-    for change in ({"dp": jwk["dq"]}, {"qi": jwk["dp"]}, {"d": jwk["dp"]}, {"p": jwk["q"]}, {"oth": [{}]}, {"e": "AA"}):
+    for change in (
+        {"dp": jwk["dq"]},
+        {"qi": jwk["dp"]},
+        {"d": jwk["dp"]},
+        {"p": jwk["q"]},
+        {"oth": [{}]},
+        {"e": "AA"},
+    ):
         with raises_code("bad_key"):
             dpop.load_rsa_key(dict(jwk, **change))
     missing = {k: v for k, v in jwk.items() if k != "qi"}
@@ -5341,8 +6141,12 @@ def test_rfc7515_a2_rs256_signature_is_reproduced():
     signing_input = vector["signing_input"].encode()
     assert signing_input == (vector["protected_b64"] + "." + vector["payload_b64"]).encode()
     assert dpop.b64url_encode(key.sign(signing_input, "RS256")) == vector["signature_b64"]
-    assert key.public_key().verify(signing_input, dpop.b64url_decode(vector["signature_b64"]), "RS256")
-    assert not key.verify(signing_input + b".", dpop.b64url_decode(vector["signature_b64"]), "RS256")
+    assert key.public_key().verify(
+        signing_input, dpop.b64url_decode(vector["signature_b64"]), "RS256"
+    )
+    assert not key.verify(
+        signing_input + b".", dpop.b64url_decode(vector["signature_b64"]), "RS256"
+    )
 
 
 def _rsa_key(bits=2048):
@@ -5368,15 +6172,27 @@ def rsa_key():
 @pytest.mark.parametrize("alg", ["RS256", "PS256"])
 def test_rsa_proofs_are_made_and_verified_only_when_listed(alg):
     key = rsa_key()
-    proof = dpop.make_proof(key, "GET", URL, access_token=TOKEN, now=NOW, alg=alg if alg == "PS256" else None)
+    proof = dpop.make_proof(
+        key, "GET", URL, access_token=TOKEN, now=NOW, alg=alg if alg == "PS256" else None
+    )
     header, claims = decode_proof(proof)
     assert header == {"typ": "dpop+jwt", "alg": alg, "jwk": key.public_jwk()}
     checked = dpop.verify_proof(
-        proof, method="GET", url=URL, access_token=TOKEN, jkt=key.thumbprint(), now=NOW, algorithms=("ES256", alg)
+        proof,
+        method="GET",
+        url=URL,
+        access_token=TOKEN,
+        jkt=key.thumbprint(),
+        now=NOW,
+        algorithms=("ES256", alg),
     )
-    assert checked.jkt == key.thumbprint() and checked.claims["ath"] == dpop.access_token_hash(TOKEN)
+    assert checked.jkt == key.thumbprint() and checked.claims["ath"] == dpop.access_token_hash(
+        TOKEN
+    )
     with raises_code("proof_alg"):  # the default stays ES256 only
-        dpop.verify_proof(proof, method="GET", url=URL, access_token=TOKEN, jkt=key.thumbprint(), now=NOW)
+        dpop.verify_proof(
+            proof, method="GET", url=URL, access_token=TOKEN, jkt=key.thumbprint(), now=NOW
+        )
     with raises_code("proof_signature"):
         dpop.verify_proof(_tamper(proof, 1), method="GET", url=URL, now=NOW, algorithms=(alg,))
     with pytest.raises(ValueError):
@@ -5390,7 +6206,9 @@ def test_private_key_jwt_with_an_rsa_key(server, client_key, alg):
     key = rsa_key()
     server.client_keys["rsa-svc"] = key.public_key()
     forms = []
-    server.override = lambda h: is_token(h) and forms.append(dict(urllib.parse.parse_qsl(h.body().decode()))) and False
+    server.override = lambda h: (
+        is_token(h) and forms.append(dict(urllib.parse.parse_qsl(h.body().decode()))) and False
+    )
     with make_client(
         server, client_key, client_id="rsa-svc", client_secret=None, auth_method="private_key_jwt",
         assertion_key=key.private_jwk(), assertion_alg=None if alg == "RS256" else alg,
@@ -5409,13 +6227,16 @@ def test_private_key_jwt_with_an_rsa_key(server, client_key, alg):
 def test_a_body_cannot_fake_session_log_entries(scripted, client_key):
     fake = b"ok\n---- Received 2026-01-01T00:00:00.000Z ----\nHTTP/1.1 200 Fake\n"
     scripted.script.on(
-        lambda h: h.path == "/api/fake", lambda h: (h.reply(200, fake, {"Content-Type": "text/plain"}), True)[1]
+        lambda h: h.path == "/api/fake",
+        lambda h: (h.reply(200, fake, {"Content-Type": "text/plain"}), True)[1],
     )
     sink = io.StringIO()
     with make_client(scripted, client_key, session_log=sink) as client:
         client.get(scripted.base_url + "/api/fake")
     log = sink.getvalue()
-    assert log.count("\n---- Received") + log.startswith("---- Received") == 2  # the token response and this one
+    assert (
+        log.count("\n---- Received") + log.startswith("---- Received") == 2
+    )  # the token response and this one
     assert "\n ---- Received 2026-01-01" in log
 
 
@@ -5430,7 +6251,14 @@ def _answers(script, predicate, *answers):
     seen = []
 
     def act(handler):
-        seen.append((time.monotonic(), handler.command, handler.headers.get_all("DPoP") or [], handler.body()))
+        seen.append(
+            (
+                time.monotonic(),
+                handler.command,
+                handler.headers.get_all("DPoP") or [],
+                handler.body(),
+            )
+        )
         if not queue:
             return False
         status, headers = queue.pop(0)
@@ -5444,17 +6272,27 @@ def _answers(script, predicate, *answers):
 def test_token_endpoint_retries_503_and_429_as_told(scripted, client_key):
     import email.utils
 
-    later = email.utils.formatdate(time.time() + 3, usegmt=True)  # whole seconds: at least 2 s from now
-    seen = _answers(scripted.script, is_token, (503, {"Retry-After": "1"}), (429, {"Retry-After": later}))
+    later = email.utils.formatdate(
+        time.time() + 3, usegmt=True
+    )  # whole seconds: at least 2 s from now
+    seen = _answers(
+        scripted.script, is_token, (503, {"Retry-After": "1"}), (429, {"Retry-After": later})
+    )
     sink = io.StringIO()
-    with make_client(scripted, client_key, max_retries=2, session_log=sink, auth_method="client_secret_jwt") as client:
+    with make_client(
+        scripted, client_key, max_retries=2, session_log=sink, auth_method="client_secret_jwt"
+    ) as client:
         assert client.get(scripted.api_url).status == 200
     assert len(seen) == 3 and seen[1][0] - seen[0][0] >= 0.9 and seen[2][0] - seen[1][0] >= 1.0
     jtis = {decode_proof(s[2][0])[1]["jti"] for s in seen}
     assertions = {dict(urllib.parse.parse_qsl(s[3].decode()))["client_assertion"] for s in seen}
     assert len(jtis) == 3 and len(assertions) == 3
     log = sink.getvalue()
-    assert "attempt 2 of 3 in 1.00 s after HTTP 503" in log and "attempt 3 of 3 in " in log and "after HTTP 429" in log
+    assert (
+        "attempt 2 of 3 in 1.00 s after HTTP 503" in log
+        and "attempt 3 of 3 in " in log
+        and "after HTTP 429" in log
+    )
 
 
 def test_retries_give_up_with_a_clear_error(scripted, client_key):
@@ -5476,7 +6314,9 @@ def test_api_retries_only_what_can_be_repeated(scripted, client_key):
     posts = _answers(scripted.script, lambda h: h.path == "/api/post", (503, {"Retry-After": "0"}))
     with make_client(scripted, client_key, max_retries=2) as client:
         assert client.get(scripted.base_url + "/api/get").status == 200
-        assert client.post(scripted.base_url + "/api/post", data=b"x").status == 503  # sent: never repeated
+        assert (
+            client.post(scripted.base_url + "/api/post", data=b"x").status == 503
+        )  # sent: never repeated
     assert len(gets) == 2 and len(posts) == 1
     assert decode_proof(gets[0][2][0])[1]["jti"] != decode_proof(gets[1][2][0])[1]["jti"]
 
@@ -5497,15 +6337,27 @@ def test_connection_failures_are_retried_with_backoff(client_key):
     assert sink.getvalue().count("---- Retrying") == 2 and "after network" in sink.getvalue()
     for bad in ({"max_retries": -1}, {"retry_max_time": -1}):
         with pytest.raises(ValueError):
-            dpop.Client(client_key, token_endpoint="https://as.example/t", client_id="c", client_secret="s", **bad)
+            dpop.Client(
+                client_key,
+                token_endpoint="https://as.example/t",
+                client_id="c",
+                client_secret="s",
+                **bad,
+            )
 
 
 def test_cli_retry_options(scripted, key_file):
-    seen = _answers(scripted.script, is_token, (503, {"Retry-After": "0"}), (503, {"Retry-After": "0"}))
+    seen = _answers(
+        scripted.script, is_token, (503, {"Retry-After": "0"}), (503, {"Retry-After": "0"})
+    )
     env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
-    done = run_cli(*cli_flow_args(scripted, key_file, "--retry", "1", "GET", scripted.api_url), env=env)
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "--retry", "1", "GET", scripted.api_url), env=env
+    )
     assert done.returncode == 1 and b"HTTP 503" in done.stderr and len(seen) == 2
-    done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.api_url), env=dict(env, DPOP_RETRY="3"))
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "GET", scripted.api_url), env=dict(env, DPOP_RETRY="3")
+    )
     assert done.returncode == 0 and len(seen) == 3
 
 
@@ -5520,7 +6372,10 @@ def _refuse_without_date(server):
     def refuse(handler):
         body = json.dumps({"error": "invalid_dpop_proof"}).encode()
         handler.body()
-        head = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        head = (
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % len(body)
+        )
         handler.wfile.write(head + body)
         return True
 
@@ -5535,21 +6390,31 @@ def test_client_learns_a_servers_clock_from_date(scripted, client_key, offset):
         assert client.get(scripted.api_url).status == 200
         assert client.get(scripted.api_url).status == 200
     posts, gets = scripted.script.count("/connect/token"), scripted.script.count("/api/dpop/test")
-    assert (posts, gets) == (2, 2)  # one refused token request; the API then gets skewed proofs at once
+    assert (posts, gets) == (
+        2,
+        2,
+    )  # one refused token request; the API then gets skewed proofs at once
     # Date has whole seconds: the offset learnt is within a second of the truth
-    assert re.search(r"is %s(599|600|601) s from this clock" % ("[+]" if offset > 0 else "-"), sink.getvalue())
+    assert re.search(
+        r"is %s(599|600|601) s from this clock" % ("[+]" if offset > 0 else "-"), sink.getvalue()
+    )
 
 
 def test_clock_skew_by_hand_and_without_date(scripted, client_key):
     scripted.clock_skew = 600
     with make_client(scripted, client_key, clock_skew=600) as client:
         assert client.get(scripted.api_url).status == 200
-    assert scripted.script.count("/connect/token") == 1  # set by hand: nothing refused, nothing learnt
+    assert (
+        scripted.script.count("/connect/token") == 1
+    )  # set by hand: nothing refused, nothing learnt
     _refuse_without_date(scripted)
     with make_client(scripted, client_key) as client:
         with raises_code("oauth_error") as info:
             client.access_token()  # nothing to learn from: a clean refusal
-    assert info.value.oauth_error == "invalid_dpop_proof" and scripted.script.count("/connect/token") == 2
+    assert (
+        info.value.oauth_error == "invalid_dpop_proof"
+        and scripted.script.count("/connect/token") == 2
+    )
     with pytest.raises(ValueError):
         make_client(scripted, client_key, clock_skew=float("nan"))
 
@@ -5573,15 +6438,25 @@ def test_cli_token_cache_one_token_for_many_runs(server, key_file, tmp_path):
     cache = tmp_path / "cache" / "tokens.json"
     env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
     for _ in range(20):
-        done = run_cli(*cli_flow_args(server, key_file, "--token-cache", str(cache), "GET", server.api_url), env=env)
+        done = run_cli(
+            *cli_flow_args(server, key_file, "--token-cache", str(cache), "GET", server.api_url),
+            env=env,
+        )
         assert done.returncode == 0, done.stderr
     assert server.tokens_issued == 1 and server.api_calls == 20
     assert cache.stat().st_mode & 0o777 == 0o600 and cache.parent.stat().st_mode & 0o777 == 0o700
     other = tmp_path / "other.pem"
     other.write_text(dpop.generate_key().to_pem())
-    done = run_cli(*cli_flow_args(server, other, "--token-cache", str(cache), "GET", server.api_url), env=env)
-    assert done.returncode == 0 and server.tokens_issued == 2  # another key: never the first key's token
-    done = run_cli(*cli_flow_args(server, key_file, "GET", server.api_url), env=dict(env, DPOP_TOKEN_CACHE=str(cache)))
+    done = run_cli(
+        *cli_flow_args(server, other, "--token-cache", str(cache), "GET", server.api_url), env=env
+    )
+    assert (
+        done.returncode == 0 and server.tokens_issued == 2
+    )  # another key: never the first key's token
+    done = run_cli(
+        *cli_flow_args(server, key_file, "GET", server.api_url),
+        env=dict(env, DPOP_TOKEN_CACHE=str(cache)),
+    )
     assert done.returncode == 0 and server.tokens_issued == 2
 
 
@@ -5594,21 +6469,31 @@ def test_cli_token_cache_concurrent_runs_fetch_one_token(server, key_file, tmp_p
         str(HERE / "dpop.py"),
         *cli_flow_args(server, key_file, "--token-cache", str(cache), "GET", server.api_url),
     ]
-    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(8)]
+    procs = [
+        subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(8)
+    ]
     results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
     assert all(code == 0 for code, _ in results), results
     assert server.tokens_issued == 1
 
 
-@pytest.mark.parametrize("content, mode", [(b'{"a": ', 0o600), (b"\xff\xfe\x00binary", 0o600), (b"{}", 0o644)])
+@pytest.mark.parametrize(
+    "content, mode", [(b'{"a": ', 0o600), (b"\xff\xfe\x00binary", 0o600), (b"{}", 0o644)]
+)
 def test_bad_cache_files_are_ignored_with_one_warning(server, key_file, tmp_path, content, mode):
     cache = tmp_path / "tokens.json"
     cache.write_bytes(content)
     cache.chmod(mode)
     env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
-    done = run_cli(*cli_flow_args(server, key_file, "--token-cache", str(cache), "GET", server.api_url), env=env)
+    done = run_cli(
+        *cli_flow_args(server, key_file, "--token-cache", str(cache), "GET", server.api_url),
+        env=env,
+    )
     assert done.returncode == 0
-    warnings = [line for line in done.stderr.splitlines() if line.startswith(b"dpop: warning: token cache")]
+    warnings = [
+        line for line in done.stderr.splitlines() if line.startswith(b"dpop: warning: token cache")
+    ]
     assert len(warnings) == 1 and server.tokens_issued == 1
 
 
@@ -5619,7 +6504,9 @@ def test_token_cache_drops_a_revoked_token(server, client_key, tmp_path):
     revoked = server.signing_key
     server.signing_key = dpop.generate_key()  # every token issued so far is now invalid
     with make_client(server, client_key, token_cache=cache) as client:
-        assert client.get(server.api_url).status == 200  # invalid_token: the cached entry goes, a new token comes
+        assert (
+            client.get(server.api_url).status == 200
+        )  # invalid_token: the cached entry goes, a new token comes
     assert server.tokens_issued == 2 and revoked != server.signing_key
     with make_client(server, client_key, token_cache=cache) as client:
         assert client.get(server.api_url).status == 200
@@ -5628,7 +6515,9 @@ def test_token_cache_drops_a_revoked_token(server, client_key, tmp_path):
 
 
 def test_token_cache_without_expires_in_is_not_written(scripted, client_key, tmp_path):
-    scripted.script.on(is_token, lambda h: (h.reply(200, {"access_token": "at", "token_type": "DPoP"}), True)[1])
+    scripted.script.on(
+        is_token, lambda h: (h.reply(200, {"access_token": "at", "token_type": "DPoP"}), True)[1]
+    )
     path = tmp_path / "tokens.json"
     with make_client(scripted, client_key, token_cache=dpop.FileTokenCache(path)) as client:
         assert client.access_token() == "at"
@@ -5643,7 +6532,11 @@ def test_token_cache_without_expires_in_is_not_written(scripted, client_key, tmp
         {"access_token": "a t\r\nX: 1", "nonces": {}, "until": 9e12},
         {"access_token": "at", "nonces": {"x": "a b"}, "until": 9e12},
         {"access_token": "at", "until": 9e12},
-        {"access_token": "at", "nonces": {}, "until": float("inf")},  # issue 22 #9: never-expiring is malformed
+        {
+            "access_token": "at",
+            "nonces": {},
+            "until": float("inf"),
+        },  # issue 22 #9: never-expiring is malformed
         {"access_token": "at", "nonces": {}, "until": float("nan")},
         {"access_token": "at", "nonces": {}, "until": 1e300},
         ["not", "a", "dict"],
@@ -5704,14 +6597,21 @@ def test_interop_server_with_a_shifted_clock(oidc_factory, client_key, offset):
     assert "iat is not recent enough, use a DPoP nonce" in sink.getvalue()
     assert len(re.findall(r"from this clock", sink.getvalue())) == 1
     with urllib.request.urlopen(shifted["stats"]) as answer:
-        assert json.load(answer)["apiCalls"] == 3  # 4 API requests: the first, refused, is not counted
+        assert (
+            json.load(answer)["apiCalls"] == 3
+        )  # 4 API requests: the first, refused, is not counted
     # without a Date header the API's refusal has nothing to learn from: it is returned as it came
     dateless = oidc_factory("--skew", offset, "--no-date")
     with oidc_client(dateless, client_key) as client:
         response = client.get(dateless["api"])
-        assert response.status == 401 and 'error="invalid_dpop_proof"' in response.headers["WWW-Authenticate"]
+        assert (
+            response.status == 401
+            and 'error="invalid_dpop_proof"' in response.headers["WWW-Authenticate"]
+        )
         assert client._skews == {}
-    with oidc_client(dateless, client_key, clock_skew=int(offset)) as client:  # set by hand: no refusal at all
+    with oidc_client(
+        dateless, client_key, clock_skew=int(offset)
+    ) as client:  # set by hand: no refusal at all
         assert client.get(dateless["api"]).status == 200 and client.token_requests == 1
 
 
@@ -5728,7 +6628,9 @@ def test_requests_auth_get_and_json_post_with_one_token(scripted, client_key):
         session.auth = client.requests_auth()
         for _ in range(3):
             assert session.get(scripted.api_url, timeout=5).status_code == 200
-        response = requests.post(scripted.api_url + "?q=1", json={"a": 1}, auth=client.requests_auth(), timeout=5)
+        response = requests.post(
+            scripted.api_url + "?q=1", json={"a": 1}, auth=client.requests_auth(), timeout=5
+        )
         assert response.status_code == 200
         assert client.token_requests == 1
     api = [r for r in scripted.script.requests if r[1].startswith("/api/")]
@@ -5739,19 +6641,29 @@ def test_requests_auth_get_and_json_post_with_one_token(scripted, client_key):
 
 
 def test_requests_auth_answers_nonces_and_invalid_token_once(client_key):
-    with dpop.DemoServer(require_nonce=True) as auth, dpop.DemoServer(require_nonce=True, authority=auth) as api:
+    with (
+        dpop.DemoServer(require_nonce=True) as auth,
+        dpop.DemoServer(require_nonce=True, authority=auth) as api,
+    ):
         with make_client(auth, client_key) as client:
             session = requests.Session()
             session.auth = client.requests_auth()
             first = session.get(api.api_url, timeout=5)
-            assert first.status_code == 200 and len(first.history) == 1  # the nonce challenge, answered
+            assert (
+                first.status_code == 200 and len(first.history) == 1
+            )  # the nonce challenge, answered
             assert session.get(api.api_url, timeout=5).status_code == 200 and api.api_calls == 2
             auth.signing_key = dpop.generate_key()  # every token issued so far is now invalid
             response = session.get(api.api_url, timeout=5)
-            assert response.status_code == 200 and client.token_requests == 3  # 1 nonce retry + 1 new token
+            assert (
+                response.status_code == 200 and client.token_requests == 3
+            )  # 1 nonce retry + 1 new token
             api.authority = api  # tokens from nowhere it trusts: refused again, and returned
             response = session.get(api.api_url, timeout=5)
-            assert response.status_code == 401 and "invalid_token" in response.headers["WWW-Authenticate"]
+            assert (
+                response.status_code == 401
+                and "invalid_token" in response.headers["WWW-Authenticate"]
+            )
 
 
 def test_requests_redirects_are_signed_at_home_and_stripped_away(client_key, two_origins):
@@ -5761,7 +6673,9 @@ def test_requests_redirects_are_signed_at_home_and_stripped_away(client_key, two
     with make_client(server, client_key) as client:
         auth = client.requests_auth()
         response = requests.get(server.base_url + "/api/old", auth=auth, timeout=5)
-        assert response.status_code == 200 and len(response.history) == 1  # the demo API checked the new proof
+        assert (
+            response.status_code == 200 and len(response.history) == 1
+        )  # the demo API checked the new proof
         hops = [decode_proof(r[3][0])[1] for r in script.requests if r[1].startswith("/api/")]
         assert hops[0]["htu"].endswith("/api/old") and hops[1]["htu"] == server.api_url
         response = requests.post(server.base_url + "/api/away", json={"x": 1}, auth=auth, timeout=5)
@@ -5783,10 +6697,14 @@ def test_httpx_auth_sync_flow(client_key, two_origins):
             assert http.post(server.api_url, json={"a": 1}).status_code == 200
             moved = http.get(server.base_url + "/api/old")  # httpx does not follow by default
             assert moved.status_code == 307
-            assert http.send(moved.next_request).status_code == 200  # the next hop, signed for its own URL
+            assert (
+                http.send(moved.next_request).status_code == 200
+            )  # the next hop, signed for its own URL
             moved = http.get(server.base_url + "/api/away")
             assert http.send(moved.next_request).json() == {"ok": True}
-        with httpx.Client(auth=auth, timeout=5, follow_redirects=True, event_hooks={"request": [auth.hook]}) as http:
+        with httpx.Client(
+            auth=auth, timeout=5, follow_redirects=True, event_hooks={"request": [auth.hook]}
+        ) as http:
             assert http.get(server.base_url + "/api/old").status_code == 200
             assert http.post(server.base_url + "/api/away", json={"x": 1}).json() == {"ok": True}
         assert client.token_requests == 1
@@ -5796,8 +6714,14 @@ def test_httpx_auth_sync_flow(client_key, two_origins):
 
 
 def test_httpx_auth_answers_nonces_and_invalid_token(client_key):
-    with dpop.DemoServer(require_nonce=True) as auth, dpop.DemoServer(require_nonce=True, authority=auth) as api:
-        with make_client(auth, client_key) as client, httpx.Client(auth=client.httpx_auth(), timeout=5) as http:
+    with (
+        dpop.DemoServer(require_nonce=True) as auth,
+        dpop.DemoServer(require_nonce=True, authority=auth) as api,
+    ):
+        with (
+            make_client(auth, client_key) as client,
+            httpx.Client(auth=client.httpx_auth(), timeout=5) as http,
+        ):
             first = http.get(api.api_url)
             assert first.status_code == 200 and api.api_calls == 1
             auth.signing_key = dpop.generate_key()
@@ -5836,7 +6760,10 @@ def test_adapters_against_the_interop_server(oidc_nonce, library):
                     http.post(oidc_nonce["api"], json={"a": 1})
                 ]
         assert [r.status_code for r in responses] == [200] * 4, responses[-1].text
-        assert responses[-1].json()["method"] == "POST" and responses[-1].json()["jkt"] == key.thumbprint()
+        assert (
+            responses[-1].json()["method"] == "POST"
+            and responses[-1].json()["jkt"] == key.thumbprint()
+        )
         assert client.token_requests == 2  # the token endpoint's nonce challenge, then one token
 
 
@@ -5854,7 +6781,10 @@ def test_importing_dpop_never_imports_requests_or_httpx():
 def test_logging_reports_a_flow_at_debug_without_secrets(client_key, caplog):
     import logging
 
-    with dpop.DemoServer(require_nonce=True) as auth, dpop.DemoServer(require_nonce=True, authority=auth) as api:
+    with (
+        dpop.DemoServer(require_nonce=True) as auth,
+        dpop.DemoServer(require_nonce=True, authority=auth) as api,
+    ):
         with caplog.at_level(logging.DEBUG, logger="dpop"):
             with make_client(auth, client_key) as client:
                 assert client.get(api.api_url).status == 200
@@ -5863,7 +6793,9 @@ def test_logging_reports_a_flow_at_debug_without_secrets(client_key, caplog):
                 assert client.get(api.api_url).status == 200
     assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("dpop").handlers)
     text = "\n".join(record.getMessage() for record in caplog.records if record.name == "dpop")
-    assert all(record.levelno == logging.DEBUG for record in caplog.records if record.name == "dpop")
+    assert all(
+        record.levelno == logging.DEBUG for record in caplog.records if record.name == "dpop"
+    )
     assert "POST %s: 400" % auth.token_endpoint in text  # the token endpoint's nonce challenge
     assert "GET %s: 200 OK" % api.api_url in text
     assert "use_dpop_nonce: sending again" in text and "invalid_token: sending again" in text
@@ -5888,11 +6820,25 @@ def start_redis(folder):
     if exe is None:
         if os.environ.get("DPOP_REQUIRE_SERVICES"):
             pytest.fail("DPOP_REQUIRE_SERVICES is set but redis-server is not installed")
-        pytest.skip("redis-server not installed (.ci/run installs it: apt-get install redis-server)")
+        pytest.skip(
+            "redis-server not installed (.ci/run installs it: apt-get install redis-server)"
+        )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "", "--appendonly", "no"]
+    args = [
+        exe,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(folder),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while True:
@@ -5921,7 +6867,11 @@ def redis_client(port):
 
     # no retries: redis-py 6+ retries a refused connection with backoff for seconds
     return redis.Redis(
-        host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+        host="127.0.0.1",
+        port=port,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
@@ -5952,15 +6902,21 @@ def test_two_verifier_processes_share_one_redis(redis_server, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(HERE))
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", VERIFIER, str(port), prefix, str(path)], stdout=subprocess.PIPE, env=env
+            [sys.executable, "-c", VERIFIER, str(port), prefix, str(path)],
+            stdout=subprocess.PIPE,
+            env=env,
         )
         for _ in range(2)
     ]
     results = [json.loads(proc.communicate(timeout=60)[0]) for proc in procs]
     assert all(proc.returncode == 0 for proc in procs)
-    assert sorted(results[0] + results[1]) == sorted(decode_proof(p)[1]["jti"] for p in proofs)  # each exactly once
+    assert sorted(results[0] + results[1]) == sorted(
+        decode_proof(p)[1]["jti"] for p in proofs
+    )  # each exactly once
     # a third verifier, later, accepts none of them
-    third = subprocess.run([sys.executable, "-c", VERIFIER, str(port), prefix, str(path)], capture_output=True, env=env)
+    third = subprocess.run(
+        [sys.executable, "-c", VERIFIER, str(port), prefix, str(path)], capture_output=True, env=env
+    )
     assert json.loads(third.stdout) == []
     # every key lives for the acceptance window (max_age 60 s + 1), not forever
     store = redis_client(port)
@@ -5979,7 +6935,10 @@ def test_redis_going_away_fails_closed(tmp_path):
         proc.terminate()
         proc.wait(10)
     fresh = dpop.make_proof(key, "GET", "https://api.example/x")
-    for candidate in (proof, fresh):  # neither a replay nor a new proof is accepted without the store
+    for candidate in (
+        proof,
+        fresh,
+    ):  # neither a replay nor a new proof is accepted without the store
         with raises_code("replay_store") as info:
             dpop.verify_proof(candidate, method="GET", url="https://api.example/x", replay=store)
         assert info.value.status == 503 and "ConnectionError" in info.value.message
@@ -6003,10 +6962,14 @@ def test_redis_token_cache_shares_one_token(redis_server, client_key):
             assert client.get(server.api_url).status == 200
         assert server.tokens_issued == 2
         store.set(name, b"\xff not json")  # a broken entry is a miss, never trusted
-        with make_client(server, client_key, token_cache=dpop.RedisTokenCache(store, prefix)) as client:
+        with make_client(
+            server, client_key, token_cache=dpop.RedisTokenCache(store, prefix)
+        ) as client:
             assert client.get(server.api_url).status == 200
         assert server.tokens_issued == 3
-        down = dpop.RedisTokenCache(redis_client(1), prefix)  # nothing listens: a warning, then a token of its own
+        down = dpop.RedisTokenCache(
+            redis_client(1), prefix
+        )  # nothing listens: a warning, then a token of its own
         with pytest.warns(RuntimeWarning, match="token cache"):
             with make_client(server, client_key, token_cache=down) as client:
                 assert client.get(server.api_url).status == 200
@@ -6015,7 +6978,9 @@ def test_redis_token_cache_shares_one_token(redis_server, client_key):
 
 def test_challenge_parsing_stays_linear():
     # a run of commas made every failed match restart one character on: 64 KiB took minutes
-    assert dpop._parse_challenges(["," * 65536, 'DPoP error="x"' + "," * 65536]) == [("dpop", {"error": "x"})]
+    assert dpop._parse_challenges(["," * 65536, 'DPoP error="x"' + "," * 65536]) == [
+        ("dpop", {"error": "x"})
+    ]
 
 
 def test_redis_replay_cache_never_takes_a_deferred_answer_as_new(redis_server):
@@ -6027,8 +6992,15 @@ def test_redis_replay_cache_never_takes_a_deferred_answer_as_new(redis_server):
     proof = dpop.make_proof(dpop.generate_key(), "GET", "https://api.example/x")
 
     def refused(deferred):
-        with raises_code("replay_store"):  # a coroutine or a pipeline is truthy: it must not read as "stored"
-            dpop.verify_proof(proof, method="GET", url="https://api.example/x", replay=dpop.RedisReplayCache(deferred))
+        with raises_code(
+            "replay_store"
+        ):  # a coroutine or a pipeline is truthy: it must not read as "stored"
+            dpop.verify_proof(
+                proof,
+                method="GET",
+                url="https://api.example/x",
+                replay=dpop.RedisReplayCache(deferred),
+            )
 
     async def in_a_loop():  # Python 3.9's asyncio client wants a running loop
         refused(redis.asyncio.Redis(host="127.0.0.1", port=port))
@@ -6052,8 +7024,17 @@ def test_all_and_the_readme_agree():
     assert documented <= set(dpop.__all__), documented - set(dpop.__all__)
     for name in dpop.__all__:
         assert hasattr(dpop, name)
-        assert re.search(r"`[^`]*\b%s\b[^`]*`" % re.escape(name), readme), "%s is public but not in the README" % name
-    for public in ("Client", "Response", "Headers", "DemoServer", "RedisReplayCache", "RedisTokenCache"):
+        assert re.search(r"`[^`]*\b%s\b[^`]*`" % re.escape(name), readme), (
+            "%s is public but not in the README" % name
+        )
+    for public in (
+        "Client",
+        "Response",
+        "Headers",
+        "DemoServer",
+        "RedisReplayCache",
+        "RedisTokenCache",
+    ):
         assert public in dpop.__all__
     errors = readme[readme.index("## Errors") :]
     assert [code for code in dpop.ERROR_CODES if "`%s`" % code not in errors] == []
@@ -6065,33 +7046,51 @@ def test_cli_refusal_names_the_url_and_the_servers_reason(scripted, key_file):
 
     def wrong_htu(handler):  # the demo API refuses a proof for another URL, as a real one does
         handler.body()
-        headers = dpop.challenge_headers(error="invalid_dpop_proof", error_description="DPoP proof htu mismatch")
+        headers = dpop.challenge_headers(
+            error="invalid_dpop_proof", error_description="DPoP proof htu mismatch"
+        )
         handler.reply(401, {"error": "invalid_dpop_proof"}, headers)
         return True
 
     scripted.script.on(lambda h: h.path.startswith("/api/things"), wrong_htu)
     scripted.script.on(
         lambda h: h.path == "/api/json",
-        lambda h: (h.reply(403, {"error": "insufficient_scope", "error_description": "needs \x1b[31mwrite"}), True)[1],
+        lambda h: (
+            h.reply(
+                403, {"error": "insufficient_scope", "error_description": "needs \x1b[31mwrite"}
+            ),
+            True,
+        )[1],
     )
     scripted.script.on(
-        lambda h: h.path == "/api/plain", lambda h: (h.reply(503, b"busy", {"Content-Type": "text/plain"}), True)[1]
+        lambda h: h.path == "/api/plain",
+        lambda h: (h.reply(503, b"busy", {"Content-Type": "text/plain"}), True)[1],
     )
     done = run_cli(*cli_flow_args(scripted, key_file, "GET", url + "?secret=1"), env=env)
     line = done.stderr.decode().splitlines()[-1]
     assert done.returncode == 4
-    assert line == "dpop: http_status: 401 Unauthorized from %s: invalid_dpop_proof: DPoP proof htu mismatch" % url
-    done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/json"), env=env)
+    assert (
+        line
+        == "dpop: http_status: 401 Unauthorized from %s: invalid_dpop_proof: DPoP proof htu mismatch"
+        % url
+    )
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/json"), env=env
+    )
     line = done.stderr.decode().splitlines()[-1]
     assert (
         line
-        == "dpop: http_status: 403 Forbidden from %s/api/json: insufficient_scope: needs ?[31mwrite" % scripted.base_url
+        == "dpop: http_status: 403 Forbidden from %s/api/json: insufficient_scope: needs ?[31mwrite"
+        % scripted.base_url
     )
-    done = run_cli(*cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/plain"), env=env)
+    done = run_cli(
+        *cli_flow_args(scripted, key_file, "GET", scripted.base_url + "/api/plain"), env=env
+    )
     line = done.stderr.decode().splitlines()[-1]
     assert (
         done.returncode == 5
-        and line == "dpop: http_status: 503 Service Unavailable from %s/api/plain" % scripted.base_url
+        and line
+        == "dpop: http_status: 503 Service Unavailable from %s/api/plain" % scripted.base_url
     )
 
 
@@ -6106,7 +7105,13 @@ def echo_server(scripted):
     seen = []
 
     def record(handler):
-        seen.append((handler.command, dict((k.lower(), v) for k, v in handler.headers.items()), handler.body()))
+        seen.append(
+            (
+                handler.command,
+                dict((k.lower(), v) for k, v in handler.headers.items()),
+                handler.body(),
+            )
+        )
         return False
 
     scripted.script.on(is_api, record)
@@ -6159,7 +7164,11 @@ def test_cli_data_files_as_curl_reads_them(echo_server, key_file, tmp_path):
         assert done.returncode == 0, (args, done.stderr)
         method, headers, got = echo_server.seen[-1]
         assert (method, got) == ("POST", body), args
-    assert echo_server.seen[-2][1]["content-type"] == echo_server.seen[-2][1]["accept"] == "application/json"
+    assert (
+        echo_server.seen[-2][1]["content-type"]
+        == echo_server.seen[-2][1]["accept"]
+        == "application/json"
+    )
     done = cli(echo_server, key_file, "-d", "a", "--data-binary", "b", url)
     assert done.returncode == 2 and b"give one body" in done.stderr
 
@@ -6177,28 +7186,44 @@ def test_cli_write_out_with_the_values_the_server_saw(echo_server, key_file, tmp
     echo_server.script.on(lambda h: h.path == "/api/moved", redirect_to("/api/dpop/test?x=1", 307))
     out = tmp_path / "body"
     fmt = "%{http_code} %{num_redirects} %{size_download} %{method} %{url_effective} %{time_total}\\t%%\\n"
-    done = cli(echo_server, key_file, "-L", "-o", str(out), "-w", fmt, echo_server.base_url + "/api/moved")
+    done = cli(
+        echo_server, key_file, "-L", "-o", str(out), "-w", fmt, echo_server.base_url + "/api/moved"
+    )
     assert done.returncode == 0, done.stderr
     code, redirects, size, method, url, rest = done.stdout.decode().split(" ")
     assert (code, redirects, int(size), method) == ("200", "1", len(out.read_bytes()), "GET")
     assert url == echo_server.api_url + "?x=1" and re.fullmatch(r"[0-9]+\.[0-9]{6}\t%\n", rest)
-    done = cli(echo_server, key_file, "-w", "%{response_code}\\n", echo_server.base_url + "/api/gone")
-    echo_server.script.on(lambda h: h.path == "/api/gone", lambda h: (h.reply(404, {"error": "nope"}), True)[1])
-    done = cli(echo_server, key_file, "-w", "%{response_code}\\n", echo_server.base_url + "/api/gone")
+    done = cli(
+        echo_server, key_file, "-w", "%{response_code}\\n", echo_server.base_url + "/api/gone"
+    )
+    echo_server.script.on(
+        lambda h: h.path == "/api/gone", lambda h: (h.reply(404, {"error": "nope"}), True)[1]
+    )
+    done = cli(
+        echo_server, key_file, "-w", "%{response_code}\\n", echo_server.base_url + "/api/gone"
+    )
     assert done.returncode == 4 and done.stdout.endswith(b"404\n")
-    done = cli(echo_server, key_file, "-o", str(out), "-w", "%{http_code}\\r\\n", echo_server.api_url)
+    done = cli(
+        echo_server, key_file, "-o", str(out), "-w", "%{http_code}\\r\\n", echo_server.api_url
+    )
     assert done.stdout == b"200\r\n"
     done = cli(echo_server, key_file, "-w", "%{size_upload}", echo_server.api_url)
     assert done.returncode == 2 and b"--write-out" in done.stderr
 
 
 def test_cli_silent_show_error_and_fail(echo_server, key_file):
-    echo_server.script.on(lambda h: h.path == "/api/gone", lambda h: (h.reply(404, {"error": "nope"}), True)[1])
+    echo_server.script.on(
+        lambda h: h.path == "/api/gone", lambda h: (h.reply(404, {"error": "nope"}), True)[1]
+    )
     url = echo_server.base_url + "/api/gone"
     done = cli(echo_server, key_file, "-s", url)
-    assert (done.returncode, done.stderr) == (4, b"") and json.loads(done.stdout) == {"error": "nope"}
+    assert (done.returncode, done.stderr) == (4, b"") and json.loads(done.stdout) == {
+        "error": "nope"
+    }
     done = cli(echo_server, key_file, "-sS", url)
-    assert done.returncode == 4 and done.stderr.startswith(b"dpop: http_status: 404 Not Found from ")
+    assert done.returncode == 4 and done.stderr.startswith(
+        b"dpop: http_status: 404 Not Found from "
+    )
     done = cli(echo_server, key_file, "-f", url)
     assert done.returncode == 4 and done.stdout == b"" and b"404" in done.stderr
     done = cli(echo_server, key_file, "-sf", url)
@@ -6211,7 +7236,9 @@ def test_cli_silent_show_error_and_fail(echo_server, key_file):
 
 def test_cli_curl_flags_through_their_variables(echo_server, key_file, tmp_path):
     gone = echo_server.base_url + "/api/gone"
-    echo_server.script.on(lambda h: h.path == "/api/gone", lambda h: (h.reply(404, {"error": "nope"}), True)[1])
+    echo_server.script.on(
+        lambda h: h.path == "/api/gone", lambda h: (h.reply(404, {"error": "nope"}), True)[1]
+    )
     data = tmp_path / "data"
     data.write_bytes(b"a\r\nb")
     url = echo_server.api_url
@@ -6220,13 +7247,24 @@ def test_cli_curl_flags_through_their_variables(echo_server, key_file, tmp_path)
     done = cli(echo_server, key_file, url, env={"DPOP_DATA_BINARY": "@" + str(data)})
     assert done.returncode == 0 and echo_server.seen[-1][0::2] == ("POST", b"a\r\nb")
     done = cli(echo_server, key_file, url, env={"DPOP_HEAD": "1"})
-    assert done.returncode == 0 and echo_server.seen[-1][0] == "HEAD" and done.stdout.startswith(b"HTTP/1.1 200")
-    done = cli(echo_server, key_file, url, env={"DPOP_WRITE_OUT": "[%{http_code}]", "DPOP_OUTPUT": str(tmp_path / "o")})
+    assert (
+        done.returncode == 0
+        and echo_server.seen[-1][0] == "HEAD"
+        and done.stdout.startswith(b"HTTP/1.1 200")
+    )
+    done = cli(
+        echo_server,
+        key_file,
+        url,
+        env={"DPOP_WRITE_OUT": "[%{http_code}]", "DPOP_OUTPUT": str(tmp_path / "o")},
+    )
     assert done.returncode == 0 and done.stdout == b"[200]"
     done = cli(echo_server, key_file, gone, env={"DPOP_FAIL": "yes"})
     assert done.returncode == 4 and done.stdout == b""
     done = cli(echo_server, key_file, gone, env={"DPOP_SILENT": "1", "DPOP_SHOW_ERROR": "1"})
-    assert done.returncode == 4 and done.stderr.startswith(b"dpop: http_status: 404 Not Found from ")
+    assert done.returncode == 4 and done.stderr.startswith(
+        b"dpop: http_status: 404 Not Found from "
+    )
     done = cli(echo_server, key_file, url, env={"DPOP_CONNECT_TIMEOUT": "5"})
     assert done.returncode == 0
     done = run_cli(
@@ -6234,14 +7272,20 @@ def test_cli_curl_flags_through_their_variables(echo_server, key_file, tmp_path)
         *cli_flow_args(echo_server, key_file),
         env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET, "DPOP_RAW": "on"},
     )
-    assert done.returncode == 0 and done.stdout.count(b"\n") == 1 and not done.stdout.startswith(b"{")
+    assert (
+        done.returncode == 0 and done.stdout.count(b"\n") == 1 and not done.stdout.startswith(b"{")
+    )
 
 
 def test_cli_head_and_include(echo_server, key_file):
     done = cli(echo_server, key_file, "-I", echo_server.api_url)
     assert done.returncode == 0 and echo_server.seen[-1][0] == "HEAD"
     head = done.stdout.decode("latin-1")
-    assert head.startswith("HTTP/1.1 200 OK\r\n") and head.endswith("\r\n\r\n") and "Content-Length:" in head
+    assert (
+        head.startswith("HTTP/1.1 200 OK\r\n")
+        and head.endswith("\r\n\r\n")
+        and "Content-Length:" in head
+    )
     done = cli(echo_server, key_file, "-i", echo_server.api_url)
     status, _, body = done.stdout.partition(b"\r\n\r\n")
     assert status.startswith(b"HTTP/1.1 200 OK") and json.loads(body)
@@ -6253,10 +7297,17 @@ def jwt_claims(token):
 
 def test_cli_token_prints_a_bound_token(server, key_file, tmp_path):
     jkt = dpop.load_key_file(str(key_file)).thumbprint()
-    done = run_cli("token", *cli_flow_args(server, key_file), env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET})
+    done = run_cli(
+        "token",
+        *cli_flow_args(server, key_file),
+        env={"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET},
+    )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
-    assert set(answer) == {"access_token", "token_type", "expires_in"} and answer["token_type"] == "DPoP"
+    assert (
+        set(answer) == {"access_token", "token_type", "expires_in"}
+        and answer["token_type"] == "DPoP"
+    )
     assert 3590 <= answer["expires_in"] <= 3600 and isinstance(answer["expires_in"], int)
     assert jwt_claims(answer["access_token"])["cnf"] == {"jkt": jkt}
     cache = tmp_path / "tokens.json"
@@ -6266,7 +7317,9 @@ def test_cli_token_prints_a_bound_token(server, key_file, tmp_path):
     assert raw[0].stdout.count(b"\n") == 1 and raw[0].stdout.endswith(b"\n")
     assert jwt_claims(raw[0].stdout.decode().strip())["cnf"] == {"jkt": jkt}
     assert server.tokens_issued == 2  # the second --raw run took the cached token
-    done = run_cli("token", *cli_flow_args(server, key_file), env=env)  # the cached one, with the seconds left
+    done = run_cli(
+        "token", *cli_flow_args(server, key_file), env=env
+    )  # the cached one, with the seconds left
     assert json.loads(done.stdout)["access_token"] == raw[0].stdout.decode().strip()
     assert 3500 <= json.loads(done.stdout)["expires_in"] <= 3600 and server.tokens_issued == 2
     done = run_cli("token", "--key", str(key_file), "--client-id", "x", env=env)
@@ -6276,15 +7329,26 @@ def test_cli_token_prints_a_bound_token(server, key_file, tmp_path):
 def test_token_recipe_from_the_readme(server, key_file, tmp_path):
     import http.client
 
-    env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET, "DPOP_KEY": str(key_file), "DPOP_CLIENT_ID": "m2m.dpop"}
-    env.update(DPOP_TOKEN_ENDPOINT=server.token_endpoint, DPOP_TOKEN_CACHE=str(tmp_path / "cache.json"))
+    env = {
+        "DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET,
+        "DPOP_KEY": str(key_file),
+        "DPOP_CLIENT_ID": "m2m.dpop",
+    }
+    env.update(
+        DPOP_TOKEN_ENDPOINT=server.token_endpoint, DPOP_TOKEN_CACHE=str(tmp_path / "cache.json")
+    )
     token_file = tmp_path / "token.txt"
     token_file.write_bytes(run_cli("token", "--raw", env=env).stdout)
     for _ in range(2):  # the same token, a new proof each time
-        proof = run_cli("proof", "--access-token-file", str(token_file), "GET", server.api_url, env=env)
+        proof = run_cli(
+            "proof", "--access-token-file", str(token_file), "GET", server.api_url, env=env
+        )
         assert proof.returncode == 0, proof.stderr
         conn = http.client.HTTPConnection("127.0.0.1", port_of(server), timeout=10)
-        headers = {"Authorization": "DPoP " + token_file.read_text().strip(), "DPoP": proof.stdout.decode().strip()}
+        headers = {
+            "Authorization": "DPoP " + token_file.read_text().strip(),
+            "DPoP": proof.stdout.decode().strip(),
+        }
         conn.request("GET", "/api/dpop/test", headers=headers)
         assert conn.getresponse().status == 200
         conn.close()
@@ -6321,8 +7385,12 @@ def mute_port():
         conn.close()
 
 
-def test_connect_timeout_covers_the_handshake_and_then_reads_get_the_timeout(mute_port, scripted, client_key):
-    endpoint = "https://127.0.0.1:%d/token" % mute_port  # TCP connects; the TLS handshake never ends
+def test_connect_timeout_covers_the_handshake_and_then_reads_get_the_timeout(
+    mute_port, scripted, client_key
+):
+    endpoint = (
+        "https://127.0.0.1:%d/token" % mute_port
+    )  # TCP connects; the TLS handshake never ends
     started = time.monotonic()
     with dpop.Client(
         client_key,
@@ -6336,7 +7404,9 @@ def test_connect_timeout_covers_the_handshake_and_then_reads_get_the_timeout(mut
         with raises_code("timeout"):
             client.access_token()
     assert time.monotonic() - started < 20  # the connect timeout, not the 30 s one
-    scripted.script.on(is_api, lambda handler: time.sleep(0.8) or False)  # a slow answer on a connection made in time
+    scripted.script.on(
+        is_api, lambda handler: time.sleep(0.8) or False
+    )  # a slow answer on a connection made in time
     with make_client(scripted, client_key, connect_timeout=0.3, timeout=10) as client:
         assert client.get(scripted.api_url).status == 200
     with pytest.raises(ValueError):
@@ -6356,14 +7426,23 @@ def test_connect_timeout_covers_the_handshake_and_then_reads_get_the_timeout(mut
         env={"DPOP_CLIENT_SECRET": "s"},
         input=client_key.to_pem().encode(),
     )
-    assert done.returncode == 3 and done.stderr.startswith(b"dpop: timeout: ") and b"timed out" in done.stderr
+    assert (
+        done.returncode == 3
+        and done.stderr.startswith(b"dpop: timeout: ")
+        and b"timed out" in done.stderr
+    )
 
 
 def test_cli_max_time_bounds_the_whole_operation(scripted, key_file):
-    scripted.script.on(lambda handler: handler.path == "/api/slow", lambda handler: time.sleep(5) or False)
+    scripted.script.on(
+        lambda handler: handler.path == "/api/slow", lambda handler: time.sleep(5) or False
+    )
     started = time.monotonic()
     done = cli(scripted, key_file, "--max-time", "1", scripted.base_url + "/api/slow")
-    assert done.returncode == 3 and done.stderr == b"dpop: timeout: the operation took longer than --max-time 1 s\n"
+    assert (
+        done.returncode == 3
+        and done.stderr == b"dpop: timeout: the operation took longer than --max-time 1 s\n"
+    )
     assert time.monotonic() - started < 4.5  # not the 5 s the API takes
     done = cli(scripted, key_file, scripted.api_url, env={"DPOP_MAX_TIME": "30"})
     assert done.returncode == 0, done.stderr  # ends well inside its time: the timer is gone by exit
@@ -6405,14 +7484,24 @@ def test_client_cert_arguments_are_checked(client_key, server):
     for bad in (("one.pem",), ("a.pem", "b.pem", "c.pem"), 42):
         with pytest.raises(TypeError):
             make_client(server, client_key, client_cert=bad)
-    with make_client(server, client_key, client_cert=TLS / "client-with-key.pem") as client:  # a Path will do
+    with make_client(
+        server, client_key, client_cert=TLS / "client-with-key.pem"
+    ) as client:  # a Path will do
         assert client.get(server.api_url).status == 200
 
 
 def test_cli_cert_files_are_inputs(echo_server, key_file, tmp_path):
     cert_key = tmp_path / "c.key"
     cert_key.write_bytes((TLS / "client.key").read_bytes())
-    args = ("--cert", str(TLS / "client.pem"), "--cert-key", str(cert_key), "-o", str(cert_key), echo_server.api_url)
+    args = (
+        "--cert",
+        str(TLS / "client.pem"),
+        "--cert-key",
+        str(cert_key),
+        "-o",
+        str(cert_key),
+        echo_server.api_url,
+    )
     done = cli(echo_server, key_file, *args)
     assert done.returncode == 2 and b"would overwrite the --cert-key file" in done.stderr
     assert cert_key.read_bytes() == (TLS / "client.key").read_bytes()
@@ -6420,7 +7509,9 @@ def test_cli_cert_files_are_inputs(echo_server, key_file, tmp_path):
     assert done.returncode == 2 and b"not stdin" in done.stderr
 
 
-def test_max_time_needs_the_main_thread_and_keeps_the_callers_timer(server, key_file, monkeypatch, capsys):
+def test_max_time_needs_the_main_thread_and_keeps_the_callers_timer(
+    server, key_file, monkeypatch, capsys
+):
     import signal
 
     monkeypatch.setenv("DPOP_CLIENT_SECRET", dpop.DEMO_CLIENT_SECRET)
@@ -6462,16 +7553,22 @@ def _echo_authorization(handler):
     return True
 
 
-def test_a_token_from_the_cache_is_masked_like_a_fetched_one(scripted, client_key, tmp_path, key_file):
+def test_a_token_from_the_cache_is_masked_like_a_fetched_one(
+    scripted, client_key, tmp_path, key_file
+):
     cache = tmp_path / "tokens.json"
     with make_client(scripted, client_key, token_cache=dpop.FileTokenCache(cache)) as client:
         token = client.access_token()
     scripted.script.on(is_api, _echo_authorization)
     log = io.StringIO()
-    with make_client(scripted, client_key, token_cache=dpop.FileTokenCache(cache), session_log=log) as client:
+    with make_client(
+        scripted, client_key, token_cache=dpop.FileTokenCache(cache), session_log=log
+    ) as client:
         assert client.access_token() == token and client.token_requests == 0  # from the cache
         response = client.get(scripted.api_url)
-        assert response.status == 403 and token.encode() in response.body  # the caller gets the body as it came
+        assert (
+            response.status == 403 and token.encode() in response.body
+        )  # the caller gets the body as it came
     assert token not in log.getvalue() and "bad token ****" in log.getvalue()
     key_file.write_text(client_key.to_pem())
     done = cli(scripted, key_file, "--token-cache", str(cache), "-v", "--session-log", str(tmp_path / "s.log"),
@@ -6498,13 +7595,19 @@ def test_dpop_token_ignores_a_never_expiring_cache_entry(server, key_file, tmp_p
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
 @pytest.mark.parametrize("where", ["cache", "lock"])
-def test_a_fifo_at_the_token_cache_path_is_ignored_with_a_warning(server, key_file, tmp_path, where):
+def test_a_fifo_at_the_token_cache_path_is_ignored_with_a_warning(
+    server, key_file, tmp_path, where
+):
     cache = tmp_path / "tokens.json"
     os.mkfifo(str(cache) + (".lock" if where == "lock" else ""), 0o600)
     env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
-    done = run_cli(*cli_flow_args(server, key_file, "--token-cache", str(cache), server.api_url), env=env)
+    done = run_cli(
+        *cli_flow_args(server, key_file, "--token-cache", str(cache), server.api_url), env=env
+    )
     assert done.returncode == 0, done.stderr
-    warnings = [line for line in done.stderr.splitlines() if line.startswith(b"dpop: warning: token cache")]
+    warnings = [
+        line for line in done.stderr.splitlines() if line.startswith(b"dpop: warning: token cache")
+    ]
     assert len(warnings) == 1 and b"not a regular file" in warnings[0]
     assert server.tokens_issued == 1 and stat.S_ISFIFO(
         os.stat(str(cache) + (".lock" if where == "lock" else "")).st_mode
@@ -6520,10 +7623,14 @@ def test_the_cache_keeps_the_last_nonce_of_every_origin(key_file, tmp_path):
         cache = tmp_path / "tokens.json"
         env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
         for _ in range(2):
-            done = run_cli(*cli_flow_args(auth, key_file, "--token-cache", str(cache), api.api_url), env=env)
+            done = run_cli(
+                *cli_flow_args(auth, key_file, "--token-cache", str(cache), api.api_url), env=env
+            )
             assert done.returncode == 0, done.stderr
     assert auth.tokens_issued == 1
-    assert script.count("/api/dpop/test") == 3  # the first run: a use_dpop_nonce 401, then 200; the second: 200
+    assert (
+        script.count("/api/dpop/test") == 3
+    )  # the first run: a use_dpop_nonce 401, then 200; the second: 200
 
 
 # -- README: every python block runs as written (a new user's report: they did not) -----------
@@ -6567,7 +7674,10 @@ def _readme_substitute(code, server, readme_redis_port):
         ("https://as.example/", server.base_url + "/"),
         ("https://api.example/api/", api),
         ("https://api.example/", api),
-        ("https://api.example", server.base_url + "/api"),  # BASE = "https://api.example" in the server block
+        (
+            "https://api.example",
+            server.base_url + "/api",
+        ),  # BASE = "https://api.example" in the server block
         ("https://example.okta.com/oauth2/v1/token", server.token_endpoint),
         ("https://example.okta.com/", api),
         ('host="redis.internal"', 'host="127.0.0.1", port=%s' % readme_redis_port),
@@ -6575,15 +7685,18 @@ def _readme_substitute(code, server, readme_redis_port):
         code = code.replace(example, local)
     unmapped = sorted(set(re.findall(r"https?://(?!127\.0\.0\.1[:/])[^\s\"')]+", code)))
     unmapped += ["redis.internal"] if "redis.internal" in code else []
-    assert not unmapped, "example hosts this test does not map (use https://as.example and https://api.example): %s" % (
-        unmapped
+    assert not unmapped, (
+        "example hosts this test does not map (use https://as.example and https://api.example): %s"
+        % (unmapped)
     )
     return code
 
 
 @pytest.fixture(scope="module")
 def readme_redis_port(tmp_path_factory):
-    port, proc = start_redis(tmp_path_factory.mktemp("redis"))  # skips when redis-server is missing (fails in CI)
+    port, proc = start_redis(
+        tmp_path_factory.mktemp("redis")
+    )  # skips when redis-server is missing (fails in CI)
     yield port
     proc.terminate()
     proc.wait(10)
@@ -6595,22 +7708,30 @@ def _readme_files(folder, server, code):
     for name in ("client.pem", "dpop.pem"):
         (folder / name).write_text(dpop.generate_key().to_pem())
     assertion_key = dpop.generate_key()
-    (folder / "okta-client.jwk").write_text(json.dumps(dict(assertion_key.private_jwk(), kid="okta-kid-1")))
+    (folder / "okta-client.jwk").write_text(
+        json.dumps(dict(assertion_key.private_jwk(), kid="okta-kid-1"))
+    )
     for client_id in re.findall(r'client_id="([^"]+)"', code):
         server.client_keys[client_id] = assertion_key.public_key()
 
 
 def test_readme_python_blocks_are_found():
     fences = [line for line in README.read_text().splitlines() if re.match(r"\s*```\s*py", line)]
-    assert len(fences) == len(README_BLOCKS) >= 5, "a python fence this test does not read: %s" % fences
+    assert len(fences) == len(README_BLOCKS) >= 5, (
+        "a python fence this test does not read: %s" % fences
+    )
     not_run = [(line, why) for line, _, why in README_BLOCKS if why]
-    assert len(not_run) <= NOT_RUN_ALLOWED, "too many README blocks marked <!-- not run -->: %s" % not_run
+    assert len(not_run) <= NOT_RUN_ALLOWED, (
+        "too many README blocks marked <!-- not run -->: %s" % not_run
+    )
 
 
 @pytest.mark.parametrize(
     "line, code",
     [
-        pytest.param(line, code, marks=[pytest.mark.skip(reason="README: not run: " + why)] if why else [])
+        pytest.param(
+            line, code, marks=[pytest.mark.skip(reason="README: not run: " + why)] if why else []
+        )
         for line, code, why in README_BLOCKS
     ],
     ids=["README.md:%d" % line for line, _, _ in README_BLOCKS],
@@ -6635,9 +7756,13 @@ def test_readme_block_runs(line, code, tmp_path, monkeypatch, request):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                exec(compile("\n" * line + code, str(README), "exec"), namespace)  # tracebacks name README lines
+                exec(
+                    compile("\n" * line + code, str(README), "exec"), namespace
+                )  # tracebacks name README lines
                 # a Client the block leaves open must be able to get a token with the settings it was given
-                for client in [v for v in namespace.values() if isinstance(v, dpop.Client) and not v._closed]:
+                for client in [
+                    v for v in namespace.values() if isinstance(v, dpop.Client) and not v._closed
+                ]:
                     client.access_token()
             except Exception:
                 raised = traceback.format_exc()
@@ -6645,12 +7770,18 @@ def test_readme_block_runs(line, code, tmp_path, monkeypatch, request):
                 for value in namespace.values():
                     if isinstance(value, dpop.Client):
                         value.close()
-        if raised:  # the README lines that raised, not pytest's view of the whole file as one statement
+        if (
+            raised
+        ):  # the README lines that raised, not pytest's view of the whole file as one statement
             pytest.fail("README.md:%d: the block raised\n%s" % (line, raised), pytrace=False)
         warned = ["%s: %s" % (w.category.__name__, w.message) for w in caught]
         assert not warned, "README.md:%d warned: %s" % (line, warned)
         refused = len(api_requests) - server.api_calls
-        assert refused == 0, "README.md:%d: the demo API refused %d of %s" % (line, refused, api_requests)
+        assert refused == 0, "README.md:%d: the demo API refused %d of %s" % (
+            line,
+            refused,
+            api_requests,
+        )
 
 
 class RawServer:
@@ -6735,13 +7866,17 @@ def test_an_idle_connection_the_server_closed_is_not_used(server, client_key):
     def handle(conn, state):
         request = read_request(conn)
         state["requests"].append(request[0].split(b" ")[0])
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # then close: keep-alive was not promised
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )  # then close: keep-alive was not promised
 
     raw = RawServer(handle)
     with make_client(server, client_key, max_retries=0) as client:
         assert client.get(raw.url + "/a").status == 200
         time.sleep(0.1)  # the server's FIN has arrived
-        assert client.post(raw.url + "/a", data=b"x").status == 200  # a new connection, not a failed POST
+        assert (
+            client.post(raw.url + "/a", data=b"x").status == 200
+        )  # a new connection, not a failed POST
     assert raw.state["requests"] == [b"GET", b"POST"] and raw.state["connections"] == 2
     raw.close()
 
@@ -6754,7 +7889,9 @@ def test_nothing_sent_is_a_public_error(client_key, silent_port):
     assert type(info.value) is DPoPError
 
 
-@pytest.mark.parametrize("status, method", [(200, "HEAD"), (204, "GET"), (304, "GET"), (204, "HEAD")])
+@pytest.mark.parametrize(
+    "status, method", [(200, "HEAD"), (204, "GET"), (304, "GET"), (204, "HEAD")]
+)
 def test_answers_without_a_body_are_never_decoded(scripted, client_key, status, method):
     def answer(handler):
         handler.send_response(status)
@@ -6810,7 +7947,9 @@ def test_connect_timeout_bounds_the_whole_proxy_tunnel(tls_server, client_key):
 
     proxy = _proxy(trickle)
     started = time.monotonic()
-    with tls_client(tls_server, client_key, proxy=proxy.url, connect_timeout=0.5, timeout=5) as client:
+    with tls_client(
+        tls_server, client_key, proxy=proxy.url, connect_timeout=0.5, timeout=5
+    ) as client:
         with raises_code("proxy") as info:
             client.get(tls_server.api_url)
     assert time.monotonic() - started < 3 and "timed out" in info.value.message
@@ -6836,7 +7975,9 @@ def test_an_ipv6_origin_is_sent_in_brackets_to_the_proxy(client_key, server):
         conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
 
     proxy = _proxy(refuse)
-    with make_client(server, client_key, proxy=proxy.url, token_endpoint="https://[::1]:8443/token") as client:
+    with make_client(
+        server, client_key, proxy=proxy.url, token_endpoint="https://[::1]:8443/token"
+    ) as client:
         with raises_code("proxy") as info:
             client.access_token()
     assert proxy.state["requests"] == [b"CONNECT [::1]:8443 HTTP/1.1"]
@@ -6930,7 +8071,9 @@ def test_the_replay_cache_sees_one_jti_through_any_spelling():
     proof = dpop.make_proof(key, "GET", "https://api.example/%7Ex", now=1000)
     dpop.verify_proof(proof, method="GET", url="https://api.example/~x", now=1000, replay=replay)
     with raises_code("proof_replay"):
-        dpop.verify_proof(proof, method="GET", url="https://api.example/%7ex", now=1000, replay=replay)
+        dpop.verify_proof(
+            proof, method="GET", url="https://api.example/%7ex", now=1000, replay=replay
+        )
 
 
 @pytest.mark.parametrize(
@@ -6950,7 +8093,9 @@ def test_challenge_headers_refuse_control_characters(kwargs):
 
 
 def test_challenge_headers_values_are_single_printable_lines():
-    headers = dpop.challenge_headers(error="invalid_dpop_proof", error_description='say "hi" \\o/', nonce="n-1")
+    headers = dpop.challenge_headers(
+        error="invalid_dpop_proof", error_description='say "hi" \\o/', nonce="n-1"
+    )
     assert headers["WWW-Authenticate"] == (
         'DPoP error="invalid_dpop_proof", error_description="say \\"hi\\" \\\\o/", algs="ES256"'
     )
@@ -6958,7 +8103,9 @@ def test_challenge_headers_values_are_single_printable_lines():
 
 
 def _nested_rsa_spki(depth):
-    key = _der(0x30, _der(0x02, b"\x00\xc5" + b"\x01" * 63) + _der(0x02, b"\x01\x00\x01"))  # RSAPublicKey
+    key = _der(
+        0x30, _der(0x02, b"\x00\xc5" + b"\x01" * 63) + _der(0x02, b"\x01\x00\x01")
+    )  # RSAPublicKey
     algorithm = _der(0x30, _der(0x06, bytes.fromhex("2a864886f70d010101")) + _der(0x05, b""))
     for _ in range(depth):
         key = _der(0x30, algorithm + _der(0x03, b"\x00" + key))
@@ -6975,8 +8122,20 @@ def test_rsa_key_parsing_takes_one_wrapper_only(tmp_path, server, key_file):
         assert "wrapped twice" in info.value.message
     path = tmp_path / "nested.der"
     path.write_bytes(_nested_rsa_spki(2500))
-    done = cli(server, key_file, "--auth-method", "private_key_jwt", "--assertion-key", str(path), server.api_url)
-    assert done.returncode == 1 and b"internal_error" not in done.stderr and b"assertion key" in done.stderr
+    done = cli(
+        server,
+        key_file,
+        "--auth-method",
+        "private_key_jwt",
+        "--assertion-key",
+        str(path),
+        server.api_url,
+    )
+    assert (
+        done.returncode == 1
+        and b"internal_error" not in done.stderr
+        and b"assertion key" in done.stderr
+    )
 
 
 def test_load_rsa_key_of_a_missing_file_is_an_io_error(tmp_path):
@@ -6986,7 +8145,9 @@ def test_load_rsa_key_of_a_missing_file_is_an_io_error(tmp_path):
 
 def test_a_body_cannot_forge_session_log_entries_or_write_escapes(scripted, client_key, tmp_path):
     forged = "ok\r---- Received 2026-01-01T00:00:00.000Z ----\x1b[31m\x0b---- Sending x ----\u2028---- y\x85---- z"
-    scripted.script.on(is_api, lambda h: (h.reply(200, forged.encode(), {"X-Note": "a\x1bb"}), True)[1])
+    scripted.script.on(
+        is_api, lambda h: (h.reply(200, forged.encode(), {"X-Note": "a\x1bb"}), True)[1]
+    )
     log = tmp_path / "session.log"
     with make_client(scripted, client_key, session_log=str(log)) as client:
         assert client.get(scripted.api_url).body == forged.encode()
@@ -6994,17 +8155,34 @@ def test_a_body_cannot_forge_session_log_entries_or_write_escapes(scripted, clie
     entries = [line for line in text.splitlines() if line.startswith("----")]
     assert len(entries) == 4  # token request and answer, API request and answer
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]", text)
-    assert "ok\\x0d---- Received 2026-01-01T00:00:00.000Z ----\\x1b[31m\\x0b---- Sending" in text  # one line
+    assert (
+        "ok\\x0d---- Received 2026-01-01T00:00:00.000Z ----\\x1b[31m\\x0b---- Sending" in text
+    )  # one line
 
 
 def test_cli_warns_of_a_proxy_password_on_the_command_line(server, key_file):
-    done = cli(server, key_file, "--proxy", "http://alice:s3cret-pw@127.0.0.1:1", "--noproxy", "*", server.api_url)
+    done = cli(
+        server,
+        key_file,
+        "--proxy",
+        "http://alice:s3cret-pw@127.0.0.1:1",
+        "--noproxy",
+        "*",
+        server.api_url,
+    )
     assert done.returncode == 0, done.stderr
     assert b"dpop: warning: --proxy" in done.stderr and b"HTTPS_PROXY" in done.stderr
     assert b"s3cret-pw" not in done.stderr
     done = cli(server, key_file, "--proxy", "http://127.0.0.1:1", "--noproxy", "*", server.api_url)
     assert done.returncode == 0 and b"warning" not in done.stderr
-    done = cli(server, key_file, "--noproxy", "*", server.api_url, env={"HTTPS_PROXY": "http://a:pw@127.0.0.1:1"})
+    done = cli(
+        server,
+        key_file,
+        "--noproxy",
+        "*",
+        server.api_url,
+        env={"HTTPS_PROXY": "http://a:pw@127.0.0.1:1"},
+    )
     assert done.returncode == 0 and b"warning" not in done.stderr
 
 
@@ -7024,12 +8202,20 @@ def test_replay_cache_at_capacity_frees_expired_entries_whatever_their_order():
 
 
 @pytest.mark.parametrize("prefix", ["\x01", "\x00 ", " \t", "\x1f"])
-def test_requests_redirects_decide_the_origin_on_the_url_requests_uses(client_key, two_origins, prefix):
+def test_requests_redirects_decide_the_origin_on_the_url_requests_uses(
+    client_key, two_origins, prefix
+):
     server, script, other, other_script = two_origins
-    script.on(lambda h: h.path == "/api/away", redirect_to(prefix + other.base_url + "/landing", 302))
+    script.on(
+        lambda h: h.path == "/api/away", redirect_to(prefix + other.base_url + "/landing", 302)
+    )
     with make_client(server, client_key) as client:
-        response = requests.get(server.base_url + "/api/away", auth=client.requests_auth(), timeout=5)
-    assert response.status_code == 200 and response.json() == {"ok": True}  # requests went to the other origin
+        response = requests.get(
+            server.base_url + "/api/away", auth=client.requests_auth(), timeout=5
+        )
+    assert response.status_code == 200 and response.json() == {
+        "ok": True
+    }  # requests went to the other origin
     method, path, headers, proofs = other_script.requests[0]
     assert (method, path) == ("GET", "/landing")
     assert "authorization" not in headers and proofs == []
@@ -7057,7 +8243,10 @@ def _nonce_api_recording_bodies():
 @pytest.mark.parametrize("kind", ["generator", "unseekable"])
 def test_requests_never_resends_a_consumed_body(client_key, kind, tmp_path):
     bodies, record = _nonce_api_recording_bodies()
-    with dpop.DemoServer() as auth, dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api:
+    with (
+        dpop.DemoServer() as auth,
+        dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api,
+    ):
         with make_client(auth, client_key) as client:
             session = requests.Session()
             session.auth = client.requests_auth()
@@ -7078,7 +8267,10 @@ def test_requests_resends_a_replayable_body_whole(client_key, kind, tmp_path):
     bodies, record = _nonce_api_recording_bodies()
     path = tmp_path / "body"
     path.write_bytes(b"xyzabcdef")
-    with dpop.DemoServer() as auth, dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api:
+    with (
+        dpop.DemoServer() as auth,
+        dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api,
+    ):
         with make_client(auth, client_key) as client, open(path, "rb") as f:
             f.seek(3)  # requests sends from here: the retry must too
             body = {"bytes": b"abcdef", "str": "abcdef", "file": f}[kind]
@@ -7091,23 +8283,36 @@ def test_requests_redirect_to_an_unparsable_location_signs_nothing(client_key, t
     server, script, _, _ = two_origins
     script.on(lambda h: h.path == "/api/away", redirect_to("http://[::1", 302))
     with make_client(server, client_key) as client:
-        request = requests.Request("GET", server.base_url + "/api/away", auth=client.requests_auth()).prepare()
-        with requests.Session() as session, pytest.raises(ValueError):  # requests' own urlparse refuses it
+        request = requests.Request(
+            "GET", server.base_url + "/api/away", auth=client.requests_auth()
+        ).prepare()
+        with (
+            requests.Session() as session,
+            pytest.raises(ValueError),
+        ):  # requests' own urlparse refuses it
             session.send(request, allow_redirects=False, timeout=5)
     assert "DPoP" not in request.headers and "Authorization" not in request.headers
 
 
 def test_httpx_never_resends_a_consumed_body(client_key):
     bodies, record = _nonce_api_recording_bodies()
-    with dpop.DemoServer() as auth, dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api:
-        with make_client(auth, client_key) as client, httpx.Client(auth=client.httpx_auth(), timeout=5) as http:
+    with (
+        dpop.DemoServer() as auth,
+        dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api,
+    ):
+        with (
+            make_client(auth, client_key) as client,
+            httpx.Client(auth=client.httpx_auth(), timeout=5) as http,
+        ):
             response = http.post(api.api_url, content=(part for part in [b"abc", b"def"]))
     assert response.status_code == 401 and "use_dpop_nonce" in response.headers["WWW-Authenticate"]
     assert bodies == [b"abcdef"]
 
 
 @pytest.mark.parametrize("kept", ["--cacert", "--token-cache", "--session-log"])
-def test_cli_output_never_overwrites_a_file_the_run_reads_or_keeps(server, key_file, tmp_path, kept):
+def test_cli_output_never_overwrites_a_file_the_run_reads_or_keeps(
+    server, key_file, tmp_path, kept
+):
     path = tmp_path / "kept"
     shutil.copy(TLS / "server.pem", path)
     before = path.read_bytes()
@@ -7123,19 +8328,27 @@ def test_cli_output_never_overwrites_the_default_token_cache(server, key_file, t
     cache.write_text("{}")
     done = cli(server, key_file, "--token-cache", "-o", str(cache), server.api_url,
                env={"XDG_CACHE_HOME": str(tmp_path / "xdg")})  # fmt: skip
-    assert done.returncode == 2 and b"would overwrite the --token-cache file" in done.stderr, done.stderr
+    assert done.returncode == 2 and b"would overwrite the --token-cache file" in done.stderr, (
+        done.stderr
+    )
 
 
 def test_cli_fail_with_output_keeps_the_existing_file(scripted, key_file, tmp_path):
     out = tmp_path / "result.json"
     out.write_text("precious")
     out.chmod(0o640)
-    scripted.script.on(lambda h: h.path == "/api/missing", lambda h: (h.reply(404, {"error": "nope"}), True)[1])
+    scripted.script.on(
+        lambda h: h.path == "/api/missing", lambda h: (h.reply(404, {"error": "nope"}), True)[1]
+    )
     done = cli(scripted, key_file, "-f", "-o", str(out), scripted.base_url + "/api/missing")
     assert done.returncode == 4 and out.read_text() == "precious"
     done = cli(scripted, key_file, "-o", str(out), scripted.api_url)
-    assert done.returncode == 0 and json.loads(out.read_text()) and out.stat().st_mode & 0o777 == 0o640
-    assert [p.name for p in tmp_path.iterdir() if p.name != key_file.name] == ["result.json"]  # no temporary left
+    assert (
+        done.returncode == 0 and json.loads(out.read_text()) and out.stat().st_mode & 0o777 == 0o640
+    )
+    assert [p.name for p in tmp_path.iterdir() if p.name != key_file.name] == [
+        "result.json"
+    ]  # no temporary left
 
 
 def test_cli_a_body_cut_short_keeps_the_existing_file(scripted, key_file, tmp_path):
@@ -7164,7 +8377,11 @@ def test_cli_output_to_a_device_or_through_a_link_is_written_in_place(server, ke
     target.write_text("old")
     (tmp_path / "link.json").symlink_to(target)
     done = cli(server, key_file, "-o", str(tmp_path / "link.json"), server.api_url)
-    assert done.returncode == 0 and (tmp_path / "link.json").is_symlink() and json.loads(target.read_text())
+    assert (
+        done.returncode == 0
+        and (tmp_path / "link.json").is_symlink()
+        and json.loads(target.read_text())
+    )
 
 
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="a terminal")
@@ -7173,7 +8390,11 @@ def test_cli_error_after_a_body_without_a_final_newline_starts_its_own_line(scri
     main, child = os.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DPOP_")}
     env["DPOP_CLIENT_SECRET"] = dpop.DEMO_CLIENT_SECRET
-    argv = [sys.executable, str(HERE / "dpop.py"), *cli_flow_args(scripted, key_file, scripted.api_url)]
+    argv = [
+        sys.executable,
+        str(HERE / "dpop.py"),
+        *cli_flow_args(scripted, key_file, scripted.api_url),
+    ]
     proc = subprocess.Popen(argv, stdout=child, stderr=child, env=env)
     os.close(child)
     output = b""
@@ -7193,7 +8414,9 @@ def test_cli_error_after_a_body_without_a_final_newline_starts_its_own_line(scri
 def test_a_negative_chunk_size_is_a_bad_response(server, client_key):
     def handle(conn, state):
         read_request(conn)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n"
+        )
 
     raw = RawServer(handle)
     with make_client(server, client_key) as client:
@@ -7212,8 +8435,12 @@ def test_a_key_on_another_curve_gets_one_answer_in_every_encoding(curve):
         {"P-384": ec.SECP384R1(), "P-521": ec.SECP521R1(), "secp256k1": ec.SECP256K1()}[curve]
     )
     forms = [
-        private.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.TraditionalOpenSSL, ser.NoEncryption()),
-        private.private_bytes(ser.Encoding.DER, ser.PrivateFormat.TraditionalOpenSSL, ser.NoEncryption()),
+        private.private_bytes(
+            ser.Encoding.PEM, ser.PrivateFormat.TraditionalOpenSSL, ser.NoEncryption()
+        ),
+        private.private_bytes(
+            ser.Encoding.DER, ser.PrivateFormat.TraditionalOpenSSL, ser.NoEncryption()
+        ),
         private.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()),
         private.private_bytes(ser.Encoding.DER, ser.PrivateFormat.PKCS8, ser.NoEncryption()),
         private.public_key().public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo),
@@ -7227,10 +8454,14 @@ def test_a_key_on_another_curve_gets_one_answer_in_every_encoding(curve):
 
 
 @pytest.mark.parametrize("url_or_method", ["URL", "GET", "delete"])
-def test_cli_token_cache_never_takes_a_url_or_a_method_as_its_file(server, key_file, tmp_path, url_or_method):
+def test_cli_token_cache_never_takes_a_url_or_a_method_as_its_file(
+    server, key_file, tmp_path, url_or_method
+):
     env = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     tail = [server.api_url] if url_or_method == "URL" else [url_or_method, server.api_url]
-    done = run_cli(*cli_flow_args(server, key_file, "--token-cache", *tail), env=env, cwd=str(tmp_path))
+    done = run_cli(
+        *cli_flow_args(server, key_file, "--token-cache", *tail), env=env, cwd=str(tmp_path)
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "xdg" / "dpop" / "tokens.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["xdg", key_file.name])
@@ -7250,18 +8481,23 @@ def test_cli_options_may_follow_the_method_and_url(server, key_file):
 
 
 @pytest.mark.parametrize(
-    "word, hint", [("tokn", b"token"), ("kegen", b"keygen"), ("prof", b"proof"), ("frobnicate", b"")]
+    "word, hint",
+    [("tokn", b"token"), ("kegen", b"keygen"), ("prof", b"proof"), ("frobnicate", b"")],
 )
 def test_cli_names_an_unknown_command(word, hint):
     done = run_cli(word, "--key", "k.pem")
     assert done.returncode == 2 and b"unknown command '%s'" % word.encode() in done.stderr
-    assert b"not an absolute URL" not in done.stderr and b"keygen" in done.stderr  # the commands are listed
+    assert (
+        b"not an absolute URL" not in done.stderr and b"keygen" in done.stderr
+    )  # the commands are listed
     assert hint in done.stderr
 
 
 def test_cli_help_command():
     done = run_cli("help")
-    assert done.returncode == 0 and b"usage: dpop" in done.stdout and b"other commands" in done.stdout
+    assert (
+        done.returncode == 0 and b"usage: dpop" in done.stdout and b"other commands" in done.stdout
+    )
     done = run_cli("help", "token")
     assert done.returncode == 0 and b"usage: dpop token" in done.stdout
 
@@ -7292,7 +8528,11 @@ HOSTILE = settings(
     derandomize=True,
     database=None,
     print_blob=False,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
 )
 
 
@@ -7301,7 +8541,11 @@ class Raw(bytes):
 
     def __repr__(self):
         text = bytes.__repr__(self)
-        return text if len(text) <= 400 else "%s...<%d bytes>...%s" % (text[:300], len(self), text[-60:])
+        return (
+            text
+            if len(text) <= 400
+            else "%s...<%d bytes>...%s" % (text[:300], len(self), text[-60:])
+        )
 
     def _repr_pretty_(self, printer, cycle):  # hypothesis's printer
         printer.text(repr(self))
@@ -7350,7 +8594,13 @@ class HostileServer:
             threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
     def _next(self, path):
-        route = "token" if path.startswith("/token") else "meta" if path.startswith("/.well-known") else "api"
+        route = (
+            "token"
+            if path.startswith("/token")
+            else "meta"
+            if path.startswith("/.well-known")
+            else "api"
+        )
         with self._lock:
             answers = self.script.get(route) or [None]
             return answers.pop(0) if len(answers) > 1 else answers[0]
@@ -7532,7 +8782,10 @@ def _encoded(coding, body):
         "gzip-garbage": (header, b"not gzip at all"),
         "gzip-empty": (header, b""),
         "deflate": (header, zlib.compress(body)),
-        "raw-deflate": ([b"Content-Encoding: deflate"], zlib.compressobj(wbits=-15).compress(body) + b"\x03\x00"),
+        "raw-deflate": (
+            [b"Content-Encoding: deflate"],
+            zlib.compressobj(wbits=-15).compress(body) + b"\x03\x00",
+        ),
         "gzip-gzip": ([b"Content-Encoding: gzip, gzip"], gzip.compress(gzip.compress(body))),
         "br": (header, body),
     }
@@ -7551,7 +8804,10 @@ def _framed(framing, body):
         "close": ([], body),
         "chunked": (chunked, whole),
         "chunked-ext": (chunked, size + b';name="v";x\r\n' + body + b"\r\n0;end\r\n\r\n"),
-        "chunked-trailers": (chunked, whole[:-2] + b"X-Trailer: t\r\nX-Big: " + b"t" * 70000 + b"\r\n\r\n"),
+        "chunked-trailers": (
+            chunked,
+            whole[:-2] + b"X-Trailer: t\r\nX-Big: " + b"t" * 70000 + b"\r\n\r\n",
+        ),
         "chunked-bad-size": (chunked, b"zz\r\n" + body + b"\r\n0\r\n\r\n"),
         "chunked-negative": (chunked, b"-5\r\n" + body + b"\r\n0\r\n\r\n"),
         "chunked-huge": (chunked, b"f" * 40 + b"\r\n" + body),
@@ -7559,7 +8815,10 @@ def _framed(framing, body):
         "chunked-no-crlf": (chunked, size + b"\r\n" + body + b"0\r\n\r\n"),
         "chunked-long-line": (chunked, b"1" + b"0" * 70000 + b"\r\n" + body),
         "chunked-and-length": (chunked + [b"Content-Length: 3"], whole),
-        "length-twice": ([b"Content-Length: %d" % len(body), b"Content-Length: %d" % (len(body) + 1)], body),
+        "length-twice": (
+            [b"Content-Length: %d" % len(body), b"Content-Length: %d" % (len(body) + 1)],
+            body,
+        ),
     }[framing]
 
 
@@ -7568,12 +8827,16 @@ def answers(draw, bodies, statuses=status_lines, headers=NO_HEADERS):
     """A whole raw answer: a status line, headers, a content coding and a framing of a body, any line ending."""
     coding, body = _encoded(draw(st.sampled_from(_CODINGS)), draw(bodies))
     framing, body = _framed(draw(st.sampled_from(_FRAMINGS)), body)
-    lines = draw(st.permutations(draw(st.lists(header_lines, max_size=3)) + draw(headers) + coding + framing))
+    lines = draw(
+        st.permutations(draw(st.lists(header_lines, max_size=3)) + draw(headers) + coding + framing)
+    )
     eol = draw(st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n"]))
     return Raw(_answer(draw(statuses), lines, body, eol))
 
 
-api_bodies = st.one_of(token_bodies(), st.binary(max_size=200), st.sampled_from([b"", b"x" * 100000]))
+api_bodies = st.one_of(
+    token_bodies(), st.binary(max_size=200), st.sampled_from([b"", b"x" * 100000])
+)
 
 
 # -- running the client ------------------------------------------------------------------------------------------------
@@ -7675,7 +8938,8 @@ def test_hostile_api_answers_give_a_response_or_a_dpop_error(answer, method, str
 @given(
     answer=answers(
         token_bodies(),
-        statuses=st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.1 400 Bad", b"HTTP/1.1 401 No"]) | status_lines,
+        statuses=st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.1 400 Bad", b"HTTP/1.1 401 No"])
+        | status_lines,
         headers=st.lists(
             st.sampled_from(
                 [
@@ -7697,11 +8961,23 @@ def test_hostile_token_answers_give_a_response_or_a_dpop_error(answer, logged):
 @st.composite
 def challenge_answers(draw):
     """A 401 (or 400 from the token endpoint) with challenges, nonces, OAuth error bodies and a Date."""
-    status = draw(st.sampled_from([b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 400 Bad Request", b"HTTP/1.1 200 OK"]))
-    headers = [b"WWW-Authenticate: " + value for value in draw(st.lists(st.sampled_from(_CHALLENGES), max_size=2))]
-    headers += [b"DPoP-Nonce: " + value for value in draw(st.lists(st.sampled_from(_NONCES), max_size=2))]
+    status = draw(
+        st.sampled_from(
+            [b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 400 Bad Request", b"HTTP/1.1 200 OK"]
+        )
+    )
+    headers = [
+        b"WWW-Authenticate: " + value
+        for value in draw(st.lists(st.sampled_from(_CHALLENGES), max_size=2))
+    ]
+    headers += [
+        b"DPoP-Nonce: " + value for value in draw(st.lists(st.sampled_from(_NONCES), max_size=2))
+    ]
     headers += [b"Date: " + value for value in draw(st.lists(st.sampled_from(_DATES), max_size=1))]
-    body = draw(st.sampled_from([b"", b'{"error":"use_dpop_nonce"}', b'{"error":"invalid_request"}']) | token_bodies())
+    body = draw(
+        st.sampled_from([b"", b'{"error":"use_dpop_nonce"}', b'{"error":"invalid_request"}'])
+        | token_bodies()
+    )
     return Raw(_json_answer(body, status, headers))
 
 
@@ -7721,12 +8997,16 @@ def test_hostile_challenges_give_a_response_or_a_dpop_error(tokens, apis, logged
 @given(
     status=st.sampled_from([b"301", b"302", b"303", b"307", b"308"]),
     location=st.sampled_from(_LOCATIONS) | st.binary(max_size=30),
-    then=st.sampled_from([_json_answer(b"{}"), b"HTTP/1.1 302 Again\r\nLocation: /api/x\r\n\r\n", None]),
+    then=st.sampled_from(
+        [_json_answer(b"{}"), b"HTTP/1.1 302 Again\r\nLocation: /api/x\r\n\r\n", None]
+    ),
     method=st.sampled_from(["GET", "HEAD", "POST"]),
     stream=st.booleans(),
 )
 def test_hostile_redirects_give_a_response_or_a_dpop_error(status, location, then, method, stream):
-    redirect = _answer(b"HTTP/1.1 " + status + b" Moved", [b"Location: " + location, b"Content-Length: 0"])
+    redirect = _answer(
+        b"HTTP/1.1 " + status + b" Moved", [b"Location: " + location, b"Content-Length: 0"]
+    )
     with HostileServer({"token": [GOOD_TOKEN_ANSWER], "api": [redirect, then]}) as server:
         _request(server, method, stream)
 
@@ -7738,11 +9018,15 @@ def test_hostile_redirects_give_a_response_or_a_dpop_error(status, location, the
     date=st.sampled_from(_DATES),
     at_token=st.booleans(),
 )
-def test_hostile_retry_after_and_date_give_a_response_or_a_dpop_error(status, retry_after, date, at_token):
+def test_hostile_retry_after_and_date_give_a_response_or_a_dpop_error(
+    status, retry_after, date, at_token
+):
     headers = [b"Retry-After: " + retry_after, b"Date: " + date]
     headers += [b'WWW-Authenticate: DPoP error="invalid_dpop_proof"'] * status.startswith(b"401")
     body = b'{"error":"invalid_request"}' if at_token else b"{}"
-    refusal = _json_answer(body, b"HTTP/1.1 " + (b"400 Bad" if at_token and status[:3] == b"401" else status), headers)
+    refusal = _json_answer(
+        body, b"HTTP/1.1 " + (b"400 Bad" if at_token and status[:3] == b"401" else status), headers
+    )
     script = {"token": [refusal, GOOD_TOKEN_ANSWER]} if at_token else {"token": [GOOD_TOKEN_ANSWER]}
     script["api"] = [refusal, _json_answer(b"{}")]
     with HostileServer(script) as server:
@@ -7763,11 +9047,17 @@ _METADATA = {
 
 @HOSTILE
 @given(
-    meta=answers(st.one_of(st.builds(lambda m: b"{" + b",".join(m) + b"}", json_members(_METADATA)), token_bodies())),
+    meta=answers(
+        st.one_of(
+            st.builds(lambda m: b"{" + b",".join(m) + b"}", json_members(_METADATA)), token_bodies()
+        )
+    ),
     second=st.sampled_from([None, _json_answer(b'{"issuer":"http://127.0.0.1:%PORT%"}')]),
 )
 def test_hostile_discovery_gives_a_response_or_a_dpop_error(meta, second):
-    with HostileServer({"meta": [meta, second], "token": [GOOD_TOKEN_ANSWER], "api": [_json_answer(b"{}")]}) as server:
+    with HostileServer(
+        {"meta": [meta, second], "token": [GOOD_TOKEN_ANSWER], "api": [_json_answer(b"{}")]}
+    ) as server:
         _token(server, issuer=server.url, token_endpoint=None)
 
 
@@ -7775,12 +9065,16 @@ def test_hostile_discovery_gives_a_response_or_a_dpop_error(meta, second):
 @given(
     answer=answers(
         st.sampled_from([b"", b"\x16\x03\x01\x00\x00", b"x" * 100]),
-        statuses=st.sampled_from([b"HTTP/1.1 200 Connection established", b"HTTP/1.0 200", b"HTTP/1.1 407 Auth"])
+        statuses=st.sampled_from(
+            [b"HTTP/1.1 200 Connection established", b"HTTP/1.0 200", b"HTTP/1.1 407 Auth"]
+        )
         | status_lines,
     )
 )
 def test_a_hostile_proxy_gives_a_dpop_error(answer):
-    with HostileServer({"api": [answer]}) as proxy:  # CONNECT's target is host:port, so the "api" route
+    with HostileServer(
+        {"api": [answer]}
+    ) as proxy:  # CONNECT's target is host:port, so the "api" route
         endpoint = "https://127.0.0.1:%d/token" % proxy.port
 
         def call():
@@ -7788,7 +9082,9 @@ def test_a_hostile_proxy_gives_a_dpop_error(answer):
                 return client.access_token()
 
         outcome = _outcome(call)
-    if not isinstance(outcome, dpop.DPoPError):  # no token can come through a proxy that speaks no TLS
+    if not isinstance(
+        outcome, dpop.DPoPError
+    ):  # no token can come through a proxy that speaks no TLS
         _check(outcome)
 
 
@@ -7812,7 +9108,9 @@ def test_a_body_that_stops_coming_is_a_timeout_within_the_client_timeout():
     assert time.monotonic() - started < 0.5 * 2 + 1.5
 
 
-@pytest.mark.parametrize("status, method", [(b"200 OK", "HEAD"), (b"204 No Content", "GET"), (b"304 Same", "GET")])
+@pytest.mark.parametrize(
+    "status, method", [(b"200 OK", "HEAD"), (b"204 No Content", "GET"), (b"304 Same", "GET")]
+)
 def test_gzip_coding_on_an_answer_without_a_body_is_an_answer(status, method):
     """HEAD, 204 and 304 have no body whatever Content-Encoding says (RFC 9110 §6.4.1): nothing to inflate."""
     answer = _answer(b"HTTP/1.1 " + status, [b"Content-Encoding: gzip", b"Content-Length: 20"])
@@ -7835,14 +9133,34 @@ def cli_files(tmp_path_factory):
 
 def _cli_args(cli_files, server, *flags):
     files = ["--key", str(cli_files / "key.pem"), "--client-secret-file", str(cli_files / "secret")]
-    settings = ["--timeout", str(TIMEOUT), "--retry", "1", "--retry-max-time", "0.3", "--client-id", "c"]
-    return [*files, *settings, "--token-endpoint", server.url + "/token", *flags, server.url + "/api"]
+    settings = [
+        "--timeout",
+        str(TIMEOUT),
+        "--retry",
+        "1",
+        "--retry-max-time",
+        "0.3",
+        "--client-id",
+        "c",
+    ]
+    return [
+        *files,
+        *settings,
+        "--token-endpoint",
+        server.url + "/token",
+        *flags,
+        server.url + "/api",
+    ]
 
 
 def _cli(argv):
     """dpop.main(argv) in-process, without DPOP_* variables: (exit status, stdout bytes, stderr text)."""
     out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True), io.StringIO()
-    saved = sys.stdout, sys.stderr, {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("DPOP_")}
+    saved = (
+        sys.stdout,
+        sys.stderr,
+        {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("DPOP_")},
+    )
     sys.stdout, sys.stderr = out, err
     try:
         status = _outcome(lambda: dpop.main(argv))
@@ -7858,7 +9176,9 @@ def _cli_subprocess(argv):
     """``python dpop.py argv`` in a child process, without DPOP_* variables but DPOP_CLIENT_SECRET."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DPOP_")}
     env["DPOP_CLIENT_SECRET"] = SECRET
-    return subprocess.run([sys.executable, dpop.__file__, *argv], capture_output=True, env=env, timeout=DEADLINE)
+    return subprocess.run(
+        [sys.executable, dpop.__file__, *argv], capture_output=True, env=env, timeout=DEADLINE
+    )
 
 
 def _assert_no_internal_error(status, stderr):
@@ -7874,7 +9194,8 @@ _CLI_FLAGS = [["-i"], ["-I"], ["-f"], ["-L"], ["-v"], ["-o", "{out}"], ["-X", "P
 
 @HOSTILE
 @given(
-    token=st.sampled_from([GOOD_TOKEN_ANSWER, GOOD_TOKEN_ANSWER, GOOD_TOKEN_ANSWER]) | answers(token_bodies()),
+    token=st.sampled_from([GOOD_TOKEN_ANSWER, GOOD_TOKEN_ANSWER, GOOD_TOKEN_ANSWER])
+    | answers(token_bodies()),
     api=answers(api_bodies) | challenge_answers(),
     flags=st.lists(st.sampled_from(_CLI_FLAGS), unique_by=lambda flag: flag[0], max_size=4),
 )
@@ -7962,22 +9283,35 @@ def test_part_one_reads_nothing_defined_only_in_part_two():
     part_one = [node for node in tree.body if node.lineno < marker[0]]
     part_two = [node for node in tree.body if node.lineno > marker[0]]
     only_two = _top_level_names(part_two) - _top_level_names(part_one)
-    read = {(n.id, n.lineno) for node in part_one for n in ast.walk(node) if isinstance(n, ast.Name)}
+    read = {
+        (n.id, n.lineno) for node in part_one for n in ast.walk(node) if isinstance(n, ast.Name)
+    }
     # annotations are strings (PEP 563): the names in them are read too
     annotations = []
     for node in part_one:
         for n in ast.walk(node):
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                annotations += [a.annotation for a in n.args.args + n.args.kwonlyargs if a.annotation]
+                annotations += [
+                    a.annotation for a in n.args.args + n.args.kwonlyargs if a.annotation
+                ]
                 annotations += [n.returns] if n.returns else []
             elif isinstance(n, ast.AnnAssign):
                 annotations.append(n.annotation)
     for annotation in annotations:
         plain = isinstance(annotation, ast.Constant) and isinstance(annotation.value, str)
         text = annotation.value if plain else ast.unparse(annotation)
-        read |= {(n.id, annotation.lineno) for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Name)}
+        read |= {
+            (n.id, annotation.lineno) for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Name)
+        }
     crossing = sorted((line, name) for name, line in read if name in only_two)
     assert not crossing, "Part I reads Part II names: %s" % crossing
-    for name in ("make_proof", "verify_proof", "load_key", "generate_key", "jwk_thumbprint", "load_rsa_key"):
+    for name in (
+        "make_proof",
+        "verify_proof",
+        "load_key",
+        "generate_key",
+        "jwk_thumbprint",
+        "load_rsa_key",
+    ):
         assert name not in only_two
     assert "Client" in only_two and "main" in only_two

@@ -36,7 +36,10 @@ def ensure_venv():
     if not python.exists():
         print("bench: creating %s (one time)" % VENV, file=sys.stderr)
         venv.create(VENV, with_pip=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(HERE / "requirements.txt")], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(HERE / "requirements.txt")],
+            check=True,
+        )
     os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
 
 
@@ -161,7 +164,11 @@ def bench_es256(rounds, inner):
     )
     # verify_proof with many clients, and first sight, is timed in bench_clients (--only clients)
     compare(
-        "keygen (d and d*G)", dpop.generate_key, lambda: ecdsa.SigningKey.generate(curve=ecdsa.NIST256p), rounds, inner
+        "keygen (d and d*G)",
+        dpop.generate_key,
+        lambda: ecdsa.SigningKey.generate(curve=ecdsa.NIST256p),
+        rounds,
+        inner,
     )
     compare(
         "full JWS (DPoP-sized header and claims)",
@@ -180,8 +187,16 @@ def bench_es256(rounds, inner):
         rounds,
         inner,
     )
-    compare("keygen", dpop.generate_key, lambda: ec.generate_private_key(ec.SECP256R1()), rounds, inner)
-    compare("full JWS", lambda: dpop.jws_sign(ours, claims, header), lambda: jws_with(crypto_sign), rounds, inner)
+    compare(
+        "keygen", dpop.generate_key, lambda: ec.generate_private_key(ec.SECP256R1()), rounds, inner
+    )
+    compare(
+        "full JWS",
+        lambda: dpop.jws_sign(ours, claims, header),
+        lambda: jws_with(crypto_sign),
+        rounds,
+        inner,
+    )
     report("ES256 core against cryptography (OpenSSL), for scale", "cryptography")
 
 
@@ -202,7 +217,15 @@ def bench_fresh_process(rounds):
     def run(code):
         return lambda: subprocess.run([sys.executable, "-c", code], env=env, check=True)
 
-    compare("fresh process: import, load PEM key, first signature", run(ours), run(theirs), rounds, 1, 1.0, unit="ms")
+    compare(
+        "fresh process: import, load PEM key, first signature",
+        run(ours),
+        run(theirs),
+        rounds,
+        1,
+        1.0,
+        unit="ms",
+    )
     report("Start-up (tables built lazily)", "python-ecdsa")
 
 
@@ -226,7 +249,8 @@ def bench_proofs(rounds, inner):
         0.80,
     )
     report(
-        "DPoP proofs against requests-oauth2client %s (jwskate + OpenSSL)" % _version("requests_oauth2client"),
+        "DPoP proofs against requests-oauth2client %s (jwskate + OpenSSL)"
+        % _version("requests_oauth2client"),
         "requests-oauth2client",
     )
 
@@ -240,7 +264,9 @@ def bench_proofs(rounds, inner):
     sig = sk.sign_deterministic(data, hashfunc=hashlib.sha256)
     compare(
         "verify_proof, repeated key (all RFC 9449 checks) vs bare ECDSA verify",
-        lambda: dpop.verify_proof(proof, method="GET", url=url, access_token=token, jkt=jkt, now=now),
+        lambda: dpop.verify_proof(
+            proof, method="GET", url=url, access_token=token, jkt=jkt, now=now
+        ),
         lambda: vk.verify(sig, data, hashfunc=hashlib.sha256),
         rounds,
         max(1, inner // 4),
@@ -292,9 +318,19 @@ def bench_client(rounds, requests_per_round):
         theirs_cmd = [sys.executable, str(HERE / "roc_job.py"), info["token_endpoint"], info["api"]]
 
         def run(cmd, cwd=None):
-            return lambda: subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, cwd=cwd)
+            return lambda: subprocess.run(
+                cmd, env=env, check=True, stdout=subprocess.DEVNULL, cwd=cwd
+            )
 
-        compare("CLI job: start, token, one GET (wall time)", run(ours_cmd), run(theirs_cmd), rounds, 1, 0.5, unit="ms")
+        compare(
+            "CLI job: start, token, one GET (wall time)",
+            run(ours_cmd),
+            run(theirs_cmd),
+            rounds,
+            1,
+            0.5,
+            unit="ms",
+        )
         report(
             "Command line against a requests-oauth2client script (local demo servers in another process)",
             "requests-oauth2client",
@@ -304,12 +340,37 @@ def bench_client(rounds, requests_per_round):
         compileall.compile_file(str(REPO / "dpop.py"), quiet=1)  # as pip install would
         as_module = [sys.executable, "-m", "dpop", *ours_cmd[2:]]
         bare = run([sys.executable, "-c", "pass"])
-        compare("one-shot GET: python -m dpop (cached bytecode)", run(as_module, REPO), bare, rounds, 1, 3.5, "ms")
-        compare("one-shot GET: python dpop.py (compiled every run)", run(ours_cmd), bare, rounds, 1, 3.5, "ms")
         compare(
-            "import http.client alone", run([sys.executable, "-c", "import http.client"]), bare, rounds, 1, None, "ms"
+            "one-shot GET: python -m dpop (cached bytecode)",
+            run(as_module, REPO),
+            bare,
+            rounds,
+            1,
+            3.5,
+            "ms",
         )
-        report("One-shot CLI processes against the bare interpreter (token and one GET)", "python -c pass")
+        compare(
+            "one-shot GET: python dpop.py (compiled every run)",
+            run(ours_cmd),
+            bare,
+            rounds,
+            1,
+            3.5,
+            "ms",
+        )
+        compare(
+            "import http.client alone",
+            run([sys.executable, "-c", "import http.client"]),
+            bare,
+            rounds,
+            1,
+            None,
+            "ms",
+        )
+        report(
+            "One-shot CLI processes against the bare interpreter (token and one GET)",
+            "python -c pass",
+        )
 
         ours_client = dpop.Client(
             dpop.generate_key(),
@@ -343,16 +404,29 @@ def bench_client(rounds, requests_per_round):
                     for _ in range(requests_per_round):
                         call()
                     rates[label].append(requests_per_round / (time.perf_counter() - start))
-            ROWS.append((name, statistics.median(rates["ours"]), statistics.median(rates["theirs"]), 1.0, "req/s"))
+            ROWS.append(
+                (
+                    name,
+                    statistics.median(rates["ours"]),
+                    statistics.median(rates["theirs"]),
+                    1.0,
+                    "req/s",
+                )
+            )
 
         theirs = lambda: session.get(info["api"])  # noqa: E731
-        throughput("sustained GETs, cached token, keep-alive", lambda: ours_client.get(info["api"]), theirs)
+        throughput(
+            "sustained GETs, cached token, keep-alive", lambda: ours_client.get(info["api"]), theirs
+        )
         throughput(
             "the same through requests.Session, auth=client.requests_auth()",
             lambda: ours_session.get(info["api"]),
             theirs,
         )
-        report("Client throughput against requests-oauth2client's requests.Session", "requests-oauth2client")
+        report(
+            "Client throughput against requests-oauth2client's requests.Session",
+            "requests-oauth2client",
+        )
         ours_client.close()
         session.close()
         ours_session.close()
@@ -370,7 +444,9 @@ def bench_rsa(rounds, inner):
 
     crypto_key = crypto_rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = crypto_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     )
     ours = dpop.load_rsa_key(pem)
     theirs = python_rsa.PrivateKey.load_pkcs1(pem)
@@ -406,7 +482,9 @@ def bench_rsa(rounds, inner):
     compare(
         "RS256 verify, 2048-bit",
         lambda: ours.verify(message, our_sig, "RS256"),
-        lambda: crypto_key.public_key().verify(our_sig, message, padding.PKCS1v15(), hashes.SHA256()),
+        lambda: crypto_key.public_key().verify(
+            our_sig, message, padding.PKCS1v15(), hashes.SHA256()
+        ),
         rounds,
         inner,
     )
@@ -434,7 +512,10 @@ def bench_rsa(rounds, inner):
             testing=True,
         )
         dpop_key = DPoPKey.generate(alg="ES256")
-        assert client._fetch_token().value and roc.client_credentials(scope="api", dpop_key=dpop_key).access_token
+        assert (
+            client._fetch_token().value
+            and roc.client_credentials(scope="api", dpop_key=dpop_key).access_token
+        )
         compare(
             "token request: private_key_jwt assertion + DPoP proof + POST",
             client._fetch_token,
@@ -444,7 +525,10 @@ def bench_rsa(rounds, inner):
             unit="ms",
         )
         client.close()
-    report("private_key_jwt token requests against requests-oauth2client's PrivateKeyJwt", "requests-oauth2client")
+    report(
+        "private_key_jwt token requests against requests-oauth2client's PrivateKeyJwt",
+        "requests-oauth2client",
+    )
 
 
 def bench_token_cache(rounds):
@@ -459,7 +543,11 @@ def bench_token_cache(rounds):
         env["DPOP_CLIENT_SECRET"] = info["client_secret"]
         with tempfile.TemporaryDirectory() as tmp:
             key = dpop.generate_key()
-            key_path, token_path, cache = Path(tmp) / "k.pem", Path(tmp) / "token", Path(tmp) / "tokens.json"
+            key_path, token_path, cache = (
+                Path(tmp) / "k.pem",
+                Path(tmp) / "token",
+                Path(tmp) / "tokens.json",
+            )
             key_path.write_text(key.to_pem())
             flow = [
                 sys.executable,
@@ -483,16 +571,32 @@ def bench_token_cache(rounds):
                 return lambda: subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
 
             def curl_pair():
-                proof = subprocess.run(proof_cmd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+                proof = subprocess.run(
+                    proof_cmd, env=env, check=True, capture_output=True, text=True
+                ).stdout.strip()
                 headers = ["-H", "Authorization: DPoP " + token, "-H", "DPoP: " + proof]
                 subprocess.run([curl, "-sf", "-o", "/dev/null", *headers, info["api"]], check=True)
 
             run(cached)()  # warm the cache
-            compare("CLI run, warm --token-cache (no token request)", run(cached), run(cold), rounds, 1, unit="ms")
-            report("A CLI run with a warm token cache against one without", "dpop.py without a cache")
+            compare(
+                "CLI run, warm --token-cache (no token request)",
+                run(cached),
+                run(cold),
+                rounds,
+                1,
+                unit="ms",
+            )
+            report(
+                "A CLI run with a warm token cache against one without", "dpop.py without a cache"
+            )
             if curl is not None:
-                compare("CLI run, warm --token-cache", run(cached), curl_pair, rounds, 1, 1.5, unit="ms")
-                report("A cached CLI run against `dpop.py proof` + curl (two processes)", "proof + curl")
+                compare(
+                    "CLI run, warm --token-cache", run(cached), curl_pair, rounds, 1, 1.5, unit="ms"
+                )
+                report(
+                    "A cached CLI run against `dpop.py proof` + curl (two processes)",
+                    "proof + curl",
+                )
     finally:
         server.terminate()
         server.wait()
@@ -537,7 +641,9 @@ def bench_scale(rounds, counts, baseline):
     sides = [("dpop", str(REPO))]
     folder = tempfile.mkdtemp(prefix="dpop-baseline-")
     if baseline:
-        old = subprocess.run(["git", "show", baseline + ":dpop.py"], cwd=REPO, capture_output=True, check=True)
+        old = subprocess.run(
+            ["git", "show", baseline + ":dpop.py"], cwd=REPO, capture_output=True, check=True
+        )
         Path(folder, "dpop.py").write_bytes(old.stdout)
         sides.append(("dpop", folder))
     for _, path in sides:
@@ -545,11 +651,18 @@ def bench_scale(rounds, counts, baseline):
     sides.append(("peer", ""))
 
     def run(which, n, path):
-        out = subprocess.run([sys.executable, "-c", N_PROOFS, which, str(n), path], capture_output=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", N_PROOFS, which, str(n), path], capture_output=True, check=True
+        )
         return json.loads(out.stdout)
 
-    print("\n### Cost of N proofs in a fresh process (import, key, N x make_proof with ath; medians of %d)\n" % rounds)
-    names = ["dpop.py"] + (["dpop.py %s" % baseline] if baseline else []) + ["requests-oauth2client"]
+    print(
+        "\n### Cost of N proofs in a fresh process (import, key, N x make_proof with ath; medians of %d)\n"
+        % rounds
+    )
+    names = (
+        ["dpop.py"] + (["dpop.py %s" % baseline] if baseline else []) + ["requests-oauth2client"]
+    )
     head = " | ".join("%s s | slowest call | peak RSS" % name for name in names)
     print("| N | %s | ratio | target |" % head)
     print("|---:|%s---:|---|" % ("---:|---:|---:|" * len(names)))
@@ -564,7 +677,10 @@ def bench_scale(rounds, counts, baseline):
             medians.append(total)
             cells.append("%.3f | %.1f ms | %.1f MB" % (total, slowest * 1e3, peak))
         ratio = medians[0] / medians[-1]
-        print("| %d | %s | %.2fx | <= 0.70x, slowest <= 50 ms, peak <= 30 MB |" % (n, " | ".join(cells), ratio))
+        print(
+            "| %d | %s | %.2fx | <= 0.70x, slowest <= 50 ms, peak <= 30 MB |"
+            % (n, " | ".join(cells), ratio)
+        )
 
 
 def _module_at(revision):
@@ -572,8 +688,12 @@ def _module_at(revision):
     import importlib.util
     import tempfile
 
-    old = subprocess.run(["git", "show", revision + ":dpop.py"], cwd=REPO, capture_output=True, check=True)
-    path = Path(tempfile.mkdtemp(prefix="dpop-baseline-"), "dpop_%s.py" % revision.replace("/", "_"))
+    old = subprocess.run(
+        ["git", "show", revision + ":dpop.py"], cwd=REPO, capture_output=True, check=True
+    )
+    path = Path(
+        tempfile.mkdtemp(prefix="dpop-baseline-"), "dpop_%s.py" % revision.replace("/", "_")
+    )
     path.write_bytes(old.stdout)
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
@@ -626,14 +746,18 @@ def bench_replay(rounds, baseline, capacity=100_000):
 
     inner = 20
     compare("add() at capacity, one expiring per call", steady(dpop), steady(old), rounds, inner)
-    compare("add() when full of unexpired entries (refused)", flooded(dpop), flooded(old), rounds, inner)
+    compare(
+        "add() when full of unexpired entries (refused)", flooded(dpop), flooded(old), rounds, inner
+    )
     report("Replay cache at capacity (%d entries)" % capacity, "dpop.py %s" % (baseline or "HEAD"))
 
 
 def bench_clients(rounds, counts):
     """verify_proof with C clients calling in turn, against python-ecdsa's from_string + verify."""
     url = "https://api.example/things"
-    print("\n### verify_proof by number of clients calling in turn (medians of %d rounds)\n" % rounds)
+    print(
+        "\n### verify_proof by number of clients calling in turn (medians of %d rounds)\n" % rounds
+    )
     print("| clients | dpop.py verify_proof | python-ecdsa from_string + verify | ratio | target |")
     print("|---:|---:|---:|---:|---|")
     keys = [dpop.generate_key() for _ in range(max(counts))]
@@ -688,18 +812,35 @@ def bench_clients(rounds, counts):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--only",
-        choices=["es256", "startup", "proofs", "client", "rsa", "cache", "scale", "clients", "replay"],
+        choices=[
+            "es256",
+            "startup",
+            "proofs",
+            "client",
+            "rsa",
+            "cache",
+            "scale",
+            "clients",
+            "replay",
+        ],
         action="append",
         help="run only these sections",
     )
-    parser.add_argument("--baseline", metavar="REV", help="scale, replay: also time dpop.py as of this git revision")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="scale, replay: also time dpop.py as of this git revision"
+    )
     args = parser.parse_args()
     rounds, inner = (5, 20) if args.quick else (21, 50)
-    only = set(args.only or ["es256", "startup", "proofs", "client", "rsa", "cache", "scale", "clients", "replay"])
+    only = set(
+        args.only
+        or ["es256", "startup", "proofs", "client", "rsa", "cache", "scale", "clients", "replay"]
+    )
     print(
         "## dpop.py %s benchmarks (CPython %s on %s, %d rounds)"
         % (dpop.__version__, sys.version.split()[0], os.uname().machine, rounds)
@@ -722,7 +863,9 @@ def main():
     if "replay" in only:
         bench_replay(5 if args.quick else 11, args.baseline)
     if "clients" in only:
-        bench_clients(3 if args.quick else 5, (1, 8, 100) if args.quick else (1, 8, 100, 300, 1000, 10000))
+        bench_clients(
+            3 if args.quick else 5, (1, 8, 100) if args.quick else (1, 8, 100, 300, 1000, 10000)
+        )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ PEAK = (
 
 def peak_kib(argv):
     env = dict(os.environ, DPOP_CLIENT_SECRET=dpop.DEMO_CLIENT_SECRET)
-    out = subprocess.run([sys.executable, "-c", PEAK, *argv], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK, *argv], capture_output=True, text=True, env=env, check=True
+    )
     kib, status = out.stdout.split()
     if status != "0":
         raise SystemExit("bench: %s exited %s" % (" ".join(argv), status))
@@ -44,7 +46,9 @@ def peak_kib(argv):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size-mb", type=int, default=250)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("others", nargs="*", help="other dpop.py files to measure the same way")
@@ -68,10 +72,20 @@ def main():
         key = Path(tmp) / "k.pem"
         key.write_text(dpop.generate_key().to_pem())
         out = Path(tmp) / "body.bin"
-        print("body %d MiB, %d rounds, median peak RSS of the dpop process (MiB)" % (args.size_mb, args.rounds))
+        print(
+            "body %d MiB, %d rounds, median peak RSS of the dpop process (MiB)"
+            % (args.size_mb, args.rounds)
+        )
         print("%-40s %10s %12s %12s" % ("dpop.py", "baseline", "-o FILE", "stdout"))
         for path in files:
-            flow = [sys.executable, str(path), "--key", str(key), "--token-endpoint", server.token_endpoint]
+            flow = [
+                sys.executable,
+                str(path),
+                "--key",
+                str(key),
+                "--token-endpoint",
+                server.token_endpoint,
+            ]
             flow += ["--client-id", dpop.DEMO_CLIENT_ID, "--scope", "api"]
             cells = []
             for argv in (
@@ -81,7 +95,9 @@ def main():
             ):
                 cells.append(statistics.median(peak_kib(argv) for _ in range(args.rounds)) / 1024)
             if out.stat().st_size != size:
-                raise SystemExit("bench: %s wrote %d bytes, not %d" % (path, out.stat().st_size, size))
+                raise SystemExit(
+                    "bench: %s wrote %d bytes, not %d" % (path, out.stat().st_size, size)
+                )
             label = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
             print("%-40s %10.1f %12.1f %12.1f" % (label[-40:], *cells))
 

@@ -71,7 +71,9 @@ def _load(path: Path) -> Dict[str, Any]:
 def _check_names(where: str, obj: Dict[str, Any], keep: set, drop: set) -> None:
     unknown = sorted(set(obj) - keep - drop)
     if unknown:
-        raise FactsError("%s: unknown member(s) %s: decide whether they are facts or prose" % (where, unknown))
+        raise FactsError(
+            "%s: unknown member(s) %s: decide whether they are facts or prose" % (where, unknown)
+        )
 
 
 def _no_prose_inside(where: str, value: Any) -> None:
@@ -107,7 +109,9 @@ def facts(name: str, upstream: Dict[str, Any]) -> Dict[str, Any]:
                 if gkey == "tests":
                     tests = []
                     for test in gvalue:
-                        _check_names("%s test %r" % (where, test.get("tcId")), test, TEST_KEEP, TEST_DROP)
+                        _check_names(
+                            "%s test %r" % (where, test.get("tcId")), test, TEST_KEEP, TEST_DROP
+                        )
                         tests.append({k: v for k, v in test.items() if k not in TEST_DROP})
                     new_group[gkey] = tests
                 else:
@@ -121,7 +125,9 @@ def facts(name: str, upstream: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def encode(obj: Dict[str, Any]) -> bytes:
-    return (json.dumps(obj, indent=None, separators=(",", ":"), sort_keys=False) + "\n").encode("utf-8")
+    return (json.dumps(obj, indent=None, separators=(",", ":"), sort_keys=False) + "\n").encode(
+        "utf-8"
+    )
 
 
 def count_tests(obj: Dict[str, Any]) -> int:
@@ -152,7 +158,12 @@ def run(src: Path, check_only: bool) -> int:
             problems.append("%s: copy on disk differs from the one derived from %s" % (name, src))
             continue
         written = json.loads(on_disk)
-        counts = {count_tests(upstream), count_tests(written), upstream["numberOfTests"], written["numberOfTests"]}
+        counts = {
+            count_tests(upstream),
+            count_tests(written),
+            upstream["numberOfTests"],
+            written["numberOfTests"],
+        }
         if counts != {expected}:
             problems.append("%s: test counts %s, expected %d" % (name, sorted(counts), expected))
         rows.append((name, expected, _sha16(raw), _sha16(on_disk)))
@@ -169,7 +180,10 @@ def run(src: Path, check_only: bool) -> int:
         print(problem, file=sys.stderr)
     if problems:
         return 1
-    print("%s: %d files %s" % (OUT_DIR, len(rows), "match upstream" if check_only else "written and verified"))
+    print(
+        "%s: %d files %s"
+        % (OUT_DIR, len(rows), "match upstream" if check_only else "written and verified")
+    )
     return 0
 
 

@@ -3309,7 +3309,7 @@ class FileTokenCache:
         # a path that is not a regular file (a FIFO, a device): the run goes on without the cache
         self._off = False
 
-    def _say(self, why: str) -> None:
+    def _warn_once(self, why: str) -> None:
         if not self._warned:
             import warnings
 
@@ -3331,22 +3331,22 @@ class FileTokenCache:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            self._say(exc.strerror or "cannot open it")
+            self._warn_once(exc.strerror or "cannot open it")
             return {}
         with os.fdopen(fd, "rb") as f:
             info = os.fstat(fd)
             uid = getattr(os, "geteuid", lambda: info.st_uid)()
             if not stat.S_ISREG(info.st_mode):
                 self._off = True
-                self._say("not a regular file")
+                self._warn_once("not a regular file")
                 return {}
             if info.st_mode & 0o077 or info.st_uid != uid:
-                self._say("not a private file of this user (mode 0600)")
+                self._warn_once("not a private file of this user (mode 0600)")
                 return {}
             try:
                 return _json_object(f.read(1 << 20), "token cache")
             except DPoPError:
-                self._say("not a JSON object")
+                self._warn_once("not a JSON object")
                 return {}
 
     def _write(self, entries: Dict[str, Any]) -> None:
@@ -3368,10 +3368,10 @@ class FileTokenCache:
 
     def get(self, key: str) -> Optional[Dict[str, Any]]:
         entry = self._read().get(key)
-        return entry if _live(entry) else None
+        return entry if _usable_entry(entry) else None
 
     def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
-        entries = {k: v for k, v in self._read().items() if _live(v)}
+        entries = {k: v for k, v in self._read().items() if _usable_entry(v)}
         entries[key] = dict(entry, until=time.time() + ttl)
         self._write(entries)
 
@@ -3410,7 +3410,7 @@ class FileTokenCache:
                 if fd >= 0:
                     os.close(fd)
                 self._off = True
-                self._say("%s.lock is not a regular file" % os.path.basename(self.path))
+                self._warn_once("%s.lock is not a regular file" % os.path.basename(self.path))
                 yield
                 return
             try:
@@ -3430,7 +3430,7 @@ class FileTokenCache:
         return "<dpop.FileTokenCache %s>" % self.path
 
 
-def _live(entry: Any) -> bool:
+def _usable_entry(entry: Any) -> bool:
     """A token cache entry that is well formed and not expired (a file's content is never
     trusted)."""
     got: Dict[str, Any] = entry if isinstance(entry, dict) else {}
@@ -3584,8 +3584,9 @@ class Client:
             if url is not None:
                 _Target(url)  # bad or insecure URLs fail here, before any I/O
         # a cached token is only ever reused by the same client with the same key it is bound to
-        facts = [token_endpoint or issuer, client_id, auth_method, scope, params, key.thumbprint()]
-        self._cache_key = hashlib.sha256(_json_compact(facts)).hexdigest()
+        identity = [token_endpoint or issuer, client_id, auth_method, scope, params]
+        identity.append(key.thumbprint())
+        self._cache_key = hashlib.sha256(_json_compact(identity)).hexdigest()
         self._key, self._token_endpoint, self._issuer, self._client_id = (
             key,
             token_endpoint,
@@ -3604,9 +3605,11 @@ class Client:
             ),
             None,
         )
-        url, where = (
-            (proxy, "proxy=") if proxy is not None else (env[found], found) if found else ("", "")
-        )
+        url, where = "", ""
+        if proxy is not None:
+            url, where = proxy, "proxy="
+        elif found:
+            url, where = env[found], found
         try:
             chosen = _Proxy(url) if url else None
         except ValueError as exc:
@@ -3788,7 +3791,7 @@ class Client:
         lock = getattr(self._cache, "lock", None)
         with lock() if lock is not None else contextlib.nullcontext():
             entry = self._cache.get(self._cache_key)
-            if _live(entry):  # any store's answer is checked like the file's
+            if _usable_entry(entry):  # any store's answer is checked like the file's
                 left = entry["until"] - time.time()
                 # a secret, wherever it comes from
                 self._scrub.add(entry["access_token"], lasting=False)
@@ -3819,7 +3822,7 @@ class Client:
         lock = getattr(self._cache, "lock", None)
         with lock() if lock is not None else contextlib.nullcontext():
             entry = self._cache.get(self._cache_key)
-            left = entry["until"] - time.time() if _live(entry) else 0
+            left = entry["until"] - time.time() if _usable_entry(entry) else 0
             if left > 0 and entry["access_token"] == cached["access_token"]:
                 self._cache.set(self._cache_key, dict(entry, nonces=dict(self._nonces)), left)
 
@@ -3841,7 +3844,7 @@ class Client:
             self._log.note(kind, text)
         _debug(_printable(self._scrub(text)))
 
-    def _again(
+    def _retry_refused(
         self,
         origin: str,
         status: int,
@@ -3877,7 +3880,7 @@ class Client:
         )
         return True
 
-    def _hop(self, headers: Any, method: str, url: str, origin: Optional[str] = None) -> str:
+    def _sign_hop(self, headers: Any, method: str, url: str, origin: Optional[str] = None) -> str:
         """Sign a request (or redirect hop) another library sends, ``headers`` being its mutable
         mapping: Authorization and a new proof at ``origin`` (None: the URL's own), neither
         elsewhere; returns the URL's origin."""
@@ -3900,7 +3903,7 @@ class Client:
                 headers.pop(name, None)
         return here
 
-    def _answered(self, origin: str, response: Any, items: Any, tried: Set[str]) -> bool:
+    def _resend_after(self, origin: str, response: Any, items: Any, tried: Set[str]) -> bool:
         """After another library's ``response`` (``items``: its header pairs): remember the nonce;
         True to resend."""
         headers, sent = Headers(list(items)), response.request.headers
@@ -3910,7 +3913,7 @@ class Client:
             return False
         # our own proof
         nonce = _json_object(b64url_decode(proof.split(".")[1]), "proof").get("nonce")
-        return self._again(origin, response.status_code, headers, token, nonce, tried)
+        return self._retry_refused(origin, response.status_code, headers, token, nonce, tried)
 
     def requests_auth(self) -> Any:
         """``auth=`` for requests and requests.Session (see the README)."""
@@ -3960,8 +3963,9 @@ class Client:
     ) -> Response:
         """A request with a proof, attempted until it is answered for good; every attempt has a new
         proof (a fresh jti, RFC 9449 §7.3) and a new body (a new client assertion). Attempts follow
-        429/503 and failed connections where a repeat cannot hurt (_retry), and the refusals _again
-        answers. ``token`` None is the token request, which may always be repeated."""
+        429/503 and failed connections where a repeat cannot hurt (_retry), and the refusals
+        _retry_refused answers. ``token`` None is the token request, which may always be
+        repeated."""
         tried: Set[str] = set()
         repeatable = token is None or method in _IDEMPOTENT
         attempt, started = 0, time.monotonic()
@@ -3974,7 +3978,8 @@ class Client:
             headers = functools.partial(
                 self._signed_headers, base, extra, method, url, value, sent, skew
             )
-            self.token_requests += token is None
+            if token is None:
+                self.token_requests += 1
             try:
                 data = body() if callable(body) else body
                 response = self._exchange(method, url, target, headers, data, limit, mask, stream)
@@ -4001,7 +4006,7 @@ class Client:
                 if token is None and response.status >= 400
                 else None
             )
-            if not self._again(
+            if not self._retry_refused(
                 target.origin, response.status, response.headers, value, sent, tried, error
             ):
                 return response
@@ -4321,10 +4326,12 @@ class Client:
             )
             return token
         error, description = _oauth_error(response, self._scrub)
-        why = error + ": " * bool(description) + (description or "") if error else ""
-        text = "token endpoint: %s (HTTP %d)" % (why, response.status)
         if error is None:
             text = "token endpoint answered HTTP %d without an OAuth error" % response.status
+        elif description:
+            text = "token endpoint: %s: %s (HTTP %d)" % (error, description, response.status)
+        else:
+            text = "token endpoint: %s (HTTP %d)" % (error, response.status)
         raise DPoPError("oauth_error", self._scrub(text), oauth_error=error, status=response.status)
 
     def _parse_token(self, response: Response) -> _Token:
@@ -4456,19 +4463,19 @@ class _RequestsAuth:
         self._client = client
 
     def __call__(self, request: Any) -> Any:
-        self._client._hop(request.headers, request.method, request.url)
+        self._client._sign_hop(request.headers, request.method, request.url)
         request.register_hook("response", self._answer)
         return request
 
     def _answer(self, response: Any, **kwargs: Any) -> Any:
         first = response.request  # what requests copies for a redirect
         origin, tried = _Target(first.url).origin, set()  # type: Tuple[str, Set[str]]
-        while self._client._answered(origin, response, response.headers.items(), tried):
+        while self._client._resend_after(origin, response, response.headers.items(), tried):
             again = response.request.copy()
             # a body that cannot be sent again whole: the caller gets the 401
             if not _rewound(again):
                 break
-            self._client._hop(again.headers, again.method, again.url, origin)
+            self._client._sign_hop(again.headers, again.method, again.url, origin)
             _ = response.content  # read, so that the connection is reused
             response.close()
             retried = response.connection.send(again, **kwargs)
@@ -4483,7 +4490,7 @@ class _RequestsAuth:
             method, status = first.method, response.status_code
             if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
                 method = "GET"  # requests' own rule (rebuild_method)
-            self._client._hop(first.headers, method, url, origin)
+            self._client._sign_hop(first.headers, method, url, origin)
         return response
 
 
@@ -4533,39 +4540,39 @@ def _httpx_auth(client: Client) -> Any:
         request)."""
 
         def auth_flow(self, request: Any) -> Any:
-            marks = request.extensions.get("dpop")
-            if marks is None:  # the first hop; httpx hands its extensions to every redirect
-                marks = {}
-                request.extensions = dict(request.extensions, dpop=marks)
+            hops = request.extensions.get("dpop")
+            if hops is None:  # the first hop; httpx hands its extensions to every redirect
+                hops = {}
+                request.extensions = dict(request.extensions, dpop=hops)
             tried: Set[str] = set()
             while True:
-                here = client._hop(
-                    request.headers, request.method, str(request.url), marks.get("origin")
+                here = client._sign_hop(
+                    request.headers, request.method, str(request.url), hops.get("origin")
                 )
-                marks.setdefault("origin", here)
-                marks["signed"] = request
+                hops.setdefault("origin", here)
+                hops["signed"] = request
                 response = yield request
                 # without the hook, the redirect hops httpx followed carried the first proof
-                if not marks.get("hooked") and any(hop.is_redirect for hop in response.history):
+                if not hops.get("hooked") and any(hop.is_redirect for hop in response.history):
                     raise DPoPError(
                         "bad_argument",
                         "httpx followed a redirect without auth.hook in its event_hooks",
                     )
                 here = _Target(str(response.request.url)).origin  # after the hops httpx followed
-                if here != marks["origin"]:
+                if here != hops["origin"]:
                     return
-                if not client._answered(here, response, response.headers.multi_items(), tried):
+                if not client._resend_after(here, response, response.headers.multi_items(), tried):
                     return
                 # a generator's body went for good
                 if not isinstance(response.request.stream, httpx.ByteStream):
                     return
 
         def hook(self, request: Any) -> None:
-            marks = request.extensions.get("dpop")
-            if marks is not None:
-                marks["hooked"] = True
-            if marks is not None and marks.get("signed") is not request:
-                client._hop(request.headers, request.method, str(request.url), marks["origin"])
+            hops = request.extensions.get("dpop")
+            if hops is not None:
+                hops["hooked"] = True
+            if hops is not None and hops.get("signed") is not request:
+                client._sign_hop(request.headers, request.method, str(request.url), hops["origin"])
 
         async def async_hook(self, request: Any) -> None:
             self.hook(request)
@@ -5404,20 +5411,20 @@ def _cli_key(path: Optional[str]) -> ECKey:
     return load_key(_read_input(path, "key file", _MAX_KEY_INPUT))
 
 
-class _Tee:
-    """The session log's sink for -v and --session-log; the terminal gets no escapes."""
+class _LogSinks:
+    """The session log's sinks for -v and --session-log: the terminal (given no escapes) and the
+    file, either of them None."""
 
-    def __init__(self, terminal: Any, *files: Any) -> None:
-        self.terminal, self.files = terminal, files
+    def __init__(self, terminal: Any, file: Any) -> None:
+        self.sinks = [sink for sink in (terminal, file) if sink is not None]
+        self.terminal = terminal
 
     def write(self, text: str) -> None:
-        if self.terminal is not None:
-            self.terminal.write(_printable(text))
-        for sink in self.files:
-            sink.write(text)
+        for sink in self.sinks:
+            sink.write(_printable(text) if sink is self.terminal else text)
 
     def flush(self) -> None:
-        for sink in filter(None, (self.terminal, *self.files)):
+        for sink in self.sinks:
             sink.flush()
 
 
@@ -5642,7 +5649,7 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         )
     if secret:
         scrub.add(secret)  # usage messages never hold it; server text might
-    same = (
+    passed_as_is = (
         "token_endpoint",
         "client_id",
         "scope",
@@ -5651,7 +5658,7 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         "assertion_audience",
         "proxy",
     )
-    settings = {name: args[name] for name in same}
+    settings = {name: args[name] for name in passed_as_is}
     settings.update(
         issuer=None if args["token_endpoint"] else args["issuer"], no_proxy=args["noproxy"]
     )
@@ -5673,7 +5680,7 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
     log_file = _open_private(args["session_log"]) if args["session_log"] else None
     terminal = sys.stderr if args["verbose"] else None
     if terminal or log_file:
-        settings["session_log"] = _Tee(terminal, *[log_file] * (log_file is not None))
+        settings["session_log"] = _LogSinks(terminal, log_file)
 
     def out_of_time(*_: Any) -> None:
         raise _OutOfTime()
@@ -5743,11 +5750,14 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
         )
     if args["method"] and args["request"]:
         raise DPoPError("usage", "give the method once: -X METHOD URL, or METHOD URL")
-    method = (
-        args["request"]
-        or args["method"]
-        or ("HEAD" if args["head"] else "POST" if body is not None else "GET")
-    )
+    method = args["request"] or args["method"]
+    if not method:  # as curl: HEAD with -I, POST with a body, else GET
+        if args["head"]:
+            method = "HEAD"
+        elif body is not None:
+            method = "POST"
+        else:
+            method = "GET"
     headers = list(args["header"] or [])
     names = {name.lower() for name, _ in headers}
     if args["json"] is not None:

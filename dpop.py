@@ -1823,7 +1823,8 @@ class ReplayCache:
     verify_proof() accepts any object with this one method, so several
     server instances can share a store (RedisReplayCache).
 
-    Every call costs O(log n), full or not: the entries sit in a dict (key ->
+    ``clock`` must never go back (time.monotonic does not): an entry is forgotten once the clock
+    passes its expiry. Every call costs O(log n), full or not: the entries sit in a dict (key ->
     expiry) and in a heap by expiry, one heap item per key; each call first
     pops the expired ones from the heap (each entry is popped once in its
     life, so that work is paid for by the call that added it).
@@ -1954,6 +1955,7 @@ def _normal_htu(url: str) -> str:
     %2F is not "/"."""
     scheme, _, rest = canonical_htu(url).partition("://")
     authority, _, path = rest.partition("/")
+    path = re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", path)  # a stray % is itself: "%%41" is not "%A"
     pieces = re.split(r"(%[0-9A-Fa-f]{2})", path)  # odd indexes: the escapes
     for i in range(1, len(pieces), 2):
         char = chr(int(pieces[i][1:], 16))
@@ -2572,6 +2574,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _resolvable(host: str) -> bool:
+    """Whether the resolver can take ``host`` (its IDNA codec raises UnicodeError otherwise): an IP
+    literal, or a name of labels of 1 to 63 characters, 253 in all (a final dot allowed)."""
+    name = host.rstrip(".")
+    if host.startswith("["):
+        return True
+    return len(name) <= 253 and all(0 < len(label) < 64 for label in name.split("."))
+
+
 class _Target:
     """Where one request goes: parsed, normalized and checked once."""
 
@@ -2579,11 +2590,7 @@ class _Target:
 
     def __init__(self, url: str) -> None:
         scheme, host, port, path = _split_url(url)
-        # a reg-name as the resolver takes it (IDNA): labels of 1 to 63, 253 in all
-        name = host.rstrip(".")
-        if not host.startswith("[") and (
-            len(name) > 253 or not all(0 < len(part) < 64 for part in name.split("."))
-        ):
+        if not _resolvable(host):
             raise DPoPError("bad_url", "bad host name: an empty label or one over 63 characters")
         if scheme == "http" and not _is_loopback(host):
             raise DPoPError(
@@ -2890,14 +2897,16 @@ class _SessionLog:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (
             int(now * 1000) % 1000
         )
-        # What a server sent cannot fake the log's own entry lines, nor reach a reader's terminal as
-        # escapes: every control character but \t and \n, and every other line break (\r, \v, \x85,
-        # \u2028...), is written as an escape, and a line that starts like an entry is indented.
-        content = _LOG_ESCAPES.sub(_log_escape, "\n".join(lines) + "\n\n" + body)
+        # Secrets are masked first, as they came. Then what a server sent cannot fake the log's own
+        # entry lines, nor reach a reader's terminal as escapes: every control character but \t and
+        # \n, and every other line break (\r, \v, \x85, \u2028...), is written as an escape, and a
+        # line that starts like an entry is indented.
+        content = self._scrub("\n".join(lines) + "\n\n" + body)
+        content = _LOG_ESCAPES.sub(_log_escape, content)
         text = "---- %s %s ----\n%s" % (kind, stamp, re.sub(r"(?m)^----", " ----", content))
         with self._lock:
             try:
-                self._sink.write(self._scrub(text))
+                self._sink.write(text)
                 self._sink.flush()
             except OSError as exc:  # not a network failure: the log's own (a full disk)
                 raise DPoPError(
@@ -2958,6 +2967,8 @@ class _Proxy:
         if match is None or not 0 < int(match.group(4) or 1080) < 65536:
             raise ValueError("not a proxy URL")  # never the URL itself: it may hold a password
         host, self.port = match.group(3), int(match.group(4) or 1080)
+        if not _resolvable(host):
+            raise ValueError("bad proxy host name: an empty label or one over 63 characters")
         self.host, self.shown = host.strip("[]"), "http://%s:%d" % (host, self.port)
         self.auth: Optional[str] = None
         self.secrets: Tuple[str, ...] = ()
@@ -3162,6 +3173,7 @@ class _Pool:
             conn = http.client.HTTPConnection(host, target.port, timeout=self._connect)
         if proxy is None:
             return conn, False
+        import socket
         import ssl
 
         # target.host keeps an IPv6 literal's brackets
@@ -3170,6 +3182,7 @@ class _Pool:
         note("CONNECT %s via %s%s" % (authority, proxy.shown, auth), "Proxy")
         deadline = time.monotonic() + self._connect  # the whole set-up: tunnel and TLS handshake
         sock = _tunnel(proxy, authority, deadline)
+        conn.auto_open = 0  # should the socket ever go, never reconnect around the proxy
         try:
             sock.settimeout(max(0.001, deadline - time.monotonic()))
             conn.sock = self._tls().wrap_socket(sock, server_hostname=host)
@@ -3177,6 +3190,9 @@ class _Pool:
             sock.close()
             if isinstance(exc, ssl.SSLError):
                 raise _tls_error(target.origin, exc) from None
+            if isinstance(exc, socket.timeout):
+                why = "%s: TLS through the proxy timed out" % target.origin
+                raise DPoPError("timeout", why) from None
             raise DPoPError(
                 "proxy", "proxy %s: TLS through the tunnel failed%s" % (proxy.shown, _reason(exc))
             ) from None
@@ -3401,7 +3417,7 @@ class FileTokenCache:
                 fd = os.open(self.path + ".lock", flags, 0o600)
                 regular = stat.S_ISREG(os.fstat(fd).st_mode)
             except OSError as exc:
-                if exc.errno != errno.ENXIO:  # ENXIO: a FIFO that no one reads
+                if exc.errno not in (errno.ENXIO, errno.EISDIR):  # a FIFO no one reads, a folder
                     raise DPoPError(
                         "io_error", "cannot lock token cache %s: %s" % (self.path, exc.strerror)
                     ) from None
@@ -3724,16 +3740,16 @@ class Client:
 
     def close(self) -> None:
         """Close pooled connections and the session log (if the client opened it)."""
-        if self._cache is not None and not self._closed:
-            try:
+        try:
+            if self._cache is not None and not self._closed:
                 self._keep_nonces()
-            # the run's work is done: a cache that cannot keep nonces costs one 401
-            except DPoPError as exc:
-                self._note("token cache: the nonces were not kept: %s" % exc.message)
-        self._closed = True
-        self._pool.close()
-        if self._log is not None:
-            self._log.close()
+        except Exception as exc:  # any store's failure: the run's work is done, one 401 is the cost
+            self._note("token cache: the nonces were not kept (%s)" % type(exc).__name__)
+        finally:
+            self._closed = True
+            self._pool.close()
+            if self._log is not None:
+                self._log.close()
 
     def __enter__(self) -> Client:
         return self
@@ -4499,7 +4515,7 @@ def _rewound(request: Any) -> bool:
     file that requests noted the start of (as its own redirects do, requests.utils.rewind_body),
     rewound to it here."""
     body = request.body
-    if body is None or isinstance(body, (bytes, str)):
+    if body is None or isinstance(body, (bytes, bytearray, memoryview, str)):
         return True
     start = getattr(request, "_body_position", None)
     if not isinstance(start, int) or not callable(getattr(body, "seek", None)):
@@ -4563,8 +4579,9 @@ def _httpx_auth(client: Client) -> Any:
                     return
                 if not client._resend_after(here, response, response.headers.multi_items(), tried):
                     return
-                # a generator's body went for good
-                if not isinstance(response.request.stream, httpx.ByteStream):
+                # httpx's own mark on a body from an iterator, read once and gone (bytes, forms and
+                # multipart files it sends again whole, rewinding the files)
+                if getattr(response.request.stream, "_is_stream_consumed", False):
                     return
 
         def hook(self, request: Any) -> None:
@@ -5292,8 +5309,7 @@ def _usage_message(message: str) -> str:
         first = message.split(" ")[2].split("=")[0]
         if first.startswith("-"):
             return "unknown option %s" % first
-        # a positional word: never an option's value
-        return "unexpected argument %s" % _printable(first[:60])
+        return "unexpected argument (more words than METHOD and URL)"  # never echoed: a secret?
     # a flag given a value: "argument -i: ignored explicit argument 'x'"
     if "explicit argument" in message:
         return message.split(":")[0] + ": takes no value"
@@ -5913,33 +5929,41 @@ def _cli_output(
 
 def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
     """-o FILE: the body goes to a new file beside FILE, which replaces FILE only once the body
-    arrived whole (an existing FILE keeps its permissions), so a transfer that fails loses nothing.
-    A FILE that is not a regular file (/dev/null, a FIFO, a terminal) is written in place, and a
-    symbolic link is followed, as curl does."""
+    arrived whole, so a transfer that fails loses nothing. The new file gets FILE's permission
+    bits (never set-id bits) and group, or 0666 less the umask. FILE is written in place, as curl
+    does, when it is not a regular file (/dev/null, /dev/stdout on a pipe, a FIFO), when its owner
+    or hard links could not be kept, or when its folder is not writable. A symbolic link is
+    followed. A run killed (SIGKILL) while writing leaves FILE.<random>.part beside FILE."""
     import stat
 
-    target = os.path.realpath(path)
     try:
-        mode: Optional[int] = os.stat(target).st_mode
+        info: Optional[os.stat_result] = os.stat(path)  # follows links, /proc's fd links too
     except FileNotFoundError:
-        mode = None
-    if mode is not None and not stat.S_ISREG(mode):
-        with open(target, "wb") as sink:
+        info = None
+    target = os.path.realpath(path)
+    uid = getattr(os, "geteuid", lambda: 0)()
+    groups = [os.getegid(), *os.getgroups()] if uid else []
+    in_place = info is not None and (
+        not stat.S_ISREG(info.st_mode)
+        or info.st_nlink > 1
+        or (uid != 0 and (info.st_uid != uid or info.st_gid not in groups))
+    )
+    if in_place or not os.access(os.path.dirname(target), os.W_OK):
+        with open(path, "wb") as sink:
             for chunk in chunks:
                 sink.write(chunk)
         return
+    mode = 0o666 if info is None else stat.S_IMODE(info.st_mode) & 0o777
     partial = "%s.%s.part" % (target, os.urandom(4).hex())
-    # created like any new file (0666 less the umask), or with the permissions of the file it
-    # replaces
-    fd = os.open(
-        partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else stat.S_IMODE(mode)
-    )
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # the umask applies
     try:
         with os.fdopen(fd, "wb") as sink:
+            if info is not None:
+                os.fchmod(fd, mode)  # as FILE had them, whatever the umask
+                if os.fstat(fd).st_gid != info.st_gid:
+                    os.fchown(fd, -1, info.st_gid)  # a group of ours (or we are root)
             for chunk in chunks:
                 sink.write(chunk)
-        if mode is not None:
-            os.chmod(partial, stat.S_IMODE(mode))  # the umask may have narrowed them
         os.replace(partial, target)
     except BaseException:
         os.unlink(partial)

@@ -8477,7 +8477,8 @@ def test_cli_options_may_follow_the_method_and_url(server, key_file):
         done = run_cli(*argv, env=env)
         assert done.returncode == 0, (argv, done.stderr)
     done = run_cli("GET", server.api_url, "extra-word", *cli_flow_args(server, key_file), env=env)
-    assert done.returncode == 2 and b"extra-word" in done.stderr
+    assert done.returncode == 2 and b"unexpected argument" in done.stderr
+    assert b"extra-word" not in done.stderr  # a stray word may be a secret meant for an option
 
 
 @pytest.mark.parametrize(
@@ -9315,3 +9316,132 @@ def test_part_one_reads_nothing_defined_only_in_part_two():
     ):
         assert name not in only_two
     assert "Client" in only_two and "main" in only_two
+
+
+# -- the security review of the issue 22 change -------------------------------------
+
+
+def test_cli_output_to_dev_stdout_on_a_pipe(server, key_file):
+    done = cli(server, key_file, "-o", "/dev/stdout", server.api_url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chgrp needs root")
+def test_cli_output_keeps_the_files_group_and_drops_set_id_bits(server, key_file, tmp_path):
+    out = tmp_path / "result.json"
+    out.write_text("old")
+    os.chown(out, -1, 4)  # adm, or whatever group 4 is: not root's primary group
+    out.chmod(0o4750)
+    done = cli(server, key_file, "-o", str(out), server.api_url)
+    assert done.returncode == 0 and json.loads(out.read_text())
+    assert out.stat().st_gid == 4 and out.stat().st_mode & 0o7777 == 0o750
+
+
+def test_cli_output_with_hard_links_is_written_in_place(server, key_file, tmp_path):
+    out = tmp_path / "result.json"
+    out.write_text("old")
+    os.link(out, tmp_path / "other-name.json")
+    done = cli(server, key_file, "-o", str(out), server.api_url)
+    assert done.returncode == 0 and json.loads((tmp_path / "other-name.json").read_text())
+
+
+def test_verify_proof_keeps_a_stray_percent_apart_from_an_escape():
+    key = dpop.generate_key()
+    for sent, received in (("/files/%A4", "/files/%%414"), ("/a%2Fb", "/a%%32F")):
+        proof = dpop.make_proof(key, "GET", "https://api.example" + sent, now=1000)
+        with raises_code("proof_htu"):
+            dpop.verify_proof(proof, method="GET", url="https://api.example" + received, now=1000)
+
+
+def test_the_session_log_masks_a_secret_with_control_characters(scripted, client_key):
+    secret = "s3cr3t\x7fpart2-and-more"
+    scripted.clients["odd-client"] = secret
+    scripted.script.on(is_api, lambda h: (h.reply(200, ("echo " + secret).encode()), True)[1])
+    log = io.StringIO()
+    with make_client(scripted, client_key, client_id="odd-client", client_secret=secret,
+                     session_log=log) as client:  # fmt: skip
+        assert client.get(scripted.api_url).status == 200
+    assert "echo ****" in log.getvalue() and "part2" not in log.getvalue()
+
+
+def test_close_survives_a_token_cache_that_fails(server, client_key):
+    class Broken:
+        def __init__(self):
+            self.entry = None
+
+        def get(self, key):
+            return self.entry
+
+        def set(self, key, entry, ttl):
+            if self.entry is not None:
+                raise ConnectionError("store down")
+            self.entry = dict(entry, until=time.time() + ttl)
+
+        def delete(self, key):
+            self.entry = None
+
+    store = Broken()
+    with (
+        dpop.DemoServer(require_nonce=True) as auth,
+        dpop.DemoServer(require_nonce=True, authority=auth) as api,
+    ):
+        client = make_client(auth, client_key, token_cache=store)
+        assert client.get(api.api_url).status == 200
+        client.close()  # the nonce write-back fails: close still closes
+    assert client._closed and not client._pool._idle
+    with raises_code("closed"):
+        client.get(api.api_url)
+
+
+@pytest.mark.parametrize("host", ["a..b", "a" * 64 + ".example"])
+def test_a_proxy_host_the_resolver_cannot_take_is_a_proxy_error(server, client_key, host, key_file):
+    with raises_code("proxy"):
+        make_client(server, client_key, proxy="http://%s:8080" % host)
+    done = cli(server, key_file, server.api_url, env={"HTTPS_PROXY": "http://%s:8080" % host})
+    assert done.returncode != 0 and b"internal_error" not in done.stderr
+
+
+def test_a_folder_at_the_lock_path_is_ignored_with_a_warning(server, key_file, tmp_path):
+    cache = tmp_path / "tokens.json"
+    (tmp_path / "tokens.json.lock").mkdir()
+    done = cli(server, key_file, "--token-cache", str(cache), server.api_url)
+    assert done.returncode == 0, done.stderr
+    assert b"not a regular file" in done.stderr
+
+
+def test_requests_resends_bytearray_and_memoryview_bodies(client_key):
+    bodies, record = _nonce_api_recording_bodies()
+    with (
+        dpop.DemoServer() as auth,
+        dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api,
+    ):
+        for body in (bytearray(b"abcdef"), memoryview(b"abcdef")):
+            with make_client(auth, client_key) as client:  # a new client: no nonce yet, one 401
+                auth_ = client.requests_auth()
+                response = requests.post(api.api_url, data=body, auth=auth_, timeout=5)
+                assert response.status_code == 200 and len(response.history) == 1
+    assert bodies == [b"abcdef"] * 4
+
+
+def test_httpx_resends_multipart_files(client_key, tmp_path):
+    path = tmp_path / "upload.bin"
+    path.write_bytes(b"file-content")
+    seen = []
+
+    def record(handler):
+        seen.append(handler.body())
+        return False
+
+    with (
+        dpop.DemoServer() as auth,
+        dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api,
+    ):
+        with (
+            make_client(auth, client_key) as client,
+            httpx.Client(auth=client.httpx_auth(), timeout=5) as http,
+        ):
+            with open(path, "rb") as f:
+                response = http.post(api.api_url, files={"upload": f})
+    assert response.status_code == 200 and len(seen) == 2 and seen[0] == seen[1]
+    assert b"file-content" in seen[1]

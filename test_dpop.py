@@ -8421,8 +8421,10 @@ def test_a_negative_chunk_size_is_a_bad_response(server, client_key):
     raw = RawServer(handle)
     with make_client(server, client_key) as client:
         for stream in (False, True):
-            with raises_code("bad_response"):
+            # http.client reads it as framing (3.10+) or as a body cut short (3.9): never ValueError
+            with pytest.raises(DPoPError) as info:
                 b"".join(client.get(raw.url + "/x", stream=stream).iter_bytes())
+            assert info.value.code in ("bad_response", "network")
     raw.close()
 
 

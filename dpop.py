@@ -1978,6 +1978,116 @@ def _refuse(code: str, message: str) -> DPoPError:
     return DPoPError(code, message, oauth_error=oauth, status=401 if code == "proof_nonce" else 400)
 
 
+def _one_proof(proof: Union[str, Sequence[str], None]) -> str:
+    """RFC 9449 §4.3 step 1: the one DPoP header value, within the size limit."""
+    # 1. exactly one DPoP header
+    if proof is None or (not isinstance(proof, str) and len(proof) == 0):
+        raise _refuse("proof_missing", "no DPoP header")
+    if not isinstance(proof, str):
+        if len(proof) != 1:
+            raise _refuse("proof_multiple", "more than one DPoP header")
+        only: object = proof[0]
+        if not isinstance(only, str):
+            raise _type_error("proof", "str", only)
+        proof = only
+    if not proof:
+        raise _refuse("proof_missing", "empty DPoP header")
+    if len(proof) > _MAX_PROOF:
+        raise _refuse("proof_too_large", "DPoP proof is larger than 8 KiB")
+    if "," in proof:
+        raise _refuse("proof_multiple", "DPoP header holds more than one value")
+    return proof
+
+
+def _signed_proof(
+    proof: str, algorithms: Sequence[str]
+) -> Tuple[Dict[str, Any], Dict[str, Any], Any]:
+    """RFC 9449 §4.3 steps 2 and 4 to 7: (header, claims, key) of a well-formed JWT of type
+    dpop+jwt, with an accepted algorithm, signed by the public key in its header."""
+    # 2. a single well-formed JWT
+    try:
+        h64, p64, s64, header = _jws_split(proof, _MAX_PROOF)
+        claims = _json_object(b64url_decode(p64), "DPoP payload")
+        signature = b64url_decode(s64)
+    except DPoPError as exc:
+        raise _refuse("proof_malformed", exc.message) from None
+    if "crit" in header:
+        raise _refuse("proof_malformed", "crit header parameters are not supported")
+    # 4. typ
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower() not in ("dpop+jwt", "application/dpop+jwt"):
+        raise _refuse("proof_typ", "typ is not dpop+jwt")
+    # 5. an accepted asymmetric algorithm: ES256, or RS256/PS256 when listed
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in algorithms or alg not in ("ES256",) + _RSA_ALGS:
+        raise _refuse("proof_alg", "alg %s is not accepted" % _short_repr(alg))
+    # 7. jwk: a public P-256 key and nothing private
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise _refuse("proof_jwk", "header has no jwk object")
+    if _PRIVATE_JWK_MEMBERS.intersection(jwk):
+        raise _refuse("proof_jwk", "jwk contains private key members")
+    try:
+        key = _key_from_jwk(jwk) if alg == "ES256" else load_rsa_key(jwk)
+    except DPoPError as exc:
+        raise _refuse("proof_jwk", exc.message) from None
+    # 6. signature by that key
+    signed = (h64 + "." + p64).encode("ascii")
+    if not (
+        key.verify(signed, signature, alg)
+        if isinstance(key, RSAKey)
+        else key.verify(signed, signature)
+    ):
+        raise _refuse("proof_signature", "signature does not verify with the header jwk")
+    return header, claims, key
+
+
+def _check_claims(
+    claims: Dict[str, Any],
+    method: str,
+    request_htu: str,
+    nonce: Union[str, Callable[[str], bool], None],
+    current: float,
+    max_age: int,
+    leeway: int,
+) -> str:
+    """RFC 9449 §4.3 steps 3 and 8 to 11: the claims of a signed proof; returns its normalised
+    htu."""
+    # 3. required claims, with their types
+    for name in ("jti", "htm", "htu"):
+        value = claims.get(name)
+        if not isinstance(value, str) or not value:
+            raise _refuse("proof_claims", "claim %s is missing or not a string" % name)
+    iat = claims.get("iat")
+    if isinstance(iat, bool) or not isinstance(iat, (int, float)):
+        raise _refuse("proof_claims", "claim iat is missing or not a number")
+    for name in ("ath", "nonce"):
+        if name in claims and not isinstance(claims[name], str):
+            raise _refuse("proof_claims", "claim %s is not a string" % name)
+    # 8. htm
+    if claims["htm"] != method:
+        raise _refuse("proof_htm", "htm does not match the request method")
+    # 9. htu, both sides normalized the same way (RFC 3986 §6.2.2)
+    try:
+        proof_htu = _normal_htu(claims["htu"])
+    except DPoPError:
+        raise _refuse("proof_htu", "htu is not an absolute http(s) URL") from None
+    if proof_htu != request_htu:
+        raise _refuse("proof_htu", "htu does not match the request URL")
+    # 10. nonce, when the server requires one
+    if nonce is not None:
+        given = claims.get("nonce")
+        if given is None:
+            raise _refuse("proof_nonce", "the server requires a nonce")
+        accepted = nonce(given) if callable(nonce) else _equal(given, nonce)
+        if not accepted:
+            raise _refuse("proof_nonce", "the nonce is not the current one")
+    # 11. creation time within the window
+    if not current - max_age <= iat <= current + leeway:
+        raise _refuse("proof_iat", "iat is outside the acceptance window")
+    return proof_htu
+
+
 def verify_proof(
     proof: Union[str, Sequence[str], None],
     *,
@@ -2018,89 +2128,9 @@ def verify_proof(
             raise ValueError("algorithms may only name asymmetric JWS algorithms")
     request_htu = _normal_htu(url)
     current = _check_time("now", now)
-    # 1. exactly one DPoP header
-    if proof is None or (not isinstance(proof, str) and len(proof) == 0):
-        raise _refuse("proof_missing", "no DPoP header")
-    if not isinstance(proof, str):
-        if len(proof) != 1:
-            raise _refuse("proof_multiple", "more than one DPoP header")
-        only: object = proof[0]
-        if not isinstance(only, str):
-            raise _type_error("proof", "str", only)
-        proof = only
-    if not proof:
-        raise _refuse("proof_missing", "empty DPoP header")
-    if len(proof) > _MAX_PROOF:
-        raise _refuse("proof_too_large", "DPoP proof is larger than 8 KiB")
-    if "," in proof:
-        raise _refuse("proof_multiple", "DPoP header holds more than one value")
-    # 2. a single well-formed JWT
-    try:
-        h64, p64, s64, header = _jws_split(proof, _MAX_PROOF)
-        claims = _json_object(b64url_decode(p64), "DPoP payload")
-        signature = b64url_decode(s64)
-    except DPoPError as exc:
-        raise _refuse("proof_malformed", exc.message) from None
-    if "crit" in header:
-        raise _refuse("proof_malformed", "crit header parameters are not supported")
-    # 4. typ
-    typ = header.get("typ")
-    if not isinstance(typ, str) or typ.lower() not in ("dpop+jwt", "application/dpop+jwt"):
-        raise _refuse("proof_typ", "typ is not dpop+jwt")
-    # 5. an accepted asymmetric algorithm: ES256, or RS256/PS256 when listed
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in algorithms or alg not in ("ES256",) + _RSA_ALGS:
-        raise _refuse("proof_alg", "alg %s is not accepted" % _short_repr(alg))
-    # 7. jwk: a public P-256 key and nothing private
-    jwk = header.get("jwk")
-    if not isinstance(jwk, dict):
-        raise _refuse("proof_jwk", "header has no jwk object")
-    if _PRIVATE_JWK_MEMBERS.intersection(jwk):
-        raise _refuse("proof_jwk", "jwk contains private key members")
-    try:
-        key = _key_from_jwk(jwk) if alg == "ES256" else load_rsa_key(jwk)
-    except DPoPError as exc:
-        raise _refuse("proof_jwk", exc.message) from None
-    # 6. signature by that key
-    signed = (h64 + "." + p64).encode("ascii")
-    if not (
-        key.verify(signed, signature, alg)
-        if isinstance(key, RSAKey)
-        else key.verify(signed, signature)
-    ):
-        raise _refuse("proof_signature", "signature does not verify with the header jwk")
-    # 3. required claims, with their types
-    for name in ("jti", "htm", "htu"):
-        value = claims.get(name)
-        if not isinstance(value, str) or not value:
-            raise _refuse("proof_claims", "claim %s is missing or not a string" % name)
-    iat = claims.get("iat")
-    if isinstance(iat, bool) or not isinstance(iat, (int, float)):
-        raise _refuse("proof_claims", "claim iat is missing or not a number")
-    for name in ("ath", "nonce"):
-        if name in claims and not isinstance(claims[name], str):
-            raise _refuse("proof_claims", "claim %s is not a string" % name)
-    # 8. htm
-    if claims["htm"] != method:
-        raise _refuse("proof_htm", "htm does not match the request method")
-    # 9. htu, both sides normalized the same way (RFC 3986 §6.2.2)
-    try:
-        proof_htu = _normal_htu(claims["htu"])
-    except DPoPError:
-        raise _refuse("proof_htu", "htu is not an absolute http(s) URL") from None
-    if proof_htu != request_htu:
-        raise _refuse("proof_htu", "htu does not match the request URL")
-    # 10. nonce, when the server requires one
-    if nonce is not None:
-        given = claims.get("nonce")
-        if given is None:
-            raise _refuse("proof_nonce", "the server requires a nonce")
-        accepted = nonce(given) if callable(nonce) else _equal(given, nonce)
-        if not accepted:
-            raise _refuse("proof_nonce", "the nonce is not the current one")
-    # 11. creation time within the window
-    if not current - max_age <= iat <= current + leeway:
-        raise _refuse("proof_iat", "iat is outside the acceptance window")
+    # steps 1, 2 and 4 to 7, then 3 and 8 to 11
+    header, claims, key = _signed_proof(_one_proof(proof), algorithms)
+    proof_htu = _check_claims(claims, method, request_htu, nonce, current, max_age, leeway)
     # 12. with an access token: ath and the key binding
     jkt_value = key.thumbprint()
     if access_token is not None:
@@ -2116,7 +2146,7 @@ def verify_proof(
         slot = hashlib.sha256(
             "\x00".join((jkt_value, proof_htu, claims["jti"])).encode()
         ).hexdigest()
-        ttl = max(1, int(iat + max_age - current) + 1)
+        ttl = max(1, int(claims["iat"] + max_age - current) + 1)
         if not replay.add(slot, ttl):
             raise _refuse("proof_replay", "this jti was already used")
     return VerifiedProof(header, claims, key, jkt_value)
@@ -2127,8 +2157,9 @@ def verify_proof(
 #     RFC 7518 §3.3, §3.5, §6.3; RFC 3447 A.1 and RFC 5958 key files)
 # =============================================================================
 #
-# For servers that register RSA client keys (private_key_jwt). Not on the
-# ES256 path: nothing above calls this section.
+# For servers that register RSA client keys (private_key_jwt), and for
+# verify_proof given algorithms=("RS256", "PS256", ...): the only callers
+# above are _signed_proof (load_rsa_key, RSAKey.verify) and make_proof (_proof_signer).
 #
 # Keys: 2048 to 8192 bits, two primes only, every CRT member present and
 # consistent (a key that fails a check is refused, never repaired).
@@ -4841,7 +4872,6 @@ class DemoServer:
 def _demo_handler() -> Any:
     """The request handler class (built on demand: http.server loads lazily)."""
     import http.server
-    import urllib.parse
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -4902,117 +4932,115 @@ def _demo_handler() -> Any:
             ):
                 self.reply(200, self.demo.metadata())
             elif path == "/connect/token" and self.command == "POST":
-                self.token()
+                _demo_token(self)
             elif path.startswith("/api/"):
-                self.api()
+                _demo_api(self)
             else:
                 self.reply(404, {"error": "not_found"})
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = dispatch
 
-        def token(self) -> None:
-            demo = self.demo
-            form = dict(urllib.parse.parse_qsl(self.body().decode("ascii", "replace")))
-            client_id, secret = form.get("client_id"), form.get("client_secret")
-            basic = self.headers.get("Authorization", "")
-            if basic[:6].lower() == "basic ":
-                try:
-                    pair = base64.b64decode(basic[6:]).decode("utf-8")
-                except (binascii.Error, UnicodeDecodeError):
-                    pair = ":"
-                client_id, _, secret = (
-                    urllib.parse.unquote_plus(part) for part in pair.partition(":")
-                )
-            expected = demo.clients.get(client_id or "")
-            assertion = form.get("client_assertion")
-            if assertion is not None and form.get("client_assertion_type") == ASSERTION_TYPE:
-                authenticated = demo.check_assertion(client_id or "", assertion)
-            else:
-                given = (str(expected).encode(), str(secret).encode())
-                authenticated = None not in (expected, secret) and hmac.compare_digest(*given)
-            if not authenticated:
-                self.reply(
-                    401, {"error": "invalid_client"}, {"WWW-Authenticate": 'Basic realm="demo"'}
-                )
-                return
-            if form.get("grant_type") != "client_credentials":
-                self.reply(400, {"error": "unsupported_grant_type"})
-                return
-            nonce_headers = {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else {}
-            try:
-                proof = self.proof(demo.token_endpoint)
-            except DPoPError as exc:
-                error = {
-                    "error": exc.oauth_error,
-                    "error_description": self.why(exc, "Authorization"),
-                }
-                self.reply(400, error, nonce_headers)
-                return
-            self.reply(
-                200,
-                demo.issue_token(str(client_id), form.get("scope", DEMO_SCOPE), proof.jkt),
-                nonce_headers,
-            )
-
-        def proof(self, url: str, **more: Any) -> VerifiedProof:
-            demo, now = self.demo, time.time() + self.demo.clock_skew
-            nonce = demo.nonces.check if demo.require_nonce else None
-            proofs = self.headers.get_all("DPoP") or []
-            return verify_proof(
-                proofs,
-                method=self.command,
-                url=url,
-                nonce=nonce,
-                now=now,
-                replay=demo.replay,
-                **more,
-            )
-
-        @staticmethod
-        def why(exc: DPoPError, server: str) -> str:
-            return (
-                "%s server requires nonce in DPoP proof" % server
-                if exc.code == "proof_nonce"
-                else exc.message
-            )
-
-        def api(self) -> None:
-            demo = self.demo
-            scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
-            if scheme.lower() != "dpop" or not token:
-                self.reply(401, {"error": "invalid_request"}, challenge_headers())
-                return
-            try:
-                claims = demo.check_token(token.strip())
-            except DPoPError:
-                headers = challenge_headers(
-                    error="invalid_token", error_description="token is invalid or expired"
-                )
-                self.reply(401, {"error": "invalid_token"}, headers)
-                return
-            try:
-                jkt = str(claims.get("cnf", {}).get("jkt"))
-                self.proof(demo.base_url + self.path, access_token=token.strip(), jkt=jkt)
-            except DPoPError as exc:
-                nonce = demo.nonces.issue() if demo.require_nonce else None
-                why = self.why(exc, "Resource")
-                headers = challenge_headers(
-                    error=exc.oauth_error, error_description=why, nonce=nonce
-                )
-                self.reply(401, {"error": exc.oauth_error}, headers)
-                return
-            demo.api_calls += 1
-            self.body()
-            texts = [
-                (k, v if isinstance(v, str) else _json_compact(v).decode())
-                for k, v in claims.items()
-            ]
-            listing = [{"type": name, "value": text} for name, text in texts]
-            self.reply(
-                200, listing, {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else None
-            )
-
     return Handler
+
+
+def _demo_token(handler: Any) -> None:
+    """The demo token endpoint: client_credentials with a client secret or an assertion, and a
+    proof."""
+    import urllib.parse
+
+    demo = handler.demo
+    form = dict(urllib.parse.parse_qsl(handler.body().decode("ascii", "replace")))
+    client_id, secret = form.get("client_id"), form.get("client_secret")
+    basic = handler.headers.get("Authorization", "")
+    if basic[:6].lower() == "basic ":
+        try:
+            pair = base64.b64decode(basic[6:]).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            pair = ":"
+        client_id, _, secret = (urllib.parse.unquote_plus(part) for part in pair.partition(":"))
+    expected = demo.clients.get(client_id or "")
+    assertion = form.get("client_assertion")
+    if assertion is not None and form.get("client_assertion_type") == ASSERTION_TYPE:
+        authenticated = demo.check_assertion(client_id or "", assertion)
+    else:
+        given = (str(expected).encode(), str(secret).encode())
+        authenticated = None not in (expected, secret) and hmac.compare_digest(*given)
+    if not authenticated:
+        handler.reply(401, {"error": "invalid_client"}, {"WWW-Authenticate": 'Basic realm="demo"'})
+        return
+    if form.get("grant_type") != "client_credentials":
+        handler.reply(400, {"error": "unsupported_grant_type"})
+        return
+    nonce_headers = {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else {}
+    try:
+        proof = _demo_proof(handler, demo.token_endpoint)
+    except DPoPError as exc:
+        error = {
+            "error": exc.oauth_error,
+            "error_description": _demo_why(exc, "Authorization"),
+        }
+        handler.reply(400, error, nonce_headers)
+        return
+    handler.reply(
+        200,
+        demo.issue_token(str(client_id), form.get("scope", DEMO_SCOPE), proof.jkt),
+        nonce_headers,
+    )
+
+
+def _demo_proof(handler: Any, url: str, **more: Any) -> VerifiedProof:
+    demo, now = handler.demo, time.time() + handler.demo.clock_skew
+    nonce = demo.nonces.check if demo.require_nonce else None
+    proofs = handler.headers.get_all("DPoP") or []
+    return verify_proof(
+        proofs,
+        method=handler.command,
+        url=url,
+        nonce=nonce,
+        now=now,
+        replay=demo.replay,
+        **more,
+    )
+
+
+def _demo_why(exc: DPoPError, server: str) -> str:
+    return (
+        "%s server requires nonce in DPoP proof" % server
+        if exc.code == "proof_nonce"
+        else exc.message
+    )
+
+
+def _demo_api(handler: Any) -> None:
+    """The demo API: a DPoP-bound token from the authority, and a proof; answers with the token's
+    claims."""
+    demo = handler.demo
+    scheme, _, token = (handler.headers.get("Authorization") or "").partition(" ")
+    if scheme.lower() != "dpop" or not token:
+        handler.reply(401, {"error": "invalid_request"}, challenge_headers())
+        return
+    try:
+        claims = demo.check_token(token.strip())
+    except DPoPError:
+        headers = challenge_headers(
+            error="invalid_token", error_description="token is invalid or expired"
+        )
+        handler.reply(401, {"error": "invalid_token"}, headers)
+        return
+    try:
+        jkt = str(claims.get("cnf", {}).get("jkt"))
+        _demo_proof(handler, demo.base_url + handler.path, access_token=token.strip(), jkt=jkt)
+    except DPoPError as exc:
+        nonce = demo.nonces.issue() if demo.require_nonce else None
+        why = _demo_why(exc, "Resource")
+        headers = challenge_headers(error=exc.oauth_error, error_description=why, nonce=nonce)
+        handler.reply(401, {"error": exc.oauth_error}, headers)
+        return
+    demo.api_calls += 1
+    handler.body()
+    texts = [(k, v if isinstance(v, str) else _json_compact(v).decode()) for k, v in claims.items()]
+    listing = [{"type": name, "value": text} for name, text in texts]
+    handler.reply(200, listing, {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else None)
 
 
 # =============================================================================

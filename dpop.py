@@ -3535,6 +3535,48 @@ class _Token:
         return "<dpop token ****>"
 
 
+_AUTH_ALIASES = {"post": "client_secret_post", "basic": "client_secret_basic"}
+
+
+def _token_param_pairs(
+    token_params: Union[Mapping[str, str], Sequence[Tuple[str, str]], None],
+) -> List[Tuple[str, str]]:
+    """Client(token_params=): extra token request fields, as (name, value) pairs, checked."""
+    if isinstance(token_params, Mapping):
+        params = list(token_params.items())
+    else:
+        params = list(token_params or [])
+    for name, value in params:
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError("token_params must map str to str")
+        if name in _RESERVED_TOKEN_PARAMS:
+            raise ValueError("token_params may not set %s" % name)
+    return params
+
+
+def _proxy_settings(
+    proxy: Optional[str], no_proxy: Optional[str], trust_env: bool
+) -> Tuple[Optional[_Proxy], str]:
+    """The proxy and the NO_PROXY list: the arguments, else (with trust_env) curl's variables,
+    https_proxy, HTTPS_PROXY, all_proxy, ALL_PROXY, the first one set."""
+    env = os.environ if trust_env else {}
+    url, where = "", ""
+    if proxy is not None:
+        url, where = proxy, "proxy="
+    else:
+        for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+            if env.get(name):
+                url, where = env[name], name
+                break
+    try:
+        chosen = _Proxy(url) if url else None
+    except ValueError as exc:  # never the URL itself: it may hold a password
+        raise DPoPError("proxy", "%s: %s" % (where, exc)) from None
+    if no_proxy is None:
+        no_proxy = env.get("no_proxy") or env.get("NO_PROXY") or ""
+    return chosen, no_proxy
+
+
 class Client:
     """An HTTP client that calls a DPoP-protected API with client_credentials.
 
@@ -3598,9 +3640,7 @@ class Client:
                 raise _type_error(name, "str", value)
         if not client_id:
             raise ValueError("client_id must not be empty")
-        auth_method = {"post": "client_secret_post", "basic": "client_secret_basic"}.get(
-            auth_method, auth_method
-        )
+        auth_method = _AUTH_ALIASES.get(auth_method, auth_method)
         if auth_method not in _AUTH_METHODS:
             raise ValueError("auth_method must be one of %s" % ", ".join(_AUTH_METHODS))
         if auth_method.startswith("client_secret") and not client_secret:
@@ -3617,16 +3657,7 @@ class Client:
         # origin -> seconds its clock is ahead of ours, learnt from Date
         self._skews: Dict[str, float] = {}
         self._cache = token_cache
-        params = (
-            list(token_params.items())
-            if isinstance(token_params, Mapping)
-            else list(token_params or [])
-        )
-        for name, value in params:
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise TypeError("token_params must map str to str")
-            if name in _RESERVED_TOKEN_PARAMS:
-                raise ValueError("token_params may not set %s" % name)
+        params = _token_param_pairs(token_params)
         for url in (token_endpoint, issuer):
             if url is not None:
                 _Target(url)  # bad or insecure URLs fail here, before any I/O
@@ -3634,38 +3665,14 @@ class Client:
         identity = [token_endpoint or issuer, client_id, auth_method, scope, params]
         identity.append(key.thumbprint())
         self._cache_key = hashlib.sha256(_json_compact(identity)).hexdigest()
-        self._key, self._token_endpoint, self._issuer, self._client_id = (
-            key,
-            token_endpoint,
-            issuer,
-            client_id,
-        )
+        self._key, self._token_endpoint, self._issuer = key, token_endpoint, issuer
+        self._client_id = client_id
         self._client_secret, self._scope, self._auth_method = client_secret, scope, auth_method
         self._token_params, self._follow = params, bool(follow_redirects)
         self._scrub = _Scrubber()  # every secret this client knows, for logs and errors
-        env = os.environ if trust_env else {}
-        found = next(
-            (
-                name
-                for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
-                if env.get(name)
-            ),
-            None,
-        )
-        url, where = "", ""
-        if proxy is not None:
-            url, where = proxy, "proxy="
-        elif found:
-            url, where = env[found], found
-        try:
-            chosen = _Proxy(url) if url else None
-        except ValueError as exc:
-            raise DPoPError("proxy", "%s: %s" % (where, exc)) from None
+        chosen, no_proxy = _proxy_settings(proxy, no_proxy, trust_env)
         for secret in chosen.secrets if chosen else ():
             self._scrub.add(secret)
-        no_proxy = (
-            (env.get("no_proxy") or env.get("NO_PROXY") or "") if no_proxy is None else no_proxy
-        )
         connect = _setting(
             "connect_timeout", timeout if connect_timeout is None else connect_timeout, 0.001, 86400
         )
@@ -5642,12 +5649,8 @@ on/off.
 """
 
 
-def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int]) -> int:
-    """Build the Client from the options, run ``act`` (within --max-time), and close it and the
-    session log, always."""
-    import signal
-    import sys
-
+def _cli_credentials(args: Dict[str, Any]) -> Tuple[Optional[str], str]:
+    """(client secret, auth method) from the options, checked together."""
     secret = args["client_secret"]
     if args["client_secret_file"]:
         raw = _read_input(args["client_secret_file"], "client secret file", 64 << 10)
@@ -5657,7 +5660,7 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
                 "usage", "--client-secret-file %s is empty" % args["client_secret_file"]
             )
     method = args["auth_method"] or "post"
-    auth_method = {"post": "client_secret_post", "basic": "client_secret_basic"}.get(method, method)
+    auth_method = _AUTH_ALIASES.get(method, method)
     if auth_method.startswith("client_secret") and not secret:
         raise DPoPError(
             "usage",
@@ -5673,26 +5676,13 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         raise DPoPError(
             "usage", "--assertion-alg %s does not go with --auth-method %s" % (alg, method)
         )
+    return secret, auth_method
 
-    def say(text: str) -> None:
-        if not args.get("silent"):
-            print("dpop: warning: " + _printable(text), file=sys.stderr)
 
-    path = args["assertion_key"]
-    assertion_key = _read_input(path, "assertion key file", _MAX_KEY_INPUT) if path else None
-    key = _cli_key(args["key"])
-    if "client_secret" in args["_argv"]:  # every value is checked: now the warnings
-        say(
-            "--client-secret is visible to other users in the process list;"
-            " use DPOP_CLIENT_SECRET or a file"
-        )
-    if "proxy" in args["_argv"] and args["proxy"] and _Proxy(args["proxy"]).secrets:
-        say(
-            "--proxy holds a password visible to other users in the process list;"
-            " use HTTPS_PROXY or DPOP_PROXY"
-        )
-    if secret:
-        scrub.add(secret)  # usage messages never hold it; server text might
+def _client_settings(
+    args: Dict[str, Any], auth_method: str, say: Callable[[str], None]
+) -> Dict[str, Any]:
+    """Client()'s keyword arguments from the options (but the key, secrets and session log)."""
     passed_as_is = (
         "token_endpoint",
         "client_id",
@@ -5721,6 +5711,37 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
     settings.update(connect_timeout=args["connect_timeout"], client_cert=cert)
     if args["token_cache"] is not None:
         settings["token_cache"] = FileTokenCache(args["token_cache"] or None, warn=say)
+    return settings
+
+
+def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int]) -> int:
+    """Build the Client from the options, run ``act`` (within --max-time), and close it and the
+    session log, always."""
+    import signal
+    import sys
+
+    secret, auth_method = _cli_credentials(args)
+
+    def say(text: str) -> None:
+        if not args.get("silent"):
+            print("dpop: warning: " + _printable(text), file=sys.stderr)
+
+    path = args["assertion_key"]
+    assertion_key = _read_input(path, "assertion key file", _MAX_KEY_INPUT) if path else None
+    key = _cli_key(args["key"])
+    if "client_secret" in args["_argv"]:  # every value is checked: now the warnings
+        say(
+            "--client-secret is visible to other users in the process list;"
+            " use DPOP_CLIENT_SECRET or a file"
+        )
+    if "proxy" in args["_argv"] and args["proxy"] and _Proxy(args["proxy"]).secrets:
+        say(
+            "--proxy holds a password visible to other users in the process list;"
+            " use HTTPS_PROXY or DPOP_PROXY"
+        )
+    if secret:
+        scrub.add(secret)  # usage messages never hold it; server text might
+    settings = _client_settings(args, auth_method, say)
     log_file = _open_private(args["session_log"]) if args["session_log"] else None
     terminal = sys.stderr if args["verbose"] else None
     if terminal or log_file:

@@ -584,8 +584,8 @@ def _g_table() -> Table:
     builds a step."""
     global _g_uses
     _g_uses += 1
-    table = _g_current
-    due = _g_stage + 1 < len(_G_STAGES) and _g_uses > _G_STAGES[_g_stage + 1][1]
+    table, stage = _g_current, _g_stage  # read once: another thread may move the stage on
+    due = stage + 1 < len(_G_STAGES) and _g_uses > _G_STAGES[stage + 1][1]
     return _g_step(due) if table is None or (due and not _g_busy) else table
 
 
@@ -3538,6 +3538,36 @@ class _Token:
 _AUTH_ALIASES = {"post": "client_secret_post", "basic": "client_secret_basic"}
 
 
+def _check_texts(**texts: Optional[str]) -> None:
+    """TypeError for a setting that is neither None nor a str."""
+    for name, value in texts.items():
+        if value is not None and not isinstance(value, str):
+            raise _type_error(name, "str", value)
+
+
+def _client_pool(
+    connect: float,
+    timeout: float,
+    proxy: Optional[_Proxy],
+    no_proxy: str,
+    context: Any,
+    cafile: Optional[str],
+    client_cert: Union[str, os.PathLike[str], Tuple[str, str], None],
+) -> _Pool:
+    """A Client's connection pool; a CA or certificate file that is missing or broken fails here,
+    not at the first https request."""
+    pair = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
+    if client_cert is not None and (context is not None or len(pair) != 2 or pair[0] is None):
+        raise TypeError(
+            "client_cert= takes a file or (certificate, key) files, without ssl_context="
+        )
+    cert = pair if client_cert is not None else None
+    pool = _Pool(connect, timeout, context, cafile, proxy, no_proxy, cert)
+    if cafile is not None or client_cert is not None:
+        pool._tls()
+    return pool
+
+
 def _token_param_pairs(
     token_params: Union[Mapping[str, str], Sequence[Tuple[str, str]], None],
 ) -> List[Tuple[str, str]]:
@@ -3628,16 +3658,10 @@ class Client:
         key._private()  # fails early for a public key
         if token_endpoint is None and issuer is None:
             raise TypeError("Client() needs token_endpoint= or issuer=")
-        texts = dict(
-            client_id=client_id,
-            client_secret=client_secret,
-            scope=scope,
-            assertion_kid=assertion_kid,
-        )
-        texts.update(assertion_audience=assertion_audience, proxy=proxy, no_proxy=no_proxy)
-        for name, value in texts.items():
-            if (value is not None or name == "client_id") and not isinstance(value, str):
-                raise _type_error(name, "str", value)
+        _check_texts(client_secret=client_secret, scope=scope, proxy=proxy, no_proxy=no_proxy)
+        _check_texts(assertion_kid=assertion_kid, assertion_audience=assertion_audience)
+        if not isinstance(client_id, str):
+            raise _type_error("client_id", "str", client_id)
         if not client_id:
             raise ValueError("client_id must not be empty")
         auth_method = _AUTH_ALIASES.get(auth_method, auth_method)
@@ -3666,28 +3690,17 @@ class Client:
         identity.append(key.thumbprint())
         self._cache_key = hashlib.sha256(_json_compact(identity)).hexdigest()
         self._key, self._token_endpoint, self._issuer = key, token_endpoint, issuer
-        self._client_id = client_id
-        self._client_secret, self._scope, self._auth_method = client_secret, scope, auth_method
+        self._client_id, self._client_secret = client_id, client_secret
+        self._scope, self._auth_method = scope, auth_method
         self._token_params, self._follow = params, bool(follow_redirects)
         self._scrub = _Scrubber()  # every secret this client knows, for logs and errors
         chosen, no_proxy = _proxy_settings(proxy, no_proxy, trust_env)
         for secret in chosen.secrets if chosen else ():
             self._scrub.add(secret)
-        connect = _setting(
-            "connect_timeout", timeout if connect_timeout is None else connect_timeout, 0.001, 86400
-        )
-        pair = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
-        if client_cert is not None and (
-            ssl_context is not None or len(pair) != 2 or pair[0] is None
-        ):
-            raise TypeError(
-                "client_cert= takes a file or (certificate, key) files, without ssl_context="
-            )
-        self._pool = _Pool(
-            connect, timeout, ssl_context, cafile, chosen, no_proxy, pair if client_cert else None
-        )
-        if cafile is not None or client_cert is not None:
-            self._pool._tls()  # a missing or broken file fails here, not at the first https request
+        connect = timeout if connect_timeout is None else connect_timeout
+        _setting("connect_timeout", connect, 0.001, 86400)
+        tls = (ssl_context, cafile, client_cert)
+        self._pool = _client_pool(connect, timeout, chosen, no_proxy, *tls)
         if client_secret:
             self._scrub.add(client_secret)
         self._log = _SessionLog(session_log, self._scrub) if session_log is not None else None
@@ -4121,25 +4134,7 @@ class Client:
                     conn.putheader(name, value)
                 written = True  # putrequest and putheader only buffer; endheaders writes
                 conn.endheaders(body)
-                resp = conn.getresponse()
-                followed = self._follow and resp.status in _REDIRECTS and resp.getheader("Location")
-                streaming = stream and not (resp.status == 401 or followed)
-                release = functools.partial(self._release, target, conn, resp)
-                # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 have no body, whatever Content-Encoding
-                # says
-                bodiless = method == "HEAD" or resp.status in (204, 304) or resp.status < 200
-                encoding = None if bodiless else resp.getheader("Content-Encoding")
-                body_stream = _BodyStream(resp, encoding, release)
-                got = Headers([(k, re.sub(r"\r?\n[ \t]*", " ", v)) for k, v in resp.getheaders()])
-                data = b"" if streaming else body_stream.read(limit)
-                response = Response(
-                    resp.status,
-                    resp.reason,
-                    got,
-                    data,
-                    url,
-                    "HTTP/%d.%d" % divmod(resp.version, 10),
-                )
+                response = self._answer(conn, method, url, target, limit, stream)
             except DPoPError:
                 conn.close()
                 raise
@@ -4181,10 +4176,10 @@ class Client:
                     _reason(exc),
                 )
                 raise _network_error("network", why, written) from None
-            if streaming:
-                response._stream = body_stream
             if self._log is not None:
-                self._log.response(response, mask[1] if mask else None, streaming)
+                self._log.response(
+                    response, mask[1] if mask else None, response._stream is not None
+                )
             self._remember_nonce(target.origin, response.headers)
             path = target.target.split("?")[0]
             self._note(
@@ -4192,6 +4187,27 @@ class Client:
             )
             return response
         raise RuntimeError("dpop: internal error: retry loop ended")  # pragma: no cover
+
+    def _answer(
+        self, conn: Any, method: str, url: str, target: _Target, limit: int, stream: bool
+    ) -> Response:
+        """The answer on ``conn``: its body read (at most ``limit`` bytes, decoded), or left to
+        stream for a final answer when ``stream`` (not a 401, nor a redirect to follow)."""
+        resp = conn.getresponse()
+        followed = self._follow and resp.status in _REDIRECTS and resp.getheader("Location")
+        streaming = stream and not (resp.status == 401 or followed)
+        release = functools.partial(self._release, target, conn, resp)
+        # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 have no body, whatever Content-Encoding says
+        bodiless = method == "HEAD" or resp.status in (204, 304) or resp.status < 200
+        encoding = None if bodiless else resp.getheader("Content-Encoding")
+        body_stream = _BodyStream(resp, encoding, release)
+        got = Headers([(k, re.sub(r"\r?\n[ \t]*", " ", v)) for k, v in resp.getheaders()])
+        data = b"" if streaming else body_stream.read(limit)
+        version = "HTTP/%d.%d" % divmod(resp.version, 10)
+        response = Response(resp.status, resp.reason, got, data, url, version)
+        if streaming:
+            response._stream = body_stream
+        return response
 
     def _retry(self, attempt: int, started: float, why: Union[Response, DPoPError]) -> bool:
         """Wait before a retry and say True; False when the retries or the time for them

@@ -357,8 +357,11 @@ def test_g_tables_shared_by_threads_while_they_grow(monkeypatch):
 
     def work():
         for k in scalars:
-            if affine(dpop._mul_base(k)) != expected[k]:
-                failures.append(k)
+            try:
+                if affine(dpop._mul_base(k)) != expected[k]:
+                    failures.append(k)
+            except Exception as exc:  # CI once saw IndexError: the stage read twice as it moved on
+                failures.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:
@@ -9447,3 +9450,16 @@ def test_httpx_resends_multipart_files(client_key, tmp_path):
                 response = http.post(api.api_url, files={"upload": f})
     assert response.status_code == 200 and len(seen) == 2 and seen[0] == seen[1]
     assert b"file-content" in seen[1]
+
+
+def test_no_function_is_over_90_lines():
+    tree = ast.parse((HERE / "dpop.py").read_text(encoding="utf-8"))
+    functions = [
+        n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+    long = [
+        (f.name, f.lineno, f.end_lineno - f.lineno + 1)
+        for f in functions
+        if f.end_lineno - f.lineno >= 90
+    ]
+    assert not long, "functions over 90 lines: %s" % long

@@ -1208,18 +1208,21 @@ def _pem_blocks(text: str) -> Iterator[Tuple[str, str]]:
         raise DPoPError("bad_key", "PEM block has no END line")
 
 
-def _pem_to_der(text: str) -> bytes:
-    """The DER of the one key block in a PEM text (EC PARAMETERS blocks skipped)."""
+def _pem_to_der(
+    text: str, labels: Sequence[str] = ("EC PRIVATE KEY", "PRIVATE KEY", "PUBLIC KEY")
+) -> bytes:
+    """The DER of the one key block in a PEM text, whose label must be one of ``labels`` (EC
+    PARAMETERS blocks skipped)."""
     found = []
     for label, body in _pem_blocks(text):
         if label == "EC PARAMETERS":
             continue
-        if label in _PEM_REFUSED:
+        if label in _PEM_REFUSED and label not in labels:
             code, why = _PEM_REFUSED[label]
             raise DPoPError(
                 code, "PEM block '%s' is %s" % (label, why) if code != "encrypted_key" else why
             )
-        if label not in ("EC PRIVATE KEY", "PRIVATE KEY", "PUBLIC KEY"):
+        if label not in labels:
             raise DPoPError(
                 "unsupported_key", "PEM block '%s' is not a key this module reads" % label
             )
@@ -2411,17 +2414,8 @@ def load_rsa_key(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]
         if data.strip().startswith("{"):
             data = _json_object(data.strip().encode("utf-8", "surrogatepass"), "JWK")
         else:
-            for label, _ in _pem_blocks(data):
-                if label not in ("RSA PRIVATE KEY", "RSA PUBLIC KEY", "PRIVATE KEY", "PUBLIC KEY"):
-                    _pem_to_der(data)  # its error for encrypted and foreign blocks
-            blocks = [body for label, body in _pem_blocks(data)]
-            if len(blocks) != 1:
-                raise DPoPError("bad_key", "expected exactly one PEM key block")
-            try:
-                der = base64.b64decode("".join(blocks[0].split()), validate=True)
-            except (binascii.Error, ValueError):
-                raise DPoPError("bad_key", "PEM body is not base64") from None
-            return _rsa_from_der(der)
+            rsa_labels = ("RSA PRIVATE KEY", "RSA PUBLIC KEY", "PRIVATE KEY", "PUBLIC KEY")
+            return _rsa_from_der(_pem_to_der(data, rsa_labels))
     if not isinstance(data, Mapping):
         raise _type_error("data", "str, bytes, a JWK mapping or a path", data)
     if data.get("kty") != "RSA":
@@ -2795,11 +2789,16 @@ def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]
     return challenges
 
 
-def _challenge_errors(headers: Headers) -> List[str]:
-    """The ``error`` of every challenge, DPoP challenges first."""
+def _refusals(headers: Headers) -> List[Dict[str, str]]:
+    """The parameters of every challenge with an ``error``, DPoP challenges first."""
     challenges = _parse_challenges(headers.get_all("WWW-Authenticate"))
     ordered = [c for c in challenges if c[0] == "dpop"] + [c for c in challenges if c[0] != "dpop"]
-    return [params["error"] for _, params in ordered if "error" in params]
+    return [params for _, params in ordered if "error" in params]
+
+
+def _challenge_errors(headers: Headers) -> List[str]:
+    """The ``error`` of every challenge, DPoP challenges first."""
+    return [params["error"] for params in _refusals(headers)]
 
 
 # -- Session log ----------------------------------------------------------------
@@ -4263,6 +4262,8 @@ class Client:
             return None, None
         if data is None:
             raise TypeError("auth_method private_key_jwt needs assertion_key=")
+        if isinstance(data, os.PathLike):
+            data = _read_key_file(data)  # read once, for the key and for its kid
         key: Union[ECKey, RSAKey]
         try:
             key = data if isinstance(data, (ECKey, RSAKey)) else load_key(data)
@@ -4279,9 +4280,6 @@ class Client:
             )
         if alg is not None and (alg in _RSA_ALGS) != isinstance(key, RSAKey):
             raise ValueError("assertion_alg %s does not go with a %s" % (alg, type(key).__name__))
-        if isinstance(data, os.PathLike):
-            with open(data, "rb") as f:
-                data = f.read(_MAX_KEY_INPUT)
         if isinstance(data, (str, bytes, bytearray, memoryview)):
             text = data if isinstance(data, str) else bytes(data).decode("utf-8", "replace")
             # it loaded: valid JSON
@@ -4475,13 +4473,10 @@ def _oauth_error(
     """(error, error_description) of a refusal: from a WWW-Authenticate challenge (DPoP first; RFC
     9449 §7.1, RFC 6750 §3), else from an RFC 6749 §5.2 JSON body. Secrets are masked first (before
     cleaning or cutting could hide them), then only printable ASCII is kept, and cut."""
-    challenges = _parse_challenges(response.headers.get_all("WWW-Authenticate"))
-    found = sorted(
-        (scheme != "dpop", i) for i, (scheme, params) in enumerate(challenges) if "error" in params
-    )
+    refusals = _refusals(response.headers)
+    found: Dict[str, Any] = refusals[0] if refusals else {}
     if found:
-        params: Dict[str, Any] = challenges[found[0][1]][1]
-        error, description = params["error"], params.get("error_description")
+        error, description = found["error"], found.get("error_description")
     else:
         try:
             data = _json_object(response.body, "error response")

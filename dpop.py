@@ -1777,11 +1777,7 @@ def make_proof(
         if clash:
             raise ValueError("claims may not replace %s" % ", ".join(sorted(clash)))
         payload.update(claims)
-    sign: Callable[[bytes], bytes]
-    if isinstance(key, ECKey) and alg in (None, "ES256"):
-        header, sign = key._proof_header(), key.sign
-    else:
-        header, sign = _proof_signer(key, alg)
+    header, sign = _proof_signer(key, alg)
     signing_input = header + "." + b64url_encode(_json_compact(payload))
     return signing_input + "." + b64url_encode(sign(signing_input.encode("ascii")))
 
@@ -2345,7 +2341,10 @@ class RSAKey:
 def _proof_signer(
     key: Union[ECKey, RSAKey], alg: Optional[str]
 ) -> Tuple[str, Callable[[bytes], bytes]]:
-    """make_proof's header and signing function for an RSA key (RS256 unless ``alg`` is PS256)."""
+    """make_proof's encoded header (typ dpop+jwt, alg, the public JWK) and signing function: ES256
+    for a P-256 key (its header kept by the key), RS256 or PS256 for an RSA key."""
+    if isinstance(key, ECKey) and alg in (None, "ES256"):
+        return key._proof_header(), key.sign
     if isinstance(key, ECKey) or (alg or "RS256") not in _RSA_ALGS:
         raise ValueError("a %s key does not make %s proofs" % (type(key).__name__, alg))
     header = {"typ": "dpop+jwt", "alg": alg or "RS256", "jwk": key.public_jwk()}

@@ -7,6 +7,7 @@ is a skip named in the summary, and a failure with DPOP_REQUIRE_VECTORS=1 (CI).
 
 import ast
 import base64
+import contextlib
 import copy
 import functools
 import hashlib
@@ -8243,13 +8244,18 @@ def _nonce_api_recording_bodies():
     return bodies, record
 
 
+@contextlib.contextmanager
+def nonce_api(record):
+    """(authorization server, API demanding nonces whose requests ``record`` sees first)."""
+    with dpop.DemoServer() as auth:
+        with dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api:
+            yield auth, api
+
+
 @pytest.mark.parametrize("kind", ["generator", "unseekable"])
 def test_requests_never_resends_a_consumed_body(client_key, kind, tmp_path):
     bodies, record = _nonce_api_recording_bodies()
-    with (
-        dpop.DemoServer() as auth,
-        dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api,
-    ):
+    with nonce_api(record) as (auth, api):
         with make_client(auth, client_key) as client:
             session = requests.Session()
             session.auth = client.requests_auth()
@@ -8270,10 +8276,7 @@ def test_requests_resends_a_replayable_body_whole(client_key, kind, tmp_path):
     bodies, record = _nonce_api_recording_bodies()
     path = tmp_path / "body"
     path.write_bytes(b"xyzabcdef")
-    with (
-        dpop.DemoServer() as auth,
-        dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api,
-    ):
+    with nonce_api(record) as (auth, api):
         with make_client(auth, client_key) as client, open(path, "rb") as f:
             f.seek(3)  # requests sends from here: the retry must too
             body = {"bytes": b"abcdef", "str": "abcdef", "file": f}[kind]
@@ -8299,10 +8302,7 @@ def test_requests_redirect_to_an_unparsable_location_signs_nothing(client_key, t
 
 def test_httpx_never_resends_a_consumed_body(client_key):
     bodies, record = _nonce_api_recording_bodies()
-    with (
-        dpop.DemoServer() as auth,
-        dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api,
-    ):
+    with nonce_api(record) as (auth, api):
         with (
             make_client(auth, client_key) as client,
             httpx.Client(auth=client.httpx_auth(), timeout=5) as http,
@@ -8517,7 +8517,6 @@ def test_cli_help_command():
 # sends, the library must give back a dpop.Response or raise a dpop.DPoPError (nothing else), the command line must
 # never fall into its last-resort "internal_error", and no call may outlive a bounded deadline.
 
-import contextlib
 import socket
 import zlib
 
@@ -9417,10 +9416,7 @@ def test_a_folder_at_the_lock_path_is_ignored_with_a_warning(server, key_file, t
 
 def test_requests_resends_bytearray_and_memoryview_bodies(client_key):
     bodies, record = _nonce_api_recording_bodies()
-    with (
-        dpop.DemoServer() as auth,
-        dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api,
-    ):
+    with nonce_api(record) as (auth, api):
         for body in (bytearray(b"abcdef"), memoryview(b"abcdef")):
             with make_client(auth, client_key) as client:  # a new client: no nonce yet, one 401
                 auth_ = client.requests_auth()
@@ -9438,10 +9434,7 @@ def test_httpx_resends_multipart_files(client_key, tmp_path):
         seen.append(handler.body())
         return False
 
-    with (
-        dpop.DemoServer() as auth,
-        dpop.DemoServer(require_nonce=True, authority=auth, override=record) as api,
-    ):
+    with nonce_api(record) as (auth, api):
         with (
             make_client(auth, client_key) as client,
             httpx.Client(auth=client.httpx_auth(), timeout=5) as http,

@@ -18,6 +18,7 @@ import pickle
 import re
 import secrets
 import stat
+import string
 from pathlib import Path
 
 import pytest
@@ -1388,6 +1389,45 @@ URLS = st.builds(
 )
 
 
+def _remove_dot_segments(path):
+    """RFC 3986 §5.2.4, the RFC's own loop over an input and an output buffer."""
+    given, out = path, ""
+    while given:
+        if given.startswith("../"):
+            given = given[3:]
+        elif given.startswith("./"):
+            given = given[2:]
+        elif given.startswith("/./"):
+            given = "/" + given[3:]
+        elif given == "/.":
+            given = "/"
+        elif given.startswith("/../") or given == "/..":
+            given = "/" + given[4:]
+            out = out[: out.rfind("/")] if "/" in out else ""
+        elif given in (".", ".."):
+            given = ""
+        else:
+            end = given.find("/", 1)
+            end = len(given) if end < 0 else end
+            out, given = out + given[:end], given[end:]
+    return out
+
+
+def _reference_htu(url):
+    """RFC 3986 §6.2.2 on canonical_htu(url): hex in upper case, unreserved escapes decoded, dot
+    segments removed; a % that starts no escape is left as it is."""
+    scheme, _, rest = dpop.canonical_htu(url).partition("://")
+    authority, slash, path = rest.partition("/")
+    unreserved = string.ascii_letters + string.digits + "-._~"
+
+    def escape(match):
+        char = chr(int(match.group(1), 16))
+        return char if char in unreserved else "%" + match.group(1).upper()
+
+    path = re.sub(r"%([0-9A-Fa-f]{2})", escape, slash + path)
+    return "%s://%s%s" % (scheme, authority, _remove_dot_segments(path))
+
+
 @settings(max_examples=60)
 @given(METHODS, URLS, METHODS, URLS)
 def test_proofs_verify_for_their_request_only(method, url, other_method, other_url):
@@ -1396,9 +1436,20 @@ def test_proofs_verify_for_their_request_only(method, url, other_method, other_u
     if other_method != method:
         with raises_code("proof_htm"):
             dpop.verify_proof(proof, method=other_method, url=url, now=NOW)
-    if dpop.canonical_htu(other_url) != dpop.canonical_htu(url):
+    # RFC 9449 §4.3 step 9: the same URL after RFC 3986 §6.2.2 normalisation, or refused
+    if _reference_htu(other_url) != _reference_htu(url):
         with raises_code("proof_htu"):
             dpop.verify_proof(proof, method=method, url=other_url, now=NOW)
+    else:
+        assert dpop.verify_proof(proof, method=method, url=other_url, now=NOW)
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet="ab/.%2Fe7E", max_size=16))
+def test_normal_htu_is_the_rfc_3986_reference(path):
+    path = re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", path)  # RFC 3986 has no stray %: both read it so
+    url = "https://a.example/" + path
+    assert dpop._normal_htu(url) == _reference_htu(url)
 
 
 # ===========================================================================

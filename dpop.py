@@ -2206,27 +2206,33 @@ class RSAKey:
         raise TypeError("use dpop.load_rsa_key()")
 
     @classmethod
-    def _new(cls, n: int, e: int, private: Optional[Tuple[int, ...]]) -> RSAKey:
-        if not 2048 <= n.bit_length() <= 8192:
+    def _new(cls, modulus: int, e: int, private: Optional[Tuple[int, ...]]) -> RSAKey:
+        if not 2048 <= modulus.bit_length() <= 8192:
             raise DPoPError(
-                "unsupported_key", "RSA keys must have 2048 to 8192 bits, not %d" % n.bit_length()
+                "unsupported_key",
+                "RSA keys must have 2048 to 8192 bits, not %d" % modulus.bit_length(),
             )
-        if not (3 <= e < 1 << 32 and e & 1 and n & 1):
+        if not (3 <= e < 1 << 32 and e & 1 and modulus & 1):
             raise DPoPError("bad_key", "RSA public exponent or modulus out of range")
         if private is not None:
-            d, p, q, dp, dq, qi = private
+            d, prime1, prime2, dp, dq, qi = private
             if not (
-                p * q == n
-                and 1 < d < n
-                and dp == d % (p - 1)
-                and dq == d % (q - 1)
-                and e * dp % (p - 1) == 1
-                and e * dq % (q - 1) == 1
-                and qi * q % p == 1
+                prime1 * prime2 == modulus
+                and 1 < d < modulus
+                and dp == d % (prime1 - 1)
+                and dq == d % (prime2 - 1)
+                and e * dp % (prime1 - 1) == 1
+                and e * dq % (prime2 - 1) == 1
+                and qi * prime2 % prime1 == 1
             ):
                 raise DPoPError("bad_key", "RSA private key members are inconsistent")
         key = object.__new__(cls)
-        for name, value in (("n", n), ("e", e), ("_private", private), ("size", n.bit_length())):
+        for name, value in (
+            ("n", modulus),
+            ("e", e),
+            ("_private", private),
+            ("size", modulus.bit_length()),
+        ):
             object.__setattr__(key, name, value)
         return key
 
@@ -2280,15 +2286,20 @@ class RSAKey:
         """RS256 or PS256 signature of ``data`` (as many bytes as n)."""
         raw = _as_bytes("data", data)
         encoded = self._encode(alg, raw, os.urandom(32))
-        d, p, q, dp, dq, qi = self._secret()
-        m, n = int.from_bytes(encoded or b"", "big"), self.n
+        d, prime1, prime2, dp, dq, qi = self._secret()
+        m, modulus = int.from_bytes(encoded or b"", "big"), self.n
         # -- blinding: the CRT below works on m * r^e, never on m --
-        r = int.from_bytes(os.urandom(self.size // 8 + 16), "big") % n
-        blinded = m * pow(r, self.e, n) % n
-        s1 = pow(blinded % p, dp, p)
-        s2 = pow(blinded % q, dq, q)
-        s = (s2 + qi * (s1 - s2) % p * q) * _inverse_blinded(r, n, _random_below(n)) % n
-        if pow(s, self.e, n) != m:  # a CRT fault (or r sharing a factor with n: never in practice)
+        r = int.from_bytes(os.urandom(self.size // 8 + 16), "big") % modulus
+        blinded = m * pow(r, self.e, modulus) % modulus
+        s1 = pow(blinded % prime1, dp, prime1)
+        s2 = pow(blinded % prime2, dq, prime2)
+        s = (
+            (s2 + qi * (s1 - s2) % prime1 * prime2)
+            * _inverse_blinded(r, modulus, _random_below(modulus))
+            % modulus
+        )
+        # a CRT fault (or r sharing a factor with the modulus: never in practice)
+        if pow(s, self.e, modulus) != m:
             raise RuntimeError("dpop: RSA signature self-check failed")
         return s.to_bytes((self.size + 7) // 8, "big")
 
@@ -2390,8 +2401,8 @@ def _rsa_from_der(der: bytes, wrapped: bool = True) -> RSAKey:
             raise DPoPError("unsupported_key", "not an RSA private key")
         return _rsa_from_der(items[2][1], wrapped=False)
     if len(items) == 9 and _der_small_int(items[0][1]) == 0:  # RSAPrivateKey, two primes
-        n, e, *private = (_der_uint(item) for item in items[1:])
-        return RSAKey._new(n, e, tuple(private))
+        modulus, e, *private = (_der_uint(item) for item in items[1:])
+        return RSAKey._new(modulus, e, tuple(private))
     raise DPoPError(
         "unsupported_key", "not a two-prime RSA key (multi-prime keys are not supported)"
     )

@@ -35,9 +35,9 @@ Security notes (read these before trusting it)
     comparison take time that depends on the values, and their memory cannot
     be wiped. What this file does promise for secret scalars (the private key
     d and the nonce k) is that the *sequence* of field operations does not
-    depend on their bits: the fixed-base multiplication always does the same
-    additions (bar one listed case, of chance below 2^-243, where the last one
-    is a doubling: see _mul_fixed), and the two inversions of secret values are
+    depend on their bits: every scalar multiplication does the same additions
+    and doublings for every scalar, with complete formulas that have no
+    special cases (section 3), and the two inversions of secret values are
     blinded with a fresh random factor before CPython's (variable-time)
     extended Euclid sees them. That removes the large, easily measured
     leaks; it does not make CPython a side-channel-free platform. If your
@@ -91,7 +91,6 @@ import binascii
 import functools
 import hashlib
 import hmac
-import itertools
 import json
 import os
 import re
@@ -355,31 +354,49 @@ Gx = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
 Gy = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 
 # =============================================================================
-# 3. Point arithmetic
+# 3. Point arithmetic, complete by cases (EFD madd-2004-hmv and dbl-2001-b, a = -3)
 # =============================================================================
 #
-# Representation. Three forms of a point, every coordinate in [0, p):
-#   affine (x, y), never infinity: table entries and public keys;
-#   Jacobian (X, Y, Z) for (X/Z^2, Y/Z^3): in verification, where doublings run;
-#   XYZZ (X, Y, ZZ, ZZZ) for (X/ZZ, Y/ZZZ), ZZ^3 = ZZZ^2: in k*G, where only additions run.
-# Infinity is any point with Z = 0 or ZZ = 0. Only _point_from_octets and _ec_public_from_jwk create
-# points from outside data, and both reject out-of-range coordinates and points off the curve; every
-# function below trusts its inputs to be valid points.
+# Representation. A point is affine (x, y), never infinity (public keys and table entries), or
+# Jacobian (X, Y, Z) for (X/Z^2, Y/Z^3), infinity being any point with Z = 0. Every coordinate is in
+# [0, p). Only _point_from_octets and _ec_public_from_jwk make points from outside data, and both
+# refuse coordinates out of range and points off the curve; everything below trusts its inputs.
 #
-# Why these formulas: in CPython the cost is the number of big-integer reductions (a 512-bit % p
-# takes ~260 ns, a 256-bit product ~150 ns, any other operation ~40 ns) and of calls. XYZZ mixed
-# addition needs 10 products and 9 reductions, Jacobian's 11 and 9 (one of 768 bits): 9% faster; but
-# the XYZZ doubling is 11% slower, so runs of doublings stay Jacobian (and so does verification,
-# where a walk's 20-50 additions gain ~3%). The complete Renes-Costello-Batina formulas need 13 and
-# made k*G ~25% slower. The price of these incomplete ones is exceptional inputs (a point plus
-# itself, its negative or infinity): the secret-scalar path proves they cannot occur but in one
-# listed case, and the public (variable-time) path checks for them.
+# Complete: _add gives P1 + P2 for every Jacobian P1 and affine P2, and _double gives 2 P1 for every
+# P1, so no caller has a case to rule out and nothing has to be proved for a result to be right.
+# _double's formula divides by nothing but 2y, and a point with y = 0 would have order 2, which
+# P-256 (prime order n) has none of; _add's formula fails only for infinity and for P1 = +-P2, and
+# it checks for both (a branch each, on H = 0 and Z1 = 0).
+#
+# Those branches are the only places the sequence of operations can depend on a secret scalar. In
+# _walk (k*G once G has a table) the first row always meets infinity; at row i > 0 the accumulator
+# is s*P with |s| < 2^(w*i) and the entry is T = d 2^(w*i) P with |d| >= 1, so s != +-T, and while
+# |s| + |T| < 2^(w*(i+1)) < n not even mod n (every row but the last, for each width used). In the
+# last row s = T mod n for at most 2^(w-1) values of k (the test suite lists them): a chance below
+# 2^-240 for a nonce. _mul's windows are bounded the same way. See also the notes at the top on
+# what CPython itself does not promise.
+#
+# Rejected: the complete formulas of Renes, Costello and Batina (EUROCRYPT 2016, Algorithms 5
+# and 6), which need no branch. Measured here (CPython 3.11, x86-64), an addition costs 3.9 us
+# against 3.3, a doubling 4.2 against 2.5: a proof took 153 us against 131, N proofs in a fresh
+# process took 0.99 of requests-oauth2client's time at N = 5000 (the floor is 0.80), and a new
+# key's verification 0.88 of python-ecdsa's (floor 0.90). Also rejected: XYZZ coordinates for k*G
+# (3.1 us an addition, but a second formula family and the conversions between them).
+#
+# In CPython the cost is the number of big-integer products and reductions (a 512-bit % p takes
+# ~260 ns, a 256-bit product ~150 ns, anything else ~40 ns). Scalar multiplication:
+#   _mul: the sum of k*P over one or two points, a width-5 window with doublings (260 of them);
+#   _walk: k*P from P's table, one _add per row and no doublings.
+# Both read the scalar as odd signed digits (_digits). Tables and windows hold public points only
+# and are built with affine additions that share one inversion (_affine_sums).
 
 if TYPE_CHECKING:
-    Jacobian = Tuple[int, int, int]
-    Xyzz = Tuple[int, int, int, int]
     Affine = Tuple[int, int]
+    Jacobian = Tuple[int, int, int]
+    Row = Tuple[List[int], List[int]]  # x and y of j*B for the odd j < 2^w, at index (j - 1) / 2
+    Table = Tuple[int, Tuple[Row, ...]]  # (w, rows); row i is for B = 2^(w*i) P; never changed
 _INFINITY: Jacobian = (1, 1, 0)
+_WINDOW = 5  # _mul's width: 52 additions and 260 doublings; 4 and 6 were no faster
 
 
 def _on_curve(x: int, y: int) -> bool:
@@ -387,28 +404,32 @@ def _on_curve(x: int, y: int) -> bool:
 
 
 def _double(X1: int, Y1: int, Z1: int, times: int = 1) -> Jacobian:
-    """2^times * P1, Jacobian. EFD dbl-2001-b (a = -3), Z3 as 2*Y1*Z1. Infinity stays infinity.
+    """2^times * P1: dbl-2001-b, complete (infinity stays infinity: Z3 = 2 Y1 Z1 = 0).
 
-    The paper's Z3 = (Y1+Z1)^2 - gamma - delta trades a product for a square, which is no cheaper in
-    CPython: the direct form is 7% faster. A run is one call (a call per doubling costs 8% more)."""
+    The paper's Z3 = (Y1+Z1)^2 - gamma - delta trades a product for a square, which is no cheaper
+    in CPython: the direct form is 7% faster. A run is one call (a call each costs 8% more)."""
     for _ in range(times):
         delta = Z1 * Z1 % p  # delta := Z1^2
         gamma = Y1 * Y1 % p  # gamma := Y1^2
-        beta = X1 * gamma % p  # beta := X1 * gamma
-        alpha = 3 * (X1 - delta) * (X1 + delta) % p  # alpha := 3 (X1-delta)(X1+delta)
+        beta = X1 * gamma % p  # beta := X1 gamma
+        alpha = 3 * (X1 - delta) * (X1 + delta) % p  # alpha := 3 (X1 - delta)(X1 + delta)
         Z1 = 2 * Y1 * Z1 % p  # Z3 := 2 Y1 Z1
         X1 = (alpha * alpha - 8 * beta) % p  # X3 := alpha^2 - 8 beta
-        # Y3 := alpha (4 beta - X3) - 8 gamma^2
-        Y1 = (alpha * (4 * beta - X1) - 8 * gamma * gamma) % p
+        Y1 = (
+            alpha * (4 * beta - X1) - 8 * gamma * gamma
+        ) % p  # Y3 := alpha (4 beta - X3) - 8 gamma^2
     return X1, Y1, Z1
 
 
-def _add_mixed(X1: int, Y1: int, Z1: int, x2: int, y2: int) -> Jacobian:
-    """P1 + P2 for Jacobian P1 and affine P2. EFD madd-2004-hmv: 8M + 3S. Incomplete: wrong if P1 is
-    infinity or P1 == P2; for P1 == -P2 the Z = 0 it returns is right."""
+def _add(X1: int, Y1: int, Z1: int, x2: int, y2: int) -> Jacobian:
+    """P1 + P2 for Jacobian P1 and affine P2: madd-2004-hmv (8M + 3S), with its two exceptions."""
+    if Z1 == 0:
+        return x2, y2, 1  # infinity + P2
     Z1Z1 = Z1 * Z1 % p  # Z1Z1 := Z1^2
     H = (x2 * Z1Z1 - X1) % p  # H := U2 - X1, U2 = x2 Z1^2
     r = (y2 * Z1 * Z1Z1 - Y1) % p  # r := S2 - Y1, S2 = y2 Z1^3
+    if H == 0:  # the same x: P1 = P2 (r = 0), or P1 = -P2
+        return _double(x2, y2, 1) if r == 0 else _INFINITY
     HH = H * H % p  # HH := H^2
     HHH = H * HH % p  # HHH := H^3
     V = X1 * HH % p  # V := X1 H^2
@@ -418,72 +439,116 @@ def _add_mixed(X1: int, Y1: int, Z1: int, x2: int, y2: int) -> Jacobian:
     return X3, Y3, Z3
 
 
-def _add_xyzz(X1: int, Y1: int, ZZ1: int, ZZZ1: int, x2: int, y2: int) -> Xyzz:
-    """P1 + P2 for XYZZ P1 and affine P2. EFD madd-2008-s: 8M + 2S. Incomplete like _add_mixed."""
-    P = (x2 * ZZ1 - X1) % p  # P := U2 - X1, U2 = x2 ZZ1
-    R = (y2 * ZZZ1 - Y1) % p  # R := S2 - Y1, S2 = y2 ZZZ1
-    PP = P * P % p  # PP := P^2
-    PPP = P * PP % p  # PPP := P PP
-    Q = X1 * PP % p  # Q := X1 PP
-    X3 = (R * R - PPP - 2 * Q) % p  # X3 := R^2 - PPP - 2Q
-    Y3 = (R * (Q - X3) - Y1 * PPP) % p  # Y3 := R (Q - X3) - Y1 PPP
-    return X3, Y3, ZZ1 * PP % p, ZZZ1 * PPP % p  # ZZ3 := ZZ1 PP, ZZZ3 := ZZZ1 PPP
-
-
-def _xyzz(P1: Jacobian) -> Xyzz:
-    X1, Y1, Z1 = P1
-    ZZ = Z1 * Z1 % p
-    return X1, Y1, ZZ, ZZ * Z1 % p
-
-
-def _add_mixed_vartime(P1: Jacobian, x2: int, y2: int) -> Jacobian:
-    """Complete P1 + P2 (affine P2) by branching on the exceptional cases. Variable-time: public
-    points only."""
-    X1, Y1, Z1 = P1
-    if Z1 == 0:
-        return x2, y2, 1
-    P3 = _add_mixed(X1, Y1, Z1, x2, y2)
-    # Z3 = Z1 * H is zero exactly when H == 0, i.e. P1 = +-P2. The formula is
-    # right for -P2 (infinity); for +P2 it must be a doubling instead.
-    if P3[2] == 0 and (y2 * Z1 * Z1 * Z1 - Y1) % p == 0:
-        return _double(x2, y2, 1)
-    return P3
-
-
 def _inverses_vartime(values: Sequence[int]) -> List[int]:
-    """1/v mod p for many public non-zero v with one inversion (Montgomery's trick)."""
-    prefix, acc = [], 1
+    """1/v mod p for public non-zero v, with one inversion (Montgomery's trick)."""
+    prefix = []
+    acc = 1
     for v in values:
         prefix.append(acc)
         acc = acc * v % p
-    inv = pow(acc, -1, p)
+    inverse = pow(acc, -1, p)  # ValueError if any v is 0: a public point at infinity, loudly
     out = [0] * len(values)
     for i in range(len(values) - 1, -1, -1):
-        out[i] = inv * prefix[i] % p  # 1/v_i
-        inv = inv * values[i] % p
+        out[i] = inverse * prefix[i] % p  # 1/v_i
+        inverse = inverse * values[i] % p
     return out
 
 
-def _batch_to_affine_vartime(points: Sequence[Jacobian]) -> List[Affine]:
-    """Affine forms of many public Jacobian points, none of them infinity, with one inversion."""
+def _affine_sums(pairs: Sequence[Tuple[int, int, int, int]]) -> List[Affine]:
+    """(x1, y1) + (x2, y2) for each (x1, y1, x2, y2) of public affine points with x1 != x2:
+    lambda := (y2 - y1) / (x2 - x1), x3 := lambda^2 - x1 - x2, y3 := lambda (x1 - x3) - y1.
+    An equal x (P2 = +-P1) is a zero to invert, so a ValueError, never a wrong point."""
     out = []
-    for (X, Y, _), zi in zip(points, _inverses_vartime([Z for _, _, Z in points])):
-        zi2 = zi * zi % p
-        out.append((X * zi2 % p, Y * zi2 * zi % p))
-    return out
-
-
-def _add_affine_vartime(pairs: Sequence[Tuple[int, int, int, int]]) -> List[Affine]:
-    """(x1, y1) + (x2, y2) for each (x1, y1, x2, y2) of public affine points with x1 != x2, with one
-    inversion: lambda := (y2 - y1) / (x2 - x1), x3 := lambda^2 - x1 - x2, y3 := lambda (x1 - x3) -
-    y1. With the inversion shared that is 6 products a point, against a mixed addition's 11 plus an
-    affine conversion's 6."""
-    out = []
-    for (x1, y1, x2, y2), inv in zip(pairs, _inverses_vartime([x2 - x1 for x1, _, x2, _ in pairs])):
-        lam = (y2 - y1) * inv % p
+    inverses = _inverses_vartime([x2 - x1 for x1, _, x2, _ in pairs])
+    for (x1, y1, x2, y2), inverse in zip(pairs, inverses):
+        lam = (y2 - y1) * inverse % p
         x3 = (lam * lam - x1 - x2) % p
         out.append((x3, (lam * (x1 - x3) - y1) % p))
     return out
+
+
+def _row(x: int, y: int, w: int) -> Tuple[Row, Affine]:
+    """The odd multiples j*B, j < 2^w, of public affine B = (x, y), and 2^w B (the next row's B).
+
+    In layers: the entries for j < 2^t plus 2^t B give those for 2^t < j < 2^(t+1). No pair has
+    equal x: j B = +-2^t B would need j = +-2^t mod n, and j, 2^t < n."""
+    chain = [(x, y, 1)]
+    for _ in range(w):
+        chain.append(_double(*chain[-1]))
+    powers = []  # 2^t B for t = 0..w
+    for (X, Y, _), zi in zip(chain, _inverses_vartime([Z for _, _, Z in chain])):
+        powers.append((X * zi * zi % p, Y * zi * zi * zi % p))
+    xs, ys = [x], [y]
+    for t in range(1, w):
+        tx, ty = powers[t]
+        sums = _affine_sums([(xs[q], ys[q], tx, ty) for q in range(len(xs))])
+        xs += [sx for sx, _ in sums]
+        ys += [sy for _, sy in sums]
+    return (xs, ys), powers[w]
+
+
+def _rows_for(w: int) -> int:
+    """Rows of a width-w table: a scalar below 2n < 2^257 has that many digits."""
+    return -(-257 // w)
+
+
+def _table(x: int, y: int, w: int) -> Table:
+    """The width-w table for public affine P = (x, y)."""
+    rows = []
+    base = (x, y)
+    for _ in range(_rows_for(w)):
+        row, base = _row(*base, w)
+        rows.append(row)
+    return w, tuple(rows)
+
+
+def _digits(k: int, w: int) -> List[int]:
+    """k in [0, n) as odd digits d_i, lowest first, with k or k + n = sum d_i 2^(w*i).
+
+    Joye and Tunstall's regular recoding: c is the odd one of k and k + n (the same point, as
+    n*P is infinity). Each step takes d = (c mod 2^(w+1)) - 2^w, odd in (-2^w, 2^w), and leaves
+    c' = (c - d) / 2^w, odd again; the last digit is what remains, odd in [1, 2^w). No digit is
+    zero, so every row adds, whatever k is."""
+    c = (k + n, k)[k & 1]
+    mask = (1 << (w + 1)) - 1
+    digits = []
+    for _ in range(_rows_for(w) - 1):
+        d = (c & mask) - (1 << w)
+        digits.append(d)
+        c = (c - d) >> w
+    digits.append(c)
+    return digits
+
+
+def _mul(terms: Sequence[Tuple[int, Affine]]) -> Jacobian:
+    """The sum of k*P over (k, P) for 0 <= k < n: one run of doublings serves every term.
+
+    The entry for digit d is index (|d| - 1) / 2 with y negated when d < 0, chosen by index
+    arithmetic, not a branch: neg = 1 exactly when d < 0 (d >> w is -1 or 0), and d ^ -neg is
+    |d| - 1 for a negative d, d itself otherwise."""
+    windows = [(_row(*point, _WINDOW)[0], _digits(k, _WINDOW)) for k, point in terms]
+    X, Y, Z = _INFINITY
+    for i in range(_rows_for(_WINDOW) - 1, -1, -1):
+        X, Y, Z = _double(X, Y, Z, _WINDOW)
+        for (xs, ys), digits in windows:
+            d = digits[i]
+            neg = (d >> _WINDOW) & 1
+            j = (d ^ -neg) >> 1
+            y = ys[j]
+            X, Y, Z = _add(X, Y, Z, xs[j], (y, p - y)[neg])
+    return X, Y, Z
+
+
+def _walk(k: int, table: Table, acc: Jacobian = _INFINITY) -> Jacobian:
+    """acc + k*P for 0 <= k < n from P's table: one _add per row, entries chosen as in _mul."""
+    w, rows = table
+    X, Y, Z = acc
+    for (xs, ys), d in zip(rows, _digits(k, w)):
+        neg = (d >> w) & 1
+        j = (d ^ -neg) >> 1
+        y = ys[j]
+        X, Y, Z = _add(X, Y, Z, xs[j], (y, p - y)[neg])
+    return X, Y, Z
 
 
 def _inverse_blinded(value: int, modulus: int, blind: int) -> int:
@@ -497,267 +562,83 @@ def _inverse_blinded(value: int, modulus: int, blind: int) -> int:
     return blind * pow(value * blind % modulus, -1, modulus) % modulus
 
 
-# -- Fixed-window tables --------------------------------------------------------
+# -- The table for G ---------------------------------------------------------------------------
 #
-# Scalars are recoded into odd signed digits (Joye-Tunstall "regular" recoding): an odd c < 2^257
-# is c = sum d_i 2^(w*i) for i < m = ceil(257/w) with every d_i odd and |d_i| < 2^w. Each step is
-# d = (c mod 2^(w+1)) - 2^w, c' = (c - d) / 2^w = floor(c / 2^w) | 1 (odd again), and the last
-# digit is what remains. No digit is ever zero, so there is no skipped addition and no point at
-# infinity to special-case. An even k is replaced by k + n (odd, and the same point): both are
-# computed and one is picked by index, not by a branch. (k + n * (1 - k % 2) was ~30 ns faster for
-# odd k, as CPython short-cuts a product or sum with 0: a bit of each nonce, by timing.)
+# k*G is on the signing path. A process makes its first _G_AFTER multiplications by G (signatures,
+# key loads, first verifications) with _mul (1.1 ms, no table), so a command-line run never builds
+# one; from then on it grows one table for G, _G_ROWS_PER_CALL rows a call (~16 ms), so no call
+# pays for a whole table; once whole, k*G is one _walk.
 #
-# A table for P has one row per digit position: row i holds j * 2^(w*i) * P for the 2^(w-1) odd j in
-# [1, 2^w), x and y in two lists indexed by (j - 1) / 2. A negative digit uses the same entry with y
-# negated. k*P then costs m mixed additions and no doublings. Why these widths: a table of width w
-# holds m * 2^(w-1) points and costs m additions to use, and only widths with w * (m - 1) <= 255
-# keep every row but the last below n (w = 4 and w = 8 do not: there a row can meet an exceptional
-# case).
-#
-# How a table is built: one chain of doublings gives every row's base B_i = 2^(w*i) P, then the odd
-# multiples grow in layers, j B_i + 2^t B_i for the odd j < 2^t giving the odd j in (2^t, 2^(t+1)),
-# as affine additions that share one inversion per step of _SLICE points. None is exceptional: j B_i
-# = +-2^t B_i would need j = +-2^t mod n. This is 2.5x faster than adding 2 B_i to each entry in
-# turn and converting every point.
-#
-# Tables for G grow in stages: a process starts on w = 3 and starts the next table once, after u
-# signatures, it would pay for itself within 3u more (u * 3 * the k*G time it saves = its build
-# time). Measured on CPython 3.11, x86-64 (build / k*G / live size): w = 3: 3 ms / 460 us / 0.05 MB;
-# 7: 10 ms / 183 us / 0.36 MB; 10: 54 ms / 134 us / 2.1 MB; 13: 0.40 s / 107 us / 11.4 MB (13.1 MB
-# at the peak of its build, beside the table it replaces). The next table is built in steps of
-# _SLICE points (~12 ms), one per k*G, while the current one serves: no call pays for a whole table
-# (w = 13 in one call was a one-second pause). Rejected: building at import (every importer pays), a
-# background thread (exit would wait for it or kill it), w = 14 (23 MB for 5 us), the style notes'
-# 8-bit table (33 additions), storing both signs (no faster, 60% more memory), a comb (doublings),
-# inlining the addition (3%).
-
-if TYPE_CHECKING:
-    # (xs, ys) of j * base, j odd, index (j - 1) / 2; never changed once built
-    Row = Tuple[List[int], List[int]]
-    Table = Tuple[int, Tuple[Row, ...]]  # (w, rows)
-
-_SLICE = 2048  # points per step of a table built in stages
+# Why width 11: measured on CPython 3.11, x86-64 (build / k*G / size),
+#   w = 10: 38 ms / 99 us / 2 MB       w = 11: 64 ms / 92 us / 3.4 MB
+#   w = 12: 117 ms / 85 us / 6.5 MB    w = 13: 215 ms / 77 us / 11 MB
+# Against requests-oauth2client's N proofs in a fresh process (bench --only scale), a model of
+# these costs says a wider table's build costs more than it saves for any N up to 20,000, and a
+# narrower one's k*G leaves less margin under the 0.8 floor; with w = 11 the worst N is the
+# largest. Rejected: building at import (every importer pays), at the first signature (the cold
+# start floor), a background thread (exit would wait for it or kill it), stages of growing widths
+# (the old design; the same model puts its ratio near 1.0 around its last stage's 0.4 s build,
+# between the bench's sample points, and its state caused two bugs), storing both signs of y (no
+# faster).
+_G_WIDTH = 11
+_G_ROWS_PER_CALL = 6
+_G_AFTER = 8
 
 
-def _table_steps(x: int, y: int, w: int) -> Iterator[Optional[Table]]:
-    """The width-w table for public affine P = (x, y) in steps of _SLICE points: None after each,
-    then the table (a caller may pause between steps). Variable-time."""
-    m = -(-257 // w)
-    chain: List[Jacobian] = [(x, y, 1)]
-    for _ in range(w * m - 1):
-        chain.append(_double(*chain[-1]))
-    powers = _batch_to_affine_vartime(chain)  # 2^e P for e < w m
-    fill = [0] * ((1 << (w - 1)) - 1)
-    # row i: x and y of j B_i, j = 1, 3, ...
-    rows = tuple(([bx, *fill], [by, *fill]) for bx, by in powers[::w])
-    for t in range(1, w):
-        top = 1 << (t - 1)  # j + 2^t is the entry top + (j - 1) / 2
-        layer = (
-            (xs, ys, q, powers[w * i + t]) for i, (xs, ys) in enumerate(rows) for q in range(top)
-        )
-        while step := list(itertools.islice(layer, _SLICE)):
-            sums = _add_affine_vartime([(xs[q], ys[q], *twos) for xs, ys, q, twos in step])
-            for (xs, ys, q, _), (x3, y3) in zip(step, sums):
-                xs[top + q], ys[top + q] = x3, y3
-            yield None
-    yield w, rows
+class _GeneratorTable:
+    """The table for k*G in this process: one object (_G_TABLE), one lock.
+
+    Contract: ``current`` is None until the whole table is built, then that table, never changed
+    again, so a reader takes it without the lock. Until then a call that finds the lock free counts
+    one use and, past _G_AFTER, builds the next rows; a call that finds it taken (another thread,
+    or a signal handler signing while its own thread builds) goes on without a table. The rows so
+    far and the next row's base are one attribute, replaced whole, so an exception at any point
+    leaves them matching and the rows are built again later. The lock is released in a finally (an
+    exception raised inside that finally itself would leave the table unbuilt: slower, never
+    wrong)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._uses = 0
+        self._partial: Tuple[Tuple[Row, ...], Affine] = ((), (Gx, Gy))  # rows, next row's base
+        self.current: Optional[Table] = None
+
+    def table(self) -> Optional[Table]:
+        """The table for G, or None while it is not whole; may build some rows of it."""
+        if self.current is not None:
+            return self.current
+        acquired = False
+        try:  # taken inside the try, so an exception at any line after it still releases it
+            acquired = self._lock.acquire(blocking=False)
+            if acquired:
+                self._grow()
+        finally:
+            if acquired:
+                self._lock.release()
+        return self.current
+
+    def _grow(self) -> None:
+        self._uses += 1
+        if self._uses <= _G_AFTER or self.current is not None:
+            return
+        rows, base = self._partial
+        for _ in range(min(_G_ROWS_PER_CALL, _rows_for(_G_WIDTH) - len(rows))):
+            row, base = _row(*base, _G_WIDTH)
+            rows += (row,)
+        self._partial = rows, base
+        if len(rows) == _rows_for(_G_WIDTH):
+            self.current = _G_WIDTH, rows
 
 
-def _build_table(x: int, y: int, w: int) -> Table:
-    """The whole width-w table for public affine point (x, y) in one call. Variable-time."""
-    return [table for table in _table_steps(x, y, w) if table][0]
+_G_TABLE = _GeneratorTable()
 
 
-# (w, k*G before its build starts), by the rule above
-_G_STAGES = ((3, 0), (7, 12), (10, 365), (13, 5000))
-_g_current: Optional[Table] = None  # replaced whole (one reference, so readers need no lock)
-_g_uses = 0
-_g_stage = 0  # the index in _G_STAGES of the current table
-_g_steps: Optional[Iterator[Optional[Table]]] = None  # the next stage's build, under way
-_g_busy = False  # a thread is building a step of it; set under _g_lock, cleared by that thread
-# reentrant: a signal handler that signs while its thread builds the first table
-_g_lock = threading.RLock()
-
-
-def _g_table() -> Table:
-    """The current table for G (first built on use, never at import); each call past a stage's start
-    builds a step."""
-    global _g_uses
-    _g_uses += 1
-    table, stage = _g_current, _g_stage  # read once: another thread may move the stage on
-    due = stage + 1 < len(_G_STAGES) and _g_uses > _G_STAGES[stage + 1][1]
-    return _g_step(due) if table is None or (due and not _g_busy) else table
-
-
-def _g_step(due: bool) -> Table:
-    """The first table, or one step of the next one by the thread that claims it; others go on with
-    the current one.
-
-    No lock is held across a step, so no exception (a signal, KeyboardInterrupt, MemoryError) can
-    leave one taken: _g_busy is claimed inside the try whose finally clears it, and an interrupted
-    step restarts its stage later."""
-    global _g_current, _g_stage, _g_steps, _g_busy
-    mine = False
-    try:
-        with _g_lock:
-            if _g_current is None:
-                _g_current = _build_table(Gx, Gy, _G_STAGES[0][0])
-            # another thread may have built the last
-            elif due and not _g_busy and _g_stage + 1 < len(_G_STAGES):
-                mine = _g_busy = True
-        if mine:
-            _g_steps = _g_steps or _table_steps(Gx, Gy, _G_STAGES[_g_stage + 1][0])
-            built = next(_g_steps)
-            if built:
-                _g_current, _g_stage, _g_steps = built, _g_stage + 1, None
-    except BaseException:
-        if mine:
-            _g_steps = None
-        raise
-    finally:
-        if mine:
-            _g_busy = False
-    return _g_current
-
-
-def _mul_fixed(k: int, table: Table) -> Xyzz:
-    """k * P for a secret k in [1, n) and P's fixed-window table.
-
-    Fixed sequence: the same shifts, masks, selections and one _add_xyzz per
-    row for every k; the table index is the only thing that depends on k's
-    bits. Row i's window t is bits w*i+1 .. w*i+w of the odd c (bits 1..w of
-    c_i = floor(c / 2^(w*i)) | 1) and stands for the digit 2t + 1 - 2^w: its
-    entry is t - 2^(w-1) when that is >= 0, else 2^(w-1) - 1 - t with y
-    negated; both cases are t XOR (2^(w-1) - neg), computed without a branch.
-
-    Why _add_xyzz never meets an exceptional case: after rows 0..i-1 the accumulator is s*P with 0 <
-    |s| <= (2^w - 1)(2^(w*i) - 1)/(2^w - 1) < 2^(w*i), and row i adds T = d 2^(w*i) P with |d| >= 1,
-    so |T| > |s| and s != +-T as integers. For every row but the last |s| + |T| < 2^(w*(i+1)) <=
-    2^(w*(m-1)) <= 2^255 < n (true for the widths used, 3, 5, 7, 10 and 13; not for 4 or 8), so s =
-    +-T mod n is impossible too. In the last row s + T = k + n or k, never 0 mod n, but s = T mod n
-    does happen, for the k = 2T mod n with T a last-row entry (at most 2^(w-1) values, e.g. k = 30 *
-    2^252 - n for w = 12): there ZZ3 comes out 0 and the table point is doubled instead. That branch
-    is the one place the sequence depends on k, and shows only that k is one of those listed values
-    (for a nonce, a chance below 2^-243); computing both every time cost 2.5% of a signature. The
-    test suite lists those k and checks them against a reference.
-    """
-    w, rows = table
-    half = 1 << (w - 1)
-    top = w - 1
-    bits = (1 << w) - 1
-    c = (k + n, k)[k & 1] >> 1  # the odd one of k and k + n ((k + n) * P == k * P), less its bit 0
-    xs, ys = rows[0]
-    t = c & bits
-    neg = (t >> top) ^ 1  # 1 for a negative digit
-    j = t ^ (half - neg)
-    y = ys[j]
-    X1, Y1, ZZ1, ZZZ1 = xs[j], (y, p - y)[neg], 1, 1
-    last = len(rows) - 1
-    for row in range(1, last):
-        c >>= w
-        xs, ys = rows[row]
-        t = c & bits
-        neg = (t >> top) ^ 1
-        j = t ^ (half - neg)
-        y = ys[j]
-        X1, Y1, ZZ1, ZZZ1 = _add_xyzz(X1, Y1, ZZ1, ZZZ1, xs[j], (y, p - y)[neg])
-    xs, ys = rows[last]
-    j = c >> w  # the last digit 2j + 1 is what remains of c_i: odd, in [1, 2^w)
-    P3 = _add_xyzz(X1, Y1, ZZ1, ZZZ1, xs[j], ys[j])
-    if P3[2] == 0:  # the accumulator is the table point (see above)
-        return _xyzz(_double(xs[j], ys[j], 1))
-    return P3
-
-
-def _mul_base(k: int) -> Xyzz:
-    """k * G for a secret k."""
-    return _mul_fixed(k, _g_table())
-
-
-def _wnaf(k: int, w: int) -> List[Tuple[int, int]]:
-    """Non-zero digits of the width-w NAF of k >= 0 as (position, digit), lowest first: each odd
-    with |digit| < 2^(w-1), any two at least w positions apart. Variable-time."""
-    digits = []
-    position = 0
-    while k:
-        if k & 1:
-            d = k & ((1 << w) - 1)
-            if d >= 1 << (w - 1):
-                d -= 1 << w
-            digits.append((position, d))
-            k = (k - d) >> w  # the low w bits are now zero
-            position += w
-        else:
-            zeros = (k & -k).bit_length() - 1
-            k >>= zeros
-            position += zeros
-    return digits
-
-
-def _odd_multiples(x: int, y: int) -> List[Affine]:
-    """P, 3P, ..., 15P and their negatives for public affine P: index d + 15 holds d*P for odd |d| <
-    16."""
-    # 2P: never infinity, as n is an odd prime
-    twice = _batch_to_affine_vartime([_double(x, y, 1)])[0]
-    odd: List[Jacobian] = [(x, y, 1)]
-    for _ in range(7):
-        odd.append(_add_mixed(*odd[-1], *twice))  # jP = +-2P would need j = +-2 mod n
-    table: List[Affine] = [(0, 0)] * 31
-    for i, (ox, oy) in enumerate(_batch_to_affine_vartime(odd)):
-        table[16 + 2 * i], table[14 - 2 * i] = (ox, oy), (ox, p - oy)
-    return table
-
-
-def _straus_vartime(terms: Sequence[Tuple[int, Affine]]) -> Jacobian:
-    """The sum of u*P over terms (u, P) of public scalars u >= 0 and points P: the width-5 NAFs of
-    every u walked together from the top, so one run of doublings serves them all (Straus).
-    Variable-time."""
-    tables = [_odd_multiples(*point) for _, point in terms]
-    digits = sorted(
-        ((at, d, i) for i, (u, _) in enumerate(terms) for at, d in _wnaf(u, 5)), reverse=True
-    )
-    acc = _INFINITY
-    position = digits[0][0] if digits else 0
-    for at, d, i in digits:
-        acc = _add_mixed_vartime(_double(*acc, position - at), *tables[i][d + 15])
-        position = at
-    return _double(*acc, position)
-
-
-def _mul_add_vartime(
-    u1: int, u2: int, q: Affine, qtable: Optional[Table] = None, q128: Optional[Affine] = None
-) -> Jacobian:
-    """u1*G + u2*Q for public scalars and a public point Q, from what the per-key cache holds.
-    Variable-time.
-
-    With Q's fixed-window table both halves are table walks with no doublings. With q128 = 2^128 Q,
-    u2*Q is (u2 mod 2^128) Q + (u2 >> 128) q128 with 128 doublings; with neither, a width-5 NAF with
-    256. Then u1*G is added row by row.
-    """
-    if qtable is not None:
-        acc = _walk_vartime(_INFINITY, u2, qtable)
-    elif q128 is not None:
-        acc = _straus_vartime([(u2 & ((1 << 128) - 1), q), (u2 >> 128, q128)])
-    else:
-        acc = _straus_vartime([(u2, q)])
-    return _walk_vartime(acc, u1, _g_table())
-
-
-def _walk_vartime(acc: Jacobian, u: int, table: Table) -> Jacobian:
-    """acc + u*P for 0 <= u < n using P's fixed-window table. Variable-time."""
-    w, rows = table
-    mask = (1 << (w + 1)) - 1
-    full = 1 << w
-    c = u if u & 1 else u + n
-    last = len(rows) - 1
-    for row in range(last):
-        xs, ys = rows[row]
-        d = (c & mask) - full  # odd digit in (-2^w, 2^w)
-        j = abs(d) >> 1
-        acc = _add_mixed_vartime(acc, xs[j], ys[j] if d > 0 else p - ys[j])
-        c = (c >> w) | 1
-    xs, ys = rows[last]
-    return _add_mixed_vartime(acc, xs[c >> 1], ys[c >> 1])
+def _mul_base(k: int) -> Jacobian:
+    """k * G for a secret k in [1, n)."""
+    table = _G_TABLE.table()
+    if table is None:
+        return _mul([(k, (Gx, Gy))])
+    return _walk(k, table)
 
 
 # =============================================================================
@@ -766,8 +647,8 @@ def _walk_vartime(acc: Jacobian, u: int, table: Table) -> Jacobian:
 #
 # ES256 signatures are the 64-byte r || s of RFC 7518 §3.4, never DER. Why no low-S rule: JWS never
 # had one, and WebCrypto/OpenSSL signers emit high-S half of the time; Wycheproof marks high-S as
-# valid. Why no verify-after-sign self-check: it would cost seven signatures' worth of time; the RFC
-# 6979 known answers and round-trip tests cover the code.
+# valid. Why no verify-after-sign self-check: it would cost seven signatures' worth of time; the
+# RFC 6979 known answers and round-trip tests cover the code.
 
 
 # RFC 2104 ipad and opad: block XOR pad is block.translate(pad)
@@ -821,8 +702,9 @@ def _sign_digest(d: int, digest: bytes, extra: bytes, blind: bytes) -> Tuple[int
     blind_z = int.from_bytes(blind[:32], "big") % (p - 1) + 1
     blind_k = int.from_bytes(blind[32:], "big") % (n - 1) + 1
     for k in _rfc6979_nonces(d, digest, extra):
-        X, _, ZZ, _ = _mul_base(k)
-        r = X * _inverse_blinded(ZZ, p, blind_z) % p % n
+        X, _, Z = _mul_base(k)  # never infinity: 1 <= k < n
+        zi = _inverse_blinded(Z, p, blind_z)
+        r = X * zi * zi % p % n  # x = X / Z^2
         if r == 0:
             continue  # RFC 6979 §3.4: try the next k
         s = _inverse_blinded(k, n, blind_k) * (e + r * d) % n
@@ -832,14 +714,9 @@ def _sign_digest(d: int, digest: bytes, extra: bytes, blind: bytes) -> Tuple[int
     raise RuntimeError("dpop: internal error: nonce stream ended")  # pragma: no cover
 
 
-def _verify_digest(
-    q: Affine,
-    digest: bytes,
-    signature: bytes,
-    qtable: Optional[Table] = None,
-    q128: Optional[Affine] = None,
-) -> bool:
-    """SEC 1 v2 §4.1.4 verification of r || s. Variable-time; never raises."""
+def _verify_digest(q: Affine, digest: bytes, signature: bytes, qtable: Optional[Table]) -> bool:
+    """SEC 1 v2 §4.1.4 verification of r || s, with Q's table if it has one. Variable-time (all
+    of it is public); never raises."""
     if len(signature) != 64:
         return False
     r = int.from_bytes(signature[:32], "big")
@@ -848,7 +725,20 @@ def _verify_digest(
         return False
     e = int.from_bytes(digest, "big")
     w = pow(s, -1, n)  # s is public
-    X, _, Z = _mul_add_vartime(e * w % n, r * w % n, q, qtable, q128)
+    u1 = e * w % n
+    u2 = r * w % n
+    gtable = _G_TABLE.table()
+    untabled = []  # the terms with no table: one _mul serves them all
+    if gtable is None:
+        untabled.append((u1, (Gx, Gy)))
+    if qtable is None:
+        untabled.append((u2, q))
+    acc = _mul(untabled) if untabled else _INFINITY
+    if gtable is not None:
+        acc = _walk(u1, gtable, acc)
+    if qtable is not None:
+        acc = _walk(u2, qtable, acc)
+    X, _, Z = acc
     if Z == 0:
         return False
     # x(R) mod n == r without inverting Z: x = X/Z^2 and x < p, so x mod n == r
@@ -859,71 +749,55 @@ def _verify_digest(
     return r + n < p and (X - (r + n) * ZZ) % p == 0
 
 
-# Per-key state makes repeated verification (ECKey.verify, and so proofs and JWS) cheaper. Measured
-# (CPython 3.11, x86-64), u1*G + u2*Q costs 1.5 ms for a key seen the first time (256 doublings).
-# From its second verified signature on, the cache keeps 2^128 Q (two numbers, ~0.4 KB with the
-# key), so u2*Q needs 128 doublings: 1.1 ms. Computing 2^128 Q at the second signature costs the 128
-# doublings it saves there. A key that comes back while a table slot is free or cold (unused while
-# twice _KEY_SEEN_SLOTS new keys came) earns a width-5 table instead: 5 ms and 0.13 MB to build,
-# then 0.42 ms. A table goes only when its key has stayed away longer than any key may to earn one,
-# so more clients than tables keep a stable set instead of a build per proof. Bounded:
-# _KEY_SEEN_SLOTS keys (~7 MB), least recently verified first, and _KEY_TABLE_SLOTS tables (~34 MB).
-# Bad signatures never count. One lock.
+# Per-key tables make repeated verification (ECKey.verify, and so proofs and JWS) cheaper. Measured
+# on CPython 3.11, x86-64, u2*Q costs 1.2 ms without a table (_mul) and 0.23 ms with its width-5
+# table (52 rows of 16 points, 0.13 MB, built in ~7 ms). A key earns one at its
+# _KEY_TABLE_AFTER'th verified signature while fewer than _KEY_TABLE_LIMIT keys hold one, and keeps
+# it until _KEY_LIMIT other keys have verified since it last did. So clients calling in turn never
+# rebuild: up to _KEY_TABLE_LIMIT of them verify fast, the rest as fast as a first sight. Bad
+# signatures never count. Bounded: _KEY_LIMIT keys (~1 MB) and _KEY_TABLE_LIMIT tables (~8.5 MB).
 _KEY_TABLE_WIDTH = 5
-_KEY_TABLE_SLOTS = 256
-_KEY_SEEN_SLOTS = 16384
-# keys without a table: None once verified, then 2^128 Q
-_key_seen: Dict[Affine, Optional[Affine]] = {}
-# (table, _key_news at its last use), least recently used first
-_key_tables: Dict[Affine, Tuple[Table, int]] = {}
-_key_news = 0  # keys seen for the first time so far: the clock by which a table goes cold
-_key_lock = threading.Lock()
+_KEY_TABLE_AFTER = 4
+_KEY_TABLE_LIMIT = 64
+_KEY_LIMIT = 4096
 
 
-def _key_tables_full() -> bool:
-    """Under _key_lock: no free slot, and the least recently used table is not cold."""
-    coldest = next(iter(_key_tables.values()), None)
-    return (
-        coldest is not None
-        and len(_key_tables) >= _KEY_TABLE_SLOTS
-        and _key_news - coldest[1] < 2 * _KEY_SEEN_SLOTS
-    )
+class _KeyTables:
+    """Verified public keys and their tables: one object (_KEY_TABLES), one lock.
+
+    Contract: maps a point to its count of verified signatures, or to its table once it has one,
+    least recently verified first; at most _KEY_LIMIT points and _KEY_TABLE_LIMIT tables. A table is
+    built under the lock (~4 ms; other verifiers wait) and stored whole; an interrupted build loses
+    only that key's count."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: Dict[Affine, Union[int, Table]] = {}
+        self._tables = 0
+
+    def table(self, point: Affine) -> Optional[Table]:
+        """Q's table, if it has one."""
+        with self._lock:
+            entry = self._entries.get(point)
+        return entry if isinstance(entry, tuple) else None
+
+    def verified(self, point: Affine) -> None:
+        """Count a good signature by Q: Q moves last, and earns a table when due and one is free."""
+        with self._lock:
+            entry = self._entries.pop(point, 0)
+            if isinstance(entry, int):
+                entry += 1
+                if entry >= _KEY_TABLE_AFTER and self._tables < _KEY_TABLE_LIMIT:
+                    entry = _table(*point, _KEY_TABLE_WIDTH)
+                    self._tables += 1
+            self._entries[point] = entry
+            if len(self._entries) > _KEY_LIMIT:
+                oldest = self._entries.pop(next(iter(self._entries)))
+                if isinstance(oldest, tuple):
+                    self._tables -= 1
 
 
-def _key_cached(point: Affine) -> Tuple[Optional[Table], Optional[Affine]]:
-    """What the cache has for Q: its table, or 2^128 Q (computed now for a key verified once
-    before)."""
-    with _key_lock:
-        entry = _key_tables.pop(point, None)
-        if entry is not None:
-            _key_tables[point] = (entry[0], _key_news)  # most recently used goes last
-            return entry[0], None
-        if point not in _key_seen:
-            return None, None
-        q128 = _key_seen[point]
-    return None, q128 or _batch_to_affine_vartime([_double(*point, 1, 128)])[0]
-
-
-def _key_verified(point: Affine, q128: Optional[Affine]) -> None:
-    """Count a verified signature by Q, which had no table (q128 as _key_cached gave it); no call
-    scans."""
-    global _key_news
-    with _key_lock:
-        _key_seen.pop(point, None)  # to come back last
-        due = q128 is not None and not _key_tables_full()
-    table = _build_table(point[0], point[1], _KEY_TABLE_WIDTH) if due else None
-    # of threads that built at once, the first takes the slot and the others keep 2^128 Q
-    with _key_lock:
-        if table is not None and not _key_tables_full():
-            _key_tables[point] = (table, _key_news)
-            if len(_key_tables) > _KEY_TABLE_SLOTS:
-                # the coldest, and cold, or the slots would be full
-                del _key_tables[next(iter(_key_tables))]
-        # first seen, or every table in use: it asks again when it comes back
-        elif point not in _key_tables:
-            _key_seen[point], _key_news = q128, _key_news + (q128 is None)
-            if len(_key_seen) > _KEY_SEEN_SLOTS:
-                del _key_seen[next(iter(_key_seen))]
+_KEY_TABLES = _KeyTables()
 
 
 # =============================================================================
@@ -1339,12 +1213,13 @@ class ECKey:
 
     def verify(self, data: BytesLike, signature: BytesLike) -> bool:
         """True if ``signature`` (64 bytes r || s) is valid for ``data``. Never
-        raises on bad bytes. A key that verifies again earns cached state (_key_cached)."""
-        digest, point = hashlib.sha256(_as_bytes("data", data)).digest(), (self._x, self._y)
-        table, q128 = _key_cached(point)
-        good = _verify_digest(point, digest, _as_bytes("signature", signature), table, q128)
-        if good and table is None:
-            _key_verified(point, q128)
+        raises on bad bytes. A key that verifies again and again earns a table (_KeyTables)."""
+        digest = hashlib.sha256(_as_bytes("data", data)).digest()
+        point = (self._x, self._y)
+        table = _KEY_TABLES.table(point)
+        good = _verify_digest(point, digest, _as_bytes("signature", signature), table)
+        if good:
+            _KEY_TABLES.verified(point)
         return good
 
     def _private(self) -> int:
@@ -1373,10 +1248,9 @@ class ECKey:
 
 
 def _public_from_private(d: int) -> Affine:
-    X, Y, ZZ, ZZZ = _mul_base(d)
-    zi = _inverse_blinded(ZZZ, p, _random_below(p))  # 1/Z^3
-    iz = ZZ * zi % p  # 1/Z
-    return X * iz * iz % p, Y * zi % p
+    X, Y, Z = _mul_base(d)  # never infinity: 1 <= d < n
+    zi = _inverse_blinded(Z, p, _random_below(p))  # 1/Z
+    return X * zi * zi % p, Y * zi * zi * zi % p  # (X / Z^2, Y / Z^3)
 
 
 def generate_key() -> ECKey:

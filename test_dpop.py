@@ -123,16 +123,13 @@ def ref_mul(k, point):
 
 
 def affine(point):
-    """The affine point (None for infinity) of a Jacobian (X, Y, Z) or XYZZ (X, Y, ZZ, ZZZ) point, computed here,
-    independently of dpop."""
-    if len(point) == 3:
-        X, Y, Z = point
-        point = X, Y, Z * Z, Z * Z * Z
-    X, Y, ZZ, ZZZ = point
-    if ZZ % P == 0:
+    """The affine point (None for infinity) of a Jacobian (X, Y, Z), computed here, independently
+    of dpop."""
+    X, Y, Z = point
+    if Z % P == 0:
         return None
-    assert pow(ZZ, 3, P) == pow(ZZZ, 2, P)
-    return X * pow(ZZ, P - 2, P) % P, Y * pow(ZZZ, P - 2, P) % P
+    zi = pow(Z, P - 2, P)
+    return X * zi * zi % P, Y * zi * zi * zi % P
 
 
 EDGE_SCALARS = (
@@ -153,149 +150,147 @@ def test_curve_parameters():
     assert P == 2**256 - 2**224 + 2**192 + 2**96 - 1
 
 
-@functools.cache
-def g_table(width):
-    return dpop._build_table(*G, width)
-
-
-@pytest.mark.parametrize("k", [k % N for k in EDGE_SCALARS if k % N])
-def test_base_multiplication_matches_reference_on_edge_scalars(k):
-    expected = ref_mul(k, G)
-    for width, _ in dpop._G_STAGES:
-        table = g_table(width)
-        assert affine(dpop._mul_fixed(k, table)) == expected
-        assert affine(dpop._walk_vartime(dpop._INFINITY, k, table)) == expected
-
-
-def test_walk_of_zero_is_infinity():
-    table = g_table(3)
-    assert dpop._walk_vartime(dpop._INFINITY, 0, table)[2] == 0
+def jacobian(point, z):
+    """The affine point as (x z^2, y z^3, z): any z != 0 names the same point."""
+    return point[0] * z * z % P, point[1] * z * z * z % P, z
 
 
 @settings(max_examples=60)
-@given(st.integers(min_value=1, max_value=N - 1))
-def test_base_multiplication_matches_reference(k):
+@given(st.integers(1, N - 1), st.integers(1, N - 1), st.integers(1, P - 1))
+def test_add_and_double_match_the_reference_in_any_jacobian_form(a, c, z):
+    A, C = ref_mul(a, G), ref_mul(c, G)
+    assert affine(dpop._add(*jacobian(A, z), *C)) == ref_add(A, C)
+    assert affine(dpop._double(*jacobian(A, z))) == ref_add(A, A)
+    assert affine(dpop._double(*jacobian(A, z), 5)) == ref_mul(32, A)
+
+
+@pytest.mark.parametrize("z", [1, 2, P - 1])
+def test_add_and_double_are_complete(z):
+    """The cases incomplete formulas get wrong: P + P, P + (-P), infinity + P, 2 * infinity."""
+    A = ref_mul(0xC0FFEE, G)
+    minus_a = (A[0], P - A[1])
+    assert affine(dpop._add(*jacobian(A, z), *A)) == ref_add(A, A)
+    assert affine(dpop._add(*jacobian(A, z), *minus_a)) is None
+    assert affine(dpop._add(0, z, 0, *A)) == A
+    assert affine(dpop._double(0, z, 0)) is None and affine(dpop._double(0, z, 0, 7)) is None
+    assert affine(dpop._add(*dpop._add(*jacobian(A, z), *minus_a), *G)) == G
+
+
+@functools.cache
+def g_table(width):
+    return dpop._table(*G, width)
+
+
+def test_table_widths_in_use():
+    assert (dpop._G_WIDTH, dpop._KEY_TABLE_WIDTH, dpop._WINDOW) == (11, 5, 5)  # as tested below
+
+
+@pytest.mark.parametrize("k", [k % N for k in EDGE_SCALARS] + [0])
+def test_mul_and_walk_match_the_reference_on_edge_scalars(k):
     expected = ref_mul(k, G)
-    assert affine(dpop._mul_base(k)) == expected
+    assert affine(dpop._mul([(k, G)])) == expected
+    for width in (5, 7, 11, 13):
+        assert affine(dpop._walk(k, g_table(width))) == expected
 
 
 @settings(max_examples=40)
-@given(
-    st.integers(min_value=0, max_value=N - 1),
-    st.integers(min_value=0, max_value=N - 1),
-    st.integers(min_value=1, max_value=N - 1),
-)
-def test_mul_add_matches_reference(u1, u2, q):
+@given(st.integers(0, N - 1), st.integers(0, N - 1), st.integers(1, N - 1))
+def test_every_path_to_u1_g_plus_u2_q_gives_the_same_point(u1, u2, q):
+    """The differential test of the cached tables against the plain path: _mul with no table,
+    _walk with the tables for G and for a key, and the reference."""
     Q = ref_mul(q, G)
     expected = ref_add(ref_mul(u1, G), ref_mul(u2, Q))
-    assert affine(dpop._mul_add_vartime(u1, u2, Q)) == expected
-    qtable = dpop._build_table(*Q, 5)
-    assert affine(dpop._mul_add_vartime(u1, u2, Q, qtable)) == expected
-    assert affine(dpop._mul_add_vartime(u1, u2, Q, q128=ref_mul(1 << 128, Q))) == expected
+    qtable = dpop._table(*Q, dpop._KEY_TABLE_WIDTH)
+    for width in (7, 11):
+        gtable = g_table(width)
+        assert affine(dpop._walk(u1, gtable, dpop._walk(u2, qtable))) == expected
+        assert affine(dpop._walk(u1, gtable, dpop._mul([(u2, Q)]))) == expected
+    assert affine(dpop._walk(u2, qtable, dpop._mul([(u1, G)]))) == expected
+    assert affine(dpop._mul([(u1, G), (u2, Q)])) == expected
 
 
-@pytest.mark.parametrize(
-    "case", ["P+P", "P-P", "u1G=u2Q", "u1G=-u2Q", "split doubles", "no high half", "u2=0"]
-)
-def test_mul_add_exceptional_cases(case):
-    q = 0x1234567
+@pytest.mark.parametrize("case", ["Q=G", "Q=-G", "u1G=u2Q", "u1G=-u2Q", "u1=0", "u2=0"])
+def test_u1_g_plus_u2_q_where_points_meet(case):
+    q = {"Q=G": 1, "Q=-G": N - 1}.get(case, 0x1234567)
     Q = ref_mul(q, G)
     u1, u2 = 9, 5
-    if (
-        case == "split doubles"
-    ):  # the low half's NAF reaches 2^128 Q, and the high half's digit 1 adds q128 to it
-        u2 = (1 << 129) - 1
-    elif case in ("no high half", "u2=0"):
-        u2 = 0 if case == "u2=0" else (1 << 128) - 1
-    elif case == "P+P":
-        u1, u2, Q = 7, 7, G
-    elif case == "P-P":
-        u1, u2, Q = 7, N - 7, G
-    elif case == "u1G=u2Q":
+    if case == "u1G=u2Q":
         u1 = u2 * q % N
-    else:
+    elif case == "u1G=-u2Q":
         u1 = (-u2 * q) % N
+    elif case == "u1=0":
+        u1 = 0
+    elif case == "u2=0":
+        u2 = 0
     expected = ref_add(ref_mul(u1, G), ref_mul(u2, Q))
-    assert affine(dpop._mul_add_vartime(u1, u2, Q)) == expected
-    assert affine(dpop._mul_add_vartime(u1, u2, Q, dpop._build_table(*Q, 4))) == expected
-    assert affine(dpop._mul_add_vartime(u1, u2, Q, q128=ref_mul(1 << 128, Q))) == expected
-
-
-def _last_digit(c, width, rows):
-    for _ in range(rows - 1):
-        c = (c >> width) | 1
-    return c
+    assert affine(dpop._mul([(u1, G), (u2, Q)])) == expected
+    assert affine(dpop._walk(u1, g_table(7), dpop._walk(u2, dpop._table(*Q, 5)))) == expected
 
 
 def last_row_doublings(width):
-    """Scalars k in [1, n) whose last-row addition in _mul_fixed is a doubling."""
+    """The k in [1, n) for which _walk's last row adds the table point to itself: c = k or k + n
+    is 2T + j n for the last row's T = d 2^(w (m - 1)), with d the last digit of c."""
     m = -(-257 // width)
     shift = width * (m - 1)
     found = []
     for d in range(1, 1 << width, 2):
         for j in range(-8, 9):
-            c = 2 * (d << shift) + j * N  # s = c - T = T (mod n)
-            if j and 0 < c < 2 * N and c % 2 == 1 and _last_digit(c, width, m) == d:
-                found.append(c if c < N else c - N)
+            c = 2 * (d << shift) + j * N
+            if j and 0 < c < 2 * N and c % 2 == 1 and dpop._digits(c % N, width)[-1] == d:
+                found.append(c % N)
     return found
 
 
-@pytest.mark.parametrize("width", [3, 5, 7, 10, 12, 13])
-def test_fixed_window_exceptional_cases(width):
-    """The bounds _mul_fixed's docstring relies on, and the k that need its last-row doubling."""
-    m = -(-257 // width)
-    assert width * m >= 257
-    # every row but the last: |s| + |T| < 2^(w*(m-1)) <= 2^255 < n
-    assert width * (m - 1) <= 255 and 1 << 255 < N
-    # the last digit is odd and in [1, 2^w) for every odd c < 2n
-    for c in (1, 3, N, N + 2, 2 * N - 1, 2 * N - 3):
-        last = _last_digit(c, width, m)
-        assert last % 2 == 1 and last < 1 << width
-    table = g_table(width)
+@pytest.mark.parametrize("width", [5, 7, 11])
+def test_the_only_scalars_whose_walk_takes_a_branch_are_listed(monkeypatch, width):
+    """Section 3's bound: in _walk only the first row (infinity) and, for these listed k, the last
+    row (P1 = P2, a doubling) take _add's branches; every other k takes neither."""
     doublings = last_row_doublings(width)
-    assert doublings  # they exist, so the doubling branch is exercised
+    assert 0 < len(doublings) <= 1 << (width - 1)
+    table = g_table(width)
+    calls, real = [], dpop._double
+    monkeypatch.setattr(dpop, "_double", lambda *args: calls.append(args) or real(*args))
     for k in doublings:
-        assert affine(dpop._mul_fixed(k, table)) == ref_mul(k, G)
-        assert affine(dpop._walk_vartime(dpop._INFINITY, k, table)) == ref_mul(k, G)
+        del calls[:]
+        assert affine(dpop._walk(k, table)) == ref_mul(k, G) and len(calls) == 1
+    for k in [k % N for k in EDGE_SCALARS if k % N not in doublings]:
+        del calls[:]
+        assert affine(dpop._walk(k, table)) == ref_mul(k, G) and calls == []
 
 
-def test_width_4_would_not_be_safe():
-    """Why w = 4 is not used: row 63 of 65 can double (2^256 > n)."""
-    s = (15 << 252) - N  # odd, |s| < 2^252, s = T (mod n) for T = 15 * 2^252
-    assert s % 2 == 1 and abs(s) < 1 << 252 and (s - (15 << 252)) % N == 0
+@pytest.mark.parametrize("w", [5, 7, 10, 13])
+def test_digits_are_odd_and_rebuild_the_scalar(w):
+    for k in [0, 1, 2, N - 1, N - 2] + [k % N for k in EDGE_SCALARS]:
+        digits = dpop._digits(k, w)
+        assert len(digits) == -(-257 // w)
+        assert all(d % 2 == 1 and -(1 << w) < d < 1 << w for d in digits)
+        assert digits[-1] > 0
+        value = sum(d << (w * i) for i, d in enumerate(digits))
+        assert value == (k if k % 2 else k + N)
+
+
+def test_branch_free_entry_index():
+    """d -> (index, negated) as _mul and _walk compute it, for every odd digit of every width."""
+    for w in (5, 7, 10, 13):
+        for d in range(-(1 << w) + 1, 1 << w, 2):
+            neg = (d >> w) & 1
+            assert neg == (d < 0) and (d ^ -neg) >> 1 == (abs(d) - 1) >> 1
 
 
 def test_tables_give_every_digit():
-    w, rows = dpop._build_table(*G, 5)
-    assert len(rows) == 52 and all(len(xs) == len(ys) == 16 for xs, ys in rows)
+    w, rows = dpop._table(*G, 5)
+    assert w == 5 and len(rows) == 52 and all(len(xs) == len(ys) == 16 for xs, ys in rows)
     for index in range(16):
         expected = ref_mul(2 * index + 1, ref_mul(1 << (5 * 3), G))
         assert (rows[3][0][index], rows[3][1][index]) == expected
 
 
-def test_branch_free_digit_index():
-    """t -> (entry, sign) as _mul_fixed computes it, for every window of every width used."""
-    for w in (3, 5, 7, 10, 13):
-        half = 1 << (w - 1)
-        for t in range(1 << w):
-            digit = 2 * t + 1 - (1 << w)
-            neg = (t >> (w - 1)) ^ 1
-            assert neg == (digit < 0) and t ^ (half - neg) == (abs(digit) - 1) >> 1
-
-
-def test_batch_affine_matches_single():
-    points = [dpop._double(*G, 1), dpop._add_mixed(*G, 1, *ref_mul(3, G)), dpop._double(*G, 1, 7)]
-    assert (
-        dpop._batch_to_affine_vartime(points)
-        == [affine(pt) for pt in points]
-        == [ref_mul(k, G) for k in (2, 4, 128)]
-    )
-
-
 def test_affine_additions_share_one_inversion():
     pairs = [(*ref_mul(a, G), *ref_mul(b, G)) for a, b in ((1, 2), (5, 8), (N - 3, 7), (2, N - 1))]
-    assert dpop._add_affine_vartime(pairs) == [ref_mul(k, G) for k in (3, 13, 4, 1)]
+    assert dpop._affine_sums(pairs) == [ref_mul(k, G) for k in (3, 13, 4, 1)]
     assert dpop._inverses_vartime([1, 2, P - 1]) == [1, pow(2, -1, P), P - 1]
+    with pytest.raises(ValueError):  # P + P or P - P: never a wrong point
+        dpop._affine_sums([(*G, *G)])
 
 
 def test_inverse_blinded():
@@ -304,56 +299,39 @@ def test_inverse_blinded():
             assert dpop._inverse_blinded(value, P, blind) * value % P == 1
 
 
-def test_wnaf_reconstructs():
-    for k in EDGE_SCALARS + [0, 0b101010111, 2**256 - 1]:
-        digits = dpop._wnaf(k, 5)
-        assert sum(d << i for i, d in digits) == k
-        assert all(d % 2 == 1 and -16 < d < 16 for _, d in digits)
-        positions = [i for i, _ in digits]
-        assert all(b - a >= 5 for a, b in zip(positions, positions[1:]))
+def fresh_g_table(monkeypatch, width, rows_per_call, after=1):
+    """The table for G as a new process has it, with another width, step and start."""
+    monkeypatch.setattr(dpop, "_G_AFTER", after)
+    monkeypatch.setattr(dpop, "_G_WIDTH", width)
+    monkeypatch.setattr(dpop, "_G_ROWS_PER_CALL", rows_per_call)
+    table = dpop._GeneratorTable()
+    monkeypatch.setattr(dpop, "_G_TABLE", table)
+    return table
 
 
-def fresh_g_tables(monkeypatch, stages, slice_):
-    """The k*G table machinery as a new process has it, with other stages."""
-    monkeypatch.setattr(dpop, "_G_STAGES", stages)
-    monkeypatch.setattr(dpop, "_SLICE", slice_)
-    for name, value in (
-        ("_g_current", None),
-        ("_g_uses", 0),
-        ("_g_stage", 0),
-        ("_g_steps", None),
-        ("_g_busy", False),
-    ):
-        monkeypatch.setattr(dpop, name, value)
-
-
-def test_g_tables_grow_in_stages_one_slice_per_call(monkeypatch):
-    fresh_g_tables(monkeypatch, ((3, 0), (5, 2), (7, 6)), 8)
-    additions, real = [], dpop._add_affine_vartime
-    monkeypatch.setattr(
-        dpop, "_add_affine_vartime", lambda pairs: additions.extend(pairs) or real(pairs)
-    )
-    widths, work = [], []
-    for i in range(1, 420):
+def test_the_g_table_grows_some_rows_a_call_past_its_start(monkeypatch):
+    assert dpop._G_AFTER == 8  # a command-line run (a key load and a few proofs) builds none
+    table = fresh_g_table(monkeypatch, 7, 10)
+    rows_built, real = [], dpop._row
+    monkeypatch.setattr(dpop, "_row", lambda x, y, w: rows_built.append(w) or real(x, y, w))
+    whole, work = [], []
+    for i in range(1, 12):
         k = (i * 0x9E3779B97F4A7C15F39CC0605CEDC8341082276BF3A27251F86C6A11D0C18E95) % N
-        del additions[:]
+        del rows_built[:]
         assert affine(dpop._mul_base(k)) == ref_mul(k, G)
-        widths.append(dpop._g_current[0])
-        work.append(len(additions))
-    assert widths[0] == 3 and widths[-1] == 7 and widths == sorted(widths)
-    # w=5: 52 rows of 1 + 2 + 4 + 8 additions in steps of 8 (7 + 13 + 26 + 52), and the table: calls 3-101;
-    # w=7: 37 rows of 63 additions, 5 + 10 + 19 + 37 + 74 + 148 steps and the table: calls 102-395
-    assert widths.index(5) == 101 - 1 and widths.index(7) == 395 - 1
-    assert (
-        max(work[1:]) <= 8
-    )  # one step, never a table: the first call builds w=3 (86 * 3 additions) alone
-    assert work[0] == 86 * 3 and sum(work) == 86 * 3 + 52 * 15 + 37 * 63
-    assert dpop._g_current == dpop._build_table(*G, 7) and dpop._g_steps is None
+        whole.append(table.current is not None)
+        work.append(list(rows_built))
+    # call 1: _mul (its window is one width-5 row); calls 2-5: 10 + 10 + 10 + 7 rows of 37, and
+    # _mul while the table is not whole; then the table alone
+    assert work[0] == [5] and [w.count(7) for w in work[1:5]] == [10, 10, 10, 7]
+    assert [w.count(5) for w in work[1:5]] == [1, 1, 1, 0] and work[5:] == [[]] * 6
+    assert whole == [False] * 4 + [True] * 7
+    assert table.current == dpop._table(*G, 7) and table._uses == 5  # none counted once whole
 
 
-def test_g_tables_shared_by_threads_while_they_grow(monkeypatch):
-    fresh_g_tables(monkeypatch, ((3, 0), (5, 1), (6, 30)), 16)
-    scalars = [(i * 7919 + 1) * 0x1F2E3D4C5B6A79881726354453627180 % N for i in range(80)]
+def test_the_g_table_shared_by_threads_while_it_grows(monkeypatch):
+    table = fresh_g_table(monkeypatch, 6, 4)
+    scalars = [(i * 7919 + 1) * 0x1F2E3D4C5B6A79881726354453627180 % N for i in range(40)]
     expected = {k: ref_mul(k, G) for k in scalars}
     failures = []
 
@@ -362,7 +340,7 @@ def test_g_tables_shared_by_threads_while_they_grow(monkeypatch):
             try:
                 if affine(dpop._mul_base(k)) != expected[k]:
                     failures.append(k)
-            except Exception as exc:  # CI once saw IndexError: the stage read twice as it moved on
+            except Exception as exc:
                 failures.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
@@ -370,52 +348,9 @@ def test_g_tables_shared_by_threads_while_they_grow(monkeypatch):
         thread.start()
     for thread in threads:
         thread.join()
-    # a thread that finds another building goes on without a slice (and a count may be lost): no exact stage
-    assert failures == [] and 0 < dpop._g_uses <= 320
-    assert dpop._g_current == dpop._build_table(*G, dpop._g_current[0])
-
-
-def test_g_table_first_built_once_by_threads_that_wait_for_it(monkeypatch):
-    fresh_g_tables(monkeypatch, ((3, 0), (5, 1000)), 8)
-    builds, real = [], dpop._build_table
-    monkeypatch.setattr(dpop, "_build_table", lambda *args: builds.append(args) or real(*args))
-    start = threading.Barrier(4)
-    results = []
-
-    def first():
-        start.wait()
-        results.append(affine(dpop._mul_base(7)))
-
-    threads = [threading.Thread(target=first) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    # one build; the threads that waited for it take it, and no slice of the next stage starts before its time
-    assert results == [ref_mul(7, G)] * 4 and builds == [(dpop.Gx, dpop.Gy, 3)]
-    assert dpop._g_steps is None
-
-
-def test_g_tables_survive_an_interrupted_slice(monkeypatch):
-    # the review: a signal (--max-time) inside a slice left a spent generator behind, and StopIteration after
-    fresh_g_tables(monkeypatch, ((3, 0), (5, 2)), 8)
-    real, calls = dpop._add_affine_vartime, []
-
-    def interrupted(pairs):
-        calls.append(1)
-        if len(calls) == 20:
-            raise KeyboardInterrupt
-        return real(pairs)
-
-    monkeypatch.setattr(dpop, "_add_affine_vartime", interrupted)
-    done, k = 0, 12345
-    for _ in range(300):
-        try:
-            assert affine(dpop._mul_base(k)) == ref_mul(k, G)
-            done += 1
-        except KeyboardInterrupt:
-            assert dpop._g_steps is None and not dpop._g_busy
-    assert done == 299 and dpop._g_current == dpop._build_table(*G, 5)
+    # a thread that finds the lock taken goes on without the table and counts no use
+    assert failures == [] and 0 < table._uses <= 160
+    assert table.current == dpop._table(*G, 6)
 
 
 def _lock_is_free(lock):
@@ -433,9 +368,9 @@ def _lock_is_free(lock):
 
 
 def test_g_tables_survive_an_interrupt_at_any_line(monkeypatch):
-    # the review: a signal between taking the lock and the try that released it left the lock held, and the table
-    # never grew again. Raise KeyboardInterrupt at each line of _g_table and of _g_step's try body in turn (where a
-    # signal handler can run), then sign on: the stages must still complete, with nothing left claimed.
+    # the first review: a signal inside a build left a spent generator (StopIteration on every later
+    # signature), or the lock held (the table never grew). Raise KeyboardInterrupt at each line of
+    # table() and _grow() in turn, then sign on: the stages must still complete, the lock free.
     import dis
     import inspect
     import sys
@@ -446,23 +381,24 @@ def test_g_tables_survive_an_interrupt_at_any_line(monkeypatch):
         starts = {line for _, line in dis.findlinestarts(function.__code__)}
         return [(function.__code__, first + i) for i in range(1, end) if first + i in starts]
 
-    targets = body_lines(dpop._g_table, None) + body_lines(dpop._g_step, "except BaseException:")
-    assert len(targets) >= 14
+    table, grow = dpop._GeneratorTable.table, dpop._GeneratorTable._grow
+    targets = body_lines(table, "finally:") + body_lines(grow, None)
+    assert len(targets) >= 12
     codes = {code for code, _ in targets}
     for target in targets:
-        fresh_g_tables(monkeypatch, ((3, 0), (5, 2)), 8)
+        tables = fresh_g_table(monkeypatch, 5, 20)
         fired = []
 
-        def local(frame, event, arg, target=target, fired=fired):
+        def local(frame, event, arg, target=target, fired=fired, tables=tables):
             if event == "line" and (frame.f_code, frame.f_lineno) == target and not fired:
-                fired.append(dpop._g_uses)
+                fired.append(tables._uses)
                 raise KeyboardInterrupt
             return local
 
         previous = sys.gettrace()
         sys.settrace(lambda frame, event, arg: local if frame.f_code in codes else None)
         try:
-            for _ in range(150):
+            for _ in range(6):
                 try:
                     dpop._mul_base(12345)
                 except KeyboardInterrupt:
@@ -470,17 +406,17 @@ def test_g_tables_survive_an_interrupt_at_any_line(monkeypatch):
         finally:
             sys.settrace(previous)
         assert fired, target
-        for _ in range(300):
+        for _ in range(6):
             assert affine(dpop._mul_base(12345)) == ref_mul(12345, G)
-        assert dpop._g_current == dpop._build_table(*G, 5), target
-        assert not dpop._g_busy and dpop._g_steps is None and _lock_is_free(dpop._g_lock), target
+        assert tables.current == dpop._table(*G, 5), target
+        assert _lock_is_free(tables._lock), target
 
 
 def test_tables_are_not_built_at_import():
     import subprocess
     import sys
 
-    code = "import dpop; assert dpop._g_current is None and dpop._g_uses == 0; print('ok')"
+    code = "import dpop; t = dpop._G_TABLE; assert t.current is None and t._uses == 0; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
 
@@ -1808,103 +1744,101 @@ def test_challenge_headers():
     )
 
 
-def test_key_tables_are_cached_and_bounded(monkeypatch):
-    monkeypatch.setattr(dpop, "_KEY_TABLE_SLOTS", 2)
-    monkeypatch.setattr(dpop, "_key_tables", {})
-    monkeypatch.setattr(dpop, "_key_seen", {})
-    keys = [dpop.generate_key() for _ in range(3)]
-    for key in keys:
-        for _ in range(3):
-            proof = dpop.make_proof(key, "GET", URL, now=NOW)
-            dpop.verify_proof(proof, method="GET", url=URL, now=NOW)
-    # both tables in use: the third key waits, remembered with 2^128 Q, and nothing is evicted
-    assert list(dpop._key_tables) == [keys[0].public_point, keys[1].public_point]
-    assert dpop._key_seen == {keys[2].public_point: ref_mul(1 << 128, keys[2].public_point)}
-    message = b"m"
-    good, bad = keys[2].sign(message), keys[0].sign(message)
-    assert keys[2].verify(message, good) and not keys[2].verify(message, bad)  # with 2^128 Q
-    monkeypatch.setattr(dpop, "_KEY_SEEN_SLOTS", 2)
-    for key in [
-        dpop.generate_key() for _ in range(4)
-    ]:  # new keys seen once each: the oldest are forgotten
-        assert key.verify(b"m", key.sign(b"m"))
-    assert len(dpop._key_seen) == 2 and len(dpop._key_tables) == 2
-    keys[1].verify(b"m", keys[1].sign(b"m"))  # in use again
-    for key in [
-        dpop.generate_key() for _ in range(4)
-    ]:  # 2 * 2 new keys since keys[0] was used: it went cold
-        assert key.verify(b"m", key.sign(b"m"))
-        assert key.verify(
-            b"m", key.sign(b"m")
-        )  # and so, one by one, each new table that came after it
-    assert len(dpop._key_tables) == 2 and keys[1].public_point not in dpop._key_tables
-
-
-def test_key_tables_built_at_once_by_threads_evict_no_table_in_use(monkeypatch):
-    # the review: two threads that found the one free slot both built a table, and the second evicted one in use
-    monkeypatch.setattr(dpop, "_KEY_TABLE_SLOTS", 2)
-    monkeypatch.setattr(dpop, "_key_tables", {})
-    monkeypatch.setattr(dpop, "_key_seen", {})
-    busy, a, b = (dpop.generate_key() for _ in range(3))
-    message = b"m"
-    signed = {key: key.sign(message) for key in (busy, a, b)}
-    for key in (busy, busy, a, b):
-        assert key.verify(message, signed[key])
-    assert list(dpop._key_tables) == [busy.public_point]
-    both, real = threading.Barrier(2), dpop._build_table
-    monkeypatch.setattr(
-        dpop, "_build_table", lambda *args: both.wait(timeout=30) * 0 or real(*args)
-    )
-    results = []
-    threads = [
-        threading.Thread(target=lambda k=k: results.append(k.verify(message, signed[k])))
-        for k in (a, b)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert (
-        results == [True, True]
-        and len(dpop._key_tables) == 2
-        and busy.public_point in dpop._key_tables
-    )
-    late = (
-        b if a.public_point in dpop._key_tables else a
-    )  # it built too, found no slot, and keeps 2^128 Q
-    assert dpop._key_seen == {late.public_point: ref_mul(1 << 128, late.public_point)}
-
-
-def test_keys_in_rotation_beyond_the_cache_never_thrash_it(monkeypatch):
-    # issue 15: 1,024 keys remembered as seen but 256 tables meant 300 clients in turn built a table per proof
-    monkeypatch.setattr(dpop, "_KEY_TABLE_SLOTS", 2)
-    monkeypatch.setattr(dpop, "_key_tables", {})
-    monkeypatch.setattr(dpop, "_key_seen", {})
-    builds, real = [], dpop._build_table
+def fresh_key_tables(monkeypatch, tables, keys):
+    """The per-key tables as a new server has them, with other limits; counts the tables built."""
+    monkeypatch.setattr(dpop, "_KEY_TABLE_LIMIT", tables)
+    monkeypatch.setattr(dpop, "_KEY_LIMIT", keys)
+    monkeypatch.setattr(dpop, "_KEY_TABLES", dpop._KeyTables())
+    builds, real = [], dpop._table
 
     def counted(x, y, width):
         builds.extend([(x, y)] * (width == dpop._KEY_TABLE_WIDTH))
         return real(x, y, width)
 
-    monkeypatch.setattr(dpop, "_build_table", counted)
+    monkeypatch.setattr(dpop, "_table", counted)
+    return builds
+
+
+def _verified_proof(key):
+    proof = dpop.make_proof(key, "GET", URL, now=NOW)
+    return dpop.verify_proof(proof, method="GET", url=URL, now=NOW)
+
+
+def test_a_key_earns_its_table_at_its_fourth_verified_signature(monkeypatch):
+    builds = fresh_key_tables(monkeypatch, 2, 100)
+    key = dpop.generate_key()
+    for count in range(1, 4):
+        _verified_proof(key)
+        assert dpop._KEY_TABLES._entries == {key.public_point: count} and builds == []
+    _verified_proof(key)
+    assert builds == [key.public_point]
+    message = b"m"
+    good, bad = key.sign(message), dpop.generate_key().sign(message)
+    assert key.verify(message, good) and not key.verify(message, bad)  # with its table
+    assert builds == [key.public_point]
+    table = dpop._KEY_TABLES.table(key.public_point)
+    assert table == dpop._table(*key.public_point, 5)
+
+
+def test_key_tables_are_bounded_and_a_table_goes_with_its_key(monkeypatch):
+    builds = fresh_key_tables(monkeypatch, 2, 4)
     keys = [dpop.generate_key() for _ in range(3)]
-    for _ in range(6):
-        for (
-            key
-        ) in keys:  # three keys in turn through two slots: two keep their tables, the third waits
-            dpop.verify_proof(
-                dpop.make_proof(key, "GET", URL, now=NOW), method="GET", url=URL, now=NOW
-            )
+    for key in keys:
+        for _ in range(5):
+            _verified_proof(key)
+    # both tables in use: the third key keeps its count, and nothing is evicted
+    assert builds == [keys[0].public_point, keys[1].public_point]
+    assert dpop._KEY_TABLES._entries[keys[2].public_point] == 5
+    for key in [dpop.generate_key() for _ in range(2)]:  # new keys: the oldest is forgotten
+        assert key.verify(b"m", key.sign(b"m"))
+    assert keys[0].public_point not in dpop._KEY_TABLES._entries
+    assert dpop._KEY_TABLES._tables == 1 and len(dpop._KEY_TABLES._entries) == 4
+    _verified_proof(keys[2])  # a table is free again: the next due key takes it
+    assert builds[-1] == keys[2].public_point and dpop._KEY_TABLES._tables == 2
+
+
+def test_keys_in_rotation_beyond_the_cache_never_thrash_it(monkeypatch):
+    # issue 15: 1,024 keys remembered as seen but 256 tables meant 300 clients in turn built a
+    # table per proof
+    builds = fresh_key_tables(monkeypatch, 2, 100)
+    keys = [dpop.generate_key() for _ in range(3)]
+    for _ in range(8):
+        for key in keys:  # three keys in turn through two tables: two keep theirs, one waits
+            _verified_proof(key)
     assert builds == [key.public_point for key in keys[:2]]  # one build each, never one per proof
-    monkeypatch.setattr(dpop, "_key_tables", {})
-    monkeypatch.setattr(dpop, "_key_seen", {})
-    monkeypatch.setattr(dpop, "_KEY_SEEN_SLOTS", 4)
-    del builds[:]
+    builds = fresh_key_tables(monkeypatch, 2, 4)
     many = [dpop.generate_key() for _ in range(12)]
-    for _ in range(3):
-        for key in many:  # more keys in turn than are remembered as seen: none ever earns a table
+    for _ in range(5):
+        for key in many:  # more keys in turn than are remembered: none ever earns a table
             assert key.verify(b"m", key.sign(b"m"))
-    assert builds == [] and len(dpop._key_seen) == 4
+    assert builds == [] and len(dpop._KEY_TABLES._entries) == 4
+
+
+def test_key_tables_shared_by_threads(monkeypatch):
+    builds = fresh_key_tables(monkeypatch, 3, 100)
+    keys = [dpop.generate_key() for _ in range(4)]
+    signed = {key: key.sign(b"m") for key in keys}
+    failures = []
+
+    def work():
+        for _ in range(6):
+            for key in keys:
+                if not key.verify(b"m", signed[key]):
+                    failures.append(key)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    entries = dpop._KEY_TABLES._entries
+    assert failures == [] and len(builds) == 3 == dpop._KEY_TABLES._tables
+    assert sorted(isinstance(entry, int) for entry in entries.values()) == [
+        False,
+        False,
+        False,
+        True,
+    ]
 
 
 # ===========================================================================
@@ -4250,7 +4184,7 @@ def test_sign_retries_when_r_or_s_is_zero(monkeypatch):
 
     def x_zero_once(k):
         calls.append(k)
-        return (0, 1, 1, 1) if len(calls) == 1 else real_mul(k)
+        return (0, 1, 1) if len(calls) == 1 else real_mul(k)
 
     monkeypatch.setattr(dpop, "_mul_base", x_zero_once)
     r, s = dpop._sign_digest(5, digest, b"", b"\x01" * 64)
@@ -4284,14 +4218,6 @@ def test_misc_reprs_and_small_paths(monkeypatch):
     )
     assert odd.text == "ok" and odd.ok
     assert dpop._inflater("br") is None  # unknown codings pass through as they came
-    monkeypatch.setattr(dpop, "_KEY_TABLE_SLOTS", 1)
-    monkeypatch.setattr(dpop, "_key_tables", {})
-    monkeypatch.setattr(dpop, "_key_seen", {})
-    for _ in range(6):
-        point = dpop.generate_key().public_point
-        dpop._key_verified(point, None)
-        dpop._key_verified(point, dpop._key_cached(point)[1])
-    assert len(dpop._key_tables) == 1 and len(dpop._key_seen) == 5
 
 
 def test_replay_cache_purges_expired_entries_from_the_front():
@@ -5745,26 +5671,24 @@ def test_oidc_provider_cli_jwt_client_authentication(
 # -- the security review of the hardening change ------------------------------------
 
 
-def test_junk_proofs_never_earn_a_key_table():
-    dpop._key_tables.clear()
-    dpop._key_seen.clear()
+def test_junk_proofs_never_earn_a_key_table(monkeypatch):
+    fresh_key_tables(monkeypatch, 2, 100)
     key = dpop.generate_key()
     good = _proof_with(key)
     junk = good.rsplit(".", 1)[0] + ".AA"
-    for _ in range(3):
+    for _ in range(5):
         with raises_code("proof_signature"):
             _verify_all_checks(key, junk)
-    assert key.public_point not in dpop._key_tables and key.public_point not in dpop._key_seen
+    assert key.public_point not in dpop._KEY_TABLES._entries
     _verify_all_checks(key, good)
-    assert (
-        key.public_point in dpop._key_seen and key.public_point not in dpop._key_tables
-    )  # seen once, verified
-    for _ in range(2):  # junk at the second sight computes 2^128 Q for the check, and keeps nothing
+    assert dpop._KEY_TABLES._entries == {key.public_point: 1}  # seen once, verified
+    for _ in range(5):
         with raises_code("proof_signature"):
             _verify_all_checks(key, junk)
-    assert dpop._key_seen[key.public_point] is None and key.public_point not in dpop._key_tables
-    _verify_all_checks(key, _proof_with(key, jti="j-2"))
-    assert key.public_point in dpop._key_tables  # the second verified proof earns the table
+    assert dpop._KEY_TABLES._entries == {key.public_point: 1}
+    for i in range(3):
+        _verify_all_checks(key, _proof_with(key, jti="j-%d" % i))
+    assert dpop._KEY_TABLES.table(key.public_point)  # the fourth verified proof earns the table
 
 
 def test_token_response_tokens_are_masked_however_the_json_spells_them(scripted, client_key):

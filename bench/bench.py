@@ -108,8 +108,8 @@ def report(title, competitor):
 
 
 def warm_tables(key):
-    """Sign until the last stage's table for G is built: a long-running process's state."""
-    while dpop._g_current is None or dpop._g_stage < len(dpop._G_STAGES) - 1:
+    """Sign until the table for G is whole: a long-running process's state."""
+    while dpop._G_TABLE.current is None:
         key.sign(b"warm")
 
 
@@ -770,13 +770,11 @@ def bench_clients(rounds, counts):
         xy = base64.urlsafe_b64decode(jwk["x"] + "=") + base64.urlsafe_b64decode(jwk["y"] + "=")
         peers.append((xy, raw, data.encode()))
     for count in counts:
-        dpop._key_tables.clear()  # each row starts as a new server would
-        dpop._key_seen.clear()
-        dpop._key_news = 0
+        dpop._KEY_TABLES.__init__()  # each row starts as a new server would
         calls = min(3000, max(600, 2 * count))
-        # steady state: clients that keep calling in turn, each past its second verified proof (which
-        # earns 2^128 Q, or a table); past _KEY_SEEN_SLOTS clients none does, so no warm-up is needed
-        warm = 2 * count if count <= dpop._KEY_SEEN_SLOTS else 0
+        # steady state: clients that keep calling in turn, each past the verified proof that earns
+        # a table (while tables are free); past _KEY_LIMIT clients none does, so no warm-up is needed
+        warm = dpop._KEY_TABLE_AFTER * count if count <= dpop._KEY_LIMIT else 0
         ours = iter(proofs[:count] * ((warm + calls) // count + 2)).__next__
         theirs = iter(peers[:count] * (calls // count + 2)).__next__
         for _ in range(warm):
@@ -794,8 +792,7 @@ def bench_clients(rounds, counts):
         ROWS.clear()
         print("| %d | %.0f us | %.0f us | %.2fx | <= 0.60x |" % (count, a * 1e6, b * 1e6, a / b))
     # a key seen for the first time by every proof: nothing cached can help
-    dpop._key_tables.clear()
-    dpop._key_seen.clear()
+    dpop._KEY_TABLES.__init__()
     fresh, fresh_peer = iter(proofs).__next__, iter(peers).__next__
 
     def verify_fresh():

@@ -36,8 +36,9 @@ Security notes (read these before trusting it)
     be wiped. What this file does promise for secret scalars (the private key
     d and the nonce k) is that the *sequence* of field operations does not
     depend on their bits: every scalar multiplication does the same additions
-    and doublings for every scalar, with complete formulas that have no
-    special cases (section 3), and the two inversions of secret values are
+    and doublings for every scalar (bar listed cases, of chance below 2^-240,
+    where an addition is a doubling: see section 3), and the two inversions of
+    secret values are
     blinded with a fresh random factor before CPython's (variable-time)
     extended Euclid sees them. That removes the large, easily measured
     leaks; it does not make CPython a side-channel-free platform. If your
@@ -373,8 +374,10 @@ Gy = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 # is s*P with |s| < 2^(w*i) and the entry is T = d 2^(w*i) P with |d| >= 1, so s != +-T, and while
 # |s| + |T| < 2^(w*(i+1)) < n not even mod n (every row but the last, for each width used). In the
 # last row s = T mod n for at most 2^(w-1) values of k (the test suite lists them): a chance below
-# 2^-240 for a nonce. _mul's windows are bounded the same way. See also the notes at the top on
-# what CPython itself does not promise.
+# 2^-240 for a nonce. In _mul (k*G before the table exists) the accumulator before each addition is
+# c' 2^w P with c' odd and 0 < c' < n, which is never +-d P for the digit d but at the very last,
+# where it is d P for one k, 30 (listed too). See also the notes at the top on what CPython itself
+# does not promise.
 #
 # Rejected: the complete formulas of Renes, Costello and Batina (EUROCRYPT 2016, Algorithms 5
 # and 6), which need no branch. Measured here (CPython 3.11, x86-64), an addition costs 3.9 us
@@ -589,16 +592,16 @@ class _GeneratorTable:
     """The table for k*G in this process: one object (_G_TABLE), one lock.
 
     Contract: ``current`` is None until the whole table is built, then that table, never changed
-    again, so a reader takes it without the lock. Until then a call that finds the lock free counts
-    one use and, past _G_AFTER, builds the next rows; a call that finds it taken (another thread,
-    or a signal handler signing while its own thread builds) goes on without a table. The rows so
-    far and the next row's base are one attribute, replaced whole, so an exception at any point
-    leaves them matching and the rows are built again later. The lock is released in a finally (an
-    exception raised inside that finally itself would leave the table unbuilt: slower, never
-    wrong)."""
+    again, so a reader takes it without the lock. Until then each call counts one use and, past
+    _G_AFTER, builds the next rows from a snapshot of the rows so far and their next base (one
+    attribute, replaced whole), then stores them if they are still the longest. The lock is held
+    only to take that snapshot and to store, never during a build, and only by ``with``, so nothing
+    can leave it held; it is reentrant, so a signal handler that signs while its own thread holds it
+    does not wait for itself. Threads that build at once may build the same rows (the longest are
+    kept); an exception at any point leaves the rows matching their base."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._uses = 0
         self._partial: Tuple[Tuple[Row, ...], Affine] = ((), (Gx, Gy))  # rows, next row's base
         self.current: Optional[Table] = None
@@ -607,27 +610,21 @@ class _GeneratorTable:
         """The table for G, or None while it is not whole; may build some rows of it."""
         if self.current is not None:
             return self.current
-        acquired = False
-        try:  # taken inside the try, so an exception at any line after it still releases it
-            acquired = self._lock.acquire(blocking=False)
-            if acquired:
-                self._grow()
-        finally:
-            if acquired:
-                self._lock.release()
-        return self.current
-
-    def _grow(self) -> None:
-        self._uses += 1
-        if self._uses <= _G_AFTER or self.current is not None:
-            return
-        rows, base = self._partial
+        with self._lock:
+            self._uses += 1
+            uses = self._uses
+            rows, base = self._partial
+        if uses <= _G_AFTER:
+            return None
         for _ in range(min(_G_ROWS_PER_CALL, _rows_for(_G_WIDTH) - len(rows))):
             row, base = _row(*base, _G_WIDTH)
             rows += (row,)
-        self._partial = rows, base
-        if len(rows) == _rows_for(_G_WIDTH):
-            self.current = _G_WIDTH, rows
+        with self._lock:
+            if len(rows) > len(self._partial[0]):
+                self._partial = rows, base
+            if len(rows) == _rows_for(_G_WIDTH):
+                self.current = _G_WIDTH, rows
+        return self.current
 
 
 _G_TABLE = _GeneratorTable()
@@ -750,12 +747,14 @@ def _verify_digest(q: Affine, digest: bytes, signature: bytes, qtable: Optional[
 
 
 # Per-key tables make repeated verification (ECKey.verify, and so proofs and JWS) cheaper. Measured
-# on CPython 3.11, x86-64, u2*Q costs 1.2 ms without a table (_mul) and 0.23 ms with its width-5
-# table (52 rows of 16 points, 0.13 MB, built in ~7 ms). A key earns one at its
+# on CPython 3.11, x86-64, u2*Q costs 1.1 ms without a table (_mul) and 0.2 ms with its width-5
+# table (52 rows of 16 points, 0.13 MB, built in ~8 ms). A key earns one at its
 # _KEY_TABLE_AFTER'th verified signature while fewer than _KEY_TABLE_LIMIT keys hold one, and keeps
 # it until _KEY_LIMIT other keys have verified since it last did. So clients calling in turn never
 # rebuild: up to _KEY_TABLE_LIMIT of them verify fast, the rest as fast as a first sight. Bad
-# signatures never count. Bounded: _KEY_LIMIT keys (~1 MB) and _KEY_TABLE_LIMIT tables (~8.5 MB).
+# signatures never count. A client that sends its own keys can hold every table (DPoP lets anyone
+# have keys); the others then verify as at first sight, the floor this cache only improves on.
+# Bounded: _KEY_LIMIT keys (~1 MB) and _KEY_TABLE_LIMIT tables (~8.5 MB).
 _KEY_TABLE_WIDTH = 5
 _KEY_TABLE_AFTER = 4
 _KEY_TABLE_LIMIT = 64
@@ -765,36 +764,39 @@ _KEY_LIMIT = 4096
 class _KeyTables:
     """Verified public keys and their tables: one object (_KEY_TABLES), one lock.
 
-    Contract: maps a point to its count of verified signatures, or to its table once it has one,
-    least recently verified first; at most _KEY_LIMIT points and _KEY_TABLE_LIMIT tables. A table is
-    built under the lock (~4 ms; other verifiers wait) and stored whole; an interrupted build loses
-    only that key's count."""
+    Contract: ``_counts`` maps the last _KEY_LIMIT keys that verified to how many signatures each
+    did, least recent first; ``_tables`` holds at most _KEY_TABLE_LIMIT tables, each for a key in
+    ``_counts`` (a key that drops out of ``_counts`` takes its table with it). A table is built
+    outside the lock and stored only if a slot is still free; the lock is held only for dictionary
+    reads and writes, by ``with``, and is reentrant (a signal handler may verify)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: Dict[Affine, Union[int, Table]] = {}
-        self._tables = 0
+        self._lock = threading.RLock()
+        self._counts: Dict[Affine, int] = {}
+        self._tables: Dict[Affine, Table] = {}
 
     def table(self, point: Affine) -> Optional[Table]:
         """Q's table, if it has one."""
         with self._lock:
-            entry = self._entries.get(point)
-        return entry if isinstance(entry, tuple) else None
+            return self._tables.get(point)
 
     def verified(self, point: Affine) -> None:
         """Count a good signature by Q: Q moves last, and earns a table when due and one is free."""
         with self._lock:
-            entry = self._entries.pop(point, 0)
-            if isinstance(entry, int):
-                entry += 1
-                if entry >= _KEY_TABLE_AFTER and self._tables < _KEY_TABLE_LIMIT:
-                    entry = _table(*point, _KEY_TABLE_WIDTH)
-                    self._tables += 1
-            self._entries[point] = entry
-            if len(self._entries) > _KEY_LIMIT:
-                oldest = self._entries.pop(next(iter(self._entries)))
-                if isinstance(oldest, tuple):
-                    self._tables -= 1
+            count = self._counts.pop(point, 0) + 1
+            self._counts[point] = count
+            if len(self._counts) > _KEY_LIMIT:
+                oldest = next(iter(self._counts))
+                del self._counts[oldest]
+                self._tables.pop(oldest, None)
+            due = count >= _KEY_TABLE_AFTER and point not in self._tables
+            due = due and len(self._tables) < _KEY_TABLE_LIMIT
+        if not due:
+            return
+        table = _table(*point, _KEY_TABLE_WIDTH)
+        with self._lock:
+            if point in self._counts and len(self._tables) < _KEY_TABLE_LIMIT:
+                self._tables[point] = table
 
 
 _KEY_TABLES = _KeyTables()
@@ -1321,6 +1323,40 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
     return _key_from_parts(d, (x, y))
 
 
+def _key_data(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]]) -> Tuple[str, Any]:
+    """What load_key or load_rsa_key was given, size-checked: ("der", bytes), ("pem", text) or
+    ("jwk", mapping). A path is read first."""
+    if isinstance(data, os.PathLike):
+        data = _read_key_file(data)
+    if isinstance(data, Mapping):
+        return "jwk", data
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
+        if len(raw) > _MAX_KEY_INPUT:
+            raise DPoPError("bad_key", "key data is larger than 64 KiB")
+        if raw[:1] == b"\x30":
+            return "der", raw
+        try:
+            data = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DPoPError("bad_key", "key data is neither DER nor PEM/JWK text") from None
+    if not isinstance(data, str):
+        raise _type_error("data", "str, bytes, a JWK mapping or a path", data)
+    if len(data) > _MAX_KEY_INPUT:
+        raise DPoPError("bad_key", "key data is larger than 64 KiB")
+    stripped = data.strip()
+    if stripped.startswith("{"):
+        return "jwk", _json_object(stripped.encode("utf-8", "surrogatepass"), "JWK")
+    if "-----BEGIN " in stripped:
+        return "pem", stripped + "\n"
+    if len(data) < 4096 and os.path.isfile(data):
+        raise DPoPError(
+            "bad_key",
+            "key data looks like a file name: pass pathlib.Path(...) or the file's contents",
+        )
+    raise DPoPError("bad_key", "key data is not PEM, DER or a JWK")
+
+
 def load_key(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]]) -> ECKey:
     """Load a P-256 key from PEM (text or bytes), DER, a JWK (dict or JSON
     text), or the file an ``os.PathLike`` (``pathlib.Path``) names.
@@ -1328,37 +1364,11 @@ def load_key(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]]) -
     PEM/DER may be SEC1 ``EC PRIVATE KEY``, PKCS#8 ``PRIVATE KEY`` or SPKI
     ``PUBLIC KEY`` (public only). A JWK with ``d`` is a private key.
     """
-    if isinstance(data, Mapping):
-        return _key_from_jwk(data)
-    if isinstance(data, os.PathLike):
-        return load_key_file(data)
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        raw = bytes(data)
-        if len(raw) > _MAX_KEY_INPUT:
-            raise DPoPError("bad_key", "key data is larger than 64 KiB")
-        if raw[:1] == b"\x30":
-            return _key_from_parts(*_parse_der(raw))
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DPoPError("bad_key", "key data is neither DER nor PEM/JWK text") from None
-    elif isinstance(data, str):
-        text = data
-    else:
-        raise _type_error("data", "str, bytes, a JWK mapping or a path", data)
-    if len(text) > _MAX_KEY_INPUT:
-        raise DPoPError("bad_key", "key data is larger than 64 KiB")
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        return _key_from_jwk(_json_object(stripped.encode("utf-8", "surrogatepass"), "JWK"))
-    if "-----BEGIN " in stripped:
-        return _key_from_parts(*_parse_der(_pem_to_der(stripped + "\n")))
-    if len(text) < 4096 and os.path.isfile(text):
-        raise DPoPError(
-            "bad_key",
-            "key data looks like a file name: pass pathlib.Path(...) or the file's contents",
-        )
-    raise DPoPError("bad_key", "key data is not PEM, DER or a JWK")
+    kind, value = _key_data(data)
+    if kind == "jwk":
+        return _key_from_jwk(value)
+    der = value if kind == "der" else _pem_to_der(value)
+    return _key_from_parts(*_parse_der(der))
 
 
 def load_key_file(path: Union[str, os.PathLike[str]]) -> ECKey:
@@ -2285,30 +2295,20 @@ def _rsa_from_der(der: bytes, wrapped: bool = True) -> RSAKey:
 def load_rsa_key(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]]) -> RSAKey:
     """Load an RSA key from PEM or DER (PKCS#1, PKCS#8, SPKI), a JWK (mapping or
     JSON text) or the file a ``pathlib.Path`` names."""
-    if isinstance(data, os.PathLike):
-        data = _read_key_file(data)
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        raw = bytes(data)
-        if raw[:1] == b"\x30":
-            return _rsa_from_der(raw[: _MAX_KEY_INPUT + 1] if len(raw) <= _MAX_KEY_INPUT else b"")
-        data = raw.decode("utf-8", "surrogateescape")
-    if isinstance(data, str):
-        if len(data) > _MAX_KEY_INPUT:
-            raise DPoPError("bad_key", "key data is larger than 64 KiB")
-        if data.strip().startswith("{"):
-            data = _json_object(data.strip().encode("utf-8", "surrogatepass"), "JWK")
-        else:
-            rsa_labels = ("RSA PRIVATE KEY", "RSA PUBLIC KEY", "PRIVATE KEY", "PUBLIC KEY")
-            return _rsa_from_der(_pem_to_der(data, rsa_labels))
-    if not isinstance(data, Mapping):
-        raise _type_error("data", "str, bytes, a JWK mapping or a path", data)
-    if data.get("kty") != "RSA":
-        raise DPoPError("unsupported_key", "JWK kty %s is not RSA" % _short_repr(data.get("kty")))
-    if "oth" in data:
+    kind, value = _key_data(data)
+    if kind == "der":
+        return _rsa_from_der(value)
+    if kind == "pem":
+        rsa_labels = ("RSA PRIVATE KEY", "RSA PUBLIC KEY", "PRIVATE KEY", "PUBLIC KEY")
+        return _rsa_from_der(_pem_to_der(value, rsa_labels))
+    jwk: Mapping[str, Any] = value
+    if jwk.get("kty") != "RSA":
+        raise DPoPError("unsupported_key", "JWK kty %s is not RSA" % _short_repr(jwk.get("kty")))
+    if "oth" in jwk:
         raise DPoPError("bad_key", "multi-prime RSA keys are not supported")
     numbers = []
-    for name in ("n", "e") + (_RSA_PRIVATE if "d" in data else ()):
-        value = data.get(name)
+    for name in ("n", "e") + (_RSA_PRIVATE if "d" in jwk else ()):
+        value = jwk.get(name)
         if not isinstance(value, str):
             raise DPoPError("bad_key", "RSA JWK member '%s' is missing or not a string" % name)
         raw_int = b64url_decode(value)

@@ -231,6 +231,8 @@ def _setting(name: str, value: Any, low: float, high: float, integer: bool = Fal
 
 if TYPE_CHECKING:
     BytesLike = Union[bytes, bytearray, memoryview]
+    # what load_key and load_rsa_key take: PEM or JWK text, PEM or DER bytes, a JWK, a file's path
+    KeyData = Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]]
 
 
 def _as_bytes(name: str, value: object) -> bytes:
@@ -936,12 +938,21 @@ def _bit_string_octets(value: bytes) -> bytes:
     return value[1:]
 
 
-def _parse_spki(der: bytes) -> Affine:
-    items = _der_sequence(der, "SubjectPublicKeyInfo")
-    if len(items) != 2 or items[0][0] != _SEQUENCE or items[1][0] != _BIT_STRING:
-        raise _bad_der("bad SubjectPublicKeyInfo")
-    _check_algorithm(_der_sequence(_der_tlv(_SEQUENCE, items[0][1]), "AlgorithmIdentifier"))
-    return _point_from_octets(_bit_string_octets(items[1][1]))
+def _key_info(items: List[Tuple[int, bytes]]) -> Optional[Tuple[bool, bytes, bytes, List[Any]]]:
+    """SubjectPublicKeyInfo (RFC 5280 §4.1) or PKCS#8 PrivateKeyInfo (RFC 5958), the wrappers EC and
+    RSA keys share: (private?, AlgorithmIdentifier DER, the key inside, PKCS#8's further fields);
+    None for anything else."""
+    if items and items[0][0] == _SEQUENCE:
+        if len(items) != 2 or items[1][0] != _BIT_STRING:
+            raise _bad_der("bad SubjectPublicKeyInfo")
+        return False, _der_tlv(_SEQUENCE, items[0][1]), _bit_string_octets(items[1][1]), []
+    if len(items) < 2 or items[0][0] != _INTEGER or items[1][0] != _SEQUENCE:
+        return None
+    if _der_small_int(items[0][1]) not in (0, 1):
+        raise _bad_der("PrivateKeyInfo must start with version 0 or 1")
+    if len(items) < 3 or items[2][0] != _OCTET_STRING:
+        raise _bad_der("bad PrivateKeyInfo")
+    return True, _der_tlv(_SEQUENCE, items[1][1]), items[2][1], items[3:]
 
 
 def _parse_sec1(der: bytes, outer_curve_checked: bool) -> Tuple[int, Optional[Affine]]:
@@ -982,16 +993,9 @@ def _der_read_exact(data: bytes) -> Tuple[int, bytes]:
     return tag, value
 
 
-def _parse_pkcs8(der: bytes) -> Tuple[int, Optional[Affine]]:
-    """RFC 5958 OneAsymmetricKey holding an ECPrivateKey."""
-    items = _der_sequence(der, "PrivateKeyInfo")
-    if len(items) < 3 or items[0][0] != _INTEGER or _der_small_int(items[0][1]) not in (0, 1):
-        raise _bad_der("PrivateKeyInfo must start with version 0 or 1")
-    if items[1][0] != _SEQUENCE or items[2][0] != _OCTET_STRING:
-        raise _bad_der("bad PrivateKeyInfo")
-    _check_algorithm(_der_sequence(_der_tlv(_SEQUENCE, items[1][1]), "AlgorithmIdentifier"))
-    d, public = _parse_sec1(items[2][1], outer_curve_checked=True)
-    for tag, value in items[3:]:
+def _pkcs8_public(public: Optional[Affine], extra: List[Tuple[int, bytes]]) -> Optional[Affine]:
+    """PKCS#8 v2's [1] publicKey (RFC 5958), which must agree with the one in ECPrivateKey."""
+    for tag, value in extra:
         if tag == 0x81 or tag == 0xA1:  # [1] publicKey (v2)
             outer = _point_from_octets(_bit_string_octets(value))
             if public is not None and public != outer:
@@ -999,16 +1003,20 @@ def _parse_pkcs8(der: bytes) -> Tuple[int, Optional[Affine]]:
             public = outer
         elif tag != 0xA0:  # [0] attributes are ignored
             raise _bad_der("unexpected field in PrivateKeyInfo")
-    return d, public
+    return public
 
 
 def _parse_der(der: bytes) -> Tuple[Optional[int], Optional[Affine]]:
-    """Any of the three structures, told apart by their first element."""
+    """Any of the three structures, told apart by their first elements."""
     items = _der_sequence(der, "key")
-    if items and items[0][0] == _SEQUENCE:
-        return None, _parse_spki(der)
-    if len(items) >= 2 and items[0][0] == _INTEGER and items[1][0] == _SEQUENCE:
-        return _parse_pkcs8(der)
+    wrapped = _key_info(items)
+    if wrapped is not None:
+        private, algorithm, inner, extra = wrapped
+        _check_algorithm(_der_sequence(algorithm, "AlgorithmIdentifier"))
+        if not private:
+            return None, _point_from_octets(inner)
+        d, public = _parse_sec1(inner, outer_curve_checked=True)
+        return d, _pkcs8_public(public, extra)
     if len(items) >= 2 and items[0][0] == _INTEGER and items[1][0] == _OCTET_STRING:
         return _parse_sec1(der, outer_curve_checked=False)
     if len(items) >= 2 and items[0][0] == _INTEGER and items[1][0] == _INTEGER:
@@ -1323,7 +1331,7 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
     return _key_from_parts(d, (x, y))
 
 
-def _key_data(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]]) -> Tuple[str, Any]:
+def _key_data(data: KeyData) -> Tuple[str, Any]:
     """What load_key or load_rsa_key was given, size-checked: ("der", bytes), ("pem", text) or
     ("jwk", mapping). A path is read first."""
     if isinstance(data, os.PathLike):
@@ -1357,7 +1365,7 @@ def _key_data(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]]) 
     raise DPoPError("bad_key", "key data is not PEM, DER or a JWK")
 
 
-def load_key(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]]) -> ECKey:
+def load_key(data: KeyData) -> ECKey:
     """Load a P-256 key from PEM (text or bytes), DER, a JWK (dict or JSON
     text), or the file an ``os.PathLike`` (``pathlib.Path``) names.
 
@@ -1809,17 +1817,15 @@ def challenge_headers(
     server answers 400 with a JSON body instead (§8) but sends the same
     DPoP-Nonce header.
     """
-    for name, value in (("error", error), ("error_description", error_description)):
-        # a header value is one line
-        if value is not None and re.fullmatch(r"[\x20-\x7e]*", value) is None:
-            raise ValueError("%s must be printable ASCII, on one line" % name)
     if not all(isinstance(alg, str) and _TCHAR.fullmatch(alg) for alg in algs):
         raise ValueError("algs must be JWS algorithm names")
     params = []
-    if error is not None:
-        params.append("error=" + _quote(error))
-    if error_description is not None:
-        params.append("error_description=" + _quote(error_description))
+    for name, value in (("error", error), ("error_description", error_description)):
+        if value is None:
+            continue
+        if re.fullmatch(r"[\x20-\x7e]*", value) is None:  # a header value is one line
+            raise ValueError("%s must be printable ASCII, on one line" % name)
+        params.append(name + "=" + _quote(value))
     params.append("algs=" + _quote(" ".join(algs)))
     headers = {"WWW-Authenticate": "DPoP " + ", ".join(params)}
     if nonce is not None:
@@ -2263,27 +2269,16 @@ def _rsa_from_der(der: bytes, wrapped: bool = True) -> RSAKey:
     PKCS#8) holds PKCS#1, never another wrapper: ``wrapped`` is False inside one, so the recursion
     is one level deep."""
     items = _der_sequence(der, "RSA key")
-    if not wrapped and items and items[0][0] == _SEQUENCE:
-        raise DPoPError("unsupported_key", "an RSA key wrapped twice")
-    if items and items[0][0] == _SEQUENCE:  # SPKI
-        algorithm = _der_sequence(_der_tlv(_SEQUENCE, items[0][1]), "AlgorithmIdentifier")
-        if (
-            len(items) != 2
-            or not algorithm
-            or algorithm[0] != (_OID, _OID_RSA)
-            or items[1][0] != _BIT_STRING
-        ):
-            raise DPoPError("unsupported_key", "not an RSA public key")
-        return _rsa_from_der(_bit_string_octets(items[1][1]), wrapped=False)
-    if len(items) == 2:  # RSAPublicKey
-        return RSAKey._new(_der_uint(items[0]), _der_uint(items[1]), None)
-    if len(items) >= 3 and items[1][0] == _SEQUENCE:  # PKCS#8
+    info = _key_info(items)
+    if info is not None:
+        _, algorithm, inner, _ = info
         if not wrapped:
             raise DPoPError("unsupported_key", "an RSA key wrapped twice")
-        algorithm = _der_sequence(_der_tlv(_SEQUENCE, items[1][1]), "AlgorithmIdentifier")
-        if not algorithm or algorithm[0] != (_OID, _OID_RSA) or items[2][0] != _OCTET_STRING:
-            raise DPoPError("unsupported_key", "not an RSA private key")
-        return _rsa_from_der(items[2][1], wrapped=False)
+        if _der_sequence(algorithm, "AlgorithmIdentifier")[:1] != [(_OID, _OID_RSA)]:
+            raise DPoPError("unsupported_key", "not an RSA key")
+        return _rsa_from_der(inner, wrapped=False)
+    if len(items) == 2:  # RSAPublicKey
+        return RSAKey._new(_der_uint(items[0]), _der_uint(items[1]), None)
     if len(items) == 9 and _der_small_int(items[0][1]) == 0:  # RSAPrivateKey, two primes
         modulus, e, *private = (_der_uint(item) for item in items[1:])
         return RSAKey._new(modulus, e, tuple(private))
@@ -2292,7 +2287,7 @@ def _rsa_from_der(der: bytes, wrapped: bool = True) -> RSAKey:
     )
 
 
-def load_rsa_key(data: Union[str, BytesLike, Mapping[str, Any], os.PathLike[str]]) -> RSAKey:
+def load_rsa_key(data: KeyData) -> RSAKey:
     """Load an RSA key from PEM or DER (PKCS#1, PKCS#8, SPKI), a JWK (mapping or
     JSON text) or the file a ``pathlib.Path`` names."""
     kind, value = _key_data(data)
@@ -3504,7 +3499,7 @@ class Client:
 
     def __init__(
         self,
-        key: Union[ECKey, str, BytesLike, Mapping[str, Any], os.PathLike[str]],
+        key: Union[ECKey, KeyData],
         *,
         token_endpoint: Optional[str] = None,
         issuer: Optional[str] = None,
@@ -3520,9 +3515,7 @@ class Client:
         follow_redirects: bool = False,
         refresh_margin: float = 60,
         max_redirects: int = 10,
-        assertion_key: Union[
-            ECKey, str, BytesLike, Mapping[str, Any], os.PathLike[str], None
-        ] = None,
+        assertion_key: Union[ECKey, KeyData, None] = None,
         assertion_kid: Optional[str] = None,
         assertion_alg: Optional[str] = None,
         assertion_audience: Optional[str] = None,

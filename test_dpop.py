@@ -207,6 +207,15 @@ def _lock_is_free(lock):
     return got == [True]
 
 
+def run_in_threads(work, count):
+    """work() in count threads at once, until all of them return."""
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def _in_a_thread(work, seconds=60):
     """Run work() in a thread; False if it has not returned in time (a deadlock)."""
     thread = threading.Thread(target=work, daemon=True)
@@ -2372,11 +2381,7 @@ def test_the_g_table_shared_by_threads_while_it_grows(monkeypatch):
             except Exception as exc:
                 failures.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(work, 4)
     # a thread that finds the lock taken goes on without the table and counts no use
     assert failures == [] and 0 < table._uses <= 160
     assert table.current == dpop._table(*G, 6)
@@ -2989,11 +2994,7 @@ def test_key_tables_shared_by_threads(monkeypatch):
                 if not key.verify(b"m", signed[key]):
                     failures.append(key)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(work, 4)
     tables = dpop._KEY_TABLES._tables
     # threads that found a key due at once may each build its table; three are kept
     assert failures == [] and len(tables) == 3 and len(builds) >= 3

@@ -1492,19 +1492,6 @@ def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
     return h64, p64, s64, header
 
 
-def _jws_parts(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
-    """_jws_split plus the ES256-only header rules."""
-    h64, p64, s64, header = _jws_split(token, limit)
-    alg = header.get("alg")
-    if alg != "ES256":
-        raise DPoPError(
-            "unsupported_alg", "JWS alg %s is not accepted; only ES256" % _short_repr(alg)
-        )
-    if "crit" in header:
-        raise DPoPError("bad_jws", "JWS 'crit' extensions are not supported")
-    return h64, p64, s64, header
-
-
 def jws_verify(token: str, key: Union[ECKey, Mapping[str, Any]]) -> Tuple[Dict[str, Any], bytes]:
     """Check a compact ES256 JWS against ``key``; return (header, payload bytes).
 
@@ -1515,7 +1502,14 @@ def jws_verify(token: str, key: Union[ECKey, Mapping[str, Any]]) -> Tuple[Dict[s
         key = _key_from_jwk(key)
     elif not isinstance(key, ECKey):
         raise _type_error("key", "an ECKey or a JWK mapping", key)
-    h64, p64, s64, header = _jws_parts(token, _MAX_JWS)
+    h64, p64, s64, header = _jws_split(token, _MAX_JWS)
+    alg = header.get("alg")
+    if alg != "ES256":
+        raise DPoPError(
+            "unsupported_alg", "JWS alg %s is not accepted; only ES256" % _short_repr(alg)
+        )
+    if "crit" in header:
+        raise DPoPError("bad_jws", "JWS 'crit' extensions are not supported")
     try:
         payload = b64url_decode(p64)
         signature = b64url_decode(s64)
@@ -2403,7 +2397,7 @@ def client_assertion(
 # =============================================================================
 
 # =============================================================================
-# 12. HTTP client: client_credentials with DPoP (RFC 6749 §4.4, RFC 9449 §5-§9)
+# 12. HTTP messages: targets, headers, responses, challenges (RFC 9110)
 # =============================================================================
 #
 # Why http.client and not urllib.request: the opener's defaults are wrong
@@ -2416,26 +2410,6 @@ def client_assertion(
 # Why the HTTP modules are imported inside functions: ssl and http.client
 # cost 15-30 ms to import; a program that only signs proofs should not pay
 # that, and neither should the first signature of a fresh process.
-#
-# Decisions, each visible to users:
-#  * A token response without expires_in is used until an API answers
-#    401 invalid_token; then one new token is fetched and the request retried.
-#  * A token is replaced once it is within refresh_margin seconds of expiry,
-#    the margin capped at half the token's lifetime (a 10 s token is reused
-#    for 5 s, not never).
-#  * Plain http is refused except to loopback hosts (localhost, 127/8, ::1).
-#  * Proxies: curl's variables and rules (_Proxy, _bypass), https origins
-#    only (loopback http never) and through a CONNECT tunnel: the proxy never
-#    sees a request line, Authorization, DPoP or a client credential. Only
-#    http:// proxies (TLS to the proxy would be TLS inside TLS, which
-#    http.client cannot do); proxy failures are not retried.
-#  * 429 and 503 are retried (Retry-After, else backoff with jitter), and so
-#    are connection failures: always at the token endpoint, for the API only
-#    where a repeat cannot hurt (idempotent methods, or nothing was sent).
-#  * A pooled keep-alive connection that the server closed while idle is
-#    retried once on a new connection, with a fresh proof.
-#  * Token endpoint and discovery bodies are capped at 1 MiB, API bodies at
-#    256 MiB (after gzip decoding); larger ones raise response_too_large.
 
 if TYPE_CHECKING:
     _Pairs = List[Tuple[str, str]]  # header or form fields, in order
@@ -2680,7 +2654,12 @@ def _challenge_errors(headers: Headers) -> List[str]:
     return [params["error"] for params in _refusals(headers)]
 
 
-# -- Session log ----------------------------------------------------------------
+# =============================================================================
+# 13. Session log: every exchange, secrets masked, controls escaped
+# =============================================================================
+#
+# What a Client sent and received, for --session-log and Client(session_log=...). Every secret the
+# client knows goes through _Scrubber before a line is written.
 
 
 def _mask_header(name: str, value: str) -> str:
@@ -2851,7 +2830,9 @@ class _SessionLog:
             self._sink.close()
 
 
-# -- Connections ------------------------------------------------------------------
+# =============================================================================
+# 14. Connections: proxies (curl's rules), CONNECT tunnels, TLS, keep-alive, bodies
+# =============================================================================
 
 
 _PROXY_URL = re.compile(
@@ -3209,6 +3190,11 @@ class _BodyStream:
         return b"".join(chunks)
 
 
+# =============================================================================
+# 15. The token cache: access tokens kept across runs (FileTokenCache)
+# =============================================================================
+
+
 class FileTokenCache:
     """Access tokens kept across processes in one JSON file (``Client(token_cache=...)``).
 
@@ -3371,6 +3357,31 @@ def _good_nonce(value: Any) -> bool:
     return (
         isinstance(value, str) and len(value) <= _MAX_NONCE and _NQCHAR.fullmatch(value) is not None
     )
+
+
+# =============================================================================
+# 16. Client: client_credentials with DPoP (RFC 6749 §4.4, RFC 9449 §5-§9)
+# =============================================================================
+#
+# Decisions, each visible to users:
+#  * A token response without expires_in is used until an API answers
+#    401 invalid_token; then one new token is fetched and the request retried.
+#  * A token is replaced once it is within refresh_margin seconds of expiry,
+#    the margin capped at half the token's lifetime (a 10 s token is reused
+#    for 5 s, not never).
+#  * Plain http is refused except to loopback hosts (localhost, 127/8, ::1).
+#  * Proxies: curl's variables and rules (_Proxy, _bypass), https origins
+#    only (loopback http never) and through a CONNECT tunnel: the proxy never
+#    sees a request line, Authorization, DPoP or a client credential. Only
+#    http:// proxies (TLS to the proxy would be TLS inside TLS, which
+#    http.client cannot do); proxy failures are not retried.
+#  * 429 and 503 are retried (Retry-After, else backoff with jitter), and so
+#    are connection failures: always at the token endpoint, for the API only
+#    where a repeat cannot hurt (idempotent methods, or nothing was sent).
+#  * A pooled keep-alive connection that the server closed while idle is
+#    retried once on a new connection, with a fresh proof.
+#  * Token endpoint and discovery bodies are capped at 1 MiB, API bodies at
+#    256 MiB (after gzip decoding); larger ones raise response_too_large.
 
 
 def _network_error(code: str, why: str, written: bool) -> DPoPError:
@@ -3802,7 +3813,9 @@ class Client:
         reason once: a new nonce (RFC 9449 §8, §9; never for the nonce just sent), invalid_token
         (the token is dropped), a server clock learnt from Date (invalid_dpop_proof, or Keycloak's
         invalid_request at the token endpoint)."""
-        errors = (_challenge_errors(headers) if status == 401 else []) + ([error] if error else [])
+        errors = _challenge_errors(headers) if status == 401 else []
+        if error:
+            errors.append(error)
         fresh = self._nonces.get(origin)
         # RFC 9449 §8: some token endpoints say invalid_dpop_proof or invalid_request with their
         # nonce
@@ -4386,7 +4399,7 @@ def _reason(exc: BaseException) -> str:
 
 
 # =============================================================================
-# 13. requests and httpx: a Client's DPoP as their auth (RFC 9449 §7, §8, §9)
+# 17. requests and httpx: a Client's DPoP as their auth (RFC 9449 §7, §8, §9)
 # =============================================================================
 #
 # The program keeps its HTTP library; the Client brings the token, the proofs
@@ -4524,7 +4537,7 @@ def _httpx_auth(client: Client) -> Any:
 
 
 # =============================================================================
-# 14. Shared stores on Redis: the replay cache and the token cache
+# 18. Shared stores on Redis: the replay cache and the token cache
 # =============================================================================
 #
 # Servers that verify proofs in several processes must share what they have
@@ -4613,7 +4626,7 @@ class RedisTokenCache:
 
 
 # =============================================================================
-# 15. Demo servers: a local authorization server and API (python dpop.py demo)
+# 19. Demo servers: a local authorization server and API (python dpop.py demo)
 # =============================================================================
 #
 # Loopback only. The authorization server issues JWT access tokens bound to
@@ -4939,7 +4952,7 @@ def _demo_api(handler: Any) -> None:
 
 
 # =============================================================================
-# 16. Command line
+# 20. Command line
 # =============================================================================
 #
 # Every option is declared once, in its command's table (_Opt): flags, DPOP_*
@@ -5273,11 +5286,11 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
         allow_abbrev=False,
     )
     for opt in table:
-        text = (
-            opt.help
-            + (": " + ", ".join(opt.choices) if opt.choices else "")
-            + (" [%s]" % opt.env) * bool(opt.env)
-        )
+        text = opt.help
+        if opt.choices:
+            text += ": " + ", ".join(opt.choices)
+        if opt.env:
+            text += " [%s]" % opt.env
         if opt.positional:
             parser.add_argument(
                 opt.dest,

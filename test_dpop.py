@@ -2,7 +2,7 @@
 
 Layout: the shared helpers, reference implementations and fixtures come first; then the tests,
 under one banner per section of dpop.py (0. Errors to 16. Command line), each filed under the
-furthest section it exercises (a test of Client that builds proofs is a section 12 test); last,
+furthest section it exercises (a test of Client that builds proofs is a section 16 test); last,
 the tests that span the file (README, layout, public API).
 
 Run with ``python -m pytest`` (see README). Wycheproof files are read from the
@@ -2433,8 +2433,14 @@ def test_g_tables_survive_an_interrupt_at_any_line(monkeypatch):
 
 def test_the_g_table_survives_signals_that_interrupt_it_anywhere(monkeypatch):
     # the review: a signal between the lock's acquire and the store of its result left the lock
-    # held, and the table never grew. Interrupt table() every 20 us, many times over.
+    # held, and the table never grew. Interrupt table() once a round, 20 to 410 us into it (one
+    # signal a round). Not under a tracer: coverage's own lock, taken inside its tracer, is left
+    # held when the signal's exception lands there (the runs without coverage cover it).
     import signal
+    import sys
+
+    if sys.gettrace() is not None:
+        pytest.skip("an exception from a signal handler can land inside the tracer (coverage)")
 
     class Interrupted(Exception):
         pass
@@ -2447,22 +2453,24 @@ def test_the_g_table_survives_signals_that_interrupt_it_anywhere(monkeypatch):
             raise Interrupted
 
     previous = signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL, 2e-5, 2e-5)
     try:
-        for _ in range(200):
+        for i in range(200):
             table = fresh_g_table(monkeypatch, 3, 1, after=-(10**9))
             try:
                 armed.append(1)
-                for _ in range(100000):
+                signal.setitimer(signal.ITIMER_REAL, 2e-5 + (i % 40) * 1e-5)
+                while table.current is None:
                     table.table()
+                armed.clear()
             except Interrupted:
                 pass
+            signal.setitimer(signal.ITIMER_REAL, 0)
             armed.clear()
             assert _lock_is_free(table._lock)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    for _ in range(86):
+    while table.current is None:
         table.table()
     assert table.current == dpop._table(*G, 3)
 
@@ -4358,7 +4366,238 @@ def test_client_assertion_misuse():
 
 
 # ==================================================================================================
-# 12. HTTP client: client_credentials with DPoP (RFC 6749 §4.4, RFC 9449 §5-§9)
+# 12. HTTP messages: targets, headers, responses, challenges (RFC 9110)
+# ==================================================================================================
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (
+            [
+                'DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"'
+            ],
+            [
+                (
+                    "dpop",
+                    {
+                        "error": "use_dpop_nonce",
+                        "error_description": "Resource server requires nonce in DPoP proof",
+                    },
+                )
+            ],
+        ),
+        (
+            ['Bearer realm="x", DPoP algs="ES256 PS256", error="invalid_token"'],
+            [
+                ("bearer", {"realm": "x"}),
+                ("dpop", {"algs": "ES256 PS256", "error": "invalid_token"}),
+            ],
+        ),
+        (
+            ['DPoP algs="ES256" , error = "use_dpop_nonce"'],
+            [("dpop", {"algs": "ES256", "error": "use_dpop_nonce"})],
+        ),
+        (
+            ['DPoP error_description="a, \\"quoted\\", b", error=invalid_token'],
+            [("dpop", {"error_description": 'a, "quoted", b', "error": "invalid_token"})],
+        ),
+        (
+            ["Basic realm=x", "DPoP ERROR=use_dpop_nonce"],
+            [("basic", {"realm": "x"}), ("dpop", {"error": "use_dpop_nonce"})],
+        ),
+        (["Negotiate abc==, DPoP error=x"], [("negotiate", {}), ("dpop", {"error": "x"})]),
+        (["DPoP"], [("dpop", {})]),
+        (["DPoP error=a, error=b"], [("dpop", {"error": "a"})]),
+        ([", , DPoP error=a,"], [("dpop", {"error": "a"})]),
+        (['DPoP error="unterminated'], [("dpop", {"error": "unterminated"})]),
+        (["\u00e9"], []),
+    ],
+)
+def test_www_authenticate_parsing(values, expected):
+    assert dpop._parse_challenges(values) == expected
+
+
+@settings(max_examples=300)
+@given(st.lists(st.text(max_size=60), max_size=3))
+def test_www_authenticate_parser_never_fails(values):
+    assert isinstance(dpop._parse_challenges(values), list)
+
+
+def test_oidc_token_endpoint_really_checks_our_proofs(oidc):
+    import http.client
+
+    c = oidc["by_method"]["client_secret_post"]
+    key = dpop.generate_key()
+    target = dpop._Target(oidc["token_endpoint"])
+    body = urllib.parse.urlencode(
+        {
+            "grant_type": "client_credentials",
+            "client_id": c["client_id"],
+            "client_secret": c["client_secret"],
+            "scope": "api",
+        }
+    )
+    for name, proof in {
+        "wrong htu": dpop.make_proof(key, "POST", oidc["token_endpoint"] + "x"),
+        "wrong htm": dpop.make_proof(key, "GET", oidc["token_endpoint"]),
+        "tampered": _tamper(dpop.make_proof(key, "POST", oidc["token_endpoint"]), 2),
+    }.items():
+        conn = http.client.HTTPConnection(target.host, target.port, timeout=10)
+        conn.request(
+            "POST",
+            target.target,
+            body=body,
+            headers={"DPoP": proof, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        conn.close()
+        assert response.status == 400 and answer["error"] == "invalid_dpop_proof", (name, answer)
+
+
+@pytest.mark.parametrize(
+    "charset", ["idna", "rot13", "base64", "utf-32", "no-such-charset", "punycode"]
+)
+def test_response_text_never_raises_on_a_server_charset(charset):
+    body = "caf\u00e9 \u2603".encode()
+    headers = dpop.Headers([("Content-Type", "text/plain; charset=%s" % charset)])
+    text = dpop.Response(200, "OK", headers, body, "https://x.example/").text
+    assert isinstance(text, str)
+    if charset in ("idna", "rot13", "base64", "no-such-charset"):
+        assert text == body.decode("utf-8")
+
+
+def test_response_text_decodes_only_text_charsets_it_knows():
+    body = b"a" * 50000 + b"-" + b"99" * 50000
+    text = dpop.Response(
+        200,
+        "OK",
+        dpop.Headers([("Content-Type", "text/plain; charset=punycode")]),
+        body,
+        "https://x/",
+    ).text
+    assert text == body.decode()
+    for charset, expected in (
+        ("latin-1", "caf\u00e9"),
+        ("ISO-8859-1", "caf\u00e9"),
+        ("utf-16", None),
+        ("cp1252", "caf\u00e9"),
+    ):
+        raw = "caf\u00e9".encode(charset if expected else "utf-16")
+        headers = dpop.Headers([("Content-Type", "text/plain; charset=%s" % charset)])
+        assert dpop.Response(200, "OK", headers, raw, "https://x/").text == "caf\u00e9"
+
+
+def test_challenge_parsing_stays_linear():
+    # a run of commas made every failed match restart one character on: 64 KiB took minutes
+    assert dpop._parse_challenges(["," * 65536, 'DPoP error="x"' + "," * 65536]) == [
+        ("dpop", {"error": "x"})
+    ]
+
+
+# ==================================================================================================
+# 13. Session log: every exchange, secrets masked, controls escaped
+# ==================================================================================================
+
+
+def test_scrubber_stays_bounded_for_a_client_that_refreshes_forever():
+    scrub = dpop._Scrubber()
+    scrub.add("client-secret-1")
+    for i in range(1000):
+        scrub.add("token-%04d-xyz" % i, lasting=False)
+    assert len(scrub._longest_first) <= 45  # 8 tokens and the secret, 5 spellings each
+    assert scrub("client-secret-1 token-0999-xyz token-0992-xyz") == "**** **** ****"
+
+
+def test_the_scrubber_takes_any_string():
+    scrub = dpop._Scrubber()
+    scrub.add("ab\ud800cd")
+    assert scrub("x ab\ud800cd y") == "x **** y"
+
+
+# ==================================================================================================
+# 14. Connections: proxies (curl's rules), CONNECT tunnels, TLS, keep-alive, bodies
+# ==================================================================================================
+
+
+@pytest.mark.parametrize(
+    "url, host, port, auth",
+    [
+        ("127.0.0.1:3128", "127.0.0.1", 3128, None),
+        ("http://proxy.example", "proxy.example", 1080, None),  # curl's default proxy port
+        ("HTTP://[::1]:8080/", "::1", 8080, None),
+        ("http://al%40ce:p%3Ass@proxy.example:8080", "proxy.example", 8080, "al@ce:p:ss"),
+        ("http://alice@proxy.example:8080", "proxy.example", 8080, "alice:"),
+    ],
+)
+def test_proxy_urls(url, host, port, auth):
+    proxy = dpop._Proxy(url)
+    assert (proxy.host, proxy.port) == (host, port)
+    expected = None if auth is None else "Basic " + base64.b64encode(auth.encode()).decode()
+    assert proxy.auth == expected
+
+
+@pytest.mark.parametrize(
+    "host, port, no_proxy, bypass",
+    [
+        ("api.example.com", 443, "*", True),
+        ("api.example.com", 443, "example.com", True),
+        ("api.example.com", 443, ".example.com", True),
+        ("example.com", 443, ".example.com", True),
+        ("badexample.com", 443, "example.com", False),
+        ("API.Example.COM", 443, " other.org , EXAMPLE.com ", True),
+        ("api.example.com", 443, "example.com:8443", False),
+        ("api.example.com", 8443, "example.com:8443", True),
+        ("127.0.0.1", 443, "127.0.0.1", True),
+        ("127.0.0.1", 443, "0.0.1", False),  # no suffix matching of addresses
+        ("127.0.0.2", 443, "127.0.0.0/8", True),
+        ("10.1.2.3", 443, "127.0.0.0/8", False),
+        ("[::1]", 443, "::1", True),
+        ("[::1]", 8443, "[::1]:8443", True),
+        ("[::1]", 443, "[::1]:8443", False),
+        ("localhost", 443, "", False),
+        ("localhost", 443, "localhost", True),
+        ("localhost", 443, "*.example.com", False),
+        ("evil.10.0.0.1", 443, "10.0.0.1", False),  # an address entry never matches a name
+        ("10.0.0.1", 443, "0.1", False),
+    ],
+)
+def test_no_proxy_matching(host, port, no_proxy, bypass):
+    assert dpop._bypass(host, port, no_proxy) is bypass
+
+
+def test_misc_reprs_and_small_paths(monkeypatch):
+    proof = dpop.verify_proof(
+        RFC9449["proofs"][0]["proof"],
+        method="POST",
+        url=RFC9449["proofs"][0]["htu"],
+        now=RFC9449["proofs"][0]["iat"],
+    )
+    assert "POST" in repr(proof) and RFC9449["jkt"] in repr(proof)
+    headers = dpop.Headers([("Authorization", "DPoP secret-token"), ("DPoP", "proof"), ("X", "1")])
+    assert (
+        "secret-token" not in repr(headers)
+        and "proof'" not in repr(headers)
+        and "****" in repr(headers)
+    )
+    twice = dpop.Headers(
+        [("A", "1"), ("a", "2"), (None, "never read")]
+    )  # get() stops at the first match
+    assert twice.get("a") == twice["A"] == "1" and "a" in twice and headers.get("b", "-") == "-"
+    odd = dpop.Response(
+        200,
+        "OK",
+        dpop.Headers([("Content-Type", "text/plain; charset=no-such-charset")]),
+        b"ok",
+        "https://h/",
+    )
+    assert odd.text == "ok" and odd.ok
+    assert dpop._inflater("br") is None  # unknown codings pass through as they came
+
+
+# ==================================================================================================
+# 16. Client: client_credentials with DPoP (RFC 6749 §4.4, RFC 9449 §5-§9)
 # ==================================================================================================
 
 
@@ -4730,60 +4969,6 @@ def test_no_retry_when_server_repeats_the_nonce_just_sent(scripted, client_key):
         assert scripted.script.count("/api/dpop/test") == 2
         assert client.get(scripted.api_url).status == 401  # "same" was just sent: no retry
         assert scripted.script.count("/api/dpop/test") == 3
-
-
-@pytest.mark.parametrize(
-    "values, expected",
-    [
-        (
-            [
-                'DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"'
-            ],
-            [
-                (
-                    "dpop",
-                    {
-                        "error": "use_dpop_nonce",
-                        "error_description": "Resource server requires nonce in DPoP proof",
-                    },
-                )
-            ],
-        ),
-        (
-            ['Bearer realm="x", DPoP algs="ES256 PS256", error="invalid_token"'],
-            [
-                ("bearer", {"realm": "x"}),
-                ("dpop", {"algs": "ES256 PS256", "error": "invalid_token"}),
-            ],
-        ),
-        (
-            ['DPoP algs="ES256" , error = "use_dpop_nonce"'],
-            [("dpop", {"algs": "ES256", "error": "use_dpop_nonce"})],
-        ),
-        (
-            ['DPoP error_description="a, \\"quoted\\", b", error=invalid_token'],
-            [("dpop", {"error_description": 'a, "quoted", b', "error": "invalid_token"})],
-        ),
-        (
-            ["Basic realm=x", "DPoP ERROR=use_dpop_nonce"],
-            [("basic", {"realm": "x"}), ("dpop", {"error": "use_dpop_nonce"})],
-        ),
-        (["Negotiate abc==, DPoP error=x"], [("negotiate", {}), ("dpop", {"error": "x"})]),
-        (["DPoP"], [("dpop", {})]),
-        (["DPoP error=a, error=b"], [("dpop", {"error": "a"})]),
-        ([", , DPoP error=a,"], [("dpop", {"error": "a"})]),
-        (['DPoP error="unterminated'], [("dpop", {"error": "unterminated"})]),
-        (["\u00e9"], []),
-    ],
-)
-def test_www_authenticate_parsing(values, expected):
-    assert dpop._parse_challenges(values) == expected
-
-
-@settings(max_examples=300)
-@given(st.lists(st.text(max_size=60), max_size=3))
-def test_www_authenticate_parser_never_fails(values):
-    assert isinstance(dpop._parse_challenges(values), list)
 
 
 def test_redirects_not_followed_by_default(scripted, client_key):
@@ -5219,38 +5404,6 @@ def test_oidc_api_really_checks_our_proofs(oidc):
     assert _raw_api_call(oidc, token, None, scheme="Bearer")[0] == 401
 
 
-def test_oidc_token_endpoint_really_checks_our_proofs(oidc):
-    import http.client
-
-    c = oidc["by_method"]["client_secret_post"]
-    key = dpop.generate_key()
-    target = dpop._Target(oidc["token_endpoint"])
-    body = urllib.parse.urlencode(
-        {
-            "grant_type": "client_credentials",
-            "client_id": c["client_id"],
-            "client_secret": c["client_secret"],
-            "scope": "api",
-        }
-    )
-    for name, proof in {
-        "wrong htu": dpop.make_proof(key, "POST", oidc["token_endpoint"] + "x"),
-        "wrong htm": dpop.make_proof(key, "GET", oidc["token_endpoint"]),
-        "tampered": _tamper(dpop.make_proof(key, "POST", oidc["token_endpoint"]), 2),
-    }.items():
-        conn = http.client.HTTPConnection(target.host, target.port, timeout=10)
-        conn.request(
-            "POST",
-            target.target,
-            body=body,
-            headers={"DPoP": proof, "Content-Type": "application/x-www-form-urlencoded"},
-        )
-        response = conn.getresponse()
-        answer = json.loads(response.read())
-        conn.close()
-        assert response.status == 400 and answer["error"] == "invalid_dpop_proof", (name, answer)
-
-
 def test_https_with_cafile(tls_server, client_key):
     with make_client(tls_server, client_key, cafile=str(TLS / "server.pem")) as client:
         assert tls_server.base_url.startswith("https://")
@@ -5464,23 +5617,6 @@ def test_tls_through_the_tunnel_checks_the_origin_certificate(open_proxy, tls_se
 
 
 @pytest.mark.parametrize(
-    "url, host, port, auth",
-    [
-        ("127.0.0.1:3128", "127.0.0.1", 3128, None),
-        ("http://proxy.example", "proxy.example", 1080, None),  # curl's default proxy port
-        ("HTTP://[::1]:8080/", "::1", 8080, None),
-        ("http://al%40ce:p%3Ass@proxy.example:8080", "proxy.example", 8080, "al@ce:p:ss"),
-        ("http://alice@proxy.example:8080", "proxy.example", 8080, "alice:"),
-    ],
-)
-def test_proxy_urls(url, host, port, auth):
-    proxy = dpop._Proxy(url)
-    assert (proxy.host, proxy.port) == (host, port)
-    expected = None if auth is None else "Basic " + base64.b64encode(auth.encode()).decode()
-    assert proxy.auth == expected
-
-
-@pytest.mark.parametrize(
     "url",
     [
         "socks5://127.0.0.1:1080",
@@ -5499,64 +5635,6 @@ def test_unusable_proxy_urls_are_proxy_errors(url, client_key, server, monkeypat
     with raises_code("proxy") as info:
         make_client(server, client_key)
     assert "HTTPS_PROXY" in info.value.message
-
-
-@pytest.mark.parametrize(
-    "host, port, no_proxy, bypass",
-    [
-        ("api.example.com", 443, "*", True),
-        ("api.example.com", 443, "example.com", True),
-        ("api.example.com", 443, ".example.com", True),
-        ("example.com", 443, ".example.com", True),
-        ("badexample.com", 443, "example.com", False),
-        ("API.Example.COM", 443, " other.org , EXAMPLE.com ", True),
-        ("api.example.com", 443, "example.com:8443", False),
-        ("api.example.com", 8443, "example.com:8443", True),
-        ("127.0.0.1", 443, "127.0.0.1", True),
-        ("127.0.0.1", 443, "0.0.1", False),  # no suffix matching of addresses
-        ("127.0.0.2", 443, "127.0.0.0/8", True),
-        ("10.1.2.3", 443, "127.0.0.0/8", False),
-        ("[::1]", 443, "::1", True),
-        ("[::1]", 8443, "[::1]:8443", True),
-        ("[::1]", 443, "[::1]:8443", False),
-        ("localhost", 443, "", False),
-        ("localhost", 443, "localhost", True),
-        ("localhost", 443, "*.example.com", False),
-        ("evil.10.0.0.1", 443, "10.0.0.1", False),  # an address entry never matches a name
-        ("10.0.0.1", 443, "0.1", False),
-    ],
-)
-def test_no_proxy_matching(host, port, no_proxy, bypass):
-    assert dpop._bypass(host, port, no_proxy) is bypass
-
-
-def test_misc_reprs_and_small_paths(monkeypatch):
-    proof = dpop.verify_proof(
-        RFC9449["proofs"][0]["proof"],
-        method="POST",
-        url=RFC9449["proofs"][0]["htu"],
-        now=RFC9449["proofs"][0]["iat"],
-    )
-    assert "POST" in repr(proof) and RFC9449["jkt"] in repr(proof)
-    headers = dpop.Headers([("Authorization", "DPoP secret-token"), ("DPoP", "proof"), ("X", "1")])
-    assert (
-        "secret-token" not in repr(headers)
-        and "proof'" not in repr(headers)
-        and "****" in repr(headers)
-    )
-    twice = dpop.Headers(
-        [("A", "1"), ("a", "2"), (None, "never read")]
-    )  # get() stops at the first match
-    assert twice.get("a") == twice["A"] == "1" and "a" in twice and headers.get("b", "-") == "-"
-    odd = dpop.Response(
-        200,
-        "OK",
-        dpop.Headers([("Content-Type", "text/plain; charset=no-such-charset")]),
-        b"ok",
-        "https://h/",
-    )
-    assert odd.text == "ok" and odd.ok
-    assert dpop._inflater("br") is None  # unknown codings pass through as they came
 
 
 def test_session_log_binary_body_and_refresh_token(scripted, client_key):
@@ -5820,18 +5898,6 @@ def test_good_expires_in_forms(scripted, client_key, lifetime):
         assert client.access_token() == "at"
 
 
-@pytest.mark.parametrize(
-    "charset", ["idna", "rot13", "base64", "utf-32", "no-such-charset", "punycode"]
-)
-def test_response_text_never_raises_on_a_server_charset(charset):
-    body = "caf\u00e9 \u2603".encode()
-    headers = dpop.Headers([("Content-Type", "text/plain; charset=%s" % charset)])
-    text = dpop.Response(200, "OK", headers, body, "https://x.example/").text
-    assert isinstance(text, str)
-    if charset in ("idna", "rot13", "base64", "no-such-charset"):
-        assert text == body.decode("utf-8")
-
-
 def test_library_key_arguments_name_files_right(tmp_path):
     key = dpop.generate_key()
     path = tmp_path / "k.pem"
@@ -5898,15 +5964,6 @@ def test_streamed_responses_are_read_in_chunks_without_a_cap(scripted, client_ke
         [port for path, port in ports if path == "/api/gz"][0],
     )
     assert big == gz
-
-
-def test_scrubber_stays_bounded_for_a_client_that_refreshes_forever():
-    scrub = dpop._Scrubber()
-    scrub.add("client-secret-1")
-    for i in range(1000):
-        scrub.add("token-%04d-xyz" % i, lasting=False)
-    assert len(scrub._longest_first) <= 45  # 8 tokens and the secret, 5 spellings each
-    assert scrub("client-secret-1 token-0999-xyz token-0992-xyz") == "**** **** ****"
 
 
 def test_private_key_jwt_gets_a_new_assertion_for_every_token_request(client_key):
@@ -6112,27 +6169,6 @@ def test_truncated_compressed_bodies_are_errors(scripted, client_key):
                 client.get(scripted.base_url + path)
             with raises_code("bad_response"):
                 b"".join(client.get(scripted.base_url + path, stream=True).iter_bytes())
-
-
-def test_response_text_decodes_only_text_charsets_it_knows():
-    body = b"a" * 50000 + b"-" + b"99" * 50000
-    text = dpop.Response(
-        200,
-        "OK",
-        dpop.Headers([("Content-Type", "text/plain; charset=punycode")]),
-        body,
-        "https://x/",
-    ).text
-    assert text == body.decode()
-    for charset, expected in (
-        ("latin-1", "caf\u00e9"),
-        ("ISO-8859-1", "caf\u00e9"),
-        ("utf-16", None),
-        ("cp1252", "caf\u00e9"),
-    ):
-        raw = "caf\u00e9".encode(charset if expected else "utf-16")
-        headers = dpop.Headers([("Content-Type", "text/plain; charset=%s" % charset)])
-        assert dpop.Response(200, "OK", headers, raw, "https://x/").text == "caf\u00e9"
 
 
 def test_closing_an_unread_streamed_response_releases_its_connection(scripted, client_key, recwarn):
@@ -6496,13 +6532,6 @@ def test_logging_reports_a_flow_at_debug_without_secrets(client_key, caplog):
     assert "eyJ" not in text  # no token and no proof at all
 
 
-def test_challenge_parsing_stays_linear():
-    # a run of commas made every failed match restart one character on: 64 KiB took minutes
-    assert dpop._parse_challenges(["," * 65536, 'DPoP error="x"' + "," * 65536]) == [
-        ("dpop", {"error": "x"})
-    ]
-
-
 def test_client_verbs_go_through_request(server, client_key):
     seen = []
 
@@ -6693,12 +6722,6 @@ def test_hostile_token_responses_are_dpop_errors_with_a_session_log(scripted, cl
     with make_client(scripted, client_key, session_log=io.StringIO()) as client:
         with raises_code("bad_token_response"):
             client.access_token()
-
-
-def test_the_scrubber_takes_any_string():
-    scrub = dpop._Scrubber()
-    scrub.add("ab\ud800cd")
-    assert scrub("x ab\ud800cd y") == "x **** y"
 
 
 def test_a_body_cannot_forge_session_log_entries_or_write_escapes(scripted, client_key, tmp_path):
@@ -6944,7 +6967,7 @@ def test_close_survives_a_token_cache_that_fails(server, client_key):
 
 
 # ==================================================================================================
-# 13. requests and httpx: a Client's DPoP as their auth (RFC 9449 §7, §8, §9)
+# 17. requests and httpx: a Client's DPoP as their auth (RFC 9449 §7, §8, §9)
 # ==================================================================================================
 
 
@@ -7191,7 +7214,7 @@ def test_httpx_resends_multipart_files(client_key, tmp_path):
 
 
 # ==================================================================================================
-# 14. Shared stores on Redis: the replay cache and the token cache
+# 18. Shared stores on Redis: the replay cache and the token cache
 # ==================================================================================================
 
 
@@ -7306,7 +7329,7 @@ def test_redis_replay_cache_never_takes_a_deferred_answer_as_new(redis_server):
 
 
 # ==================================================================================================
-# 15. Demo servers: a local authorization server and API (python dpop.py demo)
+# 19. Demo servers: a local authorization server and API (python dpop.py demo)
 # ==================================================================================================
 
 
@@ -7409,7 +7432,7 @@ def test_client_secret_jwt_against_the_demo_server(server, client_key, alg):
 
 
 # ==================================================================================================
-# 16. Command line
+# 20. Command line
 # ==================================================================================================
 
 

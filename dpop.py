@@ -110,6 +110,11 @@ if TYPE_CHECKING:
 # 0. Errors
 # =============================================================================
 #
+# Trusts: nothing. Guarantees: every failure that outside data can cause is a DPoPError whose code
+# is one of ERROR_CODES, with a message that names the rule that failed and never the value; a
+# caller's own mistakes are TypeError or ValueError. Read this first: every later section's errors
+# are made here.
+#
 # One exception type. Its ``code`` is API: codes are never renamed, only added.
 # Messages never contain secrets (keys, client secrets, tokens, proofs): they
 # say what was wrong, not what the bad value was.
@@ -197,25 +202,33 @@ class DPoPError(Exception):
         oauth_error: Optional[str] = None,
         status: Optional[int] = None,
     ) -> None:
+        """A DPoPError; ``code`` must be one of ERROR_CODES (a typo is a bug: it fails loudly)."""
         if code not in ERROR_CODES:
             raise RuntimeError("dpop: internal error: unknown error code %r" % code)
         super().__init__(code, message)
         self.code, self.message, self.oauth_error, self.status = code, message, oauth_error, status
 
     def __reduce__(self) -> Any:
+        """Pickle by value: code, message, oauth_error and status survive a trip between
+        processes."""
         return (_rebuild_error, (self.code, self.message, self.oauth_error, self.status))
 
     def __str__(self) -> str:
+        """``code: message``, the form the command line prints after ``dpop:``."""
         return "%s: %s" % (self.code, self.message)
 
 
 def _rebuild_error(
     code: str, message: str, oauth_error: Optional[str], status: Optional[int]
 ) -> DPoPError:
+    """Unpickle a DPoPError (pickle calls this with what __reduce__ saved): errors cross process
+    boundaries, as in multiprocessing pools, with their code and OAuth error intact."""
     return DPoPError(code, message, oauth_error=oauth_error, status=status)
 
 
 def _type_error(name: str, expected: str, value: object) -> TypeError:
+    """The TypeError for an argument of the wrong Python type. It names the type it got, never the
+    value, which may be a secret."""
     return TypeError("%s must be %s, not %s" % (name, expected, type(value).__name__))
 
 
@@ -236,6 +249,8 @@ if TYPE_CHECKING:
 
 
 def _as_bytes(name: str, value: object) -> bytes:
+    """``value`` as immutable bytes, for arguments that may be bytes, bytearray or memoryview; a
+    copy, so a caller that changes its buffer later changes nothing here."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise _type_error(name, "bytes", value)
@@ -244,6 +259,11 @@ def _as_bytes(name: str, value: object) -> bytes:
 # =============================================================================
 # 1. Bytes and encodings
 # =============================================================================
+#
+# Trusts: nothing. Guarantees: base64url is strict (RFC 4648 §5 alphabet, no padding, no
+# whitespace, canonical final bits), so one value has one encoding; JSON objects are strict (unique
+# member names, no NaN or Infinity, no lone surrogates, a size cap); random scalars are uniform
+# (rejection sampling from os.urandom).
 
 _B64URL_ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -282,6 +302,7 @@ def _random_below(limit: int) -> int:
 
 
 def _int_to_bytes32(value: int) -> bytes:
+    """A scalar or coordinate as the 32 big-endian bytes P-256 uses everywhere (SEC 1 §2.3.7)."""
     return value.to_bytes(32, "big")
 
 
@@ -291,6 +312,8 @@ def _json_compact(obj: object) -> bytes:
 
 
 def _short_repr(value: object) -> str:
+    """A short, safe picture of an untrusted value for an error message: JSON scalars as JSON, cut
+    to 24 characters, anything else by its type name only."""
     text = (
         json.dumps(value)
         if isinstance(value, (str, int, float, bool, type(None)))
@@ -300,6 +323,7 @@ def _short_repr(value: object) -> str:
 
 
 def _reject_duplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    """json's object_pairs_hook: an object with a member name twice is refused, never resolved."""
     out: Dict[str, Any] = {}
     for name, value in pairs:
         if name in out:
@@ -310,11 +334,14 @@ def _reject_duplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
 
 
 def _reject_constant(name: str) -> Any:
+    """json's parse_constant: NaN, Infinity and -Infinity are not JSON (RFC 8259): refused."""
     raise ValueError("NaN and Infinity are not JSON")
 
 
 def _json_object(raw: bytes, what: str) -> Dict[str, Any]:
     """Parse ``raw`` as UTF-8 JSON that must be an object with unique names."""
+    # strict UTF-8 (RFC 8259 §8.1), then json with two hooks: a repeated member name and the
+    # non-JSON constants NaN and Infinity are refused instead of resolved
     try:
         text = raw.decode("utf-8")
         obj = json.loads(
@@ -344,6 +371,9 @@ def _equal(a: str, b: str) -> bool:
 # =============================================================================
 # 2. P-256 parameters
 # =============================================================================
+#
+# Trusts: the published constants (SEC 2 v2, FIPS 186-5). Guarantees: nothing by itself; the
+# test suite checks that G is on the curve and that n*G is infinity.
 #
 # Curve y^2 = x^3 - 3x + b over GF(p), prime order n, cofactor 1.
 # Source: SEC 2 v2 §2.4.2 (secp256r1); identical in FIPS 186-5 / SP 800-186
@@ -405,6 +435,8 @@ _WINDOW = 5  # _mul's width: 52 additions and 260 doublings; 4 and 6 were no fas
 
 
 def _on_curve(x: int, y: int) -> bool:
+    """Whether affine (x, y), both in [0, p), satisfies y^2 = x^3 - 3x + b: the check every point
+    from outside data passes before any arithmetic sees it."""
     return 0 <= x < p and 0 <= y < p and (y * y - (x * x * x - 3 * x + b)) % p == 0
 
 
@@ -603,6 +635,7 @@ class _GeneratorTable:
     kept); an exception at any point leaves the rows matching their base."""
 
     def __init__(self) -> None:
+        """No table yet: nothing is built until the first call to table()."""
         self._lock = threading.RLock()
         self._uses = 0
         self._partial: Tuple[Tuple[Row, ...], Affine] = ((), (Gx, Gy))  # rows, next row's base
@@ -643,6 +676,11 @@ def _mul_base(k: int) -> Jacobian:
 # =============================================================================
 # 4. ECDSA (FIPS 186-5 §6.4, SEC 1 v2 §4.1) with RFC 6979 nonces
 # =============================================================================
+#
+# Trusts: section 3's arithmetic and a valid private scalar. Guarantees: signatures that verify
+# (RFC 6979 known answers, Wycheproof and round-trip tests); a nonce that never repeats across
+# messages and leaks nothing through its inversion; a verifier that answers True or False for any
+# bytes and never raises.
 #
 # ES256 signatures are the 64-byte r || s of RFC 7518 §3.4, never DER. Why no low-S rule: JWS never
 # had one, and WebCrypto/OpenSSL signers emit high-S half of the time; Wycheproof marks high-S as
@@ -697,6 +735,7 @@ def _sign_digest(d: int, digest: bytes, extra: bytes, blind: bytes) -> Tuple[int
     ``blind`` is 64 random bytes for the two blinded inversions; it does not
     change the result.
     """
+    # SEC 1 §4.1.3: R = k G, r = x(R) mod n, s = k^-1 (e + r d) mod n, a new k if either is 0
     e = int.from_bytes(digest, "big")  # bits2int; qlen = 256 so no shift
     blind_z = int.from_bytes(blind[:32], "big") % (p - 1) + 1
     blind_k = int.from_bytes(blind[32:], "big") % (n - 1) + 1
@@ -722,6 +761,7 @@ def _verify_digest(q: Affine, digest: bytes, signature: bytes, qtable: Optional[
     s = int.from_bytes(signature[32:], "big")
     if not (0 < r < n and 0 < s < n):
         return False
+    # SEC 1 §4.1.4: w = s^-1, u1 = e w, u2 = r w, R = u1 G + u2 Q, valid when x(R) = r mod n
     e = int.from_bytes(digest, "big")
     w = pow(s, -1, n)  # s is public
     u1 = e * w % n
@@ -773,6 +813,7 @@ class _KeyTables:
     reads and writes, by ``with``, and is reentrant (a signal handler may verify)."""
 
     def __init__(self) -> None:
+        """Empty: nothing is remembered until a key verifies a signature."""
         self._lock = threading.RLock()
         self._counts: Dict[Affine, int] = {}
         self._tables: Dict[Affine, Table] = {}
@@ -808,6 +849,10 @@ _KEY_TABLES = _KeyTables()
 # 5. DER and PEM (the subset key files use)
 # =============================================================================
 #
+# Trusts: nothing; it reads outside data. Guarantees: a key file is one of three structures, in
+# strict DER, within 64 KiB; the curve is named P-256 before any field is read as a P-256 value;
+# a PEM text holds exactly one key block; encrypted and foreign keys are refused by name.
+#
 # Exactly three structures: SEC1 ECPrivateKey (RFC 5915), PKCS#8
 # PrivateKeyInfo/OneAsymmetricKey (RFC 5958) wrapping it, and
 # SubjectPublicKeyInfo (RFC 5280 §4.1). Strict DER: definite minimal lengths,
@@ -832,6 +877,7 @@ _SEQUENCE, _INTEGER, _BIT_STRING, _OCTET_STRING, _OID = 0x30, 0x02, 0x03, 0x04, 
 
 
 def _bad_der(why: str) -> DPoPError:
+    """The bad_key error for a malformed DER structure; ``why`` names the rule, never the bytes."""
     return DPoPError("bad_key", "DER: " + why)
 
 
@@ -839,10 +885,13 @@ def _der_read(data: bytes, pos: int) -> Tuple[int, bytes, int]:
     """One TLV at ``pos``: (tag, value, position after it)."""
     if pos + 2 > len(data):
         raise _bad_der("truncated")
+    # X.690 §8.1.2: one identifier octet (the low five bits all set would mean a longer tag)
     tag, length = data[pos], data[pos + 1]
     pos += 2
     if tag & 0x1F == 0x1F:
         raise _bad_der("multi-byte tags are not used by key files")
+    # §8.1.3: a length below 128 is one octet; else 0x80 | count, then count octets (DER §10.1:
+    # definite and minimal, so 0x81 for 128-255 and 0x82 above; key files never need more)
     if length & 0x80:
         count = length & 0x7F
         if count not in (1, 2) or pos + count > len(data):
@@ -861,6 +910,8 @@ def _der_sequence(data: bytes, what: str) -> List[Tuple[int, bytes]]:
     tag, body, end = _der_read(data, 0)
     if tag != _SEQUENCE or end != len(data):
         raise _bad_der("%s is not a single SEQUENCE" % what)
+    # the elements one after another; each _der_read is bounded by the sequence's own length,
+    # so nothing nested is read here (callers parse what they expect, one level at a time)
     items, pos = [], 0
     while pos < len(body):
         tag, value, pos = _der_read(body, pos)
@@ -869,14 +920,19 @@ def _der_sequence(data: bytes, what: str) -> List[Tuple[int, bytes]]:
 
 
 def _der_small_int(value: bytes) -> int:
+    """A version number: one content byte, 0 to 127 (larger versions do not exist in key files)."""
     if not value or len(value) > 1 or value[0] & 0x80:
         raise _bad_der("bad version number")
     return value[0]
 
 
 def _oid_text(value: bytes) -> str:
+    """An OBJECT IDENTIFIER's dotted text (X.690 §8.19), for error messages only; "?" for one that
+    is malformed or has an arc of more than 64 bits."""
     if not value or value[-1] & 0x80:
         return "?"
+    # X.690 §8.19: each arc is base-128, high bit set on all but its last byte; the first two
+    # arcs share the first number (40 * first + second, the second unbounded under arc 2)
     parts: List[int] = []
     acc = 0
     for byte in value:
@@ -903,6 +959,8 @@ def _check_algorithm(items: List[Tuple[int, bytes]]) -> None:
 
 
 def _check_curve(param: Tuple[int, bytes]) -> None:
+    """ECParameters must be the namedCurve P-256; explicit parameters and other curves are refused
+    by name."""
     tag, value = param
     if tag != _OID:
         raise DPoPError("unsupported_curve", "explicit curve parameters are not supported")
@@ -919,7 +977,8 @@ def _point_from_octets(data: bytes) -> Affine:
         x = int.from_bytes(data[1:], "big")
         if x >= p:
             raise DPoPError("bad_key", "point coordinate out of range")
-        # p = 3 mod 4, so a square root of c is c^((p+1)/4).
+        # p = 3 mod 4, so a square root of c is c^((p+1)/4). If c has none, the y it gives is
+        # off the curve, and _on_curve below refuses it: no separate check is needed.
         y = pow((x * x * x - 3 * x + b) % p, (p + 1) // 4, p)
         if y & 1 != data[0] & 1:
             y = p - y
@@ -933,6 +992,7 @@ def _point_from_octets(data: bytes) -> Affine:
 
 
 def _bit_string_octets(value: bytes) -> bytes:
+    """The octets of a BIT STRING with no unused bits (every key file's kind)."""
     if not value or value[0] != 0:
         raise _bad_der("BIT STRING with unused bits")
     return value[1:]
@@ -957,6 +1017,8 @@ def _key_info(items: List[Tuple[int, bytes]]) -> Optional[Tuple[bool, bytes, byt
 
 def _parse_sec1(der: bytes, outer_curve_checked: bool) -> Tuple[int, Optional[Affine]]:
     """RFC 5915 ECPrivateKey: (d, embedded public point or None)."""
+    # ECPrivateKey ::= SEQUENCE { version 1, privateKey OCTET STRING, [0] parameters OPTIONAL,
+    #                             [1] publicKey BIT STRING OPTIONAL } (RFC 5915 §3), in that order
     items = _der_sequence(der, "ECPrivateKey")
     if len(items) < 2 or items[0][0] != _INTEGER or _der_small_int(items[0][1]) != 1:
         raise _bad_der("ECPrivateKey must start with version 1")
@@ -987,6 +1049,7 @@ def _parse_sec1(der: bytes, outer_curve_checked: bool) -> Tuple[int, Optional[Af
 
 
 def _der_read_exact(data: bytes) -> Tuple[int, bytes]:
+    """The one TLV that is all of ``data``: (tag, value); trailing bytes are refused."""
     tag, value, end = _der_read(data, 0)
     if end != len(data):
         raise _bad_der("trailing bytes")
@@ -1027,6 +1090,7 @@ def _parse_der(der: bytes) -> Tuple[Optional[int], Optional[Affine]]:
 
 
 def _der_tlv(tag: int, value: bytes) -> bytes:
+    """DER for one element: tag, minimal definite length (up to 65535 bytes), value."""
     length = len(value)
     if length < 0x80:
         head = bytes([tag, length])
@@ -1038,12 +1102,14 @@ def _der_tlv(tag: int, value: bytes) -> bytes:
 
 
 def _encode_spki(x: int, y: int) -> bytes:
+    """SubjectPublicKeyInfo DER for the P-256 point (x, y), uncompressed (RFC 5480 §2)."""
     algorithm = _der_tlv(_SEQUENCE, _der_tlv(_OID, _OID_EC_PUBLIC_KEY) + _der_tlv(_OID, _OID_P256))
     point = b"\x00\x04" + _int_to_bytes32(x) + _int_to_bytes32(y)
     return _der_tlv(_SEQUENCE, algorithm + _der_tlv(_BIT_STRING, point))
 
 
 def _encode_pkcs8(d: int, x: int, y: int) -> bytes:
+    """PKCS#8 PrivateKeyInfo (version 0) holding an RFC 5915 ECPrivateKey with its public key."""
     algorithm = _der_tlv(_SEQUENCE, _der_tlv(_OID, _OID_EC_PUBLIC_KEY) + _der_tlv(_OID, _OID_P256))
     point = b"\x00\x04" + _int_to_bytes32(x) + _int_to_bytes32(y)
     private = _der_tlv(_INTEGER, b"\x01") + _der_tlv(_OCTET_STRING, _int_to_bytes32(d))
@@ -1097,15 +1163,18 @@ def _pem_to_der(
 ) -> bytes:
     """The DER of the one key block in a PEM text, whose label must be one of ``labels`` (EC
     PARAMETERS blocks skipped)."""
+    # text around the blocks is ignored (RFC 7468 §2); an EC PARAMETERS block, which `openssl
+    # ecparam -genkey` writes before the key, is skipped; a label we know but do not read is
+    # refused with what it is and, where there is one, how to convert it
     found = []
     for label, body in _pem_blocks(text):
         if label == "EC PARAMETERS":
             continue
         if label in _PEM_REFUSED and label not in labels:
             code, why = _PEM_REFUSED[label]
-            raise DPoPError(
-                code, "PEM block '%s' is %s" % (label, why) if code != "encrypted_key" else why
-            )
+            if code != "encrypted_key":
+                why = "PEM block '%s' is %s" % (label, why)
+            raise DPoPError(code, why)
         if label not in labels:
             raise DPoPError(
                 "unsupported_key", "PEM block '%s' is not a key this module reads" % label
@@ -1116,6 +1185,7 @@ def _pem_to_der(
                 raise DPoPError("encrypted_key", why)
             raise DPoPError("bad_key", "PEM headers are not supported")
         found.append((label, body))
+    # exactly one key: with two, which one signs would depend on the order in the file
     if not found:
         raise DPoPError("bad_key", "no PEM key block found")
     if len(found) > 1:
@@ -1128,6 +1198,7 @@ def _pem_to_der(
 
 
 def _pem(label: str, der: bytes) -> str:
+    """PEM text (RFC 7468): the label's BEGIN and END lines around base64 in 64-character lines."""
     body = base64.b64encode(der).decode("ascii")
     lines = [body[i : i + 64] for i in range(0, len(body), 64)]
     return "-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, "\n".join(lines), label)
@@ -1136,6 +1207,10 @@ def _pem(label: str, der: bytes) -> str:
 # =============================================================================
 # 6. Keys and JWK (RFC 7517, RFC 7518 §6.2, RFC 7638)
 # =============================================================================
+#
+# Trusts: sections 3 and 5. Guarantees: an ECKey holds a point on the curve and, when private, the
+# scalar in [1, n) that derives it; a JWK's coordinates are exactly 32 bytes; a public JWK never
+# carries d; thumbprints follow RFC 7638's member selection and order.
 
 
 class ECKey:
@@ -1144,6 +1219,10 @@ class ECKey:
     Make one with generate_key(), load_key() or load_key_file().
     """
 
+    # Invariant, set by _new and never changed (__setattr__ refuses): (_x, _y) is on the curve
+    # and, when _d is not None, equals _d * G. _new checks nothing: every path to it passes
+    # numbers already checked (generate_key derives the point, the loaders check it, public_key
+    # reuses a key's own).
     __slots__ = ("_d", "_x", "_y", "_jkt", "_header")
     _d: Optional[int]  # the private scalar, 1 <= d < n; None for a public key
     _x: int  # the public point d*G, affine, on the curve
@@ -1152,6 +1231,7 @@ class ECKey:
     _header: Optional[str]  # base64url DPoP proof header, computed on first use
 
     def __init__(self, *args: object, **kwargs: object) -> None:
+        """Not for use: keys come from generate_key(), load_key() or load_key_file()."""
         raise TypeError("use dpop.generate_key(), dpop.load_key() or dpop.load_key_file()")
 
     @classmethod
@@ -1163,6 +1243,7 @@ class ECKey:
         return key
 
     def __setattr__(self, name: str, value: object) -> None:
+        """Refused: a key never changes after it is made (its thumbprint and header are kept)."""
         raise AttributeError("ECKey is immutable")
 
     @property
@@ -1192,6 +1273,7 @@ class ECKey:
 
     def thumbprint(self) -> str:
         """RFC 7638 SHA-256 thumbprint of the public key, base64url."""
+        # computed once: a client's proofs and a server's checks ask for it on every request
         if self._jkt is None:
             object.__setattr__(self, "_jkt", jwk_thumbprint(self.public_jwk()))
         return str(self._jkt)
@@ -1216,6 +1298,8 @@ class ECKey:
         hedge=False gives the pure RFC 6979 signature (for known-answer tests);
         the default mixes 32 fresh random bytes into the nonce (RFC 6979 §3.6).
         """
+        # 96 fresh random bytes: 32 for RFC 6979 §3.6's additional data (hedging), 64 for the
+        # two inversion blinds; none of them changes which signature is valid
         digest = hashlib.sha256(_as_bytes("data", data)).digest()
         rand = os.urandom(96)
         r, s = _sign_digest(self._private(), digest, rand[:32] if hedge else b"", rand[32:])
@@ -1233,15 +1317,18 @@ class ECKey:
         return good
 
     def _private(self) -> int:
+        """The private scalar d, or no_private_key for a public key."""
         if self._d is None:
             raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
         return self._d
 
     def __repr__(self) -> str:
+        """Kind and thumbprint: never a coordinate of d."""
         kind = "private" if self._d is not None else "public"
         return "<dpop.ECKey P-256 %s jkt=%s>" % (kind, self.thumbprint())
 
     def __eq__(self, other: object) -> bool:
+        """Same point, and the same d (compared in constant time) or both public."""
         if not isinstance(other, ECKey):
             return NotImplemented
         if (self._x, self._y) != (other._x, other._y):
@@ -1251,20 +1338,23 @@ class ECKey:
         return hmac.compare_digest(_int_to_bytes32(self._d), _int_to_bytes32(other._d))
 
     def __hash__(self) -> int:
+        """The public point's hash: a private key and its public half hash alike."""
         return hash((self._x, self._y))
 
     def __reduce__(self) -> Any:
+        """Refused: a pickle of a private key would be a secret written where no one chose."""
         raise TypeError("ECKey is not picklable; store key.to_pem() in a protected file instead")
 
 
 def _public_from_private(d: int) -> Affine:
+    """d*G in affine form for a private 1 <= d < n; the inversion is blinded (d is secret)."""
     X, Y, Z = _mul_base(d)  # never infinity: 1 <= d < n
     zi = _inverse_blinded(Z, p, _random_below(p))  # 1/Z
     return X * zi * zi % p, Y * zi * zi * zi % p  # (X / Z^2, Y / Z^3)
 
 
 def generate_key() -> ECKey:
-    """A new random P-256 key pair (d from the ``secrets`` module)."""
+    """A new random P-256 key pair (d uniform in [1, n), from os.urandom)."""
     d = _random_below(n)
     x, y = _public_from_private(d)
     return ECKey._new(d, x, y)
@@ -1276,6 +1366,8 @@ def _key_from_parts(d: Optional[int], public: Optional[Affine]) -> ECKey:
         if public is None:
             raise RuntimeError("dpop: internal error: key with no parts")  # pragma: no cover
         return ECKey._new(None, *public)
+    # the point is always derived from d; an embedded one must agree with it, so a file whose
+    # public half was edited cannot give a key that signs for one point and shows another
     derived = _public_from_private(d)
     if public is not None and public != derived:
         raise DPoPError("bad_key", "the embedded public key does not match the private key")
@@ -1283,10 +1375,14 @@ def _key_from_parts(d: Optional[int], public: Optional[Affine]) -> ECKey:
 
 
 def _jwk_coordinate(jwk: Mapping[str, Any], name: str) -> int:
+    """A P-256 JWK member (x, y or d) as an integer: exactly 43 base64url characters, 32 bytes
+    (RFC 7518 §6.2.1.2 forbids dropping leading zeros, and thumbprints depend on it)."""
     value = jwk.get(name)
     if not isinstance(value, str):
         raise DPoPError("bad_key", "JWK member '%s' is missing or not a string" % name)
     raw = b64url_decode(value) if len(value) == 43 else b""
+    # 43 characters are exactly 32 bytes unpadded; checking the length first keeps a huge member
+    # from being decoded at all
     if len(raw) != 32:
         raise DPoPError("bad_key", "JWK member '%s' must be exactly 32 bytes of base64url" % name)
     return int.from_bytes(raw, "big")
@@ -1294,6 +1390,8 @@ def _jwk_coordinate(jwk: Mapping[str, Any], name: str) -> int:
 
 def _check_jwk_use(jwk: Mapping[str, Any]) -> None:
     """use/key_ops/alg, when present, must allow ES256 signatures."""
+    # RFC 7517 §4.2-§4.4: a key published for encryption, or for another algorithm, is not ours to
+    # sign or verify with, even when its numbers would work
     use = jwk.get("use")
     if use is not None and use != "sig":
         raise DPoPError("unsupported_key", "JWK 'use' is not 'sig'")
@@ -1309,6 +1407,8 @@ def _check_jwk_use(jwk: Mapping[str, Any]) -> None:
 
 
 def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
+    """The ECKey a JWK describes (RFC 7518 §6.2): kty EC, crv P-256, use/key_ops/alg allowing
+    signatures, a point on the curve, and a d in [1, n) that matches it when present."""
     kty = jwk.get("kty")
     if not isinstance(kty, str):
         raise DPoPError("bad_key", "JWK has no 'kty'")
@@ -1428,6 +1528,7 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
         # 31-byte coordinates (a dropped leading zero) give a different hash.
         _jwk_coordinate(required, "x")
         _jwk_coordinate(required, "y")
+    # RFC 7638 §3: the required members only, sorted by name, no whitespace, UTF-8
     canonical = json.dumps(required, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
     try:
         return b64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest())
@@ -1438,6 +1539,10 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
 # =============================================================================
 # 7. JWS compact serialization, ES256 only (RFC 7515 §3.1, §5; RFC 7518 §3.4)
 # =============================================================================
+#
+# Trusts: sections 1 and 6. Guarantees: a JWS is split and its header parsed before any signature
+# work; only ES256 is accepted; the verification key is always the caller's, never one the token
+# names.
 #
 # Why one algorithm: the header names the algorithm, so a verifier that
 # supports several can be steered to the weakest (`none`, or HS256 keyed with
@@ -1523,6 +1628,10 @@ def jws_verify(token: str, key: Union[ECKey, Mapping[str, Any]]) -> Tuple[Dict[s
 # =============================================================================
 # 8. DPoP proofs (RFC 9449 §4.2): making them
 # =============================================================================
+#
+# Trusts: sections 6, 7 and 10 for keys and signatures. Guarantees: a proof with the RFC 9449 §4.2
+# header (typ, alg, jwk rebuilt from the key: no private member can leak into it) and claims
+# (jti of 128 random bits, htm, htu without query or fragment, iat, ath and nonce when given).
 
 _TCHAR = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")  # RFC 9110 §5.6.2 token
 _NQCHAR = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 9449 §8.1 / RFC 6749 A
@@ -1548,14 +1657,19 @@ def _split_url(url: str) -> Tuple[str, str, str, str]:
             "bad_url",
             "URL must be ASCII with no spaces or control characters (percent-encode them)",
         )
+    # RFC 3986 §3: scheme "://" authority path [ "?" query ] [ "#" fragment ]; the query and
+    # fragment are matched only to be dropped (RFC 9449 §4.2: htu has neither)
     match = _URL.fullmatch(url)
     if match is None:
         raise DPoPError("bad_url", "not an absolute URL")
     scheme, authority, path = match.group(1).lower(), match.group(2), match.group(3)
     if scheme not in _DEFAULT_PORTS:
         raise DPoPError("bad_url", "scheme must be http or https")
+    # userinfo would be a credential in every proof's htu and every log line: refused
     if "@" in authority:
         raise DPoPError("bad_url", "credentials in URLs are not supported")
+    # host and port: an IPv6 literal keeps its brackets (RFC 3986 §3.2.2), and a port that
+    # is the scheme's default is dropped, so https://h:443/ and https://h/ give one htu
     host, port = authority, ""
     if authority.startswith("["):
         end = authority.find("]")
@@ -1598,6 +1712,7 @@ def access_token_hash(token: str) -> str:
 
 
 def _check_nonce(nonce: str) -> str:
+    """A server's nonce as it may go into a proof: 1 to 1024 NQCHAR characters (RFC 9449 §8.1)."""
     if not isinstance(nonce, str):
         raise _type_error("nonce", "str", nonce)
     if len(nonce) > _MAX_NONCE or _NQCHAR.fullmatch(nonce) is None:
@@ -1609,6 +1724,7 @@ def _check_nonce(nonce: str) -> str:
 
 
 def _check_time(name: str, value: Optional[float]) -> float:
+    """A time the caller passed (seconds since the epoch), or the clock's when None."""
     if value is None:
         return time.time()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -1642,6 +1758,8 @@ def make_proof(
         raise _type_error("method", "str", method)
     if _TCHAR.fullmatch(method) is None:
         raise DPoPError("bad_argument", "method is not an HTTP method token")
+    # RFC 9449 §4.2 claims: jti unique per proof (128 random bits make a collision as likely
+    # as guessing a key), htm and htu for this request only, iat from the caller's clock
     payload: Dict[str, Any] = {}
     if jti is None:
         payload["jti"] = b64url_encode(os.urandom(16))
@@ -1663,6 +1781,7 @@ def make_proof(
         if clash:
             raise ValueError("claims may not replace %s" % ", ".join(sorted(clash)))
         payload.update(claims)
+    # RFC 7515 §5.1: the signing input is BASE64URL(header) "." BASE64URL(payload), in ASCII
     header, sign = _proof_signer(key, alg)
     signing_input = header + "." + b64url_encode(_json_compact(payload))
     return signing_input + "." + b64url_encode(sign(signing_input.encode("ascii")))
@@ -1671,6 +1790,10 @@ def make_proof(
 # =============================================================================
 # 9. DPoP proofs (RFC 9449 §4.3, §8, §11.1): checking them on a server
 # =============================================================================
+#
+# Trusts: sections 6, 7 and 10. Guarantees: verify_proof runs every RFC 9449 §4.3 check in the
+# RFC's order (their numbers are in the comments), refuses with a code that names the check, and
+# records a jti only once every other check has passed.
 
 _MAX_PROOF = 8 * 1024
 _PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
@@ -1687,9 +1810,11 @@ class VerifiedProof:
     def __init__(
         self, header: Dict[str, Any], claims: Dict[str, Any], key: Union[ECKey, RSAKey], jkt: str
     ) -> None:
+        """What verify_proof found: the proof's header and claims, its key and that key's jkt."""
         self.header, self.claims, self.key, self.jkt = header, claims, key, jkt
 
     def __repr__(self) -> str:
+        """Method, htu and jkt: what a log line needs, nothing a replay could use."""
         return "<dpop.VerifiedProof htm=%s htu=%s jkt=%s>" % (
             self.claims.get("htm"),
             self.claims.get("htu"),
@@ -1718,6 +1843,7 @@ class ReplayCache:
     def __init__(
         self, max_entries: int = 100_000, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
+        """An empty cache for at most ``max_entries`` unexpired jti values, on ``clock``."""
         self._max = _setting("max_entries", max_entries, 1, 1 << 40, integer=True)
         self._clock = clock
         # the unexpired entries (and expired ones not popped yet)
@@ -1735,9 +1861,13 @@ class ReplayCache:
 
         now = self._clock()
         with self._lock:
+            # forget what has expired: the heap's smallest expiry first, stopping at the first
+            # that has not (a key is in the heap once, so each pop deletes exactly one entry)
             while self._by_expiry and self._by_expiry[0][0] <= now:
                 _, old = heapq.heappop(self._by_expiry)
                 del self._expiry[old]
+            # a key still held is a replay; a full cache refuses rather than forgets, so that
+            # no replay can be let in by an eviction
             if key in self._expiry:
                 return False
             if len(self._expiry) >= self._max:
@@ -1750,6 +1880,7 @@ class ReplayCache:
             return True
 
     def __len__(self) -> int:
+        """How many entries are held; expired ones are dropped as add() runs."""
         return len(self._expiry)
 
 
@@ -1765,6 +1896,7 @@ class NonceIssuer:
     __slots__ = ("_secret", "_step")
 
     def __init__(self, secret: BytesLike, *, step: int = 60) -> None:
+        """Nonces keyed by ``secret`` (at least 16 bytes), one per time step of ``step`` seconds."""
         secret = _as_bytes("secret", secret)
         if len(secret) < 16:
             raise ValueError("secret must be at least 16 bytes")
@@ -1772,6 +1904,7 @@ class NonceIssuer:
         self._step = _setting("step", step, 1, 1 << 31, integer=True)
 
     def _nonce(self, counter: int) -> str:
+        """The nonce of time step ``counter``: HMAC-SHA-256 of the step, 18 bytes, base64url."""
         mac = hmac.digest(self._secret, b"dpop-nonce\x00" + counter.to_bytes(8, "big"), "sha256")
         return b64url_encode(mac[:18])
 
@@ -1790,10 +1923,12 @@ class NonceIssuer:
         )
 
     def __repr__(self) -> str:
+        """The issuer's settings, never a nonce."""
         return "<dpop.NonceIssuer step=%d>" % self._step
 
 
 def _quote(value: str) -> str:
+    """An auth-param quoted-string (RFC 9110 §5.6.4): backslash and double quote escaped."""
     return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
 
 
@@ -1836,6 +1971,8 @@ def _normal_htu(url: str) -> str:
     comparing htu values (RFC 9449 §4.3 step 9): percent-encoding hex in upper case, unreserved
     characters decoded (%7E is ~), dot segments removed (§5.2.4). Every other escape stays as it is:
     %2F is not "/"."""
+    # scheme and host were lower-cased and the default port dropped by canonical_htu (§6.2.2.1,
+    # §6.2.3); what is left to normalise is the path
     scheme, _, rest = canonical_htu(url).partition("://")
     authority, _, path = rest.partition("/")
     path = re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", path)  # a stray % is itself: "%%41" is not "%A"
@@ -1843,6 +1980,8 @@ def _normal_htu(url: str) -> str:
     for i in range(1, len(pieces), 2):
         char = chr(int(pieces[i][1:], 16))
         pieces[i] = char if char in _UNRESERVED else pieces[i].upper()
+    # §5.2.4, as a stack of segments: "." goes, ".." takes the segment before it (never above
+    # the root), and a path that ended in "." or ".." still ends in "/"
     segments = "".join(pieces).split("/")
     kept: List[str] = []
     for i, segment in enumerate(segments):
@@ -1857,12 +1996,16 @@ def _normal_htu(url: str) -> str:
 
 
 def _refuse(code: str, message: str) -> DPoPError:
+    """A refused proof: ``code`` names the RFC 9449 §4.3 check, and ``oauth_error`` is the answer a
+    server gives for it (use_dpop_nonce for the nonce check, invalid_dpop_proof for the rest)."""
     oauth = "use_dpop_nonce" if code == "proof_nonce" else "invalid_dpop_proof"
     return DPoPError(code, message, oauth_error=oauth, status=401 if code == "proof_nonce" else 400)
 
 
 def _one_proof(proof: Union[str, Sequence[str], None]) -> str:
     """RFC 9449 §4.3 step 1: the one DPoP header value, within the size limit."""
+    # A server framework may hand over one header value or the list of all of them; two DPoP
+    # headers, or two values joined by a comma into one, are both "more than one proof".
     # 1. exactly one DPoP header
     if proof is None or (not isinstance(proof, str) and len(proof) == 0):
         raise _refuse("proof_missing", "no DPoP header")
@@ -2040,6 +2183,10 @@ def verify_proof(
 #     RFC 7518 §3.3, §3.5, §6.3; RFC 3447 A.1 and RFC 5958 key files)
 # =============================================================================
 #
+# Trusts: section 5's DER reader. Guarantees: RSA keys of 2048 to 8192 bits with every CRT member
+# present and consistent; RS256 and PS256 as RFC 8017 defines them; signing blinded and checked with
+# the public key before the signature leaves.
+#
 # For servers that register RSA client keys (private_key_jwt), and for
 # verify_proof given algorithms=("RS256", "PS256", ...): the only callers
 # above are _signed_proof (load_rsa_key, RSAKey.verify) and make_proof (_proof_signer).
@@ -2062,6 +2209,7 @@ _RSA_PRIVATE = ("d", "p", "q", "dp", "dq", "qi")  # JWK members, RFC 7518 §6.3.
 
 
 def _der_uint(tag_value: Tuple[int, bytes]) -> int:
+    """A DER INTEGER that must be non-negative and minimally encoded (RSA key members)."""
     tag, value = tag_value
     if (
         tag != _INTEGER
@@ -2079,6 +2227,8 @@ class RSAKey:
     Immutable; repr shows no secret. Make one with load_rsa_key().
     """
 
+    # Invariant, set by _new (which checks it) and never changed: 2048 <= size <= 8192, e odd
+    # in [3, 2^32), and the private members, when present, consistent with n and e.
     __slots__ = ("n", "e", "_private", "size")
     n: int  # modulus, 2048 to 8192 bits
     e: int  # public exponent, odd, 3 <= e < 2^32
@@ -2087,10 +2237,13 @@ class RSAKey:
     size: int  # bits of n
 
     def __init__(self, *args: object, **kwargs: object) -> None:
+        """Not for use: RSA keys come from load_rsa_key()."""
         raise TypeError("use dpop.load_rsa_key()")
 
     @classmethod
     def _new(cls, modulus: int, e: int, private: Optional[Tuple[int, ...]]) -> RSAKey:
+        """An RSAKey from validated integers: 2048 to 8192 bits, an odd e below 2^32, and every CRT
+        member consistent with n and e; anything else is refused, never repaired."""
         if not 2048 <= modulus.bit_length() <= 8192:
             raise DPoPError(
                 "unsupported_key",
@@ -2121,13 +2274,16 @@ class RSAKey:
         return key
 
     def __setattr__(self, name: str, value: object) -> None:
+        """Refused: a key never changes after it is made."""
         raise AttributeError("RSAKey is immutable")
 
     @property
     def has_private(self) -> bool:
+        """True if this key can sign."""
         return self._private is not None
 
     def public_key(self) -> RSAKey:
+        """This key without its private half."""
         return RSAKey._new(self.n, self.e, None)
 
     def public_jwk(self) -> Dict[str, str]:
@@ -2141,9 +2297,11 @@ class RSAKey:
         return jwk
 
     def thumbprint(self) -> str:
+        """RFC 7638 SHA-256 thumbprint of the public JWK, base64url."""
         return jwk_thumbprint(self.public_jwk())
 
     def _secret(self) -> Tuple[int, int, int, int, int, int]:
+        """(d, p, q, dp, dq, qi), or no_private_key for a public key."""
         if self._private is None:
             raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
         return self._private
@@ -2153,6 +2311,8 @@ class RSAKey:
         and a 32-byte salt (PS256, §9.1.1) of ``data``, as an integer's bytes."""
         digest = hashlib.sha256(data).digest()
         if alg == "RS256":
+            # §9.2 steps 2-5: T = DigestInfo || H, then EM = 0x00 || 0x01 || PS || 0x00 || T with
+            # PS as many 0xff bytes as fill the modulus' length (at least 8, as n has 2048 bits)
             info = _SHA256_DIGEST_INFO + digest
             return b"\x00\x01" + b"\xff" * ((self.size + 7) // 8 - len(info) - 3) + b"\x00" + info
         if alg != "PS256":
@@ -2160,10 +2320,14 @@ class RSAKey:
         if salt is None:
             return None
         em_len = (self.size - 1 + 7) // 8  # emBits = modBits - 1
+        # §9.1.1 steps 5-6: H = Hash(M'), M' = 8 zero bytes || mHash || salt
         h = hashlib.sha256(b"\x00" * 8 + digest + salt).digest()
+        # steps 7-8: DB = PS || 0x01 || salt, PS zero bytes (66 = hLen + sLen + 2)
         db = b"\x00" * (em_len - 66) + b"\x01" + salt
+        # steps 9-11: maskedDB = DB xor MGF1(H), with the bits above emBits cleared
         masked = bytearray(x ^ y for x, y in zip(db, _mgf1(h, len(db))))
         masked[0] &= 0xFF >> (8 * em_len - (self.size - 1))
+        # step 12: EM = maskedDB || H || 0xbc
         return bytes(masked) + h + b"\xbc"
 
     def sign(self, data: BytesLike, alg: str = "RS256") -> bytes:
@@ -2175,6 +2339,8 @@ class RSAKey:
         # -- blinding: the CRT below works on m * r^e, never on m --
         r = int.from_bytes(os.urandom(self.size // 8 + 16), "big") % modulus
         blinded = m * pow(r, self.e, modulus) % modulus
+        # RFC 8017 §5.1.2 with CRT: s1 = c^dP mod p, s2 = c^dQ mod q, h = (s1 - s2) qInv mod p,
+        # s = s2 + q h; then the blind is multiplied back out with r^-1 (blinded in turn)
         s1 = pow(blinded % prime1, dp, prime1)
         s2 = pow(blinded % prime2, dq, prime2)
         s = (
@@ -2202,20 +2368,26 @@ class RSAKey:
             return False
         em_len = (self.size - 1 + 7) // 8  # RFC 8017 §9.1.2, hLen = sLen = 32
         em = m.to_bytes(em_len, "big")
+        # steps 4-5: EM = maskedDB || H || 0xbc
         masked, h = em[: em_len - 33], em[em_len - 33 : -1]
         if em[-1] != 0xBC:
             return False
+        # steps 7-9: DB = maskedDB xor MGF1(H), the bits above emBits cleared
         db = bytearray(x ^ y for x, y in zip(masked, _mgf1(h, len(masked))))
         db[0] &= 0xFF >> (8 * em_len - (self.size - 1))
+        # step 10: DB = zero bytes || 0x01 || salt (32 bytes)
         if db[: len(db) - 33].strip(b"\x00") != b"" or db[len(db) - 33] != 1:
             return False
+        # steps 11-14: encoding the message again with that salt must give EM exactly
         return hmac.compare_digest(self._encode("PS256", raw, bytes(db[-32:])) or b"", em)
 
     def __repr__(self) -> str:
+        """Size, kind and thumbprint: never a private member."""
         kind = "private" if self._private is not None else "public"
         return "<dpop.RSAKey %d-bit %s jkt=%s>" % (self.size, kind, self.thumbprint())
 
     def __eq__(self, other: object) -> bool:
+        """Same n and e, and the same d (compared in constant time) or both public."""
         if not isinstance(other, RSAKey):
             return NotImplemented
         mine, theirs = self._private, other._private
@@ -2227,9 +2399,11 @@ class RSAKey:
         return (self.n, self.e) == (other.n, other.e) and same_private
 
     def __hash__(self) -> int:
+        """Hash of (n, e): a private key and its public half hash alike."""
         return hash((self.n, self.e))
 
     def __reduce__(self) -> Any:
+        """Refused: a pickle of a private key would be a secret written where no one chose."""
         raise TypeError("RSAKey is not picklable; keep the key file instead")
 
 
@@ -2238,6 +2412,8 @@ def _proof_signer(
 ) -> Tuple[str, Callable[[bytes], bytes]]:
     """make_proof's encoded header (typ dpop+jwt, alg, the public JWK) and signing function: ES256
     for a P-256 key (its header kept by the key), RS256 or PS256 for an RSA key."""
+    # the header is rebuilt from the key's public numbers every time (an ECKey keeps its own
+    # encoded copy), never taken from a JWK the key was loaded from, which may hold d or kid
     if isinstance(key, ECKey) and alg in (None, "ES256"):
         return key._proof_header(), key.sign
     if isinstance(key, ECKey) or (alg or "RS256") not in _RSA_ALGS:
@@ -2247,6 +2423,7 @@ def _proof_signer(
 
 
 def _b64_uint(value: int) -> str:
+    """An RSA JWK member (RFC 7518 §6.3): the minimal big-endian bytes of ``value``, base64url."""
     return b64url_encode(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
 
 

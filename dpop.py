@@ -1644,8 +1644,8 @@ _MAX_NONCE = 1024
 _STANDARD_CLAIMS = frozenset({"jti", "htm", "htu", "iat", "ath", "nonce"})
 
 
-def _split_url(url: str) -> Tuple[str, str, str, str]:
-    """(scheme, host, port, path) of an absolute http(s) URL, normalized.
+def _split_url(url: str) -> Tuple[str, str, str, str, str]:
+    """(scheme, host, port, path, query) of an absolute http(s) URL, normalized.
 
     Scheme and host lower-cased, default port dropped (port "" then), empty
     path "/". The path is returned byte for byte: no decoding, no re-encoding.
@@ -1657,8 +1657,8 @@ def _split_url(url: str) -> Tuple[str, str, str, str]:
             "bad_url",
             "URL must be ASCII with no spaces or control characters (percent-encode them)",
         )
-    # RFC 3986 §3: scheme "://" authority path [ "?" query ] [ "#" fragment ]; the query and
-    # fragment are matched only to be dropped (RFC 9449 §4.2: htu has neither)
+    # RFC 3986 §3: scheme "://" authority path [ "?" query ] [ "#" fragment ]; the fragment is
+    # dropped, and the query ("" or "?..." as it came) is for the request line, never for htu
     match = _URL.fullmatch(url)
     if match is None:
         raise DPoPError("bad_url", "not an absolute URL")
@@ -1688,7 +1688,7 @@ def _split_url(url: str) -> Tuple[str, str, str, str]:
         port = str(int(port))
         if port == _DEFAULT_PORTS[scheme]:
             port = ""
-    return scheme, host.lower(), port, path or "/"
+    return scheme, host.lower(), port, path or "/", match.group(4) or ""
 
 
 def canonical_htu(url: str) -> str:
@@ -1698,7 +1698,7 @@ def canonical_htu(url: str) -> str:
     path becomes "/", and the path is kept exactly as it will be sent (no
     percent-decoding or re-encoding). Only absolute http(s) URLs are accepted.
     """
-    scheme, host, port, path = _split_url(url)
+    scheme, host, port, path, _ = _split_url(url)  # RFC 9449 §4.2: htu has no query
     return "%s://%s%s%s" % (scheme, host, ":" + port if port else "", path)
 
 
@@ -2644,7 +2644,7 @@ class _Target:
     __slots__ = ("scheme", "host", "port", "origin", "target", "host_header")
 
     def __init__(self, url: str) -> None:
-        scheme, host, port, path = _split_url(url)
+        scheme, host, port, path, query = _split_url(url)
         if not _resolvable(host):
             raise DPoPError("bad_url", "bad host name: an empty label or one over 63 characters")
         if scheme == "http" and not _is_loopback(host):
@@ -2652,8 +2652,6 @@ class _Target:
                 "insecure_url",
                 "plain http is only allowed to loopback hosts; use https for %s" % host,
             )
-        match = _URL.fullmatch(url)
-        query = match.group(4) if match is not None and match.group(4) else ""
         self.scheme, self.host, self.port = scheme, host, int(port or _DEFAULT_PORTS[scheme])
         self.host_header = host + (":" + port if port else "")
         self.origin = scheme + "://" + self.host_header
@@ -3814,8 +3812,8 @@ class Client:
             location = response.headers.get("Location")
             if not self._follow or response.status not in _REDIRECTS or not location:
                 return response
-            url, here = _redirect(url, location), target
-            target = _Target(url)
+            here = target
+            url, target = _redirect(url, location)
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 if method != "HEAD":
                     method = "GET"
@@ -4508,20 +4506,20 @@ class Client:
         return _Token(value, time.monotonic() + lifetime - margin, lifetime)
 
 
-def _redirect(url: str, location: str) -> str:
+def _redirect(url: str, location: str) -> Tuple[str, _Target]:
     """Where a redirect's Location (RFC 9110 §10.2.2) points from ``url``; a Location that is not a
     URL this client can use is bad_response (never urljoin's ValueError, nor the resolver's
-    UnicodeError later)."""
+    UnicodeError later). Returns the new URL and its target, parsed once."""
     import urllib.parse
 
     try:
         joined = urllib.parse.urljoin(url, location.strip())
-        _Target(joined)
+        target = _Target(joined)
     except (ValueError, DPoPError) as exc:
         if isinstance(exc, DPoPError) and exc.code == "insecure_url":
             raise
         raise DPoPError("bad_response", "the redirect's Location is not a usable URL") from None
-    return joined
+    return joined, target
 
 
 def _json_headers(target: _Target, *more: Tuple[str, str]) -> List[Tuple[str, str]]:

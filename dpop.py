@@ -206,24 +206,14 @@ class DPoPError(Exception):
         if code not in ERROR_CODES:
             raise RuntimeError("dpop: internal error: unknown error code %r" % code)
         super().__init__(code, message)
+        # Pickling needs nothing of its own: Exception's pickles DPoPError(*args), args being
+        # (code, message), then restores the instance dict (oauth_error, status and the rest), so
+        # errors cross process boundaries, as in multiprocessing pools, with everything intact.
         self.code, self.message, self.oauth_error, self.status = code, message, oauth_error, status
-
-    def __reduce__(self) -> Any:
-        """Pickle by value: code, message, oauth_error and status survive a trip between
-        processes."""
-        return (_rebuild_error, (self.code, self.message, self.oauth_error, self.status))
 
     def __str__(self) -> str:
         """``code: message``, the form the command line prints after ``dpop:``."""
         return "%s: %s" % (self.code, self.message)
-
-
-def _rebuild_error(
-    code: str, message: str, oauth_error: Optional[str], status: Optional[int]
-) -> DPoPError:
-    """Unpickle a DPoPError (pickle calls this with what __reduce__ saved): errors cross process
-    boundaries, as in multiprocessing pools, with their code and OAuth error intact."""
-    return DPoPError(code, message, oauth_error=oauth_error, status=status)
 
 
 def _type_error(name: str, expected: str, value: object) -> TypeError:

@@ -260,8 +260,7 @@ _B64URL_ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
 
 def b64url_encode(data: BytesLike) -> str:
     """Unpadded base64url (RFC 7515 §2) of ``data``."""
-    raw = _as_bytes("data", data)
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return base64.urlsafe_b64encode(_as_bytes("data", data)).rstrip(b"=").decode("ascii")
 
 
 def b64url_decode(text: str) -> bytes:
@@ -304,9 +303,10 @@ def _json_compact(obj: object) -> bytes:
 def _short_repr(value: object) -> str:
     """A short, safe picture of an untrusted value for an error message: JSON scalars as JSON, cut
     to 24 characters, anything else by its type name only."""
+    # (bool is an int: true and false are JSON scalars too)
     text = (
         json.dumps(value)
-        if isinstance(value, (str, int, float, bool, type(None)))
+        if isinstance(value, (str, int, float, type(None)))
         else type(value).__name__
     )
     return text if len(text) <= 24 else text[:21] + "..."
@@ -314,12 +314,10 @@ def _short_repr(value: object) -> str:
 
 def _reject_duplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     """json's object_pairs_hook: an object with a member name twice is refused, never resolved."""
-    out: Dict[str, Any] = {}
-    for name, value in pairs:
-        if name in out:
-            # Two parsers that keep different duplicates disagree on meaning.
-            raise ValueError("duplicate member")
-        out[name] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):  # a name came twice: dict kept one of them
+        # Two parsers that keep different duplicates disagree on meaning.
+        raise ValueError("duplicate member")
     return out
 
 

@@ -1626,8 +1626,10 @@ _NQCHAR = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 9449 §8.1 / RFC 6749 
 _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 9449 §7.1 / RFC 9110 §11.2
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^?#]*)(\?[^#]*)?(?:#.*)?", re.S)
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
-_HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+")
-_DEFAULT_PORTS = {"http": "80", "https": "443"}
+# RFC 3986 §3.2.2-3: host (an IPv6 literal keeps its brackets, or a reg-name or IPv4 address) and
+# an optional port of at most 5 digits (so int() never sees 5,000 of them)
+_AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::([0-9]{0,5}))?")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _MAX_NONCE = 1024
 _STANDARD_CLAIMS = frozenset({"jti", "htm", "htu", "iat", "ath", "nonce"})
 
@@ -1650,33 +1652,23 @@ def _split_url(url: str) -> Tuple[str, str, str, str, str]:
     match = _URL.fullmatch(url)
     if match is None:
         raise DPoPError("bad_url", "not an absolute URL")
-    scheme, authority, path = match.group(1).lower(), match.group(2), match.group(3)
+    scheme = match.group(1).lower()
     if scheme not in _DEFAULT_PORTS:
         raise DPoPError("bad_url", "scheme must be http or https")
     # userinfo would be a credential in every proof's htu and every log line: refused
-    if "@" in authority:
+    if "@" in match.group(2):
         raise DPoPError("bad_url", "credentials in URLs are not supported")
-    # host and port: an IPv6 literal keeps its brackets (RFC 3986 §3.2.2), and a port that
-    # is the scheme's default is dropped, so https://h:443/ and https://h/ give one htu
-    host, port = authority, ""
-    if authority.startswith("["):
-        end = authority.find("]")
-        host, rest = authority[: end + 1], authority[end + 1 :]
-        if end < 0 or (rest and not rest.startswith(":")):
-            raise DPoPError("bad_url", "bad IPv6 literal")
-        port = rest[1:]
-    elif ":" in authority:
-        host, port = authority.rsplit(":", 1)
-    if not _HOST.fullmatch(host):
-        raise DPoPError("bad_url", "bad host")
-    if port:
-        # int() of 5,000 digits raises
-        if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
-            raise DPoPError("bad_url", "bad port")
-        port = str(int(port))
-        if port == _DEFAULT_PORTS[scheme]:
-            port = ""
-    return scheme, host.lower(), port, path or "/", match.group(4) or ""
+    authority = _AUTHORITY.fullmatch(match.group(2))
+    if authority is None:
+        raise DPoPError("bad_url", "bad host or port")
+    # no port (or "h:") is the default one; a port that is the scheme's default is dropped, so
+    # https://h:443/ and https://h/ give one htu, and leading zeros go (h:08443 is h:8443)
+    port = int(authority.group(2) or _DEFAULT_PORTS[scheme])
+    if not 0 < port < 65536:
+        raise DPoPError("bad_url", "bad port")
+    host = authority.group(1).lower()
+    kept = "" if port == _DEFAULT_PORTS[scheme] else str(port)
+    return scheme, host, kept, match.group(3) or "/", match.group(4) or ""
 
 
 def canonical_htu(url: str) -> str:

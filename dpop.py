@@ -1553,15 +1553,14 @@ def jws_sign(
         if isinstance(payload, Mapping)
         else _as_bytes("payload", payload)
     )
-    fields: Dict[str, Any] = {"alg": "ES256"}
-    if header is not None:
-        if not isinstance(header, Mapping):
-            raise _type_error("header", "a mapping", header)
-        if header.get("alg", "ES256") != "ES256":
-            raise DPoPError("unsupported_alg", "only ES256 is supported")
-        fields = dict(header)
-        fields["alg"] = "ES256"
-    signing_input = b64url_encode(_json_compact(fields)) + "." + b64url_encode(payload_bytes)
+    fields = {} if header is None else header
+    if not isinstance(fields, Mapping):
+        raise _type_error("header", "a mapping", header)
+    if fields.get("alg", "ES256") != "ES256":
+        raise DPoPError("unsupported_alg", "only ES256 is supported")
+    # the caller's members in their order, alg (ES256 whatever was asked) where it was or last
+    protected = _json_compact({**fields, "alg": "ES256"})
+    signing_input = b64url_encode(protected) + "." + b64url_encode(payload_bytes)
     signature = key.sign(signing_input.encode("ascii"))
     return signing_input + "." + b64url_encode(signature)
 
@@ -1740,16 +1739,14 @@ def make_proof(
         raise DPoPError("bad_argument", "method is not an HTTP method token")
     # RFC 9449 §4.2 claims: jti unique per proof (128 random bits make a collision as likely
     # as guessing a key), htm and htu for this request only, iat from the caller's clock
-    payload: Dict[str, Any] = {}
     if jti is None:
-        payload["jti"] = b64url_encode(os.urandom(16))
-    elif not isinstance(jti, str):
+        jti = b64url_encode(os.urandom(16))
+    if not isinstance(jti, str):
         raise _type_error("jti", "str", jti)
-    elif not 0 < len(jti) <= 256:
+    if not 0 < len(jti) <= 256:
         raise ValueError("jti must have 1 to 256 characters")
-    else:
-        payload["jti"] = jti
-    payload.update(htm=method.upper(), htu=canonical_htu(url), iat=int(_check_time("now", now)))
+    payload: Dict[str, Any] = {"jti": jti, "htm": method.upper(), "htu": canonical_htu(url)}
+    payload["iat"] = int(_check_time("now", now))
     if access_token is not None:
         payload["ath"] = access_token_hash(access_token)
     if nonce is not None:

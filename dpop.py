@@ -1811,8 +1811,8 @@ class ReplayCache:
     server instances can share a store (RedisReplayCache).
 
     ``clock`` must never go back (time.monotonic does not): an entry is forgotten once the clock
-    passes its expiry. Every call costs O(log n), full or not: the entries sit in a dict (key ->
-    expiry) and in a heap by expiry, one heap item per key; each call first
+    passes its expiry. Every call costs O(log n), full or not: the keys sit in a set and in a heap
+    by expiry, one heap item per key; each call first
     pops the expired ones from the heap (each entry is popped once in its
     life, so that work is paid for by the call that added it).
     """
@@ -1823,9 +1823,9 @@ class ReplayCache:
         """An empty cache for at most ``max_entries`` unexpired jti values, on ``clock``."""
         self._max = _setting("max_entries", max_entries, 1, 1 << 40, integer=True)
         self._clock = clock
-        # the unexpired entries (and expired ones not popped yet)
-        self._expiry: Dict[str, float] = {}
-        # a heap of (expiry, key), one item per key in _expiry
+        # the unexpired keys (and expired ones not popped yet); their expiries are in the heap
+        self._held: Set[str] = set()
+        # a heap of (expiry, key), one item per key in _held
         self._by_expiry: List[Tuple[float, str]] = []
         self._lock = threading.Lock()
 
@@ -1842,23 +1842,20 @@ class ReplayCache:
             # that has not (a key is in the heap once, so each pop deletes exactly one entry)
             while self._by_expiry and self._by_expiry[0][0] <= now:
                 _, old = heapq.heappop(self._by_expiry)
-                del self._expiry[old]
+                self._held.remove(old)
             # a key still held is a replay; a full cache refuses rather than forgets, so that
-            # no replay can be let in by an eviction
-            if key in self._expiry:
+            # no replay can be let in by an eviction (refused like a proof: invalid_dpop_proof)
+            if key in self._held:
                 return False
-            if len(self._expiry) >= self._max:
-                why = "replay cache is full"
-                raise DPoPError(
-                    "replay_cache_full", why, oauth_error="invalid_dpop_proof", status=400
-                )
-            self._expiry[key] = now + ttl
+            if len(self._held) >= self._max:
+                raise _refuse("replay_cache_full", "replay cache is full")
+            self._held.add(key)
             heapq.heappush(self._by_expiry, (now + ttl, key))
             return True
 
     def __len__(self) -> int:
         """How many entries are held; expired ones are dropped as add() runs."""
-        return len(self._expiry)
+        return len(self._held)
 
 
 class NonceIssuer:
@@ -1894,10 +1891,7 @@ class NonceIssuer:
         if not isinstance(nonce, str):
             return False
         counter = int(_check_time("now", now) // self._step)
-        given = nonce.encode("ascii", "replace")
-        return any(
-            hmac.compare_digest(given, self._nonce(c).encode()) for c in (counter, counter - 1)
-        )
+        return any(_equal(nonce, self._nonce(c)) for c in (counter, counter - 1))
 
     def __repr__(self) -> str:
         """The issuer's settings, never a nonce."""
@@ -1983,23 +1977,20 @@ def _one_proof(proof: Union[str, Sequence[str], None]) -> str:
     """RFC 9449 §4.3 step 1: the one DPoP header value, within the size limit."""
     # A server framework may hand over one header value or the list of all of them; two DPoP
     # headers, or two values joined by a comma into one, are both "more than one proof".
-    # 1. exactly one DPoP header
-    if proof is None or (not isinstance(proof, str) and len(proof) == 0):
-        raise _refuse("proof_missing", "no DPoP header")
-    if not isinstance(proof, str):
-        if len(proof) != 1:
-            raise _refuse("proof_multiple", "more than one DPoP header")
-        only: object = proof[0]
-        if not isinstance(only, str):
-            raise _type_error("proof", "str", only)
-        proof = only
-    if not proof:
-        raise _refuse("proof_missing", "empty DPoP header")
-    if len(proof) > _MAX_PROOF:
+    # 1. exactly one DPoP header: as a list of values (none for None), then its one value
+    values = [proof] if isinstance(proof, str) else list(proof or [])
+    if len(values) > 1:
+        raise _refuse("proof_multiple", "more than one DPoP header")
+    only: object = values[0] if values else ""
+    if not isinstance(only, str):
+        raise _type_error("proof", "str", only)
+    if not only:
+        raise _refuse("proof_missing", "no DPoP header, or an empty one")
+    if len(only) > _MAX_PROOF:
         raise _refuse("proof_too_large", "DPoP proof is larger than 8 KiB")
-    if "," in proof:
+    if "," in only:
         raise _refuse("proof_multiple", "DPoP header holds more than one value")
-    return proof
+    return only
 
 
 def _signed_proof(
@@ -2020,9 +2011,10 @@ def _signed_proof(
     typ = header.get("typ")
     if not isinstance(typ, str) or typ.lower() not in ("dpop+jwt", "application/dpop+jwt"):
         raise _refuse("proof_typ", "typ is not dpop+jwt")
-    # 5. an accepted asymmetric algorithm: ES256, or RS256/PS256 when listed
+    # 5. an accepted asymmetric algorithm: ES256, or RS256/PS256 when listed (algorithms holds
+    # only strings, verify_proof checked, so a JSON value of another type is never in it)
     alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in algorithms or alg not in ("ES256",) + _RSA_ALGS:
+    if alg not in algorithms or alg not in ("ES256",) + _RSA_ALGS:
         raise _refuse("proof_alg", "alg %s is not accepted" % _short_repr(alg))
     # 7. jwk: a public P-256 key and nothing private
     jwk = header.get("jwk")
@@ -2080,11 +2072,8 @@ def _check_claims(
     # 10. nonce, when the server requires one
     if nonce is not None:
         given = claims.get("nonce")
-        if given is None:
-            raise _refuse("proof_nonce", "the server requires a nonce")
-        accepted = nonce(given) if callable(nonce) else _equal(given, nonce)
-        if not accepted:
-            raise _refuse("proof_nonce", "the nonce is not the current one")
+        if given is None or not (nonce(given) if callable(nonce) else _equal(given, nonce)):
+            raise _refuse("proof_nonce", "the server requires a nonce, and not this one")
     # 11. creation time within the window
     if not current - max_age <= iat <= current + leeway:
         raise _refuse("proof_iat", "iat is outside the acceptance window")
@@ -2140,10 +2129,10 @@ def verify_proof(
         ath = claims.get("ath")
         if ath is None or not _equal(ath, access_token_hash(access_token)):
             raise _refuse("proof_ath", "ath is missing or does not match the access token")
-        if not isinstance(jkt, str) or not _equal(jkt, jkt_value):
-            raise _refuse("proof_binding", "proof key does not match the token's cnf.jkt")
-    elif jkt is not None and (not isinstance(jkt, str) or not _equal(jkt, jkt_value)):
-        raise _refuse("proof_binding", "proof key does not match the expected jkt")
+    # jkt: the token's cnf.jkt (never None with an access token: refused above), or without one
+    # the key the caller expects, if any
+    if jkt is not None and (not isinstance(jkt, str) or not _equal(jkt, jkt_value)):
+        raise _refuse("proof_binding", "proof key does not match the expected jkt (cnf.jkt)")
     # replay: scoped by key and htu, remembered until iat + max_age
     if replay is not None:
         slot = hashlib.sha256(

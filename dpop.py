@@ -335,17 +335,17 @@ def _json_object(raw: bytes, what: str) -> Dict[str, Any]:
         obj = json.loads(
             text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
         )
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise DPoPError("bad_json", "%s is not valid JSON" % what) from None
+        # Only a \u escape can make a lone surrogate (strict UTF-8 cannot), and
+        # one would crash every later .encode(): refuse it here, once for all
+        # (UnicodeEncodeError).
+        if "\\u" in text:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # Unicode{De,En}codeError are ValueErrors
+        raise DPoPError(
+            "bad_json", "%s is not valid JSON, or holds a lone surrogate" % what
+        ) from None
     if not isinstance(obj, dict):
         raise DPoPError("bad_json", "%s is not a JSON object" % what)
-    # Only a \u escape can make a lone surrogate (strict UTF-8 cannot), and
-    # one would crash every later .encode(): refuse it here, once for all.
-    if "\\u" in text:
-        try:
-            json.dumps(obj, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise DPoPError("bad_json", "%s holds a lone surrogate escape" % what) from None
     return obj
 
 
@@ -1575,8 +1575,7 @@ def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
     if len(parts) != 3:
         raise DPoPError("bad_jws", "compact JWS must have three segments")
     h64, p64, s64 = parts
-    if not h64:
-        raise DPoPError("bad_jws", "JWS header segment is empty")
+    # (an empty header segment decodes to b"", which is not JSON: refused below)
     try:
         header = _json_object(b64url_decode(h64), "JWS header")
     except DPoPError as exc:
@@ -1624,7 +1623,7 @@ _TCHAR = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")  # RFC 9110 §5.6.2 tok
 _NQCHAR = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 9449 §8.1 / RFC 6749 A
 _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 9449 §7.1 / RFC 9110 §11.2
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^?#]*)(\?[^#]*)?(?:#.*)?", re.S)
-_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+_URL_FORBIDDEN = re.compile(r"[^\x21-\x7e]")  # all but printable ASCII: controls, space, non-ASCII
 # RFC 3986 §3.2.2-3: host (an IPv6 literal keeps its brackets, or a reg-name or IPv4 address) and
 # an optional port of at most 5 digits (so int() never sees 5,000 of them)
 _AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::([0-9]{0,5}))?")
@@ -1641,7 +1640,7 @@ def _split_url(url: str) -> Tuple[str, str, str, str, str]:
     """
     if not isinstance(url, str):
         raise _type_error("url", "str", url)
-    if len(url) > 8192 or not url.isascii() or _URL_FORBIDDEN.search(url):
+    if len(url) > 8192 or _URL_FORBIDDEN.search(url):
         raise DPoPError(
             "bad_url",
             "URL must be ASCII with no spaces or control characters (percent-encode them)",
@@ -1944,8 +1943,7 @@ def _normal_htu(url: str) -> str:
     %2F is not "/"."""
     # scheme and host were lower-cased and the default port dropped by canonical_htu (§6.2.2.1,
     # §6.2.3); what is left to normalise is the path
-    scheme, _, rest = canonical_htu(url).partition("://")
-    authority, _, path = rest.partition("/")
+    *origin, path = canonical_htu(url).split("/", 3)  # "https:", "", "host[:port]", the path
     path = re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", path)  # a stray % is itself: "%%41" is not "%A"
     pieces = re.split(r"(%[0-9A-Fa-f]{2})", path)  # odd indexes: the escapes
     for i in range(1, len(pieces), 2):
@@ -1955,15 +1953,14 @@ def _normal_htu(url: str) -> str:
     # the root), and a path that ended in "." or ".." still ends in "/"
     segments = "".join(pieces).split("/")
     kept: List[str] = []
-    for i, segment in enumerate(segments):
+    for segment in segments:
         if segment == "..":
-            if kept:
-                kept.pop()
+            del kept[-1:]  # the segment before, if there is one
         elif segment != ".":
             kept.append(segment)
-        if segment in (".", "..") and i == len(segments) - 1:
-            kept.append("")  # "/a/b/.." is "/a/": the path still ends in a slash
-    return "%s://%s/%s" % (scheme, authority, "/".join(kept))
+    if segments[-1] in (".", ".."):
+        kept.append("")  # "/a/b/.." is "/a/": the path still ends in a slash
+    return "/".join(origin + kept)
 
 
 def _refuse(code: str, message: str) -> DPoPError:

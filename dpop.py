@@ -1566,7 +1566,9 @@ def jws_sign(
 
 
 def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
-    """Split a compact JWS and parse its header: (h64, p64, s64, header)."""
+    """Split a compact JWS and parse its header: (h64, p64, s64, header). A header with 'crit' is
+    refused here, for every caller: no extension is understood, and RFC 7515 §4.1.11 says a JWS
+    whose crit names one the recipient does not understand is invalid."""
     if not isinstance(token, str):
         raise _type_error("token", "str", token)
     if len(token) > limit:
@@ -1580,6 +1582,8 @@ def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
         header = _json_object(b64url_decode(h64), "JWS header")
     except DPoPError as exc:
         raise DPoPError("bad_jws", exc.message) from None
+    if "crit" in header:
+        raise DPoPError("bad_jws", "JWS 'crit' extensions are not supported")
     return h64, p64, s64, header
 
 
@@ -1599,8 +1603,6 @@ def jws_verify(token: str, key: Union[ECKey, Mapping[str, Any]]) -> Tuple[Dict[s
         raise DPoPError(
             "unsupported_alg", "JWS alg %s is not accepted; only ES256" % _short_repr(alg)
         )
-    if "crit" in header:
-        raise DPoPError("bad_jws", "JWS 'crit' extensions are not supported")
     try:
         payload = b64url_decode(p64)
         signature = b64url_decode(s64)
@@ -1995,15 +1997,13 @@ def _signed_proof(
 ) -> Tuple[Dict[str, Any], Dict[str, Any], Any]:
     """RFC 9449 §4.3 steps 2 and 4 to 7: (header, claims, key) of a well-formed JWT of type
     dpop+jwt, with an accepted algorithm, signed by the public key in its header."""
-    # 2. a single well-formed JWT
+    # 2. a single well-formed JWT (with no crit: _jws_split refuses it)
     try:
         h64, p64, s64, header = _jws_split(proof, _MAX_PROOF)
         claims = _json_object(b64url_decode(p64), "DPoP payload")
         signature = b64url_decode(s64)
     except DPoPError as exc:
         raise _refuse("proof_malformed", exc.message) from None
-    if "crit" in header:
-        raise _refuse("proof_malformed", "crit header parameters are not supported")
     # 4. typ
     typ = header.get("typ")
     if not isinstance(typ, str) or typ.lower() not in ("dpop+jwt", "application/dpop+jwt"):
@@ -2015,10 +2015,8 @@ def _signed_proof(
         raise _refuse("proof_alg", "alg %s is not accepted" % _short_repr(alg))
     # 7. jwk: a public P-256 key and nothing private
     jwk = header.get("jwk")
-    if not isinstance(jwk, dict):
-        raise _refuse("proof_jwk", "header has no jwk object")
-    if _PRIVATE_JWK_MEMBERS.intersection(jwk):
-        raise _refuse("proof_jwk", "jwk contains private key members")
+    if not isinstance(jwk, dict) or _PRIVATE_JWK_MEMBERS.intersection(jwk):
+        raise _refuse("proof_jwk", "header has no jwk object, or one with private key members")
     try:
         key = _key_from_jwk(jwk) if alg == "ES256" else load_rsa_key(jwk)
     except DPoPError as exc:
@@ -2039,12 +2037,10 @@ def _check_claims(
     method: str,
     request_htu: str,
     nonce: Union[str, Callable[[str], bool], None],
-    current: float,
-    max_age: int,
-    leeway: int,
 ) -> str:
-    """RFC 9449 §4.3 steps 3 and 8 to 11: the claims of a signed proof; returns its normalised
-    htu."""
+    """RFC 9449 §4.3 steps 3 and 8 to 10: the claims of a signed proof; returns its normalised
+    htu. (Step 11, iat's window, is verify_proof's, beside the replay entry's lifetime, which is
+    counted from the same iat, now and max_age.)"""
     # 3. required claims, with their types
     for name in ("jti", "htm", "htu"):
         value = claims.get(name)
@@ -2071,9 +2067,6 @@ def _check_claims(
         given = claims.get("nonce")
         if given is None or not (nonce(given) if callable(nonce) else _equal(given, nonce)):
             raise _refuse("proof_nonce", "the server requires a nonce, and not this one")
-    # 11. creation time within the window
-    if not current - max_age <= iat <= current + leeway:
-        raise _refuse("proof_iat", "iat is outside the acceptance window")
     return proof_htu
 
 
@@ -2117,9 +2110,12 @@ def verify_proof(
             raise ValueError("algorithms may only name asymmetric JWS algorithms")
     request_htu = _normal_htu(url)
     current = _check_time("now", now)
-    # steps 1, 2 and 4 to 7, then 3 and 8 to 11
+    # steps 1, 2 and 4 to 7, then 3 and 8 to 10
     header, claims, key = _signed_proof(_one_proof(proof), algorithms)
-    proof_htu = _check_claims(claims, method, request_htu, nonce, current, max_age, leeway)
+    proof_htu = _check_claims(claims, method, request_htu, nonce)
+    # 11. creation time within the window
+    if not current - max_age <= claims["iat"] <= current + leeway:
+        raise _refuse("proof_iat", "iat is outside the acceptance window")
     # 12. with an access token: ath and the key binding
     jkt_value = key.thumbprint()
     if access_token is not None:

@@ -2131,7 +2131,8 @@ def verify_proof(
         slot = hashlib.sha256(
             "\x00".join((jkt_value, proof_htu, claims["jti"])).encode()
         ).hexdigest()
-        ttl = max(1, int(claims["iat"] + max_age - current) + 1)
+        # at least 1 s: step 11 made iat + max_age >= current
+        ttl = int(claims["iat"] + max_age - current) + 1
         if not replay.add(slot, ttl):
             raise _refuse("proof_replay", "this jti was already used")
     return VerifiedProof(header, claims, key, jkt_value)

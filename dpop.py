@@ -246,6 +246,14 @@ def _as_bytes(name: str, value: object) -> bytes:
     raise _type_error(name, "bytes", value)
 
 
+def _check_str(name: str, value: object) -> str:
+    """``value`` when it is a str; otherwise the TypeError for the argument ``name`` (for the many
+    arguments that must be text, as _as_bytes is for bytes)."""
+    if isinstance(value, str):
+        return value
+    raise _type_error(name, "str", value)
+
+
 # =============================================================================
 # 1. Bytes and encodings
 # =============================================================================
@@ -270,8 +278,7 @@ def b64url_decode(text: str) -> bytes:
     non-zero unused trailing bits (``QR`` and ``QQ`` would otherwise both
     decode to ``A``), so every byte string has exactly one accepted text.
     """
-    if not isinstance(text, str):
-        raise _type_error("text", "str", text)
+    _check_str("text", text)
     if len(text) % 4 == 1 or _B64URL_ALPHABET.fullmatch(text) is None:
         raise DPoPError("bad_base64url", "not unpadded base64url")
     # Only the 64 characters of the alphabet reach the decoder.
@@ -1569,8 +1576,7 @@ def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
     """Split a compact JWS and parse its header: (h64, p64, s64, header). A header with 'crit' is
     refused here, for every caller: no extension is understood, and RFC 7515 §4.1.11 says a JWS
     whose crit names one the recipient does not understand is invalid."""
-    if not isinstance(token, str):
-        raise _type_error("token", "str", token)
+    _check_str("token", token)
     if len(token) > limit:
         raise DPoPError("bad_jws", "JWS is larger than %d bytes" % limit)
     parts = token.split(".")
@@ -1640,8 +1646,7 @@ def _split_url(url: str) -> Tuple[str, str, str, str, str]:
     Scheme and host lower-cased, default port dropped (port "" then), empty
     path "/". The path is returned byte for byte: no decoding, no re-encoding.
     """
-    if not isinstance(url, str):
-        raise _type_error("url", "str", url)
+    _check_str("url", url)
     if len(url) > 8192 or _URL_FORBIDDEN.search(url):
         raise DPoPError(
             "bad_url",
@@ -1684,8 +1689,7 @@ def canonical_htu(url: str) -> str:
 
 def access_token_hash(token: str) -> str:
     """The ``ath`` claim: base64url(SHA-256(ASCII token)) (RFC 9449 §4.2)."""
-    if not isinstance(token, str):
-        raise _type_error("token", "str", token)
+    _check_str("token", token)
     if _TOKEN68.fullmatch(token) is None:
         raise DPoPError("bad_access_token", "access token has characters outside token68")
     return b64url_encode(hashlib.sha256(token.encode("ascii")).digest())
@@ -1693,8 +1697,7 @@ def access_token_hash(token: str) -> str:
 
 def _check_nonce(nonce: str) -> str:
     """A server's nonce as it may go into a proof: 1 to 1024 NQCHAR characters (RFC 9449 §8.1)."""
-    if not isinstance(nonce, str):
-        raise _type_error("nonce", "str", nonce)
+    _check_str("nonce", nonce)
     if len(nonce) > _MAX_NONCE or _NQCHAR.fullmatch(nonce) is None:
         raise DPoPError(
             "bad_argument",
@@ -1734,16 +1737,14 @@ def make_proof(
     """
     if not isinstance(key, (ECKey, RSAKey)):
         raise _type_error("key", "an ECKey or RSAKey", key)
-    if not isinstance(method, str):
-        raise _type_error("method", "str", method)
+    _check_str("method", method)
     if _TCHAR.fullmatch(method) is None:
         raise DPoPError("bad_argument", "method is not an HTTP method token")
     # RFC 9449 §4.2 claims: jti unique per proof (128 random bits make a collision as likely
     # as guessing a key), htm and htu for this request only, iat from the caller's clock
     if jti is None:
         jti = b64url_encode(os.urandom(16))
-    if not isinstance(jti, str):
-        raise _type_error("jti", "str", jti)
+    _check_str("jti", jti)
     if not 0 < len(jti) <= 256:
         raise ValueError("jti must have 1 to 256 characters")
     payload: Dict[str, Any] = {"jti": jti, "htm": method.upper(), "htu": canonical_htu(url)}
@@ -1980,9 +1981,7 @@ def _one_proof(proof: Union[str, Sequence[str], None]) -> str:
     values = [proof] if isinstance(proof, str) else list(proof or [])
     if len(values) > 1:
         raise _refuse("proof_multiple", "more than one DPoP header")
-    only: object = values[0] if values else ""
-    if not isinstance(only, str):
-        raise _type_error("proof", "str", only)
+    only = _check_str("proof", values[0] if values else "")
     if not only:
         raise _refuse("proof_missing", "no DPoP header, or an empty one")
     if len(only) > _MAX_PROOF:
@@ -2099,8 +2098,7 @@ def verify_proof(
     Raises DPoPError whose ``code`` names the failed check and whose
     ``oauth_error`` is what to answer (invalid_dpop_proof or use_dpop_nonce).
     """
-    if not isinstance(method, str):
-        raise _type_error("method", "str", method)
+    _check_str("method", method)
     if access_token is not None and jkt is None:
         raise TypeError(
             "verify_proof() needs jkt= (the token's cnf.jkt) when access_token= is given"

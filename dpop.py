@@ -1568,8 +1568,7 @@ def jws_sign(
     # the caller's members in their order, alg (ES256 whatever was asked) where it was or last
     protected = _json_compact({**fields, "alg": "ES256"})
     signing_input = b64url_encode(protected) + "." + b64url_encode(payload_bytes)
-    signature = key.sign(signing_input.encode("ascii"))
-    return signing_input + "." + b64url_encode(signature)
+    return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
 
 
 def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:

@@ -4835,17 +4835,13 @@ class DemoServer:
     ) -> None:
         import http.server
 
-        self.require_nonce, self.token_lifetime, self.authority = (
-            require_nonce,
-            token_lifetime,
-            authority or self,
-        )
+        self.require_nonce = require_nonce
+        self.token_lifetime = token_lifetime
+        self.authority = authority or self
         self.override = override
-        self.signing_key, self.nonces, self.replay = (
-            generate_key(),
-            NonceIssuer(os.urandom(32)),
-            ReplayCache(),
-        )
+        self.signing_key = generate_key()
+        self.nonces = NonceIssuer(os.urandom(32))
+        self.replay = ReplayCache()
         self.clients = {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET}  # client_secret_* methods
         # private_key_jwt: client_id -> public key
         self.client_keys: Dict[str, Union[ECKey, RSAKey]] = {}
@@ -4871,24 +4867,26 @@ class DemoServer:
         self._thread.start()
 
     def metadata(self) -> Dict[str, Any]:  # RFC 8414 §2
-        metadata: Dict[str, Any] = dict(issuer=self.issuer, token_endpoint=self.token_endpoint)
-        metadata.update(
-            grant_types_supported=["client_credentials"],
-            dpop_signing_alg_values_supported=["ES256"],
-        )
-        return dict(metadata, token_endpoint_auth_methods_supported=list(_AUTH_METHODS[:4]))
+        return {
+            "issuer": self.issuer,
+            "token_endpoint": self.token_endpoint,
+            "grant_types_supported": ["client_credentials"],
+            "dpop_signing_alg_values_supported": ["ES256"],
+            "token_endpoint_auth_methods_supported": list(_AUTH_METHODS[:4]),
+        }
 
     def issue_token(self, client_id: str, scope: str, jkt: str) -> Dict[str, Any]:
         now = int(time.time())
-        claims = dict(
-            iss=self.issuer,
-            client_id=client_id,
-            sub=client_id,
-            scope=scope,
-            iat=now,
-            cnf={"jkt": jkt},
-        )
-        claims.update(exp=now + self.token_lifetime, jti=b64url_encode(os.urandom(12)))
+        claims = {
+            "iss": self.issuer,
+            "client_id": client_id,
+            "sub": client_id,
+            "scope": scope,
+            "iat": now,
+            "cnf": {"jkt": jkt},
+            "exp": now + self.token_lifetime,
+            "jti": b64url_encode(os.urandom(12)),
+        }
         self.tokens_issued += 1
         token = jws_sign(
             self.signing_key, claims, {"typ": "at+jwt", "kid": self.signing_key.thumbprint()}
@@ -5167,6 +5165,11 @@ def _printable(text: str) -> str:
     return _CONTROLS.sub("?", text)
 
 
+# the metavar an option of these kinds shows in --help unless it names its own
+_METAVARS = dict.fromkeys(("infile", "outfile", "newfile", "cafile", "cache"), "FILE")
+_METAVARS.update(seconds="SECONDS", url="URL", proxy="URL", data="DATA")
+
+
 class _Opt:
     """One option (or positional argument) of a command."""
 
@@ -5194,13 +5197,11 @@ class _Opt:
         choices: Sequence[str] = (),
     ) -> None:
         self.flags = tuple(flags.split())  # "-o --output", or "URL" for a positional
-        self.kind, self.help, self.metavar, self.repeat, self.choices = (
-            kind,
-            help,
-            metavar,
-            repeat,
-            tuple(choices),
-        )
+        self.kind = kind
+        self.help = help
+        self.metavar = metavar or _METAVARS.get(kind)  # given, or the kind's own
+        self.repeat = repeat
+        self.choices = tuple(choices)
         name = self.flags[-1].lstrip("-").strip("[]")  # "[METHOD]": an optional positional
         self.positional = not self.flags[0].startswith("-")
         # env "" derives DPOP_<NAME>; None means no twin (positionals, --serve)
@@ -5403,6 +5404,8 @@ def _env_items(kind: str, value: str) -> List[str]:
 
 def _checked(opt: _Opt, raw: Union[str, List[str]], where: str) -> Any:
     try:
+        if opt.repeat and isinstance(raw, str):  # a variable: its items
+            raw = _env_items(opt.kind, raw)
         if isinstance(raw, list):
             return [_CHECKS[opt.kind](item) for item in raw]
         value = _CHECKS[opt.kind](raw)
@@ -5449,15 +5452,11 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
                 (file or sys.stderr).write(message)
 
     exits = "\n".join("  %d  %s" % row for row in _EXIT_STATUS)
-    epilog, layout = (
-        "%s\nexit status:\n%s\n" % (example, exits),
-        argparse.RawDescriptionHelpFormatter,
-    )
     parser = Parser(
         prog=prog,
         description=description,
-        epilog=epilog,
-        formatter_class=layout,
+        epilog="%s\nexit status:\n%s\n" % (example, exits),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     for opt in table:
@@ -5473,19 +5472,14 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
                 help=text,
                 nargs="?" if "[" in opt.flags[0] else None,
             )
-        elif opt.kind == "flag":
-            parser.add_argument(
-                *opt.flags, dest=opt.dest, action="store_const", const="1", help=text
-            )
+            continue
+        if opt.kind == "flag":
+            how: Dict[str, Any] = {"action": "store_const", "const": "1"}
         elif opt.kind == "cache":  # its FILE is optional
-            parser.add_argument(
-                *opt.flags, dest=opt.dest, nargs="?", const="", metavar=opt.metavar, help=text
-            )
+            how = {"nargs": "?", "const": ""}
         else:
-            action = "append" if opt.repeat else "store"
-            parser.add_argument(
-                *opt.flags, dest=opt.dest, action=action, metavar=opt.metavar, help=text
-            )
+            how = {"action": "append" if opt.repeat else "store"}
+        parser.add_argument(*opt.flags, dest=opt.dest, metavar=opt.metavar, help=text, **how)
     if command == "request":
         parser.add_argument("--version", action="version", version="dpop.py " + __version__)
     argv = list(argv)
@@ -5502,11 +5496,6 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
         raw, where = namespace.get(opt.dest), opt.flags[-1]
         if raw is None and opt.env and os.environ.get(opt.env):
             raw, where = os.environ[opt.env], opt.env
-            if opt.repeat:
-                try:
-                    raw = _env_items(opt.kind, raw)
-                except ValueError as exc:
-                    raise DPoPError("usage", "%s: %s" % (where, exc)) from None
         values[opt.dest] = None if raw is None else _checked(opt, raw, where)
     return values
 
@@ -5539,16 +5528,16 @@ def _cli_key(path: Optional[str]) -> ECKey:
 
 
 class _LogSinks:
-    """The session log's sinks for -v and --session-log: the terminal (given no escapes) and the
-    file, either of them None."""
+    """The session log's sinks for -v and --session-log: the terminal and the file, either of them
+    None. The terminal needs no _printable here: _SessionLog._write already escapes every control
+    character but tab and newline (_LOG_ESCAPES holds all of _CONTROLS)."""
 
     def __init__(self, terminal: Any, file: Any) -> None:
         self.sinks = [sink for sink in (terminal, file) if sink is not None]
-        self.terminal = terminal
 
     def write(self, text: str) -> None:
         for sink in self.sinks:
-            sink.write(_printable(text) if sink is self.terminal else text)
+            sink.write(text)
 
     def flush(self) -> None:
         for sink in self.sinks:
@@ -5556,13 +5545,11 @@ class _LogSinks:
 
 
 _CLIENT_OPTIONS = (  # the request and token commands'
-    _Opt("--key", "infile", "private key: PEM, DER or JWK file; - for stdin", metavar="FILE"),
-    _Opt("--token-endpoint", "url", "where to get tokens", metavar="URL"),
-    _Opt(
-        "--issuer", "url", "find the token endpoint by RFC 8414 / OpenID discovery", metavar="URL"
-    ),
+    _Opt("--key", "infile", "private key: PEM, DER or JWK file; - for stdin"),
+    _Opt("--token-endpoint", "url", "where to get tokens"),
+    _Opt("--issuer", "url", "find the token endpoint by RFC 8414 / OpenID discovery"),
     _Opt("--client-id", "text", "the OAuth client_id", metavar="ID"),
-    _Opt("--client-secret-file", "infile", "read the client secret from FILE", metavar="FILE"),
+    _Opt("--client-secret-file", "infile", "read the client secret from FILE"),
     _Opt(
         "--client-secret",
         "secret",
@@ -5580,7 +5567,6 @@ _CLIENT_OPTIONS = (  # the request and token commands'
         "--assertion-key",
         "infile",
         "private_key_jwt: the client's key (PEM, DER or JWK)",
-        metavar="FILE",
     ),
     _Opt(
         "--assertion-kid",
@@ -5612,15 +5598,13 @@ _CLIENT_OPTIONS = (  # the request and token commands'
         "--session-log",
         "outfile",
         "append every exchange to FILE (secrets masked; mode 0600)",
-        metavar="FILE",
     ),
-    _Opt("--timeout", "seconds", "per socket operation (default 30)", metavar="SECONDS"),
-    _Opt("--max-time", "seconds", "the whole operation, token included (POSIX)", metavar="SECONDS"),
+    _Opt("--timeout", "seconds", "per socket operation (default 30)"),
+    _Opt("--max-time", "seconds", "the whole operation, token included (POSIX)"),
     _Opt(
         "--connect-timeout",
         "seconds",
         "each connection's set-up, TLS too (default: --timeout)",
-        metavar="SECONDS",
     ),
     _Opt(
         "--retry", "count", "retries after 429/503 or a failed connection (default 2)", metavar="N"
@@ -5629,27 +5613,23 @@ _CLIENT_OPTIONS = (  # the request and token commands'
         "--retry-max-time",
         "seconds",
         "stop retrying after this many seconds (default 60)",
-        metavar="SECONDS",
     ),
     _Opt(
         "--token-cache",
         "cache",
         "keep the token for later runs (default ~/.cache/dpop/tokens.json)",
-        metavar="FILE",
     ),
-    _Opt("--cacert", "cafile", "trust these CA certificates (PEM)", metavar="FILE"),
+    _Opt("--cacert", "cafile", "trust these CA certificates (PEM)"),
     _Opt(
         "-E --cert",
         "infile",
         "TLS client certificate (PEM, with its key unless --cert-key)",
-        metavar="FILE",
     ),
-    _Opt("--cert-key", "infile", "the client certificate's private key (PEM)", metavar="FILE"),
+    _Opt("--cert-key", "infile", "the client certificate's private key (PEM)"),
     _Opt(
         "-x --proxy",
         "proxy",
         'http://[user:password@]host[:port]; "" for none (default: *_PROXY)',
-        metavar="URL",
     ),
     _Opt(
         "--noproxy",
@@ -5674,14 +5654,12 @@ _REQUEST_OPTIONS = (
         "-d --data",
         "data",
         "request body; @FILE reads a file, @- stdin (CR and LF dropped)",
-        metavar="DATA",
     ),
-    _Opt("--data-binary", "data", "request body; @FILE and @- byte for byte", metavar="DATA"),
+    _Opt("--data-binary", "data", "request body; @FILE and @- byte for byte"),
     _Opt(
         "--json",
         "data",
         "JSON body (as --data-binary) with JSON Content-Type and Accept",
-        metavar="DATA",
         env=None,
     ),
     _Opt("-i --include", "flag", "print the status line and headers"),
@@ -5695,7 +5673,7 @@ _REQUEST_OPTIONS = (
         "after the transfer print FMT: %%{http_code}, %%{time_total}...",
         metavar="FMT",
     ),
-    _Opt("-o --output", "outfile", "write the body to FILE", metavar="FILE"),
+    _Opt("-o --output", "outfile", "write the body to FILE"),
     _Opt("-L --location", "flag", "follow redirects (credentials stay with the first origin)"),
 )
 
@@ -5755,36 +5733,41 @@ def _cli_credentials(args: Dict[str, Any]) -> Tuple[Optional[str], str]:
     return secret, auth_method
 
 
-def _client_settings(
-    args: Dict[str, Any], auth_method: str, say: Callable[[str], None]
-) -> Dict[str, Any]:
-    """Client()'s keyword arguments from the options (but the key, secrets and session log)."""
-    passed_as_is = (
+def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[str, Any]:
+    """Client()'s keyword arguments from the options (but the key, secrets, auth method and session
+    log). An option not given is left out: Client's defaults are the options' defaults. Issuer and
+    token endpoint are never both given (_check_together)."""
+    renamed = {
+        "noproxy": "no_proxy",
+        "param": "token_params",
+        "cacert": "cafile",
+        "retry": "max_retries",
+        "location": "follow_redirects",  # request only
+    }
+    same = [
         "token_endpoint",
+        "issuer",
         "client_id",
         "scope",
+        "proxy",
+        "timeout",
+        "connect_timeout",
+        "retry_max_time",
         "assertion_kid",
         "assertion_alg",
         "assertion_audience",
-        "proxy",
-    )
-    settings = {name: args[name] for name in passed_as_is}
-    settings.update(
-        issuer=None if args["token_endpoint"] else args["issuer"], no_proxy=args["noproxy"]
-    )
-    settings.update(
-        token_params=args["param"],
-        cafile=args["cacert"],
-        follow_redirects=bool(args.get("location")),
-    )
-    settings.update(timeout=args["timeout"] or 30, retry_max_time=args["retry_max_time"] or 60)
-    settings.update(
-        max_retries=2 if args["retry"] is None else args["retry"], auth_method=auth_method
-    )
+    ]
+    settings = {
+        renamed.get(name, name): args[name]
+        for name in same + list(renamed)
+        if args.get(name) is not None
+    }
     if args["cert_key"] and not args["cert"]:
         raise DPoPError("usage", "--cert-key FILE goes with --cert FILE")
-    cert = (args["cert"], args["cert_key"]) if args["cert_key"] else args["cert"]
-    settings.update(connect_timeout=args["connect_timeout"], client_cert=cert)
+    if args["cert"]:
+        settings["client_cert"] = (
+            (args["cert"], args["cert_key"]) if args["cert_key"] else args["cert"]
+        )
     if args["token_cache"] is not None:
         settings["token_cache"] = FileTokenCache(args["token_cache"] or None, warn=say)
     return settings
@@ -5817,7 +5800,7 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         )
     if secret:
         scrub.add(secret)  # usage messages never hold it; server text might
-    settings = _client_settings(args, auth_method, say)
+    settings = _client_settings(args, say)
     log_file = _open_private(args["session_log"]) if args["session_log"] else None
     terminal = sys.stderr if args["verbose"] else None
     if terminal or log_file:
@@ -5840,7 +5823,11 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         timer(signal.ITIMER_REAL, args["max_time"])
     try:
         with Client(
-            key, client_secret=secret or None, assertion_key=assertion_key, **settings
+            key,
+            client_secret=secret or None,
+            auth_method=auth_method,
+            assertion_key=assertion_key,
+            **settings,
         ) as client:
             scrub.others.append(client._scrub)  # the tokens it gets are masked in our errors too
             return act(client)
@@ -5986,14 +5973,12 @@ def _check_together(args: Dict[str, Any]) -> None:
     if args["token_cache"] is not None:
         inputs["--token-cache"] = args["token_cache"] or FileTokenCache().path
     inputs["--session-log"] = args["session_log"]
-    for flag, path in inputs.items():
-        out = args.get("output")
-        if out and out != "-" and path and path != "-" and _same_file(out, path):
-            raise DPoPError("usage", "--output %s would overwrite the %s file" % (out, flag))
-    log = args["session_log"]
-    for flag, path in inputs.items():
-        if log and path and flag != "--session-log" and path != "-" and _same_file(log, path):
-            raise DPoPError("usage", "--session-log %s would overwrite the %s file" % (log, flag))
+    output = args.get("output")  # request only; "-" is stdout (a --session-log of "-" is a file)
+    writers = {"--output": None if output == "-" else output, "--session-log": args["session_log"]}
+    for writer, out in writers.items():
+        for flag, path in inputs.items():
+            if out and path and path != "-" and flag != writer and _same_file(out, path):
+                raise DPoPError("usage", "%s %s would overwrite the %s file" % (writer, out, flag))
     if args["scope"] and any(name == "scope" for name, _ in args["param"] or ()):
         raise DPoPError("usage", "give the scope once: --scope, or --param scope=...")
 
@@ -6015,15 +6000,15 @@ def _cli_output(
     import sys
 
     first, size = b"", 0
+    failed = response.status >= 400
 
     def chunks() -> Iterator[bytes]:
         nonlocal first, size
         for chunk in response.iter_bytes():
-            first, size = (
-                first or (chunk[:65536] if response.status >= 400 else b""),
-                size + len(chunk),
-            )
-            if not (fail and response.status >= 400):
+            size += len(chunk)
+            if failed and not first:
+                first = chunk[:65536]
+            if not (fail and failed):
                 yield chunk
 
     out = sys.stdout.buffer
@@ -6031,24 +6016,22 @@ def _cli_output(
         head = ["%s %d %s" % (response.version, response.status, response.reason)]
         head += ["%s: %s" % item for item in response.headers.items()]
         out.write(("\r\n".join(map(_printable, head)) + "\r\n\r\n").encode("latin-1", "replace"))
-    if not output or output == "-":
-        last = b"\n"
-        for chunk in chunks():
-            out.write(chunk)
-            last = chunk[-1:]
-        if last != b"\n" and response.status >= 400 and sys.stdout.isatty():
-            out.write(b"\n")  # the error that follows on the terminal starts its own line
+    if output and output != "-" and not (fail and failed):
         out.flush()
+        try:
+            _write_whole(output, chunks())
+        except OSError as exc:
+            raise DPoPError("io_error", "cannot write %s: %s" % (output, exc.strerror)) from None
         return first, size
+    # stdout; or, with -f and an error status, nothing at all: the body is read for its OAuth
+    # error, and -o FILE is never opened
+    last = b"\n"
+    for chunk in chunks():
+        out.write(chunk)
+        last = chunk[-1:]
+    if last != b"\n" and failed and sys.stdout.isatty():
+        out.write(b"\n")  # the error that follows on the terminal starts its own line
     out.flush()
-    if fail and response.status >= 400:
-        for _ in chunks():  # read for the OAuth error; FILE is never opened
-            pass
-        return first, size
-    try:
-        _write_whole(output, chunks())
-    except OSError as exc:
-        raise DPoPError("io_error", "cannot write %s: %s" % (output, exc.strerror)) from None
     return first, size
 
 
@@ -6248,7 +6231,7 @@ def _cli_selftest(argv: List[str], scrub: _Scrubber) -> int:
 
 
 _SUBCOMMANDS = "demo keygen jwk proof token selftest"
-_KEY_OPTION = _Opt("--key", "infile", "PEM, DER or JWK file; - for stdin", metavar="FILE")
+_KEY_OPTION = _Opt("--key", "infile", "PEM, DER or JWK file; - for stdin")
 
 # name: (function, description, example, options)
 _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequence[_Opt]]] = {
@@ -6267,7 +6250,6 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
                 "-o --output",
                 "newfile",
                 "write the key here (mode 0600; never overwrites)",
-                metavar="FILE",
                 env=None,
             ),
         ),
@@ -6287,7 +6269,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
             _Opt("METHOD", "method", "HTTP method, e.g. GET"),
             _Opt("URL", "url", "the request URL (htu)"),
             _KEY_OPTION,
-            _Opt("--access-token-file", "infile", "adds ath for the token in FILE", metavar="FILE"),
+            _Opt("--access-token-file", "infile", "adds ath for the token in FILE"),
             _Opt("--nonce", "nonce", "a DPoP-Nonce the server sent", metavar="NONCE"),
         ),
     ),
@@ -6305,7 +6287,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
                 "the authorization server's port (default: any free one)",
                 metavar="PORT",
             ),
-            _Opt("--key", "infile", "use this key instead of a new one", metavar="FILE"),
+            _Opt("--key", "infile", "use this key instead of a new one"),
         ),
     ),
     "token": (

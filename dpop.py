@@ -4048,7 +4048,7 @@ class Client:
 
     def requests_auth(self) -> Any:
         """``auth=`` for requests and requests.Session (see the README)."""
-        return _RequestsAuth(self)
+        return _requests_auth(self)
 
     def httpx_auth(self) -> Any:
         """An httpx.Auth for httpx.Client and httpx.AsyncClient (imports httpx)."""
@@ -4584,28 +4584,20 @@ def _reason(exc: BaseException) -> str:
 # anywhere else (requests itself strips only Authorization, httpx likewise).
 
 
-class _RequestsAuth:
-    """requests' ``auth=``: signs the prepared request; a response hook sends it again after a nonce
-    challenge, invalid_token or a learnt clock, and signs (or strips) the request requests copies
-    for a redirect."""
+def _requests_auth(client: Client) -> Any:
+    """requests' ``auth=`` (any callable taking and returning the PreparedRequest): signs the
+    prepared request; a response hook sends it again after a nonce challenge, invalid_token or a
+    learnt clock, and signs (or strips) the request requests copies for a redirect."""
 
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    def __call__(self, request: Any) -> Any:
-        self._client._sign_hop(request.headers, request.method, request.url)
-        request.register_hook("response", self._answer)
-        return request
-
-    def _answer(self, response: Any, **kwargs: Any) -> Any:
+    def answer(response: Any, **kwargs: Any) -> Any:
         first = response.request  # what requests copies for a redirect
         origin, tried = _Target(first.url).origin, set()  # type: Tuple[str, Set[str]]
-        while self._client._resend_after(origin, response, response.headers.items(), tried):
+        while client._resend_after(origin, response, response.headers.items(), tried):
             again = response.request.copy()
             # a body that cannot be sent again whole: the caller gets the 401
             if not _rewound(again):
                 break
-            self._client._sign_hop(again.headers, again.method, again.url, origin)
+            client._sign_hop(again.headers, again.method, again.url, origin)
             _ = response.content  # read, so that the connection is reused
             response.close()
             retried = response.connection.send(again, **kwargs)
@@ -4620,8 +4612,15 @@ class _RequestsAuth:
             method, status = first.method, response.status_code
             if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
                 method = "GET"  # requests' own rule (rebuild_method)
-            self._client._sign_hop(first.headers, method, url, origin)
+            client._sign_hop(first.headers, method, url, origin)
         return response
+
+    def auth(request: Any) -> Any:
+        client._sign_hop(request.headers, request.method, request.url)
+        request.register_hook("response", answer)
+        return request
+
+    return auth
 
 
 def _rewound(request: Any) -> bool:
@@ -4700,9 +4699,10 @@ def _httpx_auth(client: Client) -> Any:
 
         def hook(self, request: Any) -> None:
             hops = request.extensions.get("dpop")
-            if hops is not None:
-                hops["hooked"] = True
-            if hops is not None and hops.get("signed") is not request:
+            if hops is None:  # not a request of this auth's
+                return
+            hops["hooked"] = True
+            if hops.get("signed") is not request:
                 client._sign_hop(request.headers, request.method, str(request.url), hops["origin"])
 
         async def async_hook(self, request: Any) -> None:
@@ -4752,7 +4752,9 @@ class RedisTokenCache:
     fails is a miss, with a warning: the client then fetches its own token."""
 
     def __init__(self, redis: Any, prefix: str = "dpop:") -> None:
-        self._redis, self._prefix, self._failed = redis, prefix, False
+        self._redis = redis
+        self._prefix = prefix
+        self._failed = False
 
     def _call(self, what: str, *args: Any, **kwargs: Any) -> Any:
         import warnings
@@ -4768,8 +4770,9 @@ class RedisTokenCache:
     def get(self, key: str) -> Any:
         raw = self._call("get", self._prefix + "token:" + key)
         try:
-            return None if raw is None else json.loads(raw)
-        except (ValueError, TypeError, RecursionError):  # not JSON (or an async client): a miss
+            return json.loads(raw)
+        # not JSON, or None (no entry, or a failed store), or an async client's awaitable: a miss
+        except (ValueError, TypeError, RecursionError):
             return None
 
     def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
@@ -4931,6 +4934,10 @@ class DemoServer:
             and self.assertions.add(client_id + " " + jti, 600)
         )
 
+    def nonce_headers(self) -> Dict[str, str]:
+        """A new DPoP-Nonce header for a response, when this server requires nonces."""
+        return {"DPoP-Nonce": self.nonces.issue()} if self.require_nonce else {}
+
     def check_token(self, token: str) -> Dict[str, Any]:
         """Claims of a valid, unexpired access token from ``authority``."""
         _, payload = jws_verify(token, self.authority.signing_key)
@@ -4986,9 +4993,8 @@ def _demo_handler() -> Any:
             self, status: int, payload: Any, headers: Optional[Mapping[str, str]] = None
         ) -> None:
             data = payload if isinstance(payload, bytes) else _json_compact(payload)
-            headers = dict(headers or {})
+            headers = {"Content-Type": "application/json", **(headers or {})}
             self.send_response(status)
-            self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Cache-Control", "no-store")
             for name, value in headers.items():
@@ -5052,7 +5058,7 @@ def _demo_token(handler: Any) -> None:
     if form.get("grant_type") != "client_credentials":
         handler.reply(400, {"error": "unsupported_grant_type"})
         return
-    nonce_headers = {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else {}
+    nonce_headers = demo.nonce_headers()
     try:
         proof = _demo_proof(handler, demo.token_endpoint)
     except DPoPError as exc:
@@ -5070,15 +5076,13 @@ def _demo_token(handler: Any) -> None:
 
 
 def _demo_proof(handler: Any, url: str, **more: Any) -> VerifiedProof:
-    demo, now = handler.demo, time.time() + handler.demo.clock_skew
-    nonce = demo.nonces.check if demo.require_nonce else None
-    proofs = handler.headers.get_all("DPoP") or []
+    demo = handler.demo
     return verify_proof(
-        proofs,
+        handler.headers.get_all("DPoP") or [],
         method=handler.command,
         url=url,
-        nonce=nonce,
-        now=now,
+        nonce=demo.nonces.check if demo.require_nonce else None,
+        now=time.time() + demo.clock_skew,
         replay=demo.replay,
         **more,
     )
@@ -5112,16 +5116,17 @@ def _demo_api(handler: Any) -> None:
         jkt = str(claims.get("cnf", {}).get("jkt"))
         _demo_proof(handler, demo.base_url + handler.path, access_token=token.strip(), jkt=jkt)
     except DPoPError as exc:
-        nonce = demo.nonces.issue() if demo.require_nonce else None
         why = _demo_why(exc, "Resource")
-        headers = challenge_headers(error=exc.oauth_error, error_description=why, nonce=nonce)
-        handler.reply(401, {"error": exc.oauth_error}, headers)
+        headers = challenge_headers(error=exc.oauth_error, error_description=why)
+        handler.reply(401, {"error": exc.oauth_error}, headers | demo.nonce_headers())
         return
     demo.api_calls += 1
     handler.body()
-    texts = [(k, v if isinstance(v, str) else _json_compact(v).decode()) for k, v in claims.items()]
-    listing = [{"type": name, "value": text} for name, text in texts]
-    handler.reply(200, listing, {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else None)
+    listing = [
+        {"type": name, "value": value if isinstance(value, str) else _json_compact(value).decode()}
+        for name, value in claims.items()
+    ]
+    handler.reply(200, listing, demo.nonce_headers())
 
 
 # =============================================================================
@@ -5295,9 +5300,10 @@ def _check_newfile(value: str) -> str:
 def _check_cache(value: str) -> Optional[str]:
     """--token-cache [FILE]: "" (no FILE) or a flag word on means the default file, off means
     none."""
-    word = value.strip().lower()
-    if word in ("", "1", "true", "yes", "on", "0", "false", "no", "off"):
-        return "" if _check_flag(word or "1") else None
+    try:  # no FILE, or a flag word
+        return "" if _check_flag(value.strip() or "1") else None
+    except ValueError:  # a FILE
+        pass
     if os.path.isdir(_check_text(value)):  # its folder is made (0700) when missing
         raise ValueError("%s is a folder" % value)
     return value
@@ -5856,36 +5862,29 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
     body: Optional[bytes] = None
     for flag in ("data", "data_binary", "json"):
         data = args[flag]
-        if data is not None and body is not None:
+        if data is None:
+            continue
+        if body is not None:
             raise DPoPError(
                 "usage",
                 "give one body: -d, --data-binary or --json (--json DATA replaces -d DATA --json)",
             )
-        if data is not None:  # as curl: the argument's own bytes, even when they are not UTF-8
-            body = (
-                _read_input(data[1:], "data file")
-                if data[:1] == "@"
-                else data.encode("utf-8", "surrogateescape")
-            )
-            body = (
-                body.replace(b"\r", b"").replace(b"\n", b"")
-                if flag == "data" and data[:1] == "@"
-                else body
-            )
+        if data[:1] != "@":  # as curl: the argument's own bytes, even when they are not UTF-8
+            body = data.encode("utf-8", "surrogateescape")
+        elif flag == "data":  # -d @FILE drops CR and LF, as curl's does
+            body = _read_input(data[1:], "data file").translate(None, b"\r\n")
+        else:
+            body = _read_input(data[1:], "data file")
     if os.environ.get("DPOP_JSON"):
         raise DPoPError(
             "usage", "DPOP_JSON is gone: --json DATA now takes the body, as curl 7.82+ does"
         )
     if args["method"] and args["request"]:
         raise DPoPError("usage", "give the method once: -X METHOD URL, or METHOD URL")
-    method = args["request"] or args["method"]
-    if not method:  # as curl: HEAD with -I, POST with a body, else GET
-        if args["head"]:
-            method = "HEAD"
-        elif body is not None:
-            method = "POST"
-        else:
-            method = "GET"
+    default = "GET" if body is None else "POST"  # as curl: HEAD with -I, POST with a body, else GET
+    if args["head"]:
+        default = "HEAD"
+    method = args["request"] or args["method"] or default
     headers = list(args["header"] or [])
     names = {name.lower() for name, _ in headers}
     if args["json"] is not None:
@@ -5901,17 +5900,17 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             include = args["include"] or args["head"]
             response.body, size = _cli_output(response, include, args["output"], bool(args["fail"]))
         if args["write_out"]:
+            code = "%03d" % response.status
             values = {
-                "http_code": "%03d" % response.status,
-                "response_code": "%03d" % response.status,
+                "http_code": code,
+                "response_code": code,
+                "time_total": "%.6f" % (time.monotonic() - started),
+                "url_effective": response.url,
+                "num_redirects": str(response.redirects),
+                "size_download": str(size),
+                "method": method,
+                "content_type": response.headers.get("Content-Type") or "",
             }
-            values.update(
-                time_total="%.6f" % (time.monotonic() - started), url_effective=response.url
-            )
-            values.update(
-                num_redirects=str(response.redirects), size_download=str(size), method=method
-            )
-            values["content_type"] = response.headers.get("Content-Type") or ""
             _write_out(args["write_out"], values)
         if response.status >= 400:  # the URL without its query, and the server's reason
             where = _Target(response.url)
@@ -5931,8 +5930,6 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
 
 
 def _cli_token(argv: List[str], scrub: _Scrubber) -> int:
-    import sys
-
     args = _parse("token", argv)
     _check_together(args)
 
@@ -5942,7 +5939,7 @@ def _cli_token(argv: List[str], scrub: _Scrubber) -> int:
         if token.refresh_at is not None:  # the seconds left, as expires_in counts them
             margin = min(client._refresh_margin, (token.lifetime or 0) / 2)
             answer["expires_in"] = max(0, int(token.refresh_at - time.monotonic() + margin))
-        sys.stdout.write(token.value + "\n" if args["raw"] else json.dumps(answer, indent=2) + "\n")
+        print(token.value if args["raw"] else json.dumps(answer, indent=2))
         return 0
 
     return _cli_run(args, scrub, show)
@@ -6050,16 +6047,16 @@ def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
         info = None
     target = os.path.realpath(path)
     uid = getattr(os, "geteuid", lambda: 0)()
-    groups = [os.getegid(), *os.getgroups()] if uid else []
     in_place = info is not None and (
         not stat.S_ISREG(info.st_mode)
         or info.st_nlink > 1
-        or (uid != 0 and (info.st_uid != uid or info.st_gid not in groups))
+        # not root (nor Windows, where uid is 0): FILE's owner and group must be ours to keep
+        or (uid != 0 and info.st_uid != uid)
+        or (uid != 0 and info.st_gid not in (os.getegid(), *os.getgroups()))
     )
     if in_place or not os.access(os.path.dirname(target), os.W_OK):
         with open(path, "wb") as sink:
-            for chunk in chunks:
-                sink.write(chunk)
+            sink.writelines(chunks)
         return
     mode = 0o666 if info is None else stat.S_IMODE(info.st_mode) & 0o777
     partial = "%s.%s.part" % (target, os.urandom(4).hex())
@@ -6070,8 +6067,7 @@ def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
                 os.fchmod(fd, mode)  # as FILE had them, whatever the umask
                 if os.fstat(fd).st_gid != info.st_gid:
                     os.fchown(fd, -1, info.st_gid)  # a group of ours (or we are root)
-            for chunk in chunks:
-                sink.write(chunk)
+            sink.writelines(chunks)
         os.replace(partial, target)
     except BaseException:
         os.unlink(partial)
@@ -6154,27 +6150,26 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
             except KeyboardInterrupt:
                 return 0
         key = key or generate_key()
-        where = (
-            auth.base_url,
-            api.base_url,
-            ", both requiring nonces" if nonces else "",
-            key.thumbprint(),
-        )
-        err.write("dpop demo: authorization server %s and API %s on loopback%s\n" % where[:3])
-        err.write(
-            "dpop demo: key jkt %s; session log follows, secrets shown as ****\n\n" % where[3]
-        )
-        settings: Dict[str, Any] = dict(
-            client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET, scope=DEMO_SCOPE
-        )
-        with Client(key, token_endpoint=auth.token_endpoint, session_log=err, **settings) as client:
+        jkt = key.thumbprint()
+        also = ", both requiring nonces" if nonces else ""
+        where = (auth.base_url, api.base_url, also)
+        err.write("dpop demo: authorization server %s and API %s on loopback%s\n" % where)
+        err.write("dpop demo: key jkt %s; session log follows, secrets shown as ****\n\n" % jkt)
+        with Client(
+            key,
+            token_endpoint=auth.token_endpoint,
+            client_id=DEMO_CLIENT_ID,
+            client_secret=DEMO_CLIENT_SECRET,
+            scope=DEMO_SCOPE,
+            session_log=err,
+        ) as client:
             first, second = client.get(api.api_url), client.get(api.api_url)
-        done = (api.api_calls, first.status, second.status, client.token_requests, where[3])
+        done = (api.api_calls, first.status, second.status, client.token_requests, jkt)
         err.write(
             "\ndpop demo: %d API calls (%d, %d) with %d token request(s);"
             " the token is bound to jkt %s\n" % done
         )
-        sys.stdout.write(json.dumps(second.json(), indent=2) + "\n")
+        print(json.dumps(second.json(), indent=2))
         return 0 if first.status == second.status == 200 else 1
 
 
@@ -6314,15 +6309,16 @@ def _command(args: List[str]) -> str:
     import difflib
 
     word = args[0] if args else ""
+    names = _SUBCOMMANDS.split()
+    # "help COMMAND" is "COMMAND --help"; "help" alone, or before no command, "--help"
     if word == "help":
-        topic = args[1] if len(args) > 1 and args[1] in _COMMANDS else "request"
-        args[:] = ["--help"] if topic == "request" else [topic, "--help"]
+        args[:] = [topic for topic in args[1:2] if topic in names] + ["--help"]
         word = args[0]
-    if word in _COMMANDS and word != "request":
+    if word in names:
         del args[0]
         return word
     if re.fullmatch(r"[a-z][a-z0-9-]*", word) and word.upper() not in _METHODS:
-        names = [name for name in _COMMANDS if name != "request"] + ["help"]
+        names.append("help")
         close = difflib.get_close_matches(word, names, n=1)
         hint = " (did you mean %s?)" % close[0] if close else ""
         why = "unknown command '%s'%s; commands: %s; a request is: dpop [METHOD] URL"

@@ -4866,8 +4866,7 @@ class DemoServer:
         # shutdown() waits for the next poll, 0.5 s by default: paid by every demo run and every
         # test starting a server
         serve = functools.partial(self._httpd.serve_forever, poll_interval=0.02)
-        self._thread = threading.Thread(target=serve, name="dpop-demo", daemon=True)
-        self._thread.start()
+        threading.Thread(target=serve, name="dpop-demo", daemon=True).start()
 
     def metadata(self) -> Dict[str, Any]:  # RFC 8414 §2
         return {
@@ -5045,11 +5044,12 @@ def _demo_token(handler: Any) -> None:
         except (binascii.Error, UnicodeDecodeError):
             pair = ":"
         client_id, _, secret = (urllib.parse.unquote_plus(part) for part in pair.partition(":"))
-    expected = demo.clients.get(client_id or "")
+    client_id = client_id or ""  # "" is no client of this server's
     assertion = form.get("client_assertion")
     if assertion is not None and form.get("client_assertion_type") == ASSERTION_TYPE:
-        authenticated = demo.check_assertion(client_id or "", assertion)
+        authenticated = demo.check_assertion(client_id, assertion)
     else:
+        expected = demo.clients.get(client_id)
         given = (str(expected).encode(), str(secret).encode())
         authenticated = None not in (expected, secret) and hmac.compare_digest(*given)
     if not authenticated:
@@ -5070,7 +5070,7 @@ def _demo_token(handler: Any) -> None:
         return
     handler.reply(
         200,
-        demo.issue_token(str(client_id), form.get("scope", DEMO_SCOPE), proof.jkt),
+        demo.issue_token(client_id, form.get("scope", DEMO_SCOPE), proof.jkt),
         nonce_headers,
     )
 
@@ -5513,7 +5513,7 @@ def _read_input(path: str, what: str, limit: Optional[int] = None) -> bytes:
     """A file's (or stdin's) bytes; more than ``limit`` is a usage error, never a silent cut."""
     import sys
 
-    limit = _MAX_INPUT if limit is None else limit
+    limit = _MAX_INPUT if limit is None else limit  # read now: tests lower _MAX_INPUT
     try:
         if path == "-":
             data = sys.stdin.buffer.read(limit + 1)
@@ -6077,19 +6077,17 @@ def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
 def _cli_keygen(argv: List[str], scrub: _Scrubber) -> int:
     import sys
 
-    args = _parse("keygen", argv)
+    output = _parse("keygen", argv)["output"]
     key = generate_key()
     pem = key.to_pem()
-    if args["output"]:
+    if output:
         try:
-            fd = os.open(args["output"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
-            raise DPoPError(
-                "io_error", "cannot create %s: %s" % (args["output"], exc.strerror)
-            ) from None
+            raise DPoPError("io_error", "cannot create %s: %s" % (output, exc.strerror)) from None
         with os.fdopen(fd, "w") as f:
             f.write(pem)
-        print("dpop: wrote %s (jkt %s)" % (args["output"], key.thumbprint()), file=sys.stderr)
+        print("dpop: wrote %s (jkt %s)" % (output, key.thumbprint()), file=sys.stderr)
     else:
         sys.stdout.write(pem)
     return 0

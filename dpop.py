@@ -4852,20 +4852,22 @@ class DemoServer:
         # seconds this server's clock is ahead (tests of a client's skew handling)
         self.clock_skew = 0.0
         self.tokens_issued = self.api_calls = 0
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler())
-        self._httpd.daemon_threads = True
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler())
+        httpd.daemon_threads = True
         # http.server has no typed slot for application state; the handler
         # reads this back as self.server.demo (the only two type: ignores).
-        self._httpd.demo = self  # type: ignore[attr-defined]
+        httpd.demo = self  # type: ignore[attr-defined]
+        scheme = "http"
         if ssl_context is not None:  # a server-side context: serve https
-            self._httpd.socket = ssl_context.wrap_socket(self._httpd.socket, server_side=True)
-        scheme = "https" if ssl_context is not None else "http"
-        self.base_url = "%s://127.0.0.1:%d" % (scheme, self._httpd.server_address[1])
+            httpd.socket = ssl_context.wrap_socket(httpd.socket, server_side=True)
+            scheme = "https"
+        self._httpd = httpd
+        self.base_url = "%s://127.0.0.1:%d" % (scheme, httpd.server_address[1])
         self.issuer, self.token_endpoint = self.base_url, self.base_url + "/connect/token"
         self.api_url = self.base_url + "/api/dpop/test"
         # shutdown() waits for the next poll, 0.5 s by default: paid by every demo run and every
         # test starting a server
-        serve = functools.partial(self._httpd.serve_forever, poll_interval=0.02)
+        serve = functools.partial(httpd.serve_forever, poll_interval=0.02)
         threading.Thread(target=serve, name="dpop-demo", daemon=True).start()
 
     def metadata(self) -> Dict[str, Any]:  # RFC 8414 §2
@@ -5176,19 +5178,8 @@ _METAVARS.update(seconds="SECONDS", url="URL", proxy="URL", data="DATA")
 
 
 class _Opt:
-    """One option (or positional argument) of a command."""
-
-    __slots__ = (
-        "flags",
-        "kind",
-        "help",
-        "env",
-        "metavar",
-        "repeat",
-        "choices",
-        "dest",
-        "positional",
-    )
+    """One option (or positional argument) of a command: its attributes are set once, here (no
+    __slots__: mypy --strict already refuses a misspelt one)."""
 
     def __init__(
         self,

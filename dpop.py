@@ -5345,9 +5345,9 @@ def _check_secret(value: str) -> str:
 
 _WRITE_OUT = re.compile(r"%\{([a-z_]+)\}|%%|\\[nrt\\]")
 _WRITE_OUT_NAMES = (
-    "http_code response_code time_total url_effective num_redirects size_download".split()
-)
-_WRITE_OUT_NAMES += ["content_type", "method"]
+    "http_code response_code time_total url_effective num_redirects size_download"
+    " content_type method"
+).split()
 
 
 def _check_writeout(value: str) -> str:
@@ -6117,22 +6117,21 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
         DemoServer(require_nonce=nonces, authority=auth) as api,
     ):
         if args["serve"]:
-            values = (auth.token_endpoint, DEMO_CLIENT_ID, DEMO_SCOPE, api.api_url)
+            found = {
+                "token_endpoint": auth.token_endpoint,
+                "client_id": DEMO_CLIENT_ID,
+                "scope": DEMO_SCOPE,
+                "api": api.api_url,
+                "client_secret": DEMO_CLIENT_SECRET,
+            }
             err.write(
-                "dpop demo: serving on loopback until Ctrl-C; try:\n  DPOP_CLIENT_SECRET=%s"
-                % DEMO_CLIENT_SECRET
-            )
-            err.write(
-                " python dpop.py --key KEY.pem --token-endpoint %s --client-id %s --scope %s"
-                " GET %s\n" % values
+                "dpop demo: serving on loopback until Ctrl-C; try:\n"
+                "  DPOP_CLIENT_SECRET=%(client_secret)s python dpop.py --key KEY.pem"
+                " --token-endpoint %(token_endpoint)s --client-id %(client_id)s --scope %(scope)s"
+                " GET %(api)s\n" % found
             )
             err.flush()
-            # and one JSON line on stdout, for scripts (bench/ uses it)
-            names = ("token_endpoint", "client_id", "scope", "api")
-            sys.stdout.write(
-                json.dumps(dict(zip(names, values), client_secret=DEMO_CLIENT_SECRET)) + "\n"
-            )
-            sys.stdout.flush()
+            print(json.dumps(found), flush=True)  # and one JSON line on stdout (bench/ reads it)
             try:
                 while True:
                     time.sleep(3600)

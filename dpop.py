@@ -4005,7 +4005,7 @@ class Client:
 
     def requests_auth(self) -> Any:
         """``auth=`` for requests and requests.Session (see the README)."""
-        return _RequestsAuth(self)
+        return _requests_auth(self)
 
     def httpx_auth(self) -> Any:
         """An httpx.Auth for httpx.Client and httpx.AsyncClient (imports httpx)."""
@@ -4541,28 +4541,20 @@ def _reason(exc: BaseException) -> str:
 # anywhere else (requests itself strips only Authorization, httpx likewise).
 
 
-class _RequestsAuth:
-    """requests' ``auth=``: signs the prepared request; a response hook sends it again after a nonce
-    challenge, invalid_token or a learnt clock, and signs (or strips) the request requests copies
-    for a redirect."""
+def _requests_auth(client: Client) -> Any:
+    """requests' ``auth=`` (any callable taking and returning the PreparedRequest): signs the
+    prepared request; a response hook sends it again after a nonce challenge, invalid_token or a
+    learnt clock, and signs (or strips) the request requests copies for a redirect."""
 
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    def __call__(self, request: Any) -> Any:
-        self._client._sign_hop(request.headers, request.method, request.url)
-        request.register_hook("response", self._answer)
-        return request
-
-    def _answer(self, response: Any, **kwargs: Any) -> Any:
+    def answer(response: Any, **kwargs: Any) -> Any:
         first = response.request  # what requests copies for a redirect
         origin, tried = _Target(first.url).origin, set()  # type: Tuple[str, Set[str]]
-        while self._client._resend_after(origin, response, response.headers.items(), tried):
+        while client._resend_after(origin, response, response.headers.items(), tried):
             again = response.request.copy()
             # a body that cannot be sent again whole: the caller gets the 401
             if not _rewound(again):
                 break
-            self._client._sign_hop(again.headers, again.method, again.url, origin)
+            client._sign_hop(again.headers, again.method, again.url, origin)
             _ = response.content  # read, so that the connection is reused
             response.close()
             retried = response.connection.send(again, **kwargs)
@@ -4577,8 +4569,15 @@ class _RequestsAuth:
             method, status = first.method, response.status_code
             if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
                 method = "GET"  # requests' own rule (rebuild_method)
-            self._client._sign_hop(first.headers, method, url, origin)
+            client._sign_hop(first.headers, method, url, origin)
         return response
+
+    def auth(request: Any) -> Any:
+        client._sign_hop(request.headers, request.method, request.url)
+        request.register_hook("response", answer)
+        return request
+
+    return auth
 
 
 def _rewound(request: Any) -> bool:
@@ -4657,9 +4656,10 @@ def _httpx_auth(client: Client) -> Any:
 
         def hook(self, request: Any) -> None:
             hops = request.extensions.get("dpop")
-            if hops is not None:
-                hops["hooked"] = True
-            if hops is not None and hops.get("signed") is not request:
+            if hops is None:  # not a request of this auth's
+                return
+            hops["hooked"] = True
+            if hops.get("signed") is not request:
                 client._sign_hop(request.headers, request.method, str(request.url), hops["origin"])
 
         async def async_hook(self, request: Any) -> None:
@@ -4709,7 +4709,9 @@ class RedisTokenCache:
     fails is a miss, with a warning: the client then fetches its own token."""
 
     def __init__(self, redis: Any, prefix: str = "dpop:") -> None:
-        self._redis, self._prefix, self._failed = redis, prefix, False
+        self._redis = redis
+        self._prefix = prefix
+        self._failed = False
 
     def _call(self, what: str, *args: Any, **kwargs: Any) -> Any:
         import warnings
@@ -4725,8 +4727,9 @@ class RedisTokenCache:
     def get(self, key: str) -> Any:
         raw = self._call("get", self._prefix + "token:" + key)
         try:
-            return None if raw is None else json.loads(raw)
-        except (ValueError, TypeError, RecursionError):  # not JSON (or an async client): a miss
+            return json.loads(raw)
+        # not JSON, or None (no entry, or a failed store), or an async client's awaitable: a miss
+        except (ValueError, TypeError, RecursionError):
             return None
 
     def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
@@ -4792,17 +4795,13 @@ class DemoServer:
     ) -> None:
         import http.server
 
-        self.require_nonce, self.token_lifetime, self.authority = (
-            require_nonce,
-            token_lifetime,
-            authority or self,
-        )
+        self.require_nonce = require_nonce
+        self.token_lifetime = token_lifetime
+        self.authority = authority or self
         self.override = override
-        self.signing_key, self.nonces, self.replay = (
-            generate_key(),
-            NonceIssuer(os.urandom(32)),
-            ReplayCache(),
-        )
+        self.signing_key = generate_key()
+        self.nonces = NonceIssuer(os.urandom(32))
+        self.replay = ReplayCache()
         self.clients = {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET}  # client_secret_* methods
         # private_key_jwt: client_id -> public key
         self.client_keys: Dict[str, Union[ECKey, RSAKey]] = {}
@@ -4810,42 +4809,45 @@ class DemoServer:
         # seconds this server's clock is ahead (tests of a client's skew handling)
         self.clock_skew = 0.0
         self.tokens_issued = self.api_calls = 0
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler())
-        self._httpd.daemon_threads = True
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler())
+        httpd.daemon_threads = True
         # http.server has no typed slot for application state; the handler
         # reads this back as self.server.demo (the only two type: ignores).
-        self._httpd.demo = self  # type: ignore[attr-defined]
+        httpd.demo = self  # type: ignore[attr-defined]
+        scheme = "http"
         if ssl_context is not None:  # a server-side context: serve https
-            self._httpd.socket = ssl_context.wrap_socket(self._httpd.socket, server_side=True)
-        scheme = "https" if ssl_context is not None else "http"
-        self.base_url = "%s://127.0.0.1:%d" % (scheme, self._httpd.server_address[1])
+            httpd.socket = ssl_context.wrap_socket(httpd.socket, server_side=True)
+            scheme = "https"
+        self._httpd = httpd
+        self.base_url = "%s://127.0.0.1:%d" % (scheme, httpd.server_address[1])
         self.issuer, self.token_endpoint = self.base_url, self.base_url + "/connect/token"
         self.api_url = self.base_url + "/api/dpop/test"
         # shutdown() waits for the next poll, 0.5 s by default: paid by every demo run and every
         # test starting a server
-        serve = functools.partial(self._httpd.serve_forever, poll_interval=0.02)
-        self._thread = threading.Thread(target=serve, name="dpop-demo", daemon=True)
-        self._thread.start()
+        serve = functools.partial(httpd.serve_forever, poll_interval=0.02)
+        threading.Thread(target=serve, name="dpop-demo", daemon=True).start()
 
     def metadata(self) -> Dict[str, Any]:  # RFC 8414 §2
-        metadata: Dict[str, Any] = dict(issuer=self.issuer, token_endpoint=self.token_endpoint)
-        metadata.update(
-            grant_types_supported=["client_credentials"],
-            dpop_signing_alg_values_supported=["ES256"],
-        )
-        return dict(metadata, token_endpoint_auth_methods_supported=list(_AUTH_METHODS[:4]))
+        return {
+            "issuer": self.issuer,
+            "token_endpoint": self.token_endpoint,
+            "grant_types_supported": ["client_credentials"],
+            "dpop_signing_alg_values_supported": ["ES256"],
+            "token_endpoint_auth_methods_supported": list(_AUTH_METHODS[:4]),
+        }
 
     def issue_token(self, client_id: str, scope: str, jkt: str) -> Dict[str, Any]:
         now = int(time.time())
-        claims = dict(
-            iss=self.issuer,
-            client_id=client_id,
-            sub=client_id,
-            scope=scope,
-            iat=now,
-            cnf={"jkt": jkt},
-        )
-        claims.update(exp=now + self.token_lifetime, jti=b64url_encode(os.urandom(12)))
+        claims = {
+            "iss": self.issuer,
+            "client_id": client_id,
+            "sub": client_id,
+            "scope": scope,
+            "iat": now,
+            "cnf": {"jkt": jkt},
+            "exp": now + self.token_lifetime,
+            "jti": b64url_encode(os.urandom(12)),
+        }
         self.tokens_issued += 1
         token = jws_sign(
             self.signing_key, claims, {"typ": "at+jwt", "kid": self.signing_key.thumbprint()}
@@ -4889,6 +4891,10 @@ class DemoServer:
             and isinstance(jti, str)
             and self.assertions.add(client_id + " " + jti, 600)
         )
+
+    def nonce_headers(self) -> Dict[str, str]:
+        """A new DPoP-Nonce header for a response, when this server requires nonces."""
+        return {"DPoP-Nonce": self.nonces.issue()} if self.require_nonce else {}
 
     def check_token(self, token: str) -> Dict[str, Any]:
         """Claims of a valid, unexpired access token from ``authority``."""
@@ -4945,9 +4951,8 @@ def _demo_handler() -> Any:
             self, status: int, payload: Any, headers: Optional[Mapping[str, str]] = None
         ) -> None:
             data = payload if isinstance(payload, bytes) else _json_compact(payload)
-            headers = dict(headers or {})
+            headers = {"Content-Type": "application/json", **(headers or {})}
             self.send_response(status)
-            self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Cache-Control", "no-store")
             for name, value in headers.items():
@@ -4998,11 +5003,12 @@ def _demo_token(handler: Any) -> None:
         except (binascii.Error, UnicodeDecodeError):
             pair = ":"
         client_id, _, secret = (urllib.parse.unquote_plus(part) for part in pair.partition(":"))
-    expected = demo.clients.get(client_id or "")
+    client_id = client_id or ""  # "" is no client of this server's
     assertion = form.get("client_assertion")
     if assertion is not None and form.get("client_assertion_type") == ASSERTION_TYPE:
-        authenticated = demo.check_assertion(client_id or "", assertion)
+        authenticated = demo.check_assertion(client_id, assertion)
     else:
+        expected = demo.clients.get(client_id)
         given = (str(expected).encode(), str(secret).encode())
         authenticated = None not in (expected, secret) and hmac.compare_digest(*given)
     if not authenticated:
@@ -5011,7 +5017,7 @@ def _demo_token(handler: Any) -> None:
     if form.get("grant_type") != "client_credentials":
         handler.reply(400, {"error": "unsupported_grant_type"})
         return
-    nonce_headers = {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else {}
+    nonce_headers = demo.nonce_headers()
     try:
         proof = _demo_proof(handler, demo.token_endpoint)
     except DPoPError as exc:
@@ -5023,21 +5029,19 @@ def _demo_token(handler: Any) -> None:
         return
     handler.reply(
         200,
-        demo.issue_token(str(client_id), form.get("scope", DEMO_SCOPE), proof.jkt),
+        demo.issue_token(client_id, form.get("scope", DEMO_SCOPE), proof.jkt),
         nonce_headers,
     )
 
 
 def _demo_proof(handler: Any, url: str, **more: Any) -> VerifiedProof:
-    demo, now = handler.demo, time.time() + handler.demo.clock_skew
-    nonce = demo.nonces.check if demo.require_nonce else None
-    proofs = handler.headers.get_all("DPoP") or []
+    demo = handler.demo
     return verify_proof(
-        proofs,
+        handler.headers.get_all("DPoP") or [],
         method=handler.command,
         url=url,
-        nonce=nonce,
-        now=now,
+        nonce=demo.nonces.check if demo.require_nonce else None,
+        now=time.time() + demo.clock_skew,
         replay=demo.replay,
         **more,
     )
@@ -5071,16 +5075,17 @@ def _demo_api(handler: Any) -> None:
         jkt = str(claims.get("cnf", {}).get("jkt"))
         _demo_proof(handler, demo.base_url + handler.path, access_token=token.strip(), jkt=jkt)
     except DPoPError as exc:
-        nonce = demo.nonces.issue() if demo.require_nonce else None
         why = _demo_why(exc, "Resource")
-        headers = challenge_headers(error=exc.oauth_error, error_description=why, nonce=nonce)
-        handler.reply(401, {"error": exc.oauth_error}, headers)
+        headers = challenge_headers(error=exc.oauth_error, error_description=why)
+        handler.reply(401, {"error": exc.oauth_error}, headers | demo.nonce_headers())
         return
     demo.api_calls += 1
     handler.body()
-    texts = [(k, v if isinstance(v, str) else _json_compact(v).decode()) for k, v in claims.items()]
-    listing = [{"type": name, "value": text} for name, text in texts]
-    handler.reply(200, listing, {"DPoP-Nonce": demo.nonces.issue()} if demo.require_nonce else None)
+    listing = [
+        {"type": name, "value": value if isinstance(value, str) else _json_compact(value).decode()}
+        for name, value in claims.items()
+    ]
+    handler.reply(200, listing, demo.nonce_headers())
 
 
 # =============================================================================
@@ -5124,20 +5129,14 @@ def _printable(text: str) -> str:
     return _CONTROLS.sub("?", text)
 
 
-class _Opt:
-    """One option (or positional argument) of a command."""
+# the metavar an option of these kinds shows in --help unless it names its own
+_METAVARS = dict.fromkeys(("infile", "outfile", "newfile", "cafile", "cache"), "FILE")
+_METAVARS.update(seconds="SECONDS", url="URL", proxy="URL", data="DATA")
 
-    __slots__ = (
-        "flags",
-        "kind",
-        "help",
-        "env",
-        "metavar",
-        "repeat",
-        "choices",
-        "dest",
-        "positional",
-    )
+
+class _Opt:
+    """One option (or positional argument) of a command: its attributes are set once, here (no
+    __slots__: mypy --strict already refuses a misspelt one)."""
 
     def __init__(
         self,
@@ -5151,13 +5150,11 @@ class _Opt:
         choices: Sequence[str] = (),
     ) -> None:
         self.flags = tuple(flags.split())  # "-o --output", or "URL" for a positional
-        self.kind, self.help, self.metavar, self.repeat, self.choices = (
-            kind,
-            help,
-            metavar,
-            repeat,
-            tuple(choices),
-        )
+        self.kind = kind
+        self.help = help
+        self.metavar = metavar or _METAVARS.get(kind)  # given, or the kind's own
+        self.repeat = repeat
+        self.choices = tuple(choices)
         name = self.flags[-1].lstrip("-").strip("[]")  # "[METHOD]": an optional positional
         self.positional = not self.flags[0].startswith("-")
         # env "" derives DPOP_<NAME>; None means no twin (positionals, --serve)
@@ -5251,9 +5248,10 @@ def _check_newfile(value: str) -> str:
 def _check_cache(value: str) -> Optional[str]:
     """--token-cache [FILE]: "" (no FILE) or a flag word on means the default file, off means
     none."""
-    word = value.strip().lower()
-    if word in ("", "1", "true", "yes", "on", "0", "false", "no", "off"):
-        return "" if _check_flag(word or "1") else None
+    try:  # no FILE, or a flag word
+        return "" if _check_flag(value.strip() or "1") else None
+    except ValueError:  # a FILE
+        pass
     if os.path.isdir(_check_text(value)):  # its folder is made (0700) when missing
         raise ValueError("%s is a folder" % value)
     return value
@@ -5304,9 +5302,9 @@ def _check_secret(value: str) -> str:
 
 _WRITE_OUT = re.compile(r"%\{([a-z_]+)\}|%%|\\[nrt\\]")
 _WRITE_OUT_NAMES = (
-    "http_code response_code time_total url_effective num_redirects size_download".split()
-)
-_WRITE_OUT_NAMES += ["content_type", "method"]
+    "http_code response_code time_total url_effective num_redirects size_download"
+    " content_type method"
+).split()
 
 
 def _check_writeout(value: str) -> str:
@@ -5360,6 +5358,8 @@ def _env_items(kind: str, value: str) -> List[str]:
 
 def _checked(opt: _Opt, raw: Union[str, List[str]], where: str) -> Any:
     try:
+        if opt.repeat and isinstance(raw, str):  # a variable: its items
+            raw = _env_items(opt.kind, raw)
         if isinstance(raw, list):
             return [_CHECKS[opt.kind](item) for item in raw]
         value = _CHECKS[opt.kind](raw)
@@ -5406,15 +5406,11 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
                 (file or sys.stderr).write(message)
 
     exits = "\n".join("  %d  %s" % row for row in _EXIT_STATUS)
-    epilog, layout = (
-        "%s\nexit status:\n%s\n" % (example, exits),
-        argparse.RawDescriptionHelpFormatter,
-    )
     parser = Parser(
         prog=prog,
         description=description,
-        epilog=epilog,
-        formatter_class=layout,
+        epilog="%s\nexit status:\n%s\n" % (example, exits),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     for opt in table:
@@ -5430,19 +5426,14 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
                 help=text,
                 nargs="?" if "[" in opt.flags[0] else None,
             )
-        elif opt.kind == "flag":
-            parser.add_argument(
-                *opt.flags, dest=opt.dest, action="store_const", const="1", help=text
-            )
+            continue
+        if opt.kind == "flag":
+            how: Dict[str, Any] = {"action": "store_const", "const": "1"}
         elif opt.kind == "cache":  # its FILE is optional
-            parser.add_argument(
-                *opt.flags, dest=opt.dest, nargs="?", const="", metavar=opt.metavar, help=text
-            )
+            how = {"nargs": "?", "const": ""}
         else:
-            action = "append" if opt.repeat else "store"
-            parser.add_argument(
-                *opt.flags, dest=opt.dest, action=action, metavar=opt.metavar, help=text
-            )
+            how = {"action": "append" if opt.repeat else "store"}
+        parser.add_argument(*opt.flags, dest=opt.dest, metavar=opt.metavar, help=text, **how)
     if command == "request":
         parser.add_argument("--version", action="version", version="dpop.py " + __version__)
     argv = list(argv)
@@ -5459,11 +5450,6 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
         raw, where = namespace.get(opt.dest), opt.flags[-1]
         if raw is None and opt.env and os.environ.get(opt.env):
             raw, where = os.environ[opt.env], opt.env
-            if opt.repeat:
-                try:
-                    raw = _env_items(opt.kind, raw)
-                except ValueError as exc:
-                    raise DPoPError("usage", "%s: %s" % (where, exc)) from None
         values[opt.dest] = None if raw is None else _checked(opt, raw, where)
     return values
 
@@ -5475,7 +5461,7 @@ def _read_input(path: str, what: str, limit: Optional[int] = None) -> bytes:
     """A file's (or stdin's) bytes; more than ``limit`` is a usage error, never a silent cut."""
     import sys
 
-    limit = _MAX_INPUT if limit is None else limit
+    limit = _MAX_INPUT if limit is None else limit  # read now: tests lower _MAX_INPUT
     try:
         if path == "-":
             data = sys.stdin.buffer.read(limit + 1)
@@ -5496,16 +5482,16 @@ def _cli_key(path: Optional[str]) -> ECKey:
 
 
 class _LogSinks:
-    """The session log's sinks for -v and --session-log: the terminal (given no escapes) and the
-    file, either of them None."""
+    """The session log's sinks for -v and --session-log: the terminal and the file, either of them
+    None. The terminal needs no _printable here: _SessionLog._write already escapes every control
+    character but tab and newline (_LOG_ESCAPES holds all of _CONTROLS)."""
 
     def __init__(self, terminal: Any, file: Any) -> None:
         self.sinks = [sink for sink in (terminal, file) if sink is not None]
-        self.terminal = terminal
 
     def write(self, text: str) -> None:
         for sink in self.sinks:
-            sink.write(_printable(text) if sink is self.terminal else text)
+            sink.write(text)
 
     def flush(self) -> None:
         for sink in self.sinks:
@@ -5513,13 +5499,11 @@ class _LogSinks:
 
 
 _CLIENT_OPTIONS = (  # the request and token commands'
-    _Opt("--key", "infile", "private key: PEM, DER or JWK file; - for stdin", metavar="FILE"),
-    _Opt("--token-endpoint", "url", "where to get tokens", metavar="URL"),
-    _Opt(
-        "--issuer", "url", "find the token endpoint by RFC 8414 / OpenID discovery", metavar="URL"
-    ),
+    _Opt("--key", "infile", "private key: PEM, DER or JWK file; - for stdin"),
+    _Opt("--token-endpoint", "url", "where to get tokens"),
+    _Opt("--issuer", "url", "find the token endpoint by RFC 8414 / OpenID discovery"),
     _Opt("--client-id", "text", "the OAuth client_id", metavar="ID"),
-    _Opt("--client-secret-file", "infile", "read the client secret from FILE", metavar="FILE"),
+    _Opt("--client-secret-file", "infile", "read the client secret from FILE"),
     _Opt(
         "--client-secret",
         "secret",
@@ -5537,7 +5521,6 @@ _CLIENT_OPTIONS = (  # the request and token commands'
         "--assertion-key",
         "infile",
         "private_key_jwt: the client's key (PEM, DER or JWK)",
-        metavar="FILE",
     ),
     _Opt(
         "--assertion-kid",
@@ -5569,15 +5552,13 @@ _CLIENT_OPTIONS = (  # the request and token commands'
         "--session-log",
         "outfile",
         "append every exchange to FILE (secrets masked; mode 0600)",
-        metavar="FILE",
     ),
-    _Opt("--timeout", "seconds", "per socket operation (default 30)", metavar="SECONDS"),
-    _Opt("--max-time", "seconds", "the whole operation, token included (POSIX)", metavar="SECONDS"),
+    _Opt("--timeout", "seconds", "per socket operation (default 30)"),
+    _Opt("--max-time", "seconds", "the whole operation, token included (POSIX)"),
     _Opt(
         "--connect-timeout",
         "seconds",
         "each connection's set-up, TLS too (default: --timeout)",
-        metavar="SECONDS",
     ),
     _Opt(
         "--retry", "count", "retries after 429/503 or a failed connection (default 2)", metavar="N"
@@ -5586,27 +5567,23 @@ _CLIENT_OPTIONS = (  # the request and token commands'
         "--retry-max-time",
         "seconds",
         "stop retrying after this many seconds (default 60)",
-        metavar="SECONDS",
     ),
     _Opt(
         "--token-cache",
         "cache",
         "keep the token for later runs (default ~/.cache/dpop/tokens.json)",
-        metavar="FILE",
     ),
-    _Opt("--cacert", "cafile", "trust these CA certificates (PEM)", metavar="FILE"),
+    _Opt("--cacert", "cafile", "trust these CA certificates (PEM)"),
     _Opt(
         "-E --cert",
         "infile",
         "TLS client certificate (PEM, with its key unless --cert-key)",
-        metavar="FILE",
     ),
-    _Opt("--cert-key", "infile", "the client certificate's private key (PEM)", metavar="FILE"),
+    _Opt("--cert-key", "infile", "the client certificate's private key (PEM)"),
     _Opt(
         "-x --proxy",
         "proxy",
         'http://[user:password@]host[:port]; "" for none (default: *_PROXY)',
-        metavar="URL",
     ),
     _Opt(
         "--noproxy",
@@ -5631,14 +5608,12 @@ _REQUEST_OPTIONS = (
         "-d --data",
         "data",
         "request body; @FILE reads a file, @- stdin (CR and LF dropped)",
-        metavar="DATA",
     ),
-    _Opt("--data-binary", "data", "request body; @FILE and @- byte for byte", metavar="DATA"),
+    _Opt("--data-binary", "data", "request body; @FILE and @- byte for byte"),
     _Opt(
         "--json",
         "data",
         "JSON body (as --data-binary) with JSON Content-Type and Accept",
-        metavar="DATA",
         env=None,
     ),
     _Opt("-i --include", "flag", "print the status line and headers"),
@@ -5652,7 +5627,7 @@ _REQUEST_OPTIONS = (
         "after the transfer print FMT: %%{http_code}, %%{time_total}...",
         metavar="FMT",
     ),
-    _Opt("-o --output", "outfile", "write the body to FILE", metavar="FILE"),
+    _Opt("-o --output", "outfile", "write the body to FILE"),
     _Opt("-L --location", "flag", "follow redirects (credentials stay with the first origin)"),
 )
 
@@ -5712,36 +5687,41 @@ def _cli_credentials(args: Dict[str, Any]) -> Tuple[Optional[str], str]:
     return secret, auth_method
 
 
-def _client_settings(
-    args: Dict[str, Any], auth_method: str, say: Callable[[str], None]
-) -> Dict[str, Any]:
-    """Client()'s keyword arguments from the options (but the key, secrets and session log)."""
-    passed_as_is = (
+def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[str, Any]:
+    """Client()'s keyword arguments from the options (but the key, secrets, auth method and session
+    log). An option not given is left out: Client's defaults are the options' defaults. Issuer and
+    token endpoint are never both given (_check_together)."""
+    renamed = {
+        "noproxy": "no_proxy",
+        "param": "token_params",
+        "cacert": "cafile",
+        "retry": "max_retries",
+        "location": "follow_redirects",  # request only
+    }
+    same = [
         "token_endpoint",
+        "issuer",
         "client_id",
         "scope",
+        "proxy",
+        "timeout",
+        "connect_timeout",
+        "retry_max_time",
         "assertion_kid",
         "assertion_alg",
         "assertion_audience",
-        "proxy",
-    )
-    settings = {name: args[name] for name in passed_as_is}
-    settings.update(
-        issuer=None if args["token_endpoint"] else args["issuer"], no_proxy=args["noproxy"]
-    )
-    settings.update(
-        token_params=args["param"],
-        cafile=args["cacert"],
-        follow_redirects=bool(args.get("location")),
-    )
-    settings.update(timeout=args["timeout"] or 30, retry_max_time=args["retry_max_time"] or 60)
-    settings.update(
-        max_retries=2 if args["retry"] is None else args["retry"], auth_method=auth_method
-    )
+    ]
+    settings = {
+        renamed.get(name, name): args[name]
+        for name in same + list(renamed)
+        if args.get(name) is not None
+    }
     if args["cert_key"] and not args["cert"]:
         raise DPoPError("usage", "--cert-key FILE goes with --cert FILE")
-    cert = (args["cert"], args["cert_key"]) if args["cert_key"] else args["cert"]
-    settings.update(connect_timeout=args["connect_timeout"], client_cert=cert)
+    if args["cert"]:
+        settings["client_cert"] = (
+            (args["cert"], args["cert_key"]) if args["cert_key"] else args["cert"]
+        )
     if args["token_cache"] is not None:
         settings["token_cache"] = FileTokenCache(args["token_cache"] or None, warn=say)
     return settings
@@ -5774,7 +5754,7 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         )
     if secret:
         scrub.add(secret)  # usage messages never hold it; server text might
-    settings = _client_settings(args, auth_method, say)
+    settings = _client_settings(args, say)
     log_file = _open_private(args["session_log"]) if args["session_log"] else None
     terminal = sys.stderr if args["verbose"] else None
     if terminal or log_file:
@@ -5797,7 +5777,11 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         timer(signal.ITIMER_REAL, args["max_time"])
     try:
         with Client(
-            key, client_secret=secret or None, assertion_key=assertion_key, **settings
+            key,
+            client_secret=secret or None,
+            auth_method=auth_method,
+            assertion_key=assertion_key,
+            **settings,
         ) as client:
             scrub.others.append(client._scrub)  # the tokens it gets are masked in our errors too
             return act(client)
@@ -5826,36 +5810,29 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
     body: Optional[bytes] = None
     for flag in ("data", "data_binary", "json"):
         data = args[flag]
-        if data is not None and body is not None:
+        if data is None:
+            continue
+        if body is not None:
             raise DPoPError(
                 "usage",
                 "give one body: -d, --data-binary or --json (--json DATA replaces -d DATA --json)",
             )
-        if data is not None:  # as curl: the argument's own bytes, even when they are not UTF-8
-            body = (
-                _read_input(data[1:], "data file")
-                if data[:1] == "@"
-                else data.encode("utf-8", "surrogateescape")
-            )
-            body = (
-                body.replace(b"\r", b"").replace(b"\n", b"")
-                if flag == "data" and data[:1] == "@"
-                else body
-            )
+        if data[:1] != "@":  # as curl: the argument's own bytes, even when they are not UTF-8
+            body = data.encode("utf-8", "surrogateescape")
+        elif flag == "data":  # -d @FILE drops CR and LF, as curl's does
+            body = _read_input(data[1:], "data file").translate(None, b"\r\n")
+        else:
+            body = _read_input(data[1:], "data file")
     if os.environ.get("DPOP_JSON"):
         raise DPoPError(
             "usage", "DPOP_JSON is gone: --json DATA now takes the body, as curl 7.82+ does"
         )
     if args["method"] and args["request"]:
         raise DPoPError("usage", "give the method once: -X METHOD URL, or METHOD URL")
-    method = args["request"] or args["method"]
-    if not method:  # as curl: HEAD with -I, POST with a body, else GET
-        if args["head"]:
-            method = "HEAD"
-        elif body is not None:
-            method = "POST"
-        else:
-            method = "GET"
+    default = "GET" if body is None else "POST"  # as curl: HEAD with -I, POST with a body, else GET
+    if args["head"]:
+        default = "HEAD"
+    method = args["request"] or args["method"] or default
     headers = list(args["header"] or [])
     names = {name.lower() for name, _ in headers}
     if args["json"] is not None:
@@ -5871,17 +5848,17 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             include = args["include"] or args["head"]
             response.body, size = _cli_output(response, include, args["output"], bool(args["fail"]))
         if args["write_out"]:
+            code = "%03d" % response.status
             values = {
-                "http_code": "%03d" % response.status,
-                "response_code": "%03d" % response.status,
+                "http_code": code,
+                "response_code": code,
+                "time_total": "%.6f" % (time.monotonic() - started),
+                "url_effective": response.url,
+                "num_redirects": str(response.redirects),
+                "size_download": str(size),
+                "method": method,
+                "content_type": response.headers.get("Content-Type") or "",
             }
-            values.update(
-                time_total="%.6f" % (time.monotonic() - started), url_effective=response.url
-            )
-            values.update(
-                num_redirects=str(response.redirects), size_download=str(size), method=method
-            )
-            values["content_type"] = response.headers.get("Content-Type") or ""
             _write_out(args["write_out"], values)
         if response.status >= 400:  # the URL without its query, and the server's reason
             where = _Target(response.url)
@@ -5901,8 +5878,6 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
 
 
 def _cli_token(argv: List[str], scrub: _Scrubber) -> int:
-    import sys
-
     args = _parse("token", argv)
     _check_together(args)
 
@@ -5912,7 +5887,7 @@ def _cli_token(argv: List[str], scrub: _Scrubber) -> int:
         if token.refresh_at is not None:  # the seconds left, as expires_in counts them
             margin = min(client._refresh_margin, (token.lifetime or 0) / 2)
             answer["expires_in"] = max(0, int(token.refresh_at - time.monotonic() + margin))
-        sys.stdout.write(token.value + "\n" if args["raw"] else json.dumps(answer, indent=2) + "\n")
+        print(token.value if args["raw"] else json.dumps(answer, indent=2))
         return 0
 
     return _cli_run(args, scrub, show)
@@ -5943,14 +5918,12 @@ def _check_together(args: Dict[str, Any]) -> None:
     if args["token_cache"] is not None:
         inputs["--token-cache"] = args["token_cache"] or FileTokenCache().path
     inputs["--session-log"] = args["session_log"]
-    for flag, path in inputs.items():
-        out = args.get("output")
-        if out and out != "-" and path and path != "-" and _same_file(out, path):
-            raise DPoPError("usage", "--output %s would overwrite the %s file" % (out, flag))
-    log = args["session_log"]
-    for flag, path in inputs.items():
-        if log and path and flag != "--session-log" and path != "-" and _same_file(log, path):
-            raise DPoPError("usage", "--session-log %s would overwrite the %s file" % (log, flag))
+    output = args.get("output")  # request only; "-" is stdout (a --session-log of "-" is a file)
+    writers = {"--output": None if output == "-" else output, "--session-log": args["session_log"]}
+    for writer, out in writers.items():
+        for flag, path in inputs.items():
+            if out and path and path != "-" and flag != writer and _same_file(out, path):
+                raise DPoPError("usage", "%s %s would overwrite the %s file" % (writer, out, flag))
     if args["scope"] and any(name == "scope" for name, _ in args["param"] or ()):
         raise DPoPError("usage", "give the scope once: --scope, or --param scope=...")
 
@@ -5972,15 +5945,15 @@ def _cli_output(
     import sys
 
     first, size = b"", 0
+    failed = response.status >= 400
 
     def chunks() -> Iterator[bytes]:
         nonlocal first, size
         for chunk in response.iter_bytes():
-            first, size = (
-                first or (chunk[:65536] if response.status >= 400 else b""),
-                size + len(chunk),
-            )
-            if not (fail and response.status >= 400):
+            size += len(chunk)
+            if failed and not first:
+                first = chunk[:65536]
+            if not (fail and failed):
                 yield chunk
 
     out = sys.stdout.buffer
@@ -5988,24 +5961,22 @@ def _cli_output(
         head = ["%s %d %s" % (response.version, response.status, response.reason)]
         head += ["%s: %s" % item for item in response.headers.items()]
         out.write(("\r\n".join(map(_printable, head)) + "\r\n\r\n").encode("latin-1", "replace"))
-    if not output or output == "-":
-        last = b"\n"
-        for chunk in chunks():
-            out.write(chunk)
-            last = chunk[-1:]
-        if last != b"\n" and response.status >= 400 and sys.stdout.isatty():
-            out.write(b"\n")  # the error that follows on the terminal starts its own line
+    if output and output != "-" and not (fail and failed):
         out.flush()
+        try:
+            _write_whole(output, chunks())
+        except OSError as exc:
+            raise DPoPError("io_error", "cannot write %s: %s" % (output, exc.strerror)) from None
         return first, size
+    # stdout; or, with -f and an error status, nothing at all: the body is read for its OAuth
+    # error, and -o FILE is never opened
+    last = b"\n"
+    for chunk in chunks():
+        out.write(chunk)
+        last = chunk[-1:]
+    if last != b"\n" and failed and sys.stdout.isatty():
+        out.write(b"\n")  # the error that follows on the terminal starts its own line
     out.flush()
-    if fail and response.status >= 400:
-        for _ in chunks():  # read for the OAuth error; FILE is never opened
-            pass
-        return first, size
-    try:
-        _write_whole(output, chunks())
-    except OSError as exc:
-        raise DPoPError("io_error", "cannot write %s: %s" % (output, exc.strerror)) from None
     return first, size
 
 
@@ -6024,16 +5995,16 @@ def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
         info = None
     target = os.path.realpath(path)
     uid = getattr(os, "geteuid", lambda: 0)()
-    groups = [os.getegid(), *os.getgroups()] if uid else []
     in_place = info is not None and (
         not stat.S_ISREG(info.st_mode)
         or info.st_nlink > 1
-        or (uid != 0 and (info.st_uid != uid or info.st_gid not in groups))
+        # not root (nor Windows, where uid is 0): FILE's owner and group must be ours to keep
+        or (uid != 0 and info.st_uid != uid)
+        or (uid != 0 and info.st_gid not in (os.getegid(), *os.getgroups()))
     )
     if in_place or not os.access(os.path.dirname(target), os.W_OK):
         with open(path, "wb") as sink:
-            for chunk in chunks:
-                sink.write(chunk)
+            sink.writelines(chunks)
         return
     mode = 0o666 if info is None else stat.S_IMODE(info.st_mode) & 0o777
     partial = "%s.%s.part" % (target, os.urandom(4).hex())
@@ -6044,8 +6015,7 @@ def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
                 os.fchmod(fd, mode)  # as FILE had them, whatever the umask
                 if os.fstat(fd).st_gid != info.st_gid:
                     os.fchown(fd, -1, info.st_gid)  # a group of ours (or we are root)
-            for chunk in chunks:
-                sink.write(chunk)
+            sink.writelines(chunks)
         os.replace(partial, target)
     except BaseException:
         os.unlink(partial)
@@ -6055,19 +6025,17 @@ def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
 def _cli_keygen(argv: List[str], scrub: _Scrubber) -> int:
     import sys
 
-    args = _parse("keygen", argv)
+    output = _parse("keygen", argv)["output"]
     key = generate_key()
     pem = key.to_pem()
-    if args["output"]:
+    if output:
         try:
-            fd = os.open(args["output"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
-            raise DPoPError(
-                "io_error", "cannot create %s: %s" % (args["output"], exc.strerror)
-            ) from None
+            raise DPoPError("io_error", "cannot create %s: %s" % (output, exc.strerror)) from None
         with os.fdopen(fd, "w") as f:
             f.write(pem)
-        print("dpop: wrote %s (jkt %s)" % (args["output"], key.thumbprint()), file=sys.stderr)
+        print("dpop: wrote %s (jkt %s)" % (output, key.thumbprint()), file=sys.stderr)
     else:
         sys.stdout.write(pem)
     return 0
@@ -6106,49 +6074,47 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
         DemoServer(require_nonce=nonces, authority=auth) as api,
     ):
         if args["serve"]:
-            values = (auth.token_endpoint, DEMO_CLIENT_ID, DEMO_SCOPE, api.api_url)
+            found = {
+                "token_endpoint": auth.token_endpoint,
+                "client_id": DEMO_CLIENT_ID,
+                "scope": DEMO_SCOPE,
+                "api": api.api_url,
+                "client_secret": DEMO_CLIENT_SECRET,
+            }
             err.write(
-                "dpop demo: serving on loopback until Ctrl-C; try:\n  DPOP_CLIENT_SECRET=%s"
-                % DEMO_CLIENT_SECRET
-            )
-            err.write(
-                " python dpop.py --key KEY.pem --token-endpoint %s --client-id %s --scope %s"
-                " GET %s\n" % values
+                "dpop demo: serving on loopback until Ctrl-C; try:\n"
+                "  DPOP_CLIENT_SECRET=%(client_secret)s python dpop.py --key KEY.pem"
+                " --token-endpoint %(token_endpoint)s --client-id %(client_id)s --scope %(scope)s"
+                " GET %(api)s\n" % found
             )
             err.flush()
-            # and one JSON line on stdout, for scripts (bench/ uses it)
-            names = ("token_endpoint", "client_id", "scope", "api")
-            sys.stdout.write(
-                json.dumps(dict(zip(names, values), client_secret=DEMO_CLIENT_SECRET)) + "\n"
-            )
-            sys.stdout.flush()
+            print(json.dumps(found), flush=True)  # and one JSON line on stdout (bench/ reads it)
             try:
                 while True:
                     time.sleep(3600)
             except KeyboardInterrupt:
                 return 0
         key = key or generate_key()
-        where = (
-            auth.base_url,
-            api.base_url,
-            ", both requiring nonces" if nonces else "",
-            key.thumbprint(),
-        )
-        err.write("dpop demo: authorization server %s and API %s on loopback%s\n" % where[:3])
-        err.write(
-            "dpop demo: key jkt %s; session log follows, secrets shown as ****\n\n" % where[3]
-        )
-        settings: Dict[str, Any] = dict(
-            client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET, scope=DEMO_SCOPE
-        )
-        with Client(key, token_endpoint=auth.token_endpoint, session_log=err, **settings) as client:
+        jkt = key.thumbprint()
+        also = ", both requiring nonces" if nonces else ""
+        where = (auth.base_url, api.base_url, also)
+        err.write("dpop demo: authorization server %s and API %s on loopback%s\n" % where)
+        err.write("dpop demo: key jkt %s; session log follows, secrets shown as ****\n\n" % jkt)
+        with Client(
+            key,
+            token_endpoint=auth.token_endpoint,
+            client_id=DEMO_CLIENT_ID,
+            client_secret=DEMO_CLIENT_SECRET,
+            scope=DEMO_SCOPE,
+            session_log=err,
+        ) as client:
             first, second = client.get(api.api_url), client.get(api.api_url)
-        done = (api.api_calls, first.status, second.status, client.token_requests, where[3])
+        done = (api.api_calls, first.status, second.status, client.token_requests, jkt)
         err.write(
             "\ndpop demo: %d API calls (%d, %d) with %d token request(s);"
             " the token is bound to jkt %s\n" % done
         )
-        sys.stdout.write(json.dumps(second.json(), indent=2) + "\n")
+        print(json.dumps(second.json(), indent=2))
         return 0 if first.status == second.status == 200 else 1
 
 
@@ -6205,7 +6171,7 @@ def _cli_selftest(argv: List[str], scrub: _Scrubber) -> int:
 
 
 _SUBCOMMANDS = "demo keygen jwk proof token selftest"
-_KEY_OPTION = _Opt("--key", "infile", "PEM, DER or JWK file; - for stdin", metavar="FILE")
+_KEY_OPTION = _Opt("--key", "infile", "PEM, DER or JWK file; - for stdin")
 
 # name: (function, description, example, options)
 _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequence[_Opt]]] = {
@@ -6224,7 +6190,6 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
                 "-o --output",
                 "newfile",
                 "write the key here (mode 0600; never overwrites)",
-                metavar="FILE",
                 env=None,
             ),
         ),
@@ -6244,7 +6209,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
             _Opt("METHOD", "method", "HTTP method, e.g. GET"),
             _Opt("URL", "url", "the request URL (htu)"),
             _KEY_OPTION,
-            _Opt("--access-token-file", "infile", "adds ath for the token in FILE", metavar="FILE"),
+            _Opt("--access-token-file", "infile", "adds ath for the token in FILE"),
             _Opt("--nonce", "nonce", "a DPoP-Nonce the server sent", metavar="NONCE"),
         ),
     ),
@@ -6262,7 +6227,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
                 "the authorization server's port (default: any free one)",
                 metavar="PORT",
             ),
-            _Opt("--key", "infile", "use this key instead of a new one", metavar="FILE"),
+            _Opt("--key", "infile", "use this key instead of a new one"),
         ),
     ),
     "token": (
@@ -6289,15 +6254,16 @@ def _command(args: List[str]) -> str:
     import difflib
 
     word = args[0] if args else ""
+    names = _SUBCOMMANDS.split()
+    # "help COMMAND" is "COMMAND --help"; "help" alone, or before no command, "--help"
     if word == "help":
-        topic = args[1] if len(args) > 1 and args[1] in _COMMANDS else "request"
-        args[:] = ["--help"] if topic == "request" else [topic, "--help"]
+        args[:] = [topic for topic in args[1:2] if topic in names] + ["--help"]
         word = args[0]
-    if word in _COMMANDS and word != "request":
+    if word in names:
         del args[0]
         return word
     if re.fullmatch(r"[a-z][a-z0-9-]*", word) and word.upper() not in _METHODS:
-        names = [name for name in _COMMANDS if name != "request"] + ["help"]
+        names.append("help")
         close = difflib.get_close_matches(word, names, n=1)
         hint = " (did you mean %s?)" % close[0] if close else ""
         why = "unknown command '%s'%s; commands: %s; a request is: dpop [METHOD] URL"

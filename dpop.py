@@ -2306,9 +2306,10 @@ class RSAKey:
             raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
         return self._private
 
-    def _encode(self, alg: str, data: bytes, salt: Optional[bytes]) -> Optional[bytes]:
+    def _encode(self, alg: str, data: bytes, salt: bytes) -> bytes:
         """EMSA-PKCS1-v1_5 (RS256, RFC 8017 §9.2) or EMSA-PSS with MGF1-SHA-256
-        and a 32-byte salt (PS256, §9.1.1) of ``data``, as an integer's bytes."""
+        and the 32-byte ``salt`` (PS256, §9.1.1; RS256 ignores it) of ``data``, as an integer's
+        bytes."""
         digest = hashlib.sha256(data).digest()
         if alg == "RS256":
             # §9.2 steps 2-5: T = DigestInfo || H, then EM = 0x00 || 0x01 || PS || 0x00 || T with
@@ -2317,8 +2318,6 @@ class RSAKey:
             return b"\x00\x01" + b"\xff" * ((self.size + 7) // 8 - len(info) - 3) + b"\x00" + info
         if alg != "PS256":
             raise ValueError("RSA keys sign RS256 or PS256, not %r" % alg)
-        if salt is None:
-            return None
         em_len = (self.size - 1 + 7) // 8  # emBits = modBits - 1
         # §9.1.1 steps 5-6: H = Hash(M'), M' = 8 zero bytes || mHash || salt
         h = hashlib.sha256(b"\x00" * 8 + digest + salt).digest()
@@ -2335,7 +2334,7 @@ class RSAKey:
         raw = _as_bytes("data", data)
         encoded = self._encode(alg, raw, os.urandom(32))
         d, prime1, prime2, dp, dq, qi = self._secret()
-        m, modulus = int.from_bytes(encoded or b"", "big"), self.n
+        m, modulus = int.from_bytes(encoded, "big"), self.n
         # -- blinding: the CRT below works on m * r^e, never on m --
         r = int.from_bytes(os.urandom(self.size // 8 + 16), "big") % modulus
         blinded = m * pow(r, self.e, modulus) % modulus
@@ -2359,27 +2358,19 @@ class RSAKey:
         raw, sig = _as_bytes("data", data), _as_bytes("signature", signature)
         k = (self.size + 7) // 8
         s = int.from_bytes(sig, "big")
-        if len(sig) != k or s >= self.n:
+        if len(sig) != k or s >= self.n or alg not in _RSA_ALGS:
             return False
-        m = pow(s, self.e, self.n)
-        if alg == "RS256":
-            return hmac.compare_digest(m.to_bytes(k, "big"), self._encode(alg, raw, None) or b"")
-        if alg != "PS256" or m >> (self.size - 1):
-            return False
-        em_len = (self.size - 1 + 7) // 8  # RFC 8017 §9.1.2, hLen = sLen = 32
-        em = m.to_bytes(em_len, "big")
-        # steps 4-5: EM = maskedDB || H || 0xbc
-        masked, h = em[: em_len - 33], em[em_len - 33 : -1]
-        if em[-1] != 0xBC:
-            return False
-        # steps 7-9: DB = maskedDB xor MGF1(H), the bits above emBits cleared
-        db = bytearray(x ^ y for x, y in zip(masked, _mgf1(h, len(masked))))
-        db[0] &= 0xFF >> (8 * em_len - (self.size - 1))
-        # step 10: DB = zero bytes || 0x01 || salt (32 bytes)
-        if db[: len(db) - 33].strip(b"\x00") != b"" or db[len(db) - 33] != 1:
-            return False
-        # steps 11-14: encoding the message again with that salt must give EM exactly
-        return hmac.compare_digest(self._encode("PS256", raw, bytes(db[-32:])) or b"", em)
+        em = pow(s, self.e, self.n).to_bytes(k, "big")
+        # PS256 (RFC 8017 §9.1.2): EM = maskedDB || H || 0xbc, and DB = maskedDB xor MGF1(H) ends in
+        # the 32-byte salt. Steps 4-10 check EM's form and step 14 compares H; all of it is the
+        # one comparison below: encoding the message again with that salt must give EM exactly
+        # (every EM _encode makes has that form; the bits above emBits, which it clears, are in
+        # DB's first byte, never in the salt). RS256 (§8.2.2) has no salt: the 32 bytes read are
+        # ignored, and its encoding is compared the same way.
+        db_len = (self.size - 1 + 7) // 8 - 33
+        salt = bytes(x ^ y for x, y in zip(em[-65:-33], _mgf1(em[-33:-1], db_len)[-32:]))
+        # the encoding is emLen bytes, one fewer than k when modBits - 1 is a multiple of 8
+        return hmac.compare_digest(em, self._encode(alg, raw, salt).rjust(k, b"\x00"))
 
     def __repr__(self) -> str:
         """Size, kind and thumbprint: never a private member."""

@@ -1374,12 +1374,19 @@ def _key_from_parts(d: Optional[int], public: Optional[Affine]) -> ECKey:
     return ECKey._new(d, *derived)
 
 
-def _jwk_coordinate(jwk: Mapping[str, Any], name: str) -> int:
-    """A P-256 JWK member (x, y or d) as an integer: exactly 43 base64url characters, 32 bytes
-    (RFC 7518 §6.2.1.2 forbids dropping leading zeros, and thumbprints depend on it)."""
+def _jwk_member(jwk: Mapping[str, Any], name: str) -> str:
+    """A JWK member that must be present and a string (every key member of RFC 7518 §6 and RFC
+    7638's thumbprint members are): EC and RSA keys and thumbprints read them all here."""
     value = jwk.get(name)
     if not isinstance(value, str):
         raise DPoPError("bad_key", "JWK member '%s' is missing or not a string" % name)
+    return value
+
+
+def _jwk_coordinate(jwk: Mapping[str, Any], name: str) -> int:
+    """A P-256 JWK member (x, y or d) as an integer: exactly 43 base64url characters, 32 bytes
+    (RFC 7518 §6.2.1.2 forbids dropping leading zeros, and thumbprints depend on it)."""
+    value = _jwk_member(jwk, name)
     raw = b64url_decode(value) if len(value) == 43 else b""
     # 43 characters are exactly 32 bytes unpadded; checking the length first keeps a huge member
     # from being decoded at all
@@ -1518,12 +1525,7 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     members = _THUMBPRINT_MEMBERS.get(kty)
     if members is None:
         raise DPoPError("unsupported_key", "no thumbprint for JWK kty %s" % _short_repr(kty))
-    required = {}
-    for name in members:
-        value = jwk.get(name)
-        if not isinstance(value, str):
-            raise DPoPError("bad_key", "JWK member '%s' is missing or not a string" % name)
-        required[name] = value
+    required = {name: _jwk_member(jwk, name) for name in members}
     if kty == "EC" and required["crv"] == "P-256":
         # 31-byte coordinates (a dropped leading zero) give a different hash.
         _jwk_coordinate(required, "x")
@@ -2241,17 +2243,20 @@ class RSAKey:
         raise TypeError("use dpop.load_rsa_key()")
 
     @classmethod
-    def _new(cls, modulus: int, e: int, private: Optional[Tuple[int, ...]]) -> RSAKey:
-        """An RSAKey from validated integers: 2048 to 8192 bits, an odd e below 2^32, and every CRT
-        member consistent with n and e; anything else is refused, never repaired."""
-        if not 2048 <= modulus.bit_length() <= 8192:
+    def _new(cls, modulus: int, e: int, *private: int) -> RSAKey:
+        """An RSAKey from validated integers: n and e, then for a private key d, p, q, dp, dq, qi
+        (RFC 8017 §3.2's order, which PKCS#1 and the JWK members share). 2048 to 8192 bits, an odd
+        e below 2^32, and every CRT member consistent with n and e; anything else is refused, never
+        repaired."""
+        # every caller passes either no private member or all six
+        size = modulus.bit_length()
+        if not 2048 <= size <= 8192:
             raise DPoPError(
-                "unsupported_key",
-                "RSA keys must have 2048 to 8192 bits, not %d" % modulus.bit_length(),
+                "unsupported_key", "RSA keys must have 2048 to 8192 bits, not %d" % size
             )
         if not (3 <= e < 1 << 32 and e & 1 and modulus & 1):
             raise DPoPError("bad_key", "RSA public exponent or modulus out of range")
-        if private is not None:
+        if private:
             d, prime1, prime2, dp, dq, qi = private
             if not (
                 prime1 * prime2 == modulus
@@ -2264,12 +2269,7 @@ class RSAKey:
             ):
                 raise DPoPError("bad_key", "RSA private key members are inconsistent")
         key = object.__new__(cls)
-        for name, value in (
-            ("n", modulus),
-            ("e", e),
-            ("_private", private),
-            ("size", modulus.bit_length()),
-        ):
+        for name, value in zip(cls.__slots__, (modulus, e, private or None, size)):
             object.__setattr__(key, name, value)
         return key
 
@@ -2284,7 +2284,7 @@ class RSAKey:
 
     def public_key(self) -> RSAKey:
         """This key without its private half."""
-        return RSAKey._new(self.n, self.e, None)
+        return RSAKey._new(self.n, self.e)
 
     def public_jwk(self) -> Dict[str, str]:
         """{kty, n, e}: minimal big-endian base64url (RFC 7518 §6.3.1)."""
@@ -2439,11 +2439,10 @@ def _rsa_from_der(der: bytes, wrapped: bool = True) -> RSAKey:
         if _der_sequence(algorithm, "AlgorithmIdentifier")[:1] != [(_OID, _OID_RSA)]:
             raise DPoPError("unsupported_key", "not an RSA key")
         return _rsa_from_der(inner, wrapped=False)
-    if len(items) == 2:  # RSAPublicKey
-        return RSAKey._new(_der_uint(items[0]), _der_uint(items[1]), None)
+    if len(items) == 2:  # RSAPublicKey: n, e
+        return RSAKey._new(*map(_der_uint, items))
     if len(items) == 9 and _der_small_int(items[0][1]) == 0:  # RSAPrivateKey, two primes
-        modulus, e, *private = (_der_uint(item) for item in items[1:])
-        return RSAKey._new(modulus, e, tuple(private))
+        return RSAKey._new(*map(_der_uint, items[1:]))  # n, e, d, p, q, dp, dq, qi
     raise DPoPError(
         "unsupported_key", "not a two-prime RSA key (multi-prime keys are not supported)"
     )
@@ -2465,14 +2464,14 @@ def load_rsa_key(data: KeyData) -> RSAKey:
         raise DPoPError("bad_key", "multi-prime RSA keys are not supported")
     numbers = []
     for name in ("n", "e") + (_RSA_PRIVATE if "d" in jwk else ()):
-        value = jwk.get(name)
-        if not isinstance(value, str):
-            raise DPoPError("bad_key", "RSA JWK member '%s' is missing or not a string" % name)
-        raw_int = b64url_decode(value)
-        if not raw_int or (raw_int[0] == 0 and len(raw_int) > 1 and name in ("n", "e")):
+        text = _jwk_member(jwk, name)
+        number = int.from_bytes(b64url_decode(text), "big")
+        # none is empty; n and e are minimal (RFC 7518 §6.3.1: no leading zero byte), which is
+        # the text _b64_uint writes for the number (b64url_decode accepts one text per bytes)
+        if not text or (name in ("n", "e") and _b64_uint(number) != text):
             raise DPoPError("bad_key", "RSA JWK member '%s' is empty or not minimal" % name)
-        numbers.append(int.from_bytes(raw_int, "big"))
-    return RSAKey._new(numbers[0], numbers[1], tuple(numbers[2:]) if len(numbers) > 2 else None)
+        numbers.append(number)
+    return RSAKey._new(*numbers)
 
 
 # Part II: the client. Everything above (Part I) is the proof path: all that

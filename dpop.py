@@ -849,7 +849,8 @@ _KEY_TABLES = _KeyTables()
 # 5. DER and PEM (the subset key files use)
 # =============================================================================
 #
-# Trusts: nothing; it reads outside data. Guarantees: a key file is one of three structures, in
+# Trusts: nothing; it reads outside data (and hands a private key's d to section 6's
+# _key_from_parts, which checks its range). Guarantees: a key file is one of three structures, in
 # strict DER, within 64 KiB; the curve is named P-256 before any field is read as a P-256 value;
 # a PEM text holds exactly one key block; encrypted and foreign keys are refused by name.
 #
@@ -1016,7 +1017,8 @@ def _key_info(items: List[Tuple[int, bytes]]) -> Optional[Tuple[bool, bytes, byt
 
 
 def _parse_sec1(der: bytes, outer_curve_checked: bool) -> Tuple[int, Optional[Affine]]:
-    """RFC 5915 ECPrivateKey: (d, embedded public point or None)."""
+    """RFC 5915 ECPrivateKey: (d, embedded public point or None); _key_from_parts checks d's
+    range."""
     # ECPrivateKey ::= SEQUENCE { version 1, privateKey OCTET STRING, [0] parameters OPTIONAL,
     #                             [1] publicKey BIT STRING OPTIONAL } (RFC 5915 §3), in that order
     items = _der_sequence(der, "ECPrivateKey")
@@ -1042,10 +1044,7 @@ def _parse_sec1(der: bytes, outer_curve_checked: bool) -> Tuple[int, Optional[Af
     # key
     if items[1][0] != _OCTET_STRING or len(items[1][1]) != 32:
         raise _bad_der("ECPrivateKey privateKey must be 32 bytes")
-    d = int.from_bytes(items[1][1], "big")
-    if not 1 <= d < n:
-        raise DPoPError("bad_key", "private scalar out of range")
-    return d, public
+    return int.from_bytes(items[1][1], "big"), public
 
 
 def _der_read_exact(data: bytes) -> Tuple[int, bytes]:
@@ -1069,20 +1068,22 @@ def _pkcs8_public(public: Optional[Affine], extra: List[Tuple[int, bytes]]) -> O
     return public
 
 
-def _parse_der(der: bytes) -> Tuple[Optional[int], Optional[Affine]]:
-    """Any of the three structures, told apart by their first elements."""
+def _parse_der(der: bytes) -> ECKey:
+    """The key in any of the three structures, told apart by their first elements (a private key
+    is made by section 6's _key_from_parts, which checks d and derives the point)."""
     items = _der_sequence(der, "key")
     wrapped = _key_info(items)
     if wrapped is not None:
         private, algorithm, inner, extra = wrapped
         _check_algorithm(_der_sequence(algorithm, "AlgorithmIdentifier"))
         if not private:
-            return None, _point_from_octets(inner)
+            return ECKey._new(None, *_point_from_octets(inner))
         d, public = _parse_sec1(inner, outer_curve_checked=True)
-        return d, _pkcs8_public(public, extra)
-    if len(items) >= 2 and items[0][0] == _INTEGER and items[1][0] == _OCTET_STRING:
-        return _parse_sec1(der, outer_curve_checked=False)
-    if len(items) >= 2 and items[0][0] == _INTEGER and items[1][0] == _INTEGER:
+        return _key_from_parts(d, _pkcs8_public(public, extra))
+    tags = [tag for tag, _ in items[:2]]
+    if tags == [_INTEGER, _OCTET_STRING]:
+        return _key_from_parts(*_parse_sec1(der, outer_curve_checked=False))
+    if tags == [_INTEGER, _INTEGER]:
         raise DPoPError(
             "unsupported_key", "this looks like an RSA or DSA key; only P-256 EC keys are supported"
         )
@@ -1360,12 +1361,11 @@ def generate_key() -> ECKey:
     return ECKey._new(d, x, y)
 
 
-def _key_from_parts(d: Optional[int], public: Optional[Affine]) -> ECKey:
-    """Validate d against an embedded public point, or derive the point."""
-    if d is None:
-        if public is None:
-            raise RuntimeError("dpop: internal error: key with no parts")  # pragma: no cover
-        return ECKey._new(None, *public)
+def _key_from_parts(d: int, public: Optional[Affine]) -> ECKey:
+    """The private key d, which must be in [1, n); the point is derived from it, and an embedded
+    one must agree."""
+    if not 1 <= d < n:
+        raise DPoPError("bad_key", "private scalar out of range")
     # the point is always derived from d; an embedded one must agree with it, so a file whose
     # public half was edited cannot give a key that signs for one point and shows another
     derived = _public_from_private(d)
@@ -1432,10 +1432,7 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
         raise DPoPError("bad_key", "JWK point is not on P-256")
     if "d" not in jwk:
         return ECKey._new(None, x, y)
-    d = _jwk_coordinate(jwk, "d")
-    if not 1 <= d < n:
-        raise DPoPError("bad_key", "JWK 'd' out of range")
-    return _key_from_parts(d, (x, y))
+    return _key_from_parts(_jwk_coordinate(jwk, "d"), (x, y))
 
 
 def _key_data(data: KeyData) -> Tuple[str, Any]:
@@ -1483,7 +1480,7 @@ def load_key(data: KeyData) -> ECKey:
     if kind == "jwk":
         return _key_from_jwk(value)
     der = value if kind == "der" else _pem_to_der(value)
-    return _key_from_parts(*_parse_der(der))
+    return _parse_der(der)
 
 
 def load_key_file(path: Union[str, os.PathLike[str]]) -> ECKey:

@@ -1102,19 +1102,16 @@ def _der_tlv(tag: int, value: bytes) -> bytes:
     return head + value
 
 
-def _encode_spki(x: int, y: int) -> bytes:
-    """SubjectPublicKeyInfo DER for the P-256 point (x, y), uncompressed (RFC 5480 §2)."""
+def _encode_key(x: int, y: int, d: Optional[int]) -> bytes:
+    """SubjectPublicKeyInfo DER for the P-256 point (x, y), uncompressed (RFC 5480 §2); given d,
+    PKCS#8 PrivateKeyInfo (version 0) holding an RFC 5915 ECPrivateKey with that public key."""
+    # both share the AlgorithmIdentifier and the public key's BIT STRING
     algorithm = _der_tlv(_SEQUENCE, _der_tlv(_OID, _OID_EC_PUBLIC_KEY) + _der_tlv(_OID, _OID_P256))
-    point = b"\x00\x04" + _int_to_bytes32(x) + _int_to_bytes32(y)
-    return _der_tlv(_SEQUENCE, algorithm + _der_tlv(_BIT_STRING, point))
-
-
-def _encode_pkcs8(d: int, x: int, y: int) -> bytes:
-    """PKCS#8 PrivateKeyInfo (version 0) holding an RFC 5915 ECPrivateKey with its public key."""
-    algorithm = _der_tlv(_SEQUENCE, _der_tlv(_OID, _OID_EC_PUBLIC_KEY) + _der_tlv(_OID, _OID_P256))
-    point = b"\x00\x04" + _int_to_bytes32(x) + _int_to_bytes32(y)
+    public = _der_tlv(_BIT_STRING, b"\x00\x04" + _int_to_bytes32(x) + _int_to_bytes32(y))
+    if d is None:
+        return _der_tlv(_SEQUENCE, algorithm + public)
     private = _der_tlv(_INTEGER, b"\x01") + _der_tlv(_OCTET_STRING, _int_to_bytes32(d))
-    ec_private_key = _der_tlv(_SEQUENCE, private + _der_tlv(0xA1, _der_tlv(_BIT_STRING, point)))
+    ec_private_key = _der_tlv(_SEQUENCE, private + _der_tlv(0xA1, public))
     return _der_tlv(
         _SEQUENCE, _der_tlv(_INTEGER, b"\x00") + algorithm + _der_tlv(_OCTET_STRING, ec_private_key)
     )
@@ -1290,8 +1287,8 @@ class ECKey:
     def to_pem(self, private: bool = True) -> str:
         """PKCS#8 PEM (private=True) or SubjectPublicKeyInfo PEM."""
         if private:
-            return _pem("PRIVATE KEY", _encode_pkcs8(self._private(), self._x, self._y))
-        return _pem("PUBLIC KEY", _encode_spki(self._x, self._y))
+            return _pem("PRIVATE KEY", _encode_key(self._x, self._y, self._private()))
+        return _pem("PUBLIC KEY", _encode_key(self._x, self._y, None))
 
     def sign(self, data: BytesLike, *, hedge: bool = True) -> bytes:
         """ES256 signature of ``data``: 64 bytes r || s.

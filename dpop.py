@@ -1118,19 +1118,30 @@ def _encode_key(x: int, y: int, d: Optional[int]) -> bytes:
 
 
 _PEM_LABEL = re.compile(r"[A-Z0-9 ]{1,64}")
+# the error for a label we know but do not read (the code, then the message, which says what the
+# block is and, where there is one, how to convert it); any other label is not a key we read
 _PEM_REFUSED = {
     "ENCRYPTED PRIVATE KEY": (
         "encrypted_key",
         "the PKCS#8 key is encrypted; decrypt it first (openssl pkcs8 -in FILE -out PLAIN)",
     ),
-    "RSA PRIVATE KEY": ("unsupported_key", "an RSA key; only P-256 EC keys are supported"),
-    "RSA PUBLIC KEY": ("unsupported_key", "an RSA key; only P-256 EC keys are supported"),
-    "DSA PRIVATE KEY": ("unsupported_key", "a DSA key; only P-256 EC keys are supported"),
+    "RSA PRIVATE KEY": (
+        "unsupported_key",
+        "PEM block 'RSA PRIVATE KEY' is an RSA key; only P-256 EC keys are supported",
+    ),
+    "RSA PUBLIC KEY": (
+        "unsupported_key",
+        "PEM block 'RSA PUBLIC KEY' is an RSA key; only P-256 EC keys are supported",
+    ),
+    "DSA PRIVATE KEY": (
+        "unsupported_key",
+        "PEM block 'DSA PRIVATE KEY' is a DSA key; only P-256 EC keys are supported",
+    ),
     "OPENSSH PRIVATE KEY": (
         "unsupported_key",
-        "an OpenSSH key; convert it with ssh-keygen -p -m PKCS8",
+        "PEM block 'OPENSSH PRIVATE KEY' is an OpenSSH key; convert it with ssh-keygen -p -m PKCS8",
     ),
-    "CERTIFICATE": ("unsupported_key", "a certificate, not a key"),
+    "CERTIFICATE": ("unsupported_key", "PEM block 'CERTIFICATE' is a certificate, not a key"),
 }
 
 
@@ -1163,34 +1174,27 @@ def _pem_to_der(
     PARAMETERS blocks skipped)."""
     # text around the blocks is ignored (RFC 7468 §2); an EC PARAMETERS block, which `openssl
     # ecparam -genkey` writes before the key, is skipped; a label we know but do not read is
-    # refused with what it is and, where there is one, how to convert it
+    # refused with what it is and, where there is one, how to convert it (_PEM_REFUSED)
     found = []
     for label, body in _pem_blocks(text):
         if label == "EC PARAMETERS":
             continue
-        if label in _PEM_REFUSED and label not in labels:
-            code, why = _PEM_REFUSED[label]
-            if code != "encrypted_key":
-                why = "PEM block '%s' is %s" % (label, why)
-            raise DPoPError(code, why)
         if label not in labels:
-            raise DPoPError(
-                "unsupported_key", "PEM block '%s' is not a key this module reads" % label
-            )
+            other = ("unsupported_key", "PEM block '%s' is not a key this module reads" % label)
+            raise DPoPError(*_PEM_REFUSED.get(label, other))
         if ":" in body:  # RFC 1421 headers: only legacy encryption uses them
             if "ENCRYPTED" in body.split("\n\n")[0].upper():
                 why = "the PEM key is encrypted; decrypt it first (openssl ec -in FILE -out PLAIN)"
                 raise DPoPError("encrypted_key", why)
             raise DPoPError("bad_key", "PEM headers are not supported")
-        found.append((label, body))
+        found.append(body)
     # exactly one key: with two, which one signs would depend on the order in the file
     if not found:
         raise DPoPError("bad_key", "no PEM key block found")
     if len(found) > 1:
         raise DPoPError("bad_key", "more than one key in the PEM text")
-    label, body = found[0]
     try:
-        return base64.b64decode("".join(body.split()), validate=True)
+        return base64.b64decode("".join(found[0].split()), validate=True)
     except (binascii.Error, ValueError):
         raise DPoPError("bad_key", "PEM body is not base64") from None
 

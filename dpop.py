@@ -1330,14 +1330,12 @@ class ECKey:
         return "<dpop.ECKey P-256 %s jkt=%s>" % (kind, self.thumbprint())
 
     def __eq__(self, other: object) -> bool:
-        """Same point, and the same d (compared in constant time) or both public."""
+        """Same point, and both private or both public."""
+        # two private keys with the same point have the same d: the invariant makes the point d*G,
+        # and d -> d*G is one-to-one on [1, n), so d itself is never compared (nor timed)
         if not isinstance(other, ECKey):
             return NotImplemented
-        if (self._x, self._y) != (other._x, other._y):
-            return False
-        if self._d is None or other._d is None:
-            return self._d is None and other._d is None
-        return hmac.compare_digest(_int_to_bytes32(self._d), _int_to_bytes32(other._d))
+        return (self._x, self._y, self.has_private) == (other._x, other._y, other.has_private)
 
     def __hash__(self) -> int:
         """The public point's hash: a private key and its public half hash alike."""
@@ -1417,9 +1415,7 @@ def _check_jwk_use(jwk: Mapping[str, Any]) -> None:
 def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
     """The ECKey a JWK describes (RFC 7518 §6.2): kty EC, crv P-256, use/key_ops/alg allowing
     signatures, a point on the curve, and a d in [1, n) that matches it when present."""
-    kty = jwk.get("kty")
-    if not isinstance(kty, str):
-        raise DPoPError("bad_key", "JWK has no 'kty'")
+    kty = _jwk_member(jwk, "kty")
     if kty != "EC":
         raise DPoPError("unsupported_key", "JWK kty %s is not EC" % _short_repr(kty))
     crv = jwk.get("crv")
@@ -1517,9 +1513,7 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     """
     if not isinstance(jwk, Mapping):
         raise _type_error("jwk", "a mapping", jwk)
-    kty = jwk.get("kty")
-    if not isinstance(kty, str):
-        raise DPoPError("bad_key", "JWK has no 'kty'")
+    kty = _jwk_member(jwk, "kty")
     members = _THUMBPRINT_MEMBERS.get(kty)
     if members is None:
         raise DPoPError("unsupported_key", "no thumbprint for JWK kty %s" % _short_repr(kty))

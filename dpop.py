@@ -1215,7 +1215,30 @@ def _pem(label: str, der: bytes) -> str:
 # carries d; thumbprints follow RFC 7638's member selection and order.
 
 
-class ECKey:
+class _Key:
+    """What ECKey and RSAKey share: only this module makes them (their _new sets the slots through
+    object.__setattr__), they never change after, and they are never pickled or copied."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        """Not for use: keys come from generate_key(), load_key(), load_key_file() or
+        load_rsa_key()."""
+        raise TypeError(
+            "use dpop.generate_key(), dpop.load_key(), dpop.load_key_file() or dpop.load_rsa_key()"
+        )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        """Refused: a key never changes after it is made (an ECKey's thumbprint and header are
+        kept)."""
+        raise AttributeError("%s is immutable" % type(self).__name__)
+
+    def __reduce__(self) -> Any:
+        """Refused: a pickle of a private key would be a secret written where no one chose."""
+        raise TypeError("%s is not picklable; keep its key file instead" % type(self).__name__)
+
+
+class ECKey(_Key):
     """A P-256 key pair, or a public key alone. Immutable; repr shows no secret.
 
     Make one with generate_key(), load_key() or load_key_file().
@@ -1232,10 +1255,6 @@ class ECKey:
     _jkt: Optional[str]  # RFC 7638 thumbprint, computed on first use
     _header: Optional[str]  # base64url DPoP proof header, computed on first use
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        """Not for use: keys come from generate_key(), load_key() or load_key_file()."""
-        raise TypeError("use dpop.generate_key(), dpop.load_key() or dpop.load_key_file()")
-
     @classmethod
     def _new(cls, d: Optional[int], x: int, y: int) -> ECKey:
         """Internal constructor for already-validated values."""
@@ -1243,10 +1262,6 @@ class ECKey:
         for name, value in zip(cls.__slots__, (d, x, y, None, None)):
             object.__setattr__(key, name, value)
         return key
-
-    def __setattr__(self, name: str, value: object) -> None:
-        """Refused: a key never changes after it is made (its thumbprint and header are kept)."""
-        raise AttributeError("ECKey is immutable")
 
     @property
     def has_private(self) -> bool:
@@ -1340,10 +1355,6 @@ class ECKey:
     def __hash__(self) -> int:
         """The public point's hash: a private key and its public half hash alike."""
         return hash((self._x, self._y))
-
-    def __reduce__(self) -> Any:
-        """Refused: a pickle of a private key would be a secret written where no one chose."""
-        raise TypeError("ECKey is not picklable; store key.to_pem() in a protected file instead")
 
 
 def _public_from_private(d: int) -> Affine:
@@ -2215,7 +2226,7 @@ def _der_uint(tag_value: Tuple[int, bytes]) -> int:
     return int.from_bytes(value, "big")
 
 
-class RSAKey:
+class RSAKey(_Key):
     """An RSA key pair, or a public key alone; signs and verifies RS256 and PS256.
 
     Immutable; repr shows no secret. Make one with load_rsa_key().
@@ -2229,10 +2240,6 @@ class RSAKey:
     # d, p, q, dp, dq, qi; checked consistent
     _private: Optional[Tuple[int, int, int, int, int, int]]
     size: int  # bits of n
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        """Not for use: RSA keys come from load_rsa_key()."""
-        raise TypeError("use dpop.load_rsa_key()")
 
     @classmethod
     def _new(cls, modulus: int, e: int, *private: int) -> RSAKey:
@@ -2264,10 +2271,6 @@ class RSAKey:
         for name, value in zip(cls.__slots__, (modulus, e, private or None, size)):
             object.__setattr__(key, name, value)
         return key
-
-    def __setattr__(self, name: str, value: object) -> None:
-        """Refused: a key never changes after it is made."""
-        raise AttributeError("RSAKey is immutable")
 
     @property
     def has_private(self) -> bool:
@@ -2384,10 +2387,6 @@ class RSAKey:
     def __hash__(self) -> int:
         """Hash of (n, e): a private key and its public half hash alike."""
         return hash((self.n, self.e))
-
-    def __reduce__(self) -> Any:
-        """Refused: a pickle of a private key would be a secret written where no one chose."""
-        raise TypeError("RSAKey is not picklable; keep the key file instead")
 
 
 def _proof_signer(

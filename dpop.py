@@ -1167,9 +1167,10 @@ def _pem_blocks(text: str) -> Iterator[Tuple[str, str]]:
         raise DPoPError("bad_key", "PEM block has no END line")
 
 
-def _pem_to_der(
-    text: str, labels: Sequence[str] = ("EC PRIVATE KEY", "PRIVATE KEY", "PUBLIC KEY")
-) -> bytes:
+_EC_PEM_LABELS = ("EC PRIVATE KEY", "PRIVATE KEY", "PUBLIC KEY")
+
+
+def _pem_to_der(text: str, labels: Sequence[str] = _EC_PEM_LABELS) -> bytes:
     """The DER of the one key block in a PEM text, whose label must be one of ``labels`` (EC
     PARAMETERS blocks skipped)."""
     # text around the blocks is ignored (RFC 7468 §2); an EC PARAMETERS block, which `openssl
@@ -1443,32 +1444,31 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
     return _key_from_parts(_jwk_coordinate(jwk, "d"), (x, y))
 
 
-def _key_data(data: KeyData) -> Tuple[str, Any]:
-    """What load_key or load_rsa_key was given, size-checked: ("der", bytes), ("pem", text) or
-    ("jwk", mapping). A path is read first."""
+def _key_data(data: KeyData, labels: Sequence[str]) -> Union[bytes, Mapping[str, Any]]:
+    """What load_key or load_rsa_key was given, size-checked: DER bytes (from a PEM text, the one
+    block labelled with one of ``labels``) or a JWK mapping. A path is read first."""
     if isinstance(data, os.PathLike):
         data = _read_key_file(data)
     if isinstance(data, Mapping):
-        return "jwk", data
+        return data
     if isinstance(data, (bytes, bytearray, memoryview)):
-        raw = bytes(data)
-        if len(raw) > _MAX_KEY_INPUT:
-            raise DPoPError("bad_key", "key data is larger than 64 KiB")
-        if raw[:1] == b"\x30":
-            return "der", raw
-        try:
-            data = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DPoPError("bad_key", "key data is neither DER nor PEM/JWK text") from None
-    if not isinstance(data, str):
+        data = bytes(data)
+    elif not isinstance(data, str):
         raise _type_error("data", "str, bytes, a JWK mapping or a path", data)
     if len(data) > _MAX_KEY_INPUT:
         raise DPoPError("bad_key", "key data is larger than 64 KiB")
+    if isinstance(data, bytes):
+        if data[:1] == b"\x30":
+            return data
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DPoPError("bad_key", "key data is neither DER nor PEM/JWK text") from None
     stripped = data.strip()
     if stripped.startswith("{"):
-        return "jwk", _json_object(stripped.encode("utf-8", "surrogatepass"), "JWK")
+        return _json_object(stripped.encode("utf-8", "surrogatepass"), "JWK")
     if "-----BEGIN " in stripped:
-        return "pem", stripped + "\n"
+        return _pem_to_der(stripped + "\n", labels)
     if len(data) < 4096 and os.path.isfile(data):
         raise DPoPError(
             "bad_key",
@@ -1484,11 +1484,10 @@ def load_key(data: KeyData) -> ECKey:
     PEM/DER may be SEC1 ``EC PRIVATE KEY``, PKCS#8 ``PRIVATE KEY`` or SPKI
     ``PUBLIC KEY`` (public only). A JWK with ``d`` is a private key.
     """
-    kind, value = _key_data(data)
-    if kind == "jwk":
-        return _key_from_jwk(value)
-    der = value if kind == "der" else _pem_to_der(value)
-    return _parse_der(der)
+    value = _key_data(data, _EC_PEM_LABELS)
+    if isinstance(value, bytes):
+        return _parse_der(value)
+    return _key_from_jwk(value)
 
 
 def load_key_file(path: Union[str, os.PathLike[str]]) -> ECKey:
@@ -2442,13 +2441,9 @@ def _rsa_from_der(der: bytes, wrapped: bool = True) -> RSAKey:
 def load_rsa_key(data: KeyData) -> RSAKey:
     """Load an RSA key from PEM or DER (PKCS#1, PKCS#8, SPKI), a JWK (mapping or
     JSON text) or the file a ``pathlib.Path`` names."""
-    kind, value = _key_data(data)
-    if kind == "der":
-        return _rsa_from_der(value)
-    if kind == "pem":
-        rsa_labels = ("RSA PRIVATE KEY", "RSA PUBLIC KEY", "PRIVATE KEY", "PUBLIC KEY")
-        return _rsa_from_der(_pem_to_der(value, rsa_labels))
-    jwk: Mapping[str, Any] = value
+    jwk = _key_data(data, ("RSA PRIVATE KEY", "RSA PUBLIC KEY", "PRIVATE KEY", "PUBLIC KEY"))
+    if isinstance(jwk, bytes):  # DER, or a PEM block's
+        return _rsa_from_der(jwk)
     if jwk.get("kty") != "RSA":
         raise DPoPError("unsupported_key", "JWK kty %s is not RSA" % _short_repr(jwk.get("kty")))
     if "oth" in jwk:

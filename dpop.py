@@ -1328,8 +1328,9 @@ class ECKey(_Key):
         raises on bad bytes. A key that verifies again and again earns a table (_KeyTables)."""
         digest = hashlib.sha256(_as_bytes("data", data)).digest()
         point = (self._x, self._y)
-        table = _KEY_TABLES.table(point)
-        good = _verify_digest(point, digest, _as_bytes("signature", signature), table)
+        good = _verify_digest(
+            point, digest, _as_bytes("signature", signature), _KEY_TABLES.table(point)
+        )
         if good:
             _KEY_TABLES.verified(point)
         return good
@@ -2215,14 +2216,12 @@ _RSA_PRIVATE = ("d", "p", "q", "dp", "dq", "qi")  # JWK members, RFC 7518 §6.3.
 def _der_uint(tag_value: Tuple[int, bytes]) -> int:
     """A DER INTEGER that must be non-negative and minimally encoded (RSA key members)."""
     tag, value = tag_value
-    if (
-        tag != _INTEGER
-        or not value
-        or value[0] & 0x80
-        or (len(value) > 1 and value[0] == 0 and value[1] < 0x80)
-    ):
+    number = int.from_bytes(value, "big")
+    # X.690 §8.3: two's complement in the fewest bytes, so a non-negative number is its bits and a
+    # clear sign bit; an empty, negative or zero-padded INTEGER is not that encoding of any number
+    if tag != _INTEGER or value != number.to_bytes(number.bit_length() // 8 + 1, "big"):
         raise _bad_der("bad INTEGER")
-    return int.from_bytes(value, "big")
+    return number
 
 
 class RSAKey(_Key):
@@ -2325,9 +2324,8 @@ class RSAKey(_Key):
 
     def sign(self, data: BytesLike, alg: str = "RS256") -> bytes:
         """RS256 or PS256 signature of ``data`` (as many bytes as n)."""
-        raw = _as_bytes("data", data)
-        encoded = self._encode(alg, raw, os.urandom(32))
-        d, prime1, prime2, dp, dq, qi = self._secret()
+        encoded = self._encode(alg, _as_bytes("data", data), os.urandom(32))
+        _, prime1, prime2, dp, dq, qi = self._secret()  # d itself is not needed with CRT
         m, modulus = int.from_bytes(encoded, "big"), self.n
         # -- blinding: the CRT below works on m * r^e, never on m --
         r = int.from_bytes(os.urandom(self.size // 8 + 16), "big") % modulus
@@ -2397,10 +2395,11 @@ def _proof_signer(
     # encoded copy), never taken from a JWK the key was loaded from, which may hold d or kid
     if isinstance(key, ECKey) and alg in (None, "ES256"):
         return key._proof_header(), key.sign
-    if isinstance(key, ECKey) or (alg or "RS256") not in _RSA_ALGS:
+    alg = alg or "RS256"  # an RSA key's default (None reaches here only for one)
+    if isinstance(key, ECKey) or alg not in _RSA_ALGS:
         raise ValueError("a %s key does not make %s proofs" % (type(key).__name__, alg))
-    header = {"typ": "dpop+jwt", "alg": alg or "RS256", "jwk": key.public_jwk()}
-    return b64url_encode(_json_compact(header)), functools.partial(key.sign, alg=alg or "RS256")
+    header = {"typ": "dpop+jwt", "alg": alg, "jwk": key.public_jwk()}
+    return b64url_encode(_json_compact(header)), functools.partial(key.sign, alg=alg)
 
 
 def _b64_uint(value: int) -> str:

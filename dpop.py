@@ -906,11 +906,19 @@ def _der_read(data: bytes, pos: int) -> Tuple[int, bytes, int]:
     return tag, data[pos : pos + length], pos + length
 
 
+def _der_read_exact(data: bytes) -> Tuple[int, bytes]:
+    """The one TLV that is all of ``data``: (tag, value); trailing bytes are refused."""
+    tag, value, end = _der_read(data, 0)
+    if end != len(data):
+        raise _bad_der("trailing bytes")
+    return tag, value
+
+
 def _der_sequence(data: bytes, what: str) -> List[Tuple[int, bytes]]:
     """The elements of the SEQUENCE that is exactly ``data``."""
-    tag, body, end = _der_read(data, 0)
-    if tag != _SEQUENCE or end != len(data):
-        raise _bad_der("%s is not a single SEQUENCE" % what)
+    tag, body = _der_read_exact(data)
+    if tag != _SEQUENCE:
+        raise _bad_der("%s is not a SEQUENCE" % what)
     # the elements one after another; each _der_read is bounded by the sequence's own length,
     # so nothing nested is read here (callers parse what they expect, one level at a time)
     items, pos = [], 0
@@ -922,7 +930,7 @@ def _der_sequence(data: bytes, what: str) -> List[Tuple[int, bytes]]:
 
 def _der_small_int(value: bytes) -> int:
     """A version number: one content byte, 0 to 127 (larger versions do not exist in key files)."""
-    if not value or len(value) > 1 or value[0] & 0x80:
+    if len(value) != 1 or value[0] & 0x80:
         raise _bad_der("bad version number")
     return value[0]
 
@@ -1003,15 +1011,17 @@ def _key_info(items: List[Tuple[int, bytes]]) -> Optional[Tuple[bool, bytes, byt
     """SubjectPublicKeyInfo (RFC 5280 §4.1) or PKCS#8 PrivateKeyInfo (RFC 5958), the wrappers EC and
     RSA keys share: (private?, AlgorithmIdentifier DER, the key inside, PKCS#8's further fields);
     None for anything else."""
-    if items and items[0][0] == _SEQUENCE:
-        if len(items) != 2 or items[1][0] != _BIT_STRING:
+    tags = [tag for tag, _ in items]
+    if tags[:1] == [_SEQUENCE]:  # SEQUENCE { algorithm, subjectPublicKey BIT STRING }
+        if tags != [_SEQUENCE, _BIT_STRING]:
             raise _bad_der("bad SubjectPublicKeyInfo")
         return False, _der_tlv(_SEQUENCE, items[0][1]), _bit_string_octets(items[1][1]), []
-    if len(items) < 2 or items[0][0] != _INTEGER or items[1][0] != _SEQUENCE:
+    # SEQUENCE { version, algorithm, privateKey OCTET STRING, [0] attributes, [1] publicKey }
+    if tags[:2] != [_INTEGER, _SEQUENCE]:
         return None
     if _der_small_int(items[0][1]) not in (0, 1):
         raise _bad_der("PrivateKeyInfo must start with version 0 or 1")
-    if len(items) < 3 or items[2][0] != _OCTET_STRING:
+    if tags[2:3] != [_OCTET_STRING]:
         raise _bad_der("bad PrivateKeyInfo")
     return True, _der_tlv(_SEQUENCE, items[1][1]), items[2][1], items[3:]
 
@@ -1045,14 +1055,6 @@ def _parse_sec1(der: bytes, outer_curve_checked: bool) -> Tuple[int, Optional[Af
     if items[1][0] != _OCTET_STRING or len(items[1][1]) != 32:
         raise _bad_der("ECPrivateKey privateKey must be 32 bytes")
     return int.from_bytes(items[1][1], "big"), public
-
-
-def _der_read_exact(data: bytes) -> Tuple[int, bytes]:
-    """The one TLV that is all of ``data``: (tag, value); trailing bytes are refused."""
-    tag, value, end = _der_read(data, 0)
-    if end != len(data):
-        raise _bad_der("trailing bytes")
-    return tag, value
 
 
 def _pkcs8_public(public: Optional[Affine], extra: List[Tuple[int, bytes]]) -> Optional[Affine]:
@@ -1091,15 +1093,13 @@ def _parse_der(der: bytes) -> ECKey:
 
 
 def _der_tlv(tag: int, value: bytes) -> bytes:
-    """DER for one element: tag, minimal definite length (up to 65535 bytes), value."""
-    length = len(value)
-    if length < 0x80:
-        head = bytes([tag, length])
-    elif length < 0x100:
-        head = bytes([tag, 0x81, length])
-    else:
-        head = bytes([tag, 0x82]) + length.to_bytes(2, "big")
-    return head + value
+    """DER for one element: tag, minimal definite length, value."""
+    # X.690 §8.1.3, DER §10.1: a length below 128 is one octet; else 0x80 | count, then the
+    # length in the fewest octets (count of them)
+    if len(value) < 0x80:
+        return bytes([tag, len(value)]) + value
+    length = len(value).to_bytes((len(value).bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(length)]) + length + value
 
 
 def _encode_key(x: int, y: int, d: Optional[int]) -> bytes:
@@ -1285,9 +1285,7 @@ class ECKey(_Key):
 
     def private_jwk(self) -> Dict[str, str]:
         """The public JWK plus ``d``. Handle the result as a secret."""
-        jwk = self.public_jwk()
-        jwk["d"] = b64url_encode(_int_to_bytes32(self._private()))
-        return jwk
+        return dict(self.public_jwk(), d=b64url_encode(_int_to_bytes32(self._private())))
 
     def thumbprint(self) -> str:
         """RFC 7638 SHA-256 thumbprint of the public key, base64url."""
@@ -1368,9 +1366,7 @@ def _public_from_private(d: int) -> Affine:
 
 def generate_key() -> ECKey:
     """A new random P-256 key pair (d uniform in [1, n), from os.urandom)."""
-    d = _random_below(n)
-    x, y = _public_from_private(d)
-    return ECKey._new(d, x, y)
+    return _key_from_parts(_random_below(n), None)
 
 
 def _key_from_parts(d: int, public: Optional[Affine]) -> ECKey:
@@ -1411,8 +1407,7 @@ def _check_jwk_use(jwk: Mapping[str, Any]) -> None:
     """use/key_ops/alg, when present, must allow ES256 signatures."""
     # RFC 7517 §4.2-§4.4: a key published for encryption, or for another algorithm, is not ours to
     # sign or verify with, even when its numbers would work
-    use = jwk.get("use")
-    if use is not None and use != "sig":
+    if jwk.get("use") not in (None, "sig"):
         raise DPoPError("unsupported_key", "JWK 'use' is not 'sig'")
     ops = jwk.get("key_ops")
     if ops is not None:
@@ -1420,8 +1415,7 @@ def _check_jwk_use(jwk: Mapping[str, Any]) -> None:
             raise DPoPError("bad_key", "JWK 'key_ops' is not a list of strings")
         if "sign" not in ops and "verify" not in ops:
             raise DPoPError("unsupported_key", "JWK 'key_ops' allows neither sign nor verify")
-    alg = jwk.get("alg")
-    if alg is not None and alg != "ES256":
+    if jwk.get("alg") not in (None, "ES256"):
         raise DPoPError("unsupported_key", "JWK 'alg' is not ES256")
 
 

@@ -984,10 +984,9 @@ def _point_from_octets(data: bytes) -> Affine:
         x, y = int.from_bytes(data[1:33], "big"), int.from_bytes(data[33:], "big")
     elif len(data) == 33 and data[0] in (2, 3):
         x = int.from_bytes(data[1:], "big")
-        if x >= p:
-            raise DPoPError("bad_key", "point coordinate out of range")
         # p = 3 mod 4, so a square root of c is c^((p+1)/4). If c has none, the y it gives is
-        # off the curve, and _on_curve below refuses it: no separate check is needed.
+        # off the curve, and _on_curve below refuses it: no separate check is needed (nor for an
+        # x of p or more, which _on_curve refuses too).
         y = pow((x * x * x - 3 * x + b) % p, (p + 1) // 4, p)
         if y & 1 != data[0] & 1:
             y = p - y

@@ -928,11 +928,16 @@ def _der_sequence(data: bytes, what: str) -> List[Tuple[int, bytes]]:
     return items
 
 
-def _der_small_int(value: bytes) -> int:
-    """A version number: one content byte, 0 to 127 (larger versions do not exist in key files)."""
-    if len(value) != 1 or value[0] & 0x80:
-        raise _bad_der("bad version number")
-    return value[0]
+def _der_uint(tag_value: Tuple[int, bytes]) -> int:
+    """A DER INTEGER that must be non-negative and minimally encoded: a version number, or an RSA
+    key member."""
+    tag, value = tag_value
+    number = int.from_bytes(value, "big")
+    # X.690 §8.3: two's complement in the fewest bytes, so a non-negative number is its bits and a
+    # clear sign bit; an empty, negative or zero-padded INTEGER is not that encoding of any number
+    if tag != _INTEGER or value != number.to_bytes(number.bit_length() // 8 + 1, "big"):
+        raise _bad_der("bad INTEGER")
+    return number
 
 
 def _oid_text(value: bytes) -> str:
@@ -1018,7 +1023,7 @@ def _key_info(items: List[Tuple[int, bytes]]) -> Optional[Tuple[bool, bytes, byt
     # SEQUENCE { version, algorithm, privateKey OCTET STRING, [0] attributes, [1] publicKey }
     if tags[:2] != [_INTEGER, _SEQUENCE]:
         return None
-    if _der_small_int(items[0][1]) not in (0, 1):
+    if _der_uint(items[0]) not in (0, 1):
         raise _bad_der("PrivateKeyInfo must start with version 0 or 1")
     if tags[2:3] != [_OCTET_STRING]:
         raise _bad_der("bad PrivateKeyInfo")
@@ -1031,7 +1036,7 @@ def _parse_sec1(der: bytes, outer_curve_checked: bool) -> Tuple[int, Optional[Af
     # ECPrivateKey ::= SEQUENCE { version 1, privateKey OCTET STRING, [0] parameters OPTIONAL,
     #                             [1] publicKey BIT STRING OPTIONAL } (RFC 5915 §3), in that order
     items = _der_sequence(der, "ECPrivateKey")
-    if len(items) < 2 or items[0][0] != _INTEGER or _der_small_int(items[0][1]) != 1:
+    if len(items) < 2 or _der_uint(items[0]) != 1:
         raise _bad_der("ECPrivateKey must start with version 1")
     public, seen_params, last = None, False, 0
     for tag, value in items[2:]:
@@ -2206,17 +2211,6 @@ _RSA_ALGS = ("RS256", "PS256")
 _RSA_PRIVATE = ("d", "p", "q", "dp", "dq", "qi")  # JWK members, RFC 7518 §6.3.2
 
 
-def _der_uint(tag_value: Tuple[int, bytes]) -> int:
-    """A DER INTEGER that must be non-negative and minimally encoded (RSA key members)."""
-    tag, value = tag_value
-    number = int.from_bytes(value, "big")
-    # X.690 §8.3: two's complement in the fewest bytes, so a non-negative number is its bits and a
-    # clear sign bit; an empty, negative or zero-padded INTEGER is not that encoding of any number
-    if tag != _INTEGER or value != number.to_bytes(number.bit_length() // 8 + 1, "big"):
-        raise _bad_der("bad INTEGER")
-    return number
-
-
 class RSAKey(_Key):
     """An RSA key pair, or a public key alone; signs and verifies RS256 and PS256.
 
@@ -2423,7 +2417,7 @@ def _rsa_from_der(der: bytes, wrapped: bool = True) -> RSAKey:
         return _rsa_from_der(inner, wrapped=False)
     if len(items) == 2:  # RSAPublicKey: n, e
         return RSAKey._new(*map(_der_uint, items))
-    if len(items) == 9 and _der_small_int(items[0][1]) == 0:  # RSAPrivateKey, two primes
+    if len(items) == 9 and _der_uint(items[0]) == 0:  # RSAPrivateKey, two primes
         return RSAKey._new(*map(_der_uint, items[1:]))  # n, e, d, p, q, dp, dq, qi
     raise DPoPError(
         "unsupported_key", "not a two-prime RSA key (multi-prime keys are not supported)"

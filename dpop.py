@@ -2298,16 +2298,17 @@ class RSAKey(_Key):
             return b"\x00\x01" + b"\xff" * ((self.size + 7) // 8 - len(info) - 3) + b"\x00" + info
         if alg != "PS256":
             raise ValueError("RSA keys sign RS256 or PS256, not %r" % alg)
-        em_len = (self.size - 1 + 7) // 8  # emBits = modBits - 1
         # §9.1.1 steps 5-6: H = Hash(M'), M' = 8 zero bytes || mHash || salt
         h = hashlib.sha256(b"\x00" * 8 + digest + salt).digest()
-        # steps 7-8: DB = PS || 0x01 || salt, PS zero bytes (66 = hLen + sLen + 2)
-        db = b"\x00" * (em_len - 66) + b"\x01" + salt
-        # steps 9-11: maskedDB = DB xor MGF1(H), with the bits above emBits cleared
-        masked = bytearray(x ^ y for x, y in zip(db, _mgf1(h, len(db))))
-        masked[0] &= 0xFF >> (8 * em_len - (self.size - 1))
+        # EM = maskedDB || H || 0xbc has emBits = modBits - 1 bits, so maskedDB (the emLen - hLen
+        # - 1 bytes before H) keeps its low modBits - 1 - 8 * (hLen + 1) = size - 265 bits
+        db_bits = self.size - 265
+        # steps 7-11: DB = PS || 0x01 || salt (PS zero bytes, so DB's number is 0x01 || salt's),
+        # maskedDB = DB xor MGF1(H), with the bits above emBits cleared
+        mask = int.from_bytes(_mgf1(h, (db_bits + 7) // 8), "big")
+        masked = (int.from_bytes(b"\x01" + salt, "big") ^ mask) % (1 << db_bits)
         # step 12: EM = maskedDB || H || 0xbc
-        return bytes(masked) + h + b"\xbc"
+        return masked.to_bytes((db_bits + 7) // 8, "big") + h + b"\xbc"
 
     def sign(self, data: BytesLike, alg: str = "RS256") -> bytes:
         """RS256 or PS256 signature of ``data`` (as many bytes as n)."""
@@ -2346,7 +2347,7 @@ class RSAKey(_Key):
         # (every EM _encode makes has that form; the bits above emBits, which it clears, are in
         # DB's first byte, never in the salt). RS256 (§8.2.2) has no salt: the 32 bytes read are
         # ignored, and its encoding is compared the same way.
-        db_len = (self.size - 1 + 7) // 8 - 33
+        db_len = (self.size - 258) // 8  # maskedDB's bytes, as in _encode
         salt = bytes(x ^ y for x, y in zip(em[-65:-33], _mgf1(em[-33:-1], db_len)[-32:]))
         # the encoding is emLen bytes, one fewer than k when modBits - 1 is a multiple of 8
         return hmac.compare_digest(em, self._encode(alg, raw, salt).rjust(k, b"\x00"))

@@ -1189,15 +1189,17 @@ def _pem_to_der(text: str, labels: Sequence[str] = _EC_PEM_LABELS) -> bytes:
             raise DPoPError(*_PEM_REFUSED.get(label, other))
         if ":" in body:  # RFC 1421 headers: only legacy encryption uses them
             if "ENCRYPTED" in body.split("\n\n")[0].upper():
-                why = "the PEM key is encrypted; decrypt it first (openssl ec -in FILE -out PLAIN)"
-                raise DPoPError("encrypted_key", why)
+                raise DPoPError(
+                    "encrypted_key",
+                    "the PEM key is encrypted; decrypt it first (openssl ec -in FILE -out PLAIN)",
+                )
             raise DPoPError("bad_key", "PEM headers are not supported")
         found.append(body)
     # exactly one key: with two, which one signs would depend on the order in the file
-    if not found:
-        raise DPoPError("bad_key", "no PEM key block found")
-    if len(found) > 1:
-        raise DPoPError("bad_key", "more than one key in the PEM text")
+    if len(found) != 1:
+        raise DPoPError(
+            "bad_key", "%d PEM key blocks found; there must be exactly one" % len(found)
+        )
     try:
         return base64.b64decode("".join(found[0].split()), validate=True)
     except (binascii.Error, ValueError):
@@ -1345,7 +1347,7 @@ class ECKey(_Key):
 
     def __repr__(self) -> str:
         """Kind and thumbprint: never a coordinate of d."""
-        kind = "private" if self._d is not None else "public"
+        kind = "private" if self.has_private else "public"
         return "<dpop.ECKey P-256 %s jkt=%s>" % (kind, self.thumbprint())
 
     def __eq__(self, other: object) -> bool:
@@ -2354,7 +2356,7 @@ class RSAKey(_Key):
 
     def __repr__(self) -> str:
         """Size, kind and thumbprint: never a private member."""
-        kind = "private" if self._private is not None else "public"
+        kind = "private" if self.has_private else "public"
         return "<dpop.RSAKey %d-bit %s jkt=%s>" % (self.size, kind, self.thumbprint())
 
     def __eq__(self, other: object) -> bool:

@@ -965,7 +965,8 @@ def _check_algorithm(items: List[Tuple[int, bytes]]) -> None:
     if not items or items[0][0] != _OID:
         raise _bad_der("bad AlgorithmIdentifier")
     if items[0][1] != _OID_EC_PUBLIC_KEY:
-        name = _KNOWN_OIDS.get(_oid_text(items[0][1]), "algorithm " + _oid_text(items[0][1]))
+        text = _oid_text(items[0][1])
+        name = _KNOWN_OIDS.get(text, "algorithm " + text)
         raise DPoPError("unsupported_key", "%s is not an EC key; only P-256 is supported" % name)
     if len(items) != 2:
         raise _bad_der("EC AlgorithmIdentifier needs exactly one parameter")
@@ -979,7 +980,8 @@ def _check_curve(param: Tuple[int, bytes]) -> None:
     if tag != _OID:
         raise DPoPError("unsupported_curve", "explicit curve parameters are not supported")
     if value != _OID_P256:
-        name = _KNOWN_OIDS.get(_oid_text(value), "curve " + _oid_text(value))
+        text = _oid_text(value)
+        name = _KNOWN_OIDS.get(text, "curve " + text)
         raise DPoPError("unsupported_curve", "%s is not supported; use P-256" % name)
 
 
@@ -1468,8 +1470,8 @@ def _key_data(data: KeyData, labels: Sequence[str]) -> Union[bytes, Mapping[str,
     stripped = data.strip()
     if stripped.startswith("{"):
         return _json_object(stripped.encode("utf-8", "surrogatepass"), "JWK")
-    if "-----BEGIN " in stripped:
-        return _pem_to_der(stripped + "\n", labels)
+    if "-----BEGIN " in data:
+        return _pem_to_der(data, labels)
     if len(data) < 4096 and os.path.isfile(data):
         raise DPoPError(
             "bad_key",
@@ -2314,9 +2316,9 @@ class RSAKey(_Key):
 
     def sign(self, data: BytesLike, alg: str = "RS256") -> bytes:
         """RS256 or PS256 signature of ``data`` (as many bytes as n)."""
-        encoded = self._encode(alg, _as_bytes("data", data), os.urandom(32))
+        m = int.from_bytes(self._encode(alg, _as_bytes("data", data), os.urandom(32)), "big")
         _, prime1, prime2, dp, dq, qi = self._secret()  # d itself is not needed with CRT
-        m, modulus = int.from_bytes(encoded, "big"), self.n
+        modulus = self.n
         # -- blinding: the CRT below works on m * r^e, never on m --
         r = int.from_bytes(os.urandom(self.size // 8 + 16), "big") % modulus
         blinded = m * pow(r, self.e, modulus) % modulus

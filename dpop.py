@@ -1085,7 +1085,7 @@ def _parse_der(der: bytes) -> ECKey:
         private, algorithm, inner, extra = wrapped
         _check_algorithm(_der_sequence(algorithm, "AlgorithmIdentifier"))
         if not private:
-            return ECKey._new(None, *_point_from_octets(inner))
+            return ECKey._new(None, _point_from_octets(inner))
         d, public = _parse_sec1(inner, outer_curve_checked=True)
         return _key_from_parts(d, _pkcs8_public(public, extra))
     tags = [tag for tag, _ in items[:2]]
@@ -1108,12 +1108,12 @@ def _der_tlv(tag: int, value: bytes) -> bytes:
     return bytes([tag, 0x80 | len(length)]) + length + value
 
 
-def _encode_key(x: int, y: int, d: Optional[int]) -> bytes:
-    """SubjectPublicKeyInfo DER for the P-256 point (x, y), uncompressed (RFC 5480 §2); given d,
+def _encode_key(point: Affine, d: Optional[int]) -> bytes:
+    """SubjectPublicKeyInfo DER for the P-256 point, uncompressed (RFC 5480 §2); given d,
     PKCS#8 PrivateKeyInfo (version 0) holding an RFC 5915 ECPrivateKey with that public key."""
     # both share the AlgorithmIdentifier and the public key's BIT STRING
     algorithm = _der_tlv(_SEQUENCE, _der_tlv(_OID, _OID_EC_PUBLIC_KEY) + _der_tlv(_OID, _OID_P256))
-    public = _der_tlv(_BIT_STRING, b"\x00\x04" + _int_to_bytes32(x) + _int_to_bytes32(y))
+    public = _der_tlv(_BIT_STRING, b"\x00\x04" + b"".join(map(_int_to_bytes32, point)))
     if d is None:
         return _der_tlv(_SEQUENCE, algorithm + public)
     private = _der_tlv(_INTEGER, b"\x01") + _der_tlv(_OCTET_STRING, _int_to_bytes32(d))
@@ -1253,22 +1253,21 @@ class ECKey(_Key):
     Make one with generate_key(), load_key() or load_key_file().
     """
 
-    # Invariant, set by _new and never changed (__setattr__ refuses): (_x, _y) is on the curve
+    # Invariant, set by _new and never changed (__setattr__ refuses): _point is on the curve
     # and, when _d is not None, equals _d * G. _new checks nothing: every path to it passes
     # numbers already checked (generate_key derives the point, the loaders check it, public_key
     # reuses a key's own).
-    __slots__ = ("_d", "_x", "_y", "_jkt", "_header")
+    __slots__ = ("_d", "_point", "_jkt", "_header")
     _d: Optional[int]  # the private scalar, 1 <= d < n; None for a public key
-    _x: int  # the public point d*G, affine, on the curve
-    _y: int
+    _point: Affine  # the public point d*G, affine (x, y), on the curve
     _jkt: Optional[str]  # RFC 7638 thumbprint, computed on first use
     _header: Optional[str]  # base64url DPoP proof header, computed on first use
 
     @classmethod
-    def _new(cls, d: Optional[int], x: int, y: int) -> ECKey:
+    def _new(cls, d: Optional[int], point: Affine) -> ECKey:
         """Internal constructor for already-validated values."""
         key = object.__new__(cls)
-        for name, value in zip(cls.__slots__, (d, x, y, None, None)):
+        for name, value in zip(cls.__slots__, (d, point, None, None)):
             object.__setattr__(key, name, value)
         return key
 
@@ -1280,15 +1279,15 @@ class ECKey(_Key):
     @property
     def public_point(self) -> Tuple[int, int]:
         """The affine public point (x, y)."""
-        return self._x, self._y
+        return self._point
 
     def public_key(self) -> ECKey:
         """This key without its private half."""
-        return ECKey._new(None, self._x, self._y)
+        return ECKey._new(None, self._point)
 
     def public_jwk(self) -> Dict[str, str]:
         """{kty, crv, x, y}, coordinates as 32-byte base64url. Nothing else."""
-        x, y = (b64url_encode(_int_to_bytes32(c)) for c in (self._x, self._y))
+        x, y = (b64url_encode(_int_to_bytes32(c)) for c in self._point)
         return {"kty": "EC", "crv": "P-256", "x": x, "y": y}
 
     def private_jwk(self) -> Dict[str, str]:
@@ -1313,8 +1312,8 @@ class ECKey(_Key):
     def to_pem(self, private: bool = True) -> str:
         """PKCS#8 PEM (private=True) or SubjectPublicKeyInfo PEM."""
         if private:
-            return _pem("PRIVATE KEY", _encode_key(self._x, self._y, self._private()))
-        return _pem("PUBLIC KEY", _encode_key(self._x, self._y, None))
+            return _pem("PRIVATE KEY", _encode_key(self._point, self._private()))
+        return _pem("PUBLIC KEY", _encode_key(self._point, None))
 
     def sign(self, data: BytesLike, *, hedge: bool = True) -> bytes:
         """ES256 signature of ``data``: 64 bytes r || s.
@@ -1333,12 +1332,10 @@ class ECKey(_Key):
         """True if ``signature`` (64 bytes r || s) is valid for ``data``. Never
         raises on bad bytes. A key that verifies again and again earns a table (_KeyTables)."""
         digest = hashlib.sha256(_as_bytes("data", data)).digest()
-        point = (self._x, self._y)
-        good = _verify_digest(
-            point, digest, _as_bytes("signature", signature), _KEY_TABLES.table(point)
-        )
+        table = _KEY_TABLES.table(self._point)
+        good = _verify_digest(self._point, digest, _as_bytes("signature", signature), table)
         if good:
-            _KEY_TABLES.verified(point)
+            _KEY_TABLES.verified(self._point)
         return good
 
     def _private(self) -> int:
@@ -1358,11 +1355,11 @@ class ECKey(_Key):
         # and d -> d*G is one-to-one on [1, n), so d itself is never compared (nor timed)
         if not isinstance(other, ECKey):
             return NotImplemented
-        return (self._x, self._y, self.has_private) == (other._x, other._y, other.has_private)
+        return (self._point, self.has_private) == (other._point, other.has_private)
 
     def __hash__(self) -> int:
         """The public point's hash: a private key and its public half hash alike."""
-        return hash((self._x, self._y))
+        return hash(self._point)
 
 
 def _public_from_private(d: int) -> Affine:
@@ -1387,7 +1384,7 @@ def _key_from_parts(d: int, public: Optional[Affine]) -> ECKey:
     derived = _public_from_private(d)
     if public is not None and public != derived:
         raise DPoPError("bad_key", "the embedded public key does not match the private key")
-    return ECKey._new(d, *derived)
+    return ECKey._new(d, derived)
 
 
 def _jwk_member(jwk: Mapping[str, Any], name: str) -> str:
@@ -1443,7 +1440,7 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
     if not _on_curve(x, y):
         raise DPoPError("bad_key", "JWK point is not on P-256")
     if "d" not in jwk:
-        return ECKey._new(None, x, y)
+        return ECKey._new(None, (x, y))
     return _key_from_parts(_jwk_coordinate(jwk, "d"), (x, y))
 
 

@@ -888,22 +888,20 @@ def _der_read(data: bytes, pos: int) -> Tuple[int, bytes, int]:
         raise _bad_der("truncated")
     # X.690 §8.1.2: one identifier octet (the low five bits all set would mean a longer tag)
     tag, length = data[pos], data[pos + 1]
-    pos += 2
     if tag & 0x1F == 0x1F:
         raise _bad_der("multi-byte tags are not used by key files")
-    # §8.1.3: a length below 128 is one octet; else 0x80 | count, then count octets (DER §10.1:
-    # definite and minimal, so 0x81 for 128-255 and 0x82 above; key files never need more)
+    # §8.1.3: a length below 128 is one octet; else 0x80 | count, then count octets
+    start = pos + 2
     if length & 0x80:
-        count = length & 0x7F
-        if count not in (1, 2) or pos + count > len(data):
-            raise _bad_der("bad length")
-        length = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-        if length < 0x80 or (count == 2 and length < 0x100):
-            raise _bad_der("non-minimal length")
-    if pos + length > len(data):
-        raise _bad_der("truncated")
-    return tag, data[pos : pos + length], pos + length
+        start += length & 0x7F
+        length = int.from_bytes(data[pos + 2 : start], "big")
+    end = start + length
+    value = data[start:end]
+    # DER §10.1: the length is definite and minimal, so the element is exactly what _der_tlv
+    # writes for its value (BER's indefinite 0x80 and zero-padded lengths are not)
+    if end > len(data) or _der_tlv(tag, value) != data[pos:end]:
+        raise _bad_der("truncated, or a length that is not minimal")
+    return tag, value, end
 
 
 def _der_read_exact(data: bytes) -> Tuple[int, bytes]:

@@ -1030,19 +1030,20 @@ def _key_info(items: List[Tuple[int, bytes]]) -> Optional[Tuple[bool, bytes, byt
     return True, _der_tlv(_SEQUENCE, items[1][1]), items[2][1], items[3:]
 
 
-def _parse_sec1(der: bytes, outer_curve_checked: bool) -> Tuple[int, Optional[Affine]]:
+def _parse_sec1(der: bytes, curve_named: bool) -> Tuple[int, Optional[Affine]]:
     """RFC 5915 ECPrivateKey: (d, embedded public point or None); _key_from_parts checks d's
-    range."""
+    range. ``curve_named`` is True when a PKCS#8 wrapper has already named (and checked) the
+    curve; else the key must name it in its own [0] parameters."""
     # ECPrivateKey ::= SEQUENCE { version 1, privateKey OCTET STRING, [0] parameters OPTIONAL,
     #                             [1] publicKey BIT STRING OPTIONAL } (RFC 5915 §3), in that order
     items = _der_sequence(der, "ECPrivateKey")
     if len(items) < 2 or _der_uint(items[0]) != 1:
         raise _bad_der("ECPrivateKey must start with version 1")
-    public, seen_params, last = None, False, 0
+    public, last = None, 0
     for tag, value in items[2:]:
         if tag == 0xA0 and last < 1:  # [0] ECParameters
             _check_curve(_der_read_exact(value))
-            seen_params = True
+            curve_named = True
             last = 1
         elif tag == 0xA1 and last < 2:  # [1] publicKey BIT STRING
             inner = _der_read_exact(value)
@@ -1052,7 +1053,7 @@ def _parse_sec1(der: bytes, outer_curve_checked: bool) -> Tuple[int, Optional[Af
             last = 2
         else:
             raise _bad_der("unexpected field in ECPrivateKey")
-    if not seen_params and not outer_curve_checked:
+    if not curve_named:
         raise DPoPError("bad_key", "SEC1 key names no curve")
     # after the curve: a P-384 key is unsupported_curve, as in every other encoding, not a bad P-256
     # key
@@ -1084,11 +1085,11 @@ def _parse_der(der: bytes) -> ECKey:
         _check_algorithm(_der_sequence(algorithm, "AlgorithmIdentifier"))
         if not private:
             return ECKey._new(None, _point_from_octets(inner))
-        d, public = _parse_sec1(inner, outer_curve_checked=True)
+        d, public = _parse_sec1(inner, curve_named=True)
         return _key_from_parts(d, _pkcs8_public(public, extra))
     tags = [tag for tag, _ in items[:2]]
     if tags == [_INTEGER, _OCTET_STRING]:
-        return _key_from_parts(*_parse_sec1(der, outer_curve_checked=False))
+        return _key_from_parts(*_parse_sec1(der, curve_named=False))
     if tags == [_INTEGER, _INTEGER]:
         raise DPoPError(
             "unsupported_key", "this looks like an RSA or DSA key; only P-256 EC keys are supported"
@@ -1434,12 +1435,12 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
             "unsupported_curve", "JWK curve %s is not supported; use P-256" % _short_repr(crv)
         )
     _check_jwk_use(jwk)
-    x, y = _jwk_coordinate(jwk, "x"), _jwk_coordinate(jwk, "y")
-    if not _on_curve(x, y):
+    point = _jwk_coordinate(jwk, "x"), _jwk_coordinate(jwk, "y")
+    if not _on_curve(*point):
         raise DPoPError("bad_key", "JWK point is not on P-256")
     if "d" not in jwk:
-        return ECKey._new(None, (x, y))
-    return _key_from_parts(_jwk_coordinate(jwk, "d"), (x, y))
+        return ECKey._new(None, point)
+    return _key_from_parts(_jwk_coordinate(jwk, "d"), point)
 
 
 def _key_data(data: KeyData, labels: Sequence[str]) -> Union[bytes, Mapping[str, Any]]:

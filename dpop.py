@@ -1161,9 +1161,9 @@ def _pem_blocks(text: str) -> Iterator[Tuple[str, str]]:
             if label is not None or not _PEM_LABEL.fullmatch(line[11:-5]):
                 raise DPoPError("bad_key", "PEM BEGIN line inside a block, or a bad label")
             label, body = line[11:-5], []
-        elif line.startswith("-----END ") and line.endswith("-----") and label is not None:
-            if line[9:-5] != label:
-                raise DPoPError("bad_key", "PEM BEGIN and END labels differ")
+        elif label is not None and line == "-----END %s-----" % label:
+            # an END line with another label is no END: the block then has none (or a body line
+            # that is not base64), and is refused as such
             yield label, "\n".join(body)
             label = None
         elif label is not None:

@@ -1122,7 +1122,8 @@ def _encode_key(point: Affine, d: Optional[int]) -> bytes:
     )
 
 
-_PEM_LABEL = re.compile(r"[A-Z0-9 ]{1,64}")
+# a BEGIN line and its label (RFC 7468 §3's labels are printable; key files use these characters)
+_PEM_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,64})-----")
 # the error for a label we know but do not read (the code, then the message, which says what the
 # block is and, where there is one, how to convert it); any other label is not a key we read
 _PEM_REFUSED = {
@@ -1157,10 +1158,11 @@ def _pem_blocks(text: str) -> Iterator[Tuple[str, str]]:
     body: List[str] = []
     for line in text.splitlines():
         line = line.strip()
-        if line.startswith("-----BEGIN ") and line.endswith("-----"):
-            if label is not None or not _PEM_LABEL.fullmatch(line[11:-5]):
-                raise DPoPError("bad_key", "PEM BEGIN line inside a block, or a bad label")
-            label, body = line[11:-5], []
+        begin = _PEM_BEGIN.fullmatch(line)
+        if begin:
+            if label is not None:
+                raise DPoPError("bad_key", "PEM BEGIN line inside a block")
+            label, body = begin[1], []
         elif label is not None and line == "-----END %s-----" % label:
             # an END line with another label is no END: the block then has none (or a body line
             # that is not base64), and is refused as such

@@ -1062,17 +1062,16 @@ def _parse_sec1(der: bytes, curve_named: bool) -> Tuple[int, Optional[Affine]]:
     return int.from_bytes(items[1][1], "big"), public
 
 
-def _pkcs8_public(public: Optional[Affine], extra: List[Tuple[int, bytes]]) -> Optional[Affine]:
-    """PKCS#8 v2's [1] publicKey (RFC 5958), which must agree with the one in ECPrivateKey."""
+def _pkcs8_publics(extra: List[Tuple[int, bytes]]) -> List[Affine]:
+    """The points in PKCS#8 v2's [1] publicKey (RFC 5958); _key_from_parts checks that they, like
+    the one in ECPrivateKey, are the private key's."""
+    points = []
     for tag, value in extra:
         if tag == 0x81 or tag == 0xA1:  # [1] publicKey (v2)
-            outer = _point_from_octets(_bit_string_octets(value))
-            if public is not None and public != outer:
-                raise DPoPError("bad_key", "PKCS#8 carries two different public keys")
-            public = outer
+            points.append(_point_from_octets(_bit_string_octets(value)))
         elif tag != 0xA0:  # [0] attributes are ignored
             raise _bad_der("unexpected field in PrivateKeyInfo")
-    return public
+    return points
 
 
 def _parse_der(der: bytes) -> ECKey:
@@ -1086,7 +1085,7 @@ def _parse_der(der: bytes) -> ECKey:
         if not private:
             return ECKey._new(None, _point_from_octets(inner))
         d, public = _parse_sec1(inner, curve_named=True)
-        return _key_from_parts(d, _pkcs8_public(public, extra))
+        return _key_from_parts(d, public, *_pkcs8_publics(extra))
     tags = [tag for tag, _ in items[:2]]
     if tags == [_INTEGER, _OCTET_STRING]:
         return _key_from_parts(*_parse_sec1(der, curve_named=False))
@@ -1375,16 +1374,16 @@ def generate_key() -> ECKey:
     return _key_from_parts(_random_below(n), None)
 
 
-def _key_from_parts(d: int, public: Optional[Affine]) -> ECKey:
-    """The private key d, which must be in [1, n); the point is derived from it, and an embedded
-    one must agree."""
+def _key_from_parts(d: int, *embedded: Optional[Affine]) -> ECKey:
+    """The private key d, which must be in [1, n); the point is derived from it, and every point
+    embedded with it (None for none) must agree."""
     if not 1 <= d < n:
         raise DPoPError("bad_key", "private scalar out of range")
     # the point is always derived from d; an embedded one must agree with it, so a file whose
     # public half was edited cannot give a key that signs for one point and shows another
     derived = _public_from_private(d)
-    if public is not None and public != derived:
-        raise DPoPError("bad_key", "the embedded public key does not match the private key")
+    if any(point not in (None, derived) for point in embedded):
+        raise DPoPError("bad_key", "an embedded public key does not match the private key")
     return ECKey._new(d, derived)
 
 

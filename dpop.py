@@ -1123,30 +1123,19 @@ def _encode_key(point: Affine, d: Optional[int]) -> bytes:
 
 # a BEGIN line and its label (RFC 7468 §3's labels are printable; key files use these characters)
 _PEM_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,64})-----")
-# the error for a label we know but do not read (the code, then the message, which says what the
-# block is and, where there is one, how to convert it); any other label is not a key we read
+# the unsupported_key message for a label we know but do not read: what the block is and, where
+# there is one, how to convert it (any other label is not a key we read; an encrypted key is
+# encrypted_key, told apart in _pem_to_der)
 _PEM_REFUSED = {
-    "ENCRYPTED PRIVATE KEY": (
-        "encrypted_key",
-        "the PKCS#8 key is encrypted; decrypt it first (openssl pkcs8 -in FILE -out PLAIN)",
-    ),
     "RSA PRIVATE KEY": (
-        "unsupported_key",
-        "PEM block 'RSA PRIVATE KEY' is an RSA key; only P-256 EC keys are supported",
+        "PEM block 'RSA PRIVATE KEY' is an RSA key; only P-256 EC keys are supported"
     ),
-    "RSA PUBLIC KEY": (
-        "unsupported_key",
-        "PEM block 'RSA PUBLIC KEY' is an RSA key; only P-256 EC keys are supported",
-    ),
-    "DSA PRIVATE KEY": (
-        "unsupported_key",
-        "PEM block 'DSA PRIVATE KEY' is a DSA key; only P-256 EC keys are supported",
-    ),
+    "RSA PUBLIC KEY": "PEM block 'RSA PUBLIC KEY' is an RSA key; only P-256 EC keys are supported",
+    "DSA PRIVATE KEY": "PEM block 'DSA PRIVATE KEY' is a DSA key; only P-256 EC keys are supported",
     "OPENSSH PRIVATE KEY": (
-        "unsupported_key",
-        "PEM block 'OPENSSH PRIVATE KEY' is an OpenSSH key; convert it with ssh-keygen -p -m PKCS8",
+        "PEM block 'OPENSSH PRIVATE KEY' is an OpenSSH key; convert it with ssh-keygen -p -m PKCS8"
     ),
-    "CERTIFICATE": ("unsupported_key", "PEM block 'CERTIFICATE' is a certificate, not a key"),
+    "CERTIFICATE": "PEM block 'CERTIFICATE' is a certificate, not a key",
 }
 
 
@@ -1186,16 +1175,21 @@ def _pem_to_der(text: str, labels: Sequence[str] = _EC_PEM_LABELS) -> bytes:
     for label, body in _pem_blocks(text):
         if label == "EC PARAMETERS":
             continue
+        if label == "ENCRYPTED PRIVATE KEY":  # PKCS#8 encryption (RFC 5958 §3)
+            raise DPoPError(
+                "encrypted_key",
+                "the PKCS#8 key is encrypted; decrypt it first (openssl pkcs8 -in FILE -out PLAIN)",
+            )
         if label not in labels:
-            other = ("unsupported_key", "PEM block '%s' is not a key this module reads" % label)
-            raise DPoPError(*_PEM_REFUSED.get(label, other))
-        if ":" in body:  # RFC 1421 headers: only legacy encryption uses them
-            if "ENCRYPTED" in body.split("\n\n")[0].upper():
-                raise DPoPError(
-                    "encrypted_key",
-                    "the PEM key is encrypted; decrypt it first (openssl ec -in FILE -out PLAIN)",
-                )
-            raise DPoPError("bad_key", "PEM headers are not supported")
+            why = _PEM_REFUSED.get(label, "PEM block '%s' is not a key this module reads" % label)
+            raise DPoPError("unsupported_key", why)
+        # RFC 1421 headers: only legacy encryption uses them (any other header's ":" is refused
+        # below as a body that is not base64)
+        if ":" in body and "ENCRYPTED" in body.split("\n\n")[0].upper():
+            raise DPoPError(
+                "encrypted_key",
+                "the PEM key is encrypted; decrypt it first (openssl ec -in FILE -out PLAIN)",
+            )
         found.append(body)
     # exactly one key: with two, which one signs would depend on the order in the file
     if len(found) != 1:

@@ -1220,9 +1220,16 @@ def _pem(label: str, der: bytes) -> str:
 
 class _Key:
     """What ECKey and RSAKey share: only this module makes them (their _new sets the slots through
-    object.__setattr__), they never change after, and they are never pickled or copied."""
+    object.__setattr__), they never change after, they are never pickled or copied, and each keeps
+    its private part in a _secret slot (None for a public key)."""
 
     __slots__ = ()
+    _secret: object
+
+    @property
+    def has_private(self) -> bool:
+        """True if this key can sign."""
+        return self._secret is not None
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         """Not for use: keys come from generate_key(), load_key(), load_key_file() or
@@ -1248,11 +1255,11 @@ class ECKey(_Key):
     """
 
     # Invariant, set by _new and never changed (__setattr__ refuses): _point is on the curve
-    # and, when _d is not None, equals _d * G. _new checks nothing: every path to it passes
-    # numbers already checked (generate_key derives the point, the loaders check it, public_key
-    # reuses a key's own).
-    __slots__ = ("_d", "_point", "_jkt", "_header")
-    _d: Optional[int]  # the private scalar, 1 <= d < n; None for a public key
+    # and, when _secret is not None, equals _secret * G. _new checks nothing: every path to it
+    # passes numbers already checked (generate_key derives the point, the loaders check it,
+    # public_key reuses a key's own).
+    __slots__ = ("_secret", "_point", "_jkt", "_header")
+    _secret: Optional[int]  # the private scalar d, 1 <= d < n; None for a public key
     _point: Affine  # the public point d*G, affine (x, y), on the curve
     _jkt: Optional[str]  # RFC 7638 thumbprint, computed on first use
     _header: Optional[str]  # base64url DPoP proof header, computed on first use
@@ -1264,11 +1271,6 @@ class ECKey(_Key):
         for name, value in zip(cls.__slots__, (d, point, None, None)):
             object.__setattr__(key, name, value)
         return key
-
-    @property
-    def has_private(self) -> bool:
-        """True if this key can sign."""
-        return self._d is not None
 
     @property
     def public_point(self) -> Tuple[int, int]:
@@ -1334,9 +1336,9 @@ class ECKey(_Key):
 
     def _private(self) -> int:
         """The private scalar d, or no_private_key for a public key."""
-        if self._d is None:
+        if self._secret is None:
             raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
-        return self._d
+        return self._secret
 
     def __repr__(self) -> str:
         """Kind and thumbprint: never a coordinate of d."""
@@ -2214,11 +2216,11 @@ class RSAKey(_Key):
 
     # Invariant, set by _new (which checks it) and never changed: 2048 <= size <= 8192, e odd
     # in [3, 2^32), and the private members, when present, consistent with n and e.
-    __slots__ = ("n", "e", "_private", "size")
+    __slots__ = ("n", "e", "_secret", "size")
     n: int  # modulus, 2048 to 8192 bits
     e: int  # public exponent, odd, 3 <= e < 2^32
     # d, p, q, dp, dq, qi; checked consistent
-    _private: Optional[Tuple[int, int, int, int, int, int]]
+    _secret: Optional[Tuple[int, int, int, int, int, int]]
     size: int  # bits of n
 
     @classmethod
@@ -2252,11 +2254,6 @@ class RSAKey(_Key):
             object.__setattr__(key, name, value)
         return key
 
-    @property
-    def has_private(self) -> bool:
-        """True if this key can sign."""
-        return self._private is not None
-
     def public_key(self) -> RSAKey:
         """This key without its private half."""
         return RSAKey._new(self.n, self.e)
@@ -2268,18 +2265,18 @@ class RSAKey(_Key):
     def private_jwk(self) -> Dict[str, str]:
         """The public JWK plus d, p, q, dp, dq, qi. Handle the result as a secret."""
         jwk = self.public_jwk()
-        jwk.update(zip(_RSA_PRIVATE, map(_b64_uint, self._secret())))
+        jwk.update(zip(_RSA_PRIVATE, map(_b64_uint, self._private())))
         return jwk
 
     def thumbprint(self) -> str:
         """RFC 7638 SHA-256 thumbprint of the public JWK, base64url."""
         return jwk_thumbprint(self.public_jwk())
 
-    def _secret(self) -> Tuple[int, int, int, int, int, int]:
+    def _private(self) -> Tuple[int, int, int, int, int, int]:
         """(d, p, q, dp, dq, qi), or no_private_key for a public key."""
-        if self._private is None:
+        if self._secret is None:
             raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
-        return self._private
+        return self._secret
 
     def _encode(self, alg: str, data: bytes, salt: bytes) -> bytes:
         """EMSA-PKCS1-v1_5 (RS256, RFC 8017 §9.2) or EMSA-PSS with MGF1-SHA-256
@@ -2308,7 +2305,7 @@ class RSAKey(_Key):
     def sign(self, data: BytesLike, alg: str = "RS256") -> bytes:
         """RS256 or PS256 signature of ``data`` (as many bytes as n)."""
         m = int.from_bytes(self._encode(alg, _as_bytes("data", data), os.urandom(32)), "big")
-        _, prime1, prime2, dp, dq, qi = self._secret()  # d itself is not needed with CRT
+        _, prime1, prime2, dp, dq, qi = self._private()  # d itself is not needed with CRT
         modulus = self.n
         # -- blinding: the CRT below works on m * r^e, never on m --
         r = int.from_bytes(os.urandom(self.size // 8 + 16), "big") % modulus
@@ -2356,7 +2353,7 @@ class RSAKey(_Key):
         """Same n and e, and the same d (compared in constant time) or both public."""
         if not isinstance(other, RSAKey):
             return NotImplemented
-        mine, theirs = self._private, other._private
+        mine, theirs = self._secret, other._secret
         same_private = (
             mine == theirs
             if mine is None or theirs is None

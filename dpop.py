@@ -968,13 +968,12 @@ def _check_algorithm(items: List[Tuple[int, bytes]]) -> None:
         raise DPoPError("unsupported_key", "%s is not an EC key; only P-256 is supported" % name)
     if len(items) != 2:
         raise _bad_der("EC AlgorithmIdentifier needs exactly one parameter")
-    _check_curve(items[1])
+    _check_curve(*items[1])
 
 
-def _check_curve(param: Tuple[int, bytes]) -> None:
-    """ECParameters must be the namedCurve P-256; explicit parameters and other curves are refused
-    by name."""
-    tag, value = param
+def _check_curve(tag: int, value: bytes) -> None:
+    """ECParameters (the element ``tag``, ``value``) must be the namedCurve P-256; explicit
+    parameters and other curves are refused by name."""
     if tag != _OID:
         raise DPoPError("unsupported_curve", "explicit curve parameters are not supported")
     if value != _OID_P256:
@@ -1006,7 +1005,7 @@ def _point_from_octets(data: bytes) -> Affine:
 
 def _bit_string_octets(value: bytes) -> bytes:
     """The octets of a BIT STRING with no unused bits (every key file's kind)."""
-    if not value or value[0] != 0:
+    if value[:1] != b"\x00":  # the count of unused bits, which key files never have
         raise _bad_der("BIT STRING with unused bits")
     return value[1:]
 
@@ -1042,7 +1041,7 @@ def _parse_sec1(der: bytes, curve_named: bool) -> Tuple[int, Optional[Affine]]:
     public, last = None, 0
     for tag, value in items[2:]:
         if tag == 0xA0 and last < 1:  # [0] ECParameters
-            _check_curve(_der_read_exact(value))
+            _check_curve(*_der_read_exact(value))
             curve_named = True
             last = 1
         elif tag == 0xA1 and last < 2:  # [1] publicKey BIT STRING

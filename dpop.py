@@ -1045,10 +1045,10 @@ def _parse_sec1(der: bytes, curve_named: bool) -> Tuple[int, Optional[Affine]]:
             curve_named = True
             last = 1
         elif tag == 0xA1 and last < 2:  # [1] publicKey BIT STRING
-            inner = _der_read_exact(value)
-            if inner[0] != _BIT_STRING:
+            inner_tag, bits = _der_read_exact(value)
+            if inner_tag != _BIT_STRING:
                 raise _bad_der("ECPrivateKey publicKey is not a BIT STRING")
-            public = _point_from_octets(_bit_string_octets(inner[1]))
+            public = _point_from_octets(_bit_string_octets(bits))
             last = 2
         else:
             raise _bad_der("unexpected field in ECPrivateKey")

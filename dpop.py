@@ -2394,19 +2394,18 @@ def _mgf1(seed: bytes, length: int) -> bytes:
     return out[:length]
 
 
-def _rsa_from_der(der: bytes, wrapped: bool = True) -> RSAKey:
-    """PKCS#1 RSAPrivateKey or RSAPublicKey, PKCS#8, or SubjectPublicKeyInfo. A wrapper (SPKI,
-    PKCS#8) holds PKCS#1, never another wrapper: ``wrapped`` is False inside one, so the recursion
-    is one level deep."""
+def _rsa_from_der(der: bytes) -> RSAKey:
+    """PKCS#1 RSAPrivateKey or RSAPublicKey, bare or in one wrapper (PKCS#8 or
+    SubjectPublicKeyInfo), which holds PKCS#1, never another wrapper."""
     items = _der_sequence(der, "RSA key")
     info = _key_info(items)
     if info is not None:
         _, algorithm, inner, _ = info
-        if not wrapped:
-            raise DPoPError("unsupported_key", "an RSA key wrapped twice")
         if _der_sequence(algorithm, "AlgorithmIdentifier")[:1] != [(_OID, _OID_RSA)]:
             raise DPoPError("unsupported_key", "not an RSA key")
-        return _rsa_from_der(inner, wrapped=False)
+        items = _der_sequence(inner, "RSA key")
+        if _key_info(items) is not None:
+            raise DPoPError("unsupported_key", "an RSA key wrapped twice")
     if len(items) == 2:  # RSAPublicKey: n, e
         return RSAKey._new(*map(_der_uint, items))
     if len(items) == 9 and _der_uint(items[0]) == 0:  # RSAPrivateKey, two primes

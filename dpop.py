@@ -849,10 +849,11 @@ _KEY_TABLES = _KeyTables()
 # 5. DER and PEM (the subset key files use)
 # =============================================================================
 #
-# Trusts: nothing; it reads outside data (and hands a private key's d to section 6's
-# _key_from_parts, which checks its range). Guarantees: a key file is one of three structures, in
-# strict DER, within 64 KiB; the curve is named P-256 before any field is read as a P-256 value;
-# a PEM text holds exactly one key block; encrypted and foreign keys are refused by name.
+# Trusts: nothing; it reads outside data (and makes the key with section 6's ECKey._new, or, for a
+# private key, _key_from_parts, which checks d's range). Guarantees: a key file is one of three
+# structures, in strict DER, within 64 KiB; the curve is named P-256 before any field is read as a
+# P-256 value; a PEM text holds exactly one key block; encrypted and foreign keys are refused by
+# name.
 #
 # Exactly three structures: SEC1 ECPrivateKey (RFC 5915), PKCS#8
 # PrivateKeyInfo/OneAsymmetricKey (RFC 5958) wrapping it, and

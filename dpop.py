@@ -844,9 +844,11 @@ _KEY_TABLES = _KeyTables()
 # 5. DER and PEM (the subset key files use)
 # =============================================================================
 #
-# Trusts: nothing; it reads outside data. Guarantees: a key file is one of three structures, in
-# strict DER, within 64 KiB; the curve is named P-256 before any field is read as a P-256 value;
-# a PEM text holds exactly one key block; encrypted and foreign keys are refused by name.
+# Trusts: nothing; it reads outside data (and makes the key with section 6's ECKey._new, or, for a
+# private key, _key_from_parts, which checks d's range). Guarantees: a key file is one of three
+# structures, in strict DER, within 64 KiB; the curve is named P-256 before any field is read as a
+# P-256 value; a PEM text holds exactly one key block; encrypted and foreign keys are refused by
+# name.
 #
 # Exactly three structures: SEC1 ECPrivateKey (RFC 5915), PKCS#8
 # PrivateKeyInfo/OneAsymmetricKey (RFC 5958) wrapping it, and
@@ -882,29 +884,35 @@ def _der_read(data: bytes, pos: int) -> Tuple[int, bytes, int]:
         raise _bad_der("truncated")
     # X.690 §8.1.2: one identifier octet (the low five bits all set would mean a longer tag)
     tag, length = data[pos], data[pos + 1]
-    pos += 2
     if tag & 0x1F == 0x1F:
         raise _bad_der("multi-byte tags are not used by key files")
-    # §8.1.3: a length below 128 is one octet; else 0x80 | count, then count octets (DER §10.1:
-    # definite and minimal, so 0x81 for 128-255 and 0x82 above; key files never need more)
+    # §8.1.3: a length below 128 is one octet; else 0x80 | count, then count octets
+    start = pos + 2
     if length & 0x80:
-        count = length & 0x7F
-        if count not in (1, 2) or pos + count > len(data):
-            raise _bad_der("bad length")
-        length = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-        if length < 0x80 or (count == 2 and length < 0x100):
-            raise _bad_der("non-minimal length")
-    if pos + length > len(data):
-        raise _bad_der("truncated")
-    return tag, data[pos : pos + length], pos + length
+        start += length & 0x7F
+        length = int.from_bytes(data[pos + 2 : start], "big")
+    end = start + length
+    value = data[start:end]
+    # DER §10.1: the length is definite and minimal, so the element is exactly what _der_tlv
+    # writes for its value (BER's indefinite 0x80 and zero-padded lengths are not)
+    if end > len(data) or _der_tlv(tag, value) != data[pos:end]:
+        raise _bad_der("truncated, or a length that is not minimal")
+    return tag, value, end
+
+
+def _der_read_exact(data: bytes) -> Tuple[int, bytes]:
+    """The one TLV that is all of ``data``: (tag, value); trailing bytes are refused."""
+    tag, value, end = _der_read(data, 0)
+    if end != len(data):
+        raise _bad_der("trailing bytes")
+    return tag, value
 
 
 def _der_sequence(data: bytes, what: str) -> List[Tuple[int, bytes]]:
     """The elements of the SEQUENCE that is exactly ``data``."""
-    tag, body, end = _der_read(data, 0)
-    if tag != _SEQUENCE or end != len(data):
-        raise _bad_der("%s is not a single SEQUENCE" % what)
+    tag, body = _der_read_exact(data)
+    if tag != _SEQUENCE:
+        raise _bad_der("%s is not a SEQUENCE" % what)
     # the elements one after another; each _der_read is bounded by the sequence's own length,
     # so nothing nested is read here (callers parse what they expect, one level at a time)
     items, pos = [], 0
@@ -914,11 +922,16 @@ def _der_sequence(data: bytes, what: str) -> List[Tuple[int, bytes]]:
     return items
 
 
-def _der_small_int(value: bytes) -> int:
-    """A version number: one content byte, 0 to 127 (larger versions do not exist in key files)."""
-    if not value or len(value) > 1 or value[0] & 0x80:
-        raise _bad_der("bad version number")
-    return value[0]
+def _der_uint(tag_value: Tuple[int, bytes]) -> int:
+    """A DER INTEGER that must be non-negative and minimally encoded: a version number, or an RSA
+    key member."""
+    tag, value = tag_value
+    number = int.from_bytes(value, "big")
+    # X.690 §8.3: two's complement in the fewest bytes, so a non-negative number is its bits and a
+    # clear sign bit; an empty, negative or zero-padded INTEGER is not that encoding of any number
+    if tag != _INTEGER or value != number.to_bytes(number.bit_length() // 8 + 1, "big"):
+        raise _bad_der("bad INTEGER")
+    return number
 
 
 def _oid_text(value: bytes) -> str:
@@ -946,21 +959,22 @@ def _check_algorithm(items: List[Tuple[int, bytes]]) -> None:
     if not items or items[0][0] != _OID:
         raise _bad_der("bad AlgorithmIdentifier")
     if items[0][1] != _OID_EC_PUBLIC_KEY:
-        name = _KNOWN_OIDS.get(_oid_text(items[0][1]), "algorithm " + _oid_text(items[0][1]))
+        text = _oid_text(items[0][1])
+        name = _KNOWN_OIDS.get(text, "algorithm " + text)
         raise DPoPError("unsupported_key", "%s is not an EC key; only P-256 is supported" % name)
     if len(items) != 2:
         raise _bad_der("EC AlgorithmIdentifier needs exactly one parameter")
-    _check_curve(items[1])
+    _check_curve(*items[1])
 
 
-def _check_curve(param: Tuple[int, bytes]) -> None:
-    """ECParameters must be the namedCurve P-256; explicit parameters and other curves are refused
-    by name."""
-    tag, value = param
+def _check_curve(tag: int, value: bytes) -> None:
+    """ECParameters (the element ``tag``, ``value``) must be the namedCurve P-256; explicit
+    parameters and other curves are refused by name."""
     if tag != _OID:
         raise DPoPError("unsupported_curve", "explicit curve parameters are not supported")
     if value != _OID_P256:
-        name = _KNOWN_OIDS.get(_oid_text(value), "curve " + _oid_text(value))
+        text = _oid_text(value)
+        name = _KNOWN_OIDS.get(text, "curve " + text)
         raise DPoPError("unsupported_curve", "%s is not supported; use P-256" % name)
 
 
@@ -970,10 +984,9 @@ def _point_from_octets(data: bytes) -> Affine:
         x, y = int.from_bytes(data[1:33], "big"), int.from_bytes(data[33:], "big")
     elif len(data) == 33 and data[0] in (2, 3):
         x = int.from_bytes(data[1:], "big")
-        if x >= p:
-            raise DPoPError("bad_key", "point coordinate out of range")
         # p = 3 mod 4, so a square root of c is c^((p+1)/4). If c has none, the y it gives is
-        # off the curve, and _on_curve below refuses it: no separate check is needed.
+        # off the curve, and _on_curve below refuses it: no separate check is needed (nor for an
+        # x of p or more, which _on_curve refuses too).
         y = pow((x * x * x - 3 * x + b) % p, (p + 1) // 4, p)
         if y & 1 != data[0] & 1:
             y = p - y
@@ -988,7 +1001,7 @@ def _point_from_octets(data: bytes) -> Affine:
 
 def _bit_string_octets(value: bytes) -> bytes:
     """The octets of a BIT STRING with no unused bits (every key file's kind)."""
-    if not value or value[0] != 0:
+    if value[:1] != b"\x00":  # the count of unused bits, which key files never have
         raise _bad_der("BIT STRING with unused bits")
     return value[1:]
 
@@ -997,87 +1010,81 @@ def _key_info(items: List[Tuple[int, bytes]]) -> Optional[Tuple[bool, bytes, byt
     """SubjectPublicKeyInfo (RFC 5280 §4.1) or PKCS#8 PrivateKeyInfo (RFC 5958), the wrappers EC and
     RSA keys share: (private?, AlgorithmIdentifier DER, the key inside, PKCS#8's further fields);
     None for anything else."""
-    if items and items[0][0] == _SEQUENCE:
-        if len(items) != 2 or items[1][0] != _BIT_STRING:
+    tags = [tag for tag, _ in items]
+    if tags[:1] == [_SEQUENCE]:  # SEQUENCE { algorithm, subjectPublicKey BIT STRING }
+        if tags != [_SEQUENCE, _BIT_STRING]:
             raise _bad_der("bad SubjectPublicKeyInfo")
         return False, _der_tlv(_SEQUENCE, items[0][1]), _bit_string_octets(items[1][1]), []
-    if len(items) < 2 or items[0][0] != _INTEGER or items[1][0] != _SEQUENCE:
+    # SEQUENCE { version, algorithm, privateKey OCTET STRING, [0] attributes, [1] publicKey }
+    if tags[:2] != [_INTEGER, _SEQUENCE]:
         return None
-    if _der_small_int(items[0][1]) not in (0, 1):
+    if _der_uint(items[0]) not in (0, 1):
         raise _bad_der("PrivateKeyInfo must start with version 0 or 1")
-    if len(items) < 3 or items[2][0] != _OCTET_STRING:
+    if tags[2:3] != [_OCTET_STRING]:
         raise _bad_der("bad PrivateKeyInfo")
     return True, _der_tlv(_SEQUENCE, items[1][1]), items[2][1], items[3:]
 
 
-def _parse_sec1(der: bytes, outer_curve_checked: bool) -> Tuple[int, Optional[Affine]]:
-    """RFC 5915 ECPrivateKey: (d, embedded public point or None)."""
+def _parse_sec1(der: bytes, curve_named: bool) -> Tuple[int, Optional[Affine]]:
+    """RFC 5915 ECPrivateKey: (d, embedded public point or None); _key_from_parts checks d's
+    range. ``curve_named`` is True when a PKCS#8 wrapper has already named (and checked) the
+    curve; else the key must name it in its own [0] parameters."""
     # ECPrivateKey ::= SEQUENCE { version 1, privateKey OCTET STRING, [0] parameters OPTIONAL,
     #                             [1] publicKey BIT STRING OPTIONAL } (RFC 5915 §3), in that order
     items = _der_sequence(der, "ECPrivateKey")
-    if len(items) < 2 or items[0][0] != _INTEGER or _der_small_int(items[0][1]) != 1:
+    if len(items) < 2 or _der_uint(items[0]) != 1:
         raise _bad_der("ECPrivateKey must start with version 1")
-    public, seen_params, last = None, False, 0
+    public, last = None, 0
     for tag, value in items[2:]:
         if tag == 0xA0 and last < 1:  # [0] ECParameters
-            _check_curve(_der_read_exact(value))
-            seen_params = True
+            _check_curve(*_der_read_exact(value))
+            curve_named = True
             last = 1
         elif tag == 0xA1 and last < 2:  # [1] publicKey BIT STRING
-            inner = _der_read_exact(value)
-            if inner[0] != _BIT_STRING:
+            inner_tag, bits = _der_read_exact(value)
+            if inner_tag != _BIT_STRING:
                 raise _bad_der("ECPrivateKey publicKey is not a BIT STRING")
-            public = _point_from_octets(_bit_string_octets(inner[1]))
+            public = _point_from_octets(_bit_string_octets(bits))
             last = 2
         else:
             raise _bad_der("unexpected field in ECPrivateKey")
-    if not seen_params and not outer_curve_checked:
+    if not curve_named:
         raise DPoPError("bad_key", "SEC1 key names no curve")
     # after the curve: a P-384 key is unsupported_curve, as in every other encoding, not a bad P-256
     # key
     if items[1][0] != _OCTET_STRING or len(items[1][1]) != 32:
         raise _bad_der("ECPrivateKey privateKey must be 32 bytes")
-    d = int.from_bytes(items[1][1], "big")
-    if not 1 <= d < n:
-        raise DPoPError("bad_key", "private scalar out of range")
-    return d, public
+    return int.from_bytes(items[1][1], "big"), public
 
 
-def _der_read_exact(data: bytes) -> Tuple[int, bytes]:
-    """The one TLV that is all of ``data``: (tag, value); trailing bytes are refused."""
-    tag, value, end = _der_read(data, 0)
-    if end != len(data):
-        raise _bad_der("trailing bytes")
-    return tag, value
-
-
-def _pkcs8_public(public: Optional[Affine], extra: List[Tuple[int, bytes]]) -> Optional[Affine]:
-    """PKCS#8 v2's [1] publicKey (RFC 5958), which must agree with the one in ECPrivateKey."""
+def _pkcs8_publics(extra: List[Tuple[int, bytes]]) -> List[Affine]:
+    """The points in PKCS#8 v2's [1] publicKey (RFC 5958); _key_from_parts checks that they, like
+    the one in ECPrivateKey, are the private key's."""
+    points = []
     for tag, value in extra:
         if tag == 0x81 or tag == 0xA1:  # [1] publicKey (v2)
-            outer = _point_from_octets(_bit_string_octets(value))
-            if public is not None and public != outer:
-                raise DPoPError("bad_key", "PKCS#8 carries two different public keys")
-            public = outer
+            points.append(_point_from_octets(_bit_string_octets(value)))
         elif tag != 0xA0:  # [0] attributes are ignored
             raise _bad_der("unexpected field in PrivateKeyInfo")
-    return public
+    return points
 
 
-def _parse_der(der: bytes) -> Tuple[Optional[int], Optional[Affine]]:
-    """Any of the three structures, told apart by their first elements."""
+def _parse_der(der: bytes) -> ECKey:
+    """The key in any of the three structures, told apart by their first elements (a private key
+    is made by section 6's _key_from_parts, which checks d and derives the point)."""
     items = _der_sequence(der, "key")
     wrapped = _key_info(items)
     if wrapped is not None:
         private, algorithm, inner, extra = wrapped
         _check_algorithm(_der_sequence(algorithm, "AlgorithmIdentifier"))
         if not private:
-            return None, _point_from_octets(inner)
-        d, public = _parse_sec1(inner, outer_curve_checked=True)
-        return d, _pkcs8_public(public, extra)
-    if len(items) >= 2 and items[0][0] == _INTEGER and items[1][0] == _OCTET_STRING:
-        return _parse_sec1(der, outer_curve_checked=False)
-    if len(items) >= 2 and items[0][0] == _INTEGER and items[1][0] == _INTEGER:
+            return ECKey._new(None, _point_from_octets(inner))
+        d, public = _parse_sec1(inner, curve_named=True)
+        return _key_from_parts(d, public, *_pkcs8_publics(extra))
+    tags = [tag for tag, _ in items[:2]]
+    if tags == [_INTEGER, _OCTET_STRING]:
+        return _key_from_parts(*_parse_sec1(der, curve_named=False))
+    if tags == [_INTEGER, _INTEGER]:
         raise DPoPError(
             "unsupported_key", "this looks like an RSA or DSA key; only P-256 EC keys are supported"
         )
@@ -1085,49 +1092,45 @@ def _parse_der(der: bytes) -> Tuple[Optional[int], Optional[Affine]]:
 
 
 def _der_tlv(tag: int, value: bytes) -> bytes:
-    """DER for one element: tag, minimal definite length (up to 65535 bytes), value."""
-    length = len(value)
-    if length < 0x80:
-        head = bytes([tag, length])
-    elif length < 0x100:
-        head = bytes([tag, 0x81, length])
-    else:
-        head = bytes([tag, 0x82]) + length.to_bytes(2, "big")
-    return head + value
+    """DER for one element: tag, minimal definite length, value."""
+    # X.690 §8.1.3, DER §10.1: a length below 128 is one octet; else 0x80 | count, then the
+    # length in the fewest octets (count of them)
+    if len(value) < 0x80:
+        return bytes([tag, len(value)]) + value
+    length = len(value).to_bytes((len(value).bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(length)]) + length + value
 
 
-def _encode_spki(x: int, y: int) -> bytes:
-    """SubjectPublicKeyInfo DER for the P-256 point (x, y), uncompressed (RFC 5480 §2)."""
+def _encode_key(point: Affine, d: Optional[int]) -> bytes:
+    """SubjectPublicKeyInfo DER for the P-256 point, uncompressed (RFC 5480 §2); given d,
+    PKCS#8 PrivateKeyInfo (version 0) holding an RFC 5915 ECPrivateKey with that public key."""
+    # both share the AlgorithmIdentifier and the public key's BIT STRING
     algorithm = _der_tlv(_SEQUENCE, _der_tlv(_OID, _OID_EC_PUBLIC_KEY) + _der_tlv(_OID, _OID_P256))
-    point = b"\x00\x04" + _int_to_bytes32(x) + _int_to_bytes32(y)
-    return _der_tlv(_SEQUENCE, algorithm + _der_tlv(_BIT_STRING, point))
-
-
-def _encode_pkcs8(d: int, x: int, y: int) -> bytes:
-    """PKCS#8 PrivateKeyInfo (version 0) holding an RFC 5915 ECPrivateKey with its public key."""
-    algorithm = _der_tlv(_SEQUENCE, _der_tlv(_OID, _OID_EC_PUBLIC_KEY) + _der_tlv(_OID, _OID_P256))
-    point = b"\x00\x04" + _int_to_bytes32(x) + _int_to_bytes32(y)
+    public = _der_tlv(_BIT_STRING, b"\x00\x04" + b"".join(map(_int_to_bytes32, point)))
+    if d is None:
+        return _der_tlv(_SEQUENCE, algorithm + public)
     private = _der_tlv(_INTEGER, b"\x01") + _der_tlv(_OCTET_STRING, _int_to_bytes32(d))
-    ec_private_key = _der_tlv(_SEQUENCE, private + _der_tlv(0xA1, _der_tlv(_BIT_STRING, point)))
+    ec_private_key = _der_tlv(_SEQUENCE, private + _der_tlv(0xA1, public))
     return _der_tlv(
         _SEQUENCE, _der_tlv(_INTEGER, b"\x00") + algorithm + _der_tlv(_OCTET_STRING, ec_private_key)
     )
 
 
-_PEM_LABEL = re.compile(r"[A-Z0-9 ]{1,64}")
+# a BEGIN line and its label (RFC 7468 §3's labels are printable; key files use these characters)
+_PEM_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,64})-----")
+# the unsupported_key message for a label we know but do not read: what the block is and, where
+# there is one, how to convert it (any other label is not a key we read; an encrypted key is
+# encrypted_key, told apart in _pem_to_der)
 _PEM_REFUSED = {
-    "ENCRYPTED PRIVATE KEY": (
-        "encrypted_key",
-        "the PKCS#8 key is encrypted; decrypt it first (openssl pkcs8 -in FILE -out PLAIN)",
+    "RSA PRIVATE KEY": (
+        "PEM block 'RSA PRIVATE KEY' is an RSA key; only P-256 EC keys are supported"
     ),
-    "RSA PRIVATE KEY": ("unsupported_key", "an RSA key; only P-256 EC keys are supported"),
-    "RSA PUBLIC KEY": ("unsupported_key", "an RSA key; only P-256 EC keys are supported"),
-    "DSA PRIVATE KEY": ("unsupported_key", "a DSA key; only P-256 EC keys are supported"),
+    "RSA PUBLIC KEY": "PEM block 'RSA PUBLIC KEY' is an RSA key; only P-256 EC keys are supported",
+    "DSA PRIVATE KEY": "PEM block 'DSA PRIVATE KEY' is a DSA key; only P-256 EC keys are supported",
     "OPENSSH PRIVATE KEY": (
-        "unsupported_key",
-        "an OpenSSH key; convert it with ssh-keygen -p -m PKCS8",
+        "PEM block 'OPENSSH PRIVATE KEY' is an OpenSSH key; convert it with ssh-keygen -p -m PKCS8"
     ),
-    "CERTIFICATE": ("unsupported_key", "a certificate, not a key"),
+    "CERTIFICATE": "PEM block 'CERTIFICATE' is a certificate, not a key",
 }
 
 
@@ -1138,13 +1141,14 @@ def _pem_blocks(text: str) -> Iterator[Tuple[str, str]]:
     body: List[str] = []
     for line in text.splitlines():
         line = line.strip()
-        if line.startswith("-----BEGIN ") and line.endswith("-----"):
-            if label is not None or not _PEM_LABEL.fullmatch(line[11:-5]):
-                raise DPoPError("bad_key", "PEM BEGIN line inside a block, or a bad label")
-            label, body = line[11:-5], []
-        elif line.startswith("-----END ") and line.endswith("-----") and label is not None:
-            if line[9:-5] != label:
-                raise DPoPError("bad_key", "PEM BEGIN and END labels differ")
+        begin = _PEM_BEGIN.fullmatch(line)
+        if begin:
+            if label is not None:
+                raise DPoPError("bad_key", "PEM BEGIN line inside a block")
+            label, body = begin[1], []
+        elif label is not None and line == "-----END %s-----" % label:
+            # an END line with another label is no END: the block then has none (or a body line
+            # that is not base64), and is refused as such
             yield label, "\n".join(body)
             label = None
         elif label is not None:
@@ -1153,41 +1157,42 @@ def _pem_blocks(text: str) -> Iterator[Tuple[str, str]]:
         raise DPoPError("bad_key", "PEM block has no END line")
 
 
-def _pem_to_der(
-    text: str, labels: Sequence[str] = ("EC PRIVATE KEY", "PRIVATE KEY", "PUBLIC KEY")
-) -> bytes:
+_EC_PEM_LABELS = ("EC PRIVATE KEY", "PRIVATE KEY", "PUBLIC KEY")
+
+
+def _pem_to_der(text: str, labels: Sequence[str] = _EC_PEM_LABELS) -> bytes:
     """The DER of the one key block in a PEM text, whose label must be one of ``labels`` (EC
     PARAMETERS blocks skipped)."""
     # text around the blocks is ignored (RFC 7468 §2); an EC PARAMETERS block, which `openssl
     # ecparam -genkey` writes before the key, is skipped; a label we know but do not read is
-    # refused with what it is and, where there is one, how to convert it
+    # refused with what it is and, where there is one, how to convert it (_PEM_REFUSED)
     found = []
     for label, body in _pem_blocks(text):
         if label == "EC PARAMETERS":
             continue
-        if label in _PEM_REFUSED and label not in labels:
-            code, why = _PEM_REFUSED[label]
-            if code != "encrypted_key":
-                why = "PEM block '%s' is %s" % (label, why)
-            raise DPoPError(code, why)
-        if label not in labels:
+        if label == "ENCRYPTED PRIVATE KEY":  # PKCS#8 encryption (RFC 5958 §3)
             raise DPoPError(
-                "unsupported_key", "PEM block '%s' is not a key this module reads" % label
+                "encrypted_key",
+                "the PKCS#8 key is encrypted; decrypt it first (openssl pkcs8 -in FILE -out PLAIN)",
             )
-        if ":" in body:  # RFC 1421 headers: only legacy encryption uses them
-            if "ENCRYPTED" in body.split("\n\n")[0].upper():
-                why = "the PEM key is encrypted; decrypt it first (openssl ec -in FILE -out PLAIN)"
-                raise DPoPError("encrypted_key", why)
-            raise DPoPError("bad_key", "PEM headers are not supported")
-        found.append((label, body))
+        if label not in labels:
+            why = _PEM_REFUSED.get(label, "PEM block '%s' is not a key this module reads" % label)
+            raise DPoPError("unsupported_key", why)
+        # RFC 1421 headers: only legacy encryption uses them (any other header's ":" is refused
+        # below as a body that is not base64)
+        if ":" in body and "ENCRYPTED" in body.split("\n\n")[0].upper():
+            raise DPoPError(
+                "encrypted_key",
+                "the PEM key is encrypted; decrypt it first (openssl ec -in FILE -out PLAIN)",
+            )
+        found.append(body)
     # exactly one key: with two, which one signs would depend on the order in the file
-    if not found:
-        raise DPoPError("bad_key", "no PEM key block found")
-    if len(found) > 1:
-        raise DPoPError("bad_key", "more than one key in the PEM text")
-    label, body = found[0]
+    if len(found) != 1:
+        raise DPoPError(
+            "bad_key", "%d PEM key blocks found; there must be exactly one" % len(found)
+        )
     try:
-        return base64.b64decode("".join(body.split()), validate=True)
+        return base64.b64decode("".join(found[0].split()), validate=True)
     except (binascii.Error, ValueError):
         raise DPoPError("bad_key", "PEM body is not base64") from None
 
@@ -1208,63 +1213,77 @@ def _pem(label: str, der: bytes) -> str:
 # carries d; thumbprints follow RFC 7638's member selection and order.
 
 
-class ECKey:
+class _Key:
+    """What ECKey and RSAKey share: only this module makes them (their _new sets the slots through
+    object.__setattr__), they never change after, they are never pickled or copied, and each keeps
+    its private part in a _secret slot (None for a public key)."""
+
+    __slots__ = ()
+    _secret: object
+
+    @property
+    def has_private(self) -> bool:
+        """True if this key can sign."""
+        return self._secret is not None
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        """Not for use: keys come from generate_key(), load_key(), load_key_file() or
+        load_rsa_key()."""
+        raise TypeError(
+            "use dpop.generate_key(), dpop.load_key(), dpop.load_key_file() or dpop.load_rsa_key()"
+        )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        """Refused: a key never changes after it is made (an ECKey's thumbprint and header are
+        kept)."""
+        raise AttributeError("%s is immutable" % type(self).__name__)
+
+    def __reduce__(self) -> Any:
+        """Refused: a pickle of a private key would be a secret written where no one chose."""
+        raise TypeError("%s is not picklable; keep its key file instead" % type(self).__name__)
+
+
+class ECKey(_Key):
     """A P-256 key pair, or a public key alone. Immutable; repr shows no secret.
 
     Make one with generate_key(), load_key() or load_key_file().
     """
 
-    # Invariant, set by _new and never changed (__setattr__ refuses): (_x, _y) is on the curve
-    # and, when _d is not None, equals _d * G. _new checks nothing: every path to it passes
-    # numbers already checked (generate_key derives the point, the loaders check it, public_key
-    # reuses a key's own).
-    __slots__ = ("_d", "_x", "_y", "_jkt", "_header")
-    _d: Optional[int]  # the private scalar, 1 <= d < n; None for a public key
-    _x: int  # the public point d*G, affine, on the curve
-    _y: int
+    # Invariant, set by _new and never changed (__setattr__ refuses): _point is on the curve
+    # and, when _secret is not None, equals _secret * G. _new checks nothing: every path to it
+    # passes numbers already checked (generate_key derives the point, the loaders check it,
+    # public_key reuses a key's own).
+    __slots__ = ("_secret", "_point", "_jkt", "_header")
+    _secret: Optional[int]  # the private scalar d, 1 <= d < n; None for a public key
+    _point: Affine  # the public point d*G, affine (x, y), on the curve
     _jkt: Optional[str]  # RFC 7638 thumbprint, computed on first use
     _header: Optional[str]  # base64url DPoP proof header, computed on first use
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        """Not for use: keys come from generate_key(), load_key() or load_key_file()."""
-        raise TypeError("use dpop.generate_key(), dpop.load_key() or dpop.load_key_file()")
-
     @classmethod
-    def _new(cls, d: Optional[int], x: int, y: int) -> ECKey:
+    def _new(cls, d: Optional[int], point: Affine) -> ECKey:
         """Internal constructor for already-validated values."""
         key = object.__new__(cls)
-        for name, value in zip(cls.__slots__, (d, x, y, None, None)):
+        for name, value in zip(cls.__slots__, (d, point, None, None)):
             object.__setattr__(key, name, value)
         return key
-
-    def __setattr__(self, name: str, value: object) -> None:
-        """Refused: a key never changes after it is made (its thumbprint and header are kept)."""
-        raise AttributeError("ECKey is immutable")
-
-    @property
-    def has_private(self) -> bool:
-        """True if this key can sign."""
-        return self._d is not None
 
     @property
     def public_point(self) -> Tuple[int, int]:
         """The affine public point (x, y)."""
-        return self._x, self._y
+        return self._point
 
     def public_key(self) -> ECKey:
         """This key without its private half."""
-        return ECKey._new(None, self._x, self._y)
+        return ECKey._new(None, self._point)
 
     def public_jwk(self) -> Dict[str, str]:
         """{kty, crv, x, y}, coordinates as 32-byte base64url. Nothing else."""
-        x, y = (b64url_encode(_int_to_bytes32(c)) for c in (self._x, self._y))
+        x, y = (b64url_encode(_int_to_bytes32(c)) for c in self._point)
         return {"kty": "EC", "crv": "P-256", "x": x, "y": y}
 
     def private_jwk(self) -> Dict[str, str]:
         """The public JWK plus ``d``. Handle the result as a secret."""
-        jwk = self.public_jwk()
-        jwk["d"] = b64url_encode(_int_to_bytes32(self._private()))
-        return jwk
+        return dict(self.public_jwk(), d=b64url_encode(_int_to_bytes32(self._private())))
 
     def thumbprint(self) -> str:
         """RFC 7638 SHA-256 thumbprint of the public key, base64url."""
@@ -1284,8 +1303,8 @@ class ECKey:
     def to_pem(self, private: bool = True) -> str:
         """PKCS#8 PEM (private=True) or SubjectPublicKeyInfo PEM."""
         if private:
-            return _pem("PRIVATE KEY", _encode_pkcs8(self._private(), self._x, self._y))
-        return _pem("PUBLIC KEY", _encode_spki(self._x, self._y))
+            return _pem("PRIVATE KEY", _encode_key(self._point, self._private()))
+        return _pem("PUBLIC KEY", _encode_key(self._point, None))
 
     def sign(self, data: BytesLike, *, hedge: bool = True) -> bytes:
         """ES256 signature of ``data``: 64 bytes r || s.
@@ -1304,41 +1323,34 @@ class ECKey:
         """True if ``signature`` (64 bytes r || s) is valid for ``data``. Never
         raises on bad bytes. A key that verifies again and again earns a table (_KeyTables)."""
         digest = hashlib.sha256(_as_bytes("data", data)).digest()
-        point = (self._x, self._y)
-        table = _KEY_TABLES.table(point)
-        good = _verify_digest(point, digest, _as_bytes("signature", signature), table)
+        table = _KEY_TABLES.table(self._point)
+        good = _verify_digest(self._point, digest, _as_bytes("signature", signature), table)
         if good:
-            _KEY_TABLES.verified(point)
+            _KEY_TABLES.verified(self._point)
         return good
 
     def _private(self) -> int:
         """The private scalar d, or no_private_key for a public key."""
-        if self._d is None:
+        if self._secret is None:
             raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
-        return self._d
+        return self._secret
 
     def __repr__(self) -> str:
         """Kind and thumbprint: never a coordinate of d."""
-        kind = "private" if self._d is not None else "public"
+        kind = "private" if self.has_private else "public"
         return "<dpop.ECKey P-256 %s jkt=%s>" % (kind, self.thumbprint())
 
     def __eq__(self, other: object) -> bool:
-        """Same point, and the same d (compared in constant time) or both public."""
+        """Same point, and both private or both public."""
+        # two private keys with the same point have the same d: the invariant makes the point d*G,
+        # and d -> d*G is one-to-one on [1, n), so d itself is never compared (nor timed)
         if not isinstance(other, ECKey):
             return NotImplemented
-        if (self._x, self._y) != (other._x, other._y):
-            return False
-        if self._d is None or other._d is None:
-            return self._d is None and other._d is None
-        return hmac.compare_digest(_int_to_bytes32(self._d), _int_to_bytes32(other._d))
+        return (self._point, self.has_private) == (other._point, other.has_private)
 
     def __hash__(self) -> int:
         """The public point's hash: a private key and its public half hash alike."""
-        return hash((self._x, self._y))
-
-    def __reduce__(self) -> Any:
-        """Refused: a pickle of a private key would be a secret written where no one chose."""
-        raise TypeError("ECKey is not picklable; store key.to_pem() in a protected file instead")
+        return hash(self._point)
 
 
 def _public_from_private(d: int) -> Affine:
@@ -1350,31 +1362,35 @@ def _public_from_private(d: int) -> Affine:
 
 def generate_key() -> ECKey:
     """A new random P-256 key pair (d uniform in [1, n), from os.urandom)."""
-    d = _random_below(n)
-    x, y = _public_from_private(d)
-    return ECKey._new(d, x, y)
+    return _key_from_parts(_random_below(n), None)
 
 
-def _key_from_parts(d: Optional[int], public: Optional[Affine]) -> ECKey:
-    """Validate d against an embedded public point, or derive the point."""
-    if d is None:
-        if public is None:
-            raise RuntimeError("dpop: internal error: key with no parts")  # pragma: no cover
-        return ECKey._new(None, *public)
+def _key_from_parts(d: int, *embedded: Optional[Affine]) -> ECKey:
+    """The private key d, which must be in [1, n); the point is derived from it, and every point
+    embedded with it (None for none) must agree."""
+    if not 1 <= d < n:
+        raise DPoPError("bad_key", "private scalar out of range")
     # the point is always derived from d; an embedded one must agree with it, so a file whose
     # public half was edited cannot give a key that signs for one point and shows another
     derived = _public_from_private(d)
-    if public is not None and public != derived:
-        raise DPoPError("bad_key", "the embedded public key does not match the private key")
-    return ECKey._new(d, *derived)
+    if any(point not in (None, derived) for point in embedded):
+        raise DPoPError("bad_key", "an embedded public key does not match the private key")
+    return ECKey._new(d, derived)
+
+
+def _jwk_member(jwk: Mapping[str, Any], name: str) -> str:
+    """A JWK member that must be present and a string (every key member of RFC 7518 §6 and RFC
+    7638's thumbprint members are): EC and RSA keys and thumbprints read them all here."""
+    value = jwk.get(name)
+    if not isinstance(value, str):
+        raise DPoPError("bad_key", "JWK member '%s' is missing or not a string" % name)
+    return value
 
 
 def _jwk_coordinate(jwk: Mapping[str, Any], name: str) -> int:
     """A P-256 JWK member (x, y or d) as an integer: exactly 43 base64url characters, 32 bytes
     (RFC 7518 §6.2.1.2 forbids dropping leading zeros, and thumbprints depend on it)."""
-    value = jwk.get(name)
-    if not isinstance(value, str):
-        raise DPoPError("bad_key", "JWK member '%s' is missing or not a string" % name)
+    value = _jwk_member(jwk, name)
     raw = b64url_decode(value) if len(value) == 43 else b""
     # 43 characters are exactly 32 bytes unpadded; checking the length first keeps a huge member
     # from being decoded at all
@@ -1387,8 +1403,7 @@ def _check_jwk_use(jwk: Mapping[str, Any]) -> None:
     """use/key_ops/alg, when present, must allow ES256 signatures."""
     # RFC 7517 §4.2-§4.4: a key published for encryption, or for another algorithm, is not ours to
     # sign or verify with, even when its numbers would work
-    use = jwk.get("use")
-    if use is not None and use != "sig":
+    if jwk.get("use") not in (None, "sig"):
         raise DPoPError("unsupported_key", "JWK 'use' is not 'sig'")
     ops = jwk.get("key_ops")
     if ops is not None:
@@ -1396,17 +1411,14 @@ def _check_jwk_use(jwk: Mapping[str, Any]) -> None:
             raise DPoPError("bad_key", "JWK 'key_ops' is not a list of strings")
         if "sign" not in ops and "verify" not in ops:
             raise DPoPError("unsupported_key", "JWK 'key_ops' allows neither sign nor verify")
-    alg = jwk.get("alg")
-    if alg is not None and alg != "ES256":
+    if jwk.get("alg") not in (None, "ES256"):
         raise DPoPError("unsupported_key", "JWK 'alg' is not ES256")
 
 
 def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
     """The ECKey a JWK describes (RFC 7518 §6.2): kty EC, crv P-256, use/key_ops/alg allowing
     signatures, a point on the curve, and a d in [1, n) that matches it when present."""
-    kty = jwk.get("kty")
-    if not isinstance(kty, str):
-        raise DPoPError("bad_key", "JWK has no 'kty'")
+    kty = _jwk_member(jwk, "kty")
     if kty != "EC":
         raise DPoPError("unsupported_key", "JWK kty %s is not EC" % _short_repr(kty))
     crv = jwk.get("crv")
@@ -1415,43 +1427,39 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
             "unsupported_curve", "JWK curve %s is not supported; use P-256" % _short_repr(crv)
         )
     _check_jwk_use(jwk)
-    x, y = _jwk_coordinate(jwk, "x"), _jwk_coordinate(jwk, "y")
-    if not _on_curve(x, y):
+    point = _jwk_coordinate(jwk, "x"), _jwk_coordinate(jwk, "y")
+    if not _on_curve(*point):
         raise DPoPError("bad_key", "JWK point is not on P-256")
     if "d" not in jwk:
-        return ECKey._new(None, x, y)
-    d = _jwk_coordinate(jwk, "d")
-    if not 1 <= d < n:
-        raise DPoPError("bad_key", "JWK 'd' out of range")
-    return _key_from_parts(d, (x, y))
+        return ECKey._new(None, point)
+    return _key_from_parts(_jwk_coordinate(jwk, "d"), point)
 
 
-def _key_data(data: KeyData) -> Tuple[str, Any]:
-    """What load_key or load_rsa_key was given, size-checked: ("der", bytes), ("pem", text) or
-    ("jwk", mapping). A path is read first."""
+def _key_data(data: KeyData, labels: Sequence[str]) -> Union[bytes, Mapping[str, Any]]:
+    """What load_key or load_rsa_key was given, size-checked: DER bytes (from a PEM text, the one
+    block labelled with one of ``labels``) or a JWK mapping. A path is read first."""
     if isinstance(data, os.PathLike):
         data = _read_key_file(data)
     if isinstance(data, Mapping):
-        return "jwk", data
+        return data
     if isinstance(data, (bytes, bytearray, memoryview)):
-        raw = bytes(data)
-        if len(raw) > _MAX_KEY_INPUT:
-            raise DPoPError("bad_key", "key data is larger than 64 KiB")
-        if raw[:1] == b"\x30":
-            return "der", raw
-        try:
-            data = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DPoPError("bad_key", "key data is neither DER nor PEM/JWK text") from None
-    if not isinstance(data, str):
+        data = bytes(data)
+    elif not isinstance(data, str):
         raise _type_error("data", "str, bytes, a JWK mapping or a path", data)
     if len(data) > _MAX_KEY_INPUT:
         raise DPoPError("bad_key", "key data is larger than 64 KiB")
+    if isinstance(data, bytes):
+        if data[:1] == b"\x30":
+            return data
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DPoPError("bad_key", "key data is neither DER nor PEM/JWK text") from None
     stripped = data.strip()
     if stripped.startswith("{"):
-        return "jwk", _json_object(stripped.encode("utf-8", "surrogatepass"), "JWK")
-    if "-----BEGIN " in stripped:
-        return "pem", stripped + "\n"
+        return _json_object(stripped.encode("utf-8", "surrogatepass"), "JWK")
+    if "-----BEGIN " in data:
+        return _pem_to_der(data, labels)
     if len(data) < 4096 and os.path.isfile(data):
         raise DPoPError(
             "bad_key",
@@ -1467,11 +1475,10 @@ def load_key(data: KeyData) -> ECKey:
     PEM/DER may be SEC1 ``EC PRIVATE KEY``, PKCS#8 ``PRIVATE KEY`` or SPKI
     ``PUBLIC KEY`` (public only). A JWK with ``d`` is a private key.
     """
-    kind, value = _key_data(data)
-    if kind == "jwk":
-        return _key_from_jwk(value)
-    der = value if kind == "der" else _pem_to_der(value)
-    return _key_from_parts(*_parse_der(der))
+    value = _key_data(data, _EC_PEM_LABELS)
+    if isinstance(value, bytes):
+        return _parse_der(value)
+    return _key_from_jwk(value)
 
 
 def load_key_file(path: Union[str, os.PathLike[str]]) -> ECKey:
@@ -1507,18 +1514,11 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     """
     if not isinstance(jwk, Mapping):
         raise _type_error("jwk", "a mapping", jwk)
-    kty = jwk.get("kty")
-    if not isinstance(kty, str):
-        raise DPoPError("bad_key", "JWK has no 'kty'")
+    kty = _jwk_member(jwk, "kty")
     members = _THUMBPRINT_MEMBERS.get(kty)
     if members is None:
         raise DPoPError("unsupported_key", "no thumbprint for JWK kty %s" % _short_repr(kty))
-    required = {}
-    for name in members:
-        value = jwk.get(name)
-        if not isinstance(value, str):
-            raise DPoPError("bad_key", "JWK member '%s' is missing or not a string" % name)
-        required[name] = value
+    required = {name: _jwk_member(jwk, name) for name in members}
     if kty == "EC" and required["crv"] == "P-256":
         # 31-byte coordinates (a dropped leading zero) give a different hash.
         _jwk_coordinate(required, "x")
@@ -2165,20 +2165,7 @@ _RSA_ALGS = ("RS256", "PS256")
 _RSA_PRIVATE = ("d", "p", "q", "dp", "dq", "qi")  # JWK members, RFC 7518 §6.3.2
 
 
-def _der_uint(tag_value: Tuple[int, bytes]) -> int:
-    """A DER INTEGER that must be non-negative and minimally encoded (RSA key members)."""
-    tag, value = tag_value
-    if (
-        tag != _INTEGER
-        or not value
-        or value[0] & 0x80
-        or (len(value) > 1 and value[0] == 0 and value[1] < 0x80)
-    ):
-        raise _bad_der("bad INTEGER")
-    return int.from_bytes(value, "big")
-
-
-class RSAKey:
+class RSAKey(_Key):
     """An RSA key pair, or a public key alone; signs and verifies RS256 and PS256.
 
     Immutable; repr shows no secret. Make one with load_rsa_key().
@@ -2186,29 +2173,28 @@ class RSAKey:
 
     # Invariant, set by _new (which checks it) and never changed: 2048 <= size <= 8192, e odd
     # in [3, 2^32), and the private members, when present, consistent with n and e.
-    __slots__ = ("n", "e", "_private", "size")
+    __slots__ = ("n", "e", "_secret", "size")
     n: int  # modulus, 2048 to 8192 bits
     e: int  # public exponent, odd, 3 <= e < 2^32
     # d, p, q, dp, dq, qi; checked consistent
-    _private: Optional[Tuple[int, int, int, int, int, int]]
+    _secret: Optional[Tuple[int, int, int, int, int, int]]
     size: int  # bits of n
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        """Not for use: RSA keys come from load_rsa_key()."""
-        raise TypeError("use dpop.load_rsa_key()")
-
     @classmethod
-    def _new(cls, modulus: int, e: int, private: Optional[Tuple[int, ...]]) -> RSAKey:
-        """An RSAKey from validated integers: 2048 to 8192 bits, an odd e below 2^32, and every CRT
-        member consistent with n and e; anything else is refused, never repaired."""
-        if not 2048 <= modulus.bit_length() <= 8192:
+    def _new(cls, modulus: int, e: int, *private: int) -> RSAKey:
+        """An RSAKey from validated integers: n and e, then for a private key d, p, q, dp, dq, qi
+        (RFC 8017 §3.2's order, which PKCS#1 and the JWK members share). 2048 to 8192 bits, an odd
+        e below 2^32, and every CRT member consistent with n and e; anything else is refused, never
+        repaired."""
+        # every caller passes either no private member or all six
+        size = modulus.bit_length()
+        if not 2048 <= size <= 8192:
             raise DPoPError(
-                "unsupported_key",
-                "RSA keys must have 2048 to 8192 bits, not %d" % modulus.bit_length(),
+                "unsupported_key", "RSA keys must have 2048 to 8192 bits, not %d" % size
             )
         if not (3 <= e < 1 << 32 and e & 1 and modulus & 1):
             raise DPoPError("bad_key", "RSA public exponent or modulus out of range")
-        if private is not None:
+        if private:
             d, prime1, prime2, dp, dq, qi = private
             if not (
                 prime1 * prime2 == modulus
@@ -2221,27 +2207,13 @@ class RSAKey:
             ):
                 raise DPoPError("bad_key", "RSA private key members are inconsistent")
         key = object.__new__(cls)
-        for name, value in (
-            ("n", modulus),
-            ("e", e),
-            ("_private", private),
-            ("size", modulus.bit_length()),
-        ):
+        for name, value in zip(cls.__slots__, (modulus, e, private or None, size)):
             object.__setattr__(key, name, value)
         return key
 
-    def __setattr__(self, name: str, value: object) -> None:
-        """Refused: a key never changes after it is made."""
-        raise AttributeError("RSAKey is immutable")
-
-    @property
-    def has_private(self) -> bool:
-        """True if this key can sign."""
-        return self._private is not None
-
     def public_key(self) -> RSAKey:
         """This key without its private half."""
-        return RSAKey._new(self.n, self.e, None)
+        return RSAKey._new(self.n, self.e)
 
     def public_jwk(self) -> Dict[str, str]:
         """{kty, n, e}: minimal big-endian base64url (RFC 7518 §6.3.1)."""
@@ -2250,22 +2222,23 @@ class RSAKey:
     def private_jwk(self) -> Dict[str, str]:
         """The public JWK plus d, p, q, dp, dq, qi. Handle the result as a secret."""
         jwk = self.public_jwk()
-        jwk.update(zip(_RSA_PRIVATE, map(_b64_uint, self._secret())))
+        jwk.update(zip(_RSA_PRIVATE, map(_b64_uint, self._private())))
         return jwk
 
     def thumbprint(self) -> str:
         """RFC 7638 SHA-256 thumbprint of the public JWK, base64url."""
         return jwk_thumbprint(self.public_jwk())
 
-    def _secret(self) -> Tuple[int, int, int, int, int, int]:
+    def _private(self) -> Tuple[int, int, int, int, int, int]:
         """(d, p, q, dp, dq, qi), or no_private_key for a public key."""
-        if self._private is None:
+        if self._secret is None:
             raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
-        return self._private
+        return self._secret
 
-    def _encode(self, alg: str, data: bytes, salt: Optional[bytes]) -> Optional[bytes]:
+    def _encode(self, alg: str, data: bytes, salt: bytes) -> bytes:
         """EMSA-PKCS1-v1_5 (RS256, RFC 8017 §9.2) or EMSA-PSS with MGF1-SHA-256
-        and a 32-byte salt (PS256, §9.1.1) of ``data``, as an integer's bytes."""
+        and the 32-byte ``salt`` (PS256, §9.1.1; RS256 ignores it) of ``data``, as an integer's
+        bytes."""
         digest = hashlib.sha256(data).digest()
         if alg == "RS256":
             # §9.2 steps 2-5: T = DigestInfo || H, then EM = 0x00 || 0x01 || PS || 0x00 || T with
@@ -2274,25 +2247,23 @@ class RSAKey:
             return b"\x00\x01" + b"\xff" * ((self.size + 7) // 8 - len(info) - 3) + b"\x00" + info
         if alg != "PS256":
             raise ValueError("RSA keys sign RS256 or PS256, not %r" % alg)
-        if salt is None:
-            return None
-        em_len = (self.size - 1 + 7) // 8  # emBits = modBits - 1
         # §9.1.1 steps 5-6: H = Hash(M'), M' = 8 zero bytes || mHash || salt
         h = hashlib.sha256(b"\x00" * 8 + digest + salt).digest()
-        # steps 7-8: DB = PS || 0x01 || salt, PS zero bytes (66 = hLen + sLen + 2)
-        db = b"\x00" * (em_len - 66) + b"\x01" + salt
-        # steps 9-11: maskedDB = DB xor MGF1(H), with the bits above emBits cleared
-        masked = bytearray(x ^ y for x, y in zip(db, _mgf1(h, len(db))))
-        masked[0] &= 0xFF >> (8 * em_len - (self.size - 1))
+        # EM = maskedDB || H || 0xbc has emBits = modBits - 1 bits, so maskedDB (the emLen - hLen
+        # - 1 bytes before H) keeps its low modBits - 1 - 8 * (hLen + 1) = size - 265 bits
+        db_bits = self.size - 265
+        # steps 7-11: DB = PS || 0x01 || salt (PS zero bytes, so DB's number is 0x01 || salt's),
+        # maskedDB = DB xor MGF1(H), with the bits above emBits cleared
+        mask = int.from_bytes(_mgf1(h, (db_bits + 7) // 8), "big")
+        masked = (int.from_bytes(b"\x01" + salt, "big") ^ mask) % (1 << db_bits)
         # step 12: EM = maskedDB || H || 0xbc
-        return bytes(masked) + h + b"\xbc"
+        return masked.to_bytes((db_bits + 7) // 8, "big") + h + b"\xbc"
 
     def sign(self, data: BytesLike, alg: str = "RS256") -> bytes:
         """RS256 or PS256 signature of ``data`` (as many bytes as n)."""
-        raw = _as_bytes("data", data)
-        encoded = self._encode(alg, raw, os.urandom(32))
-        d, prime1, prime2, dp, dq, qi = self._secret()
-        m, modulus = int.from_bytes(encoded or b"", "big"), self.n
+        m = int.from_bytes(self._encode(alg, _as_bytes("data", data), os.urandom(32)), "big")
+        _, prime1, prime2, dp, dq, qi = self._private()  # d itself is not needed with CRT
+        modulus = self.n
         # -- blinding: the CRT below works on m * r^e, never on m --
         r = int.from_bytes(os.urandom(self.size // 8 + 16), "big") % modulus
         blinded = m * pow(r, self.e, modulus) % modulus
@@ -2316,38 +2287,30 @@ class RSAKey:
         raw, sig = _as_bytes("data", data), _as_bytes("signature", signature)
         k = (self.size + 7) // 8
         s = int.from_bytes(sig, "big")
-        if len(sig) != k or s >= self.n:
+        if len(sig) != k or s >= self.n or alg not in _RSA_ALGS:
             return False
-        m = pow(s, self.e, self.n)
-        if alg == "RS256":
-            return hmac.compare_digest(m.to_bytes(k, "big"), self._encode(alg, raw, None) or b"")
-        if alg != "PS256" or m >> (self.size - 1):
-            return False
-        em_len = (self.size - 1 + 7) // 8  # RFC 8017 §9.1.2, hLen = sLen = 32
-        em = m.to_bytes(em_len, "big")
-        # steps 4-5: EM = maskedDB || H || 0xbc
-        masked, h = em[: em_len - 33], em[em_len - 33 : -1]
-        if em[-1] != 0xBC:
-            return False
-        # steps 7-9: DB = maskedDB xor MGF1(H), the bits above emBits cleared
-        db = bytearray(x ^ y for x, y in zip(masked, _mgf1(h, len(masked))))
-        db[0] &= 0xFF >> (8 * em_len - (self.size - 1))
-        # step 10: DB = zero bytes || 0x01 || salt (32 bytes)
-        if db[: len(db) - 33].strip(b"\x00") != b"" or db[len(db) - 33] != 1:
-            return False
-        # steps 11-14: encoding the message again with that salt must give EM exactly
-        return hmac.compare_digest(self._encode("PS256", raw, bytes(db[-32:])) or b"", em)
+        em = pow(s, self.e, self.n).to_bytes(k, "big")
+        # PS256 (RFC 8017 §9.1.2): EM = maskedDB || H || 0xbc, and DB = maskedDB xor MGF1(H) ends in
+        # the 32-byte salt. Steps 4-10 check EM's form and step 14 compares H; all of it is the
+        # one comparison below: encoding the message again with that salt must give EM exactly
+        # (every EM _encode makes has that form; the bits above emBits, which it clears, are in
+        # DB's first byte, never in the salt). RS256 (§8.2.2) has no salt: the 32 bytes read are
+        # ignored, and its encoding is compared the same way.
+        db_len = (self.size - 258) // 8  # maskedDB's bytes, as in _encode
+        salt = bytes(x ^ y for x, y in zip(em[-65:-33], _mgf1(em[-33:-1], db_len)[-32:]))
+        # the encoding is emLen bytes, one fewer than k when modBits - 1 is a multiple of 8
+        return hmac.compare_digest(em, self._encode(alg, raw, salt).rjust(k, b"\x00"))
 
     def __repr__(self) -> str:
         """Size, kind and thumbprint: never a private member."""
-        kind = "private" if self._private is not None else "public"
+        kind = "private" if self.has_private else "public"
         return "<dpop.RSAKey %d-bit %s jkt=%s>" % (self.size, kind, self.thumbprint())
 
     def __eq__(self, other: object) -> bool:
         """Same n and e, and the same d (compared in constant time) or both public."""
         if not isinstance(other, RSAKey):
             return NotImplemented
-        mine, theirs = self._private, other._private
+        mine, theirs = self._secret, other._secret
         same_private = (
             mine == theirs
             if mine is None or theirs is None
@@ -2359,10 +2322,6 @@ class RSAKey:
         """Hash of (n, e): a private key and its public half hash alike."""
         return hash((self.n, self.e))
 
-    def __reduce__(self) -> Any:
-        """Refused: a pickle of a private key would be a secret written where no one chose."""
-        raise TypeError("RSAKey is not picklable; keep the key file instead")
-
 
 def _proof_signer(
     key: Union[ECKey, RSAKey], alg: Optional[str]
@@ -2373,10 +2332,11 @@ def _proof_signer(
     # encoded copy), never taken from a JWK the key was loaded from, which may hold d or kid
     if isinstance(key, ECKey) and alg in (None, "ES256"):
         return key._proof_header(), key.sign
-    if isinstance(key, ECKey) or (alg or "RS256") not in _RSA_ALGS:
+    alg = alg or "RS256"  # an RSA key's default (None reaches here only for one)
+    if isinstance(key, ECKey) or alg not in _RSA_ALGS:
         raise ValueError("a %s key does not make %s proofs" % (type(key).__name__, alg))
-    header = {"typ": "dpop+jwt", "alg": alg or "RS256", "jwk": key.public_jwk()}
-    return b64url_encode(_json_compact(header)), functools.partial(key.sign, alg=alg or "RS256")
+    header = {"typ": "dpop+jwt", "alg": alg, "jwk": key.public_jwk()}
+    return b64url_encode(_json_compact(header)), functools.partial(key.sign, alg=alg)
 
 
 def _b64_uint(value: int) -> str:
@@ -2392,24 +2352,22 @@ def _mgf1(seed: bytes, length: int) -> bytes:
     return out[:length]
 
 
-def _rsa_from_der(der: bytes, wrapped: bool = True) -> RSAKey:
-    """PKCS#1 RSAPrivateKey or RSAPublicKey, PKCS#8, or SubjectPublicKeyInfo. A wrapper (SPKI,
-    PKCS#8) holds PKCS#1, never another wrapper: ``wrapped`` is False inside one, so the recursion
-    is one level deep."""
+def _rsa_from_der(der: bytes) -> RSAKey:
+    """PKCS#1 RSAPrivateKey or RSAPublicKey, bare or in one wrapper (PKCS#8 or
+    SubjectPublicKeyInfo), which holds PKCS#1, never another wrapper."""
     items = _der_sequence(der, "RSA key")
     info = _key_info(items)
     if info is not None:
         _, algorithm, inner, _ = info
-        if not wrapped:
-            raise DPoPError("unsupported_key", "an RSA key wrapped twice")
         if _der_sequence(algorithm, "AlgorithmIdentifier")[:1] != [(_OID, _OID_RSA)]:
             raise DPoPError("unsupported_key", "not an RSA key")
-        return _rsa_from_der(inner, wrapped=False)
-    if len(items) == 2:  # RSAPublicKey
-        return RSAKey._new(_der_uint(items[0]), _der_uint(items[1]), None)
-    if len(items) == 9 and _der_small_int(items[0][1]) == 0:  # RSAPrivateKey, two primes
-        modulus, e, *private = (_der_uint(item) for item in items[1:])
-        return RSAKey._new(modulus, e, tuple(private))
+        items = _der_sequence(inner, "RSA key")
+        if _key_info(items) is not None:
+            raise DPoPError("unsupported_key", "an RSA key wrapped twice")
+    if len(items) == 2:  # RSAPublicKey: n, e
+        return RSAKey._new(*map(_der_uint, items))
+    if len(items) == 9 and _der_uint(items[0]) == 0:  # RSAPrivateKey, two primes
+        return RSAKey._new(*map(_der_uint, items[1:]))  # n, e, d, p, q, dp, dq, qi
     raise DPoPError(
         "unsupported_key", "not a two-prime RSA key (multi-prime keys are not supported)"
     )
@@ -2418,27 +2376,23 @@ def _rsa_from_der(der: bytes, wrapped: bool = True) -> RSAKey:
 def load_rsa_key(data: KeyData) -> RSAKey:
     """Load an RSA key from PEM or DER (PKCS#1, PKCS#8, SPKI), a JWK (mapping or
     JSON text) or the file a ``pathlib.Path`` names."""
-    kind, value = _key_data(data)
-    if kind == "der":
-        return _rsa_from_der(value)
-    if kind == "pem":
-        rsa_labels = ("RSA PRIVATE KEY", "RSA PUBLIC KEY", "PRIVATE KEY", "PUBLIC KEY")
-        return _rsa_from_der(_pem_to_der(value, rsa_labels))
-    jwk: Mapping[str, Any] = value
+    jwk = _key_data(data, ("RSA PRIVATE KEY", "RSA PUBLIC KEY", "PRIVATE KEY", "PUBLIC KEY"))
+    if isinstance(jwk, bytes):  # DER, or a PEM block's
+        return _rsa_from_der(jwk)
     if jwk.get("kty") != "RSA":
         raise DPoPError("unsupported_key", "JWK kty %s is not RSA" % _short_repr(jwk.get("kty")))
     if "oth" in jwk:
         raise DPoPError("bad_key", "multi-prime RSA keys are not supported")
     numbers = []
     for name in ("n", "e") + (_RSA_PRIVATE if "d" in jwk else ()):
-        value = jwk.get(name)
-        if not isinstance(value, str):
-            raise DPoPError("bad_key", "RSA JWK member '%s' is missing or not a string" % name)
-        raw_int = b64url_decode(value)
-        if not raw_int or (raw_int[0] == 0 and len(raw_int) > 1 and name in ("n", "e")):
+        text = _jwk_member(jwk, name)
+        number = int.from_bytes(b64url_decode(text), "big")
+        # none is empty; n and e are minimal (RFC 7518 §6.3.1: no leading zero byte), which is
+        # the text _b64_uint writes for the number (b64url_decode accepts one text per bytes)
+        if not text or (name in ("n", "e") and _b64_uint(number) != text):
             raise DPoPError("bad_key", "RSA JWK member '%s' is empty or not minimal" % name)
-        numbers.append(int.from_bytes(raw_int, "big"))
-    return RSAKey._new(numbers[0], numbers[1], tuple(numbers[2:]) if len(numbers) > 2 else None)
+        numbers.append(number)
+    return RSAKey._new(*numbers)
 
 
 # Part II: the client. Everything above (Part I) is the proof path: all that

@@ -2198,6 +2198,8 @@ class RSAKey(_Key):
             d, prime1, prime2, dp, dq, qi = private
             if not (
                 prime1 * prime2 == modulus
+                and 1 < prime1
+                and 1 < prime2  # so that neither p - 1 nor q - 1 is a zero to divide by below
                 and 1 < d < modulus
                 and dp == d % (prime1 - 1)
                 and dq == d % (prime2 - 1)

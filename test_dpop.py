@@ -4215,6 +4215,8 @@ def test_rsa_key_refusals():
         {"p": jwk["q"]},
         {"oth": [{}]},
         {"e": "AA"},
+        {"p": "AQ", "q": jwk["n"]},  # p = 1, q = n: a product that matches, and no primes
+        {"p": jwk["n"], "q": "AQ"},
     ):
         with raises_code("bad_key"):
             dpop.load_rsa_key(dict(jwk, **change))

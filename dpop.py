@@ -2515,6 +2515,14 @@ def _hmac_signature(alg: str, secret: bytes, signing_input: bytes) -> str:
     return b64url_encode(hmac.digest(secret, signing_input, _HMAC_ALGS[alg]))
 
 
+def _assertion_algs(key: Union[ECKey, RSAKey, str]) -> Tuple[str, ...]:
+    """The algorithms a client assertion key signs with, its default first: a client secret HMACs
+    (client_secret_jwt), an RSAKey signs RS256 or PS256, an ECKey ES256 (private_key_jwt)."""
+    if isinstance(key, str):
+        return tuple(_HMAC_ALGS)
+    return _RSA_ALGS if isinstance(key, RSAKey) else ("ES256",)
+
+
 def client_assertion(
     key: Union[ECKey, RSAKey, str],
     client_id: str,
@@ -2540,13 +2548,7 @@ def client_assertion(
     claims.update(jti=b64url_encode(os.urandom(16)), iat=issued, exp=issued + 60)
     if not isinstance(key, (ECKey, RSAKey, str)):
         raise _type_error("key", "an ECKey, an RSAKey or the client secret (str)", key)
-    allowed = (
-        tuple(_HMAC_ALGS)
-        if isinstance(key, str)
-        else _RSA_ALGS
-        if isinstance(key, RSAKey)
-        else ("ES256",)
-    )
+    allowed = _assertion_algs(key)
     alg = alg or allowed[0]
     if alg not in allowed:
         raise ValueError("a %s signs %s, not %s" % (type(key).__name__, " or ".join(allowed), alg))
@@ -2556,13 +2558,9 @@ def client_assertion(
     signing_input = (
         b64url_encode(_json_compact(header)) + "." + b64url_encode(_json_compact(claims))
     )
-    if isinstance(key, str):
-        return (
-            signing_input
-            + "."
-            + _hmac_signature(alg, key.encode("utf-8"), signing_input.encode("ascii"))
-        )
     signing = signing_input.encode("ascii")
+    if isinstance(key, str):
+        return signing_input + "." + _hmac_signature(alg, key.encode("utf-8"), signing)
     signature = key.sign(signing) if isinstance(key, ECKey) else key.sign(signing, alg)
     return signing_input + "." + b64url_encode(signature)
 
@@ -4327,29 +4325,26 @@ class Client:
             return None, None
         if data is None:
             raise TypeError("auth_method private_key_jwt needs assertion_key=")
-        if isinstance(data, os.PathLike):
-            data = _read_key_file(data)  # read once, for the key and for its kid
-        key: Union[ECKey, RSAKey]
-        try:
-            key = data if isinstance(data, (ECKey, RSAKey)) else load_key(data)
-        except DPoPError as exc:
-            if exc.code != "unsupported_key":
+        key: Union[ECKey, RSAKey] = data
+        kid = None
+        if not isinstance(data, (ECKey, RSAKey)):
+            try:  # a file read and JSON parsed once, for the key and for its kid
+                kind, value = _key_data(data)
+                try:
+                    key = load_key(value)
+                except DPoPError as exc:
+                    if exc.code != "unsupported_key":
+                        raise
+                    key = load_rsa_key(value)  # not P-256: RSA, or the RSA loader's own refusal
+            except DPoPError as exc:
                 raise DPoPError(exc.code, "assertion key: " + exc.message) from None
-            try:
-                key = load_rsa_key(data)  # not P-256: RSA, or the RSA loader's own refusal
-            except DPoPError as rsa_exc:
-                raise DPoPError(rsa_exc.code, "assertion key: " + rsa_exc.message) from None
+            kid = value.get("kid") if kind == "jwk" else None
         if not key.has_private:
             raise DPoPError(
                 "no_private_key", "assertion key: it is a public key; signing needs the private key"
             )
-        if alg is not None and (alg in _RSA_ALGS) != isinstance(key, RSAKey):
+        if alg is not None and alg not in _assertion_algs(key):
             raise ValueError("assertion_alg %s does not go with a %s" % (alg, type(key).__name__))
-        if isinstance(data, (str, bytes, bytearray, memoryview)):
-            text = data if isinstance(data, str) else bytes(data).decode("utf-8", "replace")
-            # it loaded: valid JSON
-            data = json.loads(text) if text.strip().startswith("{") else None
-        kid = data.get("kid") if isinstance(data, Mapping) else None
         return key, kid if isinstance(kid, str) else None
 
     def _mask_token_response(self, text: str) -> str:

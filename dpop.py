@@ -2588,6 +2588,8 @@ def client_assertion(
 
 if TYPE_CHECKING:
     _Pairs = List[Tuple[str, str]]  # header or form fields, in order
+    # headers= and token_params=: a mapping, or (name, value) pairs in order
+    _PairsArg = Union[Mapping[str, str], Sequence[Tuple[str, str]], None]
     _Text = Optional[str]
     _Body = Optional[bytes]
     _Mask = Optional[Callable[[str], str]]  # masks a logged body's secrets
@@ -3630,17 +3632,19 @@ def _client_pool(
     return pool
 
 
-def _token_param_pairs(
-    token_params: Union[Mapping[str, str], Sequence[Tuple[str, str]], None],
-) -> List[Tuple[str, str]]:
-    """Client(token_params=): extra token request fields, as (name, value) pairs, checked."""
-    if isinstance(token_params, Mapping):
-        params = list(token_params.items())
-    else:
-        params = list(token_params or [])
-    for name, value in params:
+def _str_pairs(what: str, given: _PairsArg) -> _Pairs:
+    """headers= or token_params= as (name, value) pairs, in order; TypeError unless all are str."""
+    pairs = list(given.items()) if isinstance(given, Mapping) else list(given or [])
+    for name, value in pairs:
         if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError("token_params must map str to str")
+            raise TypeError("%s must map str to str" % what)
+    return pairs
+
+
+def _token_param_pairs(token_params: _PairsArg) -> _Pairs:
+    """Client(token_params=): extra token request fields, as (name, value) pairs, checked."""
+    params = _str_pairs("token_params", token_params)
+    for name, _ in params:
         if name in _RESERVED_TOKEN_PARAMS:
             raise ValueError("token_params may not set %s" % name)
     return params
@@ -3691,7 +3695,7 @@ class Client:
         client_secret: Optional[str] = None,
         scope: Optional[str] = None,
         auth_method: str = "client_secret_post",
-        token_params: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None,
+        token_params: _PairsArg = None,
         timeout: float = 30,
         ssl_context: Any = None,
         cafile: Optional[str] = None,
@@ -3777,7 +3781,7 @@ class Client:
         method: str,
         url: str,
         *,
-        headers: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None,
+        headers: _PairsArg = None,
         data: Union[str, BytesLike, None] = None,
         json: Any = None,
         stream: bool = False,
@@ -3879,13 +3883,9 @@ class Client:
     # -- internals ---------------------------------------------------------------
 
     @staticmethod
-    def _user_headers(
-        headers: Union[Mapping[str, str], Sequence[Tuple[str, str]], None],
-    ) -> List[Tuple[str, str]]:
-        items = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
+    def _user_headers(headers: _PairsArg) -> _Pairs:
+        items = _str_pairs("headers", headers)
         for name, value in items:
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise TypeError("headers must map str to str")
             if _HEADER_NAME.fullmatch(name) is None:
                 raise DPoPError("bad_argument", "bad header name")
             if re.search(r"[^\t\x20-\x7e]", value):  # http.client would raise, or split the header

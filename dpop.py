@@ -4064,10 +4064,7 @@ class Client:
         stream: bool,
     ) -> Response:
         """One API request: with DPoP at the first request's origin, plain elsewhere."""
-        given = {name.lower() for name, _ in extra}
-        base = [("Host", target.host_header), ("Accept-Encoding", "gzip")]
-        base += [] if "user-agent" in given else [("User-Agent", _USER_AGENT)]
-        base += [] if "accept" in given else [("Accept", "*/*")]
+        base = _base_headers(target, "*/*", extra)
         if not credentials:
             plain: Callable[[], List[Tuple[str, str]]] = functools.partial(list, base + extra)
             return self._exchange(method, url, target, plain, body, _MAX_API_BODY, stream=stream)
@@ -4401,7 +4398,7 @@ class Client:
         for url in candidates:
             where = _Target(url)
             response = self._exchange(
-                "GET", url, where, functools.partial(_json_headers, where), None, _MAX_TOKEN_BODY
+                "GET", url, where, functools.partial(_base_headers, where), None, _MAX_TOKEN_BODY
             )
             if response.status != 200:
                 problems.append("%s answered %d" % (url, response.status))
@@ -4433,7 +4430,7 @@ class Client:
 
         endpoint = self._endpoint()
         target = _Target(endpoint)
-        base = _json_headers(target, ("Content-Type", "application/x-www-form-urlencoded"))
+        base = _base_headers(target) + [("Content-Type", "application/x-www-form-urlencoded")]
         if self._auth_method == "client_secret_basic":
             userpass = ":".join(
                 map(urllib.parse.quote_plus, (self._client_id, str(self._client_secret)))
@@ -4517,14 +4514,14 @@ def _redirect(url: str, location: str) -> Tuple[str, _Target]:
     return joined, target
 
 
-def _json_headers(target: _Target, *more: Tuple[str, str]) -> List[Tuple[str, str]]:
-    """The token endpoint's and discovery's request headers."""
-    base = [
-        ("Host", target.host_header),
-        ("User-Agent", _USER_AGENT),
-        ("Accept", "application/json"),
-    ]
-    return base + [("Accept-Encoding", "gzip"), *more]
+def _base_headers(
+    target: _Target, accept: str = "application/json", given: Sequence[Tuple[str, str]] = ()
+) -> _Pairs:
+    """A request's own headers: Host, User-Agent and Accept (unless the caller's ``given`` headers
+    name them), Accept-Encoding: gzip. JSON is what the token endpoint and discovery answer."""
+    names = {name.lower() for name, _ in given}
+    base = [("Host", target.host_header), ("User-Agent", _USER_AGENT), ("Accept", accept)]
+    return [(n, v) for n, v in base if n.lower() not in names] + [("Accept-Encoding", "gzip")]
 
 
 def _oauth_error(

@@ -4021,11 +4021,7 @@ class Client:
             here = ""
         if here == (origin or here):
             token = self._current_token().value
-            nonce, now = (
-                self._nonces.get(here),
-                time.time() + self._skews.get(here, self._clock_skew),
-            )
-            proof = make_proof(self._key, method, url, access_token=token, nonce=nonce, now=now)
+            proof = self._proof(method, url, here, token, self._nonces.get(here))
             headers.update({"Authorization": "DPoP " + token, "DPoP": proof})
         else:
             for name in ("Authorization", "DPoP"):
@@ -4068,7 +4064,7 @@ class Client:
         if not credentials:
             plain: Callable[[], List[Tuple[str, str]]] = functools.partial(list, base + extra)
             return self._exchange(method, url, target, plain, body, _MAX_API_BODY, stream=stream)
-        token = self._current_token()
+        token = self._current_token().value
         return self._attempts(
             method, url, target, base, extra, body, _MAX_API_BODY, token=token, stream=stream
         )
@@ -4083,7 +4079,7 @@ class Client:
         body: Union[_Body, Callable[[], bytes]],
         limit: int,
         *,
-        token: Optional[_Token] = None,
+        token: _Text = None,
         mask: _Masks = None,
         stream: bool = False,
     ) -> Response:
@@ -4096,13 +4092,9 @@ class Client:
         repeatable = token is None or method in _IDEMPOTENT
         attempt, started = 0, time.monotonic()
         while True:
-            sent, skew = (
-                self._nonces.get(target.origin),
-                self._skews.get(target.origin, self._clock_skew),
-            )
-            value = None if token is None else token.value
+            sent = self._nonces.get(target.origin)
             headers = functools.partial(
-                self._signed_headers, base, extra, method, url, value, sent, skew
+                self._signed_headers, base, extra, method, url, target.origin, token, sent
             )
             if token is None:
                 self.token_requests += 1
@@ -4133,11 +4125,11 @@ class Client:
                 else None
             )
             if not self._retry_refused(
-                target.origin, response.status, response.headers, value, sent, tried, error
+                target.origin, response.status, response.headers, token, sent, tried, error
             ):
                 return response
             # a new one after invalid_token
-            token = None if token is None else self._current_token()
+            token = None if token is None else self._current_token().value
 
     def _signed_headers(
         self,
@@ -4145,16 +4137,20 @@ class Client:
         extra: _Pairs,
         method: str,
         url: str,
+        origin: str,
         token: _Text,
         nonce: _Text,
-        skew: float,
     ) -> _Pairs:
-        """Headers with a new proof (a fresh jti for every attempt, RFC 9449 §7.3)."""
-        proof = make_proof(
-            self._key, method, url, access_token=token, nonce=nonce, now=time.time() + skew
-        )
+        """Headers with a new proof."""
+        proof = self._proof(method, url, origin, token, nonce)
         auth = [("Authorization", "DPoP " + token)] if token is not None else []
         return base + auth + [("DPoP", proof)] + extra
+
+    def _proof(self, method: str, url: str, origin: str, token: _Text, nonce: _Text) -> str:
+        """A new proof (a fresh jti every time, RFC 9449 §7.3), its iat on ``origin``'s clock as far
+        as this client knows it (_learn_skew)."""
+        now = time.time() + self._skews.get(origin, self._clock_skew)
+        return make_proof(self._key, method, url, access_token=token, nonce=nonce, now=now)
 
     def _exchange(
         self,

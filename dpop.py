@@ -3898,10 +3898,9 @@ class Client:
         return items
 
     def _current_token(self) -> _Token:
-        token = self._token
-        if token is not None and (token.refresh_at is None or time.monotonic() < token.refresh_at):
-            return token
-        with self._token_lock:  # single flight: one fetch however many threads wait
+        # Single flight: one fetch however many threads wait. The lock is taken every time (an
+        # uncontended lock costs well under a microsecond, no more than checking twice).
+        with self._token_lock:
             token = self._token
             if token is None or (
                 token.refresh_at is not None and time.monotonic() >= token.refresh_at
@@ -3913,10 +3912,7 @@ class Client:
     def _cached_token(self) -> _Token:
         """A token from the shared cache, or a new one put there; under its lock (if any): processes
         fetch one token."""
-        import contextlib
-
-        lock = getattr(self._cache, "lock", None)
-        with lock() if lock is not None else contextlib.nullcontext():
+        with self._cache_lock():
             entry = self._cache.get(self._cache_key)
             if _usable_entry(entry):  # any store's answer is checked like the file's
                 left = entry["until"] - time.time()
@@ -3926,8 +3922,8 @@ class Client:
                 self._cached = entry
                 return _Token(entry["access_token"], time.monotonic() + left, left)
             token = self._fetch_token()
-            if token.lifetime is not None:  # without expires_in: not cached
-                ttl = token.lifetime - min(self._refresh_margin, token.lifetime / 2)
+            if token.refresh_at is not None:  # without expires_in: not cached
+                ttl = token.refresh_at - time.monotonic()
                 entry = {
                     "access_token": token.value,
                     "nonces": dict(self._nonces),
@@ -3941,17 +3937,21 @@ class Client:
         """Before closing: the nonces of every origin this client talked to go into the cache entry
         of the token it used (so that the next run's first request carries the API's nonce too), if
         that entry is still there."""
-        import contextlib
-
         cached = self._cached
         if cached is None or cached["nonces"] == self._nonces:
             return
-        lock = getattr(self._cache, "lock", None)
-        with lock() if lock is not None else contextlib.nullcontext():
+        with self._cache_lock():
             entry = self._cache.get(self._cache_key)
             left = entry["until"] - time.time() if _usable_entry(entry) else 0
             if left > 0 and entry["access_token"] == cached["access_token"]:
                 self._cache.set(self._cache_key, dict(entry, nonces=dict(self._nonces)), left)
+
+    def _cache_lock(self) -> Any:
+        """The token cache's lock(), if it has one (FileTokenCache, RedisTokenCache)."""
+        import contextlib
+
+        lock = getattr(self._cache, "lock", None)
+        return contextlib.nullcontext() if lock is None else lock()
 
     def _drop_token(self, value: str) -> None:
         with self._token_lock:

@@ -2641,7 +2641,7 @@ def _resolvable(host: str) -> bool:
 class _Target:
     """Where one request goes: parsed, normalized and checked once."""
 
-    __slots__ = ("scheme", "host", "port", "origin", "target", "host_header")
+    __slots__ = ("scheme", "host", "port", "origin", "path", "target", "host_header")
 
     def __init__(self, url: str) -> None:
         scheme, host, port, path, query = _split_url(url)
@@ -2655,7 +2655,7 @@ class _Target:
         self.scheme, self.host, self.port = scheme, host, int(port or _DEFAULT_PORTS[scheme])
         self.host_header = host + (":" + port if port else "")
         self.origin = scheme + "://" + self.host_header
-        self.target = path + query
+        self.path, self.target = path, path + query  # the request line's: path and query
 
 
 class Headers:
@@ -2820,13 +2820,8 @@ def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]
 def _refusals(headers: Headers) -> List[Dict[str, str]]:
     """The parameters of every challenge with an ``error``, DPoP challenges first."""
     challenges = _parse_challenges(headers.get_all("WWW-Authenticate"))
-    ordered = [c for c in challenges if c[0] == "dpop"] + [c for c in challenges if c[0] != "dpop"]
+    ordered = sorted(challenges, key=lambda challenge: challenge[0] != "dpop")  # a stable sort
     return [params for _, params in ordered if "error" in params]
-
-
-def _challenge_errors(headers: Headers) -> List[str]:
-    """The ``error`` of every challenge, DPoP challenges first."""
-    return [params["error"] for params in _refusals(headers)]
 
 
 # =============================================================================
@@ -2955,7 +2950,9 @@ class _SessionLog:
         more = len(body) - _MAX_LOGGED_BODY
         return text + ("\n<%d more bytes not logged>" % more if more > 0 else "") + "\n"
 
-    def _write(self, kind: str, lines: List[str], body: str) -> None:
+    def _write(self, kind: str, first: str, headers: Sequence[Tuple[str, str]], body: str) -> None:
+        """An entry: its ``first`` line, then ``headers`` (their secrets masked), then ``body``."""
+        lines = [first] + ["%s: %s" % (name, _mask_header(name, value)) for name, value in headers]
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (
             int(now * 1000) % 1000
@@ -2977,28 +2974,24 @@ class _SessionLog:
                 ) from None
 
     def note(self, kind: str, text: str) -> None:
-        self._write(kind, [text], "")
+        self._write(kind, text, [], "")
 
     def request(
         self, method: str, target: _Target, headers: _Pairs, body: Optional[bytes], mask: _Mask
     ) -> None:
-        lines = ["%s %s HTTP/1.1" % (method, target.target)]
-        lines += ["%s: %s" % (name, _mask_header(name, value)) for name, value in headers]
-        self._write("Sending", lines, self._body(body, mask))
+        first = "%s %s HTTP/1.1" % (method, target.target)
+        self._write("Sending", first, headers, self._body(body, mask))
 
     def response(
         self, response: Response, mask: Optional[Callable[[str], str]], streamed: bool = False
     ) -> None:
-        lines = ["%s %d %s" % (response.version, response.status, response.reason)]
-        lines += [
-            "%s: %s" % (name, _mask_header(name, value)) for name, value in response.headers.items()
-        ]
+        first = "%s %d %s" % (response.version, response.status, response.reason)
         body = (
             "<body streamed to the caller, not logged>\n"
             if streamed
             else self._body(response.body, mask)
         )
-        self._write("Received", lines, body)
+        self._write("Received", first, response.headers.items(), body)
 
     def close(self) -> None:
         if self._own:
@@ -3986,7 +3979,7 @@ class Client:
         reason once: a new nonce (RFC 9449 §8, §9; never for the nonce just sent), invalid_token
         (the token is dropped), a server clock learnt from Date (invalid_dpop_proof, or Keycloak's
         invalid_request at the token endpoint)."""
-        errors = _challenge_errors(headers) if status == 401 else []
+        errors = [params["error"] for params in _refusals(headers)] if status == 401 else []
         if error:
             errors.append(error)
         fresh = self._nonces.get(origin)
@@ -4209,7 +4202,7 @@ class Client:
                 raise _network_error("network", why + _reason(exc), written) from None
             except socket.timeout:
                 conn.close()
-                why = "%s %s%s: timed out" % (method, target.origin, target.target.split("?")[0])
+                why = "%s %s%s: timed out" % (method, target.origin, target.path)
                 raise _network_error("timeout", why, written) from None
             except ssl.SSLError as exc:
                 conn.close()
@@ -4236,9 +4229,9 @@ class Client:
                     response, mask[1] if mask else None, response._stream is not None
                 )
             self._remember_nonce(target.origin, response.headers)
-            path = target.target.split("?")[0]
             self._note(
-                "%s %s%s: %d %s" % (method, target.origin, path, response.status, response.reason)
+                "%s %s%s: %d %s"
+                % (method, target.origin, target.path, response.status, response.reason)
             )
             return response
         raise RuntimeError("dpop: internal error: retry loop ended")  # pragma: no cover
@@ -4385,7 +4378,7 @@ class Client:
         """RFC 8414 metadata, then OpenID discovery, for ``issuer``."""
         issuer = str(self._issuer)
         target = _Target(issuer)
-        path = target.target.split("?")[0].rstrip("/")
+        path = target.path.rstrip("/")
         candidates = [
             target.origin + "/.well-known/oauth-authorization-server" + path,  # RFC 8414 §3
             issuer.rstrip("/") + "/.well-known/openid-configuration",  # OpenID Discovery §4
@@ -4441,7 +4434,7 @@ class Client:
         )
         if 200 <= response.status < 300:
             token = self._parse_token(response)
-            where = target.origin + target.target.split("?")[0]
+            where = target.origin + target.path
             self._note(
                 "token from %s: expires in %s s" % (where, token.lifetime and "%d" % token.lifetime)
             )

@@ -3161,8 +3161,9 @@ class _Pool:
     """Idle keep-alive connections per (scheme, host, port, proxy). The TLS context is made on the
     first https connection: loading the CA store costs ~30 ms, which a run against loopback http
     never needs. A new connection (its proxy tunnel and TLS handshake too) has ``connect`` seconds;
-    then each read or write has ``timeout``. ``cert``: the client certificate file, or (certificate,
-    key) files."""
+    then each read or write has ``timeout``. ``client_cert``: the client certificate file, or
+    (certificate, key) files. A CA or certificate file that is missing or broken fails here, not at
+    the first https request."""
 
     def __init__(
         self,
@@ -3170,14 +3171,23 @@ class _Pool:
         timeout: float,
         context: Any,
         cafile: _Text,
+        client_cert: Union[str, os.PathLike[str], Tuple[str, str], None],
         proxy: Optional[_Proxy],
         no_proxy: str,
-        cert: Optional[Tuple[Any, Any]],
     ) -> None:
         self._connect, self.timeout, self._context, self._cafile = connect, timeout, context, cafile
-        self._proxy, self._no_proxy, self._cert = proxy, no_proxy, cert
+        self._proxy, self._no_proxy = proxy, no_proxy
         self._idle: Dict[Tuple[str, str, int, Optional[_Proxy]], List[Any]] = {}
         self._lock = threading.Lock()
+        self._cert: Optional[Tuple[Any, Any]] = None  # until _tls() loads it
+        if client_cert is not None:
+            self._cert = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
+            if context is not None or len(self._cert) != 2 or self._cert[0] is None:
+                raise TypeError(
+                    "client_cert= takes a file or (certificate, key) files, without ssl_context="
+                )
+        if cafile is not None or client_cert is not None:
+            self._tls()
 
     def _tls(self) -> Any:
         import ssl
@@ -3602,29 +3612,6 @@ def _check_texts(**texts: Optional[str]) -> None:
             raise _type_error(name, "str", value)
 
 
-def _client_pool(
-    connect: float,
-    timeout: float,
-    proxy: Optional[_Proxy],
-    no_proxy: str,
-    context: Any,
-    cafile: Optional[str],
-    client_cert: Union[str, os.PathLike[str], Tuple[str, str], None],
-) -> _Pool:
-    """A Client's connection pool; a CA or certificate file that is missing or broken fails here,
-    not at the first https request."""
-    pair = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
-    if client_cert is not None and (context is not None or len(pair) != 2 or pair[0] is None):
-        raise TypeError(
-            "client_cert= takes a file or (certificate, key) files, without ssl_context="
-        )
-    cert = pair if client_cert is not None else None
-    pool = _Pool(connect, timeout, context, cafile, proxy, no_proxy, cert)
-    if cafile is not None or client_cert is not None:
-        pool._tls()
-    return pool
-
-
 def _str_pairs(what: str, given: _PairsArg) -> _Pairs:
     """headers= or token_params= as (name, value) pairs, in order; TypeError unless all are str."""
     pairs = list(given.items()) if isinstance(given, Mapping) else list(given or [])
@@ -3756,8 +3743,7 @@ class Client:
             self._scrub.add(secret)
         connect = timeout if connect_timeout is None else connect_timeout
         _setting("connect_timeout", connect, 0.001, 86400)
-        tls = (ssl_context, cafile, client_cert)
-        self._pool = _client_pool(connect, timeout, chosen, no_proxy, *tls)
+        self._pool = _Pool(connect, timeout, ssl_context, cafile, client_cert, chosen, no_proxy)
         if client_secret:
             self._scrub.add(client_secret)
         self._log = _SessionLog(session_log, self._scrub) if session_log is not None else None

@@ -3630,6 +3630,41 @@ def _token_param_pairs(token_params: _PairsArg) -> _Pairs:
     return params
 
 
+def _assertion_signer(
+    method: str, data: Any, alg: Optional[str], secret: _Text
+) -> Tuple[Union[ECKey, RSAKey, str], Optional[str]]:
+    """What signs client assertions, and the kid its JWK form names: for private_key_jwt the
+    key (P-256 or RSA), else the client secret (client_secret_jwt MACs with it); checks
+    ``alg``."""
+    if alg is not None and alg not in _ASSERTION_ALGS.get(method, ()):
+        raise ValueError("assertion_alg %r does not go with auth_method %s" % (alg, method))
+    if method != "private_key_jwt":
+        return str(secret), None
+    if data is None:
+        raise TypeError("auth_method private_key_jwt needs assertion_key=")
+    key: Union[ECKey, RSAKey] = data
+    kid = None
+    if not isinstance(data, (ECKey, RSAKey)):
+        try:  # a file read and JSON parsed once, for the key and for its kid
+            kind, value = _key_data(data)
+            try:
+                key = load_key(value)
+            except DPoPError as exc:
+                if exc.code != "unsupported_key":
+                    raise
+                key = load_rsa_key(value)  # not P-256: RSA, or the RSA loader's own refusal
+        except DPoPError as exc:
+            raise DPoPError(exc.code, "assertion key: " + exc.message) from None
+        kid = value.get("kid") if kind == "jwk" else None
+    if not key.has_private:
+        raise DPoPError(
+            "no_private_key", "assertion key: it is a public key; signing needs the private key"
+        )
+    if alg is not None and alg not in _assertion_algs(key):
+        raise ValueError("assertion_alg %s does not go with a %s" % (alg, type(key).__name__))
+    return key, kid if isinstance(kid, str) else None
+
+
 def _proxy_settings(
     proxy: Optional[str], no_proxy: Optional[str], trust_env: bool
 ) -> Tuple[Optional[_Proxy], str]:
@@ -3713,8 +3748,10 @@ class Client:
             raise ValueError("auth_method must be one of %s" % ", ".join(_AUTH_METHODS))
         if auth_method.startswith("client_secret") and not client_secret:
             raise TypeError("auth_method %s needs client_secret=" % auth_method)
-        self._assertion_key, kid = self._assertion_signer(auth_method, assertion_key, assertion_alg)
-        self._assertion_kid, self._assertion_alg = assertion_kid or kid, assertion_alg
+        signer, kid = _assertion_signer(auth_method, assertion_key, assertion_alg, client_secret)
+        self._assertion = functools.partial(  # a new client assertion for an audience every call
+            client_assertion, signer, client_id, alg=assertion_alg, kid=assertion_kid or kid
+        )
         self._assertion_audience = assertion_audience
         _setting("timeout", timeout, 0.001, 86400)
         self._refresh_margin = _setting("refresh_margin", refresh_margin, 0, 86400)
@@ -4286,39 +4323,6 @@ class Client:
 
     # -- token endpoint ------------------------------------------------------------
 
-    @staticmethod
-    def _assertion_signer(
-        method: str, data: Any, alg: Optional[str]
-    ) -> Tuple[Union[ECKey, RSAKey, None], Optional[str]]:
-        """The private_key_jwt key (P-256 or RSA) and the kid its JWK form names; checks ``alg``."""
-        if alg is not None and alg not in _ASSERTION_ALGS.get(method, ()):
-            raise ValueError("assertion_alg %r does not go with auth_method %s" % (alg, method))
-        if method != "private_key_jwt":
-            return None, None
-        if data is None:
-            raise TypeError("auth_method private_key_jwt needs assertion_key=")
-        key: Union[ECKey, RSAKey] = data
-        kid = None
-        if not isinstance(data, (ECKey, RSAKey)):
-            try:  # a file read and JSON parsed once, for the key and for its kid
-                kind, value = _key_data(data)
-                try:
-                    key = load_key(value)
-                except DPoPError as exc:
-                    if exc.code != "unsupported_key":
-                        raise
-                    key = load_rsa_key(value)  # not P-256: RSA, or the RSA loader's own refusal
-            except DPoPError as exc:
-                raise DPoPError(exc.code, "assertion key: " + exc.message) from None
-            kid = value.get("kid") if kind == "jwk" else None
-        if not key.has_private:
-            raise DPoPError(
-                "no_private_key", "assertion key: it is a public key; signing needs the private key"
-            )
-        if alg is not None and alg not in _assertion_algs(key):
-            raise ValueError("assertion_alg %s does not go with a %s" % (alg, type(key).__name__))
-        return key, kid if isinstance(kid, str) else None
-
     def _mask_token_response(self, text: str) -> str:
         """Token response text for the log: its tokens (from the parsed JSON, however spelt) are
         learnt, then masked."""
@@ -4342,12 +4346,7 @@ class Client:
         if self._auth_method == "client_secret_post":
             form.append(("client_secret", str(self._client_secret)))
         elif self._auth_method.endswith("_jwt"):
-            signer, audience = (
-                self._assertion_key or str(self._client_secret),
-                self._assertion_audience or endpoint,
-            )
-            alg, kid = self._assertion_alg, self._assertion_kid
-            assertion = client_assertion(signer, self._client_id, audience, alg=alg, kid=kid)
+            assertion = self._assertion(self._assertion_audience or endpoint)
             self._scrub.add(assertion, lasting=False)
             form += [("client_assertion_type", ASSERTION_TYPE), ("client_assertion", assertion)]
         if self._scope is not None:

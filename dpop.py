@@ -2593,8 +2593,7 @@ if TYPE_CHECKING:
     _Text = Optional[str]
     _Body = Optional[bytes]
     _Mask = Optional[Callable[[str], str]]  # masks a logged body's secrets
-    # the request's, the response's
-    _Masks = Optional[Tuple[Callable[[str], str], Callable[[str], str]]]
+    _Masks = Tuple[_Mask, _Mask]  # the request's, the response's
 
 _MAX_TOKEN_BODY = 1 << 20
 _MAX_API_BODY = 256 << 20
@@ -3836,9 +3835,8 @@ class Client:
                 if method != "HEAD":
                     method = "GET"
                 body = None
-                extra = [
-                    (n, v) for n, v in extra if n.lower() not in ("content-type", "content-length")
-                ]
+                # the caller's Content-Type goes with the body (Content-Length is never theirs)
+                extra = [(n, v) for n, v in extra if n.lower() != "content-type"]
             if target.origin != here.origin:
                 # As curl since CVE-2022-27776: the user's headers (Cookie, API keys) stay with
                 # their origin, and so does a body that a 307/308 would re-send: that redirect is
@@ -4096,7 +4094,7 @@ class Client:
         limit: int,
         *,
         token: _Text = None,
-        mask: _Masks = None,
+        mask: _Masks = (None, None),
         stream: bool = False,
     ) -> Response:
         """A request with a proof, attempted until it is answered for good; every attempt has a new
@@ -4176,7 +4174,7 @@ class Client:
         make_headers: Callable[[], _Pairs],
         body: _Body,
         limit: int,
-        mask: _Masks = None,
+        mask: _Masks = (None, None),
         stream: bool = False,
     ) -> Response:
         """One HTTP exchange on a pooled connection; maps failures to DPoPError. With ``stream``, a
@@ -4199,7 +4197,7 @@ class Client:
                         conn.connect()
                     conn.sock.settimeout(self._pool.timeout)
                 if self._log is not None:
-                    self._log.request(method, target, headers, body, mask[0] if mask else None)
+                    self._log.request(method, target, headers, body, mask[0])
                 conn.putrequest(method, target.target, skip_host=True, skip_accept_encoding=True)
                 for name, value in headers:
                     conn.putheader(name, value)
@@ -4248,9 +4246,7 @@ class Client:
                 )
                 raise _network_error("network", why, written) from None
             if self._log is not None:
-                self._log.response(
-                    response, mask[1] if mask else None, response._stream is not None
-                )
+                self._log.response(response, mask[1], response._stream is not None)
             self._remember_nonce(target.origin, response.headers)
             self._note(
                 "%s %s%s: %d %s"
@@ -4267,10 +4263,10 @@ class Client:
         resp = conn.getresponse()
         followed = self._follow and resp.status in _REDIRECTS and resp.getheader("Location")
         streaming = stream and not (resp.status == 401 or followed)
-        release = functools.partial(self._release, target, conn, resp)
         # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 have no body, whatever Content-Encoding says
         bodiless = method == "HEAD" or resp.status in (204, 304) or resp.status < 200
         encoding = None if bodiless else resp.getheader("Content-Encoding")
+        release = functools.partial(self._release, target, conn, resp)
         body_stream = _BodyStream(resp, encoding, release)
         got = Headers([(k, re.sub(r"\r?\n[ \t]*", " ", v)) for k, v in resp.getheaders()])
         data = b"" if streaming else body_stream.read(limit)
@@ -4425,12 +4421,10 @@ class Client:
             )
             return token
         error, description = _oauth_error(response, self._scrub)
-        if error is None:
-            text = "token endpoint answered HTTP %d without an OAuth error" % response.status
-        elif description:
-            text = "token endpoint: %s: %s (HTTP %d)" % (error, description, response.status)
-        else:
-            text = "token endpoint: %s (HTTP %d)" % (error, response.status)
+        text = "token endpoint answered HTTP %d without an OAuth error" % response.status
+        if error is not None:
+            detail = error + (": " + description if description else "")
+            text = "token endpoint: %s (HTTP %d)" % (detail, response.status)
         raise DPoPError("oauth_error", self._scrub(text), oauth_error=error, status=response.status)
 
     def _parse_token(self, response: Response) -> _Token:

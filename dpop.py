@@ -4326,11 +4326,15 @@ class Client:
             data = _json_object(text.encode("utf-8", "surrogatepass"), "token response")
         except DPoPError:
             data = {}
+        self._learn_tokens(data)
+        return _mask_token_json(text)
+
+    def _learn_tokens(self, data: Dict[str, Any]) -> None:
+        """The tokens of a token response are secrets, for logs and errors."""
         for name in ("access_token", "refresh_token", "id_token"):
             value = data.get(name)
             if isinstance(value, str) and value:
                 self._scrub.add(value, lasting=False)
-        return _mask_token_json(text)
 
     def _token_form(self, endpoint: str) -> bytes:
         """The token request's body, with a new client assertion every time."""
@@ -4432,13 +4436,10 @@ class Client:
             data = _json_object(response.body, "token response")
         except DPoPError:
             raise DPoPError("bad_token_response", "token response is not a JSON object") from None
+        self._learn_tokens(data)
         value = data.get("access_token")
         if not isinstance(value, str) or _TOKEN68.fullmatch(value) is None:
             raise DPoPError("bad_token_response", "token response has no usable access_token")
-        self._scrub.add(value, lasting=False)
-        refresh = data.get("refresh_token")
-        if isinstance(refresh, str) and refresh:
-            self._scrub.add(refresh, lasting=False)
         token_type = data.get("token_type")
         if not isinstance(token_type, str) or token_type.lower() != "dpop":
             # RFC 9449 §5: a Bearer token here means no key binding; refuse it rather than silently

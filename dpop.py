@@ -3019,18 +3019,21 @@ class _Proxy:
         import urllib.parse
 
         match = _PROXY_URL.fullmatch(url.strip())
-        if match is not None and (match.group(1) or "http").lower() != "http":
-            raise ValueError("only http:// proxies are supported")
-        if match is None or not 0 < int(match.group(4) or 1080) < 65536:
+        if match is None:
             raise ValueError("not a proxy URL")  # never the URL itself: it may hold a password
-        host, self.port = match.group(3), int(match.group(4) or 1080)
+        scheme, userinfo, host, port = match.groups()
+        if (scheme or "http").lower() != "http":
+            raise ValueError("only http:// proxies are supported")
+        self.port = int(port or 1080)
+        if not 0 < self.port < 65536:
+            raise ValueError("not a proxy URL")
         if not _resolvable(host):
             raise ValueError("bad proxy host name: an empty label or one over 63 characters")
         self.host, self.shown = host.strip("[]"), "http://%s:%d" % (host, self.port)
         self.auth: Optional[str] = None
         self.secrets: Tuple[str, ...] = ()
-        if match.group(2) is not None:
-            user, _, password = match.group(2).partition(":")
+        if userinfo is not None:
+            user, _, password = userinfo.partition(":")
             pair = urllib.parse.unquote(user) + ":" + urllib.parse.unquote(password)
             self.auth = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
             self.shown = "http://%s:%s@%s:%d" % (user, _MASKED, host, self.port)
@@ -3253,7 +3256,7 @@ class _Pool:
         try:
             sock.settimeout(max(0.001, deadline - time.monotonic()))
             conn.sock = self._tls().wrap_socket(sock, server_hostname=host)
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:  # ssl.SSLError too
             sock.close()
             if isinstance(exc, ssl.SSLError):
                 raise _tls_error(target.origin, exc) from None
@@ -3372,6 +3375,11 @@ class _BodyStream:
 # =============================================================================
 
 
+# Opening a cache file: never through a symbolic link, and never waiting on a FIFO (there is no
+# writer or reader to wait for: it is refused as not a regular file once open)
+_OPEN_NO_LINK_NO_WAIT = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
 class FileTokenCache:
     """Access tokens kept across processes in one JSON file (``Client(token_cache=...)``).
 
@@ -3412,10 +3420,8 @@ class FileTokenCache:
 
         if self._off:
             return {}
-        try:  # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below)
-            fd = os.open(
-                self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-            )
+        try:
+            fd = os.open(self.path, os.O_RDONLY | _OPEN_NO_LINK_NO_WAIT)
         except FileNotFoundError:
             return {}
         except OSError as exc:
@@ -3477,15 +3483,9 @@ class FileTokenCache:
             import errno
             import stat
 
-            flags = (
-                os.O_WRONLY
-                | os.O_CREAT
-                | getattr(os, "O_NOFOLLOW", 0)
-                | getattr(os, "O_NONBLOCK", 0)
-            )
+            flags = os.O_WRONLY | os.O_CREAT | _OPEN_NO_LINK_NO_WAIT
             try:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
-                # O_NONBLOCK: a FIFO there must not hang us
                 fd = os.open(self.path + ".lock", flags, 0o600)
                 regular = stat.S_ISREG(os.fstat(fd).st_mode)
             except OSError as exc:

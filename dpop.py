@@ -3822,9 +3822,26 @@ class Client:
             body = data.encode("utf-8") if isinstance(data, str) else _as_bytes("data", data)
         first = target = _Target(url)
         for hops in range(self._max_redirects + 1):
-            # Credentials only ever go to the origin the caller named.
-            home = target.origin == first.origin
-            response = self._send(method, url, target, extra, body, credentials=home, stream=stream)
+            base = _base_headers(target, "*/*", extra)
+            # Credentials only ever go to the origin the caller named: DPoP there, plain elsewhere.
+            if target.origin == first.origin:
+                token = self._current_token().value
+                response = self._attempts(
+                    method,
+                    url,
+                    target,
+                    base,
+                    extra,
+                    body,
+                    _MAX_API_BODY,
+                    token=token,
+                    stream=stream,
+                )
+            else:
+                plain: Callable[[], _Pairs] = functools.partial(list, base + extra)
+                response = self._exchange(
+                    method, url, target, plain, body, _MAX_API_BODY, stream=stream
+                )
             response.redirects = hops
             location = response.headers.get("Location")
             if not self._follow or response.status not in _REDIRECTS or not location:
@@ -4061,27 +4078,6 @@ class Client:
     def httpx_auth(self) -> Any:
         """An httpx.Auth for httpx.Client and httpx.AsyncClient (imports httpx)."""
         return _httpx_auth(self)
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        target: _Target,
-        extra: _Pairs,
-        body: _Body,
-        *,
-        credentials: bool,
-        stream: bool,
-    ) -> Response:
-        """One API request: with DPoP at the first request's origin, plain elsewhere."""
-        base = _base_headers(target, "*/*", extra)
-        if not credentials:
-            plain: Callable[[], List[Tuple[str, str]]] = functools.partial(list, base + extra)
-            return self._exchange(method, url, target, plain, body, _MAX_API_BODY, stream=stream)
-        token = self._current_token().value
-        return self._attempts(
-            method, url, target, base, extra, body, _MAX_API_BODY, token=token, stream=stream
-        )
 
     def _attempts(
         self,

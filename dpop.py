@@ -2937,7 +2937,7 @@ class _SessionLog:
             raise _type_error("session_log", "a path or a text file object", sink)
         self._sink, self._scrub, self._lock = sink, scrub, threading.Lock()
 
-    def _body(self, body: Optional[bytes], mask: Optional[Callable[[str], str]]) -> str:
+    def _body(self, body: _Body, mask: _Mask) -> str:
         if not body:
             return ""
         try:  # a masked body (token endpoint: at most 1 MiB) is masked whole, then cut
@@ -2981,13 +2981,11 @@ class _SessionLog:
         first = "%s %s HTTP/1.1" % (method, target.target)
         self._write("Sending", first, headers, self._body(body, mask))
 
-    def response(
-        self, response: Response, mask: Optional[Callable[[str], str]], streamed: bool = False
-    ) -> None:
+    def response(self, response: Response, mask: _Mask) -> None:
         first = "%s %d %s" % (response.version, response.status, response.reason)
         body = (
             "<body streamed to the caller, not logged>\n"
-            if streamed
+            if response._stream is not None
             else self._body(response.body, mask)
         )
         self._write("Received", first, response.headers.items(), body)
@@ -3322,14 +3320,13 @@ class _BodyStream:
                     if self._resp.length:
                         raise http.client.IncompleteRead(b"", self._resp.length)
                     break
-                data = raw if inflater is None else inflater.decompress(raw, 65536)
-                while data:
+                if inflater is None:
+                    yield raw
+                    continue
+                data = inflater.decompress(raw, 65536)
+                while data:  # 64 KiB at a time: a small gzip body may inflate to gigabytes
                     yield data
-                    data = (
-                        inflater.decompress(inflater.unconsumed_tail, 65536)
-                        if inflater is not None
-                        else b""
-                    )
+                    data = inflater.decompress(inflater.unconsumed_tail, 65536)
             if inflater is not None:
                 tail = inflater.flush()
                 if tail:
@@ -4242,7 +4239,7 @@ class Client:
                 )
                 raise _network_error("network", why, written) from None
             if self._log is not None:
-                self._log.response(response, mask[1], response._stream is not None)
+                self._log.response(response, mask[1])
             self._remember_nonce(target.origin, response.headers)
             self._note(
                 "%s %s%s: %d %s"

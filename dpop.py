@@ -3819,25 +3819,16 @@ class Client:
             body = data.encode("utf-8") if isinstance(data, str) else _as_bytes("data", data)
         first = target = _Target(url)
         for hops in range(self._max_redirects + 1):
-            base = _base_headers(target, "*/*", extra)
+            headers = _base_headers(target, "*/*", extra) + extra
             # Credentials only ever go to the origin the caller named: DPoP there, plain elsewhere.
             if target.origin == first.origin:
                 token = self._current_token().value
                 response = self._attempts(
-                    method,
-                    url,
-                    target,
-                    base,
-                    extra,
-                    body,
-                    _MAX_API_BODY,
-                    token=token,
-                    stream=stream,
+                    method, url, target, headers, body, _MAX_API_BODY, token=token, stream=stream
                 )
             else:
-                plain: Callable[[], _Pairs] = functools.partial(list, base + extra)
                 response = self._exchange(
-                    method, url, target, plain, body, _MAX_API_BODY, stream=stream
+                    method, url, target, headers, body, _MAX_API_BODY, stream=stream
                 )
             response.redirects = hops
             location = response.headers.get("Location")
@@ -4081,8 +4072,7 @@ class Client:
         method: str,
         url: str,
         target: _Target,
-        base: _Pairs,
-        extra: _Pairs,
+        headers: _Pairs,
         body: Union[_Body, Callable[[], bytes]],
         limit: int,
         *,
@@ -4100,14 +4090,15 @@ class Client:
         attempt, started = 0, time.monotonic()
         while True:
             sent = self._nonces.get(target.origin)
-            headers = functools.partial(
-                self._signed_headers, base, extra, method, url, target.origin, token, sent
-            )
+            auth = [] if token is None else [("Authorization", "DPoP " + token)]
+            proof = functools.partial(self._proof, method, url, target.origin, token, sent)
             if token is None:
                 self.token_requests += 1
             try:
                 data = body() if callable(body) else body
-                response = self._exchange(method, url, target, headers, data, limit, mask, stream)
+                response = self._exchange(
+                    method, url, target, headers + auth, data, limit, mask, stream, proof
+                )
             except DPoPError as exc:  # repeated where it cannot hurt, or when nothing was sent
                 retry = repeatable or exc._unsent
                 if (
@@ -4138,21 +4129,6 @@ class Client:
             # a new one after invalid_token
             token = None if token is None else self._current_token().value
 
-    def _signed_headers(
-        self,
-        base: _Pairs,
-        extra: _Pairs,
-        method: str,
-        url: str,
-        origin: str,
-        token: _Text,
-        nonce: _Text,
-    ) -> _Pairs:
-        """Headers with a new proof."""
-        proof = self._proof(method, url, origin, token, nonce)
-        auth = [("Authorization", "DPoP " + token)] if token is not None else []
-        return base + auth + [("DPoP", proof)] + extra
-
     def _proof(self, method: str, url: str, origin: str, token: _Text, nonce: _Text) -> str:
         """A new proof (a fresh jti every time, RFC 9449 §7.3), its iat on ``origin``'s clock as far
         as this client knows it (_learn_skew)."""
@@ -4164,24 +4140,25 @@ class Client:
         method: str,
         url: str,
         target: _Target,
-        make_headers: Callable[[], _Pairs],
+        fields: _Pairs,
         body: _Body,
         limit: int,
         mask: _Masks = (None, None),
         stream: bool = False,
+        proof: Optional[Callable[[], str]] = None,
     ) -> Response:
         """One HTTP exchange on a pooled connection; maps failures to DPoPError. With ``stream``, a
         final response (not a 401, nor a redirect to be followed: those are retried or followed)
-        keeps its body unread."""
+        keeps its body unread. ``proof`` makes the DPoP header: a new one for every connection
+        tried."""
         import http.client
         import socket
         import ssl
 
         for attempt in (0, 1):
             conn, reused = self._pool.get(target, self._note)
-            headers = make_headers() + (
-                [] if body is None else [("Content-Length", str(len(body)))]
-            )
+            headers = fields + ([] if proof is None else [("DPoP", proof())])
+            headers += [] if body is None else [("Content-Length", str(len(body)))]
             written = False  # whether any byte of this request may have gone out
             try:
                 # connected within the connect timeout; then each read within the other
@@ -4365,7 +4342,7 @@ class Client:
         for url in candidates:
             where = _Target(url)
             response = self._exchange(
-                "GET", url, where, functools.partial(_base_headers, where), None, _MAX_TOKEN_BODY
+                "GET", url, where, _base_headers(where), None, _MAX_TOKEN_BODY
             )
             if response.status != 200:
                 problems.append("%s answered %d" % (url, response.status))
@@ -4407,9 +4384,7 @@ class Client:
             self._scrub.add(basic)
         form = functools.partial(self._token_form, endpoint)  # a new client assertion every time
         mask = (_mask_form, self._mask_token_response)
-        response = self._attempts(
-            "POST", endpoint, target, base, [], form, _MAX_TOKEN_BODY, mask=mask
-        )
+        response = self._attempts("POST", endpoint, target, base, form, _MAX_TOKEN_BODY, mask=mask)
         if 200 <= response.status < 300:
             token = self._parse_token(response)
             where = target.origin + target.path

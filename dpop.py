@@ -4100,9 +4100,8 @@ class Client:
                     method, url, target, headers + auth, data, limit, mask, stream, proof
                 )
             except DPoPError as exc:  # repeated where it cannot hurt, or when nothing was sent
-                retry = repeatable or exc._unsent
                 if (
-                    retry
+                    (repeatable or exc._unsent)
                     and exc.code in ("network", "timeout")
                     and self._retry(attempt, started, exc)
                 ):
@@ -4468,15 +4467,14 @@ def _oauth_error(
     9449 §7.1, RFC 6750 §3), else from an RFC 6749 §5.2 JSON body. Secrets are masked first (before
     cleaning or cutting could hide them), then only printable ASCII is kept, and cut."""
     refusals = _refusals(response.headers)
-    found: Dict[str, Any] = refusals[0] if refusals else {}
-    if found:
-        error, description = found["error"], found.get("error_description")
+    if refusals:
+        found: Mapping[str, Any] = refusals[0]
     else:
         try:
-            data = _json_object(response.body, "error response")
+            found = _json_object(response.body, "error response")
         except DPoPError:
             return None, None
-        error, description = data.get("error"), data.get("error_description")
+    error, description = found.get("error"), found.get("error_description")
     clean = re.compile(r"[^\x20-\x7e]")
     error = clean.sub("?", scrub(error))[:100] if isinstance(error, str) else None
     description = clean.sub("?", scrub(description))[:300] if isinstance(description, str) else None

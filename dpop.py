@@ -3481,6 +3481,7 @@ class FileTokenCache:
             import stat
 
             flags = os.O_WRONLY | os.O_CREAT | _OPEN_NO_LINK_NO_WAIT
+            fd = -1
             try:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
                 fd = os.open(self.path + ".lock", flags, 0o600)
@@ -3490,24 +3491,22 @@ class FileTokenCache:
                     raise DPoPError(
                         "io_error", "cannot lock token cache %s: %s" % (self.path, exc.strerror)
                     ) from None
-                fd, regular = -1, False
-            if not regular:
-                if fd >= 0:
-                    os.close(fd)
-                self._off = True
-                self._warn_once("%s.lock is not a regular file" % os.path.basename(self.path))
-                yield
-                return
+                regular = False
             try:
-                try:
-                    import fcntl
+                if regular:
+                    try:
+                        import fcntl
 
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                except ImportError:  # pragma: no cover  (Windows: no advisory lock)
-                    pass
+                        fcntl.flock(fd, fcntl.LOCK_EX)
+                    except ImportError:  # pragma: no cover  (Windows: no advisory lock)
+                        pass
+                else:  # the run goes on without the cache
+                    self._off = True
+                    self._warn_once("%s.lock is not a regular file" % os.path.basename(self.path))
                 yield
             finally:
-                os.close(fd)  # closing releases the lock
+                if fd >= 0:
+                    os.close(fd)  # closing releases the lock
 
         return held()
 
@@ -3875,7 +3874,7 @@ class Client:
     def close(self) -> None:
         """Close pooled connections and the session log (if the client opened it)."""
         try:
-            if self._cache is not None and not self._closed:
+            if not self._closed:  # without a token cache, _keep_nonces has no entry to update
                 self._keep_nonces()
         except Exception as exc:  # any store's failure: the run's work is done, one 401 is the cost
             self._note("token cache: the nonces were not kept (%s)" % type(exc).__name__)

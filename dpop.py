@@ -2640,7 +2640,7 @@ def _resolvable(host: str) -> bool:
 class _Target:
     """Where one request goes: parsed, normalized and checked once."""
 
-    __slots__ = ("scheme", "host", "port", "origin", "path", "target", "host_header")
+    __slots__ = ("url", "scheme", "host", "port", "origin", "path", "target", "host_header")
 
     def __init__(self, url: str) -> None:
         scheme, host, port, path, query = _split_url(url)
@@ -2651,6 +2651,7 @@ class _Target:
                 "insecure_url",
                 "plain http is only allowed to loopback hosts; use https for %s" % host,
             )
+        self.url = url  # as given: for the proof's htu and Response.url
         self.scheme, self.host, self.port = scheme, host, int(port or _DEFAULT_PORTS[scheme])
         self.host_header = host + (":" + port if port else "")
         self.origin = scheme + "://" + self.host_header
@@ -3823,18 +3824,18 @@ class Client:
             if target.origin == first.origin:
                 token = self._current_token().value
                 response = self._attempts(
-                    method, url, target, headers, body, _MAX_API_BODY, token=token, stream=stream
+                    method, target, headers, body, _MAX_API_BODY, token=token, stream=stream
                 )
             else:
                 response = self._exchange(
-                    method, url, target, headers, body, _MAX_API_BODY, stream=stream
+                    method, target, headers, body, _MAX_API_BODY, stream=stream
                 )
             response.redirects = hops
             location = response.headers.get("Location")
             if not self._follow or response.status not in _REDIRECTS or not location:
                 return response
             here = target
-            url, target = _redirect(url, location)
+            target = _redirect(here.url, location)
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 if method != "HEAD":
                     method = "GET"
@@ -4069,7 +4070,6 @@ class Client:
     def _attempts(
         self,
         method: str,
-        url: str,
         target: _Target,
         headers: _Pairs,
         body: Union[_Body, Callable[[], bytes]],
@@ -4090,13 +4090,13 @@ class Client:
         while True:
             sent = self._nonces.get(target.origin)
             auth = [] if token is None else [("Authorization", "DPoP " + token)]
-            proof = functools.partial(self._proof, method, url, target.origin, token, sent)
+            proof = functools.partial(self._proof, method, target.url, target.origin, token, sent)
             if token is None:
                 self.token_requests += 1
             try:
                 data = body() if callable(body) else body
                 response = self._exchange(
-                    method, url, target, headers + auth, data, limit, mask, stream, proof
+                    method, target, headers + auth, data, limit, mask, stream, proof
                 )
             except DPoPError as exc:  # repeated where it cannot hurt, or when nothing was sent
                 if (
@@ -4136,7 +4136,6 @@ class Client:
     def _exchange(
         self,
         method: str,
-        url: str,
         target: _Target,
         fields: _Pairs,
         body: _Body,
@@ -4171,7 +4170,7 @@ class Client:
                     conn.putheader(name, value)
                 written = True  # putrequest and putheader only buffer; endheaders writes
                 conn.endheaders(body)
-                response = self._answer(conn, method, url, target, limit, stream)
+                response = self._answer(conn, method, target, limit, stream)
             except DPoPError:
                 conn.close()
                 raise
@@ -4224,7 +4223,7 @@ class Client:
         raise RuntimeError("dpop: internal error: retry loop ended")  # pragma: no cover
 
     def _answer(
-        self, conn: Any, method: str, url: str, target: _Target, limit: int, stream: bool
+        self, conn: Any, method: str, target: _Target, limit: int, stream: bool
     ) -> Response:
         """The answer on ``conn``: its body read (at most ``limit`` bytes, decoded), or left to
         stream for a final answer when ``stream`` (not a 401, nor a redirect to follow)."""
@@ -4239,7 +4238,7 @@ class Client:
         got = Headers([(k, re.sub(r"\r?\n[ \t]*", " ", v)) for k, v in resp.getheaders()])
         data = b"" if streaming else body_stream.read(limit)
         version = "HTTP/%d.%d" % divmod(resp.version, 10)
-        response = Response(resp.status, resp.reason, got, data, url, version)
+        response = Response(resp.status, resp.reason, got, data, target.url, version)
         if streaming:
             response._stream = body_stream
         return response
@@ -4339,9 +4338,7 @@ class Client:
         problems = []
         for url in candidates:
             where = _Target(url)
-            response = self._exchange(
-                "GET", url, where, _base_headers(where), None, _MAX_TOKEN_BODY
-            )
+            response = self._exchange("GET", where, _base_headers(where), None, _MAX_TOKEN_BODY)
             if response.status != 200:
                 problems.append("%s answered %d" % (url, response.status))
                 continue
@@ -4382,7 +4379,7 @@ class Client:
             self._scrub.add(basic)
         form = functools.partial(self._token_form, endpoint)  # a new client assertion every time
         mask = (_mask_form, self._mask_token_response)
-        response = self._attempts("POST", endpoint, target, base, form, _MAX_TOKEN_BODY, mask=mask)
+        response = self._attempts("POST", target, base, form, _MAX_TOKEN_BODY, mask=mask)
         if 200 <= response.status < 300:
             token = self._parse_token(response)
             where = target.origin + target.path
@@ -4433,20 +4430,18 @@ class Client:
         return _Token(value, time.monotonic() + lifetime - margin, lifetime)
 
 
-def _redirect(url: str, location: str) -> Tuple[str, _Target]:
+def _redirect(url: str, location: str) -> _Target:
     """Where a redirect's Location (RFC 9110 §10.2.2) points from ``url``; a Location that is not a
     URL this client can use is bad_response (never urljoin's ValueError, nor the resolver's
-    UnicodeError later). Returns the new URL and its target, parsed once."""
+    UnicodeError later). Returns the new target, parsed once."""
     import urllib.parse
 
     try:
-        joined = urllib.parse.urljoin(url, location.strip())
-        target = _Target(joined)
+        return _Target(urllib.parse.urljoin(url, location.strip()))
     except (ValueError, DPoPError) as exc:
         if isinstance(exc, DPoPError) and exc.code == "insecure_url":
             raise
         raise DPoPError("bad_response", "the redirect's Location is not a usable URL") from None
-    return joined, target
 
 
 def _base_headers(

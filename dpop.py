@@ -3197,14 +3197,14 @@ class _Pool:
             if self._context is None:
                 try:
                     self._context = ssl.create_default_context(cafile=self._cafile)
-                except (OSError, ssl.SSLError) as exc:
+                except OSError as exc:  # ssl.SSLError too, here and below
                     why = "cannot load CA certificates %s%s" % (self._cafile or "", _reason(exc))
                     raise DPoPError("tls", why) from None
             if self._cert is not None:  # RFC 8705 §2: shown to every server that asks for one
                 cert, key = self._cert
                 try:  # an encrypted key gets "" rather than a prompt on the terminal
                     self._context.load_cert_chain(cert, key, password="")
-                except (OSError, ssl.SSLError) as exc:
+                except OSError as exc:
                     raise DPoPError(
                         "tls", "cannot load client certificate %s%s" % (cert, _reason(exc))
                     ) from None
@@ -4328,13 +4328,12 @@ class Client:
 
     def _discover(self) -> str:
         """RFC 8414 metadata, then OpenID discovery, for ``issuer``."""
-        issuer = str(self._issuer)
+        issuer = str(self._issuer).rstrip("/")  # compared without a final slash
         target = _Target(issuer)
-        path = target.path.rstrip("/")
         candidates = [
-            target.origin + "/.well-known/oauth-authorization-server" + path,  # RFC 8414 §3
-            issuer.rstrip("/") + "/.well-known/openid-configuration",  # OpenID Discovery §4
-        ]
+            target.origin + "/.well-known/oauth-authorization-server" + target.path.rstrip("/"),
+            issuer + "/.well-known/openid-configuration",  # OpenID Discovery §4
+        ]  # RFC 8414 §3 first
         problems = []
         for url in candidates:
             where = _Target(url)
@@ -4347,7 +4346,7 @@ class Client:
             except DPoPError:
                 problems.append("%s is not a JSON object" % url)
                 continue
-            if str(metadata.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
+            if str(metadata.get("issuer", "")).rstrip("/") != issuer:
                 raise DPoPError("discovery", "metadata issuer does not match %s" % issuer)
             endpoint = metadata.get("token_endpoint")
             if not isinstance(endpoint, str):

@@ -4468,10 +4468,11 @@ def _oauth_error(
         except DPoPError:
             return None, None
     error, description = found.get("error"), found.get("error_description")
-    clean = re.compile(r"[^\x20-\x7e]")
-    error = clean.sub("?", scrub(error))[:100] if isinstance(error, str) else None
-    description = clean.sub("?", scrub(description))[:300] if isinstance(description, str) else None
-    return error, description
+
+    def clean(text: Any, limit: int) -> Optional[str]:
+        return re.sub(r"[^\x20-\x7e]", "?", scrub(text))[:limit] if isinstance(text, str) else None
+
+    return clean(error, 100), clean(description, 300)
 
 
 def _debug(text: str) -> None:

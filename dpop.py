@@ -2428,6 +2428,14 @@ def _hmac_signature(alg: str, secret: bytes, signing_input: bytes) -> str:
     return b64url_encode(hmac.digest(secret, signing_input, _HMAC_ALGS[alg]))
 
 
+def _assertion_algs(key: Union[ECKey, RSAKey, str]) -> Tuple[str, ...]:
+    """The algorithms a client assertion key signs with, its default first: a client secret HMACs
+    (client_secret_jwt), an RSAKey signs RS256 or PS256, an ECKey ES256 (private_key_jwt)."""
+    if isinstance(key, str):
+        return tuple(_HMAC_ALGS)
+    return _RSA_ALGS if isinstance(key, RSAKey) else ("ES256",)
+
+
 def client_assertion(
     key: Union[ECKey, RSAKey, str],
     client_id: str,
@@ -2453,13 +2461,7 @@ def client_assertion(
     claims.update(jti=b64url_encode(os.urandom(16)), iat=issued, exp=issued + 60)
     if not isinstance(key, (ECKey, RSAKey, str)):
         raise _type_error("key", "an ECKey, an RSAKey or the client secret (str)", key)
-    allowed = (
-        tuple(_HMAC_ALGS)
-        if isinstance(key, str)
-        else _RSA_ALGS
-        if isinstance(key, RSAKey)
-        else ("ES256",)
-    )
+    allowed = _assertion_algs(key)
     alg = alg or allowed[0]
     if alg not in allowed:
         raise ValueError("a %s signs %s, not %s" % (type(key).__name__, " or ".join(allowed), alg))
@@ -2469,13 +2471,9 @@ def client_assertion(
     signing_input = (
         b64url_encode(_json_compact(header)) + "." + b64url_encode(_json_compact(claims))
     )
-    if isinstance(key, str):
-        return (
-            signing_input
-            + "."
-            + _hmac_signature(alg, key.encode("utf-8"), signing_input.encode("ascii"))
-        )
     signing = signing_input.encode("ascii")
+    if isinstance(key, str):
+        return signing_input + "." + _hmac_signature(alg, key.encode("utf-8"), signing)
     signature = key.sign(signing) if isinstance(key, ECKey) else key.sign(signing, alg)
     return signing_input + "." + b64url_encode(signature)
 
@@ -2503,11 +2501,12 @@ def client_assertion(
 
 if TYPE_CHECKING:
     _Pairs = List[Tuple[str, str]]  # header or form fields, in order
+    # headers= and token_params=: a mapping, or (name, value) pairs in order
+    _PairsArg = Union[Mapping[str, str], Sequence[Tuple[str, str]], None]
     _Text = Optional[str]
     _Body = Optional[bytes]
     _Mask = Optional[Callable[[str], str]]  # masks a logged body's secrets
-    # the request's, the response's
-    _Masks = Optional[Tuple[Callable[[str], str], Callable[[str], str]]]
+    _Masks = Tuple[_Mask, _Mask]  # the request's, the response's
 
 _MAX_TOKEN_BODY = 1 << 20
 _MAX_API_BODY = 256 << 20
@@ -2554,7 +2553,7 @@ def _resolvable(host: str) -> bool:
 class _Target:
     """Where one request goes: parsed, normalized and checked once."""
 
-    __slots__ = ("scheme", "host", "port", "origin", "target", "host_header")
+    __slots__ = ("url", "scheme", "host", "port", "origin", "path", "target", "host_header")
 
     def __init__(self, url: str) -> None:
         scheme, host, port, path, query = _split_url(url)
@@ -2565,10 +2564,11 @@ class _Target:
                 "insecure_url",
                 "plain http is only allowed to loopback hosts; use https for %s" % host,
             )
+        self.url = url  # as given: for the proof's htu and Response.url
         self.scheme, self.host, self.port = scheme, host, int(port or _DEFAULT_PORTS[scheme])
         self.host_header = host + (":" + port if port else "")
         self.origin = scheme + "://" + self.host_header
-        self.target = path + query
+        self.path, self.target = path, path + query  # the request line's: path and query
 
 
 class Headers:
@@ -2733,13 +2733,8 @@ def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]
 def _refusals(headers: Headers) -> List[Dict[str, str]]:
     """The parameters of every challenge with an ``error``, DPoP challenges first."""
     challenges = _parse_challenges(headers.get_all("WWW-Authenticate"))
-    ordered = [c for c in challenges if c[0] == "dpop"] + [c for c in challenges if c[0] != "dpop"]
+    ordered = sorted(challenges, key=lambda challenge: challenge[0] != "dpop")  # a stable sort
     return [params for _, params in ordered if "error" in params]
-
-
-def _challenge_errors(headers: Headers) -> List[str]:
-    """The ``error`` of every challenge, DPoP challenges first."""
-    return [params["error"] for params in _refusals(headers)]
 
 
 # =============================================================================
@@ -2856,7 +2851,7 @@ class _SessionLog:
             raise _type_error("session_log", "a path or a text file object", sink)
         self._sink, self._scrub, self._lock = sink, scrub, threading.Lock()
 
-    def _body(self, body: Optional[bytes], mask: Optional[Callable[[str], str]]) -> str:
+    def _body(self, body: _Body, mask: _Mask) -> str:
         if not body:
             return ""
         try:  # a masked body (token endpoint: at most 1 MiB) is masked whole, then cut
@@ -2868,7 +2863,9 @@ class _SessionLog:
         more = len(body) - _MAX_LOGGED_BODY
         return text + ("\n<%d more bytes not logged>" % more if more > 0 else "") + "\n"
 
-    def _write(self, kind: str, lines: List[str], body: str) -> None:
+    def _write(self, kind: str, first: str, headers: Sequence[Tuple[str, str]], body: str) -> None:
+        """An entry: its ``first`` line, then ``headers`` (their secrets masked), then ``body``."""
+        lines = [first] + ["%s: %s" % (name, _mask_header(name, value)) for name, value in headers]
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (
             int(now * 1000) % 1000
@@ -2890,28 +2887,22 @@ class _SessionLog:
                 ) from None
 
     def note(self, kind: str, text: str) -> None:
-        self._write(kind, [text], "")
+        self._write(kind, text, [], "")
 
     def request(
         self, method: str, target: _Target, headers: _Pairs, body: Optional[bytes], mask: _Mask
     ) -> None:
-        lines = ["%s %s HTTP/1.1" % (method, target.target)]
-        lines += ["%s: %s" % (name, _mask_header(name, value)) for name, value in headers]
-        self._write("Sending", lines, self._body(body, mask))
+        first = "%s %s HTTP/1.1" % (method, target.target)
+        self._write("Sending", first, headers, self._body(body, mask))
 
-    def response(
-        self, response: Response, mask: Optional[Callable[[str], str]], streamed: bool = False
-    ) -> None:
-        lines = ["%s %d %s" % (response.version, response.status, response.reason)]
-        lines += [
-            "%s: %s" % (name, _mask_header(name, value)) for name, value in response.headers.items()
-        ]
+    def response(self, response: Response, mask: _Mask) -> None:
+        first = "%s %d %s" % (response.version, response.status, response.reason)
         body = (
             "<body streamed to the caller, not logged>\n"
-            if streamed
+            if response._stream is not None
             else self._body(response.body, mask)
         )
-        self._write("Received", lines, body)
+        self._write("Received", first, response.headers.items(), body)
 
     def close(self) -> None:
         if self._own:
@@ -2940,18 +2931,21 @@ class _Proxy:
         import urllib.parse
 
         match = _PROXY_URL.fullmatch(url.strip())
-        if match is not None and (match.group(1) or "http").lower() != "http":
-            raise ValueError("only http:// proxies are supported")
-        if match is None or not 0 < int(match.group(4) or 1080) < 65536:
+        if match is None:
             raise ValueError("not a proxy URL")  # never the URL itself: it may hold a password
-        host, self.port = match.group(3), int(match.group(4) or 1080)
+        scheme, userinfo, host, port = match.groups()
+        if (scheme or "http").lower() != "http":
+            raise ValueError("only http:// proxies are supported")
+        self.port = int(port or 1080)
+        if not 0 < self.port < 65536:
+            raise ValueError("not a proxy URL")
         if not _resolvable(host):
             raise ValueError("bad proxy host name: an empty label or one over 63 characters")
         self.host, self.shown = host.strip("[]"), "http://%s:%d" % (host, self.port)
         self.auth: Optional[str] = None
         self.secrets: Tuple[str, ...] = ()
-        if match.group(2) is not None:
-            user, _, password = match.group(2).partition(":")
+        if userinfo is not None:
+            user, _, password = userinfo.partition(":")
             pair = urllib.parse.unquote(user) + ":" + urllib.parse.unquote(password)
             self.auth = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
             self.shown = "http://%s:%s@%s:%d" % (user, _MASKED, host, self.port)
@@ -3081,8 +3075,9 @@ class _Pool:
     """Idle keep-alive connections per (scheme, host, port, proxy). The TLS context is made on the
     first https connection: loading the CA store costs ~30 ms, which a run against loopback http
     never needs. A new connection (its proxy tunnel and TLS handshake too) has ``connect`` seconds;
-    then each read or write has ``timeout``. ``cert``: the client certificate file, or (certificate,
-    key) files."""
+    then each read or write has ``timeout``. ``client_cert``: the client certificate file, or
+    (certificate, key) files. A CA or certificate file that is missing or broken fails here, not at
+    the first https request."""
 
     def __init__(
         self,
@@ -3090,14 +3085,23 @@ class _Pool:
         timeout: float,
         context: Any,
         cafile: _Text,
+        client_cert: Union[str, os.PathLike[str], Tuple[str, str], None],
         proxy: Optional[_Proxy],
         no_proxy: str,
-        cert: Optional[Tuple[Any, Any]],
     ) -> None:
         self._connect, self.timeout, self._context, self._cafile = connect, timeout, context, cafile
-        self._proxy, self._no_proxy, self._cert = proxy, no_proxy, cert
+        self._proxy, self._no_proxy = proxy, no_proxy
         self._idle: Dict[Tuple[str, str, int, Optional[_Proxy]], List[Any]] = {}
         self._lock = threading.Lock()
+        self._cert: Optional[Tuple[Any, Any]] = None  # until _tls() loads it
+        if client_cert is not None:
+            self._cert = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
+            if context is not None or len(self._cert) != 2 or self._cert[0] is None:
+                raise TypeError(
+                    "client_cert= takes a file or (certificate, key) files, without ssl_context="
+                )
+        if cafile is not None or client_cert is not None:
+            self._tls()
 
     def _tls(self) -> Any:
         import ssl
@@ -3106,14 +3110,14 @@ class _Pool:
             if self._context is None:
                 try:
                     self._context = ssl.create_default_context(cafile=self._cafile)
-                except (OSError, ssl.SSLError) as exc:
+                except OSError as exc:  # ssl.SSLError too, here and below
                     why = "cannot load CA certificates %s%s" % (self._cafile or "", _reason(exc))
                     raise DPoPError("tls", why) from None
             if self._cert is not None:  # RFC 8705 §2: shown to every server that asks for one
                 cert, key = self._cert
                 try:  # an encrypted key gets "" rather than a prompt on the terminal
                     self._context.load_cert_chain(cert, key, password="")
-                except (OSError, ssl.SSLError) as exc:
+                except OSError as exc:
                     raise DPoPError(
                         "tls", "cannot load client certificate %s%s" % (cert, _reason(exc))
                     ) from None
@@ -3164,7 +3168,7 @@ class _Pool:
         try:
             sock.settimeout(max(0.001, deadline - time.monotonic()))
             conn.sock = self._tls().wrap_socket(sock, server_hostname=host)
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:  # ssl.SSLError too
             sock.close()
             if isinstance(exc, ssl.SSLError):
                 raise _tls_error(target.origin, exc) from None
@@ -3230,14 +3234,13 @@ class _BodyStream:
                     if self._resp.length:
                         raise http.client.IncompleteRead(b"", self._resp.length)
                     break
-                data = raw if inflater is None else inflater.decompress(raw, 65536)
-                while data:
+                if inflater is None:
+                    yield raw
+                    continue
+                data = inflater.decompress(raw, 65536)
+                while data:  # 64 KiB at a time: a small gzip body may inflate to gigabytes
                     yield data
-                    data = (
-                        inflater.decompress(inflater.unconsumed_tail, 65536)
-                        if inflater is not None
-                        else b""
-                    )
+                    data = inflater.decompress(inflater.unconsumed_tail, 65536)
             if inflater is not None:
                 tail = inflater.flush()
                 if tail:
@@ -3283,6 +3286,11 @@ class _BodyStream:
 # =============================================================================
 
 
+# Opening a cache file: never through a symbolic link, and never waiting on a FIFO (there is no
+# writer or reader to wait for: it is refused as not a regular file once open)
+_OPEN_NO_LINK_NO_WAIT = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
 class FileTokenCache:
     """Access tokens kept across processes in one JSON file (``Client(token_cache=...)``).
 
@@ -3323,10 +3331,8 @@ class FileTokenCache:
 
         if self._off:
             return {}
-        try:  # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below)
-            fd = os.open(
-                self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-            )
+        try:
+            fd = os.open(self.path, os.O_RDONLY | _OPEN_NO_LINK_NO_WAIT)
         except FileNotFoundError:
             return {}
         except OSError as exc:
@@ -3388,15 +3394,10 @@ class FileTokenCache:
             import errno
             import stat
 
-            flags = (
-                os.O_WRONLY
-                | os.O_CREAT
-                | getattr(os, "O_NOFOLLOW", 0)
-                | getattr(os, "O_NONBLOCK", 0)
-            )
+            flags = os.O_WRONLY | os.O_CREAT | _OPEN_NO_LINK_NO_WAIT
+            fd = -1
             try:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
-                # O_NONBLOCK: a FIFO there must not hang us
                 fd = os.open(self.path + ".lock", flags, 0o600)
                 regular = stat.S_ISREG(os.fstat(fd).st_mode)
             except OSError as exc:
@@ -3404,24 +3405,22 @@ class FileTokenCache:
                     raise DPoPError(
                         "io_error", "cannot lock token cache %s: %s" % (self.path, exc.strerror)
                     ) from None
-                fd, regular = -1, False
-            if not regular:
-                if fd >= 0:
-                    os.close(fd)
-                self._off = True
-                self._warn_once("%s.lock is not a regular file" % os.path.basename(self.path))
-                yield
-                return
+                regular = False
             try:
-                try:
-                    import fcntl
+                if regular:
+                    try:
+                        import fcntl
 
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                except ImportError:  # pragma: no cover  (Windows: no advisory lock)
-                    pass
+                        fcntl.flock(fd, fcntl.LOCK_EX)
+                    except ImportError:  # pragma: no cover  (Windows: no advisory lock)
+                        pass
+                else:  # the run goes on without the cache
+                    self._off = True
+                    self._warn_once("%s.lock is not a regular file" % os.path.basename(self.path))
                 yield
             finally:
-                os.close(fd)  # closing releases the lock
+                if fd >= 0:
+                    os.close(fd)  # closing releases the lock
 
         return held()
 
@@ -3522,43 +3521,57 @@ def _check_texts(**texts: Optional[str]) -> None:
             raise _type_error(name, "str", value)
 
 
-def _client_pool(
-    connect: float,
-    timeout: float,
-    proxy: Optional[_Proxy],
-    no_proxy: str,
-    context: Any,
-    cafile: Optional[str],
-    client_cert: Union[str, os.PathLike[str], Tuple[str, str], None],
-) -> _Pool:
-    """A Client's connection pool; a CA or certificate file that is missing or broken fails here,
-    not at the first https request."""
-    pair = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
-    if client_cert is not None and (context is not None or len(pair) != 2 or pair[0] is None):
-        raise TypeError(
-            "client_cert= takes a file or (certificate, key) files, without ssl_context="
-        )
-    cert = pair if client_cert is not None else None
-    pool = _Pool(connect, timeout, context, cafile, proxy, no_proxy, cert)
-    if cafile is not None or client_cert is not None:
-        pool._tls()
-    return pool
-
-
-def _token_param_pairs(
-    token_params: Union[Mapping[str, str], Sequence[Tuple[str, str]], None],
-) -> List[Tuple[str, str]]:
-    """Client(token_params=): extra token request fields, as (name, value) pairs, checked."""
-    if isinstance(token_params, Mapping):
-        params = list(token_params.items())
-    else:
-        params = list(token_params or [])
-    for name, value in params:
+def _str_pairs(what: str, given: _PairsArg) -> _Pairs:
+    """headers= or token_params= as (name, value) pairs, in order; TypeError unless all are str."""
+    pairs = list(given.items()) if isinstance(given, Mapping) else list(given or [])
+    for name, value in pairs:
         if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError("token_params must map str to str")
+            raise TypeError("%s must map str to str" % what)
+    return pairs
+
+
+def _token_param_pairs(token_params: _PairsArg) -> _Pairs:
+    """Client(token_params=): extra token request fields, as (name, value) pairs, checked."""
+    params = _str_pairs("token_params", token_params)
+    for name, _ in params:
         if name in _RESERVED_TOKEN_PARAMS:
             raise ValueError("token_params may not set %s" % name)
     return params
+
+
+def _assertion_signer(
+    method: str, data: Any, alg: Optional[str], secret: _Text
+) -> Tuple[Union[ECKey, RSAKey, str], Optional[str]]:
+    """What signs client assertions, and the kid its JWK form names: for private_key_jwt the
+    key (P-256 or RSA), else the client secret (client_secret_jwt MACs with it); checks
+    ``alg``."""
+    if alg is not None and alg not in _ASSERTION_ALGS.get(method, ()):
+        raise ValueError("assertion_alg %r does not go with auth_method %s" % (alg, method))
+    if method != "private_key_jwt":
+        return str(secret), None
+    if data is None:
+        raise TypeError("auth_method private_key_jwt needs assertion_key=")
+    key: Union[ECKey, RSAKey] = data
+    kid = None
+    if not isinstance(data, (ECKey, RSAKey)):
+        try:  # a file read and JSON parsed once, for the key and for its kid
+            kind, value = _key_data(data)
+            try:
+                key = load_key(value)
+            except DPoPError as exc:
+                if exc.code != "unsupported_key":
+                    raise
+                key = load_rsa_key(value)  # not P-256: RSA, or the RSA loader's own refusal
+        except DPoPError as exc:
+            raise DPoPError(exc.code, "assertion key: " + exc.message) from None
+        kid = value.get("kid") if kind == "jwk" else None
+    if not key.has_private:
+        raise DPoPError(
+            "no_private_key", "assertion key: it is a public key; signing needs the private key"
+        )
+    if alg is not None and alg not in _assertion_algs(key):
+        raise ValueError("assertion_alg %s does not go with a %s" % (alg, type(key).__name__))
+    return key, kid if isinstance(kid, str) else None
 
 
 def _proxy_settings(
@@ -3606,7 +3619,7 @@ class Client:
         client_secret: Optional[str] = None,
         scope: Optional[str] = None,
         auth_method: str = "client_secret_post",
-        token_params: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None,
+        token_params: _PairsArg = None,
         timeout: float = 30,
         ssl_context: Any = None,
         cafile: Optional[str] = None,
@@ -3644,8 +3657,10 @@ class Client:
             raise ValueError("auth_method must be one of %s" % ", ".join(_AUTH_METHODS))
         if auth_method.startswith("client_secret") and not client_secret:
             raise TypeError("auth_method %s needs client_secret=" % auth_method)
-        self._assertion_key, kid = self._assertion_signer(auth_method, assertion_key, assertion_alg)
-        self._assertion_kid, self._assertion_alg = assertion_kid or kid, assertion_alg
+        signer, kid = _assertion_signer(auth_method, assertion_key, assertion_alg, client_secret)
+        self._assertion = functools.partial(  # a new client assertion for an audience every call
+            client_assertion, signer, client_id, alg=assertion_alg, kid=assertion_kid or kid
+        )
         self._assertion_audience = assertion_audience
         _setting("timeout", timeout, 0.001, 86400)
         self._refresh_margin = _setting("refresh_margin", refresh_margin, 0, 86400)
@@ -3674,8 +3689,7 @@ class Client:
             self._scrub.add(secret)
         connect = timeout if connect_timeout is None else connect_timeout
         _setting("connect_timeout", connect, 0.001, 86400)
-        tls = (ssl_context, cafile, client_cert)
-        self._pool = _client_pool(connect, timeout, chosen, no_proxy, *tls)
+        self._pool = _Pool(connect, timeout, ssl_context, cafile, client_cert, chosen, no_proxy)
         if client_secret:
             self._scrub.add(client_secret)
         self._log = _SessionLog(session_log, self._scrub) if session_log is not None else None
@@ -3692,7 +3706,7 @@ class Client:
         method: str,
         url: str,
         *,
-        headers: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None,
+        headers: _PairsArg = None,
         data: Union[str, BytesLike, None] = None,
         json: Any = None,
         stream: bool = False,
@@ -3718,22 +3732,29 @@ class Client:
             body = data.encode("utf-8") if isinstance(data, str) else _as_bytes("data", data)
         first = target = _Target(url)
         for hops in range(self._max_redirects + 1):
-            # Credentials only ever go to the origin the caller named.
-            home = target.origin == first.origin
-            response = self._send(method, url, target, extra, body, credentials=home, stream=stream)
+            headers = _base_headers(target, "*/*", extra) + extra
+            # Credentials only ever go to the origin the caller named: DPoP there, plain elsewhere.
+            if target.origin == first.origin:
+                token = self._current_token().value
+                response = self._attempts(
+                    method, target, headers, body, _MAX_API_BODY, token=token, stream=stream
+                )
+            else:
+                response = self._exchange(
+                    method, target, headers, body, _MAX_API_BODY, stream=stream
+                )
             response.redirects = hops
             location = response.headers.get("Location")
             if not self._follow or response.status not in _REDIRECTS or not location:
                 return response
             here = target
-            url, target = _redirect(url, location)
+            target = _redirect(here.url, location)
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 if method != "HEAD":
                     method = "GET"
                 body = None
-                extra = [
-                    (n, v) for n, v in extra if n.lower() not in ("content-type", "content-length")
-                ]
+                # the caller's Content-Type goes with the body (Content-Length is never theirs)
+                extra = [(n, v) for n, v in extra if n.lower() != "content-type"]
             if target.origin != here.origin:
                 # As curl since CVE-2022-27776: the user's headers (Cookie, API keys) stay with
                 # their origin, and so does a body that a 307/308 would re-send: that redirect is
@@ -3767,7 +3788,7 @@ class Client:
     def close(self) -> None:
         """Close pooled connections and the session log (if the client opened it)."""
         try:
-            if self._cache is not None and not self._closed:
+            if not self._closed:  # without a token cache, _keep_nonces has no entry to update
                 self._keep_nonces()
         except Exception as exc:  # any store's failure: the run's work is done, one 401 is the cost
             self._note("token cache: the nonces were not kept (%s)" % type(exc).__name__)
@@ -3794,13 +3815,9 @@ class Client:
     # -- internals ---------------------------------------------------------------
 
     @staticmethod
-    def _user_headers(
-        headers: Union[Mapping[str, str], Sequence[Tuple[str, str]], None],
-    ) -> List[Tuple[str, str]]:
-        items = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
+    def _user_headers(headers: _PairsArg) -> _Pairs:
+        items = _str_pairs("headers", headers)
         for name, value in items:
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise TypeError("headers must map str to str")
             if _HEADER_NAME.fullmatch(name) is None:
                 raise DPoPError("bad_argument", "bad header name")
             if re.search(r"[^\t\x20-\x7e]", value):  # http.client would raise, or split the header
@@ -3813,10 +3830,9 @@ class Client:
         return items
 
     def _current_token(self) -> _Token:
-        token = self._token
-        if token is not None and (token.refresh_at is None or time.monotonic() < token.refresh_at):
-            return token
-        with self._token_lock:  # single flight: one fetch however many threads wait
+        # Single flight: one fetch however many threads wait. The lock is taken every time (an
+        # uncontended lock costs well under a microsecond, no more than checking twice).
+        with self._token_lock:
             token = self._token
             if token is None or (
                 token.refresh_at is not None and time.monotonic() >= token.refresh_at
@@ -3828,10 +3844,7 @@ class Client:
     def _cached_token(self) -> _Token:
         """A token from the shared cache, or a new one put there; under its lock (if any): processes
         fetch one token."""
-        import contextlib
-
-        lock = getattr(self._cache, "lock", None)
-        with lock() if lock is not None else contextlib.nullcontext():
+        with self._cache_lock():
             entry = self._cache.get(self._cache_key)
             if _usable_entry(entry):  # any store's answer is checked like the file's
                 left = entry["until"] - time.time()
@@ -3841,8 +3854,8 @@ class Client:
                 self._cached = entry
                 return _Token(entry["access_token"], time.monotonic() + left, left)
             token = self._fetch_token()
-            if token.lifetime is not None:  # without expires_in: not cached
-                ttl = token.lifetime - min(self._refresh_margin, token.lifetime / 2)
+            if token.refresh_at is not None:  # without expires_in: not cached
+                ttl = token.refresh_at - time.monotonic()
                 entry = {
                     "access_token": token.value,
                     "nonces": dict(self._nonces),
@@ -3856,17 +3869,21 @@ class Client:
         """Before closing: the nonces of every origin this client talked to go into the cache entry
         of the token it used (so that the next run's first request carries the API's nonce too), if
         that entry is still there."""
-        import contextlib
-
         cached = self._cached
         if cached is None or cached["nonces"] == self._nonces:
             return
-        lock = getattr(self._cache, "lock", None)
-        with lock() if lock is not None else contextlib.nullcontext():
+        with self._cache_lock():
             entry = self._cache.get(self._cache_key)
             left = entry["until"] - time.time() if _usable_entry(entry) else 0
             if left > 0 and entry["access_token"] == cached["access_token"]:
                 self._cache.set(self._cache_key, dict(entry, nonces=dict(self._nonces)), left)
+
+    def _cache_lock(self) -> Any:
+        """The token cache's lock(), if it has one (FileTokenCache, RedisTokenCache)."""
+        import contextlib
+
+        lock = getattr(self._cache, "lock", None)
+        return contextlib.nullcontext() if lock is None else lock()
 
     def _drop_token(self, value: str) -> None:
         with self._token_lock:
@@ -3901,7 +3918,7 @@ class Client:
         reason once: a new nonce (RFC 9449 §8, §9; never for the nonce just sent), invalid_token
         (the token is dropped), a server clock learnt from Date (invalid_dpop_proof, or Keycloak's
         invalid_request at the token endpoint)."""
-        errors = _challenge_errors(headers) if status == 401 else []
+        errors = [params["error"] for params in _refusals(headers)] if status == 401 else []
         if error:
             errors.append(error)
         fresh = self._nonces.get(origin)
@@ -3936,11 +3953,7 @@ class Client:
             here = ""
         if here == (origin or here):
             token = self._current_token().value
-            nonce, now = (
-                self._nonces.get(here),
-                time.time() + self._skews.get(here, self._clock_skew),
-            )
-            proof = make_proof(self._key, method, url, access_token=token, nonce=nonce, now=now)
+            proof = self._proof(method, url, here, token, self._nonces.get(here))
             headers.update({"Authorization": "DPoP " + token, "DPoP": proof})
         else:
             for name in ("Authorization", "DPoP"):
@@ -3967,42 +3980,16 @@ class Client:
         """An httpx.Auth for httpx.Client and httpx.AsyncClient (imports httpx)."""
         return _httpx_auth(self)
 
-    def _send(
-        self,
-        method: str,
-        url: str,
-        target: _Target,
-        extra: _Pairs,
-        body: _Body,
-        *,
-        credentials: bool,
-        stream: bool,
-    ) -> Response:
-        """One API request: with DPoP at the first request's origin, plain elsewhere."""
-        given = {name.lower() for name, _ in extra}
-        base = [("Host", target.host_header), ("Accept-Encoding", "gzip")]
-        base += [] if "user-agent" in given else [("User-Agent", _USER_AGENT)]
-        base += [] if "accept" in given else [("Accept", "*/*")]
-        if not credentials:
-            plain: Callable[[], List[Tuple[str, str]]] = functools.partial(list, base + extra)
-            return self._exchange(method, url, target, plain, body, _MAX_API_BODY, stream=stream)
-        token = self._current_token()
-        return self._attempts(
-            method, url, target, base, extra, body, _MAX_API_BODY, token=token, stream=stream
-        )
-
     def _attempts(
         self,
         method: str,
-        url: str,
         target: _Target,
-        base: _Pairs,
-        extra: _Pairs,
+        headers: _Pairs,
         body: Union[_Body, Callable[[], bytes]],
         limit: int,
         *,
-        token: Optional[_Token] = None,
-        mask: _Masks = None,
+        token: _Text = None,
+        mask: _Masks = (None, None),
         stream: bool = False,
     ) -> Response:
         """A request with a proof, attempted until it is answered for good; every attempt has a new
@@ -4014,23 +4001,19 @@ class Client:
         repeatable = token is None or method in _IDEMPOTENT
         attempt, started = 0, time.monotonic()
         while True:
-            sent, skew = (
-                self._nonces.get(target.origin),
-                self._skews.get(target.origin, self._clock_skew),
-            )
-            value = None if token is None else token.value
-            headers = functools.partial(
-                self._signed_headers, base, extra, method, url, value, sent, skew
-            )
+            sent = self._nonces.get(target.origin)
+            auth = [] if token is None else [("Authorization", "DPoP " + token)]
+            proof = functools.partial(self._proof, method, target.url, target.origin, token, sent)
             if token is None:
                 self.token_requests += 1
             try:
                 data = body() if callable(body) else body
-                response = self._exchange(method, url, target, headers, data, limit, mask, stream)
+                response = self._exchange(
+                    method, target, headers + auth, data, limit, mask, stream, proof
+                )
             except DPoPError as exc:  # repeated where it cannot hurt, or when nothing was sent
-                retry = repeatable or exc._unsent
                 if (
-                    retry
+                    (repeatable or exc._unsent)
                     and exc.code in ("network", "timeout")
                     and self._retry(attempt, started, exc)
                 ):
@@ -4051,52 +4034,41 @@ class Client:
                 else None
             )
             if not self._retry_refused(
-                target.origin, response.status, response.headers, value, sent, tried, error
+                target.origin, response.status, response.headers, token, sent, tried, error
             ):
                 return response
             # a new one after invalid_token
-            token = None if token is None else self._current_token()
+            token = None if token is None else self._current_token().value
 
-    def _signed_headers(
-        self,
-        base: _Pairs,
-        extra: _Pairs,
-        method: str,
-        url: str,
-        token: _Text,
-        nonce: _Text,
-        skew: float,
-    ) -> _Pairs:
-        """Headers with a new proof (a fresh jti for every attempt, RFC 9449 §7.3)."""
-        proof = make_proof(
-            self._key, method, url, access_token=token, nonce=nonce, now=time.time() + skew
-        )
-        auth = [("Authorization", "DPoP " + token)] if token is not None else []
-        return base + auth + [("DPoP", proof)] + extra
+    def _proof(self, method: str, url: str, origin: str, token: _Text, nonce: _Text) -> str:
+        """A new proof (a fresh jti every time, RFC 9449 §7.3), its iat on ``origin``'s clock as far
+        as this client knows it (_learn_skew)."""
+        now = time.time() + self._skews.get(origin, self._clock_skew)
+        return make_proof(self._key, method, url, access_token=token, nonce=nonce, now=now)
 
     def _exchange(
         self,
         method: str,
-        url: str,
         target: _Target,
-        make_headers: Callable[[], _Pairs],
+        fields: _Pairs,
         body: _Body,
         limit: int,
-        mask: _Masks = None,
+        mask: _Masks = (None, None),
         stream: bool = False,
+        proof: Optional[Callable[[], str]] = None,
     ) -> Response:
         """One HTTP exchange on a pooled connection; maps failures to DPoPError. With ``stream``, a
         final response (not a 401, nor a redirect to be followed: those are retried or followed)
-        keeps its body unread."""
+        keeps its body unread. ``proof`` makes the DPoP header: a new one for every connection
+        tried."""
         import http.client
         import socket
         import ssl
 
         for attempt in (0, 1):
             conn, reused = self._pool.get(target, self._note)
-            headers = make_headers() + (
-                [] if body is None else [("Content-Length", str(len(body)))]
-            )
+            headers = fields + ([] if proof is None else [("DPoP", proof())])
+            headers += [] if body is None else [("Content-Length", str(len(body)))]
             written = False  # whether any byte of this request may have gone out
             try:
                 # connected within the connect timeout; then each read within the other
@@ -4105,13 +4077,13 @@ class Client:
                         conn.connect()
                     conn.sock.settimeout(self._pool.timeout)
                 if self._log is not None:
-                    self._log.request(method, target, headers, body, mask[0] if mask else None)
+                    self._log.request(method, target, headers, body, mask[0])
                 conn.putrequest(method, target.target, skip_host=True, skip_accept_encoding=True)
                 for name, value in headers:
                     conn.putheader(name, value)
                 written = True  # putrequest and putheader only buffer; endheaders writes
                 conn.endheaders(body)
-                response = self._answer(conn, method, url, target, limit, stream)
+                response = self._answer(conn, method, target, limit, stream)
             except DPoPError:
                 conn.close()
                 raise
@@ -4131,7 +4103,7 @@ class Client:
                 raise _network_error("network", why + _reason(exc), written) from None
             except socket.timeout:
                 conn.close()
-                why = "%s %s%s: timed out" % (method, target.origin, target.target.split("?")[0])
+                why = "%s %s%s: timed out" % (method, target.origin, target.path)
                 raise _network_error("timeout", why, written) from None
             except ssl.SSLError as exc:
                 conn.close()
@@ -4154,34 +4126,32 @@ class Client:
                 )
                 raise _network_error("network", why, written) from None
             if self._log is not None:
-                self._log.response(
-                    response, mask[1] if mask else None, response._stream is not None
-                )
+                self._log.response(response, mask[1])
             self._remember_nonce(target.origin, response.headers)
-            path = target.target.split("?")[0]
             self._note(
-                "%s %s%s: %d %s" % (method, target.origin, path, response.status, response.reason)
+                "%s %s%s: %d %s"
+                % (method, target.origin, target.path, response.status, response.reason)
             )
             return response
         raise RuntimeError("dpop: internal error: retry loop ended")  # pragma: no cover
 
     def _answer(
-        self, conn: Any, method: str, url: str, target: _Target, limit: int, stream: bool
+        self, conn: Any, method: str, target: _Target, limit: int, stream: bool
     ) -> Response:
         """The answer on ``conn``: its body read (at most ``limit`` bytes, decoded), or left to
         stream for a final answer when ``stream`` (not a 401, nor a redirect to follow)."""
         resp = conn.getresponse()
         followed = self._follow and resp.status in _REDIRECTS and resp.getheader("Location")
         streaming = stream and not (resp.status == 401 or followed)
-        release = functools.partial(self._release, target, conn, resp)
         # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 have no body, whatever Content-Encoding says
         bodiless = method == "HEAD" or resp.status in (204, 304) or resp.status < 200
         encoding = None if bodiless else resp.getheader("Content-Encoding")
+        release = functools.partial(self._release, target, conn, resp)
         body_stream = _BodyStream(resp, encoding, release)
         got = Headers([(k, re.sub(r"\r?\n[ \t]*", " ", v)) for k, v in resp.getheaders()])
         data = b"" if streaming else body_stream.read(limit)
         version = "HTTP/%d.%d" % divmod(resp.version, 10)
-        response = Response(resp.status, resp.reason, got, data, url, version)
+        response = Response(resp.status, resp.reason, got, data, target.url, version)
         if streaming:
             response._stream = body_stream
         return response
@@ -4229,42 +4199,6 @@ class Client:
 
     # -- token endpoint ------------------------------------------------------------
 
-    @staticmethod
-    def _assertion_signer(
-        method: str, data: Any, alg: Optional[str]
-    ) -> Tuple[Union[ECKey, RSAKey, None], Optional[str]]:
-        """The private_key_jwt key (P-256 or RSA) and the kid its JWK form names; checks ``alg``."""
-        if alg is not None and alg not in _ASSERTION_ALGS.get(method, ()):
-            raise ValueError("assertion_alg %r does not go with auth_method %s" % (alg, method))
-        if method != "private_key_jwt":
-            return None, None
-        if data is None:
-            raise TypeError("auth_method private_key_jwt needs assertion_key=")
-        if isinstance(data, os.PathLike):
-            data = _read_key_file(data)  # read once, for the key and for its kid
-        key: Union[ECKey, RSAKey]
-        try:
-            key = data if isinstance(data, (ECKey, RSAKey)) else load_key(data)
-        except DPoPError as exc:
-            if exc.code != "unsupported_key":
-                raise DPoPError(exc.code, "assertion key: " + exc.message) from None
-            try:
-                key = load_rsa_key(data)  # not P-256: RSA, or the RSA loader's own refusal
-            except DPoPError as rsa_exc:
-                raise DPoPError(rsa_exc.code, "assertion key: " + rsa_exc.message) from None
-        if not key.has_private:
-            raise DPoPError(
-                "no_private_key", "assertion key: it is a public key; signing needs the private key"
-            )
-        if alg is not None and (alg in _RSA_ALGS) != isinstance(key, RSAKey):
-            raise ValueError("assertion_alg %s does not go with a %s" % (alg, type(key).__name__))
-        if isinstance(data, (str, bytes, bytearray, memoryview)):
-            text = data if isinstance(data, str) else bytes(data).decode("utf-8", "replace")
-            # it loaded: valid JSON
-            data = json.loads(text) if text.strip().startswith("{") else None
-        kid = data.get("kid") if isinstance(data, Mapping) else None
-        return key, kid if isinstance(kid, str) else None
-
     def _mask_token_response(self, text: str) -> str:
         """Token response text for the log: its tokens (from the parsed JSON, however spelt) are
         learnt, then masked."""
@@ -4272,11 +4206,15 @@ class Client:
             data = _json_object(text.encode("utf-8", "surrogatepass"), "token response")
         except DPoPError:
             data = {}
+        self._learn_tokens(data)
+        return _mask_token_json(text)
+
+    def _learn_tokens(self, data: Dict[str, Any]) -> None:
+        """The tokens of a token response are secrets, for logs and errors."""
         for name in ("access_token", "refresh_token", "id_token"):
             value = data.get(name)
             if isinstance(value, str) and value:
                 self._scrub.add(value, lasting=False)
-        return _mask_token_json(text)
 
     def _token_form(self, endpoint: str) -> bytes:
         """The token request's body, with a new client assertion every time."""
@@ -4288,12 +4226,7 @@ class Client:
         if self._auth_method == "client_secret_post":
             form.append(("client_secret", str(self._client_secret)))
         elif self._auth_method.endswith("_jwt"):
-            signer, audience = (
-                self._assertion_key or str(self._client_secret),
-                self._assertion_audience or endpoint,
-            )
-            alg, kid = self._assertion_alg, self._assertion_kid
-            assertion = client_assertion(signer, self._client_id, audience, alg=alg, kid=kid)
+            assertion = self._assertion(self._assertion_audience or endpoint)
             self._scrub.add(assertion, lasting=False)
             form += [("client_assertion_type", ASSERTION_TYPE), ("client_assertion", assertion)]
         if self._scope is not None:
@@ -4308,19 +4241,16 @@ class Client:
 
     def _discover(self) -> str:
         """RFC 8414 metadata, then OpenID discovery, for ``issuer``."""
-        issuer = str(self._issuer)
+        issuer = str(self._issuer).rstrip("/")  # compared without a final slash
         target = _Target(issuer)
-        path = target.target.split("?")[0].rstrip("/")
         candidates = [
-            target.origin + "/.well-known/oauth-authorization-server" + path,  # RFC 8414 §3
-            issuer.rstrip("/") + "/.well-known/openid-configuration",  # OpenID Discovery §4
-        ]
+            target.origin + "/.well-known/oauth-authorization-server" + target.path.rstrip("/"),
+            issuer + "/.well-known/openid-configuration",  # OpenID Discovery §4
+        ]  # RFC 8414 §3 first
         problems = []
         for url in candidates:
             where = _Target(url)
-            response = self._exchange(
-                "GET", url, where, functools.partial(_json_headers, where), None, _MAX_TOKEN_BODY
-            )
+            response = self._exchange("GET", where, _base_headers(where), None, _MAX_TOKEN_BODY)
             if response.status != 200:
                 problems.append("%s answered %d" % (url, response.status))
                 continue
@@ -4329,7 +4259,7 @@ class Client:
             except DPoPError:
                 problems.append("%s is not a JSON object" % url)
                 continue
-            if str(metadata.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
+            if str(metadata.get("issuer", "")).rstrip("/") != issuer:
                 raise DPoPError("discovery", "metadata issuer does not match %s" % issuer)
             endpoint = metadata.get("token_endpoint")
             if not isinstance(endpoint, str):
@@ -4351,7 +4281,7 @@ class Client:
 
         endpoint = self._endpoint()
         target = _Target(endpoint)
-        base = _json_headers(target, ("Content-Type", "application/x-www-form-urlencoded"))
+        base = _base_headers(target) + [("Content-Type", "application/x-www-form-urlencoded")]
         if self._auth_method == "client_secret_basic":
             userpass = ":".join(
                 map(urllib.parse.quote_plus, (self._client_id, str(self._client_secret)))
@@ -4361,23 +4291,19 @@ class Client:
             self._scrub.add(basic)
         form = functools.partial(self._token_form, endpoint)  # a new client assertion every time
         mask = (_mask_form, self._mask_token_response)
-        response = self._attempts(
-            "POST", endpoint, target, base, [], form, _MAX_TOKEN_BODY, mask=mask
-        )
+        response = self._attempts("POST", target, base, form, _MAX_TOKEN_BODY, mask=mask)
         if 200 <= response.status < 300:
             token = self._parse_token(response)
-            where = target.origin + target.target.split("?")[0]
+            where = target.origin + target.path
             self._note(
                 "token from %s: expires in %s s" % (where, token.lifetime and "%d" % token.lifetime)
             )
             return token
         error, description = _oauth_error(response, self._scrub)
-        if error is None:
-            text = "token endpoint answered HTTP %d without an OAuth error" % response.status
-        elif description:
-            text = "token endpoint: %s: %s (HTTP %d)" % (error, description, response.status)
-        else:
-            text = "token endpoint: %s (HTTP %d)" % (error, response.status)
+        text = "token endpoint answered HTTP %d without an OAuth error" % response.status
+        if error is not None:
+            detail = error + (": " + description if description else "")
+            text = "token endpoint: %s (HTTP %d)" % (detail, response.status)
         raise DPoPError("oauth_error", self._scrub(text), oauth_error=error, status=response.status)
 
     def _parse_token(self, response: Response) -> _Token:
@@ -4385,13 +4311,10 @@ class Client:
             data = _json_object(response.body, "token response")
         except DPoPError:
             raise DPoPError("bad_token_response", "token response is not a JSON object") from None
+        self._learn_tokens(data)
         value = data.get("access_token")
         if not isinstance(value, str) or _TOKEN68.fullmatch(value) is None:
             raise DPoPError("bad_token_response", "token response has no usable access_token")
-        self._scrub.add(value, lasting=False)
-        refresh = data.get("refresh_token")
-        if isinstance(refresh, str) and refresh:
-            self._scrub.add(refresh, lasting=False)
         token_type = data.get("token_type")
         if not isinstance(token_type, str) or token_type.lower() != "dpop":
             # RFC 9449 §5: a Bearer token here means no key binding; refuse it rather than silently
@@ -4419,30 +4342,28 @@ class Client:
         return _Token(value, time.monotonic() + lifetime - margin, lifetime)
 
 
-def _redirect(url: str, location: str) -> Tuple[str, _Target]:
+def _redirect(url: str, location: str) -> _Target:
     """Where a redirect's Location (RFC 9110 §10.2.2) points from ``url``; a Location that is not a
     URL this client can use is bad_response (never urljoin's ValueError, nor the resolver's
-    UnicodeError later). Returns the new URL and its target, parsed once."""
+    UnicodeError later). Returns the new target, parsed once."""
     import urllib.parse
 
     try:
-        joined = urllib.parse.urljoin(url, location.strip())
-        target = _Target(joined)
+        return _Target(urllib.parse.urljoin(url, location.strip()))
     except (ValueError, DPoPError) as exc:
         if isinstance(exc, DPoPError) and exc.code == "insecure_url":
             raise
         raise DPoPError("bad_response", "the redirect's Location is not a usable URL") from None
-    return joined, target
 
 
-def _json_headers(target: _Target, *more: Tuple[str, str]) -> List[Tuple[str, str]]:
-    """The token endpoint's and discovery's request headers."""
-    base = [
-        ("Host", target.host_header),
-        ("User-Agent", _USER_AGENT),
-        ("Accept", "application/json"),
-    ]
-    return base + [("Accept-Encoding", "gzip"), *more]
+def _base_headers(
+    target: _Target, accept: str = "application/json", given: Sequence[Tuple[str, str]] = ()
+) -> _Pairs:
+    """A request's own headers: Host, User-Agent and Accept (unless the caller's ``given`` headers
+    name them), Accept-Encoding: gzip. JSON is what the token endpoint and discovery answer."""
+    names = {name.lower() for name, _ in given}
+    base = [("Host", target.host_header), ("User-Agent", _USER_AGENT), ("Accept", accept)]
+    return [(n, v) for n, v in base if n.lower() not in names] + [("Accept-Encoding", "gzip")]
 
 
 def _oauth_error(
@@ -4452,19 +4373,19 @@ def _oauth_error(
     9449 §7.1, RFC 6750 §3), else from an RFC 6749 §5.2 JSON body. Secrets are masked first (before
     cleaning or cutting could hide them), then only printable ASCII is kept, and cut."""
     refusals = _refusals(response.headers)
-    found: Dict[str, Any] = refusals[0] if refusals else {}
-    if found:
-        error, description = found["error"], found.get("error_description")
+    if refusals:
+        found: Mapping[str, Any] = refusals[0]
     else:
         try:
-            data = _json_object(response.body, "error response")
+            found = _json_object(response.body, "error response")
         except DPoPError:
             return None, None
-        error, description = data.get("error"), data.get("error_description")
-    clean = re.compile(r"[^\x20-\x7e]")
-    error = clean.sub("?", scrub(error))[:100] if isinstance(error, str) else None
-    description = clean.sub("?", scrub(description))[:300] if isinstance(description, str) else None
-    return error, description
+    error, description = found.get("error"), found.get("error_description")
+
+    def clean(text: Any, limit: int) -> Optional[str]:
+        return re.sub(r"[^\x20-\x7e]", "?", scrub(text))[:limit] if isinstance(text, str) else None
+
+    return clean(error, 100), clean(description, 300)
 
 
 def _debug(text: str) -> None:

@@ -3554,8 +3554,8 @@ def _assertion_signer(
     key: Union[ECKey, RSAKey] = data
     kid = None
     if not isinstance(data, (ECKey, RSAKey)):
-        try:  # a file read and JSON parsed once, for the key and for its kid
-            kind, value = _key_data(data)
+        try:  # a file read and its PEM or JSON parsed once, for the key and for its kid
+            value = _key_data(data, _EC_PEM_LABELS + ("RSA PRIVATE KEY", "RSA PUBLIC KEY"))
             try:
                 key = load_key(value)
             except DPoPError as exc:
@@ -3564,7 +3564,7 @@ def _assertion_signer(
                 key = load_rsa_key(value)  # not P-256: RSA, or the RSA loader's own refusal
         except DPoPError as exc:
             raise DPoPError(exc.code, "assertion key: " + exc.message) from None
-        kid = value.get("kid") if kind == "jwk" else None
+        kid = value.get("kid") if isinstance(value, Mapping) else None
     if not key.has_private:
         raise DPoPError(
             "no_private_key", "assertion key: it is a public key; signing needs the private key"

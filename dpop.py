@@ -189,8 +189,8 @@ class DPoPError(Exception):
 
     code: str
     message: str
-    oauth_error: Optional[str]
-    status: Optional[int]
+    oauth_error: str | None
+    status: int | None
     # the HTTP client's mark: a network failure before any byte of the request was written
     _unsent = False
 
@@ -199,8 +199,8 @@ class DPoPError(Exception):
         code: str,
         message: str,
         *,
-        oauth_error: Optional[str] = None,
-        status: Optional[int] = None,
+        oauth_error: str | None = None,
+        status: int | None = None,
     ) -> None:
         """A DPoPError; ``code`` must be one of ERROR_CODES (a typo is a bug: it fails loudly)."""
         if code not in ERROR_CODES:
@@ -634,9 +634,9 @@ class _GeneratorTable:
         self._lock = threading.RLock()
         self._uses = 0
         self._partial: Tuple[Tuple[Row, ...], Affine] = ((), (Gx, Gy))  # rows, next row's base
-        self.current: Optional[Table] = None
+        self.current: Table | None = None
 
-    def table(self) -> Optional[Table]:
+    def table(self) -> Table | None:
         """The table for G, or None while it is not whole; may build some rows of it."""
         if self.current is not None:
             return self.current
@@ -747,7 +747,7 @@ def _sign_digest(d: int, digest: bytes, extra: bytes, blind: bytes) -> Tuple[int
     raise RuntimeError("dpop: internal error: nonce stream ended")  # pragma: no cover
 
 
-def _verify_digest(q: Affine, digest: bytes, signature: bytes, qtable: Optional[Table]) -> bool:
+def _verify_digest(q: Affine, digest: bytes, signature: bytes, qtable: Table | None) -> bool:
     """SEC 1 v2 §4.1.4 verification of r || s, with Q's table if it has one. Variable-time (all
     of it is public); never raises."""
     if len(signature) != 64:
@@ -813,7 +813,7 @@ class _KeyTables:
         self._counts: Dict[Affine, int] = {}
         self._tables: Dict[Affine, Table] = {}
 
-    def table(self, point: Affine) -> Optional[Table]:
+    def table(self, point: Affine) -> Table | None:
         """Q's table, if it has one."""
         with self._lock:
             return self._tables.get(point)
@@ -1006,7 +1006,7 @@ def _bit_string_octets(value: bytes) -> bytes:
     return value[1:]
 
 
-def _key_info(items: List[Tuple[int, bytes]]) -> Optional[Tuple[bool, bytes, bytes, List[Any]]]:
+def _key_info(items: List[Tuple[int, bytes]]) -> Tuple[bool, bytes, bytes, List[Any]] | None:
     """SubjectPublicKeyInfo (RFC 5280 §4.1) or PKCS#8 PrivateKeyInfo (RFC 5958), the wrappers EC and
     RSA keys share: (private?, AlgorithmIdentifier DER, the key inside, PKCS#8's further fields);
     None for anything else."""
@@ -1025,7 +1025,7 @@ def _key_info(items: List[Tuple[int, bytes]]) -> Optional[Tuple[bool, bytes, byt
     return True, _der_tlv(_SEQUENCE, items[1][1]), items[2][1], items[3:]
 
 
-def _parse_sec1(der: bytes, curve_named: bool) -> Tuple[int, Optional[Affine]]:
+def _parse_sec1(der: bytes, curve_named: bool) -> Tuple[int, Affine | None]:
     """RFC 5915 ECPrivateKey: (d, embedded public point or None); _key_from_parts checks d's
     range. ``curve_named`` is True when a PKCS#8 wrapper has already named (and checked) the
     curve; else the key must name it in its own [0] parameters."""
@@ -1101,7 +1101,7 @@ def _der_tlv(tag: int, value: bytes) -> bytes:
     return bytes([tag, 0x80 | len(length)]) + length + value
 
 
-def _encode_key(point: Affine, d: Optional[int]) -> bytes:
+def _encode_key(point: Affine, d: int | None) -> bytes:
     """SubjectPublicKeyInfo DER for the P-256 point, uncompressed (RFC 5480 §2); given d,
     PKCS#8 PrivateKeyInfo (version 0) holding an RFC 5915 ECPrivateKey with that public key."""
     # both share the AlgorithmIdentifier and the public key's BIT STRING
@@ -1137,7 +1137,7 @@ _PEM_REFUSED = {
 def _pem_blocks(text: str) -> Iterator[Tuple[str, str]]:
     """(label, body) of every BEGIN/END block. One pass over the lines: a
     regex with a lazy body backtracks quadratically on repeated BEGIN lines."""
-    label: Optional[str] = None
+    label: str | None = None
     body: List[str] = []
     for line in text.splitlines():
         line = line.strip()
@@ -1254,13 +1254,13 @@ class ECKey(_Key):
     # passes numbers already checked (generate_key derives the point, the loaders check it,
     # public_key reuses a key's own).
     __slots__ = ("_secret", "_point", "_jkt", "_header")
-    _secret: Optional[int]  # the private scalar d, 1 <= d < n; None for a public key
+    _secret: int | None  # the private scalar d, 1 <= d < n; None for a public key
     _point: Affine  # the public point d*G, affine (x, y), on the curve
-    _jkt: Optional[str]  # RFC 7638 thumbprint, computed on first use
-    _header: Optional[str]  # base64url DPoP proof header, computed on first use
+    _jkt: str | None  # RFC 7638 thumbprint, computed on first use
+    _header: str | None  # base64url DPoP proof header, computed on first use
 
     @classmethod
-    def _new(cls, d: Optional[int], point: Affine) -> ECKey:
+    def _new(cls, d: int | None, point: Affine) -> ECKey:
         """Internal constructor for already-validated values."""
         key = object.__new__(cls)
         for name, value in zip(cls.__slots__, (d, point, None, None)):
@@ -1365,7 +1365,7 @@ def generate_key() -> ECKey:
     return _key_from_parts(_random_below(n), None)
 
 
-def _key_from_parts(d: int, *embedded: Optional[Affine]) -> ECKey:
+def _key_from_parts(d: int, *embedded: Affine | None) -> ECKey:
     """The private key d, which must be in [1, n); the point is derived from it, and every point
     embedded with it (None for none) must agree."""
     if not 1 <= d < n:
@@ -1435,7 +1435,7 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
     return _key_from_parts(_jwk_coordinate(jwk, "d"), point)
 
 
-def _key_data(data: KeyData, labels: Sequence[str]) -> Union[bytes, Mapping[str, Any]]:
+def _key_data(data: KeyData, labels: Sequence[str]) -> bytes | Mapping[str, Any]:
     """What load_key or load_rsa_key was given, size-checked: DER bytes (from a PEM text, the one
     block labelled with one of ``labels``) or a JWK mapping. A path is read first."""
     if isinstance(data, os.PathLike):
@@ -1481,12 +1481,12 @@ def load_key(data: KeyData) -> ECKey:
     return _key_from_jwk(value)
 
 
-def load_key_file(path: Union[str, os.PathLike[str]]) -> ECKey:
+def load_key_file(path: str | os.PathLike[str]) -> ECKey:
     """load_key() on the contents of a file."""
     return load_key(_read_key_file(path))
 
 
-def _read_key_file(path: Union[str, os.PathLike[str]]) -> bytes:
+def _read_key_file(path: str | os.PathLike[str]) -> bytes:
     """A key file's bytes (one more than the 64 KiB a key may have, so that a larger file is refused
     as such)."""
     try:
@@ -1549,8 +1549,8 @@ _MAX_JWS = 64 * 1024
 
 def jws_sign(
     key: ECKey,
-    payload: Union[Mapping[str, Any], BytesLike],
-    header: Optional[Mapping[str, Any]] = None,
+    payload: Mapping[str, Any] | BytesLike,
+    header: Mapping[str, Any] | None = None,
 ) -> str:
     """Compact ES256 JWS of ``payload`` (a JSON object, or raw bytes)."""
     if not isinstance(key, ECKey):
@@ -1592,7 +1592,7 @@ def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
     return h64, p64, s64, header
 
 
-def jws_verify(token: str, key: Union[ECKey, Mapping[str, Any]]) -> Tuple[Dict[str, Any], bytes]:
+def jws_verify(token: str, key: ECKey | Mapping[str, Any]) -> Tuple[Dict[str, Any], bytes]:
     """Check a compact ES256 JWS against ``key``; return (header, payload bytes).
 
     Raises DPoPError unless the signature is a valid ES256 signature by
@@ -1705,7 +1705,7 @@ def _check_nonce(nonce: str) -> str:
     return nonce
 
 
-def _check_time(name: str, value: Optional[float]) -> float:
+def _check_time(name: str, value: float | None) -> float:
     """A time the caller passed (seconds since the epoch), or the clock's when None."""
     if value is None:
         return time.time()
@@ -1715,16 +1715,16 @@ def _check_time(name: str, value: Optional[float]) -> float:
 
 
 def make_proof(
-    key: Union[ECKey, RSAKey],
+    key: ECKey | RSAKey,
     method: str,
     url: str,
     *,
-    access_token: Optional[str] = None,
-    nonce: Optional[str] = None,
-    now: Optional[float] = None,
-    jti: Optional[str] = None,
-    claims: Optional[Mapping[str, Any]] = None,
-    alg: Optional[str] = None,
+    access_token: str | None = None,
+    nonce: str | None = None,
+    now: float | None = None,
+    jti: str | None = None,
+    claims: Mapping[str, Any] | None = None,
+    alg: str | None = None,
 ) -> str:
     """A DPoP proof JWT for one HTTP request (RFC 9449 §4.2).
 
@@ -1786,7 +1786,7 @@ class VerifiedProof:
     __slots__ = ("header", "claims", "key", "jkt")
 
     def __init__(
-        self, header: Dict[str, Any], claims: Dict[str, Any], key: Union[ECKey, RSAKey], jkt: str
+        self, header: Dict[str, Any], claims: Dict[str, Any], key: ECKey | RSAKey, jkt: str
     ) -> None:
         """What verify_proof found: the proof's header and claims, its key and that key's jkt."""
         self.header, self.claims, self.key, self.jkt = header, claims, key, jkt
@@ -1883,11 +1883,11 @@ class NonceIssuer:
         mac = hmac.digest(self._secret, b"dpop-nonce\x00" + counter.to_bytes(8, "big"), "sha256")
         return b64url_encode(mac[:18])
 
-    def issue(self, now: Optional[float] = None) -> str:
+    def issue(self, now: float | None = None) -> str:
         """The current nonce."""
         return self._nonce(int(_check_time("now", now) // self._step))
 
-    def check(self, nonce: object, now: Optional[float] = None) -> bool:
+    def check(self, nonce: object, now: float | None = None) -> bool:
         """True if ``nonce`` is the current or the previous step's nonce."""
         if not isinstance(nonce, str):
             return False
@@ -1897,41 +1897,6 @@ class NonceIssuer:
     def __repr__(self) -> str:
         """The issuer's settings, never a nonce."""
         return "<dpop.NonceIssuer step=%d>" % self._step
-
-
-def _quote(value: str) -> str:
-    """An auth-param quoted-string (RFC 9110 §5.6.4): backslash and double quote escaped."""
-    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def challenge_headers(
-    *,
-    error: Optional[str] = None,
-    error_description: Optional[str] = None,
-    nonce: Optional[str] = None,
-    algs: Sequence[str] = ("ES256",),
-) -> Dict[str, str]:
-    """Response headers for a resource server's 401 (RFC 9449 §7.1, §9).
-
-    ``WWW-Authenticate: DPoP error="use_dpop_nonce", error_description="...",
-    algs="ES256"`` and, with ``nonce``, ``DPoP-Nonce``. An authorization
-    server answers 400 with a JSON body instead (§8) but sends the same
-    DPoP-Nonce header.
-    """
-    if not all(isinstance(alg, str) and _TCHAR.fullmatch(alg) for alg in algs):
-        raise ValueError("algs must be JWS algorithm names")
-    params = []
-    for name, value in (("error", error), ("error_description", error_description)):
-        if value is None:
-            continue
-        if re.fullmatch(r"[\x20-\x7e]*", value) is None:  # a header value is one line
-            raise ValueError("%s must be printable ASCII, on one line" % name)
-        params.append(name + "=" + _quote(value))
-    params.append("algs=" + _quote(" ".join(algs)))
-    headers = {"WWW-Authenticate": "DPoP " + ", ".join(params)}
-    if nonce is not None:
-        headers["DPoP-Nonce"] = _check_nonce(nonce)
-    return headers
 
 
 # RFC 3986 §2.3
@@ -1972,7 +1937,7 @@ def _refuse(code: str, message: str) -> DPoPError:
     return DPoPError(code, message, oauth_error=oauth, status=401 if code == "proof_nonce" else 400)
 
 
-def _one_proof(proof: Union[str, Sequence[str], None]) -> str:
+def _one_proof(proof: str | Sequence[str] | None) -> str:
     """RFC 9449 §4.3 step 1: the one DPoP header value, within the size limit."""
     # A server framework may hand over one header value or the list of all of them; two DPoP
     # headers, or two values joined by a comma into one, are both "more than one proof".
@@ -2034,7 +1999,7 @@ def _check_claims(
     claims: Dict[str, Any],
     method: str,
     request_htu: str,
-    nonce: Union[str, Callable[[str], bool], None],
+    nonce: str | Callable[[str], bool] | None,
 ) -> str:
     """RFC 9449 §4.3 steps 3 and 8 to 10: the claims of a signed proof; returns its normalised
     htu. (Step 11, iat's window, is verify_proof's, beside the replay entry's lifetime, which is
@@ -2069,18 +2034,18 @@ def _check_claims(
 
 
 def verify_proof(
-    proof: Union[str, Sequence[str], None],
+    proof: str | Sequence[str] | None,
     *,
     method: str,
     url: str,
-    access_token: Optional[str] = None,
-    jkt: Optional[str] = None,
-    nonce: Union[str, Callable[[str], bool], None] = None,
-    now: Optional[float] = None,
+    access_token: str | None = None,
+    jkt: str | None = None,
+    nonce: str | Callable[[str], bool] | None = None,
+    now: float | None = None,
     max_age: int = 60,
     leeway: int = 5,
     algorithms: Sequence[str] = ("ES256",),
-    replay: Optional[Any] = None,
+    replay: Any | None = None,
 ) -> VerifiedProof:
     """Check a DPoP proof as RFC 9449 §4.3 requires; return what it proved.
 
@@ -2177,7 +2142,7 @@ class RSAKey(_Key):
     n: int  # modulus, 2048 to 8192 bits
     e: int  # public exponent, odd, 3 <= e < 2^32
     # d, p, q, dp, dq, qi; checked consistent
-    _secret: Optional[Tuple[int, int, int, int, int, int]]
+    _secret: Tuple[int, int, int, int, int, int] | None
     size: int  # bits of n
 
     @classmethod
@@ -2325,9 +2290,7 @@ class RSAKey(_Key):
         return hash((self.n, self.e))
 
 
-def _proof_signer(
-    key: Union[ECKey, RSAKey], alg: Optional[str]
-) -> Tuple[str, Callable[[bytes], bytes]]:
+def _proof_signer(key: ECKey | RSAKey, alg: str | None) -> Tuple[str, Callable[[bytes], bytes]]:
     """make_proof's encoded header (typ dpop+jwt, alg, the public JWK) and signing function: ES256
     for a P-256 key (its header kept by the key), RS256 or PS256 for an RSA key."""
     # the header is rebuilt from the key's public numbers every time (an ECKey keeps its own
@@ -2428,7 +2391,7 @@ def _hmac_signature(alg: str, secret: bytes, signing_input: bytes) -> str:
     return b64url_encode(hmac.digest(secret, signing_input, _HMAC_ALGS[alg]))
 
 
-def _assertion_algs(key: Union[ECKey, RSAKey, str]) -> Tuple[str, ...]:
+def _assertion_algs(key: ECKey | RSAKey | str) -> Tuple[str, ...]:
     """The algorithms a client assertion key signs with, its default first: a client secret HMACs
     (client_secret_jwt), an RSAKey signs RS256 or PS256, an ECKey ES256 (private_key_jwt)."""
     if isinstance(key, str):
@@ -2437,13 +2400,13 @@ def _assertion_algs(key: Union[ECKey, RSAKey, str]) -> Tuple[str, ...]:
 
 
 def client_assertion(
-    key: Union[ECKey, RSAKey, str],
+    key: ECKey | RSAKey | str,
     client_id: str,
     audience: str,
     *,
-    alg: Optional[str] = None,
-    kid: Optional[str] = None,
-    now: Optional[float] = None,
+    alg: str | None = None,
+    kid: str | None = None,
+    now: float | None = None,
 ) -> str:
     """A client authentication JWT (RFC 7523 §3) for the token endpoint ``audience``.
 
@@ -2579,7 +2542,7 @@ class Headers:
     def __init__(self, items: Sequence[Tuple[str, str]] = ()) -> None:
         self._items = list(items)
 
-    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+    def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
         lname = name.lower()
         return next((value for key, value in self._items if key.lower() == lname), default)
@@ -2641,8 +2604,8 @@ class Response:
         self.status, self.reason, self.headers = status, reason, headers
         self.body, self.url, self.version = body, url, version
         self.redirects = 0  # how many redirects request() followed to get here
-        self._stream: Optional[_BodyStream] = None
-        self._chunks: Optional[Iterator[bytes]] = None
+        self._stream: _BodyStream | None = None
+        self._chunks: Iterator[bytes] | None = None
 
     def iter_bytes(self) -> Iterator[bytes]:
         """The body in chunks: as they arrive for a streamed response (once), else ``body``."""
@@ -2718,7 +2681,7 @@ def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]
     first occurrence of a name wins; junk is skipped up to the next comma."""
     challenges: List[Tuple[str, Dict[str, str]]] = []
     for text in values:
-        params: Optional[Dict[str, str]] = None  # the current challenge's
+        params: Dict[str, str] | None = None  # the current challenge's
         for item in _CHALLENGE_ITEM.finditer(text):
             if item.group("scheme"):
                 params = {}
@@ -2735,6 +2698,45 @@ def _refusals(headers: Headers) -> List[Dict[str, str]]:
     challenges = _parse_challenges(headers.get_all("WWW-Authenticate"))
     ordered = sorted(challenges, key=lambda challenge: challenge[0] != "dpop")  # a stable sort
     return [params for _, params in ordered if "error" in params]
+
+
+# A resource server's side of the same header: what to answer a refused proof with. Not on the
+# proof path (verify_proof never calls it), so it lives here beside the parser.
+
+
+def _quote(value: str) -> str:
+    """An auth-param quoted-string (RFC 9110 §5.6.4): backslash and double quote escaped."""
+    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def challenge_headers(
+    *,
+    error: str | None = None,
+    error_description: str | None = None,
+    nonce: str | None = None,
+    algs: Sequence[str] = ("ES256",),
+) -> Dict[str, str]:
+    """Response headers for a resource server's 401 (RFC 9449 §7.1, §9).
+
+    ``WWW-Authenticate: DPoP error="use_dpop_nonce", error_description="...",
+    algs="ES256"`` and, with ``nonce``, ``DPoP-Nonce``. An authorization
+    server answers 400 with a JSON body instead (§8) but sends the same
+    DPoP-Nonce header.
+    """
+    if not all(isinstance(alg, str) and _TCHAR.fullmatch(alg) for alg in algs):
+        raise ValueError("algs must be JWS algorithm names")
+    params = []
+    for name, value in (("error", error), ("error_description", error_description)):
+        if value is None:
+            continue
+        if re.fullmatch(r"[\x20-\x7e]*", value) is None:  # a header value is one line
+            raise ValueError("%s must be printable ASCII, on one line" % name)
+        params.append(name + "=" + _quote(value))
+    params.append("algs=" + _quote(" ".join(algs)))
+    headers = {"WWW-Authenticate": "DPoP " + ", ".join(params)}
+    if nonce is not None:
+        headers["DPoP-Nonce"] = _check_nonce(nonce)
+    return headers
 
 
 # =============================================================================
@@ -2806,7 +2808,7 @@ class _Scrubber:
         return text
 
 
-def _open_private(path: Union[str, os.PathLike[str]]) -> Any:
+def _open_private(path: str | os.PathLike[str]) -> Any:
     """``path`` opened for appending text, readable by its owner only: created 0600, an existing
     file tightened to 0600, a symlink refused (O_NOFOLLOW)."""
     import errno
@@ -2890,7 +2892,7 @@ class _SessionLog:
         self._write(kind, text, [], "")
 
     def request(
-        self, method: str, target: _Target, headers: _Pairs, body: Optional[bytes], mask: _Mask
+        self, method: str, target: _Target, headers: _Pairs, body: bytes | None, mask: _Mask
     ) -> None:
         first = "%s %s HTTP/1.1" % (method, target.target)
         self._write("Sending", first, headers, self._body(body, mask))
@@ -2942,7 +2944,7 @@ class _Proxy:
         if not _resolvable(host):
             raise ValueError("bad proxy host name: an empty label or one over 63 characters")
         self.host, self.shown = host.strip("[]"), "http://%s:%d" % (host, self.port)
-        self.auth: Optional[str] = None
+        self.auth: str | None = None
         self.secrets: Tuple[str, ...] = ()
         if userinfo is not None:
             user, _, password = userinfo.partition(":")
@@ -3085,15 +3087,15 @@ class _Pool:
         timeout: float,
         context: Any,
         cafile: _Text,
-        client_cert: Union[str, os.PathLike[str], Tuple[str, str], None],
-        proxy: Optional[_Proxy],
+        client_cert: str | os.PathLike[str] | Tuple[str, str] | None,
+        proxy: _Proxy | None,
         no_proxy: str,
     ) -> None:
         self._connect, self.timeout, self._context, self._cafile = connect, timeout, context, cafile
         self._proxy, self._no_proxy = proxy, no_proxy
-        self._idle: Dict[Tuple[str, str, int, Optional[_Proxy]], List[Any]] = {}
+        self._idle: Dict[Tuple[str, str, int, _Proxy | None], List[Any]] = {}
         self._lock = threading.Lock()
-        self._cert: Optional[Tuple[Any, Any]] = None  # until _tls() loads it
+        self._cert: Tuple[Any, Any] | None = None  # until _tls() loads it
         if client_cert is not None:
             self._cert = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
             if context is not None or len(self._cert) != 2 or self._cert[0] is None:
@@ -3124,14 +3126,14 @@ class _Pool:
                 self._cert = None
             return self._context
 
-    def _key(self, target: _Target) -> Tuple[str, str, int, Optional[_Proxy]]:
+    def _key(self, target: _Target) -> Tuple[str, str, int, _Proxy | None]:
         # plain http (loopback only) never goes to a proxy: it would see the credentials
         proxy = self._proxy if target.scheme == "https" else None
         if proxy is not None and _bypass(target.host, target.port, self._no_proxy):
             proxy = None
         return target.scheme, target.host, target.port, proxy
 
-    def get(self, target: _Target, note: Callable[[str, Optional[str]], None]) -> Tuple[Any, bool]:
+    def get(self, target: _Target, note: Callable[[str, str | None], None]) -> Tuple[Any, bool]:
         """An idle connection (True) or a new one (False), whose proxy tunnel and TLS to the origin
         are made here."""
         import http.client
@@ -3192,7 +3194,7 @@ class _Pool:
                 conn.close()
 
 
-def _inflater(encoding: Optional[str]) -> Any:
+def _inflater(encoding: str | None) -> Any:
     """A gzip or deflate Content-Encoding's decompressor; None for identity and unknown codings
     (passed on as is)."""
     import zlib
@@ -3208,9 +3210,9 @@ class _BodyStream:
     whatever its size. Its connection is released once: back to the pool when the body was read to
     its end, closed otherwise (closing early, an error, or never reading)."""
 
-    def __init__(self, resp: Any, encoding: Optional[str], release: Callable[[bool], None]) -> None:
+    def __init__(self, resp: Any, encoding: str | None, release: Callable[[bool], None]) -> None:
         self._resp, self._encoding = resp, encoding
-        self._release: Optional[Callable[[bool], None]] = release
+        self._release: Callable[[bool], None] | None = release
 
     def close(self, complete: bool = False) -> None:
         release, self._release = self._release, None
@@ -3303,9 +3305,9 @@ class FileTokenCache:
 
     def __init__(
         self,
-        path: Union[str, os.PathLike[str], None] = None,
+        path: str | os.PathLike[str] | None = None,
         *,
-        warn: Optional[Callable[[str], None]] = None,
+        warn: Callable[[str], None] | None = None,
     ):
         if path is None:
             home = os.environ.get("XDG_CACHE_HOME") or os.path.join(
@@ -3371,7 +3373,7 @@ class FileTokenCache:
                 "io_error", "cannot write token cache %s: %s" % (self.path, exc.strerror)
             ) from None
 
-    def get(self, key: str) -> Optional[Dict[str, Any]]:
+    def get(self, key: str) -> Dict[str, Any] | None:
         entry = self._read().get(key)
         return entry if _usable_entry(entry) else None
 
@@ -3479,7 +3481,7 @@ def _network_error(code: str, why: str, written: bool) -> DPoPError:
     return error
 
 
-def _http_date(value: Optional[str]) -> Optional[float]:
+def _http_date(value: str | None) -> float | None:
     """The POSIX time of an HTTP-date (RFC 9110 §5.6.7), None if it is not one."""
     import email.utils
 
@@ -3490,7 +3492,7 @@ def _http_date(value: Optional[str]) -> Optional[float]:
         return None
 
 
-def _retry_after(value: str, now: float) -> Optional[float]:
+def _retry_after(value: str, now: float) -> float | None:
     """Seconds a Retry-After header asks for (RFC 9110 §10.2.3): delay-seconds or an HTTP-date."""
     if re.fullmatch(r"[0-9]{1,9}", value.strip()):
         return float(value)
@@ -3501,9 +3503,7 @@ def _retry_after(value: str, now: float) -> Optional[float]:
 class _Token:
     __slots__ = ("value", "refresh_at", "lifetime")
 
-    def __init__(
-        self, value: str, refresh_at: Optional[float], lifetime: Optional[float] = None
-    ) -> None:
+    def __init__(self, value: str, refresh_at: float | None, lifetime: float | None = None) -> None:
         # refresh_at: time.monotonic(), None: until refused; lifetime: seconds left when it came
         self.value, self.refresh_at, self.lifetime = value, refresh_at, lifetime
 
@@ -3514,7 +3514,7 @@ class _Token:
 _AUTH_ALIASES = {"post": "client_secret_post", "basic": "client_secret_basic"}
 
 
-def _check_texts(**texts: Optional[str]) -> None:
+def _check_texts(**texts: str | None) -> None:
     """TypeError for a setting that is neither None nor a str."""
     for name, value in texts.items():
         if value is not None and not isinstance(value, str):
@@ -3540,8 +3540,8 @@ def _token_param_pairs(token_params: _PairsArg) -> _Pairs:
 
 
 def _assertion_signer(
-    method: str, data: Any, alg: Optional[str], secret: _Text
-) -> Tuple[Union[ECKey, RSAKey, str], Optional[str]]:
+    method: str, data: Any, alg: str | None, secret: _Text
+) -> Tuple[ECKey | RSAKey | str, str | None]:
     """What signs client assertions, and the kid its JWK form names: for private_key_jwt the
     key (P-256 or RSA), else the client secret (client_secret_jwt MACs with it); checks
     ``alg``."""
@@ -3551,7 +3551,7 @@ def _assertion_signer(
         return str(secret), None
     if data is None:
         raise TypeError("auth_method private_key_jwt needs assertion_key=")
-    key: Union[ECKey, RSAKey] = data
+    key: ECKey | RSAKey = data
     kid = None
     if not isinstance(data, (ECKey, RSAKey)):
         try:  # a file read and its PEM or JSON parsed once, for the key and for its kid
@@ -3575,8 +3575,8 @@ def _assertion_signer(
 
 
 def _proxy_settings(
-    proxy: Optional[str], no_proxy: Optional[str], trust_env: bool
-) -> Tuple[Optional[_Proxy], str]:
+    proxy: str | None, no_proxy: str | None, trust_env: bool
+) -> Tuple[_Proxy | None, str]:
     """The proxy and the NO_PROXY list: the arguments, else (with trust_env) curl's variables,
     https_proxy, HTTPS_PROXY, all_proxy, ALL_PROXY, the first one set."""
     env = os.environ if trust_env else {}
@@ -3611,35 +3611,35 @@ class Client:
 
     def __init__(
         self,
-        key: Union[ECKey, KeyData],
+        key: ECKey | KeyData,
         *,
-        token_endpoint: Optional[str] = None,
-        issuer: Optional[str] = None,
+        token_endpoint: str | None = None,
+        issuer: str | None = None,
         client_id: str,
-        client_secret: Optional[str] = None,
-        scope: Optional[str] = None,
+        client_secret: str | None = None,
+        scope: str | None = None,
         auth_method: str = "client_secret_post",
         token_params: _PairsArg = None,
         timeout: float = 30,
         ssl_context: Any = None,
-        cafile: Optional[str] = None,
+        cafile: str | None = None,
         session_log: Any = None,
         follow_redirects: bool = False,
         refresh_margin: float = 60,
         max_redirects: int = 10,
-        assertion_key: Union[ECKey, KeyData, None] = None,
-        assertion_kid: Optional[str] = None,
-        assertion_alg: Optional[str] = None,
-        assertion_audience: Optional[str] = None,
+        assertion_key: ECKey | KeyData | None = None,
+        assertion_kid: str | None = None,
+        assertion_alg: str | None = None,
+        assertion_audience: str | None = None,
         max_retries: int = 2,
         retry_max_time: float = 60,
         clock_skew: float = 0,
         token_cache: Any = None,
-        proxy: Optional[str] = None,
-        no_proxy: Optional[str] = None,
+        proxy: str | None = None,
+        no_proxy: str | None = None,
         trust_env: bool = True,
-        connect_timeout: Optional[float] = None,
-        client_cert: Union[str, os.PathLike[str], Tuple[str, str], None] = None,
+        connect_timeout: float | None = None,
+        client_cert: str | os.PathLike[str] | Tuple[str, str] | None = None,
     ) -> None:
         if not isinstance(key, ECKey):
             key = load_key(key)
@@ -3693,8 +3693,8 @@ class Client:
         if client_secret:
             self._scrub.add(client_secret)
         self._log = _SessionLog(session_log, self._scrub) if session_log is not None else None
-        self._token: Optional[_Token] = None
-        self._cached: Optional[Dict[str, Any]] = None  # the token cache entry in use
+        self._token: _Token | None = None
+        self._cached: Dict[str, Any] | None = None  # the token cache entry in use
         self._nonces: Dict[str, str] = {}
         self._token_lock, self._closed = threading.Lock(), False
         self.token_requests = 0  # how many times the token endpoint was called
@@ -3707,7 +3707,7 @@ class Client:
         url: str,
         *,
         headers: _PairsArg = None,
-        data: Union[str, BytesLike, None] = None,
+        data: str | BytesLike | None = None,
         json: Any = None,
         stream: bool = False,
     ) -> Response:
@@ -3721,7 +3721,7 @@ class Client:
             raise DPoPError("bad_argument", "method is not an HTTP method token")
         method = method.upper()
         extra = self._user_headers(headers)
-        body: Optional[bytes] = None
+        body: bytes | None = None
         if data is not None and json is not None:
             raise TypeError("give data= or json=, not both")
         if json is not None:
@@ -3897,7 +3897,7 @@ class Client:
         if nonce is not None and _good_nonce(nonce):
             self._nonces[origin] = nonce
 
-    def _note(self, text: str, kind: Optional[str] = None) -> None:
+    def _note(self, text: str, kind: str | None = None) -> None:
         """A DEBUG record on the "dpop" logger; with ``kind``, a session log entry too."""
         if kind is not None and self._log is not None:
             self._log.note(kind, text)
@@ -3941,7 +3941,7 @@ class Client:
         )
         return True
 
-    def _sign_hop(self, headers: Any, method: str, url: str, origin: Optional[str] = None) -> str:
+    def _sign_hop(self, headers: Any, method: str, url: str, origin: str | None = None) -> str:
         """Sign a request (or redirect hop) another library sends, ``headers`` being its mutable
         mapping: Authorization and a new proof at ``origin`` (None: the URL's own), neither
         elsewhere; returns the URL's origin."""
@@ -3985,7 +3985,7 @@ class Client:
         method: str,
         target: _Target,
         headers: _Pairs,
-        body: Union[_Body, Callable[[], bytes]],
+        body: _Body | Callable[[], bytes],
         limit: int,
         *,
         token: _Text = None,
@@ -4055,7 +4055,7 @@ class Client:
         limit: int,
         mask: _Masks = (None, None),
         stream: bool = False,
-        proof: Optional[Callable[[], str]] = None,
+        proof: Callable[[], str] | None = None,
     ) -> Response:
         """One HTTP exchange on a pooled connection; maps failures to DPoPError. With ``stream``, a
         final response (not a 401, nor a redirect to be followed: those are retried or followed)
@@ -4156,7 +4156,7 @@ class Client:
             response._stream = body_stream
         return response
 
-    def _retry(self, attempt: int, started: float, why: Union[Response, DPoPError]) -> bool:
+    def _retry(self, attempt: int, started: float, why: Response | DPoPError) -> bool:
         """Wait before a retry and say True; False when the retries or the time for them
         (retry_max_time) are spent. The wait is Retry-After when the answer has one, else
         exponential backoff with jitter."""
@@ -4366,9 +4366,7 @@ def _base_headers(
     return [(n, v) for n, v in base if n.lower() not in names] + [("Accept-Encoding", "gzip")]
 
 
-def _oauth_error(
-    response: Response, scrub: Callable[[str], str]
-) -> Tuple[Optional[str], Optional[str]]:
+def _oauth_error(response: Response, scrub: Callable[[str], str]) -> Tuple[str | None, str | None]:
     """(error, error_description) of a refusal: from a WWW-Authenticate challenge (DPoP first; RFC
     9449 §7.1, RFC 6750 §3), else from an RFC 6749 §5.2 JSON body. Secrets are masked first (before
     cleaning or cutting could hide them), then only printable ASCII is kept, and cut."""
@@ -4382,7 +4380,7 @@ def _oauth_error(
             return None, None
     error, description = found.get("error"), found.get("error_description")
 
-    def clean(text: Any, limit: int) -> Optional[str]:
+    def clean(text: Any, limit: int) -> str | None:
         return re.sub(r"[^\x20-\x7e]", "?", scrub(text))[:limit] if isinstance(text, str) else None
 
     return clean(error, 100), clean(description, 300)
@@ -4666,8 +4664,8 @@ class DemoServer:
         require_nonce: bool = False,
         token_lifetime: int = 3600,
         port: int = 0,
-        authority: Optional[DemoServer] = None,
-        override: Optional[Callable[[Any], bool]] = None,
+        authority: DemoServer | None = None,
+        override: Callable[[Any], bool] | None = None,
         ssl_context: Any = None,
     ) -> None:
         import http.server
@@ -4681,7 +4679,7 @@ class DemoServer:
         self.replay = ReplayCache()
         self.clients = {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET}  # client_secret_* methods
         # private_key_jwt: client_id -> public key
-        self.client_keys: Dict[str, Union[ECKey, RSAKey]] = {}
+        self.client_keys: Dict[str, ECKey | RSAKey] = {}
         self.assertions = ReplayCache()
         # seconds this server's clock is ahead (tests of a client's skew handling)
         self.clock_skew = 0.0
@@ -4801,13 +4799,13 @@ def _demo_handler() -> Any:
         server_version = "dpop-demo/" + __version__
         wbufsize = -1  # one write per response: no Nagle/delayed-ACK stalls
         disable_nagle_algorithm = True
-        _body: Optional[bytes] = None
+        _body: bytes | None = None
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
 
         # Date follows the skewed clock
-        def date_time_string(self, timestamp: Optional[float] = None) -> str:
+        def date_time_string(self, timestamp: float | None = None) -> str:
             return super().date_time_string(
                 time.time() + self.demo.clock_skew if timestamp is None else timestamp
             )
@@ -4825,7 +4823,7 @@ def _demo_handler() -> Any:
             return self._body
 
         def reply(
-            self, status: int, payload: Any, headers: Optional[Mapping[str, str]] = None
+            self, status: int, payload: Any, headers: Mapping[str, str] | None = None
         ) -> None:
             data = payload if isinstance(payload, bytes) else _json_compact(payload)
             headers = {"Content-Type": "application/json", **(headers or {})}
@@ -5122,7 +5120,7 @@ def _check_newfile(value: str) -> str:
     return value
 
 
-def _check_cache(value: str) -> Optional[str]:
+def _check_cache(value: str) -> str | None:
     """--token-cache [FILE]: "" (no FILE) or a flag word on means the default file, off means
     none."""
     try:  # no FILE, or a flag word
@@ -5233,7 +5231,7 @@ def _env_items(kind: str, value: str) -> List[str]:
     return [line for line in value.splitlines() if line.strip()]
 
 
-def _checked(opt: _Opt, raw: Union[str, List[str]], where: str) -> Any:
+def _checked(opt: _Opt, raw: str | List[str], where: str) -> Any:
     try:
         if opt.repeat and isinstance(raw, str):  # a variable: its items
             raw = _env_items(opt.kind, raw)
@@ -5334,7 +5332,7 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
 _MAX_INPUT = 64 << 20  # -d @FILE and -d @-
 
 
-def _read_input(path: str, what: str, limit: Optional[int] = None) -> bytes:
+def _read_input(path: str, what: str, limit: int | None = None) -> bytes:
     """A file's (or stdin's) bytes; more than ``limit`` is a usage error, never a silent cut."""
     import sys
 
@@ -5352,7 +5350,7 @@ def _read_input(path: str, what: str, limit: Optional[int] = None) -> bytes:
     return data
 
 
-def _cli_key(path: Optional[str]) -> ECKey:
+def _cli_key(path: str | None) -> ECKey:
     if not path:
         raise DPoPError("usage", "--key FILE (or DPOP_KEY) is required")
     return load_key(_read_input(path, "key file", _MAX_KEY_INPUT))
@@ -5534,7 +5532,7 @@ on/off.
 """
 
 
-def _cli_credentials(args: Dict[str, Any]) -> Tuple[Optional[str], str]:
+def _cli_credentials(args: Dict[str, Any]) -> Tuple[str | None, str]:
     """(client secret, auth method) from the options, checked together."""
     secret = args["client_secret"]
     if args["client_secret_file"]:
@@ -5684,7 +5682,7 @@ class _OutOfTime(BaseException):
 def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
     args = _parse("request", argv)
     _check_together(args)
-    body: Optional[bytes] = None
+    body: bytes | None = None
     for flag in ("data", "data_binary", "json"):
         data = args[flag]
         if data is None:
@@ -5814,7 +5812,7 @@ def _same_file(one: str, other: str) -> bool:
 
 
 def _cli_output(
-    response: Response, include: bool, output: Optional[str], fail: bool
+    response: Response, include: bool, output: str | None, fail: bool
 ) -> Tuple[bytes, int]:
     """-i's head on stdout, then the body, chunk by chunk, to -o FILE or stdout (with -f, not for an
     error status); returns the body's first chunk for an error status (for its OAuth error) and the
@@ -5867,7 +5865,7 @@ def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
     import stat
 
     try:
-        info: Optional[os.stat_result] = os.stat(path)  # follows links, /proc's fd links too
+        info: os.stat_result | None = os.stat(path)  # follows links, /proc's fd links too
     except FileNotFoundError:
         info = None
     target = os.path.realpath(path)
@@ -6148,7 +6146,7 @@ def _command(args: List[str]) -> str:
     return "request"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (see ``python dpop.py --help``)."""
     import sys
 

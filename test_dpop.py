@@ -3625,11 +3625,6 @@ def test_rfc9449_example_proofs_pass_verify_proof(index):
         )
 
 
-def test_rfc9449_nonce_examples_are_valid_nonces():
-    for value in RFC9449["nonces"].values():
-        assert dpop.challenge_headers(error="use_dpop_nonce", nonce=value)["DPoP-Nonce"] == value
-
-
 @settings(max_examples=60)
 @given(METHODS, URLS, METHODS, URLS)
 def test_proofs_verify_for_their_request_only(method, url, other_method, other_url):
@@ -3789,21 +3784,6 @@ def test_nonce_issuer():
         dpop.NonceIssuer(b"k" * 32, step=0)
     with pytest.raises(TypeError):
         dpop.NonceIssuer(b"k" * 32, step="60")
-
-
-def test_challenge_headers():
-    headers = dpop.challenge_headers(
-        error="use_dpop_nonce", error_description='needs "nonce"', nonce="eyJ7S_zG.eyJH0-Z.HX4w-7v"
-    )
-    assert headers == {
-        "WWW-Authenticate": 'DPoP error="use_dpop_nonce", error_description="needs \\"nonce\\"", algs="ES256"',
-        "DPoP-Nonce": "eyJ7S_zG.eyJH0-Z.HX4w-7v",
-    }
-    assert dpop.challenge_headers() == {"WWW-Authenticate": 'DPoP algs="ES256"'}
-    assert (
-        dpop.challenge_headers(algs=("ES256", "PS256"))["WWW-Authenticate"]
-        == 'DPoP algs="ES256 PS256"'
-    )
 
 
 def test_a_key_earns_its_table_at_its_fourth_verified_signature(monkeypatch):
@@ -4026,32 +4006,6 @@ def test_the_replay_cache_sees_one_jti_through_any_spelling():
         dpop.verify_proof(
             proof, method="GET", url="https://api.example/%7ex", now=1000, replay=replay
         )
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"error": "invalid_token\r\nSet-Cookie: a=b"},
-        {"error_description": "bad\nX-Injected: 1"},
-        {"error_description": "tab\there"},
-        {"error": "caf\u00e9"},
-        {"algs": ["ES256\r\nX: 1"]},
-        {"algs": ["ES 256"]},
-    ],
-)
-def test_challenge_headers_refuse_control_characters(kwargs):
-    with pytest.raises(ValueError):
-        dpop.challenge_headers(**kwargs)
-
-
-def test_challenge_headers_values_are_single_printable_lines():
-    headers = dpop.challenge_headers(
-        error="invalid_dpop_proof", error_description='say "hi" \\o/', nonce="n-1"
-    )
-    assert headers["WWW-Authenticate"] == (
-        'DPoP error="invalid_dpop_proof", error_description="say \\"hi\\" \\\\o/", algs="ES256"'
-    )
-    assert all(re.fullmatch(r"[\x20-\x7e]+", value) for value in headers.values())
 
 
 def test_replay_cache_at_capacity_frees_expired_entries_whatever_their_order():
@@ -4500,6 +4454,52 @@ def test_challenge_parsing_stays_linear():
     assert dpop._parse_challenges(["," * 65536, 'DPoP error="x"' + "," * 65536]) == [
         ("dpop", {"error": "x"})
     ]
+
+
+def test_rfc9449_nonce_examples_are_valid_nonces():
+    for value in RFC9449["nonces"].values():
+        assert dpop.challenge_headers(error="use_dpop_nonce", nonce=value)["DPoP-Nonce"] == value
+
+
+def test_challenge_headers():
+    headers = dpop.challenge_headers(
+        error="use_dpop_nonce", error_description='needs "nonce"', nonce="eyJ7S_zG.eyJH0-Z.HX4w-7v"
+    )
+    assert headers == {
+        "WWW-Authenticate": 'DPoP error="use_dpop_nonce", error_description="needs \\"nonce\\"", algs="ES256"',
+        "DPoP-Nonce": "eyJ7S_zG.eyJH0-Z.HX4w-7v",
+    }
+    assert dpop.challenge_headers() == {"WWW-Authenticate": 'DPoP algs="ES256"'}
+    assert (
+        dpop.challenge_headers(algs=("ES256", "PS256"))["WWW-Authenticate"]
+        == 'DPoP algs="ES256 PS256"'
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"error": "invalid_token\r\nSet-Cookie: a=b"},
+        {"error_description": "bad\nX-Injected: 1"},
+        {"error_description": "tab\there"},
+        {"error": "caf\u00e9"},
+        {"algs": ["ES256\r\nX: 1"]},
+        {"algs": ["ES 256"]},
+    ],
+)
+def test_challenge_headers_refuse_control_characters(kwargs):
+    with pytest.raises(ValueError):
+        dpop.challenge_headers(**kwargs)
+
+
+def test_challenge_headers_values_are_single_printable_lines():
+    headers = dpop.challenge_headers(
+        error="invalid_dpop_proof", error_description='say "hi" \\o/', nonce="n-1"
+    )
+    assert headers["WWW-Authenticate"] == (
+        'DPoP error="invalid_dpop_proof", error_description="say \\"hi\\" \\\\o/", algs="ES256"'
+    )
+    assert all(re.fullmatch(r"[\x20-\x7e]+", value) for value in headers.values())
 
 
 # ==================================================================================================

@@ -1995,44 +1995,6 @@ def _signed_proof(
     return header, claims, key
 
 
-def _check_claims(
-    claims: Dict[str, Any],
-    method: str,
-    request_htu: str,
-    nonce: str | Callable[[str], bool] | None,
-) -> str:
-    """RFC 9449 §4.3 steps 3 and 8 to 10: the claims of a signed proof; returns its normalised
-    htu. (Step 11, iat's window, is verify_proof's, beside the replay entry's lifetime, which is
-    counted from the same iat, now and max_age.)"""
-    # 3. required claims, with their types
-    for name in ("jti", "htm", "htu"):
-        value = claims.get(name)
-        if not isinstance(value, str) or not value:
-            raise _refuse("proof_claims", "claim %s is missing or not a string" % name)
-    iat = claims.get("iat")
-    if isinstance(iat, bool) or not isinstance(iat, (int, float)):
-        raise _refuse("proof_claims", "claim iat is missing or not a number")
-    for name in ("ath", "nonce"):
-        if name in claims and not isinstance(claims[name], str):
-            raise _refuse("proof_claims", "claim %s is not a string" % name)
-    # 8. htm
-    if claims["htm"] != method:
-        raise _refuse("proof_htm", "htm does not match the request method")
-    # 9. htu, both sides normalized the same way (RFC 3986 §6.2.2)
-    try:
-        proof_htu = _normal_htu(claims["htu"])
-    except DPoPError:
-        raise _refuse("proof_htu", "htu is not an absolute http(s) URL") from None
-    if proof_htu != request_htu:
-        raise _refuse("proof_htu", "htu does not match the request URL")
-    # 10. nonce, when the server requires one
-    if nonce is not None:
-        given = claims.get("nonce")
-        if given is None or not (nonce(given) if callable(nonce) else _equal(given, nonce)):
-            raise _refuse("proof_nonce", "the server requires a nonce, and not this one")
-    return proof_htu
-
-
 def verify_proof(
     proof: str | Sequence[str] | None,
     *,
@@ -2072,17 +2034,42 @@ def verify_proof(
             raise ValueError("algorithms may only name asymmetric JWS algorithms")
     request_htu = _normal_htu(url)
     current = _check_time("now", now)
-    # steps 1, 2 and 4 to 7, then 3 and 8 to 10
+    # steps 1, 2 and 4 to 7: a well-formed proof signed by the key in its header
     header, claims, key = _signed_proof(_one_proof(proof), algorithms)
-    proof_htu = _check_claims(claims, method, request_htu, nonce)
+    # 3. required claims, with their types
+    for name in ("jti", "htm", "htu"):
+        value = claims.get(name)
+        if not isinstance(value, str) or not value:
+            raise _refuse("proof_claims", "claim %s is missing or not a string" % name)
+    iat = claims.get("iat")
+    if isinstance(iat, bool) or not isinstance(iat, (int, float)):
+        raise _refuse("proof_claims", "claim iat is missing or not a number")
+    for name in ("ath", "nonce"):
+        if name in claims and not isinstance(claims[name], str):
+            raise _refuse("proof_claims", "claim %s is not a string" % name)
+    # 8. htm
+    if claims["htm"] != method:
+        raise _refuse("proof_htm", "htm does not match the request method")
+    # 9. htu, both sides normalized the same way (RFC 3986 §6.2.2)
+    try:
+        proof_htu = _normal_htu(claims["htu"])
+    except DPoPError:
+        raise _refuse("proof_htu", "htu is not an absolute http(s) URL") from None
+    if proof_htu != request_htu:
+        raise _refuse("proof_htu", "htu does not match the request URL")
+    # 10. nonce, when the server requires one
+    if nonce is not None:
+        given = claims.get("nonce")
+        if given is None or not (nonce(given) if callable(nonce) else _equal(given, nonce)):
+            raise _refuse("proof_nonce", "the server requires a nonce, and not this one")
     # 11. creation time within the window
-    if not current - max_age <= claims["iat"] <= current + leeway:
+    if not current - max_age <= iat <= current + leeway:
         raise _refuse("proof_iat", "iat is outside the acceptance window")
     # 12. with an access token: ath and the key binding
     jkt_value = key.thumbprint()
     if access_token is not None:
-        ath = claims.get("ath")
-        if ath is None or not _equal(ath, access_token_hash(access_token)):
+        # a missing ath reads as "", which no hash is (step 3 made a present one a str)
+        if not _equal(claims.get("ath", ""), access_token_hash(access_token)):
             raise _refuse("proof_ath", "ath is missing or does not match the access token")
     # jkt: the token's cnf.jkt (never None with an access token: refused above), or without one
     # the key the caller expects, if any
@@ -2094,7 +2081,7 @@ def verify_proof(
             "\x00".join((jkt_value, proof_htu, claims["jti"])).encode()
         ).hexdigest()
         # at least 1 s: step 11 made iat + max_age >= current
-        ttl = int(claims["iat"] + max_age - current) + 1
+        ttl = int(iat + max_age - current) + 1
         if not replay.add(slot, ttl):
             raise _refuse("proof_replay", "this jti was already used")
     return VerifiedProof(header, claims, key, jkt_value)

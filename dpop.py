@@ -1759,8 +1759,20 @@ def make_proof(
         if clash:
             raise ValueError("claims may not replace %s" % ", ".join(sorted(clash)))
         payload.update(claims)
+    # the header (typ dpop+jwt, alg, the public JWK) is rebuilt from the key's public numbers
+    # every time (an ECKey keeps its own encoded copy), never taken from a JWK the key was loaded
+    # from, which may hold d or kid; ES256 for a P-256 key, RS256 or PS256 for an RSA key
+    if isinstance(key, ECKey) and alg in (None, "ES256"):
+        header, sign = key._proof_header(), key.sign
+    else:
+        alg = alg or "RS256"  # an RSA key's default (None reaches here only for one)
+        if isinstance(key, ECKey) or alg not in _RSA_ALGS:
+            raise ValueError("a %s key does not make %s proofs" % (type(key).__name__, alg))
+        header = b64url_encode(
+            _json_compact({"typ": "dpop+jwt", "alg": alg, "jwk": key.public_jwk()})
+        )
+        sign = functools.partial(key.sign, alg=alg)
     # RFC 7515 §5.1: the signing input is BASE64URL(header) "." BASE64URL(payload), in ASCII
-    header, sign = _proof_signer(key, alg)
     signing_input = header + "." + b64url_encode(_json_compact(payload))
     return signing_input + "." + b64url_encode(sign(signing_input.encode("ascii")))
 
@@ -2098,7 +2110,7 @@ def verify_proof(
 #
 # For servers that register RSA client keys (private_key_jwt), and for
 # verify_proof given algorithms=("RS256", "PS256", ...): the only callers
-# above are _signed_proof (load_rsa_key, RSAKey.verify) and make_proof (_proof_signer).
+# above are _signed_proof (load_rsa_key, RSAKey.verify) and make_proof (RSAKey.sign).
 #
 # Keys: 2048 to 8192 bits, two primes only, every CRT member present and
 # consistent (a key that fails a check is refused, never repaired).
@@ -2275,20 +2287,6 @@ class RSAKey(_Key):
     def __hash__(self) -> int:
         """Hash of (n, e): a private key and its public half hash alike."""
         return hash((self.n, self.e))
-
-
-def _proof_signer(key: ECKey | RSAKey, alg: str | None) -> Tuple[str, Callable[[bytes], bytes]]:
-    """make_proof's encoded header (typ dpop+jwt, alg, the public JWK) and signing function: ES256
-    for a P-256 key (its header kept by the key), RS256 or PS256 for an RSA key."""
-    # the header is rebuilt from the key's public numbers every time (an ECKey keeps its own
-    # encoded copy), never taken from a JWK the key was loaded from, which may hold d or kid
-    if isinstance(key, ECKey) and alg in (None, "ES256"):
-        return key._proof_header(), key.sign
-    alg = alg or "RS256"  # an RSA key's default (None reaches here only for one)
-    if isinstance(key, ECKey) or alg not in _RSA_ALGS:
-        raise ValueError("a %s key does not make %s proofs" % (type(key).__name__, alg))
-    header = {"typ": "dpop+jwt", "alg": alg, "jwk": key.public_jwk()}
-    return b64url_encode(_json_compact(header)), functools.partial(key.sign, alg=alg)
 
 
 def _b64_uint(value: int) -> str:

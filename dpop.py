@@ -2273,16 +2273,13 @@ class RSAKey(_Key):
         return "<dpop.RSAKey %d-bit %s jkt=%s>" % (self.size, kind, self.thumbprint())
 
     def __eq__(self, other: object) -> bool:
-        """Same n and e, and the same d (compared in constant time) or both public."""
+        """Same n and e, and both private or both public."""
+        # as for ECKey, no secret is compared (nor timed): n has one factorization, so two
+        # private keys with the same n and e have the same p and q, and the same dp and dq (_new
+        # made each the inverse of e below p - 1 and q - 1), so they make the same signatures
         if not isinstance(other, RSAKey):
             return NotImplemented
-        mine, theirs = self._secret, other._secret
-        same_private = (
-            mine == theirs
-            if mine is None or theirs is None
-            else hmac.compare_digest(_b64_uint(mine[0]), _b64_uint(theirs[0]))
-        )
-        return (self.n, self.e) == (other.n, other.e) and same_private
+        return (self.n, self.e, self.has_private) == (other.n, other.e, other.has_private)
 
     def __hash__(self) -> int:
         """Hash of (n, e): a private key and its public half hash alike."""

@@ -1949,8 +1949,12 @@ def _refuse(code: str, message: str) -> DPoPError:
     return DPoPError(code, message, oauth_error=oauth, status=401 if code == "proof_nonce" else 400)
 
 
-def _one_proof(proof: str | Sequence[str] | None) -> str:
-    """RFC 9449 §4.3 step 1: the one DPoP header value, within the size limit."""
+def _signed_proof(
+    proof: str | Sequence[str] | None, algorithms: Sequence[str]
+) -> Tuple[Dict[str, Any], Dict[str, Any], Any]:
+    """RFC 9449 §4.3 steps 1, 2 and 4 to 7: (header, claims, key) of the one DPoP header value,
+    within the size limit, a well-formed JWT of type dpop+jwt, with an accepted algorithm, signed
+    by the public key in its header."""
     # A server framework may hand over one header value or the list of all of them; two DPoP
     # headers, or two values joined by a comma into one, are both "more than one proof".
     # 1. exactly one DPoP header: as a list of values (none for None), then its one value
@@ -1964,17 +1968,9 @@ def _one_proof(proof: str | Sequence[str] | None) -> str:
         raise _refuse("proof_too_large", "DPoP proof is larger than 8 KiB")
     if "," in only:
         raise _refuse("proof_multiple", "DPoP header holds more than one value")
-    return only
-
-
-def _signed_proof(
-    proof: str, algorithms: Sequence[str]
-) -> Tuple[Dict[str, Any], Dict[str, Any], Any]:
-    """RFC 9449 §4.3 steps 2 and 4 to 7: (header, claims, key) of a well-formed JWT of type
-    dpop+jwt, with an accepted algorithm, signed by the public key in its header."""
     # 2. a single well-formed JWT (with no crit: _jws_split refuses it)
     try:
-        h64, p64, s64, header = _jws_split(proof, _MAX_PROOF)
+        h64, p64, s64, header = _jws_split(only, _MAX_PROOF)
         claims = _json_object(b64url_decode(p64), "DPoP payload")
         signature = b64url_decode(s64)
     except DPoPError as exc:
@@ -2047,7 +2043,7 @@ def verify_proof(
     request_htu = _normal_htu(url)
     current = _check_time("now", now)
     # steps 1, 2 and 4 to 7: a well-formed proof signed by the key in its header
-    header, claims, key = _signed_proof(_one_proof(proof), algorithms)
+    header, claims, key = _signed_proof(proof, algorithms)
     # 3. required claims, with their types
     for name in ("jti", "htm", "htu"):
         value = claims.get(name)

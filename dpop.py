@@ -1890,21 +1890,19 @@ class NonceIssuer:
         self._secret = secret
         self._step = _setting("step", step, 1, 1 << 31, integer=True)
 
-    def _nonce(self, counter: int) -> str:
-        """The nonce of time step ``counter``: HMAC-SHA-256 of the step, 18 bytes, base64url."""
+    def issue(self, now: float | None = None) -> str:
+        """The current nonce (or ``now``'s): HMAC-SHA-256 of the time step, 18 bytes, base64url."""
+        counter = int(_check_time("now", now) // self._step)
         mac = hmac.digest(self._secret, b"dpop-nonce\x00" + counter.to_bytes(8, "big"), "sha256")
         return b64url_encode(mac[:18])
-
-    def issue(self, now: float | None = None) -> str:
-        """The current nonce."""
-        return self._nonce(int(_check_time("now", now) // self._step))
 
     def check(self, nonce: object, now: float | None = None) -> bool:
         """True if ``nonce`` is the current or the previous step's nonce."""
         if not isinstance(nonce, str):
             return False
-        counter = int(_check_time("now", now) // self._step)
-        return any(_equal(nonce, self._nonce(c)) for c in (counter, counter - 1))
+        # the clock is read once; one step earlier is the previous step's nonce
+        current = _check_time("now", now)
+        return any(_equal(nonce, self.issue(at)) for at in (current, current - self._step))
 
     def __repr__(self) -> str:
         """The issuer's settings, never a nonce."""

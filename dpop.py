@@ -1913,6 +1913,13 @@ class NonceIssuer:
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
+def _normal_escape(escape: re.Match[str]) -> str:
+    """One escape "%hh" as RFC 3986 §6.2.2.1-2 normalise it: the character itself when it is
+    unreserved (%7e is ~), else the escape with its hex in upper case (%2f is %2F)."""
+    char = chr(int(escape[1], 16))
+    return char if char in _UNRESERVED else escape[0].upper()
+
+
 def _normal_htu(url: str) -> str:
     """canonical_htu(url) after RFC 3986 §6.2.2's syntax-based normalisation of the path, for
     comparing htu values (RFC 9449 §4.3 step 9): percent-encoding hex in upper case, unreserved
@@ -1922,13 +1929,10 @@ def _normal_htu(url: str) -> str:
     # §6.2.3); what is left to normalise is the path
     *origin, path = canonical_htu(url).split("/", 3)  # "https:", "", "host[:port]", the path
     path = re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", path)  # a stray % is itself: "%%41" is not "%A"
-    pieces = re.split(r"(%[0-9A-Fa-f]{2})", path)  # odd indexes: the escapes
-    for i in range(1, len(pieces), 2):
-        char = chr(int(pieces[i][1:], 16))
-        pieces[i] = char if char in _UNRESERVED else pieces[i].upper()
+    path = re.sub(r"%([0-9A-Fa-f]{2})", _normal_escape, path)
     # §5.2.4, as a stack of segments: "." goes, ".." takes the segment before it (never above
     # the root), and a path that ended in "." or ".." still ends in "/"
-    segments = "".join(pieces).split("/")
+    segments = path.split("/")
     kept: List[str] = []
     for segment in segments:
         if segment == "..":

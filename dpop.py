@@ -2309,13 +2309,13 @@ def _rsa_from_der(der: bytes) -> RSAKey:
         items = _der_sequence(inner, "RSA key")
         if _key_info(items) is not None:
             raise DPoPError("unsupported_key", "an RSA key wrapped twice")
-    if len(items) == 2:  # RSAPublicKey: n, e
-        return RSAKey._new(*map(_der_uint, items))
-    if len(items) == 9 and _der_uint(items[0]) == 0:  # RSAPrivateKey, two primes
-        return RSAKey._new(*map(_der_uint, items[1:]))  # n, e, d, p, q, dp, dq, qi
-    raise DPoPError(
-        "unsupported_key", "not a two-prime RSA key (multi-prime keys are not supported)"
-    )
+    if len(items) == 9 and _der_uint(items[0]) == 0:  # RSAPrivateKey, two primes: version 0
+        items = items[1:]  # n, e, d, p, q, dp, dq, qi
+    elif len(items) != 2:  # nor RSAPublicKey: n, e
+        raise DPoPError(
+            "unsupported_key", "not a two-prime RSA key (multi-prime keys are not supported)"
+        )
+    return RSAKey._new(*map(_der_uint, items))
 
 
 def load_rsa_key(data: KeyData) -> RSAKey:
@@ -2332,9 +2332,11 @@ def load_rsa_key(data: KeyData) -> RSAKey:
     for name in ("n", "e") + (_RSA_PRIVATE if "d" in jwk else ()):
         text = _jwk_member(jwk, name)
         number = int.from_bytes(b64url_decode(text), "big")
-        # none is empty; n and e are minimal (RFC 7518 §6.3.1: no leading zero byte), which is
-        # the text _b64_uint writes for the number (b64url_decode accepts one text per bytes)
-        if not text or (name in ("n", "e") and _b64_uint(number) != text):
+        # n and e are minimal (RFC 7518 §6.3.1: no leading zero byte, and not empty), which is
+        # the text _b64_uint writes for the number (b64url_decode accepts one text per bytes); an
+        # empty private member is 0, which _new refuses (p * q is not n, d is below 2, and 0 is
+        # no inverse for dp, dq or qi)
+        if name in ("n", "e") and _b64_uint(number) != text:
             raise DPoPError("bad_key", "RSA JWK member '%s' is empty or not minimal" % name)
         numbers.append(number)
     return RSAKey._new(*numbers)

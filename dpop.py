@@ -1656,23 +1656,23 @@ def _split_url(url: str) -> Tuple[str, str, str, str, str]:
     match = _URL.fullmatch(url)
     if match is None:
         raise DPoPError("bad_url", "not an absolute URL")
-    scheme = match.group(1).lower()
+    scheme = match[1].lower()
     if scheme not in _DEFAULT_PORTS:
         raise DPoPError("bad_url", "scheme must be http or https")
     # userinfo would be a credential in every proof's htu and every log line: refused
-    if "@" in match.group(2):
+    if "@" in match[2]:
         raise DPoPError("bad_url", "credentials in URLs are not supported")
-    authority = _AUTHORITY.fullmatch(match.group(2))
+    authority = _AUTHORITY.fullmatch(match[2])
     if authority is None:
         raise DPoPError("bad_url", "bad host or port")
     # no port (or "h:") is the default one; a port that is the scheme's default is dropped, so
     # https://h:443/ and https://h/ give one htu, and leading zeros go (h:08443 is h:8443)
-    port = int(authority.group(2) or _DEFAULT_PORTS[scheme])
+    port = int(authority[2] or _DEFAULT_PORTS[scheme])
     if not 0 < port < 65536:
         raise DPoPError("bad_url", "bad port")
-    host = authority.group(1).lower()
+    host = authority[1].lower()
     kept = "" if port == _DEFAULT_PORTS[scheme] else str(port)
-    return scheme, host, kept, match.group(3) or "/", match.group(4) or ""
+    return scheme, host, kept, match[3] or "/", match[4] or ""
 
 
 def canonical_htu(url: str) -> str:

@@ -2199,16 +2199,17 @@ class RSAKey(_Key):
             raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
         return self._secret
 
-    def _encode(self, alg: str, data: bytes, salt: bytes) -> bytes:
+    def _encode(self, alg: str, data: bytes, salt: bytes) -> int:
         """EMSA-PKCS1-v1_5 (RS256, RFC 8017 §9.2) or EMSA-PSS with MGF1-SHA-256
-        and the 32-byte ``salt`` (PS256, §9.1.1; RS256 ignores it) of ``data``, as an integer's
-        bytes."""
+        and the 32-byte ``salt`` (PS256, §9.1.1; RS256 ignores it) of ``data``, as the integer
+        that RSA signs and verification recovers (OS2IP(EM), §4.2)."""
         digest = hashlib.sha256(data).digest()
         if alg == "RS256":
             # §9.2 steps 2-5: T = DigestInfo || H, then EM = 0x00 || 0x01 || PS || 0x00 || T with
             # PS as many 0xff bytes as fill the modulus' length (at least 8, as n has 2048 bits)
             info = _SHA256_DIGEST_INFO + digest
-            return b"\x00\x01" + b"\xff" * ((self.size + 7) // 8 - len(info) - 3) + b"\x00" + info
+            padding = b"\xff" * ((self.size + 7) // 8 - len(info) - 3)
+            return int.from_bytes(b"\x00\x01" + padding + b"\x00" + info, "big")
         if alg != "PS256":
             raise ValueError("RSA keys sign RS256 or PS256, not %r" % alg)
         # §9.1.1 steps 5-6: H = Hash(M'), M' = 8 zero bytes || mHash || salt
@@ -2220,12 +2221,12 @@ class RSAKey(_Key):
         # maskedDB = DB xor MGF1(H), with the bits above emBits cleared
         mask = int.from_bytes(_mgf1(h, (db_bits + 7) // 8), "big")
         masked = (int.from_bytes(b"\x01" + salt, "big") ^ mask) % (1 << db_bits)
-        # step 12: EM = maskedDB || H || 0xbc
-        return masked.to_bytes((db_bits + 7) // 8, "big") + h + b"\xbc"
+        # step 12: EM = maskedDB || H || 0xbc, so H || 0xbc are its low 33 bytes (264 bits)
+        return (masked << 264) + int.from_bytes(h + b"\xbc", "big")
 
     def sign(self, data: BytesLike, alg: str = "RS256") -> bytes:
         """RS256 or PS256 signature of ``data`` (as many bytes as n)."""
-        m = int.from_bytes(self._encode(alg, _as_bytes("data", data), os.urandom(32)), "big")
+        m = self._encode(alg, _as_bytes("data", data), os.urandom(32))
         _, prime1, prime2, dp, dq, qi = self._private()  # d itself is not needed with CRT
         modulus = self.n
         # -- blinding: the CRT below works on m * r^e, never on m --
@@ -2253,7 +2254,8 @@ class RSAKey(_Key):
         s = int.from_bytes(sig, "big")
         if len(sig) != k or s >= self.n or alg not in _RSA_ALGS:
             return False
-        em = pow(s, self.e, self.n).to_bytes(k, "big")
+        m = pow(s, self.e, self.n)
+        em = m.to_bytes(k, "big")
         # PS256 (RFC 8017 §9.1.2): EM = maskedDB || H || 0xbc, and DB = maskedDB xor MGF1(H) ends in
         # the 32-byte salt. Steps 4-10 check EM's form and step 14 compares H; all of it is the
         # one comparison below: encoding the message again with that salt must give EM exactly
@@ -2262,8 +2264,8 @@ class RSAKey(_Key):
         # ignored, and its encoding is compared the same way.
         db_len = (self.size - 258) // 8  # maskedDB's bytes, as in _encode
         salt = bytes(x ^ y for x, y in zip(em[-65:-33], _mgf1(em[-33:-1], db_len)[-32:]))
-        # the encoding is emLen bytes, one fewer than k when modBits - 1 is a multiple of 8
-        return hmac.compare_digest(em, self._encode(alg, raw, salt).rjust(k, b"\x00"))
+        # (signature, message and key are all public: no constant-time comparison is needed)
+        return m == self._encode(alg, raw, salt)
 
     def __repr__(self) -> str:
         """Size, kind and thumbprint: never a private member."""

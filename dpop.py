@@ -1709,8 +1709,8 @@ def _check_time(name: str, value: float | None) -> float:
     """A time the caller passed (seconds since the epoch), or the clock's when None."""
     if value is None:
         return time.time()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _type_error(name, "a number of seconds", value)
+    # any int or float but bool (TypeError) and NaN (ValueError: it would compare as no time)
+    _setting(name, value, -float("inf"), float("inf"))
     return value
 
 

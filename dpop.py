@@ -1854,8 +1854,7 @@ class ReplayCache:
             # forget what has expired: the heap's smallest expiry first, stopping at the first
             # that has not (a key is in the heap once, so each pop deletes exactly one entry)
             while self._by_expiry and self._by_expiry[0][0] <= now:
-                _, old = heapq.heappop(self._by_expiry)
-                self._held.remove(old)
+                self._held.remove(heapq.heappop(self._by_expiry)[1])
             # a key still held is a replay; a full cache refuses rather than forgets, so that
             # no replay can be let in by an eviction (refused like a proof: invalid_dpop_proof)
             if key in self._held:
@@ -2090,9 +2089,8 @@ def verify_proof(
         slot = hashlib.sha256(
             "\x00".join((jkt_value, proof_htu, claims["jti"])).encode()
         ).hexdigest()
-        # at least 1 s: step 11 made iat + max_age >= current
-        ttl = int(iat + max_age - current) + 1
-        if not replay.add(slot, ttl):
+        # for at least 1 s: step 11 made iat + max_age >= current
+        if not replay.add(slot, int(iat + max_age - current) + 1):
             raise _refuse("proof_replay", "this jti was already used")
     return VerifiedProof(header, claims, key, jkt_value)
 

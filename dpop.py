@@ -1670,9 +1670,8 @@ def _split_url(url: str) -> Tuple[str, str, str, str, str]:
     port = int(authority[2] or _DEFAULT_PORTS[scheme])
     if not 0 < port < 65536:
         raise DPoPError("bad_url", "bad port")
-    host = authority[1].lower()
     kept = "" if port == _DEFAULT_PORTS[scheme] else str(port)
-    return scheme, host, kept, match[3] or "/", match[4] or ""
+    return scheme, authority[1].lower(), kept, match[3] or "/", match[4] or ""
 
 
 def canonical_htu(url: str) -> str:
@@ -2158,8 +2157,8 @@ class RSAKey(_Key):
             d, prime1, prime2, dp, dq, qi = private
             if not (
                 prime1 * prime2 == modulus
-                and 1 < prime1
-                and 1 < prime2  # so that neither p - 1 nor q - 1 is a zero to divide by below
+                # then q = n / p is in (1, n) too: neither p - 1 nor q - 1 is a zero to divide by
+                and 1 < prime1 < modulus
                 and 1 < d < modulus
                 and dp == d % (prime1 - 1)
                 and dq == d % (prime2 - 1)

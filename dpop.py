@@ -291,8 +291,11 @@ def b64url_decode(text: str) -> bytes:
 def _random_below(limit: int) -> int:
     """Uniform in [1, limit) from os.urandom, by rejection (secrets.randbelow
     would import the random module, ~2 ms, for the same thing)."""
+    # as many random bits as limit has (P-256's p and n: 32 bytes; an RSA modulus: all of its), so
+    # a draw is accepted at least half the time
+    bits = limit.bit_length()
     while True:
-        value = int.from_bytes(os.urandom(32), "big")
+        value = int.from_bytes(os.urandom((bits + 7) // 8), "big") >> (-bits % 8)
         if 1 <= value < limit:
             return value
 
@@ -1958,7 +1961,9 @@ def _signed_proof(
     # A server framework may hand over one header value or the list of all of them; two DPoP
     # headers, or two values joined by a comma into one, are both "more than one proof".
     # 1. exactly one DPoP header: as a list of values (none for None), then its one value
-    values = [proof] if isinstance(proof, str) else list(proof or [])
+    values = [proof] if isinstance(proof, str) else proof or []
+    if not isinstance(values, (list, tuple)):  # a mapping's keys or a generator: never a proof
+        raise _type_error("proof", "a str, a list of str or None", proof)
     if len(values) > 1:
         raise _refuse("proof_multiple", "more than one DPoP header")
     only = _check_str("proof", values[0] if values else "")
@@ -1979,10 +1984,10 @@ def _signed_proof(
     typ = header.get("typ")
     if not isinstance(typ, str) or typ.lower() not in ("dpop+jwt", "application/dpop+jwt"):
         raise _refuse("proof_typ", "typ is not dpop+jwt")
-    # 5. an accepted asymmetric algorithm: ES256, or RS256/PS256 when listed (algorithms holds
-    # only strings, verify_proof checked, so a JSON value of another type is never in it)
+    # 5. an accepted asymmetric algorithm: ES256, or RS256/PS256 when listed; a str first, as
+    # the caller's algorithms may be a set, which cannot even look up a list or an object
     alg = header.get("alg")
-    if alg not in algorithms or alg not in ("ES256",) + _RSA_ALGS:
+    if not isinstance(alg, str) or alg not in algorithms or alg not in ("ES256",) + _RSA_ALGS:
         raise _refuse("proof_alg", "alg %s is not accepted" % _short_repr(alg))
     # 7. jwk: a public P-256 key and nothing private
     jwk = header.get("jwk")

@@ -2216,6 +2216,14 @@ def test_json_constants_and_random_below(monkeypatch):
     assert dpop._random_below(dpop.n) == 5  # 0 and >= n are rejected
 
 
+def test_random_below_covers_a_large_limit():
+    # an RSA blind: uniform below a 2049-bit modulus, so not confined to 256 bits
+    limit = (1 << 2048) + 12345
+    draws = [dpop._random_below(limit) for _ in range(64)]
+    assert all(1 <= d < limit for d in draws) and max(d.bit_length() for d in draws) > 2000
+    assert max(dpop._random_below(7) for _ in range(200)) == 6
+
+
 # ==================================================================================================
 # 3. Point arithmetic, complete by cases (EFD madd-2004-hmv and dbl-2001-b, a = -3)
 # ==================================================================================================
@@ -3705,6 +3713,15 @@ def test_verify_proof_misuse():
         check(forge_proof(), method=b"GET")
     with pytest.raises(TypeError):
         check([1])
+    # the header value(s) as a server framework hands them over: a str, a list or tuple, or None;
+    # a mapping (of header names) or a generator is the caller's mistake, never a proof
+    for wrong in ({forge_proof(): 1}, (p for p in [forge_proof()])):
+        with pytest.raises(TypeError):
+            check(wrong)
+    # whatever type the header's alg has, and whatever collection algorithms is, a refusal
+    for alg in ([], {}, 5, None):
+        with raises_code("proof_alg"):
+            check(forge_proof(header={"alg": alg}), algorithms=frozenset({"ES256"}))
 
 
 @settings(max_examples=300)

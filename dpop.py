@@ -2977,12 +2977,12 @@ def _bypass(host: str, port: int, no_proxy: str) -> bool:
         if not name or (want and want != str(port)):
             continue
         try:  # an address or block matches addresses only; a name, names only
-            network: Any = ipaddress.ip_network(name, strict=False)
+            network = ipaddress.ip_network(name, strict=False)
         except ValueError:
-            network = None
-        if network is not None and address is not None and address in network:
-            return True
-        if network is None and address is None and (host == name or host.endswith("." + name)):
+            if address is None and (host == name or host.endswith("." + name)):
+                return True
+            continue
+        if address is not None and address in network:
             return True
     return False
 
@@ -2994,19 +2994,16 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
     """A socket to ``authority`` ("host:port", IPv6 in brackets) through ``proxy``'s CONNECT (RFC
     9110 §9.3.6), before ``deadline`` (time.monotonic()) and with at most 16 KiB of answer head: a
     proxy that trickles header lines cannot hold the connection past the connect timeout
-    (http.client before 3.12 reads them without a limit)."""
+    (http.client before 3.12 reads them without a limit). The socket is closed on any failure."""
     import socket
 
     lines = ["CONNECT %s HTTP/1.1" % authority, "Host: " + authority]
     lines += ["Proxy-Authorization: " + proxy.auth] if proxy.auth else []
-    head = b""
+    head, sock = b"", None
     try:
         sock = socket.create_connection(
             (proxy.host, proxy.port), timeout=max(0.001, deadline - time.monotonic())
         )
-    except OSError as exc:
-        raise DPoPError("proxy", "proxy %s failed%s" % (proxy.shown, _reason(exc))) from None
-    try:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
         while b"\r\n\r\n" not in head:
             left = deadline - time.monotonic()
@@ -3024,29 +3021,27 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
                     "proxy", "proxy %s closed the connection before answering CONNECT" % proxy.shown
                 )
             head += chunk
-    except socket.timeout:
-        sock.close()
-        raise DPoPError(
-            "proxy", "proxy %s: CONNECT timed out (--connect-timeout)" % proxy.shown
-        ) from None
-    except OSError as exc:
-        sock.close()
-        raise DPoPError("proxy", "proxy %s failed%s" % (proxy.shown, _reason(exc))) from None
-    except DPoPError:
-        sock.close()
-        raise
-    answer, _, after = head.partition(b"\r\n\r\n")
-    status = answer.split(b"\r\n", 1)[0].decode("latin-1")
-    # after: the origin speaks last
-    if re.fullmatch(r"HTTP/1\.[01] 2[0-9][0-9]( .*)?", status) is None or after:
-        sock.close()
-        shown = (
-            status[9:209] if re.match(r"HTTP/1\.[01] [0-9]{3}", status) else "not an HTTP answer"
-        )
-        raise DPoPError(
-            "proxy", "proxy %s refused CONNECT %s: %s" % (proxy.shown, authority, _printable(shown))
-        )
-    return sock
+        answer, _, after = head.partition(b"\r\n\r\n")
+        status = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        # after: the origin speaks last
+        if re.fullmatch(r"HTTP/1\.[01] 2[0-9][0-9]( .*)?", status) is None or after:
+            shown = (
+                status[9:209]
+                if re.match(r"HTTP/1\.[01] [0-9]{3}", status)
+                else "not an HTTP answer"
+            )
+            why = "proxy %s refused CONNECT %s: %s" % (proxy.shown, authority, _printable(shown))
+            raise DPoPError("proxy", why)
+        return sock
+    except (OSError, DPoPError) as exc:
+        if sock is not None:
+            sock.close()
+        if isinstance(exc, DPoPError):
+            raise
+        # connecting to the proxy, or waiting for its answer
+        timed_out = isinstance(exc, socket.timeout)
+        why = ": CONNECT timed out (--connect-timeout)" if timed_out else " failed" + _reason(exc)
+        raise DPoPError("proxy", "proxy %s%s" % (proxy.shown, why)) from None
 
 
 def _still_open(sock: Any) -> bool:

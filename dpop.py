@@ -2704,11 +2704,6 @@ def _refusals(headers: Headers) -> List[Dict[str, str]]:
 # proof path (verify_proof never calls it), so it lives here beside the parser.
 
 
-def _quote(value: str) -> str:
-    """An auth-param quoted-string (RFC 9110 §5.6.4): backslash and double quote escaped."""
-    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
-
-
 def challenge_headers(
     *,
     error: str | None = None,
@@ -2726,13 +2721,17 @@ def challenge_headers(
     if not all(isinstance(alg, str) and _TCHAR.fullmatch(alg) for alg in algs):
         raise ValueError("algs must be JWS algorithm names")
     params = []
-    for name, value in (("error", error), ("error_description", error_description)):
+    for name, value in (
+        ("error", error),
+        ("error_description", error_description),
+        ("algs", " ".join(algs)),  # printable already: tokens
+    ):
         if value is None:
             continue
         if re.fullmatch(r"[\x20-\x7e]*", value) is None:  # a header value is one line
             raise ValueError("%s must be printable ASCII, on one line" % name)
-        params.append(name + "=" + _quote(value))
-    params.append("algs=" + _quote(" ".join(algs)))
+        # a quoted-string (RFC 9110 §5.6.4): backslash and double quote escaped
+        params.append('%s="%s"' % (name, value.replace("\\", "\\\\").replace('"', '\\"')))
     headers = {"WWW-Authenticate": "DPoP " + ", ".join(params)}
     if nonce is not None:
         headers["DPoP-Nonce"] = _check_nonce(nonce)

@@ -2637,7 +2637,7 @@ class Response:
         import codecs
 
         match = re.search(
-            r";\s*charset=\"?([A-Za-z0-9._-]+)", self.headers.get("Content-Type", "") or ""
+            r";\s*charset=\"?([A-Za-z0-9._-]+)", self.headers.get("Content-Type") or ""
         )
         try:
             name = codecs.lookup(match.group(1)).name if match else "utf-8"
@@ -2790,8 +2790,13 @@ class _Scrubber:
         kept = self._lasting if lasting else self._recent
         escaped = json.dumps(secret)[1:-1]  # as a JSON string spells it, "/" also as "\/"
         raw = secret.encode("utf-8", "surrogatepass")  # a server's text may hold a lone surrogate
-        forms = (secret, urllib.parse.quote_plus(raw), urllib.parse.quote(raw, safe=""), escaped)
-        for form in forms + (escaped.replace("/", "\\/"),):
+        for form in (
+            secret,
+            urllib.parse.quote_plus(raw),
+            urllib.parse.quote(raw, safe=""),
+            escaped,
+            escaped.replace("/", "\\/"),
+        ):
             if form and form not in kept:
                 kept.append(form)
         del self._recent[:-40]  # 8 secrets, 5 forms each
@@ -2950,9 +2955,8 @@ class _Proxy:
             pair = urllib.parse.unquote(user) + ":" + urllib.parse.unquote(password)
             self.auth = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
             self.shown = "http://%s:%s@%s:%d" % (user, _MASKED, host, self.port)
-            self.secrets = tuple(
-                s for s in (password, urllib.parse.unquote(password), self.auth[6:]) if s
-            )
+            # an empty password is skipped by the scrubber (it skips empty forms)
+            self.secrets = (password, urllib.parse.unquote(password), self.auth[6:])
 
 
 def _bypass(host: str, port: int, no_proxy: str) -> bool:
@@ -3045,11 +3049,10 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
 
 def _still_open(sock: Any) -> bool:
     """Whether an idle connection's socket is still open: nothing to read, neither data nor the
-    server's FIN."""
+    server's FIN. An idle connection always has its socket: only one whose response did not say
+    will_close goes back to the pool, and http.client drops the socket only on close()."""
     import select
 
-    if sock is None:
-        return False
     try:
         if hasattr(select, "poll"):
             poller = select.poll()

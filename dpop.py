@@ -2514,9 +2514,8 @@ def _resolvable(host: str) -> bool:
 
 
 class _Target:
-    """Where one request goes: parsed, normalized and checked once."""
-
-    __slots__ = ("url", "scheme", "host", "port", "origin", "path", "target", "host_header")
+    """Where one request goes: parsed, normalized and checked once (no __slots__: mypy --strict
+    already refuses a misspelt attribute)."""
 
     def __init__(self, url: str) -> None:
         scheme, host, port, path, query = _split_url(url)
@@ -2929,9 +2928,8 @@ _PROXY_URL = re.compile(
 
 class _Proxy:
     """An http:// proxy; userinfo (percent-decoded) becomes Proxy-Authorization: Basic. With no
-    port, 1080 as in curl. ``shown`` has the password masked."""
-
-    __slots__ = ("host", "port", "auth", "shown", "secrets")
+    port, 1080 as in curl. ``shown`` has the password masked. No __slots__: mypy --strict already
+    refuses a misspelt attribute."""
 
     def __init__(self, url: str) -> None:
         import urllib.parse

@@ -3090,14 +3090,21 @@ class _Pool:
         self._proxy, self._no_proxy = proxy, no_proxy
         self._idle: Dict[Tuple[str, str, int, _Proxy | None], List[Any]] = {}
         self._lock = threading.Lock()
-        self._cert: Tuple[Any, Any] | None = None  # until _tls() loads it
-        if client_cert is not None:
-            self._cert = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
-            if context is not None or len(self._cert) != 2 or self._cert[0] is None:
+        if client_cert is not None:  # loaded here, on the context made now
+            pair = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
+            if context is not None or len(pair) != 2 or pair[0] is None:
                 raise TypeError(
                     "client_cert= takes a file or (certificate, key) files, without ssl_context="
                 )
-        if cafile is not None or client_cert is not None:
+            cert, key = pair
+            try:  # RFC 8705 §2: shown to every server that asks for one; an encrypted key gets ""
+                # rather than a prompt on the terminal
+                self._tls().load_cert_chain(cert, key, password="")
+            except OSError as exc:  # ssl.SSLError too, here and in _tls
+                raise DPoPError(
+                    "tls", "cannot load client certificate %s%s" % (cert, _reason(exc))
+                ) from None
+        elif cafile is not None:
             self._tls()
 
     def _tls(self) -> Any:
@@ -3107,18 +3114,9 @@ class _Pool:
             if self._context is None:
                 try:
                     self._context = ssl.create_default_context(cafile=self._cafile)
-                except OSError as exc:  # ssl.SSLError too, here and below
+                except OSError as exc:
                     why = "cannot load CA certificates %s%s" % (self._cafile or "", _reason(exc))
                     raise DPoPError("tls", why) from None
-            if self._cert is not None:  # RFC 8705 §2: shown to every server that asks for one
-                cert, key = self._cert
-                try:  # an encrypted key gets "" rather than a prompt on the terminal
-                    self._context.load_cert_chain(cert, key, password="")
-                except OSError as exc:
-                    raise DPoPError(
-                        "tls", "cannot load client certificate %s%s" % (cert, _reason(exc))
-                    ) from None
-                self._cert = None
             return self._context
 
     def _key(self, target: _Target) -> Tuple[str, str, int, _Proxy | None]:

@@ -2756,18 +2756,19 @@ def _mask_header(name: str, value: str) -> str:
 
 
 _FORM_SECRET_NAMES = "client_secret|client_assertion|refresh_token|password|code_verifier|assertion"
-_FORM_SECRETS = re.compile(r"(^|&)(%s)=[^&]*" % _FORM_SECRET_NAMES)
+# group 1: what stays in front of the masked value
+_FORM_SECRETS = re.compile(r"((?:^|&)(?:%s)=)[^&]*" % _FORM_SECRET_NAMES)
 _JSON_SECRETS = re.compile(
-    r'("(?:access_token|refresh_token|id_token)"\s*:\s*")((?:[^"\\]|\\.)*)(")'
+    r'("(?:access_token|refresh_token|id_token)"\s*:\s*")(?:[^"\\]|\\.)*(?=")'
 )
 
 
 def _mask_form(text: str) -> str:
-    return _FORM_SECRETS.sub(lambda m: m.group(1) + m.group(2) + "=" + _MASKED, text)
+    return _FORM_SECRETS.sub(r"\g<1>" + _MASKED, text)
 
 
 def _mask_token_json(text: str) -> str:
-    return _JSON_SECRETS.sub(lambda m: m.group(1) + _MASKED + m.group(3), text)
+    return _JSON_SECRETS.sub(r"\g<1>" + _MASKED, text)
 
 
 class _Scrubber:

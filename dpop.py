@@ -3265,16 +3265,15 @@ class _BodyStream:
 
     def read(self, limit: int) -> bytes:
         """The whole (decoded) body, in memory; more than ``limit`` bytes is response_too_large."""
-        chunks, total = [], 0
+        data = bytearray()
         for chunk in self:
-            total += len(chunk)
-            if total > limit:
+            data += chunk
+            if len(data) > limit:  # at most one chunk (64 KiB) over
                 self.close()
                 raise DPoPError(
                     "response_too_large", "response body is larger than %d bytes" % limit
                 )
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return bytes(data)
 
 
 # =============================================================================

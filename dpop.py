@@ -3070,7 +3070,8 @@ def _tls_error(origin: str, exc: BaseException) -> DPoPError:
 
 
 class _Pool:
-    """Idle keep-alive connections per (scheme, host, port, proxy). The TLS context is made on the
+    """Idle keep-alive connections per origin (whether a proxy is used follows from the origin and
+    this pool's settings, so it needs no place in the key). The TLS context is made on the
     first https connection: loading the CA store costs ~30 ms, which a run against loopback http
     never needs. A new connection (its proxy tunnel and TLS handshake too) has ``connect`` seconds;
     then each read or write has ``timeout``. ``client_cert``: the client certificate file, or
@@ -3089,7 +3090,7 @@ class _Pool:
     ) -> None:
         self._connect, self.timeout, self._context, self._cafile = connect, timeout, context, cafile
         self._proxy, self._no_proxy = proxy, no_proxy
-        self._idle: Dict[Tuple[str, str, int, _Proxy | None], List[Any]] = {}
+        self._idle: Dict[str, List[Any]] = {}
         self._lock = threading.Lock()
         if client_cert is not None:  # loaded here, on the context made now
             pair = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
@@ -3120,36 +3121,30 @@ class _Pool:
                     raise DPoPError("tls", why) from None
             return self._context
 
-    def _key(self, target: _Target) -> Tuple[str, str, int, _Proxy | None]:
-        # plain http (loopback only) never goes to a proxy: it would see the credentials
-        proxy = self._proxy if target.scheme == "https" else None
-        if proxy is not None and _bypass(target.host, target.port, self._no_proxy):
-            proxy = None
-        return target.scheme, target.host, target.port, proxy
-
     def get(self, target: _Target, note: Callable[[str, str | None], None]) -> Tuple[Any, bool]:
         """An idle connection (True) or a new one (False), whose proxy tunnel and TLS to the origin
         are made here."""
         import http.client
 
-        key = self._key(target)
         while True:
             with self._lock:
-                idle = self._idle.get(key)
+                idle = self._idle.get(target.origin)
                 conn: Any = idle.pop() if idle else None
             if conn is None:
                 break
             if _still_open(conn.sock):
                 return conn, True
             conn.close()  # the server closed it while it was idle: found before a byte is written
-        host, proxy = target.host.strip("[]"), key[3]
+        host = target.host.strip("[]")
         if target.scheme == "https":
             conn = http.client.HTTPSConnection(
                 host, target.port, timeout=self._connect, context=self._tls()
             )
         else:
             conn = http.client.HTTPConnection(host, target.port, timeout=self._connect)
-        if proxy is None:
+        # plain http (loopback only) never goes to a proxy: it would see the credentials
+        proxy = self._proxy if target.scheme == "https" else None
+        if proxy is None or _bypass(target.host, target.port, self._no_proxy):
             return conn, False
         import socket
         import ssl
@@ -3178,7 +3173,7 @@ class _Pool:
 
     def put(self, target: _Target, conn: Any) -> None:
         with self._lock:
-            self._idle.setdefault(self._key(target), []).append(conn)
+            self._idle.setdefault(target.origin, []).append(conn)
 
     def close(self) -> None:
         with self._lock:

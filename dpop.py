@@ -4445,17 +4445,16 @@ def _requests_auth(client: Client) -> Any:
 
 def _rewound(request: Any) -> bool:
     """Whether a requests PreparedRequest's body can be sent again whole: none, bytes or str, or a
-    file that requests noted the start of (as its own redirects do, requests.utils.rewind_body),
-    rewound to it here."""
+    file that requests noted the start of, rewound to it here by requests' own rewind_body (as its
+    redirects do)."""
+    from requests.utils import rewind_body  # loaded: requests is calling us
+
     body = request.body
     if body is None or isinstance(body, (bytes, bytearray, memoryview, str)):
         return True
-    start = getattr(request, "_body_position", None)
-    if not isinstance(start, int) or not callable(getattr(body, "seek", None)):
-        return False  # a generator, a pipe, or a file whose position requests could not read
-    try:
-        body.seek(start)
-    except (OSError, ValueError):
+    try:  # a generator, a pipe, or a file whose position requests could not read: refused
+        rewind_body(request)
+    except (OSError, ValueError):  # UnrewindableBodyError is an OSError; ValueError: a closed file
         return False
     return True
 

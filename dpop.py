@@ -3135,15 +3135,13 @@ class _Pool:
             if _still_open(conn.sock):
                 return conn, True
             conn.close()  # the server closed it while it was idle: found before a byte is written
-        host = target.host.strip("[]")
-        if target.scheme == "https":
-            conn = http.client.HTTPSConnection(
-                host, target.port, timeout=self._connect, context=self._tls()
-            )
-        else:
-            conn = http.client.HTTPConnection(host, target.port, timeout=self._connect)
+        host, proxy = target.host.strip("[]"), self._proxy
         # plain http (loopback only) never goes to a proxy: it would see the credentials
-        proxy = self._proxy if target.scheme == "https" else None
+        if target.scheme == "http":
+            return http.client.HTTPConnection(host, target.port, timeout=self._connect), False
+        conn = http.client.HTTPSConnection(
+            host, target.port, timeout=self._connect, context=self._tls()
+        )
         if proxy is None or _bypass(target.host, target.port, self._no_proxy):
             return conn, False
         import socket

@@ -2933,7 +2933,7 @@ class _Proxy:
     refuses a misspelt attribute."""
 
     def __init__(self, url: str) -> None:
-        import urllib.parse
+        from urllib.parse import unquote
 
         match = _PROXY_URL.fullmatch(url.strip())
         if match is None:
@@ -2951,11 +2951,11 @@ class _Proxy:
         self.secrets: Tuple[str, ...] = ()
         if userinfo is not None:
             user, _, password = userinfo.partition(":")
-            pair = urllib.parse.unquote(user) + ":" + urllib.parse.unquote(password)
+            pair = unquote(user) + ":" + unquote(password)
             self.auth = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
             self.shown = "http://%s:%s@%s:%d" % (user, _MASKED, host, self.port)
             # an empty password is skipped by the scrubber (it skips empty forms)
-            self.secrets = (password, urllib.parse.unquote(password), self.auth[6:])
+            self.secrets = (password, unquote(password), self.auth[6:])
 
 
 def _bypass(host: str, port: int, no_proxy: str) -> bool:

@@ -2500,9 +2500,8 @@ def _resolvable(host: str) -> bool:
 
 
 class _Target:
-    """Where one request goes: parsed, normalized and checked once."""
-
-    __slots__ = ("url", "scheme", "host", "port", "origin", "path", "target", "host_header")
+    """Where one request goes: parsed, normalized and checked once (no __slots__: mypy --strict
+    already refuses a misspelt attribute)."""
 
     def __init__(self, url: str) -> None:
         scheme, host, port, path, query = _split_url(url)
@@ -2623,7 +2622,7 @@ class Response:
         import codecs
 
         match = re.search(
-            r";\s*charset=\"?([A-Za-z0-9._-]+)", self.headers.get("Content-Type", "") or ""
+            r";\s*charset=\"?([A-Za-z0-9._-]+)", self.headers.get("Content-Type") or ""
         )
         try:
             name = codecs.lookup(match.group(1)).name if match else "utf-8"
@@ -2690,11 +2689,6 @@ def _refusals(headers: Headers) -> List[Dict[str, str]]:
 # proof path (verify_proof never calls it), so it lives here beside the parser.
 
 
-def _quote(value: str) -> str:
-    """An auth-param quoted-string (RFC 9110 §5.6.4): backslash and double quote escaped."""
-    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
-
-
 def challenge_headers(
     *,
     error: str | None = None,
@@ -2712,13 +2706,17 @@ def challenge_headers(
     if not all(isinstance(alg, str) and _TCHAR.fullmatch(alg) for alg in algs):
         raise ValueError("algs must be JWS algorithm names")
     params = []
-    for name, value in (("error", error), ("error_description", error_description)):
+    for name, value in (
+        ("error", error),
+        ("error_description", error_description),
+        ("algs", " ".join(algs)),  # printable already: tokens
+    ):
         if value is None:
             continue
         if re.fullmatch(r"[\x20-\x7e]*", value) is None:  # a header value is one line
             raise ValueError("%s must be printable ASCII, on one line" % name)
-        params.append(name + "=" + _quote(value))
-    params.append("algs=" + _quote(" ".join(algs)))
+        # a quoted-string (RFC 9110 §5.6.4): backslash and double quote escaped
+        params.append('%s="%s"' % (name, value.replace("\\", "\\\\").replace('"', '\\"')))
     headers = {"WWW-Authenticate": "DPoP " + ", ".join(params)}
     if nonce is not None:
         headers["DPoP-Nonce"] = _check_nonce(nonce)
@@ -2744,18 +2742,19 @@ def _mask_header(name: str, value: str) -> str:
 
 
 _FORM_SECRET_NAMES = "client_secret|client_assertion|refresh_token|password|code_verifier|assertion"
-_FORM_SECRETS = re.compile(r"(^|&)(%s)=[^&]*" % _FORM_SECRET_NAMES)
+# group 1: what stays in front of the masked value
+_FORM_SECRETS = re.compile(r"((?:^|&)(?:%s)=)[^&]*" % _FORM_SECRET_NAMES)
 _JSON_SECRETS = re.compile(
-    r'("(?:access_token|refresh_token|id_token)"\s*:\s*")((?:[^"\\]|\\.)*)(")'
+    r'("(?:access_token|refresh_token|id_token)"\s*:\s*")(?:[^"\\]|\\.)*(?=")'
 )
 
 
 def _mask_form(text: str) -> str:
-    return _FORM_SECRETS.sub(lambda m: m.group(1) + m.group(2) + "=" + _MASKED, text)
+    return _FORM_SECRETS.sub(r"\g<1>" + _MASKED, text)
 
 
 def _mask_token_json(text: str) -> str:
-    return _JSON_SECRETS.sub(lambda m: m.group(1) + _MASKED + m.group(3), text)
+    return _JSON_SECRETS.sub(r"\g<1>" + _MASKED, text)
 
 
 class _Scrubber:
@@ -2777,8 +2776,13 @@ class _Scrubber:
         kept = self._lasting if lasting else self._recent
         escaped = json.dumps(secret)[1:-1]  # as a JSON string spells it, "/" also as "\/"
         raw = secret.encode("utf-8", "surrogatepass")  # a server's text may hold a lone surrogate
-        forms = (secret, urllib.parse.quote_plus(raw), urllib.parse.quote(raw, safe=""), escaped)
-        for form in forms + (escaped.replace("/", "\\/"),):
+        for form in (
+            secret,
+            urllib.parse.quote_plus(raw),
+            urllib.parse.quote(raw, safe=""),
+            escaped,
+            escaped.replace("/", "\\/"),
+        ):
             if form and form not in kept:
                 kept.append(form)
         del self._recent[:-40]  # 8 secrets, 5 forms each
@@ -2911,12 +2915,11 @@ _PROXY_URL = re.compile(
 
 class _Proxy:
     """An http:// proxy; userinfo (percent-decoded) becomes Proxy-Authorization: Basic. With no
-    port, 1080 as in curl. ``shown`` has the password masked."""
-
-    __slots__ = ("host", "port", "auth", "shown", "secrets")
+    port, 1080 as in curl. ``shown`` has the password masked. No __slots__: mypy --strict already
+    refuses a misspelt attribute."""
 
     def __init__(self, url: str) -> None:
-        import urllib.parse
+        from urllib.parse import unquote
 
         match = _PROXY_URL.fullmatch(url.strip())
         if match is None:
@@ -2934,12 +2937,11 @@ class _Proxy:
         self.secrets: Tuple[str, ...] = ()
         if userinfo is not None:
             user, _, password = userinfo.partition(":")
-            pair = urllib.parse.unquote(user) + ":" + urllib.parse.unquote(password)
+            pair = unquote(user) + ":" + unquote(password)
             self.auth = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
             self.shown = "http://%s:%s@%s:%d" % (user, _MASKED, host, self.port)
-            self.secrets = tuple(
-                s for s in (password, urllib.parse.unquote(password), self.auth[6:]) if s
-            )
+            # an empty password is skipped by the scrubber (it skips empty forms)
+            self.secrets = (password, unquote(password), self.auth[6:])
 
 
 def _bypass(host: str, port: int, no_proxy: str) -> bool:
@@ -2963,12 +2965,12 @@ def _bypass(host: str, port: int, no_proxy: str) -> bool:
         if not name or (want and want != str(port)):
             continue
         try:  # an address or block matches addresses only; a name, names only
-            network: Any = ipaddress.ip_network(name, strict=False)
+            network = ipaddress.ip_network(name, strict=False)
         except ValueError:
-            network = None
-        if network is not None and address is not None and address in network:
-            return True
-        if network is None and address is None and (host == name or host.endswith("." + name)):
+            if address is None and (host == name or host.endswith("." + name)):
+                return True
+            continue
+        if address is not None and address in network:
             return True
     return False
 
@@ -2980,19 +2982,16 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
     """A socket to ``authority`` ("host:port", IPv6 in brackets) through ``proxy``'s CONNECT (RFC
     9110 §9.3.6), before ``deadline`` (time.monotonic()) and with at most 16 KiB of answer head: a
     proxy that trickles header lines cannot hold the connection past the connect timeout
-    (http.client before 3.12 reads them without a limit)."""
+    (http.client before 3.12 reads them without a limit). The socket is closed on any failure."""
     import socket
 
     lines = ["CONNECT %s HTTP/1.1" % authority, "Host: " + authority]
     lines += ["Proxy-Authorization: " + proxy.auth] if proxy.auth else []
-    head = b""
+    head, sock = b"", None
     try:
         sock = socket.create_connection(
             (proxy.host, proxy.port), timeout=max(0.001, deadline - time.monotonic())
         )
-    except OSError as exc:
-        raise DPoPError("proxy", "proxy %s failed%s" % (proxy.shown, _reason(exc))) from None
-    try:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
         while b"\r\n\r\n" not in head:
             left = deadline - time.monotonic()
@@ -3010,38 +3009,35 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
                     "proxy", "proxy %s closed the connection before answering CONNECT" % proxy.shown
                 )
             head += chunk
-    except socket.timeout:
-        sock.close()
-        raise DPoPError(
-            "proxy", "proxy %s: CONNECT timed out (--connect-timeout)" % proxy.shown
-        ) from None
-    except OSError as exc:
-        sock.close()
-        raise DPoPError("proxy", "proxy %s failed%s" % (proxy.shown, _reason(exc))) from None
-    except DPoPError:
-        sock.close()
-        raise
-    answer, _, after = head.partition(b"\r\n\r\n")
-    status = answer.split(b"\r\n", 1)[0].decode("latin-1")
-    # after: the origin speaks last
-    if re.fullmatch(r"HTTP/1\.[01] 2[0-9][0-9]( .*)?", status) is None or after:
-        sock.close()
-        shown = (
-            status[9:209] if re.match(r"HTTP/1\.[01] [0-9]{3}", status) else "not an HTTP answer"
-        )
-        raise DPoPError(
-            "proxy", "proxy %s refused CONNECT %s: %s" % (proxy.shown, authority, _printable(shown))
-        )
-    return sock
+        answer, _, after = head.partition(b"\r\n\r\n")
+        status = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        # after: the origin speaks last
+        if re.fullmatch(r"HTTP/1\.[01] 2[0-9][0-9]( .*)?", status) is None or after:
+            shown = (
+                status[9:209]
+                if re.match(r"HTTP/1\.[01] [0-9]{3}", status)
+                else "not an HTTP answer"
+            )
+            why = "proxy %s refused CONNECT %s: %s" % (proxy.shown, authority, _printable(shown))
+            raise DPoPError("proxy", why)
+        return sock
+    except (OSError, DPoPError) as exc:
+        if sock is not None:
+            sock.close()
+        if isinstance(exc, DPoPError):
+            raise
+        # connecting to the proxy, or waiting for its answer
+        timed_out = isinstance(exc, socket.timeout)
+        why = ": CONNECT timed out (--connect-timeout)" if timed_out else " failed" + _reason(exc)
+        raise DPoPError("proxy", "proxy %s%s" % (proxy.shown, why)) from None
 
 
 def _still_open(sock: Any) -> bool:
     """Whether an idle connection's socket is still open: nothing to read, neither data nor the
-    server's FIN."""
+    server's FIN. An idle connection always has its socket: only one whose response did not say
+    will_close goes back to the pool, and http.client drops the socket only on close()."""
     import select
 
-    if sock is None:
-        return False
     try:
         if hasattr(select, "poll"):
             poller = select.poll()
@@ -3060,7 +3056,8 @@ def _tls_error(origin: str, exc: BaseException) -> DPoPError:
 
 
 class _Pool:
-    """Idle keep-alive connections per (scheme, host, port, proxy). The TLS context is made on the
+    """Idle keep-alive connections per origin (whether a proxy is used follows from the origin and
+    this pool's settings, so it needs no place in the key). The TLS context is made on the
     first https connection: loading the CA store costs ~30 ms, which a run against loopback http
     never needs. A new connection (its proxy tunnel and TLS handshake too) has ``connect`` seconds;
     then each read or write has ``timeout``. ``client_cert``: the client certificate file, or
@@ -3079,16 +3076,23 @@ class _Pool:
     ) -> None:
         self._connect, self.timeout, self._context, self._cafile = connect, timeout, context, cafile
         self._proxy, self._no_proxy = proxy, no_proxy
-        self._idle: Dict[Tuple[str, str, int, _Proxy | None], List[Any]] = {}
+        self._idle: Dict[str, List[Any]] = {}
         self._lock = threading.Lock()
-        self._cert: Tuple[Any, Any] | None = None  # until _tls() loads it
-        if client_cert is not None:
-            self._cert = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
-            if context is not None or len(self._cert) != 2 or self._cert[0] is None:
+        if client_cert is not None:  # loaded here, on the context made now
+            pair = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
+            if context is not None or len(pair) != 2 or pair[0] is None:
                 raise TypeError(
                     "client_cert= takes a file or (certificate, key) files, without ssl_context="
                 )
-        if cafile is not None or client_cert is not None:
+            cert, key = pair
+            try:  # RFC 8705 §2: shown to every server that asks for one; an encrypted key gets ""
+                # rather than a prompt on the terminal
+                self._tls().load_cert_chain(cert, key, password="")
+            except OSError as exc:  # ssl.SSLError too, here and in _tls
+                raise DPoPError(
+                    "tls", "cannot load client certificate %s%s" % (cert, _reason(exc))
+                ) from None
+        elif cafile is not None:
             self._tls()
 
     def _tls(self) -> Any:
@@ -3098,50 +3102,33 @@ class _Pool:
             if self._context is None:
                 try:
                     self._context = ssl.create_default_context(cafile=self._cafile)
-                except OSError as exc:  # ssl.SSLError too, here and below
+                except OSError as exc:
                     why = "cannot load CA certificates %s%s" % (self._cafile or "", _reason(exc))
                     raise DPoPError("tls", why) from None
-            if self._cert is not None:  # RFC 8705 §2: shown to every server that asks for one
-                cert, key = self._cert
-                try:  # an encrypted key gets "" rather than a prompt on the terminal
-                    self._context.load_cert_chain(cert, key, password="")
-                except OSError as exc:
-                    raise DPoPError(
-                        "tls", "cannot load client certificate %s%s" % (cert, _reason(exc))
-                    ) from None
-                self._cert = None
             return self._context
-
-    def _key(self, target: _Target) -> Tuple[str, str, int, _Proxy | None]:
-        # plain http (loopback only) never goes to a proxy: it would see the credentials
-        proxy = self._proxy if target.scheme == "https" else None
-        if proxy is not None and _bypass(target.host, target.port, self._no_proxy):
-            proxy = None
-        return target.scheme, target.host, target.port, proxy
 
     def get(self, target: _Target, note: Callable[[str, str | None], None]) -> Tuple[Any, bool]:
         """An idle connection (True) or a new one (False), whose proxy tunnel and TLS to the origin
         are made here."""
         import http.client
 
-        key = self._key(target)
         while True:
             with self._lock:
-                idle = self._idle.get(key)
+                idle = self._idle.get(target.origin)
                 conn: Any = idle.pop() if idle else None
             if conn is None:
                 break
             if _still_open(conn.sock):
                 return conn, True
             conn.close()  # the server closed it while it was idle: found before a byte is written
-        host, proxy = target.host.strip("[]"), key[3]
-        if target.scheme == "https":
-            conn = http.client.HTTPSConnection(
-                host, target.port, timeout=self._connect, context=self._tls()
-            )
-        else:
-            conn = http.client.HTTPConnection(host, target.port, timeout=self._connect)
-        if proxy is None:
+        host, proxy = target.host.strip("[]"), self._proxy
+        # plain http (loopback only) never goes to a proxy: it would see the credentials
+        if target.scheme == "http":
+            return http.client.HTTPConnection(host, target.port, timeout=self._connect), False
+        conn = http.client.HTTPSConnection(
+            host, target.port, timeout=self._connect, context=self._tls()
+        )
+        if proxy is None or _bypass(target.host, target.port, self._no_proxy):
             return conn, False
         import socket
         import ssl
@@ -3170,7 +3157,7 @@ class _Pool:
 
     def put(self, target: _Target, conn: Any) -> None:
         with self._lock:
-            self._idle.setdefault(self._key(target), []).append(conn)
+            self._idle.setdefault(target.origin, []).append(conn)
 
     def close(self) -> None:
         with self._lock:
@@ -3257,16 +3244,15 @@ class _BodyStream:
 
     def read(self, limit: int) -> bytes:
         """The whole (decoded) body, in memory; more than ``limit`` bytes is response_too_large."""
-        chunks, total = [], 0
+        data = bytearray()
         for chunk in self:
-            total += len(chunk)
-            if total > limit:
+            data += chunk
+            if len(data) > limit:  # at most one chunk (64 KiB) over
                 self.close()
                 raise DPoPError(
                     "response_too_large", "response body is larger than %d bytes" % limit
                 )
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return bytes(data)
 
 
 # =============================================================================
@@ -4443,17 +4429,16 @@ def _requests_auth(client: Client) -> Any:
 
 def _rewound(request: Any) -> bool:
     """Whether a requests PreparedRequest's body can be sent again whole: none, bytes or str, or a
-    file that requests noted the start of (as its own redirects do, requests.utils.rewind_body),
-    rewound to it here."""
+    file that requests noted the start of, rewound to it here by requests' own rewind_body (as its
+    redirects do)."""
+    from requests.utils import rewind_body  # loaded: requests is calling us
+
     body = request.body
     if body is None or isinstance(body, (bytes, bytearray, memoryview, str)):
         return True
-    start = getattr(request, "_body_position", None)
-    if not isinstance(start, int) or not callable(getattr(body, "seek", None)):
-        return False  # a generator, a pipe, or a file whose position requests could not read
-    try:
-        body.seek(start)
-    except (OSError, ValueError):
+    try:  # a generator, a pipe, or a file whose position requests could not read: refused
+        rewind_body(request)
+    except (OSError, ValueError):  # UnrewindableBodyError is an OSError; ValueError: a closed file
         return False
     return True
 

@@ -4826,10 +4826,13 @@ def _demo_handler() -> Any:
             self, status: int, payload: Any, headers: Mapping[str, str] | None = None
         ) -> None:
             data = payload if isinstance(payload, bytes) else _json_compact(payload)
-            headers = {"Content-Type": "application/json", **(headers or {})}
             self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
+            headers = {
+                "Content-Length": str(len(data)),
+                "Cache-Control": "no-store",
+                "Content-Type": "application/json",  # a default: the caller's replaces it
+                **(headers or {}),
+            }
             for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
@@ -4884,15 +4887,15 @@ def _demo_token(handler: Any) -> None:
         authenticated = demo.check_assertion(client_id, assertion)
     else:
         expected = demo.clients.get(client_id)
-        given = (str(expected).encode(), str(secret).encode())
-        authenticated = None not in (expected, secret) and hmac.compare_digest(*given)
+        authenticated = None not in (expected, secret) and hmac.compare_digest(
+            str(expected).encode(), str(secret).encode()
+        )
     if not authenticated:
         handler.reply(401, {"error": "invalid_client"}, {"WWW-Authenticate": 'Basic realm="demo"'})
         return
     if form.get("grant_type") != "client_credentials":
         handler.reply(400, {"error": "unsupported_grant_type"})
         return
-    nonce_headers = demo.nonce_headers()
     try:
         proof = _demo_proof(handler, demo.token_endpoint)
     except DPoPError as exc:
@@ -4900,13 +4903,10 @@ def _demo_token(handler: Any) -> None:
             "error": exc.oauth_error,
             "error_description": _demo_why(exc, "Authorization"),
         }
-        handler.reply(400, error, nonce_headers)
+        handler.reply(400, error, demo.nonce_headers())
         return
-    handler.reply(
-        200,
-        demo.issue_token(client_id, form.get("scope", DEMO_SCOPE), proof.jkt),
-        nonce_headers,
-    )
+    token = demo.issue_token(client_id, form.get("scope", DEMO_SCOPE), proof.jkt)
+    handler.reply(200, token, demo.nonce_headers())
 
 
 def _demo_proof(handler: Any, url: str, **more: Any) -> VerifiedProof:
@@ -4934,7 +4934,7 @@ def _demo_api(handler: Any) -> None:
     """The demo API: a DPoP-bound token from the authority, and a proof; answers with the token's
     claims."""
     demo = handler.demo
-    scheme, _, token = (handler.headers.get("Authorization") or "").partition(" ")
+    scheme, _, token = handler.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "dpop" or not token:
         handler.reply(401, {"error": "invalid_request"}, challenge_headers())
         return
@@ -4955,7 +4955,6 @@ def _demo_api(handler: Any) -> None:
         handler.reply(401, {"error": exc.oauth_error}, headers | demo.nonce_headers())
         return
     demo.api_calls += 1
-    handler.body()
     listing = [
         {"type": name, "value": value if isinstance(value, str) else _json_compact(value).decode()}
         for name, value in claims.items()

@@ -5018,7 +5018,7 @@ class _Opt:
         kind: str,
         help: str,
         *,
-        env: _Text = "",
+        twin: bool = True,
         metavar: _Text = None,
         repeat: bool = False,
         choices: Sequence[str] = (),
@@ -5029,15 +5029,11 @@ class _Opt:
         self.metavar = metavar or _METAVARS.get(kind)  # given, or the kind's own
         self.repeat = repeat
         self.choices = tuple(choices)
-        name = self.flags[-1].lstrip("-").strip("[]")  # "[METHOD]": an optional positional
+        # "[METHOD]": an optional positional
+        self.dest = self.flags[-1].lstrip("-").strip("[]").lower().replace("-", "_")
         self.positional = not self.flags[0].startswith("-")
-        # env "" derives DPOP_<NAME>; None means no twin (positionals, --serve)
-        self.env = (
-            None
-            if env is None or self.positional
-            else "DPOP_" + (env or name.upper().replace("-", "_"))
-        )
-        self.dest = name.lower().replace("-", "_")
+        # the DPOP_<DEST> variable; None for no twin (positionals, twin=False: --json, --serve)
+        self.env = "DPOP_" + self.dest.upper() if twin and not self.positional else None
 
 
 def _check_text(value: str) -> str:
@@ -5488,7 +5484,7 @@ _REQUEST_OPTIONS = (
         "--json",
         "data",
         "JSON body (as --data-binary) with JSON Content-Type and Accept",
-        env=None,
+        twin=False,
     ),
     _Opt("-i --include", "flag", "print the status line and headers"),
     _Opt("-I --head", "flag", "HEAD request; print the status line and headers"),
@@ -5533,14 +5529,12 @@ on/off.
 
 def _cli_credentials(args: Dict[str, Any]) -> Tuple[str | None, str]:
     """(client secret, auth method) from the options, checked together."""
-    secret = args["client_secret"]
-    if args["client_secret_file"]:
-        raw = _read_input(args["client_secret_file"], "client secret file", 64 << 10)
-        secret = raw.decode("utf-8", "replace").strip("\r\n")
+    secret, path = args["client_secret"], args["client_secret_file"]
+    if path:
+        secret = _read_input(path, "client secret file", 64 << 10).decode("utf-8", "replace")
+        secret = secret.strip("\r\n")
         if not secret:
-            raise DPoPError(
-                "usage", "--client-secret-file %s is empty" % args["client_secret_file"]
-            )
+            raise DPoPError("usage", "--client-secret-file %s is empty" % path)
     method = args["auth_method"] or "post"
     auth_method = _AUTH_ALIASES.get(method, method)
     if auth_method.startswith("client_secret") and not secret:
@@ -5652,7 +5646,7 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
     try:
         with Client(
             key,
-            client_secret=secret or None,
+            client_secret=secret,  # None, or not empty (_check_secret, _cli_credentials)
             auth_method=auth_method,
             assertion_key=assertion_key,
             **settings,
@@ -5693,10 +5687,9 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             )
         if data[:1] != "@":  # as curl: the argument's own bytes, even when they are not UTF-8
             body = data.encode("utf-8", "surrogateescape")
-        elif flag == "data":  # -d @FILE drops CR and LF, as curl's does
-            body = _read_input(data[1:], "data file").translate(None, b"\r\n")
-        else:
-            body = _read_input(data[1:], "data file")
+        else:  # -d @FILE drops CR and LF, as curl's does; the others keep every byte
+            dropped = b"\r\n" if flag == "data" else b""
+            body = _read_input(data[1:], "data file").translate(None, dropped)
     if os.environ.get("DPOP_JSON"):
         raise DPoPError(
             "usage", "DPOP_JSON is gone: --json DATA now takes the body, as curl 7.82+ does"
@@ -5719,8 +5712,7 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
         with client.request(
             method, args["url"], headers=headers, data=body, stream=True
         ) as response:
-            include = args["include"] or args["head"]
-            response.body, size = _cli_output(response, include, args["output"], bool(args["fail"]))
+            response.body, size = _cli_output(response, args)
         if args["write_out"]:
             code = "%03d" % response.status
             values = {
@@ -5738,8 +5730,13 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             where = _Target(response.url)
             error, description = _oauth_error(response, scrub)
             why = "".join(": " + part for part in (error, description) if part)
-            url = where.origin + where.target.split("?")[0]
-            text = "%d %s from %s%s" % (response.status, response.reason, url, why)
+            text = "%d %s from %s%s%s" % (
+                response.status,
+                response.reason,
+                where.origin,
+                where.path,
+                why,
+            )
             raise DPoPError("http_status", text, status=response.status)
         return 0
 
@@ -5777,7 +5774,8 @@ def _check_together(args: Dict[str, Any]) -> None:
             "usage",
             "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)",
         )
-    names = ("--key", "--client-secret-file", "--assertion-key", "--cert", "--cert-key")
+    # (--cacert is never "-": _check_cafile refuses it)
+    names = ("--key", "--client-secret-file", "--assertion-key", "--cert", "--cert-key", "--cacert")
     inputs = {flag: args[flag[2:].replace("-", "_")] for flag in names}
     if "-" in (args["cert"], args["cert_key"]):
         raise DPoPError("usage", "--cert and --cert-key take files, not stdin (-)")
@@ -5788,7 +5786,6 @@ def _check_together(args: Dict[str, Any]) -> None:
     if len(readers) > 1:
         raise DPoPError("usage", "only one of %s can read stdin (-)" % " and ".join(readers))
     # Every file the run reads or keeps is safe from the files it writes.
-    inputs["--cacert"] = args["cacert"]
     if args["token_cache"] is not None:
         inputs["--token-cache"] = args["token_cache"] or FileTokenCache().path
     inputs["--session-log"] = args["session_log"]
@@ -5810,16 +5807,15 @@ def _same_file(one: str, other: str) -> bool:
     return os.path.exists(one) and os.path.exists(other) and os.path.samefile(one, other)
 
 
-def _cli_output(
-    response: Response, include: bool, output: str | None, fail: bool
-) -> Tuple[bytes, int]:
-    """-i's head on stdout, then the body, chunk by chunk, to -o FILE or stdout (with -f, not for an
-    error status); returns the body's first chunk for an error status (for its OAuth error) and the
-    body's size."""
+def _cli_output(response: Response, args: Dict[str, Any]) -> Tuple[bytes, int]:
+    """-i's (or -I's) head on stdout, then the body, chunk by chunk, to -o FILE or stdout (with -f,
+    not for an error status); returns the body's first chunk for an error status (for its OAuth
+    error) and the body's size."""
     import sys
 
-    first, size = b"", 0
+    first, size, output = b"", 0, args["output"]
     failed = response.status >= 400
+    keep = not (args["fail"] and failed)  # -f drops an error's body
 
     def chunks() -> Iterator[bytes]:
         nonlocal first, size
@@ -5827,15 +5823,15 @@ def _cli_output(
             size += len(chunk)
             if failed and not first:
                 first = chunk[:65536]
-            if not (fail and failed):
+            if keep:
                 yield chunk
 
     out = sys.stdout.buffer
-    if include:
+    if args["include"] or args["head"]:
         head = ["%s %d %s" % (response.version, response.status, response.reason)]
         head += ["%s: %s" % item for item in response.headers.items()]
         out.write(("\r\n".join(map(_printable, head)) + "\r\n\r\n").encode("latin-1", "replace"))
-    if output and output != "-" and not (fail and failed):
+    if output and output != "-" and keep:
         out.flush()
         try:
             _write_whole(output, chunks())
@@ -5873,14 +5869,13 @@ def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
         not stat.S_ISREG(info.st_mode)
         or info.st_nlink > 1
         # not root (nor Windows, where uid is 0): FILE's owner and group must be ours to keep
-        or (uid != 0 and info.st_uid != uid)
-        or (uid != 0 and info.st_gid not in (os.getegid(), *os.getgroups()))
+        or (uid != 0 and (info.st_uid != uid or info.st_gid not in (os.getegid(), *os.getgroups())))
     )
     if in_place or not os.access(os.path.dirname(target), os.W_OK):
         with open(path, "wb") as sink:
             sink.writelines(chunks)
         return
-    mode = 0o666 if info is None else stat.S_IMODE(info.st_mode) & 0o777
+    mode = 0o666 if info is None else info.st_mode & 0o777  # no set-id or sticky bits
     partial = "%s.%s.part" % (target, os.urandom(4).hex())
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # the umask applies
     try:
@@ -5938,7 +5933,7 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
     import sys
 
     args = _parse("demo", argv)
-    key = _cli_key(args["key"]) if args["key"] else None
+    key = _cli_key(args["key"]) if args["key"] else generate_key()  # (--serve uses none)
     err = sys.stderr
     # Two servers: the authorization server and the API are two origins with their own nonces, as in
     # a real deployment.
@@ -5968,7 +5963,6 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
                     time.sleep(3600)
             except KeyboardInterrupt:
                 return 0
-        key = key or generate_key()
         jkt = key.thumbprint()
         also = ", both requiring nonces" if nonces else ""
         where = (auth.base_url, api.base_url, also)
@@ -6011,7 +6005,7 @@ _KAT_PROOF = (
 def self_test() -> List[str]:
     """Run the known-answer tests; return the names of the failures (none: [])."""
     failures = []
-    key = _key_from_parts(_KAT_D, None)
+    key = _key_from_parts(_KAT_D)
     if key.sign(b"sample", hedge=False).hex().upper() != _KAT_SAMPLE_RS:
         failures.append("RFC 6979 A.2.5 signature")
     try:
@@ -6064,7 +6058,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
                 "-o --output",
                 "newfile",
                 "write the key here (mode 0600; never overwrites)",
-                env=None,
+                twin=False,
             ),
         ),
     ),
@@ -6094,7 +6088,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
         "example: python dpop.py demo --require-nonce    (or --serve to keep the servers up)",
         (
             _Opt("--require-nonce", "flag", "servers demand DPoP nonces"),
-            _Opt("--serve", "flag", "only run the servers, until Ctrl-C", env=None),
+            _Opt("--serve", "flag", "only run the servers, until Ctrl-C", twin=False),
             _Opt(
                 "--port",
                 "port",

@@ -5020,14 +5020,13 @@ class _Opt:
         *,
         twin: bool = True,
         metavar: _Text = None,
-        repeat: bool = False,
         choices: Sequence[str] = (),
     ) -> None:
         self.flags = tuple(flags.split())  # "-o --output", or "URL" for a positional
         self.kind = kind
         self.help = help
         self.metavar = metavar or _METAVARS.get(kind)  # given, or the kind's own
-        self.repeat = repeat
+        self.repeat = kind in ("header", "param")  # -H and --param: one item each, repeatable
         self.choices = tuple(choices)
         # "[METHOD]": an optional positional
         self.dest = self.flags[-1].lstrip("-").strip("[]").lower().replace("-", "_")
@@ -5096,7 +5095,7 @@ def _check_cafile(value: str) -> str:
         raise ValueError("must name a file")
     try:
         ssl.create_default_context(cafile=value)
-    except (OSError, ssl.SSLError):
+    except OSError:  # ssl.SSLError too
         raise ValueError("%s is not a PEM bundle of CA certificates" % value) from None
     return value
 
@@ -5129,10 +5128,10 @@ def _check_cache(value: str) -> str | None:
 
 def _check_header(value: str) -> Tuple[str, str]:
     name, sep, rest = value.partition(":")
-    if not sep or not name.strip():
+    if not sep:
         raise ValueError("takes 'Name: value'")
     header = (name.strip(), rest.strip())
-    Client._user_headers([header])  # bad_argument: the library's own rule
+    Client._user_headers([header])  # bad_argument: the library's own rule (an empty name too)
     return header
 
 
@@ -5415,7 +5414,6 @@ _CLIENT_OPTIONS = (  # the request and token commands'
         "param",
         "extra token request field (repeatable; variable: k=v&k2=v2)",
         metavar="K=V",
-        repeat=True,
     ),
     _Opt("-v --verbose", "flag", "trace every exchange to stderr (secrets masked)"),
     _Opt(
@@ -5472,7 +5470,6 @@ _REQUEST_OPTIONS = (
         "header",
         "request header (repeatable; variable: one per line)",
         metavar="'N: V'",
-        repeat=True,
     ),
     _Opt(
         "-d --data",
@@ -5586,10 +5583,8 @@ def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[s
     }
     if args["cert_key"] and not args["cert"]:
         raise DPoPError("usage", "--cert-key FILE goes with --cert FILE")
-    if args["cert"]:
-        settings["client_cert"] = (
-            (args["cert"], args["cert_key"]) if args["cert_key"] else args["cert"]
-        )
+    if args["cert"]:  # a key of None: the key is in the certificate file, as for a lone file
+        settings["client_cert"] = (args["cert"], args["cert_key"])
     if args["token_cache"] is not None:
         settings["token_cache"] = FileTokenCache(args["token_cache"] or None, warn=say)
     return settings
@@ -5620,8 +5615,8 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
             "--proxy holds a password visible to other users in the process list;"
             " use HTTPS_PROXY or DPOP_PROXY"
         )
-    if secret:
-        scrub.add(secret)  # usage messages never hold it; server text might
+    # The secret is masked in errors by the Client's own scrubber (it adds client_secret), which is
+    # chained to ``scrub`` as soon as there is a Client: only then can server text reach an error.
     settings = _client_settings(args, say)
     log_file = _open_private(args["session_log"]) if args["session_log"] else None
     terminal = sys.stderr if args["verbose"] else None

@@ -4748,7 +4748,8 @@ class DemoServer:
                     _hmac_signature(alg, self.clients[client_id].encode(), signed), s64
                 )
             elif isinstance(key, RSAKey):
-                good = alg in _RSA_ALGS and key.verify(signed, b64url_decode(s64), alg)
+                # False for an alg but RS256 and PS256
+                good = key.verify(signed, b64url_decode(s64), alg)
             else:
                 # or DPoPError
                 good = isinstance(key, ECKey) and jws_verify(assertion, key) is not None
@@ -4873,15 +4874,15 @@ def _demo_token(handler: Any) -> None:
 
     demo = handler.demo
     form = dict(urllib.parse.parse_qsl(handler.body().decode("ascii", "replace")))
-    client_id, secret = form.get("client_id"), form.get("client_secret")
+    # "" is no client of this server's
+    client_id, secret = form.get("client_id", ""), form.get("client_secret")
     basic = handler.headers.get("Authorization", "")
     if basic[:6].lower() == "basic ":
         try:
             pair = base64.b64decode(basic[6:]).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
             pair = ":"
         client_id, _, secret = (urllib.parse.unquote_plus(part) for part in pair.partition(":"))
-    client_id = client_id or ""  # "" is no client of this server's
     assertion = form.get("client_assertion")
     if assertion is not None and form.get("client_assertion_type") == ASSERTION_TYPE:
         authenticated = demo.check_assertion(client_id, assertion)

@@ -5004,7 +5004,8 @@ def _printable(text: str) -> str:
     return _CONTROLS.sub("?", text)
 
 
-# the metavar an option of these kinds shows in --help unless it names its own
+# the metavar an option of these kinds shows in --help unless it names its own; with neither,
+# argparse shows the option's name in capitals (--scope SCOPE)
 _METAVARS = dict.fromkeys(("infile", "outfile", "newfile", "cafile", "cache"), "FILE")
 _METAVARS.update(seconds="SECONDS", url="URL", proxy="URL", data="DATA")
 
@@ -5380,7 +5381,7 @@ _CLIENT_OPTIONS = (  # the request and token commands'
         "visible to other users in argv: prefer the variable",
         metavar="VALUE",
     ),
-    _Opt("--scope", "text", "the scope to ask for", metavar="SCOPE"),
+    _Opt("--scope", "text", "the scope to ask for"),
     _Opt(
         "--auth-method",
         "choice",
@@ -5525,38 +5526,11 @@ on/off.
 """
 
 
-def _cli_credentials(args: Dict[str, Any]) -> Tuple[str | None, str]:
-    """(client secret, auth method) from the options, checked together."""
-    secret, path = args["client_secret"], args["client_secret_file"]
-    if path:
-        secret = _read_input(path, "client secret file", 64 << 10).decode("utf-8", "replace")
-        secret = secret.strip("\r\n")
-        if not secret:
-            raise DPoPError("usage", "--client-secret-file %s is empty" % path)
-    method = args["auth_method"] or "post"
-    auth_method = _AUTH_ALIASES.get(method, method)
-    if auth_method.startswith("client_secret") and not secret:
-        raise DPoPError(
-            "usage",
-            "a client secret is required: set DPOP_CLIENT_SECRET or use --client-secret-file",
-        )
-    if (auth_method == "private_key_jwt") != bool(args["assertion_key"]):
-        raise DPoPError(
-            "usage",
-            "--assertion-key FILE (or DPOP_ASSERTION_KEY) goes with --auth-method private_key_jwt",
-        )
-    alg = args["assertion_alg"]
-    if alg and alg not in _ASSERTION_ALGS.get(auth_method, ()):
-        raise DPoPError(
-            "usage", "--assertion-alg %s does not go with --auth-method %s" % (alg, method)
-        )
-    return secret, auth_method
-
-
 def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[str, Any]:
-    """Client()'s keyword arguments from the options (but the key, secrets, auth method and session
-    log). An option not given is left out: Client's defaults are the options' defaults. Issuer and
-    token endpoint are never both given (_check_together)."""
+    """Client()'s keyword arguments from the options (but the key and the session log), with the
+    client authentication options checked together. An option not given is left out: Client's
+    defaults are the options' defaults. Issuer and token endpoint are never both given
+    (_check_together)."""
     renamed = {
         "noproxy": "no_proxy",
         "param": "token_params",
@@ -5568,6 +5542,8 @@ def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[s
         "token_endpoint",
         "issuer",
         "client_id",
+        "client_secret",
+        "auth_method",  # "post" and "basic" too: Client knows the aliases
         "scope",
         "proxy",
         "timeout",
@@ -5582,6 +5558,33 @@ def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[s
         for name in same + list(renamed)
         if args.get(name) is not None
     }
+    path = args["client_secret_file"]
+    if path:  # it replaces --client-secret
+        secret = _read_input(path, "client secret file", 64 << 10).decode("utf-8", "replace")
+        settings["client_secret"] = secret.strip("\r\n")
+        if not settings["client_secret"]:
+            raise DPoPError("usage", "--client-secret-file %s is empty" % path)
+    method = args["auth_method"] or "post"
+    auth_method = _AUTH_ALIASES.get(method, method)
+    if auth_method.startswith("client_secret") and "client_secret" not in settings:
+        raise DPoPError(
+            "usage",
+            "a client secret is required: set DPOP_CLIENT_SECRET or use --client-secret-file",
+        )
+    if (auth_method == "private_key_jwt") != bool(args["assertion_key"]):
+        raise DPoPError(
+            "usage",
+            "--assertion-key FILE (or DPOP_ASSERTION_KEY) goes with --auth-method private_key_jwt",
+        )
+    alg = args["assertion_alg"]
+    if alg and alg not in _ASSERTION_ALGS.get(auth_method, ()):
+        raise DPoPError(
+            "usage", "--assertion-alg %s does not go with --auth-method %s" % (alg, method)
+        )
+    if args["assertion_key"]:  # private_key_jwt's (checked above)
+        settings["assertion_key"] = _read_input(
+            args["assertion_key"], "assertion key file", _MAX_KEY_INPUT
+        )
     if args["cert_key"] and not args["cert"]:
         raise DPoPError("usage", "--cert-key FILE goes with --cert FILE")
     if args["cert"]:  # a key of None: the key is in the certificate file, as for a lone file
@@ -5597,14 +5600,11 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
     import signal
     import sys
 
-    secret, auth_method = _cli_credentials(args)
-
     def say(text: str) -> None:
         if not args.get("silent"):
             print("dpop: warning: " + _printable(text), file=sys.stderr)
 
-    path = args["assertion_key"]
-    assertion_key = _read_input(path, "assertion key file", _MAX_KEY_INPUT) if path else None
+    settings = _client_settings(args, say)
     key = _cli_key(args["key"])
     if "client_secret" in args["_argv"]:  # every value is checked: now the warnings
         say(
@@ -5618,7 +5618,6 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         )
     # The secret is masked in errors by the Client's own scrubber (it adds client_secret), which is
     # chained to ``scrub`` as soon as there is a Client: only then can server text reach an error.
-    settings = _client_settings(args, say)
     log_file = _open_private(args["session_log"]) if args["session_log"] else None
     terminal = sys.stderr if args["verbose"] else None
     if terminal or log_file:
@@ -5640,13 +5639,7 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         previous = signal.signal(signal.SIGALRM, out_of_time)
         timer(signal.ITIMER_REAL, args["max_time"])
     try:
-        with Client(
-            key,
-            client_secret=secret,  # None, or not empty (_check_secret, _cli_credentials)
-            auth_method=auth_method,
-            assertion_key=assertion_key,
-            **settings,
-        ) as client:
+        with Client(key, **settings) as client:
             scrub.others.append(client._scrub)  # the tokens it gets are masked in our errors too
             return act(client)
     except _OutOfTime:
@@ -6074,7 +6067,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
             _Opt("URL", "url", "the request URL (htu)"),
             _KEY_OPTION,
             _Opt("--access-token-file", "infile", "adds ath for the token in FILE"),
-            _Opt("--nonce", "nonce", "a DPoP-Nonce the server sent", metavar="NONCE"),
+            _Opt("--nonce", "nonce", "a DPoP-Nonce the server sent"),
         ),
     ),
     "demo": (
@@ -6089,7 +6082,6 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
                 "--port",
                 "port",
                 "the authorization server's port (default: any free one)",
-                metavar="PORT",
             ),
             _Opt("--key", "infile", "use this key instead of a new one"),
         ),

@@ -5307,8 +5307,8 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
         parser.add_argument(*opt.flags, dest=opt.dest, metavar=opt.metavar, help=text, **how)
     if command == "request":
         parser.add_argument("--version", action="version", version="dpop.py " + __version__)
-    argv = list(argv)
-    # --token-cache [FILE]: a URL or a method after it is never its FILE
+    # --token-cache [FILE]: a URL or a method after it is never its FILE (argv is main's own copy,
+    # changed in place)
     for i in range(len(argv) - 1):
         if argv[i] == "--token-cache" and ("://" in argv[i + 1] or argv[i + 1].upper() in _METHODS):
             argv[i] = "--token-cache="
@@ -5328,11 +5328,10 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
 _MAX_INPUT = 64 << 20  # -d @FILE and -d @-
 
 
-def _read_input(path: str, what: str, limit: int | None = None) -> bytes:
+def _read_input(path: str, what: str, limit: int) -> bytes:
     """A file's (or stdin's) bytes; more than ``limit`` is a usage error, never a silent cut."""
     import sys
 
-    limit = _MAX_INPUT if limit is None else limit  # read now: tests lower _MAX_INPUT
     try:
         if path == "-":
             data = sys.stdin.buffer.read(limit + 1)
@@ -5678,7 +5677,8 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             body = data.encode("utf-8", "surrogateescape")
         else:  # -d @FILE drops CR and LF, as curl's does; the others keep every byte
             dropped = b"\r\n" if flag == "data" else b""
-            body = _read_input(data[1:], "data file").translate(None, dropped)
+            # (_MAX_INPUT read at each call: tests lower it)
+            body = _read_input(data[1:], "data file", _MAX_INPUT).translate(None, dropped)
     if os.environ.get("DPOP_JSON"):
         raise DPoPError(
             "usage", "DPOP_JSON is gone: --json DATA now takes the body, as curl 7.82+ does"
@@ -5931,14 +5931,15 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
         DemoServer(require_nonce=nonces, port=args["port"] or 0) as auth,
         DemoServer(require_nonce=nonces, authority=auth) as api,
     ):
+        # Client()'s keywords for these servers: for the demo's own client, or announced by --serve
+        found: Dict[str, Any] = {
+            "token_endpoint": auth.token_endpoint,
+            "client_id": DEMO_CLIENT_ID,
+            "client_secret": DEMO_CLIENT_SECRET,
+            "scope": DEMO_SCOPE,
+        }
         if args["serve"]:
-            found = {
-                "token_endpoint": auth.token_endpoint,
-                "client_id": DEMO_CLIENT_ID,
-                "scope": DEMO_SCOPE,
-                "api": api.api_url,
-                "client_secret": DEMO_CLIENT_SECRET,
-            }
+            found["api"] = api.api_url
             err.write(
                 "dpop demo: serving on loopback until Ctrl-C; try:\n"
                 "  DPOP_CLIENT_SECRET=%(client_secret)s python dpop.py --key KEY.pem"
@@ -5957,14 +5958,7 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
         where = (auth.base_url, api.base_url, also)
         err.write("dpop demo: authorization server %s and API %s on loopback%s\n" % where)
         err.write("dpop demo: key jkt %s; session log follows, secrets shown as ****\n\n" % jkt)
-        with Client(
-            key,
-            token_endpoint=auth.token_endpoint,
-            client_id=DEMO_CLIENT_ID,
-            client_secret=DEMO_CLIENT_SECRET,
-            scope=DEMO_SCOPE,
-            session_log=err,
-        ) as client:
+        with Client(key, session_log=err, **found) as client:
             first, second = client.get(api.api_url), client.get(api.api_url)
         done = (api.api_calls, first.status, second.status, client.token_requests, jkt)
         err.write(

@@ -5024,12 +5024,12 @@ class _Opt:
         metavar: _Text = None,
         choices: Sequence[str] = (),
     ) -> None:
-        self.flags = tuple(flags.split())  # "-o --output", or "URL" for a positional
+        self.flags = flags.split()  # "-o --output", or "URL" for a positional
         self.kind = kind
         self.help = help
         self.metavar = metavar or _METAVARS.get(kind)  # given, or the kind's own
         self.repeat = kind in ("header", "param")  # -H and --param: one item each, repeatable
-        self.choices = tuple(choices)
+        self.choices = choices
         # "[METHOD]": an optional positional
         self.dest = self.flags[-1].lstrip("-").strip("[]").lower().replace("-", "_")
         self.positional = not self.flags[0].startswith("-")
@@ -5733,7 +5733,7 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
         return _cli_run(args, scrub, send)
     except DPoPError as exc:
         if args["silent"] and not args["show_error"]:  # curl's -s: the exit status says it all
-            raise SystemExit(_exit_status(exc)) from None
+            return _exit_status(exc)
         raise
 
 
@@ -5900,8 +5900,7 @@ def _cli_keygen(argv: List[str], scrub: _Scrubber) -> int:
 
 
 def _cli_jwk(argv: List[str], scrub: _Scrubber) -> int:
-    args = _parse("jwk", argv)
-    key = _cli_key(args["key"])
+    key = _cli_key(_parse("jwk", argv)["key"])
     print(json.dumps({"jwk": key.public_jwk(), "jkt": key.thumbprint()}, indent=2))
     return 0
 

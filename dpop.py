@@ -4913,7 +4913,7 @@ def _demo_token(handler: Any) -> None:
 def _demo_proof(handler: Any, url: str, **more: Any) -> VerifiedProof:
     demo = handler.demo
     return verify_proof(
-        handler.headers.get_all("DPoP") or [],
+        handler.headers.get_all("DPoP"),  # None when there is none: verify_proof takes that too
         method=handler.command,
         url=url,
         nonce=demo.nonces.check if demo.require_nonce else None,

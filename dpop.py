@@ -5293,7 +5293,7 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
         if opt.positional:
             parser.add_argument(
                 opt.dest,
-                metavar=opt.flags[0],
+                metavar=opt.dest.upper(),  # argparse brackets an optional one itself
                 help=text,
                 nargs="?" if "[" in opt.flags[0] else None,
             )

@@ -4888,8 +4888,10 @@ def _demo_token(handler: Any) -> None:
         authenticated = demo.check_assertion(client_id, assertion)
     else:
         expected = demo.clients.get(client_id)
-        authenticated = None not in (expected, secret) and hmac.compare_digest(
-            str(expected).encode(), str(secret).encode()
+        authenticated = (
+            expected is not None
+            and secret is not None
+            and hmac.compare_digest(expected.encode(), secret.encode())
         )
     if not authenticated:
         handler.reply(401, {"error": "invalid_client"}, {"WWW-Authenticate": 'Basic realm="demo"'})

@@ -4719,7 +4719,8 @@ class DemoServer:
                     _hmac_signature(alg, self.clients[client_id].encode(), signed), s64
                 )
             elif isinstance(key, RSAKey):
-                good = alg in _RSA_ALGS and key.verify(signed, b64url_decode(s64), alg)
+                # False for an alg but RS256 and PS256
+                good = key.verify(signed, b64url_decode(s64), alg)
             else:
                 # or DPoPError
                 good = isinstance(key, ECKey) and jws_verify(assertion, key) is not None
@@ -4797,10 +4798,13 @@ def _demo_handler() -> Any:
             self, status: int, payload: Any, headers: Mapping[str, str] | None = None
         ) -> None:
             data = payload if isinstance(payload, bytes) else _json_compact(payload)
-            headers = {"Content-Type": "application/json", **(headers or {})}
             self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
+            headers = {
+                "Content-Length": str(len(data)),
+                "Cache-Control": "no-store",
+                "Content-Type": "application/json",  # a default: the caller's replaces it
+                **(headers or {}),
+            }
             for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
@@ -4841,29 +4845,31 @@ def _demo_token(handler: Any) -> None:
 
     demo = handler.demo
     form = dict(urllib.parse.parse_qsl(handler.body().decode("ascii", "replace")))
-    client_id, secret = form.get("client_id"), form.get("client_secret")
+    # "" is no client of this server's
+    client_id, secret = form.get("client_id", ""), form.get("client_secret")
     basic = handler.headers.get("Authorization", "")
     if basic[:6].lower() == "basic ":
         try:
             pair = base64.b64decode(basic[6:]).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
             pair = ":"
         client_id, _, secret = (urllib.parse.unquote_plus(part) for part in pair.partition(":"))
-    client_id = client_id or ""  # "" is no client of this server's
     assertion = form.get("client_assertion")
     if assertion is not None and form.get("client_assertion_type") == ASSERTION_TYPE:
         authenticated = demo.check_assertion(client_id, assertion)
     else:
         expected = demo.clients.get(client_id)
-        given = (str(expected).encode(), str(secret).encode())
-        authenticated = None not in (expected, secret) and hmac.compare_digest(*given)
+        authenticated = (
+            expected is not None
+            and secret is not None
+            and hmac.compare_digest(expected.encode(), secret.encode())
+        )
     if not authenticated:
         handler.reply(401, {"error": "invalid_client"}, {"WWW-Authenticate": 'Basic realm="demo"'})
         return
     if form.get("grant_type") != "client_credentials":
         handler.reply(400, {"error": "unsupported_grant_type"})
         return
-    nonce_headers = demo.nonce_headers()
     try:
         proof = _demo_proof(handler, demo.token_endpoint)
     except DPoPError as exc:
@@ -4871,19 +4877,16 @@ def _demo_token(handler: Any) -> None:
             "error": exc.oauth_error,
             "error_description": _demo_why(exc, "Authorization"),
         }
-        handler.reply(400, error, nonce_headers)
+        handler.reply(400, error, demo.nonce_headers())
         return
-    handler.reply(
-        200,
-        demo.issue_token(client_id, form.get("scope", DEMO_SCOPE), proof.jkt),
-        nonce_headers,
-    )
+    token = demo.issue_token(client_id, form.get("scope", DEMO_SCOPE), proof.jkt)
+    handler.reply(200, token, demo.nonce_headers())
 
 
 def _demo_proof(handler: Any, url: str, **more: Any) -> VerifiedProof:
     demo = handler.demo
     return verify_proof(
-        handler.headers.get_all("DPoP") or [],
+        handler.headers.get_all("DPoP"),  # None when there is none: verify_proof takes that too
         method=handler.command,
         url=url,
         nonce=demo.nonces.check if demo.require_nonce else None,
@@ -4905,7 +4908,7 @@ def _demo_api(handler: Any) -> None:
     """The demo API: a DPoP-bound token from the authority, and a proof; answers with the token's
     claims."""
     demo = handler.demo
-    scheme, _, token = (handler.headers.get("Authorization") or "").partition(" ")
+    scheme, _, token = handler.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "dpop" or not token:
         handler.reply(401, {"error": "invalid_request"}, challenge_headers())
         return
@@ -4926,7 +4929,6 @@ def _demo_api(handler: Any) -> None:
         handler.reply(401, {"error": exc.oauth_error}, headers | demo.nonce_headers())
         return
     demo.api_calls += 1
-    handler.body()
     listing = [
         {"type": name, "value": value if isinstance(value, str) else _json_compact(value).decode()}
         for name, value in claims.items()
@@ -4975,7 +4977,8 @@ def _printable(text: str) -> str:
     return _CONTROLS.sub("?", text)
 
 
-# the metavar an option of these kinds shows in --help unless it names its own
+# the metavar an option of these kinds shows in --help unless it names its own; with neither,
+# argparse shows the option's name in capitals (--scope SCOPE)
 _METAVARS = dict.fromkeys(("infile", "outfile", "newfile", "cafile", "cache"), "FILE")
 _METAVARS.update(seconds="SECONDS", url="URL", proxy="URL", data="DATA")
 
@@ -4990,26 +4993,21 @@ class _Opt:
         kind: str,
         help: str,
         *,
-        env: _Text = "",
+        twin: bool = True,
         metavar: _Text = None,
-        repeat: bool = False,
         choices: Sequence[str] = (),
     ) -> None:
-        self.flags = tuple(flags.split())  # "-o --output", or "URL" for a positional
+        self.flags = flags.split()  # "-o --output", or "URL" for a positional
         self.kind = kind
         self.help = help
         self.metavar = metavar or _METAVARS.get(kind)  # given, or the kind's own
-        self.repeat = repeat
-        self.choices = tuple(choices)
-        name = self.flags[-1].lstrip("-").strip("[]")  # "[METHOD]": an optional positional
+        self.repeat = kind in ("header", "param")  # -H and --param: one item each, repeatable
+        self.choices = choices
+        # "[METHOD]": an optional positional
+        self.dest = self.flags[-1].lstrip("-").strip("[]").lower().replace("-", "_")
         self.positional = not self.flags[0].startswith("-")
-        # env "" derives DPOP_<NAME>; None means no twin (positionals, --serve)
-        self.env = (
-            None
-            if env is None or self.positional
-            else "DPOP_" + (env or name.upper().replace("-", "_"))
-        )
-        self.dest = name.lower().replace("-", "_")
+        # the DPOP_<DEST> variable; None for no twin (positionals, twin=False: --json, --serve)
+        self.env = "DPOP_" + self.dest.upper() if twin and not self.positional else None
 
 
 def _check_text(value: str) -> str:
@@ -5072,7 +5070,7 @@ def _check_cafile(value: str) -> str:
         raise ValueError("must name a file")
     try:
         ssl.create_default_context(cafile=value)
-    except (OSError, ssl.SSLError):
+    except OSError:  # ssl.SSLError too
         raise ValueError("%s is not a PEM bundle of CA certificates" % value) from None
     return value
 
@@ -5105,10 +5103,10 @@ def _check_cache(value: str) -> str | None:
 
 def _check_header(value: str) -> Tuple[str, str]:
     name, sep, rest = value.partition(":")
-    if not sep or not name.strip():
+    if not sep:
         raise ValueError("takes 'Name: value'")
     header = (name.strip(), rest.strip())
-    Client._user_headers([header])  # bad_argument: the library's own rule
+    Client._user_headers([header])  # bad_argument: the library's own rule (an empty name too)
     return header
 
 
@@ -5268,7 +5266,7 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
         if opt.positional:
             parser.add_argument(
                 opt.dest,
-                metavar=opt.flags[0],
+                metavar=opt.dest.upper(),  # argparse brackets an optional one itself
                 help=text,
                 nargs="?" if "[" in opt.flags[0] else None,
             )
@@ -5282,8 +5280,8 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
         parser.add_argument(*opt.flags, dest=opt.dest, metavar=opt.metavar, help=text, **how)
     if command == "request":
         parser.add_argument("--version", action="version", version="dpop.py " + __version__)
-    argv = list(argv)
-    # --token-cache [FILE]: a URL or a method after it is never its FILE
+    # --token-cache [FILE]: a URL or a method after it is never its FILE (argv is main's own copy,
+    # changed in place)
     for i in range(len(argv) - 1):
         if argv[i] == "--token-cache" and ("://" in argv[i + 1] or argv[i + 1].upper() in _METHODS):
             argv[i] = "--token-cache="
@@ -5303,11 +5301,10 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
 _MAX_INPUT = 64 << 20  # -d @FILE and -d @-
 
 
-def _read_input(path: str, what: str, limit: int | None = None) -> bytes:
+def _read_input(path: str, what: str, limit: int) -> bytes:
     """A file's (or stdin's) bytes; more than ``limit`` is a usage error, never a silent cut."""
     import sys
 
-    limit = _MAX_INPUT if limit is None else limit  # read now: tests lower _MAX_INPUT
     try:
         if path == "-":
             data = sys.stdin.buffer.read(limit + 1)
@@ -5356,7 +5353,7 @@ _CLIENT_OPTIONS = (  # the request and token commands'
         "visible to other users in argv: prefer the variable",
         metavar="VALUE",
     ),
-    _Opt("--scope", "text", "the scope to ask for", metavar="SCOPE"),
+    _Opt("--scope", "text", "the scope to ask for"),
     _Opt(
         "--auth-method",
         "choice",
@@ -5391,7 +5388,6 @@ _CLIENT_OPTIONS = (  # the request and token commands'
         "param",
         "extra token request field (repeatable; variable: k=v&k2=v2)",
         metavar="K=V",
-        repeat=True,
     ),
     _Opt("-v --verbose", "flag", "trace every exchange to stderr (secrets masked)"),
     _Opt(
@@ -5448,7 +5444,6 @@ _REQUEST_OPTIONS = (
         "header",
         "request header (repeatable; variable: one per line)",
         metavar="'N: V'",
-        repeat=True,
     ),
     _Opt(
         "-d --data",
@@ -5460,7 +5455,7 @@ _REQUEST_OPTIONS = (
         "--json",
         "data",
         "JSON body (as --data-binary) with JSON Content-Type and Accept",
-        env=None,
+        twin=False,
     ),
     _Opt("-i --include", "flag", "print the status line and headers"),
     _Opt("-I --head", "flag", "HEAD request; print the status line and headers"),
@@ -5503,40 +5498,11 @@ on/off.
 """
 
 
-def _cli_credentials(args: Dict[str, Any]) -> Tuple[str | None, str]:
-    """(client secret, auth method) from the options, checked together."""
-    secret = args["client_secret"]
-    if args["client_secret_file"]:
-        raw = _read_input(args["client_secret_file"], "client secret file", 64 << 10)
-        secret = raw.decode("utf-8", "replace").strip("\r\n")
-        if not secret:
-            raise DPoPError(
-                "usage", "--client-secret-file %s is empty" % args["client_secret_file"]
-            )
-    method = args["auth_method"] or "post"
-    auth_method = _AUTH_ALIASES.get(method, method)
-    if auth_method.startswith("client_secret") and not secret:
-        raise DPoPError(
-            "usage",
-            "a client secret is required: set DPOP_CLIENT_SECRET or use --client-secret-file",
-        )
-    if (auth_method == "private_key_jwt") != bool(args["assertion_key"]):
-        raise DPoPError(
-            "usage",
-            "--assertion-key FILE (or DPOP_ASSERTION_KEY) goes with --auth-method private_key_jwt",
-        )
-    alg = args["assertion_alg"]
-    if alg and alg not in _ASSERTION_ALGS.get(auth_method, ()):
-        raise DPoPError(
-            "usage", "--assertion-alg %s does not go with --auth-method %s" % (alg, method)
-        )
-    return secret, auth_method
-
-
 def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[str, Any]:
-    """Client()'s keyword arguments from the options (but the key, secrets, auth method and session
-    log). An option not given is left out: Client's defaults are the options' defaults. Issuer and
-    token endpoint are never both given (_check_together)."""
+    """Client()'s keyword arguments from the options (but the key and the session log), with the
+    client authentication options checked together. An option not given is left out: Client's
+    defaults are the options' defaults. Issuer and token endpoint are never both given
+    (_check_together)."""
     renamed = {
         "noproxy": "no_proxy",
         "param": "token_params",
@@ -5548,6 +5514,8 @@ def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[s
         "token_endpoint",
         "issuer",
         "client_id",
+        "client_secret",
+        "auth_method",  # "post" and "basic" too: Client knows the aliases
         "scope",
         "proxy",
         "timeout",
@@ -5562,12 +5530,37 @@ def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[s
         for name in same + list(renamed)
         if args.get(name) is not None
     }
+    path = args["client_secret_file"]
+    if path:  # it replaces --client-secret
+        secret = _read_input(path, "client secret file", 64 << 10).decode("utf-8", "replace")
+        settings["client_secret"] = secret.strip("\r\n")
+        if not settings["client_secret"]:
+            raise DPoPError("usage", "--client-secret-file %s is empty" % path)
+    method = args["auth_method"] or "post"
+    auth_method = _AUTH_ALIASES.get(method, method)
+    if auth_method.startswith("client_secret") and "client_secret" not in settings:
+        raise DPoPError(
+            "usage",
+            "a client secret is required: set DPOP_CLIENT_SECRET or use --client-secret-file",
+        )
+    if (auth_method == "private_key_jwt") != bool(args["assertion_key"]):
+        raise DPoPError(
+            "usage",
+            "--assertion-key FILE (or DPOP_ASSERTION_KEY) goes with --auth-method private_key_jwt",
+        )
+    alg = args["assertion_alg"]
+    if alg and alg not in _ASSERTION_ALGS.get(auth_method, ()):
+        raise DPoPError(
+            "usage", "--assertion-alg %s does not go with --auth-method %s" % (alg, method)
+        )
+    if args["assertion_key"]:  # private_key_jwt's (checked above)
+        settings["assertion_key"] = _read_input(
+            args["assertion_key"], "assertion key file", _MAX_KEY_INPUT
+        )
     if args["cert_key"] and not args["cert"]:
         raise DPoPError("usage", "--cert-key FILE goes with --cert FILE")
-    if args["cert"]:
-        settings["client_cert"] = (
-            (args["cert"], args["cert_key"]) if args["cert_key"] else args["cert"]
-        )
+    if args["cert"]:  # a key of None: the key is in the certificate file, as for a lone file
+        settings["client_cert"] = (args["cert"], args["cert_key"])
     if args["token_cache"] is not None:
         settings["token_cache"] = FileTokenCache(args["token_cache"] or None, warn=say)
     return settings
@@ -5579,14 +5572,11 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
     import signal
     import sys
 
-    secret, auth_method = _cli_credentials(args)
-
     def say(text: str) -> None:
         if not args.get("silent"):
             print("dpop: warning: " + _printable(text), file=sys.stderr)
 
-    path = args["assertion_key"]
-    assertion_key = _read_input(path, "assertion key file", _MAX_KEY_INPUT) if path else None
+    settings = _client_settings(args, say)
     key = _cli_key(args["key"])
     if "client_secret" in args["_argv"]:  # every value is checked: now the warnings
         say(
@@ -5598,9 +5588,8 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
             "--proxy holds a password visible to other users in the process list;"
             " use HTTPS_PROXY or DPOP_PROXY"
         )
-    if secret:
-        scrub.add(secret)  # usage messages never hold it; server text might
-    settings = _client_settings(args, say)
+    # The secret is masked in errors by the Client's own scrubber (it adds client_secret), which is
+    # chained to ``scrub`` as soon as there is a Client: only then can server text reach an error.
     log_file = _open_private(args["session_log"]) if args["session_log"] else None
     terminal = sys.stderr if args["verbose"] else None
     if terminal or log_file:
@@ -5622,13 +5611,7 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         previous = signal.signal(signal.SIGALRM, out_of_time)
         timer(signal.ITIMER_REAL, args["max_time"])
     try:
-        with Client(
-            key,
-            client_secret=secret or None,
-            auth_method=auth_method,
-            assertion_key=assertion_key,
-            **settings,
-        ) as client:
+        with Client(key, **settings) as client:
             scrub.others.append(client._scrub)  # the tokens it gets are masked in our errors too
             return act(client)
     except _OutOfTime:
@@ -5665,10 +5648,10 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             )
         if data[:1] != "@":  # as curl: the argument's own bytes, even when they are not UTF-8
             body = data.encode("utf-8", "surrogateescape")
-        elif flag == "data":  # -d @FILE drops CR and LF, as curl's does
-            body = _read_input(data[1:], "data file").translate(None, b"\r\n")
-        else:
-            body = _read_input(data[1:], "data file")
+        else:  # -d @FILE drops CR and LF, as curl's does; the others keep every byte
+            dropped = b"\r\n" if flag == "data" else b""
+            # (_MAX_INPUT read at each call: tests lower it)
+            body = _read_input(data[1:], "data file", _MAX_INPUT).translate(None, dropped)
     if os.environ.get("DPOP_JSON"):
         raise DPoPError(
             "usage", "DPOP_JSON is gone: --json DATA now takes the body, as curl 7.82+ does"
@@ -5691,8 +5674,7 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
         with client.request(
             method, args["url"], headers=headers, data=body, stream=True
         ) as response:
-            include = args["include"] or args["head"]
-            response.body, size = _cli_output(response, include, args["output"], bool(args["fail"]))
+            response.body, size = _cli_output(response, args)
         if args["write_out"]:
             code = "%03d" % response.status
             values = {
@@ -5710,8 +5692,13 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             where = _Target(response.url)
             error, description = _oauth_error(response, scrub)
             why = "".join(": " + part for part in (error, description) if part)
-            url = where.origin + where.target.split("?")[0]
-            text = "%d %s from %s%s" % (response.status, response.reason, url, why)
+            text = "%d %s from %s%s%s" % (
+                response.status,
+                response.reason,
+                where.origin,
+                where.path,
+                why,
+            )
             raise DPoPError("http_status", text, status=response.status)
         return 0
 
@@ -5719,7 +5706,7 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
         return _cli_run(args, scrub, send)
     except DPoPError as exc:
         if args["silent"] and not args["show_error"]:  # curl's -s: the exit status says it all
-            raise SystemExit(_exit_status(exc)) from None
+            return _exit_status(exc)
         raise
 
 
@@ -5749,7 +5736,8 @@ def _check_together(args: Dict[str, Any]) -> None:
             "usage",
             "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)",
         )
-    names = ("--key", "--client-secret-file", "--assertion-key", "--cert", "--cert-key")
+    # (--cacert is never "-": _check_cafile refuses it)
+    names = ("--key", "--client-secret-file", "--assertion-key", "--cert", "--cert-key", "--cacert")
     inputs = {flag: args[flag[2:].replace("-", "_")] for flag in names}
     if "-" in (args["cert"], args["cert_key"]):
         raise DPoPError("usage", "--cert and --cert-key take files, not stdin (-)")
@@ -5760,7 +5748,6 @@ def _check_together(args: Dict[str, Any]) -> None:
     if len(readers) > 1:
         raise DPoPError("usage", "only one of %s can read stdin (-)" % " and ".join(readers))
     # Every file the run reads or keeps is safe from the files it writes.
-    inputs["--cacert"] = args["cacert"]
     if args["token_cache"] is not None:
         inputs["--token-cache"] = args["token_cache"] or FileTokenCache().path
     inputs["--session-log"] = args["session_log"]
@@ -5782,16 +5769,15 @@ def _same_file(one: str, other: str) -> bool:
     return os.path.exists(one) and os.path.exists(other) and os.path.samefile(one, other)
 
 
-def _cli_output(
-    response: Response, include: bool, output: str | None, fail: bool
-) -> Tuple[bytes, int]:
-    """-i's head on stdout, then the body, chunk by chunk, to -o FILE or stdout (with -f, not for an
-    error status); returns the body's first chunk for an error status (for its OAuth error) and the
-    body's size."""
+def _cli_output(response: Response, args: Dict[str, Any]) -> Tuple[bytes, int]:
+    """-i's (or -I's) head on stdout, then the body, chunk by chunk, to -o FILE or stdout (with -f,
+    not for an error status); returns the body's first chunk for an error status (for its OAuth
+    error) and the body's size."""
     import sys
 
-    first, size = b"", 0
+    first, size, output = b"", 0, args["output"]
     failed = response.status >= 400
+    keep = not (args["fail"] and failed)  # -f drops an error's body
 
     def chunks() -> Iterator[bytes]:
         nonlocal first, size
@@ -5799,15 +5785,15 @@ def _cli_output(
             size += len(chunk)
             if failed and not first:
                 first = chunk[:65536]
-            if not (fail and failed):
+            if keep:
                 yield chunk
 
     out = sys.stdout.buffer
-    if include:
+    if args["include"] or args["head"]:
         head = ["%s %d %s" % (response.version, response.status, response.reason)]
         head += ["%s: %s" % item for item in response.headers.items()]
         out.write(("\r\n".join(map(_printable, head)) + "\r\n\r\n").encode("latin-1", "replace"))
-    if output and output != "-" and not (fail and failed):
+    if output and output != "-" and keep:
         out.flush()
         try:
             _write_whole(output, chunks())
@@ -5845,14 +5831,13 @@ def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
         not stat.S_ISREG(info.st_mode)
         or info.st_nlink > 1
         # not root (nor Windows, where uid is 0): FILE's owner and group must be ours to keep
-        or (uid != 0 and info.st_uid != uid)
-        or (uid != 0 and info.st_gid not in (os.getegid(), *os.getgroups()))
+        or (uid != 0 and (info.st_uid != uid or info.st_gid not in (os.getegid(), *os.getgroups())))
     )
     if in_place or not os.access(os.path.dirname(target), os.W_OK):
         with open(path, "wb") as sink:
             sink.writelines(chunks)
         return
-    mode = 0o666 if info is None else stat.S_IMODE(info.st_mode) & 0o777
+    mode = 0o666 if info is None else info.st_mode & 0o777  # no set-id or sticky bits
     partial = "%s.%s.part" % (target, os.urandom(4).hex())
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # the umask applies
     try:
@@ -5888,8 +5873,7 @@ def _cli_keygen(argv: List[str], scrub: _Scrubber) -> int:
 
 
 def _cli_jwk(argv: List[str], scrub: _Scrubber) -> int:
-    args = _parse("jwk", argv)
-    key = _cli_key(args["key"])
+    key = _cli_key(_parse("jwk", argv)["key"])
     print(json.dumps({"jwk": key.public_jwk(), "jkt": key.thumbprint()}, indent=2))
     return 0
 
@@ -5910,7 +5894,7 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
     import sys
 
     args = _parse("demo", argv)
-    key = _cli_key(args["key"]) if args["key"] else None
+    key = _cli_key(args["key"]) if args["key"] else generate_key()  # (--serve uses none)
     err = sys.stderr
     # Two servers: the authorization server and the API are two origins with their own nonces, as in
     # a real deployment.
@@ -5919,14 +5903,15 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
         DemoServer(require_nonce=nonces, port=args["port"] or 0) as auth,
         DemoServer(require_nonce=nonces, authority=auth) as api,
     ):
+        # Client()'s keywords for these servers: for the demo's own client, or announced by --serve
+        found: Dict[str, Any] = {
+            "token_endpoint": auth.token_endpoint,
+            "client_id": DEMO_CLIENT_ID,
+            "client_secret": DEMO_CLIENT_SECRET,
+            "scope": DEMO_SCOPE,
+        }
         if args["serve"]:
-            found = {
-                "token_endpoint": auth.token_endpoint,
-                "client_id": DEMO_CLIENT_ID,
-                "scope": DEMO_SCOPE,
-                "api": api.api_url,
-                "client_secret": DEMO_CLIENT_SECRET,
-            }
+            found["api"] = api.api_url
             err.write(
                 "dpop demo: serving on loopback until Ctrl-C; try:\n"
                 "  DPOP_CLIENT_SECRET=%(client_secret)s python dpop.py --key KEY.pem"
@@ -5940,20 +5925,12 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
                     time.sleep(3600)
             except KeyboardInterrupt:
                 return 0
-        key = key or generate_key()
         jkt = key.thumbprint()
         also = ", both requiring nonces" if nonces else ""
         where = (auth.base_url, api.base_url, also)
         err.write("dpop demo: authorization server %s and API %s on loopback%s\n" % where)
         err.write("dpop demo: key jkt %s; session log follows, secrets shown as ****\n\n" % jkt)
-        with Client(
-            key,
-            token_endpoint=auth.token_endpoint,
-            client_id=DEMO_CLIENT_ID,
-            client_secret=DEMO_CLIENT_SECRET,
-            scope=DEMO_SCOPE,
-            session_log=err,
-        ) as client:
+        with Client(key, session_log=err, **found) as client:
             first, second = client.get(api.api_url), client.get(api.api_url)
         done = (api.api_calls, first.status, second.status, client.token_requests, jkt)
         err.write(
@@ -5983,7 +5960,7 @@ _KAT_PROOF = (
 def self_test() -> List[str]:
     """Run the known-answer tests; return the names of the failures (none: [])."""
     failures = []
-    key = _key_from_parts(_KAT_D, None)
+    key = _key_from_parts(_KAT_D)
     if key.sign(b"sample", hedge=False).hex().upper() != _KAT_SAMPLE_RS:
         failures.append("RFC 6979 A.2.5 signature")
     try:
@@ -6036,7 +6013,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
                 "-o --output",
                 "newfile",
                 "write the key here (mode 0600; never overwrites)",
-                env=None,
+                twin=False,
             ),
         ),
     ),
@@ -6056,7 +6033,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
             _Opt("URL", "url", "the request URL (htu)"),
             _KEY_OPTION,
             _Opt("--access-token-file", "infile", "adds ath for the token in FILE"),
-            _Opt("--nonce", "nonce", "a DPoP-Nonce the server sent", metavar="NONCE"),
+            _Opt("--nonce", "nonce", "a DPoP-Nonce the server sent"),
         ),
     ),
     "demo": (
@@ -6066,12 +6043,11 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
         "example: python dpop.py demo --require-nonce    (or --serve to keep the servers up)",
         (
             _Opt("--require-nonce", "flag", "servers demand DPoP nonces"),
-            _Opt("--serve", "flag", "only run the servers, until Ctrl-C", env=None),
+            _Opt("--serve", "flag", "only run the servers, until Ctrl-C", twin=False),
             _Opt(
                 "--port",
                 "port",
                 "the authorization server's port (default: any free one)",
-                metavar="PORT",
             ),
             _Opt("--key", "infile", "use this key instead of a new one"),
         ),

@@ -1234,8 +1234,7 @@ class _Key:
         )
 
     def __setattr__(self, name: str, value: object) -> None:
-        """Refused: a key never changes after it is made (an ECKey's thumbprint and header are
-        kept)."""
+        """Refused: a key never changes after it is made (an ECKey's proof header is kept)."""
         raise AttributeError("%s is immutable" % type(self).__name__)
 
     def __reduce__(self) -> Any:
@@ -1253,17 +1252,16 @@ class ECKey(_Key):
     # and, when _secret is not None, equals _secret * G. _new checks nothing: every path to it
     # passes numbers already checked (generate_key derives the point, the loaders check it,
     # public_key reuses a key's own).
-    __slots__ = ("_secret", "_point", "_jkt", "_header")
+    __slots__ = ("_secret", "_point", "_header")
     _secret: int | None  # the private scalar d, 1 <= d < n; None for a public key
     _point: Affine  # the public point d*G, affine (x, y), on the curve
-    _jkt: str | None  # RFC 7638 thumbprint, computed on first use
     _header: str | None  # base64url DPoP proof header, computed on first use
 
     @classmethod
     def _new(cls, d: int | None, point: Affine) -> ECKey:
         """Internal constructor for already-validated values."""
         key = object.__new__(cls)
-        for name, value in zip(cls.__slots__, (d, point, None, None)):
+        for name, value in zip(cls.__slots__, (d, point, None)):
             object.__setattr__(key, name, value)
         return key
 
@@ -1287,10 +1285,10 @@ class ECKey(_Key):
 
     def thumbprint(self) -> str:
         """RFC 7638 SHA-256 thumbprint of the public key, base64url."""
-        # computed once: a client's proofs and a server's checks ask for it on every request
-        if self._jkt is None:
-            object.__setattr__(self, "_jkt", jwk_thumbprint(self.public_jwk()))
-        return str(self._jkt)
+        # not kept: verify_proof asks it once of each proof's own new key, and a Client once when
+        # it is made (about 10 microseconds each time); the proof header, asked for every proof a
+        # key signs, is the one kept
+        return jwk_thumbprint(self.public_jwk())
 
     def _proof_header(self) -> str:
         """The encoded DPoP header: typ dpop+jwt, alg ES256 and the public JWK

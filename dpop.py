@@ -1118,19 +1118,15 @@ def _encode_key(point: Affine, d: int | None) -> bytes:
 
 # a BEGIN line and its label (RFC 7468 §3's labels are printable; key files use these characters)
 _PEM_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,64})-----")
-# the unsupported_key message for a label we know but do not read: what the block is and, where
-# there is one, how to convert it (any other label is not a key we read; an encrypted key is
-# encrypted_key, told apart in _pem_to_der)
+# what a label we know but do not read holds and, where there is a way, how to convert it: the
+# unsupported_key message says it after "PEM block 'LABEL' is" (any other label is not a key we
+# read; an encrypted key is encrypted_key, told apart in _pem_to_der)
 _PEM_REFUSED = {
-    "RSA PRIVATE KEY": (
-        "PEM block 'RSA PRIVATE KEY' is an RSA key; only P-256 EC keys are supported"
-    ),
-    "RSA PUBLIC KEY": "PEM block 'RSA PUBLIC KEY' is an RSA key; only P-256 EC keys are supported",
-    "DSA PRIVATE KEY": "PEM block 'DSA PRIVATE KEY' is a DSA key; only P-256 EC keys are supported",
-    "OPENSSH PRIVATE KEY": (
-        "PEM block 'OPENSSH PRIVATE KEY' is an OpenSSH key; convert it with ssh-keygen -p -m PKCS8"
-    ),
-    "CERTIFICATE": "PEM block 'CERTIFICATE' is a certificate, not a key",
+    "RSA PRIVATE KEY": "an RSA key; only P-256 EC keys are supported",
+    "RSA PUBLIC KEY": "an RSA key; only P-256 EC keys are supported",
+    "DSA PRIVATE KEY": "a DSA key; only P-256 EC keys are supported",
+    "OPENSSH PRIVATE KEY": "an OpenSSH key; convert it with ssh-keygen -p -m PKCS8",
+    "CERTIFICATE": "a certificate, not a key",
 }
 
 
@@ -1164,27 +1160,24 @@ def _pem_to_der(text: str, labels: Sequence[str] = _EC_PEM_LABELS) -> bytes:
     """The DER of the one key block in a PEM text, whose label must be one of ``labels`` (EC
     PARAMETERS blocks skipped)."""
     # text around the blocks is ignored (RFC 7468 §2); an EC PARAMETERS block, which `openssl
-    # ecparam -genkey` writes before the key, is skipped; a label we know but do not read is
-    # refused with what it is and, where there is one, how to convert it (_PEM_REFUSED)
+    # ecparam -genkey` writes before the key, is skipped; an encrypted key is refused as such,
+    # whatever its label; a label we know but do not read is refused with what it is and, where
+    # there is one, how to convert it (_PEM_REFUSED)
     found = []
     for label, body in _pem_blocks(text):
         if label == "EC PARAMETERS":
             continue
-        if label == "ENCRYPTED PRIVATE KEY":  # PKCS#8 encryption (RFC 5958 §3)
+        # PKCS#8 encryption (RFC 5958 §3) has its own label; legacy encryption is the RFC 1421
+        # header "Proc-Type: 4,ENCRYPTED" (§4.6.1.1), whose "," no base64 body has (any other
+        # header is refused below as a body that is not base64). openssl pkey decrypts both.
+        if label == "ENCRYPTED PRIVATE KEY" or "4,ENCRYPTED" in body:
             raise DPoPError(
                 "encrypted_key",
-                "the PKCS#8 key is encrypted; decrypt it first (openssl pkcs8 -in FILE -out PLAIN)",
+                "the key is encrypted; decrypt it first (openssl pkey -in FILE -out PLAIN)",
             )
         if label not in labels:
-            why = _PEM_REFUSED.get(label, "PEM block '%s' is not a key this module reads" % label)
-            raise DPoPError("unsupported_key", why)
-        # RFC 1421 headers: only legacy encryption uses them (any other header's ":" is refused
-        # below as a body that is not base64)
-        if ":" in body and "ENCRYPTED" in body.split("\n\n")[0].upper():
-            raise DPoPError(
-                "encrypted_key",
-                "the PEM key is encrypted; decrypt it first (openssl ec -in FILE -out PLAIN)",
-            )
+            what = _PEM_REFUSED.get(label, "not a key this module reads")
+            raise DPoPError("unsupported_key", "PEM block '%s' is %s" % (label, what))
         found.append(body)
     # exactly one key: with two, which one signs would depend on the order in the file
     if len(found) != 1:
@@ -1193,7 +1186,7 @@ def _pem_to_der(text: str, labels: Sequence[str] = _EC_PEM_LABELS) -> bytes:
         )
     try:
         return base64.b64decode("".join(found[0].split()), validate=True)
-    except (binascii.Error, ValueError):
+    except ValueError:  # binascii.Error is one, as is a non-ASCII character's error
         raise DPoPError("bad_key", "PEM body is not base64") from None
 
 

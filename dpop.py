@@ -1138,16 +1138,17 @@ def _pem_blocks(text: str) -> Iterator[Tuple[str, str]]:
     for line in text.splitlines():
         line = line.strip()
         begin = _PEM_BEGIN.fullmatch(line)
-        if begin:
-            if label is not None:
-                raise DPoPError("bad_key", "PEM BEGIN line inside a block")
-            label, body = begin[1], []
-        elif label is not None and line == "-----END %s-----" % label:
+        if label is None:  # outside a block: a BEGIN line starts one, any other text is ignored
+            if begin:
+                label, body = begin[1], []
+        elif begin:
+            raise DPoPError("bad_key", "PEM BEGIN line inside a block")
+        elif line == "-----END %s-----" % label:
             # an END line with another label is no END: the block then has none (or a body line
             # that is not base64), and is refused as such
             yield label, "\n".join(body)
             label = None
-        elif label is not None:
+        else:
             body.append(line)
     if label is not None:
         raise DPoPError("bad_key", "PEM block has no END line")

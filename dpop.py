@@ -1101,19 +1101,19 @@ def _der_tlv(tag: int, value: bytes) -> bytes:
     return bytes([tag, 0x80 | len(length)]) + length + value
 
 
-def _encode_key(point: Affine, d: int | None) -> bytes:
-    """SubjectPublicKeyInfo DER for the P-256 point, uncompressed (RFC 5480 §2); given d,
-    PKCS#8 PrivateKeyInfo (version 0) holding an RFC 5915 ECPrivateKey with that public key."""
+def _key_pem(point: Affine, d: int | None) -> str:
+    """The PUBLIC KEY PEM of SubjectPublicKeyInfo DER for the P-256 point, uncompressed (RFC 5480
+    §2); given d, the PRIVATE KEY PEM of PKCS#8 PrivateKeyInfo (version 0) holding an RFC 5915
+    ECPrivateKey with that public key."""
     # both share the AlgorithmIdentifier and the public key's BIT STRING
     algorithm = _der_tlv(_SEQUENCE, _der_tlv(_OID, _OID_EC_PUBLIC_KEY) + _der_tlv(_OID, _OID_P256))
     public = _der_tlv(_BIT_STRING, b"\x00\x04" + b"".join(map(_int_to_bytes32, point)))
     if d is None:
-        return _der_tlv(_SEQUENCE, algorithm + public)
+        return _pem("PUBLIC KEY", _der_tlv(_SEQUENCE, algorithm + public))
     private = _der_tlv(_INTEGER, b"\x01") + _der_tlv(_OCTET_STRING, _int_to_bytes32(d))
     ec_private_key = _der_tlv(_SEQUENCE, private + _der_tlv(0xA1, public))
-    return _der_tlv(
-        _SEQUENCE, _der_tlv(_INTEGER, b"\x00") + algorithm + _der_tlv(_OCTET_STRING, ec_private_key)
-    )
+    info = _der_tlv(_INTEGER, b"\x00") + algorithm + _der_tlv(_OCTET_STRING, ec_private_key)
+    return _pem("PRIVATE KEY", _der_tlv(_SEQUENCE, info))
 
 
 # a BEGIN line and its label (RFC 7468 §3's labels are printable; key files use these characters)
@@ -1294,9 +1294,7 @@ class ECKey(_Key):
 
     def to_pem(self, private: bool = True) -> str:
         """PKCS#8 PEM (private=True) or SubjectPublicKeyInfo PEM."""
-        if private:
-            return _pem("PRIVATE KEY", _encode_key(self._point, self._private()))
-        return _pem("PUBLIC KEY", _encode_key(self._point, None))
+        return _key_pem(self._point, self._private() if private else None)
 
     def sign(self, data: BytesLike, *, hedge: bool = True) -> bytes:
         """ES256 signature of ``data``: 64 bytes r || s.

@@ -1377,16 +1377,15 @@ def _jwk_member(jwk: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def _jwk_coordinate(jwk: Mapping[str, Any], name: str) -> int:
-    """A P-256 JWK member (x, y or d) as an integer: exactly 43 base64url characters, 32 bytes
-    (RFC 7518 §6.2.1.2 forbids dropping leading zeros, and thumbprints depend on it)."""
+def _jwk_coordinate(jwk: Mapping[str, Any], name: str) -> bytes:
+    """A P-256 JWK member (x, y or d) as its 32 bytes: exactly 43 base64url characters (RFC 7518
+    §6.2.1.2 forbids dropping leading zeros, and thumbprints depend on it)."""
     value = _jwk_member(jwk, name)
-    raw = b64url_decode(value) if len(value) == 43 else b""
-    # 43 characters are exactly 32 bytes unpadded; checking the length first keeps a huge member
-    # from being decoded at all
-    if len(raw) != 32:
+    # 43 characters that b64url_decode accepts are exactly 32 bytes (its strict final bits);
+    # checking the length first keeps a huge member from being decoded at all
+    if len(value) != 43:
         raise DPoPError("bad_key", "JWK member '%s' must be exactly 32 bytes of base64url" % name)
-    return int.from_bytes(raw, "big")
+    return b64url_decode(value)
 
 
 def _check_jwk_use(jwk: Mapping[str, Any]) -> None:
@@ -1417,12 +1416,11 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
             "unsupported_curve", "JWK curve %s is not supported; use P-256" % _short_repr(crv)
         )
     _check_jwk_use(jwk)
-    point = _jwk_coordinate(jwk, "x"), _jwk_coordinate(jwk, "y")
-    if not _on_curve(*point):
-        raise DPoPError("bad_key", "JWK point is not on P-256")
+    # x and y are the SEC 1 uncompressed point's coordinates: one on-curve check for every form
+    point = _point_from_octets(b"\x04" + _jwk_coordinate(jwk, "x") + _jwk_coordinate(jwk, "y"))
     if "d" not in jwk:
         return ECKey._new(None, point)
-    return _key_from_parts(_jwk_coordinate(jwk, "d"), point)
+    return _key_from_parts(int.from_bytes(_jwk_coordinate(jwk, "d"), "big"), point)
 
 
 def _key_data(data: KeyData, labels: Sequence[str]) -> bytes | Mapping[str, Any]:

@@ -934,24 +934,24 @@ def _der_uint(tag_value: Tuple[int, bytes]) -> int:
     return number
 
 
-def _oid_text(value: bytes) -> str:
-    """An OBJECT IDENTIFIER's dotted text (X.690 §8.19), for error messages only; "?" for one that
-    is malformed or has an arc of more than 64 bits."""
-    if not value or value[-1] & 0x80:
-        return "?"
+def _oid_name(value: bytes, kind: str) -> str:
+    """What an OBJECT IDENTIFIER names, for error messages only: its _KNOWN_OIDS name, else
+    ``kind`` and its dotted text (X.690 §8.19), "?" for one that is malformed or longer than 32
+    bytes (no real OID is; str() of a huge arc would fail)."""
+    if not value or value[-1] & 0x80 or len(value) > 32:
+        return kind + " ?"
     # X.690 §8.19: each arc is base-128, high bit set on all but its last byte; the first two
     # arcs share the first number (40 * first + second, the second unbounded under arc 2)
     parts: List[int] = []
     acc = 0
     for byte in value:
         acc = (acc << 7) | (byte & 0x7F)
-        if acc >> 64:  # no real OID has such an arc; str() of a huge one fails
-            return "?"
         if not byte & 0x80:
             parts.append(acc)
             acc = 0
     first = min(parts[0] // 40, 2)
-    return ".".join(str(v) for v in [first, parts[0] - 40 * first] + parts[1:])
+    text = ".".join(map(str, [first, parts[0] - 40 * first] + parts[1:]))
+    return _KNOWN_OIDS.get(text, kind + " " + text)
 
 
 def _check_algorithm(items: List[Tuple[int, bytes]]) -> None:
@@ -959,8 +959,7 @@ def _check_algorithm(items: List[Tuple[int, bytes]]) -> None:
     if not items or items[0][0] != _OID:
         raise _bad_der("bad AlgorithmIdentifier")
     if items[0][1] != _OID_EC_PUBLIC_KEY:
-        text = _oid_text(items[0][1])
-        name = _KNOWN_OIDS.get(text, "algorithm " + text)
+        name = _oid_name(items[0][1], "algorithm")
         raise DPoPError("unsupported_key", "%s is not an EC key; only P-256 is supported" % name)
     if len(items) != 2:
         raise _bad_der("EC AlgorithmIdentifier needs exactly one parameter")
@@ -973,8 +972,7 @@ def _check_curve(tag: int, value: bytes) -> None:
     if tag != _OID:
         raise DPoPError("unsupported_curve", "explicit curve parameters are not supported")
     if value != _OID_P256:
-        text = _oid_text(value)
-        name = _KNOWN_OIDS.get(text, "curve " + text)
+        name = _oid_name(value, "curve")
         raise DPoPError("unsupported_curve", "%s is not supported; use P-256" % name)
 
 

@@ -894,8 +894,9 @@ def _der_read(data: bytes, pos: int) -> Tuple[int, bytes, int]:
     end = start + length
     value = data[start:end]
     # DER §10.1: the length is definite and minimal, so the element is exactly what _der_tlv
-    # writes for its value (BER's indefinite 0x80 and zero-padded lengths are not)
-    if end > len(data) or _der_tlv(tag, value) != data[pos:end]:
+    # writes for its value (BER's indefinite 0x80 and zero-padded lengths are not, nor is a
+    # truncated element: its value, cut short by the slice, is shorter than its length says)
+    if _der_tlv(tag, value) != data[pos:end]:
         raise _bad_der("truncated, or a length that is not minimal")
     return tag, value, end
 
@@ -978,10 +979,10 @@ def _check_curve(tag: int, value: bytes) -> None:
 
 def _point_from_octets(data: bytes) -> Affine:
     """SEC 1 §2.3.4: 04||X||Y or 02/03||X; refuses infinity and off-curve points."""
+    x = int.from_bytes(data[1:33], "big")  # both forms put X there
     if len(data) == 65 and data[0] == 4:
-        x, y = int.from_bytes(data[1:33], "big"), int.from_bytes(data[33:], "big")
+        y = int.from_bytes(data[33:], "big")
     elif len(data) == 33 and data[0] in (2, 3):
-        x = int.from_bytes(data[1:], "big")
         # p = 3 mod 4, so a square root of c is c^((p+1)/4). If c has none, the y it gives is
         # off the curve, and _on_curve below refuses it: no separate check is needed (nor for an
         # x of p or more, which _on_curve refuses too).

@@ -1561,7 +1561,10 @@ def jws_sign(
 def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
     """Split a compact JWS and parse its header: (h64, p64, s64, header). A header with 'crit' is
     refused here, for every caller: no extension is understood, and RFC 7515 §4.1.11 says a JWS
-    whose crit names one the recipient does not understand is invalid."""
+    whose crit names one the recipient does not understand is invalid. Its own refusals are
+    bad_jws; a header that is not base64url or JSON stays bad_base64url or bad_json, for each
+    caller to name with the other segments' errors (jws_verify: bad_jws; a DPoP proof:
+    proof_malformed; the demo server's assertion check: refused)."""
     _check_str("token", token)
     if len(token) > limit:
         raise DPoPError("bad_jws", "JWS is larger than %d bytes" % limit)
@@ -1569,11 +1572,8 @@ def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
     if len(parts) != 3:
         raise DPoPError("bad_jws", "compact JWS must have three segments")
     h64, p64, s64 = parts
-    # (an empty header segment decodes to b"", which is not JSON: refused below)
-    try:
-        header = _json_object(b64url_decode(h64), "JWS header")
-    except DPoPError as exc:
-        raise DPoPError("bad_jws", exc.message) from None
+    # (an empty header segment decodes to b"", which is not JSON: refused here)
+    header = _json_object(b64url_decode(h64), "JWS header")
     if "crit" in header:
         raise DPoPError("bad_jws", "JWS 'crit' extensions are not supported")
     return h64, p64, s64, header
@@ -1589,17 +1589,18 @@ def jws_verify(token: str, key: ECKey | Mapping[str, Any]) -> Tuple[Dict[str, An
         key = _key_from_jwk(key)
     elif not isinstance(key, ECKey):
         raise _type_error("key", "an ECKey or a JWK mapping", key)
-    h64, p64, s64, header = _jws_split(token, _MAX_JWS)
+    # a segment that is not base64url, or a header that is not a JSON object, is bad_jws
+    try:
+        h64, p64, s64, header = _jws_split(token, _MAX_JWS)
+        payload = b64url_decode(p64)
+        signature = b64url_decode(s64)
+    except DPoPError as exc:
+        raise DPoPError("bad_jws", exc.message) from None
     alg = header.get("alg")
     if alg != "ES256":
         raise DPoPError(
             "unsupported_alg", "JWS alg %s is not accepted; only ES256" % _short_repr(alg)
         )
-    try:
-        payload = b64url_decode(p64)
-        signature = b64url_decode(s64)
-    except DPoPError as exc:
-        raise DPoPError("bad_jws", exc.message) from None
     if not key.verify((h64 + "." + p64).encode("ascii"), signature):
         raise DPoPError("bad_signature", "JWS signature is not valid for this key")
     return header, payload

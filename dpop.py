@@ -1013,15 +1013,14 @@ def _key_info(items: List[Tuple[int, bytes]]) -> Tuple[bool, bytes, bytes, List[
     if tags[:1] == [_SEQUENCE]:  # SEQUENCE { algorithm, subjectPublicKey BIT STRING }
         if tags != [_SEQUENCE, _BIT_STRING]:
             raise _bad_der("bad SubjectPublicKeyInfo")
-        return False, _der_tlv(_SEQUENCE, items[0][1]), _bit_string_octets(items[1][1]), []
+        # (the algorithm is written back as DER from its element: its tag is SEQUENCE, as checked)
+        return False, _der_tlv(*items[0]), _bit_string_octets(items[1][1]), []
     # SEQUENCE { version, algorithm, privateKey OCTET STRING, [0] attributes, [1] publicKey }
     if tags[:2] != [_INTEGER, _SEQUENCE]:
         return None
-    if _der_uint(items[0]) not in (0, 1):
-        raise _bad_der("PrivateKeyInfo must start with version 0 or 1")
-    if tags[2:3] != [_OCTET_STRING]:
-        raise _bad_der("bad PrivateKeyInfo")
-    return True, _der_tlv(_SEQUENCE, items[1][1]), items[2][1], items[3:]
+    if tags[2:3] != [_OCTET_STRING] or _der_uint(items[0]) not in (0, 1):
+        raise _bad_der("PrivateKeyInfo needs version 0 or 1, then a privateKey OCTET STRING")
+    return True, _der_tlv(*items[1]), items[2][1], items[3:]
 
 
 def _parse_sec1(der: bytes, curve_named: bool) -> Tuple[int, Affine | None]:

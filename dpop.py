@@ -172,9 +172,7 @@ ERROR_CODES: Mapping[str, str] = {
     "usage": "a command-line option, argument or DPOP_* variable is missing or invalid",
     "io_error": "a file could not be read or written",
     "http_status": "the API answered with an HTTP error status",
-    "internal_error": (
-        "the CLI's last resort: an unexpected exception (a bug; DPOP_DEBUG=1 shows it)"
-    ),
+    "internal_error": "the CLI's last resort: an unexpected error (a bug; DPOP_DEBUG=1 shows it)",
 }
 
 
@@ -1350,7 +1348,7 @@ def _public_from_private(d: int) -> Affine:
 
 def generate_key() -> ECKey:
     """A new random P-256 key pair (d uniform in [1, n), from os.urandom)."""
-    return _key_from_parts(_random_below(n), None)
+    return _key_from_parts(_random_below(n))
 
 
 def _key_from_parts(d: int, *embedded: Affine | None) -> ECKey:
@@ -1396,7 +1394,7 @@ def _check_jwk_use(jwk: Mapping[str, Any]) -> None:
     if ops is not None:
         if not isinstance(ops, list) or not all(isinstance(op, str) for op in ops):
             raise DPoPError("bad_key", "JWK 'key_ops' is not a list of strings")
-        if "sign" not in ops and "verify" not in ops:
+        if {"sign", "verify"}.isdisjoint(ops):
             raise DPoPError("unsupported_key", "JWK 'key_ops' allows neither sign nor verify")
     if jwk.get("alg") not in (None, "ES256"):
         raise DPoPError("unsupported_key", "JWK 'alg' is not ES256")
@@ -1462,9 +1460,7 @@ def load_key(data: KeyData) -> ECKey:
     ``PUBLIC KEY`` (public only). A JWK with ``d`` is a private key.
     """
     value = _key_data(data, _EC_PEM_LABELS)
-    if isinstance(value, bytes):
-        return _parse_der(value)
-    return _key_from_jwk(value)
+    return _parse_der(value) if isinstance(value, bytes) else _key_from_jwk(value)
 
 
 def load_key_file(path: str | os.PathLike[str]) -> ECKey:
@@ -1484,7 +1480,7 @@ def _read_key_file(path: str | os.PathLike[str]) -> bytes:
         ) from None
 
 
-# RFC 7638 §3.2 (EC, RSA), RFC 8037 §2 (OKP)
+# RFC 7638 §3.2 (EC, RSA), RFC 8037 §2 (OKP), each in the sorted order the hash input needs
 _THUMBPRINT_MEMBERS = {
     "EC": ("crv", "kty", "x", "y"),
     "RSA": ("e", "kty", "n"),
@@ -1509,8 +1505,9 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
         # 31-byte coordinates (a dropped leading zero) give a different hash.
         _jwk_coordinate(required, "x")
         _jwk_coordinate(required, "y")
-    # RFC 7638 §3: the required members only, sorted by name, no whitespace, UTF-8
-    canonical = json.dumps(required, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    # RFC 7638 §3: the required members only, sorted by name (as _THUMBPRINT_MEMBERS lists them,
+    # so the dict keeps that order), no whitespace, UTF-8
+    canonical = json.dumps(required, separators=(",", ":"), ensure_ascii=False)
     try:
         return b64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest())
     except UnicodeEncodeError:

@@ -1189,8 +1189,11 @@ def _pem_to_der(text: str, labels: Sequence[str] = _EC_PEM_LABELS) -> bytes:
 
 def _pem(label: str, der: bytes) -> str:
     """PEM text (RFC 7468): the label's BEGIN and END lines around base64 in 64-character lines."""
-    body = base64.b64encode(der).decode("ascii")
-    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    import textwrap  # here, not at the top: only writing a key file needs it
+
+    # RFC 7468 §2: lines of exactly 64 characters but the last (base64 has no spaces to break
+    # at, so textwrap cuts every 64)
+    lines = textwrap.wrap(base64.b64encode(der).decode("ascii"), 64)
     return "-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, "\n".join(lines), label)
 
 

@@ -336,14 +336,15 @@ def _json_object(raw: bytes, what: str) -> Dict[str, Any]:
     # strict UTF-8 (RFC 8259 §8.1), then json with two hooks: a repeated member name and the
     # non-JSON constants NaN and Infinity are refused instead of resolved
     try:
-        text = raw.decode("utf-8")
         obj = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+            raw.decode("utf-8"),
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
         )
         # Only a \u escape can make a lone surrogate (strict UTF-8 cannot), and
         # one would crash every later .encode(): refuse it here, once for all
         # (UnicodeEncodeError).
-        if "\\u" in text:
+        if b"\\u" in raw:
             json.dumps(obj, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):  # Unicode{De,En}codeError are ValueErrors
         raise DPoPError(
@@ -1075,8 +1076,7 @@ def _parse_der(der: bytes) -> ECKey:
         _check_algorithm(_der_sequence(algorithm, "AlgorithmIdentifier"))
         if not private:
             return ECKey._new(None, _point_from_octets(inner))
-        d, public = _parse_sec1(inner, curve_named=True)
-        return _key_from_parts(d, public, *_pkcs8_publics(extra))
+        return _key_from_parts(*_parse_sec1(inner, curve_named=True), *_pkcs8_publics(extra))
     tags = [tag for tag, _ in items[:2]]
     if tags == [_INTEGER, _OCTET_STRING]:
         return _key_from_parts(*_parse_sec1(der, curve_named=False))

@@ -211,7 +211,7 @@ class DPoPError(Exception):
 
     def __str__(self) -> str:
         """``code: message``, the form the command line prints after ``dpop:``."""
-        return "%s: %s" % (self.code, self.message)
+        return "%s: %s" % self.args  # (code, message), as __init__ gives them to Exception
 
 
 def _type_error(name: str, expected: str, value: object) -> TypeError:
@@ -972,8 +972,9 @@ def _check_curve(tag: int, value: bytes) -> None:
     if tag != _OID:
         raise DPoPError("unsupported_curve", "explicit curve parameters are not supported")
     if value != _OID_P256:
-        name = _oid_name(value, "curve")
-        raise DPoPError("unsupported_curve", "%s is not supported; use P-256" % name)
+        raise DPoPError(
+            "unsupported_curve", "%s is not supported; use P-256" % _oid_name(value, "curve")
+        )
 
 
 def _point_from_octets(data: bytes) -> Affine:

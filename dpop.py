@@ -882,7 +882,7 @@ def _der_read(data: bytes, pos: int) -> Tuple[int, bytes, int]:
     if pos + 2 > len(data):
         raise _bad_der("truncated")
     # X.690 §8.1.2: one identifier octet (the low five bits all set would mean a longer tag)
-    tag, length = data[pos], data[pos + 1]
+    tag, length = data[pos : pos + 2]
     if tag & 0x1F == 0x1F:
         raise _bad_der("multi-byte tags are not used by key files")
     # §8.1.3: a length below 128 is one octet; else 0x80 | count, then count octets
@@ -1547,13 +1547,14 @@ def jws_sign(
         if isinstance(payload, Mapping)
         else _as_bytes("payload", payload)
     )
-    fields = {} if header is None else header
-    if not isinstance(fields, Mapping):
+    if header is None:
+        header = {}
+    if not isinstance(header, Mapping):
         raise _type_error("header", "a mapping", header)
-    if fields.get("alg", "ES256") != "ES256":
+    if header.get("alg", "ES256") != "ES256":
         raise DPoPError("unsupported_alg", "only ES256 is supported")
     # the caller's members in their order, alg (ES256 whatever was asked) where it was or last
-    protected = _json_compact({**fields, "alg": "ES256"})
+    protected = _json_compact({**header, "alg": "ES256"})
     signing_input = b64url_encode(protected) + "." + b64url_encode(payload_bytes)
     return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
 

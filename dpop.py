@@ -1496,7 +1496,8 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     """RFC 7638 JWK SHA-256 thumbprint (base64url) of an EC, RSA or OKP public key.
 
     Only the required members count, in lexicographic order, with no
-    whitespace; ``d``, ``kid``, ``alg`` and the rest are ignored.
+    whitespace; ``d``, ``kid``, ``alg`` and the rest are ignored. A P-256
+    key must be one load_key reads (32-byte coordinates, a point on the curve).
     """
     if not isinstance(jwk, Mapping):
         raise _type_error("jwk", "a mapping", jwk)
@@ -1506,9 +1507,9 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
         raise DPoPError("unsupported_key", "no thumbprint for JWK kty %s" % _short_repr(kty))
     required = {name: _jwk_member(jwk, name) for name in members}
     if kty == "EC" and required["crv"] == "P-256":
-        # 31-byte coordinates (a dropped leading zero) give a different hash.
-        _jwk_coordinate(required, "x")
-        _jwk_coordinate(required, "y")
+        # read as the key it names, by the one reader of P-256 JWKs: 31-byte coordinates (a
+        # dropped leading zero) would give a different hash, and a point off the curve is no key
+        _key_from_jwk(required)
     # RFC 7638 §3: the required members only, sorted by name (as _THUMBPRINT_MEMBERS lists them,
     # so the dict keeps that order), no whitespace, UTF-8
     canonical = json.dumps(required, separators=(",", ":"), ensure_ascii=False)

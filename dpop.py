@@ -954,8 +954,10 @@ def _oid_name(value: bytes, kind: str) -> str:
     return _KNOWN_OIDS.get(text, kind + " " + text)
 
 
-def _check_algorithm(items: List[Tuple[int, bytes]]) -> None:
-    """AlgorithmIdentifier must be id-ecPublicKey with namedCurve P-256."""
+def _check_algorithm(der: bytes) -> None:
+    """The AlgorithmIdentifier (its DER, as _key_info gives it) must be id-ecPublicKey with
+    namedCurve P-256."""
+    items = _der_sequence(der, "AlgorithmIdentifier")
     if not items or items[0][0] != _OID:
         raise _bad_der("bad AlgorithmIdentifier")
     if items[0][1] != _OID_EC_PUBLIC_KEY:
@@ -1074,7 +1076,7 @@ def _parse_der(der: bytes) -> ECKey:
     wrapped = _key_info(items)
     if wrapped is not None:
         private, algorithm, inner, extra = wrapped
-        _check_algorithm(_der_sequence(algorithm, "AlgorithmIdentifier"))
+        _check_algorithm(algorithm)
         if not private:
             return ECKey._new(None, _point_from_octets(inner))
         return _key_from_parts(*_parse_sec1(inner, curve_named=True), *_pkcs8_publics(extra))

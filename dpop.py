@@ -1441,10 +1441,10 @@ def _key_data(data: KeyData, labels: Sequence[str]) -> bytes | Mapping[str, Any]
     if isinstance(data, bytes):
         if data[:1] == b"\x30":
             return data
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DPoPError("bad_key", "key data is neither DER nor PEM/JWK text") from None
+        # text, as a str would be: a byte that is not UTF-8 becomes a lone surrogate, which no
+        # reader below accepts (not JSON, not base64, no label), and text around PEM blocks is
+        # ignored whatever it holds (RFC 7468 §2)
+        data = data.decode("utf-8", "surrogateescape")
     stripped = data.strip()
     if stripped.startswith("{"):
         return _json_object(stripped.encode("utf-8", "surrogatepass"), "JWK")

@@ -1282,7 +1282,7 @@ class ECKey(_Key):
     def thumbprint(self) -> str:
         """RFC 7638 SHA-256 thumbprint of the public key, base64url."""
         # not kept: verify_proof asks it once of each proof's own new key, and a Client once when
-        # it is made (about 10 microseconds each time); the proof header, asked for every proof a
+        # it is made (about 13 microseconds each time); the proof header, asked for every proof a
         # key signs, is the one kept
         return jwk_thumbprint(self.public_jwk())
 

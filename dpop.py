@@ -172,9 +172,7 @@ ERROR_CODES: Mapping[str, str] = {
     "usage": "a command-line option, argument or DPOP_* variable is missing or invalid",
     "io_error": "a file could not be read or written",
     "http_status": "the API answered with an HTTP error status",
-    "internal_error": (
-        "the CLI's last resort: an unexpected exception (a bug; DPOP_DEBUG=1 shows it)"
-    ),
+    "internal_error": "the CLI's last resort: an unexpected error (a bug; DPOP_DEBUG=1 shows it)",
 }
 
 
@@ -213,7 +211,7 @@ class DPoPError(Exception):
 
     def __str__(self) -> str:
         """``code: message``, the form the command line prints after ``dpop:``."""
-        return "%s: %s" % (self.code, self.message)
+        return "%s: %s" % self.args  # (code, message), as __init__ gives them to Exception
 
 
 def _type_error(name: str, expected: str, value: object) -> TypeError:
@@ -341,14 +339,15 @@ def _json_object(raw: bytes, what: str) -> Dict[str, Any]:
     # strict UTF-8 (RFC 8259 §8.1), then json with two hooks: a repeated member name and the
     # non-JSON constants NaN and Infinity are refused instead of resolved
     try:
-        text = raw.decode("utf-8")
         obj = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+            raw.decode("utf-8"),
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
         )
         # Only a \u escape can make a lone surrogate (strict UTF-8 cannot), and
         # one would crash every later .encode(): refuse it here, once for all
         # (UnicodeEncodeError).
-        if "\\u" in text:
+        if b"\\u" in raw:
             json.dumps(obj, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):  # Unicode{De,En}codeError are ValueErrors
         raise DPoPError(
@@ -886,7 +885,7 @@ def _der_read(data: bytes, pos: int) -> Tuple[int, bytes, int]:
     if pos + 2 > len(data):
         raise _bad_der("truncated")
     # X.690 §8.1.2: one identifier octet (the low five bits all set would mean a longer tag)
-    tag, length = data[pos], data[pos + 1]
+    tag, length = data[pos : pos + 2]
     if tag & 0x1F == 0x1F:
         raise _bad_der("multi-byte tags are not used by key files")
     # §8.1.3: a length below 128 is one octet; else 0x80 | count, then count octets
@@ -897,8 +896,9 @@ def _der_read(data: bytes, pos: int) -> Tuple[int, bytes, int]:
     end = start + length
     value = data[start:end]
     # DER §10.1: the length is definite and minimal, so the element is exactly what _der_tlv
-    # writes for its value (BER's indefinite 0x80 and zero-padded lengths are not)
-    if end > len(data) or _der_tlv(tag, value) != data[pos:end]:
+    # writes for its value (BER's indefinite 0x80 and zero-padded lengths are not, nor is a
+    # truncated element: its value, cut short by the slice, is shorter than its length says)
+    if _der_tlv(tag, value) != data[pos:end]:
         raise _bad_der("truncated, or a length that is not minimal")
     return tag, value, end
 
@@ -937,33 +937,34 @@ def _der_uint(tag_value: Tuple[int, bytes]) -> int:
     return number
 
 
-def _oid_text(value: bytes) -> str:
-    """An OBJECT IDENTIFIER's dotted text (X.690 §8.19), for error messages only; "?" for one that
-    is malformed or has an arc of more than 64 bits."""
-    if not value or value[-1] & 0x80:
-        return "?"
+def _oid_name(value: bytes, kind: str) -> str:
+    """What an OBJECT IDENTIFIER names, for error messages only: its _KNOWN_OIDS name, else
+    ``kind`` and its dotted text (X.690 §8.19), "?" for one that is malformed or longer than 32
+    bytes (no real OID is; str() of a huge arc would fail)."""
+    if not value or value[-1] & 0x80 or len(value) > 32:
+        return kind + " ?"
     # X.690 §8.19: each arc is base-128, high bit set on all but its last byte; the first two
     # arcs share the first number (40 * first + second, the second unbounded under arc 2)
     parts: List[int] = []
     acc = 0
     for byte in value:
         acc = (acc << 7) | (byte & 0x7F)
-        if acc >> 64:  # no real OID has such an arc; str() of a huge one fails
-            return "?"
         if not byte & 0x80:
             parts.append(acc)
             acc = 0
     first = min(parts[0] // 40, 2)
-    return ".".join(str(v) for v in [first, parts[0] - 40 * first] + parts[1:])
+    text = ".".join(map(str, [first, parts[0] - 40 * first] + parts[1:]))
+    return _KNOWN_OIDS.get(text, kind + " " + text)
 
 
-def _check_algorithm(items: List[Tuple[int, bytes]]) -> None:
-    """AlgorithmIdentifier must be id-ecPublicKey with namedCurve P-256."""
+def _check_algorithm(der: bytes) -> None:
+    """The AlgorithmIdentifier (its DER, as _key_info gives it) must be id-ecPublicKey with
+    namedCurve P-256."""
+    items = _der_sequence(der, "AlgorithmIdentifier")
     if not items or items[0][0] != _OID:
         raise _bad_der("bad AlgorithmIdentifier")
     if items[0][1] != _OID_EC_PUBLIC_KEY:
-        text = _oid_text(items[0][1])
-        name = _KNOWN_OIDS.get(text, "algorithm " + text)
+        name = _oid_name(items[0][1], "algorithm")
         raise DPoPError("unsupported_key", "%s is not an EC key; only P-256 is supported" % name)
     if len(items) != 2:
         raise _bad_der("EC AlgorithmIdentifier needs exactly one parameter")
@@ -976,17 +977,17 @@ def _check_curve(tag: int, value: bytes) -> None:
     if tag != _OID:
         raise DPoPError("unsupported_curve", "explicit curve parameters are not supported")
     if value != _OID_P256:
-        text = _oid_text(value)
-        name = _KNOWN_OIDS.get(text, "curve " + text)
-        raise DPoPError("unsupported_curve", "%s is not supported; use P-256" % name)
+        raise DPoPError(
+            "unsupported_curve", "%s is not supported; use P-256" % _oid_name(value, "curve")
+        )
 
 
 def _point_from_octets(data: bytes) -> Affine:
     """SEC 1 §2.3.4: 04||X||Y or 02/03||X; refuses infinity and off-curve points."""
+    x = int.from_bytes(data[1:33], "big")  # both forms put X there
     if len(data) == 65 and data[0] == 4:
-        x, y = int.from_bytes(data[1:33], "big"), int.from_bytes(data[33:], "big")
+        y = int.from_bytes(data[33:], "big")
     elif len(data) == 33 and data[0] in (2, 3):
-        x = int.from_bytes(data[1:], "big")
         # p = 3 mod 4, so a square root of c is c^((p+1)/4). If c has none, the y it gives is
         # off the curve, and _on_curve below refuses it: no separate check is needed (nor for an
         # x of p or more, which _on_curve refuses too).
@@ -1017,15 +1018,14 @@ def _key_info(items: List[Tuple[int, bytes]]) -> Tuple[bool, bytes, bytes, List[
     if tags[:1] == [_SEQUENCE]:  # SEQUENCE { algorithm, subjectPublicKey BIT STRING }
         if tags != [_SEQUENCE, _BIT_STRING]:
             raise _bad_der("bad SubjectPublicKeyInfo")
-        return False, _der_tlv(_SEQUENCE, items[0][1]), _bit_string_octets(items[1][1]), []
+        # (the algorithm is written back as DER from its element: its tag is SEQUENCE, as checked)
+        return False, _der_tlv(*items[0]), _bit_string_octets(items[1][1]), []
     # SEQUENCE { version, algorithm, privateKey OCTET STRING, [0] attributes, [1] publicKey }
     if tags[:2] != [_INTEGER, _SEQUENCE]:
         return None
-    if _der_uint(items[0]) not in (0, 1):
-        raise _bad_der("PrivateKeyInfo must start with version 0 or 1")
-    if tags[2:3] != [_OCTET_STRING]:
-        raise _bad_der("bad PrivateKeyInfo")
-    return True, _der_tlv(_SEQUENCE, items[1][1]), items[2][1], items[3:]
+    if tags[2:3] != [_OCTET_STRING] or _der_uint(items[0]) not in (0, 1):
+        raise _bad_der("PrivateKeyInfo needs version 0 or 1, then a privateKey OCTET STRING")
+    return True, _der_tlv(*items[1]), items[2][1], items[3:]
 
 
 def _parse_sec1(der: bytes, curve_named: bool) -> Tuple[int, Affine | None]:
@@ -1079,11 +1079,10 @@ def _parse_der(der: bytes) -> ECKey:
     wrapped = _key_info(items)
     if wrapped is not None:
         private, algorithm, inner, extra = wrapped
-        _check_algorithm(_der_sequence(algorithm, "AlgorithmIdentifier"))
+        _check_algorithm(algorithm)
         if not private:
             return ECKey._new(None, _point_from_octets(inner))
-        d, public = _parse_sec1(inner, curve_named=True)
-        return _key_from_parts(d, public, *_pkcs8_publics(extra))
+        return _key_from_parts(*_parse_sec1(inner, curve_named=True), *_pkcs8_publics(extra))
     tags = [tag for tag, _ in items[:2]]
     if tags == [_INTEGER, _OCTET_STRING]:
         return _key_from_parts(*_parse_sec1(der, curve_named=False))
@@ -1104,36 +1103,32 @@ def _der_tlv(tag: int, value: bytes) -> bytes:
     return bytes([tag, 0x80 | len(length)]) + length + value
 
 
-def _encode_key(point: Affine, d: int | None) -> bytes:
-    """SubjectPublicKeyInfo DER for the P-256 point, uncompressed (RFC 5480 §2); given d,
-    PKCS#8 PrivateKeyInfo (version 0) holding an RFC 5915 ECPrivateKey with that public key."""
+def _key_pem(point: Affine, d: int | None) -> str:
+    """The PUBLIC KEY PEM of SubjectPublicKeyInfo DER for the P-256 point, uncompressed (RFC 5480
+    §2); given d, the PRIVATE KEY PEM of PKCS#8 PrivateKeyInfo (version 0) holding an RFC 5915
+    ECPrivateKey with that public key."""
     # both share the AlgorithmIdentifier and the public key's BIT STRING
     algorithm = _der_tlv(_SEQUENCE, _der_tlv(_OID, _OID_EC_PUBLIC_KEY) + _der_tlv(_OID, _OID_P256))
     public = _der_tlv(_BIT_STRING, b"\x00\x04" + b"".join(map(_int_to_bytes32, point)))
     if d is None:
-        return _der_tlv(_SEQUENCE, algorithm + public)
+        return _pem("PUBLIC KEY", _der_tlv(_SEQUENCE, algorithm + public))
     private = _der_tlv(_INTEGER, b"\x01") + _der_tlv(_OCTET_STRING, _int_to_bytes32(d))
     ec_private_key = _der_tlv(_SEQUENCE, private + _der_tlv(0xA1, public))
-    return _der_tlv(
-        _SEQUENCE, _der_tlv(_INTEGER, b"\x00") + algorithm + _der_tlv(_OCTET_STRING, ec_private_key)
-    )
+    info = _der_tlv(_INTEGER, b"\x00") + algorithm + _der_tlv(_OCTET_STRING, ec_private_key)
+    return _pem("PRIVATE KEY", _der_tlv(_SEQUENCE, info))
 
 
 # a BEGIN line and its label (RFC 7468 §3's labels are printable; key files use these characters)
 _PEM_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,64})-----")
-# the unsupported_key message for a label we know but do not read: what the block is and, where
-# there is one, how to convert it (any other label is not a key we read; an encrypted key is
-# encrypted_key, told apart in _pem_to_der)
+# what a label we know but do not read holds and, where there is a way, how to convert it: the
+# unsupported_key message says it after "PEM block 'LABEL' is" (any other label is not a key we
+# read; an encrypted key is encrypted_key, told apart in _pem_to_der)
 _PEM_REFUSED = {
-    "RSA PRIVATE KEY": (
-        "PEM block 'RSA PRIVATE KEY' is an RSA key; only P-256 EC keys are supported"
-    ),
-    "RSA PUBLIC KEY": "PEM block 'RSA PUBLIC KEY' is an RSA key; only P-256 EC keys are supported",
-    "DSA PRIVATE KEY": "PEM block 'DSA PRIVATE KEY' is a DSA key; only P-256 EC keys are supported",
-    "OPENSSH PRIVATE KEY": (
-        "PEM block 'OPENSSH PRIVATE KEY' is an OpenSSH key; convert it with ssh-keygen -p -m PKCS8"
-    ),
-    "CERTIFICATE": "PEM block 'CERTIFICATE' is a certificate, not a key",
+    "RSA PRIVATE KEY": "an RSA key; only P-256 EC keys are supported",
+    "RSA PUBLIC KEY": "an RSA key; only P-256 EC keys are supported",
+    "DSA PRIVATE KEY": "a DSA key; only P-256 EC keys are supported",
+    "OPENSSH PRIVATE KEY": "an OpenSSH key; convert it with ssh-keygen -p -m PKCS8",
+    "CERTIFICATE": "a certificate, not a key",
 }
 
 
@@ -1145,16 +1140,17 @@ def _pem_blocks(text: str) -> Iterator[Tuple[str, str]]:
     for line in text.splitlines():
         line = line.strip()
         begin = _PEM_BEGIN.fullmatch(line)
-        if begin:
-            if label is not None:
-                raise DPoPError("bad_key", "PEM BEGIN line inside a block")
-            label, body = begin[1], []
-        elif label is not None and line == "-----END %s-----" % label:
+        if label is None:  # outside a block: a BEGIN line starts one, any other text is ignored
+            if begin:
+                label, body = begin[1], []
+        elif begin:
+            raise DPoPError("bad_key", "PEM BEGIN line inside a block")
+        elif line == "-----END %s-----" % label:
             # an END line with another label is no END: the block then has none (or a body line
             # that is not base64), and is refused as such
             yield label, "\n".join(body)
             label = None
-        elif label is not None:
+        else:
             body.append(line)
     if label is not None:
         raise DPoPError("bad_key", "PEM block has no END line")
@@ -1167,27 +1163,24 @@ def _pem_to_der(text: str, labels: Sequence[str] = _EC_PEM_LABELS) -> bytes:
     """The DER of the one key block in a PEM text, whose label must be one of ``labels`` (EC
     PARAMETERS blocks skipped)."""
     # text around the blocks is ignored (RFC 7468 §2); an EC PARAMETERS block, which `openssl
-    # ecparam -genkey` writes before the key, is skipped; a label we know but do not read is
-    # refused with what it is and, where there is one, how to convert it (_PEM_REFUSED)
+    # ecparam -genkey` writes before the key, is skipped; an encrypted key is refused as such,
+    # whatever its label; a label we know but do not read is refused with what it is and, where
+    # there is one, how to convert it (_PEM_REFUSED)
     found = []
     for label, body in _pem_blocks(text):
         if label == "EC PARAMETERS":
             continue
-        if label == "ENCRYPTED PRIVATE KEY":  # PKCS#8 encryption (RFC 5958 §3)
+        # PKCS#8 encryption (RFC 5958 §3) has its own label; legacy encryption is the RFC 1421
+        # header "Proc-Type: 4,ENCRYPTED" (§4.6.1.1), whose "," no base64 body has (any other
+        # header is refused below as a body that is not base64). openssl pkey decrypts both.
+        if label == "ENCRYPTED PRIVATE KEY" or "4,ENCRYPTED" in body:
             raise DPoPError(
                 "encrypted_key",
-                "the PKCS#8 key is encrypted; decrypt it first (openssl pkcs8 -in FILE -out PLAIN)",
+                "the key is encrypted; decrypt it first (openssl pkey -in FILE -out PLAIN)",
             )
         if label not in labels:
-            why = _PEM_REFUSED.get(label, "PEM block '%s' is not a key this module reads" % label)
-            raise DPoPError("unsupported_key", why)
-        # RFC 1421 headers: only legacy encryption uses them (any other header's ":" is refused
-        # below as a body that is not base64)
-        if ":" in body and "ENCRYPTED" in body.split("\n\n")[0].upper():
-            raise DPoPError(
-                "encrypted_key",
-                "the PEM key is encrypted; decrypt it first (openssl ec -in FILE -out PLAIN)",
-            )
+            what = _PEM_REFUSED.get(label, "not a key this module reads")
+            raise DPoPError("unsupported_key", "PEM block '%s' is %s" % (label, what))
         found.append(body)
     # exactly one key: with two, which one signs would depend on the order in the file
     if len(found) != 1:
@@ -1196,14 +1189,17 @@ def _pem_to_der(text: str, labels: Sequence[str] = _EC_PEM_LABELS) -> bytes:
         )
     try:
         return base64.b64decode("".join(found[0].split()), validate=True)
-    except (binascii.Error, ValueError):
+    except ValueError:  # binascii.Error is one, as is a non-ASCII character's error
         raise DPoPError("bad_key", "PEM body is not base64") from None
 
 
 def _pem(label: str, der: bytes) -> str:
     """PEM text (RFC 7468): the label's BEGIN and END lines around base64 in 64-character lines."""
-    body = base64.b64encode(der).decode("ascii")
-    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    import textwrap  # here, not at the top: only writing a key file needs it
+
+    # RFC 7468 §2: lines of exactly 64 characters but the last (base64 has no spaces to break
+    # at, so textwrap cuts every 64)
+    lines = textwrap.wrap(base64.b64encode(der).decode("ascii"), 64)
     return "-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, "\n".join(lines), label)
 
 
@@ -1237,8 +1233,7 @@ class _Key:
         )
 
     def __setattr__(self, name: str, value: object) -> None:
-        """Refused: a key never changes after it is made (an ECKey's thumbprint and header are
-        kept)."""
+        """Refused: a key never changes after it is made (an ECKey's proof header is kept)."""
         raise AttributeError("%s is immutable" % type(self).__name__)
 
     def __reduce__(self) -> Any:
@@ -1256,17 +1251,16 @@ class ECKey(_Key):
     # and, when _secret is not None, equals _secret * G. _new checks nothing: every path to it
     # passes numbers already checked (generate_key derives the point, the loaders check it,
     # public_key reuses a key's own).
-    __slots__ = ("_secret", "_point", "_jkt", "_header")
+    __slots__ = ("_secret", "_point", "_header")
     _secret: int | None  # the private scalar d, 1 <= d < n; None for a public key
     _point: Affine  # the public point d*G, affine (x, y), on the curve
-    _jkt: str | None  # RFC 7638 thumbprint, computed on first use
     _header: str | None  # base64url DPoP proof header, computed on first use
 
     @classmethod
     def _new(cls, d: int | None, point: Affine) -> ECKey:
         """Internal constructor for already-validated values."""
         key = object.__new__(cls)
-        for name, value in zip(cls.__slots__, (d, point, None, None)):
+        for name, value in zip(cls.__slots__, (d, point, None)):
             object.__setattr__(key, name, value)
         return key
 
@@ -1290,10 +1284,10 @@ class ECKey(_Key):
 
     def thumbprint(self) -> str:
         """RFC 7638 SHA-256 thumbprint of the public key, base64url."""
-        # computed once: a client's proofs and a server's checks ask for it on every request
-        if self._jkt is None:
-            object.__setattr__(self, "_jkt", jwk_thumbprint(self.public_jwk()))
-        return str(self._jkt)
+        # not kept: verify_proof asks it once of each proof's own new key, and a Client once when
+        # it is made (about 13 microseconds each time); the proof header, asked for every proof a
+        # key signs, is the one kept
+        return jwk_thumbprint(self.public_jwk())
 
     def _proof_header(self) -> str:
         """The encoded DPoP header: typ dpop+jwt, alg ES256 and the public JWK
@@ -1305,9 +1299,7 @@ class ECKey(_Key):
 
     def to_pem(self, private: bool = True) -> str:
         """PKCS#8 PEM (private=True) or SubjectPublicKeyInfo PEM."""
-        if private:
-            return _pem("PRIVATE KEY", _encode_key(self._point, self._private()))
-        return _pem("PUBLIC KEY", _encode_key(self._point, None))
+        return _key_pem(self._point, self._private() if private else None)
 
     def sign(self, data: BytesLike, *, hedge: bool = True) -> bytes:
         """ES256 signature of ``data``: 64 bytes r || s.
@@ -1365,7 +1357,7 @@ def _public_from_private(d: int) -> Affine:
 
 def generate_key() -> ECKey:
     """A new random P-256 key pair (d uniform in [1, n), from os.urandom)."""
-    return _key_from_parts(_random_below(n), None)
+    return _key_from_parts(_random_below(n))
 
 
 def _key_from_parts(d: int, *embedded: Affine | None) -> ECKey:
@@ -1390,16 +1382,15 @@ def _jwk_member(jwk: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def _jwk_coordinate(jwk: Mapping[str, Any], name: str) -> int:
-    """A P-256 JWK member (x, y or d) as an integer: exactly 43 base64url characters, 32 bytes
-    (RFC 7518 §6.2.1.2 forbids dropping leading zeros, and thumbprints depend on it)."""
+def _jwk_coordinate(jwk: Mapping[str, Any], name: str) -> bytes:
+    """A P-256 JWK member (x, y or d) as its 32 bytes: exactly 43 base64url characters (RFC 7518
+    §6.2.1.2 forbids dropping leading zeros, and thumbprints depend on it)."""
     value = _jwk_member(jwk, name)
-    raw = b64url_decode(value) if len(value) == 43 else b""
-    # 43 characters are exactly 32 bytes unpadded; checking the length first keeps a huge member
-    # from being decoded at all
-    if len(raw) != 32:
+    # 43 characters that b64url_decode accepts are exactly 32 bytes (its strict final bits);
+    # checking the length first keeps a huge member from being decoded at all
+    if len(value) != 43:
         raise DPoPError("bad_key", "JWK member '%s' must be exactly 32 bytes of base64url" % name)
-    return int.from_bytes(raw, "big")
+    return b64url_decode(value)
 
 
 def _check_jwk_use(jwk: Mapping[str, Any]) -> None:
@@ -1412,7 +1403,7 @@ def _check_jwk_use(jwk: Mapping[str, Any]) -> None:
     if ops is not None:
         if not isinstance(ops, list) or not all(isinstance(op, str) for op in ops):
             raise DPoPError("bad_key", "JWK 'key_ops' is not a list of strings")
-        if "sign" not in ops and "verify" not in ops:
+        if {"sign", "verify"}.isdisjoint(ops):
             raise DPoPError("unsupported_key", "JWK 'key_ops' allows neither sign nor verify")
     if jwk.get("alg") not in (None, "ES256"):
         raise DPoPError("unsupported_key", "JWK 'alg' is not ES256")
@@ -1430,12 +1421,11 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> ECKey:
             "unsupported_curve", "JWK curve %s is not supported; use P-256" % _short_repr(crv)
         )
     _check_jwk_use(jwk)
-    point = _jwk_coordinate(jwk, "x"), _jwk_coordinate(jwk, "y")
-    if not _on_curve(*point):
-        raise DPoPError("bad_key", "JWK point is not on P-256")
+    # x and y are the SEC 1 uncompressed point's coordinates: one on-curve check for every form
+    point = _point_from_octets(b"\x04" + _jwk_coordinate(jwk, "x") + _jwk_coordinate(jwk, "y"))
     if "d" not in jwk:
         return ECKey._new(None, point)
-    return _key_from_parts(_jwk_coordinate(jwk, "d"), point)
+    return _key_from_parts(int.from_bytes(_jwk_coordinate(jwk, "d"), "big"), point)
 
 
 def _key_data(data: KeyData, labels: Sequence[str]) -> bytes | Mapping[str, Any]:
@@ -1454,10 +1444,10 @@ def _key_data(data: KeyData, labels: Sequence[str]) -> bytes | Mapping[str, Any]
     if isinstance(data, bytes):
         if data[:1] == b"\x30":
             return data
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DPoPError("bad_key", "key data is neither DER nor PEM/JWK text") from None
+        # text, as a str would be: a byte that is not UTF-8 becomes a lone surrogate, which no
+        # reader below accepts (not JSON, not base64, no label), and text around PEM blocks is
+        # ignored whatever it holds (RFC 7468 §2)
+        data = data.decode("utf-8", "surrogateescape")
     stripped = data.strip()
     if stripped.startswith("{"):
         return _json_object(stripped.encode("utf-8", "surrogatepass"), "JWK")
@@ -1479,9 +1469,7 @@ def load_key(data: KeyData) -> ECKey:
     ``PUBLIC KEY`` (public only). A JWK with ``d`` is a private key.
     """
     value = _key_data(data, _EC_PEM_LABELS)
-    if isinstance(value, bytes):
-        return _parse_der(value)
-    return _key_from_jwk(value)
+    return _parse_der(value) if isinstance(value, bytes) else _key_from_jwk(value)
 
 
 def load_key_file(path: str | os.PathLike[str]) -> ECKey:
@@ -1501,7 +1489,7 @@ def _read_key_file(path: str | os.PathLike[str]) -> bytes:
         ) from None
 
 
-# RFC 7638 §3.2 (EC, RSA), RFC 8037 §2 (OKP)
+# RFC 7638 §3.2 (EC, RSA), RFC 8037 §2 (OKP), each in the sorted order the hash input needs
 _THUMBPRINT_MEMBERS = {
     "EC": ("crv", "kty", "x", "y"),
     "RSA": ("e", "kty", "n"),
@@ -1513,7 +1501,8 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     """RFC 7638 JWK SHA-256 thumbprint (base64url) of an EC, RSA or OKP public key.
 
     Only the required members count, in lexicographic order, with no
-    whitespace; ``d``, ``kid``, ``alg`` and the rest are ignored.
+    whitespace; ``d``, ``kid``, ``alg`` and the rest are ignored. A P-256
+    key must be one load_key reads (32-byte coordinates, a point on the curve).
     """
     if not isinstance(jwk, Mapping):
         raise _type_error("jwk", "a mapping", jwk)
@@ -1523,11 +1512,12 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
         raise DPoPError("unsupported_key", "no thumbprint for JWK kty %s" % _short_repr(kty))
     required = {name: _jwk_member(jwk, name) for name in members}
     if kty == "EC" and required["crv"] == "P-256":
-        # 31-byte coordinates (a dropped leading zero) give a different hash.
-        _jwk_coordinate(required, "x")
-        _jwk_coordinate(required, "y")
-    # RFC 7638 §3: the required members only, sorted by name, no whitespace, UTF-8
-    canonical = json.dumps(required, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        # read as the key it names, by the one reader of P-256 JWKs: 31-byte coordinates (a
+        # dropped leading zero) would give a different hash, and a point off the curve is no key
+        _key_from_jwk(required)
+    # RFC 7638 §3: the required members only, sorted by name (as _THUMBPRINT_MEMBERS lists them,
+    # so the dict keeps that order), no whitespace, UTF-8
+    canonical = json.dumps(required, separators=(",", ":"), ensure_ascii=False)
     try:
         return b64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest())
     except UnicodeEncodeError:
@@ -1563,13 +1553,14 @@ def jws_sign(
         if isinstance(payload, Mapping)
         else _as_bytes("payload", payload)
     )
-    fields = {} if header is None else header
-    if not isinstance(fields, Mapping):
+    if header is None:
+        header = {}
+    if not isinstance(header, Mapping):
         raise _type_error("header", "a mapping", header)
-    if fields.get("alg", "ES256") != "ES256":
+    if header.get("alg", "ES256") != "ES256":
         raise DPoPError("unsupported_alg", "only ES256 is supported")
     # the caller's members in their order, alg (ES256 whatever was asked) where it was or last
-    protected = _json_compact({**fields, "alg": "ES256"})
+    protected = _json_compact({**header, "alg": "ES256"})
     signing_input = b64url_encode(protected) + "." + b64url_encode(payload_bytes)
     return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
 
@@ -1577,7 +1568,10 @@ def jws_sign(
 def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
     """Split a compact JWS and parse its header: (h64, p64, s64, header). A header with 'crit' is
     refused here, for every caller: no extension is understood, and RFC 7515 §4.1.11 says a JWS
-    whose crit names one the recipient does not understand is invalid."""
+    whose crit names one the recipient does not understand is invalid. Its own refusals are
+    bad_jws; a header that is not base64url or JSON stays bad_base64url or bad_json, for each
+    caller to name with the other segments' errors (jws_verify: bad_jws; a DPoP proof:
+    proof_malformed; the demo server's assertion check: refused)."""
     _check_str("token", token)
     if len(token) > limit:
         raise DPoPError("bad_jws", "JWS is larger than %d bytes" % limit)
@@ -1585,11 +1579,8 @@ def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
     if len(parts) != 3:
         raise DPoPError("bad_jws", "compact JWS must have three segments")
     h64, p64, s64 = parts
-    # (an empty header segment decodes to b"", which is not JSON: refused below)
-    try:
-        header = _json_object(b64url_decode(h64), "JWS header")
-    except DPoPError as exc:
-        raise DPoPError("bad_jws", exc.message) from None
+    # (an empty header segment decodes to b"", which is not JSON: refused here)
+    header = _json_object(b64url_decode(h64), "JWS header")
     if "crit" in header:
         raise DPoPError("bad_jws", "JWS 'crit' extensions are not supported")
     return h64, p64, s64, header
@@ -1605,17 +1596,18 @@ def jws_verify(token: str, key: ECKey | Mapping[str, Any]) -> Tuple[Dict[str, An
         key = _key_from_jwk(key)
     elif not isinstance(key, ECKey):
         raise _type_error("key", "an ECKey or a JWK mapping", key)
-    h64, p64, s64, header = _jws_split(token, _MAX_JWS)
+    # a segment that is not base64url, or a header that is not a JSON object, is bad_jws
+    try:
+        h64, p64, s64, header = _jws_split(token, _MAX_JWS)
+        payload = b64url_decode(p64)
+        signature = b64url_decode(s64)
+    except DPoPError as exc:
+        raise DPoPError("bad_jws", exc.message) from None
     alg = header.get("alg")
     if alg != "ES256":
         raise DPoPError(
             "unsupported_alg", "JWS alg %s is not accepted; only ES256" % _short_repr(alg)
         )
-    try:
-        payload = b64url_decode(p64)
-        signature = b64url_decode(s64)
-    except DPoPError as exc:
-        raise DPoPError("bad_jws", exc.message) from None
     if not key.verify((h64 + "." + p64).encode("ascii"), signature):
         raise DPoPError("bad_signature", "JWS signature is not valid for this key")
     return header, payload

@@ -88,7 +88,6 @@ __all__ = [
 # fmt: on
 
 import base64
-import binascii
 import functools
 import hashlib
 import hmac

@@ -2416,9 +2416,8 @@ def client_assertion(
     iss = sub = client_id, aud, a new 128-bit jti, iat, exp = iat + 60.
     Header: alg, typ JWT, and kid when given.
     """
-    for name, value in (("client_id", client_id), ("audience", audience)):
-        if not isinstance(value, str):
-            raise _type_error(name, "str", value)
+    _check_str("client_id", client_id)
+    _check_str("audience", audience)
     issued = int(_check_time("now", now))
     claims: Dict[str, Any] = {"iss": client_id, "sub": client_id, "aud": audience}
     claims.update(jti=b64url_encode(os.urandom(16)), iat=issued, exp=issued + 60)
@@ -3648,8 +3647,7 @@ class Client:
             raise TypeError("Client() needs token_endpoint= or issuer=")
         _check_texts(client_secret=client_secret, scope=scope, proxy=proxy, no_proxy=no_proxy)
         _check_texts(assertion_kid=assertion_kid, assertion_audience=assertion_audience)
-        if not isinstance(client_id, str):
-            raise _type_error("client_id", "str", client_id)
+        _check_str("client_id", client_id)
         if not client_id:
             raise ValueError("client_id must not be empty")
         auth_method = _AUTH_ALIASES.get(auth_method, auth_method)

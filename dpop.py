@@ -3713,8 +3713,6 @@ class Client:
 
         In-memory bodies are capped at 256 MiB (``response_too_large``); ``stream=True`` returns
         before the body is read: no cap, flat memory (``Response.iter_bytes()``)."""
-        if self._closed:
-            raise DPoPError("closed", "this Client was closed")
         if not isinstance(method, str) or _TCHAR.fullmatch(method) is None:
             raise DPoPError("bad_argument", "method is not an HTTP method token")
         method = method.upper()
@@ -3779,8 +3777,6 @@ class Client:
 
     def access_token(self) -> str:
         """The current access token, fetching or refreshing it if needed."""
-        if self._closed:
-            raise DPoPError("closed", "this Client was closed")
         return self._current_token().value
 
     def close(self) -> None:
@@ -3828,6 +3824,10 @@ class Client:
         return items
 
     def _current_token(self) -> _Token:
+        # Every use of a Client needs its token first (a request's first hop, access_token(), the
+        # adapters' _sign_hop): a closed one is refused here, once for all of them.
+        if self._closed:
+            raise DPoPError("closed", "this Client was closed")
         # Single flight: one fetch however many threads wait. The lock is taken every time (an
         # uncontended lock costs well under a microsecond, no more than checking twice).
         with self._token_lock:
@@ -4068,6 +4068,7 @@ class Client:
             headers = fields + ([] if proof is None else [("DPoP", proof())])
             headers += [] if body is None else [("Content-Length", str(len(body)))]
             written = False  # whether any byte of this request may have gone out
+            answered = False  # until then, any failure closes the connection (its state is unknown)
             try:
                 # connected within the connect timeout; then each read within the other
                 if not reused:
@@ -4082,12 +4083,9 @@ class Client:
                 written = True  # putrequest and putheader only buffer; endheaders writes
                 conn.endheaders(body)
                 response = self._answer(conn, method, target, limit, stream)
-            except DPoPError:
-                conn.close()
-                raise
+                answered = True
             # RemoteDisconnected too
             except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
-                conn.close()
                 # A keep-alive connection the server closed as we used it: once more on a new
                 # connection, if that cannot repeat a request that went out whole (a POST the server
                 # may have acted on).
@@ -4100,29 +4098,27 @@ class Client:
                 )
                 raise _network_error("network", why + _reason(exc), written) from None
             except socket.timeout:
-                conn.close()
                 why = "%s %s%s: timed out" % (method, target.origin, target.path)
                 raise _network_error("timeout", why, written) from None
             except ssl.SSLError as exc:
-                conn.close()
                 raise _tls_error(target.origin, exc) from None
             except http.client.IncompleteRead:
-                conn.close()
                 why = "%s: the connection closed before the whole body arrived" % target.origin
                 raise DPoPError("network", why) from None
             # ValueError: http.client on bad framing
             except (http.client.HTTPException, ValueError) as exc:
-                conn.close()
                 why = "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
                 raise DPoPError("bad_response", why) from None
             except OSError as exc:
-                conn.close()
                 why = "%s: %s%s" % (
                     target.origin,
                     "connection broke" if written else "cannot connect",
                     _reason(exc),
                 )
                 raise _network_error("network", why, written) from None
+            finally:
+                if not answered:
+                    conn.close()
             if self._log is not None:
                 self._log.response(response, mask[1])
             self._remember_nonce(target.origin, response.headers)
@@ -4232,11 +4228,6 @@ class Client:
         form += self._token_params
         return urllib.parse.urlencode(form).encode("ascii")
 
-    def _endpoint(self) -> str:
-        if self._token_endpoint is None:
-            self._token_endpoint = self._discover()
-        return self._token_endpoint
-
     def _discover(self) -> str:
         """RFC 8414 metadata, then OpenID discovery, for ``issuer``."""
         issuer = str(self._issuer).rstrip("/")  # compared without a final slash
@@ -4277,7 +4268,9 @@ class Client:
         """POST client_credentials with a proof; one retry for a new nonce."""
         import urllib.parse
 
-        endpoint = self._endpoint()
+        if self._token_endpoint is None:
+            self._token_endpoint = self._discover()
+        endpoint = self._token_endpoint
         target = _Target(endpoint)
         base = _base_headers(target) + [("Content-Type", "application/x-www-form-urlencoded")]
         if self._auth_method == "client_secret_basic":

@@ -3491,14 +3491,6 @@ def _http_date(value: str | None) -> float | None:
         return None
 
 
-def _retry_after(value: str, now: float) -> float | None:
-    """Seconds a Retry-After header asks for (RFC 9110 §10.2.3): delay-seconds or an HTTP-date."""
-    if re.fullmatch(r"[0-9]{1,9}", value.strip()):
-        return float(value)
-    when = _http_date(value)
-    return None if when is None else max(0.0, when - now)
-
-
 class _Token:
     __slots__ = ("value", "refresh_at", "lifetime")
 
@@ -3594,6 +3586,16 @@ def _proxy_settings(
     if no_proxy is None:
         no_proxy = env.get("no_proxy") or env.get("NO_PROXY") or ""
     return chosen, no_proxy
+
+
+def _verb(method: str) -> Callable[..., Response]:
+    """Client.get(url, **kwargs) and the others: request() with ``method`` (a subclass's request()
+    too)."""
+
+    def verb(self: Client, url: str, **kwargs: Any) -> Response:
+        return self.request(method, url, **kwargs)
+
+    return verb
 
 
 class Client:
@@ -3760,20 +3762,11 @@ class Client:
                 extra = [(n, v) for n, v in extra if n.lower() in ("accept", "user-agent")]
         raise DPoPError("too_many_redirects", "more than %d redirects" % self._max_redirects)
 
-    def get(self, url: str, **kwargs: Any) -> Response:
-        return self.request("GET", url, **kwargs)
-
-    def post(self, url: str, **kwargs: Any) -> Response:
-        return self.request("POST", url, **kwargs)
-
-    def put(self, url: str, **kwargs: Any) -> Response:
-        return self.request("PUT", url, **kwargs)
-
-    def patch(self, url: str, **kwargs: Any) -> Response:
-        return self.request("PATCH", url, **kwargs)
-
-    def delete(self, url: str, **kwargs: Any) -> Response:
-        return self.request("DELETE", url, **kwargs)
+    get = _verb("GET")
+    post = _verb("POST")
+    put = _verb("PUT")
+    patch = _verb("PATCH")
+    delete = _verb("DELETE")
 
     def access_token(self) -> str:
         """The current access token, fetching or refreshing it if needed."""
@@ -3896,10 +3889,19 @@ class Client:
             self._nonces[origin] = nonce
 
     def _note(self, text: str, kind: str | None = None) -> None:
-        """A DEBUG record on the "dpop" logger; with ``kind``, a session log entry too."""
+        """A DEBUG record on logging.getLogger("dpop") (a NullHandler unless the program adds one);
+        with ``kind``, a session log entry too. The record is free until the program imports
+        logging: without it no handler or level can have been set, so nothing could be shown."""
+        import sys
+
         if kind is not None and self._log is not None:
             self._log.note(kind, text)
-        _debug(_printable(self._scrub(text)))
+        logging = sys.modules.get("logging")
+        if logging is not None:
+            logger = logging.getLogger("dpop")
+            if not logger.handlers:
+                logger.addHandler(logging.NullHandler())
+            logger.debug(_printable(self._scrub(text)))
 
     def _retry_refused(
         self,
@@ -4140,8 +4142,9 @@ class Client:
         # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 have no body, whatever Content-Encoding says
         bodiless = method == "HEAD" or resp.status in (204, 304) or resp.status < 200
         encoding = None if bodiless else resp.getheader("Content-Encoding")
-        release = functools.partial(self._release, target, conn, resp)
-        body_stream = _BodyStream(resp, encoding, release)
+        body_stream = _BodyStream(
+            resp, encoding, functools.partial(self._release, target, conn, resp)
+        )
         got = Headers([(k, re.sub(r"\r?\n[ \t]*", " ", v)) for k, v in resp.getheaders()])
         data = b"" if streaming else body_stream.read(limit)
         version = "HTTP/%d.%d" % divmod(resp.version, 10)
@@ -4158,11 +4161,17 @@ class Client:
             return False
         delay = min(8.0, 0.5 * 2**attempt) * (0.5 + int.from_bytes(os.urandom(2), "big") / 65536)
         if isinstance(why, Response):
-            asked = _retry_after(why.headers.get("Retry-After") or "", time.time())
-            delay = delay if asked is None else asked
+            reason, after = "HTTP %d" % why.status, (why.headers.get("Retry-After") or "").strip()
+        else:
+            reason, after = why.code, ""
+        # Retry-After (RFC 9110 §10.2.3): delay-seconds or an HTTP-date
+        when = _http_date(after)
+        if re.fullmatch(r"[0-9]{1,9}", after):
+            delay = float(after)
+        elif when is not None:
+            delay = max(0.0, when - time.time())
         if time.monotonic() - started + delay > self._retry_max_time:
             return False
-        reason = "HTTP %d" % why.status if isinstance(why, Response) else why.code
         attempts = (attempt + 2, self._max_retries + 1, delay, reason)
         self._note("attempt %d of %d in %.2f s after %s" % attempts, "Retrying")
         time.sleep(delay)
@@ -4321,11 +4330,8 @@ class Client:
             lifetime = int(lifetime)
         if lifetime is None:
             return _Token(value, None)
-        if (
-            isinstance(lifetime, bool)
-            or not isinstance(lifetime, (int, float))
-            or not 0 < lifetime < 2**31
-        ):
+        # exact types: a JSON true is not a number of seconds
+        if type(lifetime) not in (int, float) or not 0 < lifetime < 2**31:
             raise DPoPError(
                 "bad_token_response", "expires_in is not a number of seconds from 1 to 2^31 - 1"
             )
@@ -4375,20 +4381,6 @@ def _oauth_error(response: Response, scrub: Callable[[str], str]) -> Tuple[str |
         return re.sub(r"[^\x20-\x7e]", "?", scrub(text))[:limit] if isinstance(text, str) else None
 
     return clean(error, 100), clean(description, 300)
-
-
-def _debug(text: str) -> None:
-    """A DEBUG record on logging.getLogger("dpop") (a NullHandler unless the program adds one). Free
-    until the program imports logging: without it no handler or level can have been set, so nothing
-    could be shown."""
-    import sys
-
-    logging = sys.modules.get("logging")
-    if logging is not None:
-        logger = logging.getLogger("dpop")
-        if not logger.handlers:
-            logger.addHandler(logging.NullHandler())
-        logger.debug(text)
 
 
 def _reason(exc: BaseException) -> str:

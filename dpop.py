@@ -3337,23 +3337,23 @@ class FileTokenCache:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            self._warn_once(exc.strerror or "cannot open it")
-            return {}
-        with os.fdopen(fd, "rb") as f:
-            info = os.fstat(fd)
-            uid = getattr(os, "geteuid", lambda: info.st_uid)()
-            if not stat.S_ISREG(info.st_mode):
-                self._off = True
-                self._warn_once("not a regular file")
-                return {}
-            if info.st_mode & 0o077 or info.st_uid != uid:
-                self._warn_once("not a private file of this user (mode 0600)")
-                return {}
-            try:
-                return _json_object(f.read(1 << 20), "token cache")
-            except DPoPError:
-                self._warn_once("not a JSON object")
-                return {}
+            why = exc.strerror or "cannot open it"
+        else:
+            with os.fdopen(fd, "rb") as f:
+                info = os.fstat(fd)
+                uid = getattr(os, "geteuid", lambda: info.st_uid)()
+                self._off = not stat.S_ISREG(info.st_mode)
+                if self._off:
+                    why = "not a regular file"
+                elif info.st_mode & 0o077 or info.st_uid != uid:
+                    why = "not a private file of this user (mode 0600)"
+                else:
+                    try:
+                        return _json_object(f.read(1 << 20), "token cache")
+                    except DPoPError:
+                        why = "not a JSON object"
+        self._warn_once(why)
+        return {}
 
     def _write(self, entries: Dict[str, Any]) -> None:
         import tempfile
@@ -3372,9 +3372,9 @@ class FileTokenCache:
                 "io_error", "cannot write token cache %s: %s" % (self.path, exc.strerror)
             ) from None
 
-    def get(self, key: str) -> Dict[str, Any] | None:
-        entry = self._read().get(key)
-        return entry if _usable_entry(entry) else None
+    def get(self, key: str) -> Any:
+        # as any store's answer, checked by the Client (_cached_token, _keep_nonces) before use
+        return self._read().get(key)
 
     def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
         entries = {k: v for k, v in self._read().items() if _usable_entry(v)}
@@ -3571,16 +3571,13 @@ def _proxy_settings(
     """The proxy and the NO_PROXY list: the arguments, else (with trust_env) curl's variables,
     https_proxy, HTTPS_PROXY, all_proxy, ALL_PROXY, the first one set."""
     env = os.environ if trust_env else {}
-    url, where = "", ""
-    if proxy is not None:
-        url, where = proxy, "proxy="
-    else:
-        for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-            if env.get(name):
-                url, where = env[name], name
-                break
+    where = "proxy="
+    if proxy is None:
+        names = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+        where = next((name for name in names if env.get(name)), "")
+        proxy = env.get(where, "")
     try:
-        chosen = _Proxy(url) if url else None
+        chosen = _Proxy(proxy) if proxy else None
     except ValueError as exc:  # never the URL itself: it may hold a password
         raise DPoPError("proxy", "%s: %s" % (where, exc)) from None
     if no_proxy is None:

@@ -3512,22 +3512,16 @@ def _check_texts(**texts: str | None) -> None:
             raise _type_error(name, "str", value)
 
 
-def _str_pairs(what: str, given: _PairsArg) -> _Pairs:
-    """headers= or token_params= as (name, value) pairs, in order; TypeError unless all are str."""
+def _str_pairs(what: str, given: _PairsArg, reserved: frozenset[str] = frozenset()) -> _Pairs:
+    """headers= or token_params= as (name, value) pairs, in order; TypeError unless all are str,
+    ValueError for a name in ``reserved`` (token_params: the fields the client sets)."""
     pairs = list(given.items()) if isinstance(given, Mapping) else list(given or [])
     for name, value in pairs:
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError("%s must map str to str" % what)
+        if name in reserved:
+            raise ValueError("%s may not set %s" % (what, name))
     return pairs
-
-
-def _token_param_pairs(token_params: _PairsArg) -> _Pairs:
-    """Client(token_params=): extra token request fields, as (name, value) pairs, checked."""
-    params = _str_pairs("token_params", token_params)
-    for name, _ in params:
-        if name in _RESERVED_TOKEN_PARAMS:
-            raise ValueError("token_params may not set %s" % name)
-    return params
 
 
 def _assertion_signer(
@@ -3668,7 +3662,7 @@ class Client:
         # origin -> seconds its clock is ahead of ours, learnt from Date
         self._skews: Dict[str, float] = {}
         self._cache = token_cache
-        params = _token_param_pairs(token_params)
+        params = _str_pairs("token_params", token_params, _RESERVED_TOKEN_PARAMS)
         for url in (token_endpoint, issuer):
             if url is not None:
                 _Target(url)  # bad or insecure URLs fail here, before any I/O
@@ -4262,9 +4256,11 @@ class Client:
             _Target(endpoint)
             algs = metadata.get("dpop_signing_alg_values_supported")
             if algs is not None and (not isinstance(algs, list) or "ES256" not in algs):
-                why = "the authorization server does not accept ES256 DPoP proofs"
-                why += " (dpop_signing_alg_values_supported)"
-                raise DPoPError("unsupported_alg", why)
+                raise DPoPError(
+                    "unsupported_alg",
+                    "the authorization server does not accept ES256 DPoP proofs"
+                    " (dpop_signing_alg_values_supported)",
+                )
             return endpoint
         raise DPoPError(
             "discovery", "no authorization server metadata found: " + "; ".join(problems)

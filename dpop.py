@@ -3322,9 +3322,8 @@ class FileTokenCache:
             import warnings
 
             self._warned = True
-            message = "token cache %s ignored: %s" % (self.path, why)
             (self._warn or (lambda text: warnings.warn(text, RuntimeWarning, stacklevel=4)))(
-                message
+                "token cache %s ignored: %s" % (self.path, why)
             )
 
     def _read(self) -> Dict[str, Any]:
@@ -3912,12 +3911,11 @@ class Client:
         errors = [params["error"] for params in _refusals(headers)] if status == 401 else []
         if error:
             errors.append(error)
-        fresh = self._nonces.get(origin)
         # RFC 9449 §8: some token endpoints say invalid_dpop_proof or invalid_request with their
         # nonce
         asked = "use_dpop_nonce" in errors or (token is None and status in (400, 401))
         skewed = "invalid_dpop_proof" in errors or (token is None and "invalid_request" in errors)
-        if asked and "nonce" not in tried and fresh is not None and fresh != sent:
+        if asked and "nonce" not in tried and self._nonces.get(origin) not in (None, sent):
             tried.add("nonce")
         elif "invalid_token" in errors and token is not None and "token" not in tried:
             tried.add("token")
@@ -4309,14 +4307,12 @@ class Client:
         if not isinstance(value, str) or _TOKEN68.fullmatch(value) is None:
             raise DPoPError("bad_token_response", "token response has no usable access_token")
         token_type = data.get("token_type")
-        if not isinstance(token_type, str) or token_type.lower() != "dpop":
+        # str(): only a string spells "dpop" (JSON's null, true, numbers, arrays, objects do not)
+        if str(token_type).lower() != "dpop":
             # RFC 9449 §5: a Bearer token here means no key binding; refuse it rather than silently
             # downgrading.
-            why = (
-                "token_type is %s, not DPoP: the server did not bind the token to the key"
-                % _short_repr(token_type)
-            )
-            raise DPoPError("token_type", why)
+            why = "token_type is %s, not DPoP: the server did not bind the token to the key"
+            raise DPoPError("token_type", why % _short_repr(token_type))
         lifetime = data.get("expires_in")
         # str.isdigit() takes "²"
         if isinstance(lifetime, str) and re.fullmatch(r"[0-9]{1,10}", lifetime):
@@ -4368,12 +4364,11 @@ def _oauth_error(response: Response, scrub: Callable[[str], str]) -> Tuple[str |
             found = _json_object(response.body, "error response")
         except DPoPError:
             return None, None
-    error, description = found.get("error"), found.get("error_description")
 
     def clean(text: Any, limit: int) -> str | None:
         return re.sub(r"[^\x20-\x7e]", "?", scrub(text))[:limit] if isinstance(text, str) else None
 
-    return clean(error, 100), clean(description, 300)
+    return clean(found.get("error"), 100), clean(found.get("error_description"), 300)
 
 
 def _reason(exc: BaseException) -> str:

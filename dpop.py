@@ -3684,7 +3684,6 @@ class Client:
             self._scrub.add(client_secret)
         self._log = _SessionLog(session_log, self._scrub) if session_log is not None else None
         self._token: _Token | None = None
-        self._cached: Dict[str, Any] | None = None  # the token cache entry in use
         self._nonces: Dict[str, str] = {}
         self._token_lock, self._closed = threading.Lock(), False
         self.token_requests = 0  # how many times the token endpoint was called
@@ -3765,7 +3764,7 @@ class Client:
     def close(self) -> None:
         """Close pooled connections and the session log (if the client opened it)."""
         try:
-            if not self._closed:  # without a token cache, _keep_nonces has no entry to update
+            if not self._closed:
                 self._keep_nonces()
         except Exception as exc:  # any store's failure: the run's work is done, one 401 is the cost
             self._note("token cache: the nonces were not kept (%s)" % type(exc).__name__)
@@ -3832,7 +3831,6 @@ class Client:
                 # a secret, wherever it comes from
                 self._scrub.add(entry["access_token"], lasting=False)
                 self._nonces.update(entry["nonces"])
-                self._cached = entry
                 return _Token(entry["access_token"], time.monotonic() + left, left)
             token = self._fetch_token()
             if token.refresh_at is not None:  # without expires_in: not cached
@@ -3843,20 +3841,23 @@ class Client:
                     "until": time.time() + ttl,
                 }
                 self._cache.set(self._cache_key, entry, ttl)
-                self._cached = entry
             return token
 
     def _keep_nonces(self) -> None:
         """Before closing: the nonces of every origin this client talked to go into the cache entry
         of the token it used (so that the next run's first request carries the API's nonce too), if
-        that entry is still there."""
-        cached = self._cached
-        if cached is None or cached["nonces"] == self._nonces:
+        that entry is still there and its nonces are not these."""
+        token = self._token
+        if self._cache is None or token is None:
             return
         with self._cache_lock():
             entry = self._cache.get(self._cache_key)
             left = entry["until"] - time.time() if _usable_entry(entry) else 0
-            if left > 0 and entry["access_token"] == cached["access_token"]:
+            if (
+                left > 0
+                and entry["access_token"] == token.value
+                and entry["nonces"] != self._nonces
+            ):
                 self._cache.set(self._cache_key, dict(entry, nonces=dict(self._nonces)), left)
 
     def _cache_lock(self) -> Any:

@@ -4196,10 +4196,11 @@ class Client:
         """Token response text for the log: its tokens (from the parsed JSON, however spelt) are
         learnt, then masked."""
         try:  # the strict parser: a server's nesting depth or lone surrogates cannot raise here
-            data = _json_object(text.encode("utf-8", "surrogatepass"), "token response")
+            self._learn_tokens(
+                _json_object(text.encode("utf-8", "surrogatepass"), "token response")
+            )
         except DPoPError:
-            data = {}
-        self._learn_tokens(data)
+            pass  # not a JSON object: no tokens to learn
         return _mask_token_json(text)
 
     def _learn_tokens(self, data: Dict[str, Any]) -> None:
@@ -4286,10 +4287,8 @@ class Client:
         response = self._attempts("POST", target, base, form, _MAX_TOKEN_BODY, mask=mask)
         if 200 <= response.status < 300:
             token = self._parse_token(response)
-            where = target.origin + target.path
-            self._note(
-                "token from %s: expires in %s s" % (where, token.lifetime and "%d" % token.lifetime)
-            )
+            lifetime = token.lifetime and "%d" % token.lifetime
+            self._note("token from %s%s: expires in %s s" % (target.origin, target.path, lifetime))
             return token
         error, description = _oauth_error(response, self._scrub)
         text = "token endpoint answered HTTP %d without an OAuth error" % response.status

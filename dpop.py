@@ -4132,9 +4132,15 @@ class Client:
         # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 have no body, whatever Content-Encoding says
         bodiless = method == "HEAD" or resp.status in (204, 304) or resp.status < 200
         encoding = None if bodiless else resp.getheader("Content-Encoding")
-        body_stream = _BodyStream(
-            resp, encoding, functools.partial(self._release, target, conn, resp)
-        )
+
+        # called once: the connection goes back to the pool after the whole body, else it is closed
+        def release(complete: bool) -> None:
+            if complete and not resp.will_close:
+                self._pool.put(target, conn)
+            else:
+                conn.close()
+
+        body_stream = _BodyStream(resp, encoding, release)
         got = Headers([(k, re.sub(r"\r?\n[ \t]*", " ", v)) for k, v in resp.getheaders()])
         data = b"" if streaming else body_stream.read(limit)
         version = "HTTP/%d.%d" % divmod(resp.version, 10)
@@ -4183,12 +4189,6 @@ class Client:
             "Clock",
         )
         return True
-
-    def _release(self, target: _Target, conn: Any, resp: Any, complete: bool) -> None:
-        if complete and not resp.will_close:
-            self._pool.put(target, conn)
-        else:
-            conn.close()
 
     # -- token endpoint ------------------------------------------------------------
 

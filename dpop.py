@@ -3507,8 +3507,8 @@ _AUTH_ALIASES = {"post": "client_secret_post", "basic": "client_secret_basic"}
 def _check_texts(**texts: str | None) -> None:
     """TypeError for a setting that is neither None nor a str."""
     for name, value in texts.items():
-        if value is not None and not isinstance(value, str):
-            raise _type_error(name, "str", value)
+        if value is not None:
+            _check_str(name, value)
 
 
 def _str_pairs(what: str, given: _PairsArg, reserved: frozenset[str] = frozenset()) -> _Pairs:
@@ -3828,8 +3828,7 @@ class Client:
             entry = self._cache.get(self._cache_key)
             if _usable_entry(entry):  # any store's answer is checked like the file's
                 left = entry["until"] - time.time()
-                # a secret, wherever it comes from
-                self._scrub.add(entry["access_token"], lasting=False)
+                self._learn_tokens(entry)  # a secret, wherever it comes from
                 self._nonces.update(entry["nonces"])
                 return _Token(entry["access_token"], time.monotonic() + left, left)
             token = self._fetch_token()
@@ -4204,7 +4203,7 @@ class Client:
         return _mask_token_json(text)
 
     def _learn_tokens(self, data: Dict[str, Any]) -> None:
-        """The tokens of a token response are secrets, for logs and errors."""
+        """The tokens of a token response (or a cache entry) are secrets, for logs and errors."""
         for name in ("access_token", "refresh_token", "id_token"):
             value = data.get(name)
             if isinstance(value, str) and value:

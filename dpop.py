@@ -3704,6 +3704,8 @@ class Client:
 
         In-memory bodies are capped at 256 MiB (``response_too_large``); ``stream=True`` returns
         before the body is read: no cap, flat memory (``Response.iter_bytes()``)."""
+        import urllib.parse
+
         if not isinstance(method, str) or _TCHAR.fullmatch(method) is None:
             raise DPoPError("bad_argument", "method is not an HTTP method token")
         method = method.upper()
@@ -3735,7 +3737,17 @@ class Client:
             if not self._follow or response.status not in _REDIRECTS or not location:
                 return response
             here = target
-            target = _redirect(here.url, location)
+            # Where Location (RFC 9110 §10.2.2) points from here, parsed once; one this client
+            # cannot use is bad_response (never urljoin's ValueError, nor the resolver's
+            # UnicodeError later).
+            try:
+                target = _Target(urllib.parse.urljoin(here.url, location.strip()))
+            except (ValueError, DPoPError) as exc:
+                if isinstance(exc, DPoPError) and exc.code == "insecure_url":
+                    raise
+                raise DPoPError(
+                    "bad_response", "the redirect's Location is not a usable URL"
+                ) from None
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 if method != "HEAD":
                     method = "GET"
@@ -4231,12 +4243,11 @@ class Client:
         """RFC 8414 metadata, then OpenID discovery, for ``issuer``."""
         issuer = str(self._issuer).rstrip("/")  # compared without a final slash
         target = _Target(issuer)
-        candidates = [
+        problems = []
+        for url in (  # RFC 8414 §3 first
             target.origin + "/.well-known/oauth-authorization-server" + target.path.rstrip("/"),
             issuer + "/.well-known/openid-configuration",  # OpenID Discovery §4
-        ]  # RFC 8414 §3 first
-        problems = []
-        for url in candidates:
+        ):
             where = _Target(url)
             response = self._exchange("GET", where, _base_headers(where), None, _MAX_TOKEN_BODY)
             if response.status != 200:
@@ -4325,20 +4336,6 @@ class Client:
             )
         margin = min(self._refresh_margin, lifetime / 2)
         return _Token(value, time.monotonic() + lifetime - margin, lifetime)
-
-
-def _redirect(url: str, location: str) -> _Target:
-    """Where a redirect's Location (RFC 9110 §10.2.2) points from ``url``; a Location that is not a
-    URL this client can use is bad_response (never urljoin's ValueError, nor the resolver's
-    UnicodeError later). Returns the new target, parsed once."""
-    import urllib.parse
-
-    try:
-        return _Target(urllib.parse.urljoin(url, location.strip()))
-    except (ValueError, DPoPError) as exc:
-        if isinstance(exc, DPoPError) and exc.code == "insecure_url":
-            raise
-        raise DPoPError("bad_response", "the redirect's Location is not a usable URL") from None
 
 
 def _base_headers(

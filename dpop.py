@@ -3672,7 +3672,7 @@ class Client:
         self._key, self._token_endpoint, self._issuer = key, token_endpoint, issuer
         self._client_id, self._client_secret = client_id, client_secret
         self._scope, self._auth_method = scope, auth_method
-        self._token_params, self._follow = params, bool(follow_redirects)
+        self._token_params, self._follow = params, follow_redirects
         self._scrub = _Scrubber()  # every secret this client knows, for logs and errors
         chosen, no_proxy = _proxy_settings(proxy, no_proxy, trust_env)
         for secret in chosen.secrets if chosen else ():
@@ -4066,7 +4066,8 @@ class Client:
         import socket
         import ssl
 
-        for attempt in (0, 1):
+        retried = False  # a stale keep-alive connection is retried once
+        while True:
             conn, reused = self._pool.get(target, self._note)
             headers = fields + ([] if proof is None else [("DPoP", proof())])
             headers += [] if body is None else [("Content-Length", str(len(body)))]
@@ -4092,7 +4093,8 @@ class Client:
                 # A keep-alive connection the server closed as we used it: once more on a new
                 # connection, if that cannot repeat a request that went out whole (a POST the server
                 # may have acted on).
-                if reused and attempt == 0 and (not written or method in _IDEMPOTENT):
+                if reused and not retried and (not written or method in _IDEMPOTENT):
+                    retried = True
                     continue
                 why = "%s %s: connection %s" % (
                     method,
@@ -4130,7 +4132,6 @@ class Client:
                 % (method, target.origin, target.path, response.status, response.reason)
             )
             return response
-        raise RuntimeError("dpop: internal error: retry loop ended")  # pragma: no cover
 
     def _answer(
         self, conn: Any, method: str, target: _Target, limit: int, stream: bool

@@ -4165,9 +4165,11 @@ class Client:
         """Wait before a retry and say True; False when the retries or the time for them
         (retry_max_time) are spent. The wait is Retry-After when the answer has one, else
         exponential backoff with jitter."""
+        import random  # jitter, not a secret
+
         if attempt >= self._max_retries:
             return False
-        delay = min(8.0, 0.5 * 2**attempt) * (0.5 + int.from_bytes(os.urandom(2), "big") / 65536)
+        delay = min(8.0, 0.5 * 2**attempt) * (0.5 + random.random())
         if isinstance(why, Response):
             reason, after = "HTTP %d" % why.status, (why.headers.get("Retry-After") or "").strip()
         else:

@@ -3491,7 +3491,8 @@ def _http_date(value: str | None) -> float | None:
 
 
 class _Token:
-    __slots__ = ("value", "refresh_at", "lifetime")
+    """An access token and when to replace it; its repr never shows the value. (No __slots__: a
+    client holds one or two, and mypy --strict already refuses a misspelt attribute.)"""
 
     def __init__(self, value: str, refresh_at: float | None, lifetime: float | None = None) -> None:
         # refresh_at: time.monotonic(), None: until refused; lifetime: seconds left when it came
@@ -3863,12 +3864,12 @@ class Client:
             return
         with self._cache_lock():
             entry = self._cache.get(self._cache_key)
-            left = entry["until"] - time.time() if _usable_entry(entry) else 0
             if (
-                left > 0
+                _usable_entry(entry)  # so its until is still ahead: the ttl left is positive
                 and entry["access_token"] == token.value
                 and entry["nonces"] != self._nonces
             ):
+                left = entry["until"] - time.time()
                 self._cache.set(self._cache_key, dict(entry, nonces=dict(self._nonces)), left)
 
     def _cache_lock(self) -> Any:
@@ -4285,8 +4286,7 @@ class Client:
 
         if self._token_endpoint is None:
             self._token_endpoint = self._discover()
-        endpoint = self._token_endpoint
-        target = _Target(endpoint)
+        target = _Target(self._token_endpoint)
         base = _base_headers(target) + [("Content-Type", "application/x-www-form-urlencoded")]
         if self._auth_method == "client_secret_basic":
             userpass = ":".join(
@@ -4295,7 +4295,7 @@ class Client:
             basic = base64.b64encode(userpass.encode("utf-8")).decode("ascii")
             base.append(("Authorization", "Basic " + basic))
             self._scrub.add(basic)
-        form = functools.partial(self._token_form, endpoint)  # a new client assertion every time
+        form = functools.partial(self._token_form, target.url)  # a new client assertion every time
         mask = (_mask_form, self._mask_token_response)
         response = self._attempts("POST", target, base, form, _MAX_TOKEN_BODY, mask=mask)
         if 200 <= response.status < 300:

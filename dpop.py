@@ -3794,10 +3794,9 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        where = self._token_endpoint or self._issuer
         return "<dpop.Client client_id=%r at %s jkt=%s>" % (
             self._client_id,
-            where,
+            self._token_endpoint or self._issuer,
             self._key.thumbprint(),
         )
 
@@ -3965,7 +3964,7 @@ class Client:
     def _resend_after(self, origin: str, response: Any, items: Any, tried: Set[str]) -> bool:
         """After another library's ``response`` (``items``: its header pairs): remember the nonce;
         True to resend."""
-        headers, sent = Headers(list(items)), response.request.headers
+        headers, sent = Headers(items), response.request.headers
         self._remember_nonce(origin, headers)
         proof, token = sent.get("DPoP"), (sent.get("Authorization") or "")[5:]
         if proof is None or response.status_code != 401:  # only a 401 earns another try
@@ -4222,7 +4221,7 @@ class Client:
         """The tokens of a token response (or a cache entry) are secrets, for logs and errors."""
         for name in ("access_token", "refresh_token", "id_token"):
             value = data.get(name)
-            if isinstance(value, str) and value:
+            if isinstance(value, str):  # (an empty one masks nothing: _Scrubber.add skips it)
                 self._scrub.add(value, lasting=False)
 
     def _token_form(self, endpoint: str) -> bytes:

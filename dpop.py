@@ -2393,9 +2393,8 @@ def client_assertion(
     iss = sub = client_id, aud, a new 128-bit jti, iat, exp = iat + 60.
     Header: alg, typ JWT, and kid when given.
     """
-    for name, value in (("client_id", client_id), ("audience", audience)):
-        if not isinstance(value, str):
-            raise _type_error(name, "str", value)
+    _check_str("client_id", client_id)
+    _check_str("audience", audience)
     issued = int(_check_time("now", now))
     claims: Dict[str, Any] = {"iss": client_id, "sub": client_id, "aud": audience}
     claims.update(jti=b64url_encode(os.urandom(16)), iat=issued, exp=issued + 60)
@@ -3286,9 +3285,8 @@ class FileTokenCache:
             import warnings
 
             self._warned = True
-            message = "token cache %s ignored: %s" % (self.path, why)
             (self._warn or (lambda text: warnings.warn(text, RuntimeWarning, stacklevel=4)))(
-                message
+                "token cache %s ignored: %s" % (self.path, why)
             )
 
     def _read(self) -> Dict[str, Any]:
@@ -3301,23 +3299,23 @@ class FileTokenCache:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            self._warn_once(exc.strerror or "cannot open it")
-            return {}
-        with os.fdopen(fd, "rb") as f:
-            info = os.fstat(fd)
-            uid = getattr(os, "geteuid", lambda: info.st_uid)()
-            if not stat.S_ISREG(info.st_mode):
-                self._off = True
-                self._warn_once("not a regular file")
-                return {}
-            if info.st_mode & 0o077 or info.st_uid != uid:
-                self._warn_once("not a private file of this user (mode 0600)")
-                return {}
-            try:
-                return _json_object(f.read(1 << 20), "token cache")
-            except DPoPError:
-                self._warn_once("not a JSON object")
-                return {}
+            why = exc.strerror or "cannot open it"
+        else:
+            with os.fdopen(fd, "rb") as f:
+                info = os.fstat(fd)
+                uid = getattr(os, "geteuid", lambda: info.st_uid)()
+                self._off = not stat.S_ISREG(info.st_mode)
+                if self._off:
+                    why = "not a regular file"
+                elif info.st_mode & 0o077 or info.st_uid != uid:
+                    why = "not a private file of this user (mode 0600)"
+                else:
+                    try:
+                        return _json_object(f.read(1 << 20), "token cache")
+                    except DPoPError:
+                        why = "not a JSON object"
+        self._warn_once(why)
+        return {}
 
     def _write(self, entries: Dict[str, Any]) -> None:
         import tempfile
@@ -3336,9 +3334,9 @@ class FileTokenCache:
                 "io_error", "cannot write token cache %s: %s" % (self.path, exc.strerror)
             ) from None
 
-    def get(self, key: str) -> Dict[str, Any] | None:
-        entry = self._read().get(key)
-        return entry if _usable_entry(entry) else None
+    def get(self, key: str) -> Any:
+        # as any store's answer, checked by the Client (_cached_token, _keep_nonces) before use
+        return self._read().get(key)
 
     def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
         entries = {k: v for k, v in self._read().items() if _usable_entry(v)}
@@ -3455,16 +3453,9 @@ def _http_date(value: str | None) -> float | None:
         return None
 
 
-def _retry_after(value: str, now: float) -> float | None:
-    """Seconds a Retry-After header asks for (RFC 9110 §10.2.3): delay-seconds or an HTTP-date."""
-    if re.fullmatch(r"[0-9]{1,9}", value.strip()):
-        return float(value)
-    when = _http_date(value)
-    return None if when is None else max(0.0, when - now)
-
-
 class _Token:
-    __slots__ = ("value", "refresh_at", "lifetime")
+    """An access token and when to replace it; its repr never shows the value. (No __slots__: a
+    client holds one or two, and mypy --strict already refuses a misspelt attribute.)"""
 
     def __init__(self, value: str, refresh_at: float | None, lifetime: float | None = None) -> None:
         # refresh_at: time.monotonic(), None: until refused; lifetime: seconds left when it came
@@ -3480,26 +3471,20 @@ _AUTH_ALIASES = {"post": "client_secret_post", "basic": "client_secret_basic"}
 def _check_texts(**texts: str | None) -> None:
     """TypeError for a setting that is neither None nor a str."""
     for name, value in texts.items():
-        if value is not None and not isinstance(value, str):
-            raise _type_error(name, "str", value)
+        if value is not None:
+            _check_str(name, value)
 
 
-def _str_pairs(what: str, given: _PairsArg) -> _Pairs:
-    """headers= or token_params= as (name, value) pairs, in order; TypeError unless all are str."""
+def _str_pairs(what: str, given: _PairsArg, reserved: frozenset[str] = frozenset()) -> _Pairs:
+    """headers= or token_params= as (name, value) pairs, in order; TypeError unless all are str,
+    ValueError for a name in ``reserved`` (token_params: the fields the client sets)."""
     pairs = list(given.items()) if isinstance(given, Mapping) else list(given or [])
     for name, value in pairs:
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError("%s must map str to str" % what)
+        if name in reserved:
+            raise ValueError("%s may not set %s" % (what, name))
     return pairs
-
-
-def _token_param_pairs(token_params: _PairsArg) -> _Pairs:
-    """Client(token_params=): extra token request fields, as (name, value) pairs, checked."""
-    params = _str_pairs("token_params", token_params)
-    for name, _ in params:
-        if name in _RESERVED_TOKEN_PARAMS:
-            raise ValueError("token_params may not set %s" % name)
-    return params
 
 
 def _assertion_signer(
@@ -3543,21 +3528,28 @@ def _proxy_settings(
     """The proxy and the NO_PROXY list: the arguments, else (with trust_env) curl's variables,
     https_proxy, HTTPS_PROXY, all_proxy, ALL_PROXY, the first one set."""
     env = os.environ if trust_env else {}
-    url, where = "", ""
-    if proxy is not None:
-        url, where = proxy, "proxy="
-    else:
-        for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-            if env.get(name):
-                url, where = env[name], name
-                break
+    where = "proxy="
+    if proxy is None:
+        names = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+        where = next((name for name in names if env.get(name)), "")
+        proxy = env.get(where, "")
     try:
-        chosen = _Proxy(url) if url else None
+        chosen = _Proxy(proxy) if proxy else None
     except ValueError as exc:  # never the URL itself: it may hold a password
         raise DPoPError("proxy", "%s: %s" % (where, exc)) from None
     if no_proxy is None:
         no_proxy = env.get("no_proxy") or env.get("NO_PROXY") or ""
     return chosen, no_proxy
+
+
+def _verb(method: str) -> Callable[..., Response]:
+    """Client.get(url, **kwargs) and the others: request() with ``method`` (a subclass's request()
+    too)."""
+
+    def verb(self: Client, url: str, **kwargs: Any) -> Response:
+        return self.request(method, url, **kwargs)
+
+    return verb
 
 
 class Client:
@@ -3611,8 +3603,7 @@ class Client:
             raise TypeError("Client() needs token_endpoint= or issuer=")
         _check_texts(client_secret=client_secret, scope=scope, proxy=proxy, no_proxy=no_proxy)
         _check_texts(assertion_kid=assertion_kid, assertion_audience=assertion_audience)
-        if not isinstance(client_id, str):
-            raise _type_error("client_id", "str", client_id)
+        _check_str("client_id", client_id)
         if not client_id:
             raise ValueError("client_id must not be empty")
         auth_method = _AUTH_ALIASES.get(auth_method, auth_method)
@@ -3634,7 +3625,7 @@ class Client:
         # origin -> seconds its clock is ahead of ours, learnt from Date
         self._skews: Dict[str, float] = {}
         self._cache = token_cache
-        params = _token_param_pairs(token_params)
+        params = _str_pairs("token_params", token_params, _RESERVED_TOKEN_PARAMS)
         for url in (token_endpoint, issuer):
             if url is not None:
                 _Target(url)  # bad or insecure URLs fail here, before any I/O
@@ -3645,7 +3636,7 @@ class Client:
         self._key, self._token_endpoint, self._issuer = key, token_endpoint, issuer
         self._client_id, self._client_secret = client_id, client_secret
         self._scope, self._auth_method = scope, auth_method
-        self._token_params, self._follow = params, bool(follow_redirects)
+        self._token_params, self._follow = params, follow_redirects
         self._scrub = _Scrubber()  # every secret this client knows, for logs and errors
         chosen, no_proxy = _proxy_settings(proxy, no_proxy, trust_env)
         for secret in chosen.secrets if chosen else ():
@@ -3657,7 +3648,6 @@ class Client:
             self._scrub.add(client_secret)
         self._log = _SessionLog(session_log, self._scrub) if session_log is not None else None
         self._token: _Token | None = None
-        self._cached: Dict[str, Any] | None = None  # the token cache entry in use
         self._nonces: Dict[str, str] = {}
         self._token_lock, self._closed = threading.Lock(), False
         self.token_requests = 0  # how many times the token endpoint was called
@@ -3678,8 +3668,8 @@ class Client:
 
         In-memory bodies are capped at 256 MiB (``response_too_large``); ``stream=True`` returns
         before the body is read: no cap, flat memory (``Response.iter_bytes()``)."""
-        if self._closed:
-            raise DPoPError("closed", "this Client was closed")
+        import urllib.parse
+
         if not isinstance(method, str) or _TCHAR.fullmatch(method) is None:
             raise DPoPError("bad_argument", "method is not an HTTP method token")
         method = method.upper()
@@ -3711,7 +3701,17 @@ class Client:
             if not self._follow or response.status not in _REDIRECTS or not location:
                 return response
             here = target
-            target = _redirect(here.url, location)
+            # Where Location (RFC 9110 §10.2.2) points from here, parsed once; one this client
+            # cannot use is bad_response (never urljoin's ValueError, nor the resolver's
+            # UnicodeError later).
+            try:
+                target = _Target(urllib.parse.urljoin(here.url, location.strip()))
+            except (ValueError, DPoPError) as exc:
+                if isinstance(exc, DPoPError) and exc.code == "insecure_url":
+                    raise
+                raise DPoPError(
+                    "bad_response", "the redirect's Location is not a usable URL"
+                ) from None
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 if method != "HEAD":
                     method = "GET"
@@ -3727,31 +3727,20 @@ class Client:
                 extra = [(n, v) for n, v in extra if n.lower() in ("accept", "user-agent")]
         raise DPoPError("too_many_redirects", "more than %d redirects" % self._max_redirects)
 
-    def get(self, url: str, **kwargs: Any) -> Response:
-        return self.request("GET", url, **kwargs)
-
-    def post(self, url: str, **kwargs: Any) -> Response:
-        return self.request("POST", url, **kwargs)
-
-    def put(self, url: str, **kwargs: Any) -> Response:
-        return self.request("PUT", url, **kwargs)
-
-    def patch(self, url: str, **kwargs: Any) -> Response:
-        return self.request("PATCH", url, **kwargs)
-
-    def delete(self, url: str, **kwargs: Any) -> Response:
-        return self.request("DELETE", url, **kwargs)
+    get = _verb("GET")
+    post = _verb("POST")
+    put = _verb("PUT")
+    patch = _verb("PATCH")
+    delete = _verb("DELETE")
 
     def access_token(self) -> str:
         """The current access token, fetching or refreshing it if needed."""
-        if self._closed:
-            raise DPoPError("closed", "this Client was closed")
         return self._current_token().value
 
     def close(self) -> None:
         """Close pooled connections and the session log (if the client opened it)."""
         try:
-            if not self._closed:  # without a token cache, _keep_nonces has no entry to update
+            if not self._closed:
                 self._keep_nonces()
         except Exception as exc:  # any store's failure: the run's work is done, one 401 is the cost
             self._note("token cache: the nonces were not kept (%s)" % type(exc).__name__)
@@ -3768,10 +3757,9 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        where = self._token_endpoint or self._issuer
         return "<dpop.Client client_id=%r at %s jkt=%s>" % (
             self._client_id,
-            where,
+            self._token_endpoint or self._issuer,
             self._key.thumbprint(),
         )
 
@@ -3793,6 +3781,10 @@ class Client:
         return items
 
     def _current_token(self) -> _Token:
+        # Every use of a Client needs its token first (a request's first hop, access_token(), the
+        # adapters' _sign_hop): a closed one is refused here, once for all of them.
+        if self._closed:
+            raise DPoPError("closed", "this Client was closed")
         # Single flight: one fetch however many threads wait. The lock is taken every time (an
         # uncontended lock costs well under a microsecond, no more than checking twice).
         with self._token_lock:
@@ -3811,10 +3803,8 @@ class Client:
             entry = self._cache.get(self._cache_key)
             if _usable_entry(entry):  # any store's answer is checked like the file's
                 left = entry["until"] - time.time()
-                # a secret, wherever it comes from
-                self._scrub.add(entry["access_token"], lasting=False)
+                self._learn_tokens(entry)  # a secret, wherever it comes from
                 self._nonces.update(entry["nonces"])
-                self._cached = entry
                 return _Token(entry["access_token"], time.monotonic() + left, left)
             token = self._fetch_token()
             if token.refresh_at is not None:  # without expires_in: not cached
@@ -3825,20 +3815,23 @@ class Client:
                     "until": time.time() + ttl,
                 }
                 self._cache.set(self._cache_key, entry, ttl)
-                self._cached = entry
             return token
 
     def _keep_nonces(self) -> None:
         """Before closing: the nonces of every origin this client talked to go into the cache entry
         of the token it used (so that the next run's first request carries the API's nonce too), if
-        that entry is still there."""
-        cached = self._cached
-        if cached is None or cached["nonces"] == self._nonces:
+        that entry is still there and its nonces are not these."""
+        token = self._token
+        if self._cache is None or token is None:
             return
         with self._cache_lock():
             entry = self._cache.get(self._cache_key)
-            left = entry["until"] - time.time() if _usable_entry(entry) else 0
-            if left > 0 and entry["access_token"] == cached["access_token"]:
+            if (
+                _usable_entry(entry)  # so its until is still ahead: the ttl left is positive
+                and entry["access_token"] == token.value
+                and entry["nonces"] != self._nonces
+            ):
+                left = entry["until"] - time.time()
                 self._cache.set(self._cache_key, dict(entry, nonces=dict(self._nonces)), left)
 
     def _cache_lock(self) -> Any:
@@ -3861,10 +3854,19 @@ class Client:
             self._nonces[origin] = nonce
 
     def _note(self, text: str, kind: str | None = None) -> None:
-        """A DEBUG record on the "dpop" logger; with ``kind``, a session log entry too."""
+        """A DEBUG record on logging.getLogger("dpop") (a NullHandler unless the program adds one);
+        with ``kind``, a session log entry too. The record is free until the program imports
+        logging: without it no handler or level can have been set, so nothing could be shown."""
+        import sys
+
         if kind is not None and self._log is not None:
             self._log.note(kind, text)
-        _debug(_printable(self._scrub(text)))
+        logging = sys.modules.get("logging")
+        if logging is not None:
+            logger = logging.getLogger("dpop")
+            if not logger.handlers:
+                logger.addHandler(logging.NullHandler())
+            logger.debug(_printable(self._scrub(text)))
 
     def _retry_refused(
         self,
@@ -3884,12 +3886,11 @@ class Client:
         errors = [params["error"] for params in _refusals(headers)] if status == 401 else []
         if error:
             errors.append(error)
-        fresh = self._nonces.get(origin)
         # RFC 9449 §8: some token endpoints say invalid_dpop_proof or invalid_request with their
         # nonce
         asked = "use_dpop_nonce" in errors or (token is None and status in (400, 401))
         skewed = "invalid_dpop_proof" in errors or (token is None and "invalid_request" in errors)
-        if asked and "nonce" not in tried and fresh is not None and fresh != sent:
+        if asked and "nonce" not in tried and self._nonces.get(origin) not in (None, sent):
             tried.add("nonce")
         elif "invalid_token" in errors and token is not None and "token" not in tried:
             tried.add("token")
@@ -3926,7 +3927,7 @@ class Client:
     def _resend_after(self, origin: str, response: Any, items: Any, tried: Set[str]) -> bool:
         """After another library's ``response`` (``items``: its header pairs): remember the nonce;
         True to resend."""
-        headers, sent = Headers(list(items)), response.request.headers
+        headers, sent = Headers(items), response.request.headers
         self._remember_nonce(origin, headers)
         proof, token = sent.get("DPoP"), (sent.get("Authorization") or "")[5:]
         if proof is None or response.status_code != 401:  # only a 401 earns another try
@@ -4028,11 +4029,13 @@ class Client:
         import socket
         import ssl
 
-        for attempt in (0, 1):
+        retried = False  # a stale keep-alive connection is retried once
+        while True:
             conn, reused = self._pool.get(target, self._note)
             headers = fields + ([] if proof is None else [("DPoP", proof())])
             headers += [] if body is None else [("Content-Length", str(len(body)))]
             written = False  # whether any byte of this request may have gone out
+            answered = False  # until then, any failure closes the connection (its state is unknown)
             try:
                 # connected within the connect timeout; then each read within the other
                 if not reused:
@@ -4047,16 +4050,14 @@ class Client:
                 written = True  # putrequest and putheader only buffer; endheaders writes
                 conn.endheaders(body)
                 response = self._answer(conn, method, target, limit, stream)
-            except DPoPError:
-                conn.close()
-                raise
+                answered = True
             # RemoteDisconnected too
             except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
-                conn.close()
                 # A keep-alive connection the server closed as we used it: once more on a new
                 # connection, if that cannot repeat a request that went out whole (a POST the server
                 # may have acted on).
-                if reused and attempt == 0 and (not written or method in _IDEMPOTENT):
+                if reused and not retried and (not written or method in _IDEMPOTENT):
+                    retried = True
                     continue
                 why = "%s %s: connection %s" % (
                     method,
@@ -4065,29 +4066,27 @@ class Client:
                 )
                 raise _network_error("network", why + _reason(exc), written) from None
             except socket.timeout:
-                conn.close()
                 why = "%s %s%s: timed out" % (method, target.origin, target.path)
                 raise _network_error("timeout", why, written) from None
             except ssl.SSLError as exc:
-                conn.close()
                 raise _tls_error(target.origin, exc) from None
             except http.client.IncompleteRead:
-                conn.close()
                 why = "%s: the connection closed before the whole body arrived" % target.origin
                 raise DPoPError("network", why) from None
             # ValueError: http.client on bad framing
             except (http.client.HTTPException, ValueError) as exc:
-                conn.close()
                 why = "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
                 raise DPoPError("bad_response", why) from None
             except OSError as exc:
-                conn.close()
                 why = "%s: %s%s" % (
                     target.origin,
                     "connection broke" if written else "cannot connect",
                     _reason(exc),
                 )
                 raise _network_error("network", why, written) from None
+            finally:
+                if not answered:
+                    conn.close()
             if self._log is not None:
                 self._log.response(response, mask[1])
             self._remember_nonce(target.origin, response.headers)
@@ -4096,7 +4095,6 @@ class Client:
                 % (method, target.origin, target.path, response.status, response.reason)
             )
             return response
-        raise RuntimeError("dpop: internal error: retry loop ended")  # pragma: no cover
 
     def _answer(
         self, conn: Any, method: str, target: _Target, limit: int, stream: bool
@@ -4109,7 +4107,14 @@ class Client:
         # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 have no body, whatever Content-Encoding says
         bodiless = method == "HEAD" or resp.status in (204, 304) or resp.status < 200
         encoding = None if bodiless else resp.getheader("Content-Encoding")
-        release = functools.partial(self._release, target, conn, resp)
+
+        # called once: the connection goes back to the pool after the whole body, else it is closed
+        def release(complete: bool) -> None:
+            if complete and not resp.will_close:
+                self._pool.put(target, conn)
+            else:
+                conn.close()
+
         body_stream = _BodyStream(resp, encoding, release)
         got = Headers([(k, re.sub(r"\r?\n[ \t]*", " ", v)) for k, v in resp.getheaders()])
         data = b"" if streaming else body_stream.read(limit)
@@ -4123,15 +4128,23 @@ class Client:
         """Wait before a retry and say True; False when the retries or the time for them
         (retry_max_time) are spent. The wait is Retry-After when the answer has one, else
         exponential backoff with jitter."""
+        import random  # jitter, not a secret
+
         if attempt >= self._max_retries:
             return False
-        delay = min(8.0, 0.5 * 2**attempt) * (0.5 + int.from_bytes(os.urandom(2), "big") / 65536)
+        delay = min(8.0, 0.5 * 2**attempt) * (0.5 + random.random())
         if isinstance(why, Response):
-            asked = _retry_after(why.headers.get("Retry-After") or "", time.time())
-            delay = delay if asked is None else asked
+            reason, after = "HTTP %d" % why.status, (why.headers.get("Retry-After") or "").strip()
+        else:
+            reason, after = why.code, ""
+        # Retry-After (RFC 9110 §10.2.3): delay-seconds or an HTTP-date
+        when = _http_date(after)
+        if re.fullmatch(r"[0-9]{1,9}", after):
+            delay = float(after)
+        elif when is not None:
+            delay = max(0.0, when - time.time())
         if time.monotonic() - started + delay > self._retry_max_time:
             return False
-        reason = "HTTP %d" % why.status if isinstance(why, Response) else why.code
         attempts = (attempt + 2, self._max_retries + 1, delay, reason)
         self._note("attempt %d of %d in %.2f s after %s" % attempts, "Retrying")
         time.sleep(delay)
@@ -4154,29 +4167,24 @@ class Client:
         )
         return True
 
-    def _release(self, target: _Target, conn: Any, resp: Any, complete: bool) -> None:
-        if complete and not resp.will_close:
-            self._pool.put(target, conn)
-        else:
-            conn.close()
-
     # -- token endpoint ------------------------------------------------------------
 
     def _mask_token_response(self, text: str) -> str:
         """Token response text for the log: its tokens (from the parsed JSON, however spelt) are
         learnt, then masked."""
         try:  # the strict parser: a server's nesting depth or lone surrogates cannot raise here
-            data = _json_object(text.encode("utf-8", "surrogatepass"), "token response")
+            self._learn_tokens(
+                _json_object(text.encode("utf-8", "surrogatepass"), "token response")
+            )
         except DPoPError:
-            data = {}
-        self._learn_tokens(data)
+            pass  # not a JSON object: no tokens to learn
         return _mask_token_json(text)
 
     def _learn_tokens(self, data: Dict[str, Any]) -> None:
-        """The tokens of a token response are secrets, for logs and errors."""
+        """The tokens of a token response (or a cache entry) are secrets, for logs and errors."""
         for name in ("access_token", "refresh_token", "id_token"):
             value = data.get(name)
-            if isinstance(value, str) and value:
+            if isinstance(value, str):  # (an empty one masks nothing: _Scrubber.add skips it)
                 self._scrub.add(value, lasting=False)
 
     def _token_form(self, endpoint: str) -> bytes:
@@ -4197,21 +4205,15 @@ class Client:
         form += self._token_params
         return urllib.parse.urlencode(form).encode("ascii")
 
-    def _endpoint(self) -> str:
-        if self._token_endpoint is None:
-            self._token_endpoint = self._discover()
-        return self._token_endpoint
-
     def _discover(self) -> str:
         """RFC 8414 metadata, then OpenID discovery, for ``issuer``."""
         issuer = str(self._issuer).rstrip("/")  # compared without a final slash
         target = _Target(issuer)
-        candidates = [
+        problems = []
+        for url in (  # RFC 8414 §3 first
             target.origin + "/.well-known/oauth-authorization-server" + target.path.rstrip("/"),
             issuer + "/.well-known/openid-configuration",  # OpenID Discovery §4
-        ]  # RFC 8414 §3 first
-        problems = []
-        for url in candidates:
+        ):
             where = _Target(url)
             response = self._exchange("GET", where, _base_headers(where), None, _MAX_TOKEN_BODY)
             if response.status != 200:
@@ -4230,9 +4232,11 @@ class Client:
             _Target(endpoint)
             algs = metadata.get("dpop_signing_alg_values_supported")
             if algs is not None and (not isinstance(algs, list) or "ES256" not in algs):
-                why = "the authorization server does not accept ES256 DPoP proofs"
-                why += " (dpop_signing_alg_values_supported)"
-                raise DPoPError("unsupported_alg", why)
+                raise DPoPError(
+                    "unsupported_alg",
+                    "the authorization server does not accept ES256 DPoP proofs"
+                    " (dpop_signing_alg_values_supported)",
+                )
             return endpoint
         raise DPoPError(
             "discovery", "no authorization server metadata found: " + "; ".join(problems)
@@ -4242,8 +4246,9 @@ class Client:
         """POST client_credentials with a proof; one retry for a new nonce."""
         import urllib.parse
 
-        endpoint = self._endpoint()
-        target = _Target(endpoint)
+        if self._token_endpoint is None:
+            self._token_endpoint = self._discover()
+        target = _Target(self._token_endpoint)
         base = _base_headers(target) + [("Content-Type", "application/x-www-form-urlencoded")]
         if self._auth_method == "client_secret_basic":
             userpass = ":".join(
@@ -4252,15 +4257,13 @@ class Client:
             basic = base64.b64encode(userpass.encode("utf-8")).decode("ascii")
             base.append(("Authorization", "Basic " + basic))
             self._scrub.add(basic)
-        form = functools.partial(self._token_form, endpoint)  # a new client assertion every time
+        form = functools.partial(self._token_form, target.url)  # a new client assertion every time
         mask = (_mask_form, self._mask_token_response)
         response = self._attempts("POST", target, base, form, _MAX_TOKEN_BODY, mask=mask)
         if 200 <= response.status < 300:
             token = self._parse_token(response)
-            where = target.origin + target.path
-            self._note(
-                "token from %s: expires in %s s" % (where, token.lifetime and "%d" % token.lifetime)
-            )
+            lifetime = token.lifetime and "%d" % token.lifetime
+            self._note("token from %s%s: expires in %s s" % (target.origin, target.path, lifetime))
             return token
         error, description = _oauth_error(response, self._scrub)
         text = "token endpoint answered HTTP %d without an OAuth error" % response.status
@@ -4279,44 +4282,25 @@ class Client:
         if not isinstance(value, str) or _TOKEN68.fullmatch(value) is None:
             raise DPoPError("bad_token_response", "token response has no usable access_token")
         token_type = data.get("token_type")
-        if not isinstance(token_type, str) or token_type.lower() != "dpop":
+        # str(): only a string spells "dpop" (JSON's null, true, numbers, arrays, objects do not)
+        if str(token_type).lower() != "dpop":
             # RFC 9449 §5: a Bearer token here means no key binding; refuse it rather than silently
             # downgrading.
-            why = (
-                "token_type is %s, not DPoP: the server did not bind the token to the key"
-                % _short_repr(token_type)
-            )
-            raise DPoPError("token_type", why)
+            why = "token_type is %s, not DPoP: the server did not bind the token to the key"
+            raise DPoPError("token_type", why % _short_repr(token_type))
         lifetime = data.get("expires_in")
         # str.isdigit() takes "²"
         if isinstance(lifetime, str) and re.fullmatch(r"[0-9]{1,10}", lifetime):
             lifetime = int(lifetime)
         if lifetime is None:
             return _Token(value, None)
-        if (
-            isinstance(lifetime, bool)
-            or not isinstance(lifetime, (int, float))
-            or not 0 < lifetime < 2**31
-        ):
+        # exact types: a JSON true is not a number of seconds
+        if type(lifetime) not in (int, float) or not 0 < lifetime < 2**31:
             raise DPoPError(
                 "bad_token_response", "expires_in is not a number of seconds from 1 to 2^31 - 1"
             )
         margin = min(self._refresh_margin, lifetime / 2)
         return _Token(value, time.monotonic() + lifetime - margin, lifetime)
-
-
-def _redirect(url: str, location: str) -> _Target:
-    """Where a redirect's Location (RFC 9110 §10.2.2) points from ``url``; a Location that is not a
-    URL this client can use is bad_response (never urljoin's ValueError, nor the resolver's
-    UnicodeError later). Returns the new target, parsed once."""
-    import urllib.parse
-
-    try:
-        return _Target(urllib.parse.urljoin(url, location.strip()))
-    except (ValueError, DPoPError) as exc:
-        if isinstance(exc, DPoPError) and exc.code == "insecure_url":
-            raise
-        raise DPoPError("bad_response", "the redirect's Location is not a usable URL") from None
 
 
 def _base_headers(
@@ -4341,26 +4325,11 @@ def _oauth_error(response: Response, scrub: Callable[[str], str]) -> Tuple[str |
             found = _json_object(response.body, "error response")
         except DPoPError:
             return None, None
-    error, description = found.get("error"), found.get("error_description")
 
     def clean(text: Any, limit: int) -> str | None:
         return re.sub(r"[^\x20-\x7e]", "?", scrub(text))[:limit] if isinstance(text, str) else None
 
-    return clean(error, 100), clean(description, 300)
-
-
-def _debug(text: str) -> None:
-    """A DEBUG record on logging.getLogger("dpop") (a NullHandler unless the program adds one). Free
-    until the program imports logging: without it no handler or level can have been set, so nothing
-    could be shown."""
-    import sys
-
-    logging = sys.modules.get("logging")
-    if logging is not None:
-        logger = logging.getLogger("dpop")
-        if not logger.handlers:
-            logger.addHandler(logging.NullHandler())
-        logger.debug(text)
+    return clean(found.get("error"), 100), clean(found.get("error_description"), 300)
 
 
 def _reason(exc: BaseException) -> str:

@@ -3502,16 +3502,19 @@ def _assertion_signer(
     key: ECKey | RSAKey = data
     kid = None
     if not isinstance(data, (ECKey, RSAKey)):
-        try:  # a file read and its PEM or JSON parsed once, for the key and for its kid
-            value = _key_data(data, _EC_PEM_LABELS + ("RSA PRIVATE KEY", "RSA PUBLIC KEY"))
+        if isinstance(data, os.PathLike):
+            data = _read_key_file(data)  # read once, for the key and for its kid
+        try:  # each loader reads a PEM block only under its own labels
             try:
-                key = load_key(value)
+                key = load_key(data)
             except DPoPError as exc:
                 if exc.code != "unsupported_key":
                     raise
-                key = load_rsa_key(value)  # not P-256: RSA, or the RSA loader's own refusal
+                key = load_rsa_key(data)  # not P-256: RSA, or the RSA loader's own refusal
         except DPoPError as exc:
             raise DPoPError(exc.code, "assertion key: " + exc.message) from None
+        # it loaded, so this parses again: a JWK's mapping (for its kid), or a PEM block's DER
+        value = _key_data(data, _EC_PEM_LABELS + ("RSA PRIVATE KEY", "RSA PUBLIC KEY"))
         kid = value.get("kid") if isinstance(value, Mapping) else None
     if not key.has_private:
         raise DPoPError(

@@ -5257,6 +5257,11 @@ def test_client_argument_checks(client_key):
             **dict(good, auth_method="private_key_jwt", assertion_key=client_key.public_jwk()),
         )
     assert str(info.value).startswith("no_private_key: assertion key: ")
+    # a PEM block is read only under its own kind's labels: an EC key labelled as RSA is refused
+    pem = client_key.to_pem().replace("BEGIN PRIVATE KEY", "BEGIN RSA PRIVATE KEY")
+    pem = pem.replace("END PRIVATE KEY", "END RSA PRIVATE KEY")
+    with raises_code("unsupported_key"):
+        dpop.Client(client_key, **dict(good, auth_method="private_key_jwt", assertion_key=pem))
     with raises_code("no_private_key"):
         dpop.Client(client_key.public_key(), **good)
     with raises_code("bad_url"):

@@ -5473,21 +5473,12 @@ def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[s
         "retry": "max_retries",
         "location": "follow_redirects",  # request only
     }
-    same = [
-        "token_endpoint",
-        "issuer",
-        "client_id",
-        "client_secret",
-        "auth_method",  # "post" and "basic" too: Client knows the aliases
-        "scope",
-        "proxy",
-        "timeout",
-        "connect_timeout",
-        "retry_max_time",
-        "assertion_kid",
-        "assertion_alg",
-        "assertion_audience",
-    ]
+    # the options Client() takes under their own names (auth_method's "post" and "basic" too:
+    # Client knows the aliases)
+    same = (
+        "token_endpoint issuer client_id client_secret auth_method scope proxy timeout"
+        " connect_timeout retry_max_time assertion_kid assertion_alg assertion_audience"
+    ).split()
     settings = {
         renamed.get(name, name): args[name]
         for name in same + list(renamed)
@@ -5625,7 +5616,7 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
     if args["head"]:
         default = "HEAD"
     method = args["request"] or args["method"] or default
-    headers = list(args["header"] or [])
+    headers = args["header"] or []  # a list of its own (_checked made it)
     names = {name.lower() for name, _ in headers}
     if args["json"] is not None:
         headers += [
@@ -5720,7 +5711,7 @@ def _check_together(args: Dict[str, Any]) -> None:
         for flag, path in inputs.items():
             if out and path and path != "-" and flag != writer and _same_file(out, path):
                 raise DPoPError("usage", "%s %s would overwrite the %s file" % (writer, out, flag))
-    if args["scope"] and any(name == "scope" for name, _ in args["param"] or ()):
+    if args["scope"] and "scope" in dict(args["param"] or ()):
         raise DPoPError("usage", "give the scope once: --scope, or --param scope=...")
 
 
@@ -6064,8 +6055,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scrub = _Scrubber()
     try:
         try:
-            command = _command(args)
-            status = _COMMANDS[command][0](args, scrub)
+            # (the command is taken off args before its function is called with them)
+            status = _COMMANDS[_command(args)][0](args, scrub)
         except SystemExit as exc:  # argparse: --help, --version
             status = exc.code if isinstance(exc.code, int) else 2
         sys.stdout.flush()  # a full disk is reported here, not at exit

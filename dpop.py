@@ -5007,9 +5007,11 @@ def _check_count(value: str) -> int:
 
 def _check_flag(value: str) -> bool:
     word = value.strip().lower()
-    if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        raise ValueError("must be 1/0, true/false, yes/no or on/off")
-    return word in ("1", "true", "yes", "on")
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be 1/0, true/false, yes/no or on/off")
 
 
 def _check_url(value: str) -> str:
@@ -5644,8 +5646,8 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             _write_out(args["write_out"], values)
         if response.status >= 400:  # the URL without its query, and the server's reason
             where = _Target(response.url)
-            error, description = _oauth_error(response, scrub)
-            why = "".join(": " + part for part in (error, description) if part)
+            # ": error: description", either part left out when the server gave none
+            why = "".join(": " + part for part in _oauth_error(response, scrub) if part)
             text = "%d %s from %s%s%s" % (
                 response.status,
                 response.reason,
@@ -5691,7 +5693,7 @@ def _check_together(args: Dict[str, Any]) -> None:
             "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)",
         )
     # (--cacert is never "-": _check_cafile refuses it)
-    names = ("--key", "--client-secret-file", "--assertion-key", "--cert", "--cert-key", "--cacert")
+    names = "--key --client-secret-file --assertion-key --cert --cert-key --cacert".split()
     inputs = {flag: args[flag[2:].replace("-", "_")] for flag in names}
     if "-" in (args["cert"], args["cert_key"]):
         raise DPoPError("usage", "--cert and --cert-key take files, not stdin (-)")

@@ -5289,20 +5289,17 @@ def _cli_key(path: str | None) -> ECKey:
     return load_key(_read_input(path, "key file", _MAX_KEY_INPUT))
 
 
-class _LogSinks:
-    """The session log's sinks for -v and --session-log: the terminal and the file, either of them
-    None. The terminal needs no _printable here: _SessionLog._write already escapes every control
-    character but tab and newline (_LOG_ESCAPES holds all of _CONTROLS)."""
-
-    def __init__(self, terminal: Any, file: Any) -> None:
-        self.sinks = [sink for sink in (terminal, file) if sink is not None]
+class _LogSinks(list["Any"]):  # quoted: typing is imported for type checkers only
+    """The session log's sinks for -v and --session-log: the terminal, the file, or both (a list of
+    them that writes to each). The terminal needs no _printable here: _SessionLog._write already
+    escapes every control character but tab and newline (_LOG_ESCAPES holds all of _CONTROLS)."""
 
     def write(self, text: str) -> None:
-        for sink in self.sinks:
+        for sink in self:
             sink.write(text)
 
     def flush(self) -> None:
-        for sink in self.sinks:
+        for sink in self:
             sink.flush()
 
 
@@ -5548,8 +5545,9 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
     # chained to ``scrub`` as soon as there is a Client: only then can server text reach an error.
     log_file = _open_private(args["session_log"]) if args["session_log"] else None
     terminal = sys.stderr if args["verbose"] else None
-    if terminal or log_file:
-        settings["session_log"] = _LogSinks(terminal, log_file)
+    sinks = _LogSinks(sink for sink in (terminal, log_file) if sink is not None)
+    if sinks:
+        settings["session_log"] = sinks
 
     def out_of_time(*_: Any) -> None:
         raise _OutOfTime()

@@ -5617,10 +5617,9 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
         default = "HEAD"
     method = args["request"] or args["method"] or default
     headers = args["header"] or []  # a list of its own (_checked made it)
-    names = {name.lower() for name, _ in headers}
-    if args["json"] is not None:
+    if args["json"] is not None:  # Headers: the names the user gave, matched case-insensitively
         headers += [
-            (n, "application/json") for n in ("Content-Type", "Accept") if n.lower() not in names
+            (n, "application/json") for n in ("Content-Type", "Accept") if n not in Headers(headers)
         ]
     started = time.monotonic()
 

@@ -5256,7 +5256,7 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
         "_argv": {name for name, value in namespace.items() if value is not None}
     }
     for opt in table:
-        raw, where = namespace.get(opt.dest), opt.flags[-1]
+        raw, where = namespace[opt.dest], opt.flags[-1]
         if raw is None and opt.env and os.environ.get(opt.env):
             raw, where = os.environ[opt.env], opt.env
         values[opt.dest] = None if raw is None else _checked(opt, raw, where)
@@ -5700,13 +5700,15 @@ def _check_together(args: Dict[str, Any]) -> None:
     readers = [flag for flag, path in inputs.items() if path == "-"]
     if len(readers) > 1:
         raise DPoPError("usage", "only one of %s can read stdin (-)" % " and ".join(readers))
-    # Every file the run reads or keeps is safe from the files it writes.
+    # Every file the run reads or keeps is safe from the files it writes: each writer is checked
+    # against every other file named here, the other writer too.
     if args["token_cache"] is not None:
         inputs["--token-cache"] = args["token_cache"] or FileTokenCache().path
-    inputs["--session-log"] = args["session_log"]
     output = args.get("output")  # request only; "-" is stdout (a --session-log of "-" is a file)
-    writers = {"--output": None if output == "-" else output, "--session-log": args["session_log"]}
-    for writer, out in writers.items():
+    inputs["--output"] = None if output == "-" else output
+    inputs["--session-log"] = args["session_log"]
+    for writer in ("--output", "--session-log"):
+        out = inputs[writer]
         for flag, path in inputs.items():
             if out and path and path != "-" and flag != writer and _same_file(out, path):
                 raise DPoPError("usage", "%s %s would overwrite the %s file" % (writer, out, flag))

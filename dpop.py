@@ -5117,7 +5117,7 @@ _WRITE_OUT_NAMES = (
 
 
 def _check_writeout(value: str) -> str:
-    unknown = [name for name in re.findall(r"%\{([^}]*)\}", value) if name not in _WRITE_OUT_NAMES]
+    unknown = set(re.findall(r"%\{([^}]*)\}", value)).difference(_WRITE_OUT_NAMES)
     if unknown or _CONTROLS.search(value):
         raise ValueError("knows %s" % ", ".join("%%{%s}" % name for name in _WRITE_OUT_NAMES))
     return value

@@ -2738,13 +2738,9 @@ _JSON_SECRETS = re.compile(
     r'("(?:access_token|refresh_token|id_token)"\s*:\s*")(?:[^"\\]|\\.)*(?=")'
 )
 
-
-def _mask_form(text: str) -> str:
-    return _FORM_SECRETS.sub(r"\g<1>" + _MASKED, text)
-
-
-def _mask_token_json(text: str) -> str:
-    return _JSON_SECRETS.sub(r"\g<1>" + _MASKED, text)
+# a form's or a token response's secrets masked by structure: group 1 kept, the value masked
+_mask_form = functools.partial(_FORM_SECRETS.sub, r"\g<1>" + _MASKED)
+_mask_token_json = functools.partial(_JSON_SECRETS.sub, r"\g<1>" + _MASKED)
 
 
 class _Scrubber:

@@ -2757,15 +2757,15 @@ class _Scrubber:
         self.others: List[_Scrubber] = []  # applied too (the CLI adds its client's)
 
     def add(self, secret: str, lasting: bool = True) -> None:
-        import urllib.parse
+        from urllib.parse import quote, quote_plus
 
         kept = self._lasting if lasting else self._recent
         escaped = json.dumps(secret)[1:-1]  # as a JSON string spells it, "/" also as "\/"
         raw = secret.encode("utf-8", "surrogatepass")  # a server's text may hold a lone surrogate
         for form in (
             secret,
-            urllib.parse.quote_plus(raw),
-            urllib.parse.quote(raw, safe=""),
+            quote_plus(raw),
+            quote(raw, safe=""),
             escaped,
             escaped.replace("/", "\\/"),
         ):
@@ -2868,7 +2868,7 @@ class _SessionLog:
         self._write(kind, text, [], "")
 
     def request(
-        self, method: str, target: _Target, headers: _Pairs, body: bytes | None, mask: _Mask
+        self, method: str, target: _Target, headers: _Pairs, body: _Body, mask: _Mask
     ) -> None:
         first = "%s %s HTTP/1.1" % (method, target.target)
         self._write("Sending", first, headers, self._body(body, mask))
@@ -2919,7 +2919,7 @@ class _Proxy:
         if not _resolvable(host):
             raise ValueError("bad proxy host name: an empty label or one over 63 characters")
         self.host, self.shown = host.strip("[]"), "http://%s:%d" % (host, self.port)
-        self.auth: str | None = None
+        self.auth: _Text = None
         self.secrets: Tuple[str, ...] = ()
         if userinfo is not None:
             user, _, password = userinfo.partition(":")
@@ -3093,7 +3093,7 @@ class _Pool:
                     raise DPoPError("tls", why) from None
             return self._context
 
-    def get(self, target: _Target, note: Callable[[str, str | None], None]) -> Tuple[Any, bool]:
+    def get(self, target: _Target, note: Callable[[str, _Text], None]) -> Tuple[Any, bool]:
         """An idle connection (True) or a new one (False), whose proxy tunnel and TLS to the origin
         are made here."""
         import http.client
@@ -3153,7 +3153,7 @@ class _Pool:
                 conn.close()
 
 
-def _inflater(encoding: str | None) -> Any:
+def _inflater(encoding: _Text) -> Any:
     """A gzip or deflate Content-Encoding's decompressor; None for identity and unknown codings
     (passed on as is)."""
     import zlib
@@ -3169,7 +3169,7 @@ class _BodyStream:
     whatever its size. Its connection is released once: back to the pool when the body was read to
     its end, closed otherwise (closing early, an error, or never reading)."""
 
-    def __init__(self, resp: Any, encoding: str | None, release: Callable[[bool], None]) -> None:
+    def __init__(self, resp: Any, encoding: _Text, release: Callable[[bool], None]) -> None:
         self._resp, self._encoding = resp, encoding
         self._release: Callable[[bool], None] | None = release
 
@@ -3390,8 +3390,9 @@ class FileTokenCache:
 def _usable_entry(entry: Any) -> bool:
     """A token cache entry that is well formed and not expired (a file's content is never
     trusted)."""
-    got: Dict[str, Any] = entry if isinstance(entry, dict) else {}
-    until, token, nonces = got.get("until", 0), got.get("access_token"), got.get("nonces")
+    if not isinstance(entry, dict):
+        return False
+    until, token, nonces = entry.get("until", 0), entry.get("access_token"), entry.get("nonces")
     now = time.time()
     # inf or 1e300: malformed, not "never"
     fresh = type(until) in (int, float) and now < until < now + 2**31

@@ -3313,15 +3313,19 @@ class FileTokenCache:
         self._warn_once(why)
         return {}
 
+    def _folder(self) -> str:
+        """The cache file's folder, made (0700) if it is missing: for the file and its lock."""
+        folder = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        return folder
+
     def _write(self, entries: Dict[str, Any]) -> None:
         import tempfile
 
         if self._off:
             return
-        folder = os.path.dirname(os.path.abspath(self.path))
         try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=folder, prefix=".tokens-")  # created 0600
+            fd, temporary = tempfile.mkstemp(dir=self._folder(), prefix=".tokens-")  # created 0600
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(entries, f)
             os.replace(temporary, self.path)
@@ -3353,10 +3357,10 @@ class FileTokenCache:
             import errno
             import stat
 
-            flags = os.O_WRONLY | os.O_CREAT | _OPEN_NO_LINK_NO_WAIT
             fd = -1
             try:
-                os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
+                self._folder()
+                flags = os.O_WRONLY | os.O_CREAT | _OPEN_NO_LINK_NO_WAIT
                 fd = os.open(self.path + ".lock", flags, 0o600)
                 regular = stat.S_ISREG(os.fstat(fd).st_mode)
             except OSError as exc:

@@ -2454,12 +2454,8 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 # RFC 9110 §9.2.2, as the issue lists
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _USER_AGENT = "dpop.py/" + __version__
-_AUTH_METHODS = (
-    "client_secret_post",
-    "client_secret_basic",
-    "client_secret_jwt",
-    "private_key_jwt",
-    "none",
+_AUTH_METHODS = tuple(
+    "client_secret_post client_secret_basic client_secret_jwt private_key_jwt none".split()
 )
 _RESERVED_TOKEN_PARAMS = frozenset(
     "grant_type client_id client_secret client_assertion client_assertion_type".split()
@@ -2615,7 +2611,7 @@ class Response:
             r";\s*charset=\"?([A-Za-z0-9._-]+)", self.headers.get("Content-Type") or ""
         )
         try:
-            name = codecs.lookup(match.group(1)).name if match else "utf-8"
+            name = codecs.lookup(match[1]).name if match else "utf-8"
         except LookupError:
             name = "utf-8"
         # Only plain character maps and UTFs: a server may name a codec that is
@@ -2658,13 +2654,13 @@ def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]
     for text in values:
         params: Dict[str, str] | None = None  # the current challenge's
         for item in _CHALLENGE_ITEM.finditer(text):
-            if item.group("scheme"):
+            if item["scheme"]:
                 params = {}
-                challenges.append((item.group("scheme").lower(), params))
-            elif item.group("name") and params is not None:
-                quoted = item.group("quoted")
-                value = item.group("value") if quoted is None else re.sub(r"\\(.)", r"\1", quoted)
-                params.setdefault(item.group("name").lower(), value)
+                challenges.append((item["scheme"].lower(), params))
+            elif item["name"] and params is not None:
+                quoted = item["quoted"]
+                value = item["value"] if quoted is None else re.sub(r"\\(.)", r"\1", quoted)
+                params.setdefault(item["name"].lower(), value)
     return challenges
 
 
@@ -2812,7 +2808,7 @@ _LOG_ESCAPES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff
 
 
 def _log_escape(match: Any) -> str:
-    code = ord(match.group(0))
+    code = ord(match[0])
     return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code
 
 
@@ -3405,9 +3401,12 @@ def _usable_entry(entry: Any) -> bool:
 
 
 def _good_nonce(value: Any) -> bool:
-    return (
-        isinstance(value, str) and len(value) <= _MAX_NONCE and _NQCHAR.fullmatch(value) is not None
-    )
+    """Whether ``value`` may go into a proof as a nonce: section 8's _check_nonce, as a test."""
+    try:
+        _check_nonce(value)
+    except (TypeError, DPoPError):
+        return False
+    return True
 
 
 # =============================================================================

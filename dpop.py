@@ -3062,7 +3062,8 @@ class _Pool:
         self._lock = threading.Lock()
         if client_cert is not None:  # loaded here, on the context made now
             pair = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
-            if context is not None or len(pair) != 2 or pair[0] is None:
+            # a certificate that is not a path (None, 42) is ssl's TypeError, at load_cert_chain
+            if context is not None or len(pair) != 2:
                 raise TypeError(
                     "client_cert= takes a file or (certificate, key) files, without ssl_context="
                 )

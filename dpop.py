@@ -2967,14 +2967,15 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
     (http.client before 3.12 reads them without a limit). The socket is closed on any failure."""
     import socket
 
-    lines = ["CONNECT %s HTTP/1.1" % authority, "Host: " + authority]
-    lines += ["Proxy-Authorization: " + proxy.auth] if proxy.auth else []
+    request = "CONNECT %s HTTP/1.1\r\nHost: %s\r\n" % (authority, authority)
+    if proxy.auth:
+        request += "Proxy-Authorization: %s\r\n" % proxy.auth
     head, sock = b"", None
     try:
         sock = socket.create_connection(
             (proxy.host, proxy.port), timeout=max(0.001, deadline - time.monotonic())
         )
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+        sock.sendall((request + "\r\n").encode("ascii"))
         while b"\r\n\r\n" not in head:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -2452,7 +2452,7 @@ _MAX_API_BODY = 256 << 20
 _MAX_LOGGED_BODY = 64 << 10
 _REDIRECTS = (301, 302, 303, 307, 308)
 # RFC 9110 §9.2.2, as the issue lists
-_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_IDEMPOTENT = frozenset("GET HEAD PUT DELETE OPTIONS".split())
 _USER_AGENT = "dpop.py/" + __version__
 _AUTH_METHODS = tuple(
     "client_secret_post client_secret_basic client_secret_jwt private_key_jwt none".split()

@@ -2452,14 +2452,10 @@ _MAX_API_BODY = 256 << 20
 _MAX_LOGGED_BODY = 64 << 10
 _REDIRECTS = (301, 302, 303, 307, 308)
 # RFC 9110 §9.2.2, as the issue lists
-_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_IDEMPOTENT = frozenset("GET HEAD PUT DELETE OPTIONS".split())
 _USER_AGENT = "dpop.py/" + __version__
-_AUTH_METHODS = (
-    "client_secret_post",
-    "client_secret_basic",
-    "client_secret_jwt",
-    "private_key_jwt",
-    "none",
+_AUTH_METHODS = tuple(
+    "client_secret_post client_secret_basic client_secret_jwt private_key_jwt none".split()
 )
 _RESERVED_TOKEN_PARAMS = frozenset(
     "grant_type client_id client_secret client_assertion client_assertion_type".split()
@@ -2615,7 +2611,7 @@ class Response:
             r";\s*charset=\"?([A-Za-z0-9._-]+)", self.headers.get("Content-Type") or ""
         )
         try:
-            name = codecs.lookup(match.group(1)).name if match else "utf-8"
+            name = codecs.lookup(match[1]).name if match else "utf-8"
         except LookupError:
             name = "utf-8"
         # Only plain character maps and UTFs: a server may name a codec that is
@@ -2658,13 +2654,13 @@ def _parse_challenges(values: Sequence[str]) -> List[Tuple[str, Dict[str, str]]]
     for text in values:
         params: Dict[str, str] | None = None  # the current challenge's
         for item in _CHALLENGE_ITEM.finditer(text):
-            if item.group("scheme"):
+            if item["scheme"]:
                 params = {}
-                challenges.append((item.group("scheme").lower(), params))
-            elif item.group("name") and params is not None:
-                quoted = item.group("quoted")
-                value = item.group("value") if quoted is None else re.sub(r"\\(.)", r"\1", quoted)
-                params.setdefault(item.group("name").lower(), value)
+                challenges.append((item["scheme"].lower(), params))
+            elif item["name"] and params is not None:
+                quoted = item["quoted"]
+                value = item["value"] if quoted is None else re.sub(r"\\(.)", r"\1", quoted)
+                params.setdefault(item["name"].lower(), value)
     return challenges
 
 
@@ -2738,13 +2734,9 @@ _JSON_SECRETS = re.compile(
     r'("(?:access_token|refresh_token|id_token)"\s*:\s*")(?:[^"\\]|\\.)*(?=")'
 )
 
-
-def _mask_form(text: str) -> str:
-    return _FORM_SECRETS.sub(r"\g<1>" + _MASKED, text)
-
-
-def _mask_token_json(text: str) -> str:
-    return _JSON_SECRETS.sub(r"\g<1>" + _MASKED, text)
+# a form's or a token response's secrets masked by structure: group 1 kept, the value masked
+_mask_form = functools.partial(_FORM_SECRETS.sub, r"\g<1>" + _MASKED)
+_mask_token_json = functools.partial(_JSON_SECRETS.sub, r"\g<1>" + _MASKED)
 
 
 class _Scrubber:
@@ -2761,15 +2753,15 @@ class _Scrubber:
         self.others: List[_Scrubber] = []  # applied too (the CLI adds its client's)
 
     def add(self, secret: str, lasting: bool = True) -> None:
-        import urllib.parse
+        from urllib.parse import quote, quote_plus
 
         kept = self._lasting if lasting else self._recent
         escaped = json.dumps(secret)[1:-1]  # as a JSON string spells it, "/" also as "\/"
         raw = secret.encode("utf-8", "surrogatepass")  # a server's text may hold a lone surrogate
         for form in (
             secret,
-            urllib.parse.quote_plus(raw),
-            urllib.parse.quote(raw, safe=""),
+            quote_plus(raw),
+            quote(raw, safe=""),
             escaped,
             escaped.replace("/", "\\/"),
         ):
@@ -2816,7 +2808,7 @@ _LOG_ESCAPES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff
 
 
 def _log_escape(match: Any) -> str:
-    code = ord(match.group(0))
+    code = ord(match[0])
     return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code
 
 
@@ -2872,7 +2864,7 @@ class _SessionLog:
         self._write(kind, text, [], "")
 
     def request(
-        self, method: str, target: _Target, headers: _Pairs, body: bytes | None, mask: _Mask
+        self, method: str, target: _Target, headers: _Pairs, body: _Body, mask: _Mask
     ) -> None:
         first = "%s %s HTTP/1.1" % (method, target.target)
         self._write("Sending", first, headers, self._body(body, mask))
@@ -2923,7 +2915,7 @@ class _Proxy:
         if not _resolvable(host):
             raise ValueError("bad proxy host name: an empty label or one over 63 characters")
         self.host, self.shown = host.strip("[]"), "http://%s:%d" % (host, self.port)
-        self.auth: str | None = None
+        self.auth: _Text = None
         self.secrets: Tuple[str, ...] = ()
         if userinfo is not None:
             user, _, password = userinfo.partition(":")
@@ -2975,14 +2967,15 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
     (http.client before 3.12 reads them without a limit). The socket is closed on any failure."""
     import socket
 
-    lines = ["CONNECT %s HTTP/1.1" % authority, "Host: " + authority]
-    lines += ["Proxy-Authorization: " + proxy.auth] if proxy.auth else []
+    request = "CONNECT %s HTTP/1.1\r\nHost: %s\r\n" % (authority, authority)
+    if proxy.auth:
+        request += "Proxy-Authorization: %s\r\n" % proxy.auth
     head, sock = b"", None
     try:
         sock = socket.create_connection(
             (proxy.host, proxy.port), timeout=max(0.001, deadline - time.monotonic())
         )
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+        sock.sendall((request + "\r\n").encode("ascii"))
         while b"\r\n\r\n" not in head:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -3070,7 +3063,8 @@ class _Pool:
         self._lock = threading.Lock()
         if client_cert is not None:  # loaded here, on the context made now
             pair = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
-            if context is not None or len(pair) != 2 or pair[0] is None:
+            # a certificate that is not a path (None, 42) is ssl's TypeError, at load_cert_chain
+            if context is not None or len(pair) != 2:
                 raise TypeError(
                     "client_cert= takes a file or (certificate, key) files, without ssl_context="
                 )
@@ -3097,7 +3091,7 @@ class _Pool:
                     raise DPoPError("tls", why) from None
             return self._context
 
-    def get(self, target: _Target, note: Callable[[str, str | None], None]) -> Tuple[Any, bool]:
+    def get(self, target: _Target, note: Callable[[str, _Text], None]) -> Tuple[Any, bool]:
         """An idle connection (True) or a new one (False), whose proxy tunnel and TLS to the origin
         are made here."""
         import http.client
@@ -3157,7 +3151,7 @@ class _Pool:
                 conn.close()
 
 
-def _inflater(encoding: str | None) -> Any:
+def _inflater(encoding: _Text) -> Any:
     """A gzip or deflate Content-Encoding's decompressor; None for identity and unknown codings
     (passed on as is)."""
     import zlib
@@ -3173,7 +3167,7 @@ class _BodyStream:
     whatever its size. Its connection is released once: back to the pool when the body was read to
     its end, closed otherwise (closing early, an error, or never reading)."""
 
-    def __init__(self, resp: Any, encoding: str | None, release: Callable[[bool], None]) -> None:
+    def __init__(self, resp: Any, encoding: _Text, release: Callable[[bool], None]) -> None:
         self._resp, self._encoding = resp, encoding
         self._release: Callable[[bool], None] | None = release
 
@@ -3317,15 +3311,19 @@ class FileTokenCache:
         self._warn_once(why)
         return {}
 
+    def _folder(self) -> str:
+        """The cache file's folder, made (0700) if it is missing: for the file and its lock."""
+        folder = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        return folder
+
     def _write(self, entries: Dict[str, Any]) -> None:
         import tempfile
 
         if self._off:
             return
-        folder = os.path.dirname(os.path.abspath(self.path))
         try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=folder, prefix=".tokens-")  # created 0600
+            fd, temporary = tempfile.mkstemp(dir=self._folder(), prefix=".tokens-")  # created 0600
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(entries, f)
             os.replace(temporary, self.path)
@@ -3357,10 +3355,10 @@ class FileTokenCache:
             import errno
             import stat
 
-            flags = os.O_WRONLY | os.O_CREAT | _OPEN_NO_LINK_NO_WAIT
             fd = -1
             try:
-                os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
+                self._folder()
+                flags = os.O_WRONLY | os.O_CREAT | _OPEN_NO_LINK_NO_WAIT
                 fd = os.open(self.path + ".lock", flags, 0o600)
                 regular = stat.S_ISREG(os.fstat(fd).st_mode)
             except OSError as exc:
@@ -3394,8 +3392,9 @@ class FileTokenCache:
 def _usable_entry(entry: Any) -> bool:
     """A token cache entry that is well formed and not expired (a file's content is never
     trusted)."""
-    got: Dict[str, Any] = entry if isinstance(entry, dict) else {}
-    until, token, nonces = got.get("until", 0), got.get("access_token"), got.get("nonces")
+    if not isinstance(entry, dict):
+        return False
+    until, token, nonces = entry.get("until", 0), entry.get("access_token"), entry.get("nonces")
     now = time.time()
     # inf or 1e300: malformed, not "never"
     fresh = type(until) in (int, float) and now < until < now + 2**31
@@ -3404,9 +3403,12 @@ def _usable_entry(entry: Any) -> bool:
 
 
 def _good_nonce(value: Any) -> bool:
-    return (
-        isinstance(value, str) and len(value) <= _MAX_NONCE and _NQCHAR.fullmatch(value) is not None
-    )
+    """Whether ``value`` may go into a proof as a nonce: section 8's _check_nonce, as a test."""
+    try:
+        _check_nonce(value)
+    except (TypeError, DPoPError):
+        return False
+    return True
 
 
 # =============================================================================

@@ -3682,7 +3682,7 @@ class Client:
             raise TypeError("give data= or json=, not both")
         if json is not None:
             body = _json_compact(json)
-            if not any(name.lower() == "content-type" for name, _ in extra):
+            if "Content-Type" not in Headers(extra):  # a caller's own, in any case, stays
                 extra.append(("Content-Type", "application/json"))
         elif data is not None:
             body = data.encode("utf-8") if isinstance(data, str) else _as_bytes("data", data)
@@ -4054,25 +4054,28 @@ class Client:
                 conn.endheaders(body)
                 response = self._answer(conn, method, target, limit, stream)
                 answered = True
-            # RemoteDisconnected too
-            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
-                # A keep-alive connection the server closed as we used it: once more on a new
-                # connection, if that cannot repeat a request that went out whole (a POST the server
-                # may have acted on).
-                if reused and not retried and (not written or method in _IDEMPOTENT):
-                    retried = True
-                    continue
-                why = "%s %s: connection %s" % (
-                    method,
-                    target.origin,
-                    "reset" if written else "failed",
-                )
-                raise _network_error("network", why + _reason(exc), written) from None
             except socket.timeout:
                 why = "%s %s%s: timed out" % (method, target.origin, target.path)
                 raise _network_error("timeout", why, written) from None
             except ssl.SSLError as exc:
                 raise _tls_error(target.origin, exc) from None
+            # before HTTPException: http.client's RemoteDisconnected is a ConnectionResetError too
+            except OSError as exc:
+                # A keep-alive connection the server closed as we used it: once more on a new
+                # connection, if that cannot repeat a request that went out whole (a POST the server
+                # may have acted on). (A reused connection is connected: it cannot be refused, so
+                # its ConnectionError is a reset, an abort or a broken pipe.)
+                stale = reused and not retried and isinstance(exc, ConnectionError)
+                if stale and (not written or method in _IDEMPOTENT):
+                    retried = True
+                    continue
+                why = "%s %s: %s%s" % (
+                    method,
+                    target.origin,
+                    "connection broke" if written else "cannot connect",
+                    _reason(exc),
+                )
+                raise _network_error("network", why, written) from None
             except http.client.IncompleteRead:
                 why = "%s: the connection closed before the whole body arrived" % target.origin
                 raise DPoPError("network", why) from None
@@ -4080,13 +4083,6 @@ class Client:
             except (http.client.HTTPException, ValueError) as exc:
                 why = "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
                 raise DPoPError("bad_response", why) from None
-            except OSError as exc:
-                why = "%s: %s%s" % (
-                    target.origin,
-                    "connection broke" if written else "cannot connect",
-                    _reason(exc),
-                )
-                raise _network_error("network", why, written) from None
             finally:
                 if not answered:
                     conn.close()

@@ -3434,14 +3434,6 @@ def _good_nonce(value: Any) -> bool:
 #    256 MiB (after gzip decoding); larger ones raise response_too_large.
 
 
-def _network_error(code: str, why: str, written: bool) -> DPoPError:
-    """A failed exchange; unless ``written``, marked as one that a retry cannot repeat, whatever the
-    method."""
-    error = DPoPError(code, why)
-    error._unsent = not written
-    return error
-
-
 def _http_date(value: str | None) -> float | None:
     """The POSIX time of an HTTP-date (RFC 9110 §5.6.7), None if it is not one."""
     import email.utils
@@ -4054,12 +4046,10 @@ class Client:
                 conn.endheaders(body)
                 response = self._answer(conn, method, target, limit, stream)
                 answered = True
-            except socket.timeout:
-                why = "%s %s%s: timed out" % (method, target.origin, target.path)
-                raise _network_error("timeout", why, written) from None
             except ssl.SSLError as exc:
                 raise _tls_error(target.origin, exc) from None
-            # before HTTPException: http.client's RemoteDisconnected is a ConnectionResetError too
+            # socket.timeout (TimeoutError) too; before HTTPException: http.client's
+            # RemoteDisconnected is a ConnectionResetError too
             except OSError as exc:
                 # A keep-alive connection the server closed as we used it: once more on a new
                 # connection, if that cannot repeat a request that went out whole (a POST the server
@@ -4069,13 +4059,14 @@ class Client:
                 if stale and (not written or method in _IDEMPOTENT):
                     retried = True
                     continue
-                why = "%s %s: %s%s" % (
-                    method,
-                    target.origin,
-                    "connection broke" if written else "cannot connect",
-                    _reason(exc),
-                )
-                raise _network_error("network", why, written) from None
+                code, what = "network", "connection broke" if written else "cannot connect"
+                if isinstance(exc, socket.timeout):  # the reason says what timed out
+                    code, what = "timeout", "no answer in time"
+                why = "%s %s%s: %s%s" % (method, target.origin, target.path, what, _reason(exc))
+                error = DPoPError(code, why)
+                # unless written, a failure that a retry cannot repeat, whatever the method
+                error._unsent = not written
+                raise error from None
             except http.client.IncompleteRead:
                 why = "%s: the connection closed before the whole body arrived" % target.origin
                 raise DPoPError("network", why) from None

@@ -3702,7 +3702,8 @@ class Client:
             try:
                 target = _Target(urllib.parse.urljoin(here.url, location.strip()))
             except (ValueError, DPoPError) as exc:
-                if isinstance(exc, DPoPError) and exc.code == "insecure_url":
+                # a DPoPError's code (a ValueError has none)
+                if getattr(exc, "code", None) == "insecure_url":
                     raise
                 raise DPoPError(
                     "bad_response", "the redirect's Location is not a usable URL"
@@ -4252,8 +4253,10 @@ class Client:
         response = self._attempts("POST", target, base, form, _MAX_TOKEN_BODY, mask=mask)
         if 200 <= response.status < 300:
             token = self._parse_token(response)
-            lifetime = token.lifetime and "%d" % token.lifetime
-            self._note("token from %s%s: expires in %s s" % (target.origin, target.path, lifetime))
+            # "expires in None s" without expires_in
+            self._note(
+                "token from %s%s: expires in %s s" % (target.origin, target.path, token.lifetime)
+            )
             return token
         error, description = _oauth_error(response, self._scrub)
         text = "token endpoint answered HTTP %d without an OAuth error" % response.status

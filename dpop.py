@@ -3438,7 +3438,7 @@ def _http_date(value: str | None) -> float | None:
     """The POSIX time of an HTTP-date (RFC 9110 §5.6.7), None if it is not one."""
     import email.utils
 
-    parsed = email.utils.parsedate_tz(value or "")
+    parsed = email.utils.parsedate_tz(value)  # None for None
     try:
         return None if parsed is None else float(email.utils.mktime_tz(parsed))
     except (ValueError, OverflowError):
@@ -3964,10 +3964,8 @@ class Client:
             sent = self._nonces.get(target.origin)
             auth = [] if token is None else [("Authorization", "DPoP " + token)]
             proof = functools.partial(self._proof, method, target.url, target.origin, token, sent)
-            if token is None:
-                self.token_requests += 1
             try:
-                data = body() if callable(body) else body
+                data = body() if callable(body) else body  # the token form counts token_requests
                 response = self._exchange(
                     method, target, headers + auth, data, limit, mask, stream, proof
                 )
@@ -4179,8 +4177,11 @@ class Client:
                 self._scrub.add(value, lasting=False)
 
     def _token_form(self, endpoint: str) -> bytes:
-        """The token request's body, with a new client assertion every time."""
+        """The token request's body, with a new client assertion every time: made for each call of
+        the token endpoint, which it counts."""
         import urllib.parse
+
+        self.token_requests += 1
 
         form = [("grant_type", "client_credentials")]
         if self._auth_method != "client_secret_basic":
@@ -4301,9 +4302,9 @@ def _base_headers(
 ) -> _Pairs:
     """A request's own headers: Host, User-Agent and Accept (unless the caller's ``given`` headers
     name them), Accept-Encoding: gzip. JSON is what the token endpoint and discovery answer."""
-    names = {name.lower() for name, _ in given}
+    named = Headers(given)  # case-insensitive
     base = [("Host", target.host_header), ("User-Agent", _USER_AGENT), ("Accept", accept)]
-    return [(n, v) for n, v in base if n.lower() not in names] + [("Accept-Encoding", "gzip")]
+    return [(n, v) for n, v in base if n not in named] + [("Accept-Encoding", "gzip")]
 
 
 def _oauth_error(response: Response, scrub: Callable[[str], str]) -> Tuple[str | None, str | None]:

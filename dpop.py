@@ -3930,7 +3930,7 @@ class Client:
             return False
         # our own proof
         nonce = _json_object(b64url_decode(proof.split(".")[1]), "proof").get("nonce")
-        return self._retry_refused(origin, response.status_code, headers, token, nonce, tried)
+        return self._retry_refused(origin, 401, headers, token, nonce, tried)
 
     def requests_auth(self) -> Any:
         """``auth=`` for requests and requests.Session (see the README)."""

@@ -3436,19 +3436,11 @@ def _good_nonce(value: Any) -> bool:
 #    256 MiB (after gzip decoding); larger ones raise response_too_large.
 
 
-def _network_error(code: str, why: str, written: bool) -> DPoPError:
-    """A failed exchange; unless ``written``, marked as one that a retry cannot repeat, whatever the
-    method."""
-    error = DPoPError(code, why)
-    error._unsent = not written
-    return error
-
-
 def _http_date(value: str | None) -> float | None:
     """The POSIX time of an HTTP-date (RFC 9110 §5.6.7), None if it is not one."""
     import email.utils
 
-    parsed = email.utils.parsedate_tz(value or "")
+    parsed = email.utils.parsedate_tz(value)  # None for None
     try:
         return None if parsed is None else float(email.utils.mktime_tz(parsed))
     except (ValueError, OverflowError):
@@ -3684,7 +3676,7 @@ class Client:
             raise TypeError("give data= or json=, not both")
         if json is not None:
             body = _json_compact(json)
-            if not any(name.lower() == "content-type" for name, _ in extra):
+            if "Content-Type" not in Headers(extra):  # a caller's own, in any case, stays
                 extra.append(("Content-Type", "application/json"))
         elif data is not None:
             body = data.encode("utf-8") if isinstance(data, str) else _as_bytes("data", data)
@@ -3712,7 +3704,8 @@ class Client:
             try:
                 target = _Target(urllib.parse.urljoin(here.url, location.strip()))
             except (ValueError, DPoPError) as exc:
-                if isinstance(exc, DPoPError) and exc.code == "insecure_url":
+                # a DPoPError's code (a ValueError has none)
+                if getattr(exc, "code", None) == "insecure_url":
                     raise
                 raise DPoPError(
                     "bad_response", "the redirect's Location is not a usable URL"
@@ -3939,7 +3932,7 @@ class Client:
             return False
         # our own proof
         nonce = _json_object(b64url_decode(proof.split(".")[1]), "proof").get("nonce")
-        return self._retry_refused(origin, response.status_code, headers, token, nonce, tried)
+        return self._retry_refused(origin, 401, headers, token, nonce, tried)
 
     def requests_auth(self) -> Any:
         """``auth=`` for requests and requests.Session (see the README)."""
@@ -3973,10 +3966,8 @@ class Client:
             sent = self._nonces.get(target.origin)
             auth = [] if token is None else [("Authorization", "DPoP " + token)]
             proof = functools.partial(self._proof, method, target.url, target.origin, token, sent)
-            if token is None:
-                self.token_requests += 1
             try:
-                data = body() if callable(body) else body
+                data = body() if callable(body) else body  # the token form counts token_requests
                 response = self._exchange(
                     method, target, headers + auth, data, limit, mask, stream, proof
                 )
@@ -4056,25 +4047,27 @@ class Client:
                 conn.endheaders(body)
                 response = self._answer(conn, method, target, limit, stream)
                 answered = True
-            # RemoteDisconnected too
-            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
-                # A keep-alive connection the server closed as we used it: once more on a new
-                # connection, if that cannot repeat a request that went out whole (a POST the server
-                # may have acted on).
-                if reused and not retried and (not written or method in _IDEMPOTENT):
-                    retried = True
-                    continue
-                why = "%s %s: connection %s" % (
-                    method,
-                    target.origin,
-                    "reset" if written else "failed",
-                )
-                raise _network_error("network", why + _reason(exc), written) from None
-            except socket.timeout:
-                why = "%s %s%s: timed out" % (method, target.origin, target.path)
-                raise _network_error("timeout", why, written) from None
             except ssl.SSLError as exc:
                 raise _tls_error(target.origin, exc) from None
+            # socket.timeout (TimeoutError) too; before HTTPException: http.client's
+            # RemoteDisconnected is a ConnectionResetError too
+            except OSError as exc:
+                # A keep-alive connection the server closed as we used it: once more on a new
+                # connection, if that cannot repeat a request that went out whole (a POST the server
+                # may have acted on). (A reused connection is connected: it cannot be refused, so
+                # its ConnectionError is a reset, an abort or a broken pipe.)
+                stale = reused and not retried and isinstance(exc, ConnectionError)
+                if stale and (not written or method in _IDEMPOTENT):
+                    retried = True
+                    continue
+                code, what = "network", "connection broke" if written else "cannot connect"
+                if isinstance(exc, socket.timeout):  # the reason says what timed out
+                    code, what = "timeout", "no answer in time"
+                why = "%s %s%s: %s%s" % (method, target.origin, target.path, what, _reason(exc))
+                error = DPoPError(code, why)
+                # unless written, a failure that a retry cannot repeat, whatever the method
+                error._unsent = not written
+                raise error from None
             except http.client.IncompleteRead:
                 why = "%s: the connection closed before the whole body arrived" % target.origin
                 raise DPoPError("network", why) from None
@@ -4082,13 +4075,6 @@ class Client:
             except (http.client.HTTPException, ValueError) as exc:
                 why = "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
                 raise DPoPError("bad_response", why) from None
-            except OSError as exc:
-                why = "%s: %s%s" % (
-                    target.origin,
-                    "connection broke" if written else "cannot connect",
-                    _reason(exc),
-                )
-                raise _network_error("network", why, written) from None
             finally:
                 if not answered:
                     conn.close()
@@ -4193,8 +4179,11 @@ class Client:
                 self._scrub.add(value, lasting=False)
 
     def _token_form(self, endpoint: str) -> bytes:
-        """The token request's body, with a new client assertion every time."""
+        """The token request's body, with a new client assertion every time: made for each call of
+        the token endpoint, which it counts."""
         import urllib.parse
+
+        self.token_requests += 1
 
         form = [("grant_type", "client_credentials")]
         if self._auth_method != "client_secret_basic":
@@ -4267,8 +4256,10 @@ class Client:
         response = self._attempts("POST", target, base, form, _MAX_TOKEN_BODY, mask=mask)
         if 200 <= response.status < 300:
             token = self._parse_token(response)
-            lifetime = token.lifetime and "%d" % token.lifetime
-            self._note("token from %s%s: expires in %s s" % (target.origin, target.path, lifetime))
+            # "expires in None s" without expires_in
+            self._note(
+                "token from %s%s: expires in %s s" % (target.origin, target.path, token.lifetime)
+            )
             return token
         error, description = _oauth_error(response, self._scrub)
         text = "token endpoint answered HTTP %d without an OAuth error" % response.status
@@ -4313,9 +4304,9 @@ def _base_headers(
 ) -> _Pairs:
     """A request's own headers: Host, User-Agent and Accept (unless the caller's ``given`` headers
     name them), Accept-Encoding: gzip. JSON is what the token endpoint and discovery answer."""
-    names = {name.lower() for name, _ in given}
+    named = Headers(given)  # case-insensitive
     base = [("Host", target.host_header), ("User-Agent", _USER_AGENT), ("Accept", accept)]
-    return [(n, v) for n, v in base if n.lower() not in names] + [("Accept-Encoding", "gzip")]
+    return [(n, v) for n, v in base if n not in named] + [("Accept-Encoding", "gzip")]
 
 
 def _oauth_error(response: Response, scrub: Callable[[str], str]) -> Tuple[str | None, str | None]:

@@ -4833,38 +4833,39 @@ def _demo_token(handler: Any) -> None:
     if form.get("grant_type") != "client_credentials":
         handler.reply(400, {"error": "unsupported_grant_type"})
         return
-    try:
-        proof = _demo_proof(handler, demo.token_endpoint)
-    except DPoPError as exc:
-        error = {
-            "error": exc.oauth_error,
-            "error_description": _demo_why(exc, "Authorization"),
-        }
-        handler.reply(400, error, demo.nonce_headers())
-        return
-    token = demo.issue_token(client_id, form.get("scope", DEMO_SCOPE), proof.jkt)
-    handler.reply(200, token, demo.nonce_headers())
+    proof = _demo_proof(handler, demo.token_endpoint)
+    if proof is not None:
+        token = demo.issue_token(client_id, form.get("scope", DEMO_SCOPE), proof.jkt)
+        handler.reply(200, token, demo.nonce_headers())
 
 
-def _demo_proof(handler: Any, url: str, **more: Any) -> VerifiedProof:
+def _demo_proof(handler: Any, url: str, **more: Any) -> VerifiedProof | None:
+    """The request's proof, checked for ``url``; or None once its refusal is sent: the token
+    endpoint's 400 with a JSON error, or the API's 401 with a DPoP challenge (the API passes
+    ``more``: its access token and jkt), with a new nonce when the server requires them."""
     demo = handler.demo
-    return verify_proof(
-        handler.headers.get_all("DPoP"),  # None when there is none: verify_proof takes that too
-        method=handler.command,
-        url=url,
-        nonce=demo.nonces.check if demo.require_nonce else None,
-        now=time.time() + demo.clock_skew,
-        replay=demo.replay,
-        **more,
-    )
-
-
-def _demo_why(exc: DPoPError, server: str) -> str:
-    return (
-        "%s server requires nonce in DPoP proof" % server
-        if exc.code == "proof_nonce"
-        else exc.message
-    )
+    try:
+        return verify_proof(
+            handler.headers.get_all("DPoP"),  # None when there is none: verify_proof takes it
+            method=handler.command,
+            url=url,
+            nonce=demo.nonces.check if demo.require_nonce else None,
+            now=time.time() + demo.clock_skew,
+            replay=demo.replay,
+            **more,
+        )
+    except DPoPError as exc:
+        why = exc.message
+        if exc.code == "proof_nonce":
+            server = "Resource" if more else "Authorization"
+            why = "%s server requires nonce in DPoP proof" % server
+        if more:  # the API
+            headers = challenge_headers(error=exc.oauth_error, error_description=why)
+            handler.reply(401, {"error": exc.oauth_error}, headers | demo.nonce_headers())
+        else:
+            error = {"error": exc.oauth_error, "error_description": why}
+            handler.reply(400, error, demo.nonce_headers())
+        return None
 
 
 def _demo_api(handler: Any) -> None:
@@ -4883,13 +4884,9 @@ def _demo_api(handler: Any) -> None:
         )
         handler.reply(401, {"error": "invalid_token"}, headers)
         return
-    try:
-        jkt = str(claims.get("cnf", {}).get("jkt"))
-        _demo_proof(handler, demo.base_url + handler.path, access_token=token.strip(), jkt=jkt)
-    except DPoPError as exc:
-        why = _demo_why(exc, "Resource")
-        headers = challenge_headers(error=exc.oauth_error, error_description=why)
-        handler.reply(401, {"error": exc.oauth_error}, headers | demo.nonce_headers())
+    jkt = str(claims.get("cnf", {}).get("jkt"))
+    url = demo.base_url + handler.path
+    if _demo_proof(handler, url, access_token=token.strip(), jkt=jkt) is None:
         return
     demo.api_calls += 1
     listing = [

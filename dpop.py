@@ -4419,9 +4419,8 @@ def _requests_redirect(response: Any) -> str:
     if location.startswith("//"):
         location = urllib.parse.urlparse(response.url).scheme + ":" + location
     parsed = urllib.parse.urlparse(location)
-    if not parsed.netloc:
-        return str(urllib.parse.urljoin(response.url, requote_uri(parsed.geturl())))
-    return str(requote_uri(parsed.geturl()))
+    url = str(requote_uri(parsed.geturl()))
+    return url if parsed.netloc else str(urllib.parse.urljoin(response.url, url))
 
 
 def _httpx_auth(client: Client) -> Any:
@@ -4435,10 +4434,9 @@ def _httpx_auth(client: Client) -> Any:
         request)."""
 
         def auth_flow(self, request: Any) -> Any:
-            hops = request.extensions.get("dpop")
-            if hops is None:  # the first hop; httpx hands its extensions to every redirect
-                hops = {}
-                request.extensions = dict(request.extensions, dpop=hops)
+            # new at the first hop (httpx hands its extensions to every redirect)
+            hops = request.extensions.get("dpop", {})
+            request.extensions = dict(request.extensions, dpop=hops)
             tried: Set[str] = set()
             while True:
                 here = client._sign_hop(
@@ -4618,8 +4616,8 @@ class DemoServer:
         # seconds this server's clock is ahead (tests of a client's skew handling)
         self.clock_skew = 0.0
         self.tokens_issued = self.api_calls = 0
+        # (ThreadingHTTPServer's handler threads are daemons already: daemon_threads = True)
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler())
-        httpd.daemon_threads = True
         # http.server has no typed slot for application state; the handler
         # reads this back as self.server.demo (the only two type: ignores).
         httpd.demo = self  # type: ignore[attr-defined]

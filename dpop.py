@@ -2370,10 +2370,15 @@ def _hmac_signature(alg: str, secret: bytes, signing_input: bytes) -> str:
 
 def _assertion_algs(key: ECKey | RSAKey | str) -> Tuple[str, ...]:
     """The algorithms a client assertion key signs with, its default first: a client secret HMACs
-    (client_secret_jwt), an RSAKey signs RS256 or PS256, an ECKey ES256 (private_key_jwt)."""
+    (client_secret_jwt), an RSAKey signs RS256 or PS256, an ECKey ES256 (private_key_jwt). Any
+    other key is a TypeError here, for client_assertion (Client() passes only loaded keys)."""
     if isinstance(key, str):
         return tuple(_HMAC_ALGS)
-    return _RSA_ALGS if isinstance(key, RSAKey) else ("ES256",)
+    if isinstance(key, RSAKey):
+        return _RSA_ALGS
+    if isinstance(key, ECKey):
+        return ("ES256",)
+    raise _type_error("key", "an ECKey, an RSAKey or the client secret (str)", key)
 
 
 def client_assertion(
@@ -2396,11 +2401,15 @@ def client_assertion(
     _check_str("client_id", client_id)
     _check_str("audience", audience)
     issued = int(_check_time("now", now))
-    claims: Dict[str, Any] = {"iss": client_id, "sub": client_id, "aud": audience}
-    claims.update(jti=b64url_encode(os.urandom(16)), iat=issued, exp=issued + 60)
-    if not isinstance(key, (ECKey, RSAKey, str)):
-        raise _type_error("key", "an ECKey, an RSAKey or the client secret (str)", key)
-    allowed = _assertion_algs(key)
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": audience,
+        "jti": b64url_encode(os.urandom(16)),
+        "iat": issued,
+        "exp": issued + 60,
+    }
+    allowed = _assertion_algs(key)  # or TypeError for what is no key
     alg = alg or allowed[0]
     if alg not in allowed:
         raise ValueError("a %s signs %s, not %s" % (type(key).__name__, " or ".join(allowed), alg))

@@ -4626,10 +4626,7 @@ class DemoServer:
         self.clock_skew = 0.0
         self.tokens_issued = self.api_calls = 0
         # (ThreadingHTTPServer's handler threads are daemons already: daemon_threads = True)
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler())
-        # http.server has no typed slot for application state; the handler
-        # reads this back as self.server.demo (the only two type: ignores).
-        httpd.demo = self  # type: ignore[attr-defined]
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler(self))
         scheme = "http"
         if ssl_context is not None:  # a server-side context: serve https
             httpd.socket = ssl_context.wrap_socket(httpd.socket, server_side=True)
@@ -4732,8 +4729,9 @@ class DemoServer:
         self.close()
 
 
-def _demo_handler() -> Any:
-    """The request handler class (built on demand: http.server loads lazily)."""
+def _demo_handler(owner: DemoServer) -> Any:
+    """The request handler class of one DemoServer (built on demand: http.server loads lazily);
+    its handlers read the server as self.demo."""
     import http.server
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -4742,6 +4740,7 @@ def _demo_handler() -> Any:
         wbufsize = -1  # one write per response: no Nagle/delayed-ACK stalls
         disable_nagle_algorithm = True
         _body: bytes | None = None
+        demo = owner
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
@@ -4751,10 +4750,6 @@ def _demo_handler() -> Any:
             return super().date_time_string(
                 time.time() + self.demo.clock_skew if timestamp is None else timestamp
             )
-
-        @property
-        def demo(self) -> DemoServer:
-            return self.server.demo  # type: ignore[attr-defined,no-any-return]  # set in DemoServer
 
         def body(self) -> bytes:
             """This request's body (read once, at most 64 KiB)."""

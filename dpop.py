@@ -4494,13 +4494,17 @@ def _httpx_auth(client: Client) -> Any:
 # import nothing), and keep every key under ``prefix``.
 
 
-class RedisReplayCache:
-    """verify_proof(replay=...) shared through Redis: SET NX EX keeps each jti for the acceptance
-    window. A store that fails refuses the proof (``replay_store``, status 503): nothing is accepted
-    twice."""
+class _RedisStore:
+    """What both stores hold: the redis client and the prefix of every key."""
 
     def __init__(self, redis: Any, prefix: str = "dpop:") -> None:
         self._redis, self._prefix = redis, prefix
+
+
+class RedisReplayCache(_RedisStore):
+    """verify_proof(replay=...) shared through Redis: SET NX EX keeps each jti for the acceptance
+    window. A store that fails refuses the proof (``replay_store``, status 503): nothing is accepted
+    twice."""
 
     def add(self, key: str, ttl: int) -> bool:
         try:
@@ -4519,15 +4523,12 @@ class RedisReplayCache:
         raise DPoPError("replay_store", why, status=503)
 
 
-class RedisTokenCache:
+class RedisTokenCache(_RedisStore):
     """Client(token_cache=...) shared through Redis: one JSON entry per key, expiring with its
     token; lock() is a SET NX lease, so that clients started together fetch one token. A store that
     fails is a miss, with a warning: the client then fetches its own token."""
 
-    def __init__(self, redis: Any, prefix: str = "dpop:") -> None:
-        self._redis = redis
-        self._prefix = prefix
-        self._failed = False
+    _failed = False  # set on the instance once a call to the store fails
 
     def _call(self, what: str, *args: Any, **kwargs: Any) -> Any:
         import warnings
@@ -4541,9 +4542,8 @@ class RedisTokenCache:
             return None
 
     def get(self, key: str) -> Any:
-        raw = self._call("get", self._prefix + "token:" + key)
         try:
-            return json.loads(raw)
+            return json.loads(self._call("get", self._prefix + "token:" + key))
         # not JSON, or None (no entry, or a failed store), or an async client's awaitable: a miss
         except (ValueError, TypeError, RecursionError):
             return None

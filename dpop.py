@@ -2413,7 +2413,7 @@ def client_assertion(
     alg = alg or allowed[0]
     if alg not in allowed:
         raise ValueError("a %s signs %s, not %s" % (type(key).__name__, " or ".join(allowed), alg))
-    header: Dict[str, Any] = {"alg": alg, "typ": "JWT"}
+    header = {"alg": alg, "typ": "JWT"}
     if kid is not None:
         header["kid"] = kid
     signing_input = (

@@ -2421,7 +2421,7 @@ def client_assertion(
     )
     signing = signing_input.encode("ascii")
     if isinstance(key, str):
-        return signing_input + "." + _hmac_signature(alg, key.encode("utf-8"), signing)
+        return signing_input + "." + _hmac_signature(alg, key.encode(), signing)
     signature = key.sign(signing) if isinstance(key, ECKey) else key.sign(signing, alg)
     return signing_input + "." + b64url_encode(signature)
 
@@ -4405,8 +4405,7 @@ def _rewound(request: Any) -> bool:
     redirects do)."""
     from requests.utils import rewind_body  # loaded: requests is calling us
 
-    body = request.body
-    if body is None or isinstance(body, (bytes, bytearray, memoryview, str)):
+    if request.body is None or isinstance(request.body, (bytes, bytearray, memoryview, str)):
         return True
     try:  # a generator, a pipe, or a file whose position requests could not read: refused
         rewind_body(request)
@@ -4764,13 +4763,12 @@ def _demo_handler(owner: DemoServer) -> Any:
         ) -> None:
             data = payload if isinstance(payload, bytes) else _json_compact(payload)
             self.send_response(status)
-            headers = {
+            for name, value in {
                 "Content-Length": str(len(data)),
                 "Cache-Control": "no-store",
                 "Content-Type": "application/json",  # a default: the caller's replaces it
                 **(headers or {}),
-            }
-            for name, value in headers.items():
+            }.items():
                 self.send_header(name, value)
             self.end_headers()
             if self.command != "HEAD":
@@ -4859,8 +4857,9 @@ def _demo_proof(handler: Any, url: str, **more: Any) -> VerifiedProof | None:
     except DPoPError as exc:
         why = exc.message
         if exc.code == "proof_nonce":
-            server = "Resource" if more else "Authorization"
-            why = "%s server requires nonce in DPoP proof" % server
+            why = "%s server requires nonce in DPoP proof" % (
+                "Resource" if more else "Authorization"
+            )
         if more:  # the API
             headers = challenge_headers(error=exc.oauth_error, error_description=why)
             handler.reply(401, {"error": exc.oauth_error}, headers | demo.nonce_headers())

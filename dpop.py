@@ -4860,12 +4860,12 @@ def _demo_proof(handler: Any, url: str, **more: Any) -> VerifiedProof | None:
             why = "%s server requires nonce in DPoP proof" % (
                 "Resource" if more else "Authorization"
             )
-        if more:  # the API
-            headers = challenge_headers(error=exc.oauth_error, error_description=why)
-            handler.reply(401, {"error": exc.oauth_error}, headers | demo.nonce_headers())
-        else:
-            error = {"error": exc.oauth_error, "error_description": why}
-            handler.reply(400, error, demo.nonce_headers())
+        body, headers = {"error": exc.oauth_error}, demo.nonce_headers()
+        if more:  # the API: 401, saying why in its DPoP challenge
+            headers = challenge_headers(error=exc.oauth_error, error_description=why) | headers
+        else:  # the token endpoint: 400, saying why in its JSON body
+            body["error_description"] = why
+        handler.reply(401 if more else 400, body, headers)
         return None
 
 

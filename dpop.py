@@ -2370,10 +2370,15 @@ def _hmac_signature(alg: str, secret: bytes, signing_input: bytes) -> str:
 
 def _assertion_algs(key: ECKey | RSAKey | str) -> Tuple[str, ...]:
     """The algorithms a client assertion key signs with, its default first: a client secret HMACs
-    (client_secret_jwt), an RSAKey signs RS256 or PS256, an ECKey ES256 (private_key_jwt)."""
+    (client_secret_jwt), an RSAKey signs RS256 or PS256, an ECKey ES256 (private_key_jwt). Any
+    other key is a TypeError here, for client_assertion (Client() passes only loaded keys)."""
     if isinstance(key, str):
         return tuple(_HMAC_ALGS)
-    return _RSA_ALGS if isinstance(key, RSAKey) else ("ES256",)
+    if isinstance(key, RSAKey):
+        return _RSA_ALGS
+    if isinstance(key, ECKey):
+        return ("ES256",)
+    raise _type_error("key", "an ECKey, an RSAKey or the client secret (str)", key)
 
 
 def client_assertion(
@@ -2396,15 +2401,19 @@ def client_assertion(
     _check_str("client_id", client_id)
     _check_str("audience", audience)
     issued = int(_check_time("now", now))
-    claims: Dict[str, Any] = {"iss": client_id, "sub": client_id, "aud": audience}
-    claims.update(jti=b64url_encode(os.urandom(16)), iat=issued, exp=issued + 60)
-    if not isinstance(key, (ECKey, RSAKey, str)):
-        raise _type_error("key", "an ECKey, an RSAKey or the client secret (str)", key)
-    allowed = _assertion_algs(key)
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": audience,
+        "jti": b64url_encode(os.urandom(16)),
+        "iat": issued,
+        "exp": issued + 60,
+    }
+    allowed = _assertion_algs(key)  # or TypeError for what is no key
     alg = alg or allowed[0]
     if alg not in allowed:
         raise ValueError("a %s signs %s, not %s" % (type(key).__name__, " or ".join(allowed), alg))
-    header: Dict[str, Any] = {"alg": alg, "typ": "JWT"}
+    header = {"alg": alg, "typ": "JWT"}
     if kid is not None:
         header["kid"] = kid
     signing_input = (
@@ -2412,7 +2421,7 @@ def client_assertion(
     )
     signing = signing_input.encode("ascii")
     if isinstance(key, str):
-        return signing_input + "." + _hmac_signature(alg, key.encode("utf-8"), signing)
+        return signing_input + "." + _hmac_signature(alg, key.encode(), signing)
     signature = key.sign(signing) if isinstance(key, ECKey) else key.sign(signing, alg)
     return signing_input + "." + b64url_encode(signature)
 
@@ -4389,8 +4398,7 @@ def _rewound(request: Any) -> bool:
     redirects do)."""
     from requests.utils import rewind_body  # loaded: requests is calling us
 
-    body = request.body
-    if body is None or isinstance(body, (bytes, bytearray, memoryview, str)):
+    if request.body is None or isinstance(request.body, (bytes, bytearray, memoryview, str)):
         return True
     try:  # a generator, a pipe, or a file whose position requests could not read: refused
         rewind_body(request)
@@ -4412,9 +4420,8 @@ def _requests_redirect(response: Any) -> str:
     if location.startswith("//"):
         location = urllib.parse.urlparse(response.url).scheme + ":" + location
     parsed = urllib.parse.urlparse(location)
-    if not parsed.netloc:
-        return str(urllib.parse.urljoin(response.url, requote_uri(parsed.geturl())))
-    return str(requote_uri(parsed.geturl()))
+    url = str(requote_uri(parsed.geturl()))
+    return url if parsed.netloc else str(urllib.parse.urljoin(response.url, url))
 
 
 def _httpx_auth(client: Client) -> Any:
@@ -4428,10 +4435,9 @@ def _httpx_auth(client: Client) -> Any:
         request)."""
 
         def auth_flow(self, request: Any) -> Any:
-            hops = request.extensions.get("dpop")
-            if hops is None:  # the first hop; httpx hands its extensions to every redirect
-                hops = {}
-                request.extensions = dict(request.extensions, dpop=hops)
+            # new at the first hop (httpx hands its extensions to every redirect)
+            hops = request.extensions.get("dpop", {})
+            request.extensions = dict(request.extensions, dpop=hops)
             tried: Set[str] = set()
             while True:
                 here = client._sign_hop(
@@ -4480,13 +4486,17 @@ def _httpx_auth(client: Client) -> Any:
 # import nothing), and keep every key under ``prefix``.
 
 
-class RedisReplayCache:
-    """verify_proof(replay=...) shared through Redis: SET NX EX keeps each jti for the acceptance
-    window. A store that fails refuses the proof (``replay_store``, status 503): nothing is accepted
-    twice."""
+class _RedisStore:
+    """What both stores hold: the redis client and the prefix of every key."""
 
     def __init__(self, redis: Any, prefix: str = "dpop:") -> None:
         self._redis, self._prefix = redis, prefix
+
+
+class RedisReplayCache(_RedisStore):
+    """verify_proof(replay=...) shared through Redis: SET NX EX keeps each jti for the acceptance
+    window. A store that fails refuses the proof (``replay_store``, status 503): nothing is accepted
+    twice."""
 
     def add(self, key: str, ttl: int) -> bool:
         try:
@@ -4505,15 +4515,12 @@ class RedisReplayCache:
         raise DPoPError("replay_store", why, status=503)
 
 
-class RedisTokenCache:
+class RedisTokenCache(_RedisStore):
     """Client(token_cache=...) shared through Redis: one JSON entry per key, expiring with its
     token; lock() is a SET NX lease, so that clients started together fetch one token. A store that
     fails is a miss, with a warning: the client then fetches its own token."""
 
-    def __init__(self, redis: Any, prefix: str = "dpop:") -> None:
-        self._redis = redis
-        self._prefix = prefix
-        self._failed = False
+    _failed = False  # set on the instance once a call to the store fails
 
     def _call(self, what: str, *args: Any, **kwargs: Any) -> Any:
         import warnings
@@ -4527,9 +4534,8 @@ class RedisTokenCache:
             return None
 
     def get(self, key: str) -> Any:
-        raw = self._call("get", self._prefix + "token:" + key)
         try:
-            return json.loads(raw)
+            return json.loads(self._call("get", self._prefix + "token:" + key))
         # not JSON, or None (no entry, or a failed store), or an async client's awaitable: a miss
         except (ValueError, TypeError, RecursionError):
             return None
@@ -4611,11 +4617,8 @@ class DemoServer:
         # seconds this server's clock is ahead (tests of a client's skew handling)
         self.clock_skew = 0.0
         self.tokens_issued = self.api_calls = 0
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler())
-        httpd.daemon_threads = True
-        # http.server has no typed slot for application state; the handler
-        # reads this back as self.server.demo (the only two type: ignores).
-        httpd.demo = self  # type: ignore[attr-defined]
+        # (ThreadingHTTPServer's handler threads are daemons already: daemon_threads = True)
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler(self))
         scheme = "http"
         if ssl_context is not None:  # a server-side context: serve https
             httpd.socket = ssl_context.wrap_socket(httpd.socket, server_side=True)
@@ -4718,8 +4721,9 @@ class DemoServer:
         self.close()
 
 
-def _demo_handler() -> Any:
-    """The request handler class (built on demand: http.server loads lazily)."""
+def _demo_handler(owner: DemoServer) -> Any:
+    """The request handler class of one DemoServer (built on demand: http.server loads lazily);
+    its handlers read the server as self.demo."""
     import http.server
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -4728,6 +4732,7 @@ def _demo_handler() -> Any:
         wbufsize = -1  # one write per response: no Nagle/delayed-ACK stalls
         disable_nagle_algorithm = True
         _body: bytes | None = None
+        demo = owner
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
@@ -4737,10 +4742,6 @@ def _demo_handler() -> Any:
             return super().date_time_string(
                 time.time() + self.demo.clock_skew if timestamp is None else timestamp
             )
-
-        @property
-        def demo(self) -> DemoServer:
-            return self.server.demo  # type: ignore[attr-defined,no-any-return]  # set in DemoServer
 
         def body(self) -> bytes:
             """This request's body (read once, at most 64 KiB)."""
@@ -4755,13 +4756,12 @@ def _demo_handler() -> Any:
         ) -> None:
             data = payload if isinstance(payload, bytes) else _json_compact(payload)
             self.send_response(status)
-            headers = {
+            for name, value in {
                 "Content-Length": str(len(data)),
                 "Cache-Control": "no-store",
                 "Content-Type": "application/json",  # a default: the caller's replaces it
                 **(headers or {}),
-            }
-            for name, value in headers.items():
+            }.items():
                 self.send_header(name, value)
             self.end_headers()
             if self.command != "HEAD":
@@ -4826,38 +4826,40 @@ def _demo_token(handler: Any) -> None:
     if form.get("grant_type") != "client_credentials":
         handler.reply(400, {"error": "unsupported_grant_type"})
         return
-    try:
-        proof = _demo_proof(handler, demo.token_endpoint)
-    except DPoPError as exc:
-        error = {
-            "error": exc.oauth_error,
-            "error_description": _demo_why(exc, "Authorization"),
-        }
-        handler.reply(400, error, demo.nonce_headers())
-        return
-    token = demo.issue_token(client_id, form.get("scope", DEMO_SCOPE), proof.jkt)
-    handler.reply(200, token, demo.nonce_headers())
+    proof = _demo_proof(handler, demo.token_endpoint)
+    if proof is not None:
+        token = demo.issue_token(client_id, form.get("scope", DEMO_SCOPE), proof.jkt)
+        handler.reply(200, token, demo.nonce_headers())
 
 
-def _demo_proof(handler: Any, url: str, **more: Any) -> VerifiedProof:
+def _demo_proof(handler: Any, url: str, **more: Any) -> VerifiedProof | None:
+    """The request's proof, checked for ``url``; or None once its refusal is sent: the token
+    endpoint's 400 with a JSON error, or the API's 401 with a DPoP challenge (the API passes
+    ``more``: its access token and jkt), with a new nonce when the server requires them."""
     demo = handler.demo
-    return verify_proof(
-        handler.headers.get_all("DPoP"),  # None when there is none: verify_proof takes that too
-        method=handler.command,
-        url=url,
-        nonce=demo.nonces.check if demo.require_nonce else None,
-        now=time.time() + demo.clock_skew,
-        replay=demo.replay,
-        **more,
-    )
-
-
-def _demo_why(exc: DPoPError, server: str) -> str:
-    return (
-        "%s server requires nonce in DPoP proof" % server
-        if exc.code == "proof_nonce"
-        else exc.message
-    )
+    try:
+        return verify_proof(
+            handler.headers.get_all("DPoP"),  # None when there is none: verify_proof takes it
+            method=handler.command,
+            url=url,
+            nonce=demo.nonces.check if demo.require_nonce else None,
+            now=time.time() + demo.clock_skew,
+            replay=demo.replay,
+            **more,
+        )
+    except DPoPError as exc:
+        why = exc.message
+        if exc.code == "proof_nonce":
+            why = "%s server requires nonce in DPoP proof" % (
+                "Resource" if more else "Authorization"
+            )
+        body, headers = {"error": exc.oauth_error}, demo.nonce_headers()
+        if more:  # the API: 401, saying why in its DPoP challenge
+            headers = challenge_headers(error=exc.oauth_error, error_description=why) | headers
+        else:  # the token endpoint: 400, saying why in its JSON body
+            body["error_description"] = why
+        handler.reply(401 if more else 400, body, headers)
+        return None
 
 
 def _demo_api(handler: Any) -> None:
@@ -4876,13 +4878,9 @@ def _demo_api(handler: Any) -> None:
         )
         handler.reply(401, {"error": "invalid_token"}, headers)
         return
-    try:
-        jkt = str(claims.get("cnf", {}).get("jkt"))
-        _demo_proof(handler, demo.base_url + handler.path, access_token=token.strip(), jkt=jkt)
-    except DPoPError as exc:
-        why = _demo_why(exc, "Resource")
-        headers = challenge_headers(error=exc.oauth_error, error_description=why)
-        handler.reply(401, {"error": exc.oauth_error}, headers | demo.nonce_headers())
+    jkt = str(claims.get("cnf", {}).get("jkt"))
+    url = demo.base_url + handler.path
+    if _demo_proof(handler, url, access_token=token.strip(), jkt=jkt) is None:
         return
     demo.api_calls += 1
     listing = [

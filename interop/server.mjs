@@ -5,9 +5,20 @@
 //
 //   node server.mjs [--nonce | --nonce-as | --nonce-api] [--ttl SECONDS]
 //                   [--skew SECONDS [--no-date]]
+//                   [--prm challenge|well-known [--resource-path PATH] [--same-origin]
+//                    [--prm-resource URL] [--prm-issuer URL]]
 // (--nonce: both the token endpoint and the API demand DPoP nonces; --skew:
 // both servers' clocks run SECONDS ahead, or behind if negative, and their
 // Date headers say so; --no-date: no Date header at all)
+// --prm: the API publishes RFC 9728 protected resource metadata through the
+// MCP TypeScript SDK's metadata router (@modelcontextprotocol/sdk), and a
+// request without Authorization gets a 401 whose challenge is the SDK's own
+// (requireBearerAuth, with resource_metadata=) for "challenge", or a DPoP
+// challenge with no resource_metadata for "well-known". --resource-path: the
+// resource identifier has that path (the API serves below it); --same-origin:
+// the authorization server is mounted under /as on the API's own origin;
+// --prm-resource and --prm-issuer: the metadata names that resource or that
+// authorization server instead of the real ones (for the refusal tests).
 // prints one JSON line {issuer, token_endpoint, api, clients} when ready and
 // runs until stdin closes.
 import { createServer } from 'node:http'
@@ -15,6 +26,9 @@ import { randomBytes, createHash } from 'node:crypto'
 import Provider from 'oidc-provider'
 import * as jose from 'jose'
 import * as oauth from 'oauth4webapi'
+import express from 'express'
+import { mcpAuthMetadataRouter } from '@modelcontextprotocol/sdk/server/auth/router.js'
+import { requireBearerAuth } from '@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js'
 
 const args = process.argv.slice(2)
 const requireNonceAS = args.includes('--nonce') || args.includes('--nonce-as')
@@ -24,6 +38,10 @@ const ttl = ttlIndex >= 0 ? Number(args[ttlIndex + 1]) : 300
 const skewIndex = args.indexOf('--skew')
 const skewMs = skewIndex >= 0 ? Number(args[skewIndex + 1]) * 1000 : 0
 const sendDate = !args.includes('--no-date')
+const option = (name, fallback) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback)
+const prm = option('--prm', null)
+const resourcePath = option('--resource-path', '/')
+const sameOrigin = args.includes('--same-origin')
 
 // A shifted clock for every library here: Date.now() and new Date() (jose
 // reads the latter, oidc-provider and oauth4webapi the former). Node's own
@@ -48,12 +66,11 @@ function listen(server) {
 const apiServer = createServer()
 const apiPort = await listen(apiServer)
 const apiBase = `http://127.0.0.1:${apiPort}`
-const resource = `${apiBase}/`
+const resource = new URL(resourcePath, apiBase).href
 
 // -- the authorization server ----------------------------------------------------
-const asServer = createServer()
-const asPort = await listen(asServer)
-const issuer = `http://127.0.0.1:${asPort}`
+const asServer = sameOrigin ? null : createServer()
+const issuer = sameOrigin ? `${apiBase}/as` : `http://127.0.0.1:${await listen(asServer)}`
 const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true })
 const signingJwk = { ...(await jose.exportJWK(privateKey)), alg: 'ES256', use: 'sig', kid: 'as-1' }
 // Clients that authenticate with a JWT hold keys made here; their private
@@ -106,7 +123,13 @@ const provider = new Provider(issuer, {
 })
 provider.proxy = false
 const providerCallback = provider.callback()
-asServer.on('request', (req, res) => { stamp(res); providerCallback(req, res) })
+let tokenRequests = 0
+function authorizationServer(req, res) {
+  stamp(res)
+  if (req.method === 'POST' && req.url.endsWith('/token')) tokenRequests += 1
+  providerCallback(req, res)
+}
+if (asServer) asServer.on('request', authorizationServer)
 
 // -- API request handling --------------------------------------------------------
 const metadata = { issuer, jwks_uri: `${issuer}/jwks` }
@@ -127,11 +150,11 @@ function challenge(error, description) {
   return `DPoP error="${error}", error_description="${description}", algs="ES256"`
 }
 
-apiServer.on('request', async (req, res) => {
+async function api(req, res) {
   stamp(res)
   const chunks = []
   for await (const chunk of req) chunks.push(chunk)
-  if (req.url === '/stats') return reply(res, 200, { apiCalls })
+  if (req.url === '/stats') return reply(res, 200, { apiCalls, tokenRequests })
   const headers = new Headers()
   for (const [name, value] of Object.entries(req.headers)) {
     headers.set(name, Array.isArray(value) ? value.join(', ') : value)
@@ -163,12 +186,34 @@ apiServer.on('request', async (req, res) => {
   apiCalls += 1
   const extra = requireNonceAPI ? { 'dpop-nonce': currentNonce() } : {}
   reply(res, 200, { ok: true, method: req.method, path: req.url, client_id: claims.client_id, jkt: claims.cnf.jkt, scope: claims.scope, aud: claims.aud }, extra)
-})
+}
+
+if (prm) {
+  // The SDK's routers: its RFC 9728 document (and its copy of the RFC 8414
+  // one) and, for a request with no Authorization, its Bearer challenge.
+  const app = express()
+  app.disable('x-powered-by')
+  if (sameOrigin) app.use('/as', authorizationServer)
+  apiServer.on('request', app) // serving /as already: the fetch below may go to it
+  const listed = await (await fetch(`${issuer}/.well-known/openid-configuration`)).json()
+  const published = { ...listed, issuer: option('--prm-issuer', listed.issuer) }
+  app.use(mcpAuthMetadataRouter({ oauthMetadata: published, resourceServerUrl: new URL(option('--prm-resource', resource)) }))
+  const metadataUrl = new URL(`/.well-known/oauth-protected-resource${resourcePath === '/' ? '' : resourcePath}`, apiBase).href
+  const bearer = requireBearerAuth({ verifier: { verifyAccessToken: async () => { throw new Error('unused') } }, resourceMetadataUrl: metadataUrl })
+  app.use((req, res, next) => {
+    if (req.headers.authorization || req.url === '/stats') return api(req, res)
+    if (prm === 'challenge') return bearer(req, res, next)
+    reply(res, 401, { error: 'invalid_token' }, { 'www-authenticate': 'DPoP algs="ES256"' })
+  })
+} else {
+  apiServer.on('request', api)
+}
 
 process.stdout.write(JSON.stringify({
   issuer,
   token_endpoint: `${issuer}/token`,
-  api: `${apiBase}/api/resource`,
+  resource,
+  api: new URL('api/resource', resource.endsWith('/') ? resource : resource + '/').href,
   stats: `${apiBase}/stats`,
   clients: clients.map(({ client_id, client_secret, token_endpoint_auth_method, private_jwk }) => ({ client_id, client_secret, token_endpoint_auth_method, private_jwk })),
 }) + '\n')

@@ -3605,8 +3605,6 @@ class Client:
         if not isinstance(key, ECKey):
             key = load_key(key)
         key._private()  # fails early for a public key
-        if token_endpoint is None and issuer is None:
-            raise TypeError("Client() needs token_endpoint= or issuer=")
         _check_texts(client_secret=client_secret, scope=scope, proxy=proxy, no_proxy=no_proxy)
         _check_texts(assertion_kid=assertion_kid, assertion_audience=assertion_audience)
         _check_str("client_id", client_id)
@@ -3636,10 +3634,13 @@ class Client:
             if url is not None:
                 _Target(url)  # bad or insecure URLs fail here, before any I/O
         # a cached token is only ever reused by the same client with the same key it is bound to
-        identity = [token_endpoint or issuer, client_id, auth_method, scope, params]
-        identity.append(key.thumbprint())
-        self._cache_key = hashlib.sha256(_json_compact(identity)).hexdigest()
+        self._identity = [token_endpoint, issuer, client_id, auth_method, scope, params]
+        self._identity.append(key.thumbprint())
         self._key, self._token_endpoint, self._issuer = key, token_endpoint, issuer
+        # RFC 9728 discovery (_find_issuer), with no token endpoint given: the first request's
+        # probe method and target, and the resource its metadata named (RFC 8707's resource=)
+        self._api: Tuple[str, _Target] | None = None
+        self._resource: str | None = None
         self._client_id, self._client_secret = client_id, client_secret
         self._scope, self._auth_method = scope, auth_method
         self._token_params, self._follow = params, follow_redirects
@@ -3690,6 +3691,10 @@ class Client:
         elif data is not None:
             body = data.encode("utf-8") if isinstance(data, str) else _as_bytes("data", data)
         first = target = _Target(url)
+        if self._token_endpoint is None and self._api is None:
+            # the probe: this request itself when it is safe to repeat, else a GET with no body
+            probe = method if method in ("GET", "HEAD") and body is None else "GET"
+            self._api = (probe, first)
         for hops in range(self._max_redirects + 1):
             headers = _base_headers(target, "*/*", extra) + extra
             # Credentials only ever go to the origin the caller named: DPoP there, plain elsewhere.
@@ -3807,7 +3812,7 @@ class Client:
         """A token from the shared cache, or a new one put there; under its lock (if any): processes
         fetch one token."""
         with self._cache_lock():
-            entry = self._cache.get(self._cache_key)
+            entry = self._cache.get(self._cache_key())
             if _usable_entry(entry):  # any store's answer is checked like the file's
                 left = entry["until"] - time.time()
                 self._learn_tokens(entry)  # a secret, wherever it comes from
@@ -3821,7 +3826,7 @@ class Client:
                     "nonces": dict(self._nonces),
                     "until": time.time() + ttl,
                 }
-                self._cache.set(self._cache_key, entry, ttl)
+                self._cache.set(self._cache_key(), entry, ttl)
             return token
 
     def _keep_nonces(self) -> None:
@@ -3832,14 +3837,20 @@ class Client:
         if self._cache is None or token is None:
             return
         with self._cache_lock():
-            entry = self._cache.get(self._cache_key)
+            entry = self._cache.get(self._cache_key())
             if (
                 _usable_entry(entry)  # so its until is still ahead: the ttl left is positive
                 and entry["access_token"] == token.value
                 and entry["nonces"] != self._nonces
             ):
                 left = entry["until"] - time.time()
-                self._cache.set(self._cache_key, dict(entry, nonces=dict(self._nonces)), left)
+                self._cache.set(self._cache_key(), dict(entry, nonces=dict(self._nonces)), left)
+
+    def _cache_key(self) -> str:
+        """This client's key in the token cache: the same settings and DPoP key, and with discovery
+        the same API origin (a token is issued for one resource)."""
+        api = self._api[1].origin if self._api is not None else None
+        return hashlib.sha256(_json_compact(self._identity + [api])).hexdigest()
 
     def _cache_lock(self) -> Any:
         """The token cache's lock(), if it has one (FileTokenCache, RedisTokenCache)."""
@@ -3853,7 +3864,7 @@ class Client:
             if self._token is not None and self._token.value == value:
                 self._token = None
                 if self._cache is not None:
-                    self._cache.delete(self._cache_key)
+                    self._cache.delete(self._cache_key())
 
     def _remember_nonce(self, origin: str, headers: Headers) -> None:
         nonce = headers.get("DPoP-Nonce")
@@ -4205,12 +4216,17 @@ class Client:
             form += [("client_assertion_type", ASSERTION_TYPE), ("client_assertion", assertion)]
         if self._scope is not None:
             form.append(("scope", self._scope))
+        if self._resource is not None:  # RFC 8707 §2: the resource the token is for
+            form.append(("resource", self._resource))
         form += self._token_params
         return urllib.parse.urlencode(form).encode("ascii")
 
     def _discover(self) -> str:
         """RFC 8414 metadata, then OpenID discovery, for ``issuer``."""
-        issuer = str(self._issuer).rstrip("/")  # compared without a final slash
+        if self._issuer is None:
+            why = "no token endpoint: give token_endpoint= or issuer=, or request the API first"
+            raise DPoPError("discovery", why)
+        issuer = self._issuer.rstrip("/")  # compared without a final slash
         target = _Target(issuer)
         problems = []
         for url in (  # RFC 8414 §3 first
@@ -4245,11 +4261,81 @@ class Client:
             "discovery", "no authorization server metadata found: " + "; ".join(problems)
         )
 
+    def _find_issuer(self, method: str, api: _Target) -> None:
+        """RFC 9728: the authorization server the API names, and the resource identifier to ask
+        it for (RFC 8707). The probe goes without credentials; its 401 may point at the metadata
+        (§5.1, resource_metadata= in a DPoP or Bearer challenge), else the well-known URIs of the
+        API's path and of its origin (§3.1). Metadata found by a pointer names a resource whose
+        path is the API's or a prefix of it (a segment at a time, as draft-ietf-oauth-rfc9728bis
+        allows); found at a well-known URI, exactly the identifier that URI was built from
+        (§3.3)."""
+        probe = self._exchange(method, api, _base_headers(api), None, _MAX_TOKEN_BODY, stream=True)
+        probe.close()
+        challenges = _parse_challenges(probe.headers.get_all("WWW-Authenticate"))
+        pointers = [params.get("resource_metadata") for _, params in challenges]
+        path = api.path.rstrip("/")
+        candidates: List[Tuple[str, str | None]] = []
+        candidates += [(url, None) for url in pointers if url and probe.status == 401]
+        for suffix in dict.fromkeys((path, "")):  # the API's path, then the origin's (once)
+            well_known = api.origin + "/.well-known/oauth-protected-resource" + suffix
+            candidates.append((well_known, api.origin + suffix))
+        for url, identifier in candidates:
+            where = _Target(url)
+            response = self._exchange("GET", where, _base_headers(where), None, _MAX_TOKEN_BODY)
+            if response.status == 200:
+                return self._check_resource(api, _json_object(response.body, url), identifier)
+        if self._issuer is None:
+            why = "%s publishes no protected resource metadata (RFC 9728): give --issuer or"
+            raise DPoPError("discovery", why % api.origin + " --token-endpoint")
+
+    def _check_resource(
+        self, api: _Target, metadata: Dict[str, Any], identifier: str | None
+    ) -> None:
+        """RFC 9728 §3.3's checks of protected resource metadata, then the one rule that keeps
+        credentials where the user meant them to go: without issuer=, the authorization server must
+        be the API's own origin, or the client must authenticate with private_key_jwt (whose
+        assertion names its audience, so another server can do nothing with it)."""
+        resource = metadata.get("resource")
+        named = _Target(resource if isinstance(resource, str) else "")
+        named_path = named.origin + named.path.rstrip("/")
+        api_path = api.origin + api.path.rstrip("/")
+        if identifier is None:
+            fits = (api_path + "/").startswith(named_path + "/")
+        else:
+            fits = named_path == identifier
+        if not fits:
+            why = "the metadata's resource %s is not the API %s" % (_short_repr(resource), api_path)
+            raise DPoPError("discovery", why)
+        servers = metadata.get("authorization_servers")
+        if (
+            not isinstance(servers, list)
+            or not servers
+            or not all(isinstance(one, str) for one in servers)
+        ):
+            raise DPoPError("discovery", "the metadata names no authorization_servers")
+        algs = metadata.get("dpop_signing_alg_values_supported")
+        if algs is not None and (not isinstance(algs, list) or "ES256" not in algs):
+            why = "the API does not accept ES256 DPoP proofs (dpop_signing_alg_values_supported)"
+            raise DPoPError("unsupported_alg", why)
+        issuer = servers[0]
+        if self._issuer is not None:
+            if self._issuer.rstrip("/") not in [server.rstrip("/") for server in servers]:
+                why = "the API names %s as its authorization servers, not issuer %s"
+                raise DPoPError("discovery", why % (", ".join(servers), self._issuer))
+            issuer = self._issuer
+        elif self._auth_method != "private_key_jwt" and _Target(issuer).origin != api.origin:
+            why = "%s names the authorization server %s; to send it your credentials, confirm it"
+            raise DPoPError("discovery", why % (api.origin, issuer) + " with --issuer " + issuer)
+        self._note("discovery: resource %s, issuer %s" % (resource, issuer), "Discovery")
+        self._issuer, self._resource = issuer, resource
+
     def _fetch_token(self) -> _Token:
         """POST client_credentials with a proof; one retry for a new nonce."""
         import urllib.parse
 
         if self._token_endpoint is None:
+            if self._api is not None:
+                self._find_issuer(*self._api)
             self._token_endpoint = self._discover()
         target = _Target(self._token_endpoint)
         base = _base_headers(target) + [("Content-Type", "application/x-www-form-urlencoded")]

@@ -564,6 +564,7 @@ import gzip
 import io
 import threading
 import urllib.parse
+import urllib.request
 
 
 @pytest.fixture
@@ -4710,6 +4711,129 @@ def test_client_discovery_refusals(scripted, client_key):
     ]
 
 
+def prm_client(info, key, client_id="dpop-post", **kwargs):
+    """A Client of the interop server given no token endpoint: it discovers it (RFC 9728)."""
+    c = info["by_id"][client_id]
+    extra = {"assertion_key": c["private_jwk"]} if "private_jwk" in c else {}
+    extra.update(kwargs)
+    return dpop.Client(
+        key, client_id=client_id, client_secret=c.get("client_secret"),
+        auth_method=c["token_endpoint_auth_method"], scope="api", timeout=10, **extra,
+    )  # fmt: skip
+
+
+def interop_stats(info):
+    return json.loads(urllib.request.urlopen(info["stats"], timeout=10).read())
+
+
+@pytest.mark.parametrize(
+    "server_args, path, client_id, with_issuer",
+    [
+        # the MCP SDK's Bearer challenge points at the metadata of a path-bearing resource
+        (["--prm", "challenge", "--resource-path", "/v1"], "api/things", "dpop-post", True),
+        # no pointer: the well-known URI of the API's path, then of its origin
+        (["--prm", "well-known"], "api/resource", "dpop-basic", True),
+        # a path-bearing resource found at its own well-known URI, called exactly
+        (["--prm", "well-known", "--resource-path", "/v1"], "", "dpop-post", True),
+        # no --issuer: private_key_jwt's assertion names its audience, so any server may see it
+        (["--prm", "challenge"], "api/resource", "dpop-pkjwt-ec", False),
+        # no --issuer: the authorization server is on the API's own origin
+        (["--prm", "well-known", "--same-origin"], "api/resource", "dpop-post", False),
+    ],
+)
+def test_discovery_from_the_api_url_against_the_mcp_sdk(
+    oidc_factory, server_args, path, client_id, with_issuer
+):
+    info = oidc_factory(*server_args)
+    url = info["resource"] + path if info["resource"].endswith("/") else info["resource"]
+    log = io.StringIO()
+    extra = {"issuer": info["issuer"]} if with_issuer else {}
+    with prm_client(info, dpop.generate_key(), client_id, session_log=log, **extra) as client:
+        for _ in range(2):
+            response = client.get(url)
+            assert response.status == 200, response.text
+        assert response.json()["aud"] == info["resource"] and client.token_requests == 1
+    text = log.getvalue()
+    assert "discovery: resource %s, issuer %s" % (info["resource"], info["issuer"]) in text
+    assert "resource=" in text  # RFC 8707: the token request names the resource
+    assert interop_stats(info) == {"apiCalls": 2, "tokenRequests": 1}
+
+
+@pytest.mark.parametrize(
+    "server_args, client_id, issuer, why",
+    [
+        # the metadata's resource is not the API's
+        (["--prm", "well-known", "--prm-resource", "http://127.0.0.1:1/"], "dpop-post", True,
+         "is not the API"),
+        # the metadata names an authorization server that is not --issuer
+        (["--prm", "challenge", "--prm-issuer", "http://127.0.0.1:2"], "dpop-post", True,
+         "not issuer"),
+        # a client secret for a server on another origin, not confirmed with --issuer
+        (["--prm", "challenge"], "dpop-post", False, "confirm it with --issuer"),
+        (["--prm", "well-known"], "dpop-basic", False, "confirm it with --issuer"),
+    ],
+)  # fmt: skip
+def test_discovery_refusals_against_the_mcp_sdk(oidc_factory, server_args, client_id, issuer, why):
+    info = oidc_factory(*server_args)
+    secret = info["by_id"][client_id]["client_secret"]
+    log = io.StringIO()
+    extra = {"issuer": info["issuer"]} if issuer else {}
+    with prm_client(info, dpop.generate_key(), client_id, session_log=log, **extra) as client:
+        with raises_code("discovery") as caught:
+            client.get(info["api"])
+    assert why in caught.value.message and secret not in log.getvalue()
+    if not issuer:  # it names the server, so that the user can confirm it
+        assert info["issuer"] in caught.value.message
+    assert interop_stats(info) == {"apiCalls": 0, "tokenRequests": 0}  # no credential went out
+
+
+def test_discovery_is_remembered_by_the_token_cache(oidc_factory, tmp_path):
+    info = oidc_factory("--prm", "challenge")
+    key, cache = dpop.generate_key(), dpop.FileTokenCache(tmp_path / "tokens.json")
+    for run in range(2):
+        log = io.StringIO()
+        with prm_client(info, key, issuer=info["issuer"], token_cache=cache, session_log=log):
+            pass
+        with prm_client(
+            info, key, issuer=info["issuer"], token_cache=cache, session_log=log
+        ) as client:
+            assert client.get(info["api"]).status == 200
+        assert ("discovery:" in log.getvalue()) == (run == 0)
+    assert interop_stats(info) == {"apiCalls": 2, "tokenRequests": 1}
+
+
+def test_discovery_refuses_bad_metadata(scripted, client_key):
+    state = {}
+
+    def metadata(handler):
+        status, body, headers = state["answer"]
+        handler.reply(status, body, headers)
+        return True
+
+    scripted.script.on(lambda h: "oauth-protected-resource" in h.path, metadata)
+    resource = scripted.base_url + "/api/dpop/test"
+    good = {"resource": resource, "authorization_servers": [scripted.issuer]}
+    for answer, code in [
+        ((200, b"x" * (2 << 20), None), "response_too_large"),
+        ((200, b"{not json", None), "bad_json"),
+        ((200, {"resource": resource}, None), "discovery"),
+        ((200, dict(good, authorization_servers="http://127.0.0.1:1"), None), "discovery"),
+        ((200, dict(good, dpop_signing_alg_values_supported=["RS256"]), None), "unsupported_alg"),
+        ((302, b"", {"Location": scripted.base_url + "/elsewhere"}), "discovery"),
+    ]:
+        state["answer"] = answer
+        with make_client(scripted, client_key, token_endpoint=None) as client:
+            with raises_code(code):
+                client.get(resource)
+    assert scripted.script.count("/connect/token") == 0
+
+
+def test_discovery_with_nothing_to_start_from(client_key):
+    with dpop.Client(client_key, client_id="c", client_secret="s") as client:
+        with raises_code("discovery"):
+            client.access_token()
+
+
 @pytest.mark.parametrize("token_type", ["DPoP", "dpop", "DPOP"])
 def test_token_type_is_case_insensitive(scripted, client_key, token_type):
     scripted.script.on(
@@ -5209,7 +5333,6 @@ def test_user_headers_are_checked(server, client_key):
 def test_client_argument_checks(client_key):
     good = dict(token_endpoint="https://as.example/token", client_id="c", client_secret="s")
     for change in (
-        {"token_endpoint": None},
         {"client_secret": None},
         {"client_id": 5},
         {"timeout": "30"},

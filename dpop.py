@@ -5383,7 +5383,12 @@ class _LogSinks(list["Any"]):  # quoted: typing is imported for type checkers on
 _CLIENT_OPTIONS = (  # the request and token commands'
     _Opt("--key", "infile", "private key: PEM, DER or JWK file; - for stdin"),
     _Opt("--token-endpoint", "url", "where to get tokens"),
-    _Opt("--issuer", "url", "find the token endpoint by RFC 8414 / OpenID discovery"),
+    _Opt(
+        "--issuer",
+        "url",
+        "the authorization server: its metadata (RFC 8414) names the token"
+        " endpoint, and the API's metadata (RFC 9728) must name it",
+    ),
     _Opt("--client-id", "text", "the OAuth client_id", metavar="ID"),
     _Opt("--client-secret-file", "infile", "read the client secret from FILE"),
     _Opt(
@@ -5761,11 +5766,11 @@ def _check_together(args: Dict[str, Any]) -> None:
     for name, flag in (("client_id", "--client-id ID"), ("key", "--key FILE")):
         if not args[name]:
             raise DPoPError("usage", "%s (or DPOP_%s) is required" % (flag, name.upper()))
-    if bool(args["token_endpoint"]) == bool(args["issuer"]):
-        raise DPoPError(
-            "usage",
-            "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)",
-        )
+    # a request may give neither: the API's metadata names them (RFC 9728); a token has no API
+    given = [name for name in ("token_endpoint", "issuer") if args[name]]
+    if len(given) > 1 or (not given and "url" not in args):
+        why = "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)"
+        raise DPoPError("usage", why + ("" if given else ", or a URL to discover them from"))
     # (--cacert is never "-": _check_cafile refuses it)
     names = "--key --client-secret-file --assertion-key --cert --cert-key --cacert".split()
     inputs = {flag: args[flag[2:].replace("-", "_")] for flag in names}

@@ -7744,8 +7744,14 @@ def test_cli_exit_codes(scripted, key_file, tmp_path):
         },
     )
     assert done.returncode == 2 and b"--key" in done.stderr
+    # no endpoint: discovery (RFC 9728), and this API publishes no metadata
+    token_posts = scripted.script.count("/connect/token")
     done = run_cli("--key", str(key_file), "--client-id", "x", "GET", scripted.api_url, env=env)
-    assert done.returncode == 2 and b"--token-endpoint" in done.stderr
+    assert done.returncode == 1 and done.stderr.startswith(b"dpop: discovery: ")
+    assert b"--token-endpoint" in done.stderr
+    assert scripted.script.count("/connect/token") == token_posts  # no credential went out
+    done = run_cli("token", "--key", str(key_file), "--client-id", "x", env=env)
+    assert done.returncode == 2 and b"--token-endpoint" in done.stderr  # a token has no API
     done = run_cli(
         "--key",
         str(tmp_path / "missing.pem"),

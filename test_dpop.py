@@ -535,7 +535,12 @@ def node():
         if os.environ.get("DPOP_REQUIRE_INTEROP"):
             pytest.fail("DPOP_REQUIRE_INTEROP is set but node/npm are not on the PATH")
         pytest.skip("Node.js/npm not found: interop tests need node >= 20 (they run in CI)")
-    if not (INTEROP / "node_modules" / ".package-lock.json").is_file():
+    installed = INTEROP / "node_modules" / ".package-lock.json"
+    # installed from an older lockfile (a pull added a package): installed again
+    if (
+        not installed.is_file()
+        or installed.stat().st_mtime < (INTEROP / "package-lock.json").stat().st_mtime
+    ):
         done = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund"],
             cwd=INTEROP,

@@ -3693,8 +3693,11 @@ class Client:
         first = target = _Target(url)
         if self._token_endpoint is None and self._api is None:
             # the probe: this request itself when it is safe to repeat, else a GET with no body
-            probe = method if method in ("GET", "HEAD") and body is None else "GET"
-            self._api = (probe, first)
+            self._api = (method if method in ("GET", "HEAD") and body is None else "GET", first)
+        if self._api is not None and first.origin != self._api[1].origin:
+            # a discovered token is for one resource: it never goes to another API
+            why = "this Client discovered its token for another API: use another Client for "
+            raise DPoPError("discovery", why + first.origin)
         for hops in range(self._max_redirects + 1):
             headers = _base_headers(target, "*/*", extra) + extra
             # Credentials only ever go to the origin the caller named: DPoP there, plain elsewhere.
@@ -4221,12 +4224,12 @@ class Client:
         form += self._token_params
         return urllib.parse.urlencode(form).encode("ascii")
 
-    def _discover(self) -> str:
+    def _discover(self, issuer: str | None) -> str:
         """RFC 8414 metadata, then OpenID discovery, for ``issuer``."""
-        if self._issuer is None:
+        if issuer is None:
             why = "no token endpoint: give token_endpoint= or issuer=, or request the API first"
             raise DPoPError("discovery", why)
-        issuer = self._issuer.rstrip("/")  # compared without a final slash
+        issuer = issuer.rstrip("/")  # compared without a final slash
         target = _Target(issuer)
         problems = []
         for url in (  # RFC 8414 §3 first
@@ -4249,19 +4252,13 @@ class Client:
             if not isinstance(endpoint, str):
                 raise DPoPError("discovery", "metadata has no token_endpoint")
             _Target(endpoint)
-            algs = metadata.get("dpop_signing_alg_values_supported")
-            if algs is not None and (not isinstance(algs, list) or "ES256" not in algs):
-                raise DPoPError(
-                    "unsupported_alg",
-                    "the authorization server does not accept ES256 DPoP proofs"
-                    " (dpop_signing_alg_values_supported)",
-                )
+            _check_algs(metadata, "the authorization server")
             return endpoint
         raise DPoPError(
             "discovery", "no authorization server metadata found: " + "; ".join(problems)
         )
 
-    def _find_issuer(self, method: str, api: _Target) -> None:
+    def _find_issuer(self, method: str, api: _Target) -> str | None:
         """RFC 9728: the authorization server the API names, and the resource identifier to ask
         it for (RFC 8707). The probe goes without credentials; its 401 may point at the metadata
         (§5.1, resource_metadata= in a DPoP or Bearer challenge), else the well-known URIs of the
@@ -4272,11 +4269,11 @@ class Client:
         probe = self._exchange(method, api, _base_headers(api), None, _MAX_TOKEN_BODY, stream=True)
         probe.close()
         challenges = _parse_challenges(probe.headers.get_all("WWW-Authenticate"))
-        pointers = [params.get("resource_metadata") for _, params in challenges]
-        path = api.path.rstrip("/")
-        candidates: List[Tuple[str, str | None]] = []
-        candidates += [(url, None) for url in pointers if url and probe.status == 401]
-        for suffix in dict.fromkeys((path, "")):  # the API's path, then the origin's (once)
+        pointers = [p.get("resource_metadata") for s, p in challenges if s in ("dpop", "bearer")]
+        candidates = [(url, "") for url in pointers if url and probe.status == 401]
+        for suffix in dict.fromkeys(
+            (api.path.rstrip("/"), "")
+        ):  # the API's path, then its origin's
             well_known = api.origin + "/.well-known/oauth-protected-resource" + suffix
             candidates.append((well_known, api.origin + suffix))
         for url, identifier in candidates:
@@ -4287,23 +4284,20 @@ class Client:
         if self._issuer is None:
             why = "%s publishes no protected resource metadata (RFC 9728): give --issuer or"
             raise DPoPError("discovery", why % api.origin + " --token-endpoint")
+        return self._issuer
 
-    def _check_resource(
-        self, api: _Target, metadata: Dict[str, Any], identifier: str | None
-    ) -> None:
-        """RFC 9728 §3.3's checks of protected resource metadata, then the one rule that keeps
-        credentials where the user meant them to go: without issuer=, the authorization server must
-        be the API's own origin, or the client must authenticate with private_key_jwt (whose
-        assertion names its audience, so another server can do nothing with it)."""
-        resource = metadata.get("resource")
-        named = _Target(resource if isinstance(resource, str) else "")
+    def _check_resource(self, api: _Target, metadata: Dict[str, Any], identifier: str) -> str:
+        """RFC 9728 §3.3's checks of protected resource metadata; the issuer to use: issuer= if
+        the metadata names it (refused if not), else the first it names."""
+        resource = str(metadata.get("resource"))  # not a str: no URL, so refused
+        named = _Target(resource)
         named_path = named.origin + named.path.rstrip("/")
         api_path = api.origin + api.path.rstrip("/")
-        if identifier is None:
-            fits = (api_path + "/").startswith(named_path + "/")
-        else:
-            fits = named_path == identifier
-        if not fits:
+        # at a well-known URI: its identifier exactly; through a pointer (identifier ""): the API or
+        # a prefix of its path
+        within = (api_path + "/").startswith(named_path + "/")
+        fits = named_path == identifier or (not identifier and within)
+        if not fits or "#" in resource:  # RFC 8707 §2: a resource has no fragment
             why = "the metadata's resource %s is not the API %s" % (_short_repr(resource), api_path)
             raise DPoPError("discovery", why)
         servers = metadata.get("authorization_servers")
@@ -4313,30 +4307,35 @@ class Client:
             or not all(isinstance(one, str) for one in servers)
         ):
             raise DPoPError("discovery", "the metadata names no authorization_servers")
-        algs = metadata.get("dpop_signing_alg_values_supported")
-        if algs is not None and (not isinstance(algs, list) or "ES256" not in algs):
-            why = "the API does not accept ES256 DPoP proofs (dpop_signing_alg_values_supported)"
-            raise DPoPError("unsupported_alg", why)
-        issuer = servers[0]
+        _check_algs(metadata, "the API")
+        issuer: str = servers[0]
         if self._issuer is not None:
             if self._issuer.rstrip("/") not in [server.rstrip("/") for server in servers]:
-                why = "the API names %s as its authorization servers, not issuer %s"
-                raise DPoPError("discovery", why % (", ".join(servers), self._issuer))
+                why = "the API does not name issuer %s among its authorization servers"
+                raise DPoPError("discovery", why % self._issuer)
             issuer = self._issuer
-        elif self._auth_method != "private_key_jwt" and _Target(issuer).origin != api.origin:
-            why = "%s names the authorization server %s; to send it your credentials, confirm it"
-            raise DPoPError("discovery", why % (api.origin, issuer) + " with --issuer " + issuer)
         self._note("discovery: resource %s, issuer %s" % (resource, issuer), "Discovery")
-        self._issuer, self._resource = issuer, resource
+        self._resource = resource
+        return issuer
 
     def _fetch_token(self) -> _Token:
         """POST client_credentials with a proof; one retry for a new nonce."""
         import urllib.parse
 
         if self._token_endpoint is None:
-            if self._api is not None:
-                self._find_issuer(*self._api)
-            self._token_endpoint = self._discover()
+            issuer, api = self._issuer, self._api
+            if api is not None:
+                issuer = self._find_issuer(*api)
+            endpoint = self._discover(issuer)
+            # Credentials go only where the user meant them to: issuer= named the server; a
+            # private_key_jwt assertion names its own audience (unless assertion_audience= fixed
+            # it); else the token endpoint must be on the API's own origin.
+            free = self._auth_method == "private_key_jwt" and self._assertion_audience is None
+            home = api[1].origin if api is not None else ""
+            if not (self._issuer or free) and _Target(endpoint).origin != home:
+                why = "%s names the authorization server %s; to send it your credentials, confirm"
+                raise DPoPError("discovery", why % (home, issuer) + " it with --issuer")
+            self._token_endpoint = endpoint
         target = _Target(self._token_endpoint)
         base = _base_headers(target) + [("Content-Type", "application/x-www-form-urlencoded")]
         if self._auth_method == "client_secret_basic":
@@ -4392,6 +4391,15 @@ class Client:
             )
         margin = min(self._refresh_margin, lifetime / 2)
         return _Token(value, time.monotonic() + lifetime - margin, lifetime)
+
+
+def _check_algs(metadata: Dict[str, Any], who: str) -> None:
+    """Metadata's dpop_signing_alg_values_supported (RFC 9449 §5.1, RFC 9728 §2), when given,
+    must list ES256, the one algorithm a Client's proofs use."""
+    algs = metadata.get("dpop_signing_alg_values_supported")
+    if algs is not None and (not isinstance(algs, list) or "ES256" not in algs):
+        why = " does not accept ES256 DPoP proofs (dpop_signing_alg_values_supported)"
+        raise DPoPError("unsupported_alg", who + why)
 
 
 def _base_headers(

@@ -4772,7 +4772,7 @@ def test_discovery_from_the_api_url_against_the_mcp_sdk(
          "is not the API"),
         # the metadata names an authorization server that is not --issuer
         (["--prm", "challenge", "--prm-issuer", "http://127.0.0.1:2"], "dpop-post", True,
-         "not issuer"),
+         "does not name issuer"),
         # a client secret for a server on another origin, not confirmed with --issuer
         (["--prm", "challenge"], "dpop-post", False, "confirm it with --issuer"),
         (["--prm", "well-known"], "dpop-basic", False, "confirm it with --issuer"),
@@ -4825,12 +4825,47 @@ def test_discovery_refuses_bad_metadata(scripted, client_key):
         ((200, dict(good, authorization_servers="http://127.0.0.1:1"), None), "discovery"),
         ((200, dict(good, dpop_signing_alg_values_supported=["RS256"]), None), "unsupported_alg"),
         ((302, b"", {"Location": scripted.base_url + "/elsewhere"}), "discovery"),
+        ((200, dict(good, resource=resource + "#part"), None), "discovery"),  # RFC 8707 §2
     ]:
         state["answer"] = answer
         with make_client(scripted, client_key, token_endpoint=None) as client:
             with raises_code(code):
                 client.get(resource)
     assert scripted.script.count("/connect/token") == 0
+
+
+def test_discovery_keeps_credentials_where_the_user_meant_them(two_origins, client_key):
+    server, script, other, other_script = two_origins
+    api = server.base_url + "/api/dpop/test"
+    prm = {"resource": api, "authorization_servers": [server.issuer]}
+    # the API names itself, and its RFC 8414 metadata puts the token endpoint on another origin
+    as_metadata = {"issuer": server.issuer, "token_endpoint": other.token_endpoint}
+    for part, body in {"protected-resource": prm, "authorization-server": as_metadata}.items():
+        script.on(lambda h, part=part: part in h.path, token_reply(body))
+    # the other origin is a real authorization server's metadata as far as discovery can tell
+    other_metadata = {"issuer": other.issuer, "token_endpoint": other.token_endpoint}
+    other_script.rules.insert(0, (lambda h: "well-known" in h.path, token_reply(other_metadata)))
+    with make_client(server, client_key, token_endpoint=None) as client:
+        with raises_code("discovery") as caught:
+            client.get(api)
+        assert "confirm it with --issuer" in caught.value.message
+        # and a discovering client never takes its token to another API
+        with raises_code("discovery"):
+            client.get(other.base_url + "/api/dpop/test")
+    # private_key_jwt may go to any server only while its assertion names that server
+    prm["authorization_servers"] = [other.issuer]
+    with make_client(
+        server,
+        client_key,
+        token_endpoint=None,
+        auth_method="private_key_jwt",
+        assertion_key=client_key,
+        assertion_audience="https://as.example",
+    ) as client:
+        with raises_code("discovery"):
+            client.get(api)
+    assert other_script.count("/connect/token") == 0 and script.count("/connect/token") == 0
+    assert [r for r in other_script.requests if "well-known" not in r[1]] == []
 
 
 def test_discovery_with_nothing_to_start_from(client_key):

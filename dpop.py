@@ -1739,8 +1739,12 @@ def make_proof(
     _check_str("jti", jti)
     if not 0 < len(jti) <= 256:
         raise ValueError("jti must have 1 to 256 characters")
-    payload: Dict[str, Any] = {"jti": jti, "htm": method.upper(), "htu": canonical_htu(url)}
-    payload["iat"] = int(_check_time("now", now))
+    payload: Dict[str, Any] = {
+        "jti": jti,
+        "htm": method.upper(),
+        "htu": canonical_htu(url),
+        "iat": int(_check_time("now", now)),
+    }
     if access_token is not None:
         payload["ath"] = access_token_hash(access_token)
     if nonce is not None:
@@ -1776,7 +1780,9 @@ def make_proof(
 #
 # Trusts: sections 6, 7 and 10. Guarantees: verify_proof runs every RFC 9449 §4.3 check in the
 # RFC's order (their numbers are in the comments), refuses with a code that names the check, and
-# records a jti only once every other check has passed.
+# records a jti only once every other check has passed. The checks that leave the later ones able
+# to run report to a judge: verify_proof's raises at the first failure (_must), and `dpop inspect`
+# (section 20) passes one that records every check, so it explains a proof with these same lines.
 
 _MAX_PROOF = 8 * 1024
 _PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
@@ -1943,12 +1949,21 @@ def _refuse(code: str, message: str) -> DPoPError:
     return DPoPError(code, message, oauth_error=oauth, status=401 if code == "proof_nonce" else 400)
 
 
+def _must(code: str, passed: bool, message: str) -> None:
+    """verify_proof's judge of each check: a failure is refused at once, so no later check runs."""
+    if not passed:
+        raise _refuse(code, message)
+
+
 def _signed_proof(
-    proof: str | Sequence[str] | None, algorithms: Sequence[str]
+    proof: str | Sequence[str] | None,
+    algorithms: Sequence[str],
+    judge: Callable[[str, bool, str], None],
 ) -> Tuple[Dict[str, Any], Dict[str, Any], Any]:
     """RFC 9449 §4.3 steps 1, 2 and 4 to 7: (header, claims, key) of the one DPoP header value,
     within the size limit, a well-formed JWT of type dpop+jwt, with an accepted algorithm, signed
-    by the public key in its header."""
+    by the public key in its header. Steps 4 and 6 go to ``judge``; the others raise, as no later
+    check could run without what they establish."""
     # A server framework may hand over one header value or the list of all of them; two DPoP
     # headers, or two values joined by a comma into one, are both "more than one proof".
     # 1. exactly one DPoP header: as a list of values (none for None), then its one value
@@ -1973,8 +1988,11 @@ def _signed_proof(
         raise _refuse("proof_malformed", exc.message) from None
     # 4. typ
     typ = header.get("typ")
-    if not isinstance(typ, str) or typ.lower() not in ("dpop+jwt", "application/dpop+jwt"):
-        raise _refuse("proof_typ", "typ is not dpop+jwt")
+    judge(
+        "proof_typ",
+        isinstance(typ, str) and typ.lower() in ("dpop+jwt", "application/dpop+jwt"),
+        "typ is not dpop+jwt",
+    )
     # 5. an accepted asymmetric algorithm: ES256, or RS256/PS256 when listed; a str first, as
     # the caller's algorithms may be a set, which cannot even look up a list or an object
     alg = header.get("alg")
@@ -1990,12 +2008,13 @@ def _signed_proof(
         raise _refuse("proof_jwk", exc.message) from None
     # 6. signature by that key
     signed = (h64 + "." + p64).encode("ascii")
-    if not (
+    judge(
+        "proof_signature",
         key.verify(signed, signature, alg)
         if isinstance(key, RSAKey)
-        else key.verify(signed, signature)
-    ):
-        raise _refuse("proof_signature", "signature does not verify with the header jwk")
+        else key.verify(signed, signature),
+        "signature does not verify with the header jwk",
+    )
     return header, claims, key
 
 
@@ -2012,6 +2031,7 @@ def verify_proof(
     leeway: int = 5,
     algorithms: Sequence[str] = ("ES256",),
     replay: Any | None = None,
+    _judge: Callable[[str, bool, str], None] = _must,
 ) -> VerifiedProof:
     """Check a DPoP proof as RFC 9449 §4.3 requires; return what it proved.
 
@@ -2027,6 +2047,10 @@ def verify_proof(
 
     Raises DPoPError whose ``code`` names the failed check and whose
     ``oauth_error`` is what to answer (invalid_dpop_proof or use_dpop_nonce).
+
+    ``_judge`` is for ``dpop inspect`` alone: it is given (code, passed, reason) for each check
+    that can fail without stopping the others (steps 4, 6 and 8 to 12), and records them all
+    instead of raising; the default refuses the first failure. Never give it with ``replay``.
     """
     _check_str("method", method)
     if access_token is not None and jkt is None:
@@ -2039,7 +2063,7 @@ def verify_proof(
     request_htu = _normal_htu(url)
     current = _check_time("now", now)
     # steps 1, 2 and 4 to 7: a well-formed proof signed by the key in its header
-    header, claims, key = _signed_proof(proof, algorithms)
+    header, claims, key = _signed_proof(proof, algorithms, _judge)
     # 3. required claims, with their types
     for name in ("jti", "htm", "htu"):
         value = claims.get(name)
@@ -2052,33 +2076,44 @@ def verify_proof(
         if name in claims and not isinstance(claims[name], str):
             raise _refuse("proof_claims", "claim %s is not a string" % name)
     # 8. htm
-    if claims["htm"] != method:
-        raise _refuse("proof_htm", "htm does not match the request method")
+    _judge("proof_htm", claims["htm"] == method, "htm does not match the request method")
     # 9. htu, both sides normalized the same way (RFC 3986 §6.2.2)
     try:
         proof_htu = _normal_htu(claims["htu"])
     except DPoPError:
         raise _refuse("proof_htu", "htu is not an absolute http(s) URL") from None
-    if proof_htu != request_htu:
-        raise _refuse("proof_htu", "htu does not match the request URL")
+    _judge("proof_htu", proof_htu == request_htu, "htu does not match the request URL")
     # 10. nonce, when the server requires one
     if nonce is not None:
         given = claims.get("nonce")
-        if given is None or not (nonce(given) if callable(nonce) else _equal(given, nonce)):
-            raise _refuse("proof_nonce", "the server requires a nonce, and not this one")
+        _judge(
+            "proof_nonce",
+            given is not None and (nonce(given) if callable(nonce) else _equal(given, nonce)),
+            "the server requires a nonce, and not this one",
+        )
     # 11. creation time within the window
-    if not current - max_age <= iat <= current + leeway:
-        raise _refuse("proof_iat", "iat is outside the acceptance window")
+    _judge(
+        "proof_iat",
+        current - max_age <= iat <= current + leeway,
+        "iat is outside the acceptance window",
+    )
     # 12. with an access token: ath and the key binding
     jkt_value = key.thumbprint()
     if access_token is not None:
         # a missing ath reads as "", which no hash is (step 3 made a present one a str)
-        if not _equal(claims.get("ath", ""), access_token_hash(access_token)):
-            raise _refuse("proof_ath", "ath is missing or does not match the access token")
+        _judge(
+            "proof_ath",
+            _equal(claims.get("ath", ""), access_token_hash(access_token)),
+            "ath is missing or does not match the access token",
+        )
     # jkt: the token's cnf.jkt (never None with an access token: refused above), or without one
     # the key the caller expects, if any
-    if jkt is not None and (not isinstance(jkt, str) or not _equal(jkt, jkt_value)):
-        raise _refuse("proof_binding", "proof key does not match the expected jkt (cnf.jkt)")
+    if jkt is not None:
+        _judge(
+            "proof_binding",
+            isinstance(jkt, str) and _equal(jkt, jkt_value),
+            "proof key does not match the expected jkt (cnf.jkt)",
+        )
     # replay: scoped by key and htu, remembered until iat + max_age
     if replay is not None:
         slot = hashlib.sha256(

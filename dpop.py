@@ -1524,44 +1524,12 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
 
 
 # =============================================================================
-# 7. JWS compact serialization, ES256 only (RFC 7515 §3.1, §5; RFC 7518 §3.4)
+# 7. JWS compact serialization: splitting (RFC 7515 §3.1, §5)
 # =============================================================================
 #
-# Trusts: sections 1 and 6. Guarantees: a JWS is split and its header parsed before any signature
-# work; only ES256 is accepted; the verification key is always the caller's, never one the token
-# names.
-#
-# Why one algorithm: the header names the algorithm, so a verifier that
-# supports several can be steered to the weakest (`none`, or HS256 keyed with
-# the public key). Here the only answer is ES256 and everything else is
-# refused before any key is touched.
-
-_MAX_JWS = 64 * 1024
-
-
-def jws_sign(
-    key: ECKey,
-    payload: Mapping[str, Any] | BytesLike,
-    header: Mapping[str, Any] | None = None,
-) -> str:
-    """Compact ES256 JWS of ``payload`` (a JSON object, or raw bytes)."""
-    if not isinstance(key, ECKey):
-        raise _type_error("key", "an ECKey", key)
-    payload_bytes = (
-        _json_compact(dict(payload))
-        if isinstance(payload, Mapping)
-        else _as_bytes("payload", payload)
-    )
-    if header is None:
-        header = {}
-    if not isinstance(header, Mapping):
-        raise _type_error("header", "a mapping", header)
-    if header.get("alg", "ES256") != "ES256":
-        raise DPoPError("unsupported_alg", "only ES256 is supported")
-    # the caller's members in their order, alg (ES256 whatever was asked) where it was or last
-    protected = _json_compact({**header, "alg": "ES256"})
-    signing_input = b64url_encode(protected) + "." + b64url_encode(payload_bytes)
-    return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
+# Trusts: section 1. Guarantees: a JWS is split and its header parsed (a crit refused) before any
+# signature work. What alg is accepted, and with which key, is each caller's: a proof's own
+# checks (section 9) and jws_verify (section 11, for a program's own JWTs).
 
 
 def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
@@ -1583,33 +1551,6 @@ def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
     if "crit" in header:
         raise DPoPError("bad_jws", "JWS 'crit' extensions are not supported")
     return h64, p64, s64, header
-
-
-def jws_verify(token: str, key: ECKey | Mapping[str, Any]) -> Tuple[Dict[str, Any], bytes]:
-    """Check a compact ES256 JWS against ``key``; return (header, payload bytes).
-
-    Raises DPoPError unless the signature is a valid ES256 signature by
-    ``key``. A JWK in the header is never used: the caller chooses the key.
-    """
-    if isinstance(key, Mapping):
-        key = _key_from_jwk(key)
-    elif not isinstance(key, ECKey):
-        raise _type_error("key", "an ECKey or a JWK mapping", key)
-    # a segment that is not base64url, or a header that is not a JSON object, is bad_jws
-    try:
-        h64, p64, s64, header = _jws_split(token, _MAX_JWS)
-        payload = b64url_decode(p64)
-        signature = b64url_decode(s64)
-    except DPoPError as exc:
-        raise DPoPError("bad_jws", exc.message) from None
-    alg = header.get("alg")
-    if alg != "ES256":
-        raise DPoPError(
-            "unsupported_alg", "JWS alg %s is not accepted; only ES256" % _short_repr(alg)
-        )
-    if not key.verify((h64 + "." + p64).encode("ascii"), signature):
-        raise DPoPError("bad_signature", "JWS signature is not valid for this key")
-    return header, payload
 
 
 # =============================================================================
@@ -1782,7 +1723,7 @@ def make_proof(
 # RFC's order (their numbers are in the comments), refuses with a code that names the check, and
 # records a jti only once every other check has passed. The checks that leave the later ones able
 # to run report to a judge: verify_proof's raises at the first failure (_must), and `dpop inspect`
-# (section 20) passes one that records every check, so it explains a proof with these same lines.
+# (section 13) passes one that records every check, so it explains a proof with these same lines.
 
 _MAX_PROOF = 8 * 1024
 _PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
@@ -2018,6 +1959,12 @@ def _signed_proof(
     return header, claims, key
 
 
+# verify_proof's _judge is for `dpop inspect` alone (section 13): it is given (code, passed,
+# reason) for each check that can fail without stopping the others (steps 4, 6 and 8 to 12), and
+# records them all instead of raising; the default, _must, refuses the first failure. It is never
+# given with replay=.
+
+
 def verify_proof(
     proof: str | Sequence[str] | None,
     *,
@@ -2047,10 +1994,6 @@ def verify_proof(
 
     Raises DPoPError whose ``code`` names the failed check and whose
     ``oauth_error`` is what to answer (invalid_dpop_proof or use_dpop_nonce).
-
-    ``_judge`` is for ``dpop inspect`` alone: it is given (code, passed, reason) for each check
-    that can fail without stopping the others (steps 4, 6 and 8 to 12), and records them all
-    instead of raising; the default refuses the first failure. Never give it with ``replay``.
     """
     _check_str("method", method)
     if access_token is not None and jkt is None:
@@ -2086,34 +2029,22 @@ def verify_proof(
     # 10. nonce, when the server requires one
     if nonce is not None:
         given = claims.get("nonce")
-        _judge(
-            "proof_nonce",
-            given is not None and (nonce(given) if callable(nonce) else _equal(given, nonce)),
-            "the server requires a nonce, and not this one",
-        )
+        fresh = given is not None and (nonce(given) if callable(nonce) else _equal(given, nonce))
+        _judge("proof_nonce", fresh, "the server requires a nonce, and not this one")
     # 11. creation time within the window
-    _judge(
-        "proof_iat",
-        current - max_age <= iat <= current + leeway,
-        "iat is outside the acceptance window",
-    )
+    in_window = current - max_age <= iat <= current + leeway
+    _judge("proof_iat", in_window, "iat is outside the acceptance window")
     # 12. with an access token: ath and the key binding
     jkt_value = key.thumbprint()
     if access_token is not None:
         # a missing ath reads as "", which no hash is (step 3 made a present one a str)
-        _judge(
-            "proof_ath",
-            _equal(claims.get("ath", ""), access_token_hash(access_token)),
-            "ath is missing or does not match the access token",
-        )
+        ath_ok = _equal(claims.get("ath", ""), access_token_hash(access_token))
+        _judge("proof_ath", ath_ok, "ath is missing or does not match the access token")
     # jkt: the token's cnf.jkt (never None with an access token: refused above), or without one
     # the key the caller expects, if any
     if jkt is not None:
-        _judge(
-            "proof_binding",
-            isinstance(jkt, str) and _equal(jkt, jkt_value),
-            "proof key does not match the expected jkt (cnf.jkt)",
-        )
+        bound = isinstance(jkt, str) and _equal(jkt, jkt_value)
+        _judge("proof_binding", bound, "proof key does not match the expected jkt (cnf.jkt)")
     # replay: scoped by key and htu, remembered until iat + max_age
     if replay is not None:
         slot = hashlib.sha256(
@@ -2389,6 +2320,68 @@ def load_rsa_key(data: KeyData) -> RSAKey:
 # secret (client_secret_jwt) instead of sending the secret. Servers remember
 # the jti and refuse it a second time, so every token request, retries
 # included, needs a new assertion.
+#
+# jws_sign and jws_verify, for a program's own JWTs (the demo server's tokens and assertion
+# checks), live here too: no proof or proof check runs them. ES256 only (RFC 7518 §3.4), and the
+# verification key is always the caller's, never one the token names. Why one algorithm: the
+# header names the algorithm, so a verifier that supports several can be steered to the weakest
+# (`none`, or HS256 keyed with the public key). Here the only answer is ES256 and everything else
+# is refused before any key is touched.
+
+_MAX_JWS = 64 * 1024
+
+
+def jws_sign(
+    key: ECKey,
+    payload: Mapping[str, Any] | BytesLike,
+    header: Mapping[str, Any] | None = None,
+) -> str:
+    """Compact ES256 JWS of ``payload`` (a JSON object, or raw bytes)."""
+    if not isinstance(key, ECKey):
+        raise _type_error("key", "an ECKey", key)
+    payload_bytes = (
+        _json_compact(dict(payload))
+        if isinstance(payload, Mapping)
+        else _as_bytes("payload", payload)
+    )
+    if header is None:
+        header = {}
+    if not isinstance(header, Mapping):
+        raise _type_error("header", "a mapping", header)
+    if header.get("alg", "ES256") != "ES256":
+        raise DPoPError("unsupported_alg", "only ES256 is supported")
+    # the caller's members in their order, alg (ES256 whatever was asked) where it was or last
+    protected = _json_compact({**header, "alg": "ES256"})
+    signing_input = b64url_encode(protected) + "." + b64url_encode(payload_bytes)
+    return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
+
+
+def jws_verify(token: str, key: ECKey | Mapping[str, Any]) -> Tuple[Dict[str, Any], bytes]:
+    """Check a compact ES256 JWS against ``key``; return (header, payload bytes).
+
+    Raises DPoPError unless the signature is a valid ES256 signature by
+    ``key``. A JWK in the header is never used: the caller chooses the key.
+    """
+    if isinstance(key, Mapping):
+        key = _key_from_jwk(key)
+    elif not isinstance(key, ECKey):
+        raise _type_error("key", "an ECKey or a JWK mapping", key)
+    # a segment that is not base64url, or a header that is not a JSON object, is bad_jws
+    try:
+        h64, p64, s64, header = _jws_split(token, _MAX_JWS)
+        payload = b64url_decode(p64)
+        signature = b64url_decode(s64)
+    except DPoPError as exc:
+        raise DPoPError("bad_jws", exc.message) from None
+    alg = header.get("alg")
+    if alg != "ES256":
+        raise DPoPError(
+            "unsupported_alg", "JWS alg %s is not accepted; only ES256" % _short_repr(alg)
+        )
+    if not key.verify((h64 + "." + p64).encode("ascii"), signature):
+        raise DPoPError("bad_signature", "JWS signature is not valid for this key")
+    return header, payload
+
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 §2.2
 _HMAC_ALGS = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}  # RFC 7518 §3.2
@@ -2754,7 +2747,243 @@ def challenge_headers(
 
 
 # =============================================================================
-# 13. Session log: every exchange, secrets masked, controls escaped
+# 13. Inspect: what a proof, an access token or a refusal says (dpop inspect)
+# =============================================================================
+#
+# RFC 9449 §4.3 (the proof checks), §7.1 and §8 (challenges, nonces); RFC 9068 (JWT access
+# tokens); RFC 6749 §5.2 and RFC 6750 §3.1 (error codes); RFC 9110 §11.6.1 and §6.6.1
+# (WWW-Authenticate, Date); RFC 9728 §5.1 (resource_metadata).
+#
+# Trusts: sections 6, 9, 10 and 12. Guarantees: a report (a dict: what `dpop inspect --json`
+# prints) of a DPoP proof, a JWT access token, a WWW-Authenticate value or an HTTP response, with
+# each check as passed (True), failed (False) or not checked (None) and why. A proof's checks are
+# verify_proof's own, run with a judge that records them all: none is written here again.
+# Nothing secret goes into a report: an access token is shown as its hash (the ath a proof
+# carries) unless the caller asks for it, and of a proof only its header and claims, never its
+# signature (the proof itself is a credential until it expires). Pure: the time and any JWK Set
+# are arguments.
+#
+# Decisions: a JWS with a jwk or typ dpop+jwt in its header is a proof, any other JWS an access
+# token. The clock check uses verify_proof's default window (iat from 60 s old to 5 s ahead). A
+# check that needs context that was not given is not checked, which is not a failure, so a proof
+# alone can pass. Rejected: checking a JWT's signature with a key from its own header (that proves
+# nothing), and fetching a JWK Set from the token's iss (the user names the JWK Set, as the user
+# names the token endpoint).
+
+_JWS_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# the checks that need context, by the verify_proof argument that gives it
+_CHECKED_BY = {
+    "method": "proof_htm",
+    "url": "proof_htu",
+    "nonce": "proof_nonce",
+    "access_token": "proof_ath",
+    "jkt": "proof_binding",
+}
+# what an error code (RFC 6749 §5.2, RFC 6750 §3.1, RFC 9449 §7.1, §8) or a challenge parameter
+# means to a DPoP client
+_MEANINGS = {
+    "use_dpop_nonce": "the server wants its DPoP-Nonce in the proof: repeat with a new proof",
+    "invalid_dpop_proof": "the proof was refused: inspect it with --method and --url",
+    "invalid_token": "the access token was refused: expired, revoked, for another API, or bound"
+    " to another key (cnf.jkt)",
+    "insufficient_scope": "the token lacks a scope this request needs",
+    "invalid_request": "the request is malformed: a parameter is missing, repeated or unknown",
+    "invalid_client": "client authentication failed: the client id, secret or assertion",
+    "invalid_grant": "the grant or assertion was refused (expired, reused or for another server)",
+    "unauthorized_client": "this client may not use the client_credentials grant",
+    "invalid_scope": "the scope asked for is unknown or not allowed for this client",
+    "algs": "the algorithms the server takes for proofs",
+    "resource_metadata": "the API's metadata (RFC 9728): dpop finds its authorization server there",
+    "DPoP-Nonce": "the nonce the next proof to this server must carry",
+}
+
+
+def _when(seconds: Any, now: float) -> str:
+    """A NumericDate as a UTC date and its distance from ``now``; anything else said as such."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return "not a number: %s" % _short_repr(seconds)
+    if not 0 <= seconds < 1e11:  # before 1970 or after the year 5000: no date to show
+        return "%s: not a date" % _short_repr(seconds)
+    date = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+    away = round(seconds - now)
+    return "%s (%s)" % (date, "in %d s" % away if away > 0 else "%d s ago" % -away)
+
+
+def _inspect_proof(proof: str, now: float, **context: str | None) -> Dict[str, Any]:
+    """A proof's header and claims, and verify_proof's checks, each recorded. ``context`` is
+    verify_proof's method, url, nonce, access_token and jkt: a check whose value is None runs on
+    a stand-in and is reported as not checked."""
+    report: Dict[str, Any] = {"kind": "DPoP proof"}
+    claims: Dict[str, Any] = {}
+    try:  # shown as they are, before any check, so a refused proof still shows what it holds
+        _, p64, _, report["header"] = _jws_split(proof, _MAX_PROOF)
+        claims = report["claims"] = _json_object(b64url_decode(p64), "claims")
+        report["iat"] = _when(claims.get("iat"), now)
+    except DPoPError:
+        pass
+    unchecked = {code: name for name, code in _CHECKED_BY.items() if context.get(name) is None}
+    checks: List[Tuple[str, bool | None, str]] = []
+
+    def judge(code: str, passed: bool, reason: str) -> None:
+        if passed:
+            reason = ""
+        if code == "proof_htu":  # both sides as they were compared: normalised (RFC 3986 §6.2.2)
+            sides = (
+                _normal_htu(claims["htu"]),
+                "==" if passed else "!=",
+                _normal_htu(given["url"]),
+            )
+            reason = "%s (proof) %s %s (request)" % sides
+        if code not in unchecked:
+            checks.append((code, passed, reason))
+
+    given: Dict[str, Any] = {"method": "GET", "url": "https://stand-in.invalid/", "jkt": ""}
+    given.update((name, value) for name, value in context.items() if value is not None)
+    try:
+        verified = verify_proof(
+            proof, now=now, algorithms=("ES256",) + _RSA_ALGS, _judge=judge, **given
+        )
+        report["jkt"] = verified.jkt
+    except DPoPError as exc:  # a check that the later ones need: they did not run
+        checks.append((exc.code, False, exc.message + "; the later checks could not run"))
+    checks += [(code, None, "not checked: no %s given" % name) for code, name in unchecked.items()]
+    report["checks"] = checks
+    return report
+
+
+def _jwks_verifies(jwks: Any, header: Dict[str, Any], signed: bytes, signature: bytes) -> bool:
+    """Whether a key of the JWK Set ``jwks`` (RFC 7517 §5) verifies ``signature`` with the header's
+    alg: ES256, RS256 or PS256. A key is tried when the header names no kid, or names its kid."""
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(keys, list):
+        raise DPoPError("bad_key", "a JWK Set is a JSON object with a list of keys")
+    alg = header.get("alg")
+    for jwk in keys:
+        if not isinstance(jwk, dict) or header.get("kid", jwk.get("kid")) != jwk.get("kid"):
+            continue
+        try:
+            if alg == "ES256" and _key_from_jwk(jwk).verify(signed, signature):
+                return True
+            if alg in _RSA_ALGS and load_rsa_key(jwk).verify(signed, signature, alg):
+                return True
+        except DPoPError:  # a key of another type or curve: not this token's
+            continue
+    return False
+
+
+def _inspect_token(
+    token: str, now: float, jkt: str | None = None, jwks: Any = None, show: bool = False
+) -> Dict[str, Any]:
+    """A JWT access token's header and claims (RFC 9068), its times and cnf.jkt; checks: not
+    expired, DPoP-bound, bound to ``jkt`` (the client key's thumbprint) and signed by a key of
+    the JWK Set ``jwks``, when they are given."""
+    h64, p64, s64, header = _jws_split(token, _MAX_JWS)
+    claims = _json_object(b64url_decode(p64), "claims")
+    report: Dict[str, Any] = {"kind": "access token (JWT)", "header": header, "claims": claims}
+    # the token is a credential: by default only its hash, which a proof's ath can be matched to
+    report["token"] = token if show else "sha256 " + access_token_hash(token)
+    for name in ("iat", "nbf", "exp"):
+        if name in claims:
+            report[name] = _when(claims[name], now)
+    cnf = claims.get("cnf")
+    bound = cnf.get("jkt") if isinstance(cnf, dict) else None
+    exp = claims.get("exp")
+    live = isinstance(exp, (int, float)) and exp > now  # (True > now is False)
+    checks = [
+        ("token_exp", live, "" if live else "expired, or no exp"),
+        ("token_bound", bound is not None, "cnf.jkt " + _short_repr(bound)),
+        ("token_jkt", None if jkt is None else bound == jkt, "cnf.jkt against the key's jkt"),
+        ("token_signature", None, "not checked: give --jwks FILE or URL"),
+    ]
+    if jwks is not None:
+        signed = (h64 + "." + p64).encode("ascii")
+        verified = _jwks_verifies(jwks, header, signed, b64url_decode(s64))
+        checks[-1] = (
+            "token_signature",
+            verified,
+            "by a key of the JWK Set, alg %s" % header.get("alg"),
+        )
+    report["checks"] = checks
+    return report
+
+
+def _inspect_response(text: str, now: float) -> Dict[str, Any]:
+    """What a WWW-Authenticate value, or a whole HTTP response (status line, headers, maybe a JSON
+    body), says: each challenge and error code explained, the DPoP-Nonce, and the server's clock
+    from its Date. Checks: the status is not 4xx or 5xx, no error code, and the clock lets a proof
+    made here in."""
+    import email
+
+    report: Dict[str, Any] = {"kind": "WWW-Authenticate"}
+    checks = []
+    fields = email.message_from_string("WWW-Authenticate: " + text)
+    errors = []
+    if text.startswith("HTTP/"):
+        head, _, body = text.replace("\r\n", "\n").partition("\n\n")
+        status, _, lines = head.partition("\n")
+        report["kind"], report["status"] = "HTTP response", status
+        checks.append(("status", not re.match(r"HTTP/\S+ [45]", status), status))
+        fields = email.message_from_string(lines)
+        try:  # an authorization server's refusal is a JSON body (RFC 6749 §5.2)
+            errors.append(_json_object(body.encode("utf-8", "replace"), "body")["error"])
+        except (DPoPError, KeyError):
+            pass
+    # an opaque access token would parse as a challenge named by the token: refused, not shown
+    elif not re.match(r"(?i)(dpop|bearer)\b", text):
+        why = "not a DPoP proof, a JWT, a DPoP or Bearer challenge, or an HTTP response"
+        raise DPoPError("usage", why)
+    for scheme, params in _parse_challenges(fields.get_all("WWW-Authenticate") or []):
+        report[scheme + " challenge"] = params
+        errors += [params["error"]] if "error" in params else []
+        for name in ("algs", "resource_metadata"):
+            if name in params:
+                report[name] = "%s: %s" % (params[name], _MEANINGS[name])
+    for error in errors:
+        meaning = _MEANINGS.get(str(error), "not an error code of RFC 6749, 6750 or 9449")
+        checks.append(("error", False, "%s: %s" % (_short_repr(error), meaning)))
+    if fields["DPoP-Nonce"] is not None:
+        report["DPoP-Nonce"] = "%s: %s" % (fields["DPoP-Nonce"], _MEANINGS["DPoP-Nonce"])
+    server_time = _http_date(fields["Date"])
+    if server_time is not None:
+        offset = round(server_time - now)
+        report["clock"] = "the server's clock is %+d s from this machine's (Date)" % offset
+        # a proof made here has iat = now: within [server time - 60, server time + 5]?
+        fits = -5 <= offset <= 60
+        checks.append(("clock", fits, "" if fits else "proofs made here fall outside iat's window"))
+    report["checks"] = checks
+    return report
+
+
+def _is_proof(jws: str) -> bool:
+    """Whether a JWS is a DPoP proof: its header has a jwk or typ dpop+jwt. One whose header does
+    not parse is judged as a proof too: its checks say what is wrong."""
+    try:
+        header = _jws_split(jws, _MAX_JWS)[3]
+    except DPoPError:
+        return True
+    typ = str(header.get("typ")).lower()
+    return "jwk" in header or typ in ("dpop+jwt", "application/dpop+jwt")
+
+
+def _verdict(
+    proof: str, method: str, url: str, token: str | None, jkt: str, answer: Headers
+) -> str:
+    """The line `dpop -v` prints after a refused request: the checks its proof fails, judged at
+    the server's time (its Date, else this clock) and against the nonce it asks for, if any."""
+    server_time = _http_date(answer.get("Date"))
+    context = {"method": method, "url": url, "access_token": token, "jkt": jkt}
+    report = _inspect_proof(
+        proof, server_time or time.time(), nonce=answer.get("DPoP-Nonce"), **context
+    )
+    failed = ["%s (%s)" % (code, why) for code, passed, why in report["checks"] if passed is False]
+    at = "the server's Date" if server_time else "this machine's clock"
+    if failed:
+        return "the proof fails %s, at %s" % ("; ".join(failed), at)
+    return "the proof passes every RFC 9449 §4.3 check here, at %s" % at
+
+
+# =============================================================================
+# 14. Session log: every exchange, secrets masked, controls escaped
 # =============================================================================
 #
 # What a Client sent and received, for --session-log and Client(session_log=...). Every secret the
@@ -2928,7 +3157,7 @@ class _SessionLog:
 
 
 # =============================================================================
-# 14. Connections: proxies (curl's rules), CONNECT tunnels, TLS, keep-alive, bodies
+# 15. Connections: proxies (curl's rules), CONNECT tunnels, TLS, keep-alive, bodies
 # =============================================================================
 
 
@@ -3284,7 +3513,7 @@ class _BodyStream:
 
 
 # =============================================================================
-# 15. The token cache: access tokens kept across runs (FileTokenCache)
+# 16. The token cache: access tokens kept across runs (FileTokenCache)
 # =============================================================================
 
 
@@ -3456,7 +3685,7 @@ def _good_nonce(value: Any) -> bool:
 
 
 # =============================================================================
-# 16. Client: client_credentials with DPoP (RFC 6749 §4.4, RFC 9449 §5-§9)
+# 17. Client: client_credentials with DPoP (RFC 6749 §4.4, RFC 9449 §5-§9)
 # =============================================================================
 #
 # Decisions, each visible to users:
@@ -4143,6 +4372,12 @@ class Client:
                 "%s %s%s: %d %s"
                 % (method, target.origin, target.path, response.status, response.reason)
             )
+            if self._log is not None and proof is not None and response.status in (400, 401):
+                sent = dict(headers)  # its proof, and its token after "DPoP "
+                token = sent.get("Authorization", "")[5:] or None
+                jkt = self._key.thumbprint()
+                verdict = _verdict(sent["DPoP"], method, target.url, token, jkt, response.headers)
+                self._note(verdict, "Inspect")
             return response
 
     def _answer(
@@ -4472,7 +4707,7 @@ def _reason(exc: BaseException) -> str:
 
 
 # =============================================================================
-# 17. requests and httpx: a Client's DPoP as their auth (RFC 9449 §7, §8, §9)
+# 18. requests and httpx: a Client's DPoP as their auth (RFC 9449 §7, §8, §9)
 # =============================================================================
 #
 # The program keeps its HTTP library; the Client brings the token, the proofs
@@ -4606,7 +4841,7 @@ def _httpx_auth(client: Client) -> Any:
 
 
 # =============================================================================
-# 18. Shared stores on Redis: the replay cache and the token cache
+# 19. Shared stores on Redis: the replay cache and the token cache
 # =============================================================================
 #
 # Servers that verify proofs in several processes must share what they have
@@ -4698,7 +4933,7 @@ class RedisTokenCache(_RedisStore):
 
 
 # =============================================================================
-# 19. Demo servers: a local authorization server and API (python dpop.py demo)
+# 20. Demo servers: a local authorization server and API (python dpop.py demo)
 # =============================================================================
 #
 # Loopback only. The authorization server issues JWT access tokens bound to
@@ -5020,7 +5255,7 @@ def _demo_api(handler: Any) -> None:
 
 
 # =============================================================================
-# 20. Command line
+# 21. Command line
 # =============================================================================
 #
 # Every option is declared once, in its command's table (_Opt): flags, DPOP_*
@@ -5958,14 +6193,20 @@ def _cli_jwk(argv: List[str], scrub: _Scrubber) -> int:
     return 0
 
 
+def _read_token(path: str | None, scrub: _Scrubber) -> str | None:
+    """The access token in the file ``path`` (None for no path), masked in errors from now on."""
+    if not path:
+        return None
+    raw = _read_input(path, "access token file", 64 << 10)
+    token = raw.decode("ascii", "replace").strip()
+    scrub.add(token)
+    return token
+
+
 def _cli_proof(argv: List[str], scrub: _Scrubber) -> int:
     args = _parse("proof", argv)
     key = _cli_key(args["key"])
-    token = None
-    if args["access_token_file"]:
-        raw = _read_input(args["access_token_file"], "access token file", 64 << 10)
-        token = raw.decode("ascii", "replace").strip()
-        scrub.add(token)
+    token = _read_token(args["access_token_file"], scrub)
     print(make_proof(key, args["method"], args["url"], access_token=token, nonce=args["nonce"]))
     return 0
 
@@ -6073,7 +6314,53 @@ def _cli_selftest(argv: List[str], scrub: _Scrubber) -> int:
     return 1 if failures else 0
 
 
-_SUBCOMMANDS = "demo keygen jwk proof token selftest"
+def _cli_jwks(source: str) -> Any:
+    """The JWK Set in a file, or at an https URL (a GET with no credentials and no proof)."""
+    if not re.match(r"(?i)https?://", source):
+        return _json_object(_read_input(source, "JWKS file", _MAX_TOKEN_BODY), "JWKS")
+    # a Client for its connection rules alone (TLS, proxies from the environment, timeouts, size,
+    # no redirects): no token is fetched, so its key and client id are stand-ins
+    with Client(generate_key(), client_id="dpop-inspect", auth_method="none") as client:
+        target = _Target(source)
+        answer = client._exchange("GET", target, _base_headers(target), None, _MAX_TOKEN_BODY)
+    if answer.status != 200:
+        raise DPoPError("http_status", "JWKS %s answered %d" % (source, answer.status))
+    return _json_object(answer.body, "JWKS")
+
+
+def _cli_inspect(argv: List[str], scrub: _Scrubber) -> int:
+    args = _parse("inspect", argv)
+    thing = args["thing"] or "@-"  # standard input
+    if thing.startswith("@"):
+        thing = _read_input(thing[1:], "input", _MAX_TOKEN_BODY).decode("utf-8", "replace")
+    thing = thing.strip()
+    token = _read_token(args["access_token_file"], scrub)
+    jkt = args["jkt"] or (_cli_key(args["key"]).thumbprint() if args["key"] else None)
+    now = time.time()
+    if not _JWS_SHAPE.fullmatch(thing):
+        report = _inspect_response(thing, now)
+    elif _is_proof(thing):
+        context = {"method": args["method"], "url": args["url"], "nonce": args["nonce"]}
+        report = _inspect_proof(thing, now, access_token=token, jkt=jkt, **context)
+    else:
+        scrub.add(thing)  # an access token: in no error
+        jwks = _cli_jwks(args["jwks"]) if args["jwks"] else None
+        report = _inspect_token(thing, now, jkt, jwks, args["show_token"])
+    checks = [dict(zip(("check", "passed", "reason"), row)) for row in report.pop("checks")]
+    failed = any(check["passed"] is False for check in checks)
+    if args["json"]:
+        print(json.dumps(dict(report, checks=checks, passed=not failed), indent=2))
+        return int(failed)
+    for name, value in report.items():
+        shown = value if isinstance(value, str) else json.dumps(value)
+        print(_printable("%-17s %s" % (name, shown)))
+    for check in checks:
+        check["mark"] = {True: "pass", False: "FAIL", None: "  - "}[check["passed"]]
+        print(_printable("  %(mark)s  %(check)s  %(reason)s" % check).rstrip())
+    return int(failed)
+
+
+_SUBCOMMANDS = "demo keygen jwk proof token inspect selftest"
 _KEY_OPTION = _Opt("--key", "infile", "PEM, DER or JWK file; - for stdin")
 
 # name: (function, description, example, options)
@@ -6139,6 +6426,25 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
         "example: TOKEN=$(python dpop.py token --raw --key k.pem --token-endpoint URL"
         " --client-id ID)",
         (*_CLIENT_OPTIONS, _Opt("--raw", "flag", "print only the access token")),
+    ),
+    "inspect": (
+        _cli_inspect,
+        "Explain a DPoP proof, a JWT access token, a WWW-Authenticate value or an HTTP response"
+        " (THING, @FILE, or standard input), with every check passed or failed.",
+        "example: python dpop.py inspect --method GET --url https://api.example/x @proof.txt"
+        "   (exit status 1 when a check fails)",
+        (
+            _Opt("[THING]", "data", "what to explain, or @FILE (default: standard input)"),
+            _Opt("--method", "method", "the request's method, to check htm"),
+            _Opt("--url", "url", "the request's URL, to check htu"),
+            _Opt("--access-token-file", "infile", "the access token the proof went with (ath)"),
+            _Opt("--nonce", "nonce", "the DPoP-Nonce the server requires"),
+            _Opt("--jkt", "text", "the key thumbprint expected (else --key's, or cnf.jkt)"),
+            _Opt("--key", "infile", "the client's key file, for its thumbprint (jkt)"),
+            _Opt("--jwks", "text", "check a token's signature with this JWK Set FILE or URL"),
+            _Opt("--json", "flag", "print the report as JSON", twin=False),
+            _Opt("--show-token", "flag", "print an access token, not its hash", twin=False),
+        ),
     ),
     "selftest": (
         _cli_selftest,

@@ -1,8 +1,8 @@
 """Tests for dpop.py, in the order of dpop.py's sections.
 
 Layout: the shared helpers, reference implementations and fixtures come first; then the tests,
-under one banner per section of dpop.py (0. Errors to 16. Command line), each filed under the
-furthest section it exercises (a test of Client that builds proofs is a section 16 test); last,
+under one banner per section of dpop.py (0. Errors to 21. Command line), each filed under the
+furthest section it exercises (a test of Client that builds proofs is a section 17 test); last,
 the tests that span the file (README, layout, public API).
 
 Run with ``python -m pytest`` (see README). Wycheproof files are read from the
@@ -3254,178 +3254,9 @@ def test_a_key_on_another_curve_gets_one_answer_in_every_encoding(curve):
 
 
 # ==================================================================================================
-# 7. JWS compact serialization, ES256 only (RFC 7515 §3.1, §5; RFC 7518 §3.4)
+# 7. JWS compact serialization: splitting (RFC 7515 §3.1, §5)
 # ==================================================================================================
-
-
-def test_rfc7515_a3_example_verifies():
-    v = load_vector("rfc7515_a3_es256.json")
-    public = {k: v["jwk"][k] for k in ("kty", "crv", "x", "y")}
-    header, payload = dpop.jws_verify(v["jws"], public)
-    assert header == {"alg": "ES256"}
-    assert payload.decode() == v["payload"]
-    # the private key of A.3.1 matches its public point
-    key = dpop.load_key(v["jwk"])
-    assert key.public_jwk() == public
-    dpop.jws_verify(v["jws"], key)
-
-
-def test_rfc9449_example_proofs_verify_with_embedded_jwk():
-    v = load_vector("rfc9449_examples.json")
-    assert dpop.jwk_thumbprint(v["jwk"]) == v["jkt"]
-    assert dpop.load_key(v["jwk"]).thumbprint() == v["jkt"]
-    for proof in v["proofs"]:
-        header_b64 = proof["proof"].split(".")[0]
-        header = json.loads(dpop.b64url_decode(header_b64))
-        assert header["jwk"] == v["jwk"]
-        header, payload = dpop.jws_verify(proof["proof"], header["jwk"])
-        claims = json.loads(payload)
-        assert (claims["htm"], claims["htu"], claims["iat"], claims["jti"]) == (
-            proof["htm"],
-            proof["htu"],
-            proof["iat"],
-            proof["jti"],
-        )
-
-
-def test_wycheproof_jws_es256_groups():
-    data = wycheproof("json_web_signature_test.json")
-    judged = 0
-    for group in data["testGroups"]:
-        public = group.get("public")
-        if not public or public.get("kty") != "EC" or public.get("crv") != "P-256":
-            continue
-        for test in group["tests"]:
-            try:
-                dpop.jws_verify(test["jws"], public)
-                accepted = True
-            except DPoPError:
-                accepted = False
-            assert accepted == (test["result"] == "valid"), (test["tcId"], test.get("flags"))
-            judged += 1
-    assert judged == 15 + 1 + 1 + 24
-
-
-def test_wycheproof_jws_non_es256_groups_are_all_refused():
-    data = wycheproof("json_web_signature_test.json")
-    for group in data["testGroups"]:
-        public = group.get("public") or group.get("private")
-        if public and public.get("kty") == "EC" and public.get("crv") == "P-256":
-            continue
-        for test in group["tests"]:
-            jws = test.get("jws")
-            if not isinstance(jws, str) or jws.count(".") != 2:
-                continue
-            with pytest.raises(DPoPError):
-                dpop.jws_verify(jws, dpop.generate_key())
-
-
-def test_wycheproof_jwk_ec_cases():
-    data = wycheproof("json_web_key_test.json")
-    seen = 0
-    for group in data["testGroups"]:
-        keys = (group.get("public") or {}).get("keys", [])
-        if len(keys) != 1 or keys[0].get("x") is None:
-            continue
-        for test in group["tests"]:
-            try:
-                dpop.jws_verify(test["jws"], keys[0])
-                accepted = True
-            except DPoPError:
-                accepted = False
-            assert accepted == (test["result"] == "valid"), (test["tcId"], group["comment"])
-            seen += 1
-    assert seen >= 5
-
-
-def test_jws_round_trip():
-    key = dpop.generate_key()
-    token = dpop.jws_sign(key, {"hello": "world"}, {"typ": "test", "kid": "k"})
-    header, payload = dpop.jws_verify(token, key.public_key())
-    assert header == {"typ": "test", "kid": "k", "alg": "ES256"}
-    assert json.loads(payload) == {"hello": "world"}
-    raw = dpop.jws_sign(key, b"\x00\x01")
-    assert dpop.jws_verify(raw, key.public_jwk())[1] == b"\x00\x01"
-    with raises_code("bad_signature"):
-        dpop.jws_verify(token, dpop.generate_key())
-
-
-@pytest.mark.parametrize(
-    "token, code",
-    [
-        (_forge(b'{"alg":"none"}', signature=b""), "unsupported_alg"),
-        (_forge(b'{"alg":"ES256"}', signature=b""), "bad_signature"),
-        (_forge(b'{"alg":"none"}', signature=b"x"), "unsupported_alg"),
-        (_forge(b'{"alg":"HS256"}'), "unsupported_alg"),
-        (_forge(b'{"alg":"RS256"}'), "unsupported_alg"),
-        (_forge(b'{"alg":"ES384"}'), "unsupported_alg"),
-        (_forge(b'{"alg":"es256"}'), "unsupported_alg"),
-        (_forge(b'{"typ":"x"}'), "unsupported_alg"),
-        (_forge(b'{"alg":"ES256","crit":["b64"],"b64":false}'), "bad_jws"),
-        (_forge(b'{"alg":"ES256","alg":"none"}'), "bad_jws"),
-        (_forge(b"[1,2]"), "bad_jws"),
-        (_forge(b"not json"), "bad_jws"),
-        (_forge(b'\xff{"alg":"ES256"}'), "bad_jws"),
-        (_forge(b'{"alg":"ES256"}'), "bad_signature"),
-        (_forge(b'{"alg":"ES256"}', signature=b"\x01" * 63), "bad_signature"),
-        ("a.b", "bad_jws"),
-        ("a.b.c.d", "bad_jws"),
-        ("", "bad_jws"),
-        ("..", "bad_jws"),
-        ("e30=.e30.AAAA", "bad_jws"),
-        ("eyJhbGciOiJFUzI1NiJ9.e30.AAA*", "bad_jws"),
-        ("eyJhbGciOiJFUzI1NiJ9.e30.AAAA" + "A" * 70000, "bad_jws"),
-    ],
-)
-def test_jws_verify_refusals(token, code):
-    with raises_code(code):
-        dpop.jws_verify(token, SIGN_KEY)
-
-
-def test_jws_sign_refuses_other_algs_and_types():
-    with raises_code("unsupported_alg"):
-        dpop.jws_sign(SIGN_KEY, {}, {"alg": "HS256"})
-    with pytest.raises(TypeError):
-        dpop.jws_sign("key", {})
-    with pytest.raises(TypeError):
-        dpop.jws_sign(SIGN_KEY, "payload")
-    with pytest.raises(TypeError):
-        dpop.jws_verify(b"a.b.c", SIGN_KEY)
-    with pytest.raises(TypeError):
-        dpop.jws_verify("a.b.c", "key")
-
-
-@settings(max_examples=300)
-@given(
-    st.one_of(
-        st.text(max_size=200),
-        st.builds(
-            lambda parts: ".".join(parts),
-            st.lists(st.text(alphabet="ABCDEFabcdef0123456789-_=.", max_size=40), max_size=4),
-        ),
-    )
-)
-def test_jws_verify_raises_only_dpoperror(token):
-    with pytest.raises(DPoPError):
-        dpop.jws_verify(token, SIGN_KEY)
-
-
-@settings(max_examples=100)
-@given(st.binary(max_size=120), st.binary(max_size=120))
-def test_jws_verify_random_segments(header, payload):
-    with pytest.raises(DPoPError):
-        dpop.jws_verify(_forge(header, payload), SIGN_KEY)
-
-
-def test_key_equality_and_size_limits():
-    key = dpop.load_key(KEY_JWK)
-    assert key.__eq__("x") is NotImplemented and key != "x"
-    assert key != dpop.generate_key() and key.public_key() != dpop.generate_key().public_key()
-    with raises_code("bad_key"):
-        dpop.load_key(b"-" * 70000)
-    assert dpop.load_key(dict(KEY_JWK, key_ops=["sign"])) == key
-    with pytest.raises(TypeError):
-        dpop.jws_sign(key, {}, header=[("typ", "x")])
+# (none of its own: _jws_split is tested through verify_proof, section 9, and jws_verify, 11)
 
 
 # ==================================================================================================
@@ -4268,6 +4099,177 @@ def test_load_rsa_key_of_a_missing_file_is_an_io_error(tmp_path):
 # 11. Client authentication with a JWT: private_key_jwt and client_secret_jwt
 # ==================================================================================================
 
+def test_rfc7515_a3_example_verifies():
+    v = load_vector("rfc7515_a3_es256.json")
+    public = {k: v["jwk"][k] for k in ("kty", "crv", "x", "y")}
+    header, payload = dpop.jws_verify(v["jws"], public)
+    assert header == {"alg": "ES256"}
+    assert payload.decode() == v["payload"]
+    # the private key of A.3.1 matches its public point
+    key = dpop.load_key(v["jwk"])
+    assert key.public_jwk() == public
+    dpop.jws_verify(v["jws"], key)
+
+
+def test_rfc9449_example_proofs_verify_with_embedded_jwk():
+    v = load_vector("rfc9449_examples.json")
+    assert dpop.jwk_thumbprint(v["jwk"]) == v["jkt"]
+    assert dpop.load_key(v["jwk"]).thumbprint() == v["jkt"]
+    for proof in v["proofs"]:
+        header_b64 = proof["proof"].split(".")[0]
+        header = json.loads(dpop.b64url_decode(header_b64))
+        assert header["jwk"] == v["jwk"]
+        header, payload = dpop.jws_verify(proof["proof"], header["jwk"])
+        claims = json.loads(payload)
+        assert (claims["htm"], claims["htu"], claims["iat"], claims["jti"]) == (
+            proof["htm"],
+            proof["htu"],
+            proof["iat"],
+            proof["jti"],
+        )
+
+
+def test_wycheproof_jws_es256_groups():
+    data = wycheproof("json_web_signature_test.json")
+    judged = 0
+    for group in data["testGroups"]:
+        public = group.get("public")
+        if not public or public.get("kty") != "EC" or public.get("crv") != "P-256":
+            continue
+        for test in group["tests"]:
+            try:
+                dpop.jws_verify(test["jws"], public)
+                accepted = True
+            except DPoPError:
+                accepted = False
+            assert accepted == (test["result"] == "valid"), (test["tcId"], test.get("flags"))
+            judged += 1
+    assert judged == 15 + 1 + 1 + 24
+
+
+def test_wycheproof_jws_non_es256_groups_are_all_refused():
+    data = wycheproof("json_web_signature_test.json")
+    for group in data["testGroups"]:
+        public = group.get("public") or group.get("private")
+        if public and public.get("kty") == "EC" and public.get("crv") == "P-256":
+            continue
+        for test in group["tests"]:
+            jws = test.get("jws")
+            if not isinstance(jws, str) or jws.count(".") != 2:
+                continue
+            with pytest.raises(DPoPError):
+                dpop.jws_verify(jws, dpop.generate_key())
+
+
+def test_wycheproof_jwk_ec_cases():
+    data = wycheproof("json_web_key_test.json")
+    seen = 0
+    for group in data["testGroups"]:
+        keys = (group.get("public") or {}).get("keys", [])
+        if len(keys) != 1 or keys[0].get("x") is None:
+            continue
+        for test in group["tests"]:
+            try:
+                dpop.jws_verify(test["jws"], keys[0])
+                accepted = True
+            except DPoPError:
+                accepted = False
+            assert accepted == (test["result"] == "valid"), (test["tcId"], group["comment"])
+            seen += 1
+    assert seen >= 5
+
+
+def test_jws_round_trip():
+    key = dpop.generate_key()
+    token = dpop.jws_sign(key, {"hello": "world"}, {"typ": "test", "kid": "k"})
+    header, payload = dpop.jws_verify(token, key.public_key())
+    assert header == {"typ": "test", "kid": "k", "alg": "ES256"}
+    assert json.loads(payload) == {"hello": "world"}
+    raw = dpop.jws_sign(key, b"\x00\x01")
+    assert dpop.jws_verify(raw, key.public_jwk())[1] == b"\x00\x01"
+    with raises_code("bad_signature"):
+        dpop.jws_verify(token, dpop.generate_key())
+
+
+@pytest.mark.parametrize(
+    "token, code",
+    [
+        (_forge(b'{"alg":"none"}', signature=b""), "unsupported_alg"),
+        (_forge(b'{"alg":"ES256"}', signature=b""), "bad_signature"),
+        (_forge(b'{"alg":"none"}', signature=b"x"), "unsupported_alg"),
+        (_forge(b'{"alg":"HS256"}'), "unsupported_alg"),
+        (_forge(b'{"alg":"RS256"}'), "unsupported_alg"),
+        (_forge(b'{"alg":"ES384"}'), "unsupported_alg"),
+        (_forge(b'{"alg":"es256"}'), "unsupported_alg"),
+        (_forge(b'{"typ":"x"}'), "unsupported_alg"),
+        (_forge(b'{"alg":"ES256","crit":["b64"],"b64":false}'), "bad_jws"),
+        (_forge(b'{"alg":"ES256","alg":"none"}'), "bad_jws"),
+        (_forge(b"[1,2]"), "bad_jws"),
+        (_forge(b"not json"), "bad_jws"),
+        (_forge(b'\xff{"alg":"ES256"}'), "bad_jws"),
+        (_forge(b'{"alg":"ES256"}'), "bad_signature"),
+        (_forge(b'{"alg":"ES256"}', signature=b"\x01" * 63), "bad_signature"),
+        ("a.b", "bad_jws"),
+        ("a.b.c.d", "bad_jws"),
+        ("", "bad_jws"),
+        ("..", "bad_jws"),
+        ("e30=.e30.AAAA", "bad_jws"),
+        ("eyJhbGciOiJFUzI1NiJ9.e30.AAA*", "bad_jws"),
+        ("eyJhbGciOiJFUzI1NiJ9.e30.AAAA" + "A" * 70000, "bad_jws"),
+    ],
+)
+def test_jws_verify_refusals(token, code):
+    with raises_code(code):
+        dpop.jws_verify(token, SIGN_KEY)
+
+
+def test_jws_sign_refuses_other_algs_and_types():
+    with raises_code("unsupported_alg"):
+        dpop.jws_sign(SIGN_KEY, {}, {"alg": "HS256"})
+    with pytest.raises(TypeError):
+        dpop.jws_sign("key", {})
+    with pytest.raises(TypeError):
+        dpop.jws_sign(SIGN_KEY, "payload")
+    with pytest.raises(TypeError):
+        dpop.jws_verify(b"a.b.c", SIGN_KEY)
+    with pytest.raises(TypeError):
+        dpop.jws_verify("a.b.c", "key")
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.builds(
+            lambda parts: ".".join(parts),
+            st.lists(st.text(alphabet="ABCDEFabcdef0123456789-_=.", max_size=40), max_size=4),
+        ),
+    )
+)
+def test_jws_verify_raises_only_dpoperror(token):
+    with pytest.raises(DPoPError):
+        dpop.jws_verify(token, SIGN_KEY)
+
+
+@settings(max_examples=100)
+@given(st.binary(max_size=120), st.binary(max_size=120))
+def test_jws_verify_random_segments(header, payload):
+    with pytest.raises(DPoPError):
+        dpop.jws_verify(_forge(header, payload), SIGN_KEY)
+
+
+def test_key_equality_and_size_limits():
+    key = dpop.load_key(KEY_JWK)
+    assert key.__eq__("x") is NotImplemented and key != "x"
+    assert key != dpop.generate_key() and key.public_key() != dpop.generate_key().public_key()
+    with raises_code("bad_key"):
+        dpop.load_key(b"-" * 70000)
+    assert dpop.load_key(dict(KEY_JWK, key_ops=["sign"])) == key
+    with pytest.raises(TypeError):
+        dpop.jws_sign(key, {}, header=[("typ", "x")])
+
+
+
 
 def test_wycheproof_jws_hs256_signatures_are_reproduced():
     """Every valid compact HS256 JWS: our HMAC over its signing input gives its signature."""
@@ -4526,7 +4528,275 @@ def test_challenge_headers_values_are_single_printable_lines():
 
 
 # ==================================================================================================
-# 13. Session log: every exchange, secrets masked, controls escaped
+# 13. Inspect: what a proof, an access token or a refusal says (dpop inspect)
+# ==================================================================================================
+
+INSPECT_CONTEXT = dict(method="GET", url=URL, access_token=TOKEN, jkt=PROOF_KEY.thumbprint())
+
+
+def _failed(report):
+    return [code for code, passed, _ in report["checks"] if passed is False]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    typ=st.sampled_from(["dpop+jwt", "JWT", 7]),
+    alg=st.sampled_from(["ES256", "HS256"]),
+    tampered=st.booleans(),
+    htm=st.sampled_from(["GET", "POST"]),
+    htu=st.sampled_from([URL, URL.upper().replace("HTTPS", "https"), URL + "/x", 5]),
+    iat=st.sampled_from([NOW, NOW - 61, NOW + 6, "soon"]),
+    ath=st.sampled_from([dpop.access_token_hash(TOKEN), "wrong", None]),
+    nonce=st.sampled_from(["n", "m", None]),
+    jkt=st.sampled_from([PROOF_KEY.thumbprint(), "other"]),
+)
+def test_inspect_reports_every_check_and_verify_proofs_first_failure(
+    typ, alg, tampered, htm, htu, iat, ath, nonce, jkt
+):
+    claims = {"htm": htm, "htu": htu, "iat": iat, "ath": ath, "nonce": nonce}
+    proof = forge_proof(
+        header={"typ": typ, "alg": alg},
+        claims={k: v for k, v in claims.items() if v is not None},
+        drop=[k for k, v in claims.items() if v is None],
+    )
+    if tampered:
+        proof = _tamper(proof, 2)
+    context = dict(INSPECT_CONTEXT, jkt=jkt, nonce="n")
+    report = dpop._inspect_proof(proof, NOW, **context)
+    failed = _failed(report)
+    try:
+        dpop.verify_proof(proof, now=NOW, **context)
+    except dpop.DPoPError as exc:
+        # the judge records; verify_proof's own judge stops at the same first failure
+        assert failed and failed[0] == exc.code
+    else:
+        assert failed == []
+        assert report["jkt"] == PROOF_KEY.thumbprint()
+    # every check the proof could reach is in the report, once
+    codes = [code for code, _, _ in report["checks"]]
+    assert len(codes) == len(set(codes))
+    if "proof_claims" not in failed and "proof_alg" not in failed:
+        assert {"proof_typ", "proof_signature", "proof_htm", "proof_htu", "proof_iat"} <= set(codes)
+        assert {"proof_nonce", "proof_ath", "proof_binding"} <= set(codes)
+
+
+def test_inspect_goes_on_after_a_failure_that_leaves_the_rest_able_to_run():
+    proof = forge_proof(header={"typ": "JWT"}, claims={"htm": "POST", "iat": NOW - 600})
+    proof = _tamper(proof, 2)
+    report = dpop._inspect_proof(proof, NOW, **INSPECT_CONTEXT, nonce="n")
+    assert _failed(report) == [
+        "proof_typ", "proof_signature", "proof_htm", "proof_nonce", "proof_iat"
+    ]  # fmt: skip
+    passed = [code for code, ok, _ in report["checks"] if ok]
+    assert passed == ["proof_htu", "proof_ath", "proof_binding"]
+    reasons = dict((code, why) for code, _, why in report["checks"])
+    assert reasons["proof_iat"] == "iat is outside the acceptance window"
+    assert reasons["proof_ath"] == ""
+    assert report["iat"] == "2023-11-14 22:03:20 UTC (600 s ago)"
+
+
+def test_inspect_stops_where_verify_proof_could_not_go_on():
+    for header, code in (({"alg": "HS256"}, "proof_alg"), ({"jwk": {"kty": "EC"}}, "proof_jwk")):
+        report = dpop._inspect_proof(forge_proof(header=header), NOW, **INSPECT_CONTEXT)
+        assert _failed(report) == [code]
+        failure = next(row for row in report["checks"] if row[1] is False)
+        assert failure[2].endswith("; the later checks could not run")
+        assert "jkt" not in report
+    report = dpop._inspect_proof("a.b.c", NOW, **INSPECT_CONTEXT)
+    assert [c[:2] for c in report["checks"]] == [("proof_malformed", False), ("proof_nonce", None)]
+    assert "header" not in report
+
+
+def test_inspect_shows_both_sides_of_htu_normalised_and_what_was_not_checked():
+    proof = forge_proof(claims={"htu": "HTTPS://rs.example:443/api/./%7ethings"})
+    report = dpop._inspect_proof(proof, NOW, url="https://rs.example/api/~things", method=None)
+    rows = {code: (ok, why) for code, ok, why in report["checks"]}
+    same = "https://rs.example/api/~things"
+    assert rows["proof_htu"] == (True, "%s (proof) == %s (request)" % (same, same))
+    assert rows["proof_htm"] == (None, "not checked: no method given")
+    assert _failed(report) == []
+    report = dpop._inspect_proof(proof, NOW, url="https://rs.example/api/things/")
+    assert "!= https://rs.example/api/things/ (request)" in dict(
+        (c, w) for c, _, w in report["checks"]
+    )["proof_htu"]
+    # no context at all: the proof's own checks, and five that were not checked
+    report = dpop._inspect_proof(proof, NOW)
+    assert [c[0] for c in report["checks"] if c[1] is None] == [
+        "proof_htm", "proof_htu", "proof_nonce", "proof_ath", "proof_binding"
+    ]  # fmt: skip
+    assert _failed(report) == [] and report["header"]["typ"] == "dpop+jwt"
+
+
+def _access_token(key, claims, header=None):
+    if isinstance(key, dpop.RSAKey):
+        h64 = dpop.b64url_encode(json.dumps({"alg": "RS256", **(header or {})}).encode())
+        p64 = dpop.b64url_encode(json.dumps(claims).encode())
+        signed = (h64 + "." + p64).encode()
+        return h64 + "." + p64 + "." + dpop.b64url_encode(key.sign(signed, "RS256"))
+    return dpop.jws_sign(key, claims, {"typ": "at+jwt", **(header or {})})
+
+
+def test_inspect_token_checks_expiry_binding_and_signature_by_a_jwks():
+    as_key, client = dpop.generate_key(), dpop.generate_key()
+    claims = {"iss": "https://as", "exp": NOW + 90, "iat": NOW - 30, "cnf": {"jkt": client.thumbprint()}}
+    token = _access_token(as_key, claims, {"kid": "k1"})
+    jwks = {"keys": [dict(dpop.generate_key().public_jwk(), kid="k0"), dict(as_key.public_jwk(), kid="k1")]}
+    report = dpop._inspect_token(token, NOW, client.thumbprint(), jwks)
+    assert report["checks"] == [
+        ("token_exp", True, ""),
+        ("token_bound", True, "cnf.jkt %s" % json.dumps(client.thumbprint())[:21] + "..."),
+        ("token_jkt", True, "cnf.jkt against the key's jkt"),
+        ("token_signature", True, "by a key of the JWK Set, alg ES256"),
+    ]
+    assert report["exp"] == "2023-11-14 22:14:50 UTC (in 90 s)"
+    assert report["token"] == "sha256 " + dpop.access_token_hash(token)
+    assert token not in json.dumps(report)
+    assert dpop._inspect_token(token, NOW, show=True)["token"] == token
+    # another key's jkt, another JWK Set, expired, no key and no JWK Set
+    other = {"keys": [dict(dpop.generate_key().public_jwk(), kid="k1")]}
+    report = dpop._inspect_token(token, NOW + 91, "other", other)
+    assert [c[:2] for c in report["checks"]] == [
+        ("token_exp", False), ("token_bound", True), ("token_jkt", False), ("token_signature", False)
+    ]  # fmt: skip
+    report = dpop._inspect_token(token, NOW)
+    assert [c[1] for c in report["checks"]] == [True, True, None, None]
+    assert report["checks"][3][2] == "not checked: give --jwks FILE or URL"
+    with raises_code("bad_key"):
+        dpop._inspect_token(token, NOW, jwks={"keys": "none"})
+
+
+def test_inspect_token_checks_rs256_and_an_unbound_token():
+    rsa = rsa_key()
+    token = _access_token(rsa, {"exp": NOW + 5})
+    jwks = {"keys": [dpop.generate_key().public_jwk(), rsa.public_jwk()]}
+    report = dpop._inspect_token(token, NOW, jwks=jwks)
+    assert [c[:2] for c in report["checks"]] == [
+        ("token_exp", True), ("token_bound", False), ("token_jkt", None), ("token_signature", True)
+    ]  # fmt: skip
+    head, body, signature = token.split(".")
+    forged = ".".join((head, dpop.b64url_encode(b'{"exp": 1e12}'), signature))
+    assert dpop._inspect_token(forged, NOW, jwks=jwks)["checks"][3][1] is False
+
+
+def test_inspect_response_explains_challenges_nonce_and_clock():
+    text = (
+        "HTTP/1.1 401 Unauthorized\r\nDate: Tue, 14 Nov 2023 22:15:20 GMT\r\nDPoP-Nonce: n-1\r\n"
+        'WWW-Authenticate: DPoP error="use_dpop_nonce", error_description="use one",'
+        ' algs="ES256 PS256", Bearer resource_metadata="https://rs.example/.well-known/x"\r\n'
+        "Content-Type: application/json\r\n\r\n"
+        '{"error": "invalid_dpop_proof"}'
+    )
+    report = dpop._inspect_response(text, NOW)
+    assert report["kind"] == "HTTP response"
+    assert report["dpop challenge"] == {
+        "error": "use_dpop_nonce", "error_description": "use one", "algs": "ES256 PS256"
+    }  # fmt: skip
+    assert report["bearer challenge"] == {"resource_metadata": "https://rs.example/.well-known/x"}
+    assert report["algs"].startswith("ES256 PS256: ")
+    assert report["resource_metadata"].startswith("https://rs.example/.well-known/x: ")
+    assert report["DPoP-Nonce"].startswith("n-1: ")
+    assert report["clock"] == "the server's clock is +120 s from this machine's (Date)"
+    assert [c[:2] for c in report["checks"]] == [
+        ("status", False), ("error", False), ("error", False), ("clock", False)
+    ]  # fmt: skip
+    reasons = [c[2] for c in report["checks"]]
+    assert reasons[1].startswith('"invalid_dpop_proof": the proof was refused')
+    assert reasons[2].startswith('"use_dpop_nonce": the server wants its DPoP-Nonce')
+    # a WWW-Authenticate value alone; a clock 3 s off lets a proof in
+    report = dpop._inspect_response('Bearer realm="x", DPoP algs="ES256"', NOW)
+    assert report["kind"] == "WWW-Authenticate" and report["checks"] == []
+    ok = "HTTP/1.1 200 OK\nDate: Tue, 14 Nov 2023 22:13:23 GMT\n\n{}"
+    assert [c[:2] for c in dpop._inspect_response(ok, NOW)["checks"]] == [
+        ("status", True), ("clock", True)
+    ]  # fmt: skip
+    with raises_code("usage"):  # an opaque token is not a challenge: refused, never echoed
+        dpop._inspect_response("opaque-token-value", NOW)
+
+
+def test_cli_inspect_a_proof_exit_status_and_json(tmp_path, key_file):
+    key = dpop.load_key(key_file.read_bytes())
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    proof = dpop.make_proof(key, "GET", URL, access_token=TOKEN)
+    good = run_cli("inspect", "--method", "GET", "--url", URL, "--access-token-file", str(token_file),
+                   "--key", str(key_file), input=proof.encode())  # fmt: skip
+    out = good.stdout.decode()
+    assert good.returncode == 0, good.stderr
+    assert "pass  proof_binding" in out and "  -   proof_nonce  not checked: no nonce given" in out
+    assert proof not in out and TOKEN not in out and key.thumbprint() in out
+    bad = run_cli("inspect", "--json", "--method", "POST", "--url", URL + "/x", proof)
+    assert bad.returncode == 1
+    report = json.loads(bad.stdout)
+    assert report["kind"] == "DPoP proof" and report["passed"] is False
+    assert [c["check"] for c in report["checks"] if c["passed"] is False] == ["proof_htm", "proof_htu"]
+    proof_file = tmp_path / "proof"
+    proof_file.write_text(proof + "\n")
+    assert run_cli("inspect", "@" + str(proof_file)).returncode == 0
+    for args in (["inspect", "not a proof"], ["inspect", "--bogus", proof], ["inspect"]):
+        usage = run_cli(*args, input=b"opaque-token-value")
+        assert usage.returncode == 2, args
+        assert b"opaque-token-value" not in usage.stderr and usage.stderr.startswith(b"dpop: usage: ")
+
+
+def test_cli_inspect_an_oidc_provider_token_with_its_jwks(oidc, tmp_path, key_file):
+    key = dpop.load_key(key_file.read_bytes())
+    with oidc_client(oidc, key) as client:
+        token = client.access_token()
+    # the token on stdin; its signature checked with the JWK Set oidc-provider publishes
+    done = run_cli("inspect", "--key", str(key_file), "--jwks", oidc["issuer"] + "/jwks",
+                   input=token.encode())  # fmt: skip
+    out = done.stdout.decode()
+    assert done.returncode == 0, out + done.stderr.decode()
+    for line in ("pass  token_exp", "pass  token_bound", "pass  token_jkt", "pass  token_signature"):
+        assert line in out
+    assert token not in out and "sha256 " + dpop.access_token_hash(token) in out
+    # without the JWK Set: said plainly; another key: token_jkt fails; --show-token shows it
+    plain = run_cli("inspect", "--json", "--show-token", "--jkt", "other", input=token.encode())
+    report = json.loads(plain.stdout)
+    assert plain.returncode == 1 and report["token"] == token
+    rows = {c["check"]: c for c in report["checks"]}
+    assert rows["token_jkt"]["passed"] is False
+    assert rows["token_signature"] == {
+        "check": "token_signature", "passed": None, "reason": "not checked: give --jwks FILE or URL"
+    }  # fmt: skip
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [dpop.generate_key().public_jwk()]}))
+    wrong = run_cli("inspect", "--jwks", str(jwks_file), input=token.encode())
+    assert wrong.returncode == 1 and "FAIL  token_signature" in wrong.stdout.decode()
+
+
+def test_cli_inspect_a_response_from_the_demo_api(server):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port_of(server), timeout=5)
+    conn.request("GET", "/api/dpop/test", headers={"Authorization": "DPoP not-a-token"})
+    answer = conn.getresponse()
+    answer.read()
+    head = "HTTP/1.1 %d %s\r\n" % (answer.status, answer.reason)
+    head += "".join("%s: %s\r\n" % pair for pair in answer.getheaders())
+    conn.close()
+    done = run_cli("inspect", input=(head + "\r\n").encode())
+    out = done.stdout.decode()
+    assert done.returncode == 1
+    assert "FAIL  status  HTTP/1.1 401 Unauthorized" in out
+    assert 'FAIL  error  "invalid_token": the access token was refused' in out
+    assert "pass  clock" in out and re.search(r"the server's clock is [+-][01] s", out)
+
+
+def test_verbose_prints_the_inspect_verdict_after_a_refused_request(server, key_file):
+    server.clock_skew = 600  # the servers' clock, and their Date, 10 minutes ahead
+    secret = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}
+    done = run_cli("-v", *cli_flow_args(server, key_file), "GET", server.api_url, env=secret)
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    verdict = "the proof fails proof_iat (iat is outside the acceptance window), at the server's Date"
+    assert "---- Inspect " in err and verdict in err, err
+    # with the clock learnt from Date, no other refusal and no other verdict
+    assert err.count("---- Inspect ") == 1, err
+
+
+# ==================================================================================================
+# 14. Session log: every exchange, secrets masked, controls escaped
 # ==================================================================================================
 
 
@@ -4546,7 +4816,7 @@ def test_the_scrubber_takes_any_string():
 
 
 # ==================================================================================================
-# 14. Connections: proxies (curl's rules), CONNECT tunnels, TLS, keep-alive, bodies
+# 15. Connections: proxies (curl's rules), CONNECT tunnels, TLS, keep-alive, bodies
 # ==================================================================================================
 
 
@@ -4626,7 +4896,7 @@ def test_misc_reprs_and_small_paths(monkeypatch):
 
 
 # ==================================================================================================
-# 16. Client: client_credentials with DPoP (RFC 6749 §4.4, RFC 9449 §5-§9)
+# 17. Client: client_credentials with DPoP (RFC 6749 §4.4, RFC 9449 §5-§9)
 # ==================================================================================================
 
 
@@ -7158,7 +7428,7 @@ def test_close_survives_a_token_cache_that_fails(server, client_key):
 
 
 # ==================================================================================================
-# 17. requests and httpx: a Client's DPoP as their auth (RFC 9449 §7, §8, §9)
+# 18. requests and httpx: a Client's DPoP as their auth (RFC 9449 §7, §8, §9)
 # ==================================================================================================
 
 
@@ -7405,7 +7675,7 @@ def test_httpx_resends_multipart_files(client_key, tmp_path):
 
 
 # ==================================================================================================
-# 18. Shared stores on Redis: the replay cache and the token cache
+# 19. Shared stores on Redis: the replay cache and the token cache
 # ==================================================================================================
 
 
@@ -7520,7 +7790,7 @@ def test_redis_replay_cache_never_takes_a_deferred_answer_as_new(redis_server):
 
 
 # ==================================================================================================
-# 19. Demo servers: a local authorization server and API (python dpop.py demo)
+# 20. Demo servers: a local authorization server and API (python dpop.py demo)
 # ==================================================================================================
 
 
@@ -7623,7 +7893,7 @@ def test_client_secret_jwt_against_the_demo_server(server, client_key, alg):
 
 
 # ==================================================================================================
-# 20. Command line
+# 21. Command line
 # ==================================================================================================
 
 
@@ -8136,6 +8406,7 @@ def test_cli_walk_every_option_with_bad_values(
         "keygen": {},
         "demo": {"port": "1"},
         "selftest": {},
+        "inspect": {"thing": 'DPoP error="invalid_token"'},
     }[command]
     for name in list(os.environ):
         if name.startswith("DPOP_"):

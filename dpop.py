@@ -2779,19 +2779,13 @@ _CHECKED_BY = {
     "access_token": "proof_ath",
     "jkt": "proof_binding",
 }
-# what an error code (RFC 6749 §5.2, RFC 6750 §3.1, RFC 9449 §7.1, §8) or a challenge parameter
-# means to a DPoP client
+# what DPoP's error codes (RFC 9449 §7.1, §8; RFC 6750 §3.1's invalid_token) and challenge
+# parameters mean to a client; the other codes are OAuth's own (RFC 6749 §5.2, RFC 6750 §3.1)
 _MEANINGS = {
     "use_dpop_nonce": "the server wants its DPoP-Nonce in the proof: repeat with a new proof",
     "invalid_dpop_proof": "the proof was refused: inspect it with --method and --url",
     "invalid_token": "the access token was refused: expired, revoked, for another API, or bound"
     " to another key (cnf.jkt)",
-    "insufficient_scope": "the token lacks a scope this request needs",
-    "invalid_request": "the request is malformed: a parameter is missing, repeated or unknown",
-    "invalid_client": "client authentication failed: the client id, secret or assertion",
-    "invalid_grant": "the grant or assertion was refused (expired, reused or for another server)",
-    "unauthorized_client": "this client may not use the client_credentials grant",
-    "invalid_scope": "the scope asked for is unknown or not allowed for this client",
     "algs": "the algorithms the server takes for proofs",
     "resource_metadata": "the API's metadata (RFC 9728): dpop finds its authorization server there",
     "DPoP-Nonce": "the nonce the next proof to this server must carry",
@@ -2800,12 +2794,13 @@ _MEANINGS = {
 
 def _when(seconds: Any, now: float) -> str:
     """A NumericDate as a UTC date and its distance from ``now``; anything else said as such."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        return "not a number: %s" % _short_repr(seconds)
-    if not 0 <= seconds < 1e11:  # before 1970 or after the year 5000: no date to show
-        return "%s: not a date" % _short_repr(seconds)
-    date = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
-    away = round(seconds - now)
+    # None and a str are TypeError (gmtime(None) is now: the subtraction refuses it), NaN
+    # ValueError, 1e300 OverflowError (OSError on some platforms)
+    try:
+        date = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+        away = round(seconds - now)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "not a date: %s" % _short_repr(seconds)
     return "%s (%s)" % (date, "in %d s" % away if away > 0 else "%d s ago" % -away)
 
 
@@ -2853,20 +2848,19 @@ def _inspect_proof(proof: str, now: float, **context: str | None) -> Dict[str, A
 
 def _jwks_verifies(jwks: Any, header: Dict[str, Any], signed: bytes, signature: bytes) -> bool:
     """Whether a key of the JWK Set ``jwks`` (RFC 7517 §5) verifies ``signature`` with the header's
-    alg: ES256, RS256 or PS256. A key is tried when the header names no kid, or names its kid."""
+    alg: ES256, RS256 or PS256. Every key is tried (a kid only says which one to try first, and
+    the set is the issuer's: any of its keys is trusted alike)."""
     keys = jwks.get("keys") if isinstance(jwks, dict) else None
     if not isinstance(keys, list):
         raise DPoPError("bad_key", "a JWK Set is a JSON object with a list of keys")
     alg = header.get("alg")
     for jwk in keys:
-        if not isinstance(jwk, dict) or header.get("kid", jwk.get("kid")) != jwk.get("kid"):
-            continue
         try:
             if alg == "ES256" and _key_from_jwk(jwk).verify(signed, signature):
                 return True
             if alg in _RSA_ALGS and load_rsa_key(jwk).verify(signed, signature, alg):
                 return True
-        except DPoPError:  # a key of another type or curve: not this token's
+        except (DPoPError, TypeError):  # not a JWK, or one of another type or curve
             continue
     return False
 
@@ -2939,7 +2933,7 @@ def _inspect_response(text: str, now: float) -> Dict[str, Any]:
             if name in params:
                 report[name] = "%s: %s" % (params[name], _MEANINGS[name])
     for error in errors:
-        meaning = _MEANINGS.get(str(error), "not an error code of RFC 6749, 6750 or 9449")
+        meaning = _MEANINGS.get(str(error), "an OAuth error (RFC 6749 §5.2, RFC 6750 §3.1)")
         checks.append(("error", False, "%s: %s" % (_short_repr(error), meaning)))
     if fields["DPoP-Nonce"] is not None:
         report["DPoP-Nonce"] = "%s: %s" % (fields["DPoP-Nonce"], _MEANINGS["DPoP-Nonce"])
@@ -2955,31 +2949,33 @@ def _inspect_response(text: str, now: float) -> Dict[str, Any]:
 
 
 def _is_proof(jws: str) -> bool:
-    """Whether a JWS is a DPoP proof: its header has a jwk or typ dpop+jwt. One whose header does
-    not parse is judged as a proof too: its checks say what is wrong."""
+    """Whether a JWS is a DPoP proof: its header has a jwk, or a typ that says dpop (dpop+jwt,
+    application/dpop+jwt). One whose header does not parse is judged as a proof too: its checks
+    say what is wrong."""
     try:
         header = _jws_split(jws, _MAX_JWS)[3]
     except DPoPError:
         return True
-    typ = str(header.get("typ")).lower()
-    return "jwk" in header or typ in ("dpop+jwt", "application/dpop+jwt")
+    return "jwk" in header or "dpop" in str(header.get("typ")).lower()
 
 
-def _verdict(
-    proof: str, method: str, url: str, token: str | None, jkt: str, answer: Headers
-) -> str:
-    """The line `dpop -v` prints after a refused request: the checks its proof fails, judged at
-    the server's time (its Date, else this clock) and against the nonce it asks for, if any."""
+def _verdict(sent: Mapping[str, str], method: str, url: str, jkt: str, answer: Headers) -> str:
+    """The line `dpop -v` prints after a refused request (``sent``: its headers, ``answer``: the
+    response's): the checks its proof fails, judged at the server's time (its Date, else this
+    clock) and against the nonce the server asks for, if any."""
     server_time = _http_date(answer.get("Date"))
-    context = {"method": method, "url": url, "access_token": token, "jkt": jkt}
     report = _inspect_proof(
-        proof, server_time or time.time(), nonce=answer.get("DPoP-Nonce"), **context
+        sent["DPoP"],
+        server_time or time.time(),
+        method=method,
+        url=url,
+        access_token=sent.get("Authorization", "")[5:] or None,  # after "DPoP "
+        jkt=jkt,
+        nonce=answer.get("DPoP-Nonce"),
     )
     failed = ["%s (%s)" % (code, why) for code, passed, why in report["checks"] if passed is False]
-    at = "the server's Date" if server_time else "this machine's clock"
-    if failed:
-        return "the proof fails %s, at %s" % ("; ".join(failed), at)
-    return "the proof passes every RFC 9449 §4.3 check here, at %s" % at
+    outcome = "fails " + "; ".join(failed) if failed else "passes every RFC 9449 §4.3 check here"
+    return "the proof %s, at %s" % (outcome, "the server's Date" if server_time else "this clock")
 
 
 # =============================================================================
@@ -4373,10 +4369,8 @@ class Client:
                 % (method, target.origin, target.path, response.status, response.reason)
             )
             if self._log is not None and proof is not None and response.status in (400, 401):
-                sent = dict(headers)  # its proof, and its token after "DPoP "
-                token = sent.get("Authorization", "")[5:] or None
                 jkt = self._key.thumbprint()
-                verdict = _verdict(sent["DPoP"], method, target.url, token, jkt, response.headers)
+                verdict = _verdict(dict(headers), method, target.url, jkt, response.headers)
                 self._note(verdict, "Inspect")
             return response
 

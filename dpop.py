@@ -2560,17 +2560,7 @@ class Response:
     From ``request(..., stream=True)``, ``body`` is b"" (not read yet): use ``iter_bytes()``, or
     ``close()`` it."""
 
-    __slots__ = (
-        "status",
-        "reason",
-        "headers",
-        "body",
-        "url",
-        "version",
-        "redirects",
-        "_stream",
-        "_chunks",
-    )
+    __slots__ = "status reason headers body url version redirects _stream _chunks".split()
 
     def __init__(
         self,
@@ -2710,8 +2700,9 @@ def challenge_headers(
             continue
         if re.fullmatch(r"[\x20-\x7e]*", value) is None:  # a header value is one line
             raise ValueError("%s must be printable ASCII, on one line" % name)
-        # a quoted-string (RFC 9110 §5.6.4): backslash and double quote escaped
-        params.append('%s="%s"' % (name, value.replace("\\", "\\\\").replace('"', '\\"')))
+        # a quoted-string (RFC 9110 §5.6.4): backslash and double quote escaped, which is all that
+        # json.dumps escapes in printable ASCII (it leaves "/" as it is)
+        params.append("%s=%s" % (name, json.dumps(value)))
     headers = {"WWW-Authenticate": "DPoP " + ", ".join(params)}
     if nonce is not None:
         headers["DPoP-Nonce"] = _check_nonce(nonce)
@@ -3268,6 +3259,11 @@ class FileTokenCache:
     ``get(key)``, ``set(key, entry, ttl)`` and ``delete(key)`` can stand in (a shared store);
     ``lock()`` is optional."""
 
+    # class defaults, set on the instance when they change:
+    # a path that is not a regular file (a FIFO, a device): the run goes on without the cache
+    _off = False
+    _warned = False  # whether _warn_once has warned
+
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
@@ -3279,9 +3275,7 @@ class FileTokenCache:
                 os.path.expanduser("~"), ".cache"
             )
             path = os.path.join(home, "dpop", "tokens.json")
-        self.path, self._warn, self._warned = os.fspath(path), warn, False
-        # a path that is not a regular file (a FIFO, a device): the run goes on without the cache
-        self._off = False
+        self.path, self._warn = os.fspath(path), warn
 
     def _warn_once(self, why: str) -> None:
         if not self._warned:

@@ -2545,7 +2545,7 @@ class Headers:
         return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return iter([key for key, _ in self._items])
+        return (key for key, _ in self._items)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -2841,8 +2841,9 @@ class _SessionLog:
         """An entry: its ``first`` line, then ``headers`` (their secrets masked), then ``body``."""
         lines = [first] + ["%s: %s" % (name, _mask_header(name, value)) for name, value in headers]
         now = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (
-            int(now * 1000) % 1000
+        stamp = "%s.%03dZ" % (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)),
+            now * 1000 % 1000,
         )
         # Secrets are masked first, as they came. Then what a server sent cannot fake the log's own
         # entry lines, nor reach a reader's terminal as escapes: every control character but \t and
@@ -3099,9 +3100,9 @@ class _Pool:
         while True:
             with self._lock:
                 idle = self._idle.get(target.origin)
-                conn: Any = idle.pop() if idle else None
-            if conn is None:
-                break
+                if not idle:
+                    break
+                conn = idle.pop()
             if _still_open(conn.sock):
                 return conn, True
             conn.close()  # the server closed it while it was idle: found before a byte is written
@@ -3271,9 +3272,7 @@ class FileTokenCache:
         warn: Callable[[str], None] | None = None,
     ):
         if path is None:
-            home = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-                os.path.expanduser("~"), ".cache"
-            )
+            home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
             path = os.path.join(home, "dpop", "tokens.json")
         self.path, self._warn = os.fspath(path), warn
 

@@ -3185,22 +3185,20 @@ class _BodyStream:
         inflater = _inflater(self._encoding)
         complete = False
         try:
-            while True:
-                raw = self._resp.read(65536)
-                if not raw:
-                    # http.client's read(amt) ends quietly when the connection closes short of
-                    # Content-Length (it only counts down resp.length): a truncated body must not
-                    # pass for a whole one.
-                    if self._resp.length:
-                        raise http.client.IncompleteRead(b"", self._resp.length)
-                    break
+            while raw := self._resp.read(65536):
                 if inflater is None:
                     yield raw
                     continue
-                data = inflater.decompress(raw, 65536)
-                while data:  # 64 KiB at a time: a small gzip body may inflate to gigabytes
+                # 64 KiB at a time: a small gzip body may inflate to gigabytes. What the first
+                # call left unread comes back as unconsumed_tail.
+                while data := inflater.decompress(raw, 65536):
                     yield data
-                    data = inflater.decompress(inflater.unconsumed_tail, 65536)
+                    raw = inflater.unconsumed_tail
+            # http.client's read(amt) ends quietly when the connection closes short of
+            # Content-Length (it only counts down resp.length): a truncated body must not pass for
+            # a whole one.
+            if self._resp.length:
+                raise http.client.IncompleteRead(b"", self._resp.length)
             if inflater is not None:
                 tail = inflater.flush()
                 if tail:

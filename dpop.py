@@ -2901,6 +2901,10 @@ class _Proxy:
     port, 1080 as in curl. ``shown`` has the password masked. No __slots__: mypy --strict already
     refuses a misspelt attribute."""
 
+    # without userinfo: no Proxy-Authorization, nothing for the scrubber (set on the instance)
+    auth: _Text = None
+    secrets: Tuple[str, ...] = ()
+
     def __init__(self, url: str) -> None:
         from urllib.parse import unquote
 
@@ -2916,8 +2920,6 @@ class _Proxy:
         if not _resolvable(host):
             raise ValueError("bad proxy host name: an empty label or one over 63 characters")
         self.host, self.shown = host.strip("[]"), "http://%s:%d" % (host, self.port)
-        self.auth: _Text = None
-        self.secrets: Tuple[str, ...] = ()
         if userinfo is not None:
             user, _, password = userinfo.partition(":")
             pair = unquote(user) + ":" + unquote(password)
@@ -3200,8 +3202,7 @@ class _BodyStream:
             if self._resp.length:
                 raise http.client.IncompleteRead(b"", self._resp.length)
             if inflater is not None:
-                tail = inflater.flush()
-                if tail:
+                if tail := inflater.flush():
                     yield tail
                 # its stream must end with the body, not before or after
                 if not inflater.eof or inflater.unused_data:

@@ -3021,16 +3021,16 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
 def _still_open(sock: Any) -> bool:
     """Whether an idle connection's socket is still open: nothing to read, neither data nor the
     server's FIN. An idle connection always has its socket: only one whose response did not say
-    will_close goes back to the pool, and http.client drops the socket only on close()."""
-    import select
+    will_close goes back to the pool, and http.client drops the socket only on close().
+    selectors picks the system's best (epoll, kqueue, poll; select on Windows): select() alone
+    cannot take a descriptor over 1023."""
+    import selectors
 
     try:
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return not poller.poll(0)
-        return not select.select([sock], [], [], 0)[0]  # pragma: no cover  (Windows)
-    except (OSError, ValueError):
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ)
+            return not selector.select(0)
+    except (OSError, ValueError):  # a closed socket (fileno -1) is a ValueError
         return False
 
 

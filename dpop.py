@@ -2691,11 +2691,11 @@ def challenge_headers(
     if not all(isinstance(alg, str) and _TCHAR.fullmatch(alg) for alg in algs):
         raise ValueError("algs must be JWS algorithm names")
     params = []
-    for name, value in (
-        ("error", error),
-        ("error_description", error_description),
-        ("algs", " ".join(algs)),  # printable already: tokens
-    ):
+    for name, value in {
+        "error": error,
+        "error_description": error_description,
+        "algs": " ".join(algs),  # printable already: tokens
+    }.items():
         if value is None:
             continue
         if re.fullmatch(r"[\x20-\x7e]*", value) is None:  # a header value is one line

@@ -2573,7 +2573,7 @@ class Headers:
         return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return iter([key for key, _ in self._items])
+        return (key for key, _ in self._items)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -2588,17 +2588,7 @@ class Response:
     From ``request(..., stream=True)``, ``body`` is b"" (not read yet): use ``iter_bytes()``, or
     ``close()`` it."""
 
-    __slots__ = (
-        "status",
-        "reason",
-        "headers",
-        "body",
-        "url",
-        "version",
-        "redirects",
-        "_stream",
-        "_chunks",
-    )
+    __slots__ = "status reason headers body url version redirects _stream _chunks".split()
 
     def __init__(
         self,
@@ -2729,17 +2719,18 @@ def challenge_headers(
     if not all(isinstance(alg, str) and _TCHAR.fullmatch(alg) for alg in algs):
         raise ValueError("algs must be JWS algorithm names")
     params = []
-    for name, value in (
-        ("error", error),
-        ("error_description", error_description),
-        ("algs", " ".join(algs)),  # printable already: tokens
-    ):
+    for name, value in {
+        "error": error,
+        "error_description": error_description,
+        "algs": " ".join(algs),  # printable already: tokens
+    }.items():
         if value is None:
             continue
         if re.fullmatch(r"[\x20-\x7e]*", value) is None:  # a header value is one line
             raise ValueError("%s must be printable ASCII, on one line" % name)
-        # a quoted-string (RFC 9110 §5.6.4): backslash and double quote escaped
-        params.append('%s="%s"' % (name, value.replace("\\", "\\\\").replace('"', '\\"')))
+        # a quoted-string (RFC 9110 §5.6.4): backslash and double quote escaped, which is all that
+        # json.dumps escapes in printable ASCII (it leaves "/" as it is)
+        params.append("%s=%s" % (name, json.dumps(value)))
     headers = {"WWW-Authenticate": "DPoP " + ", ".join(params)}
     if nonce is not None:
         headers["DPoP-Nonce"] = _check_nonce(nonce)
@@ -3110,8 +3101,9 @@ class _SessionLog:
         """An entry: its ``first`` line, then ``headers`` (their secrets masked), then ``body``."""
         lines = [first] + ["%s: %s" % (name, _mask_header(name, value)) for name, value in headers]
         now = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (
-            int(now * 1000) % 1000
+        stamp = "%s.%03dZ" % (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)),
+            now * 1000 % 1000,
         )
         # Secrets are masked first, as they came. Then what a server sent cannot fake the log's own
         # entry lines, nor reach a reader's terminal as escapes: every control character but \t and
@@ -3169,6 +3161,10 @@ class _Proxy:
     port, 1080 as in curl. ``shown`` has the password masked. No __slots__: mypy --strict already
     refuses a misspelt attribute."""
 
+    # without userinfo: no Proxy-Authorization, nothing for the scrubber (set on the instance)
+    auth: _Text = None
+    secrets: Tuple[str, ...] = ()
+
     def __init__(self, url: str) -> None:
         from urllib.parse import unquote
 
@@ -3184,8 +3180,6 @@ class _Proxy:
         if not _resolvable(host):
             raise ValueError("bad proxy host name: an empty label or one over 63 characters")
         self.host, self.shown = host.strip("[]"), "http://%s:%d" % (host, self.port)
-        self.auth: _Text = None
-        self.secrets: Tuple[str, ...] = ()
         if userinfo is not None:
             user, _, password = userinfo.partition(":")
             pair = unquote(user) + ":" + unquote(password)
@@ -3287,16 +3281,16 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
 def _still_open(sock: Any) -> bool:
     """Whether an idle connection's socket is still open: nothing to read, neither data nor the
     server's FIN. An idle connection always has its socket: only one whose response did not say
-    will_close goes back to the pool, and http.client drops the socket only on close()."""
-    import select
+    will_close goes back to the pool, and http.client drops the socket only on close().
+    selectors picks the system's best (epoll, kqueue, poll; select on Windows): select() alone
+    cannot take a descriptor over 1023."""
+    import selectors
 
     try:
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return not poller.poll(0)
-        return not select.select([sock], [], [], 0)[0]  # pragma: no cover  (Windows)
-    except (OSError, ValueError):
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ)
+            return not selector.select(0)
+    except (OSError, ValueError):  # a closed socket (fileno -1) is a ValueError
         return False
 
 
@@ -3368,9 +3362,9 @@ class _Pool:
         while True:
             with self._lock:
                 idle = self._idle.get(target.origin)
-                conn: Any = idle.pop() if idle else None
-            if conn is None:
-                break
+                if not idle:
+                    break
+                conn = idle.pop()
             if _still_open(conn.sock):
                 return conn, True
             conn.close()  # the server closed it while it was idle: found before a byte is written
@@ -3453,25 +3447,22 @@ class _BodyStream:
         inflater = _inflater(self._encoding)
         complete = False
         try:
-            while True:
-                raw = self._resp.read(65536)
-                if not raw:
-                    # http.client's read(amt) ends quietly when the connection closes short of
-                    # Content-Length (it only counts down resp.length): a truncated body must not
-                    # pass for a whole one.
-                    if self._resp.length:
-                        raise http.client.IncompleteRead(b"", self._resp.length)
-                    break
+            while raw := self._resp.read(65536):
                 if inflater is None:
                     yield raw
                     continue
-                data = inflater.decompress(raw, 65536)
-                while data:  # 64 KiB at a time: a small gzip body may inflate to gigabytes
+                # 64 KiB at a time: a small gzip body may inflate to gigabytes. What the first
+                # call left unread comes back as unconsumed_tail.
+                while data := inflater.decompress(raw, 65536):
                     yield data
-                    data = inflater.decompress(inflater.unconsumed_tail, 65536)
+                    raw = inflater.unconsumed_tail
+            # http.client's read(amt) ends quietly when the connection closes short of
+            # Content-Length (it only counts down resp.length): a truncated body must not pass for
+            # a whole one.
+            if self._resp.length:
+                raise http.client.IncompleteRead(b"", self._resp.length)
             if inflater is not None:
-                tail = inflater.flush()
-                if tail:
+                if tail := inflater.flush():
                     yield tail
                 # its stream must end with the body, not before or after
                 if not inflater.eof or inflater.unused_data:
@@ -3528,6 +3519,11 @@ class FileTokenCache:
     ``get(key)``, ``set(key, entry, ttl)`` and ``delete(key)`` can stand in (a shared store);
     ``lock()`` is optional."""
 
+    # class defaults, set on the instance when they change:
+    # a path that is not a regular file (a FIFO, a device): the run goes on without the cache
+    _off = False
+    _warned = False  # whether _warn_once has warned
+
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
@@ -3535,13 +3531,9 @@ class FileTokenCache:
         warn: Callable[[str], None] | None = None,
     ):
         if path is None:
-            home = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-                os.path.expanduser("~"), ".cache"
-            )
+            home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
             path = os.path.join(home, "dpop", "tokens.json")
-        self.path, self._warn, self._warned = os.fspath(path), warn, False
-        # a path that is not a regular file (a FIFO, a device): the run goes on without the cache
-        self._off = False
+        self.path, self._warn = os.fspath(path), warn
 
     def _warn_once(self, why: str) -> None:
         if not self._warned:

@@ -4825,7 +4825,6 @@ def _demo_handler(owner: DemoServer) -> Any:
         server_version = "dpop-demo/" + __version__
         wbufsize = -1  # one write per response: no Nagle/delayed-ACK stalls
         disable_nagle_algorithm = True
-        _body: bytes | None = None
         demo = owner
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
@@ -4838,11 +4837,7 @@ def _demo_handler(owner: DemoServer) -> Any:
             )
 
         def body(self) -> bytes:
-            """This request's body (read once, at most 64 KiB)."""
-            if self._body is None:
-                length = self.headers.get("Content-Length") or "0"
-                size = int(length) if re.fullmatch(r"[0-9]{1,10}", length) else 0
-                self._body = self.rfile.read(min(size, 1 << 16))
+            """This request's body (read before the request is answered, at most 64 KiB)."""
             return self._body
 
         def reply(
@@ -4862,12 +4857,14 @@ def _demo_handler(owner: DemoServer) -> Any:
                 self.wfile.write(data)
 
         def dispatch(self) -> None:
-            self._body = None
-            try:
-                if self.demo.override is None or not self.demo.override(self):
-                    self.route()
-            finally:
-                self.body()  # keep a keep-alive connection in step
+            # the body is read first, however the request is then answered: a keep-alive
+            # connection stays in step (a body sent chunked is read by an override that wants it,
+            # which sets _body)
+            length = self.headers.get("Content-Length") or "0"
+            size = int(length) if re.fullmatch(r"[0-9]{1,10}", length) else 0
+            self._body = self.rfile.read(min(size, 1 << 16))
+            if self.demo.override is None or not self.demo.override(self):
+                self.route()
 
         def route(self) -> None:
             path = self.path.split("?")[0]

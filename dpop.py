@@ -4616,11 +4616,12 @@ class RedisTokenCache(_RedisStore):
 
     _failed = False  # set on the instance once a call to the store fails
 
-    def _call(self, what: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        """The store's ``what`` on the key ``name`` under the prefix; None (a miss) if it fails."""
         import warnings
 
         try:
-            return getattr(self._redis, what)(*args, **kwargs)
+            return getattr(self._redis, what)(self._prefix + name, *args, **kwargs)
         except Exception as exc:  # any client's errors: a miss
             self._failed = True
             why = "token cache %s*: %s failed (%s)" % (self._prefix, what, type(exc).__name__)
@@ -4629,35 +4630,40 @@ class RedisTokenCache(_RedisStore):
 
     def get(self, key: str) -> Any:
         try:
-            return json.loads(self._call("get", self._prefix + "token:" + key))
+            return json.loads(self._call("get", "token:" + key))
         # not JSON, or None (no entry, or a failed store), or an async client's awaitable: a miss
         except (ValueError, TypeError, RecursionError):
             return None
 
     def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
-        entry = dict(entry, until=time.time() + ttl)
-        self._call("set", self._prefix + "token:" + key, json.dumps(entry), ex=max(1, int(ttl)))
+        # the entry, with when it expires
+        self._call(
+            "set",
+            "token:" + key,
+            json.dumps(dict(entry, until=time.time() + ttl)),
+            ex=max(1, int(ttl)),
+        )
 
     def delete(self, key: str) -> None:
-        self._call("delete", self._prefix + "token:" + key)
+        self._call("delete", "token:" + key)
 
     def lock(self) -> Any:
         import contextlib
 
         @contextlib.contextmanager
         def held() -> Iterator[None]:
-            name, mine = self._prefix + "lock", os.urandom(8).hex()
+            mine = os.urandom(8).hex()
             deadline = time.monotonic() + 30
             while (
-                not (self._call("set", name, mine, nx=True, ex=30) or self._failed)
+                not (self._call("set", "lock", mine, nx=True, ex=30) or self._failed)
                 and time.monotonic() < deadline
             ):
                 time.sleep(0.02)
             try:
                 yield
             finally:
-                if self._call("get", name) in (mine, mine.encode()):
-                    self._call("delete", name)
+                if self._call("get", "lock") in (mine, mine.encode()):
+                    self._call("delete", "lock")
 
         return held()
 

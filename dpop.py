@@ -4738,7 +4738,7 @@ class DemoServer:
             "token_endpoint": self.token_endpoint,
             "grant_types_supported": ["client_credentials"],
             "dpop_signing_alg_values_supported": ["ES256"],
-            "token_endpoint_auth_methods_supported": list(_AUTH_METHODS[:4]),
+            "token_endpoint_auth_methods_supported": _AUTH_METHODS[:4],  # a JSON array
         }
 
     def issue_token(self, client_id: str, scope: str, jkt: str) -> Dict[str, Any]:
@@ -4754,11 +4754,10 @@ class DemoServer:
             "jti": b64url_encode(os.urandom(12)),
         }
         self.tokens_issued += 1
-        token = jws_sign(
-            self.signing_key, claims, {"typ": "at+jwt", "kid": self.signing_key.thumbprint()}
-        )
         return {
-            "access_token": token,
+            "access_token": jws_sign(
+                self.signing_key, claims, {"typ": "at+jwt", "kid": self.signing_key.thumbprint()}
+            ),
             "token_type": "DPoP",
             "expires_in": self.token_lifetime,
             "scope": scope,
@@ -4970,10 +4969,13 @@ def _demo_api(handler: Any) -> None:
     try:
         claims = demo.check_token(token.strip())
     except DPoPError:
-        headers = challenge_headers(
-            error="invalid_token", error_description="token is invalid or expired"
+        handler.reply(
+            401,
+            {"error": "invalid_token"},
+            challenge_headers(
+                error="invalid_token", error_description="token is invalid or expired"
+            ),
         )
-        handler.reply(401, {"error": "invalid_token"}, headers)
         return
     jkt = str(claims.get("cnf", {}).get("jkt"))
     url = demo.base_url + handler.path

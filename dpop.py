@@ -4468,14 +4468,10 @@ def _requests_auth(client: Client) -> Any:
             retried.request = again
             response = retried
         if response.is_redirect and "DPoP" in first.headers:
-            try:
-                url = _requests_redirect(response)
-            except ValueError:  # requests will fail on it too; meanwhile nothing is signed for it
-                url = ""
             method, status = first.method, response.status_code
             if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
                 method = "GET"  # requests' own rule (rebuild_method)
-            client._sign_hop(first.headers, method, url, origin)
+            client._sign_hop(first.headers, method, _requests_redirect(response), origin)
         return response
 
     def auth(request: Any) -> Any:
@@ -4505,17 +4501,21 @@ def _requests_redirect(response: Any) -> str:
     """The URL requests will follow a redirect to, built as requests builds it
     (Session.resolve_redirects: the Location read as UTF-8, urlparse, which strips leading C0
     controls and spaces, then urljoin or requote_uri): DPoP is judged on the URL requests will use,
-    not on a second opinion of ours."""
+    not on a second opinion of ours. "" (not a URL: nothing is signed for it) for a Location that
+    cannot be read so: requests will fail on it too."""
     import urllib.parse
 
     from requests.utils import requote_uri  # loaded: requests is calling us
 
-    location = response.headers["Location"].encode("latin-1").decode("utf-8", "replace")
-    if location.startswith("//"):
-        location = urllib.parse.urlparse(response.url).scheme + ":" + location
-    parsed = urllib.parse.urlparse(location)
-    url = str(requote_uri(parsed.geturl()))
-    return url if parsed.netloc else str(urllib.parse.urljoin(response.url, url))
+    try:
+        location = response.headers["Location"].encode("latin-1").decode("utf-8", "replace")
+        if location.startswith("//"):
+            location = urllib.parse.urlparse(response.url).scheme + ":" + location
+        parsed = urllib.parse.urlparse(location)
+        url = str(requote_uri(parsed.geturl()))
+        return url if parsed.netloc else str(urllib.parse.urljoin(response.url, url))
+    except ValueError:
+        return ""
 
 
 def _httpx_auth(client: Client) -> Any:
@@ -4547,13 +4547,15 @@ def _httpx_auth(client: Client) -> Any:
                         "httpx followed a redirect without auth.hook in its event_hooks",
                     )
                 here = _Target(str(response.request.url)).origin  # after the hops httpx followed
-                if here != hops["origin"]:
-                    return
-                if not client._resend_after(here, response, response.headers.multi_items(), tried):
-                    return
-                # httpx's own mark on a body from an iterator, read once and gone (bytes, forms and
-                # multipart files it sends again whole, rewinding the files)
-                if getattr(response.request.stream, "_is_stream_consumed", False):
+                if (
+                    here != hops["origin"]
+                    or not client._resend_after(
+                        here, response, response.headers.multi_items(), tried
+                    )
+                    # httpx's own mark on a body from an iterator, read once and gone (bytes, forms
+                    # and multipart files it sends again whole, rewinding the files)
+                    or getattr(response.request.stream, "_is_stream_consumed", False)
+                ):
                     return
 
         def hook(self, request: Any) -> None:

@@ -4468,7 +4468,8 @@ def _requests_auth(client: Client) -> Any:
             retried.request = again
             response = retried
         if response.is_redirect and "DPoP" in first.headers:
-            method, status = first.method, response.status_code
+            method = first.method
+            status = response.status_code
             if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
                 method = "GET"  # requests' own rule (rebuild_method)
             client._sign_hop(first.headers, method, _requests_redirect(response), origin)
@@ -4586,7 +4587,8 @@ class _RedisStore:
     """What both stores hold: the redis client and the prefix of every key."""
 
     def __init__(self, redis: Any, prefix: str = "dpop:") -> None:
-        self._redis, self._prefix = redis, prefix
+        self._redis = redis
+        self._prefix = prefix
 
 
 class RedisReplayCache(_RedisStore):
@@ -4727,7 +4729,8 @@ class DemoServer:
             scheme = "https"
         self._httpd = httpd
         self.base_url = "%s://127.0.0.1:%d" % (scheme, httpd.server_address[1])
-        self.issuer, self.token_endpoint = self.base_url, self.base_url + "/connect/token"
+        self.issuer = self.base_url
+        self.token_endpoint = self.base_url + "/connect/token"
         self.api_url = self.base_url + "/api/dpop/test"
         # shutdown() waits for the next poll, 0.5 s by default: paid by every demo run and every
         # test starting a server
@@ -4769,11 +4772,9 @@ class DemoServer:
         """A client_secret_jwt or private_key_jwt assertion from ``client_id`` (RFC 7523 §3)."""
         try:
             h64, p64, s64, header = _jws_split(assertion, _MAX_JWS)
-            alg, signed, key = (
-                str(header.get("alg")),
-                (h64 + "." + p64).encode(),
-                self.client_keys.get(client_id),
-            )
+            alg = str(header.get("alg"))
+            signed = (h64 + "." + p64).encode()
+            key = self.client_keys.get(client_id)
             if alg in _HMAC_ALGS and client_id in self.clients:
                 good = hmac.compare_digest(
                     _hmac_signature(alg, self.clients[client_id].encode(), signed), s64
@@ -4787,7 +4788,9 @@ class DemoServer:
             claims = _json_object(b64url_decode(p64), "assertion")
         except DPoPError:
             return False
-        now, exp, jti = time.time(), claims.get("exp"), claims.get("jti")
+        now = time.time()
+        exp = claims.get("exp")
+        jti = claims.get("jti")
         return (
             good
             and claims.get("iss") == claims.get("sub") == client_id
@@ -4900,7 +4903,8 @@ def _demo_token(handler: Any) -> None:
     demo = handler.demo
     form = dict(urllib.parse.parse_qsl(handler.body().decode("ascii", "replace")))
     # "" is no client of this server's
-    client_id, secret = form.get("client_id", ""), form.get("client_secret")
+    client_id = form.get("client_id", "")
+    secret = form.get("client_secret")
     basic = handler.headers.get("Authorization", "")
     if basic[:6].lower() == "basic ":
         try:
@@ -4951,7 +4955,8 @@ def _demo_proof(handler: Any, url: str, **more: Any) -> VerifiedProof | None:
             why = "%s server requires nonce in DPoP proof" % (
                 "Resource" if more else "Authorization"
             )
-        body, headers = {"error": exc.oauth_error}, demo.nonce_headers()
+        body = {"error": exc.oauth_error}
+        headers = demo.nonce_headers()
         if more:  # the API: 401, saying why in its DPoP challenge
             headers = challenge_headers(error=exc.oauth_error, error_description=why) | headers
         else:  # the token endpoint: 400, saying why in its JSON body

@@ -4734,8 +4734,12 @@ class DemoServer:
         self.api_url = self.base_url + "/api/dpop/test"
         # shutdown() waits for the next poll, 0.5 s by default: paid by every demo run and every
         # test starting a server
-        serve = functools.partial(httpd.serve_forever, poll_interval=0.02)
-        threading.Thread(target=serve, name="dpop-demo", daemon=True).start()
+        threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="dpop-demo",
+            daemon=True,
+        ).start()
 
     def metadata(self) -> Dict[str, Any]:  # RFC 8414 §2
         return {

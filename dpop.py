@@ -4724,14 +4724,11 @@ def _requests_auth(client: Client) -> Any:
             retried.request = again
             response = retried
         if response.is_redirect and "DPoP" in first.headers:
-            try:
-                url = _requests_redirect(response)
-            except ValueError:  # requests will fail on it too; meanwhile nothing is signed for it
-                url = ""
-            method, status = first.method, response.status_code
+            method = first.method
+            status = response.status_code
             if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
                 method = "GET"  # requests' own rule (rebuild_method)
-            client._sign_hop(first.headers, method, url, origin)
+            client._sign_hop(first.headers, method, _requests_redirect(response), origin)
         return response
 
     def auth(request: Any) -> Any:
@@ -4761,17 +4758,21 @@ def _requests_redirect(response: Any) -> str:
     """The URL requests will follow a redirect to, built as requests builds it
     (Session.resolve_redirects: the Location read as UTF-8, urlparse, which strips leading C0
     controls and spaces, then urljoin or requote_uri): DPoP is judged on the URL requests will use,
-    not on a second opinion of ours."""
+    not on a second opinion of ours. "" (not a URL: nothing is signed for it) for a Location that
+    cannot be read so: requests will fail on it too."""
     import urllib.parse
 
     from requests.utils import requote_uri  # loaded: requests is calling us
 
-    location = response.headers["Location"].encode("latin-1").decode("utf-8", "replace")
-    if location.startswith("//"):
-        location = urllib.parse.urlparse(response.url).scheme + ":" + location
-    parsed = urllib.parse.urlparse(location)
-    url = str(requote_uri(parsed.geturl()))
-    return url if parsed.netloc else str(urllib.parse.urljoin(response.url, url))
+    try:
+        location = response.headers["Location"].encode("latin-1").decode("utf-8", "replace")
+        if location.startswith("//"):
+            location = urllib.parse.urlparse(response.url).scheme + ":" + location
+        parsed = urllib.parse.urlparse(location)
+        url = str(requote_uri(parsed.geturl()))
+        return url if parsed.netloc else str(urllib.parse.urljoin(response.url, url))
+    except ValueError:
+        return ""
 
 
 def _httpx_auth(client: Client) -> Any:
@@ -4803,13 +4804,15 @@ def _httpx_auth(client: Client) -> Any:
                         "httpx followed a redirect without auth.hook in its event_hooks",
                     )
                 here = _Target(str(response.request.url)).origin  # after the hops httpx followed
-                if here != hops["origin"]:
-                    return
-                if not client._resend_after(here, response, response.headers.multi_items(), tried):
-                    return
-                # httpx's own mark on a body from an iterator, read once and gone (bytes, forms and
-                # multipart files it sends again whole, rewinding the files)
-                if getattr(response.request.stream, "_is_stream_consumed", False):
+                if (
+                    here != hops["origin"]
+                    or not client._resend_after(
+                        here, response, response.headers.multi_items(), tried
+                    )
+                    # httpx's own mark on a body from an iterator, read once and gone (bytes, forms
+                    # and multipart files it sends again whole, rewinding the files)
+                    or getattr(response.request.stream, "_is_stream_consumed", False)
+                ):
                     return
 
         def hook(self, request: Any) -> None:
@@ -4840,7 +4843,8 @@ class _RedisStore:
     """What both stores hold: the redis client and the prefix of every key."""
 
     def __init__(self, redis: Any, prefix: str = "dpop:") -> None:
-        self._redis, self._prefix = redis, prefix
+        self._redis = redis
+        self._prefix = prefix
 
 
 class RedisReplayCache(_RedisStore):
@@ -4872,11 +4876,12 @@ class RedisTokenCache(_RedisStore):
 
     _failed = False  # set on the instance once a call to the store fails
 
-    def _call(self, what: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        """The store's ``what`` on the key ``name`` under the prefix; None (a miss) if it fails."""
         import warnings
 
         try:
-            return getattr(self._redis, what)(*args, **kwargs)
+            return getattr(self._redis, what)(self._prefix + name, *args, **kwargs)
         except Exception as exc:  # any client's errors: a miss
             self._failed = True
             why = "token cache %s*: %s failed (%s)" % (self._prefix, what, type(exc).__name__)
@@ -4885,35 +4890,40 @@ class RedisTokenCache(_RedisStore):
 
     def get(self, key: str) -> Any:
         try:
-            return json.loads(self._call("get", self._prefix + "token:" + key))
+            return json.loads(self._call("get", "token:" + key))
         # not JSON, or None (no entry, or a failed store), or an async client's awaitable: a miss
         except (ValueError, TypeError, RecursionError):
             return None
 
     def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
-        entry = dict(entry, until=time.time() + ttl)
-        self._call("set", self._prefix + "token:" + key, json.dumps(entry), ex=max(1, int(ttl)))
+        # the entry, with when it expires
+        self._call(
+            "set",
+            "token:" + key,
+            json.dumps(dict(entry, until=time.time() + ttl)),
+            ex=max(1, int(ttl)),
+        )
 
     def delete(self, key: str) -> None:
-        self._call("delete", self._prefix + "token:" + key)
+        self._call("delete", "token:" + key)
 
     def lock(self) -> Any:
         import contextlib
 
         @contextlib.contextmanager
         def held() -> Iterator[None]:
-            name, mine = self._prefix + "lock", os.urandom(8).hex()
+            mine = os.urandom(8).hex()
             deadline = time.monotonic() + 30
             while (
-                not (self._call("set", name, mine, nx=True, ex=30) or self._failed)
+                not (self._call("set", "lock", mine, nx=True, ex=30) or self._failed)
                 and time.monotonic() < deadline
             ):
                 time.sleep(0.02)
             try:
                 yield
             finally:
-                if self._call("get", name) in (mine, mine.encode()):
-                    self._call("delete", name)
+                if self._call("get", "lock") in (mine, mine.encode()):
+                    self._call("delete", "lock")
 
         return held()
 
@@ -4975,12 +4985,17 @@ class DemoServer:
             scheme = "https"
         self._httpd = httpd
         self.base_url = "%s://127.0.0.1:%d" % (scheme, httpd.server_address[1])
-        self.issuer, self.token_endpoint = self.base_url, self.base_url + "/connect/token"
+        self.issuer = self.base_url
+        self.token_endpoint = self.base_url + "/connect/token"
         self.api_url = self.base_url + "/api/dpop/test"
         # shutdown() waits for the next poll, 0.5 s by default: paid by every demo run and every
         # test starting a server
-        serve = functools.partial(httpd.serve_forever, poll_interval=0.02)
-        threading.Thread(target=serve, name="dpop-demo", daemon=True).start()
+        threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="dpop-demo",
+            daemon=True,
+        ).start()
 
     def metadata(self) -> Dict[str, Any]:  # RFC 8414 §2
         return {
@@ -4988,7 +5003,7 @@ class DemoServer:
             "token_endpoint": self.token_endpoint,
             "grant_types_supported": ["client_credentials"],
             "dpop_signing_alg_values_supported": ["ES256"],
-            "token_endpoint_auth_methods_supported": list(_AUTH_METHODS[:4]),
+            "token_endpoint_auth_methods_supported": _AUTH_METHODS[:4],  # a JSON array
         }
 
     def issue_token(self, client_id: str, scope: str, jkt: str) -> Dict[str, Any]:
@@ -5004,11 +5019,10 @@ class DemoServer:
             "jti": b64url_encode(os.urandom(12)),
         }
         self.tokens_issued += 1
-        token = jws_sign(
-            self.signing_key, claims, {"typ": "at+jwt", "kid": self.signing_key.thumbprint()}
-        )
         return {
-            "access_token": token,
+            "access_token": jws_sign(
+                self.signing_key, claims, {"typ": "at+jwt", "kid": self.signing_key.thumbprint()}
+            ),
             "token_type": "DPoP",
             "expires_in": self.token_lifetime,
             "scope": scope,
@@ -5018,11 +5032,9 @@ class DemoServer:
         """A client_secret_jwt or private_key_jwt assertion from ``client_id`` (RFC 7523 §3)."""
         try:
             h64, p64, s64, header = _jws_split(assertion, _MAX_JWS)
-            alg, signed, key = (
-                str(header.get("alg")),
-                (h64 + "." + p64).encode(),
-                self.client_keys.get(client_id),
-            )
+            alg = str(header.get("alg"))
+            signed = (h64 + "." + p64).encode()
+            key = self.client_keys.get(client_id)
             if alg in _HMAC_ALGS and client_id in self.clients:
                 good = hmac.compare_digest(
                     _hmac_signature(alg, self.clients[client_id].encode(), signed), s64
@@ -5036,7 +5048,9 @@ class DemoServer:
             claims = _json_object(b64url_decode(p64), "assertion")
         except DPoPError:
             return False
-        now, exp, jti = time.time(), claims.get("exp"), claims.get("jti")
+        now = time.time()
+        exp = claims.get("exp")
+        jti = claims.get("jti")
         return (
             good
             and claims.get("iss") == claims.get("sub") == client_id
@@ -5081,7 +5095,6 @@ def _demo_handler(owner: DemoServer) -> Any:
         server_version = "dpop-demo/" + __version__
         wbufsize = -1  # one write per response: no Nagle/delayed-ACK stalls
         disable_nagle_algorithm = True
-        _body: bytes | None = None
         demo = owner
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
@@ -5094,11 +5107,7 @@ def _demo_handler(owner: DemoServer) -> Any:
             )
 
         def body(self) -> bytes:
-            """This request's body (read once, at most 64 KiB)."""
-            if self._body is None:
-                length = self.headers.get("Content-Length") or "0"
-                size = int(length) if re.fullmatch(r"[0-9]{1,10}", length) else 0
-                self._body = self.rfile.read(min(size, 1 << 16))
+            """This request's body (read before the request is answered, at most 64 KiB)."""
             return self._body
 
         def reply(
@@ -5118,12 +5127,14 @@ def _demo_handler(owner: DemoServer) -> Any:
                 self.wfile.write(data)
 
         def dispatch(self) -> None:
-            self._body = None
-            try:
-                if self.demo.override is None or not self.demo.override(self):
-                    self.route()
-            finally:
-                self.body()  # keep a keep-alive connection in step
+            # the body is read first, however the request is then answered: a keep-alive
+            # connection stays in step (a body sent chunked is read by an override that wants it,
+            # which sets _body)
+            length = self.headers.get("Content-Length") or "0"
+            size = int(length) if re.fullmatch(r"[0-9]{1,10}", length) else 0
+            self._body = self.rfile.read(min(size, 1 << 16))
+            if self.demo.override is None or not self.demo.override(self):
+                self.route()
 
         def route(self) -> None:
             path = self.path.split("?")[0]
@@ -5152,7 +5163,8 @@ def _demo_token(handler: Any) -> None:
     demo = handler.demo
     form = dict(urllib.parse.parse_qsl(handler.body().decode("ascii", "replace")))
     # "" is no client of this server's
-    client_id, secret = form.get("client_id", ""), form.get("client_secret")
+    client_id = form.get("client_id", "")
+    secret = form.get("client_secret")
     basic = handler.headers.get("Authorization", "")
     if basic[:6].lower() == "basic ":
         try:
@@ -5203,7 +5215,8 @@ def _demo_proof(handler: Any, url: str, **more: Any) -> VerifiedProof | None:
             why = "%s server requires nonce in DPoP proof" % (
                 "Resource" if more else "Authorization"
             )
-        body, headers = {"error": exc.oauth_error}, demo.nonce_headers()
+        body = {"error": exc.oauth_error}
+        headers = demo.nonce_headers()
         if more:  # the API: 401, saying why in its DPoP challenge
             headers = challenge_headers(error=exc.oauth_error, error_description=why) | headers
         else:  # the token endpoint: 400, saying why in its JSON body
@@ -5223,10 +5236,13 @@ def _demo_api(handler: Any) -> None:
     try:
         claims = demo.check_token(token.strip())
     except DPoPError:
-        headers = challenge_headers(
-            error="invalid_token", error_description="token is invalid or expired"
+        handler.reply(
+            401,
+            {"error": "invalid_token"},
+            challenge_headers(
+                error="invalid_token", error_description="token is invalid or expired"
+            ),
         )
-        handler.reply(401, {"error": "invalid_token"}, headers)
         return
     jkt = str(claims.get("cnf", {}).get("jkt"))
     url = demo.base_url + handler.path

@@ -4308,12 +4308,11 @@ class Client:
         ):
             raise DPoPError("discovery", "the metadata names no authorization_servers")
         _check_algs(metadata, "the API")
-        issuer: str = servers[0]
-        if self._issuer is not None:
-            if self._issuer.rstrip("/") not in [server.rstrip("/") for server in servers]:
-                why = "the API does not name issuer %s among its authorization servers"
-                raise DPoPError("discovery", why % self._issuer)
-            issuer = self._issuer
+        # issuer= if given, else the first server named (which the test below then always passes)
+        issuer: str = self._issuer or servers[0]
+        if issuer.rstrip("/") not in [server.rstrip("/") for server in servers]:
+            why = "the API does not name issuer %s among its authorization servers"
+            raise DPoPError("discovery", why % issuer)
         self._note("discovery: resource %s, issuer %s" % (resource, issuer), "Discovery")
         self._resource = resource
         return issuer

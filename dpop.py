@@ -4251,14 +4251,14 @@ class Client:
             endpoint = metadata.get("token_endpoint")
             if not isinstance(endpoint, str):
                 raise DPoPError("discovery", "metadata has no token_endpoint")
-            _Target(endpoint)
+            # (its URL is checked by _fetch_token, which parses it for use)
             _check_algs(metadata, "the authorization server")
             return endpoint
         raise DPoPError(
             "discovery", "no authorization server metadata found: " + "; ".join(problems)
         )
 
-    def _find_issuer(self, method: str, api: _Target) -> str | None:
+    def _find_issuer(self, method: str, api: _Target) -> str:
         """RFC 9728: the authorization server the API names, and the resource identifier to ask
         it for (RFC 8707). The probe goes without credentials; its 401 may point at the metadata
         (§5.1, resource_metadata= in a DPoP or Bearer challenge), else the well-known URIs of the
@@ -4321,7 +4321,8 @@ class Client:
         """POST client_credentials with a proof; one retry for a new nonce."""
         import urllib.parse
 
-        if self._token_endpoint is None:
+        endpoint = self._token_endpoint
+        if endpoint is None:
             issuer, api = self._issuer, self._api
             if api is not None:
                 issuer = self._find_issuer(*api)
@@ -4334,8 +4335,8 @@ class Client:
             if not (self._issuer or free) and _Target(endpoint).origin != home:
                 why = "%s names the authorization server %s; to send it your credentials, confirm"
                 raise DPoPError("discovery", why % (home, issuer) + " it with --issuer")
-            self._token_endpoint = endpoint
-        target = _Target(self._token_endpoint)
+        target = _Target(endpoint)  # a discovered one too: kept only if it is a usable URL
+        self._token_endpoint = endpoint
         base = _base_headers(target) + [("Content-Type", "application/x-www-form-urlencoded")]
         if self._auth_method == "client_secret_basic":
             userpass = ":".join(

@@ -4049,6 +4049,7 @@ class Client:
         import ssl
 
         retried = False  # a stale keep-alive connection is retried once
+        request = "%s %s%s" % (method, target.origin, target.path)  # for notes and errors
         while True:
             conn, reused = self._pool.get(target, self._note)
             headers = fields + ([] if proof is None else [("DPoP", proof())])
@@ -4086,7 +4087,7 @@ class Client:
                 code, what = "network", "connection broke" if written else "cannot connect"
                 if isinstance(exc, socket.timeout):  # the reason says what timed out
                     code, what = "timeout", "no answer in time"
-                why = "%s %s%s: %s%s" % (method, target.origin, target.path, what, _reason(exc))
+                why = "%s: %s%s" % (request, what, _reason(exc))
                 error = DPoPError(code, why)
                 # unless written, a failure that a retry cannot repeat, whatever the method
                 error._unsent = not written
@@ -4104,10 +4105,7 @@ class Client:
             if self._log is not None:
                 self._log.response(response, mask[1])
             self._remember_nonce(target.origin, response.headers)
-            self._note(
-                "%s %s%s: %d %s"
-                % (method, target.origin, target.path, response.status, response.reason)
-            )
+            self._note("%s: %d %s" % (request, response.status, response.reason))
             return response
 
     def _answer(

@@ -3814,8 +3814,9 @@ class Client:
     def _cached_token(self) -> _Token:
         """A token from the shared cache, or a new one put there; under its lock (if any): processes
         fetch one token."""
+        key = self._cache_key()
         with self._cache_lock():
-            entry = self._cache.get(self._cache_key())
+            entry = self._cache.get(key)
             if _usable_entry(entry):  # any store's answer is checked like the file's
                 left = entry["until"] - time.time()
                 self._learn_tokens(entry)  # a secret, wherever it comes from
@@ -3829,7 +3830,7 @@ class Client:
                     "nonces": dict(self._nonces),
                     "until": time.time() + ttl,
                 }
-                self._cache.set(self._cache_key(), entry, ttl)
+                self._cache.set(key, entry, ttl)
             return token
 
     def _keep_nonces(self) -> None:
@@ -3839,15 +3840,16 @@ class Client:
         token = self._token
         if self._cache is None or token is None:
             return
+        key = self._cache_key()
         with self._cache_lock():
-            entry = self._cache.get(self._cache_key())
+            entry = self._cache.get(key)
             if (
                 _usable_entry(entry)  # so its until is still ahead: the ttl left is positive
                 and entry["access_token"] == token.value
                 and entry["nonces"] != self._nonces
             ):
                 left = entry["until"] - time.time()
-                self._cache.set(self._cache_key(), dict(entry, nonces=dict(self._nonces)), left)
+                self._cache.set(key, dict(entry, nonces=dict(self._nonces)), left)
 
     def _cache_key(self) -> str:
         """This client's key in the token cache: the same settings and DPoP key, and with discovery

@@ -3570,6 +3570,15 @@ class Client:
     Thread-safe: threads may share one Client; they share its token (fetched once however many
     threads need it) and its keep-alive connections."""
 
+    # State that starts empty, as class defaults (each set on the instance when it changes): the
+    # token (_current_token), whether close() was called, and for RFC 9728 discovery
+    # (_find_issuer, with no token endpoint given) the first request's probe method and target,
+    # and the resource its metadata named (RFC 8707's resource=).
+    _token: _Token | None = None
+    _closed = False
+    _api: Tuple[str, _Target] | None = None
+    _resource: str | None = None
+
     def __init__(
         self,
         key: ECKey | KeyData,
@@ -3637,10 +3646,6 @@ class Client:
         self._identity = [token_endpoint, issuer, client_id, auth_method, scope, params]
         self._identity.append(key.thumbprint())
         self._key, self._token_endpoint, self._issuer = key, token_endpoint, issuer
-        # RFC 9728 discovery (_find_issuer), with no token endpoint given: the first request's
-        # probe method and target, and the resource its metadata named (RFC 8707's resource=)
-        self._api: Tuple[str, _Target] | None = None
-        self._resource: str | None = None
         self._client_id, self._client_secret = client_id, client_secret
         self._scope, self._auth_method = scope, auth_method
         self._token_params, self._follow = params, follow_redirects
@@ -3654,9 +3659,8 @@ class Client:
         if client_secret:
             self._scrub.add(client_secret)
         self._log = _SessionLog(session_log, self._scrub) if session_log is not None else None
-        self._token: _Token | None = None
         self._nonces: Dict[str, str] = {}
-        self._token_lock, self._closed = threading.Lock(), False
+        self._token_lock = threading.Lock()
         self.token_requests = 0  # how many times the token endpoint was called
 
     # -- public API --------------------------------------------------------------

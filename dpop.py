@@ -3822,6 +3822,15 @@ class Client:
     Thread-safe: threads may share one Client; they share its token (fetched once however many
     threads need it) and its keep-alive connections."""
 
+    # State that starts empty, as class defaults (each set on the instance when it changes): the
+    # token (_current_token), whether close() was called, and for RFC 9728 discovery
+    # (_find_issuer, with no token endpoint given) the first request's probe method and target,
+    # and the resource its metadata named (RFC 8707's resource=).
+    _token: _Token | None = None
+    _closed = False
+    _api: Tuple[str, _Target] | None = None
+    _resource: str | None = None
+
     def __init__(
         self,
         key: ECKey | KeyData,
@@ -3889,10 +3898,6 @@ class Client:
         self._identity = [token_endpoint, issuer, client_id, auth_method, scope, params]
         self._identity.append(key.thumbprint())
         self._key, self._token_endpoint, self._issuer = key, token_endpoint, issuer
-        # RFC 9728 discovery (_find_issuer), with no token endpoint given: the first request's
-        # probe method and target, and the resource its metadata named (RFC 8707's resource=)
-        self._api: Tuple[str, _Target] | None = None
-        self._resource: str | None = None
         self._client_id, self._client_secret = client_id, client_secret
         self._scope, self._auth_method = scope, auth_method
         self._token_params, self._follow = params, follow_redirects
@@ -3906,9 +3911,8 @@ class Client:
         if client_secret:
             self._scrub.add(client_secret)
         self._log = _SessionLog(session_log, self._scrub) if session_log is not None else None
-        self._token: _Token | None = None
         self._nonces: Dict[str, str] = {}
-        self._token_lock, self._closed = threading.Lock(), False
+        self._token_lock = threading.Lock()
         self.token_requests = 0  # how many times the token endpoint was called
 
     # -- public API --------------------------------------------------------------
@@ -4066,8 +4070,9 @@ class Client:
     def _cached_token(self) -> _Token:
         """A token from the shared cache, or a new one put there; under its lock (if any): processes
         fetch one token."""
+        key = self._cache_key()
         with self._cache_lock():
-            entry = self._cache.get(self._cache_key())
+            entry = self._cache.get(key)
             if _usable_entry(entry):  # any store's answer is checked like the file's
                 left = entry["until"] - time.time()
                 self._learn_tokens(entry)  # a secret, wherever it comes from
@@ -4081,7 +4086,7 @@ class Client:
                     "nonces": dict(self._nonces),
                     "until": time.time() + ttl,
                 }
-                self._cache.set(self._cache_key(), entry, ttl)
+                self._cache.set(key, entry, ttl)
             return token
 
     def _keep_nonces(self) -> None:
@@ -4091,15 +4096,16 @@ class Client:
         token = self._token
         if self._cache is None or token is None:
             return
+        key = self._cache_key()
         with self._cache_lock():
-            entry = self._cache.get(self._cache_key())
+            entry = self._cache.get(key)
             if (
                 _usable_entry(entry)  # so its until is still ahead: the ttl left is positive
                 and entry["access_token"] == token.value
                 and entry["nonces"] != self._nonces
             ):
                 left = entry["until"] - time.time()
-                self._cache.set(self._cache_key(), dict(entry, nonces=dict(self._nonces)), left)
+                self._cache.set(key, dict(entry, nonces=dict(self._nonces)), left)
 
     def _cache_key(self) -> str:
         """This client's key in the token cache: the same settings and DPoP key, and with discovery
@@ -4301,6 +4307,7 @@ class Client:
         import ssl
 
         retried = False  # a stale keep-alive connection is retried once
+        request = "%s %s%s" % (method, target.origin, target.path)  # for notes and errors
         while True:
             conn, reused = self._pool.get(target, self._note)
             headers = fields + ([] if proof is None else [("DPoP", proof())])
@@ -4338,7 +4345,7 @@ class Client:
                 code, what = "network", "connection broke" if written else "cannot connect"
                 if isinstance(exc, socket.timeout):  # the reason says what timed out
                     code, what = "timeout", "no answer in time"
-                why = "%s %s%s: %s%s" % (method, target.origin, target.path, what, _reason(exc))
+                why = "%s: %s%s" % (request, what, _reason(exc))
                 error = DPoPError(code, why)
                 # unless written, a failure that a retry cannot repeat, whatever the method
                 error._unsent = not written
@@ -4356,10 +4363,7 @@ class Client:
             if self._log is not None:
                 self._log.response(response, mask[1])
             self._remember_nonce(target.origin, response.headers)
-            self._note(
-                "%s %s%s: %d %s"
-                % (method, target.origin, target.path, response.status, response.reason)
-            )
+            self._note("%s: %d %s" % (request, response.status, response.reason))
             if self._log is not None and proof is not None and response.status in (400, 401):
                 jkt = self._key.thumbprint()
                 verdict = _verdict(dict(headers), method, target.url, jkt, response.headers)
@@ -4507,14 +4511,14 @@ class Client:
             endpoint = metadata.get("token_endpoint")
             if not isinstance(endpoint, str):
                 raise DPoPError("discovery", "metadata has no token_endpoint")
-            _Target(endpoint)
+            # (its URL is checked by _fetch_token, which parses it for use)
             _check_algs(metadata, "the authorization server")
             return endpoint
         raise DPoPError(
             "discovery", "no authorization server metadata found: " + "; ".join(problems)
         )
 
-    def _find_issuer(self, method: str, api: _Target) -> str | None:
+    def _find_issuer(self, method: str, api: _Target) -> str:
         """RFC 9728: the authorization server the API names, and the resource identifier to ask
         it for (RFC 8707). The probe goes without credentials; its 401 may point at the metadata
         (§5.1, resource_metadata= in a DPoP or Bearer challenge), else the well-known URIs of the
@@ -4564,12 +4568,11 @@ class Client:
         ):
             raise DPoPError("discovery", "the metadata names no authorization_servers")
         _check_algs(metadata, "the API")
-        issuer: str = servers[0]
-        if self._issuer is not None:
-            if self._issuer.rstrip("/") not in [server.rstrip("/") for server in servers]:
-                why = "the API does not name issuer %s among its authorization servers"
-                raise DPoPError("discovery", why % self._issuer)
-            issuer = self._issuer
+        # issuer= if given, else the first server named (which the test below then always passes)
+        issuer: str = self._issuer or servers[0]
+        if issuer.rstrip("/") not in [server.rstrip("/") for server in servers]:
+            why = "the API does not name issuer %s among its authorization servers"
+            raise DPoPError("discovery", why % issuer)
         self._note("discovery: resource %s, issuer %s" % (resource, issuer), "Discovery")
         self._resource = resource
         return issuer
@@ -4578,7 +4581,8 @@ class Client:
         """POST client_credentials with a proof; one retry for a new nonce."""
         import urllib.parse
 
-        if self._token_endpoint is None:
+        endpoint = self._token_endpoint
+        if endpoint is None:
             issuer, api = self._issuer, self._api
             if api is not None:
                 issuer = self._find_issuer(*api)
@@ -4591,8 +4595,8 @@ class Client:
             if not (self._issuer or free) and _Target(endpoint).origin != home:
                 why = "%s names the authorization server %s; to send it your credentials, confirm"
                 raise DPoPError("discovery", why % (home, issuer) + " it with --issuer")
-            self._token_endpoint = endpoint
-        target = _Target(self._token_endpoint)
+        target = _Target(endpoint)  # a discovered one too: kept only if it is a usable URL
+        self._token_endpoint = endpoint
         base = _base_headers(target) + [("Content-Type", "application/x-www-form-urlencoded")]
         if self._auth_method == "client_secret_basic":
             userpass = ":".join(

@@ -2658,6 +2658,17 @@ class Response:
         return "<dpop.Response %d %s, %d bytes>" % (self.status, self.reason, len(self.body))
 
 
+def _http_date(value: str | None) -> float | None:
+    """The POSIX time of an HTTP-date (RFC 9110 §5.6.7), None if it is not one."""
+    import email.utils
+
+    parsed = email.utils.parsedate_tz(value)  # None for None
+    try:
+        return None if parsed is None else float(email.utils.mktime_tz(parsed))
+    except (ValueError, OverflowError):
+        return None
+
+
 # -- WWW-Authenticate (RFC 9110 §11.6.1) --------------------------------------
 
 _TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -3695,17 +3706,6 @@ def _good_nonce(value: Any) -> bool:
 #    retried once on a new connection, with a fresh proof.
 #  * Token endpoint and discovery bodies are capped at 1 MiB, API bodies at
 #    256 MiB (after gzip decoding); larger ones raise response_too_large.
-
-
-def _http_date(value: str | None) -> float | None:
-    """The POSIX time of an HTTP-date (RFC 9110 §5.6.7), None if it is not one."""
-    import email.utils
-
-    parsed = email.utils.parsedate_tz(value)  # None for None
-    try:
-        return None if parsed is None else float(email.utils.mktime_tz(parsed))
-    except (ValueError, OverflowError):
-        return None
 
 
 class _Token:

@@ -5028,7 +5028,7 @@ def _printable(text: str) -> str:
 # the metavar an option of these kinds shows in --help unless it names its own; with neither,
 # argparse shows the option's name in capitals (--scope SCOPE)
 _METAVARS = dict.fromkeys(("infile", "outfile", "newfile", "cafile", "cache"), "FILE")
-_METAVARS.update(seconds="SECONDS", url="URL", proxy="URL", data="DATA")
+_METAVARS.update(seconds="SECONDS", url="URL", proxy="URL", data="DATA", method="METHOD")
 
 
 class _Opt:
@@ -5313,21 +5313,18 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
             text += ": " + ", ".join(opt.choices)
         if opt.env:
             text += " [%s]" % opt.env
-        if opt.positional:
-            parser.add_argument(
-                opt.dest,
-                metavar=opt.dest.upper(),  # argparse brackets an optional one itself
-                help=text,
-                nargs="?" if "[" in opt.flags[0] else None,
-            )
-            continue
-        if opt.kind == "flag":
-            how: Dict[str, Any] = {"action": "store_const", "const": "1"}
+        # a positional is named by its dest; an option's dest is argparse's own from its long flag
+        # (the last one), which is opt.dest
+        names = [opt.dest] if opt.positional else opt.flags
+        if opt.positional:  # "[METHOD]": optional (argparse brackets its metavar itself)
+            how: Dict[str, Any] = {"nargs": "?" if "[" in opt.flags[0] else None}
+        elif opt.kind == "flag":
+            how = {"action": "store_const", "const": "1"}
         elif opt.kind == "cache":  # its FILE is optional
             how = {"nargs": "?", "const": ""}
         else:
             how = {"action": "append" if opt.repeat else "store"}
-        parser.add_argument(*opt.flags, dest=opt.dest, metavar=opt.metavar, help=text, **how)
+        parser.add_argument(*names, metavar=opt.metavar, help=text, **how)
     if command == "request":
         parser.add_argument("--version", action="version", version="dpop.py " + __version__)
     # --token-cache [FILE]: a URL or a method after it is never its FILE (argv is main's own copy,
@@ -5489,7 +5486,7 @@ _CLIENT_OPTIONS = (  # the request and token commands'
 _REQUEST_OPTIONS = (
     _Opt("[METHOD]", "method", "HTTP method (or -X; default GET, or POST with a body)"),
     _Opt("URL", "url", "the API URL (https, or http to a loopback host)"),
-    _Opt("-X --request", "method", "HTTP method, as in curl", metavar="METHOD"),
+    _Opt("-X --request", "method", "HTTP method, as in curl"),
     *_CLIENT_OPTIONS,
     _Opt(
         "-H --header",

@@ -5027,7 +5027,7 @@ def _printable(text: str) -> str:
 
 # the metavar an option of these kinds shows in --help unless it names its own; with neither,
 # argparse shows the option's name in capitals (--scope SCOPE)
-_METAVARS = dict.fromkeys(("infile", "outfile", "newfile", "cafile", "cache"), "FILE")
+_METAVARS = dict.fromkeys("infile outfile newfile cafile cache".split(), "FILE")
 _METAVARS.update(seconds="SECONDS", url="URL", proxy="URL", data="DATA", method="METHOD")
 
 
@@ -5092,9 +5092,9 @@ def _check_count(value: str) -> int:
 
 def _check_flag(value: str) -> bool:
     word = value.strip().lower()
-    if word in ("1", "true", "yes", "on"):
+    if word in "1 true yes on".split():
         return True
-    if word in ("0", "false", "no", "off"):
+    if word in "0 false no off".split():
         return False
     raise ValueError("must be 1/0, true/false, yes/no or on/off")
 
@@ -5678,7 +5678,7 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
     args = _parse("request", argv)
     _check_together(args)
     body: bytes | None = None
-    for flag in ("data", "data_binary", "json"):
+    for flag in "data data_binary json".split():
         data = args[flag]
         if data is None:
             continue
@@ -5969,15 +5969,17 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
                 return 0
         jkt = key.thumbprint()
         also = ", both requiring nonces" if nonces else ""
-        where = (auth.base_url, api.base_url, also)
-        err.write("dpop demo: authorization server %s and API %s on loopback%s\n" % where)
+        err.write(
+            "dpop demo: authorization server %s and API %s on loopback%s\n"
+            % (auth.base_url, api.base_url, also)
+        )
         err.write("dpop demo: key jkt %s; session log follows, secrets shown as ****\n\n" % jkt)
         with Client(key, session_log=err, **found) as client:
             first, second = client.get(api.api_url), client.get(api.api_url)
-        done = (api.api_calls, first.status, second.status, client.token_requests, jkt)
         err.write(
             "\ndpop demo: %d API calls (%d, %d) with %d token request(s);"
-            " the token is bound to jkt %s\n" % done
+            " the token is bound to jkt %s\n"
+            % (api.api_calls, first.status, second.status, client.token_requests, jkt)
         )
         print(json.dumps(second.json(), indent=2))
         return 0 if first.status == second.status == 200 else 1

@@ -5018,11 +5018,9 @@ _EXIT_BY_CODE = {"usage": 2, "network": 3, "timeout": 3, "tls": 3, "bad_response
 # non-UTF-8 bytes that way)
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _MAX_SECONDS = 86400.0
-
-
-def _printable(text: str) -> str:
-    """``text`` with C0/C1 controls (terminal escapes) replaced by '?'."""
-    return _CONTROLS.sub("?", text)
+# _printable(text): text with C0/C1 controls (terminal escapes) replaced by '?' (a binding of the
+# regex's sub, as _mask_form is)
+_printable = functools.partial(_CONTROLS.sub, "?")
 
 
 # the metavar an option of these kinds shows in --help unless it names its own; with neither,
@@ -5299,11 +5297,11 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
             if message:
                 (file or sys.stderr).write(message)
 
-    exits = "\n".join("  %d  %s" % row for row in _EXIT_STATUS)
     parser = Parser(
         prog=prog,
         description=description,
-        epilog="%s\nexit status:\n%s\n" % (example, exits),
+        epilog="%s\nexit status:\n%s\n"
+        % (example, "\n".join("  %d  %s" % row for row in _EXIT_STATUS)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
@@ -5572,10 +5570,14 @@ def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[s
     }
     path = args["client_secret_file"]
     if path:  # it replaces --client-secret
-        secret = _read_input(path, "client secret file", 64 << 10).decode("utf-8", "replace")
-        settings["client_secret"] = secret.strip("\r\n")
-        if not settings["client_secret"]:
+        secret = (
+            _read_input(path, "client secret file", 64 << 10)
+            .decode("utf-8", "replace")
+            .strip("\r\n")
+        )
+        if not secret:
             raise DPoPError("usage", "--client-secret-file %s is empty" % path)
+        settings["client_secret"] = secret
     method = args["auth_method"] or "post"
     auth_method = _AUTH_ALIASES.get(method, method)
     if auth_method.startswith("client_secret") and "client_secret" not in settings:

@@ -5013,7 +5013,8 @@ _EXIT_STATUS: Sequence[Tuple[int, str]] = (
 )
 # RFC 9110 §9 and more
 _METHODS = frozenset("GET HEAD POST PUT PATCH DELETE OPTIONS TRACE CONNECT QUERY".split())
-_EXIT_BY_CODE = {"usage": 2, "network": 3, "timeout": 3, "tls": 3, "bad_response": 3, "proxy": 3}
+_EXIT_BY_CODE = dict.fromkeys("network timeout tls bad_response proxy".split(), 3)
+_EXIT_BY_CODE["usage"] = 2
 # C0 and C1 controls but tab and newline, and lone surrogates (argv and the environment carry
 # non-UTF-8 bytes that way)
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -5174,7 +5175,7 @@ def _check_data(value: str) -> str:
 
 
 def _check_method(value: str) -> str:
-    if _TCHAR.fullmatch(value) is None:
+    if not _TCHAR.fullmatch(value):
         raise ValueError("is not an HTTP method (a token such as GET)")
     return value
 

@@ -5720,29 +5720,29 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             response.body, size = _cli_output(response, args)
         if args["write_out"]:
             code = "%03d" % response.status
-            values = {
-                "http_code": code,
-                "response_code": code,
-                "time_total": "%.6f" % (time.monotonic() - started),
-                "url_effective": response.url,
-                "num_redirects": str(response.redirects),
-                "size_download": str(size),
-                "method": method,
-                "content_type": response.headers.get("Content-Type") or "",
-            }
-            _write_out(args["write_out"], values)
+            _write_out(
+                args["write_out"],
+                {
+                    "http_code": code,
+                    "response_code": code,
+                    "time_total": "%.6f" % (time.monotonic() - started),
+                    "url_effective": response.url,
+                    "num_redirects": str(response.redirects),
+                    "size_download": str(size),
+                    "method": method,
+                    "content_type": response.headers.get("Content-Type") or "",
+                },
+            )
         if response.status >= 400:  # the URL without its query, and the server's reason
             where = _Target(response.url)
             # ": error: description", either part left out when the server gave none
             why = "".join(": " + part for part in _oauth_error(response, scrub) if part)
-            text = "%d %s from %s%s%s" % (
-                response.status,
-                response.reason,
-                where.origin,
-                where.path,
-                why,
+            raise DPoPError(
+                "http_status",
+                "%d %s from %s%s%s"
+                % (response.status, response.reason, where.origin, where.path, why),
+                status=response.status,
             )
-            raise DPoPError("http_status", text, status=response.status)
         return 0
 
     try:
@@ -5971,10 +5971,9 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
             except KeyboardInterrupt:
                 return 0
         jkt = key.thumbprint()
-        also = ", both requiring nonces" if nonces else ""
         err.write(
             "dpop demo: authorization server %s and API %s on loopback%s\n"
-            % (auth.base_url, api.base_url, also)
+            % (auth.base_url, api.base_url, ", both requiring nonces" if nonces else "")
         )
         err.write("dpop demo: key jkt %s; session log follows, secrets shown as ****\n\n" % jkt)
         with Client(key, session_log=err, **found) as client:
@@ -6135,8 +6134,11 @@ def _command(args: List[str]) -> str:
         names.append("help")
         close = difflib.get_close_matches(word, names, n=1)
         hint = " (did you mean %s?)" % close[0] if close else ""
-        why = "unknown command '%s'%s; commands: %s; a request is: dpop [METHOD] URL"
-        raise DPoPError("usage", why % (word, hint, ", ".join(names)))
+        raise DPoPError(
+            "usage",
+            "unknown command '%s'%s; commands: %s; a request is: dpop [METHOD] URL"
+            % (word, hint, ", ".join(names)),
+        )
     return "request"
 
 
@@ -6164,8 +6166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a safety net for bugs, not a substitute for checking input
         if os.environ.get("DPOP_DEBUG") == "1":
             raise
-        why = "%s: %s (DPOP_DEBUG=1 shows the traceback)" % (type(exc).__name__, exc)
-        error = DPoPError("internal_error", why)
+        error = DPoPError(
+            "internal_error",
+            "%s: %s (DPOP_DEBUG=1 shows the traceback)" % (type(exc).__name__, exc),
+        )
     try:
         sys.stderr.write("dpop: %s\n" % _printable(scrub(str(error))))
         sys.stderr.flush()

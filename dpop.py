@@ -5809,9 +5809,9 @@ def _check_together(args: Dict[str, Any]) -> None:
 def _same_file(one: str, other: str) -> bool:
     """Whether two paths name one file: the same path once links are resolved, or the same existing
     file."""
-    if os.path.realpath(one) == os.path.realpath(other):
-        return True
-    return os.path.exists(one) and os.path.exists(other) and os.path.samefile(one, other)
+    return os.path.realpath(one) == os.path.realpath(other) or (
+        os.path.exists(one) and os.path.exists(other) and os.path.samefile(one, other)
+    )
 
 
 def _cli_output(response: Response, args: Dict[str, Any]) -> Tuple[bytes, int]:

@@ -5643,8 +5643,8 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         raise _OutOfTime()
 
     # POSIX; elsewhere --timeout only
-    timer = getattr(signal, "setitimer", None) if args["max_time"] else None
-    if timer is not None:  # signals go to the main thread; a caller's own timer is never replaced
+    timed = args["max_time"] and hasattr(signal, "setitimer")
+    if timed:  # signals go to the main thread; a caller's own timer is never replaced
         if (
             threading.current_thread() is not threading.main_thread()
             or signal.getitimer(signal.ITIMER_REAL)[0]
@@ -5653,7 +5653,7 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
                 "usage", "--max-time needs the main thread, with no other timer running"
             )
         previous = signal.signal(signal.SIGALRM, out_of_time)
-        timer(signal.ITIMER_REAL, args["max_time"])
+        signal.setitimer(signal.ITIMER_REAL, args["max_time"])
     try:
         with Client(key, **settings) as client:
             scrub.others.append(client._scrub)  # the tokens it gets are masked in our errors too
@@ -5663,8 +5663,8 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
             "timeout", "the operation took longer than --max-time %g s" % args["max_time"]
         ) from None
     finally:
-        if timer is not None:
-            timer(signal.ITIMER_REAL, 0)
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
         if log_file is not None:
             try:

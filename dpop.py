@@ -5962,8 +5962,7 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
                 "  DPOP_CLIENT_SECRET=%(client_secret)s python dpop.py --key KEY.pem"
                 " --token-endpoint %(token_endpoint)s --client-id %(client_id)s --scope %(scope)s"
                 " GET %(api)s\n" % found
-            )
-            err.flush()
+            )  # out at once, no flush: Python 3.9+ never block-buffers stderr, even into a pipe
             print(json.dumps(found), flush=True)  # and one JSON line on stdout (bench/ reads it)
             try:
                 while True:

@@ -5777,8 +5777,11 @@ def _check_together(args: Dict[str, Any]) -> None:
     # a request may give neither: the API's metadata names them (RFC 9728); a token has no API
     given = [name for name in ("token_endpoint", "issuer") if args[name]]
     if len(given) > 1 or (not given and "url" not in args):
-        why = "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)"
-        raise DPoPError("usage", why + ("" if given else ", or a URL to discover them from"))
+        raise DPoPError(
+            "usage",
+            "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)"
+            + ("" if given else ", or a URL to discover them from"),
+        )
     # (--cacert is never "-": _check_cafile refuses it)
     names = "--key --client-secret-file --assertion-key --cert --cert-key --cacert".split()
     inputs = {flag: args[flag[2:].replace("-", "_")] for flag in names}

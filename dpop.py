@@ -5295,8 +5295,7 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
             raise DPoPError("usage", "%s (see %s --help)" % (_usage_message(message), prog))
 
         def _print_message(self, message: str, file: Any = None) -> None:  # argparse drops OSError
-            if message:
-                (file or sys.stderr).write(message)
+            (file or sys.stderr).write(message)  # (writing "" is harmless)
 
     parser = Parser(
         prog=prog,

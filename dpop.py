@@ -5289,22 +5289,21 @@ _EXIT_STATUS: Sequence[Tuple[int, str]] = (
 )
 # RFC 9110 §9 and more
 _METHODS = frozenset("GET HEAD POST PUT PATCH DELETE OPTIONS TRACE CONNECT QUERY".split())
-_EXIT_BY_CODE = {"usage": 2, "network": 3, "timeout": 3, "tls": 3, "bad_response": 3, "proxy": 3}
+_EXIT_BY_CODE = dict.fromkeys("network timeout tls bad_response proxy".split(), 3)
+_EXIT_BY_CODE["usage"] = 2
 # C0 and C1 controls but tab and newline, and lone surrogates (argv and the environment carry
 # non-UTF-8 bytes that way)
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _MAX_SECONDS = 86400.0
-
-
-def _printable(text: str) -> str:
-    """``text`` with C0/C1 controls (terminal escapes) replaced by '?'."""
-    return _CONTROLS.sub("?", text)
+# _printable(text): text with C0/C1 controls (terminal escapes) replaced by '?' (a binding of the
+# regex's sub, as _mask_form is)
+_printable = functools.partial(_CONTROLS.sub, "?")
 
 
 # the metavar an option of these kinds shows in --help unless it names its own; with neither,
 # argparse shows the option's name in capitals (--scope SCOPE)
-_METAVARS = dict.fromkeys(("infile", "outfile", "newfile", "cafile", "cache"), "FILE")
-_METAVARS.update(seconds="SECONDS", url="URL", proxy="URL", data="DATA")
+_METAVARS = dict.fromkeys("infile outfile newfile cafile cache".split(), "FILE")
+_METAVARS.update(seconds="SECONDS", url="URL", proxy="URL", data="DATA", method="METHOD")
 
 
 class _Opt:
@@ -5368,9 +5367,9 @@ def _check_count(value: str) -> int:
 
 def _check_flag(value: str) -> bool:
     word = value.strip().lower()
-    if word in ("1", "true", "yes", "on"):
+    if word in "1 true yes on".split():
         return True
-    if word in ("0", "false", "no", "off"):
+    if word in "0 false no off".split():
         return False
     raise ValueError("must be 1/0, true/false, yes/no or on/off")
 
@@ -5452,7 +5451,7 @@ def _check_data(value: str) -> str:
 
 
 def _check_method(value: str) -> str:
-    if _TCHAR.fullmatch(value) is None:
+    if not _TCHAR.fullmatch(value):
         raise ValueError("is not an HTTP method (a token such as GET)")
     return value
 
@@ -5572,14 +5571,13 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
             raise DPoPError("usage", "%s (see %s --help)" % (_usage_message(message), prog))
 
         def _print_message(self, message: str, file: Any = None) -> None:  # argparse drops OSError
-            if message:
-                (file or sys.stderr).write(message)
+            (file or sys.stderr).write(message)  # (writing "" is harmless)
 
-    exits = "\n".join("  %d  %s" % row for row in _EXIT_STATUS)
     parser = Parser(
         prog=prog,
         description=description,
-        epilog="%s\nexit status:\n%s\n" % (example, exits),
+        epilog="%s\nexit status:\n%s\n"
+        % (example, "\n".join("  %d  %s" % row for row in _EXIT_STATUS)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
@@ -5589,21 +5587,18 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
             text += ": " + ", ".join(opt.choices)
         if opt.env:
             text += " [%s]" % opt.env
-        if opt.positional:
-            parser.add_argument(
-                opt.dest,
-                metavar=opt.dest.upper(),  # argparse brackets an optional one itself
-                help=text,
-                nargs="?" if "[" in opt.flags[0] else None,
-            )
-            continue
-        if opt.kind == "flag":
-            how: Dict[str, Any] = {"action": "store_const", "const": "1"}
+        # a positional is named by its dest; an option's dest is argparse's own from its long flag
+        # (the last one), which is opt.dest
+        names = [opt.dest] if opt.positional else opt.flags
+        if opt.positional:  # "[METHOD]": optional (argparse brackets its metavar itself)
+            how: Dict[str, Any] = {"nargs": "?" if "[" in opt.flags[0] else None}
+        elif opt.kind == "flag":
+            how = {"action": "store_const", "const": "1"}
         elif opt.kind == "cache":  # its FILE is optional
             how = {"nargs": "?", "const": ""}
         else:
             how = {"action": "append" if opt.repeat else "store"}
-        parser.add_argument(*opt.flags, dest=opt.dest, metavar=opt.metavar, help=text, **how)
+        parser.add_argument(*names, metavar=opt.metavar, help=text, **how)
     if command == "request":
         parser.add_argument("--version", action="version", version="dpop.py " + __version__)
     # --token-cache [FILE]: a URL or a method after it is never its FILE (argv is main's own copy,
@@ -5765,7 +5760,7 @@ _CLIENT_OPTIONS = (  # the request and token commands'
 _REQUEST_OPTIONS = (
     _Opt("[METHOD]", "method", "HTTP method (or -X; default GET, or POST with a body)"),
     _Opt("URL", "url", "the API URL (https, or http to a loopback host)"),
-    _Opt("-X --request", "method", "HTTP method, as in curl", metavar="METHOD"),
+    _Opt("-X --request", "method", "HTTP method, as in curl"),
     *_CLIENT_OPTIONS,
     _Opt(
         "-H --header",
@@ -5851,10 +5846,14 @@ def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[s
     }
     path = args["client_secret_file"]
     if path:  # it replaces --client-secret
-        secret = _read_input(path, "client secret file", 64 << 10).decode("utf-8", "replace")
-        settings["client_secret"] = secret.strip("\r\n")
-        if not settings["client_secret"]:
+        secret = (
+            _read_input(path, "client secret file", 64 << 10)
+            .decode("utf-8", "replace")
+            .strip("\r\n")
+        )
+        if not secret:
             raise DPoPError("usage", "--client-secret-file %s is empty" % path)
+        settings["client_secret"] = secret
     method = args["auth_method"] or "post"
     auth_method = _AUTH_ALIASES.get(method, method)
     if auth_method.startswith("client_secret") and "client_secret" not in settings:
@@ -5919,8 +5918,8 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         raise _OutOfTime()
 
     # POSIX; elsewhere --timeout only
-    timer = getattr(signal, "setitimer", None) if args["max_time"] else None
-    if timer is not None:  # signals go to the main thread; a caller's own timer is never replaced
+    timed = args["max_time"] and hasattr(signal, "setitimer")
+    if timed:  # signals go to the main thread; a caller's own timer is never replaced
         if (
             threading.current_thread() is not threading.main_thread()
             or signal.getitimer(signal.ITIMER_REAL)[0]
@@ -5929,7 +5928,7 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
                 "usage", "--max-time needs the main thread, with no other timer running"
             )
         previous = signal.signal(signal.SIGALRM, out_of_time)
-        timer(signal.ITIMER_REAL, args["max_time"])
+        signal.setitimer(signal.ITIMER_REAL, args["max_time"])
     try:
         with Client(key, **settings) as client:
             scrub.others.append(client._scrub)  # the tokens it gets are masked in our errors too
@@ -5939,8 +5938,8 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
             "timeout", "the operation took longer than --max-time %g s" % args["max_time"]
         ) from None
     finally:
-        if timer is not None:
-            timer(signal.ITIMER_REAL, 0)
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
         if log_file is not None:
             try:
@@ -5957,7 +5956,7 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
     args = _parse("request", argv)
     _check_together(args)
     body: bytes | None = None
-    for flag in ("data", "data_binary", "json"):
+    for flag in "data data_binary json".split():
         data = args[flag]
         if data is None:
             continue
@@ -5996,29 +5995,29 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
             response.body, size = _cli_output(response, args)
         if args["write_out"]:
             code = "%03d" % response.status
-            values = {
-                "http_code": code,
-                "response_code": code,
-                "time_total": "%.6f" % (time.monotonic() - started),
-                "url_effective": response.url,
-                "num_redirects": str(response.redirects),
-                "size_download": str(size),
-                "method": method,
-                "content_type": response.headers.get("Content-Type") or "",
-            }
-            _write_out(args["write_out"], values)
+            _write_out(
+                args["write_out"],
+                {
+                    "http_code": code,
+                    "response_code": code,
+                    "time_total": "%.6f" % (time.monotonic() - started),
+                    "url_effective": response.url,
+                    "num_redirects": str(response.redirects),
+                    "size_download": str(size),
+                    "method": method,
+                    "content_type": response.headers.get("Content-Type") or "",
+                },
+            )
         if response.status >= 400:  # the URL without its query, and the server's reason
             where = _Target(response.url)
             # ": error: description", either part left out when the server gave none
             why = "".join(": " + part for part in _oauth_error(response, scrub) if part)
-            text = "%d %s from %s%s%s" % (
-                response.status,
-                response.reason,
-                where.origin,
-                where.path,
-                why,
+            raise DPoPError(
+                "http_status",
+                "%d %s from %s%s%s"
+                % (response.status, response.reason, where.origin, where.path, why),
+                status=response.status,
             )
-            raise DPoPError("http_status", text, status=response.status)
         return 0
 
     try:
@@ -6053,8 +6052,11 @@ def _check_together(args: Dict[str, Any]) -> None:
     # a request may give neither: the API's metadata names them (RFC 9728); a token has no API
     given = [name for name in ("token_endpoint", "issuer") if args[name]]
     if len(given) > 1 or (not given and "url" not in args):
-        why = "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)"
-        raise DPoPError("usage", why + ("" if given else ", or a URL to discover them from"))
+        raise DPoPError(
+            "usage",
+            "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)"
+            + ("" if given else ", or a URL to discover them from"),
+        )
     # (--cacert is never "-": _check_cafile refuses it)
     names = "--key --client-secret-file --assertion-key --cert --cert-key --cacert".split()
     inputs = {flag: args[flag[2:].replace("-", "_")] for flag in names}
@@ -6085,9 +6087,9 @@ def _check_together(args: Dict[str, Any]) -> None:
 def _same_file(one: str, other: str) -> bool:
     """Whether two paths name one file: the same path once links are resolved, or the same existing
     file."""
-    if os.path.realpath(one) == os.path.realpath(other):
-        return True
-    return os.path.exists(one) and os.path.exists(other) and os.path.samefile(one, other)
+    return os.path.realpath(one) == os.path.realpath(other) or (
+        os.path.exists(one) and os.path.exists(other) and os.path.samefile(one, other)
+    )
 
 
 def _cli_output(response: Response, args: Dict[str, Any]) -> Tuple[bytes, int]:
@@ -6244,8 +6246,7 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
                 "  DPOP_CLIENT_SECRET=%(client_secret)s python dpop.py --key KEY.pem"
                 " --token-endpoint %(token_endpoint)s --client-id %(client_id)s --scope %(scope)s"
                 " GET %(api)s\n" % found
-            )
-            err.flush()
+            )  # out at once, no flush: Python 3.9+ never block-buffers stderr, even into a pipe
             print(json.dumps(found), flush=True)  # and one JSON line on stdout (bench/ reads it)
             try:
                 while True:
@@ -6253,16 +6254,17 @@ def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
             except KeyboardInterrupt:
                 return 0
         jkt = key.thumbprint()
-        also = ", both requiring nonces" if nonces else ""
-        where = (auth.base_url, api.base_url, also)
-        err.write("dpop demo: authorization server %s and API %s on loopback%s\n" % where)
+        err.write(
+            "dpop demo: authorization server %s and API %s on loopback%s\n"
+            % (auth.base_url, api.base_url, ", both requiring nonces" if nonces else "")
+        )
         err.write("dpop demo: key jkt %s; session log follows, secrets shown as ****\n\n" % jkt)
         with Client(key, session_log=err, **found) as client:
             first, second = client.get(api.api_url), client.get(api.api_url)
-        done = (api.api_calls, first.status, second.status, client.token_requests, jkt)
         err.write(
             "\ndpop demo: %d API calls (%d, %d) with %d token request(s);"
-            " the token is bound to jkt %s\n" % done
+            " the token is bound to jkt %s\n"
+            % (api.api_calls, first.status, second.status, client.token_requests, jkt)
         )
         print(json.dumps(second.json(), indent=2))
         return 0 if first.status == second.status == 200 else 1
@@ -6287,8 +6289,7 @@ _KAT_PROOF = (
 def self_test() -> List[str]:
     """Run the known-answer tests; return the names of the failures (none: [])."""
     failures = []
-    key = _key_from_parts(_KAT_D)
-    if key.sign(b"sample", hedge=False).hex().upper() != _KAT_SAMPLE_RS:
+    if _key_from_parts(_KAT_D).sign(b"sample", hedge=False).hex().upper() != _KAT_SAMPLE_RS:
         failures.append("RFC 6979 A.2.5 signature")
     try:
         proof = verify_proof(
@@ -6480,8 +6481,11 @@ def _command(args: List[str]) -> str:
         names.append("help")
         close = difflib.get_close_matches(word, names, n=1)
         hint = " (did you mean %s?)" % close[0] if close else ""
-        why = "unknown command '%s'%s; commands: %s; a request is: dpop [METHOD] URL"
-        raise DPoPError("usage", why % (word, hint, ", ".join(names)))
+        raise DPoPError(
+            "usage",
+            "unknown command '%s'%s; commands: %s; a request is: dpop [METHOD] URL"
+            % (word, hint, ", ".join(names)),
+        )
     return "request"
 
 
@@ -6509,8 +6513,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a safety net for bugs, not a substitute for checking input
         if os.environ.get("DPOP_DEBUG") == "1":
             raise
-        why = "%s: %s (DPOP_DEBUG=1 shows the traceback)" % (type(exc).__name__, exc)
-        error = DPoPError("internal_error", why)
+        error = DPoPError(
+            "internal_error",
+            "%s: %s (DPOP_DEBUG=1 shows the traceback)" % (type(exc).__name__, exc),
+        )
     try:
         sys.stderr.write("dpop: %s\n" % _printable(scrub(str(error))))
         sys.stderr.flush()

@@ -6441,12 +6441,17 @@ _COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequ
         "example: python dpop.py inspect --method GET --url https://api.example/x @proof.txt"
         "   (exit status 1 when a check fails)",
         (
-            _Opt("[THING]", "data", "what to explain, or @FILE (default: standard input)"),
+            _Opt(
+                "[THING]",
+                "data",
+                "what to explain, or @FILE (default: standard input)",
+                metavar="THING",
+            ),
             _Opt("--method", "method", "the request's method, to check htm"),
             _Opt("--url", "url", "the request's URL, to check htu"),
             _Opt("--access-token-file", "infile", "the access token the proof went with (ath)"),
             _Opt("--nonce", "nonce", "the DPoP-Nonce the server requires"),
-            _Opt("--jkt", "text", "the key thumbprint expected (else --key's, or cnf.jkt)"),
+            _Opt("--jkt", "text", "the key thumbprint expected (else --key's)"),
             _Opt("--key", "infile", "the client's key file, for its thumbprint (jkt)"),
             _Opt("--jwks", "text", "check a token's signature with this JWK Set FILE or URL"),
             _Opt("--json", "flag", "print the report as JSON", twin=False),

@@ -2882,12 +2882,12 @@ def _inspect_token(
         if name in claims:
             report[name] = _when(claims[name], now)
     cnf = claims.get("cnf")
-    bound = cnf.get("jkt") if isinstance(cnf, dict) else None
+    bound = report["cnf.jkt"] = cnf.get("jkt") if isinstance(cnf, dict) else None
     exp = claims.get("exp")
     live = isinstance(exp, (int, float)) and exp > now  # (True > now is False)
     checks = [
         ("token_exp", live, "" if live else "expired, or no exp"),
-        ("token_bound", bound is not None, "cnf.jkt " + _short_repr(bound)),
+        ("token_bound", bound is not None, "" if bound else "no cnf.jkt: not DPoP-bound"),
         ("token_jkt", None if jkt is None else bound == jkt, "cnf.jkt against the key's jkt"),
         ("token_signature", None, "not checked: give --jwks FILE or URL"),
     ]

@@ -2910,24 +2910,24 @@ def _inspect_response(text: str, now: float) -> Dict[str, Any]:
     made here in."""
     import email
 
-    report: Dict[str, Any] = {"kind": "WWW-Authenticate"}
     checks = []
-    fields = email.message_from_string("WWW-Authenticate: " + text)
-    errors = []
     if text.startswith("HTTP/"):
-        head, _, body = text.replace("\r\n", "\n").partition("\n\n")
-        status, _, lines = head.partition("\n")
-        report["kind"], report["status"] = "HTTP response", status
+        status, _, text = text.replace("\r\n", "\n").partition("\n")
+        report: Dict[str, Any] = {"kind": "HTTP response", "status": status}
         checks.append(("status", not re.match(r"HTTP/\S+ [45]", status), status))
-        fields = email.message_from_string(lines)
-        try:  # an authorization server's refusal is a JSON body (RFC 6749 §5.2)
-            errors.append(_json_object(body.encode("utf-8", "replace"), "body")["error"])
-        except (DPoPError, KeyError):
-            pass
     # an opaque access token would parse as a challenge named by the token: refused, not shown
-    elif not re.match(r"(?i)(dpop|bearer)\b", text):
+    elif re.match(r"(?i)(dpop|bearer)\b", text):
+        report, text = {"kind": "WWW-Authenticate"}, "WWW-Authenticate: " + text
+    else:
         why = "not a DPoP proof, a JWT, a DPoP or Bearer challenge, or an HTTP response"
         raise DPoPError("usage", why)
+    fields = email.message_from_string(text)  # the header fields, then the body
+    errors = []
+    try:  # an authorization server's refusal is a JSON body (RFC 6749 §5.2)
+        body = str(fields.get_payload()).encode("utf-8", "replace")
+        errors.append(_json_object(body, "body")["error"])
+    except (DPoPError, KeyError):
+        pass
     for scheme, params in _parse_challenges(fields.get_all("WWW-Authenticate") or []):
         report[scheme + " challenge"] = params
         errors += [params["error"]] if "error" in params else []

@@ -572,10 +572,57 @@ import urllib.parse
 import urllib.request
 
 
+def _check_assertion(server, client_id, assertion):
+    """A client_secret_jwt or private_key_jwt assertion from ``client_id`` (RFC 7523 §3), checked
+    for ``server``: the demo server accepts client secrets only, so the tests bring this check
+    (``accept_assertions``). client_secret_jwt uses ``server.clients``' secrets; private_key_jwt
+    the public keys in ``server.client_keys``; a jti is accepted once (``server.assertions``)."""
+    try:
+        h64, p64, s64, header = dpop._jws_split(assertion, dpop._MAX_JWS)
+        alg = str(header.get("alg"))
+        signed = (h64 + "." + p64).encode()
+        key = server.client_keys.get(client_id)
+        if alg in dpop._HMAC_ALGS and client_id in server.clients:
+            good = hmac.compare_digest(
+                dpop._hmac_signature(alg, server.clients[client_id].encode(), signed), s64
+            )
+        elif isinstance(key, dpop.RSAKey):
+            # False for an alg but RS256 and PS256
+            good = key.verify(signed, dpop.b64url_decode(s64), alg)
+        else:
+            # or DPoPError
+            good = isinstance(key, dpop.ECKey) and dpop.jws_verify(assertion, key) is not None
+        claims = dpop._json_object(dpop.b64url_decode(p64), "assertion")
+    except DPoPError:
+        return False
+    now = time.time()
+    exp = claims.get("exp")
+    jti = claims.get("jti")
+    return (
+        good
+        and claims.get("iss") == claims.get("sub") == client_id
+        and claims.get("aud")
+        in (server.token_endpoint, server.issuer, [server.token_endpoint], [server.issuer])
+        and isinstance(exp, int)
+        and now < exp <= now + 300
+        and isinstance(jti, str)
+        and server.assertions.add(client_id + " " + jti, 600)
+    )
+
+
+def accept_assertions(server):
+    """Make a DemoServer accept client_secret_jwt and private_key_jwt assertions: register a
+    private_key_jwt client's public key as ``server.client_keys[client_id] = key``."""
+    server.client_keys = {}  # client_id -> ECKey or RSAKey (public)
+    server.assertions = dpop.ReplayCache()  # the jtis seen
+    server.check_assertion = functools.partial(_check_assertion, server)
+    return server
+
+
 @pytest.fixture
 def server():
     with dpop.DemoServer() as s:
-        yield s
+        yield accept_assertions(s)
 
 
 @pytest.fixture
@@ -639,7 +686,7 @@ def scripted():
     script = Script()
     with dpop.DemoServer(override=script) as s:
         s.script = script
-        yield s
+        yield accept_assertions(s)
 
 
 def token_reply(payload, status=200, headers=None):
@@ -664,6 +711,8 @@ def two_origins():
         dpop.DemoServer(override=other_script) as other,
     ):
         other_script.on(lambda h: True, lambda h: (h.reply(200, {"ok": True}), True)[1])
+        accept_assertions(server)
+        accept_assertions(other)
         yield server, script, other, other_script
 
 
@@ -1407,13 +1456,15 @@ def readme_redis_port(tmp_path_factory):
 
 def _readme_files(folder, server, code):
     """The files the README tells the reader to make, and the Okta example's assertion key registered with the demo
-    authorization server under every client_id the block names (it only matters for private_key_jwt)."""
+    authorization server under every client_id the block names (it only matters for private_key_jwt: the server is
+    made to accept assertions, which the demo alone refuses)."""
     for name in ("client.pem", "dpop.pem"):
         (folder / name).write_text(dpop.generate_key().to_pem())
     assertion_key = dpop.generate_key()
     (folder / "okta-client.jwk").write_text(
         json.dumps(dict(assertion_key.private_jwk(), kid="okta-kid-1"))
     )
+    accept_assertions(server)
     for client_id in re.findall(r'client_id="([^"]+)"', code):
         server.client_keys[client_id] = assertion_key.public_key()
 
@@ -6434,6 +6485,7 @@ def test_private_key_jwt_gets_a_new_assertion_for_every_token_request(client_key
     with dpop.DemoServer(require_nonce=True, override=script) as server:
         server.scripted = True
         server.script = script
+        accept_assertions(server)
         server.client_keys["svc"] = assertion_key.public_key()
         forms = _token_forms(server)
         sink = io.StringIO()

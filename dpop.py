@@ -2321,8 +2321,8 @@ def load_rsa_key(data: KeyData) -> RSAKey:
 # the jti and refuse it a second time, so every token request, retries
 # included, needs a new assertion.
 #
-# jws_sign and jws_verify, for a program's own JWTs (the demo server's tokens and assertion
-# checks), live here too: no proof or proof check runs them. ES256 only (RFC 7518 §3.4), and the
+# jws_sign and jws_verify, for a program's own JWTs (the demo server's tokens, the tests'
+# assertion checks), live here too: no proof or proof check runs them. ES256 only (RFC 7518 §3.4), and the
 # verification key is always the caller's, never one the token names. Why one algorithm: the
 # header names the algorithm, so a verifier that supports several can be steered to the weakest
 # (`none`, or HS256 keyed with the public key). Here the only answer is ES256 and everything else

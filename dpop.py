@@ -2322,11 +2322,11 @@ def load_rsa_key(data: KeyData) -> RSAKey:
 # included, needs a new assertion.
 #
 # jws_sign and jws_verify, for a program's own JWTs (the demo server's tokens, the tests'
-# assertion checks), live here too: no proof or proof check runs them. ES256 only (RFC 7518 §3.4), and the
-# verification key is always the caller's, never one the token names. Why one algorithm: the
-# header names the algorithm, so a verifier that supports several can be steered to the weakest
-# (`none`, or HS256 keyed with the public key). Here the only answer is ES256 and everything else
-# is refused before any key is touched.
+# assertion checks), live here too: no proof or proof check runs them. ES256 only (RFC 7518
+# §3.4), and the verification key is always the caller's, never one the token names. Why one
+# algorithm: the header names the algorithm, so a verifier that supports several can be steered
+# to the weakest (`none`, or HS256 keyed with the public key). Here the only answer is ES256 and
+# everything else is refused before any key is touched.
 
 _MAX_JWS = 64 * 1024
 

@@ -4345,10 +4345,9 @@ class Client:
                 # unless written, a failure that a retry cannot repeat, whatever the method
                 error._unsent = not written
                 raise error from None
-            except http.client.IncompleteRead:
-                why = "%s: the connection closed before the whole body arrived" % target.origin
-                raise DPoPError("network", why) from None
-            # ValueError: http.client on bad framing
+            # ValueError: http.client on bad framing. (A body cut short never comes here:
+            # getresponse() reads only the head, and _BodyStream makes every HTTPException while
+            # reading the body, IncompleteRead too, a network DPoPError.)
             except (http.client.HTTPException, ValueError) as exc:
                 why = "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
                 raise DPoPError("bad_response", why) from None

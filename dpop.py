@@ -3272,12 +3272,13 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
         status = answer.split(b"\r\n", 1)[0].decode("latin-1")
         # after: the origin speaks last
         if re.fullmatch(r"HTTP/1\.[01] 2[0-9][0-9]( .*)?", status) is None or after:
-            shown = (
-                status[9:209]
-                if re.match(r"HTTP/1\.[01] [0-9]{3}", status)
-                else "not an HTTP answer"
+            # the status line, or what came instead of one (_printable: section 21, called at run
+            # time)
+            why = "proxy %s refused CONNECT %s: %s" % (
+                proxy.shown,
+                authority,
+                _printable(status[:200]),
             )
-            why = "proxy %s refused CONNECT %s: %s" % (proxy.shown, authority, _printable(shown))
             raise DPoPError("proxy", why)
         # what is left for the TLS handshake to the origin, which follows in the tunnel
         sock.settimeout(max(0.001, deadline - time.monotonic()))

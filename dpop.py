@@ -3238,7 +3238,9 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
     """A socket to ``authority`` ("host:port", IPv6 in brackets) through ``proxy``'s CONNECT (RFC
     9110 §9.3.6), before ``deadline`` (time.monotonic()) and with at most 16 KiB of answer head: a
     proxy that trickles header lines cannot hold the connection past the connect timeout
-    (http.client before 3.12 reads them without a limit). The socket is closed on any failure."""
+    (http.client before 3.12 reads them without a limit). The socket is closed on any failure;
+    returned, its timeout is what is left before ``deadline``, for the TLS handshake that
+    HTTPSConnection.connect() then makes in it."""
     import socket
 
     request = "CONNECT %s HTTP/1.1\r\nHost: %s\r\n" % (authority, authority)
@@ -3270,13 +3272,16 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
         status = answer.split(b"\r\n", 1)[0].decode("latin-1")
         # after: the origin speaks last
         if re.fullmatch(r"HTTP/1\.[01] 2[0-9][0-9]( .*)?", status) is None or after:
-            shown = (
-                status[9:209]
-                if re.match(r"HTTP/1\.[01] [0-9]{3}", status)
-                else "not an HTTP answer"
+            # the status line, or what came instead of one (_printable: section 21, called at run
+            # time)
+            why = "proxy %s refused CONNECT %s: %s" % (
+                proxy.shown,
+                authority,
+                _printable(status[:200]),
             )
-            why = "proxy %s refused CONNECT %s: %s" % (proxy.shown, authority, _printable(shown))
             raise DPoPError("proxy", why)
+        # what is left for the TLS handshake to the origin, which follows in the tunnel
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
         return sock
     except (OSError, DPoPError) as exc:
         if sock is not None:
@@ -3303,13 +3308,6 @@ def _still_open(sock: Any) -> bool:
             return not selector.select(0)
     except (OSError, ValueError):  # a closed socket (fileno -1) is a ValueError
         return False
-
-
-def _tls_error(origin: str, exc: BaseException) -> DPoPError:
-    detail = (
-        getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or "handshake failed"
-    )
-    return DPoPError("tls", "%s: %s" % (origin, detail))
 
 
 class _Pool:
@@ -3366,8 +3364,8 @@ class _Pool:
             return self._context
 
     def get(self, target: _Target, note: Callable[[str, _Text], None]) -> Tuple[Any, bool]:
-        """An idle connection (True) or a new one (False), whose proxy tunnel and TLS to the origin
-        are made here."""
+        """An idle connection (True) or a new one (False), not yet connected: its connect() opens
+        the proxy tunnel, if any, and TLS to the origin."""
         import http.client
 
         while True:
@@ -3388,29 +3386,19 @@ class _Pool:
         )
         if proxy is None or _bypass(target.host, target.port, self._no_proxy):
             return conn, False
-        import socket
-        import ssl
-
         # target.host keeps an IPv6 literal's brackets
         authority = "%s:%d" % (target.host, target.port)
         auth = "\nProxy-Authorization: Basic " + _MASKED if proxy.auth else ""
         note("CONNECT %s via %s%s" % (authority, proxy.shown, auth), "Proxy")
-        deadline = time.monotonic() + self._connect  # the whole set-up: tunnel and TLS handshake
-        sock = _tunnel(proxy, authority, deadline)
-        conn.auto_open = 0  # should the socket ever go, never reconnect around the proxy
-        try:
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
-            conn.sock = self._tls().wrap_socket(sock, server_hostname=host)
-        except OSError as exc:  # ssl.SSLError too
-            sock.close()
-            if isinstance(exc, ssl.SSLError):
-                raise _tls_error(target.origin, exc) from None
-            if isinstance(exc, socket.timeout):
-                why = "%s: TLS through the proxy timed out" % target.origin
-                raise DPoPError("timeout", why) from None
-            raise DPoPError(
-                "proxy", "proxy %s: TLS through the tunnel failed%s" % (proxy.shown, _reason(exc))
-            ) from None
+        # connect() opens the tunnel in place of a TCP connection, then makes TLS to the origin in
+        # it (with the context and server_hostname above); a reconnect tunnels again, never around
+        # the proxy. The whole set-up (tunnel and TLS handshake) has the connect timeout: _tunnel
+        # leaves the socket's timeout at what is left of it. (_create_connection is an attribute of
+        # every HTTPConnection since Python 3.4, set in __init__ and called by connect(); typeshed
+        # does not declare it.)
+        conn._create_connection = lambda *_: _tunnel(  # type: ignore[attr-defined]
+            proxy, authority, time.monotonic() + self._connect
+        )
         return conn, False
 
     def put(self, target: _Target, conn: Any) -> None:
@@ -3698,7 +3686,10 @@ def _good_nonce(value: Any) -> bool:
 #    only (loopback http never) and through a CONNECT tunnel: the proxy never
 #    sees a request line, Authorization, DPoP or a client credential. Only
 #    http:// proxies (TLS to the proxy would be TLS inside TLS, which
-#    http.client cannot do); proxy failures are not retried.
+#    http.client cannot do). Proxy failures (unreachable, CONNECT refused,
+#    not answered in time or not in HTTP) are not retried; once the tunnel is
+#    open, a connection that breaks or stalls is the origin's failure
+#    (network, timeout), retried like any other.
 #  * 429 and 503 are retried (Retry-After, else backoff with jitter), and so
 #    are connection failures: always at the token endpoint, for the API only
 #    where a repeat cannot hurt (idempotent methods, or nothing was sent).
@@ -4317,8 +4308,7 @@ class Client:
             try:
                 # connected within the connect timeout; then each read within the other
                 if not reused:
-                    if conn.sock is None:
-                        conn.connect()
+                    conn.connect()
                     conn.sock.settimeout(self._pool.timeout)
                 if self._log is not None:
                     self._log.request(method, target, headers, body, mask[0])
@@ -4329,8 +4319,14 @@ class Client:
                 conn.endheaders(body)
                 response = self._answer(conn, method, target, limit, stream)
                 answered = True
-            except ssl.SSLError as exc:
-                raise _tls_error(target.origin, exc) from None
+            except ssl.SSLError as exc:  # the handshake, direct or through a proxy's tunnel
+                # (an SSLError made in Python, not by the C module, has no reason)
+                detail = (
+                    getattr(exc, "verify_message", None)
+                    or getattr(exc, "reason", None)
+                    or "handshake failed"
+                )
+                raise DPoPError("tls", "%s: %s" % (target.origin, detail)) from None
             # socket.timeout (TimeoutError) too; before HTTPException: http.client's
             # RemoteDisconnected is a ConnectionResetError too
             except OSError as exc:
@@ -4350,10 +4346,9 @@ class Client:
                 # unless written, a failure that a retry cannot repeat, whatever the method
                 error._unsent = not written
                 raise error from None
-            except http.client.IncompleteRead:
-                why = "%s: the connection closed before the whole body arrived" % target.origin
-                raise DPoPError("network", why) from None
-            # ValueError: http.client on bad framing
+            # ValueError: http.client on bad framing. (A body cut short never comes here:
+            # getresponse() reads only the head, and _BodyStream makes every HTTPException while
+            # reading the body, IncompleteRead too, a network DPoPError.)
             except (http.client.HTTPException, ValueError) as exc:
                 why = "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
                 raise DPoPError("bad_response", why) from None

@@ -5759,6 +5759,27 @@ def test_session_log_masks_secrets_and_records_both_exchanges(scripted, client_k
     assert '{"token":"****"}' in text  # scrubbed even where the API echoed it
 
 
+def test_session_log_masks_secret_fields_of_api_bodies_and_learns_tokens_only_from_responses(
+    scripted, client_key
+):
+    scripted.script.on(
+        lambda h: h.path == "/api/echo",
+        lambda h: (h.reply(200, ("echo " + h.headers.get("Authorization")[5:]).encode()), True)[1],
+    )
+    log = io.StringIO()
+    with make_client(scripted, client_key, session_log=log) as client:
+        # more token-named request fields than the scrubber keeps tokens (4 spellings each, 40
+        # in all): were they learnt, the client's own token would be forgotten
+        for i in range(12):
+            client.post(scripted.base_url + "/api/echo", json={"access_token": "api field/%d" % i})
+        client.post(scripted.base_url + "/api/echo", data="password=hunter2&x=1")
+        token = client.access_token()
+    text = log.getvalue()
+    assert '{"access_token":"****"}' in text and "api field/" not in text
+    assert "password=****&x=1" in text and "hunter2" not in text
+    assert "echo ****" in text and token not in text
+
+
 def test_session_log_to_file_object_and_type_check(server, client_key):
     import io
 

@@ -3834,11 +3834,11 @@ class Client:
 
     # State that starts empty, as class defaults (each set on the instance when it changes): the
     # token (_current_token), whether close() was called, and for RFC 9728 discovery
-    # (_find_issuer, with no token endpoint given) the first request's probe method and target,
+    # (_find_issuer, with no token endpoint given) the first request's target (probed with a GET),
     # and the resource its metadata named (RFC 8707's resource=).
     _token: _Token | None = None
     _closed = False
-    _api: Tuple[str, _Target] | None = None
+    _api: _Target | None = None
     _resource: str | None = None
 
     def __init__(
@@ -3958,9 +3958,8 @@ class Client:
             body = data.encode("utf-8") if isinstance(data, str) else _as_bytes("data", data)
         first = target = _Target(url)
         if self._token_endpoint is None and self._api is None:
-            # the probe: this request itself when it is safe to repeat, else a GET with no body
-            self._api = (method if method in ("GET", "HEAD") and body is None else "GET", first)
-        if self._api is not None and first.origin != self._api[1].origin:
+            self._api = first  # the API _find_issuer probes, with a GET and no body
+        if self._api is not None and first.origin != self._api.origin:
             # a discovered token is for one resource: it never goes to another API
             why = "this Client discovered its token for another API: use another Client for "
             raise DPoPError("discovery", why + first.origin)
@@ -4120,7 +4119,7 @@ class Client:
     def _cache_key(self) -> str:
         """This client's key in the token cache: the same settings and DPoP key, and with discovery
         the same API origin (a token is issued for one resource)."""
-        api = self._api[1].origin if self._api is not None else None
+        api = self._api.origin if self._api is not None else None
         return hashlib.sha256(_json_compact(self._identity + [api])).hexdigest()
 
     def _cache_lock(self) -> Any:
@@ -4508,7 +4507,7 @@ class Client:
             "discovery", "no authorization server metadata found: " + "; ".join(problems)
         )
 
-    def _find_issuer(self, method: str, api: _Target) -> str:
+    def _find_issuer(self, api: _Target) -> str:
         """RFC 9728: the authorization server the API names, and the resource identifier to ask
         it for (RFC 8707). The probe goes without credentials; its 401 may point at the metadata
         (§5.1, resource_metadata= in a DPoP or Bearer challenge), else the well-known URIs of the
@@ -4516,7 +4515,9 @@ class Client:
         path is the API's or a prefix of it (a segment at a time, as draft-ietf-oauth-rfc9728bis
         allows); found at a well-known URI, exactly the identifier that URI was built from
         (§3.3)."""
-        probe = self._exchange(method, api, _base_headers(api), None, _MAX_TOKEN_BODY, stream=True)
+        # always a GET with no body (whatever the request it stands for: a GET is safe to send
+        # again), streamed and closed unread: only its status and challenges count
+        probe = self._exchange("GET", api, _base_headers(api), None, _MAX_TOKEN_BODY, stream=True)
         probe.close()
         challenges = _parse_challenges(probe.headers.get_all("WWW-Authenticate"))
         pointers = [p.get("resource_metadata") for s, p in challenges if s in ("dpop", "bearer")]
@@ -4575,13 +4576,13 @@ class Client:
         if endpoint is None:
             issuer, api = self._issuer, self._api
             if api is not None:
-                issuer = self._find_issuer(*api)
+                issuer = self._find_issuer(api)
             endpoint = self._discover(issuer)
             # Credentials go only where the user meant them to: issuer= named the server; a
             # private_key_jwt assertion names its own audience (unless assertion_audience= fixed
             # it); else the token endpoint must be on the API's own origin.
             free = self._auth_method == "private_key_jwt" and self._assertion_audience is None
-            home = api[1].origin if api is not None else ""
+            home = api.origin if api is not None else ""
             if not (self._issuer or free) and _Target(endpoint).origin != home:
                 why = "%s names the authorization server %s; to send it your credentials, confirm"
                 raise DPoPError("discovery", why % (home, issuer) + " it with --issuer")

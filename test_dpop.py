@@ -5104,6 +5104,26 @@ def test_discovery_refuses_bad_metadata(scripted, client_key):
     assert scripted.script.count("/connect/token") == 0
 
 
+@pytest.mark.parametrize("method", ["HEAD", "POST"])
+def test_discovery_probes_the_api_with_a_bodiless_get(scripted, client_key, method):
+    resource = scripted.base_url + "/api/dpop/test"
+    scripted.script.on(
+        lambda h: "oauth-protected-resource" in h.path,
+        token_reply({"resource": resource, "authorization_servers": [scripted.issuer]}),
+    )
+    body = b"payload" if method == "POST" else None
+    with make_client(scripted, client_key, token_endpoint=None) as client:
+        assert client.request(method, resource, data=body).status == 200
+    seen = [
+        (command, "authorization" in headers, headers.get("content-length"))
+        for command, path, headers, _ in scripted.script.requests
+        if path == "/api/dpop/test"
+    ]
+    # the probe: a GET without credentials or body, whatever the request; then the request
+    assert seen[0] == ("GET", False, None)
+    assert seen[1:] == [(method, True, None if body is None else str(len(body)))]
+
+
 def test_discovery_keeps_credentials_where_the_user_meant_them(two_origins, client_key):
     server, script, other, other_script = two_origins
     api = server.base_url + "/api/dpop/test"

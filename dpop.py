@@ -3619,8 +3619,9 @@ class FileTokenCache:
         return self._read().get(key)
 
     def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
+        # the entry as given: the Client stamps its expiry (until) in it; expired ones are dropped
         entries = {k: v for k, v in self._read().items() if _usable_entry(v)}
-        entries[key] = dict(entry, until=time.time() + ttl)
+        entries[key] = entry
         self._write(entries)
 
     def delete(self, key: str) -> None:
@@ -4890,13 +4891,8 @@ class RedisTokenCache(_RedisStore):
             return None
 
     def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
-        # the entry, with when it expires
-        self._call(
-            "set",
-            "token:" + key,
-            json.dumps(dict(entry, until=time.time() + ttl)),
-            ex=max(1, int(ttl)),
-        )
+        # the entry as given (the Client stamps its expiry, until, in it), gone after ttl
+        self._call("set", "token:" + key, json.dumps(entry), ex=max(1, int(ttl)))
 
     def delete(self, key: str) -> None:
         self._call("delete", "token:" + key)

@@ -3016,7 +3016,6 @@ class _Scrubber:
         self._lasting: List[str] = []  # the client's own secrets
         # issued tokens: only the last 8, as a client may refresh forever
         self._recent: List[str] = []
-        self._longest_first: List[str] = []
         self.others: List[_Scrubber] = []  # applied too (the CLI adds its client's)
 
     def add(self, secret: str, lasting: bool = True) -> None:
@@ -3035,9 +3034,6 @@ class _Scrubber:
             if form and form not in kept:
                 kept.append(form)
         del self._recent[:-40]  # 8 secrets, 5 forms each
-        # str.replace, longest first: a regex alternation of long tokens took ~90 ms to compile at
-        # every new token
-        self._longest_first = sorted(set(self._lasting + self._recent), key=len, reverse=True)
 
     def learn(self, data: Dict[str, Any]) -> None:
         """The tokens of a token response (or a cache entry) are secrets, for logs and errors."""
@@ -3047,7 +3043,10 @@ class _Scrubber:
                 self.add(value, lasting=False)
 
     def __call__(self, text: str) -> str:
-        for secret in self._longest_first:
+        # str.replace, longest first (a secret that holds another is masked whole), over a few
+        # dozen strings sorted at every call: a regex alternation of long tokens took ~90 ms to
+        # compile at every new token
+        for secret in sorted(set(self._lasting + self._recent), key=len, reverse=True):
             text = text.replace(secret, _MASKED)
         for other in self.others:
             text = other(text)

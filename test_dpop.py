@@ -4805,7 +4805,7 @@ def test_scrubber_stays_bounded_for_a_client_that_refreshes_forever():
     scrub.add("client-secret-1")
     for i in range(1000):
         scrub.add("token-%04d-xyz" % i, lasting=False)
-    assert len(scrub._longest_first) <= 45  # 8 tokens and the secret, 5 spellings each
+    assert len(scrub._lasting + scrub._recent) <= 45  # 8 tokens and the secret, 5 spellings each
     assert scrub("client-secret-1 token-0999-xyz token-0992-xyz") == "**** **** ****"
 
 

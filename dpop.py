@@ -3036,7 +3036,8 @@ class _Scrubber:
         del self._recent[:-40]  # 8 secrets, 5 forms each
 
     def learn(self, data: Dict[str, Any]) -> None:
-        """The tokens of a token response (or a cache entry) are secrets, for logs and errors."""
+        """The tokens ``data`` names are secrets, for logs and errors: a token response's, a cache
+        entry's, and any JSON response's that the session log writes."""
         for name in ("access_token", "refresh_token", "id_token"):
             value = data.get(name)
             if isinstance(value, str):  # (an empty one masks nothing: add skips it)

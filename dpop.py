@@ -2481,8 +2481,6 @@ if TYPE_CHECKING:
     _PairsArg = Union[Mapping[str, str], Sequence[Tuple[str, str]], None]
     _Text = Optional[str]
     _Body = Optional[bytes]
-    _Mask = Optional[Callable[[str], str]]  # masks a logged body's secrets
-    _Masks = Tuple[_Mask, _Mask]  # the request's, the response's
 
 _MAX_TOKEN_BODY = 1 << 20
 _MAX_API_BODY = 256 << 20
@@ -2999,15 +2997,13 @@ def _mask_header(name: str, value: str) -> str:
 
 
 _FORM_SECRET_NAMES = "client_secret|client_assertion|refresh_token|password|code_verifier|assertion"
-# group 1: what stays in front of the masked value
-_FORM_SECRETS = re.compile(r"((?:^|&)(?:%s)=)[^&]*" % _FORM_SECRET_NAMES)
-_JSON_SECRETS = re.compile(
-    r'("(?:access_token|refresh_token|id_token)"\s*:\s*")(?:[^"\\]|\\.)*(?=")'
+# The fields that carry secrets, in any logged body: a form's (group 1: what stays in front of the
+# masked value) and a JSON string member holding a token (group 2: likewise). A JSON value is
+# matched escape by escape (\\. as a unit), so no \u escape or \" inside it ends the match early.
+_SECRET_FIELDS = re.compile(
+    r"((?:^|&)(?:%s)=)[^&]*" % _FORM_SECRET_NAMES
+    + r'|("(?:access_token|refresh_token|id_token)"\s*:\s*")(?:[^"\\]|\\.)*(?=")'
 )
-
-# a form's or a token response's secrets masked by structure: group 1 kept, the value masked
-_mask_form = functools.partial(_FORM_SECRETS.sub, r"\g<1>" + _MASKED)
-_mask_token_json = functools.partial(_JSON_SECRETS.sub, r"\g<1>" + _MASKED)
 
 
 class _Scrubber:
@@ -3020,7 +3016,6 @@ class _Scrubber:
         self._lasting: List[str] = []  # the client's own secrets
         # issued tokens: only the last 8, as a client may refresh forever
         self._recent: List[str] = []
-        self._longest_first: List[str] = []
         self.others: List[_Scrubber] = []  # applied too (the CLI adds its client's)
 
     def add(self, secret: str, lasting: bool = True) -> None:
@@ -3039,12 +3034,20 @@ class _Scrubber:
             if form and form not in kept:
                 kept.append(form)
         del self._recent[:-40]  # 8 secrets, 5 forms each
-        # str.replace, longest first: a regex alternation of long tokens took ~90 ms to compile at
-        # every new token
-        self._longest_first = sorted(set(self._lasting + self._recent), key=len, reverse=True)
+
+    def learn(self, data: Dict[str, Any]) -> None:
+        """The tokens ``data`` names are secrets, for logs and errors: a token response's, a cache
+        entry's, and any JSON response's that the session log writes."""
+        for name in ("access_token", "refresh_token", "id_token"):
+            value = data.get(name)
+            if isinstance(value, str):  # (an empty one masks nothing: add skips it)
+                self.add(value, lasting=False)
 
     def __call__(self, text: str) -> str:
-        for secret in self._longest_first:
+        # str.replace, longest first (a secret that holds another is masked whole), over a few
+        # dozen strings sorted at every call: a regex alternation of long tokens took ~90 ms to
+        # compile at every new token
+        for secret in sorted(set(self._lasting + self._recent), key=len, reverse=True):
             text = text.replace(secret, _MASKED)
         for other in self.others:
             text = other(text)
@@ -3085,9 +3088,10 @@ def _log_escape(match: Any) -> str:
 
 class _SessionLog:
     """Every request and response, in order, secrets replaced by ****, in two layers: the fields
-    that carry secrets are masked by structure (Authorization and DPoP headers, client_secret in
-    forms, tokens in token responses), and every secret the client knows (client secret, tokens it
-    was issued) is also scrubbed wherever else it appears."""
+    that carry secrets are masked by structure (Authorization and DPoP headers; in any body, a
+    form's client_secret and the like and a JSON member's token: _SECRET_FIELDS), and every
+    secret the client knows (client secret, tokens it was issued) is also scrubbed wherever else
+    it appears."""
 
     def __init__(self, sink: Any, scrub: _Scrubber) -> None:
         self._own = isinstance(sink, (str, os.PathLike))
@@ -3096,15 +3100,17 @@ class _SessionLog:
             raise _type_error("session_log", "a path or a text file object", sink)
         self._sink, self._scrub, self._lock = sink, scrub, threading.Lock()
 
-    def _body(self, body: _Body, mask: _Mask) -> str:
+    def _body(self, body: _Body) -> str:
+        """``body`` as logged: its secret fields masked (_SECRET_FIELDS, whatever the body is: an
+        API's JSON that names a field client_secret is masked too), then cut to 64 KiB. Masked
+        whole, then cut: a cut cannot leave part of a secret, nor hide the name that marks it."""
         if not body:
             return ""
-        try:  # a masked body (token endpoint: at most 1 MiB) is masked whole, then cut
-            text = (body if mask is not None else body[:_MAX_LOGGED_BODY]).decode("utf-8")
+        try:
+            text = body.decode("utf-8")
         except UnicodeDecodeError:
             return "<%d bytes of binary data>\n" % len(body)
-        if mask is not None:
-            text = mask(text)[:_MAX_LOGGED_BODY]
+        text = _SECRET_FIELDS.sub(r"\g<1>\g<2>" + _MASKED, text)[:_MAX_LOGGED_BODY]
         more = len(body) - _MAX_LOGGED_BODY
         return text + ("\n<%d more bytes not logged>" % more if more > 0 else "") + "\n"
 
@@ -3135,19 +3141,23 @@ class _SessionLog:
     def note(self, kind: str, text: str) -> None:
         self._write(kind, text, [], "")
 
-    def request(
-        self, method: str, target: _Target, headers: _Pairs, body: _Body, mask: _Mask
-    ) -> None:
+    def request(self, method: str, target: _Target, headers: _Pairs, body: _Body) -> None:
         first = "%s %s HTTP/1.1" % (method, target.target)
-        self._write("Sending", first, headers, self._body(body, mask))
+        self._write("Sending", first, headers, self._body(body))
 
-    def response(self, response: Response, mask: _Mask) -> None:
+    def response(self, response: Response) -> None:
         first = "%s %d %s" % (response.version, response.status, response.reason)
-        body = (
-            "<body streamed to the caller, not logged>\n"
-            if response._stream is not None
-            else self._body(response.body, mask)
-        )
+        body = "<body streamed to the caller, not logged>\n"
+        if response._stream is None:
+            # The tokens of a response (a token response's, before the Client parses it) are
+            # secrets from here on, wherever they appear however the JSON spells them. Only a
+            # response's: the scrubber keeps only the last few tokens, and a request body's
+            # token-named fields must not push out the client's own.
+            try:  # the strict parser: a server's nesting depth or lone surrogates cannot raise
+                self._scrub.learn(_json_object(response.body, "response"))
+            except DPoPError:
+                pass  # not a JSON object: no tokens to learn
+            body = self._body(response.body)
         self._write("Received", first, response.headers.items(), body)
 
     def close(self) -> None:
@@ -3597,8 +3607,9 @@ class FileTokenCache:
         return self._read().get(key)
 
     def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
+        # the entry as given: the Client stamps its expiry (until) in it; expired ones are dropped
         entries = {k: v for k, v in self._read().items() if _usable_entry(v)}
-        entries[key] = dict(entry, until=time.time() + ttl)
+        entries[key] = entry
         self._write(entries)
 
     def delete(self, key: str) -> None:
@@ -3815,11 +3826,11 @@ class Client:
 
     # State that starts empty, as class defaults (each set on the instance when it changes): the
     # token (_current_token), whether close() was called, and for RFC 9728 discovery
-    # (_find_issuer, with no token endpoint given) the first request's probe method and target,
+    # (_find_issuer, with no token endpoint given) the first request's target (probed with a GET),
     # and the resource its metadata named (RFC 8707's resource=).
     _token: _Token | None = None
     _closed = False
-    _api: Tuple[str, _Target] | None = None
+    _api: _Target | None = None
     _resource: str | None = None
 
     def __init__(
@@ -3939,9 +3950,8 @@ class Client:
             body = data.encode("utf-8") if isinstance(data, str) else _as_bytes("data", data)
         first = target = _Target(url)
         if self._token_endpoint is None and self._api is None:
-            # the probe: this request itself when it is safe to repeat, else a GET with no body
-            self._api = (method if method in ("GET", "HEAD") and body is None else "GET", first)
-        if self._api is not None and first.origin != self._api[1].origin:
+            self._api = first  # the API _find_issuer probes, with a GET and no body
+        if self._api is not None and first.origin != self._api.origin:
             # a discovered token is for one resource: it never goes to another API
             why = "this Client discovered its token for another API: use another Client for "
             raise DPoPError("discovery", why + first.origin)
@@ -4066,7 +4076,7 @@ class Client:
             entry = self._cache.get(key)
             if _usable_entry(entry):  # any store's answer is checked like the file's
                 left = entry["until"] - time.time()
-                self._learn_tokens(entry)  # a secret, wherever it comes from
+                self._scrub.learn(entry)  # a secret, wherever it comes from
                 self._nonces.update(entry["nonces"])
                 return _Token(entry["access_token"], time.monotonic() + left, left)
             token = self._fetch_token()
@@ -4101,7 +4111,7 @@ class Client:
     def _cache_key(self) -> str:
         """This client's key in the token cache: the same settings and DPoP key, and with discovery
         the same API origin (a token is issued for one resource)."""
-        api = self._api[1].origin if self._api is not None else None
+        api = self._api.origin if self._api is not None else None
         return hashlib.sha256(_json_compact(self._identity + [api])).hexdigest()
 
     def _cache_lock(self) -> Any:
@@ -4223,7 +4233,6 @@ class Client:
         limit: int,
         *,
         token: _Text = None,
-        mask: _Masks = (None, None),
         stream: bool = False,
     ) -> Response:
         """A request with a proof, attempted until it is answered for good; every attempt has a new
@@ -4241,7 +4250,7 @@ class Client:
             try:
                 data = body() if callable(body) else body  # the token form counts token_requests
                 response = self._exchange(
-                    method, target, headers + auth, data, limit, mask, stream, proof
+                    method, target, headers + auth, data, limit, stream, proof
                 )
             except DPoPError as exc:  # repeated where it cannot hurt, or when nothing was sent
                 if (
@@ -4285,7 +4294,6 @@ class Client:
         fields: _Pairs,
         body: _Body,
         limit: int,
-        mask: _Masks = (None, None),
         stream: bool = False,
         proof: Callable[[], str] | None = None,
     ) -> Response:
@@ -4311,7 +4319,7 @@ class Client:
                     conn.connect()
                     conn.sock.settimeout(self._pool.timeout)
                 if self._log is not None:
-                    self._log.request(method, target, headers, body, mask[0])
+                    self._log.request(method, target, headers, body)
                 conn.putrequest(method, target.target, skip_host=True, skip_accept_encoding=True)
                 for name, value in headers:
                     conn.putheader(name, value)
@@ -4356,7 +4364,7 @@ class Client:
                 if not answered:
                     conn.close()
             if self._log is not None:
-                self._log.response(response, mask[1])
+                self._log.response(response)
             self._remember_nonce(target.origin, response.headers)
             self._note("%s: %d %s" % (request, response.status, response.reason))
             if self._log is not None and proof is not None and response.status in (400, 401):
@@ -4438,24 +4446,6 @@ class Client:
 
     # -- token endpoint ------------------------------------------------------------
 
-    def _mask_token_response(self, text: str) -> str:
-        """Token response text for the log: its tokens (from the parsed JSON, however spelt) are
-        learnt, then masked."""
-        try:  # the strict parser: a server's nesting depth or lone surrogates cannot raise here
-            self._learn_tokens(
-                _json_object(text.encode("utf-8", "surrogatepass"), "token response")
-            )
-        except DPoPError:
-            pass  # not a JSON object: no tokens to learn
-        return _mask_token_json(text)
-
-    def _learn_tokens(self, data: Dict[str, Any]) -> None:
-        """The tokens of a token response (or a cache entry) are secrets, for logs and errors."""
-        for name in ("access_token", "refresh_token", "id_token"):
-            value = data.get(name)
-            if isinstance(value, str):  # (an empty one masks nothing: _Scrubber.add skips it)
-                self._scrub.add(value, lasting=False)
-
     def _token_form(self, endpoint: str) -> bytes:
         """The token request's body, with a new client assertion every time: made for each call of
         the token endpoint, which it counts."""
@@ -4513,7 +4503,7 @@ class Client:
             "discovery", "no authorization server metadata found: " + "; ".join(problems)
         )
 
-    def _find_issuer(self, method: str, api: _Target) -> str:
+    def _find_issuer(self, api: _Target) -> str:
         """RFC 9728: the authorization server the API names, and the resource identifier to ask
         it for (RFC 8707). The probe goes without credentials; its 401 may point at the metadata
         (§5.1, resource_metadata= in a DPoP or Bearer challenge), else the well-known URIs of the
@@ -4521,7 +4511,9 @@ class Client:
         path is the API's or a prefix of it (a segment at a time, as draft-ietf-oauth-rfc9728bis
         allows); found at a well-known URI, exactly the identifier that URI was built from
         (§3.3)."""
-        probe = self._exchange(method, api, _base_headers(api), None, _MAX_TOKEN_BODY, stream=True)
+        # always a GET with no body (whatever the request it stands for: a GET is safe to send
+        # again), streamed and closed unread: only its status and challenges count
+        probe = self._exchange("GET", api, _base_headers(api), None, _MAX_TOKEN_BODY, stream=True)
         probe.close()
         challenges = _parse_challenges(probe.headers.get_all("WWW-Authenticate"))
         pointers = [p.get("resource_metadata") for s, p in challenges if s in ("dpop", "bearer")]
@@ -4580,13 +4572,13 @@ class Client:
         if endpoint is None:
             issuer, api = self._issuer, self._api
             if api is not None:
-                issuer = self._find_issuer(*api)
+                issuer = self._find_issuer(api)
             endpoint = self._discover(issuer)
             # Credentials go only where the user meant them to: issuer= named the server; a
             # private_key_jwt assertion names its own audience (unless assertion_audience= fixed
             # it); else the token endpoint must be on the API's own origin.
             free = self._auth_method == "private_key_jwt" and self._assertion_audience is None
-            home = api[1].origin if api is not None else ""
+            home = api.origin if api is not None else ""
             if not (self._issuer or free) and _Target(endpoint).origin != home:
                 why = "%s names the authorization server %s; to send it your credentials, confirm"
                 raise DPoPError("discovery", why % (home, issuer) + " it with --issuer")
@@ -4601,8 +4593,7 @@ class Client:
             base.append(("Authorization", "Basic " + basic))
             self._scrub.add(basic)
         form = functools.partial(self._token_form, target.url)  # a new client assertion every time
-        mask = (_mask_form, self._mask_token_response)
-        response = self._attempts("POST", target, base, form, _MAX_TOKEN_BODY, mask=mask)
+        response = self._attempts("POST", target, base, form, _MAX_TOKEN_BODY)
         if 200 <= response.status < 300:
             token = self._parse_token(response)
             # "expires in None s" without expires_in
@@ -4622,7 +4613,7 @@ class Client:
             data = _json_object(response.body, "token response")
         except DPoPError:
             raise DPoPError("bad_token_response", "token response is not a JSON object") from None
-        self._learn_tokens(data)
+        self._scrub.learn(data)
         value = data.get("access_token")
         if not isinstance(value, str) or _TOKEN68.fullmatch(value) is None:
             raise DPoPError("bad_token_response", "token response has no usable access_token")
@@ -4895,13 +4886,8 @@ class RedisTokenCache(_RedisStore):
             return None
 
     def set(self, key: str, entry: Dict[str, Any], ttl: float) -> None:
-        # the entry, with when it expires
-        self._call(
-            "set",
-            "token:" + key,
-            json.dumps(dict(entry, until=time.time() + ttl)),
-            ex=max(1, int(ttl)),
-        )
+        # the entry as given (the Client stamps its expiry, until, in it), gone after ttl
+        self._call("set", "token:" + key, json.dumps(entry), ex=max(1, int(ttl)))
 
     def delete(self, key: str) -> None:
         self._call("delete", "token:" + key)

@@ -4857,7 +4857,7 @@ def test_scrubber_stays_bounded_for_a_client_that_refreshes_forever():
     scrub.add("client-secret-1")
     for i in range(1000):
         scrub.add("token-%04d-xyz" % i, lasting=False)
-    assert len(scrub._longest_first) <= 45  # 8 tokens and the secret, 5 spellings each
+    assert len(scrub._lasting + scrub._recent) <= 45  # 8 tokens and the secret, 5 spellings each
     assert scrub("client-secret-1 token-0999-xyz token-0992-xyz") == "**** **** ****"
 
 
@@ -5154,6 +5154,26 @@ def test_discovery_refuses_bad_metadata(scripted, client_key):
             with raises_code(code):
                 client.get(resource)
     assert scripted.script.count("/connect/token") == 0
+
+
+@pytest.mark.parametrize("method", ["HEAD", "POST"])
+def test_discovery_probes_the_api_with_a_bodiless_get(scripted, client_key, method):
+    resource = scripted.base_url + "/api/dpop/test"
+    scripted.script.on(
+        lambda h: "oauth-protected-resource" in h.path,
+        token_reply({"resource": resource, "authorization_servers": [scripted.issuer]}),
+    )
+    body = b"payload" if method == "POST" else None
+    with make_client(scripted, client_key, token_endpoint=None) as client:
+        assert client.request(method, resource, data=body).status == 200
+    seen = [
+        (command, "authorization" in headers, headers.get("content-length"))
+        for command, path, headers, _ in scripted.script.requests
+        if path == "/api/dpop/test"
+    ]
+    # the probe: a GET without credentials or body, whatever the request; then the request
+    assert seen[0] == ("GET", False, None)
+    assert seen[1:] == [(method, True, None if body is None else str(len(body)))]
 
 
 def test_discovery_keeps_credentials_where_the_user_meant_them(two_origins, client_key):
@@ -5809,6 +5829,27 @@ def test_session_log_masks_secrets_and_records_both_exchanges(scripted, client_k
     for value in [secret, token, basic, urllib.parse.quote_plus(secret)] + proofs:
         assert value not in text
     assert '{"token":"****"}' in text  # scrubbed even where the API echoed it
+
+
+def test_session_log_masks_secret_fields_of_api_bodies_and_learns_tokens_only_from_responses(
+    scripted, client_key
+):
+    scripted.script.on(
+        lambda h: h.path == "/api/echo",
+        lambda h: (h.reply(200, ("echo " + h.headers.get("Authorization")[5:]).encode()), True)[1],
+    )
+    log = io.StringIO()
+    with make_client(scripted, client_key, session_log=log) as client:
+        # more token-named request fields than the scrubber keeps tokens (4 spellings each, 40
+        # in all): were they learnt, the client's own token would be forgotten
+        for i in range(12):
+            client.post(scripted.base_url + "/api/echo", json={"access_token": "api field/%d" % i})
+        client.post(scripted.base_url + "/api/echo", data="password=hunter2&x=1")
+        token = client.access_token()
+    text = log.getvalue()
+    assert '{"access_token":"****"}' in text and "api field/" not in text
+    assert "password=****&x=1" in text and "hunter2" not in text
+    assert "echo ****" in text and token not in text
 
 
 def test_session_log_to_file_object_and_type_check(server, client_key):

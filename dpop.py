@@ -3153,8 +3153,10 @@ class _SessionLog:
             # secrets from here on, wherever they appear however the JSON spells them. Only a
             # response's: the scrubber keeps only the last few tokens, and a request body's
             # token-named fields must not push out the client's own.
+            # (a body larger than a token response may be is never one: not parsed, at any size)
             try:  # the strict parser: a server's nesting depth or lone surrogates cannot raise
-                self._scrub.learn(_json_object(response.body, "response"))
+                if len(response.body) <= _MAX_TOKEN_BODY:
+                    self._scrub.learn(_json_object(response.body, "response"))
             except DPoPError:
                 pass  # not a JSON object: no tokens to learn
             body = self._body(response.body)

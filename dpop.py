@@ -5255,7 +5255,7 @@ _EXIT_BY_CODE["usage"] = 2
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _MAX_SECONDS = 86400.0
 # _printable(text): text with C0/C1 controls (terminal escapes) replaced by '?' (a binding of the
-# regex's sub, as _mask_form is)
+# regex's sub)
 _printable = functools.partial(_CONTROLS.sub, "?")
 
 

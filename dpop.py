@@ -4712,6 +4712,8 @@ def _requests_auth(client: Client) -> Any:
     prepared request; a response hook sends it again after a nonce challenge, invalid_token or a
     learnt clock, and signs (or strips) the request requests copies for a redirect."""
 
+    import requests
+
     def answer(response: Any, **kwargs: Any) -> Any:
         first = response.request  # what requests copies for a redirect
         origin, tried = _Target(first.url).origin, set()  # type: Tuple[str, Set[str]]
@@ -4728,11 +4730,23 @@ def _requests_auth(client: Client) -> Any:
             retried.request = again
             response = retried
         if response.is_redirect and "DPoP" in first.headers:
-            method = first.method
-            status = response.status_code
-            if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
-                method = "GET"  # requests' own rule (rebuild_method)
-            client._sign_hop(first.headers, method, _requests_redirect(response), origin)
+            # requests' own next hop: the URL and method it will use (Session.resolve_redirects,
+            # which with yield_requests only prepares the hop; requests calls it so itself when
+            # it does not follow, for Response.next), so DPoP is judged on what requests sends,
+            # not on a second opinion of ours. It copies first, so what is signed here goes along.
+            with requests.Session() as session:
+                # no .netrc or proxy variables: only the URL and the method matter here
+                session.trust_env = False
+                try:
+                    after: Any = next(
+                        session.resolve_redirects(response, first, yield_requests=True)
+                    )
+                # a Location requests cannot read either (it fails on it too), or an empty one
+                # (it follows none): nothing is signed for it
+                except (ValueError, StopIteration):
+                    after = first.copy()
+                    after.url = ""
+            client._sign_hop(first.headers, after.method, after.url, origin)
         return response
 
     def auth(request: Any) -> Any:
@@ -4756,27 +4770,6 @@ def _rewound(request: Any) -> bool:
     except (OSError, ValueError):  # UnrewindableBodyError is an OSError; ValueError: a closed file
         return False
     return True
-
-
-def _requests_redirect(response: Any) -> str:
-    """The URL requests will follow a redirect to, built as requests builds it
-    (Session.resolve_redirects: the Location read as UTF-8, urlparse, which strips leading C0
-    controls and spaces, then urljoin or requote_uri): DPoP is judged on the URL requests will use,
-    not on a second opinion of ours. "" (not a URL: nothing is signed for it) for a Location that
-    cannot be read so: requests will fail on it too."""
-    import urllib.parse
-
-    from requests.utils import requote_uri  # loaded: requests is calling us
-
-    try:
-        location = response.headers["Location"].encode("latin-1").decode("utf-8", "replace")
-        if location.startswith("//"):
-            location = urllib.parse.urlparse(response.url).scheme + ":" + location
-        parsed = urllib.parse.urlparse(location)
-        url = str(requote_uri(parsed.geturl()))
-        return url if parsed.netloc else str(urllib.parse.urljoin(response.url, url))
-    except ValueError:
-        return ""
 
 
 def _httpx_auth(client: Client) -> Any:

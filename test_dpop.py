@@ -7631,6 +7631,40 @@ def test_requests_redirect_to_an_unparsable_location_signs_nothing(client_key, t
     assert "DPoP" not in request.headers and "Authorization" not in request.headers
 
 
+@pytest.mark.parametrize(
+    "status, method, then",
+    [
+        (301, "POST", "GET"),
+        (301, "PUT", "PUT"),
+        (302, "POST", "GET"),
+        (303, "PUT", "GET"),
+        (307, "POST", "POST"),
+        (308, "PUT", "PUT"),
+    ],
+)
+def test_requests_redirect_hops_are_signed_for_the_method_requests_uses(
+    scripted, client_key, status, method, then
+):
+    scripted.script.on(lambda h: h.path == "/api/old", redirect_to("/api/dpop/test", status))
+    with make_client(scripted, client_key) as client:
+        response = requests.request(
+            method, scripted.base_url + "/api/old", auth=client.requests_auth(), timeout=5
+        )
+    assert response.status_code == 200 and len(response.history) == 1  # the API checked the proof
+    api = [r for r in scripted.script.requests if r[1].startswith("/api/")]
+    assert [r[0] for r in api] == [method, then]
+    assert [decode_proof(r[3][0])[1]["htm"] for r in api] == [method, then]
+
+
+def test_requests_redirect_with_an_empty_location_is_not_followed(scripted, client_key):
+    scripted.script.on(lambda h: h.path == "/api/old", redirect_to("", 302))
+    with make_client(scripted, client_key) as client:
+        response = requests.get(
+            scripted.base_url + "/api/old", auth=client.requests_auth(), timeout=5
+        )
+    assert response.status_code == 302 and response.next is None
+
+
 def test_httpx_never_resends_a_consumed_body(client_key):
     bodies, record = _nonce_api_recording_bodies()
     with nonce_api(record) as (auth, api):

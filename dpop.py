@@ -5258,9 +5258,9 @@ def _demo_api(handler: Any) -> None:
 # =============================================================================
 #
 # Every option is declared once, in its command's table (_Opt): flags, DPOP_*
-# twin, kind and help. The kind names a checker in _CHECKS, and a value from
-# argv and one from the environment go through the same checker before any
-# key is read, any warning printed or any connection made. A bad value is
+# twin, kind and help. The kind names its checker, _check_<kind>, and a value
+# from argv and one from the environment go through the same checker before
+# any key is read, any warning printed or any connection made. A bad value is
 # one line, "dpop: usage: <option or variable>: <what is wrong>", exit 2. A
 # new option inherits all of this by naming a kind; the test suite walks
 # every option of every command with bad values of its kind.
@@ -5315,6 +5315,8 @@ class _Opt:
     ) -> None:
         self.flags = flags.split()  # "-o --output", or "URL" for a positional
         self.kind = kind
+        # its checker, _check_<kind>: a kind without one is a KeyError as the tables are built
+        self.check: Callable[[str], Any] = globals()["_check_" + kind]
         self.help = help
         self.metavar = metavar or _METAVARS.get(kind)  # given, or the kind's own
         self.repeat = kind in ("header", "param")  # -H and --param: one item each, repeatable
@@ -5489,20 +5491,14 @@ def _write_out(fmt: str, values: Mapping[str, str]) -> None:
     sys.stdout.flush()
 
 
-# fmt: off
-# an option's kind -> its check ("choice": then one of opt.choices)
-_CHECKS: Dict[str, Callable[[str], Any]] = {
-    "text": _check_text, "seconds": _check_seconds, "port": _check_port, "count": _check_count,
-    "flag": _check_flag, "url": _check_url, "infile": _check_infile, "cafile": _check_cafile,
-    "outfile": _check_outfile, "newfile": _check_newfile, "header": _check_header,
-    "cache": _check_cache,
-    "param": _check_param, "data": _check_data, "method": _check_method, "nonce": _check_nonce,
-    "secret": _check_secret, "proxy": _check_proxy, "choice": _check_text,
-    "writeout": _check_writeout,
-    # "" is allowed: no host bypasses the proxy
-    "noproxy": lambda value: value and _check_text(value),
-}
-# fmt: on
+# "choice": then one of opt.choices
+_check_choice = _check_text
+
+
+def _check_noproxy(value: str) -> str:
+    if value:  # "" is allowed: no host bypasses the proxy
+        _check_text(value)
+    return value
 
 
 def _env_items(kind: str, value: str) -> List[str]:
@@ -5523,8 +5519,8 @@ def _checked(opt: _Opt, raw: str | List[str], where: str) -> Any:
         if opt.repeat and isinstance(raw, str):  # a variable: its items
             raw = _env_items(opt.kind, raw)
         if isinstance(raw, list):
-            return [_CHECKS[opt.kind](item) for item in raw]
-        value = _CHECKS[opt.kind](raw)
+            return [opt.check(item) for item in raw]
+        value = opt.check(raw)
         if opt.choices and value not in opt.choices:
             raise ValueError("must be one of %s" % ", ".join(opt.choices))
         return value

@@ -5271,6 +5271,12 @@ def _demo_api(handler: Any) -> None:
 # command line beats its variable; input files must be readable and a
 # --cacert must load, output folders must exist, or it is a usage error.
 # What a file holds is checked when it is read: a bad key is bad_key (1).
+#
+# Every command has one skeleton: main takes the command off argv (_command),
+# _parse checks its options, and the command's function gets their values.
+
+if TYPE_CHECKING:
+    _Args = Dict[str, Any]  # a command's checked option values, by dest (see _parse)
 
 _EXIT_STATUS: Sequence[Tuple[int, str]] = (
     (0, "success (for a request: HTTP 2xx or 3xx)"),
@@ -5546,7 +5552,7 @@ def _usage_message(message: str) -> str:
     return message
 
 
-def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
+def _parse(command: str, argv: List[str]) -> _Args:
     """The checked values of ``command``'s options (argv, else DPOP_*); "_argv": the option names
     given in argv."""
     import argparse
@@ -5597,9 +5603,7 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
             argv[i] = "--token-cache="
     # options after positionals too, as in curl
     namespace = vars(parser.parse_intermixed_args(argv))
-    values: Dict[str, Any] = {
-        "_argv": {name for name, value in namespace.items() if value is not None}
-    }
+    values: _Args = {"_argv": {name for name, value in namespace.items() if value is not None}}
     for opt in table:
         raw, where = namespace[opt.dest], opt.flags[-1]
         if raw is None and opt.env and os.environ.get(opt.env):
@@ -5810,7 +5814,7 @@ on/off.
 """
 
 
-def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[str, Any]:
+def _client_settings(args: _Args, say: Callable[[str], None]) -> Dict[str, Any]:
     """Client()'s keyword arguments from the options (but the key and the session log), with the
     client authentication options checked together. An option not given is left out: Client's
     defaults are the options' defaults. Issuer and token endpoint are never both given
@@ -5873,7 +5877,7 @@ def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[s
     return settings
 
 
-def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int]) -> int:
+def _cli_run(args: _Args, scrub: _Scrubber, act: Callable[[Client], int]) -> int:
     """Build the Client from the options, run ``act`` (within --max-time), and close it and the
     session log, always."""
     import signal
@@ -5941,8 +5945,7 @@ class _OutOfTime(BaseException):
     """--max-time ran out: a BaseException, so that no retry or error handler takes it."""
 
 
-def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
-    args = _parse("request", argv)
+def _cli_request(args: _Args, scrub: _Scrubber) -> int:
     _check_together(args)
     body: bytes | None = None
     for flag in "data data_binary json".split():
@@ -6017,8 +6020,7 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
         raise
 
 
-def _cli_token(argv: List[str], scrub: _Scrubber) -> int:
-    args = _parse("token", argv)
+def _cli_token(args: _Args, scrub: _Scrubber) -> int:
     _check_together(args)
 
     def show(client: Client) -> int:
@@ -6033,7 +6035,7 @@ def _cli_token(argv: List[str], scrub: _Scrubber) -> int:
     return _cli_run(args, scrub, show)
 
 
-def _check_together(args: Dict[str, Any]) -> None:
+def _check_together(args: _Args) -> None:
     """What the request options must be together (each alone was checked by _parse)."""
     for name, flag in (("client_id", "--client-id ID"), ("key", "--key FILE")):
         if not args[name]:
@@ -6081,7 +6083,7 @@ def _same_file(one: str, other: str) -> bool:
     )
 
 
-def _cli_output(response: Response, args: Dict[str, Any]) -> Tuple[bytes, int]:
+def _cli_output(response: Response, args: _Args) -> Tuple[bytes, int]:
     """-i's (or -I's) head on stdout, then the body, chunk by chunk, to -o FILE or stdout (with -f,
     not for an error status); returns the body's first chunk for an error status (for its OAuth
     error) and the body's size."""
@@ -6165,10 +6167,10 @@ def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
         raise
 
 
-def _cli_keygen(argv: List[str], scrub: _Scrubber) -> int:
+def _cli_keygen(args: _Args, scrub: _Scrubber) -> int:
     import sys
 
-    output = _parse("keygen", argv)["output"]
+    output = args["output"]
     key = generate_key()
     pem = key.to_pem()
     if output:
@@ -6184,8 +6186,8 @@ def _cli_keygen(argv: List[str], scrub: _Scrubber) -> int:
     return 0
 
 
-def _cli_jwk(argv: List[str], scrub: _Scrubber) -> int:
-    key = _cli_key(_parse("jwk", argv)["key"])
+def _cli_jwk(args: _Args, scrub: _Scrubber) -> int:
+    key = _cli_key(args["key"])
     print(json.dumps({"jwk": key.public_jwk(), "jkt": key.thumbprint()}, indent=2))
     return 0
 
@@ -6200,18 +6202,16 @@ def _read_token(path: str | None, scrub: _Scrubber) -> str | None:
     return token
 
 
-def _cli_proof(argv: List[str], scrub: _Scrubber) -> int:
-    args = _parse("proof", argv)
+def _cli_proof(args: _Args, scrub: _Scrubber) -> int:
     key = _cli_key(args["key"])
     token = _read_token(args["access_token_file"], scrub)
     print(make_proof(key, args["method"], args["url"], access_token=token, nonce=args["nonce"]))
     return 0
 
 
-def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
+def _cli_demo(args: _Args, scrub: _Scrubber) -> int:
     import sys
 
-    args = _parse("demo", argv)
     key = _cli_key(args["key"]) if args["key"] else generate_key()  # (--serve uses none)
     err = sys.stderr
     # Two servers: the authorization server and the API are two origins with their own nonces, as in
@@ -6300,8 +6300,7 @@ def self_test() -> List[str]:
     return failures
 
 
-def _cli_selftest(argv: List[str], scrub: _Scrubber) -> int:
-    _parse("selftest", argv)
+def _cli_selftest(args: _Args, scrub: _Scrubber) -> int:
     failures = self_test()
     print(
         "dpop selftest: "
@@ -6324,8 +6323,7 @@ def _cli_jwks(source: str) -> Any:
     return _json_object(answer.body, "JWKS")
 
 
-def _cli_inspect(argv: List[str], scrub: _Scrubber) -> int:
-    args = _parse("inspect", argv)
+def _cli_inspect(args: _Args, scrub: _Scrubber) -> int:
     thing = args["thing"] or "@-"  # standard input
     if thing.startswith("@"):
         thing = _read_input(thing[1:], "input", _MAX_TOKEN_BODY).decode("utf-8", "replace")
@@ -6360,7 +6358,7 @@ _SUBCOMMANDS = "demo keygen jwk proof token inspect selftest"
 _KEY_OPTION = _Opt("--key", "infile", "PEM, DER or JWK file; - for stdin")
 
 # name: (function, description, example, options)
-_COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequence[_Opt]]] = {
+_COMMANDS: Dict[str, Tuple[Callable[[_Args, _Scrubber], int], str, str, Sequence[_Opt]]] = {
     "request": (
         _cli_request,
         _REQUEST_DESCRIPTION,
@@ -6491,8 +6489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scrub = _Scrubber()
     try:
         try:
-            # (the command is taken off args before its function is called with them)
-            status = _COMMANDS[_command(args)][0](args, scrub)
+            command = _command(args)  # taken off args, which are then its options and arguments
+            status = _COMMANDS[command][0](_parse(command, args), scrub)
         except SystemExit as exc:  # argparse: --help, --version
             status = exc.code if isinstance(exc.code, int) else 2
         sys.stdout.flush()  # a full disk is reported here, not at exit

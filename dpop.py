@@ -5887,8 +5887,8 @@ def _cli_run(args: _Args, scrub: _Scrubber, act: Callable[[Client], int]) -> int
         if not args.get("silent"):
             print("dpop: warning: " + _printable(text), file=sys.stderr)
 
+    key = _cli_key(args["key"])  # first: a missing key is reported before any secret is read
     settings = _client_settings(args, say)
-    key = _cli_key(args["key"])
     if "client_secret" in args["_argv"]:  # every value is checked: now the warnings
         say(
             "--client-secret is visible to other users in the process list;"
@@ -6037,9 +6037,9 @@ def _cli_token(args: _Args, scrub: _Scrubber) -> int:
 
 def _check_together(args: _Args) -> None:
     """What the request options must be together (each alone was checked by _parse)."""
-    for name, flag in (("client_id", "--client-id ID"), ("key", "--key FILE")):
-        if not args[name]:
-            raise DPoPError("usage", "%s (or DPOP_%s) is required" % (flag, name.upper()))
+    # (a missing --key is _cli_key's to report, before _cli_run reads any secret)
+    if not args["client_id"]:
+        raise DPoPError("usage", "--client-id ID (or DPOP_CLIENT_ID) is required")
     # a request may give neither: the API's metadata names them (RFC 9728); a token has no API
     given = [name for name in ("token_endpoint", "issuer") if args[name]]
     if len(given) > 1 or (not given and "url" not in args):

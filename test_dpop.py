@@ -8408,6 +8408,22 @@ def test_cli_jwk_with_a_huge_oid_is_one_line(tmp_path):
     assert done.stderr.count(b"\n") == 1 and b"Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("command", [[], ["token"]])
+def test_cli_a_missing_key_is_reported_before_secrets_and_connections(
+    command, silent_port, tmp_path
+):
+    port, counter = silent_port
+    empty = tmp_path / "secret"
+    empty.write_text("")  # read, it would be a usage error of its own
+    base = "http://127.0.0.1:%d" % port
+    args = command + ["--client-id", "c", "--client-secret-file", str(empty)]
+    args += ["--token-endpoint", base + "/token"] + ([] if command else [base + "/api"])
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert done.stderr == b"dpop: usage: --key FILE (or DPOP_KEY) is required\n"
+    assert counter["connections"] == 0
+
+
 def test_every_kind_of_option_has_bad_values():
     kinds = {opt.kind for _, _, _, table in dpop._COMMANDS.values() for opt in table}
     assert kinds == set(BAD_VALUES)  # each kind's checker is _check_<kind>, found by its name

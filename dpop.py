@@ -4700,6 +4700,8 @@ def _requests_auth(client: Client) -> Any:
     prepared request; a response hook sends it again after a nonce challenge, invalid_token or a
     learnt clock, and signs (or strips) the request requests copies for a redirect."""
 
+    import requests
+
     def answer(response: Any, **kwargs: Any) -> Any:
         first = response.request  # what requests copies for a redirect
         origin, tried = _Target(first.url).origin, set()  # type: Tuple[str, Set[str]]
@@ -4716,11 +4718,23 @@ def _requests_auth(client: Client) -> Any:
             retried.request = again
             response = retried
         if response.is_redirect and "DPoP" in first.headers:
-            method = first.method
-            status = response.status_code
-            if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
-                method = "GET"  # requests' own rule (rebuild_method)
-            client._sign_hop(first.headers, method, _requests_redirect(response), origin)
+            # requests' own next hop: the URL and method it will use (Session.resolve_redirects,
+            # which with yield_requests only prepares the hop; requests calls it so itself when
+            # it does not follow, for Response.next), so DPoP is judged on what requests sends,
+            # not on a second opinion of ours. It copies first, so what is signed here goes along.
+            with requests.Session() as session:
+                # no .netrc or proxy variables: only the URL and the method matter here
+                session.trust_env = False
+                try:
+                    after: Any = next(
+                        session.resolve_redirects(response, first, yield_requests=True)
+                    )
+                # a Location requests cannot read either (it fails on it too), or an empty one
+                # (it follows none): nothing is signed for it
+                except (ValueError, StopIteration):
+                    after = first.copy()
+                    after.url = ""
+            client._sign_hop(first.headers, after.method, after.url, origin)
         return response
 
     def auth(request: Any) -> Any:
@@ -4744,27 +4758,6 @@ def _rewound(request: Any) -> bool:
     except (OSError, ValueError):  # UnrewindableBodyError is an OSError; ValueError: a closed file
         return False
     return True
-
-
-def _requests_redirect(response: Any) -> str:
-    """The URL requests will follow a redirect to, built as requests builds it
-    (Session.resolve_redirects: the Location read as UTF-8, urlparse, which strips leading C0
-    controls and spaces, then urljoin or requote_uri): DPoP is judged on the URL requests will use,
-    not on a second opinion of ours. "" (not a URL: nothing is signed for it) for a Location that
-    cannot be read so: requests will fail on it too."""
-    import urllib.parse
-
-    from requests.utils import requote_uri  # loaded: requests is calling us
-
-    try:
-        location = response.headers["Location"].encode("latin-1").decode("utf-8", "replace")
-        if location.startswith("//"):
-            location = urllib.parse.urlparse(response.url).scheme + ":" + location
-        parsed = urllib.parse.urlparse(location)
-        url = str(requote_uri(parsed.geturl()))
-        return url if parsed.netloc else str(urllib.parse.urljoin(response.url, url))
-    except ValueError:
-        return ""
 
 
 def _httpx_auth(client: Client) -> Any:
@@ -5224,9 +5217,9 @@ def _demo_api(handler: Any) -> None:
 # =============================================================================
 #
 # Every option is declared once, in its command's table (_Opt): flags, DPOP_*
-# twin, kind and help. The kind names a checker in _CHECKS, and a value from
-# argv and one from the environment go through the same checker before any
-# key is read, any warning printed or any connection made. A bad value is
+# twin, kind and help. The kind names its checker, _check_<kind>, and a value
+# from argv and one from the environment go through the same checker before
+# any key is read, any warning printed or any connection made. A bad value is
 # one line, "dpop: usage: <option or variable>: <what is wrong>", exit 2. A
 # new option inherits all of this by naming a kind; the test suite walks
 # every option of every command with bad values of its kind.
@@ -5237,6 +5230,12 @@ def _demo_api(handler: Any) -> None:
 # command line beats its variable; input files must be readable and a
 # --cacert must load, output folders must exist, or it is a usage error.
 # What a file holds is checked when it is read: a bad key is bad_key (1).
+#
+# Every command has one skeleton: main takes the command off argv (_command),
+# _parse checks its options, and the command's function gets their values.
+
+if TYPE_CHECKING:
+    _Args = Dict[str, Any]  # a command's checked option values, by dest (see _parse)
 
 _EXIT_STATUS: Sequence[Tuple[int, str]] = (
     (0, "success (for a request: HTTP 2xx or 3xx)"),
@@ -5281,6 +5280,8 @@ class _Opt:
     ) -> None:
         self.flags = flags.split()  # "-o --output", or "URL" for a positional
         self.kind = kind
+        # its checker, _check_<kind>: a kind without one is a KeyError as the tables are built
+        self.check: Callable[[str], Any] = globals()["_check_" + kind]
         self.help = help
         self.metavar = metavar or _METAVARS.get(kind)  # given, or the kind's own
         self.repeat = kind in ("header", "param")  # -H and --param: one item each, repeatable
@@ -5455,20 +5456,14 @@ def _write_out(fmt: str, values: Mapping[str, str]) -> None:
     sys.stdout.flush()
 
 
-# fmt: off
-# an option's kind -> its check ("choice": then one of opt.choices)
-_CHECKS: Dict[str, Callable[[str], Any]] = {
-    "text": _check_text, "seconds": _check_seconds, "port": _check_port, "count": _check_count,
-    "flag": _check_flag, "url": _check_url, "infile": _check_infile, "cafile": _check_cafile,
-    "outfile": _check_outfile, "newfile": _check_newfile, "header": _check_header,
-    "cache": _check_cache,
-    "param": _check_param, "data": _check_data, "method": _check_method, "nonce": _check_nonce,
-    "secret": _check_secret, "proxy": _check_proxy, "choice": _check_text,
-    "writeout": _check_writeout,
-    # "" is allowed: no host bypasses the proxy
-    "noproxy": lambda value: value and _check_text(value),
-}
-# fmt: on
+# "choice": then one of opt.choices
+_check_choice = _check_text
+
+
+def _check_noproxy(value: str) -> str:
+    if value:  # "" is allowed: no host bypasses the proxy
+        _check_text(value)
+    return value
 
 
 def _env_items(kind: str, value: str) -> List[str]:
@@ -5489,8 +5484,8 @@ def _checked(opt: _Opt, raw: str | List[str], where: str) -> Any:
         if opt.repeat and isinstance(raw, str):  # a variable: its items
             raw = _env_items(opt.kind, raw)
         if isinstance(raw, list):
-            return [_CHECKS[opt.kind](item) for item in raw]
-        value = _CHECKS[opt.kind](raw)
+            return [opt.check(item) for item in raw]
+        value = opt.check(raw)
         if opt.choices and value not in opt.choices:
             raise ValueError("must be one of %s" % ", ".join(opt.choices))
         return value
@@ -5516,7 +5511,7 @@ def _usage_message(message: str) -> str:
     return message
 
 
-def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
+def _parse(command: str, argv: List[str]) -> _Args:
     """The checked values of ``command``'s options (argv, else DPOP_*); "_argv": the option names
     given in argv."""
     import argparse
@@ -5567,9 +5562,7 @@ def _parse(command: str, argv: List[str]) -> Dict[str, Any]:
             argv[i] = "--token-cache="
     # options after positionals too, as in curl
     namespace = vars(parser.parse_intermixed_args(argv))
-    values: Dict[str, Any] = {
-        "_argv": {name for name, value in namespace.items() if value is not None}
-    }
+    values: _Args = {"_argv": {name for name, value in namespace.items() if value is not None}}
     for opt in table:
         raw, where = namespace[opt.dest], opt.flags[-1]
         if raw is None and opt.env and os.environ.get(opt.env):
@@ -5780,7 +5773,7 @@ on/off.
 """
 
 
-def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[str, Any]:
+def _client_settings(args: _Args, say: Callable[[str], None]) -> Dict[str, Any]:
     """Client()'s keyword arguments from the options (but the key and the session log), with the
     client authentication options checked together. An option not given is left out: Client's
     defaults are the options' defaults. Issuer and token endpoint are never both given
@@ -5843,7 +5836,7 @@ def _client_settings(args: Dict[str, Any], say: Callable[[str], None]) -> Dict[s
     return settings
 
 
-def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int]) -> int:
+def _cli_run(args: _Args, scrub: _Scrubber, act: Callable[[Client], int]) -> int:
     """Build the Client from the options, run ``act`` (within --max-time), and close it and the
     session log, always."""
     import signal
@@ -5853,8 +5846,8 @@ def _cli_run(args: Dict[str, Any], scrub: _Scrubber, act: Callable[[Client], int
         if not args.get("silent"):
             print("dpop: warning: " + _printable(text), file=sys.stderr)
 
+    key = _cli_key(args["key"])  # first: a missing key is reported before any secret is read
     settings = _client_settings(args, say)
-    key = _cli_key(args["key"])
     if "client_secret" in args["_argv"]:  # every value is checked: now the warnings
         say(
             "--client-secret is visible to other users in the process list;"
@@ -5911,8 +5904,7 @@ class _OutOfTime(BaseException):
     """--max-time ran out: a BaseException, so that no retry or error handler takes it."""
 
 
-def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
-    args = _parse("request", argv)
+def _cli_request(args: _Args, scrub: _Scrubber) -> int:
     _check_together(args)
     body: bytes | None = None
     for flag in "data data_binary json".split():
@@ -5987,8 +5979,7 @@ def _cli_request(argv: List[str], scrub: _Scrubber) -> int:
         raise
 
 
-def _cli_token(argv: List[str], scrub: _Scrubber) -> int:
-    args = _parse("token", argv)
+def _cli_token(args: _Args, scrub: _Scrubber) -> int:
     _check_together(args)
 
     def show(client: Client) -> int:
@@ -6003,11 +5994,11 @@ def _cli_token(argv: List[str], scrub: _Scrubber) -> int:
     return _cli_run(args, scrub, show)
 
 
-def _check_together(args: Dict[str, Any]) -> None:
+def _check_together(args: _Args) -> None:
     """What the request options must be together (each alone was checked by _parse)."""
-    for name, flag in (("client_id", "--client-id ID"), ("key", "--key FILE")):
-        if not args[name]:
-            raise DPoPError("usage", "%s (or DPOP_%s) is required" % (flag, name.upper()))
+    # (a missing --key is _cli_key's to report, before _cli_run reads any secret)
+    if not args["client_id"]:
+        raise DPoPError("usage", "--client-id ID (or DPOP_CLIENT_ID) is required")
     # a request may give neither: the API's metadata names them (RFC 9728); a token has no API
     given = [name for name in ("token_endpoint", "issuer") if args[name]]
     if len(given) > 1 or (not given and "url" not in args):
@@ -6051,7 +6042,7 @@ def _same_file(one: str, other: str) -> bool:
     )
 
 
-def _cli_output(response: Response, args: Dict[str, Any]) -> Tuple[bytes, int]:
+def _cli_output(response: Response, args: _Args) -> Tuple[bytes, int]:
     """-i's (or -I's) head on stdout, then the body, chunk by chunk, to -o FILE or stdout (with -f,
     not for an error status); returns the body's first chunk for an error status (for its OAuth
     error) and the body's size."""
@@ -6135,10 +6126,10 @@ def _write_whole(path: str, chunks: Iterator[bytes]) -> None:
         raise
 
 
-def _cli_keygen(argv: List[str], scrub: _Scrubber) -> int:
+def _cli_keygen(args: _Args, scrub: _Scrubber) -> int:
     import sys
 
-    output = _parse("keygen", argv)["output"]
+    output = args["output"]
     key = generate_key()
     pem = key.to_pem()
     if output:
@@ -6154,8 +6145,8 @@ def _cli_keygen(argv: List[str], scrub: _Scrubber) -> int:
     return 0
 
 
-def _cli_jwk(argv: List[str], scrub: _Scrubber) -> int:
-    key = _cli_key(_parse("jwk", argv)["key"])
+def _cli_jwk(args: _Args, scrub: _Scrubber) -> int:
+    key = _cli_key(args["key"])
     print(json.dumps({"jwk": key.public_jwk(), "jkt": key.thumbprint()}, indent=2))
     return 0
 
@@ -6170,18 +6161,16 @@ def _read_token(path: str | None, scrub: _Scrubber) -> str | None:
     return token
 
 
-def _cli_proof(argv: List[str], scrub: _Scrubber) -> int:
-    args = _parse("proof", argv)
+def _cli_proof(args: _Args, scrub: _Scrubber) -> int:
     key = _cli_key(args["key"])
     token = _read_token(args["access_token_file"], scrub)
     print(make_proof(key, args["method"], args["url"], access_token=token, nonce=args["nonce"]))
     return 0
 
 
-def _cli_demo(argv: List[str], scrub: _Scrubber) -> int:
+def _cli_demo(args: _Args, scrub: _Scrubber) -> int:
     import sys
 
-    args = _parse("demo", argv)
     key = _cli_key(args["key"]) if args["key"] else generate_key()  # (--serve uses none)
     err = sys.stderr
     # Two servers: the authorization server and the API are two origins with their own nonces, as in
@@ -6270,8 +6259,7 @@ def self_test() -> List[str]:
     return failures
 
 
-def _cli_selftest(argv: List[str], scrub: _Scrubber) -> int:
-    _parse("selftest", argv)
+def _cli_selftest(args: _Args, scrub: _Scrubber) -> int:
     failures = self_test()
     print(
         "dpop selftest: "
@@ -6294,8 +6282,7 @@ def _cli_jwks(source: str) -> Any:
     return _json_object(answer.body, "JWKS")
 
 
-def _cli_inspect(argv: List[str], scrub: _Scrubber) -> int:
-    args = _parse("inspect", argv)
+def _cli_inspect(args: _Args, scrub: _Scrubber) -> int:
     thing = args["thing"] or "@-"  # standard input
     if thing.startswith("@"):
         thing = _read_input(thing[1:], "input", _MAX_TOKEN_BODY).decode("utf-8", "replace")
@@ -6330,7 +6317,7 @@ _SUBCOMMANDS = "demo keygen jwk proof token inspect selftest"
 _KEY_OPTION = _Opt("--key", "infile", "PEM, DER or JWK file; - for stdin")
 
 # name: (function, description, example, options)
-_COMMANDS: Dict[str, Tuple[Callable[[List[str], _Scrubber], int], str, str, Sequence[_Opt]]] = {
+_COMMANDS: Dict[str, Tuple[Callable[[_Args, _Scrubber], int], str, str, Sequence[_Opt]]] = {
     "request": (
         _cli_request,
         _REQUEST_DESCRIPTION,
@@ -6461,8 +6448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scrub = _Scrubber()
     try:
         try:
-            # (the command is taken off args before its function is called with them)
-            status = _COMMANDS[_command(args)][0](args, scrub)
+            command = _command(args)  # taken off args, which are then its options and arguments
+            status = _COMMANDS[command][0](_parse(command, args), scrub)
         except SystemExit as exc:  # argparse: --help, --version
             status = exc.code if isinstance(exc.code, int) else 2
         sys.stdout.flush()  # a full disk is reported here, not at exit

@@ -7740,6 +7740,40 @@ def test_requests_redirect_to_an_unparsable_location_signs_nothing(client_key, t
     assert "DPoP" not in request.headers and "Authorization" not in request.headers
 
 
+@pytest.mark.parametrize(
+    "status, method, then",
+    [
+        (301, "POST", "GET"),
+        (301, "PUT", "PUT"),
+        (302, "POST", "GET"),
+        (303, "PUT", "GET"),
+        (307, "POST", "POST"),
+        (308, "PUT", "PUT"),
+    ],
+)
+def test_requests_redirect_hops_are_signed_for_the_method_requests_uses(
+    scripted, client_key, status, method, then
+):
+    scripted.script.on(lambda h: h.path == "/api/old", redirect_to("/api/dpop/test", status))
+    with make_client(scripted, client_key) as client:
+        response = requests.request(
+            method, scripted.base_url + "/api/old", auth=client.requests_auth(), timeout=5
+        )
+    assert response.status_code == 200 and len(response.history) == 1  # the API checked the proof
+    api = [r for r in scripted.script.requests if r[1].startswith("/api/")]
+    assert [r[0] for r in api] == [method, then]
+    assert [decode_proof(r[3][0])[1]["htm"] for r in api] == [method, then]
+
+
+def test_requests_redirect_with_an_empty_location_is_not_followed(scripted, client_key):
+    scripted.script.on(lambda h: h.path == "/api/old", redirect_to("", 302))
+    with make_client(scripted, client_key) as client:
+        response = requests.get(
+            scripted.base_url + "/api/old", auth=client.requests_auth(), timeout=5
+        )
+    assert response.status_code == 302 and response.next is None
+
+
 def test_httpx_never_resends_a_consumed_body(client_key):
     bodies, record = _nonce_api_recording_bodies()
     with nonce_api(record) as (auth, api):
@@ -8483,9 +8517,25 @@ def test_cli_jwk_with_a_huge_oid_is_one_line(tmp_path):
     assert done.stderr.count(b"\n") == 1 and b"Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("command", [[], ["token"]])
+def test_cli_a_missing_key_is_reported_before_secrets_and_connections(
+    command, silent_port, tmp_path
+):
+    port, counter = silent_port
+    empty = tmp_path / "secret"
+    empty.write_text("")  # read, it would be a usage error of its own
+    base = "http://127.0.0.1:%d" % port
+    args = command + ["--client-id", "c", "--client-secret-file", str(empty)]
+    args += ["--token-endpoint", base + "/token"] + ([] if command else [base + "/api"])
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert done.stderr == b"dpop: usage: --key FILE (or DPOP_KEY) is required\n"
+    assert counter["connections"] == 0
+
+
 def test_every_kind_of_option_has_bad_values():
     kinds = {opt.kind for _, _, _, table in dpop._COMMANDS.values() for opt in table}
-    assert kinds <= set(BAD_VALUES) and set(dpop._CHECKS) == set(BAD_VALUES)
+    assert kinds == set(BAD_VALUES)  # each kind's checker is _check_<kind>, found by its name
 
 
 @pytest.mark.parametrize(

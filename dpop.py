@@ -2962,16 +2962,17 @@ def _is_proof(jws: str) -> bool:
 def _verdict(sent: Mapping[str, str], method: str, url: str, jkt: str, answer: Headers) -> str:
     """The line `dpop -v` prints after a refused request (``sent``: its headers, ``answer``: the
     response's): the checks its proof fails, judged at the server's time (its Date, else this
-    clock) and against the nonce the server asks for, if any."""
+    clock). Not its nonce: a server may send a new DPoP-Nonce with any answer, and a refusal for
+    want of one says so itself (use_dpop_nonce, in the log just above)."""
     server_time = _http_date(answer.get("Date"))
+    auth = sent.get("Authorization", "")  # a token request's may be Basic, or none
     report = _inspect_proof(
         sent["DPoP"],
         server_time or time.time(),
         method=method,
         url=url,
-        access_token=sent.get("Authorization", "")[5:] or None,  # after "DPoP "
+        access_token=auth[5:] if auth.startswith("DPoP ") else None,
         jkt=jkt,
-        nonce=answer.get("DPoP-Nonce"),
     )
     failed = ["%s (%s)" % (code, why) for code, passed, why in report["checks"] if passed is False]
     outcome = "fails " + "; ".join(failed) if failed else "passes every RFC 9449 §4.3 check here"
@@ -4367,12 +4368,13 @@ class Client:
                     conn.close()
             if self._log is not None:
                 self._log.response(response)
+                # a refusal of a proof: what inspect finds wrong with it, on the next line
+                if proof is not None and response.status in (400, 401):
+                    jkt = self._key.thumbprint()
+                    verdict = _verdict(dict(headers), method, target.url, jkt, response.headers)
+                    self._note(verdict, "Inspect")
             self._remember_nonce(target.origin, response.headers)
             self._note("%s: %d %s" % (request, response.status, response.reason))
-            if self._log is not None and proof is not None and response.status in (400, 401):
-                jkt = self._key.thumbprint()
-                verdict = _verdict(dict(headers), method, target.url, jkt, response.headers)
-                self._note(verdict, "Inspect")
             return response
 
     def _answer(

@@ -4835,6 +4835,25 @@ def test_cli_inspect_a_response_from_the_demo_api(server):
     assert "pass  clock" in out and re.search(r"the server's clock is [+-][01] s", out)
 
 
+def test_the_verdict_reads_only_a_dpop_token_and_never_a_nonce(server, client_key):
+    # a token request authenticated with Basic, refused for its proof's clock: the verdict
+    # judges the proof alone (no Basic credentials taken for an access token), and a new
+    # DPoP-Nonce in the answer is not held against the proof that came before it
+    server.clock_skew = 600
+    server.require_nonce = True
+    sink = io.StringIO()
+    with make_client(
+        server, client_key, auth_method="client_secret_basic", session_log=sink
+    ) as client:  # fmt: skip
+        assert client.get(server.api_url).status == 200
+    verdicts = [
+        line for line in sink.getvalue().splitlines() if line.startswith("the proof ")
+    ]  # fmt: skip
+    assert verdicts, sink.getvalue()
+    assert all("bad_access_token" not in line and "proof_nonce" not in line for line in verdicts)
+    assert "proof_iat (iat is outside the acceptance window)" in verdicts[0]
+
+
 def test_verbose_prints_the_inspect_verdict_after_a_refused_request(server, key_file):
     server.clock_skew = 600  # the servers' clock, and their Date, 10 minutes ahead
     secret = {"DPOP_CLIENT_SECRET": dpop.DEMO_CLIENT_SECRET}

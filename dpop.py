@@ -4485,8 +4485,7 @@ class Client:
             target.origin + "/.well-known/oauth-authorization-server" + target.path.rstrip("/"),
             issuer + "/.well-known/openid-configuration",  # OpenID Discovery §4
         ):
-            where = _Target(url)
-            response = self._exchange("GET", where, _base_headers(where), None, _MAX_TOKEN_BODY)
+            response = self._get(url)
             if response.status != 200:
                 problems.append("%s answered %d" % (url, response.status))
                 continue
@@ -4507,6 +4506,12 @@ class Client:
             "discovery", "no authorization server metadata found: " + "; ".join(problems)
         )
 
+    def _get(self, url: str, stream: bool = False) -> Response:
+        """A GET with no credentials and no proof (discovery's probe and metadata, a JWK Set for
+        dpop inspect), under the client's own TLS, proxy, timeout, size and redirect rules."""
+        where = _Target(url)
+        return self._exchange("GET", where, _base_headers(where), None, _MAX_TOKEN_BODY, stream)
+
     def _find_issuer(self, api: _Target) -> str:
         """RFC 9728: the authorization server the API names, and the resource identifier to ask
         it for (RFC 8707). The probe goes without credentials; its 401 may point at the metadata
@@ -4517,7 +4522,7 @@ class Client:
         (§3.3)."""
         # always a GET with no body (whatever the request it stands for: a GET is safe to send
         # again), streamed and closed unread: only its status and challenges count
-        probe = self._exchange("GET", api, _base_headers(api), None, _MAX_TOKEN_BODY, stream=True)
+        probe = self._get(api.url, stream=True)
         probe.close()
         challenges = _parse_challenges(probe.headers.get_all("WWW-Authenticate"))
         pointers = [p.get("resource_metadata") for s, p in challenges if s in ("dpop", "bearer")]
@@ -4528,8 +4533,7 @@ class Client:
             well_known = api.origin + "/.well-known/oauth-protected-resource" + suffix
             candidates.append((well_known, api.origin + suffix))
         for url, identifier in candidates:
-            where = _Target(url)
-            response = self._exchange("GET", where, _base_headers(where), None, _MAX_TOKEN_BODY)
+            response = self._get(url)
             if response.status == 200:
                 return self._check_resource(api, _json_object(response.body, url), identifier)
         if self._issuer is None:
@@ -6277,8 +6281,7 @@ def _cli_jwks(source: str) -> Any:
     # a Client for its connection rules alone (TLS, proxies from the environment, timeouts, size,
     # no redirects): no token is fetched, so its key and client id are stand-ins
     with Client(generate_key(), client_id="dpop-inspect", auth_method="none") as client:
-        target = _Target(source)
-        answer = client._exchange("GET", target, _base_headers(target), None, _MAX_TOKEN_BODY)
+        answer = client._get(source)
     if answer.status != 200:
         raise DPoPError("http_status", "JWKS %s answered %d" % (source, answer.status))
     return _json_object(answer.body, "JWKS")

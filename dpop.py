@@ -6298,8 +6298,15 @@ def _cli_inspect(args: _Args, scrub: _Scrubber) -> int:
     if not _JWS_SHAPE.fullmatch(thing):
         report = _inspect_response(thing, now)
     elif _is_proof(thing):
-        context = {"method": args["method"], "url": args["url"], "nonce": args["nonce"]}
-        report = _inspect_proof(thing, now, access_token=token, jkt=jkt, **context)
+        report = _inspect_proof(
+            thing,
+            now,
+            method=args["method"],
+            url=args["url"],
+            access_token=token,
+            jkt=jkt,
+            nonce=args["nonce"],
+        )
     else:
         scrub.add(thing)  # an access token: in no error
         jwks = _cli_jwks(args["jwks"]) if args["jwks"] else None
@@ -6308,18 +6315,24 @@ def _cli_inspect(args: _Args, scrub: _Scrubber) -> int:
     failed = any(check["passed"] is False for check in checks)
     if args["json"]:
         print(json.dumps(dict(report, checks=checks, passed=not failed), indent=2))
-        return int(failed)
-    for name, value in report.items():
-        shown = value if isinstance(value, str) else json.dumps(value)
-        print(_printable("%-17s %s" % (name, shown)))
-    for check in checks:
-        check["mark"] = {True: "pass", False: "FAIL", None: "  - "}[check["passed"]]
-        print(_printable("  %(mark)s  %(check)s  %(reason)s" % check).rstrip())
+    else:
+        for name, value in report.items():
+            shown = value if isinstance(value, str) else json.dumps(value)
+            print(_printable("%-17s %s" % (name, shown)))
+        for check in checks:
+            check["mark"] = {True: "pass", False: "FAIL", None: "  - "}[check["passed"]]
+            print(_printable("  %(mark)s  %(check)s  %(reason)s" % check).rstrip())
     return int(failed)
 
 
 _SUBCOMMANDS = "demo keygen jwk proof token inspect selftest"
 _KEY_OPTION = _Opt("--key", "infile", "PEM, DER or JWK file; - for stdin")
+# what a proof is made for (dpop proof) or checked against (dpop inspect) besides the request
+_PROOF_CONTEXT = (
+    _KEY_OPTION,
+    _Opt("--access-token-file", "infile", "the access token in FILE, for ath"),
+    _Opt("--nonce", "nonce", "a DPoP-Nonce the server sent"),
+)
 
 # name: (function, description, example, options)
 _COMMANDS: Dict[str, Tuple[Callable[[_Args, _Scrubber], int], str, str, Sequence[_Opt]]] = {
@@ -6356,9 +6369,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[_Args, _Scrubber], int], str, str, Sequence
         (
             _Opt("METHOD", "method", "HTTP method, e.g. GET"),
             _Opt("URL", "url", "the request URL (htu)"),
-            _KEY_OPTION,
-            _Opt("--access-token-file", "infile", "adds ath for the token in FILE"),
-            _Opt("--nonce", "nonce", "a DPoP-Nonce the server sent"),
+            *_PROOF_CONTEXT,
         ),
     ),
     "demo": (
@@ -6400,10 +6411,8 @@ _COMMANDS: Dict[str, Tuple[Callable[[_Args, _Scrubber], int], str, str, Sequence
             ),
             _Opt("--method", "method", "the request's method, to check htm"),
             _Opt("--url", "url", "the request's URL, to check htu"),
-            _Opt("--access-token-file", "infile", "the access token the proof went with (ath)"),
-            _Opt("--nonce", "nonce", "the DPoP-Nonce the server requires"),
+            *_PROOF_CONTEXT,
             _Opt("--jkt", "text", "the key thumbprint expected (else --key's)"),
-            _Opt("--key", "infile", "the client's key file, for its thumbprint (jkt)"),
             _Opt("--jwks", "text", "check a token's signature with this JWK Set FILE or URL"),
             _Opt("--json", "flag", "print the report as JSON", twin=False),
             _Opt("--show-token", "flag", "print an access token, not its hash", twin=False),

@@ -1218,6 +1218,8 @@ class _Key:
 
     __slots__ = ()
     _secret: object
+    # the JWS algorithms the key signs and verifies, its default first (a class attribute)
+    _algs: Tuple[str, ...]
 
     @property
     def has_private(self) -> bool:
@@ -1232,7 +1234,7 @@ class _Key:
         )
 
     def __setattr__(self, name: str, value: object) -> None:
-        """Refused: a key never changes after it is made (an ECKey's proof header is kept)."""
+        """Refused: a key never changes after it is made."""
         raise AttributeError("%s is immutable" % type(self).__name__)
 
     def __reduce__(self) -> Any:
@@ -1250,16 +1252,16 @@ class ECKey(_Key):
     # and, when _secret is not None, equals _secret * G. _new checks nothing: every path to it
     # passes numbers already checked (generate_key derives the point, the loaders check it,
     # public_key reuses a key's own).
-    __slots__ = ("_secret", "_point", "_header")
+    __slots__ = ("_secret", "_point")
     _secret: int | None  # the private scalar d, 1 <= d < n; None for a public key
     _point: Affine  # the public point d*G, affine (x, y), on the curve
-    _header: str | None  # base64url DPoP proof header, computed on first use
+    _algs = ("ES256",)
 
     @classmethod
     def _new(cls, d: int | None, point: Affine) -> ECKey:
         """Internal constructor for already-validated values."""
         key = object.__new__(cls)
-        for name, value in zip(cls.__slots__, (d, point, None)):
+        for name, value in zip(cls.__slots__, (d, point)):
             object.__setattr__(key, name, value)
         return key
 
@@ -1284,28 +1286,24 @@ class ECKey(_Key):
     def thumbprint(self) -> str:
         """RFC 7638 SHA-256 thumbprint of the public key, base64url."""
         # not kept: verify_proof asks it once of each proof's own new key, and a Client once when
-        # it is made (about 13 microseconds each time); the proof header, asked for every proof a
-        # key signs, is the one kept
+        # it is made (about 13 microseconds each time); nor is the proof header, which make_proof
+        # rebuilds for every proof (about 9 microseconds, a few per cent of a proof)
         return jwk_thumbprint(self.public_jwk())
-
-    def _proof_header(self) -> str:
-        """The encoded DPoP header: typ dpop+jwt, alg ES256 and the public JWK
-        (rebuilt from the point, so never a loaded JWK's d, kid or alg)."""
-        if self._header is None:
-            header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.public_jwk()}
-            object.__setattr__(self, "_header", b64url_encode(_json_compact(header)))
-        return str(self._header)
 
     def to_pem(self, private: bool = True) -> str:
         """PKCS#8 PEM (private=True) or SubjectPublicKeyInfo PEM."""
         return _key_pem(self._point, self._private() if private else None)
 
-    def sign(self, data: BytesLike, *, hedge: bool = True) -> bytes:
+    def sign(self, data: BytesLike, alg: str = "ES256", *, hedge: bool = True) -> bytes:
         """ES256 signature of ``data``: 64 bytes r || s.
 
+        ``alg`` is there so that both key classes sign alike (RSAKey.sign(data, alg)): a P-256
+        key signs ES256 only, and any other alg is a ValueError, as for an RSAKey.
         hedge=False gives the pure RFC 6979 signature (for known-answer tests);
         the default mixes 32 fresh random bytes into the nonce (RFC 6979 §3.6).
         """
+        if alg != "ES256":
+            raise ValueError("P-256 keys sign ES256, not %r" % alg)
         # 96 fresh random bytes: 32 for RFC 6979 §3.6's additional data (hedging), 64 for the
         # two inversion blinds; none of them changes which signature is valid
         digest = hashlib.sha256(_as_bytes("data", data)).digest()
@@ -1313,9 +1311,12 @@ class ECKey(_Key):
         r, s = _sign_digest(self._private(), digest, rand[:32] if hedge else b"", rand[32:])
         return _int_to_bytes32(r) + _int_to_bytes32(s)
 
-    def verify(self, data: BytesLike, signature: BytesLike) -> bool:
+    def verify(self, data: BytesLike, signature: BytesLike, alg: str = "ES256") -> bool:
         """True if ``signature`` (64 bytes r || s) is valid for ``data``. Never
-        raises on bad bytes. A key that verifies again and again earns a table (_KeyTables)."""
+        raises on bad bytes. A key that verifies again and again earns a table (_KeyTables).
+        ``alg``, as RSAKey.verify's: False for any alg but ES256."""
+        if alg != "ES256":
+            return False
         digest = hashlib.sha256(_as_bytes("data", data)).digest()
         table = _KEY_TABLES.table(self._point)
         good = _verify_digest(self._point, digest, _as_bytes("signature", signature), table)
@@ -1698,21 +1699,17 @@ def make_proof(
             raise ValueError("claims may not replace %s" % ", ".join(sorted(clash)))
         payload.update(claims)
     # the header (typ dpop+jwt, alg, the public JWK) is rebuilt from the key's public numbers
-    # every time (an ECKey keeps its own encoded copy), never taken from a JWK the key was loaded
-    # from, which may hold d or kid; ES256 for a P-256 key, RS256 or PS256 for an RSA key
-    if isinstance(key, ECKey) and alg in (None, "ES256"):
-        header, sign = key._proof_header(), key.sign
-    else:
-        alg = alg or "RS256"  # an RSA key's default (None reaches here only for one)
-        if isinstance(key, ECKey) or alg not in _RSA_ALGS:
-            raise ValueError("a %s key does not make %s proofs" % (type(key).__name__, alg))
-        header = b64url_encode(
-            _json_compact({"typ": "dpop+jwt", "alg": alg, "jwk": key.public_jwk()})
-        )
-        sign = functools.partial(key.sign, alg=alg)
+    # for every proof, never taken from a JWK the key was loaded from, which may hold d or kid;
+    # ES256 for a P-256 key, RS256 (its default) or PS256 for an RSA key: the key's _algs
+    alg = alg or key._algs[0]
+    if alg not in key._algs:
+        raise ValueError("a %s key does not make %s proofs" % (type(key).__name__, alg))
+    header = {"typ": "dpop+jwt", "alg": alg, "jwk": key.public_jwk()}
     # RFC 7515 §5.1: the signing input is BASE64URL(header) "." BASE64URL(payload), in ASCII
-    signing_input = header + "." + b64url_encode(_json_compact(payload))
-    return signing_input + "." + b64url_encode(sign(signing_input.encode("ascii")))
+    signing_input = (
+        b64url_encode(_json_compact(header)) + "." + b64url_encode(_json_compact(payload))
+    )
+    return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii"), alg))
 
 
 # =============================================================================
@@ -1951,9 +1948,7 @@ def _signed_proof(
     signed = (h64 + "." + p64).encode("ascii")
     judge(
         "proof_signature",
-        key.verify(signed, signature, alg)
-        if isinstance(key, RSAKey)
-        else key.verify(signed, signature),
+        key.verify(signed, signature, alg),
         "signature does not verify with the header jwk",
     )
     return header, claims, key
@@ -2100,6 +2095,7 @@ class RSAKey(_Key):
     # d, p, q, dp, dq, qi; checked consistent
     _secret: Tuple[int, int, int, int, int, int] | None
     size: int  # bits of n
+    _algs = _RSA_ALGS
 
     @classmethod
     def _new(cls, modulus: int, e: int, *private: int) -> RSAKey:
@@ -2402,10 +2398,8 @@ def _assertion_algs(key: ECKey | RSAKey | str) -> Tuple[str, ...]:
     other key is a TypeError here, for client_assertion (Client() passes only loaded keys)."""
     if isinstance(key, str):
         return tuple(_HMAC_ALGS)
-    if isinstance(key, RSAKey):
-        return _RSA_ALGS
-    if isinstance(key, ECKey):
-        return ("ES256",)
+    if isinstance(key, _Key):
+        return key._algs
     raise _type_error("key", "an ECKey, an RSAKey or the client secret (str)", key)
 
 
@@ -2450,8 +2444,7 @@ def client_assertion(
     signing = signing_input.encode("ascii")
     if isinstance(key, str):
         return signing_input + "." + _hmac_signature(alg, key.encode(), signing)
-    signature = key.sign(signing) if isinstance(key, ECKey) else key.sign(signing, alg)
-    return signing_input + "." + b64url_encode(signature)
+    return signing_input + "." + b64url_encode(key.sign(signing, alg))
 
 
 # =============================================================================
@@ -2855,12 +2848,12 @@ def _jwks_verifies(jwks: Any, header: Dict[str, Any], signed: bytes, signature: 
     keys = jwks.get("keys") if isinstance(jwks, dict) else None
     if not isinstance(keys, list):
         raise DPoPError("bad_key", "a JWK Set is a JSON object with a list of keys")
-    alg = header.get("alg")
+    alg = str(header.get("alg"))
     for jwk in keys:
         try:
-            if alg == "ES256" and _key_from_jwk(jwk).verify(signed, signature):
-                return True
-            if alg in _RSA_ALGS and load_rsa_key(jwk).verify(signed, signature, alg):
+            # an alg neither names is no key's: RSAKey.verify says False
+            key = _key_from_jwk(jwk) if alg == "ES256" else load_rsa_key(jwk)
+            if key.verify(signed, signature, alg):
                 return True
         except (DPoPError, TypeError):  # not a JWK, or one of another type or curve
             continue

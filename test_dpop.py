@@ -2604,6 +2604,16 @@ def test_signature_range_checks():
     assert not SIGN_KEY.verify(message, good[:63])
 
 
+def test_ec_key_sign_and_verify_take_only_es256():
+    # the alg both key classes take (RSAKey.sign(data, alg)): a P-256 key's one is ES256
+    signature = SIGN_KEY.sign(b"m", "ES256")
+    assert SIGN_KEY.verify(b"m", signature, "ES256") and SIGN_KEY.verify(b"m", signature)
+    for alg in ("RS256", "PS256", "HS256", "ES384"):
+        with pytest.raises(ValueError):
+            SIGN_KEY.sign(b"m", alg)
+        assert not SIGN_KEY.verify(b"m", signature, alg)
+
+
 def test_sign_needs_private_key():
     with raises_code("no_private_key"):
         SIGN_KEY.public_key().sign(b"x")
@@ -8339,7 +8349,7 @@ def test_selftest_reports_failures(monkeypatch, capsys):
     monkeypatch.setattr(dpop, "_KAT_SAMPLE_RS", "00")
     monkeypatch.setattr(dpop, "_KAT_PROOF", RFC9449["proofs"][1]["proof"])
     monkeypatch.setattr(dpop, "access_token_hash", lambda token: "x")
-    monkeypatch.setattr(dpop.ECKey, "verify", lambda self, data, sig: True)
+    monkeypatch.setattr(dpop.ECKey, "verify", lambda self, data, sig, alg="ES256": True)
     monkeypatch.setattr(dpop, "load_key", lambda data: None)
     assert dpop.main(["selftest"]) == 1
     out = capsys.readouterr().out

@@ -1525,12 +1525,22 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
 
 
 # =============================================================================
-# 7. JWS compact serialization: splitting (RFC 7515 §3.1, §5)
+# 7. JWS compact serialization: building and splitting (RFC 7515 §3.1, §5, §7.1)
 # =============================================================================
 #
-# Trusts: section 1. Guarantees: a JWS is split and its header parsed (a crit refused) before any
-# signature work. What alg is accepted, and with which key, is each caller's: a proof's own
-# checks (section 9) and jws_verify (section 11, for a program's own JWTs).
+# Trusts: section 1. Guarantees: a JWS is built one way for every signer (make_proof, jws_sign,
+# client_assertion), and split and its header parsed (a crit refused) before any signature work.
+# What alg is signed or accepted, and with which key, is each caller's: a proof's own making and
+# checks (sections 8, 9), jws_sign and jws_verify (section 11, for a program's own JWTs) and
+# client_assertion (section 11).
+
+
+def _jws(header: Mapping[str, Any], payload: bytes, sign: Callable[[bytes], bytes]) -> str:
+    """A compact JWS (RFC 7515 §7.1): BASE64URL(header as compact JSON) "." BASE64URL(payload)
+    "." BASE64URL(signature), where ``sign`` is given the signing input, the first two segments
+    in ASCII (§5.1). The header's members keep the caller's order."""
+    signing_input = b64url_encode(_json_compact(header)) + "." + b64url_encode(payload)
+    return signing_input + "." + b64url_encode(sign(signing_input.encode("ascii")))
 
 
 def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
@@ -1705,11 +1715,7 @@ def make_proof(
     if alg not in key._algs:
         raise ValueError("a %s key does not make %s proofs" % (type(key).__name__, alg))
     header = {"typ": "dpop+jwt", "alg": alg, "jwk": key.public_jwk()}
-    # RFC 7515 §5.1: the signing input is BASE64URL(header) "." BASE64URL(payload), in ASCII
-    signing_input = (
-        b64url_encode(_json_compact(header)) + "." + b64url_encode(_json_compact(payload))
-    )
-    return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii"), alg))
+    return _jws(header, _json_compact(payload), functools.partial(key.sign, alg=alg))
 
 
 # =============================================================================
@@ -2347,9 +2353,7 @@ def jws_sign(
     if header.get("alg", "ES256") != "ES256":
         raise DPoPError("unsupported_alg", "only ES256 is supported")
     # the caller's members in their order, alg (ES256 whatever was asked) where it was or last
-    protected = _json_compact({**header, "alg": "ES256"})
-    signing_input = b64url_encode(protected) + "." + b64url_encode(payload_bytes)
-    return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
+    return _jws({**header, "alg": "ES256"}, payload_bytes, key.sign)
 
 
 def jws_verify(token: str, key: ECKey | Mapping[str, Any]) -> Tuple[Dict[str, Any], bytes]:
@@ -2438,13 +2442,13 @@ def client_assertion(
     header = {"alg": alg, "typ": "JWT"}
     if kid is not None:
         header["kid"] = kid
-    signing_input = (
-        b64url_encode(_json_compact(header)) + "." + b64url_encode(_json_compact(claims))
+    # client_secret_jwt MACs the signing input with the secret's UTF-8 bytes (RFC 7518 §3.2)
+    sign = (
+        functools.partial(hmac.digest, key.encode(), digest=_HMAC_ALGS[alg])
+        if isinstance(key, str)
+        else functools.partial(key.sign, alg=alg)
     )
-    signing = signing_input.encode("ascii")
-    if isinstance(key, str):
-        return signing_input + "." + _hmac_signature(alg, key.encode(), signing)
-    return signing_input + "." + b64url_encode(key.sign(signing, alg))
+    return _jws(header, _json_compact(claims), sign)
 
 
 # =============================================================================

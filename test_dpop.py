@@ -3264,9 +3264,10 @@ def test_a_key_on_another_curve_gets_one_answer_in_every_encoding(curve):
 
 
 # ==================================================================================================
-# 7. JWS compact serialization: splitting (RFC 7515 §3.1, §5)
+# 7. JWS compact serialization: building and splitting (RFC 7515 §3.1, §5, §7.1)
 # ==================================================================================================
-# (none of its own: _jws_split is tested through verify_proof, section 9, and jws_verify, 11)
+# (none of its own: _jws is tested through the known answers of make_proof, section 8, and of
+# jws_sign and client_assertion, 11; _jws_split through verify_proof, 9, and jws_verify, 11)
 
 
 # ==================================================================================================

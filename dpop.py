@@ -1529,7 +1529,8 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
 # =============================================================================
 #
 # Trusts: section 1. Guarantees: a JWS is built one way for every signer (make_proof, jws_sign,
-# client_assertion), and split and its header parsed (a crit refused) before any signature work.
+# client_assertion), and split, its segments decoded and its header parsed (a crit refused)
+# before any signature work.
 # What alg is signed or accepted, and with which key, is each caller's: a proof's own making and
 # checks (sections 8, 9), jws_sign and jws_verify (section 11, for a program's own JWTs) and
 # client_assertion (section 11).
@@ -1543,13 +1544,16 @@ def _jws(header: Mapping[str, Any], payload: bytes, sign: Callable[[bytes], byte
     return signing_input + "." + b64url_encode(sign(signing_input.encode("ascii")))
 
 
-def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
-    """Split a compact JWS and parse its header: (h64, p64, s64, header). A header with 'crit' is
-    refused here, for every caller: no extension is understood, and RFC 7515 §4.1.11 says a JWS
-    whose crit names one the recipient does not understand is invalid. Its own refusals are
-    bad_jws; a header that is not base64url or JSON stays bad_base64url or bad_json, for each
-    caller to name with the other segments' errors (jws_verify: bad_jws; a DPoP proof:
-    proof_malformed; the demo server's assertion check: refused)."""
+def _jws_split(token: str, limit: int) -> Tuple[Dict[str, Any], bytes, bytes, bytes]:
+    """Split a compact JWS, decode its segments and parse its header: (header, payload bytes,
+    signature bytes, signing input), the signing input being the first two segments as sent, in
+    ASCII (RFC 7515 §5.2), for the caller to verify. A header with 'crit' is refused here, for
+    every caller: no extension is understood, and RFC 7515 §4.1.11 says a JWS whose crit names
+    one the recipient does not understand is invalid. Its own refusals are bad_jws; a segment
+    that is not base64url, or a header that is not JSON, stays bad_base64url or bad_json, for each
+    caller to name (jws_verify: bad_jws; a DPoP proof: proof_malformed; the demo server's
+    assertion check: refused). The payload is returned as bytes: whether it is JSON is the
+    caller's to say."""
     _check_str("token", token)
     if len(token) > limit:
         raise DPoPError("bad_jws", "JWS is larger than %d bytes" % limit)
@@ -1561,7 +1565,8 @@ def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
     header = _json_object(b64url_decode(h64), "JWS header")
     if "crit" in header:
         raise DPoPError("bad_jws", "JWS 'crit' extensions are not supported")
-    return h64, p64, s64, header
+    # (h64 and p64 decoded, so they are base64url: ASCII)
+    return header, b64url_decode(p64), b64url_decode(s64), (h64 + "." + p64).encode("ascii")
 
 
 # =============================================================================
@@ -1925,9 +1930,8 @@ def _signed_proof(
         raise _refuse("proof_multiple", "DPoP header holds more than one value")
     # 2. a single well-formed JWT (with no crit: _jws_split refuses it)
     try:
-        h64, p64, s64, header = _jws_split(only, _MAX_PROOF)
-        claims = _json_object(b64url_decode(p64), "DPoP payload")
-        signature = b64url_decode(s64)
+        header, payload, signature, signed = _jws_split(only, _MAX_PROOF)
+        claims = _json_object(payload, "DPoP payload")
     except DPoPError as exc:
         raise _refuse("proof_malformed", exc.message) from None
     # 4. typ
@@ -1951,7 +1955,6 @@ def _signed_proof(
     except DPoPError as exc:
         raise _refuse("proof_jwk", exc.message) from None
     # 6. signature by that key
-    signed = (h64 + "." + p64).encode("ascii")
     judge(
         "proof_signature",
         key.verify(signed, signature, alg),
@@ -2368,9 +2371,7 @@ def jws_verify(token: str, key: ECKey | Mapping[str, Any]) -> Tuple[Dict[str, An
         raise _type_error("key", "an ECKey or a JWK mapping", key)
     # a segment that is not base64url, or a header that is not a JSON object, is bad_jws
     try:
-        h64, p64, s64, header = _jws_split(token, _MAX_JWS)
-        payload = b64url_decode(p64)
-        signature = b64url_decode(s64)
+        header, payload, signature, signed = _jws_split(token, _MAX_JWS)
     except DPoPError as exc:
         raise DPoPError("bad_jws", exc.message) from None
     alg = header.get("alg")
@@ -2378,7 +2379,7 @@ def jws_verify(token: str, key: ECKey | Mapping[str, Any]) -> Tuple[Dict[str, An
         raise DPoPError(
             "unsupported_alg", "JWS alg %s is not accepted; only ES256" % _short_repr(alg)
         )
-    if not key.verify((h64 + "." + p64).encode("ascii"), signature):
+    if not key.verify(signed, signature):
         raise DPoPError("bad_signature", "JWS signature is not valid for this key")
     return header, payload
 
@@ -2810,8 +2811,8 @@ def _inspect_proof(proof: str, now: float, **context: str | None) -> Dict[str, A
     report: Dict[str, Any] = {"kind": "DPoP proof"}
     claims: Dict[str, Any] = {}
     try:  # shown as they are, before any check, so a refused proof still shows what it holds
-        _, p64, _, report["header"] = _jws_split(proof, _MAX_PROOF)
-        claims = report["claims"] = _json_object(b64url_decode(p64), "claims")
+        report["header"], payload, _, _ = _jws_split(proof, _MAX_PROOF)
+        claims = report["claims"] = _json_object(payload, "claims")
         report["iat"] = _when(claims.get("iat"), now)
     except DPoPError:
         pass
@@ -2870,8 +2871,8 @@ def _inspect_token(
     """A JWT access token's header and claims (RFC 9068), its times and cnf.jkt; checks: not
     expired, DPoP-bound, bound to ``jkt`` (the client key's thumbprint) and signed by a key of
     the JWK Set ``jwks``, when they are given."""
-    h64, p64, s64, header = _jws_split(token, _MAX_JWS)
-    claims = _json_object(b64url_decode(p64), "claims")
+    header, payload, signature, signed = _jws_split(token, _MAX_JWS)
+    claims = _json_object(payload, "claims")
     report: Dict[str, Any] = {"kind": "access token (JWT)", "header": header, "claims": claims}
     # the token is a credential: by default only its hash, which a proof's ath can be matched to
     report["token"] = token if show else "sha256 " + access_token_hash(token)
@@ -2889,8 +2890,7 @@ def _inspect_token(
         ("token_signature", None, "not checked: give --jwks FILE or URL"),
     ]
     if jwks is not None:
-        signed = (h64 + "." + p64).encode("ascii")
-        verified = _jwks_verifies(jwks, header, signed, b64url_decode(s64))
+        verified = _jwks_verifies(jwks, header, signed, signature)
         checks[-1] = (
             "token_signature",
             verified,
@@ -2949,10 +2949,10 @@ def _inspect_response(text: str, now: float) -> Dict[str, Any]:
 
 def _is_proof(jws: str) -> bool:
     """Whether a JWS is a DPoP proof: its header has a jwk, or a typ that says dpop (dpop+jwt,
-    application/dpop+jwt). One whose header does not parse is judged as a proof too: its checks
-    say what is wrong."""
+    application/dpop+jwt). One that does not split (a segment that is not base64url, a header that
+    is not JSON) is judged as a proof too: its checks say what is wrong."""
     try:
-        header = _jws_split(jws, _MAX_JWS)[3]
+        header = _jws_split(jws, _MAX_JWS)[0]
     except DPoPError:
         return True
     return "jwk" in header or "dpop" in str(header.get("typ")).lower()
@@ -5032,21 +5032,21 @@ class DemoServer:
     def check_assertion(self, client_id: str, assertion: str) -> bool:
         """A client_secret_jwt or private_key_jwt assertion from ``client_id`` (RFC 7523 §3)."""
         try:
-            h64, p64, s64, header = _jws_split(assertion, _MAX_JWS)
+            header, payload, signature, signed = _jws_split(assertion, _MAX_JWS)
             alg = str(header.get("alg"))
-            signed = (h64 + "." + p64).encode()
             key = self.client_keys.get(client_id)
             if alg in _HMAC_ALGS and client_id in self.clients:
                 good = hmac.compare_digest(
-                    _hmac_signature(alg, self.clients[client_id].encode(), signed), s64
+                    _hmac_signature(alg, self.clients[client_id].encode(), signed),
+                    b64url_encode(signature),
                 )
             elif isinstance(key, RSAKey):
                 # False for an alg but RS256 and PS256
-                good = key.verify(signed, b64url_decode(s64), alg)
+                good = key.verify(signed, signature, alg)
             else:
                 # or DPoPError
                 good = isinstance(key, ECKey) and jws_verify(assertion, key) is not None
-            claims = _json_object(b64url_decode(p64), "assertion")
+            claims = _json_object(payload, "assertion")
         except DPoPError:
             return False
         now = time.time()

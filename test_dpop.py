@@ -4690,6 +4690,30 @@ def test_inspect_token_checks_rs256_and_an_unbound_token():
     assert dpop._inspect_token(forged, NOW, jwks=jwks)["checks"][3][1] is False
 
 
+def test_inspect_judges_a_jws_that_does_not_split_as_a_proof():
+    # a signature segment that is not base64url (5 characters are no whole number of bytes):
+    # _jws_split decodes every segment, so the token does not split, and `dpop inspect` reads it
+    # as a proof that is malformed, its header and claims not shown
+    token = _access_token(dpop.generate_key(), {"exp": NOW + 5})
+    broken = token.rsplit(".", 1)[0] + ".AAAAA"
+    assert not dpop._is_proof(token) and dpop._is_proof(broken)
+    with raises_code("bad_base64url"):
+        dpop._inspect_token(broken, NOW)
+    report = dpop._inspect_proof(broken, NOW, **INSPECT_CONTEXT)
+    assert "header" not in report and "claims" not in report
+    assert report["checks"][0][:2] == ("proof_malformed", False)
+
+
+def test_jwks_verifies_only_with_the_algorithm_a_key_signs():
+    rsa, ec = rsa_key(), dpop.generate_key()
+    jwks = {"keys": [ec.public_jwk(), rsa.public_jwk()]}
+    for key, alg in ((rsa, "RS256"), (rsa, "PS256"), (ec, "ES256")):
+        signature = key.sign(b"m", alg)
+        assert dpop._jwks_verifies(jwks, {"alg": alg}, b"m", signature)
+        for other in {"ES256", "RS256", "PS256", "HS256", "none", None} - {alg}:
+            assert not dpop._jwks_verifies(jwks, {"alg": other}, b"m", signature), (alg, other)
+
+
 def test_inspect_response_explains_challenges_nonce_and_clock():
     text = (
         "HTTP/1.1 401 Unauthorized\r\nDate: Tue, 14 Nov 2023 22:15:20 GMT\r\nDPoP-Nonce: n-1\r\n"

@@ -1218,6 +1218,8 @@ class _Key:
 
     __slots__ = ()
     _secret: object
+    # the JWS algorithms the key signs and verifies, its default first (a class attribute)
+    _algs: Tuple[str, ...]
 
     @property
     def has_private(self) -> bool:
@@ -1232,7 +1234,7 @@ class _Key:
         )
 
     def __setattr__(self, name: str, value: object) -> None:
-        """Refused: a key never changes after it is made (an ECKey's proof header is kept)."""
+        """Refused: a key never changes after it is made."""
         raise AttributeError("%s is immutable" % type(self).__name__)
 
     def __reduce__(self) -> Any:
@@ -1250,16 +1252,16 @@ class ECKey(_Key):
     # and, when _secret is not None, equals _secret * G. _new checks nothing: every path to it
     # passes numbers already checked (generate_key derives the point, the loaders check it,
     # public_key reuses a key's own).
-    __slots__ = ("_secret", "_point", "_header")
+    __slots__ = ("_secret", "_point")
     _secret: int | None  # the private scalar d, 1 <= d < n; None for a public key
     _point: Affine  # the public point d*G, affine (x, y), on the curve
-    _header: str | None  # base64url DPoP proof header, computed on first use
+    _algs = ("ES256",)
 
     @classmethod
     def _new(cls, d: int | None, point: Affine) -> ECKey:
         """Internal constructor for already-validated values."""
         key = object.__new__(cls)
-        for name, value in zip(cls.__slots__, (d, point, None)):
+        for name, value in zip(cls.__slots__, (d, point)):
             object.__setattr__(key, name, value)
         return key
 
@@ -1284,28 +1286,24 @@ class ECKey(_Key):
     def thumbprint(self) -> str:
         """RFC 7638 SHA-256 thumbprint of the public key, base64url."""
         # not kept: verify_proof asks it once of each proof's own new key, and a Client once when
-        # it is made (about 13 microseconds each time); the proof header, asked for every proof a
-        # key signs, is the one kept
+        # it is made (about 13 microseconds each time); nor is the proof header, which make_proof
+        # rebuilds for every proof (about 9 microseconds, a few per cent of a proof)
         return jwk_thumbprint(self.public_jwk())
-
-    def _proof_header(self) -> str:
-        """The encoded DPoP header: typ dpop+jwt, alg ES256 and the public JWK
-        (rebuilt from the point, so never a loaded JWK's d, kid or alg)."""
-        if self._header is None:
-            header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.public_jwk()}
-            object.__setattr__(self, "_header", b64url_encode(_json_compact(header)))
-        return str(self._header)
 
     def to_pem(self, private: bool = True) -> str:
         """PKCS#8 PEM (private=True) or SubjectPublicKeyInfo PEM."""
         return _key_pem(self._point, self._private() if private else None)
 
-    def sign(self, data: BytesLike, *, hedge: bool = True) -> bytes:
+    def sign(self, data: BytesLike, alg: str = "ES256", *, hedge: bool = True) -> bytes:
         """ES256 signature of ``data``: 64 bytes r || s.
 
+        ``alg`` is there so that both key classes sign alike (RSAKey.sign(data, alg)): a P-256
+        key signs ES256 only, and any other alg is a ValueError, as for an RSAKey.
         hedge=False gives the pure RFC 6979 signature (for known-answer tests);
         the default mixes 32 fresh random bytes into the nonce (RFC 6979 §3.6).
         """
+        if alg != "ES256":
+            raise ValueError("P-256 keys sign ES256, not %r" % alg)
         # 96 fresh random bytes: 32 for RFC 6979 §3.6's additional data (hedging), 64 for the
         # two inversion blinds; none of them changes which signature is valid
         digest = hashlib.sha256(_as_bytes("data", data)).digest()
@@ -1313,9 +1311,12 @@ class ECKey(_Key):
         r, s = _sign_digest(self._private(), digest, rand[:32] if hedge else b"", rand[32:])
         return _int_to_bytes32(r) + _int_to_bytes32(s)
 
-    def verify(self, data: BytesLike, signature: BytesLike) -> bool:
+    def verify(self, data: BytesLike, signature: BytesLike, alg: str = "ES256") -> bool:
         """True if ``signature`` (64 bytes r || s) is valid for ``data``. Never
-        raises on bad bytes. A key that verifies again and again earns a table (_KeyTables)."""
+        raises on bad bytes. A key that verifies again and again earns a table (_KeyTables).
+        ``alg``, as RSAKey.verify's: False for any alg but ES256."""
+        if alg != "ES256":
+            return False
         digest = hashlib.sha256(_as_bytes("data", data)).digest()
         table = _KEY_TABLES.table(self._point)
         good = _verify_digest(self._point, digest, _as_bytes("signature", signature), table)
@@ -1524,21 +1525,35 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
 
 
 # =============================================================================
-# 7. JWS compact serialization: splitting (RFC 7515 §3.1, §5)
+# 7. JWS compact serialization: building and splitting (RFC 7515 §3.1, §5, §7.1)
 # =============================================================================
 #
-# Trusts: section 1. Guarantees: a JWS is split and its header parsed (a crit refused) before any
-# signature work. What alg is accepted, and with which key, is each caller's: a proof's own
-# checks (section 9) and jws_verify (section 11, for a program's own JWTs).
+# Trusts: section 1. Guarantees: a JWS is built one way for every signer (make_proof, jws_sign,
+# client_assertion), and split, its segments decoded and its header parsed (a crit refused)
+# before any signature work.
+# What alg is signed or accepted, and with which key, is each caller's: a proof's own making and
+# checks (sections 8, 9), jws_sign and jws_verify (section 11, for a program's own JWTs) and
+# client_assertion (section 11).
 
 
-def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
-    """Split a compact JWS and parse its header: (h64, p64, s64, header). A header with 'crit' is
-    refused here, for every caller: no extension is understood, and RFC 7515 §4.1.11 says a JWS
-    whose crit names one the recipient does not understand is invalid. Its own refusals are
-    bad_jws; a header that is not base64url or JSON stays bad_base64url or bad_json, for each
-    caller to name with the other segments' errors (jws_verify: bad_jws; a DPoP proof:
-    proof_malformed; the demo server's assertion check: refused)."""
+def _jws(header: Mapping[str, Any], payload: bytes, sign: Callable[[bytes], bytes]) -> str:
+    """A compact JWS (RFC 7515 §7.1): BASE64URL(header as compact JSON) "." BASE64URL(payload)
+    "." BASE64URL(signature), where ``sign`` is given the signing input, the first two segments
+    in ASCII (§5.1). The header's members keep the caller's order."""
+    signing_input = b64url_encode(_json_compact(header)) + "." + b64url_encode(payload)
+    return signing_input + "." + b64url_encode(sign(signing_input.encode("ascii")))
+
+
+def _jws_split(token: str, limit: int) -> Tuple[Dict[str, Any], bytes, bytes, bytes]:
+    """Split a compact JWS, decode its segments and parse its header: (header, payload bytes,
+    signature bytes, signing input), the signing input being the first two segments as sent, in
+    ASCII (RFC 7515 §5.2), for the caller to verify. A header with 'crit' is refused here, for
+    every caller: no extension is understood, and RFC 7515 §4.1.11 says a JWS whose crit names
+    one the recipient does not understand is invalid. Its own refusals are bad_jws; a segment
+    that is not base64url, or a header that is not JSON, stays bad_base64url or bad_json, for each
+    caller to name (jws_verify: bad_jws; a DPoP proof: proof_malformed; the demo server's
+    assertion check: refused). The payload is returned as bytes: whether it is JSON is the
+    caller's to say."""
     _check_str("token", token)
     if len(token) > limit:
         raise DPoPError("bad_jws", "JWS is larger than %d bytes" % limit)
@@ -1550,7 +1565,8 @@ def _jws_split(token: str, limit: int) -> Tuple[str, str, str, Dict[str, Any]]:
     header = _json_object(b64url_decode(h64), "JWS header")
     if "crit" in header:
         raise DPoPError("bad_jws", "JWS 'crit' extensions are not supported")
-    return h64, p64, s64, header
+    # (h64 and p64 decoded, so they are base64url: ASCII)
+    return header, b64url_decode(p64), b64url_decode(s64), (h64 + "." + p64).encode("ascii")
 
 
 # =============================================================================
@@ -1698,21 +1714,13 @@ def make_proof(
             raise ValueError("claims may not replace %s" % ", ".join(sorted(clash)))
         payload.update(claims)
     # the header (typ dpop+jwt, alg, the public JWK) is rebuilt from the key's public numbers
-    # every time (an ECKey keeps its own encoded copy), never taken from a JWK the key was loaded
-    # from, which may hold d or kid; ES256 for a P-256 key, RS256 or PS256 for an RSA key
-    if isinstance(key, ECKey) and alg in (None, "ES256"):
-        header, sign = key._proof_header(), key.sign
-    else:
-        alg = alg or "RS256"  # an RSA key's default (None reaches here only for one)
-        if isinstance(key, ECKey) or alg not in _RSA_ALGS:
-            raise ValueError("a %s key does not make %s proofs" % (type(key).__name__, alg))
-        header = b64url_encode(
-            _json_compact({"typ": "dpop+jwt", "alg": alg, "jwk": key.public_jwk()})
-        )
-        sign = functools.partial(key.sign, alg=alg)
-    # RFC 7515 §5.1: the signing input is BASE64URL(header) "." BASE64URL(payload), in ASCII
-    signing_input = header + "." + b64url_encode(_json_compact(payload))
-    return signing_input + "." + b64url_encode(sign(signing_input.encode("ascii")))
+    # for every proof, never taken from a JWK the key was loaded from, which may hold d or kid;
+    # ES256 for a P-256 key, RS256 (its default) or PS256 for an RSA key: the key's _algs
+    alg = alg or key._algs[0]
+    if alg not in key._algs:
+        raise ValueError("a %s key does not make %s proofs" % (type(key).__name__, alg))
+    header = {"typ": "dpop+jwt", "alg": alg, "jwk": key.public_jwk()}
+    return _jws(header, _json_compact(payload), functools.partial(key.sign, alg=alg))
 
 
 # =============================================================================
@@ -1922,9 +1930,8 @@ def _signed_proof(
         raise _refuse("proof_multiple", "DPoP header holds more than one value")
     # 2. a single well-formed JWT (with no crit: _jws_split refuses it)
     try:
-        h64, p64, s64, header = _jws_split(only, _MAX_PROOF)
-        claims = _json_object(b64url_decode(p64), "DPoP payload")
-        signature = b64url_decode(s64)
+        header, payload, signature, signed = _jws_split(only, _MAX_PROOF)
+        claims = _json_object(payload, "DPoP payload")
     except DPoPError as exc:
         raise _refuse("proof_malformed", exc.message) from None
     # 4. typ
@@ -1948,12 +1955,9 @@ def _signed_proof(
     except DPoPError as exc:
         raise _refuse("proof_jwk", exc.message) from None
     # 6. signature by that key
-    signed = (h64 + "." + p64).encode("ascii")
     judge(
         "proof_signature",
-        key.verify(signed, signature, alg)
-        if isinstance(key, RSAKey)
-        else key.verify(signed, signature),
+        key.verify(signed, signature, alg),
         "signature does not verify with the header jwk",
     )
     return header, claims, key
@@ -2100,6 +2104,7 @@ class RSAKey(_Key):
     # d, p, q, dp, dq, qi; checked consistent
     _secret: Tuple[int, int, int, int, int, int] | None
     size: int  # bits of n
+    _algs = _RSA_ALGS
 
     @classmethod
     def _new(cls, modulus: int, e: int, *private: int) -> RSAKey:
@@ -2351,9 +2356,7 @@ def jws_sign(
     if header.get("alg", "ES256") != "ES256":
         raise DPoPError("unsupported_alg", "only ES256 is supported")
     # the caller's members in their order, alg (ES256 whatever was asked) where it was or last
-    protected = _json_compact({**header, "alg": "ES256"})
-    signing_input = b64url_encode(protected) + "." + b64url_encode(payload_bytes)
-    return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
+    return _jws({**header, "alg": "ES256"}, payload_bytes, key.sign)
 
 
 def jws_verify(token: str, key: ECKey | Mapping[str, Any]) -> Tuple[Dict[str, Any], bytes]:
@@ -2368,9 +2371,7 @@ def jws_verify(token: str, key: ECKey | Mapping[str, Any]) -> Tuple[Dict[str, An
         raise _type_error("key", "an ECKey or a JWK mapping", key)
     # a segment that is not base64url, or a header that is not a JSON object, is bad_jws
     try:
-        h64, p64, s64, header = _jws_split(token, _MAX_JWS)
-        payload = b64url_decode(p64)
-        signature = b64url_decode(s64)
+        header, payload, signature, signed = _jws_split(token, _MAX_JWS)
     except DPoPError as exc:
         raise DPoPError("bad_jws", exc.message) from None
     alg = header.get("alg")
@@ -2378,7 +2379,7 @@ def jws_verify(token: str, key: ECKey | Mapping[str, Any]) -> Tuple[Dict[str, An
         raise DPoPError(
             "unsupported_alg", "JWS alg %s is not accepted; only ES256" % _short_repr(alg)
         )
-    if not key.verify((h64 + "." + p64).encode("ascii"), signature):
+    if not key.verify(signed, signature):
         raise DPoPError("bad_signature", "JWS signature is not valid for this key")
     return header, payload
 
@@ -2402,10 +2403,8 @@ def _assertion_algs(key: ECKey | RSAKey | str) -> Tuple[str, ...]:
     other key is a TypeError here, for client_assertion (Client() passes only loaded keys)."""
     if isinstance(key, str):
         return tuple(_HMAC_ALGS)
-    if isinstance(key, RSAKey):
-        return _RSA_ALGS
-    if isinstance(key, ECKey):
-        return ("ES256",)
+    if isinstance(key, _Key):
+        return key._algs
     raise _type_error("key", "an ECKey, an RSAKey or the client secret (str)", key)
 
 
@@ -2444,14 +2443,13 @@ def client_assertion(
     header = {"alg": alg, "typ": "JWT"}
     if kid is not None:
         header["kid"] = kid
-    signing_input = (
-        b64url_encode(_json_compact(header)) + "." + b64url_encode(_json_compact(claims))
+    # client_secret_jwt MACs the signing input with the secret's UTF-8 bytes (RFC 7518 §3.2)
+    sign = (
+        functools.partial(hmac.digest, key.encode(), digest=_HMAC_ALGS[alg])
+        if isinstance(key, str)
+        else functools.partial(key.sign, alg=alg)
     )
-    signing = signing_input.encode("ascii")
-    if isinstance(key, str):
-        return signing_input + "." + _hmac_signature(alg, key.encode(), signing)
-    signature = key.sign(signing) if isinstance(key, ECKey) else key.sign(signing, alg)
-    return signing_input + "." + b64url_encode(signature)
+    return _jws(header, _json_compact(claims), sign)
 
 
 # =============================================================================
@@ -2811,8 +2809,8 @@ def _inspect_proof(proof: str, now: float, **context: str | None) -> Dict[str, A
     report: Dict[str, Any] = {"kind": "DPoP proof"}
     claims: Dict[str, Any] = {}
     try:  # shown as they are, before any check, so a refused proof still shows what it holds
-        _, p64, _, report["header"] = _jws_split(proof, _MAX_PROOF)
-        claims = report["claims"] = _json_object(b64url_decode(p64), "claims")
+        report["header"], payload, _, _ = _jws_split(proof, _MAX_PROOF)
+        claims = report["claims"] = _json_object(payload, "claims")
         report["iat"] = _when(claims.get("iat"), now)
     except DPoPError:
         pass
@@ -2853,12 +2851,12 @@ def _jwks_verifies(jwks: Any, header: Dict[str, Any], signed: bytes, signature: 
     keys = jwks.get("keys") if isinstance(jwks, dict) else None
     if not isinstance(keys, list):
         raise DPoPError("bad_key", "a JWK Set is a JSON object with a list of keys")
-    alg = header.get("alg")
+    alg = str(header.get("alg"))
     for jwk in keys:
         try:
-            if alg == "ES256" and _key_from_jwk(jwk).verify(signed, signature):
-                return True
-            if alg in _RSA_ALGS and load_rsa_key(jwk).verify(signed, signature, alg):
+            # an alg neither names is no key's: RSAKey.verify says False
+            key = _key_from_jwk(jwk) if alg == "ES256" else load_rsa_key(jwk)
+            if key.verify(signed, signature, alg):
                 return True
         except (DPoPError, TypeError):  # not a JWK, or one of another type or curve
             continue
@@ -2871,8 +2869,8 @@ def _inspect_token(
     """A JWT access token's header and claims (RFC 9068), its times and cnf.jkt; checks: not
     expired, DPoP-bound, bound to ``jkt`` (the client key's thumbprint) and signed by a key of
     the JWK Set ``jwks``, when they are given."""
-    h64, p64, s64, header = _jws_split(token, _MAX_JWS)
-    claims = _json_object(b64url_decode(p64), "claims")
+    header, payload, signature, signed = _jws_split(token, _MAX_JWS)
+    claims = _json_object(payload, "claims")
     report: Dict[str, Any] = {"kind": "access token (JWT)", "header": header, "claims": claims}
     # the token is a credential: by default only its hash, which a proof's ath can be matched to
     report["token"] = token if show else "sha256 " + access_token_hash(token)
@@ -2890,8 +2888,7 @@ def _inspect_token(
         ("token_signature", None, "not checked: give --jwks FILE or URL"),
     ]
     if jwks is not None:
-        signed = (h64 + "." + p64).encode("ascii")
-        verified = _jwks_verifies(jwks, header, signed, b64url_decode(s64))
+        verified = _jwks_verifies(jwks, header, signed, signature)
         checks[-1] = (
             "token_signature",
             verified,
@@ -2950,10 +2947,10 @@ def _inspect_response(text: str, now: float) -> Dict[str, Any]:
 
 def _is_proof(jws: str) -> bool:
     """Whether a JWS is a DPoP proof: its header has a jwk, or a typ that says dpop (dpop+jwt,
-    application/dpop+jwt). One whose header does not parse is judged as a proof too: its checks
-    say what is wrong."""
+    application/dpop+jwt). One that does not split (a segment that is not base64url, a header that
+    is not JSON) is judged as a proof too: its checks say what is wrong."""
     try:
-        header = _jws_split(jws, _MAX_JWS)[3]
+        header = _jws_split(jws, _MAX_JWS)[0]
     except DPoPError:
         return True
     return "jwk" in header or "dpop" in str(header.get("typ")).lower()

@@ -578,21 +578,21 @@ def _check_assertion(server, client_id, assertion):
     (``accept_assertions``). client_secret_jwt uses ``server.clients``' secrets; private_key_jwt
     the public keys in ``server.client_keys``; a jti is accepted once (``server.assertions``)."""
     try:
-        h64, p64, s64, header = dpop._jws_split(assertion, dpop._MAX_JWS)
+        header, payload, signature, signed = dpop._jws_split(assertion, dpop._MAX_JWS)
         alg = str(header.get("alg"))
-        signed = (h64 + "." + p64).encode()
         key = server.client_keys.get(client_id)
         if alg in dpop._HMAC_ALGS and client_id in server.clients:
             good = hmac.compare_digest(
-                dpop._hmac_signature(alg, server.clients[client_id].encode(), signed), s64
+                dpop._hmac_signature(alg, server.clients[client_id].encode(), signed),
+                dpop.b64url_encode(signature),
             )
         elif isinstance(key, dpop.RSAKey):
             # False for an alg but RS256 and PS256
-            good = key.verify(signed, dpop.b64url_decode(s64), alg)
+            good = key.verify(signed, signature, alg)
         else:
             # or DPoPError
             good = isinstance(key, dpop.ECKey) and dpop.jws_verify(assertion, key) is not None
-        claims = dpop._json_object(dpop.b64url_decode(p64), "assertion")
+        claims = dpop._json_object(payload, "assertion")
     except DPoPError:
         return False
     now = time.time()
@@ -2655,6 +2655,16 @@ def test_signature_range_checks():
     assert not SIGN_KEY.verify(message, good[:63])
 
 
+def test_ec_key_sign_and_verify_take_only_es256():
+    # the alg both key classes take (RSAKey.sign(data, alg)): a P-256 key's one is ES256
+    signature = SIGN_KEY.sign(b"m", "ES256")
+    assert SIGN_KEY.verify(b"m", signature, "ES256") and SIGN_KEY.verify(b"m", signature)
+    for alg in ("RS256", "PS256", "HS256", "ES384"):
+        with pytest.raises(ValueError):
+            SIGN_KEY.sign(b"m", alg)
+        assert not SIGN_KEY.verify(b"m", signature, alg)
+
+
 def test_sign_needs_private_key():
     with raises_code("no_private_key"):
         SIGN_KEY.public_key().sign(b"x")
@@ -3305,9 +3315,10 @@ def test_a_key_on_another_curve_gets_one_answer_in_every_encoding(curve):
 
 
 # ==================================================================================================
-# 7. JWS compact serialization: splitting (RFC 7515 §3.1, §5)
+# 7. JWS compact serialization: building and splitting (RFC 7515 §3.1, §5, §7.1)
 # ==================================================================================================
-# (none of its own: _jws_split is tested through verify_proof, section 9, and jws_verify, 11)
+# (none of its own: _jws is tested through the known answers of make_proof, section 8, and of
+# jws_sign and client_assertion, 11; _jws_split through verify_proof, 9, and jws_verify, 11)
 
 
 # ==================================================================================================
@@ -4728,6 +4739,30 @@ def test_inspect_token_checks_rs256_and_an_unbound_token():
     head, body, signature = token.split(".")
     forged = ".".join((head, dpop.b64url_encode(b'{"exp": 1e12}'), signature))
     assert dpop._inspect_token(forged, NOW, jwks=jwks)["checks"][3][1] is False
+
+
+def test_inspect_judges_a_jws_that_does_not_split_as_a_proof():
+    # a signature segment that is not base64url (5 characters are no whole number of bytes):
+    # _jws_split decodes every segment, so the token does not split, and `dpop inspect` reads it
+    # as a proof that is malformed, its header and claims not shown
+    token = _access_token(dpop.generate_key(), {"exp": NOW + 5})
+    broken = token.rsplit(".", 1)[0] + ".AAAAA"
+    assert not dpop._is_proof(token) and dpop._is_proof(broken)
+    with raises_code("bad_base64url"):
+        dpop._inspect_token(broken, NOW)
+    report = dpop._inspect_proof(broken, NOW, **INSPECT_CONTEXT)
+    assert "header" not in report and "claims" not in report
+    assert report["checks"][0][:2] == ("proof_malformed", False)
+
+
+def test_jwks_verifies_only_with_the_algorithm_a_key_signs():
+    rsa, ec = rsa_key(), dpop.generate_key()
+    jwks = {"keys": [ec.public_jwk(), rsa.public_jwk()]}
+    for key, alg in ((rsa, "RS256"), (rsa, "PS256"), (ec, "ES256")):
+        signature = key.sign(b"m", alg)
+        assert dpop._jwks_verifies(jwks, {"alg": alg}, b"m", signature)
+        for other in {"ES256", "RS256", "PS256", "HS256", "none", None} - {alg}:
+            assert not dpop._jwks_verifies(jwks, {"alg": other}, b"m", signature), (alg, other)
 
 
 def test_inspect_response_explains_challenges_nonce_and_clock():
@@ -8500,7 +8535,7 @@ def test_selftest_reports_failures(monkeypatch, capsys):
     monkeypatch.setattr(dpop, "_KAT_SAMPLE_RS", "00")
     monkeypatch.setattr(dpop, "_KAT_PROOF", RFC9449["proofs"][1]["proof"])
     monkeypatch.setattr(dpop, "access_token_hash", lambda token: "x")
-    monkeypatch.setattr(dpop.ECKey, "verify", lambda self, data, sig: True)
+    monkeypatch.setattr(dpop.ECKey, "verify", lambda self, data, sig, alg="ES256": True)
     monkeypatch.setattr(dpop, "load_key", lambda data: None)
     assert dpop.main(["selftest"]) == 1
     out = capsys.readouterr().out

@@ -1232,6 +1232,45 @@ class _Key:
         """Refused: a pickle of a private key would be a secret written where no one chose."""
         raise TypeError("%s is not picklable; keep its key file instead" % type(self).__name__)
 
+    def public_jwk(self) -> Dict[str, str]:
+        """The public JWK: each kind of key makes its own."""
+        raise NotImplementedError
+
+    def _public(self) -> object:
+        """The public key's numbers, which __eq__ and __hash__ compare: an ECKey's point, an
+        RSAKey's (n, e)."""
+        raise NotImplementedError
+
+    def thumbprint(self) -> str:
+        """RFC 7638 SHA-256 thumbprint of the public JWK, base64url."""
+        # not kept: verify_proof asks it once of each proof's own new key, and a Client once when
+        # it is made (about 13 microseconds each time); an ECKey's proof header, asked for every
+        # proof a key signs, is the one kept
+        return jwk_thumbprint(self.public_jwk())
+
+    def _private(self) -> Any:
+        """The private part (an ECKey's scalar d; an RSAKey's (d, p, q, dp, dq, qi)), or
+        no_private_key for a public key. Typed Any: each subclass declares its _secret's type, and
+        typing is not imported at run time, so _Key cannot be Generic over it."""
+        if self._secret is None:
+            raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
+        return self._secret
+
+    def __eq__(self, other: object) -> bool:
+        """Same class, same public numbers (_public), and both private or both public."""
+        # no secret is compared (nor timed). An ECKey's point is d*G (its invariant) and d -> d*G
+        # is one-to-one on [1, n), so two private ECKeys with the same point have the same d. An
+        # RSA n has one factorization, so two private RSAKeys with the same n and e have the same
+        # p and q, and the same dp and dq (_new made each the inverse of e below p - 1 and q - 1):
+        # they make the same signatures.
+        if not isinstance(other, type(self)):
+            return NotImplemented
+        return (self._public(), self.has_private) == (other._public(), other.has_private)
+
+    def __hash__(self) -> int:
+        """The public numbers' hash: a private key and its public half hash alike."""
+        return hash(self._public())
+
 
 class ECKey(_Key):
     """A P-256 key pair, or a public key alone. Immutable; repr shows no secret.
@@ -1274,13 +1313,6 @@ class ECKey(_Key):
         """The public JWK plus ``d``. Handle the result as a secret."""
         return dict(self.public_jwk(), d=b64url_encode(_int_to_bytes32(self._private())))
 
-    def thumbprint(self) -> str:
-        """RFC 7638 SHA-256 thumbprint of the public key, base64url."""
-        # not kept: verify_proof asks it once of each proof's own new key, and a Client once when
-        # it is made (about 13 microseconds each time); the proof header, asked for every proof a
-        # key signs, is the one kept
-        return jwk_thumbprint(self.public_jwk())
-
     def _proof_header(self) -> str:
         """The encoded DPoP header: typ dpop+jwt, alg ES256 and the public JWK
         (rebuilt from the point, so never a loaded JWK's d, kid or alg)."""
@@ -1316,28 +1348,14 @@ class ECKey(_Key):
             _KEY_TABLES.verified(self._point)
         return good
 
-    def _private(self) -> int:
-        """The private scalar d, or no_private_key for a public key."""
-        if self._secret is None:
-            raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
-        return self._secret
+    def _public(self) -> Affine:
+        """The public point, which __eq__ and __hash__ compare."""
+        return self._point
 
     def __repr__(self) -> str:
         """Kind and thumbprint: never a coordinate of d."""
         kind = "private" if self.has_private else "public"
         return "<dpop.ECKey P-256 %s jkt=%s>" % (kind, self.thumbprint())
-
-    def __eq__(self, other: object) -> bool:
-        """Same point, and both private or both public."""
-        # two private keys with the same point have the same d: the invariant makes the point d*G,
-        # and d -> d*G is one-to-one on [1, n), so d itself is never compared (nor timed)
-        if not isinstance(other, ECKey):
-            return NotImplemented
-        return (self._point, self.has_private) == (other._point, other.has_private)
-
-    def __hash__(self) -> int:
-        """The public point's hash: a private key and its public half hash alike."""
-        return hash(self._point)
 
 
 def _public_from_private(d: int) -> Affine:
@@ -2141,16 +2159,6 @@ class RSAKey(_Key):
         jwk.update(zip(_RSA_PRIVATE, map(_b64_uint, self._private())))
         return jwk
 
-    def thumbprint(self) -> str:
-        """RFC 7638 SHA-256 thumbprint of the public JWK, base64url."""
-        return jwk_thumbprint(self.public_jwk())
-
-    def _private(self) -> Tuple[int, int, int, int, int, int]:
-        """(d, p, q, dp, dq, qi), or no_private_key for a public key."""
-        if self._secret is None:
-            raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
-        return self._secret
-
     def _encode(self, alg: str, data: bytes, salt: bytes) -> int:
         """EMSA-PKCS1-v1_5 (RS256, RFC 8017 §9.2) or EMSA-PSS with MGF1-SHA-256
         and the 32-byte ``salt`` (PS256, §9.1.1; RS256 ignores it) of ``data``, as the integer
@@ -2188,7 +2196,8 @@ class RSAKey(_Key):
         # s = s2 + q h; then the blind is multiplied back out with r^-1 (blinded in turn)
         s1 = pow(blinded % prime1, dp, prime1)
         s2 = pow(blinded % prime2, dq, prime2)
-        s = (
+        # (annotated: _private() is typed Any, so the CRT members, and s from them, are Any too)
+        s: int = (
             (s2 + qi * (s1 - s2) % prime1 * prime2)
             * _inverse_blinded(r, modulus, _random_below(modulus))
             % modulus
@@ -2219,23 +2228,14 @@ class RSAKey(_Key):
         # (signature, message and key are all public: no constant-time comparison is needed)
         return m == self._encode(alg, raw, salt)
 
+    def _public(self) -> Tuple[int, int]:
+        """(n, e), which __eq__ and __hash__ compare."""
+        return self.n, self.e
+
     def __repr__(self) -> str:
         """Size, kind and thumbprint: never a private member."""
         kind = "private" if self.has_private else "public"
         return "<dpop.RSAKey %d-bit %s jkt=%s>" % (self.size, kind, self.thumbprint())
-
-    def __eq__(self, other: object) -> bool:
-        """Same n and e, and both private or both public."""
-        # as for ECKey, no secret is compared (nor timed): n has one factorization, so two
-        # private keys with the same n and e have the same p and q, and the same dp and dq (_new
-        # made each the inverse of e below p - 1 and q - 1), so they make the same signatures
-        if not isinstance(other, RSAKey):
-            return NotImplemented
-        return (self.n, self.e, self.has_private) == (other.n, other.e, other.has_private)
-
-    def __hash__(self) -> int:
-        """Hash of (n, e): a private key and its public half hash alike."""
-        return hash((self.n, self.e))
 
 
 def _b64_uint(value: int) -> str:

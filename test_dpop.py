@@ -3548,6 +3548,10 @@ def test_verify_proof_misuse():
         check(forge_proof(), algorithms=("ES256", "none"))
     with pytest.raises(ValueError):
         check(forge_proof(), algorithms=("HS256",))
+    # only ES256, RS256 and PS256 may be named: an algorithm it cannot check is never ignored
+    for algorithms in (("ES256", "EdDSA"), "ES256", ("ES256", b"RS256"), ("ES256", None)):
+        with pytest.raises(ValueError, match="ES256, RS256 and PS256"):
+            check(forge_proof(), algorithms=algorithms)
     with pytest.raises(TypeError):
         check(forge_proof(), method=b"GET")
     with pytest.raises(TypeError):

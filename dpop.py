@@ -1585,11 +1585,13 @@ _MAX_NONCE = 1024
 _STANDARD_CLAIMS = frozenset({"jti", "htm", "htu", "iat", "ath", "nonce"})
 
 
-def _split_url(url: str) -> Tuple[str, str, str, str, str]:
-    """(scheme, host, port, path, query) of an absolute http(s) URL, normalized.
+def _split_url(url: str) -> Tuple[str, str, int, str, str, str]:
+    """(scheme, host, port, authority, path, query) of an absolute http(s) URL, normalized.
 
-    Scheme and host lower-cased, default port dropped (port "" then), empty
-    path "/". The path is returned byte for byte: no decoding, no re-encoding.
+    Scheme and host lower-cased; port the number used (the scheme's default when
+    none is given); authority "host[:port]", the port there only when it is not
+    the default; empty path "/". The path is returned byte for byte: no
+    decoding, no re-encoding.
     """
     _check_str("url", url)
     if len(url) > 8192 or _URL_FORBIDDEN.search(url):
@@ -1616,8 +1618,9 @@ def _split_url(url: str) -> Tuple[str, str, str, str, str]:
     port = int(authority[2] or _DEFAULT_PORTS[scheme])
     if not 0 < port < 65536:
         raise DPoPError("bad_url", "bad port")
-    kept = "" if port == _DEFAULT_PORTS[scheme] else str(port)
-    return scheme, authority[1].lower(), kept, match[3] or "/", match[4] or ""
+    host = authority[1].lower()
+    host_port = host if port == _DEFAULT_PORTS[scheme] else "%s:%d" % (host, port)
+    return scheme, host, port, host_port, match[3] or "/", match[4] or ""
 
 
 def canonical_htu(url: str) -> str:
@@ -1627,8 +1630,8 @@ def canonical_htu(url: str) -> str:
     path becomes "/", and the path is kept exactly as it will be sent (no
     percent-decoding or re-encoding). Only absolute http(s) URLs are accepted.
     """
-    scheme, host, port, path, _ = _split_url(url)  # RFC 9449 §4.2: htu has no query
-    return "%s://%s%s%s" % (scheme, host, ":" + port if port else "", path)
+    scheme, _, _, host_port, path, _ = _split_url(url)  # RFC 9449 §4.2: htu has no query
+    return scheme + "://" + host_port + path
 
 
 def access_token_hash(token: str) -> str:
@@ -2522,7 +2525,7 @@ class _Target:
     already refuses a misspelt attribute)."""
 
     def __init__(self, url: str) -> None:
-        scheme, host, port, path, query = _split_url(url)
+        scheme, host, port, host_port, path, query = _split_url(url)
         if not _resolvable(host):
             raise DPoPError("bad_url", "bad host name: an empty label or one over 63 characters")
         if scheme == "http" and not _is_loopback(host):
@@ -2531,9 +2534,8 @@ class _Target:
                 "plain http is only allowed to loopback hosts; use https for %s" % host,
             )
         self.url = url  # as given: for the proof's htu and Response.url
-        self.scheme, self.host, self.port = scheme, host, int(port or _DEFAULT_PORTS[scheme])
-        self.host_header = host + (":" + port if port else "")
-        self.origin = scheme + "://" + self.host_header
+        self.scheme, self.host, self.port, self.host_header = scheme, host, port, host_port
+        self.origin = scheme + "://" + host_port
         self.path, self.target = path, path + query  # the request line's: path and query
 
 

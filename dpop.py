@@ -860,16 +860,22 @@ _MAX_KEY_INPUT = 64 * 1024
 
 _OID_EC_PUBLIC_KEY = bytes.fromhex("2a8648ce3d0201")  # 1.2.840.10045.2.1
 _OID_P256 = bytes.fromhex("2a8648ce3d030107")  # 1.2.840.10045.3.1.7
-# fmt: off
+# the OIDs a refused key file is likely to carry, by their DER value's hex (X.690 §8.19), each
+# with its dotted form beside it; error messages name these, and any other OID only by its kind
 _KNOWN_OIDS = {
-    "1.2.840.113549.1.1.1": "an RSA key", "1.2.840.10040.4.1": "a DSA key",
-    "1.3.101.112": "an Ed25519 key", "1.3.101.113": "an Ed448 key", "1.3.101.110": "an X25519 key",
-    "1.3.132.0.34": "curve P-384", "1.3.132.0.35": "curve P-521", "1.3.132.0.10": "curve secp256k1",
-    "1.2.840.10045.3.1.1": "curve P-192", "1.3.132.0.33": "curve P-224",
-    "1.3.36.3.3.2.8.1.1.7": "curve brainpoolP256r1",
-    "1.2.840.113549.1.5.13": "PBES2 encryption",
+    "2a864886f70d010101": "an RSA key",  # 1.2.840.113549.1.1.1
+    "2a8648ce380401": "a DSA key",  # 1.2.840.10040.4.1
+    "2b6570": "an Ed25519 key",  # 1.3.101.112
+    "2b6571": "an Ed448 key",  # 1.3.101.113
+    "2b656e": "an X25519 key",  # 1.3.101.110
+    "2b81040022": "curve P-384",  # 1.3.132.0.34
+    "2b81040023": "curve P-521",  # 1.3.132.0.35
+    "2b8104000a": "curve secp256k1",  # 1.3.132.0.10
+    "2a8648ce3d030101": "curve P-192",  # 1.2.840.10045.3.1.1
+    "2b81040021": "curve P-224",  # 1.3.132.0.33
+    "2b2403030208010107": "curve brainpoolP256r1",  # 1.3.36.3.3.2.8.1.1.7
+    "2a864886f70d01050d": "PBES2 encryption",  # 1.2.840.113549.1.5.13
 }
-# fmt: on
 
 _SEQUENCE, _INTEGER, _BIT_STRING, _OCTET_STRING, _OID = 0x30, 0x02, 0x03, 0x04, 0x06
 
@@ -937,23 +943,10 @@ def _der_uint(tag_value: Tuple[int, bytes]) -> int:
 
 
 def _oid_name(value: bytes, kind: str) -> str:
-    """What an OBJECT IDENTIFIER names, for error messages only: its _KNOWN_OIDS name, else
-    ``kind`` and its dotted text (X.690 §8.19), "?" for one that is malformed or longer than 32
-    bytes (no real OID is; str() of a huge arc would fail)."""
-    if not value or value[-1] & 0x80 or len(value) > 32:
-        return kind + " ?"
-    # X.690 §8.19: each arc is base-128, high bit set on all but its last byte; the first two
-    # arcs share the first number (40 * first + second, the second unbounded under arc 2)
-    parts: List[int] = []
-    acc = 0
-    for byte in value:
-        acc = (acc << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            parts.append(acc)
-            acc = 0
-    first = min(parts[0] // 40, 2)
-    text = ".".join(map(str, [first, parts[0] - 40 * first] + parts[1:]))
-    return _KNOWN_OIDS.get(text, kind + " " + text)
+    """What an OBJECT IDENTIFIER (its DER value) names, for error messages only: its _KNOWN_OIDS
+    name, else "an unknown" ``kind``. The OID itself is never decoded or printed, so a malformed
+    or huge one (a 21,000-bit arc) costs nothing and says nothing."""
+    return _KNOWN_OIDS.get(value.hex(), "an unknown " + kind)
 
 
 def _check_algorithm(der: bytes) -> None:
@@ -1241,6 +1234,45 @@ class _Key:
         """Refused: a pickle of a private key would be a secret written where no one chose."""
         raise TypeError("%s is not picklable; keep its key file instead" % type(self).__name__)
 
+    def public_jwk(self) -> Dict[str, str]:
+        """The public JWK: each kind of key makes its own."""
+        raise NotImplementedError
+
+    def _public(self) -> object:
+        """The public key's numbers, which __eq__ and __hash__ compare: an ECKey's point, an
+        RSAKey's (n, e)."""
+        raise NotImplementedError
+
+    def thumbprint(self) -> str:
+        """RFC 7638 SHA-256 thumbprint of the public JWK, base64url."""
+        # not kept: verify_proof asks it once of each proof's own new key, and a Client once when
+        # it is made (about 13 microseconds each time); nor is the proof header, which make_proof
+        # rebuilds for every proof (about 9 microseconds, a few per cent of a proof)
+        return jwk_thumbprint(self.public_jwk())
+
+    def _private(self) -> Any:
+        """The private part (an ECKey's scalar d; an RSAKey's (d, p, q, dp, dq, qi)), or
+        no_private_key for a public key. Typed Any: each subclass declares its _secret's type, and
+        typing is not imported at run time, so _Key cannot be Generic over it."""
+        if self._secret is None:
+            raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
+        return self._secret
+
+    def __eq__(self, other: object) -> bool:
+        """Same class, same public numbers (_public), and both private or both public."""
+        # no secret is compared (nor timed). An ECKey's point is d*G (its invariant) and d -> d*G
+        # is one-to-one on [1, n), so two private ECKeys with the same point have the same d. An
+        # RSA n has one factorization, so two private RSAKeys with the same n and e have the same
+        # p and q, and the same dp and dq (_new made each the inverse of e below p - 1 and q - 1):
+        # they make the same signatures.
+        if not isinstance(other, type(self)):
+            return NotImplemented
+        return (self._public(), self.has_private) == (other._public(), other.has_private)
+
+    def __hash__(self) -> int:
+        """The public numbers' hash: a private key and its public half hash alike."""
+        return hash(self._public())
+
 
 class ECKey(_Key):
     """A P-256 key pair, or a public key alone. Immutable; repr shows no secret.
@@ -1283,13 +1315,6 @@ class ECKey(_Key):
         """The public JWK plus ``d``. Handle the result as a secret."""
         return dict(self.public_jwk(), d=b64url_encode(_int_to_bytes32(self._private())))
 
-    def thumbprint(self) -> str:
-        """RFC 7638 SHA-256 thumbprint of the public key, base64url."""
-        # not kept: verify_proof asks it once of each proof's own new key, and a Client once when
-        # it is made (about 13 microseconds each time); nor is the proof header, which make_proof
-        # rebuilds for every proof (about 9 microseconds, a few per cent of a proof)
-        return jwk_thumbprint(self.public_jwk())
-
     def to_pem(self, private: bool = True) -> str:
         """PKCS#8 PEM (private=True) or SubjectPublicKeyInfo PEM."""
         return _key_pem(self._point, self._private() if private else None)
@@ -1324,28 +1349,14 @@ class ECKey(_Key):
             _KEY_TABLES.verified(self._point)
         return good
 
-    def _private(self) -> int:
-        """The private scalar d, or no_private_key for a public key."""
-        if self._secret is None:
-            raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
-        return self._secret
+    def _public(self) -> Affine:
+        """The public point, which __eq__ and __hash__ compare."""
+        return self._point
 
     def __repr__(self) -> str:
         """Kind and thumbprint: never a coordinate of d."""
         kind = "private" if self.has_private else "public"
         return "<dpop.ECKey P-256 %s jkt=%s>" % (kind, self.thumbprint())
-
-    def __eq__(self, other: object) -> bool:
-        """Same point, and both private or both public."""
-        # two private keys with the same point have the same d: the invariant makes the point d*G,
-        # and d -> d*G is one-to-one on [1, n), so d itself is never compared (nor timed)
-        if not isinstance(other, ECKey):
-            return NotImplemented
-        return (self._point, self.has_private) == (other._point, other.has_private)
-
-    def __hash__(self) -> int:
-        """The public point's hash: a private key and its public half hash alike."""
-        return hash(self._point)
 
 
 def _public_from_private(d: int) -> Affine:
@@ -1590,11 +1601,13 @@ _MAX_NONCE = 1024
 _STANDARD_CLAIMS = frozenset({"jti", "htm", "htu", "iat", "ath", "nonce"})
 
 
-def _split_url(url: str) -> Tuple[str, str, str, str, str]:
-    """(scheme, host, port, path, query) of an absolute http(s) URL, normalized.
+def _split_url(url: str) -> Tuple[str, str, int, str, str, str]:
+    """(scheme, host, port, authority, path, query) of an absolute http(s) URL, normalized.
 
-    Scheme and host lower-cased, default port dropped (port "" then), empty
-    path "/". The path is returned byte for byte: no decoding, no re-encoding.
+    Scheme and host lower-cased; port the number used (the scheme's default when
+    none is given); authority "host[:port]", the port there only when it is not
+    the default; empty path "/". The path is returned byte for byte: no
+    decoding, no re-encoding.
     """
     _check_str("url", url)
     if len(url) > 8192 or _URL_FORBIDDEN.search(url):
@@ -1621,8 +1634,9 @@ def _split_url(url: str) -> Tuple[str, str, str, str, str]:
     port = int(authority[2] or _DEFAULT_PORTS[scheme])
     if not 0 < port < 65536:
         raise DPoPError("bad_url", "bad port")
-    kept = "" if port == _DEFAULT_PORTS[scheme] else str(port)
-    return scheme, authority[1].lower(), kept, match[3] or "/", match[4] or ""
+    host = authority[1].lower()
+    host_port = host if port == _DEFAULT_PORTS[scheme] else "%s:%d" % (host, port)
+    return scheme, host, port, host_port, match[3] or "/", match[4] or ""
 
 
 def canonical_htu(url: str) -> str:
@@ -1632,8 +1646,8 @@ def canonical_htu(url: str) -> str:
     path becomes "/", and the path is kept exactly as it will be sent (no
     percent-decoding or re-encoding). Only absolute http(s) URLs are accepted.
     """
-    scheme, host, port, path, _ = _split_url(url)  # RFC 9449 §4.2: htu has no query
-    return "%s://%s%s%s" % (scheme, host, ":" + port if port else "", path)
+    scheme, _, _, host_port, path, _ = _split_url(url)  # RFC 9449 §4.2: htu has no query
+    return scheme + "://" + host_port + path
 
 
 def access_token_hash(token: str) -> str:
@@ -1735,7 +1749,6 @@ def make_proof(
 
 _MAX_PROOF = 8 * 1024
 _PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_SYMMETRIC_OR_NONE = re.compile(r"none|HS\d+|dir|A\d+.*", re.I)
 
 
 class VerifiedProof:
@@ -1941,10 +1954,12 @@ def _signed_proof(
         isinstance(typ, str) and typ.lower() in ("dpop+jwt", "application/dpop+jwt"),
         "typ is not dpop+jwt",
     )
-    # 5. an accepted asymmetric algorithm: ES256, or RS256/PS256 when listed; a str first, as
-    # the caller's algorithms may be a set, which cannot even look up a list or an object
+    # 5. an accepted algorithm: one the caller listed (verify_proof has refused any entry but
+    # ES256, RS256 and PS256, the ones checked here: none, HS256, EdDSA or a str given whole are
+    # the caller's mistake, never ignored); a str first, as the caller's algorithms may be a
+    # set, which cannot even look up a list or an object
     alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in algorithms or alg not in ("ES256",) + _RSA_ALGS:
+    if not isinstance(alg, str) or alg not in algorithms:
         raise _refuse("proof_alg", "alg %s is not accepted" % _short_repr(alg))
     # 7. jwk: a public P-256 key and nothing private
     jwk = header.get("jwk")
@@ -1994,7 +2009,8 @@ def verify_proof(
     function that says whether a nonce is acceptable (NonceIssuer.check).
     ``iat`` must lie in [now - max_age, now + leeway]. ``replay`` is a
     ReplayCache (or any object with its ``add``); the jti is recorded only
-    once every other check has passed.
+    once every other check has passed. ``algorithms`` names the accepted proof
+    algorithms: ES256 (the default), RS256, PS256; any other entry is a ValueError.
 
     Raises DPoPError whose ``code`` names the failed check and whose
     ``oauth_error`` is what to answer (invalid_dpop_proof or use_dpop_nonce).
@@ -2005,8 +2021,8 @@ def verify_proof(
             "verify_proof() needs jkt= (the token's cnf.jkt) when access_token= is given"
         )
     for allowed in algorithms:
-        if not isinstance(allowed, str) or _SYMMETRIC_OR_NONE.fullmatch(allowed):
-            raise ValueError("algorithms may only name asymmetric JWS algorithms")
+        if allowed not in ("ES256",) + _RSA_ALGS:
+            raise ValueError("algorithms may only name ES256, RS256 and PS256")
     request_htu = _normal_htu(url)
     current = _check_time("now", now)
     # steps 1, 2 and 4 to 7: a well-formed proof signed by the key in its header
@@ -2153,16 +2169,6 @@ class RSAKey(_Key):
         jwk.update(zip(_RSA_PRIVATE, map(_b64_uint, self._private())))
         return jwk
 
-    def thumbprint(self) -> str:
-        """RFC 7638 SHA-256 thumbprint of the public JWK, base64url."""
-        return jwk_thumbprint(self.public_jwk())
-
-    def _private(self) -> Tuple[int, int, int, int, int, int]:
-        """(d, p, q, dp, dq, qi), or no_private_key for a public key."""
-        if self._secret is None:
-            raise DPoPError("no_private_key", "this is a public key; signing needs the private key")
-        return self._secret
-
     def _encode(self, alg: str, data: bytes, salt: bytes) -> int:
         """EMSA-PKCS1-v1_5 (RS256, RFC 8017 §9.2) or EMSA-PSS with MGF1-SHA-256
         and the 32-byte ``salt`` (PS256, §9.1.1; RS256 ignores it) of ``data``, as the integer
@@ -2200,7 +2206,8 @@ class RSAKey(_Key):
         # s = s2 + q h; then the blind is multiplied back out with r^-1 (blinded in turn)
         s1 = pow(blinded % prime1, dp, prime1)
         s2 = pow(blinded % prime2, dq, prime2)
-        s = (
+        # (annotated: _private() is typed Any, so the CRT members, and s from them, are Any too)
+        s: int = (
             (s2 + qi * (s1 - s2) % prime1 * prime2)
             * _inverse_blinded(r, modulus, _random_below(modulus))
             % modulus
@@ -2231,23 +2238,14 @@ class RSAKey(_Key):
         # (signature, message and key are all public: no constant-time comparison is needed)
         return m == self._encode(alg, raw, salt)
 
+    def _public(self) -> Tuple[int, int]:
+        """(n, e), which __eq__ and __hash__ compare."""
+        return self.n, self.e
+
     def __repr__(self) -> str:
         """Size, kind and thumbprint: never a private member."""
         kind = "private" if self.has_private else "public"
         return "<dpop.RSAKey %d-bit %s jkt=%s>" % (self.size, kind, self.thumbprint())
-
-    def __eq__(self, other: object) -> bool:
-        """Same n and e, and both private or both public."""
-        # as for ECKey, no secret is compared (nor timed): n has one factorization, so two
-        # private keys with the same n and e have the same p and q, and the same dp and dq (_new
-        # made each the inverse of e below p - 1 and q - 1), so they make the same signatures
-        if not isinstance(other, RSAKey):
-            return NotImplemented
-        return (self.n, self.e, self.has_private) == (other.n, other.e, other.has_private)
-
-    def __hash__(self) -> int:
-        """Hash of (n, e): a private key and its public half hash alike."""
-        return hash((self.n, self.e))
 
 
 def _b64_uint(value: int) -> str:
@@ -2523,7 +2521,7 @@ class _Target:
     already refuses a misspelt attribute)."""
 
     def __init__(self, url: str) -> None:
-        scheme, host, port, path, query = _split_url(url)
+        scheme, host, port, host_port, path, query = _split_url(url)
         if not _resolvable(host):
             raise DPoPError("bad_url", "bad host name: an empty label or one over 63 characters")
         if scheme == "http" and not _is_loopback(host):
@@ -2532,9 +2530,8 @@ class _Target:
                 "plain http is only allowed to loopback hosts; use https for %s" % host,
             )
         self.url = url  # as given: for the proof's htu and Response.url
-        self.scheme, self.host, self.port = scheme, host, int(port or _DEFAULT_PORTS[scheme])
-        self.host_header = host + (":" + port if port else "")
-        self.origin = scheme + "://" + self.host_header
+        self.scheme, self.host, self.port, self.host_header = scheme, host, port, host_port
+        self.origin = scheme + "://" + host_port
         self.path, self.target = path, path + query  # the request line's: path and query
 
 

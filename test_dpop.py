@@ -3240,6 +3240,8 @@ def test_huge_oid_arcs_are_a_key_error(form):
             dpop.load_key(data)
         assert info.value.code in ("unsupported_key", "unsupported_curve", "bad_key")
         assert len(str(info.value)) < 200
+        # an OID outside _KNOWN_OIDS is named by its kind only, never decoded
+        assert "an unknown " in str(info.value)
 
 
 def test_jwk_text_and_members_with_lone_surrogates():
@@ -3608,6 +3610,10 @@ def test_verify_proof_misuse():
         check(forge_proof(), algorithms=("ES256", "none"))
     with pytest.raises(ValueError):
         check(forge_proof(), algorithms=("HS256",))
+    # only ES256, RS256 and PS256 may be named: an algorithm it cannot check is never ignored
+    for algorithms in (("ES256", "EdDSA"), "ES256", ("ES256", b"RS256"), ("ES256", None)):
+        with pytest.raises(ValueError, match="ES256, RS256 and PS256"):
+            check(forge_proof(), algorithms=algorithms)
     with pytest.raises(TypeError):
         check(forge_proof(), method=b"GET")
     with pytest.raises(TypeError):

@@ -2818,12 +2818,11 @@ def _inspect_proof(proof: str, now: float, **context: str | None) -> Dict[str, A
         if passed:
             reason = ""
         if code == "proof_htu":  # both sides as they were compared: normalised (RFC 3986 §6.2.2)
-            sides = (
+            reason = "%s (proof) %s %s (request)" % (
                 _normal_htu(claims["htu"]),
                 "==" if passed else "!=",
                 _normal_htu(given["url"]),
             )
-            reason = "%s (proof) %s %s (request)" % sides
         if code not in unchecked:
             checks.append((code, passed, reason))
 
@@ -2845,7 +2844,7 @@ def _jwks_verifies(jwks: Any, header: Dict[str, Any], signed: bytes, signature: 
     """Whether a key of the JWK Set ``jwks`` (RFC 7517 §5) verifies ``signature`` with the header's
     alg: ES256, RS256 or PS256. Every key is tried (a kid only says which one to try first, and
     the set is the issuer's: any of its keys is trusted alike)."""
-    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    keys = jwks.get("keys")  # (a JSON object: _json_object read it)
     if not isinstance(keys, list):
         raise DPoPError("bad_key", "a JWK Set is a JSON object with a list of keys")
     alg = str(header.get("alg"))
@@ -2861,7 +2860,11 @@ def _jwks_verifies(jwks: Any, header: Dict[str, Any], signed: bytes, signature: 
 
 
 def _inspect_token(
-    token: str, now: float, jkt: str | None = None, jwks: Any = None, show: bool = False
+    token: str,
+    now: float,
+    jkt: str | None = None,
+    jwks: Any = None,
+    show: bool = False,
 ) -> Dict[str, Any]:
     """A JWT access token's header and claims (RFC 9068), its times and cnf.jkt; checks: not
     expired, DPoP-bound, bound to ``jkt`` (the client key's thumbprint) and signed by a key of

@@ -2600,11 +2600,7 @@ class Response:
 
     def iter_bytes(self) -> Iterator[bytes]:
         """The body in chunks: as they arrive for a streamed response (once), else ``body``."""
-        if self._stream is None:
-            return iter([self.body] if self.body else [])
-        if self._chunks is None:
-            self._chunks = iter(self._stream)
-        return self._chunks
+        return self._chunks or iter([self.body] if self.body else [])
 
     def close(self) -> None:
         """Stop reading a streamed body (its connection is closed unless it was read to the end)."""
@@ -3623,32 +3619,21 @@ class FileTokenCache:
 
         @contextlib.contextmanager
         def held() -> Iterator[None]:
-            import errno
-            import stat
-
             fd = -1
             try:
                 self._folder()
                 flags = os.O_WRONLY | os.O_CREAT | _OPEN_NO_LINK_NO_WAIT
                 fd = os.open(self.path + ".lock", flags, 0o600)
-                regular = stat.S_ISREG(os.fstat(fd).st_mode)
-            except OSError as exc:
-                if exc.errno not in (errno.ENXIO, errno.EISDIR):  # a FIFO no one reads, a folder
-                    raise DPoPError(
-                        "io_error", "cannot lock token cache %s: %s" % (self.path, exc.strerror)
-                    ) from None
-                regular = False
-            try:
-                if regular:
-                    try:
-                        import fcntl
+                import fcntl
 
-                        fcntl.flock(fd, fcntl.LOCK_EX)
-                    except ImportError:  # pragma: no cover  (Windows: no advisory lock)
-                        pass
-                else:  # the run goes on without the cache
-                    self._off = True
-                    self._warn_once("%s.lock is not a regular file" % os.path.basename(self.path))
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except ImportError:  # pragma: no cover  (Windows: no advisory lock)
+                pass
+            # a FIFO no one reads, a folder, no permission: the run goes on without the cache
+            except OSError as exc:
+                self._off = True
+                self._warn_once("cannot lock it: %s" % exc.strerror)
+            try:
                 yield
             finally:
                 if fd >= 0:
@@ -4399,7 +4384,7 @@ class Client:
         version = "HTTP/%d.%d" % divmod(resp.version, 10)
         response = Response(resp.status, resp.reason, got, data, target.url, version)
         if streaming:
-            response._stream = body_stream
+            response._stream, response._chunks = body_stream, iter(body_stream)
         return response
 
     def _retry(self, attempt: int, started: float, why: Response | DPoPError) -> bool:
@@ -4930,43 +4915,36 @@ class DemoServer:
 
     ``require_nonce`` makes both the token endpoint (400 use_dpop_nonce) and the API (401
     use_dpop_nonce) demand server nonces. ``authority`` is another DemoServer whose tokens this
-    one's API accepts (default: its own). ``override(handler)`` is called first for every request
-    and may answer it itself (return True): tests use it to script misbehaving servers.
-    ``ssl_context`` (server side) makes it serve https. Clients authenticate with their secret
-    (``clients``: client_secret_post or client_secret_basic); see ``check_assertion``."""
+    one's API accepts (default: its own). Clients authenticate with their secret (``clients``:
+    client_secret_post or client_secret_basic). A subclass may override ``answer`` (every
+    request), ``authenticate`` (client authentication) or ``issue_token``: the tests script
+    misbehaving servers, https and client assertions that way."""
+
+    token_lifetime = 3600  # seconds an access token lives
 
     def __init__(
         self,
         *,
         require_nonce: bool = False,
-        token_lifetime: int = 3600,
         port: int = 0,
         authority: DemoServer | None = None,
-        override: Callable[[Any], bool] | None = None,
-        ssl_context: Any = None,
     ) -> None:
         import http.server
 
         self.require_nonce = require_nonce
-        self.token_lifetime = token_lifetime
         self.authority = authority or self
-        self.override = override
         self.signing_key = generate_key()
         self.nonces = NonceIssuer(os.urandom(32))
         self.replay = ReplayCache()
         # client_id -> secret, for client_secret_post and client_secret_basic
         self.clients = {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET}
-        # seconds this server's clock is ahead (tests of a client's skew handling)
+        # seconds this server's clock is ahead when it checks proofs (tests also send it in Date)
         self.clock_skew = 0.0
-        self.tokens_issued = self.api_calls = 0
+        self.api_calls = 0
         # (ThreadingHTTPServer's handler threads are daemons already: daemon_threads = True)
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _demo_handler(self))
-        scheme = "http"
-        if ssl_context is not None:  # a server-side context: serve https
-            httpd.socket = ssl_context.wrap_socket(httpd.socket, server_side=True)
-            scheme = "https"
         self._httpd = httpd
-        self.base_url = "%s://127.0.0.1:%d" % (scheme, httpd.server_address[1])
+        self.base_url = "http://127.0.0.1:%d" % httpd.server_address[1]
         self.issuer = self.base_url
         self.token_endpoint = self.base_url + "/connect/token"
         self.api_url = self.base_url + "/api/dpop/test"
@@ -4986,7 +4964,7 @@ class DemoServer:
             "grant_types_supported": ["client_credentials"],
             "dpop_signing_alg_values_supported": ["ES256"],
             # client_secret_post and client_secret_basic (a JSON array): the demo checks no
-            # assertions (check_assertion)
+            # assertions (authenticate)
             "token_endpoint_auth_methods_supported": _AUTH_METHODS[:2],
         }
 
@@ -5002,7 +4980,6 @@ class DemoServer:
             "exp": now + self.token_lifetime,
             "jti": b64url_encode(os.urandom(12)),
         }
-        self.tokens_issued += 1
         return {
             "access_token": jws_sign(
                 self.signing_key, claims, {"typ": "at+jwt", "kid": self.signing_key.thumbprint()}
@@ -5012,13 +4989,30 @@ class DemoServer:
             "scope": scope,
         }
 
-    def check_assertion(self, client_id: str, assertion: str) -> bool:
-        """Whether a client_secret_jwt or private_key_jwt assertion from ``client_id`` (RFC 7523
-        §3) authenticates it: never, here. The demo accepts client secrets only
-        (client_secret_post and client_secret_basic); a test that needs assertions puts its own
-        check in this method's place (on the instance), which the token endpoint then calls for
-        every request that carries a client_assertion."""
-        return False
+    def authenticate(self, form: Dict[str, str], client_id: str, secret: str | None) -> bool:
+        """Whether a token request's client authentication (client_secret_post or
+        client_secret_basic: ``secret``; tests that need assertions override this) is good."""
+        expected = self.clients.get(client_id)
+        return (
+            expected is not None
+            and secret is not None
+            and hmac.compare_digest(expected.encode(), secret.encode())
+        )
+
+    def answer(self, handler: Any) -> None:
+        """Answers one request (tests override it to script misbehaving servers)."""
+        path = handler.path.split("?")[0]
+        if path in (
+            "/.well-known/oauth-authorization-server",
+            "/.well-known/openid-configuration",
+        ):
+            handler.reply(200, self.metadata())
+        elif path == "/connect/token" and handler.command == "POST":
+            _demo_token(handler)
+        elif path.startswith("/api/"):
+            _demo_api(handler)
+        else:
+            handler.reply(404, {"error": "not_found"})
 
     def nonce_headers(self) -> Dict[str, str]:
         """A new DPoP-Nonce header for a response, when this server requires nonces."""
@@ -5058,16 +5052,6 @@ def _demo_handler(owner: DemoServer) -> Any:
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
 
-        # Date follows the skewed clock
-        def date_time_string(self, timestamp: float | None = None) -> str:
-            return super().date_time_string(
-                time.time() + self.demo.clock_skew if timestamp is None else timestamp
-            )
-
-        def body(self) -> bytes:
-            """This request's body (read before the request is answered, at most 64 KiB)."""
-            return self._body
-
         def reply(
             self, status: int, payload: Any, headers: Mapping[str, str] | None = None
         ) -> None:
@@ -5086,27 +5070,12 @@ def _demo_handler(owner: DemoServer) -> Any:
 
         def dispatch(self) -> None:
             # the body is read first, however the request is then answered: a keep-alive
-            # connection stays in step (a body sent chunked is read by an override that wants it,
-            # which sets _body)
+            # connection stays in step (a body sent chunked is read by a subclass's answer that
+            # wants it, which sets body)
             length = self.headers.get("Content-Length") or "0"
             size = int(length) if re.fullmatch(r"[0-9]{1,10}", length) else 0
-            self._body = self.rfile.read(min(size, 1 << 16))
-            if self.demo.override is None or not self.demo.override(self):
-                self.route()
-
-        def route(self) -> None:
-            path = self.path.split("?")[0]
-            if path in (
-                "/.well-known/oauth-authorization-server",
-                "/.well-known/openid-configuration",
-            ):
-                self.reply(200, self.demo.metadata())
-            elif path == "/connect/token" and self.command == "POST":
-                _demo_token(self)
-            elif path.startswith("/api/"):
-                _demo_api(self)
-            else:
-                self.reply(404, {"error": "not_found"})
+            self.body = self.rfile.read(min(size, 1 << 16))
+            self.demo.answer(self)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = dispatch
 
@@ -5114,13 +5083,12 @@ def _demo_handler(owner: DemoServer) -> Any:
 
 
 def _demo_token(handler: Any) -> None:
-    """The demo token endpoint: client_credentials with a client secret (an assertion goes to
-    demo.check_assertion, which refuses it unless a test has put its own check there), and a
-    proof."""
+    """The demo token endpoint: client_credentials with a client secret (demo.authenticate: a
+    subclass may take assertions too), and a proof."""
     import urllib.parse
 
     demo = handler.demo
-    form = dict(urllib.parse.parse_qsl(handler.body().decode("ascii", "replace")))
+    form = dict(urllib.parse.parse_qsl(handler.body.decode("ascii", "replace")))
     # "" is no client of this server's
     client_id = form.get("client_id", "")
     secret = form.get("client_secret")
@@ -5131,17 +5099,7 @@ def _demo_token(handler: Any) -> None:
         except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
             pair = ":"
         client_id, _, secret = (urllib.parse.unquote_plus(part) for part in pair.partition(":"))
-    assertion = form.get("client_assertion")
-    if assertion is not None and form.get("client_assertion_type") == ASSERTION_TYPE:
-        authenticated = demo.check_assertion(client_id, assertion)
-    else:
-        expected = demo.clients.get(client_id)
-        authenticated = (
-            expected is not None
-            and secret is not None
-            and hmac.compare_digest(expected.encode(), secret.encode())
-        )
-    if not authenticated:
+    if not demo.authenticate(form, client_id, secret):
         handler.reply(401, {"error": "invalid_client"}, {"WWW-Authenticate": 'Basic realm="demo"'})
         return
     if form.get("grant_type") != "client_credentials":

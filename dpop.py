@@ -3700,7 +3700,8 @@ class _Token:
     client holds one or two, and mypy --strict already refuses a misspelt attribute.)"""
 
     def __init__(self, value: str, refresh_at: float | None, lifetime: float | None = None) -> None:
-        # refresh_at: time.monotonic(), None: until refused; lifetime: seconds left when it came
+        # refresh_at: time.time(), as the cache's until (None: until refused);
+        # lifetime: seconds left when it came
         self.value, self.refresh_at, self.lifetime = value, refresh_at, lifetime
 
     def __repr__(self) -> str:
@@ -3734,36 +3735,34 @@ def _assertion_signer(
 ) -> Tuple[ECKey | RSAKey | str, str | None]:
     """What signs client assertions, and the kid its JWK form names: for private_key_jwt the
     key (P-256 or RSA), else the client secret (client_secret_jwt MACs with it); checks
-    ``alg``."""
-    if alg is not None and alg not in _ASSERTION_ALGS.get(method, ()):
-        raise ValueError("assertion_alg %r does not go with auth_method %s" % (alg, method))
-    if method != "private_key_jwt":
-        return str(secret), None
-    if data is None:
-        raise TypeError("auth_method private_key_jwt needs assertion_key=")
-    key: ECKey | RSAKey = data
+    ``alg`` against it (HMAC for a secret, the key's own algorithms), and against auth_method."""
+    key: Any = str(secret)
     kid = None
-    if not isinstance(data, (ECKey, RSAKey)):
-        if isinstance(data, os.PathLike):
-            data = _read_key_file(data)  # read once, for the key and for its kid
-        try:  # each loader reads a PEM block only under its own labels
-            try:
-                key = load_key(data)
+    if method == "private_key_jwt":
+        if data is None:
+            raise TypeError("auth_method private_key_jwt needs assertion_key=")
+        key = data
+        if not isinstance(data, (ECKey, RSAKey)):
+            if isinstance(data, os.PathLike):
+                data = _read_key_file(data)  # read once, for the key and for its kid
+            try:  # each loader reads a PEM block only under its own labels
+                try:
+                    key = load_key(data)
+                except DPoPError as exc:
+                    if exc.code != "unsupported_key":
+                        raise
+                    key = load_rsa_key(data)  # not P-256: RSA, or the RSA loader's own refusal
             except DPoPError as exc:
-                if exc.code != "unsupported_key":
-                    raise
-                key = load_rsa_key(data)  # not P-256: RSA, or the RSA loader's own refusal
-        except DPoPError as exc:
-            raise DPoPError(exc.code, "assertion key: " + exc.message) from None
-        # it loaded, so this parses again: a JWK's mapping (for its kid), or a PEM block's DER
-        value = _key_data(data, _EC_PEM_LABELS + ("RSA PRIVATE KEY", "RSA PUBLIC KEY"))
-        kid = value.get("kid") if isinstance(value, Mapping) else None
-    if not key.has_private:
-        raise DPoPError(
-            "no_private_key", "assertion key: it is a public key; signing needs the private key"
-        )
-    if alg is not None and alg not in _assertion_algs(key):
-        raise ValueError("assertion_alg %s does not go with a %s" % (alg, type(key).__name__))
+                raise DPoPError(exc.code, "assertion key: " + exc.message) from None
+            # it loaded, so this parses again: a JWK's mapping (for its kid), or a PEM block's DER
+            value = _key_data(data, _EC_PEM_LABELS + ("RSA PRIVATE KEY", "RSA PUBLIC KEY"))
+            kid = value.get("kid") if isinstance(value, Mapping) else None
+        if not key.has_private:
+            why = "assertion key: it is a public key; signing needs the private key"
+            raise DPoPError("no_private_key", why)
+    if alg is not None and (not method.endswith("_jwt") or alg not in _assertion_algs(key)):
+        why = "assertion_alg %s does not go with auth_method %s and a %s"
+        raise ValueError(why % (alg, method, type(key).__name__))
     return key, kid if isinstance(kid, str) else None
 
 
@@ -4046,9 +4045,7 @@ class Client:
         # uncontended lock costs well under a microsecond, no more than checking twice).
         with self._token_lock:
             token = self._token
-            if token is None or (
-                token.refresh_at is not None and time.monotonic() >= token.refresh_at
-            ):
+            if token is None or (token.refresh_at is not None and time.time() >= token.refresh_at):
                 token = self._fetch_token() if self._cache is None else self._cached_token()
                 self._token = token
             return token
@@ -4060,19 +4057,18 @@ class Client:
         with self._cache_lock():
             entry = self._cache.get(key)
             if _usable_entry(entry):  # any store's answer is checked like the file's
-                left = entry["until"] - time.time()
                 self._scrub.learn(entry)  # a secret, wherever it comes from
                 self._nonces.update(entry["nonces"])
-                return _Token(entry["access_token"], time.monotonic() + left, left)
+                until = entry["until"]
+                return _Token(entry["access_token"], until, until - time.time())
             token = self._fetch_token()
             if token.refresh_at is not None:  # without expires_in: not cached
-                ttl = token.refresh_at - time.monotonic()
                 entry = {
                     "access_token": token.value,
                     "nonces": dict(self._nonces),
-                    "until": time.time() + ttl,
+                    "until": token.refresh_at,
                 }
-                self._cache.set(key, entry, ttl)
+                self._cache.set(key, entry, token.refresh_at - time.time())
             return token
 
     def _keep_nonces(self) -> None:
@@ -4103,8 +4099,7 @@ class Client:
         """The token cache's lock(), if it has one (FileTokenCache, RedisTokenCache)."""
         import contextlib
 
-        lock = getattr(self._cache, "lock", None)
-        return contextlib.nullcontext() if lock is None else lock()
+        return getattr(self._cache, "lock", contextlib.nullcontext)()
 
     def _drop_token(self, value: str) -> None:
         with self._token_lock:
@@ -4141,26 +4136,22 @@ class Client:
         token: _Text,
         sent: _Text,
         tried: Set[str],
-        error: _Text = None,
     ) -> bool:
         """Whether a refusal of a request with a proof (``sent``: the nonce it carried; ``token``
-        None: the token request, whose OAuth ``error`` comes from its body) earns one more try, each
-        reason once: a new nonce (RFC 9449 §8, §9; never for the nonce just sent), invalid_token
-        (the token is dropped), a server clock learnt from Date (invalid_dpop_proof, or Keycloak's
-        invalid_request at the token endpoint)."""
+        None: the token request) earns one more try, each reason once: invalid_token (the token is
+        dropped), a new nonce (RFC 9449 §8, §9; never for the nonce just sent), a server clock
+        learnt from Date. Any 401, and a token endpoint's 400, may be the proof's fault, whatever
+        error it names."""
         errors = [params["error"] for params in _refusals(headers)] if status == 401 else []
-        if error:
-            errors.append(error)
-        # RFC 9449 §8: some token endpoints say invalid_dpop_proof or invalid_request with their
-        # nonce
-        asked = "use_dpop_nonce" in errors or (token is None and status in (400, 401))
-        skewed = "invalid_dpop_proof" in errors or (token is None and "invalid_request" in errors)
-        if asked and "nonce" not in tried and self._nonces.get(origin) not in (None, sent):
-            tried.add("nonce")
-        elif "invalid_token" in errors and token is not None and "token" not in tried:
+        # any 401, and a token endpoint's 400, may be about the proof, whatever error it names
+        # (RFC 9449 §8: use_dpop_nonce, invalid_dpop_proof; Keycloak: invalid_request)
+        proof = status == 401 or (token is None and status == 400)
+        if "invalid_token" in errors and token is not None and "token" not in tried:
             tried.add("token")
             self._drop_token(token)
-        elif skewed and "skew" not in tried and self._learn_skew(origin, headers):
+        elif proof and "nonce" not in tried and self._nonces.get(origin) not in (None, sent):
+            tried.add("nonce")
+        elif proof and "skew" not in tried and self._learn_skew(origin, headers):
             tried.add("skew")
         else:
             return False
@@ -4214,7 +4205,7 @@ class Client:
         method: str,
         target: _Target,
         headers: _Pairs,
-        body: _Body | Callable[[], bytes],
+        body: _Body,
         limit: int,
         *,
         token: _Text = None,
@@ -4233,7 +4224,8 @@ class Client:
             auth = [] if token is None else [("Authorization", "DPoP " + token)]
             proof = functools.partial(self._proof, method, target.url, target.origin, token, sent)
             try:
-                data = body() if callable(body) else body  # the token form counts token_requests
+                # the token request's form is new every time: a new client assertion
+                data = self._token_form(target.url) if token is None else body
                 response = self._exchange(
                     method, target, headers + auth, data, limit, stream, proof
                 )
@@ -4254,13 +4246,8 @@ class Client:
                 response.close()
                 attempt += 1
                 continue
-            error = (
-                _oauth_error(response, self._scrub)[0]
-                if token is None and response.status >= 400
-                else None
-            )
             if not self._retry_refused(
-                target.origin, response.status, response.headers, token, sent, tried, error
+                target.origin, response.status, response.headers, token, sent, tried
             ):
                 return response
             # a new one after invalid_token
@@ -4582,8 +4569,7 @@ class Client:
             basic = base64.b64encode(userpass.encode("utf-8")).decode("ascii")
             base.append(("Authorization", "Basic " + basic))
             self._scrub.add(basic)
-        form = functools.partial(self._token_form, target.url)  # a new client assertion every time
-        response = self._attempts("POST", target, base, form, _MAX_TOKEN_BODY)
+        response = self._attempts("POST", target, base, None, _MAX_TOKEN_BODY)
         if 200 <= response.status < 300:
             token = self._parse_token(response)
             # "expires in None s" without expires_in
@@ -4626,7 +4612,7 @@ class Client:
                 "bad_token_response", "expires_in is not a number of seconds from 1 to 2^31 - 1"
             )
         margin = min(self._refresh_margin, lifetime / 2)
-        return _Token(value, time.monotonic() + lifetime - margin, lifetime)
+        return _Token(value, time.time() + lifetime - margin, lifetime)
 
 
 def _check_algs(metadata: Dict[str, Any], who: str) -> None:
@@ -5221,7 +5207,7 @@ _printable = functools.partial(_CONTROLS.sub, "?")
 
 # the metavar an option of these kinds shows in --help unless it names its own; with neither,
 # argparse shows the option's name in capitals (--scope SCOPE)
-_METAVARS = dict.fromkeys("infile outfile newfile cafile cache".split(), "FILE")
+_METAVARS = dict.fromkeys("infile file outfile newfile cafile cache".split(), "FILE")
 _METAVARS.update(seconds="SECONDS", url="URL", proxy="URL", data="DATA", method="METHOD")
 
 
@@ -5255,6 +5241,8 @@ class _Opt:
 
 
 def _check_text(value: str) -> str:
+    """One line of text; what is wrong is said without the value, which may be a secret (the kind
+    "secret" is this check by another name, for --client-secret and --proxy)."""
     if not value:
         raise ValueError("is empty")
     if _CONTROLS.search(value) or "\n" in value or "\t" in value:
@@ -5274,16 +5262,14 @@ def _check_seconds(value: str) -> float:
     return number
 
 
-def _check_port(value: str) -> int:
-    if not re.fullmatch(r"[0-9]{1,5}", value) or int(value) > 65535:
-        raise ValueError("must be a port number from 0 to 65535")
+def _check_count(value: str, high: int = 100) -> int:
+    """A whole number from 0 to ``high``: 100 for --retry, 65535 for a port (_check_port)."""
+    if not re.fullmatch(r"[0-9]{1,5}", value) or int(value) > high:
+        raise ValueError("must be a whole number from 0 to %d" % high)
     return int(value)
 
 
-def _check_count(value: str) -> int:
-    if not re.fullmatch(r"[0-9]{1,3}", value) or int(value) > 100:
-        raise ValueError("must be a whole number from 0 to 100")
-    return int(value)
+_check_port = functools.partial(_check_count, high=65535)
 
 
 def _check_flag(value: str) -> bool:
@@ -5309,13 +5295,18 @@ def _check_infile(value: str) -> str:
     return value
 
 
+def _check_file(value: str) -> str:
+    """An input file that is never stdin: --cert, --cert-key, and --cacert (_check_cafile)."""
+    if _check_infile(value) == "-":
+        raise ValueError("takes a file, not stdin (-)")
+    return value
+
+
 def _check_cafile(value: str) -> str:
     import ssl
 
-    if _check_infile(value) == "-":
-        raise ValueError("must name a file")
     try:
-        ssl.create_default_context(cafile=value)
+        ssl.create_default_context(cafile=_check_file(value))
     except OSError:  # ssl.SSLError too
         raise ValueError("%s is not a PEM bundle of CA certificates" % value) from None
     return value
@@ -5383,11 +5374,7 @@ def _check_proxy(value: str) -> str:
     return value
 
 
-def _check_secret(value: str) -> str:
-    if not value or _CONTROLS.search(value):
-        # never echo it
-        raise ValueError("is empty, or holds control characters or bytes that are not UTF-8")
-    return value
+_check_secret = _check_text
 
 
 _WRITE_OUT = re.compile(r"%\{([a-z_]+)\}|%%|\\[nrt\\]")
@@ -5654,10 +5641,10 @@ _CLIENT_OPTIONS = (  # the request and token commands'
     _Opt("--cacert", "cafile", "trust these CA certificates (PEM)"),
     _Opt(
         "-E --cert",
-        "infile",
+        "file",
         "TLS client certificate (PEM, with its key unless --cert-key)",
     ),
-    _Opt("--cert-key", "infile", "the client certificate's private key (PEM)"),
+    _Opt("--cert-key", "file", "the client certificate's private key (PEM)"),
     _Opt(
         "-x --proxy",
         "proxy",
@@ -5948,7 +5935,7 @@ def _cli_token(args: _Args, scrub: _Scrubber) -> int:
         answer: Dict[str, Any] = {"access_token": token.value, "token_type": "DPoP"}
         if token.refresh_at is not None:  # the seconds left, as expires_in counts them
             margin = min(client._refresh_margin, (token.lifetime or 0) / 2)
-            answer["expires_in"] = max(0, int(token.refresh_at - time.monotonic() + margin))
+            answer["expires_in"] = max(0, int(token.refresh_at - time.time() + margin))
         print(token.value if args["raw"] else json.dumps(answer, indent=2))
         return 0
 
@@ -5968,11 +5955,9 @@ def _check_together(args: _Args) -> None:
             "give one of --token-endpoint and --issuer (or DPOP_TOKEN_ENDPOINT / DPOP_ISSUER)"
             + ("" if given else ", or a URL to discover them from"),
         )
-    # (--cacert is never "-": _check_cafile refuses it)
+    # (--cert, --cert-key and --cacert are never "-": _check_file refuses it)
     names = "--key --client-secret-file --assertion-key --cert --cert-key --cacert".split()
     inputs = {flag: args[flag[2:].replace("-", "_")] for flag in names}
-    if "-" in (args["cert"], args["cert_key"]):
-        raise DPoPError("usage", "--cert and --cert-key take files, not stdin (-)")
     for flag, name in (("-d", "data"), ("--data-binary", "data_binary"), ("--json", "json")):
         data = args.get(name) or ""
         inputs[flag] = data[1:] if data.startswith("@") else None

@@ -1086,6 +1086,7 @@ BAD_VALUES = {  # per kind of option: values that must be a usage error
     "flag": ["2", "maybe", "-1"],
     "infile": ["", "/nonexistent/x", "{tmp}", "/nonexistent/\udcff"],
     "cafile": ["", "/nonexistent/x", "{notpem}", "-"],
+    "file": ["", "/nonexistent/x", "{tmp}", "-"],
     "outfile": ["", "/nonexistent/dir/x", "{tmp}"],
     "newfile": ["", "/nonexistent/dir/x", "{tmp}", "{notpem}"],
     "header": [

@@ -1112,16 +1112,6 @@ def _key_pem(point: Affine, d: int | None) -> str:
 
 # a BEGIN line and its label (RFC 7468 §3's labels are printable; key files use these characters)
 _PEM_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,64})-----")
-# what a label we know but do not read holds and, where there is a way, how to convert it: the
-# unsupported_key message says it after "PEM block 'LABEL' is" (any other label is not a key we
-# read; an encrypted key is encrypted_key, told apart in _pem_to_der)
-_PEM_REFUSED = {
-    "RSA PRIVATE KEY": "an RSA key; only P-256 EC keys are supported",
-    "RSA PUBLIC KEY": "an RSA key; only P-256 EC keys are supported",
-    "DSA PRIVATE KEY": "a DSA key; only P-256 EC keys are supported",
-    "OPENSSH PRIVATE KEY": "an OpenSSH key; convert it with ssh-keygen -p -m PKCS8",
-    "CERTIFICATE": "a certificate, not a key",
-}
 
 
 def _pem_blocks(text: str) -> Iterator[Tuple[str, str]]:
@@ -1156,8 +1146,8 @@ def _pem_to_der(text: str, labels: Sequence[str] = _EC_PEM_LABELS) -> bytes:
     PARAMETERS blocks skipped)."""
     # text around the blocks is ignored (RFC 7468 §2); an EC PARAMETERS block, which `openssl
     # ecparam -genkey` writes before the key, is skipped; an encrypted key is refused as such,
-    # whatever its label; a label we know but do not read is refused with what it is and, where
-    # there is one, how to convert it (_PEM_REFUSED)
+    # whatever its label; any other label is refused, naming the labels read (an OpenSSH key
+    # converts with ssh-keygen -p -m PKCS8; a certificate is not a key)
     found = []
     for label, body in _pem_blocks(text):
         if label == "EC PARAMETERS":
@@ -1171,8 +1161,8 @@ def _pem_to_der(text: str, labels: Sequence[str] = _EC_PEM_LABELS) -> bytes:
                 "the key is encrypted; decrypt it first (openssl pkey -in FILE -out PLAIN)",
             )
         if label not in labels:
-            what = _PEM_REFUSED.get(label, "not a key this module reads")
-            raise DPoPError("unsupported_key", "PEM block '%s' is %s" % (label, what))
+            why = "PEM block '%s' is not one this loader reads (%s)" % (label, ", ".join(labels))
+            raise DPoPError("unsupported_key", why)
         found.append(body)
     # exactly one key: with two, which one signs would depend on the order in the file
     if len(found) != 1:
@@ -2779,7 +2769,6 @@ _MEANINGS = {
     " to another key (cnf.jkt)",
     "algs": "the algorithms the server takes for proofs",
     "resource_metadata": "the API's metadata (RFC 9728): dpop finds its authorization server there",
-    "DPoP-Nonce": "the nonce the next proof to this server must carry",
 }
 
 
@@ -2870,7 +2859,7 @@ def _inspect_token(
     report: Dict[str, Any] = {"kind": "access token (JWT)", "header": header, "claims": claims}
     # the token is a credential: by default only its hash, which a proof's ath can be matched to
     report["token"] = token if show else "sha256 " + access_token_hash(token)
-    for name in ("iat", "nbf", "exp"):
+    for name in ("iat", "exp"):
         if name in claims:
             report[name] = _when(claims[name], now)
     cnf = claims.get("cnf")
@@ -2928,8 +2917,8 @@ def _inspect_response(text: str, now: float) -> Dict[str, Any]:
     for error in errors:
         meaning = _MEANINGS.get(str(error), "an OAuth error (RFC 6749 §5.2, RFC 6750 §3.1)")
         checks.append(("error", False, "%s: %s" % (_short_repr(error), meaning)))
-    if fields["DPoP-Nonce"] is not None:
-        report["DPoP-Nonce"] = "%s: %s" % (fields["DPoP-Nonce"], _MEANINGS["DPoP-Nonce"])
+    if fields["DPoP-Nonce"] is not None:  # the nonce the next proof to this server must carry
+        report["DPoP-Nonce"] = fields["DPoP-Nonce"]
     server_time = _http_date(fields["Date"])
     if server_time is not None:
         offset = round(server_time - now)
@@ -2939,17 +2928,6 @@ def _inspect_response(text: str, now: float) -> Dict[str, Any]:
         checks.append(("clock", fits, "" if fits else "proofs made here fall outside iat's window"))
     report["checks"] = checks
     return report
-
-
-def _is_proof(jws: str) -> bool:
-    """Whether a JWS is a DPoP proof: its header has a jwk, or a typ that says dpop (dpop+jwt,
-    application/dpop+jwt). One that does not split (a segment that is not base64url, a header that
-    is not JSON) is judged as a proof too: its checks say what is wrong."""
-    try:
-        header = _jws_split(jws, _MAX_JWS)[0]
-    except DPoPError:
-        return True
-    return "jwk" in header or "dpop" in str(header.get("typ")).lower()
 
 
 def _verdict(sent: Mapping[str, str], method: str, url: str, jkt: str, answer: Headers) -> str:
@@ -3690,7 +3668,8 @@ def _good_nonce(value: Any) -> bool:
 #    are connection failures: always at the token endpoint, for the API only
 #    where a repeat cannot hurt (idempotent methods, or nothing was sent).
 #  * A pooled keep-alive connection that the server closed while idle is
-#    retried once on a new connection, with a fresh proof.
+#    not used (_still_open); one it closes as we use it is a connection
+#    failure like any other, retried as above, with a fresh proof.
 #  * Token endpoint and discovery bodies are capped at 1 MiB, API bodies at
 #    256 MiB (after gzip decoding); larger ones raise response_too_large.
 
@@ -4271,80 +4250,73 @@ class Client:
     ) -> Response:
         """One HTTP exchange on a pooled connection; maps failures to DPoPError. With ``stream``, a
         final response (not a 401, nor a redirect to be followed: those are retried or followed)
-        keeps its body unread. ``proof`` makes the DPoP header: a new one for every connection
-        tried."""
+        keeps its body unread. ``proof`` makes the DPoP header (_attempts calls again for a
+        retry, and so makes a new one)."""
         import http.client
         import socket
         import ssl
 
-        retried = False  # a stale keep-alive connection is retried once
         request = "%s %s%s" % (method, target.origin, target.path)  # for notes and errors
-        while True:
-            conn, reused = self._pool.get(target, self._note)
-            headers = fields + ([] if proof is None else [("DPoP", proof())])
-            headers += [] if body is None else [("Content-Length", str(len(body)))]
-            written = False  # whether any byte of this request may have gone out
-            answered = False  # until then, any failure closes the connection (its state is unknown)
-            try:
-                # connected within the connect timeout; then each read within the other
-                if not reused:
-                    conn.connect()
-                    conn.sock.settimeout(self._pool.timeout)
-                if self._log is not None:
-                    self._log.request(method, target, headers, body)
-                conn.putrequest(method, target.target, skip_host=True, skip_accept_encoding=True)
-                for name, value in headers:
-                    conn.putheader(name, value)
-                written = True  # putrequest and putheader only buffer; endheaders writes
-                conn.endheaders(body)
-                response = self._answer(conn, method, target, limit, stream)
-                answered = True
-            except ssl.SSLError as exc:  # the handshake, direct or through a proxy's tunnel
-                # (an SSLError made in Python, not by the C module, has no reason)
-                detail = (
-                    getattr(exc, "verify_message", None)
-                    or getattr(exc, "reason", None)
-                    or "handshake failed"
-                )
-                raise DPoPError("tls", "%s: %s" % (target.origin, detail)) from None
-            # socket.timeout (TimeoutError) too; before HTTPException: http.client's
-            # RemoteDisconnected is a ConnectionResetError too
-            except OSError as exc:
-                # A keep-alive connection the server closed as we used it: once more on a new
-                # connection, if that cannot repeat a request that went out whole (a POST the server
-                # may have acted on). (A reused connection is connected: it cannot be refused, so
-                # its ConnectionError is a reset, an abort or a broken pipe.)
-                stale = reused and not retried and isinstance(exc, ConnectionError)
-                if stale and (not written or method in _IDEMPOTENT):
-                    retried = True
-                    continue
-                code, what = "network", "connection broke" if written else "cannot connect"
-                if isinstance(exc, socket.timeout):  # the reason says what timed out
-                    code, what = "timeout", "no answer in time"
-                why = "%s: %s%s" % (request, what, _reason(exc))
-                error = DPoPError(code, why)
-                # unless written, a failure that a retry cannot repeat, whatever the method
-                error._unsent = not written
-                raise error from None
-            # ValueError: http.client on bad framing. (A body cut short never comes here:
-            # getresponse() reads only the head, and _BodyStream makes every HTTPException while
-            # reading the body, IncompleteRead too, a network DPoPError.)
-            except (http.client.HTTPException, ValueError) as exc:
-                why = "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
-                raise DPoPError("bad_response", why) from None
-            finally:
-                if not answered:
-                    conn.close()
+        conn, reused = self._pool.get(target, self._note)
+        headers = fields + ([] if proof is None else [("DPoP", proof())])
+        headers += [] if body is None else [("Content-Length", str(len(body)))]
+        written = False  # whether any byte of this request may have gone out
+        answered = False  # until then, any failure closes the connection (its state is unknown)
+        try:
+            # connected within the connect timeout; then each read within the other
+            if not reused:
+                conn.connect()
+                conn.sock.settimeout(self._pool.timeout)
             if self._log is not None:
-                self._log.response(response)
-                # a refusal of a proof: what inspect finds wrong with it, on the next line
-                if proof is not None and response.status in (400, 401):
-                    jkt = self._key.thumbprint()
-                    verdict = _verdict(dict(headers), method, target.url, jkt, response.headers)
-                    self._note(verdict, "Inspect")
-            self._remember_nonce(target.origin, response.headers)
-            self._note("%s: %d %s" % (request, response.status, response.reason))
-            return response
+                self._log.request(method, target, headers, body)
+            conn.putrequest(method, target.target, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers:
+                conn.putheader(name, value)
+            written = True  # putrequest and putheader only buffer; endheaders writes
+            conn.endheaders(body)
+            response = self._answer(conn, method, target, limit, stream)
+            answered = True
+        except ssl.SSLError as exc:  # the handshake, direct or through a proxy's tunnel
+            # (an SSLError made in Python, not by the C module, has no reason)
+            detail = (
+                getattr(exc, "verify_message", None)
+                or getattr(exc, "reason", None)
+                or "handshake failed"
+            )
+            raise DPoPError("tls", "%s: %s" % (target.origin, detail)) from None
+        # socket.timeout (TimeoutError) too; before HTTPException: http.client's
+        # RemoteDisconnected is a ConnectionResetError too
+        except OSError as exc:
+            # (a keep-alive connection the server closed as we used it too: _attempts sends the
+            # request again on a new connection when that cannot repeat one that went out whole,
+            # as for any connection that failed; _Pool.get's _still_open catches most before)
+            code, what = "network", "connection broke" if written else "cannot connect"
+            if isinstance(exc, socket.timeout):  # the reason says what timed out
+                code, what = "timeout", "no answer in time"
+            why = "%s: %s%s" % (request, what, _reason(exc))
+            error = DPoPError(code, why)
+            # unless written, a failure that a retry cannot repeat, whatever the method
+            error._unsent = not written
+            raise error from None
+        # ValueError: http.client on bad framing. (A body cut short never comes here:
+        # getresponse() reads only the head, and _BodyStream makes every HTTPException while
+        # reading the body, IncompleteRead too, a network DPoPError.)
+        except (http.client.HTTPException, ValueError) as exc:
+            why = "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
+            raise DPoPError("bad_response", why) from None
+        finally:
+            if not answered:
+                conn.close()
+        if self._log is not None:
+            self._log.response(response)
+            # a refusal of a proof: what inspect finds wrong with it, on the next line
+            if proof is not None and response.status in (400, 401):
+                jkt = self._key.thumbprint()
+                verdict = _verdict(dict(headers), method, target.url, jkt, response.headers)
+                self._note(verdict, "Inspect")
+        self._remember_nonce(target.origin, response.headers)
+        self._note("%s: %d %s" % (request, response.status, response.reason))
+        return response
 
     def _answer(
         self, conn: Any, method: str, target: _Target, limit: int, stream: bool
@@ -6235,9 +6207,16 @@ def _cli_inspect(args: _Args, scrub: _Scrubber) -> int:
     token = _read_token(args["access_token_file"], scrub)
     jkt = args["jkt"] or (_cli_key(args["key"]).thumbprint() if args["key"] else None)
     now = time.time()
+    # a JWS is a DPoP proof when its header has a jwk, or a typ that says dpop (dpop+jwt,
+    # application/dpop+jwt); one that does not split (a segment that is not base64url, a header
+    # that is not JSON) is judged as a proof too: its checks say what is wrong
+    try:
+        header = _jws_split(thing, _MAX_JWS)[0]
+    except DPoPError:
+        header = {"jwk": None}
     if not _JWS_SHAPE.fullmatch(thing):
         report = _inspect_response(thing, now)
-    elif _is_proof(thing):
+    elif "jwk" in header or "dpop" in str(header.get("typ")).lower():
         report = _inspect_proof(
             thing,
             now,

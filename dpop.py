@@ -5158,7 +5158,7 @@ if TYPE_CHECKING:
 
 _EXIT_STATUS: Sequence[Tuple[int, str]] = (
     (0, "success (for a request: HTTP 2xx or 3xx)"),
-    (1, "a DPoP, OAuth, key or file error, or internal_error"),
+    (1, "a DPoP, OAuth, key or file error, internal_error, or a check inspect failed"),
     (2, "usage: a bad option, argument or DPOP_* variable, or an input file that cannot be read"),
     (3, "network, proxy, timeout or TLS failure (network, proxy, timeout, tls, bad_response)"),
     (4, "the API answered HTTP 4xx"),

@@ -2839,7 +2839,8 @@ def _jwks_verifies(jwks: Any, header: Dict[str, Any], signed: bytes, signature: 
             key = _key_from_jwk(jwk) if alg == "ES256" else load_rsa_key(jwk)
             if key.verify(signed, signature, alg):
                 return True
-        except (DPoPError, TypeError):  # not a JWK, or one of another type or curve
+        # not a JWK (not even an object), or one of another type or curve
+        except (DPoPError, TypeError, AttributeError):
             continue
     return False
 
@@ -2896,7 +2897,7 @@ def _inspect_response(text: str, now: float) -> Dict[str, Any]:
         report: Dict[str, Any] = {"kind": "HTTP response", "status": status}
         checks.append(("status", not re.match(r"HTTP/\S+ [45]", status), status))
     # an opaque access token would parse as a challenge named by the token: refused, not shown
-    elif re.match(r"(?i)(dpop|bearer)\b", text):
+    elif re.match(r"(?i)(dpop|bearer)([ \t]|$)", text):
         report, text = {"kind": "WWW-Authenticate"}, "WWW-Authenticate: " + text
     else:
         why = "not a DPoP proof, a JWT, a DPoP or Bearer challenge, or an HTTP response"
@@ -2909,6 +2910,8 @@ def _inspect_response(text: str, now: float) -> Dict[str, Any]:
     except (DPoPError, KeyError):
         pass
     for scheme, params in _parse_challenges(fields.get_all("WWW-Authenticate") or []):
+        if scheme not in ("dpop", "bearer"):  # (from input: another name may be a token's)
+            continue
         report[scheme + " challenge"] = params
         errors += [params["error"]] if "error" in params else []
         for name in ("algs", "resource_metadata"):
@@ -3073,8 +3076,9 @@ class _SessionLog:
         self._sink, self._scrub, self._lock = sink, scrub, threading.Lock()
 
     def _body(self, body: _Body) -> str:
-        """``body`` as logged: its secret fields masked (_SECRET_FIELDS, whatever the body is: an
-        API's JSON that names a field client_secret is masked too), then cut to 64 KiB. Masked
+        """``body`` as logged: its secret fields masked (_SECRET_FIELDS, whatever the body is: a
+        form's client_secret or password, a JSON member access_token, refresh_token or id_token,
+        as they are spelt there), then cut to 64 KiB. Masked
         whole, then cut: a cut cannot leave part of a secret, nor hide the name that marks it."""
         if not body:
             return ""
@@ -3117,17 +3121,18 @@ class _SessionLog:
         first = "%s %s HTTP/1.1" % (method, target.target)
         self._write("Sending", first, headers, self._body(body))
 
-    def response(self, response: Response) -> None:
+    def response(self, response: Response, learn: bool) -> None:
         first = "%s %d %s" % (response.version, response.status, response.reason)
         body = "<body streamed to the caller, not logged>\n"
         if response._stream is None:
-            # The tokens of a response (a token response's, before the Client parses it) are
-            # secrets from here on, wherever they appear however the JSON spells them. Only a
-            # response's: the scrubber keeps only the last few tokens, and a request body's
-            # token-named fields must not push out the client's own.
+            # With ``learn`` (an answer to a request that carried no access token: the token
+            # endpoint's, before the Client parses it), its tokens are secrets from here on,
+            # wherever they appear however the JSON spells them. Never an API's answers: the
+            # scrubber keeps only the last few tokens, and an API's token-named fields must not
+            # push out the client's own (_SECRET_FIELDS masks those fields in its log entry).
             # (a body larger than a token response may be is never one: not parsed, at any size)
             try:  # the strict parser: a server's nesting depth or lone surrogates cannot raise
-                if len(response.body) <= _MAX_TOKEN_BODY:
+                if learn and len(response.body) <= _MAX_TOKEN_BODY:
                     self._scrub.learn(_json_object(response.body, "response"))
             except DPoPError:
                 pass  # not a JSON object: no tokens to learn
@@ -4308,11 +4313,12 @@ class Client:
             if not answered:
                 conn.close()
         if self._log is not None:
-            self._log.response(response)
+            sent = dict(headers)
+            self._log.response(response, "Authorization" not in sent)
             # a refusal of a proof: what inspect finds wrong with it, on the next line
             if proof is not None and response.status in (400, 401):
                 jkt = self._key.thumbprint()
-                verdict = _verdict(dict(headers), method, target.url, jkt, response.headers)
+                verdict = _verdict(sent, method, target.url, jkt, response.headers)
                 self._note(verdict, "Inspect")
         self._remember_nonce(target.origin, response.headers)
         self._note("%s: %d %s" % (request, response.status, response.reason))

@@ -4869,6 +4869,27 @@ def test_cli_inspect_a_proof_exit_status_and_json(tmp_path, key_file):
         assert b"opaque-token-value" not in usage.stderr and usage.stderr.startswith(b"dpop: usage: ")
 
 
+def test_cli_inspect_never_shows_a_token_it_takes_for_no_challenge(tmp_path):
+    # a security review's cases: an opaque token that starts with a scheme's name is no
+    # challenge (refused, never echoed), and no other name in a challenge value is reported
+    for opaque in ("dpop-at-8f2e0c1d9b7a6e5fSECRET", "Bearer-9f8e7d6cSECRET", "bearer.SECRET"):
+        done = run_cli("inspect", opaque)
+        assert done.returncode == 2 and b"SECRET" not in done.stdout + done.stderr.upper()
+    done = run_cli("inspect", "--json", "DPoP tok68SECRET, more-SECRET")
+    report = json.loads(done.stdout)
+    assert done.returncode == 0 and "SECRET" not in done.stdout.decode().upper()
+    assert [name for name in report if name.endswith(" challenge")] == ["dpop challenge"]
+    # a JWK Set whose keys are not objects is no key: the signature is not verified, no crash
+    token = _access_token(dpop.generate_key(), {"exp": NOW + 5})
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text('{"keys": [1, "x", null, []]}')
+    done = run_cli("inspect", "--json", "--jwks", str(jwks), token)
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["checks"][3] == {
+        "check": "token_signature", "passed": False, "reason": "by a key of the JWK Set, alg ES256"
+    }  # fmt: skip
+
+
 def test_cli_inspect_an_oidc_provider_token_with_its_jwks(oidc, tmp_path, key_file):
     key = dpop.load_key(key_file.read_bytes())
     with oidc_client(oidc, key) as client:
@@ -5946,6 +5967,25 @@ def test_session_log_masks_secret_fields_of_api_bodies_and_learns_tokens_only_fr
     assert '{"access_token":"****"}' in text and "api field/" not in text
     assert "password=****&x=1" in text and "hunter2" not in text
     assert "echo ****" in text and token not in text
+
+
+def test_an_apis_token_named_answers_never_unmask_the_clients_token(scripted, client_key):
+    # a security review's case: an API answering token-named JSON fields, many times, must not
+    # push the client's own token out of the scrubber (only answers to requests that carry no
+    # access token are learnt from), and its echo of the Authorization header stays masked
+    def answer(h):
+        fake = {"access_token": 'x%d/a a"\u00e9' % len(scripted.script.requests)}
+        fake["echo"] = h.headers.get("Authorization")
+        h.reply(200, fake)
+        return True
+
+    scripted.script.on(lambda h: h.path == "/api/feed", answer)
+    log = io.StringIO()
+    with make_client(scripted, client_key, session_log=log) as client:
+        for _ in range(20):
+            client.get(scripted.base_url + "/api/feed")
+        token = client.access_token()
+    assert token not in log.getvalue() and '"echo":"DPoP ****"' in log.getvalue()
 
 
 def test_session_log_to_file_object_and_type_check(server, client_key):

@@ -3673,8 +3673,7 @@ def _good_nonce(value: Any) -> bool:
 #    are connection failures: always at the token endpoint, for the API only
 #    where a repeat cannot hurt (idempotent methods, or nothing was sent).
 #  * A pooled keep-alive connection that the server closed while idle is
-#    not used (_still_open); one it closes as we use it is a connection
-#    failure like any other, retried as above, with a fresh proof.
+#    retried once on a new connection, with a fresh proof.
 #  * Token endpoint and discovery bodies are capped at 1 MiB, API bodies at
 #    256 MiB (after gzip decoding); larger ones raise response_too_large.
 
@@ -4255,74 +4254,82 @@ class Client:
     ) -> Response:
         """One HTTP exchange on a pooled connection; maps failures to DPoPError. With ``stream``, a
         final response (not a 401, nor a redirect to be followed: those are retried or followed)
-        keeps its body unread. ``proof`` makes the DPoP header (_attempts calls again for a
-        retry, and so makes a new one)."""
+        keeps its body unread. ``proof`` makes the DPoP header: a new one for every connection
+        tried."""
         import http.client
         import socket
         import ssl
 
+        retried = False  # a stale keep-alive connection is retried once
         request = "%s %s%s" % (method, target.origin, target.path)  # for notes and errors
-        conn, reused = self._pool.get(target, self._note)
-        headers = fields + ([] if proof is None else [("DPoP", proof())])
-        headers += [] if body is None else [("Content-Length", str(len(body)))]
-        written = False  # whether any byte of this request may have gone out
-        answered = False  # until then, any failure closes the connection (its state is unknown)
-        try:
-            # connected within the connect timeout; then each read within the other
-            if not reused:
-                conn.connect()
-                conn.sock.settimeout(self._pool.timeout)
+        while True:
+            conn, reused = self._pool.get(target, self._note)
+            headers = fields + ([] if proof is None else [("DPoP", proof())])
+            headers += [] if body is None else [("Content-Length", str(len(body)))]
+            written = False  # whether any byte of this request may have gone out
+            answered = False  # until then, any failure closes the connection (its state is unknown)
+            try:
+                # connected within the connect timeout; then each read within the other
+                if not reused:
+                    conn.connect()
+                    conn.sock.settimeout(self._pool.timeout)
+                if self._log is not None:
+                    self._log.request(method, target, headers, body)
+                conn.putrequest(method, target.target, skip_host=True, skip_accept_encoding=True)
+                for name, value in headers:
+                    conn.putheader(name, value)
+                written = True  # putrequest and putheader only buffer; endheaders writes
+                conn.endheaders(body)
+                response = self._answer(conn, method, target, limit, stream)
+                answered = True
+            except ssl.SSLError as exc:  # the handshake, direct or through a proxy's tunnel
+                # (an SSLError made in Python, not by the C module, has no reason)
+                detail = (
+                    getattr(exc, "verify_message", None)
+                    or getattr(exc, "reason", None)
+                    or "handshake failed"
+                )
+                raise DPoPError("tls", "%s: %s" % (target.origin, detail)) from None
+            # socket.timeout (TimeoutError) too; before HTTPException: http.client's
+            # RemoteDisconnected is a ConnectionResetError too
+            except OSError as exc:
+                # A keep-alive connection the server closed as we used it: once more on a new
+                # connection, if that cannot repeat a request that went out whole (a POST the server
+                # may have acted on). (A reused connection is connected: it cannot be refused, so
+                # its ConnectionError is a reset, an abort or a broken pipe.) Not left to _attempts:
+                # it races with a server's idle timeout, and max_retries may be 0.
+                stale = reused and not retried and isinstance(exc, ConnectionError)
+                if stale and (not written or method in _IDEMPOTENT):
+                    retried = True
+                    continue
+                code, what = "network", "connection broke" if written else "cannot connect"
+                if isinstance(exc, socket.timeout):  # the reason says what timed out
+                    code, what = "timeout", "no answer in time"
+                why = "%s: %s%s" % (request, what, _reason(exc))
+                error = DPoPError(code, why)
+                # unless written, a failure that a retry cannot repeat, whatever the method
+                error._unsent = not written
+                raise error from None
+            # ValueError: http.client on bad framing. (A body cut short never comes here:
+            # getresponse() reads only the head, and _BodyStream makes every HTTPException while
+            # reading the body, IncompleteRead too, a network DPoPError.)
+            except (http.client.HTTPException, ValueError) as exc:
+                why = "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
+                raise DPoPError("bad_response", why) from None
+            finally:
+                if not answered:
+                    conn.close()
             if self._log is not None:
-                self._log.request(method, target, headers, body)
-            conn.putrequest(method, target.target, skip_host=True, skip_accept_encoding=True)
-            for name, value in headers:
-                conn.putheader(name, value)
-            written = True  # putrequest and putheader only buffer; endheaders writes
-            conn.endheaders(body)
-            response = self._answer(conn, method, target, limit, stream)
-            answered = True
-        except ssl.SSLError as exc:  # the handshake, direct or through a proxy's tunnel
-            # (an SSLError made in Python, not by the C module, has no reason)
-            detail = (
-                getattr(exc, "verify_message", None)
-                or getattr(exc, "reason", None)
-                or "handshake failed"
-            )
-            raise DPoPError("tls", "%s: %s" % (target.origin, detail)) from None
-        # socket.timeout (TimeoutError) too; before HTTPException: http.client's
-        # RemoteDisconnected is a ConnectionResetError too
-        except OSError as exc:
-            # (a keep-alive connection the server closed as we used it too: _attempts sends the
-            # request again on a new connection when that cannot repeat one that went out whole,
-            # as for any connection that failed; _Pool.get's _still_open catches most before)
-            code, what = "network", "connection broke" if written else "cannot connect"
-            if isinstance(exc, socket.timeout):  # the reason says what timed out
-                code, what = "timeout", "no answer in time"
-            why = "%s: %s%s" % (request, what, _reason(exc))
-            error = DPoPError(code, why)
-            # unless written, a failure that a retry cannot repeat, whatever the method
-            error._unsent = not written
-            raise error from None
-        # ValueError: http.client on bad framing. (A body cut short never comes here:
-        # getresponse() reads only the head, and _BodyStream makes every HTTPException while
-        # reading the body, IncompleteRead too, a network DPoPError.)
-        except (http.client.HTTPException, ValueError) as exc:
-            why = "%s: malformed HTTP response (%s)" % (target.origin, type(exc).__name__)
-            raise DPoPError("bad_response", why) from None
-        finally:
-            if not answered:
-                conn.close()
-        if self._log is not None:
-            sent = dict(headers)
-            self._log.response(response, "Authorization" not in sent)
-            # a refusal of a proof: what inspect finds wrong with it, on the next line
-            if proof is not None and response.status in (400, 401):
-                jkt = self._key.thumbprint()
-                verdict = _verdict(sent, method, target.url, jkt, response.headers)
-                self._note(verdict, "Inspect")
-        self._remember_nonce(target.origin, response.headers)
-        self._note("%s: %d %s" % (request, response.status, response.reason))
-        return response
+                sent = dict(headers)
+                self._log.response(response, "Authorization" not in sent)
+                # a refusal of a proof: what inspect finds wrong with it, on the next line
+                if proof is not None and response.status in (400, 401):
+                    jkt = self._key.thumbprint()
+                    verdict = _verdict(sent, method, target.url, jkt, response.headers)
+                    self._note(verdict, "Inspect")
+            self._remember_nonce(target.origin, response.headers)
+            self._note("%s: %d %s" % (request, response.status, response.reason))
+            return response
 
     def _answer(
         self, conn: Any, method: str, target: _Target, limit: int, stream: bool

@@ -3236,46 +3236,37 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
             (proxy.host, proxy.port), timeout=max(0.001, deadline - time.monotonic())
         )
         sock.sendall((request + "\r\n").encode("ascii"))
-        while b"\r\n\r\n" not in head:
+        # the head, until it ends, the proxy closes the connection, or it is over 16 KiB
+        while b"\r\n\r\n" not in head and len(head) <= _MAX_TUNNEL_HEAD:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise socket.timeout()
-            if len(head) > _MAX_TUNNEL_HEAD:
-                raise DPoPError(
-                    "proxy",
-                    "proxy %s answered CONNECT with over 16 KiB of header lines" % proxy.shown,
-                )
             sock.settimeout(left)
             chunk = sock.recv(4096)
             if not chunk:
-                raise DPoPError(
-                    "proxy", "proxy %s closed the connection before answering CONNECT" % proxy.shown
-                )
+                break
             head += chunk
-        answer, _, after = head.partition(b"\r\n\r\n")
+        answer, ended, after = head.partition(b"\r\n\r\n")
         status = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        if not ended and len(head) > _MAX_TUNNEL_HEAD:
+            why = " answered CONNECT with over 16 KiB of header lines"
+        elif not ended:
+            why = " closed the connection before answering CONNECT"
         # after: the origin speaks last
-        if re.fullmatch(r"HTTP/1\.[01] 2[0-9][0-9]( .*)?", status) is None or after:
+        elif re.fullmatch(r"HTTP/1\.[01] 2[0-9][0-9]( .*)?", status) is None or after:
             # the status line, or what came instead of one (_printable: section 21, called at run
             # time)
-            why = "proxy %s refused CONNECT %s: %s" % (
-                proxy.shown,
-                authority,
-                _printable(status[:200]),
-            )
-            raise DPoPError("proxy", why)
-        # what is left for the TLS handshake to the origin, which follows in the tunnel
-        sock.settimeout(max(0.001, deadline - time.monotonic()))
-        return sock
-    except (OSError, DPoPError) as exc:
-        if sock is not None:
-            sock.close()
-        if isinstance(exc, DPoPError):
-            raise
-        # connecting to the proxy, or waiting for its answer
+            why = " refused CONNECT %s: %s" % (authority, _printable(status[:200]))
+        else:
+            # what is left for the TLS handshake to the origin, which follows in the tunnel
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            return sock
+    except OSError as exc:  # connecting to the proxy, or waiting for its answer
         timed_out = isinstance(exc, socket.timeout)
         why = ": CONNECT timed out (--connect-timeout)" if timed_out else " failed" + _reason(exc)
-        raise DPoPError("proxy", "proxy %s%s" % (proxy.shown, why)) from None
+    if sock is not None:
+        sock.close()
+    raise DPoPError("proxy", "proxy %s%s" % (proxy.shown, why))
 
 
 def _still_open(sock: Any) -> bool:

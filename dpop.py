@@ -3583,32 +3583,26 @@ class FileTokenCache:
             self._write(entries)
 
     def lock(self) -> Any:
-        """An exclusive advisory lock on PATH.lock, as a context manager."""
+        """An exclusive advisory lock on PATH.lock, taken now; a context manager that releases it
+        (closing the file releases the lock)."""
         import contextlib
 
-        @contextlib.contextmanager
-        def held() -> Iterator[None]:
-            fd = -1
-            try:
-                self._folder()
-                flags = os.O_WRONLY | os.O_CREAT | _OPEN_NO_LINK_NO_WAIT
-                fd = os.open(self.path + ".lock", flags, 0o600)
-                import fcntl
+        held = contextlib.ExitStack()
+        try:
+            self._folder()
+            flags = os.O_WRONLY | os.O_CREAT | _OPEN_NO_LINK_NO_WAIT
+            fd = os.open(self.path + ".lock", flags, 0o600)
+            held.callback(os.close, fd)
+            import fcntl
 
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except ImportError:  # pragma: no cover  (Windows: no advisory lock)
-                pass
-            # a FIFO no one reads, a folder, no permission: the run goes on without the cache
-            except OSError as exc:
-                self._off = True
-                self._warn_once("cannot lock it: %s" % exc.strerror)
-            try:
-                yield
-            finally:
-                if fd >= 0:
-                    os.close(fd)  # closing releases the lock
-
-        return held()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover  (Windows: no advisory lock)
+            pass
+        # a FIFO no one reads, a folder, no permission: the run goes on without the cache
+        except OSError as exc:
+            self._off = True
+            self._warn_once("cannot lock it: %s" % exc.strerror)
+        return held
 
     def __repr__(self) -> str:
         return "<dpop.FileTokenCache %s>" % self.path

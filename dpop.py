@@ -2638,13 +2638,13 @@ class Response:
 
 
 def _http_date(value: str | None) -> float | None:
-    """The POSIX time of an HTTP-date (RFC 9110 §5.6.7), None if it is not one."""
+    """The POSIX time of an HTTP-date (RFC 9110 §5.6.7), None if it is not one (nor a real time:
+    no 31 February, no second 60, no zone over 24 hours off)."""
     import email.utils
 
-    parsed = email.utils.parsedate_tz(value)  # None for None
-    try:
-        return None if parsed is None else float(email.utils.mktime_tz(parsed))
-    except (ValueError, OverflowError):
+    try:  # not a date: ValueError, or TypeError before Python 3.10
+        return email.utils.parsedate_to_datetime(value or "").timestamp()
+    except (TypeError, ValueError, OverflowError):
         return None
 
 

@@ -3032,21 +3032,21 @@ def _open_private(path: str | os.PathLike[str]) -> Any:
     import errno
     import stat
 
-    name = os.fspath(path)
+    name, fd = os.fspath(path), -1
     try:
         fd = os.open(
             name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600
         )
-    except OSError as exc:
-        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
-        raise DPoPError("io_error", "cannot open session log %s: %s" % (name, why)) from None
-    try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISREG(mode) and mode & 0o077 and hasattr(os, "fchmod"):
             os.fchmod(fd, 0o600)
-    except OSError as exc:
-        os.close(fd)
-        raise DPoPError("io_error", "cannot make %s private: %s" % (name, exc.strerror)) from None
+    except OSError as exc:  # opening it, or tightening an existing file
+        if fd >= 0:
+            os.close(fd)
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise DPoPError(
+            "io_error", "cannot open session log %s (owner only, mode 0600): %s" % (name, why)
+        ) from None
     return os.fdopen(fd, "a", encoding="utf-8")
 
 

@@ -10290,3 +10290,18 @@ def test_part_one_is_at_least_30_percent_comments_and_docstrings():
 )
 def test_http_date_is_a_real_time_or_none(value, expected):
     assert dpop._http_date(value) == expected
+
+
+@pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="no O_NOFOLLOW")
+def test_session_log_file_is_made_private_and_never_a_symlink(tmp_path):
+    existing = tmp_path / "log.txt"
+    existing.write_text("")
+    existing.chmod(0o644)
+    dpop._open_private(existing).close()
+    assert existing.stat().st_mode & 0o777 == 0o600  # an existing file, tightened
+    link = tmp_path / "link.txt"
+    link.symlink_to(existing)
+    with raises_code("io_error") as info:
+        dpop._open_private(link)
+    assert "it is a symbolic link" in info.value.message
+    assert "(owner only, mode 0600)" in info.value.message

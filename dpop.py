@@ -3067,7 +3067,8 @@ class _SessionLog:
 
     def __init__(self, sink: Any, scrub: _Scrubber) -> None:
         self._own = isinstance(sink, (str, os.PathLike))
-        sink = _open_private(sink) if self._own else sink
+        if self._own:
+            sink = _open_private(sink)
         if not callable(getattr(sink, "write", None)):
             raise _type_error("session_log", "a path or a text file object", sink)
         self._sink, self._scrub, self._lock = sink, scrub, threading.Lock()

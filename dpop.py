@@ -2638,13 +2638,13 @@ class Response:
 
 
 def _http_date(value: str | None) -> float | None:
-    """The POSIX time of an HTTP-date (RFC 9110 §5.6.7), None if it is not one."""
+    """The POSIX time of an HTTP-date (RFC 9110 §5.6.7), None if it is not one (nor a real time:
+    no 31 February, no second 60, no zone over 24 hours off)."""
     import email.utils
 
-    parsed = email.utils.parsedate_tz(value)  # None for None
-    try:
-        return None if parsed is None else float(email.utils.mktime_tz(parsed))
-    except (ValueError, OverflowError):
+    try:  # not a date: ValueError, or TypeError before Python 3.10
+        return email.utils.parsedate_to_datetime(value or "").timestamp()
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -3035,21 +3035,21 @@ def _open_private(path: str | os.PathLike[str]) -> Any:
     import errno
     import stat
 
-    name = os.fspath(path)
+    name, fd = os.fspath(path), -1
     try:
         fd = os.open(
             name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600
         )
-    except OSError as exc:
-        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
-        raise DPoPError("io_error", "cannot open session log %s: %s" % (name, why)) from None
-    try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISREG(mode) and mode & 0o077 and hasattr(os, "fchmod"):
             os.fchmod(fd, 0o600)
-    except OSError as exc:
-        os.close(fd)
-        raise DPoPError("io_error", "cannot make %s private: %s" % (name, exc.strerror)) from None
+    except OSError as exc:  # opening it, or tightening an existing file
+        if fd >= 0:
+            os.close(fd)
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise DPoPError(
+            "io_error", "cannot open session log %s (owner only, mode 0600): %s" % (name, why)
+        ) from None
     return os.fdopen(fd, "a", encoding="utf-8")
 
 
@@ -3070,7 +3070,8 @@ class _SessionLog:
 
     def __init__(self, sink: Any, scrub: _Scrubber) -> None:
         self._own = isinstance(sink, (str, os.PathLike))
-        sink = _open_private(sink) if self._own else sink
+        if self._own:
+            sink = _open_private(sink)
         if not callable(getattr(sink, "write", None)):
             raise _type_error("session_log", "a path or a text file object", sink)
         self._sink, self._scrub, self._lock = sink, scrub, threading.Lock()
@@ -3241,46 +3242,37 @@ def _tunnel(proxy: _Proxy, authority: str, deadline: float) -> Any:
             (proxy.host, proxy.port), timeout=max(0.001, deadline - time.monotonic())
         )
         sock.sendall((request + "\r\n").encode("ascii"))
-        while b"\r\n\r\n" not in head:
+        # the head, until it ends, the proxy closes the connection, or it is over 16 KiB
+        while b"\r\n\r\n" not in head and len(head) <= _MAX_TUNNEL_HEAD:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise socket.timeout()
-            if len(head) > _MAX_TUNNEL_HEAD:
-                raise DPoPError(
-                    "proxy",
-                    "proxy %s answered CONNECT with over 16 KiB of header lines" % proxy.shown,
-                )
             sock.settimeout(left)
             chunk = sock.recv(4096)
             if not chunk:
-                raise DPoPError(
-                    "proxy", "proxy %s closed the connection before answering CONNECT" % proxy.shown
-                )
+                break
             head += chunk
-        answer, _, after = head.partition(b"\r\n\r\n")
+        answer, ended, after = head.partition(b"\r\n\r\n")
         status = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        if not ended and len(head) > _MAX_TUNNEL_HEAD:
+            why = " answered CONNECT with over 16 KiB of header lines"
+        elif not ended:
+            why = " closed the connection before answering CONNECT"
         # after: the origin speaks last
-        if re.fullmatch(r"HTTP/1\.[01] 2[0-9][0-9]( .*)?", status) is None or after:
+        elif re.fullmatch(r"HTTP/1\.[01] 2[0-9][0-9]( .*)?", status) is None or after:
             # the status line, or what came instead of one (_printable: section 21, called at run
             # time)
-            why = "proxy %s refused CONNECT %s: %s" % (
-                proxy.shown,
-                authority,
-                _printable(status[:200]),
-            )
-            raise DPoPError("proxy", why)
-        # what is left for the TLS handshake to the origin, which follows in the tunnel
-        sock.settimeout(max(0.001, deadline - time.monotonic()))
-        return sock
-    except (OSError, DPoPError) as exc:
-        if sock is not None:
-            sock.close()
-        if isinstance(exc, DPoPError):
-            raise
-        # connecting to the proxy, or waiting for its answer
+            why = " refused CONNECT %s: %s" % (authority, _printable(status[:200]))
+        else:
+            # what is left for the TLS handshake to the origin, which follows in the tunnel
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            return sock
+    except OSError as exc:  # connecting to the proxy, or waiting for its answer
         timed_out = isinstance(exc, socket.timeout)
         why = ": CONNECT timed out (--connect-timeout)" if timed_out else " failed" + _reason(exc)
-        raise DPoPError("proxy", "proxy %s%s" % (proxy.shown, why)) from None
+    if sock is not None:
+        sock.close()
+    raise DPoPError("proxy", "proxy %s%s" % (proxy.shown, why))
 
 
 def _still_open(sock: Any) -> bool:
@@ -3597,32 +3589,26 @@ class FileTokenCache:
             self._write(entries)
 
     def lock(self) -> Any:
-        """An exclusive advisory lock on PATH.lock, as a context manager."""
+        """An exclusive advisory lock on PATH.lock, taken now; a context manager that releases it
+        (closing the file releases the lock)."""
         import contextlib
 
-        @contextlib.contextmanager
-        def held() -> Iterator[None]:
-            fd = -1
-            try:
-                self._folder()
-                flags = os.O_WRONLY | os.O_CREAT | _OPEN_NO_LINK_NO_WAIT
-                fd = os.open(self.path + ".lock", flags, 0o600)
-                import fcntl
+        held = contextlib.ExitStack()
+        try:
+            self._folder()
+            flags = os.O_WRONLY | os.O_CREAT | _OPEN_NO_LINK_NO_WAIT
+            fd = os.open(self.path + ".lock", flags, 0o600)
+            held.callback(os.close, fd)
+            import fcntl
 
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except ImportError:  # pragma: no cover  (Windows: no advisory lock)
-                pass
-            # a FIFO no one reads, a folder, no permission: the run goes on without the cache
-            except OSError as exc:
-                self._off = True
-                self._warn_once("cannot lock it: %s" % exc.strerror)
-            try:
-                yield
-            finally:
-                if fd >= 0:
-                    os.close(fd)  # closing releases the lock
-
-        return held()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover  (Windows: no advisory lock)
+            pass
+        # a FIFO no one reads, a folder, no permission: the run goes on without the cache
+        except OSError as exc:
+            self._off = True
+            self._warn_once("cannot lock it: %s" % exc.strerror)
+        return held
 
     def __repr__(self) -> str:
         return "<dpop.FileTokenCache %s>" % self.path

@@ -10314,3 +10314,34 @@ def test_part_one_is_at_least_30_percent_comments_and_docstrings():
     code = [i for i in range(1, part_two) if lines[i - 1].strip()]
     explained = [i for i in code if lines[i - 1].lstrip().startswith("#") or i in docstrings]
     assert len(explained) / len(code) >= 0.30
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("Sun, 06 Nov 1994 08:49:37 GMT", 784111777.0),
+        ("Sunday, 06-Nov-94 08:49:37 GMT", 784111777.0),
+        (None, None),
+        ("120", None),  # a Retry-After in seconds is no date
+        ("Sun, 31 Feb 1994 08:49:37 GMT", None),  # no such day
+        ("Sun, 06 Nov 1994 08:49:37 +9999", None),  # no such zone
+        ("Sun, 06 Nov 99999 08:49:37 GMT", None),
+    ],
+)
+def test_http_date_is_a_real_time_or_none(value, expected):
+    assert dpop._http_date(value) == expected
+
+
+@pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="no O_NOFOLLOW")
+def test_session_log_file_is_made_private_and_never_a_symlink(tmp_path):
+    existing = tmp_path / "log.txt"
+    existing.write_text("")
+    existing.chmod(0o644)
+    dpop._open_private(existing).close()
+    assert existing.stat().st_mode & 0o777 == 0o600  # an existing file, tightened
+    link = tmp_path / "link.txt"
+    link.symlink_to(existing)
+    with raises_code("io_error") as info:
+        dpop._open_private(link)
+    assert "it is a symbolic link" in info.value.message
+    assert "(owner only, mode 0600)" in info.value.message

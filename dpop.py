@@ -3680,13 +3680,6 @@ class _Token:
 _AUTH_ALIASES = {"post": "client_secret_post", "basic": "client_secret_basic"}
 
 
-def _check_texts(**texts: str | None) -> None:
-    """TypeError for a setting that is neither None nor a str."""
-    for name, value in texts.items():
-        if value is not None:
-            _check_str(name, value)
-
-
 def _str_pairs(what: str, given: _PairsArg, reserved: frozenset[str] = frozenset()) -> _Pairs:
     """headers= or token_params= as (name, value) pairs, in order; TypeError unless all are str,
     ValueError for a name in ``reserved`` (token_params: the fields the client sets)."""
@@ -3821,10 +3814,18 @@ class Client:
         if not isinstance(key, ECKey):
             key = load_key(key)
         key._private()  # fails early for a public key
-        _check_texts(client_secret=client_secret, scope=scope, proxy=proxy, no_proxy=no_proxy)
-        _check_texts(assertion_kid=assertion_kid, assertion_audience=assertion_audience)
-        _check_str("client_id", client_id)
-        if not client_id:
+        texts = {
+            "client_secret": client_secret,
+            "scope": scope,
+            "proxy": proxy,
+            "no_proxy": no_proxy,
+            "assertion_kid": assertion_kid,
+            "assertion_audience": assertion_audience,
+        }
+        for name, value in texts.items():  # each None or a str (TypeError)
+            if value is not None:
+                _check_str(name, value)
+        if not _check_str("client_id", client_id):  # a str (TypeError), not empty
             raise ValueError("client_id must not be empty")
         auth_method = _AUTH_ALIASES.get(auth_method, auth_method)
         if auth_method not in _AUTH_METHODS:
@@ -3858,13 +3859,11 @@ class Client:
         self._token_params, self._follow = params, follow_redirects
         self._scrub = _Scrubber()  # every secret this client knows, for logs and errors
         chosen, no_proxy = _proxy_settings(proxy, no_proxy, trust_env)
-        for secret in chosen.secrets if chosen else ():
-            self._scrub.add(secret)
+        for secret in [client_secret or "", *(chosen.secrets if chosen else ())]:
+            self._scrub.add(secret)  # (an empty one adds nothing)
         connect = timeout if connect_timeout is None else connect_timeout
         _setting("connect_timeout", connect, 0.001, 86400)
         self._pool = _Pool(connect, timeout, ssl_context, cafile, client_cert, chosen, no_proxy)
-        if client_secret:
-            self._scrub.add(client_secret)
         self._log = _SessionLog(session_log, self._scrub) if session_log is not None else None
         self._nonces: Dict[str, str] = {}
         self._token_lock = threading.Lock()
@@ -4202,7 +4201,7 @@ class Client:
                 if (
                     (repeatable or exc._unsent)
                     and exc.code in ("network", "timeout")
-                    and self._retry(attempt, started, exc)
+                    and self._retry(attempt, started, exc.code)
                 ):
                     attempt += 1
                     continue
@@ -4210,7 +4209,12 @@ class Client:
             if (
                 response.status in (429, 503)
                 and repeatable
-                and self._retry(attempt, started, response)
+                and self._retry(
+                    attempt,
+                    started,
+                    "HTTP %d" % response.status,
+                    response.headers.get("Retry-After"),
+                )
             ):
                 response.close()
                 attempt += 1
@@ -4311,8 +4315,7 @@ class Client:
                 # a refusal of a proof: what inspect finds wrong with it, on the next line
                 if proof is not None and response.status in (400, 401):
                     jkt = self._key.thumbprint()
-                    verdict = _verdict(sent, method, target.url, jkt, response.headers)
-                    self._note(verdict, "Inspect")
+                    self._note(_verdict(sent, method, target.url, jkt, response.headers), "Inspect")
             self._remember_nonce(target.origin, response.headers)
             self._note("%s: %d %s" % (request, response.status, response.reason))
             return response
@@ -4345,19 +4348,17 @@ class Client:
             response._stream, response._chunks = body_stream, iter(body_stream)
         return response
 
-    def _retry(self, attempt: int, started: float, why: Response | DPoPError) -> bool:
+    def _retry(self, attempt: int, started: float, reason: str, after: str | None = None) -> bool:
         """Wait before a retry and say True; False when the retries or the time for them
-        (retry_max_time) are spent. The wait is Retry-After when the answer has one, else
-        exponential backoff with jitter."""
+        (retry_max_time) are spent. The wait is Retry-After (``after``) when the answer has one,
+        else exponential backoff with jitter; ``reason`` (an HTTP status or an error code) is
+        noted."""
         import random  # jitter, not a secret
 
         if attempt >= self._max_retries:
             return False
         delay = min(8.0, 0.5 * 2**attempt) * (0.5 + random.random())
-        if isinstance(why, Response):
-            reason, after = "HTTP %d" % why.status, (why.headers.get("Retry-After") or "").strip()
-        else:
-            reason, after = why.code, ""
+        after = (after or "").strip()
         # Retry-After (RFC 9110 §10.2.3): delay-seconds or an HTTP-date
         when = _http_date(after)
         if re.fullmatch(r"[0-9]{1,9}", after):
@@ -4490,9 +4491,9 @@ class Client:
         api_path = api.origin + api.path.rstrip("/")
         # at a well-known URI: its identifier exactly; through a pointer (identifier ""): the API or
         # a prefix of its path
-        within = (api_path + "/").startswith(named_path + "/")
-        fits = named_path == identifier or (not identifier and within)
-        if not fits or "#" in resource:  # RFC 8707 §2: a resource has no fragment
+        within = not identifier and (api_path + "/").startswith(named_path + "/")
+        if (named_path != identifier and not within) or "#" in resource:
+            # (RFC 8707 §2: a resource has no fragment)
             why = "the metadata's resource %s is not the API %s" % (_short_repr(resource), api_path)
             raise DPoPError("discovery", why)
         servers = metadata.get("authorization_servers")

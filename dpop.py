@@ -1057,7 +1057,7 @@ def _pkcs8_publics(extra: List[Tuple[int, bytes]]) -> List[Affine]:
     the one in ECPrivateKey, are the private key's."""
     points = []
     for tag, value in extra:
-        if tag == 0x81 or tag == 0xA1:  # [1] publicKey (v2)
+        if tag == 0x81:  # [1] publicKey (v2), implicitly tagged: a BIT STRING's contents
             points.append(_point_from_octets(_bit_string_octets(value)))
         elif tag != 0xA0:  # [0] attributes are ignored
             raise _bad_der("unexpected field in PrivateKeyInfo")
@@ -1901,6 +1901,10 @@ def _refuse(code: str, message: str) -> DPoPError:
     return DPoPError(code, message, oauth_error=oauth, status=401 if code == "proof_nonce" else 400)
 
 
+if TYPE_CHECKING:
+    _Judge = Callable[[str, bool, str], None]  # (check code, passed, why it failed)
+
+
 def _must(code: str, passed: bool, message: str) -> None:
     """verify_proof's judge of each check: a failure is refused at once, so no later check runs."""
     if not passed:
@@ -1910,7 +1914,7 @@ def _must(code: str, passed: bool, message: str) -> None:
 def _signed_proof(
     proof: str | Sequence[str] | None,
     algorithms: Sequence[str],
-    judge: Callable[[str, bool, str], None],
+    judge: _Judge,
 ) -> Tuple[Dict[str, Any], Dict[str, Any], Any]:
     """RFC 9449 §4.3 steps 1, 2 and 4 to 7: (header, claims, key) of the one DPoP header value,
     within the size limit, a well-formed JWT of type dpop+jwt, with an accepted algorithm, signed
@@ -1987,7 +1991,7 @@ def verify_proof(
     leeway: int = 5,
     algorithms: Sequence[str] = ("ES256",),
     replay: Any | None = None,
-    _judge: Callable[[str, bool, str], None] = _must,
+    _judge: _Judge = _must,
 ) -> VerifiedProof:
     """Check a DPoP proof as RFC 9449 §4.3 requires; return what it proved.
 
@@ -2776,12 +2780,14 @@ def _when(seconds: Any, now: float) -> str:
     """A NumericDate as a UTC date and its distance from ``now``; anything else said as such."""
     # None and a str are TypeError (gmtime(None) is now: the subtraction refuses it), NaN
     # ValueError, 1e300 OverflowError (OSError on some platforms)
+    # (the distance: "+90 s" is in 90 seconds, "-600 s" ten minutes ago)
     try:
-        date = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
-        away = round(seconds - now)
+        return "%s (%+d s)" % (
+            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds)),
+            round(seconds - now),
+        )
     except (TypeError, ValueError, OverflowError, OSError):
         return "not a date: %s" % _short_repr(seconds)
-    return "%s (%s)" % (date, "in %d s" % away if away > 0 else "%d s ago" % -away)
 
 
 def _inspect_proof(proof: str, now: float, **context: str | None) -> Dict[str, Any]:
@@ -6200,9 +6206,8 @@ def _cli_jwks(source: str) -> Any:
 
 
 def _cli_inspect(args: _Args, scrub: _Scrubber) -> int:
-    thing = args["thing"] or "@-"  # standard input
-    if thing.startswith("@"):
-        thing = _read_input(thing[1:], "input", _MAX_TOKEN_BODY).decode("utf-8", "replace")
+    # the argument (one line), else standard input (a whole response, and no token in argv)
+    thing = args["thing"] or _read_input("-", "input", _MAX_TOKEN_BODY).decode("utf-8", "replace")
     thing = thing.strip()
     token = _read_token(args["access_token_file"], scrub)
     jkt = args["jkt"] or (_cli_key(args["key"]).thumbprint() if args["key"] else None)
@@ -6318,16 +6323,11 @@ _COMMANDS: Dict[str, Tuple[Callable[[_Args, _Scrubber], int], str, str, Sequence
     "inspect": (
         _cli_inspect,
         "Explain a DPoP proof, a JWT access token, a WWW-Authenticate value or an HTTP response"
-        " (THING, @FILE, or standard input), with every check passed or failed.",
-        "example: python dpop.py inspect --method GET --url https://api.example/x @proof.txt"
+        " (THING, or standard input), with every check passed or failed.",
+        "example: python dpop.py inspect --method GET --url https://api.example/x < proof.txt"
         "   (exit status 1 when a check fails)",
         (
-            _Opt(
-                "[THING]",
-                "data",
-                "what to explain, or @FILE (default: standard input)",
-                metavar="THING",
-            ),
+            _Opt("[THING]", "text", "what to explain (default: standard input)", metavar="THING"),
             _Opt("--method", "method", "the request's method, to check htm"),
             _Opt("--url", "url", "the request's URL, to check htu"),
             *_PROOF_CONTEXT,

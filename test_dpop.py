@@ -4697,7 +4697,7 @@ def test_inspect_goes_on_after_a_failure_that_leaves_the_rest_able_to_run():
     reasons = dict((code, why) for code, _, why in report["checks"])
     assert reasons["proof_iat"] == "iat is outside the acceptance window"
     assert reasons["proof_ath"] == ""
-    assert report["iat"] == "2023-11-14 22:03:20 UTC (600 s ago)"
+    assert report["iat"] == "2023-11-14 22:03:20 UTC (-600 s)"
 
 
 def test_inspect_stops_where_verify_proof_could_not_go_on():
@@ -4753,7 +4753,7 @@ def test_inspect_token_checks_expiry_binding_and_signature_by_a_jwks():
         ("token_jkt", True, "cnf.jkt against the key's jkt"),
         ("token_signature", True, "by a key of the JWK Set, alg ES256"),
     ]
-    assert report["exp"] == "2023-11-14 22:14:50 UTC (in 90 s)"
+    assert report["exp"] == "2023-11-14 22:14:50 UTC (+90 s)"
     assert report["token"] == "sha256 " + dpop.access_token_hash(token)
     assert report["cnf.jkt"] == client.thumbprint()
     assert token not in json.dumps(report)
@@ -4862,7 +4862,7 @@ def test_cli_inspect_a_proof_exit_status_and_json(tmp_path, key_file):
     assert [c["check"] for c in report["checks"] if c["passed"] is False] == ["proof_htm", "proof_htu"]
     proof_file = tmp_path / "proof"
     proof_file.write_text(proof + "\n")
-    assert run_cli("inspect", "@" + str(proof_file)).returncode == 0
+    assert run_cli("inspect", input=proof_file.read_bytes()).returncode == 0
     for args in (["inspect", "not a proof"], ["inspect", "--bogus", proof], ["inspect"]):
         usage = run_cli(*args, input=b"opaque-token-value")
         assert usage.returncode == 2, args
